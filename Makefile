@@ -1,0 +1,33 @@
+# The two commands of the README, and a few more for developers.
+#   make serve   install what is missing, build, fetch GPT-2 if absent, serve on :8000
+#   make test    install what is missing, build, run the whole test suite
+BUILD ?= build
+MODEL ?= models/gpt2
+MODEL_NAME ?= gpt2
+SERVE_ARGS ?=
+
+.PHONY: all deps build serve test test-slow clean
+
+all: build
+
+deps:
+	scripts/install-deps
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) -Dwerror=true
+
+build: deps $(BUILD)/build.ninja
+	meson compile -C $(BUILD)
+
+serve: build
+	@[ -f $(MODEL)/model.safetensors ] || scripts/download-model $(MODEL_NAME) $(MODEL)
+	$(BUILD)/nano-vllm serve $(MODEL) $(SERVE_ARGS)
+
+test: build
+	meson test -C $(BUILD) --print-errorlogs --no-suite slow
+
+test-slow: build
+	meson test -C $(BUILD) --print-errorlogs --suite slow
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,162 @@
+/* engine.h - GPT-2 inference service: model, KV-cache block pool and the scheduler thread.
+ *
+ * The engine owns the weights, the block pool and every sequence. Other threads talk to it
+ * only through three calls: eng_submit (a request in), eng_abort (a cancel in) and
+ * eng_poll (output events out). When new events are queued the scheduler thread calls the
+ * wake callback given to eng_start (the server passes one that does uv_async_send).
+ * Without eng_start the caller drives the engine itself with eng_step (tests, offline
+ * generation); the two modes are not mixed.
+ */
+#ifndef NANO_VLLM_ENGINE_H
+#define NANO_VLLM_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokenizer/tokenizer.h"
+
+typedef struct eng eng_t;
+
+#define ENG_MAX_LOGPROBS 20 /* alternatives per token, as OpenAI's completions API allows */
+#define ENG_MAX_STOPS 4
+
+enum eng_dtype { ENG_DTYPE_AUTO = 0, ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16 };
+
+typedef struct eng_params {
+    const char *model_dir;      /* borrowed: Hugging Face GPT-2 directory */
+    int threads;                /* compute threads; 0 = one per core */
+    int block_size;             /* tokens per KV block; 0 = 16 */
+    size_t kv_cache_memory;     /* bytes for the KV pool; 0 = 1 GiB or what max_num_seqs needs */
+    int num_kv_blocks;          /* > 0 overrides kv_cache_memory */
+    int max_num_seqs;           /* sequences in one step; 0 = 256 */
+    int max_num_batched_tokens; /* token budget of one step; 0 = 2048 */
+    int max_model_len;          /* prompt + completion limit; 0 = n_positions */
+    int max_waiting;            /* eng_submit fails with -EAGAIN past this; 0 = unbounded */
+    int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
+} eng_params_t;
+
+/* What the model and pool look like once loaded. Strings borrowed from the engine. */
+typedef struct eng_info {
+    int n_layer, n_head, n_embd, n_ctx, vocab_size;
+    int max_model_len;
+    int block_size, num_kv_blocks;
+    size_t weight_bytes, kv_bytes;
+    const char *weight_dtype; /* "f32", "f16", "bf16" */
+} eng_info_t;
+
+/* Sampling settings; the neutral value of each is given. */
+typedef struct eng_sampling {
+    float temperature;        /* 0 = greedy; 1 */
+    float top_p;              /* 1 */
+    int top_k;                /* 0 = off */
+    float min_p;              /* 0 */
+    float presence_penalty;   /* 0 */
+    float frequency_penalty;  /* 0 */
+    float repetition_penalty; /* 1 */
+    uint64_t seed;            /* used when has_seed; else the engine picks one */
+    int has_seed;
+    int n_logit_bias;
+    int32_t *logit_bias_ids;  /* (n_logit_bias) owned by the request */
+    float *logit_bias_values; /* (n_logit_bias) owned by the request */
+    int logprobs;             /* -1 = none, else 0..ENG_MAX_LOGPROBS alternatives per token */
+    int prompt_logprobs;      /* -1 = none, else alternatives for each prompt token (echo) */
+} eng_sampling_t;
+
+/* One prompt and how to continue it. eng_submit takes ownership of the whole struct
+ * (allocated with malloc, with every pointer below) and frees it when the request ends. */
+typedef struct eng_request {
+    uint64_t id;         /* chosen by the caller, unique among live requests */
+    void *user;          /* returned in every event, never dereferenced */
+    int32_t *prompt;     /* (prompt_len) owned */
+    int prompt_len;
+    int n;               /* completions of this prompt (they share its KV blocks); >= 1 */
+    int index_base;      /* choice index of the first completion */
+    int max_tokens;      /* new tokens per completion; 0 only with prompt_logprobs (scoring) */
+    int ignore_eos;
+    int n_stop;
+    char *stop[ENG_MAX_STOPS]; /* owned, NUL-terminated, non-empty */
+    eng_sampling_t sp;
+} eng_request_t;
+
+/* Fill *sp with the neutral values listed above. */
+void eng_sampling_default(eng_sampling_t *sp);
+
+enum eng_finish {
+    ENG_FINISH_NONE = 0, /* more events follow for this choice */
+    ENG_FINISH_STOP,     /* EOS or a stop string */
+    ENG_FINISH_LENGTH,   /* max_tokens or the context length */
+    ENG_FINISH_ABORT,    /* eng_abort or shutdown */
+    ENG_FINISH_ERROR,    /* the engine could not run it; message in text */
+};
+
+/* The log-probability of one token and its top alternatives (highest first). */
+typedef struct eng_logprob {
+    int32_t id;
+    float logprob;
+    int n_top;
+    int32_t top_id[ENG_MAX_LOGPROBS];
+    float top_logprob[ENG_MAX_LOGPROBS];
+} eng_logprob_t;
+
+/* Output for one choice of one request. Owned by whoever holds it; free with eng_event_free. */
+typedef struct eng_event {
+    struct eng_event *next;
+    uint64_t req_id;
+    void *user;
+    int index;             /* choice index (index_base + k) */
+    int32_t *ids;          /* (n_ids) tokens generated since the last event of this choice */
+    int n_ids;
+    char *text;            /* text delta, NUL-terminated; held back while it may start a stop */
+    size_t text_len;
+    int is_prompt;         /* 1: lps are the prompt's logprobs (echo), ids the prompt */
+    eng_logprob_t *lps;    /* (n_lps) or NULL */
+    int n_lps;
+    int finish;            /* enum eng_finish */
+    int prompt_tokens;     /* set on the finishing event */
+    int completion_tokens; /* set on the finishing event */
+    int cached_tokens;     /* prompt tokens served from the prefix cache */
+} eng_event_t;
+
+typedef struct eng_stats {
+    int running, waiting;
+    int kv_blocks_used, kv_blocks_total;
+    uint64_t preemptions;
+    uint64_t prefix_cache_queries, prefix_cache_hits; /* in tokens */
+    uint64_t prompt_tokens, generation_tokens;
+    uint64_t steps;
+    uint64_t requests_finished;
+} eng_stats_t;
+
+typedef void (*eng_wake_cb)(void *arg);
+
+/* Loads the model in p->model_dir and sizes the block pool. tok is borrowed and must
+ * outlive the engine. Returns 0, or -ENOENT/-EINVAL/-ENOMEM/-EIO with one line in err
+ * naming the file and the problem. Any thread, once. */
+int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, size_t errlen);
+/* Stops the scheduler thread if running (aborting what is left) and frees everything,
+ * including events not yet polled. eng_free(NULL) is a no-op. */
+void eng_free(eng_t *e);
+void eng_get_info(const eng_t *e, eng_info_t *info);
+
+/* Starts the scheduler thread. wake(arg) is called from it after events were queued. */
+int eng_start(eng_t *e, eng_wake_cb wake, void *arg);
+
+/* Queues a request (any thread). Returns 0 and owns req, or -EAGAIN when the waiting queue
+ * is full, -EINVAL when it cannot ever run (prompt + max_tokens beyond max_model_len, bad
+ * token id); on failure the caller keeps req. */
+int eng_submit(eng_t *e, eng_request_t *req);
+/* Cancels a request (any thread); its choices end with ENG_FINISH_ABORT and its blocks
+ * return to the pool at the next step. Unknown ids are ignored. */
+void eng_abort(eng_t *e, uint64_t req_id);
+/* Takes every queued event, oldest first (any thread). NULL when there is none. */
+eng_event_t *eng_poll(eng_t *e);
+void eng_event_free(eng_event_t *ev); /* frees one event, not the list */
+
+/* Runs one scheduler step on the calling thread; only when eng_start was not called.
+ * Returns 1 if work was done, 0 if idle, negative on error. */
+int eng_step(eng_t *e);
+
+/* A consistent snapshot of the counters (any thread). */
+void eng_get_stats(eng_t *e, eng_stats_t *st);
+
+#endif

@@ -1,0 +1,60 @@
+/* tokenizer.h - GPT-2 byte-level BPE: encode, decode, incremental (streaming) decode.
+ *
+ * A tok_t is immutable after tok_init and may be shared by any number of threads:
+ * tok_encode may run concurrently on several threads (it keeps its scratch per call),
+ * decoding only reads the tables. Per-stream decode state lives in a tok_stream_t that
+ * belongs to one sequence.
+ */
+#ifndef NANO_VLLM_TOKENIZER_H
+#define NANO_VLLM_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tok tok_t;
+
+/* The longest byte string one token decodes to is at most this long. */
+#define TOK_MAX_TOKEN_BYTES 256
+
+/* Loads vocab.json + merges.txt from dir, or, when those are absent, the vocab and merges
+ * of a Hugging Face tokenizer.json there. On failure returns -ENOENT/-EINVAL/-ENOMEM/-EIO,
+ * leaves *out NULL and writes one line naming the file and the problem into err. */
+int tok_init(tok_t **out, const char *dir, char *err, size_t errlen);
+void tok_free(tok_t *t);
+
+int tok_vocab_size(const tok_t *t);
+/* Id of <|endoftext|> (50256 for GPT-2). */
+int32_t tok_eos_id(const tok_t *t);
+
+/* Encodes len bytes of text (any bytes; invalid UTF-8 is encoded byte-wise as GPT-2 does).
+ * The literal text "<|endoftext|>" encodes to tok_eos_id. On success *ids is a malloc'd
+ * array of *n ids owned by the caller (free()); it is non-NULL even when *n is 0.
+ * Returns 0 or -ENOMEM. Thread-safe. */
+int tok_encode(const tok_t *t, const char *text, size_t len, int32_t **ids, size_t *n);
+
+/* Decodes ids to their bytes, joined (no UTF-8 repair). *text is malloc'd, NUL-terminated,
+ * owned by the caller. Returns -EINVAL if an id is out of range, naming it in nothing:
+ * the caller knows the ids. */
+int tok_decode(const tok_t *t, const int32_t *ids, size_t n, char **text, size_t *len);
+
+/* The raw bytes of one token (not NUL-terminated) and their count; NULL for an invalid id.
+ * The pointer stays valid as long as t. */
+const char *tok_token_bytes(const tok_t *t, int32_t id, size_t *len);
+
+/* Incremental decode: feed one id at a time, get back only complete UTF-8 text. Bytes of
+ * a character split across tokens are held until the character is complete; bytes that
+ * can never become valid UTF-8 come out as U+FFFD, as Hugging Face does. */
+typedef struct tok_stream {
+    unsigned char pending[4]; /* an incomplete UTF-8 sequence carried to the next token */
+    int npending;
+} tok_stream_t;
+
+void tok_stream_init(tok_stream_t *s);
+/* Appends the text completed by id to out (capacity cap; TOK_MAX_TOKEN_BYTES * 2 is always
+ * enough) and sets *outlen. Returns 0, or -EINVAL for an invalid id (state unchanged). */
+int tok_stream_feed(const tok_t *t, tok_stream_t *s, int32_t id, char *out, size_t cap,
+                    size_t *outlen);
+/* Ends the stream: any held bytes come out as U+FFFD. out needs room for 3 * 4 bytes. */
+void tok_stream_flush(tok_stream_t *s, char *out, size_t cap, size_t *outlen);
+
+#endif
