@@ -1,0 +1,56 @@
+/* config.h - server settings: defaults < config file < environment (NANO_VLLM_*) < flags.
+ *
+ * A cfg_t is filled once on the main thread before any other thread starts and is read-only
+ * afterwards. Every setting has one row in the table in config.c (flag, env var, default,
+ * meaning), which also produces --help and the README table.
+ */
+#ifndef NANO_VLLM_CONFIG_H
+#define NANO_VLLM_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+enum cfg_log_format { CFG_LOG_TEXT = 0, CFG_LOG_JSON };
+
+typedef struct cfg {
+    char *model_dir;         /* owned; positional MODEL_DIR */
+    char *host;              /* owned; "127.0.0.1" */
+    int port;                /* 8000; 0 = any free port (logged) */
+    int threads;             /* 0 = one per core */
+    int max_num_seqs;        /* 64 */
+    int max_num_batched_tokens; /* 512 */
+    size_t kv_cache_memory;  /* bytes; accepts 512M, 2G ... */
+    int num_kv_blocks;       /* 0 = from kv_cache_memory */
+    int block_size;          /* 16 */
+    int max_model_len;       /* 0 = the model's n_positions */
+    char *weight_dtype;      /* owned; "auto" | "f32" | "f16" | "bf16" */
+    char *api_key;           /* owned or NULL = no key */
+    char *served_model_name; /* owned or NULL = model directory's base name */
+    size_t max_body_bytes;   /* 1 MiB */
+    int max_waiting;         /* 256 */
+    double shutdown_timeout; /* seconds, 30 */
+    int log_format;          /* enum cfg_log_format */
+    char *config_file;       /* owned or NULL */
+} cfg_t;
+
+/* Sets every field to its default. Allocates the default strings; -ENOMEM on failure. */
+int cfg_init(cfg_t *c);
+void cfg_free(cfg_t *c);
+
+/* Applies, in order, the config file named by --config (or NANO_VLLM_CONFIG), the
+ * environment (envp, NULL-terminated "NAME=value" strings) and the command-line flags
+ * (argv[0] is the subcommand). A bare argument is MODEL_DIR. Returns 0, 1 when --help was
+ * asked (usage already written to out), or -EINVAL with one line in err naming the
+ * setting, where it came from and the bad value:
+ *   "--port: 70000 is out of range (0-65535)"
+ *   "NANO_VLLM_MAX_NUM_SEQS: 'abc' is not an integer"
+ *   "nano-vllm.conf:3: unknown setting 'max_seqs'" */
+int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err, size_t errlen);
+
+/* Checks cross-field rules (required MODEL_DIR, ranges). 0 or -EINVAL with err. */
+int cfg_validate(const cfg_t *c, char *err, size_t errlen);
+
+/* Writes the effective settings, one "name = value" per line (the API key masked). */
+void cfg_print(const cfg_t *c, FILE *out);
+
+#endif
