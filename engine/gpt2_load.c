@@ -81,7 +81,11 @@ static int parse_config(json_t *root, gpt2_config_t *c, char *err, size_t errlen
         return fail(err, errlen, -EINVAL,
                     "config.json: activation_function \"%s\" is not supported (gelu_new is)",
                     json_is_string(j) ? json_string_value(j) : "?");
-    /* Variants of GPT-2 attention this engine does not implement. */
+    /* Variants of GPT-2 this engine does not implement. */
+    j = json_object_get(root, "n_inner");
+    if (j && !json_is_null(j) && !(json_is_integer(j) && json_integer_value(j) == 4 * c->n_embd))
+        return fail(err, errlen, -EINVAL, "config.json: n_inner must be null or 4 * n_embd (%d)",
+                    4 * c->n_embd);
     j = json_object_get(root, "scale_attn_weights");
     if (j && !json_is_true(j))
         return fail(err, errlen, -EINVAL, "config.json: scale_attn_weights false is not supported");
