@@ -33,7 +33,8 @@ typedef struct gpt2_scratch {
     float *att;       /* (T, C) attention output, heads concatenated */
     float *fch;       /* (T, 4C) MLP hidden */
     float *lnf;       /* (max_logits, C) final layer norm of the logit rows */
-    float *scores;    /* (max_ctx) attention weights of one row and head */
+    float *kh, *vh;   /* (max_ctx, HS) one head's K and V gathered from the blocks */
+    float *scores;    /* (ATTN_TILE, max_ctx) attention weights of a tile of rows, one head */
 } gpt2_scratch_t;
 
 struct gpt2 {

@@ -472,7 +472,14 @@ static void test_bad_batch(gpt2_t *m, kv_cache_t *kv)
     bt->slot[2] = 2;
     bt->ctx_len[0] = 2; /* a row past the context */
     CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    bt->ctx_len[0] = 4; /* rows that do not end the context */
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
     bt->ctx_len[0] = 3;
+    bt->pos[0] = 1; /* positions out of order */
+    bt->pos[1] = 0;
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    bt->pos[0] = 0;
+    bt->pos[1] = 1;
     CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), 0);
     free(bt);
     free(logits);
