@@ -28,7 +28,9 @@
 #define CTX 64       /* cached tokens per sequence before the decode steps */
 #define MAX_B 32
 #define MAX_T 512
-#define DECODE_STEPS 8
+#define DECODE_STEPS 4 /* per measurement */
+#define ROUNDS 3
+#define BW_MIB 256
 
 static double now(void)
 {
@@ -157,17 +159,17 @@ static void *read_loop(void *arg)
     return NULL;
 }
 
-/* Read bandwidth of a buffer far larger than the caches, with nthreads threads; best of 3. */
+/* Read bandwidth of a buffer far larger than the caches, with nthreads threads; best of 2. */
 static double bandwidth(int nthreads)
 {
-    const size_t bytes = (size_t)256 << 20;
+    const size_t bytes = (size_t)BW_MIB << 20;
     v8f *buf = aligned_alloc(64, bytes);
     if (!buf)
         return 0;
     memset(buf, 1, bytes);
     size_t nvec = bytes / sizeof(v8f), per = nvec / (size_t)nthreads;
     double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < 2; rep++) {
         pthread_t th[16];
         read_job_t jobs[16];
         double t0 = now();
@@ -182,6 +184,31 @@ static double bandwidth(int nthreads)
     }
     free(buf);
     return best;
+}
+
+/* Seconds per decode step of B sequences (one row each) after CTX cached tokens. */
+static double decode_time(gpt2_t *m, kv_cache_t *kv, bench_batch_t *bb, int B, float *logits)
+{
+    double t = now();
+    for (int step = 0; step < DECODE_STEPS; step++) {
+        make_step(bb, B, CTX + step, 1, logits);
+        gpt2_forward(m, kv, &bb->b);
+    }
+    return (now() - t) / DECODE_STEPS;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+    double s[16];
+    memcpy(s, v, (size_t)n * sizeof(double));
+    qsort(s, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 
 static double max_rss_mb(void)
@@ -237,7 +264,7 @@ int main(int argc, char **argv)
     const int prompt_lens[2] = {128, 512};
     for (int k = 0; k < 2; k++) {
         double best = 1e9;
-        for (int rep = 0; rep < 2; rep++) {
+        for (int rep = 0; rep < 2 - k; rep++) {
             make_step(bb, 1, 0, prompt_lens[k], logits);
             double t = now();
             gpt2_forward(m, &kv, &bb->b);
@@ -260,55 +287,46 @@ int main(int argc, char **argv)
         }
         gpt2_forward(m, &kv, &bb->b);
     }
+    /* The engine's steps and the bounds are measured in interleaved rounds, so a busy
+     * phase of the machine weighs on both sides of each ratio; the median round counts. */
     const int batches[3] = {1, 8, 32};
-    double step_time[3];
-    for (int k = 0; k < 3; k++) {
-        int B = batches[k];
-        double t = now();
-        for (int step = 0; step < DECODE_STEPS; step++) {
-            make_step(bb, B, CTX + step, 1, logits);
-            gpt2_forward(m, &kv, &bb->b);
-        }
-        step_time[k] = (now() - t) / DECODE_STEPS;
-        printf("decode batch %2d (ctx %d): %7.1f ms/step  %7.1f tokens/s\n", B, CTX,
-               step_time[k] * 1e3, B / step_time[k]);
-    }
+    for (int k = 0; k < 3; k++) /* warm-up: touches the decode positions' KV blocks */
+        decode_time(m, &kv, bb, batches[k], logits);
     double rss_engine = max_rss_mb();
-
-    /* The bounds, measured now, on the same shapes and the same weights. */
     float *a = malloc((size_t)MAX_B * 4 * cfg->n_embd * sizeof(float));
     float *out = malloc((size_t)MAX_B * cfg->vocab_size * sizeof(float));
     for (size_t i = 0; i < (size_t)MAX_B * 4 * cfg->n_embd; i++)
         a[i] = (float)(i % 13) * 0.01f;
-    double gemm_rate[3];
-    for (int k = 0; k < 3; k++) {
-        int B = batches[k];
-        double best = 1e9;
-        for (int rep = 0; rep < 3; rep++) {
-            double t = sgemm_step(m, a, out, B);
-            best = t < best ? t : best;
+    double step_time[3][ROUNDS], gemm_time[3][ROUNDS], bw[ROUNDS], r32[ROUNDS], r1[ROUNDS];
+    const double bytes = step_weight_bytes(m);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int k = 0; k < 3; k++) {
+            step_time[k][r] = decode_time(m, &kv, bb, batches[k], logits);
+            gemm_time[k][r] = sgemm_step(m, a, out, batches[k]);
         }
-        gemm_rate[k] = step_flops(m, B, B) / best / 1e9;
-        printf("cblas_sgemm on a decode step's products, M=%2d: %7.1f ms  %6.1f GFLOP/s\n", B,
-               best * 1e3, gemm_rate[k]);
+        bw[r] = bandwidth(2);
+        r32[r] = gemm_time[2][r] / step_time[2][r];
+        r1[r] = bytes / step_time[0][r] / 1e9 / bw[r];
     }
     free(a);
     free(out);
-    double bw1 = bandwidth(1), bw2 = bandwidth(2);
-    printf("read bandwidth (256 MiB): 1 thread %.1f GB/s, 2 threads %.1f GB/s\n", bw1, bw2);
-    double bw = bw2 > bw1 ? bw2 : bw1;
-
-    double r32 = step_flops(m, 32, 32) / step_time[2] / 1e9 / gemm_rate[2];
-    double bytes = step_weight_bytes(m);
-    double r1 = bytes / step_time[0] / 1e9 / bw;
-    printf("ratio: decode batch 32 at %.1f GFLOP/s = %.0f%% of the sgemm rate (target >= 50%%)\n",
-           step_flops(m, 32, 32) / step_time[2] / 1e9, 100 * r32);
+    for (int k = 0; k < 3; k++) {
+        int B = batches[k];
+        double st = median(step_time[k], ROUNDS), gt = median(gemm_time[k], ROUNDS);
+        printf("decode batch %2d (ctx %d): %7.1f ms/step %7.1f tokens/s | cblas_sgemm on the "
+               "same products: %7.1f ms, %6.1f GFLOP/s\n",
+               B, CTX, st * 1e3, B / st, gt * 1e3, step_flops(m, B, B) / gt / 1e9);
+    }
+    printf("read bandwidth (2 threads, %d MiB): %.1f GB/s\n", BW_MIB, median(bw, ROUNDS));
+    printf("ratio: decode batch 32 = %.0f%% of the sgemm rate on its products (target >= 50%%)\n",
+           100 * median(r32, ROUNDS));
     printf("ratio: decode batch 1 streams %.1f GB/s of weights = %.0f%% of the read bandwidth "
-           "(target >= 60%%)\n", bytes / step_time[0] / 1e9, 100 * r1);
+           "(target >= 60%%)\n",
+           bytes / median(step_time[0], ROUNDS) / 1e9, 100 * median(r1, ROUNDS));
     printf("peak RSS %.0f MB (before the bandwidth buffer) vs weights %.0f MB + KV pool %.0f MB "
            "+ scratch %.0f MB\n",
            rss_engine, (double)gpt2_weight_bytes(m) / 1e6, kv_mb,
-           ((double)(MAX_T * 10 + MAX_B) * cfg->n_embd + cfg->n_ctx) * 4 / 1e6);
+           (double)m->s.bytes / 1e6);
 
     kv_cache_free(&kv);
     gpt2_free(m);

@@ -69,6 +69,7 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
     free(m->s.mem);
     gpt2_scratch_t *s = &m->s;
     s->mem = mem;
+    s->bytes = n * sizeof(float);
     s->max_tokens = max_tokens;
     s->max_logits = max_logits;
     s->max_ctx = max_ctx;

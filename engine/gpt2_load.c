@@ -278,7 +278,8 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
     *out = NULL;
     if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32)
         return fail(err, errlen, -EINVAL,
-                    "weight dtype %d: only f32 weights in memory are supported", dtype);
+                    "weight dtype %s: only f32 weights in memory are supported so far",
+                    dtype == ENG_DTYPE_F16 ? "f16" : dtype == ENG_DTYPE_BF16 ? "bf16" : "?");
     gpt2_t *m = calloc(1, sizeof(*m));
     if (!m)
         return fail(err, errlen, -ENOMEM, "out of memory");
@@ -312,6 +313,10 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
     rc = get_all(&ld);
     if (rc)
         goto fail;
+    /* When every weight was converted nothing points into the files any more: unmap them
+     * rather than keep the 16-bit copy resident next to the F32 one. */
+    if (ld.n_convert == ld.n_floats)
+        st_close(&m->st);
     *out = m;
     return 0;
 fail:

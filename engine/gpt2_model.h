@@ -24,6 +24,7 @@ typedef struct gpt2_layer {
 /* Forward-pass scratch, carved from one allocation by gpt2_reserve. */
 typedef struct gpt2_scratch {
     float *mem;       /* owned: everything below points into it */
+    size_t bytes;     /* size of mem */
     int max_tokens;   /* rows per step */
     int max_logits;   /* logit rows per step */
     int max_ctx;      /* longest context attended */
@@ -39,7 +40,8 @@ typedef struct gpt2_scratch {
 
 struct gpt2 {
     gpt2_config_t cfg;
-    st_set_t st;            /* owned: the mapped checkpoint; F32 tensors point into it */
+    st_set_t st;            /* owned: the mapped checkpoint; F32 tensors point into it
+                             * (closed after loading when every weight was converted) */
     float *converted;       /* owned: F16/BF16 (and misaligned F32) weights as F32 */
     size_t weight_bytes;    /* bytes of weights as used, the tied LM head counted once */
     const float *wte;       /* (V, C) token embeddings */

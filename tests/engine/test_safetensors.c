@@ -268,6 +268,7 @@ static void test_convert(void)
                 CHECK_INT_EQ(signbit(m->wte[i]) != 0, signbit(want[i]) != 0);
             }
             CHECK(m->converted != NULL);
+            CHECK_INT_EQ(m->st.n_files, 0); /* nothing left in use in the file */
             gpt2_free(m);
         }
         ckpt_free(&c);
