@@ -1,5 +1,5 @@
-/* config.c - the settings table and everything it drives: defaults, the config file, the
- * environment, command-line flags, --help, cfg_print and the README's Markdown table.
+/* config.c - the settings table, and reading it: defaults, the config file, the environment,
+ * command-line flags, validation. config_print.c writes the same rows out.
  *
  * Every setting is one row of cfg_opts[]; nothing else in the module names a setting, so a
  * new setting is one row (and a field in cfg_t). Main thread only, before other threads
@@ -17,30 +17,7 @@
 #include <string.h>
 
 #include "config/config_parse.h"
-
-enum opt_type { T_STR, T_INT, T_SIZE, T_DOUBLE, T_ENUM };
-
-enum opt_flags {
-    F_NULLABLE = 1,   /* empty value = unset (NULL) */
-    F_POSITIONAL = 2, /* given on the command line as a bare argument, not a flag */
-    F_NOFILE = 4,     /* cannot be set in a config file */
-    F_SECRET = 8,     /* masked by cfg_print */
-};
-
-typedef struct cfg_opt {
-    const char *key;     /* config-file key and cfg_print name */
-    const char *flag;    /* "--port"; for F_POSITIONAL the argument's name */
-    const char *env;     /* "NANO_VLLM_PORT" */
-    const char *metavar; /* what the value is, for --help */
-    int type;            /* enum opt_type */
-    int flags;           /* enum opt_flags */
-    size_t offset;       /* of the field in cfg_t */
-    const char *def;     /* default, as it would be typed; NULL = unset */
-    double min, max;     /* T_INT, T_SIZE, T_DOUBLE: inclusive range */
-    const char *const *choices; /* T_ENUM: NULL-terminated names; the field holds the index
-                                   (T_ENUM) or a copy of the name (T_STR with choices) */
-    const char *help;
-} cfg_opt_t;
+#include "config/config_table.h"
 
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", NULL};
@@ -52,57 +29,58 @@ static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", NULL};
 #define TIB (1024.0 * 1024.0 * 1024.0 * 1024.0)
 
 /* The one table. Ranges: what the engine and server can honour and a human could mean. */
-static const cfg_opt_t cfg_opts[] = {
-    {"model_dir", "MODEL_DIR", "NANO_VLLM_MODEL_DIR", "DIR", T_STR, F_POSITIONAL | F_NULLABLE,
+const cfg_opt_t cfg_opts[] = {
+    {"model_dir", "MODEL_DIR", "NANO_VLLM_MODEL_DIR", "DIR", CFG_T_STR, CFG_F_POSITIONAL | CFG_F_NULLABLE,
      OFF(model_dir), NULL, 0, 0, NULL,
      "Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt)"},
-    {"config", "--config", "NANO_VLLM_CONFIG", "FILE", T_STR, F_NOFILE | F_NULLABLE,
+    {"config", "--config", "NANO_VLLM_CONFIG", "FILE", CFG_T_STR, CFG_F_NOFILE | CFG_F_NULLABLE,
      OFF(config_file), NULL, 0, 0, NULL,
      "settings file: one 'key = value' per line, # comments (see the README)"},
-    {"host", "--host", "NANO_VLLM_HOST", "ADDR", T_STR, 0, OFF(host), "127.0.0.1", 0, 0, NULL,
+    {"host", "--host", "NANO_VLLM_HOST", "ADDR", CFG_T_STR, 0, OFF(host), "127.0.0.1", 0, 0, NULL,
      "address to listen on (0.0.0.0 for all interfaces)"},
-    {"port", "--port", "NANO_VLLM_PORT", "N", T_INT, 0, OFF(port), "8000", 0, 65535, NULL,
+    {"port", "--port", "NANO_VLLM_PORT", "N", CFG_T_INT, 0, OFF(port), "8000", 0, 65535, NULL,
      "TCP port; 0 = any free port (logged at start)"},
-    {"threads", "--threads", "NANO_VLLM_THREADS", "N", T_INT, 0, OFF(threads), "0", 0, 1024,
+    {"threads", "--threads", "NANO_VLLM_THREADS", "N", CFG_T_INT, 0, OFF(threads), "0", 0, 1024,
      NULL, "compute threads for the model; 0 = one per core"},
-    {"max_num_seqs", "--max-num-seqs", "NANO_VLLM_MAX_NUM_SEQS", "N", T_INT, 0,
+    {"max_num_seqs", "--max-num-seqs", "NANO_VLLM_MAX_NUM_SEQS", "N", CFG_T_INT, 0,
      OFF(max_num_seqs), "64", 1, 65536, NULL, "most sequences in one scheduler step"},
     {"max_num_batched_tokens", "--max-num-batched-tokens", "NANO_VLLM_MAX_NUM_BATCHED_TOKENS",
-     "N", T_INT, 0, OFF(max_num_batched_tokens), "512", 1, 1048576, NULL,
+     "N", CFG_T_INT, 0, OFF(max_num_batched_tokens), "512", 1, 1048576, NULL,
      "most tokens in one scheduler step (longer prompts are prefilled in chunks)"},
-    {"kv_cache_memory", "--kv-cache-memory", "NANO_VLLM_KV_CACHE_MEMORY", "SIZE", T_SIZE, 0,
+    {"kv_cache_memory", "--kv-cache-memory", "NANO_VLLM_KV_CACHE_MEMORY", "SIZE", CFG_T_SIZE, 0,
      OFF(kv_cache_memory), "1G", MIB, TIB, NULL,
      "memory for the KV-cache block pool, e.g. 512M, 2G"},
-    {"num_kv_blocks", "--num-kv-blocks", "NANO_VLLM_NUM_KV_BLOCKS", "N", T_INT, 0,
+    {"num_kv_blocks", "--num-kv-blocks", "NANO_VLLM_NUM_KV_BLOCKS", "N", CFG_T_INT, 0,
      OFF(num_kv_blocks), "0", 0, 16777216, NULL,
      "KV-cache blocks; overrides kv_cache_memory when > 0"},
-    {"block_size", "--block-size", "NANO_VLLM_BLOCK_SIZE", "N", T_INT, 0, OFF(block_size), "16",
+    {"block_size", "--block-size", "NANO_VLLM_BLOCK_SIZE", "N", CFG_T_INT, 0, OFF(block_size), "16",
      1, 256, NULL, "tokens per KV-cache block"},
-    {"max_model_len", "--max-model-len", "NANO_VLLM_MAX_MODEL_LEN", "N", T_INT, 0,
+    {"max_model_len", "--max-model-len", "NANO_VLLM_MAX_MODEL_LEN", "N", CFG_T_INT, 0,
      OFF(max_model_len), "0", 0, 1048576, NULL,
      "longest prompt + completion in tokens; 0 = the model's n_positions"},
-    {"weight_dtype", "--weight-dtype", "NANO_VLLM_WEIGHT_DTYPE", "auto|f32|f16|bf16", T_STR, 0,
+    {"weight_dtype", "--weight-dtype", "NANO_VLLM_WEIGHT_DTYPE", "auto|f32|f16|bf16", CFG_T_STR, 0,
      OFF(weight_dtype), "auto", 0, 0, weight_dtypes,
      "how weights are kept in memory; auto = as the checkpoint stores them"},
-    {"api_key", "--api-key", "NANO_VLLM_API_KEY", "KEY", T_STR, F_NULLABLE | F_SECRET,
+    {"api_key", "--api-key", "NANO_VLLM_API_KEY", "KEY", CFG_T_STR, CFG_F_NULLABLE | CFG_F_SECRET,
      OFF(api_key), NULL, 0, 0, NULL,
      "require 'Authorization: Bearer KEY' on every endpoint but /health and /metrics; "
      "unset = no key"},
-    {"served_model_name", "--served-model-name", "NANO_VLLM_SERVED_MODEL_NAME", "NAME", T_STR,
-     F_NULLABLE, OFF(served_model_name), NULL, 0, 0, NULL,
+    {"served_model_name", "--served-model-name", "NANO_VLLM_SERVED_MODEL_NAME", "NAME", CFG_T_STR,
+     CFG_F_NULLABLE, OFF(served_model_name), NULL, 0, 0, NULL,
      "model name in the API; unset = the base name of MODEL_DIR"},
-    {"max_body_bytes", "--max-body-bytes", "NANO_VLLM_MAX_BODY_BYTES", "SIZE", T_SIZE, 0,
+    {"max_body_bytes", "--max-body-bytes", "NANO_VLLM_MAX_BODY_BYTES", "SIZE", CFG_T_SIZE, 0,
      OFF(max_body_bytes), "1M", KIB, GIB, NULL,
      "largest request body; bigger ones get 413"},
-    {"max_waiting", "--max-waiting", "NANO_VLLM_MAX_WAITING", "N", T_INT, 0, OFF(max_waiting),
+    {"max_waiting", "--max-waiting", "NANO_VLLM_MAX_WAITING", "N", CFG_T_INT, 0, OFF(max_waiting),
      "256", 1, 1048576, NULL, "requests allowed to wait for a slot; more get 429"},
-    {"shutdown_timeout", "--shutdown-timeout", "NANO_VLLM_SHUTDOWN_TIMEOUT", "SECONDS", T_DOUBLE,
+    {"shutdown_timeout", "--shutdown-timeout", "NANO_VLLM_SHUTDOWN_TIMEOUT", "SECONDS", CFG_T_DOUBLE,
      0, OFF(shutdown_timeout), "30", 0, 86400, NULL,
      "on SIGINT/SIGTERM, how long in-flight requests may finish before they are aborted"},
-    {"log_format", "--log-format", "NANO_VLLM_LOG_FORMAT", "text|json", T_ENUM, 0,
+    {"log_format", "--log-format", "NANO_VLLM_LOG_FORMAT", "text|json", CFG_T_ENUM, 0,
      OFF(log_format), "text", 0, 0, log_formats, "log lines as plain text or one JSON object"},
 };
 
+const size_t cfg_n_opts = sizeof(cfg_opts) / sizeof(cfg_opts[0]);
 #define N_OPTS (sizeof(cfg_opts) / sizeof(cfg_opts[0]))
 
 static const cfg_opt_t *opt_by_key(const char *key)
@@ -137,7 +115,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 /* Writes a range bound as it would be typed: 1M rather than 1048576. */
 static void format_number(const cfg_opt_t *o, double v, char *buf, size_t n)
 {
-    if (o->type == T_SIZE)
+    if (o->type == CFG_T_SIZE)
         cfg_format_size((size_t)v, buf, n);
     else
         snprintf(buf, n, "%.15g", v);
@@ -160,7 +138,7 @@ static int choice_index(const cfg_opt_t *o, const char *val)
     return -1;
 }
 
-static int n_choices(const cfg_opt_t *o)
+int cfg_opt_n_choices(const cfg_opt_t *o)
 {
     int n = 0;
     while (o->choices[n])
@@ -185,9 +163,9 @@ static int set_value(cfg_t *c, const cfg_opt_t *o, const char *val, const char *
                      char *err, size_t errlen)
 {
     switch (o->type) {
-    case T_STR: {
+    case CFG_T_STR: {
         char **dst = field(c, o);
-        if (val[0] == '\0' && !(o->flags & F_NULLABLE))
+        if (val[0] == '\0' && !(o->flags & CFG_F_NULLABLE))
             return fail(err, errlen, "%s: must not be empty", where);
         if (o->choices && choice_index(o, val) < 0)
             return choice_error(o, where, val, err, errlen);
@@ -200,7 +178,7 @@ static int set_value(cfg_t *c, const cfg_opt_t *o, const char *val, const char *
         *dst = copy;
         return 0;
     }
-    case T_INT: {
+    case CFG_T_INT: {
         long long v;
         int rc = cfg_parse_int(val, &v);
         if (rc == -EINVAL)
@@ -210,7 +188,7 @@ static int set_value(cfg_t *c, const cfg_opt_t *o, const char *val, const char *
         *(int *)field(c, o) = (int)v;
         return 0;
     }
-    case T_SIZE: {
+    case CFG_T_SIZE: {
         size_t v;
         int rc = cfg_parse_size(val, &v);
         if (rc == -EINVAL)
@@ -222,7 +200,7 @@ static int set_value(cfg_t *c, const cfg_opt_t *o, const char *val, const char *
         *(size_t *)field(c, o) = v;
         return 0;
     }
-    case T_DOUBLE: {
+    case CFG_T_DOUBLE: {
         double v;
         if (cfg_parse_double(val, &v) < 0)
             return fail(err, errlen, "%s: '%s' is not a number", where, val);
@@ -231,7 +209,7 @@ static int set_value(cfg_t *c, const cfg_opt_t *o, const char *val, const char *
         *(double *)field(c, o) = v;
         return 0;
     }
-    case T_ENUM: {
+    case CFG_T_ENUM: {
         int i = choice_index(o, val);
         if (i < 0)
             return choice_error(o, where, val, err, errlen);
@@ -265,7 +243,7 @@ void cfg_free(cfg_t *c)
     if (!c)
         return;
     for (size_t i = 0; i < N_OPTS; i++) {
-        if (cfg_opts[i].type == T_STR) {
+        if (cfg_opts[i].type == CFG_T_STR) {
             char **s = field(c, &cfg_opts[i]);
             free(*s);
             *s = NULL;
@@ -280,7 +258,7 @@ static const cfg_opt_t *match_flag(const char *arg, const char **val)
 {
     for (size_t i = 0; i < N_OPTS; i++) {
         const cfg_opt_t *o = &cfg_opts[i];
-        if (o->flags & F_POSITIONAL)
+        if (o->flags & CFG_F_POSITIONAL)
             continue;
         size_t n = strlen(o->flag);
         if (strncmp(arg, o->flag, n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
@@ -402,7 +380,7 @@ static int file_setting(void *arg, const char *path, int line, const char *key,
     for (size_t i = 0; i <= n; i++)
         name[i] = key[i] == '-' ? '_' : key[i];
     const cfg_opt_t *o = opt_by_key(name);
-    if (!o || (o->flags & F_NOFILE))
+    if (!o || (o->flags & CFG_F_NOFILE))
         return fail(err, errlen, "%s:%d: unknown setting '%s'", path, line, key);
     size_t idx = (size_t)(o - cfg_opts);
     if (fs->line_of[idx])
@@ -457,13 +435,13 @@ int cfg_validate(const cfg_t *c, char *err, size_t errlen)
     for (size_t i = 0; i < N_OPTS; i++) {
         const cfg_opt_t *o = &cfg_opts[i];
         double v;
-        if (o->type == T_INT)
+        if (o->type == CFG_T_INT)
             v = *(const int *)cfield(c, o);
-        else if (o->type == T_SIZE)
+        else if (o->type == CFG_T_SIZE)
             v = (double)*(const size_t *)cfield(c, o);
-        else if (o->type == T_DOUBLE)
+        else if (o->type == CFG_T_DOUBLE)
             v = *(const double *)cfield(c, o);
-        else if (o->type == T_ENUM) {
+        else if (o->type == CFG_T_ENUM) {
             int k = *(const int *)cfield(c, o), n = 0;
             while (o->choices[n])
                 n++;
@@ -472,7 +450,7 @@ int cfg_validate(const cfg_t *c, char *err, size_t errlen)
             continue;
         } else {
             const char *s = *(char *const *)cfield(c, o);
-            if (!s && !(o->flags & F_NULLABLE))
+            if (!s && !(o->flags & CFG_F_NULLABLE))
                 return fail(err, errlen, "%s: must be set", o->key);
             if (s && o->choices && choice_index(o, s) < 0)
                 return choice_error(o, o->key, s, err, errlen);
@@ -491,117 +469,4 @@ int cfg_validate(const cfg_t *c, char *err, size_t errlen)
                     "sequence needs one token of a step",
                     c->max_num_batched_tokens, c->max_num_seqs);
     return 0;
-}
-
-/* ---- output ------------------------------------------------------------------------------ */
-
-/* The value of a setting as it would be typed; "" when unset. */
-static void value_text(const cfg_t *c, const cfg_opt_t *o, char *buf, size_t n)
-{
-    switch (o->type) {
-    case T_STR: {
-        const char *s = *(char *const *)cfield(c, o);
-        snprintf(buf, n, "%s", s ? s : "");
-        return;
-    }
-    case T_INT:
-        snprintf(buf, n, "%d", *(const int *)cfield(c, o));
-        return;
-    case T_SIZE:
-        cfg_format_size(*(const size_t *)cfield(c, o), buf, n);
-        return;
-    case T_DOUBLE:
-        snprintf(buf, n, "%.17g", *(const double *)cfield(c, o));
-        return;
-    case T_ENUM: {
-        int k = *(const int *)cfield(c, o);
-        snprintf(buf, n, "%s", k >= 0 && k < n_choices(o) ? o->choices[k] : "?");
-        return;
-    }
-    }
-    buf[0] = '\0';
-}
-
-void cfg_print(const cfg_t *c, FILE *out)
-{
-    for (size_t i = 0; i < N_OPTS; i++) {
-        const cfg_opt_t *o = &cfg_opts[i];
-        if (o->flags & F_NOFILE)
-            continue;
-        char val[1024];
-        value_text(c, o, val, sizeof(val));
-        if ((o->flags & F_SECRET) && val[0])
-            fprintf(out, "%s = ********\n", o->key);
-        else
-            cfg_write_value_line(out, o->key, val);
-    }
-}
-
-/* Writes text word-wrapped to 80 columns, each line indented by indent spaces. */
-static void write_wrapped(FILE *out, const char *text, int indent)
-{
-    const int width = 80 - indent;
-    while (*text) {
-        int n = (int)strlen(text);
-        if (n > width) {
-            n = width;
-            while (n > 0 && text[n] != ' ')
-                n--;
-            if (n == 0)
-                n = width;
-        }
-        fprintf(out, "%*s%.*s\n", indent, "", n, text);
-        text += n;
-        while (*text == ' ')
-            text++;
-    }
-}
-
-void cfg_print_help(FILE *out, const char *command)
-{
-    fprintf(out,
-            "usage: nano-vllm %s [OPTIONS] MODEL_DIR\n"
-            "\n"
-            "Each setting comes from, lowest first: its default, the --config file, the\n"
-            "environment variable, the command-line flag. Flags take '--flag VALUE' or\n"
-            "'--flag=VALUE'; sizes take a K, M, G or T suffix (powers of 1024).\n"
-            "\n",
-            command);
-    for (size_t i = 0; i < N_OPTS; i++) {
-        const cfg_opt_t *o = &cfg_opts[i];
-        if (o->flags & F_POSITIONAL)
-            fprintf(out, "  %s\n", o->flag);
-        else
-            fprintf(out, "  %s %s\n", o->flag, o->metavar);
-        write_wrapped(out, o->help, 8);
-        if (o->def)
-            fprintf(out, "        default %s; env %s\n", o->def, o->env);
-        else
-            fprintf(out, "        env %s\n", o->env);
-    }
-    fputs("  -h, --help\n        show this help and exit\n", out);
-}
-
-void cfg_print_markdown(FILE *out)
-{
-    fputs("| setting | flag | environment | default | meaning |\n"
-          "| --- | --- | --- | --- | --- |\n",
-          out);
-    for (size_t i = 0; i < N_OPTS; i++) {
-        const cfg_opt_t *o = &cfg_opts[i];
-        char flag[80];
-        if (o->flags & F_POSITIONAL)
-            snprintf(flag, sizeof(flag), "`%s` (argument)", o->flag);
-        else
-            snprintf(flag, sizeof(flag), "`%s %s`", o->flag, o->metavar);
-        /* A '|' would end the cell: the enum metavars are escaped. */
-        fprintf(out, "| %s | ", (o->flags & F_NOFILE) ? "—" : o->key);
-        for (const char *p = flag; *p; p++) {
-            if (*p == '|')
-                fputc('\\', out);
-            fputc(*p, out);
-        }
-        fprintf(out, " | `%s` | %s%s%s | %s |\n", o->env, o->def ? "`" : "",
-                o->def ? o->def : "unset", o->def ? "`" : "", o->help);
-    }
 }
