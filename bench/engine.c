@@ -1,7 +1,7 @@
 /* bench/engine.c - forward-pass speed on the GPT-2 124M shape, against bounds measured in
  * the same run.
  *
- *   bench-engine [MODEL_DIR]
+ *   bench/engine [MODEL_DIR]
  *
  * Without a model in MODEL_DIR (default: a directory in the build tree) it writes a seeded
  * random 124M checkpoint there with scripts/make-checkpoint first. Reports prefill tokens/s
@@ -222,7 +222,7 @@ int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : BENCH_DEFAULT_MODEL_DIR;
     if (ensure_model(dir) != 0) {
-        fprintf(stderr, "bench-engine: could not write a checkpoint to %s\n", dir);
+        fprintf(stderr, "bench/engine: could not write a checkpoint to %s\n", dir);
         return 1;
     }
     char err[512];
@@ -230,7 +230,7 @@ int main(int argc, char **argv)
     double t0 = now();
     int rc = gpt2_load(&m, dir, 0, err, sizeof(err));
     if (rc) {
-        fprintf(stderr, "bench-engine: %s\n", err);
+        fprintf(stderr, "bench/engine: %s\n", err);
         return 1;
     }
     const gpt2_config_t *cfg = gpt2_get_config(m);
@@ -248,7 +248,7 @@ int main(int argc, char **argv)
     float *logits = malloc((size_t)MAX_B * cfg->vocab_size * sizeof(float));
     if (!bb || !logits || kv_cache_init(&kv, cfg, BS, num_blocks) ||
         gpt2_reserve(m, MAX_T, MAX_B, cfg->n_ctx)) {
-        fprintf(stderr, "bench-engine: out of memory\n");
+        fprintf(stderr, "bench/engine: out of memory\n");
         return 1;
     }
     for (int s = 0; s < MAX_B; s++)
