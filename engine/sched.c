@@ -419,6 +419,11 @@ int sched_add(sched_t *s, eng_request_t *r)
     return 0;
 }
 
+void sched_reject(sched_t *s, eng_request_t *r, int finish)
+{
+    seq_reject(s, r, finish);
+}
+
 int sched_abort(sched_t *s, uint64_t id)
 {
     for (sched_req_t *r = s->reqs; r; r = r->next) {
