@@ -392,10 +392,19 @@ static int file_setting(void *arg, const char *path, int line, const char *key,
     return set_value(fs->c, o, val, where, err, errlen);
 }
 
-int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err, size_t errlen)
+/* Values quoted in an error come from outside and may hold control characters; the message
+ * must stay one printable line for the log. */
+static int one_line(int rc, char *err, size_t errlen)
 {
-    if (err && errlen)
-        err[0] = '\0';
+    for (size_t i = 0; err && i < errlen && err[i]; i++)
+        if ((unsigned char)err[i] < 0x20 || err[i] == 0x7f)
+            err[i] = '?';
+    return rc;
+}
+
+static int load_sources(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err,
+                        size_t errlen)
+{
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (is_help(argv[i])) {
             if (out)
@@ -413,6 +422,8 @@ int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err,
         source = "NANO_VLLM_CONFIG";
     }
     if (config) {
+        if (config[0] == '\0')
+            return fail(err, errlen, "%s: must not be empty", source);
         int rc = set_value(c, opt_by_key("config"), config, source, err, errlen);
         if (rc < 0)
             return rc;
@@ -428,7 +439,14 @@ int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err,
     return scan_args(c, argc, argv, 1, NULL, err, errlen);
 }
 
-int cfg_validate(const cfg_t *c, char *err, size_t errlen)
+int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    return one_line(load_sources(c, argc, argv, envp, out, err, errlen), err, errlen);
+}
+
+static int validate(const cfg_t *c, char *err, size_t errlen)
 {
     if (!c->model_dir)
         return fail(err, errlen, "MODEL_DIR is required (nano-vllm serve MODEL_DIR)");
@@ -469,4 +487,9 @@ int cfg_validate(const cfg_t *c, char *err, size_t errlen)
                     "sequence needs one token of a step",
                     c->max_num_batched_tokens, c->max_num_seqs);
     return 0;
+}
+
+int cfg_validate(const cfg_t *c, char *err, size_t errlen)
+{
+    return one_line(validate(c, err, errlen), err, errlen);
 }

@@ -302,6 +302,9 @@ static void test_value_errors(void)
     expect_error(__LINE__, "--weight-dtype: 'f64' is not one of auto, f32, f16, bf16",
                  ARGS("--weight-dtype", "f64"), NOENV);
     expect_error(__LINE__, "--host: must not be empty", ARGS("--host="), NOENV);
+    expect_error(__LINE__, "--config: must not be empty", ARGS("--config="), NOENV);
+    /* Control characters from outside never make the message span lines. */
+    expect_error(__LINE__, "--port: '1?2?' is not an integer", ARGS("--port=1\n2\r"), NOENV);
 
     /* Command-line shape. */
     expect_error(__LINE__, "unknown option '--max-seqs' (see --help)",
@@ -348,6 +351,7 @@ static void test_file_errors(void)
     FILE_ERROR("host = \"abc\n", "%s:1: host: unterminated quote");
     FILE_ERROR("host = \"abc\" d\n", "%s:1: host: unexpected text after the closing quote: 'd'");
     FILE_ERROR("port = 1\nhost = a\nport = 2\n", "%s:3: port is set again (first on line 1)");
+    FILE_ERROR("host =#x\n", "%s:1: host: must not be empty"); /* a comment, not a value */
     FILE_ERROR("config = x.conf\n", "%s:1: unknown setting 'config'");
     FILE_ERROR("port = 1\nhost = a\0b\n", "%s:2: NUL byte in the line");
     FILE_ERROR("kv_cache_memory = lots # of it\n",
