@@ -327,11 +327,30 @@ static int scan_args(cfg_t *c, int argc, char **argv, int apply, const char **co
     return 0;
 }
 
+/* Kubernetes gives every pod variables for each Service in its namespace ("service links"):
+ * a Service named nano-vllm yields NANO_VLLM_SERVICE_HOST, NANO_VLLM_SERVICE_PORT[_NAME],
+ * NANO_VLLM_PORT=tcp://10.0.0.1:8000 and NANO_VLLM_PORT_8000_TCP[_PROTO|_PORT|_ADDR].
+ * They are not settings and must not stop the server, so they are skipped; any other
+ * unknown NANO_VLLM_* name is an error, to catch typos. */
+static int is_service_link(const char *entry)
+{
+    static const char *const schemes[] = {"tcp://", "udp://", "sctp://"};
+    if (strncmp(entry, "NANO_VLLM_SERVICE_", 18) == 0)
+        return 1;
+    if (strncmp(entry, "NANO_VLLM_PORT_", 15) == 0 && entry[15] >= '0' && entry[15] <= '9')
+        return 1;
+    if (strncmp(entry, "NANO_VLLM_PORT=", 15) == 0)
+        for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+            if (strncmp(entry + 15, schemes[i], strlen(schemes[i])) == 0)
+                return 1;
+    return 0;
+}
+
 static int apply_env(cfg_t *c, char **envp, char *err, size_t errlen)
 {
     static const char prefix[] = "NANO_VLLM_";
     for (char **e = envp; e && *e; e++) {
-        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0)
+        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0 || is_service_link(*e))
             continue;
         const char *eq = strchr(*e, '=');
         size_t n = eq ? (size_t)(eq - *e) : strlen(*e);

@@ -9,7 +9,9 @@
  * lines starting with '#' are ignored; an unquoted value ends at a '#' that starts it or
  * follows a blank (a comment); "..." keeps
  * '#' and blanks. A key may appear once. An empty value unsets api_key / served_model_name.
- * In the environment an empty NANO_VLLM_* variable counts as unset.
+ * In the environment an empty NANO_VLLM_* variable counts as unset, an unknown NANO_VLLM_*
+ * name is an error, and Kubernetes service links for a Service named nano-vllm
+ * (NANO_VLLM_SERVICE_*, NANO_VLLM_PORT_<n>_*, NANO_VLLM_PORT=tcp://...) are skipped.
  */
 #ifndef NANO_VLLM_CONFIG_H
 #define NANO_VLLM_CONFIG_H

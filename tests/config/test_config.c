@@ -210,6 +210,18 @@ static void test_precedence(void)
     CHECK_STR(c.model_dir, "--weird-dir");
     cfg_free(&c);
 
+    /* Kubernetes service links for a Service named nano-vllm are not settings. */
+    CHECK_INT(load(&c, err, NOARGS,
+                   ARGS("NANO_VLLM_PORT=tcp://10.0.0.11:8000", "NANO_VLLM_SERVICE_HOST=10.0.0.11",
+                        "NANO_VLLM_SERVICE_PORT=8000", "NANO_VLLM_SERVICE_PORT_HTTP=8000",
+                        "NANO_VLLM_PORT_8000_TCP=tcp://10.0.0.11:8000",
+                        "NANO_VLLM_PORT_8000_TCP_PROTO=tcp", "NANO_VLLM_PORT_8000_TCP_PORT=8000",
+                        "NANO_VLLM_PORT_8000_TCP_ADDR=10.0.0.11")),
+              0);
+    CHECK_STR(err, "");
+    CHECK_INT(c.port, 8000);
+    cfg_free(&c);
+
     /* Every setting can be given each way. */
     CHECK_INT(load(&c, err,
                    ARGS("m", "--host", "::1", "--threads", "3", "--kv-cache-memory", "1.5G",
@@ -323,6 +335,10 @@ static void test_value_errors(void)
                  NOARGS, ARGS("NANO_VLLM_KV_CACHE_MEMORY=2X"));
     expect_error(__LINE__, "NANO_VLLM_PORTS: unknown setting (see --help)", NOARGS,
                  ARGS("NANO_VLLM_PORTS=1"));
+    expect_error(__LINE__, "NANO_VLLM_PORT_X: unknown setting (see --help)", NOARGS,
+                 ARGS("NANO_VLLM_PORT_X=1"));
+    expect_error(__LINE__, "NANO_VLLM_PORT: 'http://x:80' is not an integer", NOARGS,
+                 ARGS("NANO_VLLM_PORT=http://x:80"));
     expect_error(__LINE__, "NANO_VLLM_LOG_FORMAT: 'JSON' is not one of text, json", NOARGS,
                  ARGS("NANO_VLLM_LOG_FORMAT=JSON"));
     /* Every source is validated, even one a flag overrides. */
