@@ -24,7 +24,6 @@ static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", NULL};
 
 #define OFF(field) offsetof(cfg_t, field)
 #define KIB 1024.0
-#define MIB (1024.0 * 1024.0)
 #define GIB (1024.0 * 1024.0 * 1024.0)
 #define TIB (1024.0 * 1024.0 * 1024.0 * 1024.0)
 
@@ -48,7 +47,7 @@ const cfg_opt_t cfg_opts[] = {
      "N", CFG_T_INT, 0, OFF(max_num_batched_tokens), "512", 1, 1048576, NULL,
      "most tokens in one scheduler step (longer prompts are prefilled in chunks)"},
     {"kv_cache_memory", "--kv-cache-memory", "NANO_VLLM_KV_CACHE_MEMORY", "SIZE", CFG_T_SIZE, 0,
-     OFF(kv_cache_memory), "1G", MIB, TIB, NULL,
+     OFF(kv_cache_memory), "1G", KIB, TIB, NULL,
      "memory for the KV-cache block pool, e.g. 512M, 2G"},
     {"num_kv_blocks", "--num-kv-blocks", "NANO_VLLM_NUM_KV_BLOCKS", "N", CFG_T_INT, 0,
      OFF(num_kv_blocks), "0", 0, 16777216, NULL,

@@ -293,11 +293,11 @@ static void test_value_errors(void)
     expect_error(__LINE__,
                  "--kv-cache-memory: '12Q' is not a size (bytes, or a number with K, M, G or T)",
                  ARGS("--kv-cache-memory", "12Q"), NOENV);
-    expect_error(__LINE__, "--kv-cache-memory: 512K is out of range (1M-1T)",
-                 ARGS("--kv-cache-memory", "512K"), NOENV);
-    expect_error(__LINE__, "--kv-cache-memory: 2T is out of range (1M-1T)",
+    expect_error(__LINE__, "--kv-cache-memory: 512 is out of range (1K-1T)",
+                 ARGS("--kv-cache-memory", "512"), NOENV);
+    expect_error(__LINE__, "--kv-cache-memory: 2T is out of range (1K-1T)",
                  ARGS("--kv-cache-memory", "2T"), NOENV);
-    expect_error(__LINE__, "--kv-cache-memory: 99999999999T is out of range (1M-1T)",
+    expect_error(__LINE__, "--kv-cache-memory: 99999999999T is out of range (1K-1T)",
                  ARGS("--kv-cache-memory", "99999999999T"), NOENV);
     expect_error(__LINE__, "--max-body-bytes: 100 is out of range (1K-1G)",
                  ARGS("--max-body-bytes", "100"), NOENV);
@@ -410,7 +410,7 @@ static void test_validate(void)
     c.port = 80;
     c.kv_cache_memory = 1000;
     CHECK_INT(cfg_validate(&c, err, sizeof(err)), -EINVAL);
-    CHECK_STR(err, "kv_cache_memory: 1000 is out of range (1M-1T)");
+    CHECK_STR(err, "kv_cache_memory: 1000 is out of range (1K-1T)");
     c.kv_cache_memory = 1 << 30;
     c.log_format = 7;
     CHECK_INT(cfg_validate(&c, err, sizeof(err)), -EINVAL);
