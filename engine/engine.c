@@ -151,6 +151,15 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
                  lim.max_num_seqs, lim.max_num_batched_tokens, bs, p->max_waiting);
         goto fail;
     }
+    if (lim.max_num_batched_tokens < lim.max_num_seqs) {
+        /* Decodes are scheduled oldest first: with fewer tokens than sequences per step the
+         * newest running sequences would wait until the oldest ones end. */
+        snprintf(err, errlen,
+                 "max_num_batched_tokens %d is below max_num_seqs %d: every running sequence "
+                 "needs a token per step",
+                 lim.max_num_batched_tokens, lim.max_num_seqs);
+        goto fail;
+    }
     if (tok && tok_vocab_size(tok) > cfg->vocab_size) {
         snprintf(err, errlen, "tokenizer has %d tokens but the model's vocab_size is %d",
                  tok_vocab_size(tok), cfg->vocab_size);
