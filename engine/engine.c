@@ -56,6 +56,7 @@ struct eng {
     int in_requests;              /* requests in the inbox */
     eng_event_t *out_head, *out_tail;
     eng_stats_t stats;
+    int waiting_reqs; /* the scheduler's requests not admitted yet, at its last publish */
     int stop;
 };
 
@@ -306,7 +307,7 @@ int eng_submit(eng_t *e, eng_request_t *req)
         return -ENOMEM;
     m->req = req;
     pthread_mutex_lock(&e->mu);
-    if (e->max_waiting > 0 && e->stats.waiting + e->in_requests >= e->max_waiting) {
+    if (e->max_waiting > 0 && e->waiting_reqs + e->in_requests >= e->max_waiting) {
         pthread_mutex_unlock(&e->mu);
         free(m);
         return -EAGAIN;
@@ -396,6 +397,7 @@ static int publish_locked(eng_t *e)
         e->out_tail = ev;
     }
     sched_get_stats(&e->sched, &e->stats);
+    e->waiting_reqs = e->sched.waiting_reqs;
     return any;
 }
 

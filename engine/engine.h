@@ -32,7 +32,8 @@ typedef struct eng_params {
     int max_num_seqs;           /* sequences in one step; 0 = 256 */
     int max_num_batched_tokens; /* token budget of one step; 0 = 2048; >= max_num_seqs */
     int max_model_len;          /* prompt + completion limit; 0 = n_positions */
-    int max_waiting;            /* eng_submit fails with -EAGAIN past this; 0 = unbounded */
+    int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
+                                 * past this; 0 = unbounded */
     int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
 } eng_params_t;
 

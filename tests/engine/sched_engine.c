@@ -427,6 +427,13 @@ static void test_validation(void)
     ASSERT_EQ(eng_submit(e, make_req(2, prompts[0], 4, 4, 0.0f, 0)), 0);
     r = make_req(3, prompts[0], 4, 4, 0.0f, 0);
     ASSERT_EQ(eng_submit(e, r), -EAGAIN); /* two waiting already */
+    ASSERT_EQ(eng_step(e), 1);            /* both admitted: none waits */
+    ASSERT_EQ(eng_submit(e, r), 0);
+    r = make_req(4, prompts[0], 4, 4, 0.0f, 0);
+    r->n = 3; /* counts as one waiting request */
+    ASSERT_EQ(eng_submit(e, r), 0);
+    r = make_req(5, prompts[0], 4, 4, 0.0f, 0);
+    ASSERT_EQ(eng_submit(e, r), -EAGAIN);
     eng_request_free(r);
     eng_free(e); /* with requests still queued: freed, no leak */
 
