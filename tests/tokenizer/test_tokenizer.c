@@ -289,7 +289,7 @@ static void test_invalid_utf8(const tok_t *t)
     const char *b;
     int32_t *ids;
     size_t n;
-    static const char *cases[] = {"\xff", "a\x80" "b", "\xc3", "\xe6\x97", "x\xed\xa0\x80y",
+    static const char *cases[] = {"\xff", "a\200b", "\xc3", "\xe6\x97", "x\xed\xa0\x80y",
                                   "\xf8\x88\x80\x80\x80", "  \xff  ", "\xc0\xaf", "\xf4\x90\x80\x80",
                                   "\xc3\xa9\xff\xc3\xa9", "<|endoftext|>\xff<|endoftext|>"};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
