@@ -3,10 +3,12 @@
  * A piece starts as one token per byte; the adjacent pair with the lowest merge rank is
  * merged (the leftmost one when a rank occurs several times) until no pair has a rank.
  * That is the rule of GPT-2's encoder.py, which merges every occurrence of the best pair
- * left to right before looking again: a pair created by a merge of rank r always has a
- * rank above r (a merge can only use tokens made by earlier merges), so taking the leftmost
- * lowest pair one at a time gives the same result. A min-heap of candidate pairs keeps
- * long pieces (a megabyte without a space) at O(n log n) instead of O(n^2).
+ * left to right before looking again: in a merge list learned by BPE training (GPT-2's), a
+ * pair created by a merge of rank r always has a rank above r (a merge can only use tokens
+ * made by earlier merges), so taking the leftmost lowest pair one at a time gives the same
+ * result. It is also exactly what Hugging Face's tokenizers does (a heap ordered by rank,
+ * then position), for any merge list. The min-heap of candidate pairs keeps long pieces
+ * (a megabyte without a space) at O(n log n) instead of O(n^2).
  *
  * DESIGN (threads): the merge table is read-only after tok_init. The word cache is shared
  * by every thread that encodes; each slot is guarded by one of BPE_CACHE_LOCKS mutexes
