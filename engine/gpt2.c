@@ -174,8 +174,19 @@ static void kv_write(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t 
 typedef float v8f __attribute__((vector_size(32)));
 
 /* The decode path's two loops over head size, cloned for AVX2+FMA and chosen at run time;
- * the default clone is plain SSE2. */
+ * the default clone is plain SSE2. Not under ThreadSanitizer: the clones' ifunc resolver
+ * runs while the dynamic loader relocates, before the TSan runtime is set up, and its
+ * instrumentation crashes every program linking the engine (seen with gcc 12). */
+#if defined(__SANITIZE_THREAD__)
+#define ATTN_CLONES
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ATTN_CLONES
+#endif
+#endif
+#ifndef ATTN_CLONES
 #define ATTN_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#endif
 
 ATTN_CLONES static float dot(const float *a, const float *b, int n)
 {

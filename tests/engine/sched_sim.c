@@ -144,6 +144,7 @@ int main(int argc, char **argv)
     ASSERT_EQ(eng_sched(e)->blk.num_free, eng_sched(e)->blk.num_blocks);
     ASSERT_EQ(st.requests_finished, (uint64_t)nreq);
     int aborted = 0, stopped = 0, longest = 0;
+    uint64_t ids_seen = 0, prompt_tokens = 0;
     for (int i = 0; i < nreq; i++) {
         ASSERT_EQ(rq[i].live, 0);
         if (rq[i].ended_at - rq[i].submitted_at > longest)
@@ -158,11 +159,16 @@ int main(int argc, char **argv)
                 ASSERT_EQ(c->prompt_events, 1);
             if (c->finish == ENG_FINISH_LENGTH)
                 ASSERT_EQ(c->n_ids, rq[i].max_tokens);
+            ids_seen += (uint64_t)c->n_ids;
+            prompt_tokens += (uint64_t)rq[i].prompt_len;
             aborted += c->finish == ENG_FINISH_ABORT;
             stopped += c->finish == ENG_FINISH_STOP;
             ASSERT_TRUE(c->finish != ENG_FINISH_ERROR);
         }
     }
+    /* Every sampled token reached its choice once: none lost, none duplicated. */
+    ASSERT_EQ(st.generation_tokens, ids_seen);
+    ASSERT_EQ(st.prompt_tokens, prompt_tokens);
     printf("sim: %d steps, %d requests, %d choices aborted, %d stopped, %llu preemptions, "
            "prefix cache %llu/%llu tokens, longest request %d steps\n",
            (int)st.steps, nreq, aborted, stopped, (unsigned long long)st.preemptions,

@@ -1,5 +1,5 @@
 /* sched_thread.c - the engine in threaded mode: eng_start, requests and aborts submitted
- * from another thread, the wake callback, eng_poll on the main thread; outputs equal those
+ * from two other threads, the wake callback, eng_poll on the main thread; outputs equal those
  * of eng_step; an idle engine uses no CPU; eng_free with requests in flight. Race-free
  * under ThreadSanitizer.
  * Usage: sched_thread TINY_DIR TOKENIZER_DIR
@@ -38,22 +38,25 @@ static eng_request_t *req_for(int i)
                     500 + (uint64_t)i);
 }
 
+/* Two of these run at once: one submits the even requests, the other the odd ones. */
 typedef struct submitter {
     eng_t *e;
+    int first;
 } submitter_t;
 
 static void *submit_thread(void *arg)
 {
     submitter_t *s = arg;
     struct timespec d = {0, 2 * 1000 * 1000};
-    for (int i = 0; i < NREQ; i++) {
+    for (int i = s->first; i < NREQ; i += 2) {
         eng_request_t *r = req_for(i);
         if (i == NREQ - 1)
             r->max_tokens = 200; /* aborted below, long before it could finish */
         submit_ok(s->e, r);
         nanosleep(&d, NULL);
     }
-    eng_abort(s->e, NREQ - 1);
+    if ((NREQ - 1) % 2 == s->first)
+        eng_abort(s->e, NREQ - 1);
     return NULL;
 }
 
@@ -103,9 +106,10 @@ int main(int argc, char **argv)
     e = make_engine(&p, tok);
     ASSERT_EQ(eng_start(e, wake_cb, &w), 0);
     ASSERT_EQ(eng_step(e), -EINVAL); /* the modes do not mix */
-    submitter_t sub = {e};
-    pthread_t th;
-    ASSERT_EQ(pthread_create(&th, NULL, submit_thread, &sub), 0);
+    submitter_t sub[2] = {{e, 0}, {e, 1}};
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++)
+        ASSERT_EQ(pthread_create(&th[k], NULL, submit_thread, &sub[k]), 0);
     int seen = 0, polls = 0;
     while (!all_finished(outs)) {
         pthread_mutex_lock(&w.mu);
@@ -122,7 +126,8 @@ int main(int argc, char **argv)
         ASSERT_LE(st.kv_blocks_used, st.kv_blocks_total);
         polls++;
     }
-    pthread_join(th, NULL);
+    for (int k = 0; k < 2; k++)
+        pthread_join(th[k], NULL);
     for (int i = 0; i < NREQ - 1; i++) {
         ASSERT_EQ(outs[i].finishes, 1);
         ASSERT_EQ(outs[i].late_events, 0);
