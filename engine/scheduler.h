@@ -46,11 +46,12 @@ typedef struct sched_seq {
     int n_hashed;     /* leading full blocks whose hash is known (and maybe registered) */
     smp_rng_t rng;
     detok_t dt;
-    uint64_t admitted; /* admission stamp: the newest running sequence is preempted first */
+    uint64_t admitted; /* admission stamp (for debugging: the running list keeps this order,
+                        * and its tail, the newest, is preempted first) */
     int entry;         /* index of its entry in the current step, or -1 */
     int cached_tokens; /* prompt tokens found in the prefix cache at its first admission */
-    int was_admitted;
-    struct sched_seq *prev, *next; /* in the waiting or running list */
+    int was_admitted;  /* admitted at least once (counted in the prefix-cache stats) */
+    struct sched_seq *prev, *next; /* in the waiting or running list, oldest first */
 } sched_seq_t;
 
 struct sched_req {
