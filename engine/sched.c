@@ -243,6 +243,10 @@ static void admit_waiting(sched_t *s, plan_t *pl)
          * next block boundary. With nothing running, everything may be taken. */
         int wm = s->running.count > 0 ? 1 + s->blk.num_blocks / 100 : 0;
         int r = room(s, q) - wm * s->block_size;
+        /* A preempted sequence comes back only when all it must recompute fits: taking
+         * part of it would just be preempted again at the next block boundary. */
+        if (q->len > n_prompt && r < q->len - q->num_computed)
+            r = 0;
         n = n < r ? n : r;
         if (n <= 0) {
             seq_release_blocks(s, q); /* first come, first served: wait for blocks */
