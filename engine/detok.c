@@ -7,10 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* What one token can add: its bytes plus up to 3 bytes carried from the previous one, and
- * the U+FFFD replacements the stream decoder may write (tokenizer.h: 2 * the longest). */
-#define DETOK_STEP_BYTES (2 * TOK_MAX_TOKEN_BYTES + 16)
-
 int detok_init(detok_t *d, char *const *stops, int n_stop)
 {
     memset(d, 0, sizeof(*d));

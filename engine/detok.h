@@ -14,6 +14,10 @@
 
 #include "tokenizer/tokenizer.h"
 
+/* What one token can add: its bytes plus up to 3 bytes carried from the previous one, and
+ * the U+FFFD replacements the stream decoder may write (tokenizer.h: 2 * the longest). */
+#define DETOK_STEP_BYTES (2 * TOK_MAX_TOKEN_BYTES + 16)
+
 typedef struct detok {
     tok_stream_t ts;
     char *hold;      /* owned; (cap) text decoded but not yet given out */

@@ -62,9 +62,13 @@ int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
     s->work = malloc((size_t)s->V * sizeof(float));
     s->fork_row = malloc((size_t)s->V * sizeof(float));
     s->smp_scratch = malloc(smp_scratch_bytes(s->V));
+    /* Room for one token's text after stop strings of up to 256 bytes; requests with longer
+     * ones grow it when they arrive (seq_req_new). */
+    s->text_cap = DETOK_STEP_BYTES + 256;
+    s->text = malloc(s->text_cap);
     if (!s->ent || !s->tok_buf || !s->pos || !s->slot || !s->seq_start || !s->ctx_len ||
         !s->tables || !s->logit_rows || !s->logits || !s->work || !s->fork_row ||
-        !s->smp_scratch) {
+        !s->smp_scratch || !s->text) {
         sched_free(s);
         return -ENOMEM;
     }

@@ -346,6 +346,10 @@ static void test_stop_strings(void)
     size_t expect_len = (size_t)(first - full);
     eng_request_t *r = make_req(0, prompts[0], plen[0], 60, 0.0f, 0);
     add_stop(r, "\xF0\x9F\x98\x80 never appears");
+    char longer[400]; /* beyond what the scheduler's text buffer holds at start */
+    memset(longer, 'q', sizeof(longer) - 1);
+    longer[sizeof(longer) - 1] = '\0';
+    add_stop(r, longer);
     add_stop(r, stop);
     submit_ok(e, r);
     run_until_idle(e, stopped, 1, 200);
