@@ -504,8 +504,15 @@ int generate_main(int argc, char **argv)
         gen_prompt_t *p = &g.p[i];
         printf("=== completion %d (finish: %s, %d prompt + %d generated tokens)\n", i,
                finish_name(p->finish), p->n_ids, p->n_out);
-        if (p->text)
+        if (p->text) {
             printf("%s", p->text);
+        } else {
+            char *t = NULL;
+            size_t n = 0;
+            if (tok_decode(g.tok, p->ids, (size_t)p->n_ids, &t, &n) == 0)
+                fwrite(t, 1, n, stdout);
+            free(t);
+        }
         printf("%s\n", p->out ? p->out : "");
         prompt_tokens += p->n_ids;
         gen_tokens += p->n_out;

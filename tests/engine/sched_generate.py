@@ -66,6 +66,7 @@ def main():
         check(len(got) == 3 and got[0] == together[0] and got[1] == together[1],
               "prompts file gives the same completions: %r" % got)
         check(got[2][1] == 2, "token prompt has 2 tokens: %r" % (got[2],))
+        check(got[2][3].startswith("The quick"), "token prompt printed decoded: %r" % (got[2],))
 
     rc, out, err = run(exe, "--help")
     check(rc == 0 and "--prompts-file" in out, "--help")
