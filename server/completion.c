@@ -314,7 +314,7 @@ static void job_finish(api_job_t *job)
                           "model", s->model_name, "choices", choices, "usage", "prompt_tokens",
                           job->prompt_tokens, "completion_tokens", completion, "total_tokens",
                           job->prompt_tokens + completion);
-    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *body = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(o);
     if (!body) {
         api_error_t e;

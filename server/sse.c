@@ -13,7 +13,7 @@ static void send_json(api_job_t *job, json_t *obj)
 {
     if (!obj || !job->http)
         goto out;
-    char *s = json_dumps(obj, JSON_COMPACT);
+    char *s = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9));
     if (!s)
         goto out;
     size_t n = strlen(s);
