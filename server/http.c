@@ -17,6 +17,10 @@
  * - MHD does not see a client leave while its connection is suspended: a uv_poll with
  *   UV_DISCONNECT watches the socket for that time.
  * - MHD_stop_daemon aborts the process if a connection is suspended: close resumes all.
+ * - CONNECTION_TIMEOUT only measures inactivity, so a client that sends one header byte a
+ *   second (slowloris) would hold its slot for ever: every connection must send its request
+ *   headers within header_timeout of opening or of its previous response, or a sweep shuts
+ *   its socket down (MHD then sees the end of the stream and closes it).
  */
 #include "server/http.h"
 
@@ -37,6 +41,8 @@
 #include "server/log.h"
 
 static void drive(http_server_t *hs);
+static void conn_wait(http_server_t *hs, http_conn_t *hc);
+static void sweep_cb(uv_timer_t *t);
 
 static void idle_cb(uv_idle_t *h)
 {
@@ -153,6 +159,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         if (!r)
             return MHD_NO;
         *con_cls = r;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->hc = ci ? ci->socket_context : NULL;
+        if (r->hc)
+            r->hc->waiting = 0;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > hs->max_body)
@@ -248,6 +259,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
             gone ? " client_gone=1" : "");
     if (r->hs->on_done)
         r->hs->on_done(r->hs->app, r->status);
+    if (r->hc)
+        conn_wait(r->hs, r->hc);
     req_free(r);
 }
 
@@ -255,10 +268,37 @@ static void connection_cb(void *cls, struct MHD_Connection *conn, void **socket_
                           enum MHD_ConnectionNotificationCode toe)
 {
     http_server_t *hs = cls;
-    (void)conn;
-    (void)socket_context;
-    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
-        hs->conn_closed = 1;
+    http_conn_t *hc = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        hc = calloc(1, sizeof(*hc));
+        if (!hc)
+            return; /* untracked: it only misses the header deadline */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        hc->fd = ci ? ci->connect_fd : -1;
+        conn_wait(hs, hc);
+        hc->next = hs->conns;
+        if (hs->conns)
+            hs->conns->prev = hc;
+        hs->conns = hc;
+        *socket_context = hc;
+        if (!uv_is_active((uv_handle_t *)&hs->sweep) && !hs->closing)
+            uv_timer_start(&hs->sweep, sweep_cb, 1000, 1000);
+        return;
+    }
+    hs->conn_closed = 1;
+    if (!hc)
+        return;
+    if (hc->prev)
+        hc->prev->next = hc->next;
+    else
+        hs->conns = hc->next;
+    if (hc->next)
+        hc->next->prev = hc->prev;
+    free(hc);
+    *socket_context = NULL;
+    if (!hs->conns)
+        uv_timer_stop(&hs->sweep);
 }
 
 static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
@@ -270,6 +310,35 @@ static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
     srv_log(SRV_LOG_INFO, "mhd", NULL, "%s", msg);
+}
+
+/* ---- the header deadline ---- */
+
+static void sweep_cb(uv_timer_t *t)
+{
+    http_server_t *hs = t->data;
+    uint64_t now = uv_now(hs->loop);
+    int cut = 0;
+    for (http_conn_t *hc = hs->conns; hc; hc = hc->next) {
+        if (hc->waiting && hc->fd >= 0 && now >= hc->deadline) {
+            srv_log(SRV_LOG_INFO, "http", NULL,
+                    "closing a connection that sent no complete request in %llu ms",
+                    (unsigned long long)hs->header_timeout);
+            shutdown(hc->fd, SHUT_RDWR);
+            hc->fd = -1; /* MHD closes the fd; never touch it again */
+            cut = 1;
+        }
+    }
+    if (cut)
+        http_kick(hs);
+}
+
+/* The connection has finished a request (or just opened): it must start the next one in
+ * time. */
+static void conn_wait(http_server_t *hs, http_conn_t *hc)
+{
+    hc->waiting = 1;
+    hc->deadline = uv_now(hs->loop) + hs->header_timeout;
 }
 
 /* ---- the server ---- */
@@ -341,6 +410,7 @@ int http_server_init(http_server_t **out, uv_loop_t *loop, const http_options_t 
     hs->on_done = o->on_done;
     hs->app = app;
     hs->max_body = o->max_body_bytes;
+    hs->header_timeout = (uint64_t)(o->header_timeout ? o->header_timeout : 30) * 1000;
     if (o->api_key && o->api_key[0]) {
         if (!(hs->api_key = strdup(o->api_key))) {
             free(hs);
@@ -377,8 +447,9 @@ int http_server_init(http_server_t **out, uv_loop_t *loop, const http_options_t 
     uv_poll_init(loop, &hs->epoll_poll, di->epoll_fd);
     uv_timer_init(loop, &hs->timer);
     uv_idle_init(loop, &hs->idle);
-    hs->epoll_poll.data = hs->timer.data = hs->idle.data = hs;
-    hs->open_handles = 3;
+    uv_timer_init(loop, &hs->sweep);
+    hs->epoll_poll.data = hs->timer.data = hs->idle.data = hs->sweep.data = hs;
+    hs->open_handles = 4;
     uv_poll_start(&hs->epoll_poll, UV_READABLE, epoll_cb);
     http_kick(hs);
     *out = hs;
@@ -425,4 +496,5 @@ void http_server_close(http_server_t *hs)
     uv_close((uv_handle_t *)&hs->epoll_poll, handle_close_cb);
     uv_close((uv_handle_t *)&hs->timer, handle_close_cb);
     uv_close((uv_handle_t *)&hs->idle, handle_close_cb);
+    uv_close((uv_handle_t *)&hs->sweep, handle_close_cb);
 }
