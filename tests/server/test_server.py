@@ -638,8 +638,14 @@ def test_errors(srv):
 
 
 def test_limits():
-    srv = Server("--max-body-bytes", "2000", "--max-waiting", "2", "--max-num-seqs", "1")
+    srv = Server("--max-body-bytes", "2000", "--max-waiting", "2", "--max-num-seqs", "1",
+                 "--served-model-name", "my-gpt")
     try:
+        status, _, data = request(srv, "GET", "/v1/models")
+        check_eq([m["id"] for m in json.loads(data)["data"]], ["my-gpt"], "--served-model-name")
+        s, _, d = request(srv, "POST", "/v1/completions", {"model": "tiny-f32", "prompt": "x"})
+        check_error(s, d, 404, "the directory name is not served under another name",
+                    code="model_not_found")
         big = json.dumps({"prompt": "x" * 3000})
         s, _, d = request(srv, "POST", "/v1/completions", big)
         check_error(s, d, 413, "body over --max-body-bytes (Content-Length)")
@@ -686,7 +692,7 @@ def test_auth():
         if how == "flag":
             srv = Server("--api-key", "s3cret-key")
         else:
-            srv = Server(env={"NANO_VLLM_API_KEY": "s3cret-key"})
+            srv = Server(env={"NANO_VLLM_API_KEY": "s3cret-key", "NANO_VLLM_LOG_FORMAT": "json"})
         try:
             body = {"prompt": "hi", "max_tokens": 2}
             s, h, d = request(srv, "POST", "/v1/completions", body)
@@ -707,6 +713,16 @@ def test_auth():
             check_eq(request(srv, "GET", "/health")[0], 200, "%s: /health is open" % how)
             check_eq(request(srv, "GET", "/metrics")[0], 200, "%s: /metrics is open" % how)
             check(not any("s3cret-key" in l for l in srv.log), "%s: the key is not logged" % how)
+            if how == "env":  # --log-format json: every line one JSON object
+                time.sleep(0.1)
+                for line in srv.log:
+                    try:
+                        obj = json.loads(line)
+                        check({"ts", "level", "component", "msg"} <= set(obj), "json log fields", obj)
+                    except ValueError:
+                        check(False, "json log line", line)
+                check(any(json.loads(l).get("request_id", "").startswith("cmpl-") for l in srv.log),
+                      "json access lines carry the request id")
         finally:
             check_eq(srv.stop(), 0, "auth server exit status")
     # Without a key, every endpoint is open (the main server's tests cover that).
