@@ -25,6 +25,7 @@
 #include "server/http.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -343,46 +344,48 @@ static void conn_wait(http_server_t *hs, http_conn_t *hc)
 
 /* ---- the server ---- */
 
+/* Binds and listens on host (a numeric address or a name such as "localhost", resolved to
+ * its first address) and port. The listen socket is ours, so a busy port is a clear error
+ * before MHD starts. */
 static int listen_on(const char *host, int port, int *out_fd, int *out_port, int *v6, char *err,
                      size_t errlen)
 {
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    socklen_t slen;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        slen = sizeof(*a4);
-        *v6 = 0;
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        slen = sizeof(*a6);
-        *v6 = 1;
-    } else {
-        snprintf(err, errlen, "--host: '%s' is not a numeric IPv4 or IPv6 address", host);
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int gai = getaddrinfo(host, portstr, &hints, &ai);
+    if (gai != 0 || !ai) {
+        snprintf(err, errlen, "--host: cannot resolve '%s': %s", host, gai_strerror(gai));
         return -EINVAL;
     }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    *v6 = ai->ai_family == AF_INET6;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         int e = errno;
+        freeaddrinfo(ai);
         snprintf(err, errlen, "socket: %s", strerror(e));
         return -e;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, slen) != 0 || listen(fd, 511) != 0) {
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0) {
         int e = errno;
+        freeaddrinfo(ai);
         snprintf(err, errlen, "%s%s%s:%d: %s", *v6 ? "[" : "", host, *v6 ? "]" : "", port,
                  strerror(e));
         close(fd);
         return -e;
     }
-    slen = sizeof(ss);
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t slen = sizeof(ss);
     getsockname(fd, (struct sockaddr *)&ss, &slen);
-    *out_port = ntohs(*v6 ? a6->sin6_port : a4->sin_port);
+    *out_port = ntohs(*v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                          : ((struct sockaddr_in *)&ss)->sin_port);
     *out_fd = fd;
     return 0;
 }
