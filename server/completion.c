@@ -198,10 +198,12 @@ static void job_closed_cb(void *arg, int client_gone)
 static int echo_text(api_job_t *job, int prompt, char **out, size_t *len)
 {
     const api_prompt_t *pr = &job->p.prompts[prompt];
-    if (pr->text) {
-        *out = strdup(pr->text);
+    if (pr->text) { /* may hold NUL characters: copy by length */
+        if (!(*out = malloc(pr->text_len + 1)))
+            return -ENOMEM;
+        memcpy(*out, pr->text, pr->text_len + 1);
         *len = pr->text_len;
-        return *out ? 0 : -ENOMEM;
+        return 0;
     }
     char *raw;
     size_t n;
