@@ -99,6 +99,10 @@ class Server:
         # Under the sanitizers a report does not always change the exit status: look for one.
         bad = [l for l in self.log if "runtime error" in l or "Sanitizer" in l]
         check(not bad, "no sanitizer report in the server log", bad[:5])
+        if rc == 0:  # a clean exit closed every handle: uv_loop_close returned 0
+            check(any(l.endswith(" stopped") or '"msg":"stopped"' in l for l in self.log),
+                  "the server logged its stop")
+            check(not any("handles left" in l for l in self.log), "uv_loop_close() == 0")
         return rc
 
 
@@ -503,6 +507,22 @@ def test_stream_framing(srv):
         check_eq(cs[-1]["finish_reason"], "length", "choice %d finishes" % i)
         if g1 and i < 2:
             check_eq("".join(c["text"] for c in cs), g1["choices"][0]["text"], "choice %d text" % i)
+
+    # Streaming with a stop string: the held-back text comes out right, up to the stop.
+    full = complete(srv, greedy_body("The quick brown fox", 16))
+    if full:
+        text = full["choices"][0]["text"]
+        frag = next((text[i:i + 2] for i in range(3, len(text) - 2)
+                     if text[i:i + 2].strip() and text.find(text[i:i + 2]) == i), None)
+        if frag:
+            plain = complete(srv, greedy_body("The quick brown fox", 16, stop=frag))
+            status, headers, chunks, data = raw_stream(
+                srv, greedy_body("The quick brown fox", 16, stop=frag, stream=True))
+            events = parse_sse(data, "stream with stop")
+            if plain and events:
+                check_eq("".join(e["choices"][0]["text"] for e in events),
+                         plain["choices"][0]["text"], "streamed text with stop = non-streamed")
+                check_eq(events[-1]["choices"][0]["finish_reason"], "stop", "stream finish stop")
 
     # Streaming with logprobs and echo.
     status, headers, chunks, data = raw_stream(srv, greedy_body([464, 2068], 3, stream=True,
