@@ -7,7 +7,7 @@ MODEL_NAME ?= gpt2
 SERVE_ARGS ?=
 FUZZ_BUILD ?= build-fuzz
 FUZZ_TIME ?= 60
-FUZZERS ?= config tok_encode tok_files
+FUZZERS ?= config tok_encode tok_files st
 
 .PHONY: all deps build serve test test-slow fuzz clean
 

@@ -265,6 +265,33 @@ static void emit(sched_t *s, const sched_seq_t *q, const int32_t *ids, int n_ids
     s->ev_tail = ev;
 }
 
+void seq_reject(sched_t *s, eng_request_t *r, int finish)
+{
+    static const char oom[] = "out of memory";
+    const char *text = finish == ENG_FINISH_ERROR ? oom : "";
+    size_t len = finish == ENG_FINISH_ERROR ? sizeof(oom) - 1 : 0;
+    for (int k = 0; k < r->n; k++) {
+        eng_event_t *ev = calloc(1, sizeof(*ev) + len + 1);
+        if (!ev)
+            break;
+        ev->req_id = r->id;
+        ev->user = r->user;
+        ev->index = r->index_base + k;
+        ev->text = (char *)(ev + 1);
+        memcpy(ev->text, text, len);
+        ev->text_len = len;
+        ev->finish = finish;
+        ev->prompt_tokens = r->prompt_len;
+        if (s->ev_tail)
+            s->ev_tail->next = ev;
+        else
+            s->ev_head = ev;
+        s->ev_tail = ev;
+    }
+    s->stats.requests_finished++;
+    eng_request_free(r);
+}
+
 /* Takes q out of whatever list it is in and frees its blocks; no event. */
 static void seq_end(sched_t *s, sched_seq_t *q)
 {
