@@ -496,6 +496,13 @@ void srv_completions(srv_t *s, http_req_t *r)
         prompts_tokenize(&job->p, s->tok, &e) ||
         api_check_context(&job->p, s->info.max_model_len, &e))
         goto fail;
+    if (job->p.n > s->cfg.max_num_seqs) { /* the n completions of a prompt run together */
+        api_error_set(&e, 400, "invalid_request_error", NULL, "n",
+                      "'n' %d is more than the %d sequences this server runs at once "
+                      "(--max-num-seqs)",
+                      job->p.n, s->cfg.max_num_seqs);
+        goto fail;
+    }
     job->n_choices = job->p.n_prompts * job->p.n;
     job->choices = calloc((size_t)job->n_choices, sizeof(*job->choices));
     if (!job->choices) {

@@ -663,6 +663,8 @@ def test_limits():
     try:
         status, _, data = request(srv, "GET", "/v1/models")
         check_eq([m["id"] for m in json.loads(data)["data"]], ["my-gpt"], "--served-model-name")
+        s, _, d = request(srv, "POST", "/v1/completions", {"prompt": "x", "n": 2})
+        check_error(s, d, 400, "n above --max-num-seqs", param="n")
         s, _, d = request(srv, "POST", "/v1/completions", {"model": "tiny-f32", "prompt": "x"})
         check_error(s, d, 404, "the directory name is not served under another name",
                     code="model_not_found")
