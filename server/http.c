@@ -247,6 +247,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     http_watch_stop(r);
     int gone = r->gone || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (gone && r->status == 0)
+        r->status = 499; /* as nginx logs it: the client closed before any response */
     if (r->closed)
         r->closed(r->job, gone);
     double total = (double)(uv_hrtime() - r->t0) / 1e9;
