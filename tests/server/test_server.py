@@ -796,14 +796,14 @@ def test_drain():
     srv = Server("--max-num-seqs", "1", "--shutdown-timeout", "0.3")
     try:
         socks = []
-        for _ in range(8):
-            payload = json.dumps({"prompt": "Once", "max_tokens": 240, "ignore_eos": True,
+        for _ in range(16):  # 16 x 250 steps one at a time: seconds even on a fast machine
+            payload = json.dumps({"prompt": "Once", "max_tokens": 250, "ignore_eos": True,
                                   "stream": True}).encode()
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
             s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                       % len(payload) + payload)
             socks.append(s)
-        time.sleep(0.3)  # all accepted; with one sequence at a time most are still waiting
+        time.sleep(0.2)  # all accepted; with one sequence at a time most are still waiting
         srv.proc.send_signal(signal.SIGTERM)
         outcomes = []
         for s in socks:
