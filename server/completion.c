@@ -405,12 +405,24 @@ void srv_handle_events(srv_t *s)
 
 /* ---- accepting a request ---- */
 
-static int prompts_tokenize(api_params_t *p, const tok_t *tok, api_error_t *e)
+/* Encodes the text prompts on the loop thread. A token covers at most TOK_MAX_TOKEN_BYTES
+ * bytes, so a text longer than that many times the context cannot fit: it is refused
+ * without spending the loop thread's time on encoding it. */
+static int prompts_tokenize(api_params_t *p, const tok_t *tok, int max_model_len,
+                            api_error_t *e)
 {
     for (int i = 0; i < p->n_prompts; i++) {
         api_prompt_t *pr = &p->prompts[i];
         if (!pr->text || pr->ids)
             continue;
+        if (pr->text_len / TOK_MAX_TOKEN_BYTES > (size_t)max_model_len)
+            return api_error_set(e, 400, "invalid_request_error", "context_length_exceeded",
+                                 "prompt",
+                                 "This model's maximum context length is %d tokens. However, "
+                                 "prompt %d is %zu bytes, more than %d tokens. Please reduce "
+                                 "the length of the prompt.",
+                                 max_model_len, i, pr->text_len,
+                                 (int)(pr->text_len / TOK_MAX_TOKEN_BYTES));
         size_t n = 0;
         if (tok_encode(tok, pr->text, pr->text_len, &pr->ids, &n))
             return api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
@@ -493,7 +505,7 @@ void srv_completions(srv_t *s, http_req_t *r)
     size_t len;
     const char *body = http_req_body(r, &len);
     if (api_completion_parse(body, len, &lim, &job->p, &e) ||
-        prompts_tokenize(&job->p, s->tok, &e) ||
+        prompts_tokenize(&job->p, s->tok, s->info.max_model_len, &e) ||
         api_check_context(&job->p, s->info.max_model_len, &e))
         goto fail;
     if (job->p.n > s->cfg.max_num_seqs) { /* the n completions of a prompt run together */

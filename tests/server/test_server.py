@@ -638,6 +638,8 @@ def test_errors(srv):
         msg = json.loads(d)["error"]["message"]
         check("256" in msg and "300" in msg and "200" in msg and "100" in msg,
               "context error names the numbers", msg)
+    s, _, d = post({"prompt": "hello world " * 20000, "max_tokens": 1})
+    check_error(s, d, 400, "a prompt too long to encode", code="context_length_exceeded")
     s, _, d = post({"prompt": "x", "model": "gpt-4"})
     check_error(s, d, 404, "unknown model", code="model_not_found", param="model")
     s, _, d = request(srv, "GET", "/v1/nothing")
