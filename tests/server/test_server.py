@@ -829,6 +829,24 @@ def test_drain():
         check_eq(srv.stop(timeout=30), 0, "timed-out drain exit status")
 
 
+def test_loading():
+    """While the model loads (the port is bound first), /health and the API answer 503."""
+    srv = Server(wait_ready=False)
+    try:
+        s, h, d = request(srv, "GET", "/health")
+        if s == 503:
+            check_error(s, d, 503, "health while loading")
+            s, h, d = request(srv, "POST", "/v1/completions", {"prompt": "x"})
+            if s == 503:  # the load may have finished in between
+                check_error(s, d, 503, "completions while loading")
+                check_eq(h.get("retry-after"), "1", "503 has Retry-After")
+        else:
+            print("note: the model loaded before the first /health; 503 not observed")
+        srv.wait_health(200, 30)
+    finally:
+        check_eq(srv.stop(), 0, "loading server exit status")
+
+
 def test_startup_failures():
     # A busy port: one line, exit 1.
     s = socket.socket()
@@ -873,6 +891,7 @@ def main():
                 print("server log (last 40 lines):\n" + "\n".join(srv.log[-40:]), file=sys.stderr)
         if "errors" in want:
             test_limits()
+            test_loading()
             test_startup_failures()
     if "auth" in want:
         test_auth()
