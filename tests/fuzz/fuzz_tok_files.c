@@ -72,6 +72,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = tok_init(&t, workdir(), err, sizeof(err));
     if (rc != 0) {
         check(rc < 0 && t == NULL, "a failed tok_init leaves *out NULL");
+        if (err[0] == '\0' || strchr(err, '\n') != NULL)
+            fprintf(stderr, "tok_init error (rc %d): '%s'\n", rc, err);
         check(err[0] != '\0' && strchr(err, '\n') == NULL, "one error line");
         return 0;
     }
