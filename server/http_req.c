@@ -81,6 +81,7 @@ static struct MHD_Response *make_response(http_req_t *r, const char *content_typ
         return NULL;
     if (content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, "X-Request-Id", r->log.id); /* as in the access log */
     for (int i = 0; headers && headers[i] && headers[i + 1]; i += 2)
         MHD_add_response_header(resp, headers[i], headers[i + 1]);
     if (r->hs->quiesced)
@@ -159,6 +160,7 @@ void http_stream_start(http_req_t *r, const char *content_type, void *job, http_
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Request-Id", r->log.id);
     if (r->hs->quiesced)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     MHD_queue_response(r->conn, MHD_HTTP_OK, resp);

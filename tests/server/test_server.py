@@ -302,9 +302,13 @@ def greedy_body(prompt, n_tokens, **kw):
 def test_greedy_and_logprobs(srv):
     prompt = [464, 2068, 7586, 21831, 18045]  # "The quick brown fox jumps"
     ref = reference(prompt, greedy=6, logprobs=3)
-    r = complete(srv, greedy_body(prompt, 6, logprobs=3, echo=True))
-    if not r:
+    status, hdrs, data = request(srv, "POST", "/v1/completions",
+                                 greedy_body(prompt, 6, logprobs=3, echo=True))
+    check_eq(status, 200, "completion with logprobs and echo")
+    if status != 200:
         return
+    r = json.loads(data)
+    check_eq(hdrs.get("x-request-id"), r["id"], "X-Request-Id is the completion id")
     check(r["id"].startswith("cmpl-"), "id prefix", r["id"])
     check_eq(r["object"], "text_completion", "object")
     check(isinstance(r["created"], int) and abs(r["created"] - time.time()) < 60, "created", r["created"])
@@ -470,6 +474,7 @@ def test_stream_framing(srv):
     check_eq(headers.get("content-type"), "text/event-stream", "stream content type")
     check_eq(headers.get("cache-control"), "no-cache", "stream cache-control")
     check_eq(headers.get("transfer-encoding"), "chunked", "stream is chunked")
+    check(headers.get("x-request-id", "").startswith("cmpl-"), "stream X-Request-Id", headers)
     events = parse_sse(data, "stream")
     if not events:
         return
