@@ -71,9 +71,8 @@ void http_conn_suspend(http_req_t *r)
     uv_poll_start(r->watch, UV_DISCONNECT, watch_cb);
 }
 
-static struct MHD_Response *make_response(http_req_t *r, const char *content_type,
-                                          const char *body, size_t len,
-                                          const char *const *headers)
+static struct MHD_Response *make_response(http_req_t *r, const char *content_type, const char *body,
+                                          size_t len, const char *const *headers)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -89,8 +88,8 @@ static struct MHD_Response *make_response(http_req_t *r, const char *content_typ
     return resp;
 }
 
-void http_reply(http_req_t *r, int status, const char *content_type, const char *body,
-                size_t len, const char *const *headers)
+void http_reply(http_req_t *r, int status, const char *content_type, const char *body, size_t len,
+                const char *const *headers)
 {
     if (r->answered)
         return;

@@ -25,29 +25,29 @@
 
 static int failures;
 
-#define CHECK(cond)                                                                             \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);            \
-            failures++;                                                                         \
-        }                                                                                       \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
-#define CHECK_INT(a, b)                                                                         \
-    do {                                                                                        \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                     \
-        if (a_ != b_) {                                                                         \
-            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a, \
-                    a_, #b, b_);                                                                \
-            failures++;                                                                         \
-        }                                                                                       \
+#define CHECK_INT(a, b)                                                                            \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ != b_) {                                                                            \
+            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a,    \
+                    a_, #b, b_);                                                                   \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
 
 /* ---- the server side (loop thread) ---- */
 
 typedef struct job {
-    http_req_t *r;      /* NULL once closed */
+    http_req_t *r; /* NULL once closed */
     uv_timer_t timer;
-    int events_left;    /* stream: events still to send */
+    int events_left; /* stream: events still to send */
     int closed, gone;
 } job_t;
 
@@ -262,7 +262,8 @@ static void *client(void *arg)
      * at the header deadline (1 s) although it is never inactive. */
     fd = dial(a->port);
     t0 = now();
-    const char *slow = "GET /hello HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *slow =
+        "GET /hello HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     int cut = 0;
     for (size_t i = 0; i < strlen(slow) && now() - t0 < 5.0; i++) {
         char c = slow[i];
