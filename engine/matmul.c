@@ -6,7 +6,7 @@
  * thread; each thread walks its range in the order below and writes only its columns of Y,
  * so no two threads write the same memory. Loop nest per thread:
  *   for each block of MC rows of X         (X block stays in L2)
- *     for each chunk of KC rows of W      (one panel chunk, KC x 16, stays in L1)
+ *     for each chunk of KC rows of W      (usually all of K; see MM_XBLOCK)
  *       for each panel of the range
  *         for each register tile of <= MM_MR rows: Y tile (+)= X tile · panel chunk
  * With M <= MM_MR there is one tile per panel over the whole K: the weights stream once,
@@ -28,12 +28,21 @@
 #include "engine/engine.h"
 #include "engine/matmul_kern.h"
 
-/* Blocking (measured on AVX2, see bench/mm-bench.c): KC rows of a 16-column F32 panel are
- * 16 KiB (half of L1d); an MC x KC block of X is 120 KiB (a quarter of L2). */
+/* Blocking (measured on AVX2, see bench/mm-bench.c). X rows are read by every panel, so a
+ * block of X should stay in L2: when MM_XBLOCK bytes hold at least MM_MC_MIN full rows, a
+ * tile runs over the whole K (its Y tile is loaded and stored once). Otherwise (K = 3072)
+ * K is cut into chunks of MM_KC rows (16 KiB of an F32 panel, half of L1d) and X into
+ * blocks of MM_MC rows. */
+#ifndef MM_XBLOCK
+#define MM_XBLOCK (256 * 1024)
+#endif
+#define MM_MC_MIN 48
 #define MM_KC 256
 #define MM_MC 120
 /* Near prefetch distance in the panel stream when M <= MM_MR. */
+#ifndef MM_PF_DIST
 #define MM_PF_DIST 4096
+#endif
 
 typedef void (*tile_fn)(const mm_tile_t *t);
 
@@ -41,6 +50,7 @@ struct mm {
     pool_t *pool; /* owned */
     int kernel;   /* enum mm_kernel, never AUTO */
     tile_fn tile;
+    int pf_dist;
 };
 
 static int cpu_has_avx2(void)
@@ -124,6 +134,7 @@ int mm_init(mm_t **out, int threads, char *err, size_t errlen)
             goto fail;
         }
     }
+    mm->pf_dist = MM_PF_DIST;
     rc = pool_init(&mm->pool, threads);
     if (rc) {
         snprintf(err, errlen, "matmul: cannot start %d compute threads (%s)", threads,
@@ -358,9 +369,20 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     tile_fn tile = j->mm->tile;
     mm_tile_t t = {.ldx = j->ldx, .dtype = w->dtype, .ldy = j->ldy};
 
-    const int kc_max = j->M <= MM_MR ? K : MM_KC;
-    for (int m0 = 0; m0 < j->M; m0 += MM_MC) {
-        int mc = j->M - m0 < MM_MC ? j->M - m0 : MM_MC;
+    int kc_max = K, mc_max = j->M;
+    if (j->M > MM_MR) {
+        int rows_fit = (int)(MM_XBLOCK / ((size_t)K * sizeof(float)));
+        if (rows_fit < j->M) {
+            if (rows_fit >= MM_MC_MIN) {
+                mc_max = rows_fit / MM_MR * MM_MR;
+            } else {
+                kc_max = MM_KC;
+                mc_max = j->M < MM_MC ? j->M : MM_MC;
+            }
+        }
+    }
+    for (int m0 = 0; m0 < j->M; m0 += mc_max) {
+        int mc = j->M - m0 < mc_max ? j->M - m0 : mc_max;
         int nb = (mc + MM_MR - 1) / MM_MR; /* near-equal row tiles: 8 rows are 4 + 4 */
         for (int k0 = 0; k0 < K; k0 += kc_max) {
             int kc = K - k0 < kc_max ? K - k0 : kc_max;
@@ -379,7 +401,7 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                     t.y = j->y + (size_t)(m0 + r0) * j->ldy + n0;
                     t.mr = r1 - r0;
                     if (nb == 1) {
-                        t.pf = wp + MM_PF_DIST;
+                        t.pf = wp + j->mm->pf_dist;
                         t.pfstep = (ptrdiff_t)row_bytes;
                     } else {
                         /* The next panel chunk (the next contiguous bytes of this range). */

@@ -170,8 +170,8 @@ static void test_shapes(mm_t *mm)
     for (int d = 0; d < 3; d++) {
         if (check_case(mm, 1, 768, 77, dts[d], 0, 1, 0, 0) ||
             check_case(mm, 8, 513, 50, dts[d], 1, 0, 1, 1) ||
-            check_case(mm, 16, 600, 33, dts[d], 0, 1, 1, 0) ||
-            check_case(mm, 131, 300, 47, dts[d], 0, 1, 0, 2) ||
+            check_case(mm, 20, 1500, 33, dts[d], 0, 1, 1, 0) ||
+            check_case(mm, 131, 1000, 47, dts[d], 0, 1, 0, 2) ||
             check_case(mm, 250, 70, 20, dts[d], 1, 0, 0, 0))
             return;
     }
