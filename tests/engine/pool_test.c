@@ -117,8 +117,8 @@ int main(void)
 
     test_split();
     test_rounds(1, 100, 0);
-    test_rounds(2, 20000, 0);   /* back to back: the spinning path */
-    test_rounds(3, 5000, 0);    /* more threads than this machine may have cores */
+    test_rounds(2, 3000, 0);    /* back to back: the spinning path */
+    test_rounds(3, 1000, 0);    /* more threads than this machine may have cores */
     test_rounds(2, 40, 1000);   /* 1 ms gaps: workers go to sleep and must be woken */
     test_rounds(MAXT, 200, 0);
     test_rounds(4, 10, 0);      /* start and stop quickly */
