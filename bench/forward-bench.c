@@ -99,6 +99,19 @@ static double packed_bytes(const gpt2_t *m)
     return s;
 }
 
+/* Resident set size now, in MB (/proc/self/statm). */
+static double rss_mb(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (double)resident * (double)sysconf(_SC_PAGESIZE) / 1e6;
+}
+
 static double step_flops(const gpt2_config_t *cfg, int rows, int logit_rows)
 {
     const double C = cfg->n_embd, V = cfg->vocab_size;
@@ -166,9 +179,11 @@ int main(int argc, char **argv)
         }
         wbytes[d] = packed_bytes(m);
         cfgs[d] = *cfg;
-        printf("%s: %d layers, C=%d, %.0f MB of packed matrices, kernel %s, %d threads\n",
+        printf("%s: %d layers, C=%d, %.0f MB of packed matrices, weights %.0f MB, RSS after "
+               "load %.0f MB, kernel %s, %d threads\n",
                dt_name[d], cfg->n_layer, cfg->n_embd, wbytes[d] / 1e6,
-               mm_kernel_name(mm_get_kernel(m->mm)), pool_threads(mm_pool(m->mm)));
+               (double)gpt2_weight_bytes(m) / 1e6, rss_mb(), mm_kernel_name(mm_get_kernel(m->mm)),
+               pool_threads(mm_pool(m->mm)));
         fflush(stdout);
         for (int k = 0; k < N_K; k++)
             best[d][k] = 1e30;

@@ -364,12 +364,19 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
     const int C = m->cfg.n_embd;
     const gpt2_scratch_t *s = &m->s;
 
-    /* x = wte[token] + wpe[pos] */
+    /* x = wte[token] + wpe[pos]; with a tied LM head wte is read from its packed copy
+     * (column `token` of wteᵀ), so only one copy of it stays in memory. */
     for (int t = 0; t < b->T; t++) {
         float *x = s->x + (size_t)t * C;
         const float *te = m->wte + (size_t)b->tokens[t] * C, *pe = m->wpe + (size_t)b->pos[t] * C;
-        for (int i = 0; i < C; i++)
-            x[i] = te[i] + pe[i];
+        if (m->embed_packed) {
+            mm_weight_column(&m->lm_head_p, b->tokens[t], x);
+            for (int i = 0; i < C; i++)
+                x[i] += pe[i];
+        } else {
+            for (int i = 0; i < C; i++)
+                x[i] = te[i] + pe[i];
+        }
     }
     for (int l = 0; l < m->cfg.n_layer; l++)
         layer_forward(m, kv, b, l);

@@ -325,14 +325,11 @@ static int pack_weights(gpt2_t *m, int dtype, char *err, size_t errlen)
         rc = rc ? rc : pack_one(m, &w->fc_p, w->fc_w, C, 4 * C, 0, m->dtype);
         rc = rc ? rc : pack_one(m, &w->mlp_proj_p, w->mlp_proj_w, 4 * C, C, 0, m->dtype);
     }
-    /* Tied or not, the LM head is lm_headᵀ: x (T, C) . W (C, V). A tied wte's pages stay:
-     * the embedding lookup reads its rows. */
+    /* Tied or not, the LM head is lm_headᵀ: x (T, C) . W (C, V). */
     if (!rc) {
-        if (m->lm_head != m->wte)
-            rc = pack_one(m, &m->lm_head_p, m->lm_head, C, V, 1, m->dtype);
-        else
-            rc = mm_weight_init_mt(m->mm, &m->lm_head_p, m->lm_head, C, V, (size_t)C, 1,
-                                   m->dtype);
+        rc = pack_one(m, &m->lm_head_p, m->lm_head, C, V, 1, m->dtype);
+        /* Tied: the embedding lookup reads the packed copy too (see gpt2_forward). */
+        m->embed_packed = !rc && m->lm_head == m->wte;
     }
     if (rc)
         return fail(err, errlen, rc, "%s: out of memory packing the weights as %s",

@@ -58,6 +58,7 @@ struct gpt2 {
     mm_t *mm;               /* owned: matmul kernels and the compute thread pool */
     mm_weight_t lm_head_p;  /* owned: lm_headᵀ (C, V) packed */
     int dtype;              /* enum eng_dtype the matrices are kept in */
+    int embed_packed;       /* 1: embeddings come from lm_head_p (tied head, wte dropped) */
 };
 
 #endif
