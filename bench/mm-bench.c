@@ -9,7 +9,8 @@
  * shape and at the end and the best sample kept (ratios use the final values).
  *
  *   mm-bench [--threads N] [--m 1,4,8,16,32,64,128] [--shapes qkv,proj,fc,fcproj,lmhead]
- *            [--time SECONDS per cell] [--no-blas]
+ *            [--time SECONDS per cell] [--no-blas] [--copies N]
+ * --copies 1 keeps the weights hot in cache: the kernel's compute rate alone.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -44,6 +45,7 @@ typedef struct bench {
     double bw, fma; /* all threads: bytes/s, flop/s */
     double cell_time;
     int no_blas;
+    int copies_forced; /* --copies: 0 = enough to exceed L3 */
     double cell_s[N_SHAPES][N_METH][16]; /* median seconds per call; 0 = not measured */
     double cell_med[N_SHAPES][N_METH][16];
     int copies[N_SHAPES];
@@ -148,6 +150,8 @@ static void bench_shape(bench_t *b, int si, const int *Ms, int nM)
         copies = MAX_COPIES;
     if (copies < 2)
         copies = 2;
+    if (b->copies_forced)
+        copies = b->copies_forced < MAX_COPIES ? b->copies_forced : MAX_COPIES;
     float *src[MAX_COPIES] = {0};
     mm_weight_t w[3][MAX_COPIES];
     memset(w, 0, sizeof(w));
@@ -270,10 +274,12 @@ int main(int argc, char **argv)
             b.cell_time = atof(argv[++i]);
         else if (!strcmp(argv[i], "--no-blas"))
             b.no_blas = 1;
+        else if (!strcmp(argv[i], "--copies") && i + 1 < argc)
+            b.copies_forced = atoi(argv[++i]);
         else {
             fprintf(stderr,
                     "usage: %s [--threads N] [--m 1,4,...] [--shapes qkv,proj,fc,fcproj,lmhead]"
-                    " [--time S] [--no-blas]\n",
+                    " [--time S] [--no-blas] [--copies N]\n",
                     argv[0]);
             return 2;
         }
