@@ -224,6 +224,8 @@ int32_t smp_sample(const eng_sampling_t *sp, float *logits, int V, const int32_t
             n++;
         }
     }
+    if (n == 0) /* only with min_p > 1, which keeps nothing: fall back to greedy */
+        return best;
     if (sp->top_k > 0 && sp->top_k < n) {
         select_top_k(c, n, sp->top_k);
         n = sp->top_k;

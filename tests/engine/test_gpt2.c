@@ -481,6 +481,25 @@ static void test_bad_batch(gpt2_t *m, kv_cache_t *kv)
     bt->pos[0] = 0;
     bt->pos[1] = 1;
     CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), 0);
+    bt->b.n_logits = MAX_T + 1; /* more logit rows than reserved */
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    bt->b.n_logits = 1;
+
+    /* Reservations and pools outside what the model and the slots allow. */
+    const gpt2_config_t *cfg = gpt2_get_config(m);
+    CHECK_INT_EQ(gpt2_reserve(m, 8, 1, cfg->n_ctx + 1), -EINVAL);
+    CHECK_INT_EQ(gpt2_reserve(m, 8, 9, 8), -EINVAL);
+    CHECK_INT_EQ(gpt2_reserve(m, 0, 0, 8), -EINVAL);
+    kv_cache_t bad;
+    CHECK_INT_EQ(kv_cache_init(&bad, cfg, 0, 4), -EINVAL);
+    CHECK_INT_EQ(kv_cache_init(&bad, cfg, 16, 0), -EINVAL);
+    CHECK_INT_EQ(kv_cache_init(&bad, cfg, 4096, 1 << 20), -EINVAL); /* slots beyond int32 */
+    kv_cache_free(&bad);
+    /* A smaller reservation takes effect: the 3-row step no longer fits in 2 rows. */
+    CHECK_INT_EQ(gpt2_reserve(m, 2, 1, 8), 0);
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    CHECK_INT_EQ(gpt2_reserve(m, MAX_T, MAX_T, cfg->n_ctx), 0);
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), 0);
     free(bt);
     free(logits);
 }
