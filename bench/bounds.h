@@ -15,5 +15,11 @@ double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps);
  * it, else scalar code the compiler vectorizes as it can); the median of `reps` samples. */
 double bench_fma_peak(pool_t *pool, int reps);
 double bench_now(void);
+/* CPU seconds used by the whole process (all threads), and FLOP per CPU-second of one core
+ * running the FMA chains. Dividing work by CPU time instead of wall time leaves out the
+ * time other tenants held the cores, so these ratios hold on a busy host too (for
+ * compute-bound work; memory traffic of other tenants still weighs). */
+double bench_cpu_now(void);
+double bench_fma_core_peak_cpu(int reps);
 
 #endif

@@ -411,8 +411,9 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                         t.pf = wp + j->mm->pf_dist;
                         t.pfstep = (ptrdiff_t)row_bytes;
                     } else {
-                        /* The next panel chunk (the next contiguous bytes of this range). */
-                        ptrdiff_t step = (ptrdiff_t)row_bytes / nb;
+                        /* The next panel chunk (the next contiguous bytes of this range);
+                         * the step rounds up so the nb shares cover all of it. */
+                        ptrdiff_t step = ((ptrdiff_t)row_bytes + nb - 1) / nb;
                         t.pf = wp + panel_bytes + (size_t)b * (size_t)kc * (size_t)step;
                         t.pfstep = step;
                     }
