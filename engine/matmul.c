@@ -31,18 +31,21 @@
 #include "engine/engine.h"
 #include "engine/matmul_kern.h"
 
-/* Blocking (measured on AVX2, see bench/mm-bench.c). X rows are read by every panel, so a
- * block of X should stay in L2: when MM_XBLOCK bytes hold at least MM_MC_MIN full rows, a
- * tile runs over the whole K (its Y tile is loaded and stored once). Otherwise (K = 3072)
- * K is cut into chunks of MM_KC rows (16 KiB of an F32 panel, half of L1d) and X into
- * blocks of MM_MC rows. */
+/* Blocking, sized from the caches (32 KiB L1d, 512 KiB L2 per core on the AVX2 machines
+ * targeted), not tuned: on a shared host the alternatives could not be told apart. X rows
+ * are read by every panel, so a block of X should stay in L2: when MM_XBLOCK bytes hold at
+ * least MM_MC_MIN full rows, a tile runs over the whole K (its Y tile is loaded and stored
+ * once). Otherwise (K = 3072) K is cut into chunks of MM_KC rows (16 KiB of an F32 panel,
+ * half of L1d) and X into blocks of MM_MC rows. */
 #ifndef MM_XBLOCK
 #define MM_XBLOCK (256 * 1024)
 #endif
 #define MM_MC_MIN 48
 #define MM_KC 256
 #define MM_MC 120
-/* Near prefetch distance in the panel stream when M <= MM_MR. */
+/* Near prefetch distance in the panel stream when M <= MM_MR: 1-8 KB all helped on the
+ * Xeon of notes/skinny-gemm.md; on the EPYC here 64 B, 4 KB and 16 KB measured the same
+ * within noise (bench/mm-bench, M = 1), so the Xeon's 4 KB is kept. */
 #ifndef MM_PF_DIST
 #define MM_PF_DIST 4096
 #endif
