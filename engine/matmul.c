@@ -2,9 +2,9 @@
  * threading and kernel dispatch. The register tiles live in matmul_generic.c and
  * matmul_avx2.c.
  *
- * DESIGN: the calling thread splits the panels of W into one contiguous range per pool
- * thread; each thread walks its range in the order below and writes only its columns of Y,
- * so no two threads write the same memory. Loop nest per thread:
+ * DESIGN: the calling thread splits the panels of W into a few contiguous ranges per pool
+ * thread (parts the pool's threads claim); each part walks its range in the order below and
+ * writes only its columns of Y, so no two threads write the same memory. Loop nest per part:
  *   for each block of MC rows of X         (X block stays in L2)
  *     for each chunk of KC rows of W      (usually all of K; see MM_XBLOCK)
  *       for each panel of the range
@@ -275,11 +275,11 @@ static void pack_panels(const pack_job_t *pj, int p0, int p1)
     }
 }
 
-static void pack_cb(void *arg, int tid, int n)
+static void pack_cb(void *arg, int part, int n)
 {
     const pack_job_t *pj = arg;
     int p0, p1;
-    pool_split(pj->w->n_panels, n, tid, &p0, &p1);
+    pool_split(pj->w->n_panels, n, part, &p0, &p1);
     pack_panels(pj, p0, p1);
 }
 
@@ -427,13 +427,24 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     }
 }
 
-static void matmul_cb(void *arg, int tid, int n)
+static void matmul_cb(void *arg, int part, int n)
 {
     const mm_job_t *j = arg;
     int p0, p1;
-    pool_split(j->w->n_panels, n, tid, &p0, &p1);
+    pool_split(j->w->n_panels, n, part, &p0, &p1);
     if (p0 < p1)
         matmul_range(j, p0, p1);
+}
+
+/* Contiguous panel ranges per product: a few per thread, so that when a thread is late
+ * (asleep, or its core taken by other work) the others pick up its share, while each range
+ * is still a long contiguous stream. */
+#define MM_PARTS_PER_THREAD 4
+
+static int parts_for(const mm_t *mm, int n_panels)
+{
+    int parts = pool_threads(mm->pool) * MM_PARTS_PER_THREAD;
+    return parts < n_panels ? parts : n_panels;
 }
 
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
@@ -447,5 +458,5 @@ void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w
     if ((double)M * w->K * w->N < 32768.0)
         matmul_range(&j, 0, w->n_panels);
     else
-        pool_run(mm->pool, matmul_cb, &j);
+        pool_run_parts(mm->pool, parts_for(mm, w->n_panels), matmul_cb, &j);
 }

@@ -1,13 +1,19 @@
 /* pool.c - persistent compute thread pool (see pool.h).
  *
- * DESIGN: the owner thread publishes a job (fn, arg) and then bumps the atomic generation
- * counter `gen`; workers wait for `gen` to change, run the job, and count down `pending`.
- * The owner runs its own share as tid 0 and then waits for `pending` to reach 0.
+ * DESIGN: a job is n parts. The owner thread writes the job (fn, arg), resets `done`, and
+ * stores `next` = (generation, n, next part 0); then it bumps the futex word `gen` to wake
+ * the workers. Every thread, the owner included, claims parts by compare-and-swap on
+ * `next` until none is left, runs them, and counts them in `done`; the owner returns when
+ * `done` reaches n. Because parts are claimed, not assigned, a worker that is asleep or
+ * descheduled (other load on the machine) does not hold the owner up: the owner runs the
+ * parts nobody claimed. A late worker finds `next` exhausted or of a newer generation and
+ * never touches the old job. fn and arg are plain fields: a successful claim reads the
+ * value the owner released after writing them, and the owner does not rewrite them before
+ * every claimed part is done.
  * Waiting is a bounded spin (SPIN_NS) followed by a futex sleep. A sleeper first announces
  * itself in a counter and then re-checks the word; the other side changes the word and then
  * reads the counter (both sequentially consistent), so a wake-up is never lost and no
- * syscall is made while nobody sleeps. The job fields are plain memory ordered by the
- * release/acquire pair on `gen`, and results by the one on `pending`.
+ * syscall is made while nobody sleeps.
  */
 #include "engine/pool.h"
 
@@ -44,10 +50,11 @@ struct pool {
     int started;      /* workers actually running */
     pthread_t *tids;  /* (n-1) owned */
     worker_t *args;   /* (n-1) owned */
-    pool_fn_cb fn;    /* current job; written by the owner before gen is bumped */
+    pool_fn_cb fn;    /* current job; written by the owner before `next` is stored */
     void *arg;
-    atomic_uint gen;     /* job generation; futex word */
-    atomic_uint pending; /* workers still running the current job; futex word */
+    atomic_uint gen;     /* job generation; futex word the workers sleep on */
+    _Atomic uint64_t next; /* generation << 32 | parts << 16 | next unclaimed part */
+    atomic_uint done;    /* parts of the current job finished; futex word of the owner */
     atomic_int gen_sleepers;
     atomic_int pending_sleeper;
     atomic_int stop;
@@ -98,6 +105,35 @@ static unsigned wait_while_equal(atomic_uint *word, unsigned old, atomic_int *sl
     return v;
 }
 
+/* Claims the next part of job generation g: 1 with *part and *n set, 0 when none is left. */
+static int claim(pool_t *p, unsigned g, int *part, int *n)
+{
+    uint64_t v = atomic_load_explicit(&p->next, memory_order_acquire);
+    for (;;) {
+        unsigned vg = (unsigned)(v >> 32), vn = (unsigned)(v >> 16) & 0xffff;
+        unsigned vi = (unsigned)v & 0xffff;
+        if (vg != g || vi >= vn)
+            return 0;
+        if (atomic_compare_exchange_weak_explicit(&p->next, &v, v + 1, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+            *part = (int)vi;
+            *n = (int)vn;
+            return 1;
+        }
+    }
+}
+
+/* Runs parts of job g until none is left to claim. */
+static void run_parts(pool_t *p, unsigned g)
+{
+    int part, n;
+    while (claim(p, g, &part, &n)) {
+        p->fn(p->arg, part, n);
+        if ((int)atomic_fetch_add(&p->done, 1) + 1 == n && atomic_load(&p->pending_sleeper))
+            futex(&p->done, FUTEX_WAKE, 1);
+    }
+}
+
 static void *worker_main(void *p_)
 {
     worker_t *w = p_;
@@ -107,13 +143,12 @@ static void *worker_main(void *p_)
         seen = wait_while_equal(&p->gen, seen, &p->gen_sleepers);
         if (atomic_load_explicit(&p->stop, memory_order_relaxed))
             break;
-        p->fn(p->arg, w->tid, p->n);
-        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->pending_sleeper))
-            futex(&p->pending, FUTEX_WAKE, 1);
+        run_parts(p, seen);
     }
     return NULL;
 }
 
+/* Wakes the workers for the job already stored in `next` (or for stop). */
 static void publish(pool_t *p)
 {
     atomic_fetch_add(&p->gen, 1);
@@ -131,7 +166,8 @@ int pool_init(pool_t **out, int threads)
         return -ENOMEM;
     p->n = threads;
     atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->next, 0);
+    atomic_init(&p->done, 0);
     atomic_init(&p->gen_sleepers, 0);
     atomic_init(&p->pending_sleeper, 0);
     atomic_init(&p->stop, 0);
@@ -181,27 +217,39 @@ int pool_threads(const pool_t *p)
 
 void pool_run(pool_t *p, pool_fn_cb fn, void *arg)
 {
-    if (!p || p->n == 1) {
-        fn(arg, 0, 1);
+    pool_run_parts(p, pool_threads(p), fn, arg);
+}
+
+void pool_run_parts(pool_t *p, int parts, pool_fn_cb fn, void *arg)
+{
+    if (parts < 1)
+        return;
+    if (!p || p->n == 1 || parts == 1) {
+        for (int i = 0; i < parts; i++)
+            fn(arg, i, parts);
         return;
     }
+    if (parts > POOL_MAX_PARTS)
+        parts = POOL_MAX_PARTS;
     p->fn = fn;
     p->arg = arg;
-    atomic_store_explicit(&p->pending, (unsigned)p->n - 1, memory_order_relaxed);
-    publish(p);
-    fn(arg, 0, p->n);
-    unsigned v = atomic_load_explicit(&p->pending, memory_order_acquire);
-    if (v != 0)
-        v = spin_while_equal(&p->pending, v);
-    while (v != 0) {
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&p->next, (uint64_t)g << 32 | (uint64_t)parts << 16,
+                          memory_order_release);
+    publish(p); /* gen becomes g */
+    run_parts(p, g);
+    unsigned v = atomic_load_explicit(&p->done, memory_order_acquire);
+    while (v != (unsigned)parts) {
+        v = spin_while_equal(&p->done, v);
+        if (v == (unsigned)parts)
+            break;
         atomic_store(&p->pending_sleeper, 1);
-        v = atomic_load(&p->pending);
-        if (v != 0)
-            futex(&p->pending, FUTEX_WAIT, v);
+        v = atomic_load(&p->done);
+        if (v != (unsigned)parts)
+            futex(&p->done, FUTEX_WAIT, v);
         atomic_store(&p->pending_sleeper, 0);
-        v = atomic_load_explicit(&p->pending, memory_order_acquire);
-        if (v != 0)
-            v = spin_while_equal(&p->pending, v);
+        v = atomic_load_explicit(&p->done, memory_order_acquire);
     }
 }
 

@@ -1,5 +1,5 @@
 /* pool_test.c - the compute thread pool: every thread runs every job exactly once, the
- * caller sees the workers' writes, the sleep/wake path after an idle gap works, and
+ * caller sees the workers' writes, every part of a many-part job runs exactly once, the sleep/wake path after an idle gap works, and
  * init/free edge cases. Written to run under TSan as well (all sharing is via the pool). */
 #include <errno.h>
 #include <stdio.h>
@@ -85,6 +85,41 @@ static void test_rounds(int threads, int rounds, long gap_us)
     pool_free(p);
 }
 
+typedef struct parts_job {
+    int round;
+    int n;
+    int seen[1000]; /* part i written only by the thread that claimed it */
+} parts_job_t;
+
+static void parts_cb(void *arg, int part, int n)
+{
+    parts_job_t *j = arg;
+    if (n == j->n && part >= 0 && part < n)
+        j->seen[part] += j->round;
+}
+
+/* Many parts over few threads: each part runs exactly once per job. */
+static void test_parts(int threads, int rounds)
+{
+    pool_t *p = NULL;
+    CHECK_EQ(pool_init(&p, threads), 0);
+    static parts_job_t j;
+    memset(&j, 0, sizeof(j));
+    for (int r = 1; r <= rounds && !failures; r++) {
+        j.round = 1;
+        j.n = 1 + (r * 37) % 1000;
+        memset(j.seen, 0, sizeof(j.seen));
+        pool_run_parts(p, j.n, parts_cb, &j);
+        for (int i = 0; i < 1000; i++)
+            if (j.seen[i] != (i < j.n)) {
+                CHECK_EQ(j.seen[i], i < j.n);
+                break;
+            }
+    }
+    pool_run_parts(p, 0, parts_cb, &j); /* no parts: nothing runs */
+    pool_free(p);
+}
+
 static void test_split(void)
 {
     for (int n = 0; n < 50; n++) {
@@ -122,6 +157,9 @@ int main(void)
     test_rounds(2, 40, 1000);   /* 1 ms gaps: workers go to sleep and must be woken */
     test_rounds(MAXT, 200, 0);
     test_rounds(4, 10, 0);      /* start and stop quickly */
+    test_parts(1, 20);
+    test_parts(2, 500);
+    test_parts(3, 200);
 
     if (failures) {
         fprintf(stderr, "pool_test: %d failures\n", failures);
