@@ -85,29 +85,14 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
     return 0;
 }
 
-/* The one place matrix products against [K, N] weights happen:
- * out (T, N) = in (T, K) . w (K, N) + bias (N). At T = 1 OpenBLAS's sgemv streams the
- * weights about 3x faster than its sgemm (measured: 346 vs 1059 us for the 124M QKV). */
-static void matmul(float *out, const float *in, const float *w, const float *bias, int T, int K,
-                   int N)
+/* The one place matrix products against the weights happen:
+ * out (T, N) = in (T, K) . w (K, N) + bias (N), with w packed by the loader (see
+ * engine/matmul.h: a skinny-M kernel streaming the weights at the bandwidth bound, split
+ * over the compute pool). The LM head is the same call with w = lm_headᵀ and no bias. */
+static void matmul(gpt2_t *m, float *out, const float *in, const mm_weight_t *w,
+                   const float *bias, int T)
 {
-    for (int t = 0; t < T; t++)
-        memcpy(out + (size_t)t * N, bias, (size_t)N * sizeof(float));
-    if (T == 1)
-        cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.0f, w, N, in, 1, 1.0f, out, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, N, K, 1.0f, in, K, w, N, 1.0f,
-                    out, N);
-}
-
-/* The LM head: out (T, V) = in (T, C) . w (V, C)^T. */
-static void matmul_wt(float *out, const float *in, const float *w, int T, int C, int V)
-{
-    if (T == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, V, C, 1.0f, w, C, in, 1, 0.0f, out, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, V, C, 1.0f, in, C, w, C, 0.0f,
-                    out, V);
+    mm_matmul(m->mm, T, in, (size_t)w->K, w, bias, out, (size_t)w->N, 0);
 }
 
 /* out = (x - mean) / sqrt(var + eps) * w + b over each row of C. */
@@ -332,16 +317,16 @@ static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b
     const size_t TC = (size_t)T * C;
 
     layernorm_rows(s->ln, s->x, w->ln1_w, w->ln1_b, T, C, m->cfg.ln_eps);
-    matmul(s->qkv, s->ln, w->qkv_w, w->qkv_b, T, C, 3 * C);
+    matmul(m, s->qkv, s->ln, &w->qkv_p, w->qkv_b, T);
     kv_write(kv, s->qkv, b, l); /* every row's K/V is in place before any row attends */
     attention(m, kv, b, l);
-    matmul(s->ln, s->att, w->attn_proj_w, w->attn_proj_b, T, C, C);
+    matmul(m, s->ln, s->att, &w->attn_proj_p, w->attn_proj_b, T);
     add(s->x, s->ln, TC);
 
     layernorm_rows(s->ln, s->x, w->ln2_w, w->ln2_b, T, C, m->cfg.ln_eps);
-    matmul(s->fch, s->ln, w->fc_w, w->fc_b, T, C, 4 * C);
+    matmul(m, s->fch, s->ln, &w->fc_p, w->fc_b, T);
     gelu(s->fch, 4 * TC);
-    matmul(s->ln, s->fch, w->mlp_proj_w, w->mlp_proj_b, T, 4 * C, C);
+    matmul(m, s->ln, s->fch, &w->mlp_proj_p, w->mlp_proj_b, T);
     add(s->x, s->ln, TC);
 }
 
@@ -390,12 +375,19 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
     const int C = m->cfg.n_embd;
     const gpt2_scratch_t *s = &m->s;
 
-    /* x = wte[token] + wpe[pos] */
+    /* x = wte[token] + wpe[pos]; with a tied LM head wte is read from its packed copy
+     * (column `token` of wteᵀ), so only one copy of it stays in memory. */
     for (int t = 0; t < b->T; t++) {
         float *x = s->x + (size_t)t * C;
         const float *te = m->wte + (size_t)b->tokens[t] * C, *pe = m->wpe + (size_t)b->pos[t] * C;
-        for (int i = 0; i < C; i++)
-            x[i] = te[i] + pe[i];
+        if (m->embed_packed) {
+            mm_weight_column(&m->lm_head_p, b->tokens[t], x);
+            for (int i = 0; i < C; i++)
+                x[i] += pe[i];
+        } else {
+            for (int i = 0; i < C; i++)
+                x[i] = te[i] + pe[i];
+        }
     }
     for (int l = 0; l < m->cfg.n_layer; l++)
         layer_forward(m, kv, b, l);
@@ -405,6 +397,6 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
         layernorm(s->lnf + (size_t)i * C, s->x + (size_t)b->logit_rows[i] * C, m->lnf_w,
                   m->lnf_b, C, m->cfg.ln_eps);
     if (b->n_logits)
-        matmul_wt(b->logits, s->lnf, m->lm_head, b->n_logits, C, m->cfg.vocab_size);
+        matmul(m, b->logits, s->lnf, &m->lm_head_p, NULL, b->n_logits);
     return 0;
 }

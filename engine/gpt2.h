@@ -27,6 +27,9 @@ typedef struct gpt2 gpt2_t;
  * [64,190] disagrees with config.json (expected [64,192])". */
 int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen);
 void gpt2_free(gpt2_t *m);
+/* Runs the matrix products on `threads` threads from now on (0 = one per online CPU; the
+ * default after gpt2_load). Returns 0, or -EINVAL/-ENOMEM/-EAGAIN leaving the old pool. */
+int gpt2_set_threads(gpt2_t *m, int threads);
 const gpt2_config_t *gpt2_get_config(const gpt2_t *m);
 size_t gpt2_weight_bytes(const gpt2_t *m);
 

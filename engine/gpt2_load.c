@@ -3,6 +3,9 @@
  * F32 tensors are used in place from the read-only mapping. F16 and BF16 tensors (and F32
  * ones the file leaves misaligned) are converted once into one owned F32 buffer, carved in
  * order. Every tensor's shape is checked against config.json before anything is used.
+ * The five matrices of each product (per layer QKV, proj, fc, MLP proj; the LM head) are
+ * then packed once for engine/matmul.c in the dtype asked for, and the mapped originals'
+ * pages are handed back to the kernel (they reload from the file if anything reads them).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -12,10 +15,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "engine/engine.h"
 #include "engine/gpt2_model.h"
+
+static const char *dtype_name(int dtype)
+{
+    return dtype == ENG_DTYPE_F16 ? "f16" : dtype == ENG_DTYPE_BF16 ? "bf16" : "f32";
+}
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
@@ -273,13 +282,83 @@ static int get_all(loader_t *ld)
     return rc;
 }
 
+/* Drops the resident pages of a read-only file mapping range (whole pages inside it only);
+ * a later read faults them back in from the file, so nothing that still reads them breaks. */
+static void drop_mapped(const gpt2_t *m, const float *p, size_t n)
+{
+    const float *conv = m->converted;
+    if (conv && p >= conv && p < conv + m->n_converted)
+        return; /* an owned copy: its pages are the only copy of the data */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) / page * page;
+    uintptr_t hi = ((uintptr_t)(p + n)) / page * page;
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: failure changes nothing */
+}
+
+static int pack_one(gpt2_t *m, mm_weight_t *w, const float *src, int K, int N, int trans,
+                    int dtype)
+{
+    int rc = mm_weight_init_mt(m->mm, w, src, K, N, trans ? (size_t)K : (size_t)N, trans, dtype);
+    if (!rc) {
+        drop_mapped(m, src, (size_t)K * (size_t)N);
+        /* weight_bytes counts values in the dtype they are kept in (padding not counted). */
+        if (w->dtype != ENG_DTYPE_F32)
+            m->weight_bytes -= (size_t)K * (size_t)N * 2;
+    }
+    return rc;
+}
+
+/* Packs every matrix product's weights (see engine/matmul.h) in dtype. */
+static int pack_weights(gpt2_t *m, int dtype, char *err, size_t errlen)
+{
+    char e[256];
+    int rc = mm_init(&m->mm, 0, e, sizeof(e));
+    if (rc)
+        return fail(err, errlen, rc, "%s", e);
+    m->dtype = dtype == ENG_DTYPE_AUTO ? ENG_DTYPE_F32 : dtype;
+    const int C = m->cfg.n_embd, V = m->cfg.vocab_size;
+    for (int l = 0; l < m->cfg.n_layer && !rc; l++) {
+        gpt2_layer_t *w = &m->layers[l];
+        rc = pack_one(m, &w->qkv_p, w->qkv_w, C, 3 * C, 0, m->dtype);
+        rc = rc ? rc : pack_one(m, &w->attn_proj_p, w->attn_proj_w, C, C, 0, m->dtype);
+        rc = rc ? rc : pack_one(m, &w->fc_p, w->fc_w, C, 4 * C, 0, m->dtype);
+        rc = rc ? rc : pack_one(m, &w->mlp_proj_p, w->mlp_proj_w, 4 * C, C, 0, m->dtype);
+    }
+    /* Tied or not, the LM head is lm_headᵀ: x (T, C) . W (C, V). */
+    if (!rc) {
+        rc = pack_one(m, &m->lm_head_p, m->lm_head, C, V, 1, m->dtype);
+        /* Tied: the embedding lookup reads the packed copy too (see gpt2_forward). */
+        m->embed_packed = !rc && m->lm_head == m->wte;
+    }
+    if (rc)
+        return fail(err, errlen, rc, "%s: out of memory packing the weights as %s",
+                    m->st.source ? m->st.source : "model", dtype_name(m->dtype));
+    return 0;
+}
+
+int gpt2_set_threads(gpt2_t *m, int threads)
+{
+    if (threads < 0 || threads > POOL_MAX_THREADS)
+        return -EINVAL;
+    char e[256];
+    mm_t *mm = NULL;
+    int rc = mm_init(&mm, threads, e, sizeof(e));
+    if (rc)
+        return rc;
+    int kernel = mm_get_kernel(m->mm);
+    mm_set_kernel(mm, kernel); /* keep a forced kernel: the old context passed the check */
+    mm_free(m->mm);
+    m->mm = mm;
+    return 0;
+}
+
 int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen)
 {
     *out = NULL;
-    if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32)
-        return fail(err, errlen, -EINVAL,
-                    "weight dtype %s: only f32 weights in memory are supported so far",
-                    dtype == ENG_DTYPE_F16 ? "f16" : dtype == ENG_DTYPE_BF16 ? "bf16" : "?");
+    if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 &&
+        dtype != ENG_DTYPE_BF16)
+        return fail(err, errlen, -EINVAL, "weight dtype %d is not auto, f32, f16 or bf16", dtype);
     gpt2_t *m = calloc(1, sizeof(*m));
     if (!m)
         return fail(err, errlen, -ENOMEM, "out of memory");
@@ -308,9 +387,13 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
         }
     }
     m->weight_bytes = ld.n_floats * sizeof(float);
+    m->n_converted = ld.n_convert;
     ld.filling = 1;
     ld.dst = m->converted;
     rc = get_all(&ld);
+    if (rc)
+        goto fail;
+    rc = pack_weights(m, dtype, err, errlen);
     if (rc)
         goto fail;
     /* When every weight was converted nothing points into the files any more: unmap them
@@ -330,6 +413,15 @@ void gpt2_free(gpt2_t *m)
         return;
     free(m->s.mem);
     free(m->converted);
+    for (int l = 0; m->layers && l < m->cfg.n_layer; l++) {
+        gpt2_layer_t *w = &m->layers[l];
+        mm_weight_free(&w->qkv_p);
+        mm_weight_free(&w->attn_proj_p);
+        mm_weight_free(&w->fc_p);
+        mm_weight_free(&w->mlp_proj_p);
+    }
+    mm_weight_free(&m->lm_head_p);
+    mm_free(m->mm);
     free(m->layers);
     st_close(&m->st);
     free(m);

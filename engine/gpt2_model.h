@@ -5,6 +5,7 @@
 #define NANO_VLLM_GPT2_MODEL_H
 
 #include "engine/gpt2.h"
+#include "engine/matmul.h"
 #include "engine/safetensors.h"
 
 /* One transformer block. GPT-2's Conv1D weights are stored [in, out], so y = x.W + b. */
@@ -19,6 +20,9 @@ typedef struct gpt2_layer {
     const float *fc_b;              /* (4C) */
     const float *mlp_proj_w;        /* (4C, C) */
     const float *mlp_proj_b;        /* (C) */
+    /* The four matrices above packed for engine/matmul.c in the kept dtype (owned); the
+     * forward pass reads only these. */
+    mm_weight_t qkv_p, attn_proj_p, fc_p, mlp_proj_p;
 } gpt2_layer_t;
 
 /* Forward-pass scratch, carved from one allocation by gpt2_reserve. */
@@ -43,6 +47,7 @@ struct gpt2 {
     st_set_t st;            /* owned: the mapped checkpoint; F32 tensors point into it
                              * (closed after loading when every weight was converted) */
     float *converted;       /* owned: F16/BF16 (and misaligned F32) weights as F32 */
+    size_t n_converted;     /* floats in converted */
     size_t weight_bytes;    /* bytes of weights as used, the tied LM head counted once */
     const float *wte;       /* (V, C) token embeddings */
     const float *wpe;       /* (n_ctx, C) position embeddings */
@@ -50,6 +55,10 @@ struct gpt2 {
     const float *lnf_w, *lnf_b; /* (C) */
     gpt2_layer_t *layers;   /* owned (L) */
     gpt2_scratch_t s;
+    mm_t *mm;               /* owned: matmul kernels and the compute thread pool */
+    mm_weight_t lm_head_p;  /* owned: lm_headᵀ (C, V) packed */
+    int dtype;              /* enum eng_dtype the matrices are kept in */
+    int embed_packed;       /* 1: embeddings come from lm_head_p (tied head, wte dropped) */
 };
 
 #endif

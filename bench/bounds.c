@@ -1,0 +1,205 @@
+/* bounds.c - read bandwidth and FMA peak (see bounds.h). */
+#include "bench/bounds.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
+double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double bench_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double thread_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct read_job {
+    const float *buf;
+    size_t n;         /* floats, a multiple of 64 */
+    float sink[256];  /* one slot per thread, keeps the loads alive */
+} read_job_t;
+
+#ifdef HAVE_X86
+__attribute__((target("avx2"))) static float read_avx2(const float *p, size_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < n; i += 32) {
+        a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+        a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+        a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+        a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
+}
+
+__attribute__((target("avx2,fma"))) static float fma_avx2(long iters)
+{
+    /* 12 independent chains: more than FMA latency x FMA ports (4 x 2 on Zen 3, 4 x 2 on
+     * Haswell..Ice Lake), so the ports, not the chains, bound the rate. */
+    __m256 a[12];
+    for (int i = 0; i < 12; i++)
+        a[i] = _mm256_set1_ps(1.0f + (float)i * 1e-3f);
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    for (long it = 0; it < iters; it++) {
+        _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], m, c);
+    }
+    __m256 s = a[0];
+    for (int i = 1; i < 12; i++)
+        s = _mm256_add_ps(s, a[i]);
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0] + out[7];
+}
+#endif
+
+static float read_plain(const float *p, size_t n)
+{
+    float a[16] = {0};
+    for (size_t i = 0; i < n; i += 16)
+        for (int j = 0; j < 16; j++)
+            a[j] += p[i + (size_t)j];
+    float s = 0;
+    for (int j = 0; j < 16; j++)
+        s += a[j];
+    return s;
+}
+
+static int have_avx2_fma(void)
+{
+#ifdef HAVE_X86
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+static void read_cb(void *arg, int tid, int n)
+{
+    read_job_t *j = arg;
+    int lo, hi;
+    pool_split((int)(j->n / 64), n, tid, &lo, &hi);
+    const float *p = j->buf + (size_t)lo * 64;
+    size_t cnt = (size_t)(hi - lo) * 64;
+#ifdef HAVE_X86
+    if (have_avx2_fma()) {
+        j->sink[tid % 256] = read_avx2(p, cnt);
+        return;
+    }
+#endif
+    j->sink[tid % 256] = read_plain(p, cnt);
+}
+
+double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps)
+{
+    bytes = bytes / 256 * 256;
+    float *buf = NULL;
+    if (posix_memalign((void **)&buf, 4096, bytes))
+        return 0.0;
+    memset(buf, 0, bytes); /* fault the pages in: the passes measure reads only */
+    read_job_t j = {.buf = buf, .n = bytes / sizeof(float)};
+    double t[64];
+    if (reps > 64)
+        reps = 64;
+    pool_run(pool, read_cb, &j); /* warm-up pass */
+    for (int r = 0; r < reps; r++) {
+        double t0 = bench_now();
+        pool_run(pool, read_cb, &j);
+        t[r] = (double)bytes / (bench_now() - t0);
+    }
+    free(buf);
+    return median(t, reps);
+}
+
+typedef struct fma_job {
+    long iters;
+    float sink[256];
+} fma_job_t;
+
+static void fma_cb(void *arg, int tid, int n)
+{
+    (void)n;
+    fma_job_t *j = arg;
+#ifdef HAVE_X86
+    if (have_avx2_fma()) {
+        j->sink[tid % 256] = fma_avx2(j->iters);
+        return;
+    }
+#endif
+    float a[12][8];
+    for (int i = 0; i < 12; i++)
+        for (int l = 0; l < 8; l++)
+            a[i][l] = 1.0f;
+    for (long it = 0; it < j->iters; it++)
+        for (int i = 0; i < 12; i++)
+            for (int l = 0; l < 8; l++)
+                a[i][l] = a[i][l] * 0.999999f + 1e-7f;
+    j->sink[tid % 256] = a[0][0] + a[11][7];
+}
+
+double bench_fma_peak(pool_t *pool, int reps)
+{
+    fma_job_t j = {.iters = 1000000};
+    double t[64];
+    if (reps > 64)
+        reps = 64;
+    pool_run(pool, fma_cb, &j);
+    /* Samples of >= 0.1 s: shorter ones read low on a shared host. */
+    double t0 = bench_now();
+    pool_run(pool, fma_cb, &j);
+    double dt = bench_now() - t0;
+    if (dt < 0.1)
+        j.iters = (long)((double)j.iters * 0.1 / (dt > 1e-6 ? dt : 1e-6));
+    for (int r = 0; r < reps; r++) {
+        t0 = bench_now();
+        pool_run(pool, fma_cb, &j);
+        t[r] = (double)j.iters * 12 * 8 * 2 * pool_threads(pool) / (bench_now() - t0);
+    }
+    return median(t, reps);
+}
+
+double bench_fma_core_peak_cpu(int reps)
+{
+    fma_job_t j = {.iters = 2000000};
+    double best = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = thread_cpu_now();
+        fma_cb(&j, 0, 1);
+        double f = (double)j.iters * 12 * 8 * 2 / (thread_cpu_now() - t0);
+        best = f > best ? f : best;
+    }
+    return best;
+}

@@ -1,0 +1,25 @@
+/* bounds.h - machine bounds for the benchmarks: streaming read bandwidth and FMA peak,
+ * measured on the same pool of threads the kernels use, so ratios printed by a benchmark
+ * compare numbers taken in the same run. */
+#ifndef NANO_VLLM_BENCH_BOUNDS_H
+#define NANO_VLLM_BENCH_BOUNDS_H
+
+#include <stddef.h>
+
+#include "engine/pool.h"
+
+/* Bytes per second of a sequential read of `bytes` (fresh memory, far beyond L3), split in
+ * contiguous halves over the pool's threads; the median of `reps` passes. */
+double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps);
+/* FLOP/s of independent 8-wide FMA chains on every pool thread (AVX2+FMA when the CPU has
+ * it, else scalar code the compiler vectorizes as it can); the median of `reps` samples. */
+double bench_fma_peak(pool_t *pool, int reps);
+double bench_now(void);
+/* CPU seconds used by the whole process (all threads), and FLOP per CPU-second of one core
+ * running the FMA chains. Dividing work by CPU time instead of wall time leaves out the
+ * time other tenants held the cores, so these ratios hold on a busy host too (for
+ * compute-bound work; memory traffic of other tenants still weighs). */
+double bench_cpu_now(void);
+double bench_fma_core_peak_cpu(int reps);
+
+#endif

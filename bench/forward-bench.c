@@ -1,0 +1,267 @@
+/* forward-bench.c - GPT-2 forward-pass speed with the packed kernels, against the read
+ * bandwidth and FMA peak measured in the same run (bench/bounds.c).
+ *
+ *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16] [--rounds N] [--threads N]
+ *
+ * Without a model in MODEL_DIR (default: the random 124M checkpoint bench/engine writes in
+ * the build tree) it writes one with scripts/make-checkpoint first. For each weight dtype:
+ *   decode, batch 1:   tokens/s against read bandwidth / bytes of weights per token;
+ *   decode, batch 32 and 64 (context 64): tokens/s against the roofline bound
+ *                      max(weight bytes / bandwidth, matmul FLOPs / FMA peak);
+ *   prefill of 512 tokens: tokens/s against matmul FLOPs / FMA peak.
+ * FLOPs count only the weight matrices (2 x rows x weights, the LM head for sampled rows),
+ * not attention, so the ratios are conservative. Rounds interleave the engine and the
+ * bounds; the bounds keep their best sample and the engine its best round, because other
+ * tenants of a shared host only ever slow a sample down. The last column divides the
+ * matmul FLOPs by the CPU time the process used (both threads, spinning included) and by
+ * one core's FMA rate per CPU-second: the kernels' efficiency with the time other tenants
+ * held the cores left out (meaningful for the compute-bound steps).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench/bounds.h"
+#include "engine/engine.h"
+#include "engine/gpt2.h"
+#include "engine/gpt2_model.h"
+
+#define BS 16
+#define CTX 64
+#define MAX_B 64
+#define MAX_T 512
+#define DECODE_STEPS 4
+
+static int ensure_model(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    if (access(path, F_OK) == 0)
+        return 0;
+    printf("writing a random 124M checkpoint to %s ...\n", dir);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(BENCH_PYTHON3, BENCH_PYTHON3, BENCH_MAKE_CHECKPOINT, "--out", dir, "--shape", "124m",
+              "--seed", "1", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0)
+        return -1;
+    return 0;
+}
+
+typedef struct step {
+    int32_t tokens[MAX_T], pos[MAX_T], slot[MAX_T], seq_start[MAX_B + 1], ctx_len[MAX_B];
+    int32_t logit_rows[MAX_B];
+    int32_t tables[MAX_B][(CTX + MAX_T) / BS + 2];
+    const int32_t *table_ptrs[MAX_B];
+    gpt2_batch_t b;
+} step_t;
+
+/* B sequences each adding n rows after `start` cached positions; logits for each last row.
+ * Sequence s owns blocks s * per_seq ... (the cache content does not change the work). */
+static void make_step(step_t *st, int B, int start, int n, int per_seq, float *logits)
+{
+    gpt2_batch_t *b = &st->b;
+    memset(b, 0, sizeof(*b));
+    for (int s = 0; s < B; s++) {
+        st->seq_start[s] = b->T;
+        for (int i = 0; i < per_seq; i++)
+            st->tables[s][i] = s * per_seq + i;
+        for (int i = 0; i < n; i++) {
+            int p = start + i;
+            st->tokens[b->T] = (int32_t)((s * 7919 + p * 104729) % 50257);
+            st->pos[b->T] = p;
+            st->slot[b->T] = st->tables[s][p / BS] * BS + p % BS;
+            b->T++;
+        }
+        st->ctx_len[s] = start + n;
+        st->logit_rows[s] = b->T - 1;
+        st->table_ptrs[s] = st->tables[s];
+    }
+    st->seq_start[B] = b->T;
+    *b = (gpt2_batch_t){.T = b->T, .tokens = st->tokens, .pos = st->pos, .slot = st->slot,
+                        .B = B, .seq_start = st->seq_start, .ctx_len = st->ctx_len,
+                        .block_table = st->table_ptrs, .n_logits = B,
+                        .logit_rows = st->logit_rows, .logits = logits};
+}
+
+static double packed_bytes(const gpt2_t *m)
+{
+    double s = (double)m->lm_head_p.bytes;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const gpt2_layer_t *w = &m->layers[l];
+        s += (double)(w->qkv_p.bytes + w->attn_proj_p.bytes + w->fc_p.bytes +
+                      w->mlp_proj_p.bytes);
+    }
+    return s;
+}
+
+/* Resident set size now, in MB (/proc/self/statm). */
+static double rss_mb(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (double)resident * (double)sysconf(_SC_PAGESIZE) / 1e6;
+}
+
+static double step_flops(const gpt2_config_t *cfg, int rows, int logit_rows)
+{
+    const double C = cfg->n_embd, V = cfg->vocab_size;
+    return 2.0 * rows * cfg->n_layer * 12.0 * C * C + 2.0 * logit_rows * V * C;
+}
+
+/* Whether name is one of the comma-separated words of list. */
+static int in_list(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; p;) {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        if (len == n && strncmp(p, name, n) == 0)
+            return 1;
+        p = c ? c + 1 : NULL;
+    }
+    return 0;
+}
+
+enum { K_DEC1, K_DEC32, K_DEC64, K_PREFILL, N_K };
+static const char *const K_NAME[N_K] = {"decode batch 1", "decode batch 32", "decode batch 64",
+                                        "prefill 512"};
+static const int K_B[N_K] = {1, 32, 64, 1};
+
+int main(int argc, char **argv)
+{
+    const char *dir = BENCH_DEFAULT_MODEL_DIR, *dtypes = "f32,f16,bf16";
+    int rounds = 2, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
+            dtypes = argv[++i];
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (argv[i][0] != '-')
+            dir = argv[i];
+        else {
+            fprintf(stderr,
+                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16] [--rounds N] [--threads N]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (rounds < 1 || rounds > 20)
+        rounds = 2;
+    if (ensure_model(dir) != 0) {
+        fprintf(stderr, "forward-bench: could not write a checkpoint to %s\n", dir);
+        return 1;
+    }
+    static const char *const dt_name[3] = {"f32", "f16", "bf16"};
+    static const int dt_val[3] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16};
+    double best[3][N_K], best_cpu[3][N_K], bw = 0, fma = 0, core = 0, wbytes[3] = {0};
+    gpt2_config_t cfgs[3];
+    int have[3] = {0};
+    step_t *st = calloc(1, sizeof(*st));
+    float *logits = malloc((size_t)MAX_B * 50257 * sizeof(float));
+    if (!st || !logits)
+        return 1;
+    for (int d = 0; d < 3; d++) {
+        if (!in_list(dtypes, dt_name[d]))
+            continue;
+        char err[512];
+        gpt2_t *m = NULL;
+        if (gpt2_load(&m, dir, dt_val[d], err, sizeof(err))) {
+            fprintf(stderr, "forward-bench: %s\n", err);
+            return 1;
+        }
+        if (threads > 0 && gpt2_set_threads(m, threads)) {
+            fprintf(stderr, "forward-bench: cannot use %d threads\n", threads);
+            return 1;
+        }
+        const gpt2_config_t *cfg = gpt2_get_config(m);
+        if (cfg->vocab_size > 50257) {
+            fprintf(stderr, "forward-bench: vocabulary %d is larger than this bench's\n",
+                    cfg->vocab_size);
+            return 1;
+        }
+        int per_seq = (CTX + DECODE_STEPS + MAX_T) / BS + 1;
+        kv_cache_t kv;
+        if (kv_cache_init(&kv, cfg, BS, MAX_B * per_seq) ||
+            gpt2_reserve(m, MAX_T, MAX_B, cfg->n_ctx)) {
+            fprintf(stderr, "forward-bench: out of memory\n");
+            return 1;
+        }
+        wbytes[d] = packed_bytes(m);
+        cfgs[d] = *cfg;
+        printf("%s: %d layers, C=%d, %.0f MB of packed matrices, weights %.0f MB, RSS after "
+               "load %.0f MB, kernel %s, %d threads\n",
+               dt_name[d], cfg->n_layer, cfg->n_embd, wbytes[d] / 1e6,
+               (double)gpt2_weight_bytes(m) / 1e6, rss_mb(), mm_kernel_name(mm_get_kernel(m->mm)),
+               pool_threads(mm_pool(m->mm)));
+        fflush(stdout);
+        for (int k = 0; k < N_K; k++)
+            best[d][k] = best_cpu[d][k] = 1e30;
+        /* Warm-up: touches the scratch and the KV blocks of the decode positions. */
+        make_step(st, MAX_B, 0, 8, per_seq, logits);
+        gpt2_forward(m, &kv, &st->b);
+        for (int r = 0; r < rounds; r++) {
+            for (int k = 0; k < N_K; k++) {
+                double t0 = bench_now(), c0 = bench_cpu_now();
+                if (k == K_PREFILL) {
+                    make_step(st, 1, 0, MAX_T, per_seq, logits);
+                    gpt2_forward(m, &kv, &st->b);
+                } else {
+                    for (int s = 0; s < DECODE_STEPS; s++) {
+                        make_step(st, K_B[k], CTX + s, 1, per_seq, logits);
+                        gpt2_forward(m, &kv, &st->b);
+                    }
+                }
+                double t = (bench_now() - t0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
+                double c = (bench_cpu_now() - c0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
+                best[d][k] = t < best[d][k] ? t : best[d][k];
+                best_cpu[d][k] = c < best_cpu[d][k] ? c : best_cpu[d][k];
+            }
+            double b1 = bench_read_bandwidth(mm_pool(m->mm), (size_t)256 << 20, 2);
+            double f1 = bench_fma_peak(mm_pool(m->mm), 1);
+            double c1 = bench_fma_core_peak_cpu(2);
+            bw = b1 > bw ? b1 : bw;
+            fma = f1 > fma ? f1 : fma;
+            core = c1 > core ? c1 : core;
+        }
+        have[d] = 1;
+        kv_cache_free(&kv);
+        gpt2_free(m);
+    }
+    printf("\nbounds (best samples): read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s (one "
+           "core: %.1f GFLOP per CPU-second)\n",
+           bw / 1e9, fma / 1e9, core / 1e9);
+    printf("%-6s %-16s %10s %10s %11s %8s  %-9s %s\n", "dtype", "step", "ms/step", "tokens/s",
+           "bound t/s", "% bound", "kind", "matmul FLOP per CPU-second / core peak");
+    for (int d = 0; d < 3; d++) {
+        if (!have[d])
+            continue;
+        for (int k = 0; k < N_K; k++) {
+            int rows = k == K_PREFILL ? MAX_T : K_B[k];
+            double flops = step_flops(&cfgs[d], rows, K_B[k]);
+            double t_mem = wbytes[d] / bw, t_fma = flops / fma;
+            double bound = t_mem > t_fma ? t_mem : t_fma;
+            printf("%-6s %-16s %10.2f %10.1f %11.1f %7.0f%%  %-9s %.0f%%\n", dt_name[d],
+                   K_NAME[k], best[d][k] * 1e3, rows / best[d][k], rows / bound,
+                   100.0 * bound / best[d][k], t_mem > t_fma ? "bandwidth" : "FMA",
+                   100.0 * flops / best_cpu[d][k] / core);
+        }
+    }
+    free(st);
+    free(logits);
+    return 0;
+}

@@ -1,0 +1,462 @@
+/* matmul.c - packed-panel GEMM for skinny and large M (see matmul.h): packing, blocking,
+ * threading and kernel dispatch. The register tiles live in matmul_generic.c and
+ * matmul_avx2.c.
+ *
+ * DESIGN: the calling thread splits the panels of W into a few contiguous ranges per pool
+ * thread (parts the pool's threads claim); each part walks its range in the order below and
+ * writes only its columns of Y, so no two threads write the same memory. Loop nest per part:
+ *   for each block of MC rows of X         (X block stays in L2)
+ *     for each chunk of KC rows of W      (usually all of K; see MM_XBLOCK)
+ *       for each panel of the range
+ *         for each register tile of <= MM_MR rows: Y tile (+)= X tile · panel chunk
+ * With M <= MM_MR there is one tile per panel over the whole K: the weights stream once,
+ * contiguously, with a software prefetch a few KB ahead (memory bound). With more tiles
+ * per panel, tile b of nb prefetches the b-th share of the next panel chunk, so DRAM
+ * traffic overlaps the compute of the current chunk instead of stalling the first tile.
+ */
+#include "engine/matmul.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "engine/matmul_kern.h"
+
+/* Blocking, sized from the caches (32 KiB L1d, 512 KiB L2 per core on the AVX2 machines
+ * targeted), not tuned: on a shared host the alternatives could not be told apart. X rows
+ * are read by every panel, so a block of X should stay in L2: when MM_XBLOCK bytes hold at
+ * least MM_MC_MIN full rows, a tile runs over the whole K (its Y tile is loaded and stored
+ * once). Otherwise (K = 3072) K is cut into chunks of MM_KC rows (16 KiB of an F32 panel,
+ * half of L1d) and X into blocks of MM_MC rows. */
+#ifndef MM_XBLOCK
+#define MM_XBLOCK (256 * 1024)
+#endif
+#define MM_MC_MIN 48
+#define MM_KC 256
+#define MM_MC 120
+/* Near prefetch distance in the panel stream when M <= MM_MR: 1-8 KB all helped on the
+ * Xeon of notes/skinny-gemm.md; on the EPYC here 64 B, 4 KB and 16 KB measured the same
+ * within noise (bench/mm-bench, M = 1), so the Xeon's 4 KB is kept. */
+#ifndef MM_PF_DIST
+#define MM_PF_DIST 4096
+#endif
+
+typedef void (*tile_fn)(const mm_tile_t *t);
+
+struct mm {
+    pool_t *pool; /* owned */
+    int kernel;   /* enum mm_kernel, never AUTO */
+    tile_fn tile;
+    int pf_dist;
+};
+
+static int cpu_has_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return 0;
+    /* F16C (CPUID.1:ECX bit 29): clang 14's __builtin_cpu_supports does not know it. Every
+     * AVX2 CPU so far has it, but the F16 tile needs it, so check. */
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+#else
+    return 0;
+#endif
+}
+
+const char *mm_kernel_name(int kernel)
+{
+    switch (kernel) {
+    case MM_KERNEL_GENERIC:
+        return "generic";
+    case MM_KERNEL_AVX2:
+        return "avx2";
+    default:
+        return "auto";
+    }
+}
+
+int mm_set_kernel(mm_t *mm, int kernel)
+{
+    if (kernel == MM_KERNEL_AUTO)
+        kernel = cpu_has_avx2() ? MM_KERNEL_AVX2 : MM_KERNEL_GENERIC;
+    switch (kernel) {
+    case MM_KERNEL_GENERIC:
+        mm->tile = mm_tile_generic;
+        break;
+    case MM_KERNEL_AVX2:
+        if (!cpu_has_avx2())
+            return -ENOTSUP;
+        mm->tile = mm_tile_avx2;
+        break;
+    default:
+        return -EINVAL;
+    }
+    mm->kernel = kernel;
+    return 0;
+}
+
+int mm_get_kernel(const mm_t *mm)
+{
+    return mm->kernel;
+}
+
+pool_t *mm_pool(mm_t *mm)
+{
+    return mm->pool;
+}
+
+int mm_init(mm_t **out, int threads, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)(n < POOL_MAX_THREADS ? n : POOL_MAX_THREADS) : 1;
+    }
+    mm_t *mm = calloc(1, sizeof(*mm));
+    if (!mm) {
+        snprintf(err, errlen, "matmul: out of memory");
+        return -ENOMEM;
+    }
+    int rc = mm_set_kernel(mm, MM_KERNEL_AUTO);
+    const char *env = getenv("NANO_VLLM_KERNEL");
+    if (rc == 0 && env && *env && strcmp(env, "auto") != 0) {
+        if (strcmp(env, "generic") == 0)
+            rc = mm_set_kernel(mm, MM_KERNEL_GENERIC);
+        else if (strcmp(env, "avx2") == 0)
+            rc = mm_set_kernel(mm, MM_KERNEL_AVX2);
+        else
+            rc = -EINVAL;
+        if (rc) {
+            snprintf(err, errlen, "NANO_VLLM_KERNEL: '%s' %s", env,
+                     rc == -EINVAL ? "is not one of auto, generic, avx2"
+                                   : "is not supported by this CPU");
+            goto fail;
+        }
+    }
+    mm->pf_dist = MM_PF_DIST;
+    rc = pool_init(&mm->pool, threads);
+    if (rc) {
+        snprintf(err, errlen, "matmul: cannot start %d compute threads (%s)", threads,
+                 strerror(-rc));
+        goto fail;
+    }
+    /* Our pool does the parallel work; BLAS calls made elsewhere must not start a second
+     * set of busy threads competing for the same cores. */
+    openblas_set_num_threads(1);
+    *out = mm;
+    return 0;
+fail:
+    mm_free(mm);
+    return rc;
+}
+
+void mm_free(mm_t *mm)
+{
+    if (!mm)
+        return;
+    pool_free(mm->pool);
+    free(mm);
+}
+
+/* ---- conversions ---- */
+
+uint16_t mm_f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof(x));
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf, nan (kept quiet) */
+        return sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0);
+    if (ax >= 0x477ff000u) /* rounds to >= 65520: overflow */
+        return sign | 0x7c00;
+    if (ax < 0x38800000u) { /* below 2^-14: subnormal half, exact scale then RNE */
+        float a;
+        memcpy(&a, &ax, sizeof(a));
+        return sign | (uint16_t)lrintf(a * 0x1p24f);
+    }
+    /* Rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even; a
+     * carry out of the mantissa correctly bumps the exponent. */
+    ax += 0xc8000fffu + ((ax >> 13) & 1);
+    return sign | (uint16_t)(ax >> 13);
+}
+
+float mm_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+    if (e == 0) {
+        float f = (float)m * 0x1p-24f;
+        return sign ? -f : f;
+    }
+    if (e == 31)
+        bits = sign | 0x7f800000u | (m << 13);
+    else
+        bits = sign | ((e + 112) << 23) | (m << 13);
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+uint16_t mm_f32_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof(x));
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
+float mm_bf16_to_f32(uint16_t b)
+{
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+/* ---- packing ---- */
+
+static size_t dtype_size(int dtype)
+{
+    return dtype == ENG_DTYPE_F32 ? 4 : 2;
+}
+
+/* Position of column j (0..15) inside a packed 16-value row. BF16 interleaves the two
+ * halves (column j at 2j, column 8+j at 2j+1) so one 32-byte load widens to two F32
+ * vectors with a shift and a mask. */
+static int slot_of(int dtype, int j)
+{
+    if (dtype != ENG_DTYPE_BF16)
+        return j;
+    return j < 8 ? 2 * j : 2 * (j - 8) + 1;
+}
+
+typedef struct pack_job {
+    mm_weight_t *w;
+    const float *src;
+    size_t ld;
+    int trans;
+} pack_job_t;
+
+static void pack_panels(const pack_job_t *pj, int p0, int p1)
+{
+    mm_weight_t *w = pj->w;
+    int K = w->K, N = w->N;
+    for (int p = p0; p < p1; p++) {
+        for (int k = 0; k < K; k++) {
+            size_t row = ((size_t)p * K + k) * MM_NR;
+            for (int j = 0; j < MM_NR; j++) {
+                int n = p * MM_NR + j;
+                float v = 0.0f;
+                if (n < N)
+                    v = pj->trans ? pj->src[(size_t)n * pj->ld + k]
+                                  : pj->src[(size_t)k * pj->ld + n];
+                size_t at = row + (size_t)slot_of(w->dtype, j);
+                if (w->dtype == ENG_DTYPE_F32)
+                    ((float *)w->data)[at] = v;
+                else if (w->dtype == ENG_DTYPE_F16)
+                    ((uint16_t *)w->data)[at] = mm_f32_to_f16(v);
+                else
+                    ((uint16_t *)w->data)[at] = mm_f32_to_bf16(v);
+            }
+        }
+    }
+}
+
+static void pack_cb(void *arg, int part, int n)
+{
+    const pack_job_t *pj = arg;
+    int p0, p1;
+    pool_split(pj->w->n_panels, n, part, &p0, &p1);
+    pack_panels(pj, p0, p1);
+}
+
+static int weight_alloc(mm_weight_t *w, int K, int N, int dtype)
+{
+    memset(w, 0, sizeof(*w));
+    if (dtype == ENG_DTYPE_AUTO)
+        dtype = ENG_DTYPE_F32;
+    if (K <= 0 || N <= 0 ||
+        (dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 && dtype != ENG_DTYPE_BF16))
+        return -EINVAL;
+    w->K = K;
+    w->N = N;
+    w->n_panels = (N + MM_NR - 1) / MM_NR;
+    w->dtype = dtype;
+    w->bytes = (size_t)w->n_panels * (size_t)K * MM_NR * dtype_size(dtype);
+    /* Large weights on 2 MiB boundaries and huge pages: fewer TLB misses in the stream. */
+    size_t huge = (size_t)2 << 20;
+    size_t align = w->bytes >= huge ? huge : 64;
+    size_t size = (w->bytes + align - 1) / align * align;
+    if (posix_memalign(&w->data, align, size)) {
+        w->data = NULL;
+        return -ENOMEM;
+    }
+#ifdef MADV_HUGEPAGE
+    if (align == huge)
+        madvise(w->data, size, MADV_HUGEPAGE); /* advice only; failure changes nothing */
+#endif
+    return 0;
+}
+
+int mm_weight_init(mm_weight_t *w, const float *src, int K, int N, size_t ld, int trans,
+                   int dtype)
+{
+    return mm_weight_init_mt(NULL, w, src, K, N, ld, trans, dtype);
+}
+
+int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, size_t ld,
+                      int trans, int dtype)
+{
+    if (!src || ld < (size_t)(trans ? K : N)) {
+        memset(w, 0, sizeof(*w));
+        return -EINVAL;
+    }
+    int rc = weight_alloc(w, K, N, dtype);
+    if (rc)
+        return rc;
+    pack_job_t pj = {.w = w, .src = src, .ld = ld, .trans = trans};
+    pool_run(mm ? mm->pool : NULL, pack_cb, &pj);
+    return 0;
+}
+
+void mm_weight_free(mm_weight_t *w)
+{
+    if (!w)
+        return;
+    free(w->data);
+    memset(w, 0, sizeof(*w));
+}
+
+float mm_weight_get(const mm_weight_t *w, int k, int n)
+{
+    size_t at = ((size_t)(n / MM_NR) * w->K + k) * MM_NR + (size_t)slot_of(w->dtype, n % MM_NR);
+    if (w->dtype == ENG_DTYPE_F32)
+        return ((const float *)w->data)[at];
+    uint16_t h = ((const uint16_t *)w->data)[at];
+    return w->dtype == ENG_DTYPE_F16 ? mm_f16_to_f32(h) : mm_bf16_to_f32(h);
+}
+
+void mm_weight_column(const mm_weight_t *w, int n, float *out)
+{
+    for (int k = 0; k < w->K; k++)
+        out[k] = mm_weight_get(w, k, n);
+}
+
+/* ---- the product ---- */
+
+typedef struct mm_job {
+    const mm_t *mm;
+    int M;
+    const float *x;
+    size_t ldx;
+    const mm_weight_t *w;
+    const float *bias;
+    float *y;
+    size_t ldy;
+    int accumulate;
+} mm_job_t;
+
+static void matmul_range(const mm_job_t *j, int p0, int p1)
+{
+    const mm_weight_t *w = j->w;
+    const int K = w->K;
+    const size_t row_bytes = MM_NR * dtype_size(w->dtype);
+    const size_t panel_bytes = (size_t)K * row_bytes;
+    const char *base = w->data;
+    tile_fn tile = j->mm->tile;
+    mm_tile_t t = {.ldx = j->ldx, .dtype = w->dtype, .ldy = j->ldy};
+
+    int kc_max = K, mc_max = j->M;
+    if (j->M > MM_MR) {
+        int rows_fit = (int)(MM_XBLOCK / ((size_t)K * sizeof(float)));
+        if (rows_fit < j->M) {
+            if (rows_fit >= MM_MC_MIN) {
+                mc_max = rows_fit / MM_MR * MM_MR;
+            } else {
+                kc_max = MM_KC;
+                mc_max = j->M < MM_MC ? j->M : MM_MC;
+            }
+        }
+    }
+    for (int m0 = 0; m0 < j->M; m0 += mc_max) {
+        int mc = j->M - m0 < mc_max ? j->M - m0 : mc_max;
+        int nb = (mc + MM_MR - 1) / MM_MR; /* near-equal row tiles: 8 rows are 4 + 4 */
+        for (int k0 = 0; k0 < K; k0 += kc_max) {
+            int kc = K - k0 < kc_max ? K - k0 : kc_max;
+            for (int p = p0; p < p1; p++) {
+                const char *wp = base + (size_t)p * panel_bytes + (size_t)k0 * row_bytes;
+                int n0 = p * MM_NR;
+                t.w = wp;
+                t.kc = kc;
+                t.nc = w->N - n0 < MM_NR ? w->N - n0 : MM_NR;
+                t.load_y = j->accumulate || k0 > 0;
+                t.bias = j->bias && k0 == 0 ? j->bias + n0 : NULL;
+                for (int b = 0; b < nb; b++) {
+                    int r0, r1;
+                    pool_split(mc, nb, b, &r0, &r1);
+                    t.x = j->x + (size_t)(m0 + r0) * j->ldx + k0;
+                    t.y = j->y + (size_t)(m0 + r0) * j->ldy + n0;
+                    t.mr = r1 - r0;
+                    if (nb == 1) {
+                        t.pf = wp + j->mm->pf_dist;
+                        t.pfstep = (ptrdiff_t)row_bytes;
+                    } else {
+                        /* The next panel chunk (the next contiguous bytes of this range);
+                         * the step rounds up so the nb shares cover all of it. */
+                        ptrdiff_t step = ((ptrdiff_t)row_bytes + nb - 1) / nb;
+                        t.pf = wp + panel_bytes + (size_t)b * (size_t)kc * (size_t)step;
+                        t.pfstep = step;
+                    }
+                    tile(&t);
+                }
+            }
+        }
+    }
+}
+
+static void matmul_cb(void *arg, int part, int n)
+{
+    const mm_job_t *j = arg;
+    int p0, p1;
+    pool_split(j->w->n_panels, n, part, &p0, &p1);
+    if (p0 < p1)
+        matmul_range(j, p0, p1);
+}
+
+/* Contiguous panel ranges per product: a few per thread, so that when a thread is late
+ * (asleep, or its core taken by other work) the others pick up its share, while each range
+ * is still a long contiguous stream. */
+#define MM_PARTS_PER_THREAD 4
+
+static int parts_for(const mm_t *mm, int n_panels)
+{
+    int parts = pool_threads(mm->pool) * MM_PARTS_PER_THREAD;
+    return parts < n_panels ? parts : n_panels;
+}
+
+void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
+               const float *bias, float *y, size_t ldy, int accumulate)
+{
+    if (M <= 0)
+        return;
+    mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = w, .bias = bias, .y = y,
+                  .ldy = ldy, .accumulate = accumulate};
+    /* Tiny products are not worth waking the workers. */
+    if ((double)M * w->K * w->N < 32768.0)
+        matmul_range(&j, 0, w->n_panels);
+    else
+        pool_run_parts(mm->pool, parts_for(mm, w->n_panels), matmul_cb, &j);
+}

@@ -1,0 +1,72 @@
+/* matmul.h - private to engine/: Y = X·W (+ bias) for the linear layers and the LM head.
+ *
+ * Weights are packed once at load into column panels: panel p holds W[:, 16p .. 16p+15] as
+ * K rows of 16 contiguous values (zero-padded past N), panels one after another, so each
+ * thread streams one contiguous region whatever M is. Values are kept as F32, F16 or BF16
+ * (enum eng_dtype) and widened to F32 in the kernel; accumulation is always F32.
+ * The kernel is chosen at run time: an AVX2+FMA(+F16C) path when the CPU has it, and a
+ * portable C path that gives the same results within float rounding. NANO_VLLM_KERNEL=
+ * generic|avx2 in the environment, or mm_set_kernel, forces one (parity tests run each).
+ * Columns are split over a persistent thread pool; OpenBLAS is set to one thread at
+ * mm_init so its threads and the pool's never run at once.
+ *
+ * Threads: an mm_t and the weights it multiplies are used by one thread at a time (the
+ * scheduler thread); a packed weight is immutable and may be shared read-only.
+ */
+#ifndef NANO_VLLM_MATMUL_H
+#define NANO_VLLM_MATMUL_H
+
+#include <stddef.h>
+
+#include "engine/pool.h"
+
+#define MM_NR 16 /* columns per panel */
+
+enum mm_kernel { MM_KERNEL_AUTO = 0, MM_KERNEL_GENERIC, MM_KERNEL_AVX2 };
+
+typedef struct mm_weight {
+    int K, N;     /* logical shape: Y[M,N] = X[M,K] · W[K,N] */
+    int n_panels; /* ceil(N / MM_NR) */
+    int dtype;    /* enum eng_dtype: ENG_DTYPE_F32, _F16 or _BF16 */
+    void *data;   /* owned; n_panels * K * MM_NR values, 64-byte aligned (2 MiB when large) */
+    size_t bytes; /* of data */
+} mm_weight_t;
+
+typedef struct mm mm_t;
+
+/* Creates the context: a pool of `threads` threads (0 = one per online CPU) and the kernel
+ * picked from the CPU, unless NANO_VLLM_KERNEL names one (then that one, or -ENOTSUP if
+ * this CPU cannot run it; an unknown name is -EINVAL). Writes one line into err on failure. */
+int mm_init(mm_t **out, int threads, char *err, size_t errlen);
+void mm_free(mm_t *mm);
+/* Forces a kernel (MM_KERNEL_AUTO = the best this CPU runs). -ENOTSUP if it cannot run here. */
+int mm_set_kernel(mm_t *mm, int kernel);
+int mm_get_kernel(const mm_t *mm);
+const char *mm_kernel_name(int kernel);
+/* The pool, for other parallel work of the same thread (attention); borrowed. */
+pool_t *mm_pool(mm_t *mm);
+
+/* Packs W (K x N) from F32 source memory into *w, converting to dtype (ENG_DTYPE_AUTO or
+ * F32 keep F32; F16 and BF16 round to nearest even). Element (k, n) of W is read at
+ * src[k*ld + n], or at src[n*ld + k] when trans (e.g. the LM head: W = wteᵀ, src = wte
+ * with ld = C). Returns 0, -EINVAL (bad shape/dtype) or -ENOMEM; *w is zeroed on failure.
+ * The source is only read; the caller may free or unmap it afterwards. */
+int mm_weight_init(mm_weight_t *w, const float *src, int K, int N, size_t ld, int trans,
+                   int dtype);
+/* Same, packing with the pool's threads (large weights load faster). */
+int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, size_t ld,
+                      int trans, int dtype);
+/* mm_weight_free on a zeroed or freed weight is a no-op. */
+void mm_weight_free(mm_weight_t *w);
+/* Reads column n of W as F32 into out (K values): the token embedding when W = wteᵀ. */
+void mm_weight_column(const mm_weight_t *w, int n, float *out);
+/* Reads element (k, n) of W as F32 (as stored, i.e. after the 16-bit rounding). */
+float mm_weight_get(const mm_weight_t *w, int k, int n);
+
+/* Y[M,N] = X[M,K]·W (+ bias[N] when bias) (+ Y when accumulate). Row m of X is at
+ * x + m*ldx, row m of Y at y + m*ldy; ldx >= K, ldy >= N; X and Y must not overlap.
+ * M >= 0; M == 0 does nothing. Runs on the pool; called by the thread that owns mm. */
+void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
+               const float *bias, float *y, size_t ldy, int accumulate);
+
+#endif

@@ -1,0 +1,54 @@
+/* matmul_generic.c - the portable register tile (plain C, any CPU).
+ * Same order of k as the vector tiles; each product is rounded before the add (no FMA). */
+#include <string.h>
+
+#include "engine/engine.h"
+#include "engine/matmul.h"
+#include "engine/matmul_kern.h"
+
+/* Widens row k of the panel into 16 floats, undoing the BF16 interleave. */
+static void panel_row(const mm_tile_t *t, int k, float *out)
+{
+    if (t->dtype == ENG_DTYPE_F32) {
+        memcpy(out, (const float *)t->w + (size_t)k * MM_NR, MM_NR * sizeof(float));
+        return;
+    }
+    const uint16_t *h = (const uint16_t *)t->w + (size_t)k * MM_NR;
+    if (t->dtype == ENG_DTYPE_F16) {
+        for (int j = 0; j < MM_NR; j++)
+            out[j] = mm_f16_to_f32(h[j]);
+    } else {
+        for (int j = 0; j < MM_NR / 2; j++) {
+            out[j] = mm_bf16_to_f32(h[2 * j]);
+            out[j + MM_NR / 2] = mm_bf16_to_f32(h[2 * j + 1]);
+        }
+    }
+}
+
+void mm_tile_generic(const mm_tile_t *t)
+{
+    float acc[MM_MR][MM_NR];
+    for (int i = 0; i < t->mr; i++) {
+        for (int j = 0; j < MM_NR; j++) {
+            float v = 0.0f;
+            if (j < t->nc) {
+                if (t->load_y)
+                    v = t->y[(size_t)i * t->ldy + j];
+                if (t->bias)
+                    v += t->bias[j];
+            }
+            acc[i][j] = v;
+        }
+    }
+    float wrow[MM_NR];
+    for (int k = 0; k < t->kc; k++) {
+        panel_row(t, k, wrow);
+        for (int i = 0; i < t->mr; i++) {
+            float xv = t->x[(size_t)i * t->ldx + k];
+            for (int j = 0; j < MM_NR; j++)
+                acc[i][j] += xv * wrow[j];
+        }
+    }
+    for (int i = 0; i < t->mr; i++)
+        memcpy(t->y + (size_t)i * t->ldy, acc[i], (size_t)t->nc * sizeof(float));
+}

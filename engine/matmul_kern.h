@@ -1,0 +1,40 @@
+/* matmul_kern.h - private to the matmul files: one register tile of the packed GEMM.
+ *
+ * A tile is Y[mr, nc] (+)= X[mr, k0:k0+kc] · P[k0:k0+kc, 0:nc] where P is one packed panel
+ * (MM_NR columns, zero-padded) and mr <= MM_MR. Every kernel implementation computes it in
+ * the same order of k, so paths differ only by FMA contraction rounding.
+ */
+#ifndef NANO_VLLM_MATMUL_KERN_H
+#define NANO_VLLM_MATMUL_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MM_MR 6 /* rows per register tile: 6 x 16 = 12 ymm accumulators on AVX2 */
+
+typedef struct mm_tile {
+    const float *x;   /* row 0 of the tile at column k0 */
+    size_t ldx;
+    const void *w;    /* the panel at row k0 (F32, F16 or BF16 layout per dtype) */
+    int kc;           /* rows of P */
+    int mr;           /* 1..MM_MR */
+    int nc;           /* valid columns, 1..MM_NR */
+    int dtype;        /* enum eng_dtype */
+    float *y;         /* row 0 of the tile at column n0 */
+    size_t ldy;
+    const float *bias; /* at n0, or NULL: added to the start value */
+    int load_y;        /* 1: start from Y; 0: start from zero */
+    const char *pf;    /* prefetch stream: pf + k*pfstep is touched at step k */
+    ptrdiff_t pfstep;
+} mm_tile_t;
+
+void mm_tile_generic(const mm_tile_t *t);
+void mm_tile_avx2(const mm_tile_t *t);
+
+/* Scalar conversions shared by packing and the portable path (round to nearest even). */
+uint16_t mm_f32_to_f16(float f);
+float mm_f16_to_f32(uint16_t h);
+uint16_t mm_f32_to_bf16(float f);
+float mm_bf16_to_f32(uint16_t b);
+
+#endif

@@ -1,0 +1,303 @@
+/* mm_test.c - packed matmul against a plain double-precision loop, for every kernel path
+ * this CPU runs (each forced), every weight dtype, M = 1..70 and larger, odd K and N, N not a
+ * multiple of the panel width, bias / accumulate / strided rows, 1-3 threads; plus the
+ * F16/BF16 conversions and the context's error handling.
+ *
+ * Tolerance: the reference uses the weights as stored (after 16-bit rounding), so the only
+ * difference is F32 summation: |y - ref| <= 2*K*eps * sum_k |x_k w_k| + |bias| * eps, the
+ * textbook bound for a K-term sum (it holds with or without FMA contraction).
+ */
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "engine/matmul.h"
+#include "engine/matmul_kern.h"
+
+static int failures;
+
+#define CHECK_EQ(a, b)                                                                        \
+    do {                                                                                      \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                   \
+        if (a_ != b_) {                                                                       \
+            fprintf(stderr, "%s:%d: %s == %s failed: %lld vs %lld\n", __FILE__, __LINE__, #a, \
+                    #b, a_, b_);                                                              \
+            failures++;                                                                       \
+        }                                                                                     \
+    } while (0)
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+
+static float frand(void) /* uniform in [-1, 1) */
+{
+    return (float)((double)(rnd() & 0xffffff) / 8388608.0 - 1.0);
+}
+
+static const char *dtype_name(int dt)
+{
+    return dt == ENG_DTYPE_F32 ? "f32" : dt == ENG_DTYPE_F16 ? "f16" : "bf16";
+}
+
+/* One product, checked element by element; returns 0 when all pass. */
+static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int use_bias,
+                      int accumulate, int pad)
+{
+    size_t ldx = (size_t)K + (size_t)pad, ldy = (size_t)N + (size_t)pad;
+    size_t lds = trans ? (size_t)K + (size_t)pad : (size_t)N + (size_t)pad;
+    size_t src_rows = trans ? (size_t)N : (size_t)K;
+    float *src = malloc(src_rows * lds * sizeof(float));
+    float *x = malloc(((size_t)M * ldx + 1) * sizeof(float));
+    float *y = malloc(((size_t)M * ldy + 1) * sizeof(float));
+    float *y0 = malloc(((size_t)M * ldy + 1) * sizeof(float));
+    float *bias = malloc((size_t)N * sizeof(float));
+    int bad = 0;
+    if (!src || !x || !y || !y0 || !bias) {
+        fprintf(stderr, "mm_test: out of memory\n");
+        failures++;
+        goto out;
+    }
+    for (size_t i = 0; i < src_rows * lds; i++)
+        src[i] = frand();
+    for (size_t i = 0; i < (size_t)M * ldx; i++)
+        x[i] = frand();
+    for (size_t i = 0; i < (size_t)M * ldy; i++)
+        y0[i] = y[i] = frand(); /* also the guard values between rows when pad > 0 */
+    for (int i = 0; i < N; i++)
+        bias[i] = frand();
+
+    mm_weight_t w;
+    int rc = mm_weight_init_mt(mm, &w, src, K, N, lds, trans, dtype);
+    CHECK_EQ(rc, 0);
+    if (rc)
+        goto out;
+    mm_matmul(mm, M, x, ldx, &w, use_bias ? bias : NULL, y, ldy, accumulate);
+
+    for (int m = 0; m < M && bad < 5; m++) {
+        for (int n = 0; n < (int)ldy && bad < 5; n++) {
+            size_t at = (size_t)m * ldy + (size_t)n;
+            if (n >= N) { /* padding must be untouched */
+                if (y[at] != y0[at]) {
+                    fprintf(stderr, "mm_test: wrote padding y[%d][%d]\n", m, n);
+                    bad++;
+                }
+                continue;
+            }
+            double ref = accumulate ? y0[at] : 0.0, mag = fabs(ref);
+            if (use_bias) {
+                ref += bias[n];
+                mag += fabs(bias[n]);
+            }
+            double absum = 0.0;
+            for (int k = 0; k < K; k++) {
+                double t = (double)x[(size_t)m * ldx + k] * mm_weight_get(&w, k, n);
+                ref += t;
+                absum += fabs(t);
+            }
+            double tol = 2.0 * (K + 2) * FLT_EPSILON * (absum + mag) + 1e-30;
+            if (!(fabs(y[at] - ref) <= tol)) {
+                fprintf(stderr,
+                        "mm_test: %s %s M=%d K=%d N=%d trans=%d bias=%d acc=%d pad=%d: "
+                        "y[%d][%d] = %.9g, expected %.9g (tol %.3g)\n",
+                        mm_kernel_name(mm_get_kernel(mm)), dtype_name(dtype), M, K, N, trans,
+                        use_bias, accumulate, pad, m, n, y[at], ref, tol);
+                bad++;
+            }
+        }
+    }
+    /* The stored weight is the source rounded to the dtype. */
+    for (int i = 0; i < 20; i++) {
+        int k = (int)(rnd() % (uint32_t)K), n = (int)(rnd() % (uint32_t)N);
+        float s = trans ? src[(size_t)n * lds + k] : src[(size_t)k * lds + n];
+        float e = dtype == ENG_DTYPE_F32   ? s
+                  : dtype == ENG_DTYPE_F16 ? mm_f16_to_f32(mm_f32_to_f16(s))
+                                           : mm_bf16_to_f32(mm_f32_to_bf16(s));
+        if (mm_weight_get(&w, k, n) != e) {
+            fprintf(stderr, "mm_test: weight (%d,%d) stored %.9g, expected %.9g\n", k, n,
+                    mm_weight_get(&w, k, n), e);
+            bad++;
+            break;
+        }
+    }
+    float col[600];
+    if (K <= 600) {
+        int n = N - 1;
+        mm_weight_column(&w, n, col);
+        for (int k = 0; k < K; k++)
+            if (col[k] != mm_weight_get(&w, k, n)) {
+                fprintf(stderr, "mm_test: mm_weight_column(%d)[%d] differs\n", n, k);
+                bad++;
+                break;
+            }
+    }
+    mm_weight_free(&w);
+    mm_weight_free(&w); /* freeing twice is a no-op */
+    failures += bad != 0;
+out:
+    free(src);
+    free(x);
+    free(y);
+    free(y0);
+    free(bias);
+    return bad;
+}
+
+static void test_shapes(mm_t *mm)
+{
+    static const int Ks[] = {1, 7, 33, 255, 257, 300, 517};
+    static const int Ns[] = {1, 15, 16, 17, 40, 100, 129};
+    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16};
+    int i = 0;
+    for (int M = 1; M <= 70; M++, i++) {
+        int K = Ks[i % 7], N = Ns[(i * 3 + 1) % 7];
+        int dt = dts[i % 3];
+        if (check_case(mm, M, K, N, dt, i % 2, i % 3 != 0, i % 4 == 1, (i % 5 == 2) * 3))
+            return;
+    }
+    /* Every dtype on the blocking edges: several K chunks, several row blocks, M > MC. */
+    for (int d = 0; d < 3; d++) {
+        if (check_case(mm, 1, 768, 77, dts[d], 0, 1, 0, 0) ||
+            check_case(mm, 8, 513, 50, dts[d], 1, 0, 1, 1) ||
+            check_case(mm, 20, 1500, 33, dts[d], 0, 1, 1, 0) ||
+            check_case(mm, 131, 1000, 47, dts[d], 0, 1, 0, 2) ||
+            check_case(mm, 250, 70, 20, dts[d], 1, 0, 0, 0))
+            return;
+    }
+}
+
+static void test_conversions(void)
+{
+    /* Every finite half survives half -> float -> half. */
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff))
+            continue; /* NaN */
+        uint16_t back = mm_f32_to_f16(mm_f16_to_f32((uint16_t)h));
+        if (back != h) {
+            CHECK_EQ(back, h);
+            break;
+        }
+    }
+    for (uint32_t b = 0; b < 0x10000; b++) {
+        if ((b & 0x7f80) == 0x7f80 && (b & 0x7f))
+            continue;
+        uint16_t back = mm_f32_to_bf16(mm_bf16_to_f32((uint16_t)b));
+        if (back != b) {
+            CHECK_EQ(back, b);
+            break;
+        }
+    }
+    /* Rounding goes to the nearest representable value, ties to even. */
+    CHECK_EQ(mm_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);         /* tie, even stays */
+    CHECK_EQ(mm_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);     /* tie, odd rounds up */
+    CHECK_EQ(mm_f32_to_f16(65520.0f), 0x7c00);                /* overflow to inf */
+    CHECK_EQ(mm_f32_to_f16(65519.0f), 0x7bff);
+    CHECK_EQ(mm_f32_to_f16(0x1p-25f), 0x0000);                /* tie to zero */
+    CHECK_EQ(mm_f32_to_f16(0x1.8p-25f), 0x0001);
+    CHECK_EQ(mm_f32_to_f16(-0x1p-24f), 0x8001);
+    CHECK_EQ(mm_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);
+    CHECK_EQ(mm_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
+    CHECK_EQ(mm_f32_to_bf16(-2.0f), 0xc000);
+    CHECK_EQ(mm_f32_to_bf16(NAN) & 0x7fc0, 0x7fc0);
+    CHECK_EQ(mm_f32_to_f16(NAN) & 0x7e00, 0x7e00);
+    for (int i = 0; i < 200000; i++) {
+        uint32_t bits = rnd() ^ (rnd() << 16);
+        float f;
+        memcpy(&f, &bits, sizeof(f));
+        if (!(fabsf(f) < 60000.0f))
+            continue;
+        uint16_t h = mm_f32_to_f16(f);
+        double e = fabs((double)f - mm_f16_to_f32(h));
+        double e_dn = fabs((double)f - mm_f16_to_f32((uint16_t)(h - 1)));
+        double e_up = fabs((double)f - mm_f16_to_f32((uint16_t)(h + 1)));
+        if ((h & 0x7fff) != 0 && e > e_dn) {
+            fprintf(stderr, "mm_test: f16(%a) = 0x%04x is not nearest\n", (double)f, h);
+            failures++;
+            break;
+        }
+        if ((h & 0x7fff) != 0x7bff && e > e_up) {
+            fprintf(stderr, "mm_test: f16(%a) = 0x%04x is not nearest\n", (double)f, h);
+            failures++;
+            break;
+        }
+    }
+}
+
+static void test_errors(void)
+{
+    char err[200];
+    mm_t *mm = NULL;
+    setenv("NANO_VLLM_KERNEL", "fastest", 1);
+    CHECK_EQ(mm_init(&mm, 1, err, sizeof(err)), -EINVAL);
+    CHECK_EQ(strstr(err, "fastest") != NULL, 1);
+    CHECK_EQ(mm == NULL, 1);
+    setenv("NANO_VLLM_KERNEL", "generic", 1);
+    CHECK_EQ(mm_init(&mm, 1, err, sizeof(err)), 0);
+    if (mm) {
+        CHECK_EQ(mm_get_kernel(mm), MM_KERNEL_GENERIC);
+        CHECK_EQ(mm_set_kernel(mm, 99), -EINVAL);
+        CHECK_EQ(mm_get_kernel(mm), MM_KERNEL_GENERIC);
+    }
+    mm_free(mm);
+    unsetenv("NANO_VLLM_KERNEL");
+    mm_free(NULL);
+
+    mm_weight_t w;
+    float src[4] = {1, 2, 3, 4};
+    CHECK_EQ(mm_weight_init(&w, src, 0, 4, 4, 0, ENG_DTYPE_F32), -EINVAL);
+    CHECK_EQ(w.data == NULL, 1);
+    CHECK_EQ(mm_weight_init(&w, src, 2, 2, 1, 0, ENG_DTYPE_F32), -EINVAL); /* ld < N */
+    CHECK_EQ(mm_weight_init(&w, src, 2, 2, 2, 0, 42), -EINVAL);
+    CHECK_EQ(mm_weight_init(&w, src, 2, 2, 2, 0, ENG_DTYPE_AUTO), 0);
+    CHECK_EQ(w.dtype, ENG_DTYPE_F32);
+    CHECK_EQ(mm_weight_get(&w, 1, 0) == 3.0f, 1);
+    mm_weight_free(&w);
+}
+
+int main(void)
+{
+    test_conversions();
+    test_errors();
+    char err[200];
+    static const int kernels[] = {MM_KERNEL_GENERIC, MM_KERNEL_AVX2};
+    static const int threads[] = {1, 2, 3};
+    for (int ki = 0; ki < 2; ki++) {
+        for (int ti = 0; ti < 3; ti++) {
+            mm_t *mm = NULL;
+            int rc = mm_init(&mm, threads[ti], err, sizeof(err));
+            CHECK_EQ(rc, 0);
+            if (rc) {
+                fprintf(stderr, "mm_test: %s\n", err);
+                continue;
+            }
+            rc = mm_set_kernel(mm, kernels[ki]);
+            if (rc == -ENOTSUP) {
+                printf("mm_test: kernel %s not supported by this CPU, skipped\n",
+                       mm_kernel_name(kernels[ki]));
+                mm_free(mm);
+                break;
+            }
+            CHECK_EQ(rc, 0);
+            test_shapes(mm);
+            printf("mm_test: kernel %s, %d threads: %s\n", mm_kernel_name(kernels[ki]),
+                   threads[ti], failures ? "FAILED" : "ok");
+            mm_free(mm);
+        }
+    }
+    if (failures) {
+        fprintf(stderr, "mm_test: %d failures\n", failures);
+        return 1;
+    }
+    return 0;
+}
