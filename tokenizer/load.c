@@ -137,7 +137,7 @@ static int load_vocab(loader_t *l, const char *what)
                         n, TOK_MAX_TOKEN_BYTES);
         if (t->entries[id].valid)
             return fail(l, -EINVAL, "%sid %d is used by two tokens, one is \"%s\"", what, id, key);
-        t->entries[id] = (tok_entry_t){(uint32_t)t->blob_len, (uint16_t)n, 1};
+        t->entries[id] = (tok_entry_t){(uint32_t)t->blob_len, (uint16_t)n, 1, 0};
         t->blob_len += (size_t)n;
     }
 
@@ -315,6 +315,11 @@ static json_t *load_json(loader_t *l, const char *path, int *rc)
         else
             snprintf(l->err, l->errlen, "%s:%d: %s", l->fname, jerr.line, jerr.text),
                 *rc = -EINVAL;
+        /* jansson quotes the offending source text, which may hold a newline or other
+         * control bytes; the error must stay one line. */
+        for (char *p = l->err; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = '?';
     }
     return root;
 }
