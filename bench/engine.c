@@ -25,7 +25,7 @@
 #include "engine/gpt2_model.h"
 
 #define BS 16
-#define CTX 64       /* cached tokens per sequence before the decode steps */
+#define CTX 64 /* cached tokens per sequence before the decode steps */
 #define MAX_B 32
 #define MAX_T 512
 #define DECODE_STEPS 4 /* per measurement */
@@ -110,10 +110,10 @@ static double sgemm_step(const gpt2_t *m, float *a, float *out, int M)
         const gpt2_layer_t *w = &m->layers[l];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, 3 * C, C, 1, a, C, w->qkv_w,
                     3 * C, 0, out, 3 * C);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, C, C, 1, a, C, w->attn_proj_w,
-                    C, 0, out, C);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, 4 * C, C, 1, a, C, w->fc_w,
-                    4 * C, 0, out, 4 * C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, C, C, 1, a, C, w->attn_proj_w, C,
+                    0, out, C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, 4 * C, C, 1, a, C, w->fc_w, 4 * C,
+                    0, out, 4 * C);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, C, 4 * C, 1, a, 4 * C,
                     w->mlp_proj_w, C, 0, out, C);
     }
@@ -325,8 +325,7 @@ int main(int argc, char **argv)
            bytes / median(step_time[0], ROUNDS) / 1e9, 100 * median(r1, ROUNDS));
     printf("peak RSS %.0f MB (before the bandwidth buffer) vs weights %.0f MB + KV pool %.0f MB "
            "+ scratch %.0f MB\n",
-           rss_engine, (double)gpt2_weight_bytes(m) / 1e6, kv_mb,
-           (double)m->s.bytes / 1e6);
+           rss_engine, (double)gpt2_weight_bytes(m) / 1e6, kv_mb, (double)m->s.bytes / 1e6);
 
     kv_cache_free(&kv);
     gpt2_free(m);

@@ -73,9 +73,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int32_t table[1] = {1}, seq_start[2] = {0, 3}, ctx[1] = {3}, last = 2;
     const int32_t *tables[1] = {table};
     float logits[11];
-    gpt2_batch_t b = {.T = 3, .tokens = tokens, .pos = pos, .slot = slot, .B = 1,
-                      .seq_start = seq_start, .ctx_len = ctx, .block_table = tables,
-                      .n_logits = 1, .logit_rows = &last, .logits = logits};
+    gpt2_batch_t b = {.T = 3,
+                      .tokens = tokens,
+                      .pos = pos,
+                      .slot = slot,
+                      .B = 1,
+                      .seq_start = seq_start,
+                      .ctx_len = ctx,
+                      .block_table = tables,
+                      .n_logits = 1,
+                      .logit_rows = &last,
+                      .logits = logits};
     check(gpt2_forward(m, &kv, &b) == 0, "a forward pass on a loaded model");
     kv_cache_free(&kv);
     gpt2_free(m);
