@@ -30,9 +30,21 @@ static void put(const char *dir, const char *name, const void *bytes, size_t len
     fclose(f);
 }
 
+static char dir[256]; /* made once per process with its config.json, removed at exit */
+
+static void remove_workdir(void)
+{
+    static const char *const names[] = {"config.json", "model.safetensors"};
+    char path[512];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 static const char *workdir(void)
 {
-    static char dir[256]; /* made once per process, with its config.json */
     if (!dir[0]) {
         const char *t = getenv("TMPDIR");
         snprintf(dir, sizeof(dir), "%s/fuzz_st.XXXXXX", t && *t ? t : "/tmp");
@@ -40,6 +52,7 @@ static const char *workdir(void)
             perror("mkdtemp");
             abort();
         }
+        atexit(remove_workdir);
         put(dir, "config.json", config, strlen(config));
     }
     return dir;
