@@ -24,11 +24,11 @@ static const struct {
     const char *name;
     size_t size;
 } dtypes[ST_DTYPE_COUNT] = {
-    [ST_F32] = {"F32", 4},     [ST_F16] = {"F16", 2},         [ST_BF16] = {"BF16", 2},
-    [ST_F64] = {"F64", 8},     [ST_I64] = {"I64", 8},         [ST_I32] = {"I32", 4},
-    [ST_I16] = {"I16", 2},     [ST_I8] = {"I8", 1},           [ST_U8] = {"U8", 1},
-    [ST_BOOL] = {"BOOL", 1},   [ST_U16] = {"U16", 2},         [ST_U32] = {"U32", 4},
-    [ST_U64] = {"U64", 8},     [ST_F8_E4M3] = {"F8_E4M3", 1}, [ST_F8_E5M2] = {"F8_E5M2", 1},
+    [ST_F32] = {"F32", 4},   [ST_F16] = {"F16", 2},         [ST_BF16] = {"BF16", 2},
+    [ST_F64] = {"F64", 8},   [ST_I64] = {"I64", 8},         [ST_I32] = {"I32", 4},
+    [ST_I16] = {"I16", 2},   [ST_I8] = {"I8", 1},           [ST_U8] = {"U8", 1},
+    [ST_BOOL] = {"BOOL", 1}, [ST_U16] = {"U16", 2},         [ST_U32] = {"U32", 4},
+    [ST_U64] = {"U64", 8},   [ST_F8_E4M3] = {"F8_E4M3", 1}, [ST_F8_E5M2] = {"F8_E5M2", 1},
 };
 
 const char *st_dtype_name(int dtype)
@@ -86,8 +86,8 @@ static int parse_entry(const char *fname, const char *name, json_t *v, const uin
 
     size_t ndim = json_array_size(js);
     if (ndim > ST_MAX_DIMS)
-        return fail(err, errlen, -EINVAL, "%s: %s: %zu dimensions (at most %d)", fname, name,
-                    ndim, ST_MAX_DIMS);
+        return fail(err, errlen, -EINVAL, "%s: %s: %zu dimensions (at most %d)", fname, name, ndim,
+                    ST_MAX_DIMS);
     t->ndim = (int)ndim;
     uint64_t count = 1;
     int overflow = 0;
@@ -111,8 +111,8 @@ static int parse_entry(const char *fname, const char *name, json_t *v, const uin
     uint64_t begin = (uint64_t)json_integer_value(jb), end = (uint64_t)json_integer_value(je);
     if (end > data_size)
         return fail(err, errlen, -EINVAL,
-                    "%s: %s: data_offsets [%llu,%llu] out of range (the data is %zu bytes)",
-                    fname, name, (unsigned long long)begin, (unsigned long long)end, data_size);
+                    "%s: %s: data_offsets [%llu,%llu] out of range (the data is %zu bytes)", fname,
+                    name, (unsigned long long)begin, (unsigned long long)end, data_size);
     size_t es = dtypes[t->dtype].size;
     if (overflow || count > UINT64_MAX / es || count * es != end - begin)
         return fail(err, errlen, -EINVAL,
@@ -150,8 +150,8 @@ static int check_overlap(st_set_t *s, int first, const char *fname, char *err, s
     for (int i = 1; i < m && !rc; i++) {
         const uint8_t *prev_end = (const uint8_t *)by[i - 1]->data + by[i - 1]->nbytes;
         if ((const uint8_t *)by[i]->data < prev_end)
-            rc = fail(err, errlen, -EINVAL, "%s: %s: data overlaps tensor %s", fname,
-                      by[i]->name, by[i - 1]->name);
+            rc = fail(err, errlen, -EINVAL, "%s: %s: data overlaps tensor %s", fname, by[i]->name,
+                      by[i - 1]->name);
     }
     free(by);
     return rc;
@@ -239,8 +239,8 @@ static int open_file(st_set_t *s, int *cap, const char *dir, const char *fname, 
     if (st.st_size < 8) {
         close(fd);
         return fail(err, errlen, -EINVAL,
-                    "%s: truncated file: %lld bytes, shorter than the 8-byte header length",
-                    fname, (long long)st.st_size);
+                    "%s: truncated file: %lld bytes, shorter than the 8-byte header length", fname,
+                    (long long)st.st_size);
     }
     /* MAP_POPULATE reads the whole file now, so the first request does not pay for page
      * faults on the weights (the loader touches every tensor it uses anyway). */
@@ -292,8 +292,10 @@ static int open_sharded(st_set_t *s, int *cap, const char *dir, const char *inde
         if (rc)
             break;
         if (!json_is_string(v) || !shard_name_ok(json_string_value(v))) {
-            rc = fail(err, errlen, -EINVAL, "%s: %s: shard must be a file name in the model "
-                      "directory", index, name);
+            rc = fail(err, errlen, -EINVAL,
+                      "%s: %s: shard must be a file name in the model "
+                      "directory",
+                      index, name);
             break;
         }
         int known = 0;
@@ -308,8 +310,8 @@ static int open_sharded(st_set_t *s, int *cap, const char *dir, const char *inde
         {
             const st_tensor_t *t = st_find(s, name);
             if (!t || strcmp(s->files[t->file].name, json_string_value(v)) != 0) {
-                rc = fail(err, errlen, -EINVAL, "%s: %s: listed in %s but not found there",
-                          index, name, json_string_value(v));
+                rc = fail(err, errlen, -EINVAL, "%s: %s: listed in %s but not found there", index,
+                          name, json_string_value(v));
                 break;
             }
         }

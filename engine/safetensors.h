@@ -15,23 +15,37 @@
 
 /* The dtypes of the safetensors format; the engine computes with the first three. */
 enum st_dtype {
-    ST_F32 = 0, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL,
-    ST_U16, ST_U32, ST_U64, ST_F8_E4M3, ST_F8_E5M2, ST_DTYPE_COUNT
+    ST_F32 = 0,
+    ST_F16,
+    ST_BF16,
+    ST_F64,
+    ST_I64,
+    ST_I32,
+    ST_I16,
+    ST_I8,
+    ST_U8,
+    ST_BOOL,
+    ST_U16,
+    ST_U32,
+    ST_U64,
+    ST_F8_E4M3,
+    ST_F8_E5M2,
+    ST_DTYPE_COUNT
 };
 
 typedef struct st_tensor {
-    char *name;        /* owned */
-    int dtype;         /* enum st_dtype */
+    char *name; /* owned */
+    int dtype;  /* enum st_dtype */
     int ndim;
     int64_t shape[ST_MAX_DIMS];
-    const void *data;  /* borrowed: points into the file's mapping */
+    const void *data; /* borrowed: points into the file's mapping */
     size_t nbytes;
-    int file;          /* index into st_set_t.files */
+    int file; /* index into st_set_t.files */
 } st_tensor_t;
 
 typedef struct st_file {
-    char *name;  /* owned: file name as the user knows it (relative to the model dir) */
-    void *map;   /* owned: read-only mapping of the whole file */
+    char *name; /* owned: file name as the user knows it (relative to the model dir) */
+    void *map;  /* owned: read-only mapping of the whole file */
     size_t size;
 } st_file_t;
 

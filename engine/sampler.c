@@ -167,9 +167,8 @@ static void apply_logit_bias(const eng_sampling_t *sp, float *logits, int V)
 /* Bit 31 of a count marks "seen in prompt or output"; the low bits count output tokens. */
 #define SEEN 0x80000000u
 
-static void apply_penalties(const eng_sampling_t *sp, float *logits, int V,
-                            const int32_t *prompt, int n_prompt, const int32_t *out, int n_out,
-                            uint32_t *cnt)
+static void apply_penalties(const eng_sampling_t *sp, float *logits, int V, const int32_t *prompt,
+                            int n_prompt, const int32_t *out, int n_out, uint32_t *cnt)
 {
     float rp = sp->repetition_penalty;
     int use_rp = rp > 0 && rp != 1.0f;

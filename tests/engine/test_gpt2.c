@@ -172,8 +172,8 @@ static gpt2_t *load(const char *ckpt_dir, const char *name)
 
 /* What the engine produced for one checkpoint and prompt. */
 typedef struct result {
-    float *logits;          /* (V) after the prompt */
-    int32_t gen[N_GEN];     /* greedy continuation */
+    float *logits;      /* (V) after the prompt */
+    int32_t gen[N_GEN]; /* greedy continuation */
 } result_t;
 
 /* Prefills the prompt in one step, then decodes N_GEN greedy tokens one step each. */
@@ -269,8 +269,8 @@ static void test_reference(char **argv, const char *tmp)
             /* best[k] is the reference argmax after the prompt and gen[0..k). */
             for (int k = 0; k < N_GEN; k++)
                 if (res[c][p].gen[k] != best[k]) {
-                    fprintf(stderr, "%s prompt %d: greedy token %d is %d, reference %d\n",
-                            ckpts[c], prompt_lens[p], k, res[c][p].gen[k], best[k]);
+                    fprintf(stderr, "%s prompt %d: greedy token %d is %d, reference %d\n", ckpts[c],
+                            prompt_lens[p], k, res[c][p].gen[k], best[k]);
                     mismatches++;
                     break;
                 }
@@ -289,8 +289,8 @@ static void test_reference(char **argv, const char *tmp)
 }
 
 /* Logits of every row, filling the cache in chunks of `chunk` tokens (one step each). */
-static void prefill_rows(gpt2_t *m, kv_cache_t *kv, const seq_t *prompt, int chunk,
-                         float *rows, float *logits)
+static void prefill_rows(gpt2_t *m, kv_cache_t *kv, const seq_t *prompt, int chunk, float *rows,
+                         float *logits)
 {
     const int V = gpt2_get_config(m)->vocab_size;
     blocks_t a;
@@ -322,7 +322,8 @@ static void test_cache_fill(gpt2_t *m, kv_cache_t *kv)
         prefill_rows(m, kv, &s, chunks[i], other, logits);
         double d = max_abs_diff(whole, other, (size_t)n * V);
         printf("cache filled in chunks of %2d vs whole prompt: max abs diff %.3g over all %d "
-               "rows (tol %g)\n", chunks[i], d, n, SELF_TOL);
+               "rows (tol %g)\n",
+               chunks[i], d, n, SELF_TOL);
         CHECK_LE(d, SELF_TOL);
     }
     free(whole);
@@ -394,7 +395,8 @@ static void test_mixed_batch(gpt2_t *m, kv_cache_t *kv)
         d_mixed = d > d_mixed ? d : d_mixed;
     }
     printf("batch of %d prompts vs alone: max abs diff %.3g; mixed decode + prefill step: "
-           "%.3g (tol %g)\n", B, d_first, d_mixed, SELF_TOL);
+           "%.3g (tol %g)\n",
+           B, d_first, d_mixed, SELF_TOL);
     CHECK_LE(d_first, SELF_TOL);
     CHECK_LE(d_mixed, SELF_TOL);
     free(bt);

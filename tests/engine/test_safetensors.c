@@ -46,8 +46,8 @@ static void add_tensor(ckpt_t *c, const char *name, const char *dtype, int64_t d
             memcpy(c->data + c->data_size + 2 * i, &h, 2);
         }
     }
-    json_t *shape = d1 ? json_pack("[II]", (json_int_t)d0, (json_int_t)d1)
-                       : json_pack("[I]", (json_int_t)d0);
+    json_t *shape =
+        d1 ? json_pack("[II]", (json_int_t)d0, (json_int_t)d1) : json_pack("[I]", (json_int_t)d0);
     json_object_set_new(c->header, name,
                         json_pack("{s:s, s:o, s:[II]}", "dtype", dtype, "shape", shape,
                                   "data_offsets", (json_int_t)c->data_size,
@@ -67,19 +67,19 @@ static void ckpt_make(ckpt_t *c, const char *prefix, int lm_head, const char *dt
     c->header = json_object();
     json_object_set_new(c->header, "__metadata__", json_pack("{s:s}", "format", "pt"));
     char name[128];
-#define T(n, d0, d1)                                                                     \
-    do {                                                                                 \
-        snprintf(name, sizeof(name), "%s%s", prefix, n);                                 \
-        add_tensor(c, name, dtype, d0, d1, &r);                                          \
+#define T(n, d0, d1)                                                                               \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "%s%s", prefix, n);                                           \
+        add_tensor(c, name, dtype, d0, d1, &r);                                                    \
     } while (0)
     T("wte.weight", V, C);
     T("wpe.weight", P, C);
     for (int l = 0; l < L; l++) {
         char n[64];
-#define TL(s, d0, d1)                                                                    \
-    do {                                                                                 \
-        snprintf(n, sizeof(n), "h.%d.%s", l, s);                                         \
-        T(n, d0, d1);                                                                    \
+#define TL(s, d0, d1)                                                                              \
+    do {                                                                                           \
+        snprintf(n, sizeof(n), "h.%d.%s", l, s);                                                   \
+        T(n, d0, d1);                                                                              \
     } while (0)
         TL("ln_1.weight", C, 0);
         TL("ln_1.bias", C, 0);
@@ -198,9 +198,17 @@ static void logits_of(gpt2_t *m, float *out)
     for (int i = 0; i < 5; i++)
         slot[i] = table[i / 4] * 4 + i % 4;
     const int32_t *tables[1] = {table};
-    gpt2_batch_t b = {.T = 5, .tokens = tokens, .pos = pos, .slot = slot, .B = 1,
-                      .seq_start = seq_start, .ctx_len = ctx, .block_table = tables,
-                      .n_logits = 1, .logit_rows = &last, .logits = out};
+    gpt2_batch_t b = {.T = 5,
+                      .tokens = tokens,
+                      .pos = pos,
+                      .slot = slot,
+                      .B = 1,
+                      .seq_start = seq_start,
+                      .ctx_len = ctx,
+                      .block_table = tables,
+                      .n_logits = 1,
+                      .logit_rows = &last,
+                      .logits = out};
     CHECK_INT_EQ(gpt2_forward(m, &kv, &b), 0);
     kv_cache_free(&kv);
 }
@@ -249,11 +257,11 @@ static void test_valid(void)
 static void test_convert(void)
 {
     static const uint16_t f16[] = {0x3c00, 0xc000, 0x0001, 0x03ff, 0x7bff, 0x8000, 0x7c00, 0x3555};
-    static const float f16_want[] = {1.0f, -2.0f, 0x1p-24f, 0x3ffp-24f, 65504.0f, -0.0f,
-                                     INFINITY, 0.333251953125f};
+    static const float f16_want[] = {1.0f,     -2.0f, 0x1p-24f, 0x3ffp-24f,
+                                     65504.0f, -0.0f, INFINITY, 0.333251953125f};
     static const uint16_t bf16[] = {0x3f80, 0xc040, 0x0001, 0x7f7f, 0x8000, 0xff80, 0x3eab, 0};
-    static const float bf16_want[] = {1.0f, -3.0f, 0x1p-133f, 0x1.fep127f, -0.0f, -INFINITY,
-                                      0.333984375f, 0.0f};
+    static const float bf16_want[] = {1.0f,  -3.0f,     0x1p-133f,    0x1.fep127f,
+                                      -0.0f, -INFINITY, 0.333984375f, 0.0f};
     for (int k = 0; k < 2; k++) {
         char dir[4200];
         ckpt_t c;
@@ -295,13 +303,13 @@ static void test_bad_headers(void)
 {
     char dir[4200];
     ckpt_t c;
-#define BAD_CASE(mutation, rc, what1, what2)                                             \
-    do {                                                                                 \
-        ckpt_make(&c, "", 0, "F32");                                                     \
-        mutation;                                                                        \
-        ckpt_write(&c, dir, sizeof(dir), 1);                                             \
-        expect_load(dir, rc, what1, what2);                                              \
-        ckpt_free(&c);                                                                   \
+#define BAD_CASE(mutation, rc, what1, what2)                                                       \
+    do {                                                                                           \
+        ckpt_make(&c, "", 0, "F32");                                                               \
+        mutation;                                                                                  \
+        ckpt_write(&c, dir, sizeof(dir), 1);                                                       \
+        expect_load(dir, rc, what1, what2);                                                        \
+        ckpt_free(&c);                                                                             \
     } while (0)
 
     BAD_CASE(set_offsets(&c, "h.0.ln_1.bias", (json_int_t)c.data_size - 16,
@@ -312,9 +320,9 @@ static void test_bad_headers(void)
              -EINVAL, "model.safetensors: h.0.ln_1.", "overlaps");
     BAD_CASE(json_object_set_new(entry(&c, "wpe.weight"), "shape", json_pack("[ii]", P, C + 1)),
              -EINVAL, "model.safetensors: wpe.weight", "needs");
-    BAD_CASE(set_offsets(&c, "ln_f.bias", offset(&c, "ln_f.bias", 0),
-                         offset(&c, "ln_f.bias", 1) - 4),
-             -EINVAL, "model.safetensors: ln_f.bias", "needs");
+    BAD_CASE(
+        set_offsets(&c, "ln_f.bias", offset(&c, "ln_f.bias", 0), offset(&c, "ln_f.bias", 1) - 4),
+        -EINVAL, "model.safetensors: ln_f.bias", "needs");
     BAD_CASE(json_object_set_new(entry(&c, "ln_f.weight"), "dtype", json_string("F33")), -EINVAL,
              "model.safetensors: ln_f.weight", "unknown dtype \"F33\"");
     BAD_CASE(json_object_set_new(entry(&c, "ln_f.weight"), "dtype", json_string("I32")), -EINVAL,
@@ -485,8 +493,8 @@ static void test_sharded(void)
                                                 ? "model-00002-of-00002.safetensors"
                                                 : "model-00001-of-00002.safetensors"));
     }
-    json_t *index = json_pack("{s:{s:i}, s:o}", "metadata", "total_size", (int)c.data_size,
-                              "weight_map", map);
+    json_t *index =
+        json_pack("{s:{s:i}, s:o}", "metadata", "total_size", (int)c.data_size, "weight_map", map);
     char *good = json_dumps(index, JSON_INDENT(2));
 
     float want[V], got[V];
@@ -593,8 +601,7 @@ static void test_fuzz(void)
             CHECK(rc < 0 && err[0] != '\0' && m == NULL);
         }
     }
-    printf("fuzz: 300 corrupted headers, %d loaded, %d refused with a message\n", loaded,
-           refused);
+    printf("fuzz: 300 corrupted headers, %d loaded, %d refused with a message\n", loaded, refused);
     free(b);
     free(good);
     ckpt_free(&c);

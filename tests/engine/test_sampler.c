@@ -322,11 +322,11 @@ static void test_penalties(void)
     float w[6];
     memcpy(w, logits, sizeof(w));
     int32_t id = smp_sample(&sp, w, 6, prompt, 3, out, 4, &r, scratch);
-    CHECK_NEAR(w[0], 1.0, 1e-6);                    /* 2 / 2 */
-    CHECK_NEAR(w[1], -2.0, 1e-6);                   /* -1 * 2 */
-    CHECK_NEAR(w[2], 0.25 - 3 * 0.5 - 0.25, 1e-6);  /* 0.5 / 2, then 3 outputs */
-    CHECK_NEAR(w[3], 3.0, 1e-6);                    /* untouched */
-    CHECK_NEAR(w[4], -4.0 - 0.5 - 0.25, 1e-6);      /* -2 * 2, then 1 output */
+    CHECK_NEAR(w[0], 1.0, 1e-6);                   /* 2 / 2 */
+    CHECK_NEAR(w[1], -2.0, 1e-6);                  /* -1 * 2 */
+    CHECK_NEAR(w[2], 0.25 - 3 * 0.5 - 0.25, 1e-6); /* 0.5 / 2, then 3 outputs */
+    CHECK_NEAR(w[3], 3.0, 1e-6);                   /* untouched */
+    CHECK_NEAR(w[4], -4.0 - 0.5 - 0.25, 1e-6);     /* -2 * 2, then 1 output */
     CHECK_NEAR(w[5], 1.0, 1e-6);
     CHECK_INT_EQ(id, 3);
 

@@ -30,9 +30,21 @@ static void put(const char *dir, const char *name, const void *bytes, size_t len
     fclose(f);
 }
 
+static char dir[256]; /* made once per process with its config.json, removed at exit */
+
+static void remove_workdir(void)
+{
+    static const char *const names[] = {"config.json", "model.safetensors"};
+    char path[512];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 static const char *workdir(void)
 {
-    static char dir[256]; /* made once per process, with its config.json */
     if (!dir[0]) {
         const char *t = getenv("TMPDIR");
         snprintf(dir, sizeof(dir), "%s/fuzz_st.XXXXXX", t && *t ? t : "/tmp");
@@ -40,6 +52,7 @@ static const char *workdir(void)
             perror("mkdtemp");
             abort();
         }
+        atexit(remove_workdir);
         put(dir, "config.json", config, strlen(config));
     }
     return dir;
@@ -73,9 +86,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int32_t table[1] = {1}, seq_start[2] = {0, 3}, ctx[1] = {3}, last = 2;
     const int32_t *tables[1] = {table};
     float logits[11];
-    gpt2_batch_t b = {.T = 3, .tokens = tokens, .pos = pos, .slot = slot, .B = 1,
-                      .seq_start = seq_start, .ctx_len = ctx, .block_table = tables,
-                      .n_logits = 1, .logit_rows = &last, .logits = logits};
+    gpt2_batch_t b = {.T = 3,
+                      .tokens = tokens,
+                      .pos = pos,
+                      .slot = slot,
+                      .B = 1,
+                      .seq_start = seq_start,
+                      .ctx_len = ctx,
+                      .block_table = tables,
+                      .n_logits = 1,
+                      .logit_rows = &last,
+                      .logits = logits};
     check(gpt2_forward(m, &kv, &b) == 0, "a forward pass on a loaded model");
     kv_cache_free(&kv);
     gpt2_free(m);
