@@ -222,6 +222,11 @@ static double max_rss_mb(void)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: %s [MODEL_DIR]\n(default: a seeded random 124M checkpoint written into the build tree)\n",
+               argv[0]);
+        return 0;
+    }
     const char *dir = argc > 1 ? argv[1] : BENCH_DEFAULT_MODEL_DIR;
     if (ensure_model(dir) != 0) {
         fprintf(stderr, "bench/engine: could not write a checkpoint to %s\n", dir);

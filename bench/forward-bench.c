@@ -157,7 +157,7 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16] [--rounds N] [--threads N]\n",
                     argv[0]);
-            return 2;
+            return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }
     if (rounds < 1 || rounds > 20)

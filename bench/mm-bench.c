@@ -281,7 +281,7 @@ int main(int argc, char **argv)
                     "usage: %s [--threads N] [--m 1,4,...] [--shapes qkv,proj,fc,fcproj,lmhead]"
                     " [--time S] [--no-blas] [--copies N]\n",
                     argv[0]);
-            return 2;
+            return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }
     char err[256];

@@ -170,7 +170,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: %s [MODEL_DIR] [--concurrency 1,8,32,64] "
                     "[--prompt-tokens 64] [--new-tokens 128] [--threads N]\n", argv[0]);
-            return 2;
+            return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }
     int max_conc = 1;

@@ -238,7 +238,7 @@ int main(int argc, char **argv)
             ref = 0;
         else {
             fprintf(stderr, "usage: %s [--mb N] [--no-ref]\n", argv[0]);
-            return 2;
+            return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }
 
