@@ -38,6 +38,22 @@ void seq_list_push_front(sched_list_t *l, sched_seq_t *q)
     l->count++;
 }
 
+void seq_list_insert_after(sched_list_t *l, sched_seq_t *after, sched_seq_t *q)
+{
+    if (!after) {
+        seq_list_push_front(l, q);
+        return;
+    }
+    q->prev = after;
+    q->next = after->next;
+    if (after->next)
+        after->next->prev = q;
+    else
+        l->tail = q;
+    after->next = q;
+    l->count++;
+}
+
 void seq_list_remove(sched_list_t *l, sched_seq_t *q)
 {
     if (q->prev)
@@ -359,6 +375,7 @@ void seq_fork(sched_t *s, sched_seq_t *parent, const float *row)
     sched_req_t *r = parent->req;
     int P = r->r->prompt_len, bs = s->block_size, full = P / bs;
     size_t block_floats = kv_cache_block_bytes(gpt2_get_config(s->model), bs) / sizeof(float);
+    sched_seq_t *behind = NULL; /* the last completion sent to wait */
     for (int k = 1; k < r->r->n; k++) {
         sched_seq_t *c = &r->seqs[k];
         if (c->state != SCHED_FORK)
@@ -386,11 +403,13 @@ void seq_fork(sched_t *s, sched_seq_t *parent, const float *row)
             }
         }
         if (!ok) {
-            /* No slot or block now: it waits and recomputes (its full blocks from the
-             * prefix cache); its RNG is untouched, so it draws the same tokens. */
+            /* No slot or block now: it waits, first in line as it came before everything
+             * waiting, and recomputes (its full blocks from the prefix cache); its RNG is
+             * untouched, so it draws the same tokens. */
             seq_release_blocks(s, c);
             c->state = SCHED_WAITING;
-            seq_list_push_back(&s->waiting, c);
+            seq_list_insert_after(&s->waiting, behind, c);
+            behind = c;
             continue;
         }
         c->num_computed = P;

@@ -11,6 +11,8 @@
 
 void seq_list_push_back(sched_list_t *l, sched_seq_t *q);
 void seq_list_push_front(sched_list_t *l, sched_seq_t *q);
+/* Inserts q after after (at the front when after is NULL). */
+void seq_list_insert_after(sched_list_t *l, sched_seq_t *after, sched_seq_t *q);
 void seq_list_remove(sched_list_t *l, sched_seq_t *q);
 
 /* Builds the request's sequences (the first waits, the others wait to fork) and takes
