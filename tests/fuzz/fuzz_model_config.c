@@ -46,8 +46,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     const gpt2_config_t *c = gpt2_get_config(m);
-    /* tests/reference's tiny shape: 2 layers, 4 heads, 64 channels, 256 positions. */
-    if (c->n_layer != 2 || c->n_head <= 0 || c->n_embd != 64 || c->n_embd % c->n_head != 0 ||
+    /* tests/reference's tiny shape: 2 layers, 64 channels, 256 positions. Fewer layers than
+     * the file holds load (the extra tensors go unused, as in transformers); the number of
+     * heads is not in any tensor's shape. */
+    if (c->n_layer < 1 || c->n_layer > 2 || c->n_head <= 0 || c->n_embd != 64 || c->n_embd % c->n_head != 0 ||
         c->n_ctx != 256 || c->vocab_size != 50257 || !(c->ln_eps > 0 && c->ln_eps < 1) ||
         !isfinite(c->ln_eps)) {
         fprintf(stderr, "loaded a config that disagrees: L %d NH %d C %d ctx %d V %d eps %g\n",
