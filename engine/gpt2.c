@@ -175,7 +175,19 @@ typedef float v8f __attribute__((vector_size(32)));
 
 /* The decode path's two loops over head size, cloned for AVX2+FMA and chosen at run time;
  * the default clone is plain SSE2. */
+#if !defined(__SANITIZE_THREAD__) && defined(__has_feature)
+#if __has_feature(thread_sanitizer) /* clang's spelling of gcc's __SANITIZE_THREAD__ */
+#define __SANITIZE_THREAD__ 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+/* The clones' ifunc resolver runs while the program is being relocated, before the TSan
+ * runtime is up, and its instrumented read of the CPU model crashes there: a TSan build
+ * keeps the portable path only. */
+#define ATTN_CLONES
+#else
 #define ATTN_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#endif
 
 ATTN_CLONES static float dot(const float *a, const float *b, int n)
 {
