@@ -100,6 +100,19 @@ def rss_kb(pid):
     return 0
 
 
+def mappings_kb(pid):
+    """Resident kB per mapping ("[heap]", a file, or the start address of an anonymous one)."""
+    out, cur = {}, None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            w = line.split()
+            if "-" in w[0] and not w[0].endswith(":"):
+                cur = w[5] if len(w) > 5 else "anon@" + w[0].split("-")[0]
+            elif w[0] == "Rss:" and cur:
+                out[cur] = out.get(cur, 0) + int(w[1])
+    return out
+
+
 def make_request(rng):
     """A random request body and what kind of client sends it."""
     long_prompt = rng.random() < 0.25
@@ -271,13 +284,14 @@ def main():
                for _ in range(args.concurrency)]
     for t in threads:
         t.start()
-    samples, rss_warm = [], None
+    samples, rss_warm, maps_warm = [], None, {}
     while any(t.is_alive() for t in threads):
         time.sleep(5)
         el = time.time() - t0
         samples.append((el, rss_kb(proc.pid)))
         if rss_warm is None and el >= args.warmup * args.seconds:
             rss_warm = samples[-1][1]
+            maps_warm = mappings_kb(proc.pid)
     for t in threads:
         t.join(180)
     elapsed = time.time() - t0
@@ -293,6 +307,8 @@ def main():
             break
         time.sleep(0.2)
     rss_end = rss_kb(proc.pid)
+    maps_end = mappings_kb(proc.pid)
+    grew = sorted(((maps_end[k] - maps_warm.get(k, 0), k) for k in maps_end), reverse=True)[:3]
     fivexx = sum(v for k, v in m.items()
                  if k.startswith('nano_vllm_http_requests_total{status="5') and '"503"' not in k)
     proc.terminate()
@@ -309,6 +325,9 @@ def main():
     print("soak: RSS kB start %d, after warm-up (%.0f s) %d, end %d: growth %.2f%% after warm-up"
           % (samples[0][1] if samples else 0, args.warmup * args.seconds, rss_warm or 0, rss_end,
              growth))
+    print("soak: RSS growth after warm-up by mapping: " +
+          ", ".join("%s %+d kB" % (k, d) for d, k in grew))
+    print("soak: RSS kB every 5 s: " + " ".join(str(r) for _, r in samples))
     print("soak: at the end running %d, waiting %d, KV blocks used %d of %d; server exit %d" % (
         m.get("nano_vllm_num_requests_running", -1), m.get("nano_vllm_num_requests_waiting", -1),
         m.get("nano_vllm_kv_cache_blocks_used", -1), m.get("nano_vllm_kv_cache_blocks_total", -1),
