@@ -33,6 +33,11 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
+        /* Messages quote the file (jansson's "near '...'" text): keep them one printable line
+         * even when the file holds newlines, escape sequences or other control bytes. */
+        for (char *c = err; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
     }
     return code;
 }

@@ -48,6 +48,11 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
+        /* Messages quote the file (jansson's "near '...'" text): keep them one printable line
+         * even when the file holds newlines, escape sequences or other control bytes. */
+        for (char *c = err; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
     }
     return code;
 }
@@ -305,7 +310,8 @@ static int open_sharded(st_set_t *s, int *cap, const char *dir, const char *inde
             rc = open_file(s, cap, dir, json_string_value(v), err, errlen);
     }
     if (!rc) {
-        qsort(s->tensors, (size_t)s->n_tensors, sizeof(*s->tensors), cmp_by_name);
+        if (s->n_tensors > 1) /* tensors is NULL when no shard lists any */
+            qsort(s->tensors, (size_t)s->n_tensors, sizeof(*s->tensors), cmp_by_name);
         json_object_foreach(map, name, v)
         {
             const st_tensor_t *t = st_find(s, name);
@@ -349,7 +355,10 @@ int st_open(st_set_t *s, const char *dir, char *err, size_t errlen)
     if (rc)
         goto fail;
 
-    qsort(s->tensors, (size_t)s->n_tensors, sizeof(*s->tensors), cmp_by_name);
+    /* A header may list no tensors at all (only __metadata__): then tensors is NULL, which
+     * qsort must not be given even with a count of 0. */
+    if (s->n_tensors > 1)
+        qsort(s->tensors, (size_t)s->n_tensors, sizeof(*s->tensors), cmp_by_name);
     for (int i = 1; i < s->n_tensors; i++)
         if (strcmp(s->tensors[i - 1].name, s->tensors[i].name) == 0) {
             rc = fail(err, errlen, -EINVAL, "%s: %s: in both %s and %s", s->source,
@@ -383,5 +392,7 @@ void st_close(st_set_t *s)
 const st_tensor_t *st_find(const st_set_t *s, const char *name)
 {
     st_tensor_t key = {.name = (char *)name};
+    if (s->n_tensors == 0) /* tensors may be NULL, which bsearch must not be given */
+        return NULL;
     return bsearch(&key, s->tensors, (size_t)s->n_tensors, sizeof(key), cmp_by_name);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "server/api.h"
 #include "server/srv.h"
@@ -190,6 +191,23 @@ static const route_t routes[] = {
     {"/detokenize", "POST", 0, post_detokenize},
 };
 
+/* 1 when the request says its body is JSON: media type application/json in any case, with
+ * or without parameters ("application/json; charset=utf-8"). As in vLLM, a body sent as
+ * anything else (curl -d's form encoding, text/plain, no Content-Type) is a 415. */
+static int json_content_type(http_req_t *r)
+{
+    const char *ct = http_req_header(r, "Content-Type");
+    static const char want[] = "application/json";
+    if (!ct)
+        return 0;
+    ct += strspn(ct, " \t");
+    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
+        return 0;
+    ct += sizeof(want) - 1;
+    ct += strspn(ct, " \t");
+    return *ct == '\0' || *ct == ';';
+}
+
 void srv_route(void *app, http_req_t *r)
 {
     srv_t *s = app;
@@ -222,6 +240,14 @@ void srv_route(void *app, http_req_t *r)
         api_error_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL,
                       "%.16s is not allowed on %.200s; use %s", method, path, want);
         srv_reply_error(r, &e, allow);
+        return;
+    }
+    if (found && strcmp(want, "POST") == 0 && !json_content_type(r)) {
+        const char *ct = http_req_header(r, "Content-Type");
+        api_error_set(&e, 415, "invalid_request_error", "unsupported_media_type", NULL,
+                      "Content-Type %s%.100s%s is not supported: send 'application/json'",
+                      ct ? "'" : "", ct ? ct : "(none)", ct ? "'" : "");
+        srv_reply_error(r, &e, NULL);
         return;
     }
     if (found)

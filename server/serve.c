@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "server/log.h"
@@ -58,6 +59,15 @@ static int dtype_of(const char *name)
 static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
 {
     srv_t *s = w->data;
+    /* Name a missing or wrong model directory as such, not by the first file not in it. */
+    struct stat st;
+    int rc = stat(s->cfg.model_dir, &st) != 0 ? -errno : S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+    if (rc) {
+        s->load_rc = rc;
+        snprintf(s->load_err, sizeof(s->load_err), "model directory %s: %s", s->cfg.model_dir,
+                 strerror(-s->load_rc));
+        return;
+    }
     srv_log(SRV_LOG_INFO, "srv", NULL, "loading the tokenizer from %s", s->cfg.model_dir);
     s->load_rc = tok_init(&s->tok, s->cfg.model_dir, s->load_err, sizeof(s->load_err));
     if (s->load_rc)

@@ -603,7 +603,8 @@ def test_client_killed(srv):
     # A non-streaming request whose client leaves is aborted too (FIN while suspended).
     c = socket.create_connection(("127.0.0.1", srv.port))
     body = json.dumps({"prompt": "x", "max_tokens": 250, "ignore_eos": True}).encode()
-    c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body) + body)
     time.sleep(0.02)
     c.close()
     m = wait_idle(srv)
@@ -807,7 +808,8 @@ def test_drain():
             payload = json.dumps({"prompt": "Once", "max_tokens": 250, "ignore_eos": True,
                                   "stream": True}).encode()
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
-            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n"
                       % len(payload) + payload)
             socks.append(s)
         time.sleep(0.2)  # all accepted; with one sequence at a time most are still waiting

@@ -1,0 +1,61 @@
+/* fuzz_model_config.c - libFuzzer harness for a checkpoint's config.json (gpt2_load).
+ *
+ * The input is the config.json file. The directory also holds model.safetensors of the tiny
+ * test checkpoint (NV_CKPT_DIR, a link, not a copy), so a config that parses goes on to have
+ * every tensor's shape checked against it. Checks, beyond "no crash, no leak": a failure
+ * leaves one printable error line and no model; a success loads only a config that agrees
+ * with the weights (the tiny shape), with an epsilon in (0, 1).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/gpt2.h"
+#include "fuzz_tmpdir.h"
+
+#ifndef NV_CKPT_DIR
+#error "NV_CKPT_DIR must name the tiny test checkpoint"
+#endif
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int linked;
+    if (!linked) {
+        char p[512];
+        snprintf(p, sizeof(p), "%s/model.safetensors", fuzz_dir());
+        unlink(p);
+        if (symlink(NV_CKPT_DIR "/model.safetensors", p) != 0) {
+            perror(p);
+            abort();
+        }
+        linked = 1;
+    }
+    fuzz_dir_put("config.json", data, size);
+    gpt2_t *m = (gpt2_t *)(uintptr_t)1;
+    char err[512] = "";
+    int rc = gpt2_load(&m, fuzz_dir(), 0, err, sizeof(err));
+    fuzz_check_err(rc, err, "gpt2_load");
+    if (rc != 0) {
+        if (m != NULL)
+            abort();
+        return 0;
+    }
+    const gpt2_config_t *c = gpt2_get_config(m);
+    /* tests/reference's tiny shape: 2 layers, 64 channels, 256 positions. Fewer layers than
+     * the file holds load (the extra tensors go unused, as in transformers); the number of
+     * heads is not in any tensor's shape. */
+    if (c->n_layer < 1 || c->n_layer > 2 || c->n_head <= 0 || c->n_embd != 64 || c->n_embd % c->n_head != 0 ||
+        c->n_ctx != 256 || c->vocab_size != 50257 || !(c->ln_eps > 0 && c->ln_eps < 1) ||
+        !isfinite(c->ln_eps)) {
+        fprintf(stderr, "loaded a config that disagrees: L %d NH %d C %d ctx %d V %d eps %g\n",
+                c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, (double)c->ln_eps);
+        abort();
+    }
+    gpt2_free(m);
+    return 0;
+}

@@ -1,0 +1,553 @@
+#!/usr/bin/python3
+"""Hostile clients against the real `nano-vllm serve` on loopback.
+
+    test_hostile.py NANO_VLLM CKPT_DIR GPT2_REF GROUP [GROUP ...]
+
+Groups:
+  battery     more than 60 malformed or abusive requests, each answered with the right 4xx
+              (an OpenAI error object whenever the server, not libmicrohttpd, answers); then
+              a normal request gives the same greedy text as before and every KV block is free
+  slowloris   hundreds of idle and byte-at-a-time connections; normal clients are still
+              served in time
+  storm       200 streaming clients that vanish at random points; afterwards nothing runs or
+              waits, every KV block is free and RSS is back near its level before
+  startup     start-up faults: each a one-line error naming what and where, exit status 1,
+              no signal (no core dump)
+  storm-long, slowloris-long   the same, bigger (suite 'slow')
+The exit status is the verdict. Shares the server harness of test_server.py.
+"""
+
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_server as ts  # noqa: E402  (reads the same argv: BIN CKPT_DIR GPT2_REF GROUP...)
+
+check, check_eq, check_error = ts.check, ts.check_eq, ts.check_error
+BIN, MODEL = ts.BIN, ts.MODEL
+
+
+# ---- raw HTTP ------------------------------------------------------------------------------
+
+def send_raw(srv, data, head=False, timeout=30):
+    """Sends data on a fresh connection; returns (status, headers, body) or (None, {}, why)
+    when the server closed without an answer."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=timeout)
+    try:
+        try:
+            s.sendall(data)
+        except OSError:
+            pass  # the server may answer (413) and close before the whole body is sent
+        r = http.client.HTTPResponse(s, method="HEAD" if head else "POST")
+        try:
+            r.begin()
+            body = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            return None, {}, repr(e).encode()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+    finally:
+        s.close()
+
+
+def post_bytes(body, path=b"/v1/completions", ctype=b"application/json", extra=b""):
+    if isinstance(body, str):
+        body = body.encode()
+    h = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n"
+    if ctype is not None:
+        h += b"Content-Type: " + ctype + b"\r\n"
+    return h + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def J(obj, **kw):
+    return post_bytes(json.dumps(obj), **kw)
+
+
+def chunked(body, pieces=3, path=b"/v1/completions"):
+    body = body.encode() if isinstance(body, str) else body
+    out = (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n")
+    step = max(1, len(body) // pieces)
+    for i in range(0, len(body), step):
+        part = body[i:i + step]
+        out += b"%x\r\n" % len(part) + part + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def count_5xx(m):
+    """5xx answers so far, except the 503s of /health while the model loads."""
+    return {k: v for k, v in m.items()
+            if k.startswith('nano_vllm_http_requests_total{status="5') and v and '"503"' not in k}
+
+
+def sanitized(pid):
+    """True when the process runs with ASan or TSan, whose allocators hold on to freed memory."""
+    with open("/proc/%d/maps" % pid) as f:
+        return any("libasan" in l or "libtsan" in l for l in f)
+
+
+def check_idle(srv, what, timeout=15):
+    """Waits until nothing runs or waits, then checks every KV block is free and no 5xx
+    (other than 503) was ever answered."""
+    end = time.time() + timeout
+    m = {}
+    while time.time() < end:
+        m = ts.metrics(srv)
+        if (m.get("nano_vllm_num_requests_running") == 0 and
+                m.get("nano_vllm_num_requests_waiting") == 0 and
+                m.get("nano_vllm_kv_cache_blocks_used") == 0):
+            break
+        time.sleep(0.1)
+    check_eq(m.get("nano_vllm_num_requests_running"), 0, what + ": running")
+    check_eq(m.get("nano_vllm_num_requests_waiting"), 0, what + ": waiting")
+    check_eq(m.get("nano_vllm_kv_cache_blocks_used"), 0, what + ": KV blocks in use")
+    check_eq(count_5xx(m), {}, what + ": no 5xx answered")
+    return m
+
+
+GREEDY = {"prompt": "The quick brown fox", "max_tokens": 12, "temperature": 0,
+          "ignore_eos": True}
+
+
+def greedy_text(srv):
+    s, _, d = ts.request(srv, "POST", "/v1/completions", GREEDY)
+    if not check_eq(s, 200, "normal greedy request (body %r)" % d[:200]):
+        return None
+    out = json.loads(d)
+    check_eq(out["choices"][0]["finish_reason"], "length", "greedy finish_reason")
+    check_eq(out["usage"]["completion_tokens"], 12, "greedy completion tokens")
+    return out["choices"][0]["text"]
+
+
+# ---- group: battery ------------------------------------------------------------------------
+
+def battery_cases():
+    """(name, bytes, want status, error object expected, param or None, HEAD request)."""
+    P = "x"
+    deep = "[" * 100000
+    cases = []
+
+    def bad(name, obj, param=None, status=400):
+        cases.append((name, J(obj), status, True, param, False))
+
+    def raw(name, data, status, obj=True, param=None, head=False):
+        cases.append((name, data, status, obj, param, head))
+
+    # Broken JSON.
+    raw("invalid JSON", post_bytes("{not json"), 400)
+    raw("truncated JSON", post_bytes('{"prompt": "x", "max_tok'), 400)
+    raw("empty body", post_bytes(""), 400)
+    raw("null body", post_bytes("null"), 400)
+    raw("array body", post_bytes("[]"), 400)
+    raw("string body", post_bytes('"prompt"'), 400)
+    raw("number body", post_bytes("12"), 400)
+    raw("trailing garbage", post_bytes('{"prompt": "x"} {"prompt": "y"}'), 400)
+    raw("deeply nested body", post_bytes(deep), 400)
+    raw("deeply nested prompt", post_bytes('{"prompt": ' + "[" * 5000 + "]" * 5000 + "}"), 400)
+    raw("deeply nested object", post_bytes('{"a":' * 3000 + "1" + "}" * 3000), 400)
+    raw("duplicated key", post_bytes('{"prompt": "x", "prompt": "y"}'), 400)
+    raw("NaN literal", post_bytes('{"prompt": "x", "temperature": NaN}'), 400)
+    raw("Infinity literal", post_bytes('{"prompt": "x", "top_p": Infinity}'), 400)
+    raw("-Infinity literal", post_bytes('{"prompt": "x", "presence_penalty": -Infinity}'), 400)
+    raw("integer beyond 64 bits", post_bytes('{"prompt": "x", "max_tokens": 1%s}' % ("0" * 30)),
+        400)
+    raw("invalid UTF-8 in a string", post_bytes(b'{"prompt": "\xff\xfe\xc3"}'), 400)
+    raw("invalid UTF-8 in a key", post_bytes(b'{"pr\xc0\xafompt": "x"}'), 400)
+    raw("lone surrogate escape", post_bytes('{"prompt": "a\\ud800b"}'), 400)
+    raw("UTF-16 body", post_bytes('{"prompt": "x"}'.encode("utf-16")), 400)
+    raw("bare control character", post_bytes(b'{"prompt": "a\x01b"}'), 400)
+    # Wrong types and ranges, field by field.
+    for field, value in [("max_tokens", "many"), ("max_tokens", 1.5), ("max_tokens", True),
+                         ("max_tokens", -1), ("max_tokens", 10 ** 12), ("max_tokens", 1e400),
+                         ("temperature", "hot"), ("temperature", -0.1), ("temperature", 1e308),
+                         ("top_p", 1.5), ("top_p", -1), ("top_p", [1]), ("top_k", "5"),
+                         ("top_k", -2), ("min_p", 2), ("n", 0), ("n", 1000), ("n", 2.5),
+                         ("logprobs", 21), ("logprobs", -1), ("logprobs", "3"), ("echo", "yes"),
+                         ("stream", 1), ("stream", "true"), ("stop", 5), ("stop", [1, 2]),
+                         ("stop", ["a", "b", "c", "d", "e"]), ("stop", ""), ("stop", "s" * 2000),
+                         ("seed", "x"), ("seed", 1.5), ("presence_penalty", 3),
+                         ("frequency_penalty", "a"), ("repetition_penalty", 0),
+                         ("logit_bias", []), ("logit_bias", {"abc": 1}),
+                         ("logit_bias", {"50257": 1}), ("logit_bias", {"-1": 1}),
+                         ("logit_bias", {"1": 101}), ("logit_bias", {"1": "x"}),
+                         ("user", 5), ("model", 5), ("stream_options", "x"),
+                         ("best_of", 3), ("ignore_eos", "no"), ("suffix", "y"),
+                         ("wat", 1), ("", 1)]:
+        name = "%s = %s" % (field or "''", json.dumps(value)[:30])
+        # 1e400 is Infinity to Python's json, which no JSON parser takes: no field at fault.
+        bad(name, {"prompt": P, field: value}, param=field if field and value != 1e400 else None)
+    bad("stream_options without stream", {"prompt": P, "stream_options": {"include_usage": True}},
+        param="stream_options")
+    bad("100,000 stop strings", {"prompt": P, "stop": ["s%d" % i for i in range(100000)]},
+        param="stop")
+    bad("2,000 logit_bias entries", {"prompt": P, "logit_bias": {str(i): 1 for i in range(2000)}},
+        param="logit_bias")
+    # Prompts.
+    for name, prompt in [("number", 5), ("empty string", ""), ("empty list", []), ("object", {}),
+                         ("id -1", [-1]), ("id = vocab", [50257]), ("id 2**40", [2 ** 40]),
+                         ("id 1.5", [1.5]), ("mixed list", ["a", 1]),
+                         ("mixed nesting", [[1, 2], "a"]), ("empty id list", [[]]),
+                         ("300 prompts", ["a"] * 300), ("null in list", [None])]:
+        bad("prompt " + name, {"prompt": prompt}, param="prompt")
+    bad("1 MB prompt", {"prompt": "a " * 500000, "max_tokens": 1}, param="prompt")
+    bad("prompt + max_tokens past the context", {"prompt": "x", "max_tokens": 256},
+        param="prompt")
+    bad("n x prompts over the limit", {"prompt": ["a"] * 100, "n": 20}, param="n")
+    bad("unknown model", {"prompt": P, "model": "gpt-4"}, param="model", status=404)
+    # Bodies that are too big, and framing.
+    raw("body over 1 MiB", J({"prompt": "a" * (1 << 20)}), 413)
+    raw("Expect 100-continue, 100 MB", post_bytes(b"", extra=b"Expect: 100-continue\r\n")
+        .replace(b"Content-Length: 0", b"Content-Length: 100000000"), 413)
+    raw("chunked body, bad JSON", chunked('{"prompt": "x", '), 400)
+    raw("chunked body, wrong type", chunked('{"prompt": "x", "n": "2"}'), 400, param="n")
+    raw("chunked body over 1 MiB", chunked(b"[" + b"1," * 600000 + b"1]", pieces=40), 413)
+    raw("chunked framing broken", b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        400, obj=False)
+    raw("Content-Length not a number", post_bytes("{}").replace(b"Content-Length: 2",
+                                                                b"Content-Length: abc"), 400,
+        obj=False)
+    raw("Content-Length negative", post_bytes("{}").replace(b"Content-Length: 2",
+                                                            b"Content-Length: -5"), 400,
+        obj=False)
+    raw("Content-Length shorter than the body",
+        post_bytes('{"prompt": "x"}').replace(b"Content-Length: 15", b"Content-Length: 9"), 400)
+    # Content types.
+    raw("missing Content-Type", post_bytes('{"prompt": "x"}', ctype=None), 415)
+    raw("Content-Type text/plain", post_bytes('{"prompt": "x"}', ctype=b"text/plain"), 415)
+    raw("Content-Type form (curl -d)", post_bytes('{"prompt": "x"}',
+                                                  ctype=b"application/x-www-form-urlencoded"),
+        415)
+    raw("Content-Type application/jsonx", post_bytes('{"prompt": "x"}',
+                                                     ctype=b"application/jsonx"), 415)
+    raw("tokenize without Content-Type", post_bytes('{"prompt": "x"}', path=b"/tokenize",
+                                                    ctype=None), 415)
+    # Methods and paths.
+    for m in (b"GET", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"FOO"):
+        raw(m.decode() + " on completions", m + b" /v1/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 0\r\n\r\n", 405)
+    raw("HEAD on completions", b"HEAD /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n", 405,
+        obj=False, head=True)
+    raw("POST on health", post_bytes("{}", path=b"/health"), 405)
+    raw("POST on models", post_bytes("{}", path=b"/v1/models"), 405)
+    raw("trailing slash", post_bytes("{}", path=b"/v1/completions/"), 404)
+    raw("dot-dot path", b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 404)
+    raw("unknown model path", b"GET /v1/models/gpt-4 HTTP/1.1\r\nHost: x\r\n\r\n", 404)
+    raw("40 KB URL", b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, obj=False)
+    raw("header flood (2,000 headers)", b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-H%d: %s\r\n" % (i, b"v" * 50) for i in range(2000)) + b"\r\n", 431, obj=False)
+    raw("one 64 KB header", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 65536 +
+        b"\r\n\r\n", 431, obj=False)
+    raw("HTTP/0.9 request line", b"GET /\r\n\r\n", 400, obj=False)
+    raw("bad HTTP version", b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n", 505, obj=False)
+    # /tokenize and /detokenize.
+    raw("tokenize wrong type", J({"prompt": 5}, path=b"/tokenize"), 400, param="prompt")
+    raw("tokenize unknown field", J({"prompt": "x", "wat": 1}, path=b"/tokenize"), 400,
+        param="wat")
+    raw("detokenize id out of range", J({"tokens": [50257]}, path=b"/detokenize"), 400,
+        param="tokens")
+    raw("detokenize wrong type", J({"tokens": "abc"}, path=b"/detokenize"), 400,
+        param="tokens")
+    return cases
+
+
+def test_battery():
+    srv = ts.Server()
+    try:
+        before = greedy_text(srv)
+        cases = battery_cases()
+        n_ok = 0
+        for name, data, want, obj, param, head in cases:
+            status, hdrs, body = send_raw(srv, data, head=head)
+            what = "battery: " + name
+            if obj and not head:
+                if status is not None and 400 <= status < 500:
+                    n_ok += 1
+                check_error(status, body, want, what, param=param)
+            else:
+                # libmicrohttpd's own answers (malformed HTTP, oversized headers) are HTML.
+                if check_eq(status, want, what + " (body %r)" % body[:120]):
+                    n_ok += 1
+            if status == 405:
+                check("allow" in hdrs, what + ": 405 carries Allow", hdrs)
+        check(len(cases) >= 60, "the battery has at least 60 cases", len(cases))
+        print("battery: %d of %d cases answered with a 4xx" % (n_ok, len(cases)))
+        # The server still works, the same way, and holds nothing.
+        after = greedy_text(srv)
+        check_eq(after, before, "greedy text after the battery equals the one before")
+        check_eq(ts.request(srv, "GET", "/health")[0], 200, "healthy after the battery")
+        check_idle(srv, "after the battery")
+    finally:
+        check_eq(srv.stop(), 0, "battery server exit status")
+
+
+# ---- group: slowloris ----------------------------------------------------------------------
+
+def test_slowloris(n_idle, n_slow, duration):
+    srv = ts.Server()
+    socks, stop = [], threading.Event()
+    try:
+        base = greedy_text(srv)
+        for i in range(n_idle + n_slow):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            socks.append(s)
+        slow = socks[n_idle:]
+        if n_idle:
+            # Half the idle ones sent a complete first line and stopped.
+            for s in socks[:n_idle // 2]:
+                s.sendall(b"POST /v1/completions HTTP/1.1\r\n")
+        req = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+
+        def trickle():
+            # One byte per connection per round, never completing the request.
+            pos = 0
+            while not stop.is_set():
+                for s in slow:
+                    try:
+                        s.send(req[pos % len(req):pos % len(req) + 1])
+                    except OSError:
+                        pass
+                pos += 1
+                stop.wait(0.2)
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        time.sleep(1.0)
+        lat = []
+        end = time.time() + duration
+        while time.time() < end:
+            t0 = time.time()
+            try:
+                s, _, _ = ts.request(srv, "GET", "/health")
+                text = greedy_text(srv)
+            except OSError as e:
+                check(False, "slowloris: a normal client connects and is answered", repr(e))
+                break
+            lat.append(time.time() - t0)
+            check_eq(s, 200, "slowloris: health")
+            check_eq(text, base, "slowloris: greedy text unchanged")
+            time.sleep(0.2)
+        lat.sort()
+        print("slowloris: %d idle + %d byte-at-a-time connections; %d normal rounds, "
+              "p50 %.1f ms, max %.1f ms" % (n_idle, n_slow, len(lat),
+                                             1000 * lat[len(lat) // 2] if lat else -1,
+                                             1000 * lat[-1] if lat else -1))
+        check(lat and lat[-1] < 5.0, "slowloris: every normal round within 5 s", lat[-3:])
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
+        check_idle(srv, "after slowloris")
+        check_eq(srv.stop(), 0, "slowloris server exit status")
+
+
+# ---- group: storm --------------------------------------------------------------------------
+
+def vanish(port, rng, outcome):
+    """One streaming client that leaves at a random point, in a random way."""
+    body = json.dumps({"prompt": "Once upon a time" * rng.randint(1, 8),
+                       "max_tokens": rng.randint(10, 60), "ignore_eos": True,
+                       "stream": True, "n": rng.choice([1, 1, 1, 2])}).encode()
+    req = post_bytes(body)
+    where = rng.choice(["mid-headers", "mid-body", "after-send", "after-status", "events",
+                        "events", "events", "events"])
+    rst = rng.random() < 0.4
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        if rst:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        if where == "mid-headers":
+            s.sendall(req[:rng.randint(1, 40)])
+        elif where == "mid-body":
+            s.sendall(req[:len(req) - rng.randint(1, len(body) - 1)])
+        else:
+            s.sendall(req)
+            if where == "after-status":
+                s.recv(1)
+            elif where == "events":
+                want, got, tail = rng.randint(1, 40), 0, b""
+                while got < want:
+                    d = s.recv(rng.choice([16, 256, 4096]))
+                    if not d:
+                        break
+                    tail = (tail + d)[-64:]
+                    got += d.count(b"data: ")
+                    # A short stream can end before the client meant to leave.
+                    if b" 429 " in d[:20] or tail.endswith(b"0\r\n\r\n"):
+                        break
+        time.sleep(rng.random() * 0.05)
+        outcome.append(where)
+    except OSError as e:
+        outcome.append("error %s (%s, rst %d)" % (repr(e), where, rst))
+    finally:
+        s.close()
+
+
+def storm(srv, n, conc, seed):
+    rng = random.Random(seed)
+    outcome, threads = [], []
+    for i in range(n):
+        t = threading.Thread(target=vanish, args=(srv.port, random.Random(rng.random()), outcome))
+        threads.append(t)
+        t.start()
+        while sum(t.is_alive() for t in threads) >= conc:
+            time.sleep(0.005)
+    for t in threads:
+        t.join(60)
+    return outcome
+
+
+def test_storm(n, rounds):
+    # A KV pool of 256 blocks: the clients need more, so the storm also preempts, and the
+    # warm-up touches every block (the pool's pages become resident on first use, and the
+    # prefix cache's LRU order walks through all of them), so RSS measures the rest.
+    srv = ts.Server("--kv-cache-memory", "4M")
+    try:
+        base = greedy_text(srv)
+        t0 = time.time()
+        out = storm(srv, 100, 50, 1)  # warm-up at full concurrency: the allocator's pools settle
+        print("storm warm-up: %d clients in %.1f s" % (len(out), time.time() - t0))
+        check_idle(srv, "after the warm-up storm")
+        rss0 = rss_kb(srv.proc.pid)
+        for r in range(rounds):
+            t0 = time.time()
+            out = storm(srv, n, 50, 100 + r)
+            errs = [o for o in out if o.startswith("error")]
+            for e in sorted(set(errs))[:5]:
+                print("  client-side:", e)
+            m = check_idle(srv, "after storm %d" % r)
+            rss = rss_kb(srv.proc.pid)
+            print("storm %d: %d clients in %.1f s (%d client-side errors), RSS %d -> %d kB, "
+                  "requests aborted so far: %s" % (r, len(out), time.time() - t0, len(errs), rss0,
+                                                   rss, m.get('nano_vllm_request_success_total'
+                                                              '{finished_reason="abort"}')))
+            check_eq(len(out), n, "storm: every client thread finished")
+        rss1 = rss_kb(srv.proc.pid)
+        print("storm: RSS after warm-up %d kB, after %d storm(s) %d kB" % (rss0, rounds, rss1))
+        if sanitized(srv.proc.pid):
+            print("storm: a sanitizer build (its allocator keeps freed memory): RSS not checked")
+        else:
+            check(rss1 <= rss0 * 1.10 + 4096,
+                  "storm: RSS back near its level before (%d -> %d kB)" % (rss0, rss1))
+        check_eq(greedy_text(srv), base, "storm: greedy text unchanged afterwards")
+        check_eq(ts.request(srv, "GET", "/health")[0], 200, "healthy after the storm")
+    finally:
+        check_eq(srv.stop(), 0, "storm server exit status")
+
+
+# ---- group: startup ------------------------------------------------------------------------
+
+def start_fails(what, args, want_parts, env=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([BIN] + args, capture_output=True, timeout=60, env=e)
+    # 1 for a failure at run time, 2 for bad settings; a signal would be negative.
+    check(p.returncode in (1, 2), what + ": exit status", p.returncode)
+    err = p.stderr.decode("utf-8", "replace")
+    lines = [l for l in err.splitlines() if l.strip()]
+    errs = [l for l in lines if re.search(r"\berror\b", l) or l.startswith("nano-vllm")]
+    check(len(errs) == 1, what + ": exactly one error line", lines[-5:])
+    line = errs[0] if errs else ""
+    check(all(w in line for w in want_parts), what + ": the line names %r" % (want_parts,), line)
+    check(not os.path.exists("core"), what + ": no core file")
+
+
+def test_startup():
+    with tempfile.TemporaryDirectory() as d:
+        missing = os.path.join(d, "no-such-model")
+        start_fails("missing model dir", ["serve", missing, "--port", "0"],
+                    ["model directory " + missing, "No such file"])
+        start_fails("model dir is a file", ["serve", os.path.join(MODEL, "config.json"), "--port",
+                                            "0"], ["model directory", "Not a directory"])
+        # A checkpoint whose weights cannot be read: a directory where the file should be
+        # (as root, a chmod 000 file would still be readable).
+        bad = os.path.join(d, "unreadable")
+        os.mkdir(bad)
+        shutil.copy(os.path.join(MODEL, "config.json"), bad)
+        for f in ("vocab.json", "merges.txt"):
+            shutil.copy(os.path.join(MODEL, f), bad)
+        if os.geteuid() == 0:
+            os.mkdir(os.path.join(bad, "model.safetensors"))
+        else:
+            shutil.copy(os.path.join(MODEL, "model.safetensors"), bad)
+            os.chmod(os.path.join(bad, "model.safetensors"), 0)
+        start_fails("unreadable weights", ["serve", bad, "--port", "0"], ["model.safetensors"])
+        # A config.json with a bad value.
+        cfgbad = os.path.join(d, "badconfig")
+        shutil.copytree(MODEL, cfgbad, symlinks=True)
+        with open(os.path.join(cfgbad, "config.json")) as f:
+            c = json.load(f)
+        c["n_head"] = 5
+        with open(os.path.join(cfgbad, "config.json"), "w") as f:
+            json.dump(c, f)
+        start_fails("bad config.json value", ["serve", cfgbad, "--port", "0"],
+                    ["config.json", "n_head", "5"])
+        # Bad server settings, by flag, environment and config file.
+        start_fails("bad flag value", ["serve", MODEL, "--port", "0", "--max-num-seqs", "-3"],
+                    ["max-num-seqs", "-3"])
+        start_fails("bad environment value", ["serve", MODEL, "--port", "0"],
+                    ["NANO_VLLM_KV_CACHE_MEMORY", "lots"], env={"NANO_VLLM_KV_CACHE_MEMORY": "lots"})
+        conf = os.path.join(d, "serve.conf")
+        with open(conf, "w") as f:
+            f.write("port = 0\nblock_size = seventeen\n")
+        start_fails("bad config file value", ["serve", MODEL, "--config", conf],
+                    ["serve.conf", "block_size", "seventeen"])
+        # A KV pool too small for one sequence of the model's context.
+        start_fails("KV memory too small", ["serve", MODEL, "--port", "0", "--kv-cache-memory",
+                                            "1K"], ["kv"])
+    # A busy port.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        start_fails("port in use", ["serve", MODEL, "--port", str(port)],
+                    ["127.0.0.1:%d" % port, "in use"])
+    finally:
+        s.close()
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+def main():
+    t0 = time.time()
+    for g in ts.GROUPS:
+        if g == "battery":
+            test_battery()
+        elif g == "slowloris":
+            test_slowloris(200, 200, 6)
+        elif g == "slowloris-long":
+            test_slowloris(450, 450, 30)
+        elif g == "storm":
+            test_storm(200, 1)
+        elif g == "storm-long":
+            test_storm(200, 5)
+        elif g == "startup":
+            test_startup()
+        else:
+            check(False, "unknown group " + g)
+    print("test_hostile %s: %d failure(s) in %.1f s" % (" ".join(ts.GROUPS), len(ts.FAILURES),
+                                                       time.time() - t0))
+    return 1 if ts.FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
