@@ -1,12 +1,13 @@
 # The two commands of the README, and a few more for developers.
 #   make serve   install what is missing, build, fetch GPT-2 if absent, serve on :8000
 #   make test    install what is missing, build, run the whole test suite
+#   make test-container  build the image with podman, run it, test it end to end (needs root)
 BUILD ?= build
 MODEL ?= models/gpt2
 MODEL_NAME ?= gpt2
 SERVE_ARGS ?=
 
-.PHONY: all deps build serve test test-slow clean
+.PHONY: all deps build serve test test-slow test-container clean
 
 all: build
 
@@ -28,6 +29,13 @@ test: build
 
 test-slow: build
 	meson test -C $(BUILD) --print-errorlogs --suite slow
+
+# The image from the Dockerfile, built and run with rootful podman; then the deploy suite again,
+# now with Prometheus installed for its read-back test.
+test-container: build
+	scripts/install-deps --container
+	tests/container/run
+	meson test -C $(BUILD) --print-errorlogs --suite deploy
 
 clean:
 	rm -rf $(BUILD)
