@@ -3,6 +3,12 @@
  * A cfg_t is filled once on the main thread before any other thread starts and is read-only
  * afterwards. Every setting has one row in the table in config.c (flag, env var, default,
  * meaning), which also produces --help and the README table.
+ *
+ * Config file (--config FILE or NANO_VLLM_CONFIG): UTF-8 text, one "key = value" per line,
+ * keys as cfg_print writes them (max_num_seqs; max-num-seqs also works); blank lines and
+ * lines starting with '#' are ignored; an unquoted value ends at a " #" comment; "..." keeps
+ * '#' and blanks. A key may appear once. An empty value unsets api_key / served_model_name.
+ * In the environment an empty NANO_VLLM_* variable counts as unset.
  */
 #ifndef NANO_VLLM_CONFIG_H
 #define NANO_VLLM_CONFIG_H
@@ -39,18 +45,31 @@ void cfg_free(cfg_t *c);
 
 /* Applies, in order, the config file named by --config (or NANO_VLLM_CONFIG), the
  * environment (envp, NULL-terminated "NAME=value" strings) and the command-line flags
- * (argv[0] is the subcommand). A bare argument is MODEL_DIR. Returns 0, 1 when --help was
- * asked (usage already written to out), or -EINVAL with one line in err naming the
- * setting, where it came from and the bad value:
+ * (argv[0] is the subcommand). A bare argument is MODEL_DIR. Flags are "--flag VALUE" or
+ * "--flag=VALUE"; "--" ends them. Returns 0, 1 when --help or -h was asked (usage already
+ * written to out, nothing applied), or -EINVAL with one line in err naming the setting,
+ * where it came from and the bad value:
  *   "--port: 70000 is out of range (0-65535)"
  *   "NANO_VLLM_MAX_NUM_SEQS: 'abc' is not an integer"
- *   "nano-vllm.conf:3: unknown setting 'max_seqs'" */
+ *   "nano-vllm.conf:3: unknown setting 'max_seqs'"
+ * A config file that cannot be read gives -errno (-ENOENT, -EACCES, -EISDIR, ...) with
+ * "--config FILE: cannot open: REASON"; -ENOMEM when a copy fails. On failure c keeps what
+ * was applied so far and must still be freed with cfg_free. */
 int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err, size_t errlen);
 
 /* Checks cross-field rules (required MODEL_DIR, ranges). 0 or -EINVAL with err. */
 int cfg_validate(const cfg_t *c, char *err, size_t errlen);
 
-/* Writes the effective settings, one "name = value" per line (the API key masked). */
+/* Writes the effective settings, one "name = value" per line, in the config-file format (so
+ * the output read back with --config gives the same settings), the API key masked. */
 void cfg_print(const cfg_t *c, FILE *out);
+
+/* Writes the usage of `nano-vllm COMMAND`: every setting with its flag, meaning, default and
+ * environment variable. */
+void cfg_print_help(FILE *out, const char *command);
+
+/* Writes the settings table in Markdown (setting, flag, environment, default, meaning), as
+ * the README has it between its config-table markers. */
+void cfg_print_markdown(FILE *out);
 
 #endif

@@ -78,6 +78,10 @@ typedef struct eng_request {
     eng_sampling_t sp;
 } eng_request_t;
 
+/* Frees r and everything it owns (prompt, stop strings, logit bias arrays). For a caller
+ * whose eng_submit failed; the engine frees the requests it accepted. NULL is a no-op. */
+void eng_request_free(eng_request_t *r);
+
 /* Fill *sp with the neutral values listed above. */
 void eng_sampling_default(eng_sampling_t *sp);
 

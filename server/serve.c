@@ -1,13 +1,312 @@
-/* serve.c - placeholder until the HTTP front end lands: reports that serving is not built. */
+/* serve.c - `nano-vllm serve`: settings, the loop, loading, signals and the drain.
+ *
+ * DESIGN: the main thread runs the libuv loop and owns everything in srv_t. The port is bound
+ * first (so a busy port fails at once); the tokenizer and the model load on a libuv worker
+ * thread while /health answers 503. Once loaded, the engine's scheduler thread runs and wakes
+ * the loop with uv_async_send whenever it queued output; nothing else crosses threads.
+ * SIGINT/SIGTERM start a drain: no new connections, in-flight requests finish until
+ * --shutdown-timeout, then end with an error event; then every handle is closed and
+ * srv_main returns 0. A second signal skips the wait.
+ */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
+#include "server/log.h"
 #include "server/server.h"
+#include "server/srv.h"
+
+#define DRAIN_CHECK_MS 50
+#define ABORT_GRACE_S 5.0 /* after aborting, how long connections get to finish */
+
+static void on_wake(void *arg) /* scheduler thread */
+{
+    srv_t *s = arg;
+    uv_async_send(&s->wake);
+}
+
+static void shutdown_now(srv_t *s);
+
+static void wake_cb(uv_async_t *h)
+{
+    srv_handle_events(h->data);
+}
+
+static void on_request_done(void *app, int status)
+{
+    srv_t *s = app;
+    metrics_count_status(&s->metrics, status);
+}
+
+/* ---- loading ---- */
+
+static int dtype_of(const char *name)
+{
+    if (!name || strcmp(name, "auto") == 0)
+        return ENG_DTYPE_AUTO;
+    if (strcmp(name, "f32") == 0)
+        return ENG_DTYPE_F32;
+    if (strcmp(name, "f16") == 0)
+        return ENG_DTYPE_F16;
+    return ENG_DTYPE_BF16;
+}
+
+static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
+{
+    srv_t *s = w->data;
+    srv_log(SRV_LOG_INFO, "srv", NULL, "loading the tokenizer from %s", s->cfg.model_dir);
+    s->load_rc = tok_init(&s->tok, s->cfg.model_dir, s->load_err, sizeof(s->load_err));
+    if (s->load_rc)
+        return;
+    srv_log(SRV_LOG_INFO, "srv", NULL, "loading the model from %s", s->cfg.model_dir);
+    eng_params_t p = {
+        .model_dir = s->cfg.model_dir,
+        .threads = s->cfg.threads,
+        .block_size = s->cfg.block_size,
+        .kv_cache_memory = s->cfg.kv_cache_memory,
+        .num_kv_blocks = s->cfg.num_kv_blocks,
+        .max_num_seqs = s->cfg.max_num_seqs,
+        .max_num_batched_tokens = s->cfg.max_num_batched_tokens,
+        .max_model_len = s->cfg.max_model_len,
+        .max_waiting = s->cfg.max_waiting,
+        .weight_dtype = dtype_of(s->cfg.weight_dtype),
+    };
+    s->load_rc = eng_init(&s->eng, &p, s->tok, s->load_err, sizeof(s->load_err));
+}
+
+static void load_done_cb(uv_work_t *w, int status)
+{
+    srv_t *s = w->data;
+    s->loading = 0;
+    if (s->stopping) { /* a failure elsewhere already began the shutdown */
+        shutdown_now(s);
+        return;
+    }
+    if (status == 0 && s->load_rc == 0)
+        s->load_rc = eng_start(s->eng, on_wake, s);
+    if (status != 0 || s->load_rc != 0) {
+        srv_log(SRV_LOG_ERROR, "srv", NULL, "could not load the model: %s",
+                s->load_err[0] ? s->load_err : strerror(-s->load_rc));
+        s->exit_code = 1;
+        shutdown_now(s);
+        return;
+    }
+    eng_get_info(s->eng, &s->info);
+    srv_log(SRV_LOG_INFO, "srv", NULL,
+            "model %s: %d layers, %d heads, %d channels, vocab %d, context %d; weights %s "
+            "%.1f MiB; KV pool %d blocks of %d tokens, %.1f MiB",
+            s->model_name, s->info.n_layer, s->info.n_head, s->info.n_embd, s->info.vocab_size,
+            s->info.max_model_len, s->info.weight_dtype ? s->info.weight_dtype : "?",
+            (double)s->info.weight_bytes / 1048576.0, s->info.num_kv_blocks,
+            s->info.block_size, (double)s->info.kv_bytes / 1048576.0);
+    if (s->draining) { /* a signal came while loading */
+        shutdown_now(s);
+        return;
+    }
+    s->ready = 1;
+    srv_log(SRV_LOG_INFO, "srv", NULL, "ready");
+}
+
+/* ---- drain and shutdown ---- */
+
+static void close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Closes the HTTP side, stops the engine and closes every handle; uv_run then returns. While
+ * the loader still runs, the second half waits for its after-work callback. */
+static void shutdown_now(srv_t *s)
+{
+    if (!s->stopping) {
+        s->stopping = 1;
+        s->ready = 0;
+        http_server_close(s->http); /* completes every connection; jobs abort their requests */
+        s->http = NULL;
+    }
+    if (s->loading || s->closed)
+        return;
+    s->closed = 1;
+    eng_free(s->eng); /* joins the scheduler thread: no wake-up after this */
+    s->eng = NULL;
+    srv_jobs_free(s);
+    uv_close((uv_handle_t *)&s->wake, close_cb);
+    uv_close((uv_handle_t *)&s->sigint, close_cb);
+    uv_close((uv_handle_t *)&s->sigterm, close_cb);
+    uv_close((uv_handle_t *)&s->drain_timer, close_cb);
+}
+
+static double now_s(void)
+{
+    return (double)uv_hrtime() / 1e9;
+}
+
+static void drain_check_cb(uv_timer_t *t)
+{
+    srv_t *s = t->data;
+    if (s->stopping)
+        return;
+    if (s->loading)
+        return;
+    int active = http_server_active(s->http);
+    double now = now_s();
+    if (active == 0 || now >= s->drain_start + s->cfg.shutdown_timeout + ABORT_GRACE_S) {
+        srv_log(SRV_LOG_INFO, "srv", NULL, "drained (%d request(s) still open), stopping",
+                active);
+        shutdown_now(s);
+        return;
+    }
+    if (!s->aborted && now >= s->drain_start + s->cfg.shutdown_timeout) {
+        s->aborted = 1;
+        srv_log(SRV_LOG_WARN, "srv", NULL,
+                "shutdown timeout of %.1f s reached: aborting %d request(s)",
+                s->cfg.shutdown_timeout, active);
+        srv_abort_all(s, "the server is shutting down");
+    }
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    srv_t *s = h->data;
+    if (s->draining) {
+        srv_log(SRV_LOG_WARN, "srv", NULL, "second signal: not waiting any longer");
+        s->drain_start = now_s() - s->cfg.shutdown_timeout;
+        drain_check_cb(&s->drain_timer);
+        return;
+    }
+    s->draining = 1;
+    s->drain_start = now_s();
+    srv_log(SRV_LOG_INFO, "srv", NULL,
+            "%s: draining %d request(s), waiting up to %.1f s", strsignal(signum),
+            http_server_active(s->http), s->cfg.shutdown_timeout);
+    http_server_quiesce(s->http);
+    uv_timer_start(&s->drain_timer, drain_check_cb, 0, DRAIN_CHECK_MS);
+}
+
+/* ---- main ---- */
+
+static char *model_name_of(const cfg_t *c)
+{
+    if (c->served_model_name && c->served_model_name[0])
+        return strdup(c->served_model_name);
+    /* The model directory's base name, without trailing slashes. */
+    size_t n = strlen(c->model_dir);
+    while (n > 1 && c->model_dir[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && c->model_dir[b - 1] != '/')
+        b--;
+    return strndup(c->model_dir + b, n - b);
+}
+
+static void log_settings(const cfg_t *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return;
+    cfg_print(c, f);
+    fclose(f);
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+        srv_log(SRV_LOG_INFO, "config", NULL, "%s", line);
+    free(text);
+}
+
+static int start(srv_t *s)
+{
+    char err[256];
+    http_options_t ho = {
+        .host = s->cfg.host,
+        .port = s->cfg.port,
+        .max_body_bytes = s->cfg.max_body_bytes,
+        .conn_timeout = 30,
+        .conn_limit = 1000,
+        .per_ip_limit = 0,
+        .api_key = s->cfg.api_key,
+        .on_done = on_request_done,
+    };
+    int rc = http_server_init(&s->http, &s->loop, &ho, srv_route, s, err, sizeof(err));
+    if (rc) {
+        srv_log(SRV_LOG_ERROR, "srv", NULL, "cannot listen: %s", err);
+        return rc;
+    }
+    srv_log(SRV_LOG_INFO, "srv", NULL, "listening on %s%s%s:%d", strchr(s->cfg.host, ':') ? "[" : "",
+            s->cfg.host, strchr(s->cfg.host, ':') ? "]" : "", http_server_port(s->http));
+    uv_async_init(&s->loop, &s->wake, wake_cb);
+    uv_signal_init(&s->loop, &s->sigint);
+    uv_signal_init(&s->loop, &s->sigterm);
+    uv_timer_init(&s->loop, &s->drain_timer);
+    s->wake.data = s->sigint.data = s->sigterm.data = s->drain_timer.data = s;
+    uv_signal_start(&s->sigint, signal_cb, SIGINT);
+    uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
+    s->load_work.data = s;
+    s->loading = 1;
+    rc = uv_queue_work(&s->loop, &s->load_work, load_work_cb, load_done_cb);
+    if (rc) {
+        s->loading = 0;
+        srv_log(SRV_LOG_ERROR, "srv", NULL, "cannot start the loader: %s", uv_strerror(rc));
+        s->exit_code = 1;
+        shutdown_now(s);
+    }
+    return 0;
+}
 
 int srv_main(int argc, char **argv, char **envp)
 {
-    (void)argc;
-    (void)argv;
-    (void)envp;
-    fputs("nano-vllm serve: not built yet\n", stderr);
-    return 1;
+    srv_t s;
+    memset(&s, 0, sizeof(s));
+    char err[512] = "";
+    if (cfg_init(&s.cfg)) {
+        fputs("nano-vllm serve: out of memory\n", stderr);
+        return 1;
+    }
+    int rc = cfg_load(&s.cfg, argc, argv, envp, stdout, err, sizeof(err));
+    if (rc == 1) {
+        cfg_free(&s.cfg);
+        return 0;
+    }
+    if (rc == 0)
+        rc = cfg_validate(&s.cfg, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "nano-vllm serve: %s\n", err);
+        cfg_free(&s.cfg);
+        return 2;
+    }
+    srv_log_setup(s.cfg.log_format == CFG_LOG_JSON, SRV_LOG_INFO);
+    /* libuv does not ignore SIGPIPE; MHD sends with MSG_NOSIGNAL, but other writes may not. */
+    signal(SIGPIPE, SIG_IGN);
+    metrics_init(&s.metrics);
+    s.started = (long long)time(NULL);
+    s.next_eng_id = 1;
+    if (getrandom(&s.id_salt, sizeof(s.id_salt), 0) != sizeof(s.id_salt))
+        s.id_salt = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    s.model_name = model_name_of(&s.cfg);
+    if (!s.model_name || uv_loop_init(&s.loop) != 0) {
+        fputs("nano-vllm serve: out of memory\n", stderr);
+        free(s.model_name);
+        cfg_free(&s.cfg);
+        return 1;
+    }
+    log_settings(&s.cfg);
+    if (start(&s) != 0) {
+        uv_run(&s.loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s.loop);
+        free(s.model_name);
+        cfg_free(&s.cfg);
+        return 1;
+    }
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+    int lc = uv_loop_close(&s.loop);
+    if (lc != 0)
+        srv_log(SRV_LOG_WARN, "srv", NULL, "loop closed with handles left: %s", uv_strerror(lc));
+    tok_free(s.tok);
+    free(s.model_name);
+    cfg_free(&s.cfg);
+    srv_log(SRV_LOG_INFO, "srv", NULL, "stopped");
+    return s.exit_code;
 }

@@ -1,9 +1,12 @@
 /* tokenizer.h - GPT-2 byte-level BPE: encode, decode, incremental (streaming) decode.
  *
- * A tok_t is immutable after tok_init and may be shared by any number of threads:
- * tok_encode may run concurrently on several threads (it keeps its scratch per call),
- * decoding only reads the tables. Per-stream decode state lives in a tok_stream_t that
- * belongs to one sequence.
+ * A tok_t's tables are immutable after tok_init and it may be shared by any number of
+ * threads: tok_encode may run concurrently on several threads (it keeps its scratch per call;
+ * the shared word cache inside is locked), decoding only reads the tables. Per-stream decode
+ * state lives in a tok_stream_t that belongs to one sequence.
+ *
+ * Text that is not valid UTF-8 is encoded too: each maximal run of invalid bytes becomes a
+ * piece of its own that BPE encodes byte-wise, so decode(encode(s)) == s for any bytes.
  */
 #ifndef NANO_VLLM_TOKENIZER_H
 #define NANO_VLLM_TOKENIZER_H
@@ -15,6 +18,8 @@ typedef struct tok tok_t;
 
 /* The longest byte string one token decodes to is at most this long. */
 #define TOK_MAX_TOKEN_BYTES 256
+/* tok_stream_feed never writes more than this: every held or new byte may become U+FFFD. */
+#define TOK_STREAM_OUT_MAX (3 * (TOK_MAX_TOKEN_BYTES + 4))
 
 /* Loads vocab.json + merges.txt from dir, or, when those are absent, the vocab and merges
  * of a Hugging Face tokenizer.json there. On failure returns -ENOENT/-EINVAL/-ENOMEM/-EIO,
@@ -50,11 +55,14 @@ typedef struct tok_stream {
 } tok_stream_t;
 
 void tok_stream_init(tok_stream_t *s);
-/* Appends the text completed by id to out (capacity cap; TOK_MAX_TOKEN_BYTES * 2 is always
- * enough) and sets *outlen. Returns 0, or -EINVAL for an invalid id (state unchanged). */
+/* Writes the text completed by id to out (capacity cap; TOK_STREAM_OUT_MAX is always
+ * enough, and 2 * TOK_MAX_TOKEN_BYTES is for any real GPT-2 token) and sets *outlen.
+ * Returns 0, -EINVAL for an invalid id or -ENOSPC if cap is too small (state unchanged,
+ * *outlen 0). Only reads t; s belongs to the caller's thread. */
 int tok_stream_feed(const tok_t *t, tok_stream_t *s, int32_t id, char *out, size_t cap,
                     size_t *outlen);
-/* Ends the stream: any held bytes come out as U+FFFD. out needs room for 3 * 4 bytes. */
+/* Ends the stream: held bytes (an unfinished character) come out as one U+FFFD, 3 bytes;
+ * out needs room for them. The stream is then empty and may be reused. */
 void tok_stream_flush(tok_stream_t *s, char *out, size_t cap, size_t *outlen);
 
 #endif

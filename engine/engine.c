@@ -1,0 +1,482 @@
+/* engine.c - the engine service: model + KV pool + scheduler behind engine.h.
+ *
+ * DESIGN
+ * - What runs where: eng_submit, eng_abort, eng_poll and eng_get_stats run on any thread
+ *   (the server's loop thread). Everything else - the model, the KV pool, the block
+ *   manager, every sequence - belongs to the scheduler thread started by eng_start, or,
+ *   without eng_start, to the single thread calling eng_step.
+ * - What is locked: one mutex (mu) guards the inbox (submitted requests), the abort list,
+ *   the outbox (events), the stats snapshot and the stop flag. The scheduler thread takes
+ *   the inbox and the aborts under the lock, works on its own state with the lock released,
+ *   then appends the step's events to the outbox and refreshes the snapshot under the lock.
+ *   eng_poll takes the whole outbox in one go.
+ * - Who wakes whom: eng_submit, eng_abort and eng_free signal the condition variable the
+ *   scheduler thread sleeps on when it has nothing to do (it never spins). After queueing
+ *   events the scheduler thread calls the wake callback (outside the lock), which the
+ *   server uses for uv_async_send; the callback must not call back into the engine.
+ */
+#include "engine/engine.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/gpt2.h"
+#include "engine/scheduler.h"
+
+/* A request or an abort on its way to the scheduler thread. */
+typedef struct eng_msg {
+    struct eng_msg *next;
+    eng_request_t *req; /* owned; NULL for an abort */
+    uint64_t abort_id;
+} eng_msg_t;
+
+struct eng {
+    gpt2_t *model;     /* owned */
+    kv_cache_t kv;     /* owned */
+    const tok_t *tok;  /* borrowed */
+    sched_t sched;     /* owned; scheduler thread only */
+    eng_info_t info;
+    int max_waiting;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int sync_init;   /* mu and cv exist */
+    pthread_t thread;
+    int started;
+    eng_wake_cb wake;
+    void *wake_arg;
+
+    /* Guarded by mu. */
+    eng_msg_t *in_head, *in_tail; /* requests and aborts, in order */
+    int in_requests;              /* requests in the inbox */
+    eng_event_t *out_head, *out_tail;
+    eng_stats_t stats;
+    int stop;
+};
+
+void eng_sampling_default(eng_sampling_t *sp)
+{
+    memset(sp, 0, sizeof(*sp));
+    sp->temperature = 1.0f;
+    sp->top_p = 1.0f;
+    sp->repetition_penalty = 1.0f;
+    sp->logprobs = -1;
+    sp->prompt_logprobs = -1;
+}
+
+void eng_request_free(eng_request_t *r)
+{
+    if (!r)
+        return;
+    free(r->prompt);
+    for (int i = 0; i < ENG_MAX_STOPS; i++)
+        free(r->stop[i]);
+    free(r->sp.logit_bias_ids);
+    free(r->sp.logit_bias_values);
+    free(r);
+}
+
+void eng_event_free(eng_event_t *ev)
+{
+    free(ev); /* ids, text and lps live in the same allocation */
+}
+
+static const char *dtype_name(int dtype)
+{
+    switch (dtype) {
+    case ENG_DTYPE_F16:
+        return "f16";
+    case ENG_DTYPE_BF16:
+        return "bf16";
+    default:
+        return "f32";
+    }
+}
+
+/* The pool size: num_kv_blocks, else kv_cache_memory, else what max_num_seqs sequences of
+ * max_model_len need, up to 1 GiB. */
+static int pool_blocks(const eng_params_t *p, size_t block_bytes, int max_model_len,
+                       int max_num_seqs, int block_size)
+{
+    if (p->num_kv_blocks > 0)
+        return p->num_kv_blocks;
+    size_t bytes = p->kv_cache_memory;
+    if (bytes == 0) {
+        size_t per_seq = (size_t)((max_model_len + block_size - 1) / block_size) * block_bytes;
+        bytes = (size_t)1 << 30;
+        if ((size_t)max_num_seqs * per_seq < bytes)
+            bytes = (size_t)max_num_seqs * per_seq;
+    }
+    size_t n = bytes / block_bytes;
+    return n > INT32_MAX / 4096 ? INT32_MAX / 4096 : (int)n;
+}
+
+int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, size_t errlen)
+{
+    *out = NULL;
+    eng_t *e = calloc(1, sizeof(*e));
+    if (!e) {
+        snprintf(err, errlen, "engine: out of memory");
+        return -ENOMEM;
+    }
+    int rc = gpt2_load(&e->model, p->model_dir, p->weight_dtype, err, errlen);
+    if (rc < 0)
+        goto fail;
+    if (p->threads > 0)
+        openblas_set_num_threads(p->threads);
+    const gpt2_config_t *cfg = gpt2_get_config(e->model);
+    e->tok = tok;
+    sched_limits_t lim = {
+        .max_num_seqs = p->max_num_seqs ? p->max_num_seqs : 256,
+        .max_num_batched_tokens = p->max_num_batched_tokens ? p->max_num_batched_tokens : 2048,
+        .max_model_len = p->max_model_len ? p->max_model_len : cfg->n_ctx,
+    };
+    int bs = p->block_size ? p->block_size : 16;
+    rc = -EINVAL;
+    if (lim.max_model_len < 1 || lim.max_model_len > cfg->n_ctx) {
+        snprintf(err, errlen, "max_model_len %d is outside 1..%d (the model's n_positions)",
+                 lim.max_model_len, cfg->n_ctx);
+        goto fail;
+    }
+    if (lim.max_num_seqs < 1 || lim.max_num_batched_tokens < 1 || bs < 1 || bs > 4096 ||
+        p->max_waiting < 0) {
+        snprintf(err, errlen,
+                 "engine limits must be positive: max_num_seqs %d, max_num_batched_tokens %d, "
+                 "block_size %d, max_waiting %d",
+                 lim.max_num_seqs, lim.max_num_batched_tokens, bs, p->max_waiting);
+        goto fail;
+    }
+    if (tok && tok_vocab_size(tok) > cfg->vocab_size) {
+        snprintf(err, errlen, "tokenizer has %d tokens but the model's vocab_size is %d",
+                 tok_vocab_size(tok), cfg->vocab_size);
+        goto fail;
+    }
+    size_t block_bytes = kv_cache_block_bytes(cfg, bs);
+    int nb = pool_blocks(p, block_bytes, lim.max_model_len, lim.max_num_seqs, bs);
+    /* One sequence of max_model_len must fit, or it could never finish: with that, the
+     * oldest running sequence can always preempt the others and go on. */
+    int need = (lim.max_model_len + bs - 1) / bs;
+    if (nb < need) {
+        snprintf(err, errlen,
+                 "KV cache of %d blocks (%zu MiB) cannot hold one sequence of max_model_len "
+                 "%d (%d blocks of %d tokens): raise kv_cache_memory or lower max_model_len",
+                 nb, (size_t)nb * block_bytes >> 20, lim.max_model_len, need, bs);
+        goto fail;
+    }
+    rc = kv_cache_init(&e->kv, cfg, bs, nb);
+    if (rc < 0) {
+        snprintf(err, errlen, "KV cache of %d blocks (%zu MiB): %s", nb,
+                 (size_t)nb * block_bytes >> 20, strerror(-rc));
+        goto fail;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    rc = sched_init(&e->sched, e->model, &e->kv, tok, &lim,
+                    (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20));
+    if (rc == 0)
+        rc = gpt2_reserve(e->model, lim.max_num_batched_tokens, e->sched.max_logits,
+                          lim.max_model_len);
+    if (rc < 0) {
+        snprintf(err, errlen, "engine step buffers (%d tokens, %d sequences): %s",
+                 lim.max_num_batched_tokens, lim.max_num_seqs, strerror(-rc));
+        goto fail;
+    }
+    if (pthread_mutex_init(&e->mu, NULL) != 0)
+        goto fail_sync;
+    if (pthread_cond_init(&e->cv, NULL) != 0) {
+        pthread_mutex_destroy(&e->mu);
+        goto fail_sync;
+    }
+    e->sync_init = 1;
+    e->max_waiting = p->max_waiting;
+    e->info = (eng_info_t){
+        .n_layer = cfg->n_layer,
+        .n_head = cfg->n_head,
+        .n_embd = cfg->n_embd,
+        .n_ctx = cfg->n_ctx,
+        .vocab_size = cfg->vocab_size,
+        .max_model_len = lim.max_model_len,
+        .block_size = bs,
+        .num_kv_blocks = nb,
+        .weight_bytes = gpt2_weight_bytes(e->model),
+        .kv_bytes = (size_t)nb * block_bytes,
+        .weight_dtype = dtype_name(p->weight_dtype),
+    };
+    sched_get_stats(&e->sched, &e->stats);
+    *out = e;
+    return 0;
+fail_sync:
+    rc = -ENOMEM;
+    snprintf(err, errlen, "engine: cannot create its lock");
+fail:
+    eng_free(e);
+    return rc;
+}
+
+static void free_msgs(eng_msg_t *m)
+{
+    while (m) {
+        eng_msg_t *next = m->next;
+        eng_request_free(m->req);
+        free(m);
+        m = next;
+    }
+}
+
+static void free_events(eng_event_t *ev)
+{
+    while (ev) {
+        eng_event_t *next = ev->next;
+        eng_event_free(ev);
+        ev = next;
+    }
+}
+
+void eng_free(eng_t *e)
+{
+    if (!e)
+        return;
+    if (e->started) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = 1;
+        pthread_cond_signal(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+    }
+    free_msgs(e->in_head);
+    free_events(e->out_head);
+    sched_free(&e->sched);
+    kv_cache_free(&e->kv);
+    gpt2_free(e->model);
+    if (e->sync_init) {
+        pthread_cond_destroy(&e->cv);
+        pthread_mutex_destroy(&e->mu);
+    }
+    free(e);
+}
+
+void eng_get_info(const eng_t *e, eng_info_t *info)
+{
+    *info = e->info;
+}
+
+/* Whether the engine could ever run r. */
+static int request_valid(const eng_t *e, const eng_request_t *r)
+{
+    const eng_sampling_t *sp = &r->sp;
+    if (!r->prompt || r->prompt_len < 1 || r->n < 1 || r->n > e->sched.lim.max_num_seqs ||
+        r->max_tokens < 0 || (r->max_tokens == 0 && sp->prompt_logprobs < 0) ||
+        (int64_t)r->prompt_len + r->max_tokens > e->info.max_model_len)
+        return 0;
+    for (int i = 0; i < r->prompt_len; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= e->info.vocab_size)
+            return 0;
+    if (r->n_stop < 0 || r->n_stop > ENG_MAX_STOPS)
+        return 0;
+    for (int i = 0; i < r->n_stop; i++)
+        if (!r->stop[i] || !r->stop[i][0])
+            return 0;
+    if (sp->logprobs < -1 || sp->logprobs > ENG_MAX_LOGPROBS || sp->prompt_logprobs < -1 ||
+        sp->prompt_logprobs > ENG_MAX_LOGPROBS || sp->n_logit_bias < 0 ||
+        (sp->n_logit_bias > 0 && (!sp->logit_bias_ids || !sp->logit_bias_values)))
+        return 0;
+    return 1;
+}
+
+int eng_submit(eng_t *e, eng_request_t *req)
+{
+    if (!request_valid(e, req))
+        return -EINVAL;
+    eng_msg_t *m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    m->req = req;
+    pthread_mutex_lock(&e->mu);
+    if (e->max_waiting > 0 && e->stats.waiting + e->in_requests >= e->max_waiting) {
+        pthread_mutex_unlock(&e->mu);
+        free(m);
+        return -EAGAIN;
+    }
+    if (e->in_tail)
+        e->in_tail->next = m;
+    else
+        e->in_head = m;
+    e->in_tail = m;
+    e->in_requests++;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
+void eng_abort(eng_t *e, uint64_t req_id)
+{
+    eng_msg_t *m = calloc(1, sizeof(*m));
+    pthread_mutex_lock(&e->mu);
+    if (m) {
+        m->abort_id = req_id;
+        if (e->in_tail)
+            e->in_tail->next = m;
+        else
+            e->in_head = m;
+        e->in_tail = m;
+    } else {
+        /* Out of memory: still honour a cancel of a request not yet taken. */
+        for (eng_msg_t *x = e->in_head; x; x = x->next)
+            if (x->req && x->req->id == req_id)
+                x->req->max_tokens = -1; /* marked: dropped when taken */
+    }
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+eng_event_t *eng_poll(eng_t *e)
+{
+    pthread_mutex_lock(&e->mu);
+    eng_event_t *ev = e->out_head;
+    e->out_head = e->out_tail = NULL;
+    pthread_mutex_unlock(&e->mu);
+    return ev;
+}
+
+void eng_get_stats(eng_t *e, eng_stats_t *st)
+{
+    pthread_mutex_lock(&e->mu);
+    *st = e->stats;
+    st->waiting += e->in_requests;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Hands the taken messages to the scheduler, in the order they came. Scheduler side. */
+static void apply_msgs(eng_t *e, eng_msg_t *m)
+{
+    while (m) {
+        eng_msg_t *next = m->next;
+        if (m->req) {
+            eng_request_t *r = m->req;
+            if (r->max_tokens < 0 || sched_add(&e->sched, r) < 0) {
+                /* Cancelled before it was taken, or no memory: its choices end at once. */
+                for (int k = 0; k < r->n; k++) {
+                    eng_event_t *ev = calloc(1, sizeof(*ev) + 1);
+                    if (!ev)
+                        break;
+                    ev->req_id = r->id;
+                    ev->user = r->user;
+                    ev->index = r->index_base + k;
+                    ev->text = (char *)(ev + 1);
+                    ev->finish = r->max_tokens < 0 ? ENG_FINISH_ABORT : ENG_FINISH_ERROR;
+                    ev->prompt_tokens = r->prompt_len;
+                    if (e->sched.ev_tail)
+                        e->sched.ev_tail->next = ev;
+                    else
+                        e->sched.ev_head = ev;
+                    e->sched.ev_tail = ev;
+                }
+                eng_request_free(r);
+            }
+        } else {
+            sched_abort(&e->sched, m->abort_id);
+        }
+        free(m);
+        m = next;
+    }
+}
+
+/* Publishes the scheduler's events and counters. Called with mu held; returns 1 if there
+ * were events. */
+static int publish_locked(eng_t *e)
+{
+    eng_event_t *ev = sched_take_events(&e->sched);
+    int any = ev != NULL;
+    if (ev) {
+        if (e->out_tail)
+            e->out_tail->next = ev;
+        else
+            e->out_head = ev;
+        while (ev->next)
+            ev = ev->next;
+        e->out_tail = ev;
+    }
+    sched_get_stats(&e->sched, &e->stats);
+    return any;
+}
+
+/* Takes the inbox under the lock. */
+static eng_msg_t *take_inbox_locked(eng_t *e)
+{
+    eng_msg_t *m = e->in_head;
+    e->in_head = e->in_tail = NULL;
+    e->in_requests = 0;
+    return m;
+}
+
+/* One round of the scheduler: messages in, one step, events out. Returns as sched_step,
+ * or 1 if only messages were handled. */
+static int round_once(eng_t *e, eng_msg_t *msgs)
+{
+    int had_msgs = msgs != NULL;
+    apply_msgs(e, msgs);
+    int rc = sched_step(&e->sched);
+    pthread_mutex_lock(&e->mu);
+    int any = publish_locked(e);
+    pthread_mutex_unlock(&e->mu);
+    if (any && e->wake)
+        e->wake(e->wake_arg);
+    return rc == 0 && had_msgs ? 1 : rc;
+}
+
+static void *sched_thread(void *arg)
+{
+    eng_t *e = arg;
+    pthread_mutex_lock(&e->mu);
+    while (!e->stop) {
+        if (!e->in_head && !sched_has_work(&e->sched)) {
+            pthread_cond_wait(&e->cv, &e->mu);
+            continue;
+        }
+        eng_msg_t *msgs = take_inbox_locked(e);
+        pthread_mutex_unlock(&e->mu);
+        /* A failed forward pass ended its requests with ENG_FINISH_ERROR; serve on. */
+        round_once(e, msgs);
+        pthread_mutex_lock(&e->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+    /* Shutdown: every request still live ends as aborted. */
+    sched_abort_all(&e->sched);
+    pthread_mutex_lock(&e->mu);
+    publish_locked(e);
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+int eng_start(eng_t *e, eng_wake_cb wake, void *arg)
+{
+    if (e->started)
+        return -EINVAL;
+    e->wake = wake;
+    e->wake_arg = arg;
+    int rc = pthread_create(&e->thread, NULL, sched_thread, e);
+    if (rc != 0)
+        return -rc;
+    e->started = 1;
+    return 0;
+}
+
+int eng_step(eng_t *e)
+{
+    if (e->started)
+        return -EINVAL;
+    pthread_mutex_lock(&e->mu);
+    eng_msg_t *msgs = take_inbox_locked(e);
+    pthread_mutex_unlock(&e->mu);
+    return round_once(e, msgs);
+}
+
+sched_t *eng_sched(eng_t *e)
+{
+    return &e->sched;
+}

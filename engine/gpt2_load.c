@@ -1,0 +1,337 @@
+/* gpt2_load.c - config.json and the GPT-2 weights of a Hugging Face directory.
+ *
+ * F32 tensors are used in place from the read-only mapping. F16 and BF16 tensors (and F32
+ * ones the file leaves misaligned) are converted once into one owned F32 buffer, carved in
+ * order. Every tensor's shape is checked against config.json before anything is used.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "engine/gpt2_model.h"
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* Reads an integer field; absent fields keep *v (the Hugging Face default). */
+static int cfg_int(json_t *root, const char *key, int lo, int hi, int *v, char *err,
+                   size_t errlen)
+{
+    json_t *j = json_object_get(root, key);
+    if (!j)
+        return 0;
+    if (!json_is_integer(j))
+        return fail(err, errlen, -EINVAL, "config.json: %s is not an integer", key);
+    json_int_t x = json_integer_value(j);
+    if (x < lo || x > hi)
+        return fail(err, errlen, -EINVAL, "config.json: %s %lld is not in [%d, %d]", key,
+                    (long long)x, lo, hi);
+    *v = (int)x;
+    return 0;
+}
+
+/* The activations that are exactly GPT-2's tanh-form GELU (Hugging Face names). */
+static int activation_ok(const char *a)
+{
+    return strcmp(a, "gelu_new") == 0 || strcmp(a, "gelu_pytorch_tanh") == 0 ||
+           strcmp(a, "gelu_fast") == 0;
+}
+
+static int parse_config(json_t *root, gpt2_config_t *c, char *err, size_t errlen)
+{
+    /* Hugging Face GPT2Config defaults, used for absent fields as transformers does. */
+    *c = (gpt2_config_t){.n_layer = 12, .n_head = 12, .n_embd = 768, .n_ctx = 1024,
+                         .vocab_size = 50257, .ln_eps = 1e-5f};
+    int rc = 0;
+    rc = rc ? rc : cfg_int(root, "n_layer", 1, 1024, &c->n_layer, err, errlen);
+    rc = rc ? rc : cfg_int(root, "n_head", 1, 1024, &c->n_head, err, errlen);
+    rc = rc ? rc : cfg_int(root, "n_embd", 1, 65536, &c->n_embd, err, errlen);
+    rc = rc ? rc : cfg_int(root, "n_ctx", 1, 1 << 20, &c->n_ctx, err, errlen);
+    rc = rc ? rc : cfg_int(root, "n_positions", 1, 1 << 20, &c->n_ctx, err, errlen);
+    rc = rc ? rc : cfg_int(root, "vocab_size", 1, 1 << 24, &c->vocab_size, err, errlen);
+    if (rc)
+        return rc;
+    if (c->n_embd % c->n_head != 0)
+        return fail(err, errlen, -EINVAL, "config.json: n_embd %d is not divisible by n_head %d",
+                    c->n_embd, c->n_head);
+    json_t *j = json_object_get(root, "layer_norm_epsilon");
+    if (j) {
+        double e = json_number_value(j);
+        if (!json_is_number(j) || !(e > 0 && e < 1))
+            return fail(err, errlen, -EINVAL, "config.json: layer_norm_epsilon must be in (0, 1)");
+        c->ln_eps = (float)e;
+    }
+    j = json_object_get(root, "activation_function");
+    if (j && (!json_is_string(j) || !activation_ok(json_string_value(j))))
+        return fail(err, errlen, -EINVAL,
+                    "config.json: activation_function \"%s\" is not supported (gelu_new is)",
+                    json_is_string(j) ? json_string_value(j) : "?");
+    /* Variants of GPT-2 attention this engine does not implement. */
+    j = json_object_get(root, "scale_attn_weights");
+    if (j && !json_is_true(j))
+        return fail(err, errlen, -EINVAL, "config.json: scale_attn_weights false is not supported");
+    j = json_object_get(root, "scale_attn_by_inverse_layer_idx");
+    if (j && json_is_true(j))
+        return fail(err, errlen, -EINVAL,
+                    "config.json: scale_attn_by_inverse_layer_idx true is not supported");
+    return 0;
+}
+
+static int load_config(const char *dir, gpt2_config_t *c, char *err, size_t errlen)
+{
+    size_t plen = strlen(dir) + sizeof("/config.json");
+    char *path = malloc(plen);
+    if (!path)
+        return fail(err, errlen, -ENOMEM, "config.json: out of memory");
+    snprintf(path, plen, "%s/config.json", dir);
+    if (access(path, F_OK) != 0) {
+        free(path);
+        return fail(err, errlen, -ENOENT, "config.json: not found in %s", dir);
+    }
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    free(path);
+    if (!root)
+        return fail(err, errlen, -EINVAL, "config.json: invalid JSON: %s (line %d, column %d)",
+                    jerr.text, jerr.line, jerr.column);
+    int rc = json_is_object(root) ? parse_config(root, c, err, errlen)
+                                  : fail(err, errlen, -EINVAL, "config.json: not a JSON object");
+    json_decref(root);
+    return rc;
+}
+
+/* Weight loading runs twice over the same calls: first to validate and count the floats
+ * that need a converted copy, then to fill that copy and the pointers. */
+typedef struct loader {
+    gpt2_t *m;
+    int filling;       /* 0: the counting pass; 1: the filling pass */
+    float *dst;        /* filling pass: the next free float of converted */
+    size_t n_convert;  /* floats needing conversion (counting pass) */
+    size_t n_floats;   /* floats of all weights used */
+    char *err;
+    size_t errlen;
+} loader_t;
+
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0x1f) { /* inf or nan */
+        bits = sign | 0x7f800000u | man << 13;
+    } else if (exp != 0) { /* normal */
+        bits = sign | (exp + 112) << 23 | man << 13;
+    } else if (man == 0) { /* signed zero */
+        bits = sign;
+    } else { /* subnormal: value is man * 2^-24, exact in F32 */
+        float f = (float)man * 0x1p-24f;
+        return sign ? -f : f;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+static void convert(float *dst, const st_tensor_t *t, size_t n)
+{
+    const uint8_t *src = t->data;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        uint32_t bits;
+        switch (t->dtype) {
+        case ST_F16:
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = f16_to_f32(h);
+            break;
+        case ST_BF16:
+            memcpy(&h, src + 2 * i, 2);
+            bits = (uint32_t)h << 16;
+            memcpy(&dst[i], &bits, 4);
+            break;
+        default: /* F32 that is not 4-byte aligned in the file */
+            memcpy(&dst[i], src + 4 * i, 4);
+            break;
+        }
+    }
+}
+
+static void format_shape(char *buf, size_t len, int ndim, const int64_t *shape)
+{
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? "," : "", (long long)shape[i]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+}
+
+static const st_tensor_t *find(const st_set_t *st, const char *name)
+{
+    const st_tensor_t *t = st_find(st, name);
+    if (!t) {
+        char full[256];
+        snprintf(full, sizeof(full), "transformer.%s", name);
+        t = st_find(st, full);
+    }
+    return t;
+}
+
+/* Points *out at tensor name of shape [d0] or [d0, d1] (d1 = 0 for a vector), as F32. */
+static int get(loader_t *ld, const char *name, int64_t d0, int64_t d1, const float **out)
+{
+    const st_set_t *st = &ld->m->st;
+    const st_tensor_t *t = find(st, name);
+    if (!t)
+        return fail(ld->err, ld->errlen, -EINVAL, "%s: missing tensor %s", st->source, name);
+    const char *file = st->files[t->file].name;
+    int64_t want[2] = {d0, d1};
+    int ndim = d1 ? 2 : 1;
+    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
+        char got[128], exp[64];
+        format_shape(got, sizeof(got), t->ndim, t->shape);
+        format_shape(exp, sizeof(exp), ndim, want);
+        return fail(ld->err, ld->errlen, -EINVAL,
+                    "%s: %s: shape %s disagrees with config.json (expected %s)", file, t->name, got,
+                    exp);
+    }
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+        return fail(ld->err, ld->errlen, -EINVAL, "%s: %s: dtype %s is not F32, F16 or BF16",
+                    file, t->name, st_dtype_name(t->dtype));
+    size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    int in_place = t->dtype == ST_F32 && (uintptr_t)t->data % sizeof(float) == 0;
+    if (!ld->filling) {
+        ld->n_floats += n;
+        ld->n_convert += in_place ? 0 : n;
+        return 0;
+    }
+    if (in_place) {
+        *out = t->data;
+    } else {
+        convert(ld->dst, t, n);
+        *out = ld->dst;
+        ld->dst += n;
+    }
+    return 0;
+}
+
+static int get_layer(loader_t *ld, int l, gpt2_layer_t *w)
+{
+    const int64_t C = ld->m->cfg.n_embd;
+    static const char *const names[] = {
+        "ln_1.weight",        "ln_1.bias",        "attn.c_attn.weight", "attn.c_attn.bias",
+        "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight",        "ln_2.bias",
+        "mlp.c_fc.weight",    "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias",
+    };
+    const int64_t shape[12][2] = {{C, 0},     {C, 0},     {C, 3 * C}, {3 * C, 0},
+                                  {C, C},     {C, 0},     {C, 0},     {C, 0},
+                                  {C, 4 * C}, {4 * C, 0}, {4 * C, C}, {C, 0}};
+    const float **dst[12] = {&w->ln1_w,       &w->ln1_b,       &w->qkv_w, &w->qkv_b,
+                             &w->attn_proj_w, &w->attn_proj_b, &w->ln2_w, &w->ln2_b,
+                             &w->fc_w,        &w->fc_b,        &w->mlp_proj_w, &w->mlp_proj_b};
+    for (int i = 0; i < 12; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "h.%d.%s", l, names[i]);
+        int rc = get(ld, name, shape[i][0], shape[i][1], dst[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int get_all(loader_t *ld)
+{
+    gpt2_t *m = ld->m;
+    const int64_t C = m->cfg.n_embd, V = m->cfg.vocab_size;
+    int rc = get(ld, "wte.weight", V, C, &m->wte);
+    rc = rc ? rc : get(ld, "wpe.weight", m->cfg.n_ctx, C, &m->wpe);
+    for (int l = 0; l < m->cfg.n_layer && !rc; l++)
+        rc = get_layer(ld, l, &m->layers[l]);
+    rc = rc ? rc : get(ld, "ln_f.weight", C, 0, &m->lnf_w);
+    rc = rc ? rc : get(ld, "ln_f.bias", C, 0, &m->lnf_b);
+    /* The LM head is tied to wte unless the checkpoint carries its own. */
+    if (!rc && st_find(&m->st, "lm_head.weight"))
+        rc = get(ld, "lm_head.weight", V, C, &m->lm_head);
+    else if (!rc && ld->filling)
+        m->lm_head = m->wte;
+    return rc;
+}
+
+int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32)
+        return fail(err, errlen, -EINVAL,
+                    "weight dtype %d: only f32 weights in memory are supported", dtype);
+    gpt2_t *m = calloc(1, sizeof(*m));
+    if (!m)
+        return fail(err, errlen, -ENOMEM, "out of memory");
+    int rc = load_config(dir, &m->cfg, err, errlen);
+    if (rc)
+        goto fail;
+    rc = st_open(&m->st, dir, err, errlen);
+    if (rc)
+        goto fail;
+    m->layers = calloc((size_t)m->cfg.n_layer, sizeof(*m->layers));
+    if (!m->layers) {
+        rc = fail(err, errlen, -ENOMEM, "out of memory");
+        goto fail;
+    }
+
+    loader_t ld = {.m = m, .err = err, .errlen = errlen};
+    rc = get_all(&ld);
+    if (rc)
+        goto fail;
+    if (ld.n_convert) {
+        m->converted = malloc(ld.n_convert * sizeof(float));
+        if (!m->converted) {
+            rc = fail(err, errlen, -ENOMEM, "%s: out of memory for %zu converted weights",
+                      m->st.source, ld.n_convert);
+            goto fail;
+        }
+    }
+    m->weight_bytes = ld.n_floats * sizeof(float);
+    ld.filling = 1;
+    ld.dst = m->converted;
+    rc = get_all(&ld);
+    if (rc)
+        goto fail;
+    *out = m;
+    return 0;
+fail:
+    gpt2_free(m);
+    return rc;
+}
+
+void gpt2_free(gpt2_t *m)
+{
+    if (!m)
+        return;
+    free(m->s.mem);
+    free(m->converted);
+    free(m->layers);
+    st_close(&m->st);
+    free(m);
+}
+
+const gpt2_config_t *gpt2_get_config(const gpt2_t *m)
+{
+    return &m->cfg;
+}
+
+size_t gpt2_weight_bytes(const gpt2_t *m)
+{
+    return m->weight_bytes;
+}

@@ -1,0 +1,52 @@
+/* gpt2_model.h - private to engine/: the inside of gpt2_t, shared by the loader
+ * (gpt2_load.c) and the forward pass (gpt2.c). Everything else uses engine/gpt2.h.
+ */
+#ifndef NANO_VLLM_GPT2_MODEL_H
+#define NANO_VLLM_GPT2_MODEL_H
+
+#include "engine/gpt2.h"
+#include "engine/safetensors.h"
+
+/* One transformer block. GPT-2's Conv1D weights are stored [in, out], so y = x.W + b. */
+typedef struct gpt2_layer {
+    const float *ln1_w, *ln1_b;     /* (C) */
+    const float *qkv_w;             /* (C, 3C): columns are Q, K, V, each head-major */
+    const float *qkv_b;             /* (3C) */
+    const float *attn_proj_w;       /* (C, C) */
+    const float *attn_proj_b;       /* (C) */
+    const float *ln2_w, *ln2_b;     /* (C) */
+    const float *fc_w;              /* (C, 4C) */
+    const float *fc_b;              /* (4C) */
+    const float *mlp_proj_w;        /* (4C, C) */
+    const float *mlp_proj_b;        /* (C) */
+} gpt2_layer_t;
+
+/* Forward-pass scratch, carved from one allocation by gpt2_reserve. */
+typedef struct gpt2_scratch {
+    float *mem;       /* owned: everything below points into it */
+    int max_tokens;   /* rows per step */
+    int max_logits;   /* logit rows per step */
+    int max_ctx;      /* longest context attended */
+    float *x;         /* (T, C) residual stream */
+    float *ln;        /* (T, C) layer-norm output, then each sublayer's output */
+    float *qkv;       /* (T, 3C) */
+    float *att;       /* (T, C) attention output, heads concatenated */
+    float *fch;       /* (T, 4C) MLP hidden */
+    float *lnf;       /* (max_logits, C) final layer norm of the logit rows */
+    float *scores;    /* (max_ctx) attention weights of one row and head */
+} gpt2_scratch_t;
+
+struct gpt2 {
+    gpt2_config_t cfg;
+    st_set_t st;            /* owned: the mapped checkpoint; F32 tensors point into it */
+    float *converted;       /* owned: F16/BF16 (and misaligned F32) weights as F32 */
+    size_t weight_bytes;    /* bytes of weights as used, the tied LM head counted once */
+    const float *wte;       /* (V, C) token embeddings */
+    const float *wpe;       /* (n_ctx, C) position embeddings */
+    const float *lm_head;   /* (V, C): lm_head.weight, or wte when tied */
+    const float *lnf_w, *lnf_b; /* (C) */
+    gpt2_layer_t *layers;   /* owned (L) */
+    gpt2_scratch_t s;
+};
+
+#endif

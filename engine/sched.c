@@ -1,0 +1,541 @@
+/* sched.c - one scheduler step: pick the batch, run the model, sample, emit events.
+ *
+ * vLLM-style: running sequences that decode get their one token first (oldest first), what
+ * is left of the token budget goes to running sequences still in their prompt, then to
+ * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once. When
+ * a sequence needs a block and none is free, the most recently admitted running sequence is
+ * preempted: its blocks are dropped and it recomputes its prompt and generated tokens later
+ * (mostly from the prefix cache). Its RNG and text state are untouched, so it streams on
+ * where it left off. Sequence bookkeeping and events are in seq.c.
+ * Scheduler thread only. Nothing is allocated per step except the events.
+ */
+#include "engine/scheduler.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/seq.h"
+
+static double now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
+               const sched_limits_t *lim, uint64_t seed)
+{
+    memset(s, 0, sizeof(*s));
+    const gpt2_config_t *cfg = gpt2_get_config(model);
+    if (lim->max_num_seqs <= 0 || lim->max_num_batched_tokens <= 0 || lim->max_model_len <= 0)
+        return -EINVAL;
+    s->lim = *lim;
+    s->model = model;
+    s->kv = kv;
+    s->tok = tok;
+    s->V = cfg->vocab_size;
+    s->eos = tok ? tok_eos_id(tok) : -1;
+    s->block_size = kv->block_size;
+    s->max_blocks = (lim->max_model_len + kv->block_size - 1) / kv->block_size;
+    /* gpt2_reserve wants no more logit rows than rows. */
+    s->max_logits = lim->max_num_seqs + SCHED_PROMPT_LOGIT_ROWS;
+    if (s->max_logits > lim->max_num_batched_tokens)
+        s->max_logits = lim->max_num_batched_tokens;
+    s->seed_state = seed;
+    int rc = blk_init(&s->blk, kv->num_blocks, kv->block_size);
+    if (rc < 0)
+        return rc;
+    size_t T = (size_t)lim->max_num_batched_tokens, B = (size_t)lim->max_num_seqs;
+    s->ent = calloc(B, sizeof(*s->ent));
+    s->tok_buf = malloc(T * sizeof(int32_t));
+    s->pos = malloc(T * sizeof(int32_t));
+    s->slot = malloc(T * sizeof(int32_t));
+    s->seq_start = malloc((B + 1) * sizeof(int32_t));
+    s->ctx_len = malloc(B * sizeof(int32_t));
+    s->tables = malloc(B * sizeof(*s->tables));
+    s->logit_rows = malloc((size_t)s->max_logits * sizeof(int32_t));
+    s->logits = malloc((size_t)s->max_logits * (size_t)s->V * sizeof(float));
+    s->work = malloc((size_t)s->V * sizeof(float));
+    s->fork_row = malloc((size_t)s->V * sizeof(float));
+    s->smp_scratch = malloc(smp_scratch_bytes(s->V));
+    if (!s->ent || !s->tok_buf || !s->pos || !s->slot || !s->seq_start || !s->ctx_len ||
+        !s->tables || !s->logit_rows || !s->logits || !s->work || !s->fork_row ||
+        !s->smp_scratch) {
+        sched_free(s);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void sched_free(sched_t *s)
+{
+    if (!s)
+        return;
+    while (s->reqs) {
+        sched_req_t *r = s->reqs;
+        s->reqs = r->next;
+        seq_req_free(r);
+    }
+    eng_event_t *ev = s->ev_head;
+    while (ev) {
+        eng_event_t *next = ev->next;
+        eng_event_free(ev);
+        ev = next;
+    }
+    blk_free(&s->blk);
+    free(s->ent);
+    free(s->tok_buf);
+    free(s->pos);
+    free(s->slot);
+    free(s->seq_start);
+    free(s->ctx_len);
+    free(s->tables);
+    free(s->logit_rows);
+    free(s->logits);
+    free(s->work);
+    free(s->fork_row);
+    free(s->smp_scratch);
+    free(s->text);
+    memset(s, 0, sizeof(*s));
+}
+
+int sched_has_work(const sched_t *s)
+{
+    return s->waiting.count > 0 || s->running.count > 0;
+}
+
+/* ---- scheduling ---------------------------------------------------------------------- */
+
+typedef struct plan {
+    int budget;      /* tokens left in this step */
+    int logits_left; /* logit rows left */
+} plan_t;
+
+static int blocks_for(const sched_t *s, int tokens)
+{
+    return (tokens + s->block_size - 1) / s->block_size;
+}
+
+/* 1 while the request still wants this sequence's prompt rows as logprobs. */
+static int wants_prompt_lps(const sched_seq_t *q)
+{
+    const sched_req_t *r = q->req;
+    return q->index == 0 && r->prompt_lps && !r->prompt_sent;
+}
+
+/* Logit rows a chunk of n tokens from q->num_computed needs. */
+static int logit_rows_for(const sched_seq_t *q, int n)
+{
+    if (wants_prompt_lps(q))
+        return n;
+    return q->num_computed + n == q->len ? 1 : 0;
+}
+
+/* Cuts n so the chunk's logit rows fit; 0 if nothing fits. */
+static int fit_logits(const sched_seq_t *q, int n, const plan_t *pl)
+{
+    if (wants_prompt_lps(q))
+        return n < pl->logits_left ? n : pl->logits_left;
+    if (logit_rows_for(q, n) <= pl->logits_left)
+        return n;
+    return n - 1; /* stop one short of sampling; the next step samples */
+}
+
+static void add_entry(sched_t *s, plan_t *pl, sched_seq_t *q, int n)
+{
+    sched_entry_t *e = &s->ent[s->n_ent];
+    e->seq = q;
+    e->start = q->num_computed;
+    e->n = n;
+    e->n_logits = logit_rows_for(q, n);
+    q->entry = s->n_ent++;
+    pl->budget -= n;
+    pl->logits_left -= e->n_logits;
+}
+
+/* Takes running sequence q out of the batch and the cache; it waits at the front. */
+static void preempt(sched_t *s, plan_t *pl, sched_seq_t *q)
+{
+    if (q->entry >= 0) {
+        sched_entry_t *e = &s->ent[q->entry];
+        pl->budget += e->n;
+        pl->logits_left += e->n_logits;
+        e->seq = NULL;
+        q->entry = -1;
+    }
+    seq_release_blocks(s, q);
+    seq_list_remove(&s->running, q);
+    q->state = SCHED_WAITING;
+    seq_list_push_front(&s->waiting, q);
+    s->stats.preemptions++;
+    s->last.preempted++;
+}
+
+/* Appends blocks until q's table covers tokens; they must be free. */
+static void grow(sched_t *s, sched_seq_t *q, int tokens)
+{
+    while (q->n_blocks < blocks_for(s, tokens))
+        q->blocks[q->n_blocks++] = blk_alloc(&s->blk);
+}
+
+/* Tokens q can hold beyond what it has computed with its blocks plus every free block. */
+static int room(const sched_t *s, const sched_seq_t *q)
+{
+    return (q->n_blocks + s->blk.num_free) * s->block_size - q->num_computed;
+}
+
+/* Makes room for n new tokens of running sequence q, preempting the newest running
+ * sequences while there is none. A prompt chunk (shrink) is cut to the room there is
+ * rather than preempt. Returns the tokens granted; 0 if q itself was preempted. */
+static int reserve(sched_t *s, plan_t *pl, sched_seq_t *q, int n, int shrink)
+{
+    for (;;) {
+        int r = room(s, q);
+        if (r >= n || (shrink && r > 0)) {
+            n = r < n ? r : n;
+            grow(s, q, q->num_computed + n);
+            return n;
+        }
+        sched_seq_t *victim = s->running.tail;
+        preempt(s, pl, victim);
+        if (victim == q)
+            return 0;
+    }
+}
+
+/* Shares the cached full blocks of q's leading tokens (always leaving at least one token to
+ * compute, whose logits are needed). Returns the tokens found. */
+static int match_prefix(sched_t *s, sched_seq_t *q)
+{
+    int bs = s->block_size, limit = (q->len - 1) / bs;
+    uint64_t parent = BLK_ROOT_HASH, h;
+    for (int i = 0; i < limit; i++) {
+        int32_t b = blk_lookup(&s->blk, parent, &q->tokens[(size_t)i * (size_t)bs], &h);
+        if (b < 0)
+            break;
+        blk_incref(&s->blk, b);
+        q->blocks[q->n_blocks] = b;
+        q->block_hash[q->n_blocks++] = h;
+        parent = h;
+    }
+    q->n_hashed = q->n_blocks;
+    q->num_computed = q->n_blocks * bs;
+    return q->num_computed;
+}
+
+/* Admits waiting sequences in arrival order while budget, sequence slots and blocks last. */
+static void admit_waiting(sched_t *s, plan_t *pl)
+{
+    while (s->waiting.head && pl->budget > 0 && s->running.count < s->lim.max_num_seqs &&
+           s->n_ent < s->lim.max_num_seqs) {
+        sched_seq_t *q = s->waiting.head;
+        int n_prompt = q->req->r->prompt_len;
+        int cached = wants_prompt_lps(q) ? 0 : match_prefix(s, q);
+        int n = q->len - q->num_computed;
+        n = n < pl->budget ? n : pl->budget;
+        n = fit_logits(q, n, pl);
+        int r = room(s, q);
+        n = n < r ? n : r;
+        if (n <= 0) {
+            seq_release_blocks(s, q); /* first come, first served: wait for blocks */
+            return;
+        }
+        if (!q->was_admitted) {
+            q->was_admitted = 1;
+            q->cached_tokens = cached < n_prompt ? cached : n_prompt;
+            s->stats.prefix_cache_queries += (uint64_t)n_prompt;
+            s->stats.prefix_cache_hits += (uint64_t)q->cached_tokens;
+        }
+        grow(s, q, q->num_computed + n);
+        seq_list_remove(&s->waiting, q);
+        q->state = SCHED_RUNNING;
+        q->admitted = ++s->admit_counter;
+        seq_list_push_back(&s->running, q);
+        add_entry(s, pl, q, n);
+    }
+}
+
+static void schedule(sched_t *s)
+{
+    plan_t pl = {s->lim.max_num_batched_tokens, s->max_logits};
+    s->n_ent = 0;
+    /* 1. Decodes of running sequences, oldest first. */
+    for (sched_seq_t *q = s->running.head; q && pl.budget > 0;) {
+        if (q->len - q->num_computed != 1 || q->entry >= 0) {
+            q = q->next;
+            continue;
+        }
+        if (reserve(s, &pl, q, 1, 0) == 0)
+            break; /* q was the newest and is preempted; nothing newer is left */
+        add_entry(s, &pl, q, 1);
+        q = q->next;
+    }
+    /* 2. Running sequences still in their prompt (or recomputing), oldest first. */
+    for (sched_seq_t *q = s->running.head; q && pl.budget > 0;) {
+        int left = q->len - q->num_computed;
+        if (left <= 1 || q->entry >= 0) {
+            q = q->next;
+            continue;
+        }
+        int n = fit_logits(q, left < pl.budget ? left : pl.budget, &pl);
+        if (n > 0) {
+            int got = reserve(s, &pl, q, n, 1);
+            if (got > 0)
+                add_entry(s, &pl, q, got);
+        }
+        if (q->state != SCHED_RUNNING)
+            break;
+        q = q->next;
+    }
+    /* 3. Waiting sequences, unless this step had to preempt: blocks are short. */
+    if (s->last.preempted == 0)
+        admit_waiting(s, &pl);
+}
+
+/* ---- the batch ----------------------------------------------------------------------- */
+
+/* Lays the scheduled chunks out as gpt2_forward's flattened batch. */
+static void build_batch(sched_t *s, gpt2_batch_t *b)
+{
+    int T = 0, B = 0, nl = 0, bs = s->block_size;
+    for (int i = 0; i < s->n_ent; i++) {
+        sched_entry_t *e = &s->ent[i];
+        sched_seq_t *q = e->seq;
+        if (!q)
+            continue;
+        s->seq_start[B] = T;
+        s->ctx_len[B] = e->start + e->n;
+        s->tables[B] = q->blocks;
+        for (int j = 0; j < e->n; j++) {
+            int p = e->start + j;
+            s->tok_buf[T + j] = q->tokens[p];
+            s->pos[T + j] = p;
+            s->slot[T + j] = q->blocks[p / bs] * bs + p % bs;
+        }
+        e->logit0 = nl;
+        /* Either every row (prompt logprobs) or the last one (sampling) or none. */
+        for (int j = e->n - e->n_logits; j < e->n; j++)
+            s->logit_rows[nl++] = T + j;
+        if (e->n == 1 && e->start == q->len - 1 && q->len > q->req->r->prompt_len) {
+            s->last.n_decode++;
+            s->last.decode_tokens++;
+        } else {
+            s->last.prefill_tokens += e->n;
+        }
+        T += e->n;
+        B++;
+    }
+    s->seq_start[B] = T;
+    s->last.n_seqs = B;
+    *b = (gpt2_batch_t){
+        .T = T,
+        .tokens = s->tok_buf,
+        .pos = s->pos,
+        .slot = s->slot,
+        .B = B,
+        .seq_start = s->seq_start,
+        .ctx_len = s->ctx_len,
+        .block_table = s->tables,
+        .n_logits = nl,
+        .logit_rows = s->logit_rows,
+        .logits = s->logits,
+    };
+}
+
+/* After the forward pass: advance each chunk, cache its full blocks, collect prompt
+ * logprobs, and sample where the chunk reached the end of the sequence's tokens. */
+static void finish_entry(sched_t *s, sched_entry_t *e)
+{
+    sched_seq_t *q = e->seq;
+    sched_req_t *r = q->req;
+    q->entry = -1;
+    q->num_computed += e->n;
+    seq_register_blocks(s, q);
+    if (wants_prompt_lps(q))
+        seq_prompt_logprobs(s, q, e->start, e->n, &s->logits[(size_t)e->logit0 * (size_t)s->V]);
+    if (q->num_computed < q->len)
+        return;
+    float *row = &s->logits[(size_t)(e->logit0 + e->n_logits - 1) * (size_t)s->V];
+    if (r->r->max_tokens == 0) {
+        seq_finish_request(s, r, ENG_FINISH_LENGTH); /* scoring only: no completion */
+        return;
+    }
+    if (q->index == 0 && q->len == r->r->prompt_len && r->r->n > 1)
+        seq_fork(s, q, row);
+    seq_sample(s, q, row);
+}
+
+int sched_step(sched_t *s)
+{
+    double t0 = now_sec();
+    memset(&s->last, 0, sizeof(s->last));
+    schedule(s);
+    gpt2_batch_t b;
+    build_batch(s, &b);
+    if (b.B == 0)
+        return 0;
+    double t1 = now_sec();
+    int rc = gpt2_forward(s->model, s->kv, &b);
+    double t2 = now_sec();
+    s->stats.steps++;
+    s->computed_tokens += (uint64_t)b.T;
+    for (int i = 0; i < s->n_ent; i++) {
+        sched_entry_t *e = &s->ent[i];
+        if (!e->seq)
+            continue;
+        if (rc < 0) {
+            e->seq->entry = -1;
+            seq_finish_request(s, e->seq->req, ENG_FINISH_ERROR);
+            continue;
+        }
+        finish_entry(s, e);
+    }
+    s->n_ent = 0;
+    seq_reap(s);
+    s->last.forward_sec = t2 - t1;
+    s->last.step_sec = now_sec() - t0;
+    return rc < 0 ? rc : 1;
+}
+
+/* ---- requests in, events out --------------------------------------------------------- */
+
+int sched_add(sched_t *s, eng_request_t *r)
+{
+    sched_req_t *req;
+    int rc = seq_req_new(s, r, &req);
+    if (rc < 0)
+        return rc;
+    req->next = s->reqs;
+    s->reqs = req;
+    s->stats.prompt_tokens += (uint64_t)r->prompt_len * (uint64_t)r->n;
+    return 0;
+}
+
+int sched_abort(sched_t *s, uint64_t id)
+{
+    for (sched_req_t *r = s->reqs; r; r = r->next) {
+        if (r->r->id == id && r->n_unfinished > 0) {
+            seq_finish_request(s, r, ENG_FINISH_ABORT);
+            seq_reap(s);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void sched_abort_all(sched_t *s)
+{
+    for (sched_req_t *r = s->reqs; r; r = r->next)
+        if (r->n_unfinished > 0)
+            seq_finish_request(s, r, ENG_FINISH_ABORT);
+    seq_reap(s);
+}
+
+eng_event_t *sched_take_events(sched_t *s)
+{
+    eng_event_t *ev = s->ev_head;
+    s->ev_head = s->ev_tail = NULL;
+    return ev;
+}
+
+void sched_get_stats(const sched_t *s, eng_stats_t *st)
+{
+    *st = s->stats;
+    st->running = s->running.count;
+    st->waiting = s->waiting.count + s->n_fork;
+    st->kv_blocks_total = s->blk.num_blocks;
+    st->kv_blocks_used = s->blk.num_blocks - s->blk.num_free;
+}
+
+/* ---- invariants (tests) -------------------------------------------------------------- */
+
+static int check_list(const sched_list_t *l, int state, char *err, size_t errlen)
+{
+    int n = 0;
+    const sched_seq_t *prev = NULL;
+    for (const sched_seq_t *q = l->head; q; q = q->next) {
+        if (q->state != state || q->prev != prev) {
+            snprintf(err, errlen, "sequence %d of request %llu is in the wrong list (state %d)",
+                     q->index, (unsigned long long)q->req->r->id, q->state);
+            return -1;
+        }
+        prev = q;
+        n++;
+    }
+    if (n != l->count || prev != l->tail) {
+        snprintf(err, errlen, "list count %d, walked %d", l->count, n);
+        return -1;
+    }
+    return 0;
+}
+
+int sched_check(const sched_t *s, char *err, size_t errlen)
+{
+    if (blk_check(&s->blk, err, errlen) < 0)
+        return -1;
+    if (check_list(&s->running, SCHED_RUNNING, err, errlen) < 0 ||
+        check_list(&s->waiting, SCHED_WAITING, err, errlen) < 0)
+        return -1;
+    int nb = s->blk.num_blocks, bs = s->block_size;
+    int *owners = calloc((size_t)nb, sizeof(int));
+    if (!owners) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = 0, n_fork = 0;
+    for (const sched_req_t *r = s->reqs; r && rc == 0; r = r->next) {
+        for (int k = 0; k < r->r->n && rc == 0; k++) {
+            const sched_seq_t *q = &r->seqs[k];
+            n_fork += q->state == SCHED_FORK;
+            if (q->state != SCHED_RUNNING && q->n_blocks != 0) {
+                snprintf(err, errlen, "request %llu.%d holds %d blocks in state %d",
+                         (unsigned long long)r->r->id, k, q->n_blocks, q->state);
+                rc = -1;
+            }
+            if (q->state == SCHED_RUNNING && q->n_blocks < blocks_for(s, q->num_computed)) {
+                snprintf(err, errlen, "request %llu.%d: %d blocks for %d computed tokens",
+                         (unsigned long long)r->r->id, k, q->n_blocks, q->num_computed);
+                rc = -1;
+            }
+            for (int i = 0; i < q->n_blocks && rc == 0; i++) {
+                int32_t b = q->blocks[i];
+                if (b < 0 || b >= nb) {
+                    snprintf(err, errlen, "request %llu.%d: block id %d out of range",
+                             (unsigned long long)r->r->id, k, b);
+                    rc = -1;
+                    break;
+                }
+                for (int j = 0; j < i; j++)
+                    if (q->blocks[j] == b) {
+                        snprintf(err, errlen, "request %llu.%d holds block %d twice",
+                                 (unsigned long long)r->r->id, k, b);
+                        rc = -1;
+                    }
+                owners[b]++;
+                /* A shared block must be full for its holder: it is never written again. */
+                if (s->blk.ref[b] > 1 && (i + 1) * bs > q->num_computed) {
+                    snprintf(err, errlen,
+                             "request %llu.%d writes into block %d shared by %d sequences",
+                             (unsigned long long)r->r->id, k, b, s->blk.ref[b]);
+                    rc = -1;
+                }
+            }
+        }
+    }
+    for (int b = 0; b < nb && rc == 0; b++)
+        if (owners[b] != s->blk.ref[b]) {
+            snprintf(err, errlen, "block %d has refcount %d but %d owners", b, s->blk.ref[b],
+                     owners[b]);
+            rc = -1;
+        }
+    free(owners);
+    if (rc == 0 && n_fork != s->n_fork) {
+        snprintf(err, errlen, "%d completions wait to fork, counter says %d", n_fork, s->n_fork);
+        rc = -1;
+    }
+    return rc;
+}

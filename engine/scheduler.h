@@ -1,0 +1,164 @@
+/* scheduler.h - private to engine/: continuous batching over the paged KV cache.
+ *
+ * A sched_t holds every live request and its sequences (one per completion), the block
+ * manager and the buffers of one step. sched_step picks the batch (running decodes first,
+ * then prompt chunks under the token budget, preempting the newest running sequence when
+ * blocks run out), runs the forward pass, samples, detokenizes, checks stops and appends
+ * output events to its list. Only one thread (the scheduler thread, or the caller of
+ * eng_step) touches a sched_t; engine.c moves requests in and events out.
+ */
+#ifndef NANO_VLLM_SCHEDULER_H
+#define NANO_VLLM_SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/blocks.h"
+#include "engine/detok.h"
+#include "engine/engine.h"
+#include "engine/gpt2.h"
+#include "engine/sampler.h"
+
+/* Logit rows beyond one per sequence, for prompt logprobs (echo): a prompt chunk that needs
+ * them is cut to what is left of these. */
+#define SCHED_PROMPT_LOGIT_ROWS 64
+
+enum sched_seq_state {
+    SCHED_WAITING = 0, /* in the waiting queue: not admitted yet, or preempted */
+    SCHED_RUNNING,     /* admitted: holds blocks, is scheduled every step it can be */
+    SCHED_FORK,        /* a later completion of n > 1: forks from the first after prefill */
+    SCHED_FINISHED,
+};
+
+typedef struct sched_req sched_req_t;
+
+/* One completion of a request: its tokens, its blocks, its RNG and its text state. */
+typedef struct sched_seq {
+    sched_req_t *req; /* the request it belongs to */
+    int index;        /* completion k of the request, 0..n-1 */
+    int state;        /* enum sched_seq_state */
+    int32_t *tokens;  /* owned; (max_model_len) the prompt, then generated tokens */
+    int len;          /* tokens so far */
+    int num_computed; /* tokens whose K/V is in the cache (len - 1 while decoding) */
+    int32_t *blocks;  /* owned; (max_blocks) block ids, the block table */
+    uint64_t *block_hash; /* owned; (max_blocks) chained hash of each full block */
+    int n_blocks;
+    int n_hashed;     /* leading full blocks whose hash is known (and maybe registered) */
+    smp_rng_t rng;
+    detok_t dt;
+    uint64_t admitted; /* admission stamp: the newest running sequence is preempted first */
+    int entry;         /* index of its entry in the current step, or -1 */
+    int cached_tokens; /* prompt tokens found in the prefix cache at its first admission */
+    int was_admitted;
+    struct sched_seq *prev, *next; /* in the waiting or running list */
+} sched_seq_t;
+
+struct sched_req {
+    eng_request_t *r;   /* owned; freed with eng_request_free when every completion ended */
+    sched_seq_t *seqs;  /* owned; (r->n) */
+    int n_unfinished;
+    eng_logprob_t *prompt_lps; /* owned; (prompt_len) when r->sp.prompt_logprobs >= 0 */
+    int prompt_lp_next;        /* the next prompt position whose logprob is still missing */
+    int prompt_sent;           /* prompt logprob events queued */
+    sched_req_t *next;         /* in the list of live requests */
+};
+
+typedef struct sched_list {
+    sched_seq_t *head, *tail;
+    int count;
+} sched_list_t;
+
+/* One sequence's share of a step: rows [row0, row0 + n) computing positions
+ * [start, start + n). seq is NULL when it was taken out again by a preemption. */
+typedef struct sched_entry {
+    sched_seq_t *seq;
+    int start, n;
+    int logit0, n_logits; /* its rows in the logits buffer */
+} sched_entry_t;
+
+/* What the last step was made of (tests assert on it). */
+typedef struct sched_step_info {
+    int n_seqs;          /* entries in the batch */
+    int n_decode;        /* of which single-token decodes of running sequences */
+    int decode_tokens;
+    int prefill_tokens;  /* rows that were prompt (or recomputed) chunks */
+    int preempted;       /* preemptions during this step's scheduling */
+    double forward_sec;  /* time inside gpt2_forward */
+    double step_sec;     /* the whole step */
+} sched_step_info_t;
+
+typedef struct sched_limits {
+    int max_num_seqs;
+    int max_num_batched_tokens;
+    int max_model_len;
+} sched_limits_t;
+
+typedef struct sched {
+    sched_limits_t lim;
+    int V, block_size, max_blocks, max_logits;
+    int32_t eos;
+    const tok_t *tok;  /* borrowed */
+    gpt2_t *model;     /* borrowed from the engine */
+    kv_cache_t *kv;    /* borrowed from the engine */
+    blk_mgr_t blk;     /* owned */
+
+    sched_req_t *reqs; /* owned; every live request */
+    sched_list_t waiting, running;
+    int n_fork;        /* completions waiting to fork */
+    uint64_t admit_counter, seed_state;
+
+    /* One step's batch; all sized at sched_init for the largest step. */
+    sched_entry_t *ent; /* (max_num_seqs) */
+    int n_ent;
+    int32_t *tok_buf, *pos, *slot;  /* (max_num_batched_tokens) */
+    int32_t *seq_start, *ctx_len;   /* (max_num_seqs + 1), (max_num_seqs) */
+    const int32_t **tables;         /* (max_num_seqs) borrowed from the sequences */
+    int32_t *logit_rows;            /* (max_logits) */
+    float *logits;                  /* (max_logits, V) */
+    float *work;                    /* (V) a logits row the sampler may modify */
+    float *fork_row;                /* (V) the raw row later completions sample from */
+    void *smp_scratch;              /* smp_scratch_bytes(V) */
+    char *text;                     /* (text_cap) one event's text */
+    size_t text_cap;
+
+    eng_event_t *ev_head, *ev_tail; /* owned; events of the steps since the last take */
+    eng_stats_t stats;              /* counters (running/waiting/blocks set on read) */
+    uint64_t computed_tokens;       /* rows run through the model */
+    sched_step_info_t last;
+} sched_t;
+
+/* Sets up the block manager for kv->num_blocks blocks and every step buffer. model, kv and
+ * tok are borrowed. seed seeds the completions of requests that bring no seed. Returns 0,
+ * -EINVAL or -ENOMEM. sched_free on a zeroed or half-initialised sched_t is safe. */
+int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
+               const sched_limits_t *lim, uint64_t seed);
+/* Frees every request (no events), every event and every buffer. */
+void sched_free(sched_t *s);
+
+/* Takes ownership of r (already validated) and queues its completions. -ENOMEM leaves r
+ * with the caller. */
+int sched_add(sched_t *s, eng_request_t *r);
+/* Ends every unfinished completion of request id with ENG_FINISH_ABORT and frees its
+ * blocks. Returns 1 if the request was live. */
+int sched_abort(sched_t *s, uint64_t id);
+/* Ends everything with ENG_FINISH_ABORT (shutdown). */
+void sched_abort_all(sched_t *s);
+/* 1 if a step would do anything. */
+int sched_has_work(const sched_t *s);
+/* One step. Returns 1 if a batch ran, 0 if there was nothing to do, or the negative error
+ * of the forward pass (its sequences then end with ENG_FINISH_ERROR). */
+int sched_step(sched_t *s);
+/* Takes the events produced since the last call, oldest first (the caller owns them). */
+eng_event_t *sched_take_events(sched_t *s);
+/* The counters with running, waiting and block usage filled in. */
+void sched_get_stats(const sched_t *s, eng_stats_t *st);
+
+/* For tests (engine.c): the scheduler behind an engine driven with eng_step. */
+sched_t *eng_sched(eng_t *e);
+
+/* For tests: checks that the block manager agrees with the sequences (every block's
+ * refcount is the number of block tables holding it, used + free = total, waiting
+ * sequences hold none). Returns 0 or -1 with the broken rule in err. */
+int sched_check(const sched_t *s, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,707 @@
+/* http.c - libmicrohttpd 0.9.75 in external epoll mode, driven by the libuv loop.
+ *
+ * DESIGN: everything in this file runs on the loop thread; there are no locks. The daemon
+ * has no thread of its own: a uv_poll watches MHD's epoll fd, a uv_timer honours
+ * MHD_get_timeout and a uv_idle stands in for a 0 ms timeout. Each of their callbacks ends
+ * in drive(), which calls MHD_run. Deferred and streaming requests suspend their
+ * connection while they have nothing to send; whoever produces output for them (the
+ * engine-event callback in serve.c) calls http_reply / http_stream_write, which resume the
+ * connection and kick the idle handle so that the next loop iteration runs MHD.
+ *
+ * Workarounds for MHD 0.9.75 (found by experiment; see the project's MHD notes):
+ * - Resume does not wake the daemon (no ITC in external mode), so every resume kicks drive().
+ * - After the connection limit was reached, the listen socket is re-armed only at the start
+ *   of the next MHD_run: a connection close (NOTIFY_CONNECTION) therefore schedules one.
+ * - A 0 ms uv_timer restarted from its own callback starves libuv < 1.48 (libuv #4245):
+ *   timeout 0 uses the idle handle instead.
+ * - MHD does not see a client leave while its connection is suspended: a uv_poll with
+ *   UV_DISCONNECT watches the socket for that time.
+ * - MHD_stop_daemon aborts the process if a connection is suspended: close resumes all.
+ */
+#include "server/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server/log.h"
+
+struct http_server {
+    uv_loop_t *loop;          /* borrowed */
+    struct MHD_Daemon *d;
+    uv_poll_t epoll_poll;     /* on MHD's epoll fd */
+    uv_timer_t timer;         /* MHD_get_timeout > 0 */
+    uv_idle_t idle;           /* MHD_get_timeout == 0, or a kick */
+    int open_handles;         /* freed when the last close callback runs */
+    int conn_closed;          /* NOTIFY_CONNECTION CLOSED seen during MHD_run */
+    int kicked;               /* a resume asked for another MHD_run */
+    int quiesced, closing;
+    int port;
+    size_t max_body;
+    char *api_key;            /* owned or NULL */
+    size_t api_key_len;
+    http_handler_cb handler;
+    void (*on_done)(void *app, int status);
+    void *app;                /* borrowed, passed to handler and on_done */
+    http_req_t *live;         /* requests not yet completed */
+    int n_live;
+    uint64_t next_id;
+};
+
+struct http_req {
+    http_server_t *hs;
+    struct MHD_Connection *conn;
+    http_req_t *prev, *next;     /* in hs->live */
+    char method[16];
+    char *path;                  /* owned */
+    char *body;                  /* owned, NUL-terminated */
+    size_t body_len, body_cap;
+    int too_large;
+    int in_access;               /* inside the access handler: replies are queued directly */
+    int dispatched;              /* the handler has seen it */
+    int answered;                /* a response was queued or is pending */
+    int suspended;
+    int gone;                    /* the client closed its connection */
+    uv_poll_t *watch;            /* UV_DISCONNECT watch while suspended; freed on close */
+    struct MHD_Response *pending; /* a reply made while suspended, queued on the next call */
+    unsigned pending_status;
+    int streaming;
+    char *sbuf;                  /* owned: stream bytes not yet handed to MHD */
+    size_t slen, soff, scap;
+    int sdone, serr;
+    void *job;
+    http_closed_cb closed;
+    uint64_t t0;                 /* uv_hrtime at arrival */
+    int status;
+    http_log_info_t log;
+};
+
+static void drive(http_server_t *hs);
+
+static void idle_cb(uv_idle_t *h)
+{
+    drive(h->data);
+}
+
+static void timer_cb(uv_timer_t *h)
+{
+    drive(h->data);
+}
+
+static void epoll_cb(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    drive(h->data);
+}
+
+/* Asks for one more MHD_run on the next loop iteration (after a resume). */
+static void kick(http_server_t *hs)
+{
+    if (hs->closing)
+        return;
+    hs->kicked = 1;
+    uv_idle_start(&hs->idle, idle_cb);
+}
+
+/* One MHD_run, then re-arm the timer or the idle handle for MHD's next deadline. Never
+ * called from inside an MHD callback. */
+static void drive(http_server_t *hs)
+{
+    if (hs->closing)
+        return;
+    hs->conn_closed = 0;
+    hs->kicked = 0;
+    MHD_run(hs->d);
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    int have = MHD_get_timeout(hs->d, &ms) == MHD_YES;
+    if (hs->conn_closed || hs->kicked) {
+        have = 1;
+        ms = 0;
+    }
+    if (!have) {
+        uv_timer_stop(&hs->timer);
+        uv_idle_stop(&hs->idle);
+    } else if (ms == 0) {
+        uv_timer_stop(&hs->timer);
+        uv_idle_start(&hs->idle, idle_cb);
+    } else {
+        uv_idle_stop(&hs->idle);
+        uv_timer_start(&hs->timer, timer_cb, (uint64_t)ms, 0);
+    }
+}
+
+static void watch_close_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void watch_stop(http_req_t *r)
+{
+    if (!r->watch)
+        return;
+    r->watch->data = NULL;
+    uv_close((uv_handle_t *)r->watch, watch_close_cb);
+    r->watch = NULL;
+}
+
+static void resume(http_req_t *r)
+{
+    if (!r->suspended)
+        return;
+    /* Stop the watch first: MHD may close the fd in the next run, and a libuv watcher on a
+     * reused fd number would be a hazard. */
+    watch_stop(r);
+    r->suspended = 0;
+    MHD_resume_connection(r->conn);
+    kick(r->hs);
+}
+
+static void watch_cb(uv_poll_t *h, int status, int events)
+{
+    http_req_t *r = h->data;
+    (void)events;
+    /* A FIN shows as UV_DISCONNECT, an RST as status UV_EBADF: either way the client left. */
+    (void)status;
+    if (!r)
+        return;
+    r->gone = 1;
+    resume(r);
+}
+
+/* Suspends r's connection (from the access handler or the content reader only) and
+ * watches its socket for the client leaving meanwhile. */
+static void suspend(http_req_t *r)
+{
+    MHD_suspend_connection(r->conn);
+    r->suspended = 1;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return;
+    r->watch = malloc(sizeof(*r->watch));
+    if (!r->watch)
+        return;
+    if (uv_poll_init(r->hs->loop, r->watch, ci->connect_fd) != 0) {
+        free(r->watch);
+        r->watch = NULL;
+        return;
+    }
+    r->watch->data = r;
+    uv_poll_start(r->watch, UV_DISCONNECT, watch_cb);
+}
+
+/* ---- requests ---- */
+
+static http_req_t *req_new(http_server_t *hs, struct MHD_Connection *conn, const char *url,
+                           const char *method)
+{
+    http_req_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->path = strdup(url);
+    if (!r->path) {
+        free(r);
+        return NULL;
+    }
+    r->hs = hs;
+    r->conn = conn;
+    snprintf(r->method, sizeof(r->method), "%s", method);
+    r->t0 = uv_hrtime();
+    r->log.prompt_tokens = -1;
+    r->log.completion_tokens = -1;
+    r->log.ttft = -1;
+    snprintf(r->log.id, sizeof(r->log.id), "req-%llu", (unsigned long long)++hs->next_id);
+    r->next = hs->live;
+    if (hs->live)
+        hs->live->prev = r;
+    hs->live = r;
+    hs->n_live++;
+    return r;
+}
+
+static void req_free(http_req_t *r)
+{
+    http_server_t *hs = r->hs;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        hs->live = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    hs->n_live--;
+    watch_stop(r);
+    if (r->pending)
+        MHD_destroy_response(r->pending);
+    free(r->path);
+    free(r->body);
+    free(r->sbuf);
+    free(r);
+}
+
+static struct MHD_Response *make_response(http_req_t *r, const char *content_type,
+                                          const char *body, size_t len,
+                                          const char *const *headers)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return NULL;
+    if (content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    for (int i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+        MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    if (r->hs->quiesced)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    return resp;
+}
+
+void http_reply(http_req_t *r, int status, const char *content_type, const char *body,
+                size_t len, const char *const *headers)
+{
+    if (r->answered)
+        return;
+    r->answered = 1;
+    r->status = status;
+    struct MHD_Response *resp = make_response(r, content_type, body, len, headers);
+    if (!resp) {
+        r->gone = 1; /* no memory for an answer: close the connection */
+        resume(r);
+        return;
+    }
+    if (r->in_access) {
+        MHD_queue_response(r->conn, (unsigned)status, resp);
+        MHD_destroy_response(resp);
+        return;
+    }
+    r->pending = resp;
+    r->pending_status = (unsigned)status;
+    resume(r);
+}
+
+void http_defer(http_req_t *r, void *job, http_closed_cb closed)
+{
+    r->job = job;
+    r->closed = closed;
+    if (r->in_access && !r->answered)
+        suspend(r);
+}
+
+static ssize_t reader_cb(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    http_req_t *r = cls;
+    (void)pos;
+    if (r->gone)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (r->soff < r->slen) {
+        size_t n = r->slen - r->soff;
+        if (n > max)
+            n = max;
+        memcpy(buf, r->sbuf + r->soff, n);
+        r->soff += n;
+        if (r->soff == r->slen)
+            r->soff = r->slen = 0;
+        return (ssize_t)n;
+    }
+    if (r->serr)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (r->sdone)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    /* Returning 0 without suspending would make MHD call us again at once, for ever. */
+    suspend(r);
+    return 0;
+}
+
+void http_stream_start(http_req_t *r, const char *content_type, void *job, http_closed_cb closed)
+{
+    r->job = job;
+    r->closed = closed;
+    r->streaming = 1;
+    r->answered = 1;
+    r->status = 200;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader_cb, r, NULL);
+    if (!resp) {
+        r->gone = 1;
+        return;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    if (r->hs->quiesced)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+}
+
+int http_stream_write(http_req_t *r, const char *data, size_t len)
+{
+    if (r->sdone || r->serr)
+        return 0;
+    if (r->slen + len > r->scap) {
+        size_t cap = r->scap ? r->scap : 4096;
+        while (cap < r->slen + len)
+            cap *= 2;
+        char *b = realloc(r->sbuf, cap);
+        if (!b)
+            return -ENOMEM;
+        r->sbuf = b;
+        r->scap = cap;
+    }
+    memcpy(r->sbuf + r->slen, data, len);
+    r->slen += len;
+    resume(r);
+    return 0;
+}
+
+void http_stream_end(http_req_t *r, int error)
+{
+    if (error)
+        r->serr = 1;
+    else
+        r->sdone = 1;
+    resume(r);
+}
+
+/* ---- MHD callbacks ---- */
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size,
+                                 void **con_cls)
+{
+    http_server_t *hs = cls;
+    http_req_t *r = *con_cls;
+    (void)version;
+    if (!r) { /* headers only: the one chance to refuse a body before it is read */
+        r = req_new(hs, conn, url, method);
+        if (!r)
+            return MHD_NO;
+        *con_cls = r;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > hs->max_body)
+            r->too_large = 1;
+        else
+            return MHD_YES;
+    } else if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->too_large)
+            return MHD_YES; /* read and dropped; the 413 goes after the body */
+        if (r->body_len + n > hs->max_body) {
+            r->too_large = 1;
+            free(r->body);
+            r->body = NULL;
+            r->body_len = r->body_cap = 0;
+            return MHD_YES;
+        }
+        if (r->body_len + n + 1 > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 1024;
+            while (cap < r->body_len + n + 1)
+                cap *= 2;
+            char *b = realloc(r->body, cap);
+            if (!b)
+                return MHD_NO;
+            r->body = b;
+            r->body_cap = cap;
+        }
+        memcpy(r->body + r->body_len, upload_data, n);
+        r->body_len += n;
+        r->body[r->body_len] = '\0';
+        return MHD_YES;
+    }
+
+    /* The whole request is here, or the connection was resumed. */
+    if (r->gone)
+        return MHD_NO;
+    if (r->pending) {
+        enum MHD_Result ok = MHD_queue_response(conn, r->pending_status, r->pending);
+        MHD_destroy_response(r->pending);
+        r->pending = NULL;
+        return ok;
+    }
+    if (r->dispatched || r->answered) {
+        if (!r->answered && !r->suspended)
+            suspend(r); /* resumed with nothing to send: wait again */
+        return MHD_YES;
+    }
+    r->in_access = 1;
+    if (r->too_large) {
+        char msg[160];
+        int n = snprintf(msg, sizeof(msg),
+                         "{\"error\":{\"message\":\"request body is larger than %zu bytes\","
+                         "\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}",
+                         hs->max_body);
+        http_reply(r, MHD_HTTP_CONTENT_TOO_LARGE, "application/json", msg, (size_t)n, NULL);
+    } else {
+        r->dispatched = 1;
+        if (!r->body) {
+            r->body = calloc(1, 1);
+            if (!r->body) {
+                r->in_access = 0;
+                return MHD_NO;
+            }
+        }
+        hs->handler(hs->app, r);
+    }
+    r->in_access = 0;
+    return MHD_YES;
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    http_req_t *r = *con_cls;
+    (void)cls;
+    (void)conn;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    watch_stop(r);
+    int gone = r->gone || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (r->closed)
+        r->closed(r->job, gone);
+    double total = (double)(uv_hrtime() - r->t0) / 1e9;
+    char extra[160] = "";
+    if (r->log.prompt_tokens >= 0)
+        snprintf(extra, sizeof(extra), " prompt_tokens=%d completion_tokens=%d ttft=%.4f",
+                 r->log.prompt_tokens, r->log.completion_tokens,
+                 r->log.ttft >= 0 ? r->log.ttft : 0.0);
+    srv_log(SRV_LOG_INFO, "http", r->log.id, "%s %s status=%d%s total=%.4f finish=%s%s",
+            r->method, r->path, r->status, extra, total, r->log.finish ? r->log.finish : "-",
+            gone ? " client_gone=1" : "");
+    if (r->hs->on_done)
+        r->hs->on_done(r->hs->app, r->status);
+    req_free(r);
+}
+
+static void connection_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    http_server_t *hs = cls;
+    (void)conn;
+    (void)socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        hs->conn_closed = 1;
+}
+
+static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    srv_log(SRV_LOG_INFO, "mhd", NULL, "%s", msg);
+}
+
+/* ---- the server ---- */
+
+static int listen_on(const char *host, int port, int *out_fd, int *out_port, int *v6, char *err,
+                     size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t slen;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        slen = sizeof(*a4);
+        *v6 = 0;
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        slen = sizeof(*a6);
+        *v6 = 1;
+    } else {
+        snprintf(err, errlen, "--host: '%s' is not a numeric IPv4 or IPv6 address", host);
+        return -EINVAL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "socket: %s", strerror(e));
+        return -e;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, slen) != 0 || listen(fd, 511) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s%s%s:%d: %s", *v6 ? "[" : "", host, *v6 ? "]" : "", port,
+                 strerror(e));
+        close(fd);
+        return -e;
+    }
+    slen = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &slen);
+    *out_port = ntohs(*v6 ? a6->sin6_port : a4->sin_port);
+    *out_fd = fd;
+    return 0;
+}
+
+static void handle_close_cb(uv_handle_t *h)
+{
+    http_server_t *hs = h->data;
+    if (--hs->open_handles == 0) {
+        free(hs->api_key);
+        free(hs);
+    }
+}
+
+int http_server_init(http_server_t **out, uv_loop_t *loop, const http_options_t *o,
+                     http_handler_cb handler, void *app, char *err, size_t errlen)
+{
+    *out = NULL;
+    http_server_t *hs = calloc(1, sizeof(*hs));
+    if (!hs) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    hs->loop = loop;
+    hs->handler = handler;
+    hs->on_done = o->on_done;
+    hs->app = app;
+    hs->max_body = o->max_body_bytes;
+    if (o->api_key && o->api_key[0]) {
+        if (!(hs->api_key = strdup(o->api_key))) {
+            free(hs);
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+        hs->api_key_len = strlen(hs->api_key);
+    }
+    int fd = -1, v6 = 0, rc = listen_on(o->host, o->port, &fd, &hs->port, &v6, err, errlen);
+    if (rc) {
+        free(hs->api_key);
+        free(hs);
+        return rc;
+    }
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    /* EXTERNAL_LOGGER must come first or MHD's early messages go to stderr. */
+    hs->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_cb, hs, MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, hs,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)o->conn_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)o->conn_limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)o->per_ip_limit,
+        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, hs, MHD_OPTION_NOTIFY_CONNECTION,
+        connection_cb, hs, MHD_OPTION_END);
+    if (!hs->d) {
+        snprintf(err, errlen, "could not start the HTTP daemon on %s:%d", o->host, hs->port);
+        close(fd);
+        free(hs->api_key);
+        free(hs);
+        return -EIO;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(hs->d, MHD_DAEMON_INFO_EPOLL_FD);
+    uv_poll_init(loop, &hs->epoll_poll, di->epoll_fd);
+    uv_timer_init(loop, &hs->timer);
+    uv_idle_init(loop, &hs->idle);
+    hs->epoll_poll.data = hs->timer.data = hs->idle.data = hs;
+    hs->open_handles = 3;
+    uv_poll_start(&hs->epoll_poll, UV_READABLE, epoll_cb);
+    kick(hs);
+    *out = hs;
+    return 0;
+}
+
+int http_server_port(const http_server_t *hs)
+{
+    return hs->port;
+}
+
+void http_server_quiesce(http_server_t *hs)
+{
+    if (!hs || hs->quiesced)
+        return;
+    hs->quiesced = 1;
+    MHD_socket fd = MHD_quiesce_daemon(hs->d);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd); /* after a quiesce MHD leaves closing the listen socket to us */
+    kick(hs);
+}
+
+int http_server_active(const http_server_t *hs)
+{
+    return hs ? hs->n_live : 0;
+}
+
+void http_server_close(http_server_t *hs)
+{
+    if (!hs || hs->closing)
+        return;
+    /* MHD_stop_daemon aborts the process while a connection is suspended. */
+    for (http_req_t *r = hs->live; r; r = r->next) {
+        if (r->suspended) {
+            watch_stop(r);
+            r->suspended = 0;
+            MHD_resume_connection(r->conn);
+        }
+    }
+    hs->closing = 1;
+    uv_poll_stop(&hs->epoll_poll); /* before MHD closes its epoll fd */
+    MHD_stop_daemon(hs->d);        /* completes every request: closed callbacks run here */
+    hs->d = NULL;
+    uv_close((uv_handle_t *)&hs->epoll_poll, handle_close_cb);
+    uv_close((uv_handle_t *)&hs->timer, handle_close_cb);
+    uv_close((uv_handle_t *)&hs->idle, handle_close_cb);
+}
+
+const char *http_req_method(const http_req_t *r)
+{
+    return r->method;
+}
+
+const char *http_req_path(const http_req_t *r)
+{
+    return r->path;
+}
+
+const char *http_req_header(http_req_t *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_req_body(const http_req_t *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body;
+}
+
+http_log_info_t *http_req_log(http_req_t *r)
+{
+    return &r->log;
+}
+
+int http_req_authorized(http_req_t *r)
+{
+    const http_server_t *hs = r->hs;
+    if (!hs->api_key)
+        return 1;
+    const char *h = http_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    const char *tok = h + 7;
+    while (*tok == ' ')
+        tok++;
+    size_t n = strlen(tok);
+    /* The loop always runs over the whole key and never exits early, so the time taken does
+     * not depend on how many leading bytes match. */
+    volatile unsigned char diff = (unsigned char)(n != hs->api_key_len);
+    for (size_t i = 0; i < hs->api_key_len; i++)
+        diff |= (unsigned char)(hs->api_key[i] ^ (i < n ? tok[i] : 0));
+    return diff == 0;
+}

@@ -1,0 +1,315 @@
+/* bpe.c - byte-pair merges of one pre-tokenized piece, the merge table and the word cache.
+ *
+ * A piece starts as one token per byte; the adjacent pair with the lowest merge rank is
+ * merged (the leftmost one when a rank occurs several times) until no pair has a rank.
+ * That is the rule of GPT-2's encoder.py, which merges every occurrence of the best pair
+ * left to right before looking again: a pair created by a merge of rank r always has a
+ * rank above r (a merge can only use tokens made by earlier merges), so taking the leftmost
+ * lowest pair one at a time gives the same result. A min-heap of candidate pairs keeps
+ * long pieces (a megabyte without a space) at O(n log n) instead of O(n^2).
+ *
+ * DESIGN (threads): the merge table is read-only after tok_init. The word cache is shared
+ * by every thread that encodes; each slot is guarded by one of BPE_CACHE_LOCKS mutexes
+ * (slot index modulo the lock count), held only to compare or copy one slot.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "tokenizer/internal.h"
+
+struct bpe_sym {
+    int32_t id;   /* token id, -1 once merged into its left neighbour */
+    int32_t prev; /* index of the left neighbour, -1 at the start */
+    int32_t next; /* index of the right neighbour, -1 at the end */
+};
+
+/* A pair that may be merged: the symbols at pos and its right neighbour, which held ids
+ * left and right when the candidate was pushed. Stale candidates are skipped on pop. */
+struct bpe_cand {
+    int32_t rank;
+    int32_t pos;
+    int32_t left;
+    int32_t right;
+};
+
+int tok_ids_push(tok_ids_t *ids, int32_t id)
+{
+    if (ids->n == ids->cap) {
+        size_t cap = ids->cap ? ids->cap * 2 : 64;
+        int32_t *v = realloc(ids->v, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        ids->v = v;
+        ids->cap = cap;
+    }
+    ids->v[ids->n++] = id;
+    return 0;
+}
+
+/* ---- merge table ---- */
+
+static size_t pair_hash(uint64_t key)
+{
+    /* Fibonacci hashing: the ids are small and dense, the multiply spreads them over all
+     * 64 bits and the high half indexes the table. */
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32);
+}
+
+int bpe_merges_alloc(tok_t *t, size_t n_merges)
+{
+    size_t cap = 1024;
+    while (cap < n_merges * 2)
+        cap *= 2;
+    t->merges = malloc(cap * sizeof(*t->merges));
+    if (!t->merges)
+        return -ENOMEM;
+    for (size_t i = 0; i < cap; i++)
+        t->merges[i].key = BPE_KEY_EMPTY;
+    t->merge_mask = cap - 1;
+    t->n_merges = 0;
+    return 0;
+}
+
+static const bpe_merge_t *merge_find(const tok_t *t, int32_t left, int32_t right)
+{
+    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    for (size_t i = pair_hash(key) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
+        const bpe_merge_t *m = &t->merges[i];
+        if (m->key == key)
+            return m;
+        if (m->key == BPE_KEY_EMPTY)
+            return NULL;
+    }
+}
+
+void bpe_merge_add(tok_t *t, int32_t left, int32_t right, int32_t merged)
+{
+    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    int32_t rank = (int32_t)t->n_merges++;
+    /* bpe_merges_alloc sized the table to at least twice the merges: it never fills. */
+    for (size_t i = pair_hash(key) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
+        bpe_merge_t *m = &t->merges[i];
+        if (m->key == key)
+            return;
+        if (m->key == BPE_KEY_EMPTY) {
+            m->key = key;
+            m->rank = rank;
+            m->merged = merged;
+            return;
+        }
+    }
+}
+
+/* ---- word cache ---- */
+
+int bpe_cache_init(tok_t *t)
+{
+    t->cache = calloc(BPE_CACHE_SLOTS, sizeof(*t->cache));
+    if (!t->cache)
+        return -ENOMEM;
+    for (unsigned i = 0; i < BPE_CACHE_LOCKS; i++) {
+        if (pthread_mutex_init(&t->cache_lock[i], NULL) != 0)
+            return -ENOMEM;
+        t->n_cache_locks++;
+    }
+    return 0;
+}
+
+void bpe_cache_free(tok_t *t)
+{
+    for (int i = 0; i < t->n_cache_locks; i++)
+        pthread_mutex_destroy(&t->cache_lock[i]);
+    t->n_cache_locks = 0;
+    free(t->cache);
+    t->cache = NULL;
+}
+
+/* The cache is logically part of the immutable tokenizer: it only remembers results, so a
+ * const tok_t may update it. The cast is confined to these two functions. */
+static pthread_mutex_t *cache_lock(const tok_t *t, size_t slot)
+{
+    return (pthread_mutex_t *)&t->cache_lock[slot % BPE_CACHE_LOCKS];
+}
+
+static int cache_get(const tok_t *t, uint64_t h, const unsigned char *w, size_t len,
+                     tok_ids_t *out)
+{
+    size_t slot = h & (BPE_CACHE_SLOTS - 1);
+    const bpe_cache_slot_t *c = &t->cache[slot];
+    int32_t ids[BPE_CACHE_IDS];
+    int nids = 0;
+
+    pthread_mutex_lock(cache_lock(t, slot));
+    if (c->hash == h && c->len == len && memcmp(c->word, w, len) == 0) {
+        nids = c->nids;
+        memcpy(ids, c->ids, (size_t)nids * sizeof(ids[0]));
+    }
+    pthread_mutex_unlock(cache_lock(t, slot));
+
+    for (int i = 0; i < nids; i++)
+        if (tok_ids_push(out, ids[i]) < 0)
+            return -ENOMEM;
+    return nids;
+}
+
+static void cache_put(const tok_t *t, uint64_t h, const unsigned char *w, size_t len,
+                      const int32_t *ids, size_t nids)
+{
+    size_t slot = h & (BPE_CACHE_SLOTS - 1);
+    bpe_cache_slot_t *c = (bpe_cache_slot_t *)&t->cache[slot];
+
+    pthread_mutex_lock(cache_lock(t, slot));
+    c->hash = h;
+    c->len = (uint8_t)len;
+    c->nids = (uint8_t)nids;
+    memcpy(c->word, w, len);
+    memcpy(c->ids, ids, nids * sizeof(ids[0]));
+    pthread_mutex_unlock(cache_lock(t, slot));
+}
+
+/* ---- the merge loop ---- */
+
+static int scratch_reserve(bpe_scratch_t *s, size_t n)
+{
+    if (n <= s->cap)
+        return 0;
+    size_t cap = s->cap ? s->cap : 64;
+    while (cap < n)
+        cap *= 2;
+    struct bpe_sym *syms = realloc(s->syms, cap * sizeof(*syms));
+    if (!syms)
+        return -ENOMEM;
+    s->syms = syms;
+    struct bpe_cand *heap = realloc(s->heap, cap * 2 * sizeof(*heap));
+    if (!heap)
+        return -ENOMEM;
+    s->heap = heap;
+    s->cap = cap;
+    return 0;
+}
+
+void bpe_scratch_free(bpe_scratch_t *s)
+{
+    free(s->syms);
+    free(s->heap);
+    s->syms = NULL;
+    s->heap = NULL;
+    s->cap = 0;
+}
+
+static int cand_less(const struct bpe_cand *a, const struct bpe_cand *b)
+{
+    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
+}
+
+static void heap_push(struct bpe_cand *h, size_t *n, struct bpe_cand c)
+{
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!cand_less(&c, &h[p]))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = c;
+}
+
+static struct bpe_cand heap_pop(struct bpe_cand *h, size_t *n)
+{
+    struct bpe_cand top = h[0];
+    struct bpe_cand last = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && cand_less(&h[c + 1], &h[c]))
+            c++;
+        if (!cand_less(&h[c], &last))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = last;
+    return top;
+}
+
+/* Pushes the pair starting at symbol pos, if it has a right neighbour and a merge. */
+static void push_pair(const tok_t *t, const struct bpe_sym *sy, int32_t pos,
+                      struct bpe_cand *heap, size_t *nheap)
+{
+    int32_t r = sy[pos].next;
+    if (r < 0)
+        return;
+    const bpe_merge_t *m = merge_find(t, sy[pos].id, sy[r].id);
+    if (m)
+        heap_push(heap, nheap, (struct bpe_cand){m->rank, pos, sy[pos].id, sy[r].id});
+}
+
+static int bpe_merge_loop(const tok_t *t, const unsigned char *w, size_t len,
+                          bpe_scratch_t *s, tok_ids_t *out)
+{
+    /* Each merge pushes at most two candidates, so 2 * len bounds the heap. */
+    if (scratch_reserve(s, len) < 0)
+        return -ENOMEM;
+    struct bpe_sym *sy = s->syms;
+    struct bpe_cand *heap = s->heap;
+    size_t nheap = 0;
+
+    for (size_t i = 0; i < len; i++)
+        sy[i] = (struct bpe_sym){t->byte_id[w[i]], (int32_t)i - 1,
+                                 i + 1 < len ? (int32_t)i + 1 : -1};
+    for (size_t i = 0; i + 1 < len; i++)
+        push_pair(t, sy, (int32_t)i, heap, &nheap);
+
+    while (nheap > 0) {
+        struct bpe_cand c = heap_pop(heap, &nheap);
+        int32_t r = sy[c.pos].next;
+        if (sy[c.pos].id != c.left || r < 0 || sy[r].id != c.right)
+            continue; /* one of its symbols was merged since it was pushed */
+        const bpe_merge_t *m = merge_find(t, c.left, c.right);
+        sy[c.pos].id = m->merged;
+        sy[c.pos].next = sy[r].next;
+        if (sy[r].next >= 0)
+            sy[sy[r].next].prev = c.pos;
+        sy[r].id = -1;
+        if (sy[c.pos].prev >= 0)
+            push_pair(t, sy, sy[c.pos].prev, heap, &nheap);
+        push_pair(t, sy, c.pos, heap, &nheap);
+    }
+
+    for (int32_t i = 0; i >= 0; i = sy[i].next)
+        if (tok_ids_push(out, sy[i].id) < 0)
+            return -ENOMEM;
+    return 0;
+}
+
+int bpe_encode_word(const tok_t *t, const unsigned char *w, size_t len, int use_cache,
+                    bpe_scratch_t *s, tok_ids_t *out)
+{
+    if (len == 0)
+        return 0;
+    if (len == 1)
+        return tok_ids_push(out, t->byte_id[w[0]]);
+
+    uint64_t h = 0;
+    int cacheable = use_cache && len <= BPE_CACHE_WORD;
+    if (cacheable) {
+        h = XXH3_64bits(w, len);
+        int got = cache_get(t, h, w, len, out);
+        if (got != 0)
+            return got < 0 ? got : 0;
+    }
+
+    size_t first = out->n;
+    int rc = bpe_merge_loop(t, w, len, s, out);
+    if (rc < 0)
+        return rc;
+    if (cacheable && out->n - first <= BPE_CACHE_IDS)
+        cache_put(t, h, w, len, out->v + first, out->n - first);
+    return 0;
+}
