@@ -5,17 +5,19 @@ noticing: selectors that match no pod, a probe on a port that does not exist, an
 aimed at another Deployment, a grace period shorter than the drain, a memory request smaller
 than the weights plus the KV pool, a Prometheus target that is not the compose service.
 
-usage: manifests_test.py SOURCE_ROOT
+usage: manifests_test.py SOURCE_ROOT NANO_VLLM_BINARY
 """
 import os
 import re
+import subprocess
 import sys
 
 import yaml
 
 FAILURES = 0
-# The server's default --shutdown-timeout (config/config.h) and the image's port.
-SHUTDOWN_TIMEOUT = 30
+# The server's default --shutdown-timeout (read from `nano-vllm serve --help` in main) and
+# the image's port.
+SHUTDOWN_TIMEOUT = None
 PORT = 8000
 # GPT-2 124M: parameters (the LM head is tied to wte) and float32 bytes.
 GPT2_PARAMS = 124_439_808
@@ -194,8 +196,21 @@ def test_unit(root):
         check(re.search(rf"^{opt}$", unit, re.M) is not None, f"nano-vllm.service: {opt}")
 
 
+def default_of(binary, flag):
+    """The default `nano-vllm serve --help` prints for flag."""
+    text = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True,
+                          timeout=30).stdout
+    m = re.search(rf"^  {re.escape(flag)} .*?\n(?:\s{{8}}.*\n)*?\s{{8}}default ([^;\n]+)", text,
+                  re.M)
+    return m.group(1) if m else None
+
+
 def main():
+    global SHUTDOWN_TIMEOUT
     root = sys.argv[1]
+    d = default_of(sys.argv[2], "--shutdown-timeout")
+    check(d is not None and float(d) > 0, "nano-vllm serve --help: default --shutdown-timeout", d)
+    SHUTDOWN_TIMEOUT = float(d or 30)
     docker = dockerfile_facts(root)
     test_dockerfile(docker)
     test_k8s(root, docker)
