@@ -33,57 +33,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "server/http_int.h"
 #include "server/log.h"
-
-struct http_server {
-    uv_loop_t *loop;          /* borrowed */
-    struct MHD_Daemon *d;
-    uv_poll_t epoll_poll;     /* on MHD's epoll fd */
-    uv_timer_t timer;         /* MHD_get_timeout > 0 */
-    uv_idle_t idle;           /* MHD_get_timeout == 0, or a kick */
-    int open_handles;         /* freed when the last close callback runs */
-    int conn_closed;          /* NOTIFY_CONNECTION CLOSED seen during MHD_run */
-    int kicked;               /* a resume asked for another MHD_run */
-    int quiesced, closing;
-    int port;
-    size_t max_body;
-    char *api_key;            /* owned or NULL */
-    size_t api_key_len;
-    http_handler_cb handler;
-    void (*on_done)(void *app, int status);
-    void *app;                /* borrowed, passed to handler and on_done */
-    http_req_t *live;         /* requests not yet completed */
-    int n_live;
-    uint64_t next_id;
-};
-
-struct http_req {
-    http_server_t *hs;
-    struct MHD_Connection *conn;
-    http_req_t *prev, *next;     /* in hs->live */
-    char method[16];
-    char *path;                  /* owned */
-    char *body;                  /* owned, NUL-terminated */
-    size_t body_len, body_cap;
-    int too_large;
-    int in_access;               /* inside the access handler: replies are queued directly */
-    int dispatched;              /* the handler has seen it */
-    int answered;                /* a response was queued or is pending */
-    int suspended;
-    int gone;                    /* the client closed its connection */
-    uv_poll_t *watch;            /* UV_DISCONNECT watch while suspended; freed on close */
-    struct MHD_Response *pending; /* a reply made while suspended, queued on the next call */
-    unsigned pending_status;
-    int streaming;
-    char *sbuf;                  /* owned: stream bytes not yet handed to MHD */
-    size_t slen, soff, scap;
-    int sdone, serr;
-    void *job;
-    http_closed_cb closed;
-    uint64_t t0;                 /* uv_hrtime at arrival */
-    int status;
-    http_log_info_t log;
-};
 
 static void drive(http_server_t *hs);
 
@@ -104,8 +55,7 @@ static void epoll_cb(uv_poll_t *h, int status, int events)
     drive(h->data);
 }
 
-/* Asks for one more MHD_run on the next loop iteration (after a resume). */
-static void kick(http_server_t *hs)
+void http_kick(http_server_t *hs)
 {
     if (hs->closing)
         return;
@@ -138,66 +88,6 @@ static void drive(http_server_t *hs)
         uv_idle_stop(&hs->idle);
         uv_timer_start(&hs->timer, timer_cb, (uint64_t)ms, 0);
     }
-}
-
-static void watch_close_cb(uv_handle_t *h)
-{
-    free(h);
-}
-
-static void watch_stop(http_req_t *r)
-{
-    if (!r->watch)
-        return;
-    r->watch->data = NULL;
-    uv_close((uv_handle_t *)r->watch, watch_close_cb);
-    r->watch = NULL;
-}
-
-static void resume(http_req_t *r)
-{
-    if (!r->suspended)
-        return;
-    /* Stop the watch first: MHD may close the fd in the next run, and a libuv watcher on a
-     * reused fd number would be a hazard. */
-    watch_stop(r);
-    r->suspended = 0;
-    MHD_resume_connection(r->conn);
-    kick(r->hs);
-}
-
-static void watch_cb(uv_poll_t *h, int status, int events)
-{
-    http_req_t *r = h->data;
-    (void)events;
-    /* A FIN shows as UV_DISCONNECT, an RST as status UV_EBADF: either way the client left. */
-    (void)status;
-    if (!r)
-        return;
-    r->gone = 1;
-    resume(r);
-}
-
-/* Suspends r's connection (from the access handler or the content reader only) and
- * watches its socket for the client leaving meanwhile. */
-static void suspend(http_req_t *r)
-{
-    MHD_suspend_connection(r->conn);
-    r->suspended = 1;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return;
-    r->watch = malloc(sizeof(*r->watch));
-    if (!r->watch)
-        return;
-    if (uv_poll_init(r->hs->loop, r->watch, ci->connect_fd) != 0) {
-        free(r->watch);
-        r->watch = NULL;
-        return;
-    }
-    r->watch->data = r;
-    uv_poll_start(r->watch, UV_DISCONNECT, watch_cb);
 }
 
 /* ---- requests ---- */
@@ -239,136 +129,13 @@ static void req_free(http_req_t *r)
     if (r->next)
         r->next->prev = r->prev;
     hs->n_live--;
-    watch_stop(r);
+    http_watch_stop(r);
     if (r->pending)
         MHD_destroy_response(r->pending);
     free(r->path);
     free(r->body);
     free(r->sbuf);
     free(r);
-}
-
-static struct MHD_Response *make_response(http_req_t *r, const char *content_type,
-                                          const char *body, size_t len,
-                                          const char *const *headers)
-{
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!resp)
-        return NULL;
-    if (content_type)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    for (int i = 0; headers && headers[i] && headers[i + 1]; i += 2)
-        MHD_add_response_header(resp, headers[i], headers[i + 1]);
-    if (r->hs->quiesced)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    return resp;
-}
-
-void http_reply(http_req_t *r, int status, const char *content_type, const char *body,
-                size_t len, const char *const *headers)
-{
-    if (r->answered)
-        return;
-    r->answered = 1;
-    r->status = status;
-    struct MHD_Response *resp = make_response(r, content_type, body, len, headers);
-    if (!resp) {
-        r->gone = 1; /* no memory for an answer: close the connection */
-        resume(r);
-        return;
-    }
-    if (r->in_access) {
-        MHD_queue_response(r->conn, (unsigned)status, resp);
-        MHD_destroy_response(resp);
-        return;
-    }
-    r->pending = resp;
-    r->pending_status = (unsigned)status;
-    resume(r);
-}
-
-void http_defer(http_req_t *r, void *job, http_closed_cb closed)
-{
-    r->job = job;
-    r->closed = closed;
-    if (r->in_access && !r->answered)
-        suspend(r);
-}
-
-static ssize_t reader_cb(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    http_req_t *r = cls;
-    (void)pos;
-    if (r->gone)
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    if (r->soff < r->slen) {
-        size_t n = r->slen - r->soff;
-        if (n > max)
-            n = max;
-        memcpy(buf, r->sbuf + r->soff, n);
-        r->soff += n;
-        if (r->soff == r->slen)
-            r->soff = r->slen = 0;
-        return (ssize_t)n;
-    }
-    if (r->serr)
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    if (r->sdone)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    /* Returning 0 without suspending would make MHD call us again at once, for ever. */
-    suspend(r);
-    return 0;
-}
-
-void http_stream_start(http_req_t *r, const char *content_type, void *job, http_closed_cb closed)
-{
-    r->job = job;
-    r->closed = closed;
-    r->streaming = 1;
-    r->answered = 1;
-    r->status = 200;
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader_cb, r, NULL);
-    if (!resp) {
-        r->gone = 1;
-        return;
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    if (r->hs->quiesced)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-}
-
-int http_stream_write(http_req_t *r, const char *data, size_t len)
-{
-    if (r->sdone || r->serr)
-        return 0;
-    if (r->slen + len > r->scap) {
-        size_t cap = r->scap ? r->scap : 4096;
-        while (cap < r->slen + len)
-            cap *= 2;
-        char *b = realloc(r->sbuf, cap);
-        if (!b)
-            return -ENOMEM;
-        r->sbuf = b;
-        r->scap = cap;
-    }
-    memcpy(r->sbuf + r->slen, data, len);
-    r->slen += len;
-    resume(r);
-    return 0;
-}
-
-void http_stream_end(http_req_t *r, int error)
-{
-    if (error)
-        r->serr = 1;
-    else
-        r->sdone = 1;
-    resume(r);
 }
 
 /* ---- MHD callbacks ---- */
@@ -431,7 +198,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     }
     if (r->dispatched || r->answered) {
         if (!r->answered && !r->suspended)
-            suspend(r); /* resumed with nothing to send: wait again */
+            http_conn_suspend(r); /* resumed with nothing to send: wait again */
         return MHD_YES;
     }
     r->in_access = 1;
@@ -466,7 +233,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
-    watch_stop(r);
+    http_watch_stop(r);
     int gone = r->gone || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
     if (r->closed)
         r->closed(r->job, gone);
@@ -613,7 +380,7 @@ int http_server_init(http_server_t **out, uv_loop_t *loop, const http_options_t 
     hs->epoll_poll.data = hs->timer.data = hs->idle.data = hs;
     hs->open_handles = 3;
     uv_poll_start(&hs->epoll_poll, UV_READABLE, epoll_cb);
-    kick(hs);
+    http_kick(hs);
     *out = hs;
     return 0;
 }
@@ -631,7 +398,7 @@ void http_server_quiesce(http_server_t *hs)
     MHD_socket fd = MHD_quiesce_daemon(hs->d);
     if (fd != MHD_INVALID_SOCKET)
         close(fd); /* after a quiesce MHD leaves closing the listen socket to us */
-    kick(hs);
+    http_kick(hs);
 }
 
 int http_server_active(const http_server_t *hs)
@@ -646,7 +413,7 @@ void http_server_close(http_server_t *hs)
     /* MHD_stop_daemon aborts the process while a connection is suspended. */
     for (http_req_t *r = hs->live; r; r = r->next) {
         if (r->suspended) {
-            watch_stop(r);
+            http_watch_stop(r);
             r->suspended = 0;
             MHD_resume_connection(r->conn);
         }
@@ -658,50 +425,4 @@ void http_server_close(http_server_t *hs)
     uv_close((uv_handle_t *)&hs->epoll_poll, handle_close_cb);
     uv_close((uv_handle_t *)&hs->timer, handle_close_cb);
     uv_close((uv_handle_t *)&hs->idle, handle_close_cb);
-}
-
-const char *http_req_method(const http_req_t *r)
-{
-    return r->method;
-}
-
-const char *http_req_path(const http_req_t *r)
-{
-    return r->path;
-}
-
-const char *http_req_header(http_req_t *r, const char *name)
-{
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
-}
-
-const char *http_req_body(const http_req_t *r, size_t *len)
-{
-    *len = r->body_len;
-    return r->body;
-}
-
-http_log_info_t *http_req_log(http_req_t *r)
-{
-    return &r->log;
-}
-
-int http_req_authorized(http_req_t *r)
-{
-    const http_server_t *hs = r->hs;
-    if (!hs->api_key)
-        return 1;
-    const char *h = http_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return 0;
-    const char *tok = h + 7;
-    while (*tok == ' ')
-        tok++;
-    size_t n = strlen(tok);
-    /* The loop always runs over the whole key and never exits early, so the time taken does
-     * not depend on how many leading bytes match. */
-    volatile unsigned char diff = (unsigned char)(n != hs->api_key_len);
-    for (size_t i = 0; i < hs->api_key_len; i++)
-        diff |= (unsigned char)(hs->api_key[i] ^ (i < n ? tok[i] : 0));
-    return diff == 0;
 }

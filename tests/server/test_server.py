@@ -96,6 +96,9 @@ class Server:
             self.proc.kill()
             rc = self.proc.wait()
         self.reader.join(5)
+        # Under the sanitizers a report does not always change the exit status: look for one.
+        bad = [l for l in self.log if "runtime error" in l or "Sanitizer" in l]
+        check(not bad, "no sanitizer report in the server log", bad[:5])
         return rc
 
 

@@ -1,0 +1,72 @@
+/* http_int.h - what http.c (driving the daemon) and http_req.c (answering a request) share.
+ * Private to server/; loop thread only.
+ */
+#ifndef NANO_VLLM_SERVER_HTTP_INT_H
+#define NANO_VLLM_SERVER_HTTP_INT_H
+
+#include <microhttpd.h>
+#include <stdint.h>
+
+#include "server/http.h"
+
+struct http_server {
+    uv_loop_t *loop;          /* borrowed */
+    struct MHD_Daemon *d;
+    uv_poll_t epoll_poll;     /* on MHD's epoll fd */
+    uv_timer_t timer;         /* MHD_get_timeout > 0 */
+    uv_idle_t idle;           /* MHD_get_timeout == 0, or a kick */
+    int open_handles;         /* freed when the last close callback runs */
+    int conn_closed;          /* NOTIFY_CONNECTION CLOSED seen during MHD_run */
+    int kicked;               /* a resume asked for another MHD_run */
+    int quiesced, closing;
+    int port;
+    size_t max_body;
+    char *api_key;            /* owned or NULL */
+    size_t api_key_len;
+    http_handler_cb handler;
+    void (*on_done)(void *app, int status);
+    void *app;                /* borrowed, passed to handler and on_done */
+    http_req_t *live;         /* requests not yet completed */
+    int n_live;
+    uint64_t next_id;
+};
+
+struct http_req {
+    http_server_t *hs;
+    struct MHD_Connection *conn;
+    http_req_t *prev, *next;     /* in hs->live */
+    char method[16];
+    char *path;                  /* owned */
+    char *body;                  /* owned, NUL-terminated */
+    size_t body_len, body_cap;
+    int too_large;
+    int in_access;               /* inside the access handler: replies are queued directly */
+    int dispatched;              /* the handler has seen it */
+    int answered;                /* a response was queued or is pending */
+    int suspended;
+    int gone;                    /* the client closed its connection */
+    uv_poll_t *watch;            /* UV_DISCONNECT watch while suspended; freed on close */
+    struct MHD_Response *pending; /* a reply made while suspended, queued on the next call */
+    unsigned pending_status;
+    int streaming;
+    char *sbuf;                  /* owned: stream bytes not yet handed to MHD */
+    size_t slen, soff, scap;
+    int sdone, serr;
+    void *job;
+    http_closed_cb closed;
+    uint64_t t0;                 /* uv_hrtime at arrival */
+    int status;
+    http_log_info_t log;
+};
+
+/* Asks for one more MHD_run on the next loop iteration (after a resume). */
+void http_kick(http_server_t *hs);
+/* Suspends r's connection (only from the access handler or the content reader) and watches
+ * its socket for the client leaving meanwhile. */
+void http_conn_suspend(http_req_t *r);
+/* Resumes r's connection if suspended (stopping the watch first) and kicks the daemon. */
+void http_conn_resume(http_req_t *r);
+/* Stops and closes r's disconnect watch, if any. */
+void http_watch_stop(http_req_t *r);
+
+#endif
