@@ -22,7 +22,7 @@ build: deps $(BUILD)/build.ninja
 
 serve: build
 	@[ -f $(MODEL)/model.safetensors ] || scripts/download-model $(MODEL_NAME) $(MODEL)
-	$(BUILD)/nano-vllm serve $(MODEL) $(SERVE_ARGS)
+	$(BUILD)/server/nano-vllm serve $(MODEL) $(SERVE_ARGS)
 
 test: build
 	meson test -C $(BUILD) --print-errorlogs --no-suite slow
