@@ -49,6 +49,7 @@ class Mirror(http.server.ThreadingHTTPServer):
         self.files = files          # name -> bytes
         self.published_sha = {}     # name -> sha256 announced in X-Linked-Etag (default: true one)
         self.cut_after = {}         # name -> bytes sent before the next GET is cut off (once)
+        self.token = None           # when set, resolve URLs need "Authorization: Bearer TOKEN"
         self.log = []               # (method, path, Range header or None)
         self.lock = threading.Lock()
 
@@ -75,7 +76,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             m.log.append((self.command, self.path, self.headers.get("Range")))
         prefix = f"/{m.repo}/resolve/main/"
         cdn = f"/cdn/{m.repo}/"
-        if self.path.startswith(prefix) and self.path[len(prefix):] in m.files:
+        if (self.path.startswith(prefix) and m.token is not None and
+                self.headers.get("Authorization") != f"Bearer {m.token}"):
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path.startswith(prefix) and self.path[len(prefix):] in m.files:
             name = self.path[len(prefix):]
             data = m.files[name]
             if name in LFS:
@@ -236,6 +242,31 @@ def test_resume(script, tmp, files):
               "model.safetensors.part" not in (listing(target) or []),
               "wrong SHA-256: nothing kept", listing(target))
         del m.published_sha["model.safetensors"]
+
+        # A gated repository: without HF_TOKEN a clean 401 naming the variable; with it, the
+        # download, and the token never on a command line (ps would show it).
+        m.token = "hf_test_secret"
+        target = os.path.join(tmp, "gated")
+        rc, out, err = run(script, "gpt2", target, m.endpoint)
+        check(rc == 1 and "HTTP 401" in err and "HF_TOKEN" in err and not os.path.exists(target),
+              "gated, no token: HTTP 401 and says to set HF_TOKEN", (rc, err))
+        env = dict(os.environ, HF_ENDPOINT=m.endpoint, HF_TOKEN=m.token)
+        p = subprocess.Popen([script, "gpt2", target], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        argv_seen = []
+        while p.poll() is None:
+            for pid in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        argv_seen.append(f.read())
+                except OSError:
+                    pass
+        out, err = p.communicate()
+        check(p.returncode == 0 and same_files(target, files), "gated, HF_TOKEN: downloaded",
+              (p.returncode, err))
+        check(not any(m.token.encode() in a for a in argv_seen),
+              "gated, HF_TOKEN: the token is on no command line")
+        m.token = None
 
         # A repository file missing on the server is a clean 404 message.
         del m.files["merges.txt"]
