@@ -72,6 +72,8 @@ def main():
         got = dict(re.findall(r" config (\w+) = (.*)$", text, re.M))
         check(rc == 0 and "listening on" in text, "the server starts with the file and stops on "
               "SIGTERM with status 0", (rc, text[-1500:]))
+        check(not re.search(r"Sanitizer|runtime error:", text), "no sanitizer report",
+              text[-1500:])
         for key, value in want.items():
             expect = {"port": "0", "log_format": "text"}.get(key, value)
             check(got.get(key) == expect, f"{key} = {expect} in effect", got.get(key), expect)

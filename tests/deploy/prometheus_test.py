@@ -165,6 +165,14 @@ def main():
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+        log = os.path.join(tmp, "server.log")
+        if os.path.exists(log):
+            text = open(log, errors="replace").read()
+            # Under -Db_sanitize the server reports there; a report is a failure.
+            check(procs and procs[0].returncode == 0 and
+                  not re.search(r"Sanitizer|runtime error:", text),
+                  "the server drains and exits 0 on SIGTERM, no sanitizer report",
+                  (procs and procs[0].returncode, text[-1500:]))
         shutil.rmtree(tmp, ignore_errors=True)
     if FAILURES:
         print(f"{FAILURES} check(s) failed")
