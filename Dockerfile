@@ -35,6 +35,9 @@ RUN apt-get update \
     && mkdir -p /models \
     && chown nano:nano /models
 COPY --from=build /out/ /
+LABEL org.opencontainers.image.title="nano-vllm-c" \
+      org.opencontainers.image.description="GPT-2 inference server for the OpenAI completions API" \
+      org.opencontainers.image.licenses="MIT"
 
 # A fresh named volume takes the ownership of /models from the image, so the server's user
 # can download into it.
