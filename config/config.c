@@ -24,7 +24,6 @@ static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", NULL};
 
 #define OFF(field) offsetof(cfg_t, field)
 #define KIB 1024.0
-#define MIB (1024.0 * 1024.0)
 #define GIB (1024.0 * 1024.0 * 1024.0)
 #define TIB (1024.0 * 1024.0 * 1024.0 * 1024.0)
 
@@ -48,7 +47,7 @@ const cfg_opt_t cfg_opts[] = {
      "N", CFG_T_INT, 0, OFF(max_num_batched_tokens), "512", 1, 1048576, NULL,
      "most tokens in one scheduler step (longer prompts are prefilled in chunks)"},
     {"kv_cache_memory", "--kv-cache-memory", "NANO_VLLM_KV_CACHE_MEMORY", "SIZE", CFG_T_SIZE, 0,
-     OFF(kv_cache_memory), "1G", MIB, TIB, NULL,
+     OFF(kv_cache_memory), "1G", KIB, TIB, NULL,
      "memory for the KV-cache block pool, e.g. 512M, 2G"},
     {"num_kv_blocks", "--num-kv-blocks", "NANO_VLLM_NUM_KV_BLOCKS", "N", CFG_T_INT, 0,
      OFF(num_kv_blocks), "0", 0, 16777216, NULL,
@@ -327,11 +326,30 @@ static int scan_args(cfg_t *c, int argc, char **argv, int apply, const char **co
     return 0;
 }
 
+/* Kubernetes gives every pod variables for each Service in its namespace ("service links"):
+ * a Service named nano-vllm yields NANO_VLLM_SERVICE_HOST, NANO_VLLM_SERVICE_PORT[_NAME],
+ * NANO_VLLM_PORT=tcp://10.0.0.1:8000 and NANO_VLLM_PORT_8000_TCP[_PROTO|_PORT|_ADDR].
+ * They are not settings and must not stop the server, so they are skipped; any other
+ * unknown NANO_VLLM_* name is an error, to catch typos. */
+static int is_service_link(const char *entry)
+{
+    static const char *const schemes[] = {"tcp://", "udp://", "sctp://"};
+    if (strncmp(entry, "NANO_VLLM_SERVICE_", 18) == 0)
+        return 1;
+    if (strncmp(entry, "NANO_VLLM_PORT_", 15) == 0 && entry[15] >= '0' && entry[15] <= '9')
+        return 1;
+    if (strncmp(entry, "NANO_VLLM_PORT=", 15) == 0)
+        for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+            if (strncmp(entry + 15, schemes[i], strlen(schemes[i])) == 0)
+                return 1;
+    return 0;
+}
+
 static int apply_env(cfg_t *c, char **envp, char *err, size_t errlen)
 {
     static const char prefix[] = "NANO_VLLM_";
     for (char **e = envp; e && *e; e++) {
-        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0)
+        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0 || is_service_link(*e))
             continue;
         const char *eq = strchr(*e, '=');
         size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
@@ -392,10 +410,19 @@ static int file_setting(void *arg, const char *path, int line, const char *key,
     return set_value(fs->c, o, val, where, err, errlen);
 }
 
-int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err, size_t errlen)
+/* Values quoted in an error come from outside and may hold control characters; the message
+ * must stay one printable line for the log. */
+static int one_line(int rc, char *err, size_t errlen)
 {
-    if (err && errlen)
-        err[0] = '\0';
+    for (size_t i = 0; err && i < errlen && err[i]; i++)
+        if ((unsigned char)err[i] < 0x20 || err[i] == 0x7f)
+            err[i] = '?';
+    return rc;
+}
+
+static int load_sources(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err,
+                        size_t errlen)
+{
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (is_help(argv[i])) {
             if (out)
@@ -413,6 +440,8 @@ int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err,
         source = "NANO_VLLM_CONFIG";
     }
     if (config) {
+        if (config[0] == '\0')
+            return fail(err, errlen, "%s: must not be empty", source);
         int rc = set_value(c, opt_by_key("config"), config, source, err, errlen);
         if (rc < 0)
             return rc;
@@ -428,7 +457,14 @@ int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err,
     return scan_args(c, argc, argv, 1, NULL, err, errlen);
 }
 
-int cfg_validate(const cfg_t *c, char *err, size_t errlen)
+int cfg_load(cfg_t *c, int argc, char **argv, char **envp, FILE *out, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    return one_line(load_sources(c, argc, argv, envp, out, err, errlen), err, errlen);
+}
+
+static int validate(const cfg_t *c, char *err, size_t errlen)
 {
     if (!c->model_dir)
         return fail(err, errlen, "MODEL_DIR is required (nano-vllm serve MODEL_DIR)");
@@ -469,4 +505,9 @@ int cfg_validate(const cfg_t *c, char *err, size_t errlen)
                     "sequence needs one token of a step",
                     c->max_num_batched_tokens, c->max_num_seqs);
     return 0;
+}
+
+int cfg_validate(const cfg_t *c, char *err, size_t errlen)
+{
+    return one_line(validate(c, err, errlen), err, errlen);
 }

@@ -6,9 +6,12 @@
  *
  * Config file (--config FILE or NANO_VLLM_CONFIG): UTF-8 text, one "key = value" per line,
  * keys as cfg_print writes them (max_num_seqs; max-num-seqs also works); blank lines and
- * lines starting with '#' are ignored; an unquoted value ends at a " #" comment; "..." keeps
+ * lines starting with '#' are ignored; an unquoted value ends at a '#' that starts it or
+ * follows a blank (a comment); "..." keeps
  * '#' and blanks. A key may appear once. An empty value unsets api_key / served_model_name.
- * In the environment an empty NANO_VLLM_* variable counts as unset.
+ * In the environment an empty NANO_VLLM_* variable counts as unset, an unknown NANO_VLLM_*
+ * name is an error, and Kubernetes service links for a Service named nano-vllm
+ * (NANO_VLLM_SERVICE_*, NANO_VLLM_PORT_<n>_*, NANO_VLLM_PORT=tcp://...) are skipped.
  */
 #ifndef NANO_VLLM_CONFIG_H
 #define NANO_VLLM_CONFIG_H

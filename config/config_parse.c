@@ -132,9 +132,11 @@ void cfg_format_size(size_t v, char *buf, size_t n)
     snprintf(buf, n, "%llu", (unsigned long long)v);
 }
 
+/* Blanks around keys and values; a stray CR or form feed counts, so a value never ends in
+ * one that the next read would strip. */
 static int is_blank(char ch)
 {
-    return ch == ' ' || ch == '\t';
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\v' || ch == '\f';
 }
 
 void cfg_write_value_line(FILE *out, const char *key, const char *value)
@@ -194,7 +196,7 @@ static int parse_line(char *line, const char *path, int lineno, char **key, char
             return -EINVAL;
         }
     } else {
-        for (vend = p; *vend && !(*vend == '#' && is_blank(vend[-1])); vend++)
+        for (vend = p; *vend && !(*vend == '#' && (vend == v || is_blank(vend[-1]))); vend++)
             ;
         while (vend > v && is_blank(vend[-1]))
             vend--;

@@ -37,8 +37,8 @@ typedef int (*cfg_setting_cb)(void *arg, const char *path, int line, const char 
                               const char *value, char *err, size_t errlen);
 
 /* Reads a config file: UTF-8 text, one "key = value" per line; blank lines and lines whose
- * first non-blank character is '#' are ignored; an unquoted value ends at a '#' that follows
- * a blank (a comment) and loses its trailing blanks; a value in double quotes is taken as is
+ * first non-blank character is '#' are ignored; an unquoted value ends at a '#' that starts it
+ * or follows a blank (a comment) and loses its trailing blanks; a value in double quotes is taken as is
  * (no escapes) and may hold '#' and blanks. Calls cb for each setting in file order.
  * source names where the path came from ("--config") for open errors. Returns 0, cb's error,
  * -EINVAL for a malformed line ("path:LINE: ..."), or -errno when the file cannot be read. */

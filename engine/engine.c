@@ -358,26 +358,11 @@ static void apply_msgs(eng_t *e, eng_msg_t *m)
         eng_msg_t *next = m->next;
         if (m->req) {
             eng_request_t *r = m->req;
-            if (r->max_tokens < 0 || sched_add(&e->sched, r) < 0) {
-                /* Cancelled before it was taken, or no memory: its choices end at once. */
-                for (int k = 0; k < r->n; k++) {
-                    eng_event_t *ev = calloc(1, sizeof(*ev) + 1);
-                    if (!ev)
-                        break;
-                    ev->req_id = r->id;
-                    ev->user = r->user;
-                    ev->index = r->index_base + k;
-                    ev->text = (char *)(ev + 1);
-                    ev->finish = r->max_tokens < 0 ? ENG_FINISH_ABORT : ENG_FINISH_ERROR;
-                    ev->prompt_tokens = r->prompt_len;
-                    if (e->sched.ev_tail)
-                        e->sched.ev_tail->next = ev;
-                    else
-                        e->sched.ev_head = ev;
-                    e->sched.ev_tail = ev;
-                }
-                eng_request_free(r);
-            }
+            /* Cancelled before it was taken, or no memory: its choices end at once. */
+            if (r->max_tokens < 0)
+                sched_reject(&e->sched, r, ENG_FINISH_ABORT);
+            else if (sched_add(&e->sched, r) < 0)
+                sched_reject(&e->sched, r, ENG_FINISH_ERROR);
         } else {
             sched_abort(&e->sched, m->abort_id);
         }

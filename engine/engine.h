@@ -63,7 +63,10 @@ typedef struct eng_sampling {
 } eng_sampling_t;
 
 /* One prompt and how to continue it. eng_submit takes ownership of the whole struct
- * (allocated with malloc, with every pointer below) and frees it when the request ends. */
+ * (allocated with malloc, with every pointer below) and frees it when the request ends.
+ * Completion k draws with its own RNG: k = 0 with sp.seed itself (so it matches the same
+ * request with n = 1), k > 0 with a seed derived from sp.seed and k. With a seed, what a
+ * completion generates does not depend on what else is batched with it. */
 typedef struct eng_request {
     uint64_t id;         /* chosen by the caller, unique among live requests */
     void *user;          /* returned in every event, never dereferenced */
@@ -102,7 +105,14 @@ typedef struct eng_logprob {
     float top_logprob[ENG_MAX_LOGPROBS];
 } eng_logprob_t;
 
-/* Output for one choice of one request. Owned by whoever holds it; free with eng_event_free. */
+/* Output for one choice of one request. Owned by whoever holds it; free with eng_event_free.
+ * Generated tokens come one event per token and choice per step. Every choice ends with
+ * exactly one event whose finish is not ENG_FINISH_NONE (it may carry the last token, or
+ * none), and nothing follows it. An EOS token is in ids (and counted) but adds no text.
+ * text may be "" while it is held back as the possible start of a stop string; the text of
+ * a choice never contains its stop string. With prompt_logprobs, every choice first gets
+ * one is_prompt event: ids = the prompt, text = the decoded prompt, lps = one per prompt
+ * token, lps[0].logprob = NAN (nothing precedes the first token; OpenAI sends null). */
 typedef struct eng_event {
     struct eng_event *next;
     uint64_t req_id;
@@ -110,7 +120,8 @@ typedef struct eng_event {
     int index;             /* choice index (index_base + k) */
     int32_t *ids;          /* (n_ids) tokens generated since the last event of this choice */
     int n_ids;
-    char *text;            /* text delta, NUL-terminated; held back while it may start a stop */
+    char *text;            /* text delta, NUL-terminated; held back while it may start a stop;
+                            * with ENG_FINISH_ERROR, the reason */
     size_t text_len;
     int is_prompt;         /* 1: lps are the prompt's logprobs (echo), ids the prompt */
     eng_logprob_t *lps;    /* (n_lps) or NULL */
@@ -122,11 +133,12 @@ typedef struct eng_event {
 } eng_event_t;
 
 typedef struct eng_stats {
-    int running, waiting;
-    int kv_blocks_used, kv_blocks_total;
+    int running, waiting; /* sequences (completions); waiting includes queued requests */
+    int kv_blocks_used, kv_blocks_total; /* used: held by a sequence; cached free ones not */
     uint64_t preemptions;
-    uint64_t prefix_cache_queries, prefix_cache_hits; /* in tokens */
-    uint64_t prompt_tokens, generation_tokens;
+    uint64_t prefix_cache_queries, prefix_cache_hits; /* in prompt tokens, first admission */
+    uint64_t prompt_tokens;     /* prompt_len * n of every accepted request */
+    uint64_t generation_tokens; /* every sampled token */
     uint64_t steps;
     uint64_t requests_finished;
 } eng_stats_t;
@@ -134,27 +146,32 @@ typedef struct eng_stats {
 typedef void (*eng_wake_cb)(void *arg);
 
 /* Loads the model in p->model_dir and sizes the block pool. tok is borrowed and must
- * outlive the engine. Returns 0, or -ENOENT/-EINVAL/-ENOMEM/-EIO with one line in err
- * naming the file and the problem. Any thread, once. */
+ * outlive the engine. The pool must hold one sequence of max_model_len (then the oldest
+ * running sequence can always go on by preempting the others); -EINVAL says so otherwise.
+ * Returns 0, or -ENOENT/-EINVAL/-ENOMEM/-EIO with one line in err naming the file and the
+ * problem. Any thread, once. */
 int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, size_t errlen);
 /* Stops the scheduler thread if running (aborting what is left) and frees everything,
  * including events not yet polled. eng_free(NULL) is a no-op. */
 void eng_free(eng_t *e);
 void eng_get_info(const eng_t *e, eng_info_t *info);
 
-/* Starts the scheduler thread. wake(arg) is called from it after events were queued. */
+/* Starts the scheduler thread. wake(arg) is called from it after events were queued, with
+ * no engine lock held; it must not block (uv_async_send). It sleeps when idle. */
 int eng_start(eng_t *e, eng_wake_cb wake, void *arg);
 
 /* Queues a request (any thread). Returns 0 and owns req, or -EAGAIN when the waiting queue
- * is full, -EINVAL when it cannot ever run (prompt + max_tokens beyond max_model_len, bad
- * token id); on failure the caller keeps req. */
+ * is full, -EINVAL when it cannot ever run (empty prompt, prompt + max_tokens beyond
+ * max_model_len, bad token id, n outside 1..max_num_seqs, max_tokens 0 without
+ * prompt_logprobs, an empty stop string, logprobs beyond ENG_MAX_LOGPROBS); on failure the
+ * caller keeps req (eng_request_free). */
 int eng_submit(eng_t *e, eng_request_t *req);
 /* Cancels a request (any thread); its choices end with ENG_FINISH_ABORT and its blocks
  * return to the pool at the next step. Unknown ids are ignored. */
 void eng_abort(eng_t *e, uint64_t req_id);
 /* Takes every queued event, oldest first (any thread). NULL when there is none. */
 eng_event_t *eng_poll(eng_t *e);
-void eng_event_free(eng_event_t *ev); /* frees one event, not the list */
+void eng_event_free(eng_event_t *ev); /* frees one event (ids, text, lps with it), not the list */
 
 /* Runs one scheduler step on the calling thread; only when eng_start was not called.
  * Returns 1 if work was done, 0 if idle, negative on error. */

@@ -14,6 +14,11 @@
 
 #include "engine/gpt2_model.h"
 
+/* Rows of a prefill chunk whose attention scores are one matrix product: large enough for
+ * sgemm to run well, small enough that the keys computed past each row's own position
+ * (then masked) stay a small share. */
+#define ATTN_TILE 64
+
 size_t kv_cache_block_bytes(const gpt2_config_t *cfg, int block_size)
 {
     return (size_t)cfg->n_layer * 2 * (size_t)block_size * (size_t)cfg->n_embd * sizeof(float);
@@ -50,19 +55,21 @@ void kv_cache_free(kv_cache_t *kv)
 
 int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
 {
-    const size_t C = (size_t)m->cfg.n_embd;
+    const size_t C = (size_t)m->cfg.n_embd, HS = C / (size_t)m->cfg.n_head;
     if (max_tokens < 1 || max_logits < 0 || max_logits > max_tokens || max_ctx < 1 ||
-        max_ctx > m->cfg.n_ctx || (size_t)max_tokens > SIZE_MAX / (10 * C * sizeof(float)))
+        max_ctx > m->cfg.n_ctx || (size_t)max_tokens > SIZE_MAX / (16 * C * sizeof(float)))
         return -EINVAL;
-    /* x, ln, qkv (3C), att, fch (4C): 10 C per row. */
-    size_t T = (size_t)max_tokens;
-    size_t n = T * 10 * C + (size_t)max_logits * C + (size_t)max_ctx;
+    /* x, ln, qkv (3C), att, fch (4C): 10 C per row; kh, vh and the scores of a tile of rows
+     * per context position. */
+    size_t T = (size_t)max_tokens, ctx = (size_t)max_ctx;
+    size_t n = T * 10 * C + (size_t)max_logits * C + ctx * (2 * HS + ATTN_TILE);
     float *mem = malloc(n * sizeof(float));
     if (!mem)
         return -ENOMEM;
     free(m->s.mem);
     gpt2_scratch_t *s = &m->s;
     s->mem = mem;
+    s->bytes = n * sizeof(float);
     s->max_tokens = max_tokens;
     s->max_logits = max_logits;
     s->max_ctx = max_ctx;
@@ -72,7 +79,9 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
     s->att = s->qkv + T * 3 * C;
     s->fch = s->att + T * C;
     s->lnf = s->fch + T * 4 * C;
-    s->scores = s->lnf + (size_t)max_logits * C;
+    s->kh = s->lnf + (size_t)max_logits * C;
+    s->vh = s->kh + ctx * HS;
+    s->scores = s->vh + ctx * HS;
     return 0;
 }
 
@@ -123,13 +132,15 @@ static void layernorm_rows(float *out, const float *x, const float *w, const flo
         layernorm(out + (size_t)t * C, x + (size_t)t * C, w, b, C, eps);
 }
 
-/* gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's tanh form. */
+/* gelu_new(x) = 0.5 x (1 + tanh(y)), y = sqrt(2/pi) (x + 0.044715 x^3), GPT-2's tanh form,
+ * computed as x / (1 + exp(-2y)): the same function (1 + tanh(y) = 2 / (1 + exp(-2y))), with
+ * one expf instead of tanhf, which took most of the time of this loop. */
 static void gelu(float *x, size_t n)
 {
     const float s = 0.7978845608028654f; /* sqrt(2/pi) */
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(s * (v + 0.044715f * v * v * v)));
+        x[i] = v / (1.0f + expf(-2.0f * s * (v + 0.044715f * v * v * v)));
     }
 }
 
@@ -137,22 +148,6 @@ static void add(float *x, const float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         x[i] += y[i];
-}
-
-/* Eight independent partial sums, so the compiler can keep them in one vector register. */
-static float dot(const float *a, const float *b, int n)
-{
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int u = 0; u < 8; u++)
-            acc[u] += a[i + u] * b[i + u];
-    float s = 0;
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    for (int u = 0; u < 8; u++)
-        s += acc[u];
-    return s;
 }
 
 /* K (v = 0) or V (v = 1) rows of layer l in block blk: (BS, C). */
@@ -174,53 +169,148 @@ static void kv_write(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t 
     }
 }
 
-/* Causal self-attention of one row and head over positions [0, n) of its sequence:
- * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block. */
-static void attend(float *out, const float *q, const kv_cache_t *kv, const int32_t *table, int n,
-                   int l, int h, int HS, float *scores)
+/* Eight floats; loads and stores go through memcpy (no alignment or aliasing assumptions)
+ * and compile to one vector move where the target has 32-byte vectors. */
+typedef float v8f __attribute__((vector_size(32)));
+
+/* The decode path's two loops over head size, cloned for AVX2+FMA and chosen at run time;
+ * the default clone is plain SSE2. */
+#define ATTN_CLONES __attribute__((target_clones("arch=haswell", "default")))
+
+ATTN_CLONES static float dot(const float *a, const float *b, int n)
+{
+    v8f acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f x, y;
+        memcpy(&x, a + i, sizeof(x));
+        memcpy(&y, b + i, sizeof(y));
+        acc += x * y;
+    }
+    float s = 0;
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    for (int u = 0; u < 8; u++)
+        s += acc[u];
+    return s;
+}
+
+/* y += p * x */
+ATTN_CLONES static void axpy(float *y, float p, const float *x, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f a, b;
+        memcpy(&a, y + i, sizeof(a));
+        memcpy(&b, x + i, sizeof(b));
+        a += p * b;
+        memcpy(y + i, &a, sizeof(a));
+    }
+    for (; i < n; i++)
+        y[i] += p * x[i];
+}
+
+/* softmax in place over n scores; returns nothing, the row sums to 1. */
+static void softmax(float *x, int n)
+{
+    float max = -INFINITY, sum = 0;
+    for (int j = 0; j < n; j++)
+        max = x[j] > max ? x[j] : max;
+    for (int j = 0; j < n; j++) {
+        x[j] = expf(x[j] - max);
+        sum += x[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++)
+        x[j] *= inv;
+}
+
+/* One decode row and head over positions [0, n) of its sequence:
+ * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place. */
+static void attend_row(float *out, const float *q, const kv_cache_t *kv, const int32_t *table,
+                       int n, int l, int h, int HS, float *scores)
 {
     const int C = kv->n_embd, BS = kv->block_size;
     const float scale = 1.0f / sqrtf((float)HS);
-    float max = -INFINITY;
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
         const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
         int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++) {
-            float s = dot(q, k + (size_t)r * C, HS) * scale;
-            scores[j0 + r] = s;
-            max = s > max ? s : max;
-        }
+        for (int r = 0; r < rows; r++)
+            scores[j0 + r] = dot(q, k + (size_t)r * C, HS) * scale;
     }
-    float sum = 0;
-    for (int j = 0; j < n; j++) {
-        scores[j] = expf(scores[j] - max);
-        sum += scores[j];
-    }
+    softmax(scores, n);
     memset(out, 0, (size_t)HS * sizeof(float));
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
         const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
         int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++) {
-            float p = scores[j0 + r];
-            const float *vr = v + (size_t)r * C;
-            for (int i = 0; i < HS; i++)
-                out[i] += p * vr[i];
-        }
+        for (int r = 0; r < rows; r++)
+            axpy(out, scores[j0 + r], v + (size_t)r * C, HS);
     }
-    float inv = 1.0f / sum;
-    for (int i = 0; i < HS; i++)
-        out[i] *= inv;
 }
 
+/* Copies head h's K (v = 0) or V (v = 1) of positions [0, n) into dst (n, HS). */
+static void gather_head(float *dst, const kv_cache_t *kv, const int32_t *table, int n, int l,
+                        int h, int HS, int v)
+{
+    const int C = kv->n_embd, BS = kv->block_size;
+    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+        const float *src = kv_rows(kv, table[blk], l, v) + (size_t)h * HS;
+        int rows = n - j0 < BS ? n - j0 : BS;
+        for (int r = 0; r < rows; r++)
+            memcpy(dst + (size_t)(j0 + r) * HS, src + (size_t)r * C, (size_t)HS * sizeof(float));
+    }
+}
+
+/* A prefill chunk (rows t0..t1 of sequence s): per head, K and V of the whole context are
+ * gathered once, then each tile of ATTN_TILE rows is two matrix products,
+ * S = Q K^T / sqrt(HS) over the keys the tile's last row sees, and O = softmax(S) V,
+ * with each row's scores beyond its own position zeroed (the causal mask). */
+static void attend_chunk(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int s, int l)
+{
+    const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH, ld = m->s.max_ctx;
+    const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
+    const float scale = 1.0f / sqrtf((float)HS);
+    const gpt2_scratch_t *sc = &m->s;
+    for (int h = 0; h < NH; h++) {
+        gather_head(sc->kh, kv, b->block_table[s], n, l, h, HS, 0);
+        gather_head(sc->vh, kv, b->block_table[s], n, l, h, HS, 1);
+        for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
+            int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
+            int keys = b->pos[r0 + rows - 1] + 1;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, HS, scale,
+                        sc->qkv + (size_t)r0 * 3 * C + (size_t)h * HS, 3 * C, sc->kh, HS, 0.0f,
+                        sc->scores, ld);
+            for (int r = 0; r < rows; r++) {
+                float *row = sc->scores + (size_t)r * ld;
+                int seen = b->pos[r0 + r] + 1;
+                softmax(row, seen);
+                memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, keys, 1.0f,
+                        sc->scores, ld, sc->vh, HS, 0.0f,
+                        sc->att + (size_t)r0 * C + (size_t)h * HS, C);
+        }
+    }
+}
+
+/* Causal self-attention of every row. A decode row (the only row of its sequence) reads
+ * the blocks in place; a prefill chunk goes through attend_chunk's matrix products. */
 static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
 {
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
-    for (int s = 0; s < b->B; s++)
-        for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
-            for (int h = 0; h < NH; h++)
-                attend(m->s.att + (size_t)t * C + (size_t)h * HS,
+    for (int s = 0; s < b->B; s++) {
+        int t = b->seq_start[s];
+        if (b->seq_start[s + 1] - t > 1) {
+            attend_chunk(m, kv, b, s, l);
+            continue;
+        }
+        if (b->seq_start[s + 1] == t)
+            continue;
+        for (int h = 0; h < NH; h++)
+            attend_row(m->s.att + (size_t)t * C + (size_t)h * HS,
                        m->s.qkv + (size_t)t * 3 * C + (size_t)h * HS, kv, b->block_table[s],
                        b->pos[t] + 1, l, h, HS, m->s.scores);
+    }
 }
 
 static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
@@ -266,10 +356,11 @@ static int check_batch(const gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t
         for (int j = 0; j < (n + BS - 1) / BS; j++)
             if (table[j] < 0 || table[j] >= kv->num_blocks)
                 return -EINVAL;
+        /* Rows are consecutive positions ending at the context's last one. */
         for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
             int32_t p = b->pos[t];
-            if (b->tokens[t] < 0 || b->tokens[t] >= c->vocab_size || p < 0 || p >= n ||
-                b->slot[t] != table[p / BS] * BS + p % BS)
+            if (b->tokens[t] < 0 || b->tokens[t] >= c->vocab_size ||
+                p != n - (b->seq_start[s + 1] - t) || b->slot[t] != table[p / BS] * BS + p % BS)
                 return -EINVAL;
         }
     }

@@ -60,8 +60,12 @@ typedef struct gpt2_batch {
     float *logits;             /* (n_logits, V) output, owned by the caller */
 } gpt2_batch_t;
 
-/* Scratch is sized once for at most max_tokens rows and max_logits logit rows. */
+/* Scratch is sized once for at most max_tokens rows and max_logits logit rows.
+ * Returns 0, -EINVAL (max_ctx beyond n_ctx, max_logits > max_tokens) or -ENOMEM. */
 int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx);
+/* Returns 0, or -EINVAL without touching the cache when the batch does not fit the
+ * reservation or the pool, has a token id outside [0, V), or a row whose positions or slot
+ * disagree with the description above. Allocates nothing. */
 int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b);
 
 #endif

@@ -81,7 +81,11 @@ static int parse_config(json_t *root, gpt2_config_t *c, char *err, size_t errlen
         return fail(err, errlen, -EINVAL,
                     "config.json: activation_function \"%s\" is not supported (gelu_new is)",
                     json_is_string(j) ? json_string_value(j) : "?");
-    /* Variants of GPT-2 attention this engine does not implement. */
+    /* Variants of GPT-2 this engine does not implement. */
+    j = json_object_get(root, "n_inner");
+    if (j && !json_is_null(j) && !(json_is_integer(j) && json_integer_value(j) == 4 * c->n_embd))
+        return fail(err, errlen, -EINVAL, "config.json: n_inner must be null or 4 * n_embd (%d)",
+                    4 * c->n_embd);
     j = json_object_get(root, "scale_attn_weights");
     if (j && !json_is_true(j))
         return fail(err, errlen, -EINVAL, "config.json: scale_attn_weights false is not supported");
@@ -274,7 +278,8 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
     *out = NULL;
     if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32)
         return fail(err, errlen, -EINVAL,
-                    "weight dtype %d: only f32 weights in memory are supported", dtype);
+                    "weight dtype %s: only f32 weights in memory are supported so far",
+                    dtype == ENG_DTYPE_F16 ? "f16" : dtype == ENG_DTYPE_BF16 ? "bf16" : "?");
     gpt2_t *m = calloc(1, sizeof(*m));
     if (!m)
         return fail(err, errlen, -ENOMEM, "out of memory");
@@ -308,6 +313,10 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
     rc = get_all(&ld);
     if (rc)
         goto fail;
+    /* When every weight was converted nothing points into the files any more: unmap them
+     * rather than keep the 16-bit copy resident next to the F32 one. */
+    if (ld.n_convert == ld.n_floats)
+        st_close(&m->st);
     *out = m;
     return 0;
 fail:

@@ -24,6 +24,7 @@ typedef struct gpt2_layer {
 /* Forward-pass scratch, carved from one allocation by gpt2_reserve. */
 typedef struct gpt2_scratch {
     float *mem;       /* owned: everything below points into it */
+    size_t bytes;     /* size of mem */
     int max_tokens;   /* rows per step */
     int max_logits;   /* logit rows per step */
     int max_ctx;      /* longest context attended */
@@ -33,12 +34,14 @@ typedef struct gpt2_scratch {
     float *att;       /* (T, C) attention output, heads concatenated */
     float *fch;       /* (T, 4C) MLP hidden */
     float *lnf;       /* (max_logits, C) final layer norm of the logit rows */
-    float *scores;    /* (max_ctx) attention weights of one row and head */
+    float *kh, *vh;   /* (max_ctx, HS) one head's K and V gathered from the blocks */
+    float *scores;    /* (ATTN_TILE, max_ctx) attention weights of a tile of rows, one head */
 } gpt2_scratch_t;
 
 struct gpt2 {
     gpt2_config_t cfg;
-    st_set_t st;            /* owned: the mapped checkpoint; F32 tensors point into it */
+    st_set_t st;            /* owned: the mapped checkpoint; F32 tensors point into it
+                             * (closed after loading when every weight was converted) */
     float *converted;       /* owned: F16/BF16 (and misaligned F32) weights as F32 */
     size_t weight_bytes;    /* bytes of weights as used, the tied LM head counted once */
     const float *wte;       /* (V, C) token embeddings */

@@ -224,6 +224,8 @@ int32_t smp_sample(const eng_sampling_t *sp, float *logits, int V, const int32_t
             n++;
         }
     }
+    if (n == 0) /* only with min_p > 1, which keeps nothing: fall back to greedy */
+        return best;
     if (sp->top_k > 0 && sp->top_k < n) {
         select_top_k(c, n, sp->top_k);
         n = sp->top_k;
@@ -238,14 +240,31 @@ int32_t smp_sample(const eng_sampling_t *sp, float *logits, int V, const int32_t
             total += c[i].p;
     }
 
+    /* Draw walking the kept tokens in id order, not in the order selection left them in:
+     * that order depends on every logit, so a difference in the last bit (OpenBLAS rows
+     * change in the last bits with the number of rows in the batch) would change which
+     * token the same u picks, and a request's output would depend on its batch. In id
+     * order such a difference moves each boundary by as much, so it almost never matters.
+     * The counts scratch is free again after the penalties. */
+    float *dense = (float *)scratch_counts(scratch, V);
+    memset(dense, 0, (size_t)V * sizeof(*dense));
+    for (int i = 0; i < n; i++)
+        dense[c[i].id] = c[i].p;
+    total = 0;
+    for (int i = 0; i < V; i++)
+        total += dense[i];
     double u = smp_rng_uniform(r) * total, acc = 0;
-    for (int i = 0; i < n; i++) {
-        acc += c[i].p;
+    int32_t last = c[0].id;
+    for (int i = 0; i < V; i++) {
+        if (dense[i] <= 0)
+            continue;
+        acc += dense[i];
+        last = i;
         if (u < acc)
-            return c[i].id;
+            return i;
     }
     /* Only rounding can get here (u within an ulp of total): the last candidate. */
-    return c[n - 1].id;
+    return last;
 }
 
 void smp_logprobs(const float *logits, int V, int32_t id, int n_top, eng_logprob_t *lp)

@@ -238,7 +238,11 @@ static void admit_waiting(sched_t *s, plan_t *pl)
         int n = q->len - q->num_computed;
         n = n < pl->budget ? n : pl->budget;
         n = fit_logits(q, n, pl);
-        int r = room(s, q);
+        /* Leave a few blocks to the running sequences (1% of the pool, as vLLM's
+         * watermark): admitting into the last free blocks only preempts someone at the
+         * next block boundary. With nothing running, everything may be taken. */
+        int wm = s->running.count > 0 ? 1 + s->blk.num_blocks / 100 : 0;
+        int r = room(s, q) - wm * s->block_size;
         n = n < r ? n : r;
         if (n <= 0) {
             seq_release_blocks(s, q); /* first come, first served: wait for blocks */
@@ -413,6 +417,11 @@ int sched_add(sched_t *s, eng_request_t *r)
     s->reqs = req;
     s->stats.prompt_tokens += (uint64_t)r->prompt_len * (uint64_t)r->n;
     return 0;
+}
+
+void sched_reject(sched_t *s, eng_request_t *r, int finish)
+{
+    seq_reject(s, r, finish);
 }
 
 int sched_abort(sched_t *s, uint64_t id)

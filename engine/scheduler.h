@@ -138,6 +138,8 @@ void sched_free(sched_t *s);
 /* Takes ownership of r (already validated) and queues its completions. -ENOMEM leaves r
  * with the caller. */
 int sched_add(sched_t *s, eng_request_t *r);
+/* Ends every choice of r, which never entered the scheduler, with finish and frees it. */
+void sched_reject(sched_t *s, eng_request_t *r, int finish);
 /* Ends every unfinished completion of request id with ENG_FINISH_ABORT and frees its
  * blocks. Returns 1 if the request was live. */
 int sched_abort(sched_t *s, uint64_t id);

@@ -38,6 +38,22 @@ void seq_list_push_front(sched_list_t *l, sched_seq_t *q)
     l->count++;
 }
 
+void seq_list_insert_after(sched_list_t *l, sched_seq_t *after, sched_seq_t *q)
+{
+    if (!after) {
+        seq_list_push_front(l, q);
+        return;
+    }
+    q->prev = after;
+    q->next = after->next;
+    if (after->next)
+        after->next->prev = q;
+    else
+        l->tail = q;
+    after->next = q;
+    l->count++;
+}
+
 void seq_list_remove(sched_list_t *l, sched_seq_t *q)
 {
     if (q->prev)
@@ -249,6 +265,33 @@ static void emit(sched_t *s, const sched_seq_t *q, const int32_t *ids, int n_ids
     s->ev_tail = ev;
 }
 
+void seq_reject(sched_t *s, eng_request_t *r, int finish)
+{
+    static const char oom[] = "out of memory";
+    const char *text = finish == ENG_FINISH_ERROR ? oom : "";
+    size_t len = finish == ENG_FINISH_ERROR ? sizeof(oom) - 1 : 0;
+    for (int k = 0; k < r->n; k++) {
+        eng_event_t *ev = calloc(1, sizeof(*ev) + len + 1);
+        if (!ev)
+            break;
+        ev->req_id = r->id;
+        ev->user = r->user;
+        ev->index = r->index_base + k;
+        ev->text = (char *)(ev + 1);
+        memcpy(ev->text, text, len);
+        ev->text_len = len;
+        ev->finish = finish;
+        ev->prompt_tokens = r->prompt_len;
+        if (s->ev_tail)
+            s->ev_tail->next = ev;
+        else
+            s->ev_head = ev;
+        s->ev_tail = ev;
+    }
+    s->stats.requests_finished++;
+    eng_request_free(r);
+}
+
 /* Takes q out of whatever list it is in and frees its blocks; no event. */
 static void seq_end(sched_t *s, sched_seq_t *q)
 {
@@ -359,6 +402,7 @@ void seq_fork(sched_t *s, sched_seq_t *parent, const float *row)
     sched_req_t *r = parent->req;
     int P = r->r->prompt_len, bs = s->block_size, full = P / bs;
     size_t block_floats = kv_cache_block_bytes(gpt2_get_config(s->model), bs) / sizeof(float);
+    sched_seq_t *behind = NULL; /* the last completion sent to wait */
     for (int k = 1; k < r->r->n; k++) {
         sched_seq_t *c = &r->seqs[k];
         if (c->state != SCHED_FORK)
@@ -386,11 +430,13 @@ void seq_fork(sched_t *s, sched_seq_t *parent, const float *row)
             }
         }
         if (!ok) {
-            /* No slot or block now: it waits and recomputes (its full blocks from the
-             * prefix cache); its RNG is untouched, so it draws the same tokens. */
+            /* No slot or block now: it waits, first in line as it came before everything
+             * waiting, and recomputes (its full blocks from the prefix cache); its RNG is
+             * untouched, so it draws the same tokens. */
             seq_release_blocks(s, c);
             c->state = SCHED_WAITING;
-            seq_list_push_back(&s->waiting, c);
+            seq_list_insert_after(&s->waiting, behind, c);
+            behind = c;
             continue;
         }
         c->num_computed = P;

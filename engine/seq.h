@@ -11,6 +11,8 @@
 
 void seq_list_push_back(sched_list_t *l, sched_seq_t *q);
 void seq_list_push_front(sched_list_t *l, sched_seq_t *q);
+/* Inserts q after after (at the front when after is NULL). */
+void seq_list_insert_after(sched_list_t *l, sched_seq_t *after, sched_seq_t *q);
 void seq_list_remove(sched_list_t *l, sched_seq_t *q);
 
 /* Builds the request's sequences (the first waits, the others wait to fork) and takes
@@ -35,6 +37,9 @@ void seq_sample(sched_t *s, sched_seq_t *q, float *row);
 /* The first completion finished its prompt: the others share its full blocks, copy its
  * partly filled last block, and sample their first token from row (left unmodified). */
 void seq_fork(sched_t *s, sched_seq_t *parent, const float *row);
+/* Ends every choice of a request that never entered the scheduler (an event each, text
+ * "out of memory" for ENG_FINISH_ERROR) and frees it. */
+void seq_reject(sched_t *s, eng_request_t *r, int finish);
 /* Ends every unfinished completion of r with finish (an event each). */
 void seq_finish_request(sched_t *s, sched_req_t *r, int finish);
 

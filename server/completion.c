@@ -198,10 +198,12 @@ static void job_closed_cb(void *arg, int client_gone)
 static int echo_text(api_job_t *job, int prompt, char **out, size_t *len)
 {
     const api_prompt_t *pr = &job->p.prompts[prompt];
-    if (pr->text) {
-        *out = strdup(pr->text);
+    if (pr->text) { /* may hold NUL characters: copy by length */
+        if (!(*out = malloc(pr->text_len + 1)))
+            return -ENOMEM;
+        memcpy(*out, pr->text, pr->text_len + 1);
         *len = pr->text_len;
-        return *out ? 0 : -ENOMEM;
+        return 0;
     }
     char *raw;
     size_t n;
@@ -494,6 +496,13 @@ void srv_completions(srv_t *s, http_req_t *r)
         prompts_tokenize(&job->p, s->tok, &e) ||
         api_check_context(&job->p, s->info.max_model_len, &e))
         goto fail;
+    if (job->p.n > s->cfg.max_num_seqs) { /* the n completions of a prompt run together */
+        api_error_set(&e, 400, "invalid_request_error", NULL, "n",
+                      "'n' %d is more than the %d sequences this server runs at once "
+                      "(--max-num-seqs)",
+                      job->p.n, s->cfg.max_num_seqs);
+        goto fail;
+    }
     job->n_choices = job->p.n_prompts * job->p.n;
     job->choices = calloc((size_t)job->n_choices, sizeof(*job->choices));
     if (!job->choices) {

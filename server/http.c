@@ -17,10 +17,15 @@
  * - MHD does not see a client leave while its connection is suspended: a uv_poll with
  *   UV_DISCONNECT watches the socket for that time.
  * - MHD_stop_daemon aborts the process if a connection is suspended: close resumes all.
+ * - CONNECTION_TIMEOUT only measures inactivity, so a client that sends one header byte a
+ *   second (slowloris) would hold its slot for ever: every connection must send its request
+ *   headers within header_timeout of opening or of its previous response, or a sweep shuts
+ *   its socket down (MHD then sees the end of the stream and closes it).
  */
 #include "server/http.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -37,6 +42,8 @@
 #include "server/log.h"
 
 static void drive(http_server_t *hs);
+static void conn_wait(http_server_t *hs, http_conn_t *hc);
+static void sweep_cb(uv_timer_t *t);
 
 static void idle_cb(uv_idle_t *h)
 {
@@ -153,6 +160,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         if (!r)
             return MHD_NO;
         *con_cls = r;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->hc = ci ? ci->socket_context : NULL;
+        if (r->hc)
+            r->hc->waiting = 0;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > hs->max_body)
@@ -248,6 +260,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
             gone ? " client_gone=1" : "");
     if (r->hs->on_done)
         r->hs->on_done(r->hs->app, r->status);
+    if (r->hc)
+        conn_wait(r->hs, r->hc);
     req_free(r);
 }
 
@@ -255,10 +269,37 @@ static void connection_cb(void *cls, struct MHD_Connection *conn, void **socket_
                           enum MHD_ConnectionNotificationCode toe)
 {
     http_server_t *hs = cls;
-    (void)conn;
-    (void)socket_context;
-    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
-        hs->conn_closed = 1;
+    http_conn_t *hc = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        hc = calloc(1, sizeof(*hc));
+        if (!hc)
+            return; /* untracked: it only misses the header deadline */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        hc->fd = ci ? ci->connect_fd : -1;
+        conn_wait(hs, hc);
+        hc->next = hs->conns;
+        if (hs->conns)
+            hs->conns->prev = hc;
+        hs->conns = hc;
+        *socket_context = hc;
+        if (!uv_is_active((uv_handle_t *)&hs->sweep) && !hs->closing)
+            uv_timer_start(&hs->sweep, sweep_cb, 1000, 1000);
+        return;
+    }
+    hs->conn_closed = 1;
+    if (!hc)
+        return;
+    if (hc->prev)
+        hc->prev->next = hc->next;
+    else
+        hs->conns = hc->next;
+    if (hc->next)
+        hc->next->prev = hc->prev;
+    free(hc);
+    *socket_context = NULL;
+    if (!hs->conns)
+        uv_timer_stop(&hs->sweep);
 }
 
 static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
@@ -272,48 +313,79 @@ static void mhd_log_cb(void *cls, const char *fmt, va_list ap)
     srv_log(SRV_LOG_INFO, "mhd", NULL, "%s", msg);
 }
 
+/* ---- the header deadline ---- */
+
+static void sweep_cb(uv_timer_t *t)
+{
+    http_server_t *hs = t->data;
+    uint64_t now = uv_now(hs->loop);
+    int cut = 0;
+    for (http_conn_t *hc = hs->conns; hc; hc = hc->next) {
+        if (hc->waiting && hc->fd >= 0 && now >= hc->deadline) {
+            srv_log(SRV_LOG_INFO, "http", NULL,
+                    "closing a connection that sent no complete request in %llu ms",
+                    (unsigned long long)hs->header_timeout);
+            shutdown(hc->fd, SHUT_RDWR);
+            hc->fd = -1; /* MHD closes the fd; never touch it again */
+            cut = 1;
+        }
+    }
+    if (cut)
+        http_kick(hs);
+}
+
+/* The connection has finished a request (or just opened): it must start the next one in
+ * time. */
+static void conn_wait(http_server_t *hs, http_conn_t *hc)
+{
+    hc->waiting = 1;
+    hc->deadline = uv_now(hs->loop) + hs->header_timeout;
+}
+
 /* ---- the server ---- */
 
+/* Binds and listens on host (a numeric address or a name such as "localhost", resolved to
+ * its first address) and port. The listen socket is ours, so a busy port is a clear error
+ * before MHD starts. */
 static int listen_on(const char *host, int port, int *out_fd, int *out_port, int *v6, char *err,
                      size_t errlen)
 {
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    socklen_t slen;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        slen = sizeof(*a4);
-        *v6 = 0;
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        slen = sizeof(*a6);
-        *v6 = 1;
-    } else {
-        snprintf(err, errlen, "--host: '%s' is not a numeric IPv4 or IPv6 address", host);
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int gai = getaddrinfo(host, portstr, &hints, &ai);
+    if (gai != 0 || !ai) {
+        snprintf(err, errlen, "--host: cannot resolve '%s': %s", host, gai_strerror(gai));
         return -EINVAL;
     }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    *v6 = ai->ai_family == AF_INET6;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         int e = errno;
+        freeaddrinfo(ai);
         snprintf(err, errlen, "socket: %s", strerror(e));
         return -e;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, slen) != 0 || listen(fd, 511) != 0) {
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0) {
         int e = errno;
+        freeaddrinfo(ai);
         snprintf(err, errlen, "%s%s%s:%d: %s", *v6 ? "[" : "", host, *v6 ? "]" : "", port,
                  strerror(e));
         close(fd);
         return -e;
     }
-    slen = sizeof(ss);
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t slen = sizeof(ss);
     getsockname(fd, (struct sockaddr *)&ss, &slen);
-    *out_port = ntohs(*v6 ? a6->sin6_port : a4->sin_port);
+    *out_port = ntohs(*v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                          : ((struct sockaddr_in *)&ss)->sin_port);
     *out_fd = fd;
     return 0;
 }
@@ -341,6 +413,7 @@ int http_server_init(http_server_t **out, uv_loop_t *loop, const http_options_t 
     hs->on_done = o->on_done;
     hs->app = app;
     hs->max_body = o->max_body_bytes;
+    hs->header_timeout = (uint64_t)(o->header_timeout ? o->header_timeout : 30) * 1000;
     if (o->api_key && o->api_key[0]) {
         if (!(hs->api_key = strdup(o->api_key))) {
             free(hs);
@@ -377,8 +450,9 @@ int http_server_init(http_server_t **out, uv_loop_t *loop, const http_options_t 
     uv_poll_init(loop, &hs->epoll_poll, di->epoll_fd);
     uv_timer_init(loop, &hs->timer);
     uv_idle_init(loop, &hs->idle);
-    hs->epoll_poll.data = hs->timer.data = hs->idle.data = hs;
-    hs->open_handles = 3;
+    uv_timer_init(loop, &hs->sweep);
+    hs->epoll_poll.data = hs->timer.data = hs->idle.data = hs->sweep.data = hs;
+    hs->open_handles = 4;
     uv_poll_start(&hs->epoll_poll, UV_READABLE, epoll_cb);
     http_kick(hs);
     *out = hs;
@@ -425,4 +499,5 @@ void http_server_close(http_server_t *hs)
     uv_close((uv_handle_t *)&hs->epoll_poll, handle_close_cb);
     uv_close((uv_handle_t *)&hs->timer, handle_close_cb);
     uv_close((uv_handle_t *)&hs->idle, handle_close_cb);
+    uv_close((uv_handle_t *)&hs->sweep, handle_close_cb);
 }

@@ -33,10 +33,11 @@ typedef struct http_log_info {
 } http_log_info_t;
 
 typedef struct http_options {
-    const char *host;        /* numeric IPv4 or IPv6 address to bind */
+    const char *host;        /* address or host name to bind */
     int port;                /* 0 = any free port */
     size_t max_body_bytes;   /* bodies above it get 413 */
     unsigned conn_timeout;   /* seconds of inactivity before an idle connection closes */
+    unsigned header_timeout; /* seconds a connection has to send a request's headers; 0 = 30 */
     unsigned conn_limit;     /* connections in all */
     unsigned per_ip_limit;   /* connections from one address; 0 = no limit */
     const char *api_key;     /* NULL = no key needed */

@@ -9,12 +9,23 @@
 
 #include "server/http.h"
 
+/* One TCP connection, tracked for the header deadline (see http.c). */
+typedef struct http_conn {
+    struct http_conn *prev, *next; /* in http_server.conns */
+    int fd;
+    int waiting;       /* no request since it opened or since its last response completed */
+    uint64_t deadline; /* uv_now (ms) by which a waiting connection must have sent headers */
+} http_conn_t;
+
 struct http_server {
     uv_loop_t *loop;          /* borrowed */
     struct MHD_Daemon *d;
     uv_poll_t epoll_poll;     /* on MHD's epoll fd */
     uv_timer_t timer;         /* MHD_get_timeout > 0 */
     uv_idle_t idle;           /* MHD_get_timeout == 0, or a kick */
+    uv_timer_t sweep;         /* once a second while connections exist: header deadlines */
+    uint64_t header_timeout;  /* ms */
+    http_conn_t *conns;       /* every open connection */
     int open_handles;         /* freed when the last close callback runs */
     int conn_closed;          /* NOTIFY_CONNECTION CLOSED seen during MHD_run */
     int kicked;               /* a resume asked for another MHD_run */
@@ -34,6 +45,7 @@ struct http_server {
 struct http_req {
     http_server_t *hs;
     struct MHD_Connection *conn;
+    http_conn_t *hc;             /* its connection, or NULL */
     http_req_t *prev, *next;     /* in hs->live */
     char method[16];
     char *path;                  /* owned */

@@ -3,10 +3,12 @@
  * A piece starts as one token per byte; the adjacent pair with the lowest merge rank is
  * merged (the leftmost one when a rank occurs several times) until no pair has a rank.
  * That is the rule of GPT-2's encoder.py, which merges every occurrence of the best pair
- * left to right before looking again: a pair created by a merge of rank r always has a
- * rank above r (a merge can only use tokens made by earlier merges), so taking the leftmost
- * lowest pair one at a time gives the same result. A min-heap of candidate pairs keeps
- * long pieces (a megabyte without a space) at O(n log n) instead of O(n^2).
+ * left to right before looking again: in a merge list learned by BPE training (GPT-2's), a
+ * pair created by a merge of rank r always has a rank above r (a merge can only use tokens
+ * made by earlier merges), so taking the leftmost lowest pair one at a time gives the same
+ * result. It is also exactly what Hugging Face's tokenizers does (a heap ordered by rank,
+ * then position), for any merge list. The min-heap of candidate pairs keeps long pieces
+ * (a megabyte without a space) at O(n log n) instead of O(n^2).
  *
  * DESIGN (threads): the merge table is read-only after tok_init. The word cache is shared
  * by every thread that encodes; each slot is guarded by one of BPE_CACHE_LOCKS mutexes
@@ -101,6 +103,67 @@ void bpe_merge_add(tok_t *t, int32_t left, int32_t right, int32_t merged)
             return;
         }
     }
+}
+
+/* ---- whole-token index ----
+ * Most pieces of ordinary text are one token. When a piece's bytes are a vocabulary token
+ * and BPE of those bytes really ends in that one token (checked here for every token at
+ * load, because a token made by merges need not be reachable from its own bytes), the
+ * piece is that token and no merging is needed. */
+
+static int32_t index_find(const tok_t *t, const unsigned char *w, size_t len, uint64_t h)
+{
+    for (size_t i = h & t->index_mask;; i = (i + 1) & t->index_mask) {
+        int32_t id = t->index[i];
+        if (id < 0)
+            return -1;
+        const tok_entry_t *e = &t->entries[id];
+        if (e->len == len && memcmp(t->blob + e->off, w, len) == 0)
+            return id;
+    }
+}
+
+static int bpe_merge_loop(const tok_t *t, const unsigned char *w, size_t len,
+                          bpe_scratch_t *s, tok_ids_t *out);
+
+int bpe_index_build(tok_t *t)
+{
+    size_t cap = 1024;
+    while (cap < (size_t)t->n_vocab * 2)
+        cap *= 2;
+    t->index = malloc(cap * sizeof(*t->index));
+    if (!t->index)
+        return -ENOMEM;
+    memset(t->index, 0xFF, cap * sizeof(*t->index));
+    t->index_mask = cap - 1;
+
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        const tok_entry_t *e = &t->entries[id];
+        if (!e->valid)
+            continue;
+        const unsigned char *w = (const unsigned char *)t->blob + e->off;
+        if (index_find(t, w, e->len, XXH3_64bits(w, e->len)) >= 0)
+            continue; /* two ids for the same bytes: the first one is the index's */
+        size_t i = XXH3_64bits(w, e->len) & t->index_mask;
+        while (t->index[i] >= 0)
+            i = (i + 1) & t->index_mask;
+        t->index[i] = id;
+    }
+
+    bpe_scratch_t s = {0};
+    tok_ids_t ids = {0};
+    int rc = 0;
+    for (int32_t id = 0; id < t->n_vocab && rc == 0; id++) {
+        tok_entry_t *e = &t->entries[id];
+        if (!e->valid)
+            continue;
+        ids.n = 0;
+        rc = bpe_merge_loop(t, (const unsigned char *)t->blob + e->off, e->len, &s, &ids);
+        e->whole = rc == 0 && ids.n == 1 && ids.v[0] == id;
+    }
+    free(ids.v);
+    bpe_scratch_free(&s);
+    return rc;
 }
 
 /* ---- word cache ---- */
@@ -296,17 +359,18 @@ int bpe_encode_word(const tok_t *t, const unsigned char *w, size_t len, int use_
     if (len == 1)
         return tok_ids_push(out, t->byte_id[w[0]]);
 
-    uint64_t h = 0;
+    uint64_t h = XXH3_64bits(w, len);
     int cacheable = use_cache && len <= BPE_CACHE_WORD;
     if (cacheable) {
-        h = XXH3_64bits(w, len);
         int got = cache_get(t, h, w, len, out);
         if (got != 0)
             return got < 0 ? got : 0;
     }
 
     size_t first = out->n;
-    int rc = bpe_merge_loop(t, w, len, s, out);
+    int32_t id = len <= TOK_MAX_TOKEN_BYTES ? index_find(t, w, len, h) : -1;
+    int rc = id >= 0 && t->entries[id].whole ? tok_ids_push(out, id)
+                                             : bpe_merge_loop(t, w, len, s, out);
     if (rc < 0)
         return rc;
     if (cacheable && out->n - first <= BPE_CACHE_IDS)

@@ -36,8 +36,11 @@ int tok_pattern_compile(tok_t *t, char *err, size_t errlen)
                  (const char *)msg);
         return -EINVAL;
     }
-    /* Without JIT (a PCRE2 built without it) pcre2_match interprets the same pattern. */
-    (void)pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE);
+    /* Without JIT (a PCRE2 built without it, or no executable memory) pcre2_match
+     * interprets the same pattern; with it, pcre2_jit_match skips pcre2_match's checks. */
+    size_t jit_size = 0;
+    t->re_jit = pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE) == 0 &&
+                pcre2_pattern_info(t->re, PCRE2_INFO_JITSIZE, &jit_size) == 0 && jit_size > 0;
     return 0;
 }
 
@@ -55,7 +58,8 @@ static int encode_segment(encode_ctx_t *c, const unsigned char *s, size_t len)
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
     size_t pos = 0;
     while (pos < len) {
-        int rc = pcre2_match(c->t->re, s, len, pos, 0, c->md, NULL);
+        int rc = c->t->re_jit ? pcre2_jit_match(c->t->re, s, len, pos, 0, c->md, NULL)
+                              : pcre2_match(c->t->re, s, len, pos, 0, c->md, NULL);
         size_t start = len, end = len;
         if (rc > 0) {
             start = ov[0];

@@ -20,6 +20,7 @@ typedef struct tok_entry {
     uint32_t off;
     uint16_t len;
     uint8_t valid; /* 0 for ids the vocabulary leaves unused */
+    uint8_t whole; /* BPE of exactly these bytes gives this one token (checked at load) */
 } tok_entry_t;
 
 /* One merge rule: the pair (left, right) becomes token merged; lower rank merges first. */
@@ -56,11 +57,15 @@ struct tok {
     size_t blob_len;
     int32_t byte_id[256];  /* the token of each single byte */
 
+    int32_t *index;        /* token bytes -> id, open addressing, -1 free; owned */
+    size_t index_mask;     /* capacity - 1 */
+
     bpe_merge_t *merges;   /* open-addressing table, owned */
     size_t merge_mask;     /* capacity - 1 (capacity is a power of two) */
     size_t n_merges;
 
-    pcre2_code *re;        /* the GPT-2 pre-tokenizer pattern, JIT-compiled, owned */
+    pcre2_code *re;        /* the GPT-2 pre-tokenizer pattern, owned */
+    int re_jit;            /* re is JIT-compiled: match with pcre2_jit_match */
 
     bpe_cache_slot_t *cache;                 /* (BPE_CACHE_SLOTS) owned */
     pthread_mutex_t cache_lock[BPE_CACHE_LOCKS];
@@ -86,6 +91,8 @@ int tok_ids_push(tok_ids_t *ids, int32_t id);
 int bpe_merges_alloc(tok_t *t, size_t n_merges);
 /* Adds a merge with the next rank; a pair that is already present keeps its first rank. */
 void bpe_merge_add(tok_t *t, int32_t left, int32_t right, int32_t merged);
+/* Builds the bytes -> id index and marks the tokens that BPE reaches whole. */
+int bpe_index_build(tok_t *t);
 int bpe_cache_init(tok_t *t);
 void bpe_cache_free(tok_t *t);
 /* Appends the ids of one pre-tokenized piece to out. use_cache 0 bypasses the word cache

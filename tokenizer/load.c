@@ -137,7 +137,7 @@ static int load_vocab(loader_t *l, const char *what)
                         n, TOK_MAX_TOKEN_BYTES);
         if (t->entries[id].valid)
             return fail(l, -EINVAL, "%sid %d is used by two tokens, one is \"%s\"", what, id, key);
-        t->entries[id] = (tok_entry_t){(uint32_t)t->blob_len, (uint16_t)n, 1};
+        t->entries[id] = (tok_entry_t){(uint32_t)t->blob_len, (uint16_t)n, 1, 0};
         t->blob_len += (size_t)n;
     }
 

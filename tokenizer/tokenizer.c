@@ -29,9 +29,11 @@ int tok_init(tok_t **out, const char *dir, char *err, size_t errlen)
     rc = tok_pattern_compile(t, err, errlen);
     if (rc < 0)
         goto fail;
-    rc = bpe_cache_init(t);
+    rc = bpe_index_build(t);
+    if (rc == 0)
+        rc = bpe_cache_init(t);
     if (rc < 0) {
-        snprintf(err, errlen, "%s: out of memory for the word cache", dir);
+        snprintf(err, errlen, "%s: out of memory for the token index and word cache", dir);
         goto fail;
     }
     *out = t;
@@ -46,6 +48,7 @@ void tok_free(tok_t *t)
     if (!t)
         return;
     bpe_cache_free(t);
+    free(t->index);
     pcre2_code_free(t->re);
     free(t->merges);
     free(t->blob);

@@ -210,6 +210,18 @@ static void test_precedence(void)
     CHECK_STR(c.model_dir, "--weird-dir");
     cfg_free(&c);
 
+    /* Kubernetes service links for a Service named nano-vllm are not settings. */
+    CHECK_INT(load(&c, err, NOARGS,
+                   ARGS("NANO_VLLM_PORT=tcp://10.0.0.11:8000", "NANO_VLLM_SERVICE_HOST=10.0.0.11",
+                        "NANO_VLLM_SERVICE_PORT=8000", "NANO_VLLM_SERVICE_PORT_HTTP=8000",
+                        "NANO_VLLM_PORT_8000_TCP=tcp://10.0.0.11:8000",
+                        "NANO_VLLM_PORT_8000_TCP_PROTO=tcp", "NANO_VLLM_PORT_8000_TCP_PORT=8000",
+                        "NANO_VLLM_PORT_8000_TCP_ADDR=10.0.0.11")),
+              0);
+    CHECK_STR(err, "");
+    CHECK_INT(c.port, 8000);
+    cfg_free(&c);
+
     /* Every setting can be given each way. */
     CHECK_INT(load(&c, err,
                    ARGS("m", "--host", "::1", "--threads", "3", "--kv-cache-memory", "1.5G",
@@ -281,11 +293,11 @@ static void test_value_errors(void)
     expect_error(__LINE__,
                  "--kv-cache-memory: '12Q' is not a size (bytes, or a number with K, M, G or T)",
                  ARGS("--kv-cache-memory", "12Q"), NOENV);
-    expect_error(__LINE__, "--kv-cache-memory: 512K is out of range (1M-1T)",
-                 ARGS("--kv-cache-memory", "512K"), NOENV);
-    expect_error(__LINE__, "--kv-cache-memory: 2T is out of range (1M-1T)",
+    expect_error(__LINE__, "--kv-cache-memory: 512 is out of range (1K-1T)",
+                 ARGS("--kv-cache-memory", "512"), NOENV);
+    expect_error(__LINE__, "--kv-cache-memory: 2T is out of range (1K-1T)",
                  ARGS("--kv-cache-memory", "2T"), NOENV);
-    expect_error(__LINE__, "--kv-cache-memory: 99999999999T is out of range (1M-1T)",
+    expect_error(__LINE__, "--kv-cache-memory: 99999999999T is out of range (1K-1T)",
                  ARGS("--kv-cache-memory", "99999999999T"), NOENV);
     expect_error(__LINE__, "--max-body-bytes: 100 is out of range (1K-1G)",
                  ARGS("--max-body-bytes", "100"), NOENV);
@@ -302,6 +314,9 @@ static void test_value_errors(void)
     expect_error(__LINE__, "--weight-dtype: 'f64' is not one of auto, f32, f16, bf16",
                  ARGS("--weight-dtype", "f64"), NOENV);
     expect_error(__LINE__, "--host: must not be empty", ARGS("--host="), NOENV);
+    expect_error(__LINE__, "--config: must not be empty", ARGS("--config="), NOENV);
+    /* Control characters from outside never make the message span lines. */
+    expect_error(__LINE__, "--port: '1?2?' is not an integer", ARGS("--port=1\n2\r"), NOENV);
 
     /* Command-line shape. */
     expect_error(__LINE__, "unknown option '--max-seqs' (see --help)",
@@ -320,6 +335,10 @@ static void test_value_errors(void)
                  NOARGS, ARGS("NANO_VLLM_KV_CACHE_MEMORY=2X"));
     expect_error(__LINE__, "NANO_VLLM_PORTS: unknown setting (see --help)", NOARGS,
                  ARGS("NANO_VLLM_PORTS=1"));
+    expect_error(__LINE__, "NANO_VLLM_PORT_X: unknown setting (see --help)", NOARGS,
+                 ARGS("NANO_VLLM_PORT_X=1"));
+    expect_error(__LINE__, "NANO_VLLM_PORT: 'http://x:80' is not an integer", NOARGS,
+                 ARGS("NANO_VLLM_PORT=http://x:80"));
     expect_error(__LINE__, "NANO_VLLM_LOG_FORMAT: 'JSON' is not one of text, json", NOARGS,
                  ARGS("NANO_VLLM_LOG_FORMAT=JSON"));
     /* Every source is validated, even one a flag overrides. */
@@ -348,6 +367,7 @@ static void test_file_errors(void)
     FILE_ERROR("host = \"abc\n", "%s:1: host: unterminated quote");
     FILE_ERROR("host = \"abc\" d\n", "%s:1: host: unexpected text after the closing quote: 'd'");
     FILE_ERROR("port = 1\nhost = a\nport = 2\n", "%s:3: port is set again (first on line 1)");
+    FILE_ERROR("host =#x\n", "%s:1: host: must not be empty"); /* a comment, not a value */
     FILE_ERROR("config = x.conf\n", "%s:1: unknown setting 'config'");
     FILE_ERROR("port = 1\nhost = a\0b\n", "%s:2: NUL byte in the line");
     FILE_ERROR("kv_cache_memory = lots # of it\n",
@@ -390,7 +410,7 @@ static void test_validate(void)
     c.port = 80;
     c.kv_cache_memory = 1000;
     CHECK_INT(cfg_validate(&c, err, sizeof(err)), -EINVAL);
-    CHECK_STR(err, "kv_cache_memory: 1000 is out of range (1M-1T)");
+    CHECK_STR(err, "kv_cache_memory: 1000 is out of range (1K-1T)");
     c.kv_cache_memory = 1 << 30;
     c.log_format = 7;
     CHECK_INT(cfg_validate(&c, err, sizeof(err)), -EINVAL);

@@ -99,6 +99,10 @@ class Server:
         # Under the sanitizers a report does not always change the exit status: look for one.
         bad = [l for l in self.log if "runtime error" in l or "Sanitizer" in l]
         check(not bad, "no sanitizer report in the server log", bad[:5])
+        if rc == 0:  # a clean exit closed every handle: uv_loop_close returned 0
+            check(any(l.endswith(" stopped") or '"msg":"stopped"' in l for l in self.log),
+                  "the server logged its stop")
+            check(not any("handles left" in l for l in self.log), "uv_loop_close() == 0")
         return rc
 
 
@@ -504,6 +508,22 @@ def test_stream_framing(srv):
         if g1 and i < 2:
             check_eq("".join(c["text"] for c in cs), g1["choices"][0]["text"], "choice %d text" % i)
 
+    # Streaming with a stop string: the held-back text comes out right, up to the stop.
+    full = complete(srv, greedy_body("The quick brown fox", 16))
+    if full:
+        text = full["choices"][0]["text"]
+        frag = next((text[i:i + 2] for i in range(3, len(text) - 2)
+                     if text[i:i + 2].strip() and text.find(text[i:i + 2]) == i), None)
+        if frag:
+            plain = complete(srv, greedy_body("The quick brown fox", 16, stop=frag))
+            status, headers, chunks, data = raw_stream(
+                srv, greedy_body("The quick brown fox", 16, stop=frag, stream=True))
+            events = parse_sse(data, "stream with stop")
+            if plain and events:
+                check_eq("".join(e["choices"][0]["text"] for e in events),
+                         plain["choices"][0]["text"], "streamed text with stop = non-streamed")
+                check_eq(events[-1]["choices"][0]["finish_reason"], "stop", "stream finish stop")
+
     # Streaming with logprobs and echo.
     status, headers, chunks, data = raw_stream(srv, greedy_body([464, 2068], 3, stream=True,
                                                                 logprobs=2, echo=True))
@@ -638,8 +658,16 @@ def test_errors(srv):
 
 
 def test_limits():
-    srv = Server("--max-body-bytes", "2000", "--max-waiting", "2", "--max-num-seqs", "1")
+    srv = Server("--max-body-bytes", "2000", "--max-waiting", "2", "--max-num-seqs", "1",
+                 "--served-model-name", "my-gpt")
     try:
+        status, _, data = request(srv, "GET", "/v1/models")
+        check_eq([m["id"] for m in json.loads(data)["data"]], ["my-gpt"], "--served-model-name")
+        s, _, d = request(srv, "POST", "/v1/completions", {"prompt": "x", "n": 2})
+        check_error(s, d, 400, "n above --max-num-seqs", param="n")
+        s, _, d = request(srv, "POST", "/v1/completions", {"model": "tiny-f32", "prompt": "x"})
+        check_error(s, d, 404, "the directory name is not served under another name",
+                    code="model_not_found")
         big = json.dumps({"prompt": "x" * 3000})
         s, _, d = request(srv, "POST", "/v1/completions", big)
         check_error(s, d, 413, "body over --max-body-bytes (Content-Length)")
@@ -686,7 +714,7 @@ def test_auth():
         if how == "flag":
             srv = Server("--api-key", "s3cret-key")
         else:
-            srv = Server(env={"NANO_VLLM_API_KEY": "s3cret-key"})
+            srv = Server(env={"NANO_VLLM_API_KEY": "s3cret-key", "NANO_VLLM_LOG_FORMAT": "json"})
         try:
             body = {"prompt": "hi", "max_tokens": 2}
             s, h, d = request(srv, "POST", "/v1/completions", body)
@@ -707,6 +735,16 @@ def test_auth():
             check_eq(request(srv, "GET", "/health")[0], 200, "%s: /health is open" % how)
             check_eq(request(srv, "GET", "/metrics")[0], 200, "%s: /metrics is open" % how)
             check(not any("s3cret-key" in l for l in srv.log), "%s: the key is not logged" % how)
+            if how == "env":  # --log-format json: every line one JSON object
+                time.sleep(0.1)
+                for line in srv.log:
+                    try:
+                        obj = json.loads(line)
+                        check({"ts", "level", "component", "msg"} <= set(obj), "json log fields", obj)
+                    except ValueError:
+                        check(False, "json log line", line)
+                check(any(json.loads(l).get("request_id", "").startswith("cmpl-") for l in srv.log),
+                      "json access lines carry the request id")
         finally:
             check_eq(srv.stop(), 0, "auth server exit status")
     # Without a key, every endpoint is open (the main server's tests cover that).

@@ -2,7 +2,7 @@
 // Writes gpt2-vectors.jsonl: a seeded, varied corpus of strings and the GPT-2 ids that two
 // independent JavaScript GPT-2 BPE implementations give for them.
 //
-//   cd tests/tokenizer && npm install && node gen-vectors.js > gpt2-vectors.jsonl
+//   cd tests/tokenizer && npm ci && node gen-vectors.js > gpt2-vectors.jsonl
 //
 // Each line is {"cat": CATEGORY, "text": STRING, "ids": [ID, ...]}. The corpus is the same on
 // every run (a fixed seed), so regenerating changes the file only if a reference changes.

@@ -1,0 +1,239 @@
+/* bench/sched.c - continuous batching speed on the GPT-2 124M shape: aggregate generated
+ * tokens/s at several concurrencies, the share of step time spent outside the forward pass
+ * (scheduling, sampling, detokenizing, events), time to first token and inter-token latency.
+ *
+ *   bench/sched [MODEL_DIR] [--concurrency 1,8,32,64] [--prompt-tokens 64]
+ *               [--new-tokens 128] [--threads N]
+ *
+ * Without a model in MODEL_DIR (default: a directory in the build tree, shared with
+ * bench/engine) it writes a seeded random 124M checkpoint there with scripts/make-checkpoint
+ * first. All requests of a round are submitted at once (greedy, ignore_eos) and the engine
+ * is stepped on this thread. The bound each round is compared with is measured in the same
+ * round: generated tokens over the time spent inside gpt2_forward alone.
+ * Not a test: run it by hand, briefly (lower --new-tokens on a busy machine).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "engine/scheduler.h"
+#include "tokenizer/tokenizer.h"
+
+#define MAX_ROUNDS 8
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int ensure_model(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    if (access(path, F_OK) == 0)
+        return 0;
+    printf("writing a random 124M checkpoint to %s ...\n", dir);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(BENCH_PYTHON3, BENCH_PYTHON3, BENCH_MAKE_CHECKPOINT, "--out", dir, "--shape", "124m",
+              "--seed", "1", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0)
+        return -1;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The p-th percentile (0..100) of sorted v (n > 0), nearest rank. */
+static double pct(const double *v, size_t n, double p)
+{
+    size_t i = (size_t)(p / 100.0 * (double)n);
+    return v[i < n ? i : n - 1];
+}
+
+typedef struct round_result {
+    int conc, steps;
+    long generated;
+    double wall, step_sum, forward_sum;
+    double ttft[3], itl[3]; /* p50, p90, p99 in seconds */
+} round_result_t;
+
+static int run_round(eng_t *e, int conc, int prompt_tokens, int new_tokens, uint64_t *seed,
+                     round_result_t *res)
+{
+    double *first = calloc((size_t)conc, sizeof(double));
+    double *last = calloc((size_t)conc, sizeof(double));
+    double *ttft = calloc((size_t)conc, sizeof(double));
+    size_t itl_cap = (size_t)conc * (size_t)new_tokens, n_itl = 0;
+    double *itl = malloc(itl_cap * sizeof(double));
+    if (!first || !last || !ttft || !itl)
+        return -ENOMEM;
+    double t0 = now();
+    for (int i = 0; i < conc; i++) {
+        eng_request_t *r = calloc(1, sizeof(*r));
+        r->prompt = malloc((size_t)prompt_tokens * sizeof(int32_t));
+        for (int k = 0; k < prompt_tokens; k++) {
+            *seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            r->prompt[k] = (int32_t)((*seed >> 33) % 50000); /* distinct: no cache hits */
+        }
+        r->id = (uint64_t)i;
+        r->prompt_len = prompt_tokens;
+        r->n = 1;
+        r->max_tokens = new_tokens;
+        r->ignore_eos = 1;
+        eng_sampling_default(&r->sp);
+        r->sp.temperature = 0;
+        int rc = eng_submit(e, r);
+        if (rc < 0)
+            return rc;
+    }
+    const sched_t *s = eng_sched(e);
+    int done = 0;
+    memset(res, 0, sizeof(*res));
+    res->conc = conc;
+    while (done < conc) {
+        double a = now();
+        int rc = eng_step(e);
+        double b = now();
+        if (rc < 0)
+            return rc;
+        res->steps++;
+        res->step_sum += b - a;
+        res->forward_sum += s->last.forward_sec;
+        for (eng_event_t *ev = eng_poll(e), *next; ev; ev = next) {
+            next = ev->next;
+            int i = (int)ev->req_id;
+            if (ev->n_ids > 0) {
+                if (first[i] == 0) {
+                    first[i] = b;
+                    ttft[i] = b - t0;
+                } else if (n_itl < itl_cap) {
+                    itl[n_itl++] = b - last[i];
+                }
+                last[i] = b;
+                res->generated += ev->n_ids;
+            }
+            done += ev->finish != ENG_FINISH_NONE;
+            eng_event_free(ev);
+        }
+    }
+    res->wall = now() - t0;
+    qsort(ttft, (size_t)conc, sizeof(double), cmp_double);
+    qsort(itl, n_itl, sizeof(double), cmp_double);
+    const double ps[3] = {50, 90, 99};
+    for (int k = 0; k < 3; k++) {
+        res->ttft[k] = pct(ttft, (size_t)conc, ps[k]);
+        res->itl[k] = n_itl ? pct(itl, n_itl, ps[k]) : 0;
+    }
+    free(first);
+    free(last);
+    free(ttft);
+    free(itl);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = BENCH_DEFAULT_MODEL_DIR;
+    int conc[MAX_ROUNDS] = {1, 8, 32, 64}, n_conc = 4;
+    int prompt_tokens = 64, new_tokens = 128, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) {
+            n_conc = 0;
+            for (char *t = strtok(argv[++i], ","); t && n_conc < MAX_ROUNDS; t = strtok(NULL, ","))
+                conc[n_conc++] = atoi(t);
+        } else if (!strcmp(argv[i], "--prompt-tokens") && i + 1 < argc) {
+            prompt_tokens = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--new-tokens") && i + 1 < argc) {
+            new_tokens = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            threads = atoi(argv[++i]);
+        } else if (argv[i][0] != '-') {
+            dir = argv[i];
+        } else {
+            fprintf(stderr, "usage: %s [MODEL_DIR] [--concurrency 1,8,32,64] "
+                    "[--prompt-tokens 64] [--new-tokens 128] [--threads N]\n", argv[0]);
+            return 2;
+        }
+    }
+    int max_conc = 1;
+    for (int i = 0; i < n_conc; i++) {
+        if (conc[i] < 1 || prompt_tokens < 1 || new_tokens < 1) {
+            fputs("bench/sched: concurrency, prompt and new tokens must be positive\n", stderr);
+            return 2;
+        }
+        max_conc = conc[i] > max_conc ? conc[i] : max_conc;
+    }
+    if (ensure_model(dir) < 0) {
+        fprintf(stderr, "bench/sched: cannot write a checkpoint to %s\n", dir);
+        return 1;
+    }
+    char err[512] = "";
+    tok_t *tok = NULL;
+    if (tok_init(&tok, dir, err, sizeof(err)) < 0) {
+        fprintf(stderr, "bench/sched: %s\n", err);
+        return 1;
+    }
+    eng_params_t p;
+    memset(&p, 0, sizeof(p));
+    p.model_dir = dir;
+    p.threads = threads;
+    p.max_num_seqs = max_conc;
+    p.max_model_len = prompt_tokens + new_tokens;
+    /* Exactly the blocks the largest round needs: every sequence at full length. */
+    p.block_size = 16;
+    p.num_kv_blocks = max_conc * ((prompt_tokens + new_tokens + 15) / 16);
+    eng_t *e = NULL;
+    if (eng_init(&e, &p, tok, err, sizeof(err)) < 0) {
+        fprintf(stderr, "bench/sched: %s\n", err);
+        return 1;
+    }
+    eng_info_t info;
+    eng_get_info(e, &info);
+    printf("model %s: %d layers, %d channels; KV pool %d blocks (%zu MiB); %d-token prompts, "
+           "%d new tokens, greedy, ignore_eos\n",
+           dir, info.n_layer, info.n_embd, info.num_kv_blocks, info.kv_bytes >> 20,
+           prompt_tokens, new_tokens);
+    printf("%5s %6s %10s %10s %9s %9s %22s %22s\n", "conc", "steps", "gen tok/s",
+           "fwd bound", "of bound", "outside", "TTFT p50/p90/p99 ms", "ITL p50/p90/p99 ms");
+    uint64_t seed = 12345;
+    int status = 0;
+    for (int i = 0; i < n_conc; i++) {
+        round_result_t r;
+        int rc = run_round(e, conc[i], prompt_tokens, new_tokens, &seed, &r);
+        if (rc < 0) {
+            fprintf(stderr, "bench/sched: round of %d failed: %s\n", conc[i], strerror(-rc));
+            status = 1;
+            break;
+        }
+        double outside = (r.step_sum - r.forward_sum) / r.step_sum;
+        printf("%5d %6d %10.1f %10.1f %8.1f%% %8.2f%% %7.0f/%6.0f/%6.0f  %7.1f/%6.1f/%6.1f\n",
+               r.conc, r.steps, (double)r.generated / r.wall, (double)r.generated / r.forward_sum,
+               100.0 * r.forward_sum / r.wall, 100.0 * outside, r.ttft[0] * 1e3, r.ttft[1] * 1e3,
+               r.ttft[2] * 1e3, r.itl[0] * 1e3, r.itl[1] * 1e3, r.itl[2] * 1e3);
+        fflush(stdout);
+    }
+    printf("gen tok/s: generated tokens over the round's wall time; fwd bound: over the time "
+           "inside gpt2_forward only;\noutside: share of eng_step time outside gpt2_forward "
+           "(target < 2%% at 64).\n");
+    eng_free(e);
+    tok_free(tok);
+    return status;
+}

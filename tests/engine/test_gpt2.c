@@ -1,0 +1,528 @@
+/* test_gpt2.c - the forward pass against the PyTorch reference, and against itself.
+ *
+ *   test_gpt2 CKPT_DIR PYTHON3 REF_ROWS_PY GPT2_REF_PY
+ *
+ * CKPT_DIR holds the seeded tiny checkpoints tests/reference writes at build time. The
+ * engine's logits after several prompts and its 32-token greedy continuations are checked
+ * against tests/reference/gpt2_ref.py (float64), run once through ref_rows.py. Then the
+ * engine is checked against itself: the same logits whichever way the cache is filled,
+ * in a mixed batch or alone, and through shared prefix blocks.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine/gpt2.h"
+#include "engine/sampler.h"
+#include "tests/engine/check.h"
+
+/* Engine against the float64 reference. The F16 and BF16 files are widened exactly by both
+ * sides, so all three dtypes face the same float32-vs-float64 arithmetic gap (measured
+ * about 1e-5) and share one bound. */
+#define REF_TOL 1e-3
+/* Engine against itself: only summation order differs (sgemv vs sgemm, block splits). */
+#define SELF_TOL 1e-4
+
+#define N_GEN 32
+#define BS 16
+#define N_BLOCKS 256
+#define MAX_T 256
+
+static const char *const ckpts[] = {"tiny-f32", "tiny-f16", "tiny-bf16", "tiny-prefix",
+                                    "tiny-sharded"};
+enum { N_CKPT = sizeof(ckpts) / sizeof(ckpts[0]) };
+static const int prompt_lens[] = {1, 7, 16, 33, 100, 201};
+enum { N_PROMPT = sizeof(prompt_lens) / sizeof(prompt_lens[0]) };
+
+/* A test's own block allocator: ids handed out from a shuffled list, so tables are not
+ * contiguous. The real allocator is the scheduler's. */
+typedef struct blocks {
+    int32_t free_ids[N_BLOCKS];
+    int n_free;
+} blocks_t;
+
+static void blocks_init(blocks_t *a, uint64_t seed)
+{
+    smp_rng_t r;
+    smp_rng_seed(&r, seed);
+    for (int i = 0; i < N_BLOCKS; i++)
+        a->free_ids[i] = i;
+    for (int i = N_BLOCKS - 1; i > 0; i--) {
+        int j = (int)(smp_rng_next(&r) % (uint64_t)(i + 1));
+        int32_t t = a->free_ids[i];
+        a->free_ids[i] = a->free_ids[j];
+        a->free_ids[j] = t;
+    }
+    a->n_free = N_BLOCKS;
+}
+
+/* One sequence: its tokens and the table covering them. */
+typedef struct seq {
+    int32_t tokens[MAX_T];
+    int len;    /* tokens in the sequence */
+    int cached; /* tokens whose K/V are in the cache */
+    int32_t table[MAX_T / BS + 1];
+    int n_table;
+} seq_t;
+
+static void seq_cover(seq_t *s, blocks_t *a, int len)
+{
+    while (s->n_table * BS < len)
+        s->table[s->n_table++] = a->free_ids[--a->n_free];
+}
+
+/* A batch under construction: rows of several sequences. */
+typedef struct batch {
+    int32_t tokens[MAX_T], pos[MAX_T], slot[MAX_T], seq_start[MAX_T + 1], ctx_len[MAX_T];
+    const int32_t *tables[MAX_T];
+    int32_t logit_rows[MAX_T];
+    seq_t *seqs[MAX_T];
+    gpt2_batch_t b;
+} batch_t;
+
+static void batch_begin(batch_t *bt, float *logits)
+{
+    memset(&bt->b, 0, sizeof(bt->b));
+    bt->b.tokens = bt->tokens;
+    bt->b.pos = bt->pos;
+    bt->b.slot = bt->slot;
+    bt->b.seq_start = bt->seq_start;
+    bt->b.ctx_len = bt->ctx_len;
+    bt->b.block_table = bt->tables;
+    bt->b.logit_rows = bt->logit_rows;
+    bt->b.logits = logits;
+    bt->seq_start[0] = 0;
+}
+
+/* Adds the next n uncached tokens of s; all_logits asks for every row, else the last. */
+static void batch_add(batch_t *bt, seq_t *s, blocks_t *a, int n, int all_logits)
+{
+    gpt2_batch_t *b = &bt->b;
+    seq_cover(s, a, s->cached + n);
+    for (int i = 0; i < n; i++) {
+        int p = s->cached + i;
+        bt->tokens[b->T] = s->tokens[p];
+        bt->pos[b->T] = p;
+        bt->slot[b->T] = s->table[p / BS] * BS + p % BS;
+        if (all_logits || i == n - 1)
+            bt->logit_rows[b->n_logits++] = b->T;
+        b->T++;
+    }
+    s->cached += n;
+    bt->ctx_len[b->B] = s->cached;
+    bt->tables[b->B] = s->table;
+    bt->seqs[b->B] = s;
+    bt->seq_start[++b->B] = b->T;
+}
+
+static int run(gpt2_t *m, kv_cache_t *kv, batch_t *bt)
+{
+    int rc = gpt2_forward(m, kv, &bt->b);
+    CHECK_INT_EQ(rc, 0);
+    return rc;
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double d = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = fabs((double)a[i] - (double)b[i]);
+        d = x > d || isnan(x) ? x : d;
+    }
+    return d;
+}
+
+static int32_t argmax(const float *x, int V)
+{
+    int32_t best = 0;
+    for (int i = 1; i < V; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+/* Deterministic prompt i of length n, ids spread over the whole vocabulary. */
+static void make_prompt(seq_t *s, int i, int n, int V)
+{
+    smp_rng_t r;
+    smp_rng_seed(&r, 1000 + (uint64_t)i);
+    memset(s, 0, sizeof(*s));
+    for (int k = 0; k < n; k++)
+        s->tokens[k] = (int32_t)(smp_rng_next(&r) % (uint64_t)V);
+    s->len = n;
+}
+
+static gpt2_t *load(const char *ckpt_dir, const char *name)
+{
+    char dir[4096], err[512] = "";
+    snprintf(dir, sizeof(dir), "%s/%s", ckpt_dir, name);
+    gpt2_t *m = NULL;
+    int rc = gpt2_load(&m, dir, 0, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "gpt2_load %s: %d: %s\n", name, rc, err);
+        CHECK_INT_EQ(rc, 0);
+        return NULL;
+    }
+    rc = gpt2_reserve(m, MAX_T, MAX_T, gpt2_get_config(m)->n_ctx);
+    CHECK_INT_EQ(rc, 0);
+    return rc ? (gpt2_free(m), NULL) : m;
+}
+
+/* What the engine produced for one checkpoint and prompt. */
+typedef struct result {
+    float *logits;          /* (V) after the prompt */
+    int32_t gen[N_GEN];     /* greedy continuation */
+} result_t;
+
+/* Prefills the prompt in one step, then decodes N_GEN greedy tokens one step each. */
+static void greedy(gpt2_t *m, kv_cache_t *kv, seq_t *s, result_t *res, float *logits)
+{
+    const int V = gpt2_get_config(m)->vocab_size;
+    blocks_t a;
+    blocks_init(&a, 7);
+    batch_t *bt = malloc(sizeof(*bt));
+    batch_begin(bt, logits);
+    batch_add(bt, s, &a, s->len, 0);
+    if (run(m, kv, bt) == 0)
+        memcpy(res->logits, logits, (size_t)V * sizeof(float));
+    for (int k = 0; k < N_GEN; k++) {
+        res->gen[k] = argmax(logits, V);
+        s->tokens[s->len++] = res->gen[k];
+        if (k == N_GEN - 1)
+            break;
+        batch_begin(bt, logits);
+        batch_add(bt, s, &a, 1, 0);
+        run(m, kv, bt);
+    }
+    free(bt);
+}
+
+static int run_reference(char **argv, const char *jobs, const char *out)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(argv[2], argv[2], argv[3], argv[4], jobs, out, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_reference(char **argv, const char *tmp)
+{
+    static result_t res[N_CKPT][N_PROMPT];
+    char jobs[4200], out[4200];
+    snprintf(jobs, sizeof(jobs), "%s/jobs.tsv", tmp);
+    snprintf(out, sizeof(out), "%s/ref.bin", tmp);
+    FILE *jf = fopen(jobs, "w");
+    CHECK(jf != NULL);
+    if (!jf)
+        return;
+    int V = 0;
+    for (int c = 0; c < N_CKPT; c++) {
+        gpt2_t *m = load(argv[1], ckpts[c]);
+        if (!m)
+            continue;
+        V = gpt2_get_config(m)->vocab_size;
+        kv_cache_t kv;
+        CHECK_INT_EQ(kv_cache_init(&kv, gpt2_get_config(m), BS, N_BLOCKS), 0);
+        float *logits = malloc((size_t)MAX_T * V * sizeof(float));
+        for (int p = 0; p < N_PROMPT; p++) {
+            seq_t s;
+            make_prompt(&s, p, prompt_lens[p], V);
+            res[c][p].logits = malloc((size_t)V * sizeof(float));
+            greedy(m, &kv, &s, &res[c][p], logits);
+            fprintf(jf, "%s/%s\t%d\t", argv[1], ckpts[c], prompt_lens[p]);
+            for (int k = 0; k < s.len; k++)
+                fprintf(jf, "%s%d", k ? "," : "", (int)s.tokens[k]);
+            fprintf(jf, "\n");
+        }
+        free(logits);
+        kv_cache_free(&kv);
+        gpt2_free(m);
+    }
+    fclose(jf);
+    int rc = run_reference(argv, jobs, out);
+    CHECK_INT_EQ(rc, 0);
+    FILE *rf = rc == 0 ? fopen(out, "rb") : NULL;
+    CHECK(rc != 0 || rf != NULL);
+    float *ref = malloc((size_t)(V ? V : 1) * sizeof(float));
+    for (int c = 0; c < N_CKPT && rf; c++) {
+        double worst = 0;
+        int mismatches = 0;
+        for (int p = 0; p < N_PROMPT; p++) {
+            int32_t best[N_GEN + 1];
+            if (!res[c][p].logits || fread(ref, sizeof(float), (size_t)V, rf) != (size_t)V ||
+                fread(best, sizeof(int32_t), N_GEN + 1, rf) != N_GEN + 1) {
+                CHECK(!"reference output too short");
+                fclose(rf);
+                rf = NULL;
+                break;
+            }
+            double d = max_abs_diff(res[c][p].logits, ref, (size_t)V);
+            worst = d > worst ? d : worst;
+            CHECK_LE(d, REF_TOL);
+            /* best[k] is the reference argmax after the prompt and gen[0..k). */
+            for (int k = 0; k < N_GEN; k++)
+                if (res[c][p].gen[k] != best[k]) {
+                    fprintf(stderr, "%s prompt %d: greedy token %d is %d, reference %d\n",
+                            ckpts[c], prompt_lens[p], k, res[c][p].gen[k], best[k]);
+                    mismatches++;
+                    break;
+                }
+        }
+        printf("%-12s logits vs reference: max abs diff %.3g over %d prompts (tol %g); "
+               "%d-token greedy continuations: %d differ\n",
+               ckpts[c], worst, N_PROMPT, REF_TOL, N_GEN, mismatches);
+        CHECK_INT_EQ(mismatches, 0);
+    }
+    if (rf)
+        fclose(rf);
+    free(ref);
+    for (int c = 0; c < N_CKPT; c++)
+        for (int p = 0; p < N_PROMPT; p++)
+            free(res[c][p].logits);
+}
+
+/* Logits of every row, filling the cache in chunks of `chunk` tokens (one step each). */
+static void prefill_rows(gpt2_t *m, kv_cache_t *kv, const seq_t *prompt, int chunk,
+                         float *rows, float *logits)
+{
+    const int V = gpt2_get_config(m)->vocab_size;
+    blocks_t a;
+    blocks_init(&a, 100 + (uint64_t)chunk);
+    seq_t s = *prompt;
+    batch_t *bt = malloc(sizeof(*bt));
+    while (s.cached < s.len) {
+        int n = s.len - s.cached < chunk ? s.len - s.cached : chunk;
+        int first = s.cached;
+        batch_begin(bt, logits);
+        batch_add(bt, &s, &a, n, 1);
+        run(m, kv, bt);
+        memcpy(rows + (size_t)first * V, logits, (size_t)n * V * sizeof(float));
+    }
+    free(bt);
+}
+
+static void test_cache_fill(gpt2_t *m, kv_cache_t *kv)
+{
+    const int V = gpt2_get_config(m)->vocab_size, n = 100;
+    seq_t s;
+    make_prompt(&s, 50, n, V);
+    float *whole = malloc((size_t)n * V * sizeof(float));
+    float *other = malloc((size_t)n * V * sizeof(float));
+    float *logits = malloc((size_t)MAX_T * V * sizeof(float));
+    prefill_rows(m, kv, &s, n, whole, logits);
+    const int chunks[] = {1, 7, 16, 33};
+    for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+        prefill_rows(m, kv, &s, chunks[i], other, logits);
+        double d = max_abs_diff(whole, other, (size_t)n * V);
+        printf("cache filled in chunks of %2d vs whole prompt: max abs diff %.3g over all %d "
+               "rows (tol %g)\n", chunks[i], d, n, SELF_TOL);
+        CHECK_LE(d, SELF_TOL);
+    }
+    free(whole);
+    free(other);
+    free(logits);
+}
+
+/* Logits after the whole of s and after one more token, s alone in a fresh table. */
+static void alone(gpt2_t *m, kv_cache_t *kv, const seq_t *prompt, int32_t next, float *after,
+                  float *after_next, float *logits)
+{
+    const int V = gpt2_get_config(m)->vocab_size;
+    blocks_t a;
+    blocks_init(&a, 5);
+    seq_t s = *prompt;
+    batch_t *bt = malloc(sizeof(*bt));
+    batch_begin(bt, logits);
+    batch_add(bt, &s, &a, s.len, 0);
+    run(m, kv, bt);
+    memcpy(after, logits, (size_t)V * sizeof(float));
+    s.tokens[s.len++] = next;
+    batch_begin(bt, logits);
+    batch_add(bt, &s, &a, 1, 0);
+    run(m, kv, bt);
+    memcpy(after_next, logits, (size_t)V * sizeof(float));
+    free(bt);
+}
+
+/* Eight sequences of different lengths: step 1 prefills four whole prompts and the first
+ * halves of four others; step 2 mixes decode tokens of the first four with the second
+ * halves of the others. Each must get the logits it gets alone. */
+static void test_mixed_batch(gpt2_t *m, kv_cache_t *kv)
+{
+    enum { B = 8 };
+    const int V = gpt2_get_config(m)->vocab_size;
+    const int lens[B] = {1, 5, 16, 17, 33, 64, 90, 40};
+    static seq_t s[B];
+    float *want_prefill = malloc((size_t)B * V * sizeof(float));
+    float *want_decode = malloc((size_t)B * V * sizeof(float));
+    float *logits = malloc((size_t)MAX_T * V * sizeof(float));
+    for (int i = 0; i < B; i++) {
+        make_prompt(&s[i], 200 + i, lens[i], V);
+        alone(m, kv, &s[i], (int32_t)(7 * i + 3), want_prefill + (size_t)i * V,
+              want_decode + (size_t)i * V, logits);
+    }
+    blocks_t a;
+    blocks_init(&a, 99);
+    batch_t *bt = malloc(sizeof(*bt));
+    batch_begin(bt, logits);
+    for (int i = 0; i < B; i++)
+        batch_add(bt, &s[i], &a, i < 4 ? lens[i] : lens[i] / 2, 0);
+    run(m, kv, bt);
+    double d_first = 0;
+    for (int i = 0; i < 4; i++) {
+        double d = max_abs_diff(logits + (size_t)i * V, want_prefill + (size_t)i * V, (size_t)V);
+        d_first = d > d_first ? d : d_first;
+    }
+    batch_begin(bt, logits);
+    for (int i = 0; i < B; i++) {
+        if (i < 4)
+            s[i].tokens[s[i].len++] = (int32_t)(7 * i + 3);
+        batch_add(bt, &s[i], &a, i < 4 ? 1 : lens[i] - lens[i] / 2, 0);
+    }
+    run(m, kv, bt);
+    double d_mixed = 0;
+    for (int i = 0; i < B; i++) {
+        const float *want = (i < 4 ? want_decode : want_prefill) + (size_t)i * V;
+        double d = max_abs_diff(logits + (size_t)i * V, want, (size_t)V);
+        d_mixed = d > d_mixed ? d : d_mixed;
+    }
+    printf("batch of %d prompts vs alone: max abs diff %.3g; mixed decode + prefill step: "
+           "%.3g (tol %g)\n", B, d_first, d_mixed, SELF_TOL);
+    CHECK_LE(d_first, SELF_TOL);
+    CHECK_LE(d_mixed, SELF_TOL);
+    free(bt);
+    free(want_prefill);
+    free(want_decode);
+    free(logits);
+}
+
+/* B starts with the first 32 tokens (two full blocks) of A and reads them from A's
+ * blocks: its table holds the same block ids and it prefills only its own tokens. */
+static void test_shared_prefix(gpt2_t *m, kv_cache_t *kv)
+{
+    const int V = gpt2_get_config(m)->vocab_size;
+    seq_t sa, sb;
+    make_prompt(&sa, 300, 45, V);
+    make_prompt(&sb, 301, 60, V);
+    memcpy(sb.tokens, sa.tokens, 32 * sizeof(int32_t));
+    float *want_a = malloc((size_t)V * sizeof(float)), *want_b = malloc((size_t)V * sizeof(float));
+    float *scratch = malloc((size_t)V * sizeof(float));
+    float *logits = malloc((size_t)MAX_T * V * sizeof(float));
+    alone(m, kv, &sb, 1, want_b, scratch, logits);
+    alone(m, kv, &sa, 2, want_a, scratch, logits);
+
+    blocks_t a;
+    blocks_init(&a, 31);
+    batch_t *bt = malloc(sizeof(*bt));
+    batch_begin(bt, logits);
+    batch_add(bt, &sa, &a, sa.len, 0);
+    run(m, kv, bt);
+    double da = max_abs_diff(logits, want_a, (size_t)V);
+    sb.table[0] = sa.table[0];
+    sb.table[1] = sa.table[1];
+    sb.n_table = 2;
+    sb.cached = 32;
+    batch_begin(bt, logits);
+    batch_add(bt, &sb, &a, sb.len - 32, 0);
+    run(m, kv, bt);
+    double db = max_abs_diff(logits, want_b, (size_t)V);
+    printf("prefix-shared blocks vs unshared: max abs diff %.3g (owner %.3g, tol %g)\n", db, da,
+           SELF_TOL);
+    CHECK_INT_EQ(sb.table[0], sa.table[0]);
+    CHECK_LE(da, SELF_TOL);
+    CHECK_LE(db, SELF_TOL);
+    free(bt);
+    free(want_a);
+    free(want_b);
+    free(scratch);
+    free(logits);
+}
+
+/* A batch that would write where attention does not read, or read outside the model or
+ * the pool, is refused. */
+static void test_bad_batch(gpt2_t *m, kv_cache_t *kv)
+{
+    const int V = gpt2_get_config(m)->vocab_size;
+    float *logits = malloc((size_t)V * sizeof(float));
+    blocks_t a;
+    blocks_init(&a, 1);
+    seq_t s;
+    make_prompt(&s, 400, 3, V);
+    batch_t *bt = malloc(sizeof(*bt));
+    batch_begin(bt, logits);
+    batch_add(bt, &s, &a, 3, 0);
+    bt->slot[1]++;
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    bt->slot[1]--;
+    bt->tokens[0] = V;
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    bt->tokens[0] = 0;
+    s.table[0] = N_BLOCKS;
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    s.table[0] = 0;
+    bt->slot[0] = 0;
+    bt->slot[1] = 1;
+    bt->slot[2] = 2;
+    bt->ctx_len[0] = 2; /* a row past the context */
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    bt->ctx_len[0] = 4; /* rows that do not end the context */
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    bt->ctx_len[0] = 3;
+    bt->pos[0] = 1; /* positions out of order */
+    bt->pos[1] = 0;
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), -EINVAL);
+    bt->pos[0] = 0;
+    bt->pos[1] = 1;
+    CHECK_INT_EQ(gpt2_forward(m, kv, &bt->b), 0);
+    free(bt);
+    free(logits);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: test_gpt2 CKPT_DIR PYTHON3 REF_ROWS_PY GPT2_REF_PY\n");
+        return 2;
+    }
+    const char *tmpdir = getenv("TMPDIR");
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s/test_gpt2.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    if (!mkdtemp(tmp)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_reference(argv, tmp);
+
+    gpt2_t *m = load(argv[1], "tiny-f32");
+    kv_cache_t kv = {0};
+    if (m && kv_cache_init(&kv, gpt2_get_config(m), BS, N_BLOCKS) == 0) {
+        test_cache_fill(m, &kv);
+        test_mixed_batch(m, &kv);
+        test_shared_prefix(m, &kv);
+        test_bad_batch(m, &kv);
+    } else {
+        CHECK(!"tiny-f32 and its KV cache");
+    }
+    kv_cache_free(&kv);
+    gpt2_free(m);
+
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/jobs.tsv", tmp);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/ref.bin", tmp);
+    unlink(path);
+    rmdir(tmp);
+    if (check_failures()) {
+        fprintf(stderr, "test_gpt2: %d check(s) failed\n", check_failures());
+        return 1;
+    }
+    printf("test_gpt2: all checks passed\n");
+    return 0;
+}
