@@ -1,9 +1,12 @@
-"""deploy/nano-vllm.conf is a settings file the server accepts, and means what it says.
+"""deploy/nano-vllm.conf and the manifests' NANO_VLLM_* variables are settings the server
+accepts, and mean what they say.
 
 Starts `nano-vllm serve --config deploy/nano-vllm.conf --port 0` on the tiny test checkpoint
 (flags override the file, so the port is a free one) and compares the effective settings the
 server logs at start with every `key = value` line of the file. A copy with a misspelt key
-must be refused with the file's line number.
+must be refused with the file's line number. Then the same for the environment that
+deploy/k8s/deployment.yaml, deploy/compose.yaml and the Dockerfile give the server (host and
+port overridden by flags, so the server stays on a free loopback port).
 
 usage: config_example_test.py SOURCE_ROOT NANO_VLLM_BINARY
 """
@@ -15,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import yaml
 
 FAILURES = 0
 
@@ -41,6 +46,53 @@ def file_settings(path):
     return out
 
 
+def effective(binary, args, env, log_path):
+    """Starts the server, waits for its listening line, stops it with SIGTERM.
+    Returns (exit status, log text, {setting: value} as the server logged them)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([binary, "serve", *args], stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, **env))
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 30 and proc.poll() is None:
+            if "listening on" in open(log_path).read():
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    text = open(log_path).read()
+    return rc, text, dict(re.findall(r" config (\w+) = (.*)$", text, re.M))
+
+
+def check_run(what, rc, text):
+    check(rc == 0 and "listening on" in text,
+          f"{what}: the server starts and stops on SIGTERM with status 0", (rc, text[-1500:]))
+    check(not re.search(r"Sanitizer|runtime error:", text), f"{what}: no sanitizer report",
+          text[-1500:])
+
+
+def deployment_env(root):
+    """NANO_VLLM_* of the Kubernetes Deployment, compose.yaml and the Dockerfile's ENV, less
+    the entrypoint's own variables (it consumes them before the server starts)."""
+    own = {"NANO_VLLM_MODEL", "NANO_VLLM_MODEL_DIR"}
+    out = {}
+    with open(os.path.join(root, "deploy", "k8s", "deployment.yaml")) as f:
+        dep = next(d for d in yaml.safe_load_all(f) if d)
+    env = dep["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    out["deploy/k8s/deployment.yaml"] = {e["name"]: e["value"] for e in env if "value" in e}
+    with open(os.path.join(root, "deploy", "compose.yaml")) as f:
+        compose = yaml.safe_load(f)
+    out["deploy/compose.yaml"] = dict(compose["services"]["nano-vllm"].get("environment", {}))
+    with open(os.path.join(root, "Dockerfile")) as f:
+        text = f.read().replace("\\\n", " ")
+    out["Dockerfile"] = dict(re.findall(r"(NANO_VLLM_\w+)=(\S+)",
+                                        " ".join(re.findall(r"^ENV (.*)$", text, re.M))))
+    return {src: {k: str(v) for k, v in env.items() if k.startswith("NANO_VLLM_") and
+                  k not in own} for src, env in out.items()}
+
+
 def main():
     root, binary = sys.argv[1], os.path.abspath(sys.argv[2])
     conf = os.path.join(root, "deploy", "nano-vllm.conf")
@@ -52,31 +104,31 @@ def main():
         subprocess.run([os.path.join(root, "scripts", "make-checkpoint"), "--shape", "tiny",
                         "--out", model], check=True, capture_output=True, timeout=120)
         log_path = os.path.join(tmp, "server.log")
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen([binary, "serve", "--config", conf, "--port", "0",
-                                     "--log-format", "text", model],
-                                    stdout=log, stderr=subprocess.STDOUT)
-        try:
-            t0 = time.monotonic()
-            text = ""
-            while time.monotonic() - t0 < 30 and proc.poll() is None:
-                text = open(log_path).read()
-                if "listening on" in text:
-                    break
-                time.sleep(0.05)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=60)
-        text = open(log_path).read()
-        got = dict(re.findall(r" config (\w+) = (.*)$", text, re.M))
-        check(rc == 0 and "listening on" in text, "the server starts with the file and stops on "
-              "SIGTERM with status 0", (rc, text[-1500:]))
-        check(not re.search(r"Sanitizer|runtime error:", text), "no sanitizer report",
-              text[-1500:])
+        rc, text, got = effective(binary, ["--config", conf, "--port", "0", "--log-format",
+                                           "text", model], {}, log_path)
+        check_run("deploy/nano-vllm.conf", rc, text)
         for key, value in want.items():
             expect = {"port": "0", "log_format": "text"}.get(key, value)
             check(got.get(key) == expect, f"{key} = {expect} in effect", got.get(key), expect)
+
+        # The settings the container manifests pass through the environment.
+        envs = deployment_env(root)
+        check(sum(len(e) for e in envs.values()) >= 4, "the manifests set NANO_VLLM_* settings",
+              envs)
+        for src, env in envs.items():
+            if not env:
+                continue
+            flags = ["--host", "127.0.0.1", "--port", "0", "--log-format", "text"]
+            rc, text, got = effective(binary, flags + [model], env, log_path)
+            check_run(src, rc, text)
+            for var, value in env.items():
+                key = var[len("NANO_VLLM_"):].lower()
+                # A variable that a flag here overrides is still parsed and checked first.
+                flagged = {"host": "127.0.0.1", "port": "0", "log_format": "text"}
+                expect = flagged.get(key, value)
+                what = "accepted" if key in flagged else "in effect"
+                check(got.get(key) == expect, f"{src}: {var}={value} {what}", got.get(key),
+                      expect)
 
         bad = os.path.join(tmp, "bad.conf")
         with open(conf) as f:
