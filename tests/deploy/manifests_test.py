@@ -176,6 +176,9 @@ def test_compose(root):
                for t in sc["targets"]]
     check(targets == [f"nano-vllm:{PORT}"], "prometheus.yml: scrapes the compose service",
           targets)
+    for rules in cfg.get("rule_files", []):
+        check(os.path.isfile(os.path.join(root, "deploy", rules)) and f"./{rules}" in mounted,
+              f"compose: Prometheus gets the rule file {rules} next to its config", mounted)
 
 
 def test_dockerfile(docker):

@@ -1,10 +1,14 @@
 """Prometheus reads our metrics back: deploy/prometheus.yml against a real server.
 
+First `promtool check config` on deploy/prometheus.yml and `promtool test rules` on the unit
+tests of deploy/prometheus-rules.yml (tests/deploy/prometheus-rules.test.yml).
+
 Starts `nano-vllm serve` with the tiny test checkpoint on a loopback port, makes one
 completion so the token counters move, then starts Debian's `prometheus` with the scrape
 job of deploy/prometheus.yml (same job name and path, the target and interval pointed at
 this server) and asks Prometheus' HTTP API for the job's `up` and for our generation-token
-counter, whose value must be the one the server's own /metrics reports.
+counter, whose value must be the one the server's own /metrics reports, and for a recording
+rule of deploy/prometheus-rules.yml; every metric the rules name must be exported.
 Exit status 77 (skipped) when prometheus is not installed (scripts/install-deps --container).
 
 usage: prometheus_test.py SOURCE_ROOT NANO_VLLM_BINARY
@@ -97,11 +101,21 @@ def query(prom_port, expr):
 
 
 def main():
-    root, binary = sys.argv[1], os.path.abspath(sys.argv[2])
+    root, binary = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     prometheus = shutil.which("prometheus")
     if not prometheus:
         print("prometheus is not installed (scripts/install-deps --container)")
         return 77
+    promtool = shutil.which("promtool")
+    p = subprocess.run([promtool, "check", "config", "prometheus.yml"], capture_output=True,
+                       text=True, cwd=os.path.join(root, "deploy"), timeout=60)
+    check(p.returncode == 0, "promtool check config deploy/prometheus.yml (and its rules)",
+          p.stdout + p.stderr)
+    p = subprocess.run([promtool, "test", "rules", "prometheus-rules.test.yml"],
+                       capture_output=True, text=True, timeout=60,
+                       cwd=os.path.join(root, "tests", "deploy"))
+    check(p.returncode == 0, "promtool test rules: the alerts fire when they should",
+          p.stdout + p.stderr)
     tmp = tempfile.mkdtemp(prefix="prometheus-test.")
     procs = []
     try:
@@ -123,13 +137,24 @@ def main():
             return 1
         metric, want = gen[0], ours[gen[0]]
 
-        # The shipped scrape job, aimed at this server.
+        # Every metric the rules use is one the server exports.
+        with open(os.path.join(root, "deploy", "prometheus-rules.yml")) as f:
+            rules_text = f.read()
+        exported = {k.split("{")[0] for k in ours}
+        # Names of series, not of the recording rules built from them ("instance:nano_...").
+        used = set(re.findall(r"(?<![:\w])nano_vllm_\w+", rules_text))
+        check(used and all(u in exported for u in used),
+              "every nano_vllm_ metric in the rules is exported", sorted(used - exported))
+
+        # The shipped scrape job and rules, aimed at this server.
         with open(os.path.join(root, "deploy", "prometheus.yml")) as f:
             cfg = yaml.safe_load(f)
         job = cfg["scrape_configs"][0]
         job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
         job["scrape_interval"] = "1s"
         cfg["global"]["scrape_interval"] = "1s"
+        cfg["global"]["evaluation_interval"] = "1s"
+        cfg["rule_files"] = [os.path.join(root, "deploy", r) for r in cfg["rule_files"]]
         with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
             yaml.safe_dump(cfg, f)
         prom_port = free_port()
@@ -140,21 +165,24 @@ def main():
             stdout=prom_log, stderr=subprocess.STDOUT))
 
         t0 = time.monotonic()
-        up = got = None
+        up = got = rec = None
         while time.monotonic() - t0 < 30:
+            rec = rec or query(prom_port, "instance:nano_vllm_generation_tokens:rate1m")
             up = query(prom_port, f'up{{job="{job["job_name"]}"}}')
             # The same series: its own labels plus the job's.
             name, _, labels = metric.partition("{")
             labels = ",".join(filter(None, [labels.rstrip("}"), f'job="{job["job_name"]}"']))
             got = query(prom_port, f"{name}{{{labels}}}")
-            if up and got:
+            if up and got and rec:
                 break
             time.sleep(0.5)
         check(up and up[0]["value"][1] == "1", f"Prometheus: up{{job=\"{job['job_name']}\"}} is 1",
               up)
         check(got and float(got[0]["value"][1]) == want,
               f"Prometheus: {metric} reads back {want:g}", got)
-        if not (up and got):
+        check(rec, "Prometheus: the recording rule instance:nano_vllm_generation_tokens:rate1m "
+              "has a value", rec)
+        if not (up and got and rec):
             print(open(os.path.join(tmp, "prometheus.log")).read()[-2000:])
     finally:
         for p in reversed(procs):
