@@ -56,6 +56,7 @@ struct eng {
     int in_requests;              /* requests in the inbox */
     eng_event_t *out_head, *out_tail;
     eng_stats_t stats;
+    int waiting_reqs; /* the scheduler's requests not admitted yet, at its last publish */
     int stop;
 };
 
@@ -149,6 +150,15 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
                  "engine limits must be positive: max_num_seqs %d, max_num_batched_tokens %d, "
                  "block_size %d, max_waiting %d",
                  lim.max_num_seqs, lim.max_num_batched_tokens, bs, p->max_waiting);
+        goto fail;
+    }
+    if (lim.max_num_batched_tokens < lim.max_num_seqs) {
+        /* Decodes are scheduled oldest first: with fewer tokens than sequences per step the
+         * newest running sequences would wait until the oldest ones end. */
+        snprintf(err, errlen,
+                 "max_num_batched_tokens %d is below max_num_seqs %d: every running sequence "
+                 "needs a token per step",
+                 lim.max_num_batched_tokens, lim.max_num_seqs);
         goto fail;
     }
     if (tok && tok_vocab_size(tok) > cfg->vocab_size) {
@@ -297,7 +307,7 @@ int eng_submit(eng_t *e, eng_request_t *req)
         return -ENOMEM;
     m->req = req;
     pthread_mutex_lock(&e->mu);
-    if (e->max_waiting > 0 && e->stats.waiting + e->in_requests >= e->max_waiting) {
+    if (e->max_waiting > 0 && e->waiting_reqs + e->in_requests >= e->max_waiting) {
         pthread_mutex_unlock(&e->mu);
         free(m);
         return -EAGAIN;
@@ -387,6 +397,7 @@ static int publish_locked(eng_t *e)
         e->out_tail = ev;
     }
     sched_get_stats(&e->sched, &e->stats);
+    e->waiting_reqs = e->sched.waiting_reqs;
     return any;
 }
 

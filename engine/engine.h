@@ -26,12 +26,14 @@ typedef struct eng_params {
     const char *model_dir;      /* borrowed: Hugging Face GPT-2 directory */
     int threads;                /* compute threads; 0 = one per core */
     int block_size;             /* tokens per KV block; 0 = 16 */
-    size_t kv_cache_memory;     /* bytes for the KV pool; 0 = 1 GiB or what max_num_seqs needs */
+    size_t kv_cache_memory;     /* bytes for the KV pool; 0 = what max_num_seqs full-length
+                                 * sequences need, at most 1 GiB */
     int num_kv_blocks;          /* > 0 overrides kv_cache_memory */
     int max_num_seqs;           /* sequences in one step; 0 = 256 */
-    int max_num_batched_tokens; /* token budget of one step; 0 = 2048 */
+    int max_num_batched_tokens; /* token budget of one step; 0 = 2048; >= max_num_seqs */
     int max_model_len;          /* prompt + completion limit; 0 = n_positions */
-    int max_waiting;            /* eng_submit fails with -EAGAIN past this; 0 = unbounded */
+    int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
+                                 * past this; 0 = unbounded */
     int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
 } eng_params_t;
 

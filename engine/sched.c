@@ -250,6 +250,8 @@ static void admit_waiting(sched_t *s, plan_t *pl)
         }
         if (!q->was_admitted) {
             q->was_admitted = 1;
+            if (q->index == 0)
+                s->waiting_reqs--;
             q->cached_tokens = cached < n_prompt ? cached : n_prompt;
             s->stats.prefix_cache_queries += (uint64_t)n_prompt;
             s->stats.prefix_cache_hits += (uint64_t)q->cached_tokens;
@@ -495,11 +497,12 @@ int sched_check(const sched_t *s, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int rc = 0, n_fork = 0;
+    int rc = 0, n_fork = 0, waiting_reqs = 0;
     for (const sched_req_t *r = s->reqs; r && rc == 0; r = r->next) {
         for (int k = 0; k < r->r->n && rc == 0; k++) {
             const sched_seq_t *q = &r->seqs[k];
             n_fork += q->state == SCHED_FORK;
+            waiting_reqs += k == 0 && !q->was_admitted && q->state != SCHED_FINISHED;
             if (q->state != SCHED_RUNNING && q->n_blocks != 0) {
                 snprintf(err, errlen, "request %llu.%d holds %d blocks in state %d",
                          (unsigned long long)r->r->id, k, q->n_blocks, q->state);
@@ -542,6 +545,11 @@ int sched_check(const sched_t *s, char *err, size_t errlen)
             rc = -1;
         }
     free(owners);
+    if (rc == 0 && waiting_reqs != s->waiting_reqs) {
+        snprintf(err, errlen, "%d requests never admitted, counter says %d", waiting_reqs,
+                 s->waiting_reqs);
+        rc = -1;
+    }
     if (rc == 0 && n_fork != s->n_fork) {
         snprintf(err, errlen, "%d completions wait to fork, counter says %d", n_fork, s->n_fork);
         rc = -1;

@@ -105,6 +105,7 @@ typedef struct sched {
     sched_req_t *reqs; /* owned; every live request */
     sched_list_t waiting, running;
     int n_fork;        /* completions waiting to fork */
+    int waiting_reqs;  /* requests whose first completion was never admitted */
     uint64_t admit_counter, seed_state;
 
     /* One step's batch; all sized at sched_init for the largest step. */

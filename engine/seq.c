@@ -153,6 +153,7 @@ int seq_req_new(sched_t *s, eng_request_t *er, sched_req_t **out)
         s->text_cap = need_text;
     }
     /* Committed: nothing below fails. */
+    s->waiting_reqs++;
     r->r = er;
     r->n_unfinished = er->n;
     for (int k = 0; k < er->n; k++) {
@@ -302,6 +303,8 @@ static void seq_end(sched_t *s, sched_seq_t *q)
     else if (q->state == SCHED_FORK)
         s->n_fork--;
     seq_release_blocks(s, q);
+    if (q->index == 0 && !q->was_admitted)
+        s->waiting_reqs--;
     q->state = SCHED_FINISHED;
     if (--q->req->n_unfinished == 0)
         s->stats.requests_finished++;

@@ -61,8 +61,8 @@ static int get_num(json_t *v, const char *name, double lo, double hi, int lo_ope
         return bad(e, name, "'%s' must be a number", name);
     double d = json_number_value(v);
     if (isnan(d) || (lo_open ? d <= lo : d < lo) || d > hi)
-        return bad(e, name, "'%s' must be %s %g and <= %g, got %g", name, lo_open ? ">" : ">=",
-                   lo, hi, d);
+        return bad(e, name, "'%s' must be %s %g and <= %g, got %g", name, lo_open ? ">" : ">=", lo,
+                   hi, d);
     *out = (float)d;
     return 0;
 }
@@ -81,8 +81,7 @@ static int oom(api_error_t *e)
 }
 
 /* Reads a JSON array of token ids into a malloc'd array. */
-static int get_ids(json_t *arr, const char *name, int vocab, int32_t **ids, int *n,
-                   api_error_t *e)
+static int get_ids(json_t *arr, const char *name, int vocab, int32_t **ids, int *n, api_error_t *e)
 {
     size_t len = json_array_size(arr);
     if (len == 0)
@@ -145,8 +144,7 @@ static int parse_prompt(json_t *v, const api_limits_t *lim, api_params_t *p, api
         if (!p->prompts)
             return oom(e);
         p->n_prompts = 1;
-        return get_ids(v, "prompt", lim->vocab_size, &p->prompts[0].ids, &p->prompts[0].n_ids,
-                       e);
+        return get_ids(v, "prompt", lim->vocab_size, &p->prompts[0].ids, &p->prompts[0].n_ids, e);
     }
     if (len > API_MAX_PROMPTS)
         return bad(e, "prompt", "'prompt' has %zu prompts; at most %d are allowed", len,
@@ -162,8 +160,7 @@ static int parse_prompt(json_t *v, const api_limits_t *lim, api_params_t *p, api
             if (set_text_prompt(&p->prompts[i], json_string_value(x), json_string_length(x), e))
                 return -1;
         } else if (!strings && json_is_array(x)) {
-            if (get_ids(x, "prompt", lim->vocab_size, &p->prompts[i].ids, &p->prompts[i].n_ids,
-                        e))
+            if (get_ids(x, "prompt", lim->vocab_size, &p->prompts[i].ids, &p->prompts[i].n_ids, e))
                 return -1;
         } else {
             return bad(e, "prompt",
@@ -190,8 +187,8 @@ static int parse_stop(json_t *v, api_params_t *p, api_error_t *e)
     if (!json_is_array(v))
         return bad(e, "stop", "'stop' must be a string or a list of strings");
     if (json_array_size(v) > ENG_MAX_STOPS)
-        return bad(e, "stop", "'stop' has %zu entries; at most %d are allowed",
-                   json_array_size(v), ENG_MAX_STOPS);
+        return bad(e, "stop", "'stop' has %zu entries; at most %d are allowed", json_array_size(v),
+                   ENG_MAX_STOPS);
     for (size_t i = 0; i < json_array_size(v); i++) {
         json_t *s = json_array_get(v, i);
         if (!json_is_string(s))
@@ -236,8 +233,8 @@ static int parse_logit_bias(json_t *v, const api_limits_t *lim, api_params_t *p,
         if (end == key || *end != '\0' || errno)
             return bad(e, "logit_bias", "'logit_bias' key '%.40s' is not a token id", key);
         if (id < 0 || id > hi)
-            return bad(e, "logit_bias", "'logit_bias' token id %lld is out of range (0-%lld)",
-                       id, hi);
+            return bad(e, "logit_bias", "'logit_bias' token id %lld is out of range (0-%lld)", id,
+                       hi);
         float b;
         if (get_num(val, "logit_bias", -100.0, 100.0, 0, &b, e))
             return -1;
@@ -257,8 +254,8 @@ static int parse_stream_options(json_t *v, api_params_t *p, api_error_t *e)
     json_object_foreach(v, key, val)
     {
         if (strcmp(key, "include_usage") == 0) {
-            if (!json_is_null(val) && get_bool(val, "stream_options.include_usage",
-                                               &p->include_usage, e))
+            if (!json_is_null(val) &&
+                get_bool(val, "stream_options.include_usage", &p->include_usage, e))
                 return -1;
         } else if (strcmp(key, "continuous_usage_stats") == 0) {
             int on = 0;
@@ -406,8 +403,8 @@ int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, 
         goto out;
     }
     if (best_of && best_of != p->n) {
-        bad(e, "best_of", "'best_of' %lld is not supported: only best_of equal to n (%d)",
-            best_of, p->n);
+        bad(e, "best_of", "'best_of' %lld is not supported: only best_of equal to n (%d)", best_of,
+            p->n);
         goto out;
     }
     if (p->include_usage && !p->stream) {

@@ -13,24 +13,24 @@
 
 #include "engine/engine.h"
 
-#define API_MAX_N 128         /* completions per prompt (OpenAI's limit) */
-#define API_MAX_PROMPTS 256   /* prompts in one request */
-#define API_MAX_CHOICES 1024  /* prompts * n */
+#define API_MAX_N 128        /* completions per prompt (OpenAI's limit) */
+#define API_MAX_PROMPTS 256  /* prompts in one request */
+#define API_MAX_CHOICES 1024 /* prompts * n */
 #define API_MAX_LOGIT_BIAS 1024
 #define API_MAX_STOP_BYTES 1024
 
 /* A client error (or, for status >= 500, ours), rendered as OpenAI's error object. */
 typedef struct api_error {
-    int status;        /* HTTP status */
-    const char *type;  /* static: "invalid_request_error", "authentication_error" ... */
-    const char *code;  /* static or NULL: "context_length_exceeded", "model_not_found" ... */
-    char param[64];    /* the field at fault, "" when none */
+    int status;       /* HTTP status */
+    const char *type; /* static: "invalid_request_error", "authentication_error" ... */
+    const char *code; /* static or NULL: "context_length_exceeded", "model_not_found" ... */
+    char param[64];   /* the field at fault, "" when none */
     char message[512];
 } api_error_t;
 
 /* Fills *e; returns -1 so a caller can `return api_error_set(...)`. */
-int api_error_set(api_error_t *e, int status, const char *type, const char *code,
-                  const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+int api_error_set(api_error_t *e, int status, const char *type, const char *code, const char *param,
+                  const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* The error object as a NUL-terminated JSON text, malloc'd (caller frees), or NULL. */
 char *api_error_json(const api_error_t *e);
 
@@ -42,28 +42,28 @@ char *api_utf8_fix(const char *s, size_t n, size_t *out_len);
 
 /* One prompt: given as text (text != NULL) or as token ids. */
 typedef struct api_prompt {
-    char *text;      /* owned, NUL-terminated; NULL when the prompt came as ids */
+    char *text; /* owned, NUL-terminated; NULL when the prompt came as ids */
     size_t text_len;
-    int32_t *ids;    /* (n_ids) owned; filled by the loop thread's tokenizer for text prompts */
+    int32_t *ids; /* (n_ids) owned; filled by the loop thread's tokenizer for text prompts */
     int n_ids;
 } api_prompt_t;
 
 /* A validated POST /v1/completions request. */
 typedef struct api_params {
-    char *model;             /* owned or NULL (= the served model) */
+    char *model; /* owned or NULL (= the served model) */
     int n_prompts;
-    api_prompt_t *prompts;   /* (n_prompts) owned */
-    int max_tokens;          /* 16 */
-    int n;                   /* 1 */
+    api_prompt_t *prompts; /* (n_prompts) owned */
+    int max_tokens;        /* 16 */
+    int n;                 /* 1 */
     int stream;
-    int include_usage;       /* stream_options.include_usage */
-    int logprobs;            /* -1 = none, else 0..ENG_MAX_LOGPROBS */
+    int include_usage; /* stream_options.include_usage */
+    int logprobs;      /* -1 = none, else 0..ENG_MAX_LOGPROBS */
     int echo;
     int ignore_eos;
     int n_stop;
     char *stop[ENG_MAX_STOPS]; /* owned */
-    char *user;              /* owned or NULL */
-    eng_sampling_t sp;       /* logit_bias arrays owned here until copied into a request */
+    char *user;                /* owned or NULL */
+    eng_sampling_t sp;         /* logit_bias arrays owned here until copied into a request */
 } api_params_t;
 
 /* What the parser checks against: all borrowed, all may be 0/NULL to skip that check. */

@@ -79,8 +79,8 @@ char *api_utf8_fix(const char *s, size_t n, size_t *out_len)
     return out;
 }
 
-int api_error_set(api_error_t *e, int status, const char *type, const char *code,
-                  const char *param, const char *fmt, ...)
+int api_error_set(api_error_t *e, int status, const char *type, const char *code, const char *param,
+                  const char *fmt, ...)
 {
     e->status = status;
     e->type = type;

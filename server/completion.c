@@ -185,8 +185,7 @@ static void job_closed_cb(void *arg, int client_gone)
     job->http = NULL;
     if (job->live > 0) {
         if (client_gone)
-            srv_log(SRV_LOG_INFO, "api", job->id, "client gone, aborting %d choice(s)",
-                    job->live);
+            srv_log(SRV_LOG_INFO, "api", job->id, "client gone, aborting %d choice(s)", job->live);
         abort_engine(job);
         return; /* freed when the last finishing event arrives */
     }
@@ -305,17 +304,16 @@ static void job_finish(api_job_t *job)
         c->lp = NULL;
         if (!lp && job->p.logprobs >= 0) /* no token at all: the four lists are empty */
             api_logprobs_add(&lp, s->tok, NULL, 0, NULL, &c->offset);
-        json_array_append_new(choices,
-                              json_pack("{s:i, s:s%, s:o, s:s}", "index", i, "text",
-                                        c->text ? c->text : "", c->len, "logprobs",
-                                        lp ? lp : json_null(), "finish_reason",
-                                        api_finish_name(c->finish)));
+        json_array_append_new(choices, json_pack("{s:i, s:s%, s:o, s:s}", "index", i, "text",
+                                                 c->text ? c->text : "", c->len, "logprobs",
+                                                 lp ? lp : json_null(), "finish_reason",
+                                                 api_finish_name(c->finish)));
     }
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o, s:{s:i, s:i, s:i}}", "id", job->id,
-                          "object", "text_completion", "created", (json_int_t)job->created,
-                          "model", s->model_name, "choices", choices, "usage", "prompt_tokens",
-                          job->prompt_tokens, "completion_tokens", completion, "total_tokens",
-                          job->prompt_tokens + completion);
+    json_t *o =
+        json_pack("{s:s, s:s, s:I, s:s, s:o, s:{s:i, s:i, s:i}}", "id", job->id, "object",
+                  "text_completion", "created", (json_int_t)job->created, "model", s->model_name,
+                  "choices", choices, "usage", "prompt_tokens", job->prompt_tokens,
+                  "completion_tokens", completion, "total_tokens", job->prompt_tokens + completion);
     char *body = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(o);
     if (!body) {
@@ -371,8 +369,7 @@ static void job_event(api_job_t *job, const eng_event_t *ev)
             if (want_lp)
                 event_logprobs(&lp, s->tok, ev, &c->offset);
             if (ev->text_len > 0 || ev->finish != ENG_FINISH_NONE || want_lp)
-                sse_chunk(job, ev->index, ev->text ? ev->text : "", ev->text_len, lp,
-                          ev->finish);
+                sse_chunk(job, ev->index, ev->text ? ev->text : "", ev->text_len, lp, ev->finish);
             else
                 json_decref(lp);
         } else {
@@ -405,12 +402,22 @@ void srv_handle_events(srv_t *s)
 
 /* ---- accepting a request ---- */
 
-static int prompts_tokenize(api_params_t *p, const tok_t *tok, api_error_t *e)
+/* Encodes the text prompts on the loop thread. A token covers at most TOK_MAX_TOKEN_BYTES
+ * bytes, so a text longer than that many times the context cannot fit: it is refused
+ * without spending the loop thread's time on encoding it. */
+static int prompts_tokenize(api_params_t *p, const tok_t *tok, int max_model_len, api_error_t *e)
 {
     for (int i = 0; i < p->n_prompts; i++) {
         api_prompt_t *pr = &p->prompts[i];
         if (!pr->text || pr->ids)
             continue;
+        if (pr->text_len / TOK_MAX_TOKEN_BYTES > (size_t)max_model_len)
+            return api_error_set(
+                e, 400, "invalid_request_error", "context_length_exceeded", "prompt",
+                "This model's maximum context length is %d tokens. However, "
+                "prompt %d is %zu bytes, more than %d tokens. Please reduce "
+                "the length of the prompt.",
+                max_model_len, i, pr->text_len, (int)(pr->text_len / TOK_MAX_TOKEN_BYTES));
         size_t n = 0;
         if (tok_encode(tok, pr->text, pr->text_len, &pr->ids, &n))
             return api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
@@ -493,7 +500,7 @@ void srv_completions(srv_t *s, http_req_t *r)
     size_t len;
     const char *body = http_req_body(r, &len);
     if (api_completion_parse(body, len, &lim, &job->p, &e) ||
-        prompts_tokenize(&job->p, s->tok, &e) ||
+        prompts_tokenize(&job->p, s->tok, s->info.max_model_len, &e) ||
         api_check_context(&job->p, s->info.max_model_len, &e))
         goto fail;
     if (job->p.n > s->cfg.max_num_seqs) { /* the n completions of a prompt run together */

@@ -15,30 +15,30 @@
 #include "server/srv.h"
 
 typedef struct api_choice {
-    char *text;          /* owned: the whole text so far (non-streaming) */
+    char *text; /* owned: the whole text so far (non-streaming) */
     size_t len, cap;
-    json_t *lp;          /* owned: the logprobs object so far (non-streaming), or NULL */
-    size_t offset;       /* text_offset of the next token, in characters */
-    int finish;          /* enum eng_finish */
-    int echoed;          /* the prompt text was sent or stored */
-    int n_tokens;        /* generated so far */
-    uint64_t t_last;     /* uv_hrtime of the last token */
-    char *error;         /* owned: the engine's message for ENG_FINISH_ERROR */
+    json_t *lp;      /* owned: the logprobs object so far (non-streaming), or NULL */
+    size_t offset;   /* text_offset of the next token, in characters */
+    int finish;      /* enum eng_finish */
+    int echoed;      /* the prompt text was sent or stored */
+    int n_tokens;    /* generated so far */
+    uint64_t t_last; /* uv_hrtime of the last token */
+    char *error;     /* owned: the engine's message for ENG_FINISH_ERROR */
 } api_choice_t;
 
 struct api_job {
-    api_job_t *prev, *next;   /* in srv_t.jobs */
-    srv_t *srv;               /* borrowed */
-    http_req_t *http;         /* borrowed; NULL once the connection is done with us */
-    char id[48];              /* "cmpl-..." */
+    api_job_t *prev, *next; /* in srv_t.jobs */
+    srv_t *srv;             /* borrowed */
+    http_req_t *http;       /* borrowed; NULL once the connection is done with us */
+    char id[48];            /* "cmpl-..." */
     long long created;
     api_params_t p;
     int n_choices;
-    api_choice_t *choices;    /* (n_choices) owned */
-    uint64_t eng_id0;         /* engine request i has id eng_id0 + i */
-    int n_submitted;          /* engine requests accepted by eng_submit */
-    int live;                 /* choices without their finishing event */
-    int answered;             /* the response was sent or the stream ended */
+    api_choice_t *choices; /* (n_choices) owned */
+    uint64_t eng_id0;      /* engine request i has id eng_id0 + i */
+    int n_submitted;       /* engine requests accepted by eng_submit */
+    int live;              /* choices without their finishing event */
+    int answered;          /* the response was sent or the stream ended */
     int prompt_tokens;
     uint64_t t_start, t_first;
 };

@@ -25,9 +25,9 @@
 #include "server/http.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -148,9 +148,8 @@ static void req_free(http_req_t *r)
 /* ---- MHD callbacks ---- */
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     http_server_t *hs = cls;
     http_req_t *r = *con_cls;
@@ -165,8 +164,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         r->hc = ci ? ci->socket_context : NULL;
         if (r->hc)
             r->hc->waiting = 0;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > hs->max_body)
             r->too_large = 1;
         else
@@ -247,6 +246,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     http_watch_stop(r);
     int gone = r->gone || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (gone && r->status == 0)
+        r->status = 499; /* as nginx logs it: the client closed before any response */
     if (r->closed)
         r->closed(r->job, gone);
     double total = (double)(uv_hrtime() - r->t0) / 1e9;
@@ -255,8 +256,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
         snprintf(extra, sizeof(extra), " prompt_tokens=%d completion_tokens=%d ttft=%.4f",
                  r->log.prompt_tokens, r->log.completion_tokens,
                  r->log.ttft >= 0 ? r->log.ttft : 0.0);
-    srv_log(SRV_LOG_INFO, "http", r->log.id, "%s %s status=%d%s total=%.4f finish=%s%s",
-            r->method, r->path, r->status, extra, total, r->log.finish ? r->log.finish : "-",
+    srv_log(SRV_LOG_INFO, "http", r->log.id, "%s %s status=%d%s total=%.4f finish=%s%s", r->method,
+            r->path, r->status, extra, total, r->log.finish ? r->log.finish : "-",
             gone ? " client_gone=1" : "");
     if (r->hs->on_done)
         r->hs->on_done(r->hs->app, r->status);
@@ -432,13 +433,13 @@ int http_server_init(http_server_t **out, uv_loop_t *loop, const http_options_t 
     if (v6)
         flags |= MHD_USE_IPv6;
     /* EXTERNAL_LOGGER must come first or MHD's early messages go to stderr. */
-    hs->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, access_cb, hs, MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, hs,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)o->conn_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)o->conn_limit,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)o->per_ip_limit,
-        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, hs, MHD_OPTION_NOTIFY_CONNECTION,
-        connection_cb, hs, MHD_OPTION_END);
+    hs->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, hs, MHD_OPTION_EXTERNAL_LOGGER,
+                             mhd_log_cb, hs, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)o->conn_timeout,
+                             MHD_OPTION_CONNECTION_LIMIT, (unsigned int)o->conn_limit,
+                             MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)o->per_ip_limit,
+                             MHD_OPTION_NOTIFY_COMPLETED, completed_cb, hs,
+                             MHD_OPTION_NOTIFY_CONNECTION, connection_cb, hs, MHD_OPTION_END);
     if (!hs->d) {
         snprintf(err, errlen, "could not start the HTTP daemon on %s:%d", o->host, hs->port);
         close(fd);

@@ -25,11 +25,11 @@ typedef void (*http_closed_cb)(void *job, int client_gone);
 
 /* What the access log line of a request shows besides method, path, status and time. */
 typedef struct http_log_info {
-    char id[48];         /* request id; "" = the server's own "req-N" */
-    int prompt_tokens;   /* -1 = not applicable */
+    char id[48];       /* request id; "" = the server's own "req-N" */
+    int prompt_tokens; /* -1 = not applicable */
     int completion_tokens;
-    double ttft;         /* seconds; < 0 = not applicable */
-    const char *finish;  /* static or NULL */
+    double ttft;        /* seconds; < 0 = not applicable */
+    const char *finish; /* static or NULL */
 } http_log_info_t;
 
 typedef struct http_options {
@@ -70,8 +70,8 @@ int http_req_authorized(http_req_t *r);
 
 /* Answers with a complete body (copied). headers: NULL or "Name", "value" pairs ended by
  * NULL. Allowed inside the handler or, after http_defer, from any loop-thread callback. */
-void http_reply(http_req_t *r, int status, const char *content_type, const char *body,
-                size_t len, const char *const *headers);
+void http_reply(http_req_t *r, int status, const char *content_type, const char *body, size_t len,
+                const char *const *headers);
 /* Keeps r open without an answer; job is passed to closed() when the connection is done. */
 void http_defer(http_req_t *r, void *job, http_closed_cb closed);
 /* Starts a 200 chunked response of content_type whose body comes from http_stream_write. */

@@ -18,26 +18,26 @@ typedef struct http_conn {
 } http_conn_t;
 
 struct http_server {
-    uv_loop_t *loop;          /* borrowed */
+    uv_loop_t *loop; /* borrowed */
     struct MHD_Daemon *d;
-    uv_poll_t epoll_poll;     /* on MHD's epoll fd */
-    uv_timer_t timer;         /* MHD_get_timeout > 0 */
-    uv_idle_t idle;           /* MHD_get_timeout == 0, or a kick */
-    uv_timer_t sweep;         /* once a second while connections exist: header deadlines */
-    uint64_t header_timeout;  /* ms */
-    http_conn_t *conns;       /* every open connection */
-    int open_handles;         /* freed when the last close callback runs */
-    int conn_closed;          /* NOTIFY_CONNECTION CLOSED seen during MHD_run */
-    int kicked;               /* a resume asked for another MHD_run */
+    uv_poll_t epoll_poll;    /* on MHD's epoll fd */
+    uv_timer_t timer;        /* MHD_get_timeout > 0 */
+    uv_idle_t idle;          /* MHD_get_timeout == 0, or a kick */
+    uv_timer_t sweep;        /* once a second while connections exist: header deadlines */
+    uint64_t header_timeout; /* ms */
+    http_conn_t *conns;      /* every open connection */
+    int open_handles;        /* freed when the last close callback runs */
+    int conn_closed;         /* NOTIFY_CONNECTION CLOSED seen during MHD_run */
+    int kicked;              /* a resume asked for another MHD_run */
     int quiesced, closing;
     int port;
     size_t max_body;
-    char *api_key;            /* owned or NULL */
+    char *api_key; /* owned or NULL */
     size_t api_key_len;
     http_handler_cb handler;
     void (*on_done)(void *app, int status);
-    void *app;                /* borrowed, passed to handler and on_done */
-    http_req_t *live;         /* requests not yet completed */
+    void *app;        /* borrowed, passed to handler and on_done */
+    http_req_t *live; /* requests not yet completed */
     int n_live;
     uint64_t next_id;
 };
@@ -45,28 +45,28 @@ struct http_server {
 struct http_req {
     http_server_t *hs;
     struct MHD_Connection *conn;
-    http_conn_t *hc;             /* its connection, or NULL */
-    http_req_t *prev, *next;     /* in hs->live */
+    http_conn_t *hc;         /* its connection, or NULL */
+    http_req_t *prev, *next; /* in hs->live */
     char method[16];
-    char *path;                  /* owned */
-    char *body;                  /* owned, NUL-terminated */
+    char *path; /* owned */
+    char *body; /* owned, NUL-terminated */
     size_t body_len, body_cap;
     int too_large;
-    int in_access;               /* inside the access handler: replies are queued directly */
-    int dispatched;              /* the handler has seen it */
-    int answered;                /* a response was queued or is pending */
+    int in_access;  /* inside the access handler: replies are queued directly */
+    int dispatched; /* the handler has seen it */
+    int answered;   /* a response was queued or is pending */
     int suspended;
-    int gone;                    /* the client closed its connection */
-    uv_poll_t *watch;            /* UV_DISCONNECT watch while suspended; freed on close */
+    int gone;                     /* the client closed its connection */
+    uv_poll_t *watch;             /* UV_DISCONNECT watch while suspended; freed on close */
     struct MHD_Response *pending; /* a reply made while suspended, queued on the next call */
     unsigned pending_status;
     int streaming;
-    char *sbuf;                  /* owned: stream bytes not yet handed to MHD */
+    char *sbuf; /* owned: stream bytes not yet handed to MHD */
     size_t slen, soff, scap;
     int sdone, serr;
     void *job;
     http_closed_cb closed;
-    uint64_t t0;                 /* uv_hrtime at arrival */
+    uint64_t t0; /* uv_hrtime at arrival */
     int status;
     http_log_info_t log;
 };

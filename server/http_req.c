@@ -71,9 +71,8 @@ void http_conn_suspend(http_req_t *r)
     uv_poll_start(r->watch, UV_DISCONNECT, watch_cb);
 }
 
-static struct MHD_Response *make_response(http_req_t *r, const char *content_type,
-                                          const char *body, size_t len,
-                                          const char *const *headers)
+static struct MHD_Response *make_response(http_req_t *r, const char *content_type, const char *body,
+                                          size_t len, const char *const *headers)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -81,6 +80,7 @@ static struct MHD_Response *make_response(http_req_t *r, const char *content_typ
         return NULL;
     if (content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, "X-Request-Id", r->log.id); /* as in the access log */
     for (int i = 0; headers && headers[i] && headers[i + 1]; i += 2)
         MHD_add_response_header(resp, headers[i], headers[i + 1]);
     if (r->hs->quiesced)
@@ -88,8 +88,8 @@ static struct MHD_Response *make_response(http_req_t *r, const char *content_typ
     return resp;
 }
 
-void http_reply(http_req_t *r, int status, const char *content_type, const char *body,
-                size_t len, const char *const *headers)
+void http_reply(http_req_t *r, int status, const char *content_type, const char *body, size_t len,
+                const char *const *headers)
 {
     if (r->answered)
         return;
@@ -159,6 +159,7 @@ void http_stream_start(http_req_t *r, const char *content_type, void *job, http_
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Request-Id", r->log.id);
     if (r->hs->quiesced)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     MHD_queue_response(r->conn, MHD_HTTP_OK, resp);

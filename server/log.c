@@ -56,15 +56,14 @@ void srv_log(int level, const char *component, const char *req_id, const char *f
     gmtime_r(&ts.tv_sec, &tm);
     char when[64];
     snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             ts.tv_nsec / 1000000);
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 
     char line[4096];
     size_t pos;
     if (log_json) {
-        pos = (size_t)snprintf(line, sizeof(line),
-                               "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"", when,
-                               level_names[level]);
+        pos =
+            (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"",
+                             when, level_names[level]);
         pos = json_escape(line, sizeof(line), pos, component);
         if (req_id) {
             pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "\",\"request_id\":\"");
@@ -74,9 +73,8 @@ void srv_log(int level, const char *component, const char *req_id, const char *f
         pos = json_escape(line, sizeof(line), pos, msg);
         pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "\"}\n");
     } else {
-        pos = (size_t)snprintf(line, sizeof(line), "%s %-5s %s%s%s %s\n", when,
-                               level_names[level], component, req_id ? " " : "",
-                               req_id ? req_id : "", msg);
+        pos = (size_t)snprintf(line, sizeof(line), "%s %-5s %s%s%s %s\n", when, level_names[level],
+                               component, req_id ? " " : "", req_id ? req_id : "", msg);
     }
     if (pos >= sizeof(line)) {
         pos = sizeof(line) - 1;

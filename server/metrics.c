@@ -10,11 +10,11 @@
 #include <string.h>
 
 /* vLLM's bucket bounds for the same three histograms. */
-static const double ttft_bounds[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,
-                                     0.75,  1.0,   2.5,  5.0,  7.5,  10.0};
+static const double ttft_bounds[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
+                                     0.25,  0.5,   0.75, 1.0,  2.5,  5.0,  7.5,  10.0};
 static const double itl_bounds[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
                                     0.4,  0.5,   0.75, 1.0,   2.5, 5.0,  7.5, 10.0};
-static const double e2e_bounds[] = {0.3,  0.5,  0.8,  1.0,  1.5,  2.0,   2.5,   5.0,  10.0,
+static const double e2e_bounds[] = {0.3,  0.5,  0.8,  1.0,  1.5,  2.0,  2.5,   5.0,  10.0,
                                     15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0};
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -110,10 +110,10 @@ char *metrics_render(const metrics_t *m, const eng_stats_t *st, size_t *len)
         return NULL;
     b.p[0] = '\0';
     if (st) {
-        metric(&b, "nano_vllm_num_requests_running", "gauge",
-               "Sequences in the running batch.", st->running);
-        metric(&b, "nano_vllm_num_requests_waiting", "gauge",
-               "Sequences waiting to be scheduled.", st->waiting);
+        metric(&b, "nano_vllm_num_requests_running", "gauge", "Sequences in the running batch.",
+               st->running);
+        metric(&b, "nano_vllm_num_requests_waiting", "gauge", "Sequences waiting to be scheduled.",
+               st->waiting);
         metric(&b, "nano_vllm_kv_cache_usage_perc", "gauge",
                "Fraction of KV-cache blocks in use (1 = full).",
                st->kv_blocks_total ? (double)st->kv_blocks_used / st->kv_blocks_total : 0.0);
@@ -122,8 +122,7 @@ char *metrics_render(const metrics_t *m, const eng_stats_t *st, size_t *len)
         metric(&b, "nano_vllm_kv_cache_blocks_total", "gauge", "KV-cache blocks in the pool.",
                st->kv_blocks_total);
         metric(&b, "nano_vllm_prefix_cache_queries_total", "counter",
-               "Prompt tokens looked up in the prefix cache.",
-               (double)st->prefix_cache_queries);
+               "Prompt tokens looked up in the prefix cache.", (double)st->prefix_cache_queries);
         metric(&b, "nano_vllm_prefix_cache_hits_total", "counter",
                "Prompt tokens served from the prefix cache.", (double)st->prefix_cache_hits);
         metric(&b, "nano_vllm_prefix_cache_hit_rate", "gauge",

@@ -23,10 +23,10 @@ typedef struct metrics_hist {
 } metrics_hist_t;
 
 typedef struct metrics {
-    metrics_hist_t ttft;      /* seconds to the first generated token */
-    metrics_hist_t itl;       /* seconds between tokens of one choice */
-    metrics_hist_t e2e;       /* seconds from arrival to the last token */
-    uint64_t finish[5];       /* choices by enum eng_finish (index 0 unused) */
+    metrics_hist_t ttft; /* seconds to the first generated token */
+    metrics_hist_t itl;  /* seconds between tokens of one choice */
+    metrics_hist_t e2e;  /* seconds from arrival to the last token */
+    uint64_t finish[5];  /* choices by enum eng_finish (index 0 unused) */
     int status_code[METRICS_MAX_STATUS];
     uint64_t status_count[METRICS_MAX_STATUS];
     uint64_t prompt_tokens, generation_tokens; /* of finished completions */

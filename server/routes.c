@@ -69,8 +69,8 @@ static void get_version(srv_t *s, http_req_t *r)
 
 static json_t *model_obj(srv_t *s)
 {
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:n, s:i}", "id", s->model_name, "object",
-                     "model", "created", (json_int_t)s->started, "owned_by", "nano-vllm", "root",
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:n, s:i}", "id", s->model_name, "object", "model",
+                     "created", (json_int_t)s->started, "owned_by", "nano-vllm", "root",
                      s->cfg.model_dir ? s->cfg.model_dir : "", "parent", "max_model_len",
                      s->ready ? s->info.max_model_len : s->cfg.max_model_len);
 }
@@ -216,11 +216,9 @@ void srv_route(void *app, http_req_t *r)
         return;
     }
     const char *want = found ? found->method : "GET";
-    int ok = strcmp(method, want) == 0 ||
-             (strcmp(want, "GET") == 0 && strcmp(method, "HEAD") == 0);
+    int ok = strcmp(method, want) == 0 || (strcmp(want, "GET") == 0 && strcmp(method, "HEAD") == 0);
     if (!ok) {
-        const char *const allow[] = {"Allow", strcmp(want, "GET") == 0 ? "GET, HEAD" : want,
-                                     NULL};
+        const char *const allow[] = {"Allow", strcmp(want, "GET") == 0 ? "GET, HEAD" : want, NULL};
         api_error_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL,
                       "%.16s is not allowed on %.200s; use %s", method, path, want);
         srv_reply_error(r, &e, allow);

@@ -101,8 +101,8 @@ static void load_done_cb(uv_work_t *w, int status)
             "%.1f MiB; KV pool %d blocks of %d tokens, %.1f MiB",
             s->model_name, s->info.n_layer, s->info.n_head, s->info.n_embd, s->info.vocab_size,
             s->info.max_model_len, s->info.weight_dtype ? s->info.weight_dtype : "?",
-            (double)s->info.weight_bytes / 1048576.0, s->info.num_kv_blocks,
-            s->info.block_size, (double)s->info.kv_bytes / 1048576.0);
+            (double)s->info.weight_bytes / 1048576.0, s->info.num_kv_blocks, s->info.block_size,
+            (double)s->info.kv_bytes / 1048576.0);
     if (s->draining) { /* a signal came while loading */
         shutdown_now(s);
         return;
@@ -155,8 +155,7 @@ static void drain_check_cb(uv_timer_t *t)
     int active = http_server_active(s->http);
     double now = now_s();
     if (active == 0 || now >= s->drain_start + s->cfg.shutdown_timeout + ABORT_GRACE_S) {
-        srv_log(SRV_LOG_INFO, "srv", NULL, "drained (%d request(s) still open), stopping",
-                active);
+        srv_log(SRV_LOG_INFO, "srv", NULL, "drained (%d request(s) still open), stopping", active);
         shutdown_now(s);
         return;
     }
@@ -180,9 +179,8 @@ static void signal_cb(uv_signal_t *h, int signum)
     }
     s->draining = 1;
     s->drain_start = now_s();
-    srv_log(SRV_LOG_INFO, "srv", NULL,
-            "%s: draining %d request(s), waiting up to %.1f s", strsignal(signum),
-            http_server_active(s->http), s->cfg.shutdown_timeout);
+    srv_log(SRV_LOG_INFO, "srv", NULL, "%s: draining %d request(s), waiting up to %.1f s",
+            strsignal(signum), http_server_active(s->http), s->cfg.shutdown_timeout);
     http_server_quiesce(s->http);
     uv_timer_start(&s->drain_timer, drain_check_cb, 0, DRAIN_CHECK_MS);
 }
@@ -235,8 +233,9 @@ static int start(srv_t *s)
         srv_log(SRV_LOG_ERROR, "srv", NULL, "cannot listen: %s", err);
         return rc;
     }
-    srv_log(SRV_LOG_INFO, "srv", NULL, "listening on %s%s%s:%d", strchr(s->cfg.host, ':') ? "[" : "",
-            s->cfg.host, strchr(s->cfg.host, ':') ? "]" : "", http_server_port(s->http));
+    srv_log(SRV_LOG_INFO, "srv", NULL, "listening on %s%s%s:%d",
+            strchr(s->cfg.host, ':') ? "[" : "", s->cfg.host, strchr(s->cfg.host, ':') ? "]" : "",
+            http_server_port(s->http));
     uv_async_init(&s->loop, &s->wake, wake_cb);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);

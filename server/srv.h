@@ -22,25 +22,25 @@ typedef struct api_job api_job_t;
 typedef struct srv {
     cfg_t cfg;
     uv_loop_t loop;
-    http_server_t *http;     /* owned; closed in shutdown */
-    uv_async_t wake;         /* the scheduler thread's "events queued" */
+    http_server_t *http; /* owned; closed in shutdown */
+    uv_async_t wake;     /* the scheduler thread's "events queued" */
     uv_signal_t sigint, sigterm;
-    uv_timer_t drain_timer;  /* drain deadline, then progress checks */
-    uv_work_t load_work;     /* loads the tokenizer and the model off the loop thread */
-    tok_t *tok;              /* owned; NULL until loaded */
-    eng_t *eng;              /* owned; NULL until loaded */
+    uv_timer_t drain_timer; /* drain deadline, then progress checks */
+    uv_work_t load_work;    /* loads the tokenizer and the model off the loop thread */
+    tok_t *tok;             /* owned; NULL until loaded */
+    eng_t *eng;             /* owned; NULL until loaded */
     eng_info_t info;
     int load_rc;
     char load_err[512];
     int loading, ready, draining, aborted, stopping, closed, exit_code;
-    char *model_name;        /* owned: --served-model-name or the model directory's name */
-    long long started;       /* unix time */
-    double drain_start;      /* seconds (uv_hrtime) when the drain began */
+    char *model_name;   /* owned: --served-model-name or the model directory's name */
+    long long started;  /* unix time */
+    double drain_start; /* seconds (uv_hrtime) when the drain began */
     metrics_t metrics;
-    api_job_t *jobs;         /* completions not yet freed */
+    api_job_t *jobs; /* completions not yet freed */
     int n_jobs;
     uint64_t next_eng_id;
-    uint64_t id_salt;        /* random, makes completion ids unique across restarts */
+    uint64_t id_salt; /* random, makes completion ids unique across restarts */
     uint64_t next_job;
 } srv_t;
 

@@ -32,9 +32,9 @@ out:
 
 static json_t *chunk_head(api_job_t *job, json_t *choices)
 {
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", job->id, "object",
-                          "text_completion", "created", (json_int_t)job->created, "model",
-                          job->srv->model_name, "choices", choices);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", job->id, "object", "text_completion",
+                          "created", (json_int_t)job->created, "model", job->srv->model_name,
+                          "choices", choices);
     if (o && job->p.include_usage)
         json_object_set_new(o, "usage", json_null());
     return o;
@@ -69,8 +69,8 @@ void sse_usage(api_job_t *job)
 
 void sse_error(api_job_t *job, int status, const char *type, const char *message)
 {
-    send_json(job, json_pack("{s:{s:s, s:s, s:n, s:i}}", "error", "message", message, "type",
-                             type, "param", "code", status));
+    send_json(job, json_pack("{s:{s:s, s:s, s:n, s:i}}", "error", "message", message, "type", type,
+                             "param", "code", status));
 }
 
 void sse_done(api_job_t *job)

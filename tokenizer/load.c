@@ -315,6 +315,11 @@ static json_t *load_json(loader_t *l, const char *path, int *rc)
         else
             snprintf(l->err, l->errlen, "%s:%d: %s", l->fname, jerr.line, jerr.text),
                 *rc = -EINVAL;
+        /* jansson quotes the offending source text, which may hold a newline or other
+         * control bytes; the error must stay one line. */
+        for (char *p = l->err; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = '?';
     }
     return root;
 }

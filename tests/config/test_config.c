@@ -630,6 +630,27 @@ static void test_readme(const char *readme)
         }
     }
     free(table);
+
+    /* The example config file in the README must load. */
+    static const char fence[] = "```\n# nano-vllm.conf\n";
+    const char *ex = n > 0 ? strstr(text, fence) : NULL;
+    const char *ex_end = ex ? strstr(ex + 4, "```\n") : NULL;
+    if (!ex || !ex_end) {
+        fprintf(stderr, "test_config.c:%d: %s lacks the example config file\n", __LINE__,
+                readme);
+        failures++;
+    } else {
+        ex += 4;
+        const char *path = write_file("readme.conf", ex, (size_t)(ex_end - ex));
+        char flag[600], err[256];
+        snprintf(flag, sizeof(flag), "--config=%s", path);
+        cfg_t c;
+        CHECK_INT(load(&c, err, ARGS(flag), NOENV), 0);
+        CHECK_STR(err, "");
+        CHECK_INT(cfg_validate(&c, err, sizeof(err)), 0);
+        CHECK_INT(c.kv_cache_memory, 2LL << 30);
+        cfg_free(&c);
+    }
     free(text);
 }
 
@@ -661,7 +682,7 @@ int main(int argc, char **argv)
     test_readme(argv[1]);
 
     static const char *const files[] = {"prec.conf", "other.conf", "quote.conf", "bad.conf",
-                                        "printed.conf"};
+                                        "printed.conf", "readme.conf"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char path[512];
         snprintf(path, sizeof(path), "%s/%s", tmpdir, files[i]);

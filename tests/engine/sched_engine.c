@@ -427,6 +427,13 @@ static void test_validation(void)
     ASSERT_EQ(eng_submit(e, make_req(2, prompts[0], 4, 4, 0.0f, 0)), 0);
     r = make_req(3, prompts[0], 4, 4, 0.0f, 0);
     ASSERT_EQ(eng_submit(e, r), -EAGAIN); /* two waiting already */
+    ASSERT_EQ(eng_step(e), 1);            /* both admitted: none waits */
+    ASSERT_EQ(eng_submit(e, r), 0);
+    r = make_req(4, prompts[0], 4, 4, 0.0f, 0);
+    r->n = 3; /* counts as one waiting request */
+    ASSERT_EQ(eng_submit(e, r), 0);
+    r = make_req(5, prompts[0], 4, 4, 0.0f, 0);
+    ASSERT_EQ(eng_submit(e, r), -EAGAIN);
     eng_request_free(r);
     eng_free(e); /* with requests still queued: freed, no leak */
 
@@ -441,6 +448,10 @@ static void test_validation(void)
     p.num_kv_blocks = 16;
     ASSERT_EQ(eng_init(&bad, &p, tok, err, sizeof(err)), 0);
     eng_free(bad);
+    p.max_num_batched_tokens = 8;
+    ASSERT_EQ(eng_init(&bad, &p, tok, err, sizeof(err)), -EINVAL);
+    ASSERT_TRUE(strstr(err, "max_num_batched_tokens 8 is below max_num_seqs 32") != NULL);
+    p.max_num_batched_tokens = 0;
     p.model_dir = "no/such/dir";
     ASSERT_LT(eng_init(&bad, &p, tok, err, sizeof(err)), 0);
     ASSERT_TRUE(bad == NULL);
@@ -452,6 +463,7 @@ static void test_prompt_logprobs(void)
 {
     eng_params_t p = params_for(tiny_dir);
     p.max_num_batched_tokens = 16; /* the 40-token prompt comes in chunks */
+    p.max_num_seqs = 16;
     static choice_out_t outs[2 * 2];
     eng_t *e = make_engine(&p, tok);
     eng_request_t *r = make_req(0, prompts[1], 40, 0, 0.0f, 0);

@@ -15,9 +15,21 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static char dir[256]; /* made once per process, removed at exit */
+
+static void remove_workdir(void)
+{
+    static const char *const names[] = {"vocab.json", "merges.txt", "tokenizer.json"};
+    char path[512];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 static const char *workdir(void)
 {
-    static char dir[256]; /* made once per process */
     if (!dir[0]) {
         const char *t = getenv("TMPDIR");
         snprintf(dir, sizeof(dir), "%s/fuzz_tok_files.XXXXXX", t && *t ? t : "/tmp");
@@ -25,6 +37,7 @@ static const char *workdir(void)
             perror("mkdtemp");
             abort();
         }
+        atexit(remove_workdir);
     }
     return dir;
 }
@@ -72,6 +85,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = tok_init(&t, workdir(), err, sizeof(err));
     if (rc != 0) {
         check(rc < 0 && t == NULL, "a failed tok_init leaves *out NULL");
+        if (err[0] == '\0' || strchr(err, '\n') != NULL)
+            fprintf(stderr, "tok_init error (rc %d): '%s'\n", rc, err);
         check(err[0] != '\0' && strchr(err, '\n') == NULL, "one error line");
         return 0;
     }

@@ -12,30 +12,30 @@
 
 static int failures;
 
-#define CHECK(cond)                                                                             \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);            \
-            failures++;                                                                         \
-        }                                                                                       \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
-#define CHECK_INT(a, b)                                                                         \
-    do {                                                                                        \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                     \
-        if (a_ != b_) {                                                                         \
-            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a, \
-                    a_, #b, b_);                                                                \
-            failures++;                                                                         \
-        }                                                                                       \
+#define CHECK_INT(a, b)                                                                            \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ != b_) {                                                                            \
+            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a,    \
+                    a_, #b, b_);                                                                   \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
-#define CHECK_STR(a, b)                                                                         \
-    do {                                                                                        \
-        const char *a_ = (a), *b_ = (b);                                                        \
-        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                \
-            fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,   \
-                    a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                    \
-            failures++;                                                                         \
-        }                                                                                       \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *a_ = (a), *b_ = (b);                                                           \
+        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                   \
+            fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,      \
+                    a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                       \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
 
 static const api_limits_t lim = {"gpt2", 50257};
@@ -250,8 +250,8 @@ static void test_ranges(void)
     REFUSE("{\"ignore_eos\":0}", 400, "ignore_eos", "must be a boolean");
     REFUSE("{\"user\":5}", 400, "user", "must be a string");
     REFUSE("{\"model\":5}", 400, "model", "must be a string");
-    REFUSE("{\"prompt\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"],\"n\":128}", 400, "n",
-           "choices");
+    REFUSE("{\"prompt\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"],\"n\":128}", 400,
+           "n", "choices");
 }
 
 static void test_stop_bias_options(void)
@@ -310,7 +310,8 @@ static void test_context_and_errors(void)
     CHECK(strstr(e.message, "you requested 13 tokens (3 in the prompt, 10 in the completion)"));
     char *json = api_error_json(&e);
     CHECK(json && strstr(json, "\"code\":\"context_length_exceeded\"") &&
-          strstr(json, "\"param\":\"prompt\"") && strstr(json, "\"type\":\"invalid_request_error\""));
+          strstr(json, "\"param\":\"prompt\"") &&
+          strstr(json, "\"type\":\"invalid_request_error\""));
     free(json);
     api_params_free(&p);
 

@@ -302,9 +302,13 @@ def greedy_body(prompt, n_tokens, **kw):
 def test_greedy_and_logprobs(srv):
     prompt = [464, 2068, 7586, 21831, 18045]  # "The quick brown fox jumps"
     ref = reference(prompt, greedy=6, logprobs=3)
-    r = complete(srv, greedy_body(prompt, 6, logprobs=3, echo=True))
-    if not r:
+    status, hdrs, data = request(srv, "POST", "/v1/completions",
+                                 greedy_body(prompt, 6, logprobs=3, echo=True))
+    check_eq(status, 200, "completion with logprobs and echo")
+    if status != 200:
         return
+    r = json.loads(data)
+    check_eq(hdrs.get("x-request-id"), r["id"], "X-Request-Id is the completion id")
     check(r["id"].startswith("cmpl-"), "id prefix", r["id"])
     check_eq(r["object"], "text_completion", "object")
     check(isinstance(r["created"], int) and abs(r["created"] - time.time()) < 60, "created", r["created"])
@@ -470,6 +474,7 @@ def test_stream_framing(srv):
     check_eq(headers.get("content-type"), "text/event-stream", "stream content type")
     check_eq(headers.get("cache-control"), "no-cache", "stream cache-control")
     check_eq(headers.get("transfer-encoding"), "chunked", "stream is chunked")
+    check(headers.get("x-request-id", "").startswith("cmpl-"), "stream X-Request-Id", headers)
     events = parse_sse(data, "stream")
     if not events:
         return
@@ -638,6 +643,8 @@ def test_errors(srv):
         msg = json.loads(d)["error"]["message"]
         check("256" in msg and "300" in msg and "200" in msg and "100" in msg,
               "context error names the numbers", msg)
+    s, _, d = post({"prompt": "hello world " * 20000, "max_tokens": 1})
+    check_error(s, d, 400, "a prompt too long to encode", code="context_length_exceeded")
     s, _, d = post({"prompt": "x", "model": "gpt-4"})
     check_error(s, d, 404, "unknown model", code="model_not_found", param="model")
     s, _, d = request(srv, "GET", "/v1/nothing")
@@ -796,14 +803,14 @@ def test_drain():
     srv = Server("--max-num-seqs", "1", "--shutdown-timeout", "0.3")
     try:
         socks = []
-        for _ in range(8):
-            payload = json.dumps({"prompt": "Once", "max_tokens": 240, "ignore_eos": True,
+        for _ in range(16):  # 16 x 250 steps one at a time: seconds even on a fast machine
+            payload = json.dumps({"prompt": "Once", "max_tokens": 250, "ignore_eos": True,
                                   "stream": True}).encode()
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
             s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                       % len(payload) + payload)
             socks.append(s)
-        time.sleep(0.3)  # all accepted; with one sequence at a time most are still waiting
+        time.sleep(0.2)  # all accepted; with one sequence at a time most are still waiting
         srv.proc.send_signal(signal.SIGTERM)
         outcomes = []
         for s in socks:
@@ -825,6 +832,24 @@ def test_drain():
         check(any(outcomes), "streams past the timeout get a final error event", outcomes)
     finally:
         check_eq(srv.stop(timeout=30), 0, "timed-out drain exit status")
+
+
+def test_loading():
+    """While the model loads (the port is bound first), /health and the API answer 503."""
+    srv = Server(wait_ready=False)
+    try:
+        s, h, d = request(srv, "GET", "/health")
+        if s == 503:
+            check_error(s, d, 503, "health while loading")
+            s, h, d = request(srv, "POST", "/v1/completions", {"prompt": "x"})
+            if s == 503:  # the load may have finished in between
+                check_error(s, d, 503, "completions while loading")
+                check_eq(h.get("retry-after"), "1", "503 has Retry-After")
+        else:
+            print("note: the model loaded before the first /health; 503 not observed")
+        srv.wait_health(200, 30)
+    finally:
+        check_eq(srv.stop(), 0, "loading server exit status")
 
 
 def test_startup_failures():
@@ -871,6 +896,7 @@ def main():
                 print("server log (last 40 lines):\n" + "\n".join(srv.log[-40:]), file=sys.stderr)
         if "errors" in want:
             test_limits()
+            test_loading()
             test_startup_failures()
     if "auth" in want:
         test_auth()
