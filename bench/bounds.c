@@ -4,7 +4,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -202,4 +205,25 @@ double bench_fma_core_peak_cpu(int reps)
         best = f > best ? f : best;
     }
     return best;
+}
+
+int bench_model_ensure(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    if (access(path, F_OK) == 0)
+        return 0;
+    printf("writing a random 124M checkpoint to %s ...\n", dir);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(BENCH_PYTHON3, BENCH_PYTHON3, BENCH_MAKE_CHECKPOINT, "--out", dir, "--shape", "124m",
+              "--seed", "1", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0)
+        return -1;
+    return 0;
 }

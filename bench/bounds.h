@@ -1,6 +1,6 @@
-/* bounds.h - machine bounds for the benchmarks: streaming read bandwidth and FMA peak,
- * measured on the same pool of threads the kernels use, so ratios printed by a benchmark
- * compare numbers taken in the same run. */
+/* bounds.h - what the benchmarks share: machine bounds (streaming read bandwidth and FMA
+ * peak, measured on the same pool of threads the kernels use, so ratios printed by a
+ * benchmark compare numbers taken in the same run), clocks, and the 124M test checkpoint. */
 #ifndef NANO_VLLM_BENCH_BOUNDS_H
 #define NANO_VLLM_BENCH_BOUNDS_H
 
@@ -21,5 +21,9 @@ double bench_now(void);
  * compute-bound work; memory traffic of other tenants still weighs). */
 double bench_cpu_now(void);
 double bench_fma_core_peak_cpu(int reps);
+
+/* Makes sure dir holds a checkpoint: when it has no config.json, writes a seeded random one
+ * of the GPT-2 124M shape there with scripts/make-checkpoint. 0, or -1 if that failed. */
+int bench_model_ensure(const char *dir);
 
 #endif

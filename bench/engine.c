@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bounds.h"
 #include "engine/gpt2.h"
 #include "engine/gpt2_model.h"
 
@@ -31,34 +32,6 @@
 #define DECODE_STEPS 4 /* per measurement */
 #define ROUNDS 3
 #define BW_MIB 256
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int ensure_model(const char *dir)
-{
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/config.json", dir);
-    if (access(path, F_OK) == 0)
-        return 0;
-    printf("writing a random 124M checkpoint to %s ...\n", dir);
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(BENCH_PYTHON3, BENCH_PYTHON3, BENCH_MAKE_CHECKPOINT, "--out", dir, "--shape", "124m",
-              "--seed", "1", (char *)NULL);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
-        WEXITSTATUS(status) != 0)
-        return -1;
-    return 0;
-}
 
 /* Sequences with contiguous private tables; block ids are seq * per_seq + i. */
 typedef struct bench_batch {
@@ -107,7 +80,7 @@ static void make_step(bench_batch_t *bb, int B, int start, int n, float *logits)
 static double sgemm_step(const gpt2_t *m, float *a, float *out, int M)
 {
     const int C = m->cfg.n_embd, V = m->cfg.vocab_size;
-    double t0 = now();
+    double t0 = bench_now();
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const gpt2_layer_t *w = &m->layers[l];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, 3 * C, C, 1, a, C, w->qkv_w,
@@ -121,7 +94,7 @@ static double sgemm_step(const gpt2_t *m, float *a, float *out, int M)
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, V, C, 1, a, C, m->lm_head, C, 0, out,
                 V);
-    return now() - t0;
+    return bench_now() - t0;
 }
 
 /* 2 * rows * weights of the matrix products of one step. */
@@ -174,14 +147,14 @@ static double bandwidth(int nthreads)
     for (int rep = 0; rep < 2; rep++) {
         pthread_t th[16];
         read_job_t jobs[16];
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < nthreads; i++) {
             jobs[i] = (read_job_t){.p = buf + (size_t)i * per, .n = per};
             pthread_create(&th[i], NULL, read_loop, &jobs[i]);
         }
         for (int i = 0; i < nthreads; i++)
             pthread_join(th[i], NULL);
-        double gbs = (double)(per * (size_t)nthreads * sizeof(v8f)) / (now() - t0) / 1e9;
+        double gbs = (double)(per * (size_t)nthreads * sizeof(v8f)) / (bench_now() - t0) / 1e9;
         best = gbs > best ? gbs : best;
     }
     free(buf);
@@ -191,12 +164,12 @@ static double bandwidth(int nthreads)
 /* Seconds per decode step of B sequences (one row each) after CTX cached tokens. */
 static double decode_time(gpt2_t *m, kv_cache_t *kv, bench_batch_t *bb, int B, float *logits)
 {
-    double t = now();
+    double t = bench_now();
     for (int step = 0; step < DECODE_STEPS; step++) {
         make_step(bb, B, CTX + step, 1, logits);
         gpt2_forward(m, kv, &bb->b);
     }
-    return (now() - t) / DECODE_STEPS;
+    return (bench_now() - t) / DECODE_STEPS;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -228,13 +201,13 @@ int main(int argc, char **argv)
         return 0;
     }
     const char *dir = argc > 1 ? argv[1] : BENCH_DEFAULT_MODEL_DIR;
-    if (ensure_model(dir) != 0) {
+    if (bench_model_ensure(dir) != 0) {
         fprintf(stderr, "bench/engine: could not write a checkpoint to %s\n", dir);
         return 1;
     }
     char err[512];
     gpt2_t *m = NULL;
-    double t0 = now();
+    double t0 = bench_now();
     int rc = gpt2_load(&m, dir, 0, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "bench/engine: %s\n", err);
@@ -244,7 +217,7 @@ int main(int argc, char **argv)
     printf("model %s: L=%d C=%d NH=%d V=%d, %.1f MB of F32 weights, loaded in %.2f s; "
            "OpenBLAS threads %d\n",
            dir, cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size,
-           (double)gpt2_weight_bytes(m) / 1e6, now() - t0, openblas_get_num_threads());
+           (double)gpt2_weight_bytes(m) / 1e6, bench_now() - t0, openblas_get_num_threads());
 
     /* Blocks for MAX_B sequences of CTX + DECODE_STEPS tokens, or one 512-token prompt. */
     int per_seq = (CTX + DECODE_STEPS + 2 * BS) / BS, num_blocks = MAX_B * per_seq;
@@ -273,9 +246,9 @@ int main(int argc, char **argv)
         double best = 1e9;
         for (int rep = 0; rep < 2 - k; rep++) {
             make_step(bb, 1, 0, prompt_lens[k], logits);
-            double t = now();
+            double t = bench_now();
             gpt2_forward(m, &kv, &bb->b);
-            t = now() - t;
+            t = bench_now() - t;
             best = t < best ? t : best;
         }
         double gflops = step_flops(m, prompt_lens[k], 1) / best / 1e9;

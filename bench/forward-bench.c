@@ -34,27 +34,6 @@
 #define MAX_T 512
 #define DECODE_STEPS 4
 
-static int ensure_model(const char *dir)
-{
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/config.json", dir);
-    if (access(path, F_OK) == 0)
-        return 0;
-    printf("writing a random 124M checkpoint to %s ...\n", dir);
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(BENCH_PYTHON3, BENCH_PYTHON3, BENCH_MAKE_CHECKPOINT, "--out", dir, "--shape", "124m",
-              "--seed", "1", (char *)NULL);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
-        WEXITSTATUS(status) != 0)
-        return -1;
-    return 0;
-}
-
 typedef struct step {
     int32_t tokens[MAX_T], pos[MAX_T], slot[MAX_T], seq_start[MAX_B + 1], ctx_len[MAX_B];
     int32_t logit_rows[MAX_B];
@@ -162,7 +141,7 @@ int main(int argc, char **argv)
     }
     if (rounds < 1 || rounds > 20)
         rounds = 2;
-    if (ensure_model(dir) != 0) {
+    if (bench_model_ensure(dir) != 0) {
         fprintf(stderr, "forward-bench: could not write a checkpoint to %s\n", dir);
         return 1;
     }

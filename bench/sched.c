@@ -21,39 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bounds.h"
 #include "engine/engine.h"
 #include "engine/scheduler.h"
 #include "tokenizer/tokenizer.h"
 
 #define MAX_ROUNDS 8
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int ensure_model(const char *dir)
-{
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/config.json", dir);
-    if (access(path, F_OK) == 0)
-        return 0;
-    printf("writing a random 124M checkpoint to %s ...\n", dir);
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(BENCH_PYTHON3, BENCH_PYTHON3, BENCH_MAKE_CHECKPOINT, "--out", dir, "--shape", "124m",
-              "--seed", "1", (char *)NULL);
-        _exit(127);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
-        WEXITSTATUS(status) != 0)
-        return -1;
-    return 0;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -85,7 +58,7 @@ static int run_round(eng_t *e, int conc, int prompt_tokens, int new_tokens, uint
     double *itl = malloc(itl_cap * sizeof(double));
     if (!first || !last || !ttft || !itl)
         return -ENOMEM;
-    double t0 = now();
+    double t0 = bench_now();
     for (int i = 0; i < conc; i++) {
         eng_request_t *r = calloc(1, sizeof(*r));
         r->prompt = malloc((size_t)prompt_tokens * sizeof(int32_t));
@@ -109,9 +82,9 @@ static int run_round(eng_t *e, int conc, int prompt_tokens, int new_tokens, uint
     memset(res, 0, sizeof(*res));
     res->conc = conc;
     while (done < conc) {
-        double a = now();
+        double a = bench_now();
         int rc = eng_step(e);
-        double b = now();
+        double b = bench_now();
         if (rc < 0)
             return rc;
         res->steps++;
@@ -134,7 +107,7 @@ static int run_round(eng_t *e, int conc, int prompt_tokens, int new_tokens, uint
             eng_event_free(ev);
         }
     }
-    res->wall = now() - t0;
+    res->wall = bench_now() - t0;
     qsort(ttft, (size_t)conc, sizeof(double), cmp_double);
     qsort(itl, n_itl, sizeof(double), cmp_double);
     const double ps[3] = {50, 90, 99};
@@ -181,7 +154,7 @@ int main(int argc, char **argv)
         }
         max_conc = conc[i] > max_conc ? conc[i] : max_conc;
     }
-    if (ensure_model(dir) < 0) {
+    if (bench_model_ensure(dir) < 0) {
         fprintf(stderr, "bench/sched: cannot write a checkpoint to %s\n", dir);
         return 1;
     }
