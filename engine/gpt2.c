@@ -14,6 +14,11 @@
 
 #include "engine/gpt2_model.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_ATTN_AVX2 1
+#endif
+
 /* Rows of a prefill chunk whose attention scores are one matrix product: large enough for
  * sgemm to run well, small enough that the keys computed past each row's own position
  * (then masked) stay a small share. */
@@ -158,22 +163,10 @@ static void kv_write(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t 
  * and compile to one vector move where the target has 32-byte vectors. */
 typedef float v8f __attribute__((vector_size(32)));
 
-/* The decode path's two loops over head size, cloned for AVX2+FMA and chosen at run time;
- * the default clone is plain SSE2. Not under ThreadSanitizer: the clones' ifunc resolver
- * runs while the dynamic loader relocates, before the TSan runtime is set up, and its
- * instrumentation crashes every program linking the engine (seen with gcc 12). */
-#if defined(__SANITIZE_THREAD__)
-#define ATTN_CLONES
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define ATTN_CLONES
-#endif
-#endif
-#ifndef ATTN_CLONES
-#define ATTN_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#endif
-
-ATTN_CLONES static float dot(const float *a, const float *b, int n)
+/* The decode path's two loops over head size. Each has a portable version (SSE2 on
+ * x86-64) and an AVX2+FMA one; attention picks one per step with the same decision the
+ * matrix kernels made (mm_get_kernel), so forcing the generic kernel forces these too. */
+static float dot_generic(const float *a, const float *b, int n)
 {
     v8f acc = {0};
     int i = 0;
@@ -192,7 +185,7 @@ ATTN_CLONES static float dot(const float *a, const float *b, int n)
 }
 
 /* y += p * x */
-ATTN_CLONES static void axpy(float *y, float p, const float *x, int n)
+static void axpy_generic(float *y, float p, const float *x, int n)
 {
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -204,6 +197,64 @@ ATTN_CLONES static void axpy(float *y, float p, const float *x, int n)
     }
     for (; i < n; i++)
         y[i] += p * x[i];
+}
+
+#ifdef HAVE_ATTN_AVX2
+
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b,
+                                                          int n)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc0 = _mm256_add_ps(acc0, acc1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float s = _mm_cvtss_f32(h);
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float p, const float *x,
+                                                          int n)
+{
+    const __m256 pv = _mm256_set1_ps(p);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(x + i),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += p * x[i];
+}
+#endif
+
+/* The pair of loops one step uses. */
+typedef struct attn_ops {
+    float (*dot)(const float *a, const float *b, int n);
+    void (*axpy)(float *y, float p, const float *x, int n);
+} attn_ops_t;
+
+static const attn_ops_t attn_generic = {dot_generic, axpy_generic};
+#ifdef HAVE_ATTN_AVX2
+static const attn_ops_t attn_avx2 = {dot_avx2, axpy_avx2};
+#endif
+
+static const attn_ops_t *attn_ops(const gpt2_t *m)
+{
+#ifdef HAVE_ATTN_AVX2
+    if (mm_get_kernel(m->mm) == MM_KERNEL_AVX2)
+        return &attn_avx2;
+#else
+    (void)m;
+#endif
+    return &attn_generic;
 }
 
 /* softmax in place over n scores; returns nothing, the row sums to 1. */
@@ -223,8 +274,8 @@ static void softmax(float *x, int n)
 
 /* One decode row and head over positions [0, n) of its sequence:
  * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place. */
-static void attend_row(float *out, const float *q, const kv_cache_t *kv, const int32_t *table,
-                       int n, int l, int h, int HS, float *scores)
+static void attend_row(const attn_ops_t *ops, float *out, const float *q, const kv_cache_t *kv,
+                       const int32_t *table, int n, int l, int h, int HS, float *scores)
 {
     const int C = kv->n_embd, BS = kv->block_size;
     const float scale = 1.0f / sqrtf((float)HS);
@@ -232,7 +283,7 @@ static void attend_row(float *out, const float *q, const kv_cache_t *kv, const i
         const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int r = 0; r < rows; r++)
-            scores[j0 + r] = dot(q, k + (size_t)r * C, HS) * scale;
+            scores[j0 + r] = ops->dot(q, k + (size_t)r * C, HS) * scale;
     }
     softmax(scores, n);
     memset(out, 0, (size_t)HS * sizeof(float));
@@ -240,7 +291,7 @@ static void attend_row(float *out, const float *q, const kv_cache_t *kv, const i
         const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int r = 0; r < rows; r++)
-            axpy(out, scores[j0 + r], v + (size_t)r * C, HS);
+            ops->axpy(out, scores[j0 + r], v + (size_t)r * C, HS);
     }
 }
 
@@ -294,6 +345,7 @@ static void attend_chunk(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b,
 static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
 {
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
+    const attn_ops_t *ops = attn_ops(m);
     for (int s = 0; s < b->B; s++) {
         int t = b->seq_start[s];
         if (b->seq_start[s + 1] - t > 1) {
@@ -303,7 +355,7 @@ static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, in
         if (b->seq_start[s + 1] == t)
             continue;
         for (int h = 0; h < NH; h++)
-            attend_row(m->s.att + (size_t)t * C + (size_t)h * HS,
+            attend_row(ops, m->s.att + (size_t)t * C + (size_t)h * HS,
                        m->s.qkv + (size_t)t * 3 * C + (size_t)h * HS, kv, b->block_table[s],
                        b->pos[t] + 1, l, h, HS, m->s.scores);
     }
