@@ -61,13 +61,15 @@ void kv_cache_free(kv_cache_t *kv)
 int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
 {
     const size_t C = (size_t)m->cfg.n_embd, HS = C / (size_t)m->cfg.n_head;
+    const int threads = pool_threads(mm_pool(m->mm));
     if (max_tokens < 1 || max_logits < 0 || max_logits > max_tokens || max_ctx < 1 ||
         max_ctx > m->cfg.n_ctx || (size_t)max_tokens > SIZE_MAX / (16 * C * sizeof(float)))
         return -EINVAL;
-    /* x, ln, qkv (3C), att, fch (4C): 10 C per row; kh, vh and the scores of a tile of rows
-     * per context position. */
+    /* x, ln, qkv (3C), att, fch (4C): 10 C per row; per compute thread kh, vh and the
+     * scores of a tile of rows per context position. */
     size_t T = (size_t)max_tokens, ctx = (size_t)max_ctx;
-    size_t n = T * 10 * C + (size_t)max_logits * C + ctx * (2 * HS + ATTN_TILE);
+    size_t per_thread = ctx * (2 * HS + ATTN_TILE);
+    size_t n = T * 10 * C + (size_t)max_logits * C + (size_t)threads * per_thread;
     float *mem = malloc(n * sizeof(float));
     if (!mem)
         return -ENOMEM;
@@ -84,9 +86,9 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
     s->att = s->qkv + T * 3 * C;
     s->fch = s->att + T * C;
     s->lnf = s->fch + T * 4 * C;
-    s->kh = s->lnf + (size_t)max_logits * C;
-    s->vh = s->kh + ctx * HS;
-    s->scores = s->vh + ctx * HS;
+    s->attn = s->lnf + (size_t)max_logits * C;
+    s->attn_floats = per_thread;
+    s->threads = threads;
     return 0;
 }
 
@@ -308,35 +310,69 @@ static void gather_head(float *dst, const kv_cache_t *kv, const int32_t *table, 
     }
 }
 
-/* A prefill chunk (rows t0..t1 of sequence s): per head, K and V of the whole context are
- * gathered once, then each tile of ATTN_TILE rows is two matrix products,
- * S = Q K^T / sqrt(HS) over the keys the tile's last row sees, and O = softmax(S) V,
- * with each row's scores beyond its own position zeroed (the causal mask). */
-static void attend_chunk(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int s, int l)
+/* A prefill chunk (rows t0..t1 of sequence s), head h: K and V of the whole context are
+ * gathered once into the thread's scratch, then each tile of ATTN_TILE rows is two matrix
+ * products, S = Q K^T / sqrt(HS) over the keys the tile's last row sees, and
+ * O = softmax(S) V, with each row's scores beyond its own position zeroed (the causal mask).
+ * OpenBLAS is single-threaded (mm_init), so this runs whole on the calling pool thread. */
+static void attend_chunk(const gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int s,
+                         int l, int h, float *kh)
 {
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH, ld = m->s.max_ctx;
     const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
     const float scale = 1.0f / sqrtf((float)HS);
     const gpt2_scratch_t *sc = &m->s;
-    for (int h = 0; h < NH; h++) {
-        gather_head(sc->kh, kv, b->block_table[s], n, l, h, HS, 0);
-        gather_head(sc->vh, kv, b->block_table[s], n, l, h, HS, 1);
-        for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
-            int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
-            int keys = b->pos[r0 + rows - 1] + 1;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, HS, scale,
-                        sc->qkv + (size_t)r0 * 3 * C + (size_t)h * HS, 3 * C, sc->kh, HS, 0.0f,
-                        sc->scores, ld);
-            for (int r = 0; r < rows; r++) {
-                float *row = sc->scores + (size_t)r * ld;
-                int seen = b->pos[r0 + r] + 1;
-                softmax(row, seen);
-                memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, keys, 1.0f,
-                        sc->scores, ld, sc->vh, HS, 0.0f,
-                        sc->att + (size_t)r0 * C + (size_t)h * HS, C);
+    float *vh = kh + (size_t)ld * HS, *scores = vh + (size_t)ld * HS;
+    gather_head(kh, kv, b->block_table[s], n, l, h, HS, 0);
+    gather_head(vh, kv, b->block_table[s], n, l, h, HS, 1);
+    for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
+        int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
+        int keys = b->pos[r0 + rows - 1] + 1;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, HS, scale,
+                    sc->qkv + (size_t)r0 * 3 * C + (size_t)h * HS, 3 * C, kh, HS, 0.0f, scores,
+                    ld);
+        for (int r = 0; r < rows; r++) {
+            float *row = scores + (size_t)r * ld;
+            int seen = b->pos[r0 + r] + 1;
+            softmax(row, seen);
+            memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, keys, 1.0f, scores, ld,
+                    vh, HS, 0.0f, sc->att + (size_t)r0 * C + (size_t)h * HS, C);
+    }
+}
+
+/* Attention of one step on the compute pool: the work items are (sequence, head) pairs,
+ * sequence-major, spread over at most ATTN_MAX_PARTS parts of consecutive items. Each item
+ * is computed whole by one thread with that thread's scratch, so the result does not
+ * depend on the thread count. */
+#define ATTN_MAX_PARTS 1024
+
+typedef struct attn_job {
+    const gpt2_t *m;
+    const kv_cache_t *kv;
+    const gpt2_batch_t *b;
+    const attn_ops_t *ops;
+    int l, items;
+} attn_job_t;
+
+static void attn_part(void *arg, int part, int parts, int thread)
+{
+    const attn_job_t *j = arg;
+    const gpt2_t *m = j->m;
+    const gpt2_batch_t *b = j->b;
+    const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
+    float *scratch = m->s.attn + (size_t)thread * m->s.attn_floats;
+    int i0, i1;
+    pool_split(j->items, parts, part, &i0, &i1);
+    for (int i = i0; i < i1; i++) {
+        int s = i / NH, h = i % NH, t = b->seq_start[s], rows = b->seq_start[s + 1] - t;
+        if (rows > 1)
+            attend_chunk(m, j->kv, b, s, j->l, h, scratch);
+        else if (rows == 1)
+            attend_row(j->ops, m->s.att + (size_t)t * C + (size_t)h * HS,
+                       m->s.qkv + (size_t)t * 3 * C + (size_t)h * HS, j->kv, b->block_table[s],
+                       b->pos[t] + 1, j->l, h, HS, scratch);
     }
 }
 
@@ -344,21 +380,13 @@ static void attend_chunk(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b,
  * the blocks in place; a prefill chunk goes through attend_chunk's matrix products. */
 static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
 {
-    const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
-    const attn_ops_t *ops = attn_ops(m);
-    for (int s = 0; s < b->B; s++) {
-        int t = b->seq_start[s];
-        if (b->seq_start[s + 1] - t > 1) {
-            attend_chunk(m, kv, b, s, l);
-            continue;
-        }
-        if (b->seq_start[s + 1] == t)
-            continue;
-        for (int h = 0; h < NH; h++)
-            attend_row(ops, m->s.att + (size_t)t * C + (size_t)h * HS,
-                       m->s.qkv + (size_t)t * 3 * C + (size_t)h * HS, kv, b->block_table[s],
-                       b->pos[t] + 1, l, h, HS, m->s.scores);
-    }
+    attn_job_t j = {.m = m, .kv = kv, .b = b, .ops = attn_ops(m), .l = l,
+                    .items = b->B * m->cfg.n_head};
+    int parts = j.items < ATTN_MAX_PARTS ? j.items : ATTN_MAX_PARTS;
+    pool_t *pool = mm_pool(m->mm);
+    /* Scratch exists for s.threads threads (gpt2_set_threads keeps it in step). */
+    pool_run_parts_thread(m->s.threads >= pool_threads(pool) ? pool : NULL, parts, attn_part,
+                          &j);
 }
 
 static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
