@@ -117,13 +117,6 @@ static void layernorm(float *out, const float *x, const float *w, const float *b
         out[i] = (x[i] - mean) * rstd * w[i] + b[i];
 }
 
-static void layernorm_rows(float *out, const float *x, const float *w, const float *b, int T,
-                           int C, float eps)
-{
-    for (int t = 0; t < T; t++)
-        layernorm(out + (size_t)t * C, x + (size_t)t * C, w, b, C, eps);
-}
-
 /* gelu_new(x) = 0.5 x (1 + tanh(y)), y = sqrt(2/pi) (x + 0.044715 x^3), GPT-2's tanh form,
  * computed as x / (1 + exp(-2y)): the same function (1 + tanh(y) = 2 / (1 + exp(-2y))), with
  * one expf instead of tanhf, which took most of the time of this loop. */
@@ -136,12 +129,6 @@ static void gelu(float *x, size_t n)
     }
 }
 
-static void add(float *x, const float *y, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] += y[i];
-}
-
 /* K (v = 0) or V (v = 1) rows of layer l in block blk: (BS, C). */
 static float *kv_rows(const kv_cache_t *kv, int32_t blk, int l, int v)
 {
@@ -149,16 +136,15 @@ static float *kv_rows(const kv_cache_t *kv, int32_t blk, int l, int v)
     return kv->data + (((size_t)blk * (size_t)kv->n_layer + (size_t)l) * 2 + (size_t)v) * rows;
 }
 
-/* Copies each row's K and V (the second and third thirds of qkv) to its slot. */
-static void kv_write(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t *b, int l)
+/* Copies row t's K and V (the second and third thirds of its qkv) to its slot. */
+static void kv_write_row(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t *b, int l,
+                         int t)
 {
     const int C = kv->n_embd, BS = kv->block_size;
-    for (int t = 0; t < b->T; t++) {
-        int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
-        const float *src = qkv + (size_t)t * 3 * C;
-        memcpy(kv_rows(kv, blk, l, 0) + (size_t)r * C, src + C, (size_t)C * sizeof(float));
-        memcpy(kv_rows(kv, blk, l, 1) + (size_t)r * C, src + 2 * C, (size_t)C * sizeof(float));
-    }
+    int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
+    const float *src = qkv + (size_t)t * 3 * C;
+    memcpy(kv_rows(kv, blk, l, 0) + (size_t)r * C, src + C, (size_t)C * sizeof(float));
+    memcpy(kv_rows(kv, blk, l, 1) + (size_t)r * C, src + 2 * C, (size_t)C * sizeof(float));
 }
 
 /* Eight floats; loads and stores go through memcpy (no alignment or aliasing assumptions)
@@ -389,25 +375,111 @@ static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, in
                           &j);
 }
 
+/* The per-row work between the matrix products, over ranges of rows on the compute pool.
+ * Each row is computed by the same code whatever thread runs it, so the split does not
+ * change the result. */
+enum row_op {
+    ROW_EMBED_LN, /* x = wte[token] + wpe[pos]; ln = layernorm(x) with (w, bias) */
+    ROW_ADD_LN,   /* x += ln; then, when w is set, ln = layernorm(x) with (w, bias) */
+    ROW_GELU,     /* fch = gelu(fch) */
+    ROW_KV,       /* row's K and V to its slot of layer l */
+};
+
+/* Fewest rows worth a part of their own, per op: a part must outweigh the pool's hand-off
+ * (a few microseconds with the workers still spinning after the last matrix product).
+ * A row of GELU (4C expf) is about ten microseconds, a layer norm of C under one. */
+static const int ROW_MIN[] = {[ROW_EMBED_LN] = 8, [ROW_ADD_LN] = 8, [ROW_GELU] = 1,
+                              [ROW_KV] = 32};
+#define ROW_PARTS_PER_THREAD 4
+
+typedef struct rows_job {
+    const gpt2_t *m;
+    const kv_cache_t *kv;
+    const gpt2_batch_t *b;
+    enum row_op op;
+    int l;
+    const float *w, *bias;
+} rows_job_t;
+
+static void embed_row(const gpt2_t *m, const gpt2_batch_t *b, int t, float *x)
+{
+    const int C = m->cfg.n_embd;
+    const float *pe = m->wpe + (size_t)b->pos[t] * C;
+    /* With a tied LM head wte is read from its packed copy (column `token` of wteᵀ), so
+     * only one copy of it stays in memory. */
+    if (m->embed_packed) {
+        mm_weight_column(&m->lm_head_p, b->tokens[t], x);
+        for (int i = 0; i < C; i++)
+            x[i] += pe[i];
+    } else {
+        const float *te = m->wte + (size_t)b->tokens[t] * C;
+        for (int i = 0; i < C; i++)
+            x[i] = te[i] + pe[i];
+    }
+}
+
+static void rows_part(void *arg, int part, int parts)
+{
+    const rows_job_t *j = arg;
+    const gpt2_t *m = j->m;
+    const gpt2_scratch_t *s = &m->s;
+    const int C = m->cfg.n_embd;
+    const float eps = m->cfg.ln_eps;
+    int t0, t1;
+    pool_split(j->b->T, parts, part, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
+        float *x = s->x + (size_t)t * C, *ln = s->ln + (size_t)t * C;
+        switch (j->op) {
+        case ROW_EMBED_LN:
+            embed_row(m, j->b, t, x);
+            layernorm(ln, x, j->w, j->bias, C, eps);
+            break;
+        case ROW_ADD_LN:
+            for (int i = 0; i < C; i++)
+                x[i] += ln[i];
+            if (j->w)
+                layernorm(ln, x, j->w, j->bias, C, eps);
+            break;
+        case ROW_GELU:
+            gelu(s->fch + (size_t)t * 4 * C, 4 * (size_t)C);
+            break;
+        case ROW_KV:
+            kv_write_row(j->kv, s->qkv, j->b, j->l, t);
+            break;
+        }
+    }
+}
+
+static void run_rows(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, enum row_op op,
+                     int l, const float *w, const float *bias)
+{
+    rows_job_t j = {.m = m, .kv = kv, .b = b, .op = op, .l = l, .w = w, .bias = bias};
+    pool_t *pool = mm_pool(m->mm);
+    int parts = b->T / ROW_MIN[op], most = pool_threads(pool) * ROW_PARTS_PER_THREAD;
+    parts = parts < 1 ? 1 : parts > most ? most : parts;
+    pool_run_parts(pool, parts, rows_part, &j);
+}
+
+/* Layer l, entered with ln = layernorm_1(x) of this layer; leaves ln = layernorm_1(x) of
+ * the next layer (the residual add and the next layer norm are one pass over the rows),
+ * or after the last layer x with the residual added. */
 static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
 {
     const gpt2_layer_t *w = &m->layers[l];
+    const gpt2_layer_t *next = l + 1 < m->cfg.n_layer ? &m->layers[l + 1] : NULL;
     const gpt2_scratch_t *s = &m->s;
-    const int T = b->T, C = m->cfg.n_embd;
-    const size_t TC = (size_t)T * C;
+    const int T = b->T;
 
-    layernorm_rows(s->ln, s->x, w->ln1_w, w->ln1_b, T, C, m->cfg.ln_eps);
     matmul(m, s->qkv, s->ln, &w->qkv_p, w->qkv_b, T);
-    kv_write(kv, s->qkv, b, l); /* every row's K/V is in place before any row attends */
+    /* Every row's K/V is in place before any row attends. */
+    run_rows(m, kv, b, ROW_KV, l, NULL, NULL);
     attention(m, kv, b, l);
     matmul(m, s->ln, s->att, &w->attn_proj_p, w->attn_proj_b, T);
-    add(s->x, s->ln, TC);
-
-    layernorm_rows(s->ln, s->x, w->ln2_w, w->ln2_b, T, C, m->cfg.ln_eps);
+    run_rows(m, kv, b, ROW_ADD_LN, l, w->ln2_w, w->ln2_b);
     matmul(m, s->fch, s->ln, &w->fc_p, w->fc_b, T);
-    gelu(s->fch, 4 * TC);
+    run_rows(m, kv, b, ROW_GELU, l, NULL, NULL);
     matmul(m, s->ln, s->fch, &w->mlp_proj_p, w->mlp_proj_b, T);
-    add(s->x, s->ln, TC);
+    run_rows(m, kv, b, ROW_ADD_LN, l, next ? next->ln1_w : NULL, next ? next->ln1_b : NULL);
 }
 
 /* Rejects a batch that would read or write outside the model, the scratch or the pool,
@@ -455,20 +527,7 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
     const int C = m->cfg.n_embd;
     const gpt2_scratch_t *s = &m->s;
 
-    /* x = wte[token] + wpe[pos]; with a tied LM head wte is read from its packed copy
-     * (column `token` of wteᵀ), so only one copy of it stays in memory. */
-    for (int t = 0; t < b->T; t++) {
-        float *x = s->x + (size_t)t * C;
-        const float *te = m->wte + (size_t)b->tokens[t] * C, *pe = m->wpe + (size_t)b->pos[t] * C;
-        if (m->embed_packed) {
-            mm_weight_column(&m->lm_head_p, b->tokens[t], x);
-            for (int i = 0; i < C; i++)
-                x[i] += pe[i];
-        } else {
-            for (int i = 0; i < C; i++)
-                x[i] = te[i] + pe[i];
-        }
-    }
+    run_rows(m, kv, b, ROW_EMBED_LN, 0, m->layers[0].ln1_w, m->layers[0].ln1_b);
     for (int l = 0; l < m->cfg.n_layer; l++)
         layer_forward(m, kv, b, l);
 
