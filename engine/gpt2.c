@@ -3,8 +3,12 @@
  * One step runs every row (prefill chunks and decode tokens of several sequences) through
  * each layer together: the linear layers are one matrix product over all rows, attention
  * reads each sequence's K/V through its block table. Scratch is allocated by gpt2_reserve;
- * a step allocates nothing. The non-BLAS loops run on the calling thread; the matrix
- * products use OpenBLAS's own threads.
+ * a step allocates nothing. Everything runs on the model's compute pool (mm_pool): the
+ * matrix products split over output columns (engine/matmul.c), attention over
+ * (sequence, head) items, the per-row work (embedding, layer norm, residual add, GELU, K/V
+ * write) over row ranges. Each output element is computed by the same code whatever thread
+ * runs it, so the logits do not depend on the thread count. OpenBLAS (prefill attention
+ * tiles) runs single-threaded inside a pool thread.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -16,7 +20,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-#define HAVE_ATTN_AVX2 1
+#define HAVE_VEC_AVX2 1
 #endif
 
 /* Rows of a prefill chunk whose attention scores are one matrix product: large enough for
@@ -103,7 +107,7 @@ static void matmul(gpt2_t *m, float *out, const float *in, const mm_weight_t *w,
 }
 
 /* out = (x - mean) / sqrt(var + eps) * w + b over each row of C. */
-static void layernorm(float *out, const float *x, const float *w, const float *b, int C,
+static void layernorm_generic(float *out, const float *x, const float *w, const float *b, int C,
                       float eps)
 {
     float mean = 0, var = 0;
@@ -120,7 +124,7 @@ static void layernorm(float *out, const float *x, const float *w, const float *b
 /* gelu_new(x) = 0.5 x (1 + tanh(y)), y = sqrt(2/pi) (x + 0.044715 x^3), GPT-2's tanh form,
  * computed as x / (1 + exp(-2y)): the same function (1 + tanh(y) = 2 / (1 + exp(-2y))), with
  * one expf instead of tanhf, which took most of the time of this loop. */
-static void gelu(float *x, size_t n)
+static void gelu_generic(float *x, size_t n)
 {
     const float s = 0.7978845608028654f; /* sqrt(2/pi) */
     for (size_t i = 0; i < n; i++) {
@@ -151,9 +155,10 @@ static void kv_write_row(const kv_cache_t *kv, const float *qkv, const gpt2_batc
  * and compile to one vector move where the target has 32-byte vectors. */
 typedef float v8f __attribute__((vector_size(32)));
 
-/* The decode path's two loops over head size. Each has a portable version (SSE2 on
- * x86-64) and an AVX2+FMA one; attention picks one per step with the same decision the
- * matrix kernels made (mm_get_kernel), so forcing the generic kernel forces these too. */
+/* The vector loops outside the matrix products: the decode attention's two loops over head
+ * size (dot, axpy), GELU and layer norm. Each has a portable version (SSE2 on x86-64) and
+ * an AVX2+FMA one; a step picks one set (vec_ops) with the same decision the matrix
+ * kernels made (mm_get_kernel), so forcing the generic kernel forces these too. */
 static float dot_generic(const float *a, const float *b, int n)
 {
     v8f acc = {0};
@@ -187,7 +192,15 @@ static void axpy_generic(float *y, float p, const float *x, int n)
         y[i] += p * x[i];
 }
 
-#ifdef HAVE_ATTN_AVX2
+#ifdef HAVE_VEC_AVX2
+
+__attribute__((target("avx2,fma"))) static float hsum_avx2(__m256 v)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
 
 __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b,
                                                           int n)
@@ -200,11 +213,7 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
     }
     for (; i + 8 <= n; i += 8)
         acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc0 = _mm256_add_ps(acc0, acc1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    float s = _mm_cvtss_f32(h);
+    float s = hsum_avx2(_mm256_add_ps(acc0, acc1));
     for (; i < n; i++)
         s += a[i] * b[i];
     return s;
@@ -221,28 +230,102 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float p, con
     for (; i < n; i++)
         y[i] += p * x[i];
 }
+
+/* exp(x) for eight floats, Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a
+ * degree-6 polynomial (about 1 ulp), 2^n built in the exponent bits; x is clamped to
+ * [-87.3, 88.7] so 2^n stays a normal float. */
+__attribute__((target("avx2,fma"))) static __m256 exp_avx2(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                                  23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* gelu_generic's formula eight at a time. */
+__attribute__((target("avx2,fma"))) static void gelu_avx2(float *x, size_t n)
+{
+    const __m256 k = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 y = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v));
+        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(one, exp_avx2(y))));
+    }
+    if (i < n)
+        gelu_generic(x + i, n - i);
+}
+
+/* layernorm_generic with eight-wide sums. */
+__attribute__((target("avx2,fma"))) static void layernorm_avx2(float *out, const float *x,
+                                                               const float *w, const float *b,
+                                                               int C, float eps)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= C; i += 8)
+        acc = _mm256_add_ps(acc, _mm256_loadu_ps(x + i));
+    float mean = hsum_avx2(acc);
+    for (; i < C; i++)
+        mean += x[i];
+    mean /= (float)C;
+    const __m256 mv = _mm256_set1_ps(mean);
+    acc = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= C; i += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), mv);
+        acc = _mm256_fmadd_ps(d, d, acc);
+    }
+    float var = hsum_avx2(acc);
+    for (; i < C; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    float rstd = 1.0f / sqrtf(var / (float)C + eps);
+    const __m256 rv = _mm256_set1_ps(rstd);
+    for (i = 0; i + 8 <= C; i += 8) {
+        __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), rv);
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(w + i),
+                                                  _mm256_loadu_ps(b + i)));
+    }
+    for (; i < C; i++)
+        out[i] = (x[i] - mean) * rstd * w[i] + b[i];
+}
 #endif
 
-/* The pair of loops one step uses. */
-typedef struct attn_ops {
+/* The vector loops one step uses. */
+typedef struct vec_ops {
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float p, const float *x, int n);
-} attn_ops_t;
+    void (*gelu)(float *x, size_t n);
+    void (*layernorm)(float *out, const float *x, const float *w, const float *b, int C,
+                      float eps);
+} vec_ops_t;
 
-static const attn_ops_t attn_generic = {dot_generic, axpy_generic};
-#ifdef HAVE_ATTN_AVX2
-static const attn_ops_t attn_avx2 = {dot_avx2, axpy_avx2};
+static const vec_ops_t vec_generic = {dot_generic, axpy_generic, gelu_generic,
+                                      layernorm_generic};
+#ifdef HAVE_VEC_AVX2
+static const vec_ops_t vec_avx2 = {dot_avx2, axpy_avx2, gelu_avx2, layernorm_avx2};
 #endif
 
-static const attn_ops_t *attn_ops(const gpt2_t *m)
+static const vec_ops_t *vec_ops(const gpt2_t *m)
 {
-#ifdef HAVE_ATTN_AVX2
+#ifdef HAVE_VEC_AVX2
     if (mm_get_kernel(m->mm) == MM_KERNEL_AVX2)
-        return &attn_avx2;
+        return &vec_avx2;
 #else
     (void)m;
 #endif
-    return &attn_generic;
+    return &vec_generic;
 }
 
 /* softmax in place over n scores; returns nothing, the row sums to 1. */
@@ -262,7 +345,7 @@ static void softmax(float *x, int n)
 
 /* One decode row and head over positions [0, n) of its sequence:
  * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place. */
-static void attend_row(const attn_ops_t *ops, float *out, const float *q, const kv_cache_t *kv,
+static void attend_row(const vec_ops_t *ops, float *out, const float *q, const kv_cache_t *kv,
                        const int32_t *table, int n, int l, int h, int HS, float *scores)
 {
     const int C = kv->n_embd, BS = kv->block_size;
@@ -338,7 +421,7 @@ typedef struct attn_job {
     const gpt2_t *m;
     const kv_cache_t *kv;
     const gpt2_batch_t *b;
-    const attn_ops_t *ops;
+    const vec_ops_t *ops;
     int l, items;
 } attn_job_t;
 
@@ -366,7 +449,7 @@ static void attn_part(void *arg, int part, int parts, int thread)
  * the blocks in place; a prefill chunk goes through attend_chunk's matrix products. */
 static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
 {
-    attn_job_t j = {.m = m, .kv = kv, .b = b, .ops = attn_ops(m), .l = l,
+    attn_job_t j = {.m = m, .kv = kv, .b = b, .ops = vec_ops(m), .l = l,
                     .items = b->B * m->cfg.n_head};
     int parts = j.items < ATTN_MAX_PARTS ? j.items : ATTN_MAX_PARTS;
     pool_t *pool = mm_pool(m->mm);
@@ -398,6 +481,7 @@ typedef struct rows_job {
     const gpt2_t *m;
     const kv_cache_t *kv;
     const gpt2_batch_t *b;
+    const vec_ops_t *ops;
     enum row_op op;
     int l;
     const float *w, *bias;
@@ -434,16 +518,16 @@ static void rows_part(void *arg, int part, int parts)
         switch (j->op) {
         case ROW_EMBED_LN:
             embed_row(m, j->b, t, x);
-            layernorm(ln, x, j->w, j->bias, C, eps);
+            j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
             break;
         case ROW_ADD_LN:
             for (int i = 0; i < C; i++)
                 x[i] += ln[i];
             if (j->w)
-                layernorm(ln, x, j->w, j->bias, C, eps);
+                j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
             break;
         case ROW_GELU:
-            gelu(s->fch + (size_t)t * 4 * C, 4 * (size_t)C);
+            j->ops->gelu(s->fch + (size_t)t * 4 * C, 4 * (size_t)C);
             break;
         case ROW_KV:
             kv_write_row(j->kv, s->qkv, j->b, j->l, t);
@@ -455,7 +539,8 @@ static void rows_part(void *arg, int part, int parts)
 static void run_rows(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, enum row_op op,
                      int l, const float *w, const float *bias)
 {
-    rows_job_t j = {.m = m, .kv = kv, .b = b, .op = op, .l = l, .w = w, .bias = bias};
+    rows_job_t j = {.m = m, .kv = kv, .b = b, .ops = vec_ops(m), .op = op, .l = l, .w = w,
+                    .bias = bias};
     pool_t *pool = mm_pool(m->mm);
     int parts = b->T / ROW_MIN[op], most = pool_threads(pool) * ROW_PARTS_PER_THREAD;
     parts = parts < 1 ? 1 : parts > most ? most : parts;
@@ -534,9 +619,10 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
         layer_forward(m, kv, b, l);
 
     /* The final layer norm and the LM head only for the rows that are sampled. */
+    const vec_ops_t *ops = vec_ops(m);
     for (int i = 0; i < b->n_logits; i++)
-        layernorm(s->lnf + (size_t)i * C, s->x + (size_t)b->logit_rows[i] * C, m->lnf_w,
-                  m->lnf_b, C, m->cfg.ln_eps);
+        ops->layernorm(s->lnf + (size_t)i * C, s->x + (size_t)b->logit_rows[i] * C,
+                       m->lnf_w, m->lnf_b, C, m->cfg.ln_eps);
     if (b->n_logits)
         matmul(m, b->logits, s->lnf, &m->lm_head_p, NULL, b->n_logits);
     return 0;
