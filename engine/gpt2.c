@@ -156,7 +156,7 @@ static void kv_write_row(const kv_cache_t *kv, const float *qkv, const gpt2_batc
 typedef float v8f __attribute__((vector_size(32)));
 
 /* The vector loops outside the matrix products: the decode attention's two loops over head
- * size (dot, axpy), GELU and layer norm. Each has a portable version (SSE2 on x86-64) and
+ * size (dot, axpy), GELU, softmax and layer norm. Each has a portable version (SSE2 on x86-64) and
  * an AVX2+FMA one; a step picks one set (vec_ops) with the same decision the matrix
  * kernels made (mm_get_kernel), so forcing the generic kernel forces these too. */
 static float dot_generic(const float *a, const float *b, int n)
@@ -190,6 +190,21 @@ static void axpy_generic(float *y, float p, const float *x, int n)
     }
     for (; i < n; i++)
         y[i] += p * x[i];
+}
+
+/* softmax in place over n scores; returns nothing, the row sums to 1. */
+static void softmax_generic(float *x, int n)
+{
+    float max = -INFINITY, sum = 0;
+    for (int j = 0; j < n; j++)
+        max = x[j] > max ? x[j] : max;
+    for (int j = 0; j < n; j++) {
+        x[j] = expf(x[j] - max);
+        sum += x[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++)
+        x[j] *= inv;
 }
 
 #ifdef HAVE_VEC_AVX2
@@ -268,6 +283,38 @@ __attribute__((target("avx2,fma"))) static void gelu_avx2(float *x, size_t n)
         gelu_generic(x + i, n - i);
 }
 
+/* softmax_generic with eight-wide passes and exp_avx2. */
+__attribute__((target("avx2,fma"))) static void softmax_avx2(float *x, int n)
+{
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    float max = _mm_cvtss_f32(h);
+    for (; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    mv = _mm256_set1_ps(max);
+    __m256 acc = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float sum = hsum_avx2(acc);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / sum);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++)
+        x[i] *= 1.0f / sum;
+}
+
 /* layernorm_generic with eight-wide sums. */
 __attribute__((target("avx2,fma"))) static void layernorm_avx2(float *out, const float *x,
                                                                const float *w, const float *b,
@@ -307,14 +354,16 @@ typedef struct vec_ops {
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float p, const float *x, int n);
     void (*gelu)(float *x, size_t n);
+    void (*softmax)(float *x, int n);
     void (*layernorm)(float *out, const float *x, const float *w, const float *b, int C,
                       float eps);
 } vec_ops_t;
 
 static const vec_ops_t vec_generic = {dot_generic, axpy_generic, gelu_generic,
-                                      layernorm_generic};
+                                      softmax_generic, layernorm_generic};
 #ifdef HAVE_VEC_AVX2
-static const vec_ops_t vec_avx2 = {dot_avx2, axpy_avx2, gelu_avx2, layernorm_avx2};
+static const vec_ops_t vec_avx2 = {dot_avx2, axpy_avx2, gelu_avx2, softmax_avx2,
+                                   layernorm_avx2};
 #endif
 
 static const vec_ops_t *vec_ops(const gpt2_t *m)
@@ -326,21 +375,6 @@ static const vec_ops_t *vec_ops(const gpt2_t *m)
     (void)m;
 #endif
     return &vec_generic;
-}
-
-/* softmax in place over n scores; returns nothing, the row sums to 1. */
-static void softmax(float *x, int n)
-{
-    float max = -INFINITY, sum = 0;
-    for (int j = 0; j < n; j++)
-        max = x[j] > max ? x[j] : max;
-    for (int j = 0; j < n; j++) {
-        x[j] = expf(x[j] - max);
-        sum += x[j];
-    }
-    float inv = 1.0f / sum;
-    for (int j = 0; j < n; j++)
-        x[j] *= inv;
 }
 
 /* One decode row and head over positions [0, n) of its sequence:
@@ -356,7 +390,7 @@ static void attend_row(const vec_ops_t *ops, float *out, const float *q, const k
         for (int r = 0; r < rows; r++)
             scores[j0 + r] = ops->dot(q, k + (size_t)r * C, HS) * scale;
     }
-    softmax(scores, n);
+    ops->softmax(scores, n);
     memset(out, 0, (size_t)HS * sizeof(float));
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
         const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
@@ -384,8 +418,8 @@ static void gather_head(float *dst, const kv_cache_t *kv, const int32_t *table, 
  * products, S = Q K^T / sqrt(HS) over the keys the tile's last row sees, and
  * O = softmax(S) V, with each row's scores beyond its own position zeroed (the causal mask).
  * OpenBLAS is single-threaded (mm_init), so this runs whole on the calling pool thread. */
-static void attend_chunk(const gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int s,
-                         int l, int h, float *kh)
+static void attend_chunk(const vec_ops_t *ops, const gpt2_t *m, const kv_cache_t *kv,
+                         const gpt2_batch_t *b, int s, int l, int h, float *kh)
 {
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH, ld = m->s.max_ctx;
     const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
@@ -403,7 +437,7 @@ static void attend_chunk(const gpt2_t *m, const kv_cache_t *kv, const gpt2_batch
         for (int r = 0; r < rows; r++) {
             float *row = scores + (size_t)r * ld;
             int seen = b->pos[r0 + r] + 1;
-            softmax(row, seen);
+            ops->softmax(row, seen);
             memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, keys, 1.0f, scores, ld,
@@ -437,7 +471,7 @@ static void attn_part(void *arg, int part, int parts, int thread)
     for (int i = i0; i < i1; i++) {
         int s = i / NH, h = i % NH, t = b->seq_start[s], rows = b->seq_start[s + 1] - t;
         if (rows > 1)
-            attend_chunk(m, j->kv, b, s, j->l, h, scratch);
+            attend_chunk(j->ops, m, j->kv, b, s, j->l, h, scratch);
         else if (rows == 1)
             attend_row(j->ops, m->s.att + (size_t)t * C + (size_t)h * HS,
                        m->s.qkv + (size_t)t * 3 * C + (size_t)h * HS, j->kv, b->block_table[s],
