@@ -58,8 +58,8 @@ static int run_prompt(gpt2_t *m, const int32_t *tokens, int n, float *logits, in
     gpt2_batch_t b = {.T = n, .tokens = tokens, .pos = pos, .slot = slot, .B = 1,
                       .seq_start = start, .ctx_len = &ctx, .block_table = tables,
                       .n_logits = 1, .logit_rows = &last, .logits = logits};
+    int32_t first_start[2] = {0, n - 1}, first_ctx = n - 1, one_start[2] = {0, 1}, row = 0;
     if (split && n > 1) {
-        int32_t first_start[2] = {0, n - 1}, first_ctx = n - 1, one_start[2] = {0, 1}, row = 0;
         gpt2_batch_t first = b;
         first.T = n - 1;
         first.seq_start = first_start;
