@@ -17,7 +17,6 @@
  */
 #include "engine/engine.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -128,8 +127,15 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     int rc = gpt2_load(&e->model, p->model_dir, p->weight_dtype, err, errlen);
     if (rc < 0)
         goto fail;
-    if (p->threads > 0)
-        openblas_set_num_threads(p->threads);
+    /* gpt2_load starts one compute thread per core; OpenBLAS stays single-threaded. */
+    if (p->threads != 0) {
+        rc = gpt2_set_threads(e->model, p->threads);
+        if (rc < 0) {
+            snprintf(err, errlen, "cannot use %d compute threads (%s; 0 = one per core)",
+                     p->threads, strerror(-rc));
+            goto fail;
+        }
+    }
     const gpt2_config_t *cfg = gpt2_get_config(e->model);
     e->tok = tok;
     sched_limits_t lim = {

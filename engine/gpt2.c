@@ -3,8 +3,12 @@
  * One step runs every row (prefill chunks and decode tokens of several sequences) through
  * each layer together: the linear layers are one matrix product over all rows, attention
  * reads each sequence's K/V through its block table. Scratch is allocated by gpt2_reserve;
- * a step allocates nothing. The non-BLAS loops run on the calling thread; the matrix
- * products use OpenBLAS's own threads.
+ * a step allocates nothing. Everything runs on the model's compute pool (mm_pool): the
+ * matrix products split over output columns (engine/matmul.c), attention over
+ * (sequence, head) items, the per-row work (embedding, layer norm, residual add, GELU, K/V
+ * write) over row ranges. Each output element is computed by the same code whatever thread
+ * runs it, so the logits do not depend on the thread count. OpenBLAS (prefill attention
+ * tiles) runs single-threaded inside a pool thread.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -13,6 +17,11 @@
 #include <string.h>
 
 #include "engine/gpt2_model.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_VEC_AVX2 1
+#endif
 
 /* Rows of a prefill chunk whose attention scores are one matrix product: large enough for
  * sgemm to run well, small enough that the keys computed past each row's own position
@@ -56,13 +65,15 @@ void kv_cache_free(kv_cache_t *kv)
 int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
 {
     const size_t C = (size_t)m->cfg.n_embd, HS = C / (size_t)m->cfg.n_head;
+    const int threads = pool_threads(mm_pool(m->mm));
     if (max_tokens < 1 || max_logits < 0 || max_logits > max_tokens || max_ctx < 1 ||
         max_ctx > m->cfg.n_ctx || (size_t)max_tokens > SIZE_MAX / (16 * C * sizeof(float)))
         return -EINVAL;
-    /* x, ln, qkv (3C), att, fch (4C): 10 C per row; kh, vh and the scores of a tile of rows
-     * per context position. */
+    /* x, ln, qkv (3C), att, fch (4C): 10 C per row; per compute thread kh, vh and the
+     * scores of a tile of rows per context position. */
     size_t T = (size_t)max_tokens, ctx = (size_t)max_ctx;
-    size_t n = T * 10 * C + (size_t)max_logits * C + ctx * (2 * HS + ATTN_TILE);
+    size_t per_thread = ctx * (2 * HS + ATTN_TILE);
+    size_t n = T * 10 * C + (size_t)max_logits * C + (size_t)threads * per_thread;
     float *mem = malloc(n * sizeof(float));
     if (!mem)
         return -ENOMEM;
@@ -79,9 +90,9 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
     s->att = s->qkv + T * 3 * C;
     s->fch = s->att + T * C;
     s->lnf = s->fch + T * 4 * C;
-    s->kh = s->lnf + (size_t)max_logits * C;
-    s->vh = s->kh + ctx * HS;
-    s->scores = s->vh + ctx * HS;
+    s->attn = s->lnf + (size_t)max_logits * C;
+    s->attn_floats = per_thread;
+    s->threads = threads;
     return 0;
 }
 
@@ -96,7 +107,7 @@ static void matmul(gpt2_t *m, float *out, const float *in, const mm_weight_t *w,
 }
 
 /* out = (x - mean) / sqrt(var + eps) * w + b over each row of C. */
-static void layernorm(float *out, const float *x, const float *w, const float *b, int C,
+static void layernorm_generic(float *out, const float *x, const float *w, const float *b, int C,
                       float eps)
 {
     float mean = 0, var = 0;
@@ -110,29 +121,16 @@ static void layernorm(float *out, const float *x, const float *w, const float *b
         out[i] = (x[i] - mean) * rstd * w[i] + b[i];
 }
 
-static void layernorm_rows(float *out, const float *x, const float *w, const float *b, int T,
-                           int C, float eps)
-{
-    for (int t = 0; t < T; t++)
-        layernorm(out + (size_t)t * C, x + (size_t)t * C, w, b, C, eps);
-}
-
 /* gelu_new(x) = 0.5 x (1 + tanh(y)), y = sqrt(2/pi) (x + 0.044715 x^3), GPT-2's tanh form,
  * computed as x / (1 + exp(-2y)): the same function (1 + tanh(y) = 2 / (1 + exp(-2y))), with
  * one expf instead of tanhf, which took most of the time of this loop. */
-static void gelu(float *x, size_t n)
+static void gelu_generic(float *x, size_t n)
 {
     const float s = 0.7978845608028654f; /* sqrt(2/pi) */
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         x[i] = v / (1.0f + expf(-2.0f * s * (v + 0.044715f * v * v * v)));
     }
-}
-
-static void add(float *x, const float *y, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] += y[i];
 }
 
 /* K (v = 0) or V (v = 1) rows of layer l in block blk: (BS, C). */
@@ -142,38 +140,26 @@ static float *kv_rows(const kv_cache_t *kv, int32_t blk, int l, int v)
     return kv->data + (((size_t)blk * (size_t)kv->n_layer + (size_t)l) * 2 + (size_t)v) * rows;
 }
 
-/* Copies each row's K and V (the second and third thirds of qkv) to its slot. */
-static void kv_write(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t *b, int l)
+/* Copies row t's K and V (the second and third thirds of its qkv) to its slot. */
+static void kv_write_row(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t *b, int l,
+                         int t)
 {
     const int C = kv->n_embd, BS = kv->block_size;
-    for (int t = 0; t < b->T; t++) {
-        int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
-        const float *src = qkv + (size_t)t * 3 * C;
-        memcpy(kv_rows(kv, blk, l, 0) + (size_t)r * C, src + C, (size_t)C * sizeof(float));
-        memcpy(kv_rows(kv, blk, l, 1) + (size_t)r * C, src + 2 * C, (size_t)C * sizeof(float));
-    }
+    int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
+    const float *src = qkv + (size_t)t * 3 * C;
+    memcpy(kv_rows(kv, blk, l, 0) + (size_t)r * C, src + C, (size_t)C * sizeof(float));
+    memcpy(kv_rows(kv, blk, l, 1) + (size_t)r * C, src + 2 * C, (size_t)C * sizeof(float));
 }
 
 /* Eight floats; loads and stores go through memcpy (no alignment or aliasing assumptions)
  * and compile to one vector move where the target has 32-byte vectors. */
 typedef float v8f __attribute__((vector_size(32)));
 
-/* The decode path's two loops over head size, cloned for AVX2+FMA and chosen at run time;
- * the default clone is plain SSE2. Not under ThreadSanitizer: the clones' ifunc resolver
- * runs while the dynamic loader relocates, before the TSan runtime is set up, and its
- * instrumentation crashes every program linking the engine (seen with gcc 12). */
-#if defined(__SANITIZE_THREAD__)
-#define ATTN_CLONES
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define ATTN_CLONES
-#endif
-#endif
-#ifndef ATTN_CLONES
-#define ATTN_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#endif
-
-ATTN_CLONES static float dot(const float *a, const float *b, int n)
+/* The vector loops outside the matrix products: the decode attention's two loops over head
+ * size (dot, axpy), GELU, softmax and layer norm. Each has a portable version (SSE2 on x86-64) and
+ * an AVX2+FMA one; a step picks one set (vec_ops) with the same decision the matrix
+ * kernels made (mm_get_kernel), so forcing the generic kernel forces these too. */
+static float dot_generic(const float *a, const float *b, int n)
 {
     v8f acc = {0};
     int i = 0;
@@ -192,7 +178,7 @@ ATTN_CLONES static float dot(const float *a, const float *b, int n)
 }
 
 /* y += p * x */
-ATTN_CLONES static void axpy(float *y, float p, const float *x, int n)
+static void axpy_generic(float *y, float p, const float *x, int n)
 {
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -207,7 +193,7 @@ ATTN_CLONES static void axpy(float *y, float p, const float *x, int n)
 }
 
 /* softmax in place over n scores; returns nothing, the row sums to 1. */
-static void softmax(float *x, int n)
+static void softmax_generic(float *x, int n)
 {
     float max = -INFINITY, sum = 0;
     for (int j = 0; j < n; j++)
@@ -221,10 +207,180 @@ static void softmax(float *x, int n)
         x[j] *= inv;
 }
 
+#ifdef HAVE_VEC_AVX2
+
+__attribute__((target("avx2,fma"))) static float hsum_avx2(__m256 v)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b,
+                                                          int n)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    float s = hsum_avx2(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float p, const float *x,
+                                                          int n)
+{
+    const __m256 pv = _mm256_set1_ps(p);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(x + i),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += p * x[i];
+}
+
+/* exp(x) for eight floats, Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a
+ * degree-6 polynomial (about 1 ulp), 2^n built in the exponent bits; x is clamped to
+ * [-87.3, 88.7] so 2^n stays a normal float. */
+__attribute__((target("avx2,fma"))) static __m256 exp_avx2(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                                  23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* gelu_generic's formula eight at a time. */
+__attribute__((target("avx2,fma"))) static void gelu_avx2(float *x, size_t n)
+{
+    const __m256 k = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 y = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v));
+        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(one, exp_avx2(y))));
+    }
+    if (i < n)
+        gelu_generic(x + i, n - i);
+}
+
+/* softmax_generic with eight-wide passes and exp_avx2. */
+__attribute__((target("avx2,fma"))) static void softmax_avx2(float *x, int n)
+{
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    float max = _mm_cvtss_f32(h);
+    for (; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    mv = _mm256_set1_ps(max);
+    __m256 acc = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float sum = hsum_avx2(acc);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / sum);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++)
+        x[i] *= 1.0f / sum;
+}
+
+/* layernorm_generic with eight-wide sums. */
+__attribute__((target("avx2,fma"))) static void layernorm_avx2(float *out, const float *x,
+                                                               const float *w, const float *b,
+                                                               int C, float eps)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= C; i += 8)
+        acc = _mm256_add_ps(acc, _mm256_loadu_ps(x + i));
+    float mean = hsum_avx2(acc);
+    for (; i < C; i++)
+        mean += x[i];
+    mean /= (float)C;
+    const __m256 mv = _mm256_set1_ps(mean);
+    acc = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= C; i += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), mv);
+        acc = _mm256_fmadd_ps(d, d, acc);
+    }
+    float var = hsum_avx2(acc);
+    for (; i < C; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    float rstd = 1.0f / sqrtf(var / (float)C + eps);
+    const __m256 rv = _mm256_set1_ps(rstd);
+    for (i = 0; i + 8 <= C; i += 8) {
+        __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), rv);
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(w + i),
+                                                  _mm256_loadu_ps(b + i)));
+    }
+    for (; i < C; i++)
+        out[i] = (x[i] - mean) * rstd * w[i] + b[i];
+}
+#endif
+
+/* The vector loops one step uses. */
+typedef struct vec_ops {
+    float (*dot)(const float *a, const float *b, int n);
+    void (*axpy)(float *y, float p, const float *x, int n);
+    void (*gelu)(float *x, size_t n);
+    void (*softmax)(float *x, int n);
+    void (*layernorm)(float *out, const float *x, const float *w, const float *b, int C,
+                      float eps);
+} vec_ops_t;
+
+static const vec_ops_t vec_generic = {dot_generic, axpy_generic, gelu_generic,
+                                      softmax_generic, layernorm_generic};
+#ifdef HAVE_VEC_AVX2
+static const vec_ops_t vec_avx2 = {dot_avx2, axpy_avx2, gelu_avx2, softmax_avx2,
+                                   layernorm_avx2};
+#endif
+
+static const vec_ops_t *vec_ops(const gpt2_t *m)
+{
+#ifdef HAVE_VEC_AVX2
+    if (mm_get_kernel(m->mm) == MM_KERNEL_AVX2)
+        return &vec_avx2;
+#else
+    (void)m;
+#endif
+    return &vec_generic;
+}
+
 /* One decode row and head over positions [0, n) of its sequence:
  * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place. */
-static void attend_row(float *out, const float *q, const kv_cache_t *kv, const int32_t *table,
-                       int n, int l, int h, int HS, float *scores)
+static void attend_row(const vec_ops_t *ops, float *out, const float *q, const kv_cache_t *kv,
+                       const int32_t *table, int n, int l, int h, int HS, float *scores)
 {
     const int C = kv->n_embd, BS = kv->block_size;
     const float scale = 1.0f / sqrtf((float)HS);
@@ -232,15 +388,15 @@ static void attend_row(float *out, const float *q, const kv_cache_t *kv, const i
         const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int r = 0; r < rows; r++)
-            scores[j0 + r] = dot(q, k + (size_t)r * C, HS) * scale;
+            scores[j0 + r] = ops->dot(q, k + (size_t)r * C, HS) * scale;
     }
-    softmax(scores, n);
+    ops->softmax(scores, n);
     memset(out, 0, (size_t)HS * sizeof(float));
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
         const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int r = 0; r < rows; r++)
-            axpy(out, scores[j0 + r], v + (size_t)r * C, HS);
+            ops->axpy(out, scores[j0 + r], v + (size_t)r * C, HS);
     }
 }
 
@@ -257,35 +413,69 @@ static void gather_head(float *dst, const kv_cache_t *kv, const int32_t *table, 
     }
 }
 
-/* A prefill chunk (rows t0..t1 of sequence s): per head, K and V of the whole context are
- * gathered once, then each tile of ATTN_TILE rows is two matrix products,
- * S = Q K^T / sqrt(HS) over the keys the tile's last row sees, and O = softmax(S) V,
- * with each row's scores beyond its own position zeroed (the causal mask). */
-static void attend_chunk(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int s, int l)
+/* A prefill chunk (rows t0..t1 of sequence s), head h: K and V of the whole context are
+ * gathered once into the thread's scratch, then each tile of ATTN_TILE rows is two matrix
+ * products, S = Q K^T / sqrt(HS) over the keys the tile's last row sees, and
+ * O = softmax(S) V, with each row's scores beyond its own position zeroed (the causal mask).
+ * OpenBLAS is single-threaded (mm_init), so this runs whole on the calling pool thread. */
+static void attend_chunk(const vec_ops_t *ops, const gpt2_t *m, const kv_cache_t *kv,
+                         const gpt2_batch_t *b, int s, int l, int h, float *kh)
 {
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH, ld = m->s.max_ctx;
     const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
     const float scale = 1.0f / sqrtf((float)HS);
     const gpt2_scratch_t *sc = &m->s;
-    for (int h = 0; h < NH; h++) {
-        gather_head(sc->kh, kv, b->block_table[s], n, l, h, HS, 0);
-        gather_head(sc->vh, kv, b->block_table[s], n, l, h, HS, 1);
-        for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
-            int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
-            int keys = b->pos[r0 + rows - 1] + 1;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, HS, scale,
-                        sc->qkv + (size_t)r0 * 3 * C + (size_t)h * HS, 3 * C, sc->kh, HS, 0.0f,
-                        sc->scores, ld);
-            for (int r = 0; r < rows; r++) {
-                float *row = sc->scores + (size_t)r * ld;
-                int seen = b->pos[r0 + r] + 1;
-                softmax(row, seen);
-                memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, keys, 1.0f,
-                        sc->scores, ld, sc->vh, HS, 0.0f,
-                        sc->att + (size_t)r0 * C + (size_t)h * HS, C);
+    float *vh = kh + (size_t)ld * HS, *scores = vh + (size_t)ld * HS;
+    gather_head(kh, kv, b->block_table[s], n, l, h, HS, 0);
+    gather_head(vh, kv, b->block_table[s], n, l, h, HS, 1);
+    for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
+        int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
+        int keys = b->pos[r0 + rows - 1] + 1;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, HS, scale,
+                    sc->qkv + (size_t)r0 * 3 * C + (size_t)h * HS, 3 * C, kh, HS, 0.0f, scores,
+                    ld);
+        for (int r = 0; r < rows; r++) {
+            float *row = scores + (size_t)r * ld;
+            int seen = b->pos[r0 + r] + 1;
+            ops->softmax(row, seen);
+            memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, keys, 1.0f, scores, ld,
+                    vh, HS, 0.0f, sc->att + (size_t)r0 * C + (size_t)h * HS, C);
+    }
+}
+
+/* Attention of one step on the compute pool: the work items are (sequence, head) pairs,
+ * sequence-major, spread over at most ATTN_MAX_PARTS parts of consecutive items. Each item
+ * is computed whole by one thread with that thread's scratch, so the result does not
+ * depend on the thread count. */
+#define ATTN_MAX_PARTS 1024
+
+typedef struct attn_job {
+    const gpt2_t *m;
+    const kv_cache_t *kv;
+    const gpt2_batch_t *b;
+    const vec_ops_t *ops;
+    int l, items;
+} attn_job_t;
+
+static void attn_part(void *arg, int part, int parts, int thread)
+{
+    const attn_job_t *j = arg;
+    const gpt2_t *m = j->m;
+    const gpt2_batch_t *b = j->b;
+    const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
+    float *scratch = m->s.attn + (size_t)thread * m->s.attn_floats;
+    int i0, i1;
+    pool_split(j->items, parts, part, &i0, &i1);
+    for (int i = i0; i < i1; i++) {
+        int s = i / NH, h = i % NH, t = b->seq_start[s], rows = b->seq_start[s + 1] - t;
+        if (rows > 1)
+            attend_chunk(j->ops, m, j->kv, b, s, j->l, h, scratch);
+        else if (rows == 1)
+            attend_row(j->ops, m->s.att + (size_t)t * C + (size_t)h * HS,
+                       m->s.qkv + (size_t)t * 3 * C + (size_t)h * HS, j->kv, b->block_table[s],
+                       b->pos[t] + 1, j->l, h, HS, scratch);
     }
 }
 
@@ -293,41 +483,124 @@ static void attend_chunk(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b,
  * the blocks in place; a prefill chunk goes through attend_chunk's matrix products. */
 static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
 {
-    const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH;
-    for (int s = 0; s < b->B; s++) {
-        int t = b->seq_start[s];
-        if (b->seq_start[s + 1] - t > 1) {
-            attend_chunk(m, kv, b, s, l);
-            continue;
-        }
-        if (b->seq_start[s + 1] == t)
-            continue;
-        for (int h = 0; h < NH; h++)
-            attend_row(m->s.att + (size_t)t * C + (size_t)h * HS,
-                       m->s.qkv + (size_t)t * 3 * C + (size_t)h * HS, kv, b->block_table[s],
-                       b->pos[t] + 1, l, h, HS, m->s.scores);
+    attn_job_t j = {.m = m, .kv = kv, .b = b, .ops = vec_ops(m), .l = l,
+                    .items = b->B * m->cfg.n_head};
+    int parts = j.items < ATTN_MAX_PARTS ? j.items : ATTN_MAX_PARTS;
+    pool_t *pool = mm_pool(m->mm);
+    /* Scratch exists for s.threads threads (gpt2_set_threads keeps it in step). */
+    pool_run_parts_thread(m->s.threads >= pool_threads(pool) ? pool : NULL, parts, attn_part,
+                          &j);
+}
+
+/* The per-row work between the matrix products, over ranges of rows on the compute pool.
+ * Each row is computed by the same code whatever thread runs it, so the split does not
+ * change the result. */
+enum row_op {
+    ROW_EMBED_LN, /* x = wte[token] + wpe[pos]; ln = layernorm(x) with (w, bias) */
+    ROW_ADD_LN,   /* x += ln; then, when w is set, ln = layernorm(x) with (w, bias) */
+    ROW_GELU,     /* fch = gelu(fch) */
+    ROW_KV,       /* row's K and V to its slot of layer l */
+};
+
+/* Fewest rows worth a part of their own, per op, measured (best of 3000 runs, 2 threads,
+ * workers still spinning as they are after a matrix product): one row of layer norm takes
+ * ~2.2 us and of GELU ~12 us, while handing a part to the other thread costs well under
+ * 0.5 us, so both split from 2 rows on (2 rows of add + layer norm: 4.5 -> 2.5 us); a row's
+ * K/V copy is ~0.15 us, and splitting it pays only from about 32 rows. */
+static const int ROW_MIN[] = {[ROW_EMBED_LN] = 1, [ROW_ADD_LN] = 1, [ROW_GELU] = 1,
+                              [ROW_KV] = 16};
+#define ROW_PARTS_PER_THREAD 4
+
+typedef struct rows_job {
+    const gpt2_t *m;
+    const kv_cache_t *kv;
+    const gpt2_batch_t *b;
+    const vec_ops_t *ops;
+    enum row_op op;
+    int l;
+    const float *w, *bias;
+} rows_job_t;
+
+static void embed_row(const gpt2_t *m, const gpt2_batch_t *b, int t, float *x)
+{
+    const int C = m->cfg.n_embd;
+    const float *pe = m->wpe + (size_t)b->pos[t] * C;
+    /* With a tied LM head wte is read from its packed copy (column `token` of wteᵀ), so
+     * only one copy of it stays in memory. */
+    if (m->embed_packed) {
+        mm_weight_column(&m->lm_head_p, b->tokens[t], x);
+        for (int i = 0; i < C; i++)
+            x[i] += pe[i];
+    } else {
+        const float *te = m->wte + (size_t)b->tokens[t] * C;
+        for (int i = 0; i < C; i++)
+            x[i] = te[i] + pe[i];
     }
 }
 
+static void rows_part(void *arg, int part, int parts)
+{
+    const rows_job_t *j = arg;
+    const gpt2_t *m = j->m;
+    const gpt2_scratch_t *s = &m->s;
+    const int C = m->cfg.n_embd;
+    const float eps = m->cfg.ln_eps;
+    int t0, t1;
+    pool_split(j->b->T, parts, part, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
+        float *x = s->x + (size_t)t * C, *ln = s->ln + (size_t)t * C;
+        switch (j->op) {
+        case ROW_EMBED_LN:
+            embed_row(m, j->b, t, x);
+            j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
+            break;
+        case ROW_ADD_LN:
+            for (int i = 0; i < C; i++)
+                x[i] += ln[i];
+            if (j->w)
+                j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
+            break;
+        case ROW_GELU:
+            j->ops->gelu(s->fch + (size_t)t * 4 * C, 4 * (size_t)C);
+            break;
+        case ROW_KV:
+            kv_write_row(j->kv, s->qkv, j->b, j->l, t);
+            break;
+        }
+    }
+}
+
+static void run_rows(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, enum row_op op,
+                     int l, const float *w, const float *bias)
+{
+    rows_job_t j = {.m = m, .kv = kv, .b = b, .ops = vec_ops(m), .op = op, .l = l, .w = w,
+                    .bias = bias};
+    pool_t *pool = mm_pool(m->mm);
+    int parts = b->T / ROW_MIN[op], most = pool_threads(pool) * ROW_PARTS_PER_THREAD;
+    parts = parts < 1 ? 1 : parts > most ? most : parts;
+    pool_run_parts(pool, parts, rows_part, &j);
+}
+
+/* Layer l, entered with ln = layernorm_1(x) of this layer; leaves ln = layernorm_1(x) of
+ * the next layer (the residual add and the next layer norm are one pass over the rows),
+ * or after the last layer x with the residual added. */
 static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
 {
     const gpt2_layer_t *w = &m->layers[l];
+    const gpt2_layer_t *next = l + 1 < m->cfg.n_layer ? &m->layers[l + 1] : NULL;
     const gpt2_scratch_t *s = &m->s;
-    const int T = b->T, C = m->cfg.n_embd;
-    const size_t TC = (size_t)T * C;
+    const int T = b->T;
 
-    layernorm_rows(s->ln, s->x, w->ln1_w, w->ln1_b, T, C, m->cfg.ln_eps);
     matmul(m, s->qkv, s->ln, &w->qkv_p, w->qkv_b, T);
-    kv_write(kv, s->qkv, b, l); /* every row's K/V is in place before any row attends */
+    /* Every row's K/V is in place before any row attends. */
+    run_rows(m, kv, b, ROW_KV, l, NULL, NULL);
     attention(m, kv, b, l);
     matmul(m, s->ln, s->att, &w->attn_proj_p, w->attn_proj_b, T);
-    add(s->x, s->ln, TC);
-
-    layernorm_rows(s->ln, s->x, w->ln2_w, w->ln2_b, T, C, m->cfg.ln_eps);
+    run_rows(m, kv, b, ROW_ADD_LN, l, w->ln2_w, w->ln2_b);
     matmul(m, s->fch, s->ln, &w->fc_p, w->fc_b, T);
-    gelu(s->fch, 4 * TC);
+    run_rows(m, kv, b, ROW_GELU, l, NULL, NULL);
     matmul(m, s->ln, s->fch, &w->mlp_proj_p, w->mlp_proj_b, T);
-    add(s->x, s->ln, TC);
+    run_rows(m, kv, b, ROW_ADD_LN, l, next ? next->ln1_w : NULL, next ? next->ln1_b : NULL);
 }
 
 /* Rejects a batch that would read or write outside the model, the scratch or the pool,
@@ -375,27 +648,15 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
     const int C = m->cfg.n_embd;
     const gpt2_scratch_t *s = &m->s;
 
-    /* x = wte[token] + wpe[pos]; with a tied LM head wte is read from its packed copy
-     * (column `token` of wteᵀ), so only one copy of it stays in memory. */
-    for (int t = 0; t < b->T; t++) {
-        float *x = s->x + (size_t)t * C;
-        const float *te = m->wte + (size_t)b->tokens[t] * C, *pe = m->wpe + (size_t)b->pos[t] * C;
-        if (m->embed_packed) {
-            mm_weight_column(&m->lm_head_p, b->tokens[t], x);
-            for (int i = 0; i < C; i++)
-                x[i] += pe[i];
-        } else {
-            for (int i = 0; i < C; i++)
-                x[i] = te[i] + pe[i];
-        }
-    }
+    run_rows(m, kv, b, ROW_EMBED_LN, 0, m->layers[0].ln1_w, m->layers[0].ln1_b);
     for (int l = 0; l < m->cfg.n_layer; l++)
         layer_forward(m, kv, b, l);
 
     /* The final layer norm and the LM head only for the rows that are sampled. */
+    const vec_ops_t *ops = vec_ops(m);
     for (int i = 0; i < b->n_logits; i++)
-        layernorm(s->lnf + (size_t)i * C, s->x + (size_t)b->logit_rows[i] * C, m->lnf_w,
-                  m->lnf_b, C, m->cfg.ln_eps);
+        ops->layernorm(s->lnf + (size_t)i * C, s->x + (size_t)b->logit_rows[i] * C,
+                       m->lnf_w, m->lnf_b, C, m->cfg.ln_eps);
     if (b->n_logits)
         matmul(m, b->logits, s->lnf, &m->lm_head_p, NULL, b->n_logits);
     return 0;

@@ -353,8 +353,18 @@ int gpt2_set_threads(gpt2_t *m, int threads)
         return rc;
     int kernel = mm_get_kernel(m->mm);
     mm_set_kernel(mm, kernel); /* keep a forced kernel: the old context passed the check */
-    mm_free(m->mm);
+    mm_t *old = m->mm;
     m->mm = mm;
+    /* The attention scratch is per compute thread: size it again for the new count. */
+    if (m->s.mem && m->s.threads != pool_threads(mm_pool(mm))) {
+        rc = gpt2_reserve(m, m->s.max_tokens, m->s.max_logits, m->s.max_ctx);
+        if (rc) {
+            m->mm = old;
+            mm_free(mm);
+            return rc;
+        }
+    }
+    mm_free(old);
     return 0;
 }
 

@@ -38,8 +38,12 @@ typedef struct gpt2_scratch {
     float *att;       /* (T, C) attention output, heads concatenated */
     float *fch;       /* (T, 4C) MLP hidden */
     float *lnf;       /* (max_logits, C) final layer norm of the logit rows */
-    float *kh, *vh;   /* (max_ctx, HS) one head's K and V gathered from the blocks */
-    float *scores;    /* (ATTN_TILE, max_ctx) attention weights of a tile of rows, one head */
+    /* Attention scratch of each compute thread (threads of them, attn_floats apart):
+     * kh, vh (max_ctx, HS) one head's K and V gathered from the blocks, then scores
+     * (ATTN_TILE, max_ctx) the attention weights of a tile of rows of that head. */
+    float *attn;
+    size_t attn_floats;
+    int threads;      /* compute threads the attention scratch was sized for */
 } gpt2_scratch_t;
 
 struct gpt2 {

@@ -50,7 +50,8 @@ struct pool {
     int started;      /* workers actually running */
     pthread_t *tids;  /* (n-1) owned */
     worker_t *args;   /* (n-1) owned */
-    pool_fn_cb fn;    /* current job; written by the owner before `next` is stored */
+    pool_fn_cb fn;    /* current job (fn or fn_thread, the other NULL); written by the */
+    pool_fn_thread_cb fn_thread; /* owner before `next` is stored */
     void *arg;
     atomic_uint gen;     /* job generation; futex word the workers sleep on */
     _Atomic uint64_t next; /* generation << 32 | parts << 16 | next unclaimed part */
@@ -123,12 +124,15 @@ static int claim(pool_t *p, unsigned g, int *part, int *n)
     }
 }
 
-/* Runs parts of job g until none is left to claim. */
-static void run_parts(pool_t *p, unsigned g)
+/* Runs parts of job g on thread tid until none is left to claim. */
+static void run_parts(pool_t *p, unsigned g, int tid)
 {
     int part, n;
     while (claim(p, g, &part, &n)) {
-        p->fn(p->arg, part, n);
+        if (p->fn)
+            p->fn(p->arg, part, n);
+        else
+            p->fn_thread(p->arg, part, n, tid);
         if ((int)atomic_fetch_add(&p->done, 1) + 1 == n && atomic_load(&p->pending_sleeper))
             futex(&p->done, FUTEX_WAKE, 1);
     }
@@ -143,7 +147,7 @@ static void *worker_main(void *p_)
         seen = wait_while_equal(&p->gen, seen, &p->gen_sleepers);
         if (atomic_load_explicit(&p->stop, memory_order_relaxed))
             break;
-        run_parts(p, seen);
+        run_parts(p, seen, w->tid);
     }
     return NULL;
 }
@@ -220,25 +224,31 @@ void pool_run(pool_t *p, pool_fn_cb fn, void *arg)
     pool_run_parts(p, pool_threads(p), fn, arg);
 }
 
-void pool_run_parts(pool_t *p, int parts, pool_fn_cb fn, void *arg)
+/* Runs a job of either callback kind (exactly one of fn, fn_thread non-NULL). */
+static void run_job(pool_t *p, int parts, pool_fn_cb fn, pool_fn_thread_cb fn_thread, void *arg)
 {
     if (parts < 1)
         return;
     if (!p || p->n == 1 || parts == 1) {
-        for (int i = 0; i < parts; i++)
-            fn(arg, i, parts);
+        for (int i = 0; i < parts; i++) {
+            if (fn)
+                fn(arg, i, parts);
+            else
+                fn_thread(arg, i, parts, 0);
+        }
         return;
     }
     if (parts > POOL_MAX_PARTS)
         parts = POOL_MAX_PARTS;
     p->fn = fn;
+    p->fn_thread = fn_thread;
     p->arg = arg;
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
     atomic_store_explicit(&p->next, (uint64_t)g << 32 | (uint64_t)parts << 16,
                           memory_order_release);
     publish(p); /* gen becomes g */
-    run_parts(p, g);
+    run_parts(p, g, 0);
     unsigned v = atomic_load_explicit(&p->done, memory_order_acquire);
     while (v != (unsigned)parts) {
         v = spin_while_equal(&p->done, v);
@@ -251,6 +261,16 @@ void pool_run_parts(pool_t *p, int parts, pool_fn_cb fn, void *arg)
         atomic_store(&p->pending_sleeper, 0);
         v = atomic_load_explicit(&p->done, memory_order_acquire);
     }
+}
+
+void pool_run_parts(pool_t *p, int parts, pool_fn_cb fn, void *arg)
+{
+    run_job(p, parts, fn, NULL, arg);
+}
+
+void pool_run_parts_thread(pool_t *p, int parts, pool_fn_thread_cb fn, void *arg)
+{
+    run_job(p, parts, NULL, fn, arg);
 }
 
 void pool_split(int n, int parts, int i, int *lo, int *hi)

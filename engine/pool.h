@@ -32,6 +32,11 @@ int pool_threads(const pool_t *p);
  * Writes made inside fn are visible to the caller afterwards. With p NULL (or one thread)
  * the caller runs every part itself. */
 void pool_run_parts(pool_t *p, int parts, pool_fn_cb fn, void *arg);
+/* A part that also learns which thread runs it: thread is 0 (the caller) ..
+ * pool_threads(p) - 1, and no two parts run on the same thread at once, so per-thread
+ * scratch indexed by it needs no locking. Which parts a thread gets is not fixed. */
+typedef void (*pool_fn_thread_cb)(void *arg, int part, int n, int thread);
+void pool_run_parts_thread(pool_t *p, int parts, pool_fn_thread_cb fn, void *arg);
 /* pool_run_parts with one part per thread. */
 void pool_run(pool_t *p, pool_fn_cb fn, void *arg);
 

@@ -37,7 +37,10 @@ static const int dtypes[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16};
 static const char *const dt_names[N_DT] = {"f32", "f16", "bf16"};
 
 /* Prefills tokens[0..n) in one step into a fresh cache; writes the last row's logits. */
-static int prefill(gpt2_t *m, const int32_t *tokens, int n, float *logits)
+/* The logits of the last of n tokens: with split = 0 one prefill step of all n rows; with
+ * split = 1 a prefill step of the first n - 1 rows and then a decode step of the last
+ * (the decode attention path). */
+static int run_prompt(gpt2_t *m, const int32_t *tokens, int n, float *logits, int split)
 {
     kv_cache_t kv;
     int rc = kv_cache_init(&kv, gpt2_get_config(m), BS, N_BLOCKS);
@@ -55,9 +58,30 @@ static int prefill(gpt2_t *m, const int32_t *tokens, int n, float *logits)
     gpt2_batch_t b = {.T = n, .tokens = tokens, .pos = pos, .slot = slot, .B = 1,
                       .seq_start = start, .ctx_len = &ctx, .block_table = tables,
                       .n_logits = 1, .logit_rows = &last, .logits = logits};
-    rc = gpt2_forward(m, &kv, &b);
+    int32_t first_start[2] = {0, n - 1}, first_ctx = n - 1, one_start[2] = {0, 1}, row = 0;
+    if (split && n > 1) {
+        gpt2_batch_t first = b;
+        first.T = n - 1;
+        first.seq_start = first_start;
+        first.ctx_len = &first_ctx;
+        first.n_logits = 0;
+        first.logits = NULL;
+        rc = gpt2_forward(m, &kv, &first);
+        b.T = 1;
+        b.tokens = tokens + n - 1;
+        b.pos = pos + n - 1;
+        b.slot = slot + n - 1;
+        b.seq_start = one_start;
+        b.logit_rows = &row;
+    }
+    rc = rc ? rc : gpt2_forward(m, &kv, &b);
     kv_cache_free(&kv);
     return rc;
+}
+
+static int prefill(gpt2_t *m, const int32_t *tokens, int n, float *logits)
+{
+    return run_prompt(m, tokens, n, logits, 0);
 }
 
 static double max_abs(const float *a, size_t n)
@@ -113,17 +137,24 @@ int main(int argc, char **argv)
             CHECK_INT_EQ(prefill(m, tokens[p], prompt_lens[p], logits[d][p]), 0);
         }
         if (d == 0) {
-            /* Each column is computed by one thread in a fixed order: the logits are the
-             * same bits whatever the thread count. */
+            /* Each column, attention item and row is computed by one thread in a fixed
+             * order: the logits are the same bits whatever the thread count, for a prefill
+             * and for a decode step after it. */
             float *again = malloc((size_t)V * sizeof(float));
+            float *dec = malloc((size_t)V * sizeof(float));
+            CHECK(again && dec);
+            CHECK_INT_EQ(run_prompt(m, tokens[2], prompt_lens[2], dec, 1), 0);
             static const int threads[] = {1, 3};
-            for (int i = 0; i < 2 && again; i++) {
+            for (int i = 0; i < 2 && again && dec; i++) {
                 CHECK_INT_EQ(gpt2_set_threads(m, threads[i]), 0);
                 CHECK_INT_EQ(prefill(m, tokens[2], prompt_lens[2], again), 0);
                 CHECK(memcmp(again, logits[0][2], (size_t)V * sizeof(float)) == 0);
+                CHECK_INT_EQ(run_prompt(m, tokens[2], prompt_lens[2], again, 1), 0);
+                CHECK(memcmp(again, dec, (size_t)V * sizeof(float)) == 0);
             }
             CHECK_INT_EQ(gpt2_set_threads(m, -1), -EINVAL);
             free(again);
+            free(dec);
         }
         gpt2_free(m);
     }

@@ -1,5 +1,6 @@
 /* pool_test.c - the compute thread pool: every thread runs every job exactly once, the
- * caller sees the workers' writes, every part of a many-part job runs exactly once, the sleep/wake path after an idle gap works, and
+ * caller sees the workers' writes, every part of a many-part job runs exactly once (also
+ * with the thread index passed to each part), the sleep/wake path after an idle gap works, and
  * init/free edge cases. Written to run under TSan as well (all sharing is via the pool). */
 #include <errno.h>
 #include <stdio.h>
@@ -120,6 +121,54 @@ static void test_parts(int threads, int rounds)
     pool_free(p);
 }
 
+/* Parts that know their thread: each part runs once, on a thread index in range, and no
+ * two parts hold the same thread index at once (plain per-thread counters, so TSan sees a
+ * race if they did). */
+typedef struct thread_job {
+    int n, threads, bad;
+    int seen[1000];
+    int busy[MAXT];     /* written only by the thread of that index */
+    int per_thread[MAXT];
+} thread_job_t;
+
+static void thread_cb(void *arg, int part, int n, int thread)
+{
+    thread_job_t *j = arg;
+    if (n != j->n || part < 0 || part >= n || thread < 0 || thread >= j->threads) {
+        __atomic_fetch_add(&j->bad, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (j->busy[thread]++)
+        __atomic_fetch_add(&j->bad, 1, __ATOMIC_RELAXED);
+    j->seen[part]++;
+    j->per_thread[thread]++;
+    j->busy[thread]--;
+}
+
+static void test_parts_thread(int threads, int rounds)
+{
+    pool_t *p = NULL;
+    CHECK_EQ(pool_init(&p, threads), 0);
+    static thread_job_t j;
+    for (int r = 1; r <= rounds && !failures; r++) {
+        memset(&j, 0, sizeof(j));
+        j.threads = threads;
+        j.n = 1 + (r * 53) % 1000;
+        pool_run_parts_thread(p, j.n, thread_cb, &j);
+        CHECK_EQ(j.bad, 0);
+        int total = 0;
+        for (int t = 0; t < MAXT; t++)
+            total += j.per_thread[t];
+        CHECK_EQ(total, j.n);
+        for (int i = 0; i < 1000; i++)
+            if (j.seen[i] != (i < j.n)) {
+                CHECK_EQ(j.seen[i], i < j.n);
+                break;
+            }
+    }
+    pool_free(p);
+}
+
 static void test_split(void)
 {
     for (int n = 0; n < 50; n++) {
@@ -160,6 +209,9 @@ int main(void)
     test_parts(1, 20);
     test_parts(2, 500);
     test_parts(3, 200);
+    test_parts_thread(1, 20);
+    test_parts_thread(2, 300);
+    test_parts_thread(3, 100);
 
     if (failures) {
         fprintf(stderr, "pool_test: %d failures\n", failures);
