@@ -26,22 +26,6 @@ static const char *dtype_name(int dtype)
     return dtype == ENG_DTYPE_F16 ? "f16" : dtype == ENG_DTYPE_BF16 ? "bf16" : "f32";
 }
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        /* Messages quote the file (jansson's "near '...'" text): keep them one printable line
-         * even when the file holds newlines, escape sequences or other control bytes. */
-        for (char *c = err; *c; c++)
-            if ((unsigned char)*c < 0x20 || *c == 0x7f)
-                *c = '?';
-    }
-    return code;
-}
-
 /* Reads an integer field; absent fields keep *v (the Hugging Face default). */
 static int cfg_int(json_t *root, const char *key, int lo, int hi, int *v, char *err,
                    size_t errlen)
@@ -50,10 +34,10 @@ static int cfg_int(json_t *root, const char *key, int lo, int hi, int *v, char *
     if (!j)
         return 0;
     if (!json_is_integer(j))
-        return fail(err, errlen, -EINVAL, "config.json: %s is not an integer", key);
+        return st_fail(err, errlen, -EINVAL, "config.json: %s is not an integer", key);
     json_int_t x = json_integer_value(j);
     if (x < lo || x > hi)
-        return fail(err, errlen, -EINVAL, "config.json: %s %lld is not in [%d, %d]", key,
+        return st_fail(err, errlen, -EINVAL, "config.json: %s %lld is not in [%d, %d]", key,
                     (long long)x, lo, hi);
     *v = (int)x;
     return 0;
@@ -81,31 +65,31 @@ static int parse_config(json_t *root, gpt2_config_t *c, char *err, size_t errlen
     if (rc)
         return rc;
     if (c->n_embd % c->n_head != 0)
-        return fail(err, errlen, -EINVAL, "config.json: n_embd %d is not divisible by n_head %d",
+        return st_fail(err, errlen, -EINVAL, "config.json: n_embd %d is not divisible by n_head %d",
                     c->n_embd, c->n_head);
     json_t *j = json_object_get(root, "layer_norm_epsilon");
     if (j) {
         double e = json_number_value(j);
         if (!json_is_number(j) || !(e > 0 && e < 1))
-            return fail(err, errlen, -EINVAL, "config.json: layer_norm_epsilon must be in (0, 1)");
+            return st_fail(err, errlen, -EINVAL, "config.json: layer_norm_epsilon must be in (0, 1)");
         c->ln_eps = (float)e;
     }
     j = json_object_get(root, "activation_function");
     if (j && (!json_is_string(j) || !activation_ok(json_string_value(j))))
-        return fail(err, errlen, -EINVAL,
+        return st_fail(err, errlen, -EINVAL,
                     "config.json: activation_function \"%s\" is not supported (gelu_new is)",
                     json_is_string(j) ? json_string_value(j) : "?");
     /* Variants of GPT-2 this engine does not implement. */
     j = json_object_get(root, "n_inner");
     if (j && !json_is_null(j) && !(json_is_integer(j) && json_integer_value(j) == 4 * c->n_embd))
-        return fail(err, errlen, -EINVAL, "config.json: n_inner must be null or 4 * n_embd (%d)",
+        return st_fail(err, errlen, -EINVAL, "config.json: n_inner must be null or 4 * n_embd (%d)",
                     4 * c->n_embd);
     j = json_object_get(root, "scale_attn_weights");
     if (j && !json_is_true(j))
-        return fail(err, errlen, -EINVAL, "config.json: scale_attn_weights false is not supported");
+        return st_fail(err, errlen, -EINVAL, "config.json: scale_attn_weights false is not supported");
     j = json_object_get(root, "scale_attn_by_inverse_layer_idx");
     if (j && json_is_true(j))
-        return fail(err, errlen, -EINVAL,
+        return st_fail(err, errlen, -EINVAL,
                     "config.json: scale_attn_by_inverse_layer_idx true is not supported");
     return 0;
 }
@@ -115,20 +99,20 @@ static int load_config(const char *dir, gpt2_config_t *c, char *err, size_t errl
     size_t plen = strlen(dir) + sizeof("/config.json");
     char *path = malloc(plen);
     if (!path)
-        return fail(err, errlen, -ENOMEM, "config.json: out of memory");
+        return st_fail(err, errlen, -ENOMEM, "config.json: out of memory");
     snprintf(path, plen, "%s/config.json", dir);
     if (access(path, F_OK) != 0) {
         free(path);
-        return fail(err, errlen, -ENOENT, "config.json: not found in %s", dir);
+        return st_fail(err, errlen, -ENOENT, "config.json: not found in %s", dir);
     }
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
     free(path);
     if (!root)
-        return fail(err, errlen, -EINVAL, "config.json: invalid JSON: %s (line %d, column %d)",
+        return st_fail(err, errlen, -EINVAL, "config.json: invalid JSON: %s (line %d, column %d)",
                     jerr.text, jerr.line, jerr.column);
     int rc = json_is_object(root) ? parse_config(root, c, err, errlen)
-                                  : fail(err, errlen, -EINVAL, "config.json: not a JSON object");
+                                  : st_fail(err, errlen, -EINVAL, "config.json: not a JSON object");
     json_decref(root);
     return rc;
 }
@@ -213,7 +197,7 @@ static int get(loader_t *ld, const char *name, int64_t d0, int64_t d1, const flo
     const st_set_t *st = &ld->m->st;
     const st_tensor_t *t = find(st, name);
     if (!t)
-        return fail(ld->err, ld->errlen, -EINVAL, "%s: missing tensor %s", st->source, name);
+        return st_fail(ld->err, ld->errlen, -EINVAL, "%s: missing tensor %s", st->source, name);
     const char *file = st->files[t->file].name;
     int64_t want[2] = {d0, d1};
     int ndim = d1 ? 2 : 1;
@@ -221,12 +205,12 @@ static int get(loader_t *ld, const char *name, int64_t d0, int64_t d1, const flo
         char got[128], exp[64];
         format_shape(got, sizeof(got), t->ndim, t->shape);
         format_shape(exp, sizeof(exp), ndim, want);
-        return fail(ld->err, ld->errlen, -EINVAL,
+        return st_fail(ld->err, ld->errlen, -EINVAL,
                     "%s: %s: shape %s disagrees with config.json (expected %s)", file, t->name, got,
                     exp);
     }
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
-        return fail(ld->err, ld->errlen, -EINVAL, "%s: %s: dtype %s is not F32, F16 or BF16",
+        return st_fail(ld->err, ld->errlen, -EINVAL, "%s: %s: dtype %s is not F32, F16 or BF16",
                     file, t->name, st_dtype_name(t->dtype));
     size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
     int in_place = t->dtype == ST_F32 && (uintptr_t)t->data % sizeof(float) == 0;
@@ -320,7 +304,7 @@ static int pack_weights(gpt2_t *m, int dtype, char *err, size_t errlen)
     char e[256];
     int rc = mm_init(&m->mm, 0, e, sizeof(e));
     if (rc)
-        return fail(err, errlen, rc, "%s", e);
+        return st_fail(err, errlen, rc, "%s", e);
     m->dtype = dtype == ENG_DTYPE_AUTO ? ENG_DTYPE_F32 : dtype;
     const int C = m->cfg.n_embd, V = m->cfg.vocab_size;
     for (int l = 0; l < m->cfg.n_layer && !rc; l++) {
@@ -337,7 +321,7 @@ static int pack_weights(gpt2_t *m, int dtype, char *err, size_t errlen)
         m->embed_packed = !rc && m->lm_head == m->wte;
     }
     if (rc)
-        return fail(err, errlen, rc, "%s: out of memory packing the weights as %s",
+        return st_fail(err, errlen, rc, "%s: out of memory packing the weights as %s",
                     m->st.source ? m->st.source : "model", dtype_name(m->dtype));
     return 0;
 }
@@ -373,10 +357,10 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
     *out = NULL;
     if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 &&
         dtype != ENG_DTYPE_BF16)
-        return fail(err, errlen, -EINVAL, "weight dtype %d is not auto, f32, f16 or bf16", dtype);
+        return st_fail(err, errlen, -EINVAL, "weight dtype %d is not auto, f32, f16 or bf16", dtype);
     gpt2_t *m = calloc(1, sizeof(*m));
     if (!m)
-        return fail(err, errlen, -ENOMEM, "out of memory");
+        return st_fail(err, errlen, -ENOMEM, "out of memory");
     int rc = load_config(dir, &m->cfg, err, errlen);
     if (rc)
         goto fail;
@@ -385,7 +369,7 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
         goto fail;
     m->layers = calloc((size_t)m->cfg.n_layer, sizeof(*m->layers));
     if (!m->layers) {
-        rc = fail(err, errlen, -ENOMEM, "out of memory");
+        rc = st_fail(err, errlen, -ENOMEM, "out of memory");
         goto fail;
     }
 
@@ -396,7 +380,7 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
     if (ld.n_convert) {
         m->converted = malloc(ld.n_convert * sizeof(float));
         if (!m->converted) {
-            rc = fail(err, errlen, -ENOMEM, "%s: out of memory for %zu converted weights",
+            rc = st_fail(err, errlen, -ENOMEM, "%s: out of memory for %zu converted weights",
                       m->st.source, ld.n_convert);
             goto fail;
         }

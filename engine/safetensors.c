@@ -41,7 +41,7 @@ size_t st_dtype_size(int dtype)
     return dtype >= 0 && dtype < ST_DTYPE_COUNT ? dtypes[dtype].size : 0;
 }
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+int st_fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
     if (err && errlen) {
         va_list ap;
@@ -78,7 +78,7 @@ static int parse_entry(const char *fname, const char *name, json_t *v, const uin
     json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape");
     json_t *jo = json_object_get(v, "data_offsets");
     if (!json_is_object(v) || !json_is_string(jd) || !json_is_array(js) || !json_is_array(jo))
-        return fail(err, errlen, -EINVAL,
+        return st_fail(err, errlen, -EINVAL,
                     "%s: %s: entry needs dtype (string), shape and data_offsets (arrays)", fname,
                     name);
     t->dtype = -1;
@@ -86,12 +86,12 @@ static int parse_entry(const char *fname, const char *name, json_t *v, const uin
         if (strcmp(json_string_value(jd), dtypes[d].name) == 0)
             t->dtype = d;
     if (t->dtype < 0)
-        return fail(err, errlen, -EINVAL, "%s: %s: unknown dtype \"%s\"", fname, name,
+        return st_fail(err, errlen, -EINVAL, "%s: %s: unknown dtype \"%s\"", fname, name,
                     json_string_value(jd));
 
     size_t ndim = json_array_size(js);
     if (ndim > ST_MAX_DIMS)
-        return fail(err, errlen, -EINVAL, "%s: %s: %zu dimensions (at most %d)", fname, name, ndim,
+        return st_fail(err, errlen, -EINVAL, "%s: %s: %zu dimensions (at most %d)", fname, name, ndim,
                     ST_MAX_DIMS);
     t->ndim = (int)ndim;
     uint64_t count = 1;
@@ -99,7 +99,7 @@ static int parse_entry(const char *fname, const char *name, json_t *v, const uin
     for (size_t i = 0; i < ndim; i++) {
         json_t *e = json_array_get(js, i);
         if (!json_is_integer(e) || json_integer_value(e) < 0)
-            return fail(err, errlen, -EINVAL, "%s: %s: shape[%zu] is not a non-negative integer",
+            return st_fail(err, errlen, -EINVAL, "%s: %s: shape[%zu] is not a non-negative integer",
                         fname, name, i);
         t->shape[i] = json_integer_value(e);
         if (t->shape[i] != 0 && count > UINT64_MAX / (uint64_t)t->shape[i])
@@ -110,17 +110,17 @@ static int parse_entry(const char *fname, const char *name, json_t *v, const uin
     json_t *jb = json_array_get(jo, 0), *je = json_array_get(jo, 1);
     if (json_array_size(jo) != 2 || !json_is_integer(jb) || !json_is_integer(je) ||
         json_integer_value(jb) < 0 || json_integer_value(je) < json_integer_value(jb))
-        return fail(err, errlen, -EINVAL,
+        return st_fail(err, errlen, -EINVAL,
                     "%s: %s: data_offsets must be [begin, end] with 0 <= begin <= end", fname,
                     name);
     uint64_t begin = (uint64_t)json_integer_value(jb), end = (uint64_t)json_integer_value(je);
     if (end > data_size)
-        return fail(err, errlen, -EINVAL,
+        return st_fail(err, errlen, -EINVAL,
                     "%s: %s: data_offsets [%llu,%llu] out of range (the data is %zu bytes)", fname,
                     name, (unsigned long long)begin, (unsigned long long)end, data_size);
     size_t es = dtypes[t->dtype].size;
     if (overflow || count > UINT64_MAX / es || count * es != end - begin)
-        return fail(err, errlen, -EINVAL,
+        return st_fail(err, errlen, -EINVAL,
                     "%s: %s: data_offsets [%llu,%llu] hold %llu bytes, but shape x %s needs "
                     "%llu%s",
                     fname, name, (unsigned long long)begin, (unsigned long long)end,
@@ -145,7 +145,7 @@ static int check_overlap(st_set_t *s, int first, const char *fname, char *err, s
         return 0;
     st_tensor_t **by = malloc((size_t)n * sizeof(*by));
     if (!by)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory", fname);
+        return st_fail(err, errlen, -ENOMEM, "%s: out of memory", fname);
     int m = 0;
     for (int i = first; i < s->n_tensors; i++)
         if (s->tensors[i].nbytes)
@@ -155,7 +155,7 @@ static int check_overlap(st_set_t *s, int first, const char *fname, char *err, s
     for (int i = 1; i < m && !rc; i++) {
         const uint8_t *prev_end = (const uint8_t *)by[i - 1]->data + by[i - 1]->nbytes;
         if ((const uint8_t *)by[i]->data < prev_end)
-            rc = fail(err, errlen, -EINVAL, "%s: %s: data overlaps tensor %s", fname, by[i]->name,
+            rc = st_fail(err, errlen, -EINVAL, "%s: %s: data overlaps tensor %s", fname, by[i]->name,
                       by[i - 1]->name);
     }
     free(by);
@@ -170,20 +170,20 @@ static int parse_header(st_set_t *s, int *cap, int fi, char *err, size_t errlen)
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | p[i];
     if (hlen > f->size - 8)
-        return fail(err, errlen, -EINVAL, "%s: header length %llu is beyond the file (%zu bytes)",
+        return st_fail(err, errlen, -EINVAL, "%s: header length %llu is beyond the file (%zu bytes)",
                     f->name, (unsigned long long)hlen, f->size);
     if (hlen < 2 || hlen > ST_MAX_HEADER)
-        return fail(err, errlen, -EINVAL, "%s: header length %llu is not in [2, %u]", f->name,
+        return st_fail(err, errlen, -EINVAL, "%s: header length %llu is not in [2, %u]", f->name,
                     (unsigned long long)hlen, ST_MAX_HEADER);
 
     json_error_t jerr;
     json_t *root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return fail(err, errlen, -EINVAL, "%s: invalid JSON header: %s (line %d, column %d)",
+        return st_fail(err, errlen, -EINVAL, "%s: invalid JSON header: %s (line %d, column %d)",
                     f->name, jerr.text, jerr.line, jerr.column);
     if (!json_is_object(root)) {
         json_decref(root);
-        return fail(err, errlen, -EINVAL, "%s: JSON header is not an object", f->name);
+        return st_fail(err, errlen, -EINVAL, "%s: JSON header is not an object", f->name);
     }
 
     const uint8_t *data = p + 8 + hlen;
@@ -203,7 +203,7 @@ static int parse_header(st_set_t *s, int *cap, int fi, char *err, size_t errlen)
         t.name = strdup(name);
         if (!t.name || add_tensor(s, cap, &t)) {
             free(t.name);
-            rc = fail(err, errlen, -ENOMEM, "%s: out of memory", f->name);
+            rc = st_fail(err, errlen, -ENOMEM, "%s: out of memory", f->name);
             break;
         }
     }
@@ -217,33 +217,33 @@ static int open_file(st_set_t *s, int *cap, const char *dir, const char *fname, 
 {
     st_file_t *nf = realloc(s->files, (size_t)(s->n_files + 1) * sizeof(*nf));
     if (!nf)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory", fname);
+        return st_fail(err, errlen, -ENOMEM, "%s: out of memory", fname);
     s->files = nf;
     st_file_t *f = &s->files[s->n_files];
     memset(f, 0, sizeof(*f));
     f->name = strdup(fname);
     if (!f->name)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory", fname);
+        return st_fail(err, errlen, -ENOMEM, "%s: out of memory", fname);
     s->n_files++; /* from here st_close releases it */
 
     size_t plen = strlen(dir) + strlen(fname) + 2;
     char *path = malloc(plen);
     if (!path)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory", fname);
+        return st_fail(err, errlen, -ENOMEM, "%s: out of memory", fname);
     snprintf(path, plen, "%s/%s", dir, fname);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
     if (fd < 0)
-        return fail(err, errlen, errno == ENOENT ? -ENOENT : -EIO, "%s: cannot open: %s", fname,
+        return st_fail(err, errlen, errno == ENOENT ? -ENOENT : -EIO, "%s: cannot open: %s", fname,
                     strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, -EIO, "%s: not a regular file", fname);
+        return st_fail(err, errlen, -EIO, "%s: not a regular file", fname);
     }
     if (st.st_size < 8) {
         close(fd);
-        return fail(err, errlen, -EINVAL,
+        return st_fail(err, errlen, -EINVAL,
                     "%s: truncated file: %lld bytes, shorter than the 8-byte header length", fname,
                     (long long)st.st_size);
     }
@@ -253,7 +253,7 @@ static int open_file(st_set_t *s, int *cap, const char *dir, const char *fname, 
     int map_errno = errno;
     close(fd);
     if (map == MAP_FAILED)
-        return fail(err, errlen, -EIO, "%s: mmap failed: %s", fname, strerror(map_errno));
+        return st_fail(err, errlen, -EIO, "%s: mmap failed: %s", fname, strerror(map_errno));
     f->map = map;
     f->size = (size_t)st.st_size;
     return parse_header(s, cap, s->n_files - 1, err, errlen);
@@ -276,18 +276,18 @@ static int open_sharded(st_set_t *s, int *cap, const char *dir, const char *inde
     size_t plen = strlen(dir) + strlen(index) + 2;
     char *path = malloc(plen);
     if (!path)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory", index);
+        return st_fail(err, errlen, -ENOMEM, "%s: out of memory", index);
     snprintf(path, plen, "%s/%s", dir, index);
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     free(path);
     if (!root)
-        return fail(err, errlen, -EINVAL, "%s: invalid JSON: %s (line %d, column %d)", index,
+        return st_fail(err, errlen, -EINVAL, "%s: invalid JSON: %s (line %d, column %d)", index,
                     jerr.text, jerr.line, jerr.column);
     json_t *map = json_object_get(root, "weight_map");
     int rc = 0;
     if (!json_is_object(map) || json_object_size(map) == 0)
-        rc = fail(err, errlen, -EINVAL, "%s: no weight_map object", index);
+        rc = st_fail(err, errlen, -EINVAL, "%s: no weight_map object", index);
 
     const char *name;
     json_t *v;
@@ -297,7 +297,7 @@ static int open_sharded(st_set_t *s, int *cap, const char *dir, const char *inde
         if (rc)
             break;
         if (!json_is_string(v) || !shard_name_ok(json_string_value(v))) {
-            rc = fail(err, errlen, -EINVAL,
+            rc = st_fail(err, errlen, -EINVAL,
                       "%s: %s: shard must be a file name in the model "
                       "directory",
                       index, name);
@@ -316,7 +316,7 @@ static int open_sharded(st_set_t *s, int *cap, const char *dir, const char *inde
         {
             const st_tensor_t *t = st_find(s, name);
             if (!t || strcmp(s->files[t->file].name, json_string_value(v)) != 0) {
-                rc = fail(err, errlen, -EINVAL, "%s: %s: listed in %s but not found there", index,
+                rc = st_fail(err, errlen, -EINVAL, "%s: %s: listed in %s but not found there", index,
                           name, json_string_value(v));
                 break;
             }
@@ -334,7 +334,7 @@ int st_open(st_set_t *s, const char *dir, char *err, size_t errlen)
     size_t plen = strlen(dir) + sizeof(index) + 1;
     char *path = malloc(plen);
     if (!path)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory", single);
+        return st_fail(err, errlen, -ENOMEM, "%s: out of memory", single);
     snprintf(path, plen, "%s/%s", dir, single);
     int have_single = access(path, F_OK) == 0;
     snprintf(path, plen, "%s/%s", dir, index);
@@ -345,13 +345,13 @@ int st_open(st_set_t *s, const char *dir, char *err, size_t errlen)
         s->source = strdup(single);
         rc = s->source ? open_file(s, &cap, dir, single, err, errlen) : -ENOMEM;
         if (rc == -ENOENT)
-            fail(err, errlen, rc, "%s: not found in %s (nor %s)", single, dir, index);
+            st_fail(err, errlen, rc, "%s: not found in %s (nor %s)", single, dir, index);
     } else {
         s->source = strdup(index);
         rc = s->source ? open_sharded(s, &cap, dir, index, err, errlen) : -ENOMEM;
     }
     if (rc == -ENOMEM)
-        fail(err, errlen, rc, "%s: out of memory", single);
+        st_fail(err, errlen, rc, "%s: out of memory", single);
     if (rc)
         goto fail;
 
@@ -361,7 +361,7 @@ int st_open(st_set_t *s, const char *dir, char *err, size_t errlen)
         qsort(s->tensors, (size_t)s->n_tensors, sizeof(*s->tensors), cmp_by_name);
     for (int i = 1; i < s->n_tensors; i++)
         if (strcmp(s->tensors[i - 1].name, s->tensors[i].name) == 0) {
-            rc = fail(err, errlen, -EINVAL, "%s: %s: in both %s and %s", s->source,
+            rc = st_fail(err, errlen, -EINVAL, "%s: %s: in both %s and %s", s->source,
                       s->tensors[i].name, s->files[s->tensors[i - 1].file].name,
                       s->files[s->tensors[i].file].name);
             goto fail;

@@ -70,4 +70,10 @@ const st_tensor_t *st_find(const st_set_t *s, const char *name);
 const char *st_dtype_name(int dtype);
 size_t st_dtype_size(int dtype);
 
+/* Writes one error line (printf-style) into err, with control bytes from quoted file text
+ * replaced by '?' so it stays one printable line, and returns code. For the engine's
+ * loaders (safetensors.c, gpt2_load.c). */
+int st_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif
