@@ -15,30 +15,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fuzz_tmpdir.h"
 #include "config/config.h"
 
 #define MAX_LINES 32
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Splits text at "\n@@\n" into up to n sections; returns how many were found. */
-static size_t split_sections(const char *text, size_t len, const char **sec, size_t *seclen,
-                             size_t n)
-{
-    size_t k = 0;
-    const char *p = text, *end = text + len;
-    while (k + 1 < n) {
-        const char *q = memmem(p, (size_t)(end - p), "\n@@\n", 4);
-        if (!q)
-            break;
-        sec[k] = p;
-        seclen[k++] = (size_t)(q - p);
-        p = q + 4;
-    }
-    sec[k] = p;
-    seclen[k++] = (size_t)(end - p);
-    return k;
-}
 
 /* One malloc'd string per line of text (at most max), NULL-terminated, after skip slots. */
 static size_t split_lines(const char *text, size_t len, char **out, size_t skip, size_t max)
@@ -93,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *sec[3];
     size_t seclen[3];
-    size_t nsec = split_sections((const char *)data, size, sec, seclen, 3);
+    size_t nsec = fuzz_split((const char *)data, size, sec, seclen, 3);
 
     char path[64], flag[80];
     int fd = write_memfd("fuzz.conf", sec[0], seclen[0], path, sizeof(path));

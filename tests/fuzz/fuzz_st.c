@@ -11,52 +11,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_tmpdir.h"
 #include "engine/gpt2.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char config[] = "{\"n_layer\": 1, \"n_embd\": 8, \"n_head\": 2, \"n_positions\": 16, "
                              "\"vocab_size\": 11, \"activation_function\": \"gelu_new\"}";
-
-static void put(const char *dir, const char *name, const void *bytes, size_t len)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(bytes, 1, len, f) != len) {
-        perror(path);
-        abort();
-    }
-    fclose(f);
-}
-
-static char dir[256]; /* made once per process with its config.json, removed at exit */
-
-static void remove_workdir(void)
-{
-    static const char *const names[] = {"config.json", "model.safetensors"};
-    char path[512];
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-        unlink(path);
-    }
-    rmdir(dir);
-}
-
-static const char *workdir(void)
-{
-    if (!dir[0]) {
-        const char *t = getenv("TMPDIR");
-        snprintf(dir, sizeof(dir), "%s/fuzz_st.XXXXXX", t && *t ? t : "/tmp");
-        if (!mkdtemp(dir)) {
-            perror("mkdtemp");
-            abort();
-        }
-        atexit(remove_workdir);
-        put(dir, "config.json", config, strlen(config));
-    }
-    return dir;
-}
 
 static void check(int ok, const char *what)
 {
@@ -68,8 +29,10 @@ static void check(int ok, const char *what)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const char *dir = workdir();
-    put(dir, "model.safetensors", data, size);
+    if (!fuzz_dir_path[0]) /* first input: the directory and its fixed config.json */
+        fuzz_dir_put("config.json", config, strlen(config));
+    const char *dir = fuzz_dir();
+    fuzz_dir_put("model.safetensors", data, size);
     char err[512] = "";
     gpt2_t *m = NULL;
     int rc = gpt2_load(&m, dir, 0, err, sizeof(err));

@@ -4,6 +4,7 @@
 #ifndef NANO_VLLM_FUZZ_TMPDIR_H
 #define NANO_VLLM_FUZZ_TMPDIR_H
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,15 +12,19 @@
 
 static char fuzz_dir_path[256];
 
+/* Removes the directory with every file a harness put in it. */
 static inline void fuzz_dir_remove(void)
 {
-    static const char *names[] = {"config.json", "model.safetensors",
-                                  "model.safetensors.index.json", "a.safetensors",
-                                  "b.safetensors"};
-    char p[512];
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        snprintf(p, sizeof(p), "%s/%s", fuzz_dir_path, names[i]);
-        unlink(p);
+    DIR *d = opendir(fuzz_dir_path);
+    if (d) {
+        char p[512];
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(p, sizeof(p), "%s/%s", fuzz_dir_path, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
     }
     rmdir(fuzz_dir_path);
 }

@@ -11,52 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_tmpdir.h"
 #include "tokenizer/tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static char dir[256]; /* made once per process, removed at exit */
-
-static void remove_workdir(void)
-{
-    static const char *const names[] = {"vocab.json", "merges.txt", "tokenizer.json"};
-    char path[512];
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-        unlink(path);
-    }
-    rmdir(dir);
-}
-
-static const char *workdir(void)
-{
-    if (!dir[0]) {
-        const char *t = getenv("TMPDIR");
-        snprintf(dir, sizeof(dir), "%s/fuzz_tok_files.XXXXXX", t && *t ? t : "/tmp");
-        if (!mkdtemp(dir)) {
-            perror("mkdtemp");
-            abort();
-        }
-        atexit(remove_workdir);
-    }
-    return dir;
-}
-
-static void put(const char *name, const void *bytes, size_t len)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", workdir(), name);
-    if (!bytes) {
-        unlink(path);
-        return;
-    }
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(bytes, 1, len, f) != len) {
-        perror(path);
-        abort();
-    }
-    fclose(f);
-}
 
 static void check(int ok, const char *what)
 {
@@ -71,18 +29,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *text = (const char *)data;
     const char *sep = memmem(text, size, "\n@@\n", 4);
     if (sep) {
-        put("vocab.json", text, (size_t)(sep - text));
-        put("merges.txt", sep + 4, size - (size_t)(sep - text) - 4);
-        put("tokenizer.json", NULL, 0);
+        fuzz_dir_put("vocab.json", text, (size_t)(sep - text));
+        fuzz_dir_put("merges.txt", sep + 4, size - (size_t)(sep - text) - 4);
+        fuzz_dir_put("tokenizer.json", NULL, (size_t)-1);
     } else {
-        put("vocab.json", NULL, 0);
-        put("merges.txt", NULL, 0);
-        put("tokenizer.json", text, size);
+        fuzz_dir_put("vocab.json", NULL, (size_t)-1);
+        fuzz_dir_put("merges.txt", NULL, (size_t)-1);
+        fuzz_dir_put("tokenizer.json", text, size);
     }
 
     tok_t *t = (tok_t *)1;
     char err[256] = "";
-    int rc = tok_init(&t, workdir(), err, sizeof(err));
+    int rc = tok_init(&t, fuzz_dir(), err, sizeof(err));
     if (rc != 0) {
         check(rc < 0 && t == NULL, "a failed tok_init leaves *out NULL");
         if (err[0] == '\0' || strchr(err, '\n') != NULL)
