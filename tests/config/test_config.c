@@ -14,37 +14,9 @@
 
 #include "config/config.h"
 #include "config/config_parse.h"
+#include "tests/check.h"
 
-static int failures;
 static char tmpdir[256];
-
-#define CHECK(cond)                                                                           \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);          \
-            failures++;                                                                       \
-        }                                                                                     \
-    } while (0)
-
-#define CHECK_INT(a, b)                                                                       \
-    do {                                                                                      \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                   \
-        if (a_ != b_) {                                                                       \
-            fprintf(stderr, "%s:%d: %s == %s: %lld != %lld\n", __FILE__, __LINE__, #a, #b, a_, \
-                    b_);                                                                      \
-            failures++;                                                                       \
-        }                                                                                     \
-    } while (0)
-
-#define CHECK_STR(a, b)                                                                       \
-    do {                                                                                      \
-        const char *a_ = (a), *b_ = (b);                                                      \
-        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                              \
-            fprintf(stderr, "%s:%d: %s == %s:\n  got  '%s'\n  want '%s'\n", __FILE__, __LINE__, \
-                    #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");                          \
-            failures++;                                                                       \
-        }                                                                                     \
-    } while (0)
 
 /* Writes a file in the test's temp dir and returns its path (static buffer per call site
  * is not needed: callers copy or use it at once). */
@@ -81,7 +53,7 @@ static int load(cfg_t *c, char *err, const char *const *args, const char *const 
     for (int i = 0; env && env[i]; i++)
         envp[n++] = (char *)env[i];
     envp[n] = NULL;
-    CHECK_INT(cfg_init(c), 0);
+    CHECK_INT_EQ(cfg_init(c), 0);
     err[0] = '\0';
     return cfg_load(c, argc, argv, envp, NULL, err, 256);
 }
@@ -96,7 +68,7 @@ static void expect_error(int line, const char *msg, const char *const *args,
     if (rc >= 0 || strcmp(err, msg) != 0) {
         fprintf(stderr, "test_config.c:%d: want error '%s'\n  got rc %d, '%s'\n", line, msg, rc,
                 err);
-        failures++;
+        check_failed_count++;
     }
     cfg_free(&c);
 }
@@ -109,35 +81,35 @@ static void test_defaults(void)
 {
     cfg_t c;
     char err[256];
-    CHECK_INT(cfg_init(&c), 0);
+    CHECK_INT_EQ(cfg_init(&c), 0);
     CHECK(c.model_dir == NULL);
-    CHECK_STR(c.host, "127.0.0.1");
-    CHECK_INT(c.port, 8000);
-    CHECK_INT(c.threads, 0);
-    CHECK_INT(c.max_num_seqs, 64);
-    CHECK_INT(c.max_num_batched_tokens, 512);
-    CHECK_INT(c.kv_cache_memory, 1024LL * 1024 * 1024);
-    CHECK_INT(c.num_kv_blocks, 0);
-    CHECK_INT(c.block_size, 16);
-    CHECK_INT(c.max_model_len, 0);
-    CHECK_STR(c.weight_dtype, "auto");
+    CHECK_STR_EQ(c.host, "127.0.0.1");
+    CHECK_INT_EQ(c.port, 8000);
+    CHECK_INT_EQ(c.threads, 0);
+    CHECK_INT_EQ(c.max_num_seqs, 64);
+    CHECK_INT_EQ(c.max_num_batched_tokens, 512);
+    CHECK_INT_EQ(c.kv_cache_memory, 1024LL * 1024 * 1024);
+    CHECK_INT_EQ(c.num_kv_blocks, 0);
+    CHECK_INT_EQ(c.block_size, 16);
+    CHECK_INT_EQ(c.max_model_len, 0);
+    CHECK_STR_EQ(c.weight_dtype, "auto");
     CHECK(c.api_key == NULL);
     CHECK(c.served_model_name == NULL);
-    CHECK_INT(c.max_body_bytes, 1024 * 1024);
-    CHECK_INT(c.max_waiting, 256);
+    CHECK_INT_EQ(c.max_body_bytes, 1024 * 1024);
+    CHECK_INT_EQ(c.max_waiting, 256);
     CHECK(c.shutdown_timeout == 30.0);
-    CHECK_INT(c.log_format, CFG_LOG_TEXT);
+    CHECK_INT_EQ(c.log_format, CFG_LOG_TEXT);
     CHECK(c.config_file == NULL);
 
-    CHECK_INT(cfg_validate(&c, err, sizeof(err)), -EINVAL);
-    CHECK_STR(err, "MODEL_DIR is required (nano-vllm serve MODEL_DIR)");
+    CHECK_INT_EQ(cfg_validate(&c, err, sizeof(err)), -EINVAL);
+    CHECK_STR_EQ(err, "MODEL_DIR is required (nano-vllm serve MODEL_DIR)");
     cfg_free(&c);
     cfg_free(&c); /* twice is safe */
     cfg_free(NULL);
 
-    CHECK_INT(load(&c, err, ARGS("models/gpt2"), NOENV), 0);
-    CHECK_STR(c.model_dir, "models/gpt2");
-    CHECK_INT(cfg_validate(&c, err, sizeof(err)), 0);
+    CHECK_INT_EQ(load(&c, err, ARGS("models/gpt2"), NOENV), 0);
+    CHECK_STR_EQ(c.model_dir, "models/gpt2");
+    CHECK_INT_EQ(cfg_validate(&c, err, sizeof(err)), 0);
     cfg_free(&c);
 }
 
@@ -161,69 +133,69 @@ static void test_precedence(void)
     snprintf(env_conf, sizeof(env_conf), "NANO_VLLM_CONFIG=%s", conf);
 
     /* File only. */
-    CHECK_INT(load(&c, err, ARGS("--config", conf), NOENV), 0);
-    CHECK_STR(err, "");
-    CHECK_INT(c.port, 1111);
-    CHECK_INT(c.max_num_seqs, 11);
-    CHECK_INT(c.max_num_batched_tokens, 1000);
-    CHECK_STR(c.host, "10.0.0.1");
-    CHECK_STR(c.model_dir, "from-file");
-    CHECK_INT(c.log_format, CFG_LOG_JSON);
-    CHECK_STR(c.config_file, conf);
-    CHECK_INT(c.block_size, 16); /* untouched: default */
+    CHECK_INT_EQ(load(&c, err, ARGS("--config", conf), NOENV), 0);
+    CHECK_STR_EQ(err, "");
+    CHECK_INT_EQ(c.port, 1111);
+    CHECK_INT_EQ(c.max_num_seqs, 11);
+    CHECK_INT_EQ(c.max_num_batched_tokens, 1000);
+    CHECK_STR_EQ(c.host, "10.0.0.1");
+    CHECK_STR_EQ(c.model_dir, "from-file");
+    CHECK_INT_EQ(c.log_format, CFG_LOG_JSON);
+    CHECK_STR_EQ(c.config_file, conf);
+    CHECK_INT_EQ(c.block_size, 16); /* untouched: default */
     cfg_free(&c);
 
     /* The file via the environment; the environment beats the file. */
-    CHECK_INT(load(&c, err, NOARGS,
+    CHECK_INT_EQ(load(&c, err, NOARGS,
                    ARGS(env_conf, "NANO_VLLM_PORT=2222", "NANO_VLLM_MODEL_DIR=from-env",
                         "PATH=/bin", "NANO_VLLM_BLOCK_SIZE=32")),
               0);
-    CHECK_STR(err, "");
-    CHECK_INT(c.port, 2222);
-    CHECK_INT(c.max_num_seqs, 11);
-    CHECK_STR(c.model_dir, "from-env");
-    CHECK_INT(c.block_size, 32);
+    CHECK_STR_EQ(err, "");
+    CHECK_INT_EQ(c.port, 2222);
+    CHECK_INT_EQ(c.max_num_seqs, 11);
+    CHECK_STR_EQ(c.model_dir, "from-env");
+    CHECK_INT_EQ(c.block_size, 32);
     cfg_free(&c);
 
     /* Flags beat both; the --config flag beats NANO_VLLM_CONFIG. */
     const char *other = write_text("other.conf", "max_num_seqs = 22\n");
     char other_flag[600];
     snprintf(other_flag, sizeof(other_flag), "--config=%s", other);
-    CHECK_INT(load(&c, err, ARGS(other_flag, "--port", "3333", "from-args", "--block-size=64"),
+    CHECK_INT_EQ(load(&c, err, ARGS(other_flag, "--port", "3333", "from-args", "--block-size=64"),
                    ARGS(env_conf, "NANO_VLLM_PORT=2222", "NANO_VLLM_MODEL_DIR=from-env",
                         "NANO_VLLM_BLOCK_SIZE=32")),
               0);
-    CHECK_STR(err, "");
-    CHECK_INT(c.port, 3333);
-    CHECK_INT(c.max_num_seqs, 22);
-    CHECK_INT(c.max_num_batched_tokens, 512); /* conf was not read */
-    CHECK_STR(c.model_dir, "from-args");
-    CHECK_INT(c.block_size, 64);
+    CHECK_STR_EQ(err, "");
+    CHECK_INT_EQ(c.port, 3333);
+    CHECK_INT_EQ(c.max_num_seqs, 22);
+    CHECK_INT_EQ(c.max_num_batched_tokens, 512); /* conf was not read */
+    CHECK_STR_EQ(c.model_dir, "from-args");
+    CHECK_INT_EQ(c.block_size, 64);
     cfg_free(&c);
 
     /* Later flags win; empty environment values are unset; "--" ends the flags. */
-    CHECK_INT(load(&c, err, ARGS("--port", "1", "--port", "2", "--", "--weird-dir"),
+    CHECK_INT_EQ(load(&c, err, ARGS("--port", "1", "--port", "2", "--", "--weird-dir"),
                    ARGS("NANO_VLLM_HOST=", "NANO_VLLM_PORT=5")),
               0);
-    CHECK_INT(c.port, 2);
-    CHECK_STR(c.host, "127.0.0.1");
-    CHECK_STR(c.model_dir, "--weird-dir");
+    CHECK_INT_EQ(c.port, 2);
+    CHECK_STR_EQ(c.host, "127.0.0.1");
+    CHECK_STR_EQ(c.model_dir, "--weird-dir");
     cfg_free(&c);
 
     /* Kubernetes service links for a Service named nano-vllm are not settings. */
-    CHECK_INT(load(&c, err, NOARGS,
+    CHECK_INT_EQ(load(&c, err, NOARGS,
                    ARGS("NANO_VLLM_PORT=tcp://10.0.0.11:8000", "NANO_VLLM_SERVICE_HOST=10.0.0.11",
                         "NANO_VLLM_SERVICE_PORT=8000", "NANO_VLLM_SERVICE_PORT_HTTP=8000",
                         "NANO_VLLM_PORT_8000_TCP=tcp://10.0.0.11:8000",
                         "NANO_VLLM_PORT_8000_TCP_PROTO=tcp", "NANO_VLLM_PORT_8000_TCP_PORT=8000",
                         "NANO_VLLM_PORT_8000_TCP_ADDR=10.0.0.11")),
               0);
-    CHECK_STR(err, "");
-    CHECK_INT(c.port, 8000);
+    CHECK_STR_EQ(err, "");
+    CHECK_INT_EQ(c.port, 8000);
     cfg_free(&c);
 
     /* Every setting can be given each way. */
-    CHECK_INT(load(&c, err,
+    CHECK_INT_EQ(load(&c, err,
                    ARGS("m", "--host", "::1", "--threads", "3", "--kv-cache-memory", "1.5G",
                         "--num-kv-blocks", "100", "--max-model-len", "128", "--weight-dtype",
                         "bf16", "--api-key", "sk-test", "--served-model-name", "tiny",
@@ -231,19 +203,19 @@ static void test_precedence(void)
                         "2.5", "--log-format", "json"),
                    NOENV),
               0);
-    CHECK_STR(err, "");
-    CHECK_STR(c.host, "::1");
-    CHECK_INT(c.threads, 3);
-    CHECK_INT(c.kv_cache_memory, 1536LL * 1024 * 1024);
-    CHECK_INT(c.num_kv_blocks, 100);
-    CHECK_INT(c.max_model_len, 128);
-    CHECK_STR(c.weight_dtype, "bf16");
-    CHECK_STR(c.api_key, "sk-test");
-    CHECK_STR(c.served_model_name, "tiny");
-    CHECK_INT(c.max_body_bytes, 65536);
-    CHECK_INT(c.max_waiting, 7);
+    CHECK_STR_EQ(err, "");
+    CHECK_STR_EQ(c.host, "::1");
+    CHECK_INT_EQ(c.threads, 3);
+    CHECK_INT_EQ(c.kv_cache_memory, 1536LL * 1024 * 1024);
+    CHECK_INT_EQ(c.num_kv_blocks, 100);
+    CHECK_INT_EQ(c.max_model_len, 128);
+    CHECK_STR_EQ(c.weight_dtype, "bf16");
+    CHECK_STR_EQ(c.api_key, "sk-test");
+    CHECK_STR_EQ(c.served_model_name, "tiny");
+    CHECK_INT_EQ(c.max_body_bytes, 65536);
+    CHECK_INT_EQ(c.max_waiting, 7);
     CHECK(c.shutdown_timeout == 2.5);
-    CHECK_INT(c.log_format, CFG_LOG_JSON);
+    CHECK_INT_EQ(c.log_format, CFG_LOG_JSON);
     cfg_free(&c);
 
     /* An empty file value unsets a nullable string set by the default; quotes keep '#'. */
@@ -252,16 +224,16 @@ static void test_precedence(void)
                                              "host = h#x\n");
     char qflag[600];
     snprintf(qflag, sizeof(qflag), "--config=%s", q);
-    CHECK_INT(load(&c, err, ARGS(qflag, "--served-model-name", "x"), NOENV), 0);
-    CHECK_STR(err, "");
-    CHECK_STR(c.served_model_name, "x");
-    CHECK_STR(c.api_key, "a #b ");
-    CHECK_STR(c.host, "h#x");
+    CHECK_INT_EQ(load(&c, err, ARGS(qflag, "--served-model-name", "x"), NOENV), 0);
+    CHECK_STR_EQ(err, "");
+    CHECK_STR_EQ(c.served_model_name, "x");
+    CHECK_STR_EQ(c.api_key, "a #b ");
+    CHECK_STR_EQ(c.host, "h#x");
     cfg_free(&c);
-    CHECK_INT(load(&c, err, ARGS(qflag), ARGS("NANO_VLLM_SERVED_MODEL_NAME=envname")), 0);
-    CHECK_STR(c.served_model_name, "envname");
+    CHECK_INT_EQ(load(&c, err, ARGS(qflag), ARGS("NANO_VLLM_SERVED_MODEL_NAME=envname")), 0);
+    CHECK_STR_EQ(c.served_model_name, "envname");
     cfg_free(&c);
-    CHECK_INT(load(&c, err, ARGS(qflag), NOENV), 0);
+    CHECK_INT_EQ(load(&c, err, ARGS(qflag), NOENV), 0);
     CHECK(c.served_model_name == NULL);
     cfg_free(&c);
 }
@@ -389,7 +361,7 @@ static void test_file_errors(void)
 
     cfg_t c;
     char err[256];
-    CHECK_INT(load(&c, err, ARGS("--config", missing), NOENV), -ENOENT);
+    CHECK_INT_EQ(load(&c, err, ARGS("--config", missing), NOENV), -ENOENT);
     cfg_free(&c);
 }
 
@@ -397,24 +369,24 @@ static void test_validate(void)
 {
     cfg_t c;
     char err[256];
-    CHECK_INT(load(&c, err, ARGS("m", "--max-num-seqs", "600"), NOENV), 0);
-    CHECK_INT(cfg_validate(&c, err, sizeof(err)), -EINVAL);
-    CHECK_STR(err, "max_num_batched_tokens 512 is less than max_num_seqs 600: every running "
+    CHECK_INT_EQ(load(&c, err, ARGS("m", "--max-num-seqs", "600"), NOENV), 0);
+    CHECK_INT_EQ(cfg_validate(&c, err, sizeof(err)), -EINVAL);
+    CHECK_STR_EQ(err, "max_num_batched_tokens 512 is less than max_num_seqs 600: every running "
                    "sequence needs one token of a step");
     c.max_num_seqs = 64;
-    CHECK_INT(cfg_validate(&c, err, sizeof(err)), 0);
+    CHECK_INT_EQ(cfg_validate(&c, err, sizeof(err)), 0);
     /* Fields set by code are range-checked too. */
     c.port = -3;
-    CHECK_INT(cfg_validate(&c, err, sizeof(err)), -EINVAL);
-    CHECK_STR(err, "port: -3 is out of range (0-65535)");
+    CHECK_INT_EQ(cfg_validate(&c, err, sizeof(err)), -EINVAL);
+    CHECK_STR_EQ(err, "port: -3 is out of range (0-65535)");
     c.port = 80;
     c.kv_cache_memory = 1000;
-    CHECK_INT(cfg_validate(&c, err, sizeof(err)), -EINVAL);
-    CHECK_STR(err, "kv_cache_memory: 1000 is out of range (1K-1T)");
+    CHECK_INT_EQ(cfg_validate(&c, err, sizeof(err)), -EINVAL);
+    CHECK_STR_EQ(err, "kv_cache_memory: 1000 is out of range (1K-1T)");
     c.kv_cache_memory = 1 << 30;
     c.log_format = 7;
-    CHECK_INT(cfg_validate(&c, err, sizeof(err)), -EINVAL);
-    CHECK_STR(err, "log_format: value 7 is not a known choice");
+    CHECK_INT_EQ(cfg_validate(&c, err, sizeof(err)), -EINVAL);
+    CHECK_STR_EQ(err, "log_format: value 7 is not a known choice");
     cfg_free(&c);
 }
 
@@ -445,12 +417,12 @@ static void test_help(void)
     size_t len = 0;
     FILE *out = open_memstream(&buf, &len);
     cfg_t c;
-    CHECK_INT(cfg_init(&c), 0);
+    CHECK_INT_EQ(cfg_init(&c), 0);
     char *argv[] = {"serve", "--port", "1", "--bogus", "--help", NULL};
     char err[256] = "";
-    CHECK_INT(cfg_load(&c, 5, argv, NULL, out, err, sizeof(err)), 1);
+    CHECK_INT_EQ(cfg_load(&c, 5, argv, NULL, out, err, sizeof(err)), 1);
     fclose(out);
-    CHECK_INT(c.port, 8000); /* nothing applied */
+    CHECK_INT_EQ(c.port, 8000); /* nothing applied */
     static const char usage[] = "usage: nano-vllm serve [OPTIONS] MODEL_DIR\n";
     CHECK(strncmp(buf, usage, sizeof(usage) - 1) == 0);
     static const char *const must[] = {
@@ -465,15 +437,15 @@ static void test_help(void)
     for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++) {
         if (!strstr(buf, must[i])) {
             fprintf(stderr, "test_config.c:%d: --help lacks '%s'\n", __LINE__, must[i]);
-            failures++;
+            check_failed_count++;
         }
     }
     free(buf);
     cfg_free(&c);
 
     /* -h after "--" is a model directory, not a request for help. */
-    CHECK_INT(load(&c, err, ARGS("--", "-h"), NOENV), 0);
-    CHECK_STR(c.model_dir, "-h");
+    CHECK_INT_EQ(load(&c, err, ARGS("--", "-h"), NOENV), 0);
+    CHECK_STR_EQ(c.model_dir, "-h");
     cfg_free(&c);
 }
 
@@ -481,7 +453,7 @@ static void test_print_round_trip(void)
 {
     cfg_t a, b;
     char err[256];
-    CHECK_INT(load(&a, err,
+    CHECK_INT_EQ(load(&a, err,
                    ARGS("dir with space", "--host", "0.0.0.0", "--port", "0",
                         "--kv-cache-memory", "1536K", "--max-body-bytes", "1000000",
                         "--served-model-name", " odd#name", "--shutdown-timeout", "0.1",
@@ -498,10 +470,10 @@ static void test_print_round_trip(void)
     const char *path = write_text("printed.conf", text);
     char flag[600];
     snprintf(flag, sizeof(flag), "--config=%s", path);
-    CHECK_INT(load(&b, err, ARGS(flag), NOENV), 0);
-    CHECK_STR(err, "");
+    CHECK_INT_EQ(load(&b, err, ARGS(flag), NOENV), 0);
+    CHECK_STR_EQ(err, "");
     char *again = capture(print_cb, &b);
-    CHECK_STR(again, text);
+    CHECK_STR_EQ(again, text);
     free(text);
     free(again);
     cfg_free(&b);
@@ -553,46 +525,46 @@ static void test_parsers(void)
         if (rc != sizes[i].rc || (rc == 0 && v != sizes[i].v)) {
             fprintf(stderr, "test_config.c:%d: size '%s': got rc %d v %zu, want rc %d v %llu\n",
                     __LINE__, sizes[i].s, rc, v, sizes[i].rc, sizes[i].v);
-            failures++;
+            check_failed_count++;
         }
     }
     char buf[32];
     cfg_format_size(3ULL << 29, buf, sizeof(buf));
-    CHECK_STR(buf, "1536M");
+    CHECK_STR_EQ(buf, "1536M");
     cfg_format_size(0, buf, sizeof(buf));
-    CHECK_STR(buf, "0");
+    CHECK_STR_EQ(buf, "0");
     cfg_format_size(1ULL << 40, buf, sizeof(buf));
-    CHECK_STR(buf, "1T");
+    CHECK_STR_EQ(buf, "1T");
 
     long long iv;
-    CHECK_INT(cfg_parse_int("-42", &iv), 0);
-    CHECK_INT(iv, -42);
-    CHECK_INT(cfg_parse_int("+7", &iv), 0);
-    CHECK_INT(iv, 7);
-    CHECK_INT(cfg_parse_int("0x10", &iv), -EINVAL);
-    CHECK_INT(cfg_parse_int("-", &iv), -EINVAL);
-    CHECK_INT(cfg_parse_int("9223372036854775808", &iv), -ERANGE);
+    CHECK_INT_EQ(cfg_parse_int("-42", &iv), 0);
+    CHECK_INT_EQ(iv, -42);
+    CHECK_INT_EQ(cfg_parse_int("+7", &iv), 0);
+    CHECK_INT_EQ(iv, 7);
+    CHECK_INT_EQ(cfg_parse_int("0x10", &iv), -EINVAL);
+    CHECK_INT_EQ(cfg_parse_int("-", &iv), -EINVAL);
+    CHECK_INT_EQ(cfg_parse_int("9223372036854775808", &iv), -ERANGE);
 
     double d;
-    CHECK_INT(cfg_parse_double("1e3", &d), 0);
+    CHECK_INT_EQ(cfg_parse_double("1e3", &d), 0);
     CHECK(d == 1000.0);
-    CHECK_INT(cfg_parse_double("0x1p3", &d), -EINVAL);
-    CHECK_INT(cfg_parse_double("inf", &d), -EINVAL);
-    CHECK_INT(cfg_parse_double("1.", &d), 0);
-    CHECK_INT(cfg_parse_double(".", &d), -EINVAL);
+    CHECK_INT_EQ(cfg_parse_double("0x1p3", &d), -EINVAL);
+    CHECK_INT_EQ(cfg_parse_double("inf", &d), -EINVAL);
+    CHECK_INT_EQ(cfg_parse_double("1.", &d), 0);
+    CHECK_INT_EQ(cfg_parse_double(".", &d), -EINVAL);
 
     static const char *const yes[] = {"1", "true", "YES", "On"};
     static const char *const no[] = {"0", "False", "no", "OFF"};
     for (int i = 0; i < 4; i++) {
         int b = -1;
-        CHECK_INT(cfg_parse_bool(yes[i], &b), 0);
-        CHECK_INT(b, 1);
-        CHECK_INT(cfg_parse_bool(no[i], &b), 0);
-        CHECK_INT(b, 0);
+        CHECK_INT_EQ(cfg_parse_bool(yes[i], &b), 0);
+        CHECK_INT_EQ(b, 1);
+        CHECK_INT_EQ(cfg_parse_bool(no[i], &b), 0);
+        CHECK_INT_EQ(b, 0);
     }
     int b;
-    CHECK_INT(cfg_parse_bool("2", &b), -EINVAL);
-    CHECK_INT(cfg_parse_bool("", &b), -EINVAL);
+    CHECK_INT_EQ(cfg_parse_bool("2", &b), -EINVAL);
+    CHECK_INT_EQ(cfg_parse_bool("", &b), -EINVAL);
 }
 
 /* The README's table between its markers must be what cfg_print_markdown writes. */
@@ -604,7 +576,7 @@ static void test_readme(const char *readme)
     if (!f) {
         fprintf(stderr, "test_config.c:%d: cannot open %s: %s\n", __LINE__, readme,
                 strerror(errno));
-        failures++;
+        check_failed_count++;
         return;
     }
     char *text = NULL;
@@ -617,7 +589,7 @@ static void test_readme(const char *readme)
     if (!a || !b) {
         fprintf(stderr, "test_config.c:%d: %s lacks the config-table markers\n", __LINE__,
                 readme);
-        failures++;
+        check_failed_count++;
     } else {
         a += strlen(begin);
         size_t len = (size_t)(b - a);
@@ -626,7 +598,7 @@ static void test_readme(const char *readme)
                     "test_config.c:%d: the table in %s differs from the code; replace it "
                     "with the output of 'test_config --markdown':\n%s",
                     __LINE__, readme, table);
-            failures++;
+            check_failed_count++;
         }
     }
     free(table);
@@ -638,17 +610,17 @@ static void test_readme(const char *readme)
     if (!ex || !ex_end) {
         fprintf(stderr, "test_config.c:%d: %s lacks the example config file\n", __LINE__,
                 readme);
-        failures++;
+        check_failed_count++;
     } else {
         ex += 4;
         const char *path = write_file("readme.conf", ex, (size_t)(ex_end - ex));
         char flag[600], err[256];
         snprintf(flag, sizeof(flag), "--config=%s", path);
         cfg_t c;
-        CHECK_INT(load(&c, err, ARGS(flag), NOENV), 0);
-        CHECK_STR(err, "");
-        CHECK_INT(cfg_validate(&c, err, sizeof(err)), 0);
-        CHECK_INT(c.kv_cache_memory, 2LL << 30);
+        CHECK_INT_EQ(load(&c, err, ARGS(flag), NOENV), 0);
+        CHECK_STR_EQ(err, "");
+        CHECK_INT_EQ(cfg_validate(&c, err, sizeof(err)), 0);
+        CHECK_INT_EQ(c.kv_cache_memory, 2LL << 30);
         cfg_free(&c);
     }
     free(text);
@@ -689,8 +661,8 @@ int main(int argc, char **argv)
         unlink(path);
     }
     rmdir(tmpdir);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
+    if (check_failed_count) {
+        fprintf(stderr, "%d check(s) failed\n", check_failed_count);
         return 1;
     }
     printf("config: all checks passed\n");

@@ -21,7 +21,7 @@
 
 #include "engine/engine.h"
 #include "engine/gpt2.h"
-#include "tests/engine/check.h"
+#include "tests/check.h"
 
 #define F16_REL_TOL 2e-3
 #define BF16_REL_TOL 1.5e-2

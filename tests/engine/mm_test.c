@@ -18,18 +18,7 @@
 #include "engine/engine.h"
 #include "engine/matmul.h"
 #include "engine/matmul_kern.h"
-
-static int failures;
-
-#define CHECK_EQ(a, b)                                                                        \
-    do {                                                                                      \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                   \
-        if (a_ != b_) {                                                                       \
-            fprintf(stderr, "%s:%d: %s == %s failed: %lld vs %lld\n", __FILE__, __LINE__, #a, \
-                    #b, a_, b_);                                                              \
-            failures++;                                                                       \
-        }                                                                                     \
-    } while (0)
+#include "tests/check.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -66,7 +55,7 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
     int bad = 0;
     if (!src || !x || !y || !y0 || !bias) {
         fprintf(stderr, "mm_test: out of memory\n");
-        failures++;
+        check_failed_count++;
         goto out;
     }
     for (size_t i = 0; i < src_rows * lds; i++)
@@ -80,7 +69,7 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
 
     mm_weight_t w;
     int rc = mm_weight_init_mt(mm, &w, src, K, N, lds, trans, dtype);
-    CHECK_EQ(rc, 0);
+    CHECK_INT_EQ(rc, 0);
     if (rc)
         goto out;
     mm_matmul(mm, M, x, ldx, &w, use_bias ? bias : NULL, y, ldy, accumulate);
@@ -144,7 +133,7 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
     }
     mm_weight_free(&w);
     mm_weight_free(&w); /* freeing twice is a no-op */
-    failures += bad != 0;
+    check_failed_count += bad != 0;
 out:
     free(src);
     free(x);
@@ -185,7 +174,7 @@ static void test_conversions(void)
             continue; /* NaN */
         uint16_t back = mm_f32_to_f16(mm_f16_to_f32((uint16_t)h));
         if (back != h) {
-            CHECK_EQ(back, h);
+            CHECK_INT_EQ(back, h);
             break;
         }
     }
@@ -194,23 +183,23 @@ static void test_conversions(void)
             continue;
         uint16_t back = mm_f32_to_bf16(mm_bf16_to_f32((uint16_t)b));
         if (back != b) {
-            CHECK_EQ(back, b);
+            CHECK_INT_EQ(back, b);
             break;
         }
     }
     /* Rounding goes to the nearest representable value, ties to even. */
-    CHECK_EQ(mm_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);         /* tie, even stays */
-    CHECK_EQ(mm_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);     /* tie, odd rounds up */
-    CHECK_EQ(mm_f32_to_f16(65520.0f), 0x7c00);                /* overflow to inf */
-    CHECK_EQ(mm_f32_to_f16(65519.0f), 0x7bff);
-    CHECK_EQ(mm_f32_to_f16(0x1p-25f), 0x0000);                /* tie to zero */
-    CHECK_EQ(mm_f32_to_f16(0x1.8p-25f), 0x0001);
-    CHECK_EQ(mm_f32_to_f16(-0x1p-24f), 0x8001);
-    CHECK_EQ(mm_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);
-    CHECK_EQ(mm_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
-    CHECK_EQ(mm_f32_to_bf16(-2.0f), 0xc000);
-    CHECK_EQ(mm_f32_to_bf16(NAN) & 0x7fc0, 0x7fc0);
-    CHECK_EQ(mm_f32_to_f16(NAN) & 0x7e00, 0x7e00);
+    CHECK_INT_EQ(mm_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);         /* tie, even stays */
+    CHECK_INT_EQ(mm_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);     /* tie, odd rounds up */
+    CHECK_INT_EQ(mm_f32_to_f16(65520.0f), 0x7c00);                /* overflow to inf */
+    CHECK_INT_EQ(mm_f32_to_f16(65519.0f), 0x7bff);
+    CHECK_INT_EQ(mm_f32_to_f16(0x1p-25f), 0x0000);                /* tie to zero */
+    CHECK_INT_EQ(mm_f32_to_f16(0x1.8p-25f), 0x0001);
+    CHECK_INT_EQ(mm_f32_to_f16(-0x1p-24f), 0x8001);
+    CHECK_INT_EQ(mm_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);
+    CHECK_INT_EQ(mm_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
+    CHECK_INT_EQ(mm_f32_to_bf16(-2.0f), 0xc000);
+    CHECK_INT_EQ(mm_f32_to_bf16(NAN) & 0x7fc0, 0x7fc0);
+    CHECK_INT_EQ(mm_f32_to_f16(NAN) & 0x7e00, 0x7e00);
     for (int i = 0; i < 200000; i++) {
         uint32_t bits = rnd() ^ (rnd() << 16);
         float f;
@@ -223,12 +212,12 @@ static void test_conversions(void)
         double e_up = fabs((double)f - mm_f16_to_f32((uint16_t)(h + 1)));
         if ((h & 0x7fff) != 0 && e > e_dn) {
             fprintf(stderr, "mm_test: f16(%a) = 0x%04x is not nearest\n", (double)f, h);
-            failures++;
+            check_failed_count++;
             break;
         }
         if ((h & 0x7fff) != 0x7bff && e > e_up) {
             fprintf(stderr, "mm_test: f16(%a) = 0x%04x is not nearest\n", (double)f, h);
-            failures++;
+            check_failed_count++;
             break;
         }
     }
@@ -239,15 +228,15 @@ static void test_errors(void)
     char err[200];
     mm_t *mm = NULL;
     setenv("NANO_VLLM_KERNEL", "fastest", 1);
-    CHECK_EQ(mm_init(&mm, 1, err, sizeof(err)), -EINVAL);
-    CHECK_EQ(strstr(err, "fastest") != NULL, 1);
-    CHECK_EQ(mm == NULL, 1);
+    CHECK_INT_EQ(mm_init(&mm, 1, err, sizeof(err)), -EINVAL);
+    CHECK_INT_EQ(strstr(err, "fastest") != NULL, 1);
+    CHECK_INT_EQ(mm == NULL, 1);
     setenv("NANO_VLLM_KERNEL", "generic", 1);
-    CHECK_EQ(mm_init(&mm, 1, err, sizeof(err)), 0);
+    CHECK_INT_EQ(mm_init(&mm, 1, err, sizeof(err)), 0);
     if (mm) {
-        CHECK_EQ(mm_get_kernel(mm), MM_KERNEL_GENERIC);
-        CHECK_EQ(mm_set_kernel(mm, 99), -EINVAL);
-        CHECK_EQ(mm_get_kernel(mm), MM_KERNEL_GENERIC);
+        CHECK_INT_EQ(mm_get_kernel(mm), MM_KERNEL_GENERIC);
+        CHECK_INT_EQ(mm_set_kernel(mm, 99), -EINVAL);
+        CHECK_INT_EQ(mm_get_kernel(mm), MM_KERNEL_GENERIC);
     }
     mm_free(mm);
     unsetenv("NANO_VLLM_KERNEL");
@@ -255,13 +244,13 @@ static void test_errors(void)
 
     mm_weight_t w;
     float src[4] = {1, 2, 3, 4};
-    CHECK_EQ(mm_weight_init(&w, src, 0, 4, 4, 0, ENG_DTYPE_F32), -EINVAL);
-    CHECK_EQ(w.data == NULL, 1);
-    CHECK_EQ(mm_weight_init(&w, src, 2, 2, 1, 0, ENG_DTYPE_F32), -EINVAL); /* ld < N */
-    CHECK_EQ(mm_weight_init(&w, src, 2, 2, 2, 0, 42), -EINVAL);
-    CHECK_EQ(mm_weight_init(&w, src, 2, 2, 2, 0, ENG_DTYPE_AUTO), 0);
-    CHECK_EQ(w.dtype, ENG_DTYPE_F32);
-    CHECK_EQ(mm_weight_get(&w, 1, 0) == 3.0f, 1);
+    CHECK_INT_EQ(mm_weight_init(&w, src, 0, 4, 4, 0, ENG_DTYPE_F32), -EINVAL);
+    CHECK_INT_EQ(w.data == NULL, 1);
+    CHECK_INT_EQ(mm_weight_init(&w, src, 2, 2, 1, 0, ENG_DTYPE_F32), -EINVAL); /* ld < N */
+    CHECK_INT_EQ(mm_weight_init(&w, src, 2, 2, 2, 0, 42), -EINVAL);
+    CHECK_INT_EQ(mm_weight_init(&w, src, 2, 2, 2, 0, ENG_DTYPE_AUTO), 0);
+    CHECK_INT_EQ(w.dtype, ENG_DTYPE_F32);
+    CHECK_INT_EQ(mm_weight_get(&w, 1, 0) == 3.0f, 1);
     mm_weight_free(&w);
 }
 
@@ -276,7 +265,7 @@ int main(void)
         for (int ti = 0; ti < 3; ti++) {
             mm_t *mm = NULL;
             int rc = mm_init(&mm, threads[ti], err, sizeof(err));
-            CHECK_EQ(rc, 0);
+            CHECK_INT_EQ(rc, 0);
             if (rc) {
                 fprintf(stderr, "mm_test: %s\n", err);
                 continue;
@@ -288,15 +277,15 @@ int main(void)
                 mm_free(mm);
                 break;
             }
-            CHECK_EQ(rc, 0);
+            CHECK_INT_EQ(rc, 0);
             test_shapes(mm);
             printf("mm_test: kernel %s, %d threads: %s\n", mm_kernel_name(kernels[ki]),
-                   threads[ti], failures ? "FAILED" : "ok");
+                   threads[ti], check_failed_count ? "FAILED" : "ok");
             mm_free(mm);
         }
     }
-    if (failures) {
-        fprintf(stderr, "mm_test: %d failures\n", failures);
+    if (check_failed_count) {
+        fprintf(stderr, "mm_test: %d failures\n", check_failed_count);
         return 1;
     }
     return 0;

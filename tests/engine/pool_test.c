@@ -9,18 +9,7 @@
 #include <time.h>
 
 #include "engine/pool.h"
-
-static int failures;
-
-#define CHECK_EQ(a, b)                                                                        \
-    do {                                                                                      \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                   \
-        if (a_ != b_) {                                                                       \
-            fprintf(stderr, "%s:%d: %s == %s failed: %lld vs %lld\n", __FILE__, __LINE__, #a, \
-                    #b, a_, b_);                                                              \
-            failures++;                                                                       \
-        }                                                                                     \
-    } while (0)
+#include "tests/check.h"
 
 #define MAXT 8
 
@@ -58,27 +47,27 @@ static void sleep_us(long us)
 static void test_rounds(int threads, int rounds, long gap_us)
 {
     pool_t *p = NULL;
-    CHECK_EQ(pool_init(&p, threads), 0);
+    CHECK_INT_EQ(pool_init(&p, threads), 0);
     if (!p)
         return;
-    CHECK_EQ(pool_threads(p), threads);
+    CHECK_INT_EQ(pool_threads(p), threads);
     job_t j;
     memset(&j, 0, sizeof(j));
     for (int r = 1; r <= rounds; r++) {
         j.round = r;
         pool_run(p, r % 2 ? job_cb : job_cb_tid, &j);
         for (int t = 0; t < threads; t++)
-            CHECK_EQ(j.ran[t], r);
+            CHECK_INT_EQ(j.ran[t], r);
         if (r % 2) {
             for (int t = 0; t < threads; t++) {
-                CHECK_EQ(j.n_seen[t], threads);
+                CHECK_INT_EQ(j.n_seen[t], threads);
                 long long s = 0;
                 for (int i = 0; i < 1000 * (t + 1); i++)
                     s += i ^ r;
-                CHECK_EQ(j.sum[t], s);
+                CHECK_INT_EQ(j.sum[t], s);
             }
         }
-        if (failures)
+        if (check_failed_count)
             break;
         if (gap_us)
             sleep_us(gap_us);
@@ -103,17 +92,17 @@ static void parts_cb(void *arg, int part, int n)
 static void test_parts(int threads, int rounds)
 {
     pool_t *p = NULL;
-    CHECK_EQ(pool_init(&p, threads), 0);
+    CHECK_INT_EQ(pool_init(&p, threads), 0);
     static parts_job_t j;
     memset(&j, 0, sizeof(j));
-    for (int r = 1; r <= rounds && !failures; r++) {
+    for (int r = 1; r <= rounds && !check_failed_count; r++) {
         j.round = 1;
         j.n = 1 + (r * 37) % 1000;
         memset(j.seen, 0, sizeof(j.seen));
         pool_run_parts(p, j.n, parts_cb, &j);
         for (int i = 0; i < 1000; i++)
             if (j.seen[i] != (i < j.n)) {
-                CHECK_EQ(j.seen[i], i < j.n);
+                CHECK_INT_EQ(j.seen[i], i < j.n);
                 break;
             }
     }
@@ -148,21 +137,21 @@ static void thread_cb(void *arg, int part, int n, int thread)
 static void test_parts_thread(int threads, int rounds)
 {
     pool_t *p = NULL;
-    CHECK_EQ(pool_init(&p, threads), 0);
+    CHECK_INT_EQ(pool_init(&p, threads), 0);
     static thread_job_t j;
-    for (int r = 1; r <= rounds && !failures; r++) {
+    for (int r = 1; r <= rounds && !check_failed_count; r++) {
         memset(&j, 0, sizeof(j));
         j.threads = threads;
         j.n = 1 + (r * 53) % 1000;
         pool_run_parts_thread(p, j.n, thread_cb, &j);
-        CHECK_EQ(j.bad, 0);
+        CHECK_INT_EQ(j.bad, 0);
         int total = 0;
         for (int t = 0; t < MAXT; t++)
             total += j.per_thread[t];
-        CHECK_EQ(total, j.n);
+        CHECK_INT_EQ(total, j.n);
         for (int i = 0; i < 1000; i++)
             if (j.seen[i] != (i < j.n)) {
-                CHECK_EQ(j.seen[i], i < j.n);
+                CHECK_INT_EQ(j.seen[i], i < j.n);
                 break;
             }
     }
@@ -177,12 +166,12 @@ static void test_split(void)
             for (int i = 0; i < parts; i++) {
                 int lo, hi;
                 pool_split(n, parts, i, &lo, &hi);
-                CHECK_EQ(lo, prev);
+                CHECK_INT_EQ(lo, prev);
                 if (hi - lo > n / parts + 1 || hi - lo < n / parts)
-                    CHECK_EQ(hi - lo, n / parts);
+                    CHECK_INT_EQ(hi - lo, n / parts);
                 prev = hi;
             }
-            CHECK_EQ(prev, n);
+            CHECK_INT_EQ(prev, n);
         }
     }
 }
@@ -190,14 +179,14 @@ static void test_split(void)
 int main(void)
 {
     pool_t *p = (pool_t *)1;
-    CHECK_EQ(pool_init(&p, 0), -EINVAL);
-    CHECK_EQ(p == NULL, 1);
-    CHECK_EQ(pool_init(&p, POOL_MAX_THREADS + 1), -EINVAL);
+    CHECK_INT_EQ(pool_init(&p, 0), -EINVAL);
+    CHECK_INT_EQ(p == NULL, 1);
+    CHECK_INT_EQ(pool_init(&p, POOL_MAX_THREADS + 1), -EINVAL);
     pool_free(NULL);
-    CHECK_EQ(pool_threads(NULL), 1);
+    CHECK_INT_EQ(pool_threads(NULL), 1);
     job_t j = {.round = 7};
     pool_run(NULL, job_cb_tid, &j);
-    CHECK_EQ(j.ran[0], 7);
+    CHECK_INT_EQ(j.ran[0], 7);
 
     test_split();
     test_rounds(1, 100, 0);
@@ -213,8 +202,8 @@ int main(void)
     test_parts_thread(2, 300);
     test_parts_thread(3, 100);
 
-    if (failures) {
-        fprintf(stderr, "pool_test: %d failures\n", failures);
+    if (check_failed_count) {
+        fprintf(stderr, "pool_test: %d failures\n", check_failed_count);
         return 1;
     }
     printf("pool_test: ok\n");

@@ -16,7 +16,7 @@
 
 #include "engine/gpt2.h"
 #include "engine/sampler.h"
-#include "tests/engine/check.h"
+#include "tests/check.h"
 
 /* Engine against the float64 reference. The F16 and BF16 files are widened exactly by both
  * sides, so all three dtypes face the same float32-vs-float64 arithmetic gap (measured

@@ -16,7 +16,7 @@
 #include "engine/gpt2.h"
 #include "engine/gpt2_model.h"
 #include "engine/sampler.h"
-#include "tests/engine/check.h"
+#include "tests/check.h"
 
 enum { L = 1, C = 8, NH = 2, V = 11, P = 16 };
 

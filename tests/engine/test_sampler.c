@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "engine/sampler.h"
-#include "tests/engine/check.h"
+#include "tests/check.h"
 
 /* Neutral settings, as eng_sampling_default documents them. */
 static eng_sampling_t neutral(void)

@@ -9,34 +9,7 @@
 #include <string.h>
 
 #include "server/api.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
-#define CHECK_INT(a, b)                                                                            \
-    do {                                                                                           \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
-        if (a_ != b_) {                                                                            \
-            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a,    \
-                    a_, #b, b_);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
-#define CHECK_STR(a, b)                                                                            \
-    do {                                                                                           \
-        const char *a_ = (a), *b_ = (b);                                                           \
-        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                   \
-            fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,      \
-                    a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                       \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "tests/check.h"
 
 static const api_limits_t lim = {"gpt2", 50257};
 
@@ -54,7 +27,7 @@ static void refuse_at(int line, const char *body, int status, const char *param,
     int rc = parse(body, &p, &e);
     if (rc != -1) {
         fprintf(stderr, "%s:%d: accepted %s\n", __FILE__, line, body);
-        failures++;
+        check_failed_count++;
         api_params_free(&p);
         return;
     }
@@ -63,12 +36,12 @@ static void refuse_at(int line, const char *body, int status, const char *param,
                 "%s:%d: %s\n  got status %d param '%s' message '%s'\n  expected status %d "
                 "param '%s' message containing '%s'\n",
                 __FILE__, line, body, e.status, e.param, e.message, status, param, msg);
-        failures++;
+        check_failed_count++;
     }
     char *json = api_error_json(&e);
     if (!json || !strstr(json, "\"error\":{") || !strstr(json, "\"message\":")) {
         fprintf(stderr, "%s:%d: error json %s\n", __FILE__, line, json ? json : "(null)");
-        failures++;
+        check_failed_count++;
     }
     free(json);
 }
@@ -78,27 +51,27 @@ static void test_defaults(void)
 {
     api_params_t p;
     api_error_t e;
-    CHECK_INT(parse("{}", &p, &e), 0);
-    CHECK_INT(p.n_prompts, 1);
-    CHECK_STR(p.prompts[0].text, "<|endoftext|>"); /* OpenAI's default prompt */
-    CHECK_INT(p.max_tokens, 16);
-    CHECK_INT(p.n, 1);
-    CHECK_INT(p.stream, 0);
-    CHECK_INT(p.logprobs, -1);
-    CHECK_INT(p.echo, 0);
-    CHECK_INT(p.n_stop, 0);
+    CHECK_INT_EQ(parse("{}", &p, &e), 0);
+    CHECK_INT_EQ(p.n_prompts, 1);
+    CHECK_STR_EQ(p.prompts[0].text, "<|endoftext|>"); /* OpenAI's default prompt */
+    CHECK_INT_EQ(p.max_tokens, 16);
+    CHECK_INT_EQ(p.n, 1);
+    CHECK_INT_EQ(p.stream, 0);
+    CHECK_INT_EQ(p.logprobs, -1);
+    CHECK_INT_EQ(p.echo, 0);
+    CHECK_INT_EQ(p.n_stop, 0);
     CHECK(p.sp.temperature == 1.0f && p.sp.top_p == 1.0f && p.sp.repetition_penalty == 1.0f);
-    CHECK_INT(p.sp.top_k, 0);
-    CHECK_INT(p.sp.has_seed, 0);
+    CHECK_INT_EQ(p.sp.top_k, 0);
+    CHECK_INT_EQ(p.sp.has_seed, 0);
     CHECK(p.model == NULL);
     api_params_free(&p);
 
     /* null is the default for every field */
-    CHECK_INT(parse("{\"model\":null,\"prompt\":null,\"max_tokens\":null,\"temperature\":null,"
+    CHECK_INT_EQ(parse("{\"model\":null,\"prompt\":null,\"max_tokens\":null,\"temperature\":null,"
                     "\"stop\":null,\"logprobs\":null,\"suffix\":null,\"best_of\":null}",
                     &p, &e),
               0);
-    CHECK_INT(p.max_tokens, 16);
+    CHECK_INT_EQ(p.max_tokens, 16);
     api_params_free(&p);
 }
 
@@ -113,33 +86,33 @@ static void test_all_fields(void)
         "\"stop\":[\"\\n\",\"END\"],\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,"
         "\"repetition_penalty\":1.2,\"logit_bias\":{\"50256\":-100,\"11\":2.5},\"seed\":-7,"
         "\"user\":\"u1\",\"ignore_eos\":true}";
-    CHECK_INT(parse(body, &p, &e), 0);
+    CHECK_INT_EQ(parse(body, &p, &e), 0);
     if (e.message[0])
         fprintf(stderr, "  %s\n", e.message);
-    CHECK_STR(p.model, "gpt2");
-    CHECK_STR(p.prompts[0].text, "Hello");
-    CHECK_INT(p.prompts[0].text_len, 5);
-    CHECK_INT(p.max_tokens, 7);
+    CHECK_STR_EQ(p.model, "gpt2");
+    CHECK_STR_EQ(p.prompts[0].text, "Hello");
+    CHECK_INT_EQ(p.prompts[0].text_len, 5);
+    CHECK_INT_EQ(p.max_tokens, 7);
     CHECK(fabsf(p.sp.temperature - 0.5f) < 1e-6f);
     CHECK(fabsf(p.sp.top_p - 0.9f) < 1e-6f);
-    CHECK_INT(p.sp.top_k, 40);
+    CHECK_INT_EQ(p.sp.top_k, 40);
     CHECK(fabsf(p.sp.min_p - 0.05f) < 1e-6f);
-    CHECK_INT(p.n, 3);
-    CHECK_INT(p.stream, 1);
-    CHECK_INT(p.include_usage, 1);
-    CHECK_INT(p.logprobs, 5);
-    CHECK_INT(p.echo, 1);
-    CHECK_INT(p.n_stop, 2);
-    CHECK_STR(p.stop[0], "\n");
-    CHECK_STR(p.stop[1], "END");
+    CHECK_INT_EQ(p.n, 3);
+    CHECK_INT_EQ(p.stream, 1);
+    CHECK_INT_EQ(p.include_usage, 1);
+    CHECK_INT_EQ(p.logprobs, 5);
+    CHECK_INT_EQ(p.echo, 1);
+    CHECK_INT_EQ(p.n_stop, 2);
+    CHECK_STR_EQ(p.stop[0], "\n");
+    CHECK_STR_EQ(p.stop[1], "END");
     CHECK(fabsf(p.sp.presence_penalty - 0.5f) < 1e-6f);
     CHECK(fabsf(p.sp.frequency_penalty + 0.5f) < 1e-6f);
     CHECK(fabsf(p.sp.repetition_penalty - 1.2f) < 1e-6f);
-    CHECK_INT(p.sp.n_logit_bias, 2);
-    CHECK_INT(p.sp.has_seed, 1);
+    CHECK_INT_EQ(p.sp.n_logit_bias, 2);
+    CHECK_INT_EQ(p.sp.has_seed, 1);
     CHECK(p.sp.seed == (uint64_t)-7LL);
-    CHECK_STR(p.user, "u1");
-    CHECK_INT(p.ignore_eos, 1);
+    CHECK_STR_EQ(p.user, "u1");
+    CHECK_INT_EQ(p.ignore_eos, 1);
 
     /* prompt i of n = 3 starts at choice index 3 * i, as OpenAI numbers choices */
     p.prompts[0].ids = malloc(2 * sizeof(int32_t));
@@ -149,20 +122,20 @@ static void test_all_fields(void)
     eng_request_t *r = api_request_new(&p, 0, 42, &p);
     CHECK(r != NULL);
     if (r) {
-        CHECK_INT(r->id, 42);
+        CHECK_INT_EQ(r->id, 42);
         CHECK(r->user == &p);
-        CHECK_INT(r->prompt_len, 2);
-        CHECK_INT(r->prompt[1], 11);
-        CHECK_INT(r->n, 3);
-        CHECK_INT(r->index_base, 0);
-        CHECK_INT(r->max_tokens, 7);
-        CHECK_INT(r->ignore_eos, 1);
-        CHECK_INT(r->n_stop, 2);
+        CHECK_INT_EQ(r->prompt_len, 2);
+        CHECK_INT_EQ(r->prompt[1], 11);
+        CHECK_INT_EQ(r->n, 3);
+        CHECK_INT_EQ(r->index_base, 0);
+        CHECK_INT_EQ(r->max_tokens, 7);
+        CHECK_INT_EQ(r->ignore_eos, 1);
+        CHECK_INT_EQ(r->n_stop, 2);
         CHECK(r->stop[1] != p.stop[1]); /* a copy: the engine owns it */
-        CHECK_INT(r->sp.logprobs, 5);
-        CHECK_INT(r->sp.prompt_logprobs, 5); /* echo with logprobs */
-        CHECK_INT(r->sp.n_logit_bias, 2);
-        CHECK_INT(r->sp.logit_bias_ids[0], 50256);
+        CHECK_INT_EQ(r->sp.logprobs, 5);
+        CHECK_INT_EQ(r->sp.prompt_logprobs, 5); /* echo with logprobs */
+        CHECK_INT_EQ(r->sp.n_logit_bias, 2);
+        CHECK_INT_EQ(r->sp.logit_bias_ids[0], 50256);
         CHECK(r->sp.logit_bias_values[0] == -100.0f);
         CHECK(r->sp.logit_bias_ids != p.sp.logit_bias_ids);
         api_request_free(r);
@@ -174,27 +147,27 @@ static void test_prompt_forms(void)
 {
     api_params_t p;
     api_error_t e;
-    CHECK_INT(parse("{\"prompt\":[\"a\",\"b\",\"c\"],\"n\":2}", &p, &e), 0);
-    CHECK_INT(p.n_prompts, 3);
-    CHECK_STR(p.prompts[2].text, "c");
+    CHECK_INT_EQ(parse("{\"prompt\":[\"a\",\"b\",\"c\"],\"n\":2}", &p, &e), 0);
+    CHECK_INT_EQ(p.n_prompts, 3);
+    CHECK_STR_EQ(p.prompts[2].text, "c");
     api_params_free(&p);
 
-    CHECK_INT(parse("{\"prompt\":[1,2,50256]}", &p, &e), 0);
-    CHECK_INT(p.n_prompts, 1);
+    CHECK_INT_EQ(parse("{\"prompt\":[1,2,50256]}", &p, &e), 0);
+    CHECK_INT_EQ(p.n_prompts, 1);
     CHECK(p.prompts[0].text == NULL);
-    CHECK_INT(p.prompts[0].n_ids, 3);
-    CHECK_INT(p.prompts[0].ids[2], 50256);
+    CHECK_INT_EQ(p.prompts[0].n_ids, 3);
+    CHECK_INT_EQ(p.prompts[0].ids[2], 50256);
     api_params_free(&p);
 
-    CHECK_INT(parse("{\"prompt\":[[1,2],[3]]}", &p, &e), 0);
-    CHECK_INT(p.n_prompts, 2);
-    CHECK_INT(p.prompts[1].n_ids, 1);
-    CHECK_INT(p.prompts[1].ids[0], 3);
+    CHECK_INT_EQ(parse("{\"prompt\":[[1,2],[3]]}", &p, &e), 0);
+    CHECK_INT_EQ(p.n_prompts, 2);
+    CHECK_INT_EQ(p.prompts[1].n_ids, 1);
+    CHECK_INT_EQ(p.prompts[1].ids[0], 3);
     api_params_free(&p);
 
     /* unicode and an embedded NUL survive */
-    CHECK_INT(parse("{\"prompt\":\"h\\u00e9\\u0000x\"}", &p, &e), 0);
-    CHECK_INT(p.prompts[0].text_len, 5);
+    CHECK_INT_EQ(parse("{\"prompt\":\"h\\u00e9\\u0000x\"}", &p, &e), 0);
+    CHECK_INT_EQ(p.prompts[0].text_len, 5);
     api_params_free(&p);
 
     REFUSE("{\"prompt\":[]}", 400, "prompt", "empty");
@@ -218,10 +191,10 @@ static void test_ranges(void)
     REFUSE("{\"max_tokens\":1.5}", 400, "max_tokens", "must be an integer");
     REFUSE("{\"max_tokens\":\"16\"}", 400, "max_tokens", "must be an integer");
     REFUSE("{\"max_tokens\":0}", 400, "max_tokens", "only with 'echo'");
-    CHECK_INT(parse("{\"max_tokens\":0,\"echo\":true,\"logprobs\":1}", &p, &e), 0);
+    CHECK_INT_EQ(parse("{\"max_tokens\":0,\"echo\":true,\"logprobs\":1}", &p, &e), 0);
     api_params_free(&p);
-    CHECK_INT(parse("{\"max_tokens\":16.0}", &p, &e), 0); /* an integral real, as pydantic */
-    CHECK_INT(p.max_tokens, 16);
+    CHECK_INT_EQ(parse("{\"max_tokens\":16.0}", &p, &e), 0); /* an integral real, as pydantic */
+    CHECK_INT_EQ(p.max_tokens, 16);
     api_params_free(&p);
     REFUSE("{\"temperature\":-0.1}", 400, "temperature", ">= 0");
     REFUSE("{\"temperature\":2.01}", 400, "temperature", "<= 2");
@@ -231,8 +204,8 @@ static void test_ranges(void)
     REFUSE("{\"top_p\":0}", 400, "top_p", "> 0");
     REFUSE("{\"top_p\":1.5}", 400, "top_p", "<= 1");
     REFUSE("{\"top_k\":-2}", 400, "top_k", "between -1");
-    CHECK_INT(parse("{\"top_k\":-1}", &p, &e), 0);
-    CHECK_INT(p.sp.top_k, 0);
+    CHECK_INT_EQ(parse("{\"top_k\":-1}", &p, &e), 0);
+    CHECK_INT_EQ(p.sp.top_k, 0);
     api_params_free(&p);
     REFUSE("{\"min_p\":1.1}", 400, "min_p", "<= 1");
     REFUSE("{\"n\":0}", 400, "n", "between 1");
@@ -258,9 +231,9 @@ static void test_stop_bias_options(void)
 {
     api_params_t p;
     api_error_t e;
-    CHECK_INT(parse("{\"stop\":\"x\"}", &p, &e), 0);
-    CHECK_INT(p.n_stop, 1);
-    CHECK_STR(p.stop[0], "x");
+    CHECK_INT_EQ(parse("{\"stop\":\"x\"}", &p, &e), 0);
+    CHECK_INT_EQ(p.n_stop, 1);
+    CHECK_STR_EQ(p.stop[0], "x");
     api_params_free(&p);
     REFUSE("{\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 400, "stop", "at most 4");
     REFUSE("{\"stop\":\"\"}", 400, "stop", "empty");
@@ -301,11 +274,11 @@ static void test_context_and_errors(void)
 {
     api_params_t p;
     api_error_t e;
-    CHECK_INT(parse("{\"prompt\":[1,2,3],\"max_tokens\":10}", &p, &e), 0);
-    CHECK_INT(api_check_context(&p, 13, &e), 0);
-    CHECK_INT(api_check_context(&p, 12, &e), -1);
-    CHECK_INT(e.status, 400);
-    CHECK_STR(e.code, "context_length_exceeded");
+    CHECK_INT_EQ(parse("{\"prompt\":[1,2,3],\"max_tokens\":10}", &p, &e), 0);
+    CHECK_INT_EQ(api_check_context(&p, 13, &e), 0);
+    CHECK_INT_EQ(api_check_context(&p, 12, &e), -1);
+    CHECK_INT_EQ(e.status, 400);
+    CHECK_STR_EQ(e.code, "context_length_exceeded");
     CHECK(strstr(e.message, "maximum context length is 12 tokens") != NULL);
     CHECK(strstr(e.message, "you requested 13 tokens (3 in the prompt, 10 in the completion)"));
     char *json = api_error_json(&e);
@@ -325,44 +298,44 @@ static void test_context_and_errors(void)
 
 static void test_utf8_and_tokenize_bodies(void)
 {
-    CHECK_INT(api_utf8_valid("h\xc3\xa9", 3), 1);
-    CHECK_INT(api_utf8_valid("\xc3", 1), 0);
-    CHECK_INT(api_utf8_valid("\xed\xa0\x80", 3), 0); /* a surrogate */
-    CHECK_INT(api_utf8_valid("\xc0\xaf", 2), 0);     /* overlong */
+    CHECK_INT_EQ(api_utf8_valid("h\xc3\xa9", 3), 1);
+    CHECK_INT_EQ(api_utf8_valid("\xc3", 1), 0);
+    CHECK_INT_EQ(api_utf8_valid("\xed\xa0\x80", 3), 0); /* a surrogate */
+    CHECK_INT_EQ(api_utf8_valid("\xc0\xaf", 2), 0);     /* overlong */
     size_t n;
     char *s = api_utf8_fix("a\xffz", 3, &n);
-    CHECK_STR(s, "a\xef\xbf\xbdz");
-    CHECK_INT(n, 5);
+    CHECK_STR_EQ(s, "a\xef\xbf\xbdz");
+    CHECK_INT_EQ(n, 5);
     free(s);
 
     api_error_t e;
     char *text;
     size_t tlen;
     const char *b = "{\"model\":\"gpt2\",\"prompt\":\"hi there\",\"add_special_tokens\":true}";
-    CHECK_INT(api_tokenize_parse(b, strlen(b), &lim, &text, &tlen, &e), 0);
-    CHECK_STR(text, "hi there");
+    CHECK_INT_EQ(api_tokenize_parse(b, strlen(b), &lim, &text, &tlen, &e), 0);
+    CHECK_STR_EQ(text, "hi there");
     free(text);
     b = "{\"prompt\":3}";
-    CHECK_INT(api_tokenize_parse(b, strlen(b), &lim, &text, &tlen, &e), -1);
-    CHECK_STR(e.param, "prompt");
+    CHECK_INT_EQ(api_tokenize_parse(b, strlen(b), &lim, &text, &tlen, &e), -1);
+    CHECK_STR_EQ(e.param, "prompt");
     b = "{\"prompt\":\"x\",\"model\":\"other\"}";
-    CHECK_INT(api_tokenize_parse(b, strlen(b), &lim, &text, &tlen, &e), -1);
-    CHECK_INT(e.status, 404);
+    CHECK_INT_EQ(api_tokenize_parse(b, strlen(b), &lim, &text, &tlen, &e), -1);
+    CHECK_INT_EQ(e.status, 404);
     int32_t *ids;
     int nid;
     b = "{\"tokens\":[31373,995]}";
-    CHECK_INT(api_detokenize_parse(b, strlen(b), &lim, &ids, &nid, &e), 0);
-    CHECK_INT(nid, 2);
-    CHECK_INT(ids[1], 995);
+    CHECK_INT_EQ(api_detokenize_parse(b, strlen(b), &lim, &ids, &nid, &e), 0);
+    CHECK_INT_EQ(nid, 2);
+    CHECK_INT_EQ(ids[1], 995);
     free(ids);
     b = "{\"tokens\":[70000]}";
-    CHECK_INT(api_detokenize_parse(b, strlen(b), &lim, &ids, &nid, &e), -1);
+    CHECK_INT_EQ(api_detokenize_parse(b, strlen(b), &lim, &ids, &nid, &e), -1);
     CHECK(strstr(e.message, "out of range") != NULL);
     b = "{\"tokens\":\"x\"}";
-    CHECK_INT(api_detokenize_parse(b, strlen(b), &lim, &ids, &nid, &e), -1);
+    CHECK_INT_EQ(api_detokenize_parse(b, strlen(b), &lim, &ids, &nid, &e), -1);
     b = "{\"tokens\":[1],\"extra\":1}";
-    CHECK_INT(api_detokenize_parse(b, strlen(b), &lim, &ids, &nid, &e), -1);
-    CHECK_STR(e.param, "extra");
+    CHECK_INT_EQ(api_detokenize_parse(b, strlen(b), &lim, &ids, &nid, &e), -1);
+    CHECK_STR_EQ(e.param, "extra");
 }
 
 int main(void)
@@ -375,8 +348,8 @@ int main(void)
     test_unsupported_and_malformed();
     test_context_and_errors();
     test_utf8_and_tokenize_bodies();
-    if (failures) {
-        fprintf(stderr, "test_api: %d failure(s)\n", failures);
+    if (check_failed_count) {
+        fprintf(stderr, "test_api: %d failure(s)\n", check_failed_count);
         return 1;
     }
     puts("test_api: all passed");

@@ -22,25 +22,7 @@
 #include <uv.h>
 
 #include "server/http.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
-#define CHECK_INT(a, b)                                                                            \
-    do {                                                                                           \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
-        if (a_ != b_) {                                                                            \
-            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a,    \
-                    a_, #b, b_);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "tests/check.h"
 
 /* ---- the server side (loop thread) ---- */
 
@@ -233,7 +215,7 @@ static void *client(void *arg)
     usleep(50000);
     close(fd);
     usleep(150000); /* well before the 300 ms reply */
-    CHECK_INT(__atomic_load_n(&a->deferred_gone, __ATOMIC_SEQ_CST), 1);
+    CHECK_INT_EQ(__atomic_load_n(&a->deferred_gone, __ATOMIC_SEQ_CST), 1);
 
     /* 413 from the Content-Length alone. */
     fd = dial(a->port);
@@ -295,7 +277,7 @@ int main(void)
 {
     app_t a;
     memset(&a, 0, sizeof(a));
-    CHECK_INT(uv_loop_init(&a.loop), 0);
+    CHECK_INT_EQ(uv_loop_init(&a.loop), 0);
     a.loop.data = &a;
     char err[256];
     http_options_t o = {
@@ -326,11 +308,11 @@ int main(void)
     pthread_create(&t, NULL, client, &a);
     uv_run(&a.loop, UV_RUN_DEFAULT);
     pthread_join(t, NULL);
-    CHECK_INT(a.deferred_closed, 3); /* the answered /later, the one left, /forever */
-    CHECK_INT(a.streams_done, 1);
-    CHECK_INT(uv_loop_close(&a.loop), 0);
-    if (failures) {
-        fprintf(stderr, "test_http: %d failure(s)\n", failures);
+    CHECK_INT_EQ(a.deferred_closed, 3); /* the answered /later, the one left, /forever */
+    CHECK_INT_EQ(a.streams_done, 1);
+    CHECK_INT_EQ(uv_loop_close(&a.loop), 0);
+    if (check_failed_count) {
+        fprintf(stderr, "test_http: %d failure(s)\n", check_failed_count);
         return 1;
     }
     puts("test_http: all passed");

@@ -1,8 +1,8 @@
-/* check.h - assertion helpers for the engine tests: each failure prints both values and
+/* check.h - assertion helpers for the C test suites: each failure prints both values and
  * the location, counts, and the test keeps going so one run shows every failure. The
  * exit status is check_failures() != 0. */
-#ifndef NANO_VLLM_TESTS_ENGINE_CHECK_H
-#define NANO_VLLM_TESTS_ENGINE_CHECK_H
+#ifndef NANO_VLLM_TESTS_CHECK_H
+#define NANO_VLLM_TESTS_CHECK_H
 
 #include <stdio.h>
 #include <string.h>
@@ -28,6 +28,17 @@ static inline int check_failures(void)
         if (va_ != vb_) {                                                                          \
             fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, #a, #b,  \
                     va_, vb_);                                                                     \
+            check_failed_count++;                                                                  \
+        }                                                                                          \
+    } while (0)
+
+/* Two NUL-terminated strings are equal (NULL equals nothing). */
+#define CHECK_STR_EQ(a, b)                                                                         \
+    do {                                                                                           \
+        const char *va_ = (a), *vb_ = (b);                                                         \
+        if (!va_ || !vb_ || strcmp(va_, vb_) != 0) {                                               \
+            fprintf(stderr, "%s:%d: %s == %s failed:\n  got  '%s'\n  want '%s'\n", __FILE__,       \
+                    __LINE__, #a, #b, va_ ? va_ : "(null)", vb_ ? vb_ : "(null)");                 \
             check_failed_count++;                                                                  \
         }                                                                                          \
     } while (0)
