@@ -6,7 +6,8 @@
 
 For each concurrency level (default 1, 8, 32, 64) it keeps that many streaming completions
 (stream: true, include_usage) in flight for --duration seconds (at most --max-requests per
-level), each a greedy continuation of --max-tokens tokens with ignore_eos, and reports:
+level), each a greedy continuation (ignore_eos) of --max-tokens tokens after a prompt of
+--prompt-tokens token ids (distinct per request, so no prefix is cached), and reports:
   - aggregate completion tokens/s (the usage chunk's completion_tokens over wall time),
   - time to first token (request sent -> first text event) p50/p90/p99,
   - inter-token latency (gap between text events / tokens in the later one) p50/p90/p99,
@@ -89,6 +90,19 @@ async def one_stream(host, port, body, key, stats):
         writer.close()
 
 
+def prompt(i, n):
+    """Request i's prompt: n token ids when n > 0 (seeded by i, so no two requests share a
+    prefix the server could cache), else one of PROMPTS as text."""
+    if n <= 0:
+        return PROMPTS[i % len(PROMPTS)]
+    x = (i + 1) * 2654435761 % 2**32
+    ids = []
+    for _ in range(n):
+        x = (x * 1103515245 + 12345) % 2**31
+        ids.append(x % 50000)
+    return ids
+
+
 async def level(host, port, conc, args):
     stats = {"tokens": 0, "ttft": [], "itl": [], "done": 0, "errors": {}}
     end = time.monotonic() + args.duration
@@ -98,7 +112,7 @@ async def level(host, port, conc, args):
         i = w
         while time.monotonic() < end and started[0] < args.max_requests:
             started[0] += 1
-            body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": args.max_tokens,
+            body = {"prompt": prompt(i, args.prompt_tokens), "max_tokens": args.max_tokens,
                     "temperature": 0, "ignore_eos": True, "stream": True,
                     "stream_options": {"include_usage": True}}
             if args.model_name:
@@ -157,7 +171,9 @@ def main():
     ap.add_argument("--model-name", help="the 'model' field to send")
     ap.add_argument("--api-key", default=os.environ.get("NANO_VLLM_API_KEY"))
     ap.add_argument("--levels", default="1,8,32,64", help="concurrency levels")
-    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--prompt-tokens", type=int, default=64,
+                    help="prompt length in tokens (ids, distinct per request); 0 = short text")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per level (bound)")
     ap.add_argument("--max-requests", type=int, default=2000, help="requests per level (bound)")
     args = ap.parse_args()
