@@ -197,7 +197,12 @@ static int get(loader_t *ld, const char *name, int64_t d0, int64_t d1, const flo
     const st_set_t *st = &ld->m->st;
     const st_tensor_t *t = find(st, name);
     if (!t)
-        return st_fail(ld->err, ld->errlen, -EINVAL, "%s: missing tensor %s", st->source, name);
+        return strncmp(name, "h.", 2) == 0
+                   ? st_fail(ld->err, ld->errlen, -EINVAL,
+                             "%s: missing tensor %s (n_layer = %d in config.json)", st->source,
+                             name, ld->m->cfg.n_layer)
+                   : st_fail(ld->err, ld->errlen, -EINVAL, "%s: missing tensor %s", st->source,
+                             name);
     const char *file = st->files[t->file].name;
     int64_t want[2] = {d0, d1};
     int ndim = d1 ? 2 : 1;
@@ -229,14 +234,17 @@ static int get(loader_t *ld, const char *name, int64_t d0, int64_t d1, const flo
     return 0;
 }
 
+/* The per-layer weights, h.N.<name>, in the order of gpt2_layer_t. */
+static const char *const layer_names[12] = {
+    "ln_1.weight",        "ln_1.bias",        "attn.c_attn.weight", "attn.c_attn.bias",
+    "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight",        "ln_2.bias",
+    "mlp.c_fc.weight",    "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias",
+};
+
 static int get_layer(loader_t *ld, int l, gpt2_layer_t *w)
 {
     const int64_t C = ld->m->cfg.n_embd;
-    static const char *const names[] = {
-        "ln_1.weight",        "ln_1.bias",        "attn.c_attn.weight", "attn.c_attn.bias",
-        "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight",        "ln_2.bias",
-        "mlp.c_fc.weight",    "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias",
-    };
+    const char *const *names = layer_names;
     const int64_t shape[12][2] = {{C, 0},     {C, 0},     {C, 3 * C}, {3 * C, 0},
                                   {C, C},     {C, 0},     {C, 0},     {C, 0},
                                   {C, 4 * C}, {4 * C, 0}, {4 * C, C}, {C, 0}};
@@ -269,6 +277,70 @@ static int get_all(loader_t *ld)
     else if (!rc && ld->filling)
         m->lm_head = m->wte;
     return rc;
+}
+
+/* Parses "h.N.rest" with N a plain decimal (no sign, no leading zero); returns rest or NULL. */
+static const char *layer_index(const char *name, long *n)
+{
+    if (strncmp(name, "h.", 2) != 0 || name[2] < '0' || name[2] > '9' ||
+        (name[2] == '0' && name[3] != '.'))
+        return NULL;
+    long v = 0;
+    const char *p = name + 2;
+    for (; *p >= '0' && *p <= '9'; p++)
+        if ((v = v * 10 + (*p - '0')) > 1L << 30)
+            return NULL;
+    if (*p != '.')
+        return NULL;
+    *n = v;
+    return p + 1;
+}
+
+/* Whether rest (what follows "h.N.") names a layer tensor of the GPT-2 layout: one of the twelve weights or the buffers Hugging Face checkpoints carry along (the
+ * causal mask attn.bias and the constant attn.masked_bias), which the engine does not read. */
+static int layer_tensor_name(const char *rest)
+{
+    if (strcmp(rest, "attn.bias") == 0 || strcmp(rest, "attn.masked_bias") == 0)
+        return 1;
+    for (int i = 0; i < 12; i++)
+        if (strcmp(rest, layer_names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Refuses a checkpoint with tensors config.json has no place for, as vLLM does: layers at or
+ * beyond n_layer (a config.json that says fewer layers than the weights hold), names that are
+ * not GPT-2's, and a weight present both with and without the "transformer." prefix (only one
+ * of the two would be used). Runs after get_all has found every tensor it needs. */
+static int check_unused(const gpt2_t *m, char *err, size_t errlen)
+{
+    static const char prefix[] = "transformer.";
+    const st_set_t *st = &m->st;
+    for (int i = 0; i < st->n_tensors; i++) {
+        const st_tensor_t *t = &st->tensors[i];
+        const char *file = st->files[t->file].name, *base = t->name, *rest;
+        int prefixed = strncmp(base, prefix, sizeof(prefix) - 1) == 0;
+        if (prefixed)
+            base += sizeof(prefix) - 1;
+        long l;
+        if (!prefixed && strcmp(base, "lm_head.weight") == 0)
+            continue;
+        if ((rest = layer_index(base, &l)) != NULL && layer_tensor_name(rest)) {
+            if (l >= m->cfg.n_layer)
+                return st_fail(err, errlen, -EINVAL,
+                               "%s: tensor %s is beyond n_layer = %d of config.json", file,
+                               t->name, m->cfg.n_layer);
+        } else if (strcmp(base, "wte.weight") != 0 && strcmp(base, "wpe.weight") != 0 &&
+                   strcmp(base, "ln_f.weight") != 0 && strcmp(base, "ln_f.bias") != 0) {
+            return st_fail(err, errlen, -EINVAL,
+                           "%s: tensor %s is not a GPT-2 weight",
+                           file, t->name);
+        }
+        if (prefixed && st_find(st, base))
+            return st_fail(err, errlen, -EINVAL, "%s: tensor %s is also present as %s", file,
+                           t->name, base);
+    }
+    return 0;
 }
 
 /* Drops the resident pages of a read-only file mapping range (whole pages inside it only);
@@ -375,6 +447,7 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
 
     loader_t ld = {.m = m, .err = err, .errlen = errlen};
     rc = get_all(&ld);
+    rc = rc ? rc : check_unused(m, err, errlen);
     if (rc)
         goto fail;
     if (ld.n_convert) {

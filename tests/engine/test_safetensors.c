@@ -242,8 +242,11 @@ static void test_valid(void)
     }
     ckpt_free(&c);
 
-    /* transformer. names and an lm_head.weight of its own. */
+    /* transformer. names, an lm_head.weight of its own and the masked_bias buffer. */
     ckpt_make(&c, "transformer.", 1, "F32");
+    smp_rng_t r;
+    smp_rng_seed(&r, 2);
+    add_tensor(&c, "transformer.h.0.attn.masked_bias", "F32", 1, 0, &r);
     ckpt_write(&c, dir, sizeof(dir), 1);
     m = expect_load(dir, 0, NULL, NULL);
     if (m) {
@@ -356,6 +359,30 @@ static void test_bad_headers(void)
              "config.json: activation_function \"relu\"", NULL);
     BAD_CASE(json_object_set_new(c.config, "n_inner", json_integer(5)), -EINVAL,
              "config.json: n_inner", NULL);
+    /* Tensors config.json has no place for: refused, not silently ignored. */
+    smp_rng_t r;
+    smp_rng_seed(&r, 3);
+    BAD_CASE(add_tensor(&c, "h.1.attn.c_attn.weight", "F32", C, 3 * C, &r), -EINVAL,
+             "model.safetensors: tensor h.1.attn.c_attn.weight is beyond n_layer = 1 of "
+             "config.json",
+             NULL);
+    BAD_CASE(add_tensor(&c, "h.1.attn.bias", "F32", P, P, &r), -EINVAL,
+             "model.safetensors: tensor h.1.attn.bias is beyond n_layer = 1", NULL);
+    BAD_CASE(add_tensor(&c, "h.0.mlp.c_fc.weight_scale", "F32", 1, 0, &r), -EINVAL,
+             "model.safetensors: tensor h.0.mlp.c_fc.weight_scale is not a GPT-2 weight", NULL);
+    BAD_CASE(add_tensor(&c, "score.weight", "F32", 2, C, &r), -EINVAL,
+             "model.safetensors: tensor score.weight is not a GPT-2 weight", NULL);
+    BAD_CASE(add_tensor(&c, "h.00.ln_1.weight", "F32", C, 0, &r), -EINVAL,
+             "model.safetensors: tensor h.00.ln_1.weight is not a GPT-2 weight", NULL);
+    BAD_CASE(add_tensor(&c, "transformer.lm_head.weight", "F32", V, C, &r), -EINVAL,
+             "tensor transformer.lm_head.weight is not a GPT-2 weight", NULL);
+    BAD_CASE(add_tensor(&c, "transformer.ln_f.bias", "F32", C, 0, &r), -EINVAL,
+             "model.safetensors: tensor transformer.ln_f.bias is also present as ln_f.bias",
+             NULL);
+    /* More layers in config.json than in the weights. */
+    BAD_CASE(json_object_set_new(c.config, "n_layer", json_integer(2)), -EINVAL,
+             "model.safetensors: missing tensor h.1.ln_1.weight (n_layer = 2 in config.json)",
+             NULL);
 #undef BAD_CASE
 }
 

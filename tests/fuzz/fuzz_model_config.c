@@ -4,7 +4,7 @@
  * test checkpoint (NV_CKPT_DIR, a link, not a copy), so a config that parses goes on to have
  * every tensor's shape checked against it. Checks, beyond "no crash, no leak": a failure
  * leaves one printable error line and no model; a success loads only a config that agrees
- * with the weights (the tiny shape), with an epsilon in (0, 1).
+ * with the weights (the tiny shape, every layer of the file), with an epsilon in (0, 1).
  */
 #include <math.h>
 #include <stdint.h>
@@ -47,9 +47,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     const gpt2_config_t *c = gpt2_get_config(m);
     /* tests/reference's tiny shape: 2 layers, 64 channels, 256 positions. Fewer layers than
-     * the file holds load (the extra tensors go unused, as in transformers); the number of
-     * heads is not in any tensor's shape. */
-    if (c->n_layer < 1 || c->n_layer > 2 || c->n_head <= 0 || c->n_embd != 64 || c->n_embd % c->n_head != 0 ||
+     * the file holds are refused (the extra tensors would go unused); the number of heads is
+     * not in any tensor's shape. */
+    if (c->n_layer != 2 || c->n_head <= 0 || c->n_embd != 64 || c->n_embd % c->n_head != 0 ||
         c->n_ctx != 256 || c->vocab_size != 50257 || !(c->ln_eps > 0 && c->ln_eps < 1) ||
         !isfinite(c->ln_eps)) {
         fprintf(stderr, "loaded a config that disagrees: L %d NH %d C %d ctx %d V %d eps %g\n",
