@@ -70,6 +70,21 @@ const cfg_opt_t cfg_opts[] = {
     {"max_body_bytes", "--max-body-bytes", "NANO_VLLM_MAX_BODY_BYTES", "SIZE", CFG_T_SIZE, 0,
      OFF(max_body_bytes), "1M", KIB, GIB, NULL,
      "largest request body; bigger ones get 413"},
+    {"timeout_keep_alive", "--timeout-keep-alive", "NANO_VLLM_TIMEOUT_KEEP_ALIVE", "SECONDS",
+     CFG_T_INT, 0, OFF(timeout_keep_alive), "5", 1, 86400, NULL,
+     "close a connection after this long without traffic: idle between requests, or a client "
+     "that stops sending mid-request (as uvicorn's --timeout-keep-alive)"},
+    {"header_timeout", "--header-timeout", "NANO_VLLM_HEADER_TIMEOUT", "SECONDS", CFG_T_INT, 0,
+     OFF(header_timeout), "10", 1, 3600, NULL,
+     "a connection must send a request's complete headers within this long of opening or of "
+     "its previous response, however slowly it trickles them, or it is closed"},
+    {"max_connections", "--max-connections", "NANO_VLLM_MAX_CONNECTIONS", "N", CFG_T_INT, 0,
+     OFF(max_connections), "0", 0, 1048576, NULL,
+     "open client connections in all; more wait in the listen backlog; 0 = as many as the "
+     "open-file limit allows"},
+    {"max_connections_per_ip", "--max-connections-per-ip", "NANO_VLLM_MAX_CONNECTIONS_PER_IP",
+     "N", CFG_T_INT, 0, OFF(max_connections_per_ip), "0", 0, 1048576, NULL,
+     "open connections from one client address; more are closed at once; 0 = no limit"},
     {"max_waiting", "--max-waiting", "NANO_VLLM_MAX_WAITING", "N", CFG_T_INT, 0, OFF(max_waiting),
      "256", 1, 1048576, NULL, "requests allowed to wait for a slot; more get 429"},
     {"shutdown_timeout", "--shutdown-timeout", "NANO_VLLM_SHUTDOWN_TIMEOUT", "SECONDS", CFG_T_DOUBLE,

@@ -36,6 +36,10 @@ typedef struct cfg {
     char *api_key;           /* owned or NULL = no key */
     char *served_model_name; /* owned or NULL = model directory's base name */
     size_t max_body_bytes;   /* 1 MiB */
+    int timeout_keep_alive;  /* seconds without traffic before a connection closes; 5 */
+    int header_timeout;      /* seconds a connection has to send a request's headers; 10 */
+    int max_connections;     /* open connections in all; 0 = as the open-file limit allows */
+    int max_connections_per_ip; /* 0 = no limit */
     int max_waiting;         /* 256 */
     double shutdown_timeout; /* seconds, 30 */
     int log_format;          /* enum cfg_log_format */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -225,16 +226,40 @@ static void log_settings(const cfg_t *c)
     free(text);
 }
 
+/* --max-connections 0: as many connections as file descriptors allow. The soft open-file
+ * limit is raised to the hard one first (as the Go runtime does), since 1024, the usual soft
+ * default, is far below what a server needs; FD_RESERVE descriptors stay for everything that
+ * is not a client connection (the listen socket, epoll, libuv, model files while loading). */
+#define FD_RESERVE 64
+static unsigned connection_limit(const cfg_t *c)
+{
+    if (c->max_connections > 0)
+        return (unsigned)c->max_connections;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1000;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl = up;
+    }
+    rlim_t n = rl.rlim_cur == RLIM_INFINITY ? 1048576 : rl.rlim_cur;
+    n = n > 1048576 ? 1048576 : n;
+    return n > 2 * FD_RESERVE ? (unsigned)(n - FD_RESERVE) : (unsigned)(n / 2 ? n / 2 : 1);
+}
+
 static int start(srv_t *s)
 {
     char err[256];
+    unsigned conn_limit = connection_limit(&s->cfg);
     http_options_t ho = {
         .host = s->cfg.host,
         .port = s->cfg.port,
         .max_body_bytes = s->cfg.max_body_bytes,
-        .conn_timeout = 30,
-        .conn_limit = 1000,
-        .per_ip_limit = 0,
+        .conn_timeout = (unsigned)s->cfg.timeout_keep_alive,
+        .header_timeout = (unsigned)s->cfg.header_timeout,
+        .conn_limit = conn_limit,
+        .per_ip_limit = (unsigned)s->cfg.max_connections_per_ip,
         .api_key = s->cfg.api_key,
         .on_done = on_request_done,
     };
@@ -243,9 +268,9 @@ static int start(srv_t *s)
         srv_log(SRV_LOG_ERROR, "srv", NULL, "cannot listen: %s", err);
         return rc;
     }
-    srv_log(SRV_LOG_INFO, "srv", NULL, "listening on %s%s%s:%d",
+    srv_log(SRV_LOG_INFO, "srv", NULL, "listening on %s%s%s:%d (at most %u connections)",
             strchr(s->cfg.host, ':') ? "[" : "", s->cfg.host, strchr(s->cfg.host, ':') ? "]" : "",
-            http_server_port(s->http));
+            http_server_port(s->http), conn_limit);
     uv_async_init(&s->loop, &s->wake, wake_cb);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);

@@ -98,6 +98,10 @@ static void test_defaults(void)
     CHECK_INT_EQ(c.max_body_bytes, 1024 * 1024);
     CHECK_INT_EQ(c.max_waiting, 256);
     CHECK(c.shutdown_timeout == 30.0);
+    CHECK_INT_EQ(c.timeout_keep_alive, 5);
+    CHECK_INT_EQ(c.header_timeout, 10);
+    CHECK_INT_EQ(c.max_connections, 0);
+    CHECK_INT_EQ(c.max_connections_per_ip, 0);
     CHECK_INT_EQ(c.log_format, CFG_LOG_TEXT);
     CHECK(c.config_file == NULL);
 
@@ -218,6 +222,19 @@ static void test_precedence(void)
     CHECK_INT_EQ(c.log_format, CFG_LOG_JSON);
     cfg_free(&c);
 
+    /* The connection settings, by flag and by environment. */
+    CHECK_INT_EQ(load(&c, err,
+                      ARGS("m", "--timeout-keep-alive", "75", "--header-timeout=3",
+                           "--max-connections", "200"),
+                      ARGS("NANO_VLLM_MAX_CONNECTIONS_PER_IP=8", "NANO_VLLM_HEADER_TIMEOUT=4")),
+                 0);
+    CHECK_STR_EQ(err, "");
+    CHECK_INT_EQ(c.timeout_keep_alive, 75);
+    CHECK_INT_EQ(c.header_timeout, 3); /* the flag beats the environment */
+    CHECK_INT_EQ(c.max_connections, 200);
+    CHECK_INT_EQ(c.max_connections_per_ip, 8);
+    cfg_free(&c);
+
     /* An empty file value unsets a nullable string set by the default; quotes keep '#'. */
     const char *q = write_text("quote.conf", "\xEF\xBB\xBFserved_model_name =\r\n"
                                              "api_key = \"a #b \"  # trailing comment\r\n"
@@ -281,6 +298,12 @@ static void test_value_errors(void)
                  ARGS("--shutdown-timeout", "1e999"), NOENV);
     expect_error(__LINE__, "--shutdown-timeout: -1 is out of range (0-86400)",
                  ARGS("--shutdown-timeout", "-1"), NOENV);
+    expect_error(__LINE__, "--timeout-keep-alive: 0 is out of range (1-86400)",
+                 ARGS("--timeout-keep-alive", "0"), NOENV);
+    expect_error(__LINE__, "--header-timeout: 'soon' is not an integer",
+                 ARGS("--header-timeout", "soon"), NOENV);
+    expect_error(__LINE__, "NANO_VLLM_MAX_CONNECTIONS: -1 is out of range (0-1048576)",
+                 ARGS("m"), ARGS("NANO_VLLM_MAX_CONNECTIONS=-1"));
     expect_error(__LINE__, "--log-format: 'xml' is not one of text, json",
                  ARGS("--log-format", "xml"), NOENV);
     expect_error(__LINE__, "--weight-dtype: 'f64' is not one of auto, f32, f16, bf16",
