@@ -11,6 +11,8 @@ Groups:
               served in time
   storm       200 streaming clients that vanish at random points; afterwards nothing runs or
               waits, every KV block is free and RSS is back near its level before
+  limits      the connection settings: a full connection limit held by garbage senders
+              frees up within the header timeout; idle keep-alive closes in time
   startup     start-up faults: each a one-line error naming what and where, exit status 1,
               no signal (no core dump)
   storm-long, slowloris-long   the same, bigger (suite 'slow')
@@ -271,6 +273,10 @@ def battery_cases():
         b"X-H%d: %s\r\n" % (i, b"v" * 50) for i in range(2000)) + b"\r\n", 431)
     mhd("one 64 KB header", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 65536 +
         b"\r\n\r\n", 431)
+    # Its memory runs out holding the arguments: it never answers, and the connection is
+    # closed by --timeout-keep-alive (5 s by default).
+    mhd("1,500 query arguments", b"GET /health?" + b"a=b&" * 1500 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        None)
     # Content types.
     raw("missing Content-Type", post_bytes('{"prompt": "x"}', ctype=None), 415)
     raw("Content-Type text/plain", post_bytes('{"prompt": "x"}', ctype=b"text/plain"), 415)
@@ -405,6 +411,75 @@ def test_slowloris(n_idle, n_slow, duration):
             s.close()
         check_idle(srv, "after slowloris")
         check_eq(srv.stop(), 0, "slowloris server exit status")
+
+
+# ---- group: limits -------------------------------------------------------------------------
+
+def closed_within(s, seconds):
+    """Seconds until the server closes s (reading and dropping what it sends), or None."""
+    t0 = time.time()
+    s.settimeout(0.2)
+    while time.time() - t0 < seconds:
+        try:
+            if not s.recv(4096):
+                return time.time() - t0
+        except socket.timeout:
+            continue
+        except OSError:
+            return time.time() - t0
+    return None
+
+
+def test_limits():
+    """The connection settings: with room for 3 connections, 3 that send garbage without a
+    newline (one silent, two trickling) are closed by the keep-alive and header timeouts, and
+    a normal client is then served; an idle keep-alive connection closes after
+    --timeout-keep-alive."""
+    srv = ts.Server("--max-connections", "3", "--timeout-keep-alive", "1", "--header-timeout",
+                    "2")
+    socks, stop = [], threading.Event()
+    try:
+        check(any("at most 3 connections" in l for l in srv.log), "limits: the limit is logged",
+              srv.log[-5:])
+        base = greedy_text(srv)
+        # An idle keep-alive connection: one request, then silence.
+        c = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        t = closed_within(c, 6)
+        c.close()
+        check(t is not None and 0.5 < t < 3.5, "limits: idle keep-alive closed after ~1 s", t)
+        # Fill every slot with raw garbage that never has a newline (a TLS hello, binary).
+        for i in range(3):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(bytes.fromhex("16030100a5010000a10303") + b"\x00garbage" * i)
+            socks.append(s)
+
+        def trickle():
+            while not stop.is_set():
+                for s in socks[1:]:
+                    try:
+                        s.send(b"\x01")
+                    except OSError:
+                        pass
+                stop.wait(0.3)
+
+        threading.Thread(target=trickle, daemon=True).start()
+        time.sleep(0.3)
+        t0 = time.time()
+        text = greedy_text(srv)  # waits in the backlog until a slot frees
+        waited = time.time() - t0
+        check_eq(text, base, "limits: a normal client is served once the garbage is cut")
+        check(waited < 6, "limits: served within the header timeout and a margin (%.1f s)" %
+              waited, waited)
+        print("limits: idle keep-alive closed after %s s; a normal client waited %.1f s behind "
+              "3 garbage connections" % ("%.1f" % t if t else "-", waited))
+        for s in socks:
+            check(closed_within(s, 4) is not None, "limits: a garbage connection was closed")
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
+        check_eq(srv.stop(), 0, "limits server exit status")
 
 
 # ---- group: storm --------------------------------------------------------------------------
@@ -588,6 +663,8 @@ def main():
             test_storm(200, 1)
         elif g == "storm-long":
             test_storm(200, 5)
+        elif g == "limits":
+            test_limits()
         elif g == "startup":
             test_startup()
         else:
