@@ -623,6 +623,20 @@ def test_startup():
             json.dump(c, f)
         start_fails("bad config.json value", ["serve", cfgbad, "--port", "0"],
                     ["config.json", "n_head", "5"])
+        # A config.json with fewer layers than the weights: refused, not half-loaded.
+        c["n_head"] = 4
+        c["n_layer"] = 1
+        with open(os.path.join(cfgbad, "config.json"), "w") as f:
+            json.dump(c, f)
+        start_fails("weights beyond config.json", ["serve", cfgbad, "--port", "0"],
+                    ["model.safetensors: tensor h.1.", "beyond n_layer = 1 of config.json"])
+        # No tokenizer files.
+        notok = os.path.join(d, "notok")
+        os.mkdir(notok)
+        for f in ("config.json", "model.safetensors"):
+            os.symlink(os.path.join(MODEL, f), os.path.join(notok, f))
+        start_fails("missing tokenizer", ["serve", notok, "--port", "0"],
+                    [notok, "vocab.json"])
         # Bad server settings, by flag, environment and config file.
         start_fails("bad flag value", ["serve", MODEL, "--port", "0", "--max-num-seqs", "-3"],
                     ["max-num-seqs", "-3"])
@@ -635,7 +649,10 @@ def test_startup():
                     ["serve.conf", "block_size", "seventeen"])
         # A KV pool too small for one sequence of the model's context.
         start_fails("KV memory too small", ["serve", MODEL, "--port", "0", "--kv-cache-memory",
-                                            "1K"], ["kv"])
+                                            "1K"], ["KV cache", "kv_cache_memory", "max_model_len"])
+        start_fails("host that does not resolve", ["serve", MODEL, "--port", "0", "--host",
+                                                   "no-such-host.invalid"],
+                    ["--host", "no-such-host.invalid"])
     # A busy port.
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
