@@ -71,6 +71,25 @@ struct http_req {
     http_log_info_t log;
 };
 
+/* What a request head (request line and headers) may hold. libmicrohttpd answers requests
+ * too big for its per-connection memory itself, with an HTML page (414 while it still reads
+ * the request line, 431 after); its memory is therefore set to HTTP_MHD_MEMORY, well above
+ * these limits, so that the heads between them and it reach access_cb and get the OpenAI
+ * error object. The values are those of common front ends: 8 KiB for the request target
+ * (nginx's large_client_header_buffers), 16 KiB for the whole head (h11, as uvicorn and thus
+ * vLLM use it, and Node). */
+#define HTTP_MAX_TARGET ((size_t)8 * 1024)
+#define HTTP_MAX_HEAD ((size_t)16 * 1024)
+#define HTTP_MHD_MEMORY ((size_t)64 * 1024)
+
+/* Checks the head of r, whose headers just arrived (access_cb's first call), for what
+ * libmicrohttpd lets through but a careful HTTP/1.1 server refuses (RFC 9112): a target or
+ * head over the limits above, a missing or repeated Host, conflicting body framing (the
+ * request-smuggling shapes), a header name with a blank or another non-token byte, a transfer
+ * coding other than chunked. Answers r with the OpenAI error object and "Connection: close"
+ * and returns 1 when it refuses; 0 otherwise. */
+int http_head_refused(http_req_t *r, const char *url, const char *version);
+
 /* Asks for one more MHD_run on the next loop iteration (after a resume). */
 void http_kick(http_server_t *hs);
 /* Suspends r's connection (only from the access handler or the content reader) and watches
