@@ -17,6 +17,8 @@
  * - MHD does not see a client leave while its connection is suspended: a uv_poll with
  *   UV_DISCONNECT watches the socket for that time.
  * - MHD_stop_daemon aborts the process if a connection is suspended: close resumes all.
+ * - MHD answers a head too big for its per-connection memory itself, with HTML: the memory is
+ *   set well above our own limits (http_head.c), which answer with the OpenAI error object.
  * - CONNECTION_TIMEOUT only measures inactivity, so a client that sends one header byte a
  *   second (slowloris) would hold its slot for ever: every connection must send its request
  *   headers within header_timeout of opening or of its previous response, or a sweep shuts
