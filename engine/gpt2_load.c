@@ -244,7 +244,6 @@ static const char *const layer_names[12] = {
 static int get_layer(loader_t *ld, int l, gpt2_layer_t *w)
 {
     const int64_t C = ld->m->cfg.n_embd;
-    const char *const *names = layer_names;
     const int64_t shape[12][2] = {{C, 0},     {C, 0},     {C, 3 * C}, {3 * C, 0},
                                   {C, C},     {C, 0},     {C, 0},     {C, 0},
                                   {C, 4 * C}, {4 * C, 0}, {4 * C, C}, {C, 0}};
@@ -253,7 +252,7 @@ static int get_layer(loader_t *ld, int l, gpt2_layer_t *w)
                              &w->fc_w,        &w->fc_b,        &w->mlp_proj_w, &w->mlp_proj_b};
     for (int i = 0; i < 12; i++) {
         char name[64];
-        snprintf(name, sizeof(name), "h.%d.%s", l, names[i]);
+        snprintf(name, sizeof(name), "h.%d.%s", l, layer_names[i]);
         int rc = get(ld, name, shape[i][0], shape[i][1], dst[i]);
         if (rc)
             return rc;
@@ -296,8 +295,9 @@ static const char *layer_index(const char *name, long *n)
     return p + 1;
 }
 
-/* Whether rest (what follows "h.N.") names a layer tensor of the GPT-2 layout: one of the twelve weights or the buffers Hugging Face checkpoints carry along (the
- * causal mask attn.bias and the constant attn.masked_bias), which the engine does not read. */
+/* Whether rest (what follows "h.N.") names a layer tensor of the GPT-2 layout: one of the
+ * twelve weights, or a buffer Hugging Face checkpoints carry along (the causal mask attn.bias,
+ * the constant attn.masked_bias), which the engine does not read. */
 static int layer_tensor_name(const char *rest)
 {
     if (strcmp(rest, "attn.bias") == 0 || strcmp(rest, "attn.masked_bias") == 0)
@@ -332,9 +332,8 @@ static int check_unused(const gpt2_t *m, char *err, size_t errlen)
                                t->name, m->cfg.n_layer);
         } else if (strcmp(base, "wte.weight") != 0 && strcmp(base, "wpe.weight") != 0 &&
                    strcmp(base, "ln_f.weight") != 0 && strcmp(base, "ln_f.bias") != 0) {
-            return st_fail(err, errlen, -EINVAL,
-                           "%s: tensor %s is not a GPT-2 weight",
-                           file, t->name);
+            return st_fail(err, errlen, -EINVAL, "%s: tensor %s is not a GPT-2 weight", file,
+                           t->name);
         }
         if (prefixed && st_find(st, base))
             return st_fail(err, errlen, -EINVAL, "%s: tensor %s is also present as %s", file,

@@ -11,10 +11,10 @@
 #include "server/http_int.h"
 
 typedef struct head_info {
-    size_t bytes;   /* request headers, as "Name: value\r\n" */
-    size_t target;  /* the path and query arguments */
-    int n_host;     /* Host headers */
-    int n_length;   /* Content-Length headers */
+    size_t bytes;  /* request headers, as "Name: value\r\n" */
+    size_t target; /* the path and query arguments */
+    int n_host;    /* Host headers */
+    int n_length;  /* Content-Length headers */
     int length_differs;
     const char *length;   /* the first Content-Length */
     const char *encoding; /* the last Transfer-Encoding */
@@ -22,11 +22,10 @@ typedef struct head_info {
 } head_info_t;
 
 /* The characters of a header name (RFC 9110 token). */
-#define HTTP_TCHAR                                                                                 \
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#define HTTP_TCHAR "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-static enum MHD_Result head_cb(void *cls, enum MHD_ValueKind kind, const char *key,
-                               size_t key_size, const char *value, size_t value_size)
+static enum MHD_Result head_cb(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                               const char *value, size_t value_size)
 {
     head_info_t *h = cls;
     if (kind == MHD_GET_ARGUMENT_KIND) {
@@ -64,17 +63,18 @@ int http_head_refused(http_req_t *r, const char *url, const char *version)
         snprintf(msg, sizeof(msg), "the request headers are larger than %zu bytes", HTTP_MAX_HEAD);
     } else if (h.bad_field) {
         status = MHD_HTTP_BAD_REQUEST;
-        snprintf(msg, sizeof(msg), "a header name holds a blank or another byte names may not hold");
+        snprintf(msg, sizeof(msg), "a header name has a blank or another byte not allowed in it");
     } else if (strcmp(version, MHD_HTTP_VERSION_1_0) != 0 && h.n_host != 1) {
         status = MHD_HTTP_BAD_REQUEST;
         snprintf(msg, sizeof(msg), "an HTTP/1.1 request needs exactly one Host header (got %d)",
                  h.n_host);
     } else if (h.length_differs) {
         status = MHD_HTTP_BAD_REQUEST;
-        snprintf(msg, sizeof(msg), "Content-Length headers that disagree");
+        snprintf(msg, sizeof(msg), "the Content-Length headers disagree");
     } else if (h.encoding && h.n_length) {
         status = MHD_HTTP_BAD_REQUEST;
-        snprintf(msg, sizeof(msg), "both Transfer-Encoding and Content-Length");
+        snprintf(msg, sizeof(msg),
+                 "a request may not have both Transfer-Encoding and Content-Length");
     } else if (h.encoding && strcasecmp(h.encoding, "chunked") != 0) {
         status = MHD_HTTP_NOT_IMPLEMENTED;
         snprintf(msg, sizeof(msg), "only Transfer-Encoding: chunked is supported");
