@@ -480,6 +480,32 @@ def test_limits():
         for s in socks:
             s.close()
         check_eq(srv.stop(), 0, "limits server exit status")
+    # Two connections per address: of three from the same one, one is closed at once,
+    # unanswered, and the other two are served.
+    srv = ts.Server("--max-connections-per-ip", "2")
+    socks = []
+    try:
+        time.sleep(0.5)  # the start-up health checks' connections are gone
+        for i in range(3):
+            socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+            time.sleep(0.1)
+        answered = 0
+        for s in socks:
+            try:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                answered += s.recv(100).startswith(b"HTTP/1.1 200")
+            except OSError:
+                pass
+        check_eq(answered, 2, "limits: two of three connections from one address are served")
+        for s in socks:
+            s.close()
+        socks = []
+        time.sleep(0.3)
+        check_eq(ts.request(srv, "GET", "/health")[0], 200, "limits: served again below the limit")
+    finally:
+        for s in socks:
+            s.close()
+        check_eq(srv.stop(), 0, "per-address limit server exit status")
 
 
 # ---- group: storm --------------------------------------------------------------------------
