@@ -390,7 +390,7 @@ static int exists(const char *path)
     return access(path, F_OK) == 0;
 }
 
-int tok_load_files(tok_t *t, const char *dir, char *err, size_t errlen)
+static int load_files(tok_t *t, const char *dir, char *err, size_t errlen)
 {
     char vocab_path[PATH_MAX], merges_path[PATH_MAX], tj_path[PATH_MAX];
     loader_t l = {.t = t, .fname = dir, .err = err, .errlen = errlen};
@@ -428,5 +428,17 @@ int tok_load_files(tok_t *t, const char *dir, char *err, size_t errlen)
         rc = load_merges_txt(&l, merges_path);
     }
     json_decref(vocab);
+    return rc;
+}
+
+int tok_load_files(tok_t *t, const char *dir, char *err, size_t errlen)
+{
+    int rc = load_files(t, dir, err, errlen);
+    /* Messages quote tokens and merges as the files hold them, and a JSON string may hold a
+     * newline or an escape byte: keep the message one printable line. */
+    if (rc && err)
+        for (char *c = err; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
     return rc;
 }
