@@ -8,6 +8,7 @@
  * pages are handed back to the kernel (they reload from the file if anything reads them).
  */
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -70,8 +71,12 @@ static int parse_config(json_t *root, gpt2_config_t *c, char *err, size_t errlen
     json_t *j = json_object_get(root, "layer_norm_epsilon");
     if (j) {
         double e = json_number_value(j);
-        if (!json_is_number(j) || !(e > 0 && e < 1))
-            return st_fail(err, errlen, -EINVAL, "config.json: layer_norm_epsilon must be in (0, 1)");
+        /* Kept as a float: below FLT_MIN it would round to 0 (or a subnormal), and a
+         * constant row would then divide by zero. */
+        if (!json_is_number(j) || !(e >= FLT_MIN && e < 1))
+            return st_fail(err, errlen, -EINVAL,
+                           "config.json: layer_norm_epsilon must be in (0, 1) and at least %g "
+                           "(the smallest normal float)", (double)FLT_MIN);
         c->ln_eps = (float)e;
     }
     j = json_object_get(root, "activation_function");

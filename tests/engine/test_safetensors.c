@@ -355,6 +355,9 @@ static void test_bad_headers(void)
              "config.json: n_layer is not an integer", NULL);
     BAD_CASE(json_object_set_new(c.config, "n_head", json_integer(0)), -EINVAL,
              "config.json: n_head 0", NULL);
+    /* Positive as a double, 0 as the float layer norm uses. */
+    BAD_CASE(json_object_set_new(c.config, "layer_norm_epsilon", json_real(1e-75)), -EINVAL,
+             "config.json: layer_norm_epsilon must be in (0, 1)", NULL);
     BAD_CASE(json_object_set_new(c.config, "activation_function", json_string("relu")), -EINVAL,
              "config.json: activation_function \"relu\"", NULL);
     BAD_CASE(json_object_set_new(c.config, "n_inner", json_integer(5)), -EINVAL,
