@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "engine/gpt2.h"
+#include "engine/pool.h"
 #include "engine/scheduler.h"
 
 /* A request or an abort on its way to the scheduler thread. */
@@ -131,8 +132,8 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     if (p->threads != 0) {
         rc = gpt2_set_threads(e->model, p->threads);
         if (rc < 0) {
-            snprintf(err, errlen, "cannot use %d compute threads (%s; 0 = one per core)",
-                     p->threads, strerror(-rc));
+            snprintf(err, errlen, "threads %d: cannot start that many compute threads (%s; "
+                     "1..%d, or 0 = one per core)", p->threads, strerror(-rc), POOL_MAX_THREADS);
             goto fail;
         }
     }
@@ -179,9 +180,11 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     int need = (lim.max_model_len + bs - 1) / bs;
     if (nb < need) {
         snprintf(err, errlen,
-                 "KV cache of %d blocks (%zu MiB) cannot hold one sequence of max_model_len "
-                 "%d (%d blocks of %d tokens): raise kv_cache_memory or lower max_model_len",
-                 nb, (size_t)nb * block_bytes >> 20, lim.max_model_len, need, bs);
+                 "KV cache of %d blocks (%zu MiB; %zu KiB per block of %d tokens) cannot hold "
+                 "one sequence of max_model_len %d (%d blocks): raise kv_cache_memory or lower "
+                 "max_model_len",
+                 nb, (size_t)nb * block_bytes >> 20, block_bytes >> 10, bs, lim.max_model_len,
+                 need);
         goto fail;
     }
     rc = kv_cache_init(&e->kv, cfg, bs, nb);
