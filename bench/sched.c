@@ -3,7 +3,8 @@
  * (scheduling, sampling, detokenizing, events), time to first token and inter-token latency.
  *
  *   bench/sched [MODEL_DIR] [--concurrency 1,8,32,64] [--prompt-tokens 64]
- *               [--new-tokens 128] [--threads N]
+ *               [--new-tokens 128] [--threads N] [--max-num-batched-tokens 512]
+ *               [--max-prefill-tokens-decoding 32]
  *
  * Without a model in MODEL_DIR (default: a directory in the build tree, shared with
  * bench/engine) it writes a seeded random 124M checkpoint there with scripts/make-checkpoint
@@ -127,6 +128,7 @@ int main(int argc, char **argv)
     const char *dir = BENCH_DEFAULT_MODEL_DIR;
     int conc[MAX_ROUNDS] = {1, 8, 32, 64}, n_conc = 4;
     int prompt_tokens = 64, new_tokens = 128, threads = 0;
+    int budget = 512, prefill_decoding = 32; /* the server's defaults */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) {
             n_conc = 0;
@@ -138,11 +140,17 @@ int main(int argc, char **argv)
             new_tokens = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--max-num-batched-tokens") && i + 1 < argc) {
+            budget = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--max-prefill-tokens-decoding") && i + 1 < argc) {
+            prefill_decoding = atoi(argv[++i]);
         } else if (argv[i][0] != '-') {
             dir = argv[i];
         } else {
             fprintf(stderr, "usage: %s [MODEL_DIR] [--concurrency 1,8,32,64] "
-                    "[--prompt-tokens 64] [--new-tokens 128] [--threads N]\n", argv[0]);
+                    "[--prompt-tokens 64] [--new-tokens 128] [--threads N] "
+                    "[--max-num-batched-tokens 512] [--max-prefill-tokens-decoding 32]\n",
+                    argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }
@@ -169,6 +177,8 @@ int main(int argc, char **argv)
     p.model_dir = dir;
     p.threads = threads;
     p.max_num_seqs = max_conc;
+    p.max_num_batched_tokens = budget > max_conc ? budget : max_conc;
+    p.max_prefill_tokens_decoding = prefill_decoding;
     p.max_model_len = prompt_tokens + new_tokens;
     /* Exactly the blocks the largest round needs: every sequence at full length. */
     p.block_size = 16;
@@ -181,9 +191,10 @@ int main(int argc, char **argv)
     eng_info_t info;
     eng_get_info(e, &info);
     printf("model %s: %d layers, %d channels; KV pool %d blocks (%zu MiB); %d-token prompts, "
-           "%d new tokens, greedy, ignore_eos\n",
+           "%d new tokens, greedy, ignore_eos; step budget %d tokens, %d prompt tokens while "
+           "decoding\n",
            dir, info.n_layer, info.n_embd, info.num_kv_blocks, info.kv_bytes >> 20,
-           prompt_tokens, new_tokens);
+           prompt_tokens, new_tokens, p.max_num_batched_tokens, prefill_decoding);
     printf("%5s %6s %10s %10s %9s %9s %22s %22s\n", "conc", "steps", "gen tok/s",
            "fwd bound", "of bound", "outside", "TTFT p50/p90/p99 ms", "ITL p50/p90/p99 ms");
     uint64_t seed = 12345;

@@ -75,6 +75,7 @@ typedef struct sched_entry {
     sched_seq_t *seq;
     int start, n;
     int logit0, n_logits; /* its rows in the logits buffer */
+    int prefill;          /* 1 for a prompt (or recompute) chunk, 0 for a decode */
 } sched_entry_t;
 
 /* What the last step was made of (tests assert on it). */
@@ -92,6 +93,7 @@ typedef struct sched_limits {
     int max_num_seqs;
     int max_num_batched_tokens;
     int max_model_len;
+    int max_prefill_decoding; /* prompt tokens in a step that also decodes; 0 = no cap */
 } sched_limits_t;
 
 typedef struct sched {
