@@ -81,11 +81,6 @@ void eng_request_free(eng_request_t *r)
     free(r);
 }
 
-void eng_event_free(eng_event_t *ev)
-{
-    free(ev); /* ids, text and lps live in the same allocation */
-}
-
 static const char *dtype_name(int dtype)
 {
     switch (dtype) {

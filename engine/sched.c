@@ -11,7 +11,7 @@
  * preempted: its blocks are dropped and it recomputes its prompt and generated tokens later
  * (mostly from the prefix cache). Its RNG and text state are untouched, so it streams on
  * where it left off. Sequence bookkeeping and events are in seq.c.
- * Scheduler thread only. Nothing is allocated per step except the events.
+ * Scheduler thread only. Nothing is allocated per step: events are recycled (event.c).
  */
 #include "engine/scheduler.h"
 
@@ -70,9 +70,10 @@ int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
      * ones grow it when they arrive (seq_req_new). */
     s->text_cap = DETOK_STEP_BYTES + 256;
     s->text = malloc(s->text_cap);
+    s->evc = ev_cache_new();
     if (!s->ent || !s->tok_buf || !s->pos || !s->slot || !s->seq_start || !s->ctx_len ||
         !s->tables || !s->logit_rows || !s->logits || !s->work || !s->fork_row ||
-        !s->smp_scratch || !s->text) {
+        !s->smp_scratch || !s->text || !s->evc) {
         sched_free(s);
         return -ENOMEM;
     }
@@ -94,6 +95,7 @@ void sched_free(sched_t *s)
         eng_event_free(ev);
         ev = next;
     }
+    ev_cache_close(s->evc);
     blk_free(&s->blk);
     free(s->ent);
     free(s->tok_buf);

@@ -16,6 +16,7 @@
 #include "engine/blocks.h"
 #include "engine/detok.h"
 #include "engine/engine.h"
+#include "engine/event.h"
 #include "engine/gpt2.h"
 #include "engine/sampler.h"
 
@@ -126,6 +127,7 @@ typedef struct sched {
     size_t text_cap;
 
     eng_event_t *ev_head, *ev_tail; /* owned; events of the steps since the last take */
+    ev_cache_t *evc;                /* owned (closed by sched_free); recycled events */
     eng_stats_t stats;              /* counters (running/waiting/blocks set on read) */
     uint64_t computed_tokens;       /* rows run through the model */
     sched_step_info_t last;
