@@ -4,7 +4,7 @@
  *
  *   bench/sched [MODEL_DIR] [--concurrency 1,8,32,64] [--prompt-tokens 64]
  *               [--new-tokens 128] [--threads N] [--max-num-batched-tokens 512]
- *               [--max-prefill-tokens-decoding 32] [--steady-waves 3]
+ *               [--max-prefill-tokens-decoding 64] [--steady-waves 3]
  *
  * Without a model in MODEL_DIR (default: a directory in the build tree, shared with
  * bench/engine) it writes a seeded random 124M checkpoint there with scripts/make-checkpoint
@@ -177,7 +177,7 @@ int main(int argc, char **argv)
     const char *dir = BENCH_DEFAULT_MODEL_DIR;
     int conc[MAX_ROUNDS] = {1, 8, 32, 64}, n_conc = 4;
     int prompt_tokens = 64, new_tokens = 128, threads = 0;
-    int budget = 512, prefill_decoding = 32; /* the server's defaults */
+    int budget = 512, prefill_decoding = 64; /* the server's defaults */
     int waves = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) {
@@ -201,7 +201,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: %s [MODEL_DIR] [--concurrency 1,8,32,64] "
                     "[--prompt-tokens 64] [--new-tokens 128] [--threads N] "
-                    "[--max-num-batched-tokens 512] [--max-prefill-tokens-decoding 32] "
+                    "[--max-num-batched-tokens 512] [--max-prefill-tokens-decoding 64] "
                     "[--steady-waves 3]\n",
                     argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
@@ -244,8 +244,8 @@ int main(int argc, char **argv)
     eng_info_t info;
     eng_get_info(e, &info);
     printf("model %s: %d layers, %d channels; KV pool %d blocks (%zu MiB); %d-token prompts, "
-           "%d new tokens, greedy, ignore_eos; step budget %d tokens, %d prompt tokens while "
-           "decoding\n",
+           "%d new tokens, greedy, ignore_eos; step budget %d tokens, "
+           "max_prefill_tokens_decoding %d\n",
            dir, info.n_layer, info.n_embd, info.num_kv_blocks, info.kv_bytes >> 20,
            prompt_tokens, new_tokens, p.max_num_batched_tokens, prefill_decoding);
     printf("%-6s %5s %6s %10s %10s %9s %9s %22s %22s %6s %5s\n", "phase", "conc", "steps",

@@ -3,10 +3,12 @@
  * vLLM-style: running sequences that decode get their one token first (oldest first), what
  * is left of the token budget goes to running sequences still in their prompt, then to
  * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once. In a
- * step that decodes, prompt chunks together get at most max_prefill_decoding tokens: the
- * step's time is about linear in its rows, so this bounds the gap between two tokens of a
- * running stream (a 480-token prefill next to 32 decodes would stretch that step about
- * sixfold). A step with nothing to decode still takes the whole budget. When
+ * step that decodes D sequences, prompt chunks together get at most
+ * max(max_prefill_decoding - D, max_prefill_decoding / 4) tokens: the step's time is about
+ * linear in its rows, so this bounds the gap between two tokens of a running stream (a
+ * 480-token prefill next to 32 decodes would stretch that step about sixfold), while few
+ * decodes leave prompts most of it and many still leave them a quarter, so arrivals keep
+ * being admitted. A step with nothing to decode still takes the whole budget. When
  * a sequence needs a block and none is free, the most recently admitted running sequence is
  * preempted: its blocks are dropped and it recomputes its prompt and generated tokens later
  * (mostly from the prefix cache). Its RNG and text state are untouched, so it streams on
@@ -123,8 +125,7 @@ int sched_has_work(const sched_t *s)
 typedef struct plan {
     int budget;       /* tokens left in this step */
     int logits_left;  /* logit rows left */
-    int prefill_left; /* prompt tokens left in this step (max_prefill_decoding once it
-                       * decodes, else the whole budget) */
+    int prefill_left; /* prompt tokens left in this step (see the top of the file) */
 } plan_t;
 
 /* Tokens a prompt chunk may take now. */
@@ -307,8 +308,12 @@ static void schedule(sched_t *s)
         add_entry(s, &pl, q, 1, 0);
         q = q->next;
     }
-    if (s->n_ent > 0 && s->lim.max_prefill_decoding > 0)
-        pl.prefill_left = s->lim.max_prefill_decoding;
+    int cap = s->lim.max_prefill_decoding;
+    if (s->n_ent > 0 && cap > 0) {
+        int p = cap - s->n_ent;
+        p = p > cap / 4 ? p : cap / 4;
+        pl.prefill_left = p > 1 ? p : 1;
+    }
     /* 2. Running sequences still in their prompt (or recomputing), oldest first. */
     for (sched_seq_t *q = s->running.head; q && prefill_room(&pl) > 0;) {
         int left = q->len - q->num_computed;

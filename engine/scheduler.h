@@ -94,7 +94,8 @@ typedef struct sched_limits {
     int max_num_seqs;
     int max_num_batched_tokens;
     int max_model_len;
-    int max_prefill_decoding; /* prompt tokens in a step that also decodes; 0 = no cap */
+    int max_prefill_decoding; /* N: a step that also decodes D sequences gives prompts at
+                               * most max(N - D, N / 4) tokens; 0 = no cap */
 } sched_limits_t;
 
 typedef struct sched {
