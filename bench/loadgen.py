@@ -4,17 +4,30 @@
     bench/loadgen.py --url http://127.0.0.1:8000 [options]
     bench/loadgen.py --server build/server/nano-vllm --model models/gpt2 [options]
 
-For each concurrency level (default 1, 8, 32, 64) it keeps that many streaming completions
-(stream: true, include_usage) in flight for --duration seconds (at most --max-requests per
-level), each a greedy continuation (ignore_eos) of --max-tokens tokens after a prompt of
---prompt-tokens token ids (distinct per request, so no prefix is cached), and reports:
-  - aggregate completion tokens/s (the usage chunk's completion_tokens over wall time),
-  - time to first token (request sent -> first text event) p50/p90/p99,
-  - inter-token latency (gap between text events / tokens in the later one) p50/p90/p99,
-  - the ratio of tokens/s to the linear bound: level x tokens/s at the first level, measured
-    in the same run (1.0 = perfect scaling),
-  - the server's RSS (VmRSS, and VmHWM at the end) when it was started here or --pid is given.
-Every level is bounded in time and count. One asyncio loop drives all clients over raw
+Every request is a streaming completion (stream: true, include_usage), a greedy continuation
+(ignore_eos) of --max-tokens tokens after a prompt of --prompt-tokens token ids (distinct per
+request, so no prefix is cached). Each concurrency level (default 1, 8, 32, 64) runs two
+phases, each bounded in time and count, and prints one row for each:
+
+  burst   all N requests arrive in the same instant (one wave, N requests). Its time to
+          first token includes waiting behind the other N - 1 prompts: with N x 64 prompt
+          tokens that is arithmetic, not scheduling.
+  steady  N clients keep one request each in flight for --duration seconds; client k sends
+          its first request at k x ramp / N (--ramp), so arrivals are spread as they are in
+          service. Only the window after the warm-up (--warmup, default the ramp) counts:
+          requests sent in it give TTFT, gaps between text events in it give inter-token
+          latency, and tokens streamed in it over its length give tokens/s.
+
+Columns: aggregate completion tokens/s (per request, usage.completion_tokens spread over its
+text events), TTFT (request sent -> first text event) and inter-token latency (gap between
+text events) p50/p90/p99 in ms, requests done, the server's RSS (when started here or given
+--pid), and "of bound": tokens/s over the bound for this workload measured in the same run,
+the FMA peak (bench/peak, run before and after the levels, the better taken) over the
+matrix FLOP per generated token including its share of the prompt:
+  ((prompt + max_tokens - 1) x 24 L C^2 + max_tokens x 2 C V) / max_tokens
+(attention left out; L, C, V from --model's config.json, else GPT-2 124M). With --pid or
+--server, "cpu" is the same ratio per CPU-second of the server against one core's FMA peak
+per CPU-second, which holds on a busy host too. One asyncio loop drives all clients over raw
 sockets, so the client costs little next to the server.
 """
 
@@ -34,6 +47,7 @@ PROMPTS = [
     "It was the best of times", "The meaning of life is", "Call me Ishmael.",
     "A long time ago in a galaxy far, far away", "To be, or not to be",
 ]
+PHASE_SLACK = 120.0  # seconds a phase may run past its nominal length before it is cut
 
 
 def pct(xs, p):
@@ -44,22 +58,33 @@ def pct(xs, p):
     return xs[k]
 
 
-async def one_stream(host, port, body, key, stats):
+class Req:
+    """One request's timeline: when it was sent, its text events, its completion tokens."""
+
+    def __init__(self):
+        self.sent = time.monotonic()
+        self.events = []
+        self.tokens = 0
+        self.ok = False
+
+
+async def one_stream(host, port, body, key, req, errors):
     payload = json.dumps(body).encode()
     auth = ("Authorization: Bearer %s\r\n" % key).encode() if key else b""
-    t0 = time.monotonic()
-    reader, writer = await asyncio.open_connection(host, port)
+    writer = None
     try:
+        reader, writer = await asyncio.open_connection(host, port)
         writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                      % host.encode() + auth + b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
         await writer.drain()
         status = await reader.readline()
         if b" 200 " not in status:
-            stats["errors"][status.decode().strip()] = stats["errors"].get(status.decode().strip(), 0) + 1
+            k = status.decode().strip()
+            errors[k] = errors.get(k, 0) + 1
             return
         while (await reader.readline()) not in (b"\r\n", b""):
             pass
-        buf, last, first = b"", None, None
+        buf = b""
         while True:
             size = int((await reader.readline()).split(b";")[0], 16)
             if size == 0:
@@ -73,21 +98,16 @@ async def one_stream(host, port, body, key, stats):
                 obj = json.loads(ev[6:])
                 now = time.monotonic()
                 if obj.get("usage"):
-                    stats["tokens"] += obj["usage"]["completion_tokens"]
+                    req.tokens = obj["usage"]["completion_tokens"]
                 for c in obj.get("choices", []):
-                    if not c["text"] and not c["finish_reason"]:
-                        continue
-                    if first is None:
-                        first = now
-                        stats["ttft"].append(now - t0)
-                    elif last is not None:
-                        stats["itl"].append(now - last)
-                    last = now
-        stats["done"] += 1
+                    if c["text"] or c["finish_reason"]:
+                        req.events.append(now)
+        req.ok = True
     except (OSError, ValueError, asyncio.IncompleteReadError) as e:
-        stats["errors"][type(e).__name__] = stats["errors"].get(type(e).__name__, 0) + 1
+        errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
     finally:
-        writer.close()
+        if writer:
+            writer.close()
 
 
 def prompt(i, n):
@@ -103,27 +123,84 @@ def prompt(i, n):
     return ids
 
 
-async def level(host, port, conc, args):
-    stats = {"tokens": 0, "ttft": [], "itl": [], "done": 0, "errors": {}}
-    end = time.monotonic() + args.duration
-    started = [0]
+def cpu_seconds(pid):
+    """User + system CPU seconds of process pid (all its threads), or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
-    async def worker(w):
-        i = w
-        while time.monotonic() < end and started[0] < args.max_requests:
-            started[0] += 1
-            body = {"prompt": prompt(i, args.prompt_tokens), "max_tokens": args.max_tokens,
-                    "temperature": 0, "ignore_eos": True, "stream": True,
-                    "stream_options": {"include_usage": True}}
-            if args.model_name:
-                body["model"] = args.model_name
-            await one_stream(host, port, body, args.api_key, stats)
-            i += conc
 
+def summarize(reqs, w0, w1, cpu):
+    """Figures of the requests over the window [w0, w1]: TTFT of requests sent in it, gaps
+    whose later event falls in it, tokens streamed in it."""
+    ttft, itl, tokens, done = [], [], 0.0, 0
+    for r in reqs:
+        done += r.ok
+        if r.events and w0 <= r.sent <= w1:
+            ttft.append(r.events[0] - r.sent)
+        per_event = r.tokens / len(r.events) if r.events and r.tokens else 1.0
+        for k, t in enumerate(r.events):
+            if w0 <= t <= w1:
+                tokens += per_event
+                if k > 0:
+                    itl.append(t - r.events[k - 1])
+    wall = w1 - w0
+    return {"tps": tokens / wall if wall > 0 else 0.0, "tokens": tokens, "ttft": ttft,
+            "itl": itl, "done": done, "sent": len(reqs), "cpu": cpu, "wall": wall}
+
+
+async def run_phase(host, port, conc, args, burst, pid, next_id):
+    reqs, errors = [], {}
     t0 = time.monotonic()
-    await asyncio.gather(*(worker(w) for w in range(conc)))
-    stats["wall"] = time.monotonic() - t0
-    return stats
+    ramp = 0.0 if burst else (args.ramp if args.ramp is not None else 0.3 * args.duration)
+    warm = 0.0 if burst else (args.warmup if args.warmup is not None else ramp)
+    end = t0 + (0.0 if burst else args.duration)
+    marks = {}
+
+    def body_for(i):
+        body = {"prompt": prompt(i, args.prompt_tokens), "max_tokens": args.max_tokens,
+                "temperature": 0, "ignore_eos": True, "stream": True,
+                "stream_options": {"include_usage": True}}
+        if args.model_name:
+            body["model"] = args.model_name
+        return body
+
+    async def client(k):
+        await asyncio.sleep(k * ramp / conc)
+        while True:
+            if len(reqs) >= args.max_requests:
+                break
+            r = Req()
+            reqs.append(r)
+            await one_stream(host, port, body_for(next_id[0] + len(reqs)), args.api_key, r,
+                             errors)
+            if burst or time.monotonic() >= end:
+                break
+
+    async def mark(name, at):
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        marks[name] = (time.monotonic(), cpu_seconds(pid) if pid else None)
+
+    tasks = [client(k) for k in range(conc)]
+    if not burst:
+        tasks += [mark("w0", t0 + warm), mark("w1", end)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), args.duration + ramp + PHASE_SLACK)
+    except asyncio.TimeoutError:
+        errors["phase cut at its time bound"] = 1
+    t_end = time.monotonic()
+    next_id[0] += len(reqs)
+    if burst:
+        s = summarize(reqs, t0, t_end, None)
+    else:
+        (w0, c0), (w1, c1) = marks["w0"], marks["w1"]
+        cpu = c1 - c0 if c0 is not None and c1 is not None else None
+        s = summarize(reqs, w0, w1, cpu)
+    s["errors"] = errors
+    return s
 
 
 def rss(pid):
@@ -161,21 +238,57 @@ def start_server(args):
     return proc, "http://127.0.0.1:%d" % port[0]
 
 
+def model_shape(model_dir):
+    """(n_layer, n_embd, vocab_size) from model_dir's config.json; GPT-2 124M without one."""
+    try:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            c = json.load(f)
+        return c["n_layer"], c["n_embd"], c["vocab_size"], "config.json"
+    except (OSError, TypeError, ValueError, KeyError):
+        return 12, 768, 50257, "GPT-2 124M assumed"
+
+
+def flop_per_token(shape, prompt_tokens, max_tokens):
+    L, C, V = shape[:3]
+    rows = max(prompt_tokens, 1) + max_tokens - 1
+    return (rows * 24.0 * L * C * C + max_tokens * 2.0 * C * V) / max_tokens
+
+
+def peak(path):
+    """(FLOP/s on every core, FLOP per CPU-second of one core) from bench/peak, or None."""
+    if not path or not os.access(path, os.X_OK):
+        return None
+    try:
+        out = subprocess.run([path], capture_output=True, text=True, timeout=60).stdout
+        kv = dict(f.split("=", 1) for f in out.split())
+        return float(kv["fma_gflops"]) * 1e9, float(kv["core_gflops_cpu"]) * 1e9
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="a running server")
     ap.add_argument("--server", help="the nano-vllm binary to start (with --model)")
-    ap.add_argument("--model", help="model directory for --server")
+    ap.add_argument("--model", help="model directory for --server (and its shape for the bound)")
     ap.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
-    ap.add_argument("--pid", type=int, help="pid of the running server, for its RSS")
+    ap.add_argument("--pid", type=int, help="pid of the running server, for its RSS and CPU")
     ap.add_argument("--model-name", help="the 'model' field to send")
     ap.add_argument("--api-key", default=os.environ.get("NANO_VLLM_API_KEY"))
     ap.add_argument("--levels", default="1,8,32,64", help="concurrency levels")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--prompt-tokens", type=int, default=64,
                     help="prompt length in tokens (ids, distinct per request); 0 = short text")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per level (bound)")
-    ap.add_argument("--max-requests", type=int, default=2000, help="requests per level (bound)")
+    ap.add_argument("--duration", type=float, default=10.0,
+                    help="seconds of the steady phase per level (bound)")
+    ap.add_argument("--ramp", type=float, help="seconds over which the steady phase's clients "
+                    "send their first request (default 0.3 x duration)")
+    ap.add_argument("--warmup", type=float, help="seconds at the start of the steady phase "
+                    "left out of its figures (default the ramp)")
+    ap.add_argument("--no-burst", action="store_true", help="skip the burst phase")
+    ap.add_argument("--max-requests", type=int, default=2000, help="requests per phase (bound)")
+    ap.add_argument("--peak", help="the bench/peak binary (default: next to --server's build "
+                    "tree, else build/bench/peak)")
     args = ap.parse_args()
 
     proc = None
@@ -189,32 +302,61 @@ def main():
     u = urllib.parse.urlparse(args.url)
     host, port = u.hostname, u.port or 80
 
-    print("%6s %9s %7s %8s %8s %8s %8s %8s %8s %7s %8s" % (
-        "conc", "tokens/s", "vs lin", "ttft p50", "p90", "p99", "itl p50", "p90", "p99", "done",
-        "RSS MiB"))
-    base = None
+    here = os.path.dirname(os.path.abspath(__file__))
+    peak_path = args.peak or (
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.server))), "bench", "peak")
+        if args.server else os.path.join(os.path.dirname(here), "build", "bench", "peak"))
+    shape = model_shape(args.model) if args.model else model_shape("")
+    fpt = flop_per_token(shape, args.prompt_tokens, args.max_tokens)
+    pk = peak(peak_path)
+
+    print("%-6s %5s %9s %8s %8s %8s %8s %8s %8s %8s %6s %6s %8s" % (
+        "phase", "conc", "tokens/s", "ttft p50", "p90", "p99", "itl p50", "p90", "p99", "done",
+        "ofbnd", "cpu", "RSS MiB"), flush=True)
+    rows = []
+    next_id = [0]
     try:
         for conc in [int(c) for c in args.levels.split(",")]:
-            s = asyncio.run(level(host, port, conc, args))
-            tps = s["tokens"] / s["wall"] if s["wall"] else 0.0
-            if base is None:
-                base = tps / conc if conc else 0.0
-            ratio = tps / (base * conc) if base else float("nan")
-            mem = rss(args.pid) if args.pid else {}
-            print("%6d %9.1f %7.2f %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f %7d %8s" % (
-                conc, tps, ratio, 1e3 * pct(s["ttft"], 50), 1e3 * pct(s["ttft"], 90),
-                1e3 * pct(s["ttft"], 99), 1e3 * pct(s["itl"], 50), 1e3 * pct(s["itl"], 90),
-                1e3 * pct(s["itl"], 99), s["done"], mem.get("VmRSS", "-")), flush=True)
-            if s["errors"]:
-                print("       errors: %s" % s["errors"], flush=True)
+            for burst in ([True] if not args.no_burst else []) + [False]:
+                s = asyncio.run(run_phase(host, port, conc, args, burst, args.pid, next_id))
+                mem = rss(args.pid) if args.pid else {}
+                rows.append((burst, conc, s, mem))
+                print_row(burst, conc, s, mem, pk, fpt, None)
         if args.pid:
             print("server peak RSS (VmHWM): %s MiB" % rss(args.pid).get("VmHWM", "-"))
-        print("(latencies in ms; 'vs lin' = tokens/s over level x the first level's per-stream "
-              "tokens/s)")
+        pk2 = peak(peak_path)
+        if pk and pk2:
+            pk = (max(pk[0], pk2[0]), max(pk[1], pk2[1]))
+        if pk:
+            print("bound: FMA peak %.1f GFLOP/s (%.1f per CPU-second of one core) over %.1f "
+                  "MFLOP per generated token (%s: L %d, C %d, V %d) = %.1f tokens/s" % (
+                      pk[0] / 1e9, pk[1] / 1e9, fpt / 1e6, shape[3], shape[0], shape[1],
+                      shape[2], pk[0] / fpt))
+            print("ofbnd: tokens/s over that bound; cpu: tokens per server CPU-second over "
+                  "one core's FMA peak per CPU-second / FLOP per token")
+        else:
+            print("bound: %s not found or failed (build it: meson compile -C build); no ratios"
+                  % peak_path)
+        print("(latencies in ms; burst: all requests of a level at once, one wave; steady: "
+              "arrivals ramped, warm-up left out)")
     finally:
         if proc:
             proc.terminate()
             proc.wait(60)
+
+
+def print_row(burst, conc, s, mem, pk, fpt, _):
+    tps = s["tps"]
+    ofb = "%5.0f%%" % (100.0 * tps * fpt / pk[0]) if pk else "-"
+    cpu = ("%5.0f%%" % (100.0 * s["tokens"] * fpt / (s["cpu"] * pk[1]))
+           if pk and s.get("cpu") else "-")
+    print("%-6s %5d %9.1f %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f %8s %6s %6s %8s" % (
+        "burst" if burst else "steady", conc, tps, 1e3 * pct(s["ttft"], 50),
+        1e3 * pct(s["ttft"], 90), 1e3 * pct(s["ttft"], 99), 1e3 * pct(s["itl"], 50),
+        1e3 * pct(s["itl"], 90), 1e3 * pct(s["itl"], 99), "%d/%d" % (s["done"], s["sent"]),
+        ofb, cpu, mem.get("VmRSS", "-")), flush=True)
+    if s["errors"]:
+        print("       errors: %s" % s["errors"], flush=True)
 
 
 if __name__ == "__main__":

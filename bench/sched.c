@@ -3,13 +3,16 @@
  * (scheduling, sampling, detokenizing, events), time to first token and inter-token latency.
  *
  *   bench/sched [MODEL_DIR] [--concurrency 1,8,32,64] [--prompt-tokens 64]
- *               [--new-tokens 128] [--threads N]
+ *               [--new-tokens 128] [--threads N] [--max-num-batched-tokens 512]
+ *               [--max-prefill-tokens-decoding 64] [--steady-waves 3]
  *
  * Without a model in MODEL_DIR (default: a directory in the build tree, shared with
  * bench/engine) it writes a seeded random 124M checkpoint there with scripts/make-checkpoint
- * first. All requests of a round are submitted at once (greedy, ignore_eos) and the engine
- * is stepped on this thread. The bound each round is compared with is measured in the same
- * round: generated tokens over the time spent inside gpt2_forward alone.
+ * first. Each concurrency runs a burst round (all requests submitted at once) and a steady
+ * round (--steady-waves x conc requests, a finished one replaced at once, counted only
+ * while conc streams decode and new prompts keep arriving; 0 skips it). Greedy, ignore_eos;
+ * the engine is stepped on this thread. The bound each round is compared with is measured
+ * in the same round: generated tokens over the time spent inside gpt2_forward alone.
  * Not a test: run it by hand, briefly (lower --new-tokens on a busy machine).
  */
 #include <errno.h>
@@ -42,84 +45,131 @@ static double pct(const double *v, size_t n, double p)
 }
 
 typedef struct round_result {
-    int conc, steps;
+    int conc, steps, max_rows;
     long generated;
     double wall, step_sum, forward_sum;
-    double ttft[3], itl[3]; /* p50, p90, p99 in seconds */
+    double ttft[3], itl[3], step_p99; /* p50, p90, p99 in seconds */
 } round_result_t;
 
-static int run_round(eng_t *e, int conc, int prompt_tokens, int new_tokens, uint64_t *seed,
-                     round_result_t *res)
+static eng_request_t *make_request(uint64_t id, int prompt_tokens, int new_tokens,
+                                   uint64_t *seed)
 {
-    double *first = calloc((size_t)conc, sizeof(double));
-    double *last = calloc((size_t)conc, sizeof(double));
-    double *ttft = calloc((size_t)conc, sizeof(double));
-    size_t itl_cap = (size_t)conc * (size_t)new_tokens, n_itl = 0;
-    double *itl = malloc(itl_cap * sizeof(double));
-    if (!first || !last || !ttft || !itl)
-        return -ENOMEM;
-    double t0 = bench_now();
-    for (int i = 0; i < conc; i++) {
-        eng_request_t *r = calloc(1, sizeof(*r));
-        r->prompt = malloc((size_t)prompt_tokens * sizeof(int32_t));
-        for (int k = 0; k < prompt_tokens; k++) {
-            *seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
-            r->prompt[k] = (int32_t)((*seed >> 33) % 50000); /* distinct: no cache hits */
-        }
-        r->id = (uint64_t)i;
-        r->prompt_len = prompt_tokens;
-        r->n = 1;
-        r->max_tokens = new_tokens;
-        r->ignore_eos = 1;
-        eng_sampling_default(&r->sp);
-        r->sp.temperature = 0;
-        int rc = eng_submit(e, r);
-        if (rc < 0)
-            return rc;
+    eng_request_t *r = calloc(1, sizeof(*r));
+    if (!r || !(r->prompt = malloc((size_t)prompt_tokens * sizeof(int32_t)))) {
+        free(r);
+        return NULL;
     }
-    const sched_t *s = eng_sched(e);
-    int done = 0;
+    for (int k = 0; k < prompt_tokens; k++) {
+        *seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        r->prompt[k] = (int32_t)((*seed >> 33) % 50000); /* distinct: no cache hits */
+    }
+    r->id = id;
+    r->prompt_len = prompt_tokens;
+    r->n = 1;
+    r->max_tokens = new_tokens;
+    r->ignore_eos = 1;
+    eng_sampling_default(&r->sp);
+    r->sp.temperature = 0;
+    return r;
+}
+
+/* One round: waves x conc requests, conc of them in flight (a finished one is replaced at
+ * once). With one wave all arrive together and the whole round counts (burst). With more,
+ * only the window from the first replacement to the last submission counts (steady): conc
+ * streams decode throughout it while new prompts keep arriving. */
+static int run_round(eng_t *e, int conc, int waves, int prompt_tokens, int new_tokens,
+                     uint64_t *seed, round_result_t *res)
+{
+    int total = conc * waves, submitted = 0, done = 0;
+    double *sent = calloc((size_t)total, sizeof(double));
+    double *first = calloc((size_t)total, sizeof(double));
+    double *last = calloc((size_t)total, sizeof(double));
+    double *ttft = calloc((size_t)total, sizeof(double));
+    size_t cap = (size_t)total * (size_t)new_tokens, n_itl = 0, n_ttft = 0, n_steps = 0;
+    double *itl = malloc(cap * sizeof(double));
+    double *steps = malloc(cap * sizeof(double));
+    int rc = -ENOMEM;
+    if (!sent || !first || !last || !ttft || !itl || !steps)
+        goto out;
     memset(res, 0, sizeof(*res));
     res->conc = conc;
-    while (done < conc) {
+    double w0 = bench_now(), w1 = 0;
+    for (; submitted < conc; submitted++) {
+        eng_request_t *r = make_request((uint64_t)submitted, prompt_tokens, new_tokens, seed);
+        if (!r || (rc = eng_submit(e, r)) < 0)
+            goto out;
+        sent[submitted] = w0;
+    }
+    const sched_t *s = eng_sched(e);
+    while (done < total) {
         double a = bench_now();
-        int rc = eng_step(e);
+        rc = eng_step(e);
         double b = bench_now();
         if (rc < 0)
-            return rc;
-        res->steps++;
-        res->step_sum += b - a;
-        res->forward_sum += s->last.forward_sec;
+            goto out;
+        int in_window = waves == 1 || (submitted > conc && submitted < total);
+        if (in_window) {
+            res->steps++;
+            res->step_sum += b - a;
+            res->forward_sum += s->last.forward_sec;
+            int rows = s->last.decode_tokens + s->last.prefill_tokens;
+            res->max_rows = rows > res->max_rows ? rows : res->max_rows;
+            if (n_steps < cap)
+                steps[n_steps++] = b - a;
+        }
         for (eng_event_t *ev = eng_poll(e), *next; ev; ev = next) {
             next = ev->next;
             int i = (int)ev->req_id;
             if (ev->n_ids > 0) {
                 if (first[i] == 0) {
                     first[i] = b;
-                    ttft[i] = b - t0;
-                } else if (n_itl < itl_cap) {
+                    if (waves == 1 || i >= conc) /* steady: arrived among running streams */
+                        ttft[n_ttft++] = b - sent[i];
+                } else if (in_window && n_itl < cap) {
                     itl[n_itl++] = b - last[i];
                 }
                 last[i] = b;
-                res->generated += ev->n_ids;
+                if (in_window)
+                    res->generated += ev->n_ids;
             }
-            done += ev->finish != ENG_FINISH_NONE;
+            if (ev->finish != ENG_FINISH_NONE) {
+                done++;
+                if (submitted < total) {
+                    eng_request_t *r = make_request((uint64_t)submitted, prompt_tokens,
+                                                    new_tokens, seed);
+                    if (!r || (rc = eng_submit(e, r)) < 0) {
+                        rc = rc < 0 ? rc : -ENOMEM;
+                        goto out;
+                    }
+                    sent[submitted] = bench_now();
+                    if (submitted == conc)
+                        w0 = sent[submitted]; /* the window opens at the first replacement */
+                    if (++submitted == total)
+                        w1 = sent[total - 1];
+                }
+            }
             eng_event_free(ev);
         }
     }
-    res->wall = bench_now() - t0;
-    qsort(ttft, (size_t)conc, sizeof(double), cmp_double);
+    res->wall = (waves == 1 ? bench_now() : w1) - w0;
+    qsort(ttft, n_ttft, sizeof(double), cmp_double);
     qsort(itl, n_itl, sizeof(double), cmp_double);
+    qsort(steps, n_steps, sizeof(double), cmp_double);
     const double ps[3] = {50, 90, 99};
     for (int k = 0; k < 3; k++) {
-        res->ttft[k] = pct(ttft, (size_t)conc, ps[k]);
+        res->ttft[k] = n_ttft ? pct(ttft, n_ttft, ps[k]) : 0;
         res->itl[k] = n_itl ? pct(itl, n_itl, ps[k]) : 0;
     }
+    res->step_p99 = n_steps ? pct(steps, n_steps, 99) : 0;
+    rc = 0;
+out:
+    free(sent);
     free(first);
     free(last);
     free(ttft);
     free(itl);
-    return 0;
+    free(steps);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -127,6 +177,8 @@ int main(int argc, char **argv)
     const char *dir = BENCH_DEFAULT_MODEL_DIR;
     int conc[MAX_ROUNDS] = {1, 8, 32, 64}, n_conc = 4;
     int prompt_tokens = 64, new_tokens = 128, threads = 0;
+    int budget = 512, prefill_decoding = 64; /* the server's defaults */
+    int waves = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) {
             n_conc = 0;
@@ -138,11 +190,20 @@ int main(int argc, char **argv)
             new_tokens = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--steady-waves") && i + 1 < argc) {
+            waves = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--max-num-batched-tokens") && i + 1 < argc) {
+            budget = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--max-prefill-tokens-decoding") && i + 1 < argc) {
+            prefill_decoding = atoi(argv[++i]);
         } else if (argv[i][0] != '-') {
             dir = argv[i];
         } else {
             fprintf(stderr, "usage: %s [MODEL_DIR] [--concurrency 1,8,32,64] "
-                    "[--prompt-tokens 64] [--new-tokens 128] [--threads N]\n", argv[0]);
+                    "[--prompt-tokens 64] [--new-tokens 128] [--threads N] "
+                    "[--max-num-batched-tokens 512] [--max-prefill-tokens-decoding 64] "
+                    "[--steady-waves 3]\n",
+                    argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }
@@ -169,6 +230,8 @@ int main(int argc, char **argv)
     p.model_dir = dir;
     p.threads = threads;
     p.max_num_seqs = max_conc;
+    p.max_num_batched_tokens = budget > max_conc ? budget : max_conc;
+    p.max_prefill_tokens_decoding = prefill_decoding;
     p.max_model_len = prompt_tokens + new_tokens;
     /* Exactly the blocks the largest round needs: every sequence at full length. */
     p.block_size = 16;
@@ -181,31 +244,45 @@ int main(int argc, char **argv)
     eng_info_t info;
     eng_get_info(e, &info);
     printf("model %s: %d layers, %d channels; KV pool %d blocks (%zu MiB); %d-token prompts, "
-           "%d new tokens, greedy, ignore_eos\n",
+           "%d new tokens, greedy, ignore_eos; step budget %d tokens, "
+           "max_prefill_tokens_decoding %d\n",
            dir, info.n_layer, info.n_embd, info.num_kv_blocks, info.kv_bytes >> 20,
-           prompt_tokens, new_tokens);
-    printf("%5s %6s %10s %10s %9s %9s %22s %22s\n", "conc", "steps", "gen tok/s",
-           "fwd bound", "of bound", "outside", "TTFT p50/p90/p99 ms", "ITL p50/p90/p99 ms");
+           prompt_tokens, new_tokens, p.max_num_batched_tokens, prefill_decoding);
+    printf("%-6s %5s %6s %10s %10s %9s %9s %22s %22s %6s %5s\n", "phase", "conc", "steps",
+           "gen tok/s", "fwd bound", "of bound", "outside", "TTFT p50/p90/p99 ms",
+           "ITL p50/p90/p99 ms", "stp99", "rows");
     uint64_t seed = 12345;
     int status = 0;
-    for (int i = 0; i < n_conc; i++) {
-        round_result_t r;
-        int rc = run_round(e, conc[i], prompt_tokens, new_tokens, &seed, &r);
-        if (rc < 0) {
-            fprintf(stderr, "bench/sched: round of %d failed: %s\n", conc[i], strerror(-rc));
-            status = 1;
-            break;
+    for (int i = 0; i < n_conc && !status; i++) {
+        for (int steady = 0; steady < 2 && !status; steady++) {
+            if (steady && waves < 2)
+                continue;
+            round_result_t r;
+            int rc = run_round(e, conc[i], steady ? waves : 1, prompt_tokens, new_tokens, &seed,
+                               &r);
+            if (rc < 0) {
+                fprintf(stderr, "bench/sched: round of %d failed: %s\n", conc[i],
+                        strerror(-rc));
+                status = 1;
+                break;
+            }
+            double outside = r.step_sum > 0 ? (r.step_sum - r.forward_sum) / r.step_sum : 0;
+            printf("%-6s %5d %6d %10.1f %10.1f %8.1f%% %8.2f%% %7.0f/%6.0f/%6.0f  "
+                   "%7.1f/%6.1f/%6.1f %6.1f %5d\n",
+                   steady ? "steady" : "burst", r.conc, r.steps, (double)r.generated / r.wall,
+                   (double)r.generated / r.forward_sum, 100.0 * r.forward_sum / r.wall,
+                   100.0 * outside, r.ttft[0] * 1e3, r.ttft[1] * 1e3, r.ttft[2] * 1e3,
+                   r.itl[0] * 1e3, r.itl[1] * 1e3, r.itl[2] * 1e3, r.step_p99 * 1e3,
+                   r.max_rows);
+            fflush(stdout);
         }
-        double outside = (r.step_sum - r.forward_sum) / r.step_sum;
-        printf("%5d %6d %10.1f %10.1f %8.1f%% %8.2f%% %7.0f/%6.0f/%6.0f  %7.1f/%6.1f/%6.1f\n",
-               r.conc, r.steps, (double)r.generated / r.wall, (double)r.generated / r.forward_sum,
-               100.0 * r.forward_sum / r.wall, 100.0 * outside, r.ttft[0] * 1e3, r.ttft[1] * 1e3,
-               r.ttft[2] * 1e3, r.itl[0] * 1e3, r.itl[1] * 1e3, r.itl[2] * 1e3);
-        fflush(stdout);
     }
-    printf("gen tok/s: generated tokens over the round's wall time; fwd bound: over the time "
-           "inside gpt2_forward only;\noutside: share of eng_step time outside gpt2_forward "
-           "(target < 2%% at 64).\n");
+    printf("burst: every request of the round submitted at once; steady: %d waves, a finished "
+           "request replaced at once,\nonly the window from the first replacement to the last "
+           "submission counted.\ngen tok/s: generated tokens over the wall time; fwd bound: "
+           "over the time inside gpt2_forward only;\noutside: share of eng_step time outside "
+           "gpt2_forward (target < 2%% at 64); stp99: step time p99 (ms); rows: most rows in a "
+           "step.\n", waves);
     eng_free(e);
     tok_free(tok);
     return status;

@@ -82,11 +82,6 @@ void eng_request_free(eng_request_t *r)
     free(r);
 }
 
-void eng_event_free(eng_event_t *ev)
-{
-    free(ev); /* ids, text and lps live in the same allocation */
-}
-
 static const char *dtype_name(int dtype)
 {
     switch (dtype) {
@@ -143,6 +138,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         .max_num_seqs = p->max_num_seqs ? p->max_num_seqs : 256,
         .max_num_batched_tokens = p->max_num_batched_tokens ? p->max_num_batched_tokens : 2048,
         .max_model_len = p->max_model_len ? p->max_model_len : cfg->n_ctx,
+        .max_prefill_decoding = p->max_prefill_tokens_decoding,
     };
     int bs = p->block_size ? p->block_size : 16;
     rc = -EINVAL;
@@ -152,11 +148,12 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         goto fail;
     }
     if (lim.max_num_seqs < 1 || lim.max_num_batched_tokens < 1 || bs < 1 || bs > 4096 ||
-        p->max_waiting < 0) {
+        p->max_waiting < 0 || lim.max_prefill_decoding < 0) {
         snprintf(err, errlen,
                  "engine limits must be positive: max_num_seqs %d, max_num_batched_tokens %d, "
-                 "block_size %d, max_waiting %d",
-                 lim.max_num_seqs, lim.max_num_batched_tokens, bs, p->max_waiting);
+                 "block_size %d, max_waiting %d, max_prefill_tokens_decoding %d",
+                 lim.max_num_seqs, lim.max_num_batched_tokens, bs, p->max_waiting,
+                 lim.max_prefill_decoding);
         goto fail;
     }
     if (lim.max_num_batched_tokens < lim.max_num_seqs) {

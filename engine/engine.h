@@ -35,6 +35,10 @@ typedef struct eng_params {
     int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
                                  * past this; 0 = unbounded */
     int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
+    int max_prefill_tokens_decoding; /* N: a step that also decodes D sequences gives
+                                      * prompts at most max(N - D, N / 4) tokens (bounds the
+                                      * inter-token latency of running streams); 0 = no cap
+                                      * beyond max_num_batched_tokens */
 } eng_params_t;
 
 /* What the model and pool look like once loaded. Strings borrowed from the engine. */

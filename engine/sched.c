@@ -2,12 +2,18 @@
  *
  * vLLM-style: running sequences that decode get their one token first (oldest first), what
  * is left of the token budget goes to running sequences still in their prompt, then to
- * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once. When
+ * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once. In a
+ * step that decodes D sequences, prompt chunks together get at most
+ * max(max_prefill_decoding - D, max_prefill_decoding / 4) tokens: the step's time is about
+ * linear in its rows, so this bounds the gap between two tokens of a running stream (a
+ * 480-token prefill next to 32 decodes would stretch that step about sixfold), while few
+ * decodes leave prompts most of it and many still leave them a quarter, so arrivals keep
+ * being admitted. A step with nothing to decode still takes the whole budget. When
  * a sequence needs a block and none is free, the most recently admitted running sequence is
  * preempted: its blocks are dropped and it recomputes its prompt and generated tokens later
  * (mostly from the prefix cache). Its RNG and text state are untouched, so it streams on
  * where it left off. Sequence bookkeeping and events are in seq.c.
- * Scheduler thread only. Nothing is allocated per step except the events.
+ * Scheduler thread only. Nothing is allocated per step: events are recycled (event.c).
  */
 #include "engine/scheduler.h"
 
@@ -66,9 +72,10 @@ int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
      * ones grow it when they arrive (seq_req_new). */
     s->text_cap = DETOK_STEP_BYTES + 256;
     s->text = malloc(s->text_cap);
+    s->evc = ev_cache_new();
     if (!s->ent || !s->tok_buf || !s->pos || !s->slot || !s->seq_start || !s->ctx_len ||
         !s->tables || !s->logit_rows || !s->logits || !s->work || !s->fork_row ||
-        !s->smp_scratch || !s->text) {
+        !s->smp_scratch || !s->text || !s->evc) {
         sched_free(s);
         return -ENOMEM;
     }
@@ -90,6 +97,7 @@ void sched_free(sched_t *s)
         eng_event_free(ev);
         ev = next;
     }
+    ev_cache_close(s->evc);
     blk_free(&s->blk);
     free(s->ent);
     free(s->tok_buf);
@@ -115,9 +123,16 @@ int sched_has_work(const sched_t *s)
 /* ---- scheduling ---------------------------------------------------------------------- */
 
 typedef struct plan {
-    int budget;      /* tokens left in this step */
-    int logits_left; /* logit rows left */
+    int budget;       /* tokens left in this step */
+    int logits_left;  /* logit rows left */
+    int prefill_left; /* prompt tokens left in this step (see the top of the file) */
 } plan_t;
+
+/* Tokens a prompt chunk may take now. */
+static int prefill_room(const plan_t *pl)
+{
+    return pl->budget < pl->prefill_left ? pl->budget : pl->prefill_left;
+}
 
 static int blocks_for(const sched_t *s, int tokens)
 {
@@ -149,16 +164,19 @@ static int fit_logits(const sched_seq_t *q, int n, const plan_t *pl)
     return n - 1; /* stop one short of sampling; the next step samples */
 }
 
-static void add_entry(sched_t *s, plan_t *pl, sched_seq_t *q, int n)
+static void add_entry(sched_t *s, plan_t *pl, sched_seq_t *q, int n, int prefill)
 {
     sched_entry_t *e = &s->ent[s->n_ent];
     e->seq = q;
     e->start = q->num_computed;
     e->n = n;
     e->n_logits = logit_rows_for(q, n);
+    e->prefill = prefill;
     q->entry = s->n_ent++;
     pl->budget -= n;
     pl->logits_left -= e->n_logits;
+    if (prefill)
+        pl->prefill_left -= n;
 }
 
 /* Takes running sequence q out of the batch and the cache; it waits at the front. */
@@ -168,6 +186,8 @@ static void preempt(sched_t *s, plan_t *pl, sched_seq_t *q)
         sched_entry_t *e = &s->ent[q->entry];
         pl->budget += e->n;
         pl->logits_left += e->n_logits;
+        if (e->prefill)
+            pl->prefill_left += e->n;
         e->seq = NULL;
         q->entry = -1;
     }
@@ -234,13 +254,13 @@ static int match_prefix(sched_t *s, sched_seq_t *q)
 /* Admits waiting sequences in arrival order while budget, sequence slots and blocks last. */
 static void admit_waiting(sched_t *s, plan_t *pl)
 {
-    while (s->waiting.head && pl->budget > 0 && s->running.count < s->lim.max_num_seqs &&
+    while (s->waiting.head && prefill_room(pl) > 0 && s->running.count < s->lim.max_num_seqs &&
            s->n_ent < s->lim.max_num_seqs) {
         sched_seq_t *q = s->waiting.head;
         int n_prompt = q->req->r->prompt_len;
         int cached = wants_prompt_lps(q) ? 0 : match_prefix(s, q);
         int n = q->len - q->num_computed;
-        n = n < pl->budget ? n : pl->budget;
+        n = n < prefill_room(pl) ? n : prefill_room(pl);
         n = fit_logits(q, n, pl);
         /* Leave a few blocks to the running sequences (1% of the pool, as vLLM's
          * watermark): admitting into the last free blocks only preempts someone at the
@@ -269,13 +289,13 @@ static void admit_waiting(sched_t *s, plan_t *pl)
         q->state = SCHED_RUNNING;
         q->admitted = ++s->admit_counter;
         seq_list_push_back(&s->running, q);
-        add_entry(s, pl, q, n);
+        add_entry(s, pl, q, n, 1);
     }
 }
 
 static void schedule(sched_t *s)
 {
-    plan_t pl = {s->lim.max_num_batched_tokens, s->max_logits};
+    plan_t pl = {s->lim.max_num_batched_tokens, s->max_logits, s->lim.max_num_batched_tokens};
     s->n_ent = 0;
     /* 1. Decodes of running sequences, oldest first. */
     for (sched_seq_t *q = s->running.head; q && pl.budget > 0;) {
@@ -285,21 +305,27 @@ static void schedule(sched_t *s)
         }
         if (reserve(s, &pl, q, 1, 0) == 0)
             break; /* q was the newest and is preempted; nothing newer is left */
-        add_entry(s, &pl, q, 1);
+        add_entry(s, &pl, q, 1, 0);
         q = q->next;
     }
+    int cap = s->lim.max_prefill_decoding;
+    if (s->n_ent > 0 && cap > 0) {
+        int p = cap - s->n_ent;
+        p = p > cap / 4 ? p : cap / 4;
+        pl.prefill_left = p > 1 ? p : 1;
+    }
     /* 2. Running sequences still in their prompt (or recomputing), oldest first. */
-    for (sched_seq_t *q = s->running.head; q && pl.budget > 0;) {
+    for (sched_seq_t *q = s->running.head; q && prefill_room(&pl) > 0;) {
         int left = q->len - q->num_computed;
         if (left <= 1 || q->entry >= 0) {
             q = q->next;
             continue;
         }
-        int n = fit_logits(q, left < pl.budget ? left : pl.budget, &pl);
+        int n = fit_logits(q, left < prefill_room(&pl) ? left : prefill_room(&pl), &pl);
         if (n > 0) {
             int got = reserve(s, &pl, q, n, 1);
             if (got > 0)
-                add_entry(s, &pl, q, got);
+                add_entry(s, &pl, q, got, 1);
         }
         if (q->state != SCHED_RUNNING)
             break;

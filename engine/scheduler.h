@@ -16,6 +16,7 @@
 #include "engine/blocks.h"
 #include "engine/detok.h"
 #include "engine/engine.h"
+#include "engine/event.h"
 #include "engine/gpt2.h"
 #include "engine/sampler.h"
 
@@ -75,6 +76,7 @@ typedef struct sched_entry {
     sched_seq_t *seq;
     int start, n;
     int logit0, n_logits; /* its rows in the logits buffer */
+    int prefill;          /* 1 for a prompt (or recompute) chunk, 0 for a decode */
 } sched_entry_t;
 
 /* What the last step was made of (tests assert on it). */
@@ -92,6 +94,8 @@ typedef struct sched_limits {
     int max_num_seqs;
     int max_num_batched_tokens;
     int max_model_len;
+    int max_prefill_decoding; /* N: a step that also decodes D sequences gives prompts at
+                               * most max(N - D, N / 4) tokens; 0 = no cap */
 } sched_limits_t;
 
 typedef struct sched {
@@ -124,6 +128,7 @@ typedef struct sched {
     size_t text_cap;
 
     eng_event_t *ev_head, *ev_tail; /* owned; events of the steps since the last take */
+    ev_cache_t *evc;                /* owned (closed by sched_free); recycled events */
     eng_stats_t stats;              /* counters (running/waiting/blocks set on read) */
     uint64_t computed_tokens;       /* rows run through the model */
     sched_step_info_t last;

@@ -226,12 +226,11 @@ static void emit(sched_t *s, const sched_seq_t *q, const int32_t *ids, int n_ids
                  int finish, int is_prompt)
 {
     const eng_request_t *r = q->req->r;
-    size_t size = sizeof(eng_event_t) + (size_t)n_lps * sizeof(eng_logprob_t) +
-                  (size_t)n_ids * sizeof(int32_t) + text_len + 1;
-    eng_event_t *ev = malloc(size);
+    size_t extra = (size_t)n_lps * sizeof(eng_logprob_t) + (size_t)n_ids * sizeof(int32_t) +
+                   text_len + 1;
+    eng_event_t *ev = ev_alloc(s->evc, extra);
     if (!ev)
         return;
-    memset(ev, 0, sizeof(*ev));
     char *p = (char *)(ev + 1);
     if (n_lps > 0) {
         ev->lps = (eng_logprob_t *)p;
@@ -272,7 +271,7 @@ void seq_reject(sched_t *s, eng_request_t *r, int finish)
     const char *text = finish == ENG_FINISH_ERROR ? oom : "";
     size_t len = finish == ENG_FINISH_ERROR ? sizeof(oom) - 1 : 0;
     for (int k = 0; k < r->n; k++) {
-        eng_event_t *ev = calloc(1, sizeof(*ev) + len + 1);
+        eng_event_t *ev = ev_alloc(s->evc, len + 1);
         if (!ev)
             break;
         ev->req_id = r->id;

@@ -167,6 +167,7 @@ static void job_free(api_job_t *job)
         json_decref(job->choices[i].lp);
     }
     free(job->choices);
+    free(job->sse);
     api_params_free(&job->p);
     free(job);
 }

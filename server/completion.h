@@ -41,6 +41,8 @@ struct api_job {
     int answered;          /* the response was sent or the stream ended */
     int prompt_tokens;
     uint64_t t_start, t_first;
+    char *sse;             /* owned; (sse_cap) one event being framed, reused for each */
+    size_t sse_cap;
 };
 
 /* Builds the logprobs entries for tokens ids[0..n) into lp (an object of four arrays,

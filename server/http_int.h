@@ -57,7 +57,8 @@ struct http_req {
     int answered;   /* a response was queued or is pending */
     int suspended;
     int gone;                     /* the client closed its connection */
-    uv_poll_t *watch;             /* UV_DISCONNECT watch while suspended; freed on close */
+    uv_poll_t *watch;             /* UV_DISCONNECT watch, started while suspended; closed
+                                   * when the request completes, freed on close */
     struct MHD_Response *pending; /* a reply made while suspended, queued on the next call */
     unsigned pending_status;
     int streaming;

@@ -31,9 +31,11 @@ void http_conn_resume(http_req_t *r)
 {
     if (!r->suspended)
         return;
-    /* Stop the watch first: MHD may close the fd in the next run, and a libuv watcher on a
-     * reused fd number would be a hazard. */
-    http_watch_stop(r);
+    /* Stop the watch first (it stays ours until the request completes, so a stream that is
+     * suspended and resumed for every token makes no allocation): completed_cb closes it
+     * while the fd is still open, before MHD closes the fd and its number can be reused. */
+    if (r->watch)
+        uv_poll_stop(r->watch);
     r->suspended = 0;
     MHD_resume_connection(r->conn);
     http_kick(r->hs);
@@ -59,15 +61,17 @@ void http_conn_suspend(http_req_t *r)
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci)
         return;
-    r->watch = malloc(sizeof(*r->watch));
-    if (!r->watch)
-        return;
-    if (uv_poll_init(r->hs->loop, r->watch, ci->connect_fd) != 0) {
-        free(r->watch);
-        r->watch = NULL;
-        return;
+    if (!r->watch) { /* one per request, for every suspension of its connection */
+        r->watch = malloc(sizeof(*r->watch));
+        if (!r->watch)
+            return;
+        if (uv_poll_init(r->hs->loop, r->watch, ci->connect_fd) != 0) {
+            free(r->watch);
+            r->watch = NULL;
+            return;
+        }
+        r->watch->data = r;
     }
-    r->watch->data = r;
     uv_poll_start(r->watch, UV_DISCONNECT, watch_cb);
 }
 

@@ -3,7 +3,12 @@
  * Each event is one "data: <json>\n\n"; the stream ends with "data: [DONE]\n\n". A chunk has
  * the shape of a completion response with one choice holding the text delta; finish_reason
  * is null until that choice's last chunk. Loop thread only.
+ *
+ * A chunk without logprobs (every token of a plain stream) is framed by hand into the job's
+ * reusable buffer, byte for byte what jansson would write, so streaming allocates nothing
+ * per token once the buffer has grown to the size of an event.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,9 +45,105 @@ static json_t *chunk_head(api_job_t *job, json_t *choices)
     return o;
 }
 
+/* Makes room for need more bytes at *len in the job's buffer. 0 or -1 (out of memory). */
+static int sse_reserve(api_job_t *job, size_t len, size_t need)
+{
+    if (len + need <= job->sse_cap)
+        return 0;
+    size_t cap = job->sse_cap ? job->sse_cap : 512;
+    while (cap < len + need)
+        cap *= 2;
+    char *b = realloc(job->sse, cap);
+    if (!b)
+        return -1;
+    job->sse = b;
+    job->sse_cap = cap;
+    return 0;
+}
+
+/* Appends s[0..n) as a JSON string body, escaped as jansson escapes it by default: quote,
+ * backslash and control characters; UTF-8 passes through. */
+static int sse_put_escaped(api_job_t *job, size_t *len, const char *s, size_t n)
+{
+    if (sse_reserve(job, *len, 6 * n) < 0) /* \u00XX is the longest escape */
+        return -1;
+    char *o = job->sse + *len;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c >= 0x20) {
+            *o++ = (char)c;
+        } else {
+            const char *short_esc = c == '\b' ? "b" : c == '\f' ? "f" : c == '\n' ? "n"
+                                    : c == '\r' ? "r" : c == '\t' ? "t" : NULL;
+            *o++ = '\\';
+            if (short_esc) {
+                *o++ = short_esc[0];
+            } else {
+                static const char hex[] = "0123456789ABCDEF";
+                memcpy(o, "u00", 3);
+                o[3] = hex[c >> 4];
+                o[4] = hex[c & 15];
+                o += 5;
+            }
+        }
+    }
+    *len = (size_t)(o - job->sse);
+    return 0;
+}
+
+static int sse_put(api_job_t *job, size_t *len, const char *s, size_t n)
+{
+    if (sse_reserve(job, *len, n) < 0)
+        return -1;
+    memcpy(job->sse + *len, s, n);
+    *len += n;
+    return 0;
+}
+
+/* A chunk without logprobs, framed by hand (see the top of the file). The model name is
+ * escaped like the text; the id is ours ("cmpl-" and hex digits). */
+static void sse_plain_chunk(api_job_t *job, int index, const char *text, size_t len, int finish)
+{
+    char num[96];
+    size_t n = 0;
+    int k = snprintf(num, sizeof(num), "\",\"object\":\"text_completion\",\"created\":%lld,"
+                     "\"model\":\"", job->created);
+    int rc = sse_put(job, &n, "data: {\"id\":\"", 13);
+    rc |= sse_put(job, &n, job->id, strlen(job->id));
+    rc |= sse_put(job, &n, num, (size_t)k);
+    rc |= sse_put_escaped(job, &n, job->srv->model_name, strlen(job->srv->model_name));
+    k = snprintf(num, sizeof(num), "\",\"choices\":[{\"index\":%d,\"text\":\"", index);
+    rc |= sse_put(job, &n, num, (size_t)k);
+    rc |= sse_put_escaped(job, &n, text, len);
+    static const char no_lp[] = "\",\"logprobs\":null,\"finish_reason\":";
+    rc |= sse_put(job, &n, no_lp, sizeof(no_lp) - 1);
+    if (finish) {
+        const char *name = api_finish_name(finish);
+        rc |= sse_put(job, &n, "\"", 1);
+        rc |= sse_put(job, &n, name, strlen(name));
+        rc |= sse_put(job, &n, "\"", 1);
+    } else {
+        rc |= sse_put(job, &n, "null", 4);
+    }
+    rc |= sse_put(job, &n, "}]", 2);
+    if (job->p.include_usage)
+        rc |= sse_put(job, &n, ",\"usage\":null", 13);
+    rc |= sse_put(job, &n, "}\n\n", 3);
+    if (rc == 0)
+        http_stream_write(job->http, job->sse, n);
+}
+
 void sse_chunk(api_job_t *job, int index, const char *text, size_t len, json_t *logprobs,
                int finish)
 {
+    if (!logprobs) {
+        if (job->http)
+            sse_plain_chunk(job, index, text, len, finish);
+        return;
+    }
     json_t *choice = json_pack("{s:i, s:s%, s:o, s:o}", "index", index, "text", text, len,
                                "logprobs", logprobs ? logprobs : json_null(), "finish_reason",
                                finish ? json_string(api_finish_name(finish)) : json_null());

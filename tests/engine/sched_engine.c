@@ -267,6 +267,64 @@ static void test_chunked_prefill(void)
     eng_free(e);
 }
 
+/* With max_prefill_tokens_decoding N, prompts arriving while D streams decode get at most
+ * max(N - D, N / 4) tokens per step (several prompts share it), while a step with nothing
+ * to decode still takes the whole budget. */
+static void test_prefill_cap(void)
+{
+    enum { BUDGET = 128, CAP = 16, STREAMS = 4, NEW = 6, PROMPT = 20 };
+    eng_params_t p = params_for(tiny1k_dir);
+    p.max_num_batched_tokens = BUDGET;
+    p.max_prefill_tokens_decoding = CAP;
+    p.max_num_seqs = 16;
+    p.num_kv_blocks = 200;
+    static choice_out_t outs[STREAMS + NEW];
+    eng_t *e = make_engine(&p, tok);
+    const sched_step_info_t *last = &eng_sched(e)->last;
+    static int32_t pr[STREAMS + NEW][PROMPT];
+    uint64_t s = 23;
+    for (int i = 0; i < STREAMS + NEW; i++)
+        random_prompt(&s, pr[i], PROMPT);
+    for (int i = 0; i < STREAMS; i++)
+        submit_ok(e, make_req((uint64_t)i, pr[i], PROMPT, 200, 0.0f, 0));
+    ASSERT_EQ(eng_step(e), 1); /* nothing decodes yet: every prompt in one step */
+    ASSERT_EQ(last->prefill_tokens, STREAMS * PROMPT);
+    drain_events(e, outs, 1);
+    for (int i = STREAMS; i < STREAMS + NEW; i++)
+        submit_ok(e, make_req((uint64_t)i, pr[i], PROMPT, 3, 0.0f, 0));
+    int steps = 0, prefilled = 0, full = 0;
+    for (;;) {
+        int pending = 0;
+        for (int i = STREAMS; i < STREAMS + NEW; i++)
+            pending += outs[i].n_ids == 0;
+        if (!pending)
+            break;
+        ASSERT_EQ(eng_step(e), 1);
+        check_sched(e);
+        drain_events(e, outs, 1);
+        steps++;
+        int allowed = CAP - last->n_decode > CAP / 4 ? CAP - last->n_decode : CAP / 4;
+        ASSERT_LE(last->prefill_tokens, allowed);
+        ASSERT_TRUE(last->n_decode >= STREAMS);
+        prefilled += last->prefill_tokens;
+        full += last->prefill_tokens == allowed;
+        ASSERT_LE(steps, NEW * PROMPT / (CAP / 4) + 2);
+    }
+    ASSERT_EQ(prefilled, NEW * PROMPT);
+    ASSERT_TRUE(full >= 2); /* the cap is reached, not just respected */
+    printf("prefill cap: %d prompts of %d tokens in %d steps at <= max(%d - decodes, %d) "
+           "prompt tokens a step\n",
+           NEW, PROMPT, steps, CAP, CAP / 4);
+    for (int i = 0; i < STREAMS; i++)
+        ASSERT_EQ(outs[i].finishes, 0);
+    eng_abort(e, 0);
+    run_until_idle(e, outs, 1, 1000);
+    for (int i = 0; i < STREAMS + NEW; i++)
+        ASSERT_EQ(outs[i].finishes, 1);
+    check_idle(e);
+    eng_free(e);
+}
+
 /* The detokenizer's hold-back, on text alone. */
 static void test_holdback(void)
 {
@@ -506,6 +564,7 @@ int main(int argc, char **argv)
     test_fork();
     test_prefix_cache();
     test_chunked_prefill();
+    test_prefill_cap();
     test_stop_strings();
     test_abort();
     test_prompt_logprobs();

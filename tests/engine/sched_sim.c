@@ -69,6 +69,8 @@ int main(int argc, char **argv)
     p.num_kv_blocks = 22; /* 16 hold one full sequence */
     p.max_num_seqs = 6;
     p.max_num_batched_tokens = 24;
+    /* Odd seeds also cap the prompt tokens of steps that decode (fewer than one prompt). */
+    p.max_prefill_tokens_decoding = s % 2 ? 8 : 0;
     eng_t *e = make_engine(&p, tok);
 
     /* A few shared beginnings, so prompts hit the prefix cache. */

@@ -536,6 +536,18 @@ def test_stream_framing(srv):
     toks = [t for e in events for t in (e["choices"][0]["logprobs"] or {}).get("tokens", [])]
     check_eq(len(toks), 5, "streamed logprobs cover the echoed prompt and the completion")
 
+    # Text that JSON must escape (quotes, backslash, control characters) and UTF-8 that it
+    # must not, echoed through the plain chunk path; keys in OpenAI's order.
+    tricky = 'say "hi" \\ \t tab\nline\x01\x1f\x7f caf\u00e9 \u2603 /'
+    status, headers, chunks, data = raw_stream(srv, greedy_body(tricky, 2, stream=True,
+                                                                echo=True))
+    events = parse_sse(data, "stream echo escapes")
+    check_eq("".join(e["choices"][0]["text"] for e in events)[:len(tricky)], tricky,
+             "escaped text streams back as it was")
+    first = data.split(b"\n\n")[0][6:]
+    keys = list(json.loads(first, object_pairs_hook=lambda kv: [k for k, _ in kv]))
+    check_eq(keys, ["id", "object", "created", "model", "choices"], "chunk keys in order")
+
     # curl -N sees the same framing.
     out = subprocess.run(["curl", "-sN", "-H", "Content-Type: application/json", "-d",
                           json.dumps(greedy_body("Hi", 3, stream=True)),
