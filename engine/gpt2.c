@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "engine/gpt2_model.h"
+#include "engine/vecmath.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -97,13 +98,15 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
 }
 
 /* The one place matrix products against the weights happen:
- * out (T, N) = in (T, K) . w (K, N) + bias (N), with w packed by the loader (see
- * engine/matmul.h: a skinny-M kernel streaming the weights at the bandwidth bound, split
- * over the compute pool). The LM head is the same call with w = lm_headᵀ and no bias. */
+ * out (T, N) = epi(in (T, K) . w (K, N) + bias (N) (+ out when accumulate)), with w packed
+ * by the loader (see engine/matmul.h: a skinny-M kernel streaming the weights at the
+ * bandwidth bound, split over the compute pool). accumulate is the residual add (out = x)
+ * and epi the FC layer's GELU, both done by the tile as it stores, so neither costs a pass
+ * over the rows of its own. The LM head is the same call with w = lm_headᵀ and no bias. */
 static void matmul(gpt2_t *m, float *out, const float *in, const mm_weight_t *w,
-                   const float *bias, int T)
+                   const float *bias, int T, int accumulate, int epi)
 {
-    mm_matmul(m->mm, T, in, (size_t)w->K, w, bias, out, (size_t)w->N, 0);
+    mm_matmul(m->mm, T, in, (size_t)w->K, w, bias, out, (size_t)w->N, accumulate, epi);
 }
 
 /* out = (x - mean) / sqrt(var + eps) * w + b over each row of C. */
@@ -119,18 +122,6 @@ static void layernorm_generic(float *out, const float *x, const float *w, const 
     float rstd = 1.0f / sqrtf(var / (float)C + eps);
     for (int i = 0; i < C; i++)
         out[i] = (x[i] - mean) * rstd * w[i] + b[i];
-}
-
-/* gelu_new(x) = 0.5 x (1 + tanh(y)), y = sqrt(2/pi) (x + 0.044715 x^3), GPT-2's tanh form,
- * computed as x / (1 + exp(-2y)): the same function (1 + tanh(y) = 2 / (1 + exp(-2y))), with
- * one expf instead of tanhf, which took most of the time of this loop. */
-static void gelu_generic(float *x, size_t n)
-{
-    const float s = 0.7978845608028654f; /* sqrt(2/pi) */
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = v / (1.0f + expf(-2.0f * s * (v + 0.044715f * v * v * v)));
-    }
 }
 
 /* K (v = 0) or V (v = 1) rows of layer l in block blk: (BS, C). */
@@ -156,7 +147,7 @@ static void kv_write_row(const kv_cache_t *kv, const float *qkv, const gpt2_batc
 typedef float v8f __attribute__((vector_size(32)));
 
 /* The vector loops outside the matrix products: the decode attention's two loops over head
- * size (dot, axpy), GELU, softmax and layer norm. Each has a portable version (SSE2 on x86-64) and
+ * size (dot, axpy), softmax and layer norm (GELU is the FC product's epilogue). Each has a portable version (SSE2 on x86-64) and
  * an AVX2+FMA one; a step picks one set (vec_ops) with the same decision the matrix
  * kernels made (mm_get_kernel), so forcing the generic kernel forces these too. */
 static float dot_generic(const float *a, const float *b, int n)
@@ -246,43 +237,6 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float p, con
         y[i] += p * x[i];
 }
 
-/* exp(x) for eight floats, Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a
- * degree-6 polynomial (about 1 ulp), 2^n built in the exponent bits; x is clamped to
- * [-87.3, 88.7] so 2^n stays a normal float. */
-__attribute__((target("avx2,fma"))) static __m256 exp_avx2(__m256 x)
-{
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-                                  23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-/* gelu_generic's formula eight at a time. */
-__attribute__((target("avx2,fma"))) static void gelu_avx2(float *x, size_t n)
-{
-    const __m256 k = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
-    const __m256 one = _mm256_set1_ps(1.0f);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256 y = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v));
-        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(one, exp_avx2(y))));
-    }
-    if (i < n)
-        gelu_generic(x + i, n - i);
-}
-
 /* softmax_generic with eight-wide passes and exp_avx2. */
 __attribute__((target("avx2,fma"))) static void softmax_avx2(float *x, int n)
 {
@@ -299,7 +253,7 @@ __attribute__((target("avx2,fma"))) static void softmax_avx2(float *x, int n)
     mv = _mm256_set1_ps(max);
     __m256 acc = _mm256_setzero_ps();
     for (i = 0; i + 8 <= n; i += 8) {
-        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        __m256 e = vm_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
         _mm256_storeu_ps(x + i, e);
         acc = _mm256_add_ps(acc, e);
     }
@@ -353,17 +307,15 @@ __attribute__((target("avx2,fma"))) static void layernorm_avx2(float *out, const
 typedef struct vec_ops {
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float p, const float *x, int n);
-    void (*gelu)(float *x, size_t n);
     void (*softmax)(float *x, int n);
     void (*layernorm)(float *out, const float *x, const float *w, const float *b, int C,
                       float eps);
 } vec_ops_t;
 
-static const vec_ops_t vec_generic = {dot_generic, axpy_generic, gelu_generic,
-                                      softmax_generic, layernorm_generic};
+static const vec_ops_t vec_generic = {dot_generic, axpy_generic, softmax_generic,
+                                      layernorm_generic};
 #ifdef HAVE_VEC_AVX2
-static const vec_ops_t vec_avx2 = {dot_avx2, axpy_avx2, gelu_avx2, softmax_avx2,
-                                   layernorm_avx2};
+static const vec_ops_t vec_avx2 = {dot_avx2, axpy_avx2, softmax_avx2, layernorm_avx2};
 #endif
 
 static const vec_ops_t *vec_ops(const gpt2_t *m)
@@ -497,18 +449,16 @@ static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, in
  * change the result. */
 enum row_op {
     ROW_EMBED_LN, /* x = wte[token] + wpe[pos]; ln = layernorm(x) with (w, bias) */
-    ROW_ADD_LN,   /* x += ln; then, when w is set, ln = layernorm(x) with (w, bias) */
-    ROW_GELU,     /* fch = gelu(fch) */
+    ROW_LN,       /* ln = layernorm(x) with (w, bias) */
     ROW_KV,       /* row's K and V to its slot of layer l */
 };
 
 /* Fewest rows worth a part of their own, per op, measured (best of 3000 runs, 2 threads,
  * workers still spinning as they are after a matrix product): one row of layer norm takes
- * ~2.2 us and of GELU ~12 us, while handing a part to the other thread costs well under
- * 0.5 us, so both split from 2 rows on (2 rows of add + layer norm: 4.5 -> 2.5 us); a row's
- * K/V copy is ~0.15 us, and splitting it pays only from about 32 rows. */
-static const int ROW_MIN[] = {[ROW_EMBED_LN] = 1, [ROW_ADD_LN] = 1, [ROW_GELU] = 1,
-                              [ROW_KV] = 16};
+ * ~2.2 us, while handing a part to the other thread costs well under 0.5 us, so it splits
+ * from 2 rows on; a row's K/V copy is ~0.15 us, and splitting it pays only from about 32
+ * rows. */
+static const int ROW_MIN[] = {[ROW_EMBED_LN] = 1, [ROW_LN] = 1, [ROW_KV] = 16};
 #define ROW_PARTS_PER_THREAD 4
 
 typedef struct rows_job {
@@ -554,14 +504,8 @@ static void rows_part(void *arg, int part, int parts)
             embed_row(m, j->b, t, x);
             j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
             break;
-        case ROW_ADD_LN:
-            for (int i = 0; i < C; i++)
-                x[i] += ln[i];
-            if (j->w)
-                j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
-            break;
-        case ROW_GELU:
-            j->ops->gelu(s->fch + (size_t)t * 4 * C, 4 * (size_t)C);
+        case ROW_LN:
+            j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
             break;
         case ROW_KV:
             kv_write_row(j->kv, s->qkv, j->b, j->l, t);
@@ -581,9 +525,9 @@ static void run_rows(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, enu
     pool_run_parts(pool, parts, rows_part, &j);
 }
 
-/* Layer l, entered with ln = layernorm_1(x) of this layer; leaves ln = layernorm_1(x) of
- * the next layer (the residual add and the next layer norm are one pass over the rows),
- * or after the last layer x with the residual added. */
+/* Layer l, entered with ln = layernorm_1(x) of this layer; leaves x with both residual adds
+ * done (by the projections, which accumulate into x) and, unless it is the last layer,
+ * ln = layernorm_1(x) of the next layer. */
 static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
 {
     const gpt2_layer_t *w = &m->layers[l];
@@ -591,16 +535,16 @@ static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b
     const gpt2_scratch_t *s = &m->s;
     const int T = b->T;
 
-    matmul(m, s->qkv, s->ln, &w->qkv_p, w->qkv_b, T);
+    matmul(m, s->qkv, s->ln, &w->qkv_p, w->qkv_b, T, 0, MM_EPI_NONE);
     /* Every row's K/V is in place before any row attends. */
     run_rows(m, kv, b, ROW_KV, l, NULL, NULL);
     attention(m, kv, b, l);
-    matmul(m, s->ln, s->att, &w->attn_proj_p, w->attn_proj_b, T);
-    run_rows(m, kv, b, ROW_ADD_LN, l, w->ln2_w, w->ln2_b);
-    matmul(m, s->fch, s->ln, &w->fc_p, w->fc_b, T);
-    run_rows(m, kv, b, ROW_GELU, l, NULL, NULL);
-    matmul(m, s->ln, s->fch, &w->mlp_proj_p, w->mlp_proj_b, T);
-    run_rows(m, kv, b, ROW_ADD_LN, l, next ? next->ln1_w : NULL, next ? next->ln1_b : NULL);
+    matmul(m, s->x, s->att, &w->attn_proj_p, w->attn_proj_b, T, 1, MM_EPI_NONE);
+    run_rows(m, kv, b, ROW_LN, l, w->ln2_w, w->ln2_b);
+    matmul(m, s->fch, s->ln, &w->fc_p, w->fc_b, T, 0, MM_EPI_GELU);
+    matmul(m, s->x, s->fch, &w->mlp_proj_p, w->mlp_proj_b, T, 1, MM_EPI_NONE);
+    if (next)
+        run_rows(m, kv, b, ROW_LN, l, next->ln1_w, next->ln1_b);
 }
 
 /* Rejects a batch that would read or write outside the model, the scratch or the pool,
@@ -658,6 +602,6 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
         ops->layernorm(s->lnf + (size_t)i * C, s->x + (size_t)b->logit_rows[i] * C,
                        m->lnf_w, m->lnf_b, C, m->cfg.ln_eps);
     if (b->n_logits)
-        matmul(m, b->logits, s->lnf, &m->lm_head_p, NULL, b->n_logits);
+        matmul(m, b->logits, s->lnf, &m->lm_head_p, NULL, b->n_logits, 0, MM_EPI_NONE);
     return 0;
 }

@@ -367,6 +367,7 @@ typedef struct mm_job {
     float *y;
     size_t ldy;
     int accumulate;
+    int epi;
 } mm_job_t;
 
 static void matmul_range(const mm_job_t *j, int p0, int p1)
@@ -403,6 +404,7 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                 t.kc = kc;
                 t.nc = w->N - n0 < MM_NR ? w->N - n0 : MM_NR;
                 t.load_y = j->accumulate || k0 > 0;
+                t.gelu = j->epi == MM_EPI_GELU && k0 + kc == K;
                 t.bias = j->bias && k0 == 0 ? j->bias + n0 : NULL;
                 for (int b = 0; b < nb; b++) {
                     int r0, r1;
@@ -448,12 +450,12 @@ static int parts_for(const mm_t *mm, int n_panels)
 }
 
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
-               const float *bias, float *y, size_t ldy, int accumulate)
+               const float *bias, float *y, size_t ldy, int accumulate, int epi)
 {
     if (M <= 0)
         return;
     mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = w, .bias = bias, .y = y,
-                  .ldy = ldy, .accumulate = accumulate};
+                  .ldy = ldy, .accumulate = accumulate, .epi = epi};
     /* Tiny products are not worth waking the workers. */
     if ((double)M * w->K * w->N < 32768.0)
         matmul_range(&j, 0, w->n_panels);

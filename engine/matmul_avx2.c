@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "engine/matmul.h"
 #include "engine/matmul_kern.h"
+#include "engine/vecmath.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -88,6 +89,15 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int DT)
     }
         ROWS(STEP)
 #undef STEP
+    }
+    if (t->gelu) {
+#define GELU(i)                                                                               \
+    if (MR > i) {                                                                             \
+        c##i##0 = vm_gelu8(c##i##0);                                                          \
+        c##i##1 = vm_gelu8(c##i##1);                                                          \
+    }
+        ROWS(GELU)
+#undef GELU
     }
 #define STORE(i)                                                                              \
     if (MR > i) {                                                                             \

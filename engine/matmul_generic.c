@@ -5,6 +5,7 @@
 #include "engine/engine.h"
 #include "engine/matmul.h"
 #include "engine/matmul_kern.h"
+#include "engine/vecmath.h"
 
 /* Widens row k of the panel into 16 floats, undoing the BF16 interleave. */
 static void panel_row(const mm_tile_t *t, int k, float *out)
@@ -49,6 +50,10 @@ void mm_tile_generic(const mm_tile_t *t)
                 acc[i][j] += xv * wrow[j];
         }
     }
+    if (t->gelu)
+        for (int i = 0; i < t->mr; i++)
+            for (int j = 0; j < t->nc; j++)
+                acc[i][j] = vm_gelu(acc[i][j]);
     for (int i = 0; i < t->mr; i++)
         memcpy(t->y + (size_t)i * t->ldy, acc[i], (size_t)t->nc * sizeof(float));
 }

@@ -24,6 +24,7 @@ typedef struct mm_tile {
     size_t ldy;
     const float *bias; /* at n0, or NULL: added to the start value */
     int load_y;        /* 1: start from Y; 0: start from zero */
+    int gelu;          /* 1: the last chunk of K; store gelu(value) instead of the value */
     const char *pf;    /* prefetch stream: pf + k*pfstep is touched at step k */
     ptrdiff_t pfstep;
 } mm_tile_t;
