@@ -4,9 +4,10 @@
  * each layer together: the linear layers are one matrix product over all rows, attention
  * reads each sequence's K/V through its block table. Scratch is allocated by gpt2_reserve;
  * a step allocates nothing. Everything runs on the model's compute pool (mm_pool): the
- * matrix products split over output columns (engine/matmul.c), attention over
- * (sequence, head) items, the per-row work (embedding, layer norm, residual add, GELU, K/V
- * write) over row ranges. Each output element is computed by the same code whatever thread
+ * matrix products split over output columns (engine/matmul.c; the FC's GELU and both
+ * residual adds happen as their products store Y), attention over (sequence, head) items
+ * (each writes its own slice of the rows' K/V first), the embedding and layer norms over
+ * row ranges: five pool dispatches per layer. Each output element is computed by the same code whatever thread
  * runs it, so the logits do not depend on the thread count. OpenBLAS (prefill attention
  * tiles) runs single-threaded inside a pool thread.
  */
@@ -131,15 +132,19 @@ static float *kv_rows(const kv_cache_t *kv, int32_t blk, int l, int v)
     return kv->data + (((size_t)blk * (size_t)kv->n_layer + (size_t)l) * 2 + (size_t)v) * rows;
 }
 
-/* Copies row t's K and V (the second and third thirds of its qkv) to its slot. */
-static void kv_write_row(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t *b, int l,
-                         int t)
+/* Copies head h's K and V of rows [t0, t1) (slices of the second and third thirds of their
+ * qkv) to the rows' slots of layer l. */
+static void kv_write_head(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t *b, int l,
+                          int h, int HS, int t0, int t1)
 {
     const int C = kv->n_embd, BS = kv->block_size;
-    int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
-    const float *src = qkv + (size_t)t * 3 * C;
-    memcpy(kv_rows(kv, blk, l, 0) + (size_t)r * C, src + C, (size_t)C * sizeof(float));
-    memcpy(kv_rows(kv, blk, l, 1) + (size_t)r * C, src + 2 * C, (size_t)C * sizeof(float));
+    for (int t = t0; t < t1; t++) {
+        int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
+        const float *src = qkv + (size_t)t * 3 * C + (size_t)h * HS;
+        size_t at = (size_t)r * C + (size_t)h * HS;
+        memcpy(kv_rows(kv, blk, l, 0) + at, src + C, (size_t)HS * sizeof(float));
+        memcpy(kv_rows(kv, blk, l, 1) + at, src + 2 * C, (size_t)HS * sizeof(float));
+    }
 }
 
 /* Eight floats; loads and stores go through memcpy (no alignment or aliasing assumptions)
@@ -208,35 +213,6 @@ __attribute__((target("avx2,fma"))) static float hsum_avx2(__m256 v)
     return _mm_cvtss_f32(h);
 }
 
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b,
-                                                          int n)
-{
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-    }
-    for (; i + 8 <= n; i += 8)
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    float s = hsum_avx2(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-__attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float p, const float *x,
-                                                          int n)
-{
-    const __m256 pv = _mm256_set1_ps(p);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(x + i),
-                                                _mm256_loadu_ps(y + i)));
-    for (; i < n; i++)
-        y[i] += p * x[i];
-}
-
 /* softmax_generic with eight-wide passes and exp_avx2. */
 __attribute__((target("avx2,fma"))) static void softmax_avx2(float *x, int n)
 {
@@ -303,19 +279,105 @@ __attribute__((target("avx2,fma"))) static void layernorm_avx2(float *out, const
 }
 #endif
 
+/* One decode row and head over positions [0, n) of its sequence:
+ * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place.
+ * scores has room for n floats. */
+static void attend_row_generic(float *out, const float *q, const kv_cache_t *kv,
+                               const int32_t *table, int n, int l, int h, int HS, float *scores)
+{
+    const int C = kv->n_embd, BS = kv->block_size;
+    const float scale = 1.0f / sqrtf((float)HS);
+    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+        const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
+        int rows = n - j0 < BS ? n - j0 : BS;
+        for (int r = 0; r < rows; r++)
+            scores[j0 + r] = dot_generic(q, k + (size_t)r * C, HS) * scale;
+    }
+    softmax_generic(scores, n);
+    memset(out, 0, (size_t)HS * sizeof(float));
+    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+        const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
+        int rows = n - j0 < BS ? n - j0 : BS;
+        for (int r = 0; r < rows; r++)
+            axpy_generic(out, scores[j0 + r], v + (size_t)r * C, HS);
+    }
+}
+
+#ifdef HAVE_VEC_AVX2
+/* attend_row_generic for HS a multiple of 16 (64 in every GPT-2; 16 in the test models, so
+ * the tests run this same code). Scores four keys at a time (four dot products reduced by one
+ * horizontal-add tree), and the output in registers, 16 columns per pass over the values,
+ * instead of a load and a store of out per key. */
+__attribute__((target("avx2,fma"))) static void attend_row_avx2(float *out, const float *q,
+                                                                const kv_cache_t *kv,
+                                                                const int32_t *table, int n,
+                                                                int l, int h, int HS,
+                                                                float *scores)
+{
+    if (HS % 16) {
+        attend_row_generic(out, q, kv, table, n, l, h, HS, scores);
+        return;
+    }
+    const int C = kv->n_embd, BS = kv->block_size;
+    const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
+    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+        const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
+        int rows = n - j0 < BS ? n - j0 : BS, r = 0;
+        for (; r + 4 <= rows; r += 4) {
+            const float *k0 = k + (size_t)r * C;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int i = 0; i < HS; i += 8) {
+                __m256 qv = _mm256_loadu_ps(q + i);
+                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + C + i), a1);
+                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * (size_t)C + i), a2);
+                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * (size_t)C + i), a3);
+            }
+            /* hadd(hadd(a0, a1), hadd(a2, a3)) holds each key's partial sums of one
+             * 128-bit half in lanes 0..3 and 4..7; adding the halves gives the 4 dots. */
+            __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+            __m128 d = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            _mm_storeu_ps(scores + j0 + r, _mm_mul_ps(d, _mm256_castps256_ps128(scale)));
+        }
+        for (; r < rows; r++) {
+            const float *kr = k + (size_t)r * C;
+            __m256 a = _mm256_setzero_ps();
+            for (int i = 0; i < HS; i += 8)
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kr + i), a);
+            scores[j0 + r] = hsum_avx2(a) * _mm256_cvtss_f32(scale);
+        }
+    }
+    softmax_avx2(scores, n);
+    for (int c0 = 0; c0 < HS; c0 += 16) {
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0;
+        for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+            const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS + c0;
+            int rows = n - j0 < BS ? n - j0 : BS;
+            for (int r = 0; r < rows; r++, v += C) {
+                __m256 p = _mm256_broadcast_ss(scores + j0 + r);
+                o0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v), o0);
+                o1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8), o1);
+            }
+        }
+        _mm256_storeu_ps(out + c0, o0);
+        _mm256_storeu_ps(out + c0 + 8, o1);
+    }
+}
+#endif
+
 /* The vector loops one step uses. */
 typedef struct vec_ops {
-    float (*dot)(const float *a, const float *b, int n);
-    void (*axpy)(float *y, float p, const float *x, int n);
+    void (*attend_row)(float *out, const float *q, const kv_cache_t *kv, const int32_t *table,
+                       int n, int l, int h, int HS, float *scores);
     void (*softmax)(float *x, int n);
     void (*layernorm)(float *out, const float *x, const float *w, const float *b, int C,
                       float eps);
 } vec_ops_t;
 
-static const vec_ops_t vec_generic = {dot_generic, axpy_generic, softmax_generic,
+static const vec_ops_t vec_generic = {attend_row_generic, softmax_generic,
                                       layernorm_generic};
 #ifdef HAVE_VEC_AVX2
-static const vec_ops_t vec_avx2 = {dot_avx2, axpy_avx2, softmax_avx2, layernorm_avx2};
+static const vec_ops_t vec_avx2 = {attend_row_avx2, softmax_avx2, layernorm_avx2};
 #endif
 
 static const vec_ops_t *vec_ops(const gpt2_t *m)
@@ -327,29 +389,6 @@ static const vec_ops_t *vec_ops(const gpt2_t *m)
     (void)m;
 #endif
     return &vec_generic;
-}
-
-/* One decode row and head over positions [0, n) of its sequence:
- * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place. */
-static void attend_row(const vec_ops_t *ops, float *out, const float *q, const kv_cache_t *kv,
-                       const int32_t *table, int n, int l, int h, int HS, float *scores)
-{
-    const int C = kv->n_embd, BS = kv->block_size;
-    const float scale = 1.0f / sqrtf((float)HS);
-    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
-        int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++)
-            scores[j0 + r] = ops->dot(q, k + (size_t)r * C, HS) * scale;
-    }
-    ops->softmax(scores, n);
-    memset(out, 0, (size_t)HS * sizeof(float));
-    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
-        int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++)
-            ops->axpy(out, scores[j0 + r], v + (size_t)r * C, HS);
-    }
 }
 
 /* Copies head h's K (v = 0) or V (v = 1) of positions [0, n) into dst (n, HS). */
@@ -422,10 +461,14 @@ static void attn_part(void *arg, int part, int parts, int thread)
     pool_split(j->items, parts, part, &i0, &i1);
     for (int i = i0; i < i1; i++) {
         int s = i / NH, h = i % NH, t = b->seq_start[s], rows = b->seq_start[s + 1] - t;
+        /* This item is the only reader of head h of sequence s's K/V in this step (a block
+         * being written belongs to one sequence), so it writes that slice of its own rows
+         * itself: no separate pass, no barrier before attention. */
+        kv_write_head(j->kv, m->s.qkv, b, j->l, h, HS, t, t + rows);
         if (rows > 1)
             attend_chunk(j->ops, m, j->kv, b, s, j->l, h, scratch);
         else if (rows == 1)
-            attend_row(j->ops, m->s.att + (size_t)t * C + (size_t)h * HS,
+            j->ops->attend_row(m->s.att + (size_t)t * C + (size_t)h * HS,
                        m->s.qkv + (size_t)t * 3 * C + (size_t)h * HS, j->kv, b->block_table[s],
                        b->pos[t] + 1, j->l, h, HS, scratch);
     }
@@ -450,24 +493,20 @@ static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, in
 enum row_op {
     ROW_EMBED_LN, /* x = wte[token] + wpe[pos]; ln = layernorm(x) with (w, bias) */
     ROW_LN,       /* ln = layernorm(x) with (w, bias) */
-    ROW_KV,       /* row's K and V to its slot of layer l */
 };
 
 /* Fewest rows worth a part of their own, per op, measured (best of 3000 runs, 2 threads,
  * workers still spinning as they are after a matrix product): one row of layer norm takes
  * ~2.2 us, while handing a part to the other thread costs well under 0.5 us, so it splits
- * from 2 rows on; a row's K/V copy is ~0.15 us, and splitting it pays only from about 32
- * rows. */
-static const int ROW_MIN[] = {[ROW_EMBED_LN] = 1, [ROW_LN] = 1, [ROW_KV] = 16};
+ * from 2 rows on. */
+static const int ROW_MIN[] = {[ROW_EMBED_LN] = 1, [ROW_LN] = 1};
 #define ROW_PARTS_PER_THREAD 4
 
 typedef struct rows_job {
     const gpt2_t *m;
-    const kv_cache_t *kv;
     const gpt2_batch_t *b;
     const vec_ops_t *ops;
     enum row_op op;
-    int l;
     const float *w, *bias;
 } rows_job_t;
 
@@ -507,18 +546,14 @@ static void rows_part(void *arg, int part, int parts)
         case ROW_LN:
             j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
             break;
-        case ROW_KV:
-            kv_write_row(j->kv, s->qkv, j->b, j->l, t);
-            break;
         }
     }
 }
 
-static void run_rows(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, enum row_op op,
-                     int l, const float *w, const float *bias)
+static void run_rows(gpt2_t *m, const gpt2_batch_t *b, enum row_op op, const float *w,
+                     const float *bias)
 {
-    rows_job_t j = {.m = m, .kv = kv, .b = b, .ops = vec_ops(m), .op = op, .l = l, .w = w,
-                    .bias = bias};
+    rows_job_t j = {.m = m, .b = b, .ops = vec_ops(m), .op = op, .w = w, .bias = bias};
     pool_t *pool = mm_pool(m->mm);
     int parts = b->T / ROW_MIN[op], most = pool_threads(pool) * ROW_PARTS_PER_THREAD;
     parts = parts < 1 ? 1 : parts > most ? most : parts;
@@ -536,15 +571,13 @@ static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b
     const int T = b->T;
 
     matmul(m, s->qkv, s->ln, &w->qkv_p, w->qkv_b, T, 0, MM_EPI_NONE);
-    /* Every row's K/V is in place before any row attends. */
-    run_rows(m, kv, b, ROW_KV, l, NULL, NULL);
-    attention(m, kv, b, l);
+    attention(m, kv, b, l); /* also writes the rows' K/V to the cache */
     matmul(m, s->x, s->att, &w->attn_proj_p, w->attn_proj_b, T, 1, MM_EPI_NONE);
-    run_rows(m, kv, b, ROW_LN, l, w->ln2_w, w->ln2_b);
+    run_rows(m, b, ROW_LN, w->ln2_w, w->ln2_b);
     matmul(m, s->fch, s->ln, &w->fc_p, w->fc_b, T, 0, MM_EPI_GELU);
     matmul(m, s->x, s->fch, &w->mlp_proj_p, w->mlp_proj_b, T, 1, MM_EPI_NONE);
     if (next)
-        run_rows(m, kv, b, ROW_LN, l, next->ln1_w, next->ln1_b);
+        run_rows(m, b, ROW_LN, next->ln1_w, next->ln1_b);
 }
 
 /* Rejects a batch that would read or write outside the model, the scratch or the pool,
@@ -592,7 +625,7 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
     const int C = m->cfg.n_embd;
     const gpt2_scratch_t *s = &m->s;
 
-    run_rows(m, kv, b, ROW_EMBED_LN, 0, m->layers[0].ln1_w, m->layers[0].ln1_b);
+    run_rows(m, b, ROW_EMBED_LN, m->layers[0].ln1_w, m->layers[0].ln1_b);
     for (int l = 0; l < m->cfg.n_layer; l++)
         layer_forward(m, kv, b, l);
 
