@@ -368,6 +368,7 @@ typedef struct mm_job {
     size_t ldy;
     int accumulate;
     int epi;
+    int threads; /* of the pool: parts come in levels of this many */
 } mm_job_t;
 
 static void matmul_range(const mm_job_t *j, int p0, int p1)
@@ -429,24 +430,32 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     }
 }
 
+/* Panel ranges of a product, in the order the pool's threads claim them: level 0 is
+ * `threads` parts covering half of the panels, level 1 a quarter, and so on, the last level
+ * taking the rest. The first ranges are long contiguous streams; the last are short, so the
+ * threads finish together: a thread that is late (asleep, or its core taken by other work)
+ * costs the others at most a small part, and the idle tail of the product is a small part
+ * instead of an eighth of it. Which thread computes a column does not change its value. */
+#define MM_MAX_LEVELS 5
+
+static int levels_for(int n_panels, int threads)
+{
+    int levels = 1;
+    while (levels < MM_MAX_LEVELS && (n_panels >> levels) >= 2 * threads)
+        levels++;
+    return levels;
+}
+
 static void matmul_cb(void *arg, int part, int n)
 {
     const mm_job_t *j = arg;
+    const int P = j->w->n_panels, threads = j->threads, levels = n / threads;
+    int level = part / threads;
+    int lo = P - (P >> level), hi = level + 1 < levels ? P - (P >> (level + 1)) : P;
     int p0, p1;
-    pool_split(j->w->n_panels, n, part, &p0, &p1);
+    pool_split(hi - lo, threads, part % threads, &p0, &p1);
     if (p0 < p1)
-        matmul_range(j, p0, p1);
-}
-
-/* Contiguous panel ranges per product: a few per thread, so that when a thread is late
- * (asleep, or its core taken by other work) the others pick up its share, while each range
- * is still a long contiguous stream. */
-#define MM_PARTS_PER_THREAD 4
-
-static int parts_for(const mm_t *mm, int n_panels)
-{
-    int parts = pool_threads(mm->pool) * MM_PARTS_PER_THREAD;
-    return parts < n_panels ? parts : n_panels;
+        matmul_range(j, lo + p0, lo + p1);
 }
 
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
@@ -455,10 +464,12 @@ void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w
     if (M <= 0)
         return;
     mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = w, .bias = bias, .y = y,
-                  .ldy = ldy, .accumulate = accumulate, .epi = epi};
+                  .ldy = ldy, .accumulate = accumulate, .epi = epi,
+                  .threads = pool_threads(mm->pool)};
     /* Tiny products are not worth waking the workers. */
     if ((double)M * w->K * w->N < 32768.0)
         matmul_range(&j, 0, w->n_panels);
     else
-        pool_run_parts(mm->pool, parts_for(mm, w->n_panels), matmul_cb, &j);
+        pool_run_parts(mm->pool, j.threads * levels_for(w->n_panels, j.threads), matmul_cb,
+                       &j);
 }
