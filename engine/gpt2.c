@@ -7,11 +7,9 @@
  * matrix products split over output columns (engine/matmul.c; the FC's GELU and both
  * residual adds happen as their products store Y), attention over (sequence, head) items
  * (each writes its own slice of the rows' K/V first), the embedding and layer norms over
- * row ranges: five pool dispatches per layer. Each output element is computed by the same code whatever thread
- * runs it, so the logits do not depend on the thread count. OpenBLAS (prefill attention
- * tiles) runs single-threaded inside a pool thread.
+ * row ranges: five pool dispatches per layer. Each output element is computed by the same
+ * code whatever thread runs it, so the logits do not depend on the thread count.
  */
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -71,14 +69,21 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
     if (max_tokens < 1 || max_logits < 0 || max_logits > max_tokens || max_ctx < 1 ||
         max_ctx > m->cfg.n_ctx || (size_t)max_tokens > SIZE_MAX / (16 * C * sizeof(float)))
         return -EINVAL;
-    /* x, ln, qkv (3C), att, fch (4C): 10 C per row; per compute thread kh, vh and the
-     * scores of a tile of rows per context position. */
+    /* x, ln, qkv (3C), att, fch (4C): 10 C per row; per compute thread one head's packed
+     * K and V (attend_chunk: each padded to whole panels), a tile of scaled queries and the
+     * tile's scores per context position. */
     size_t T = (size_t)max_tokens, ctx = (size_t)max_ctx;
-    size_t per_thread = ctx * (2 * HS + ATTN_TILE);
-    size_t n = T * 10 * C + (size_t)max_logits * C + (size_t)threads * per_thread;
-    float *mem = malloc(n * sizeof(float));
-    if (!mem)
+    size_t ctx16 = (ctx + MM_NR - 1) / MM_NR * MM_NR, hs16 = (HS + MM_NR - 1) / MM_NR * MM_NR;
+    size_t per_thread = ctx16 * HS + hs16 * ctx16 + ATTN_TILE * (HS + ctx);
+    /* The packed K and V are read by the tiles with aligned loads: the attention scratch
+     * and each thread's share start on 64 bytes (16 floats). */
+    per_thread = (per_thread + 15) / 16 * 16;
+    size_t attn_at = (T * 10 * C + (size_t)max_logits * C + 15) / 16 * 16;
+    size_t n = attn_at + (size_t)threads * per_thread;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n * sizeof(float)))
         return -ENOMEM;
+    float *mem = p;
     free(m->s.mem);
     gpt2_scratch_t *s = &m->s;
     s->mem = mem;
@@ -92,7 +97,7 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
     s->att = s->qkv + T * 3 * C;
     s->fch = s->att + T * C;
     s->lnf = s->fch + T * 4 * C;
-    s->attn = s->lnf + (size_t)max_logits * C;
+    s->attn = mem + attn_at;
     s->attn_floats = per_thread;
     s->threads = threads;
     return 0;
@@ -391,48 +396,85 @@ static const vec_ops_t *vec_ops(const gpt2_t *m)
     return &vec_generic;
 }
 
-/* Copies head h's K (v = 0) or V (v = 1) of positions [0, n) into dst (n, HS). */
-static void gather_head(float *dst, const kv_cache_t *kv, const int32_t *table, int n, int l,
-                        int h, int HS, int v)
+/* Head h's keys of positions [0, n) as the panels of Kᵀ (HS, n) for mm_matmul_panels:
+ * panel p holds keys 16p..16p+15, one row of MM_NR per dimension; keys past n are zero. */
+static void pack_keys(float *kp, const kv_cache_t *kv, const int32_t *table, int n, int l, int h,
+                      int HS)
 {
     const int C = kv->n_embd, BS = kv->block_size;
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *src = kv_rows(kv, table[blk], l, v) + (size_t)h * HS;
+        const float *src = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
         int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++)
-            memcpy(dst + (size_t)(j0 + r) * HS, src + (size_t)r * C, (size_t)HS * sizeof(float));
+        for (int r = 0; r < rows; r++) {
+            int j = j0 + r;
+            float *dst = kp + (size_t)(j / MM_NR) * HS * MM_NR + j % MM_NR;
+            const float *k = src + (size_t)r * C;
+            for (int d = 0; d < HS; d++)
+                dst[(size_t)d * MM_NR] = k[d];
+        }
+    }
+    for (int j = n; j % MM_NR; j++)
+        for (int d = 0; d < HS; d++)
+            kp[((size_t)(j / MM_NR) * HS + d) * MM_NR + j % MM_NR] = 0.0f;
+}
+
+/* Head h's values of positions [0, n) as the panels of V (n, HS): panel c holds dimensions
+ * 16c..16c+15 of every key (n rows of MM_NR; dimensions past HS zero). */
+static void pack_values(float *vp, const kv_cache_t *kv, const int32_t *table, int n, int l,
+                        int h, int HS)
+{
+    const int C = kv->n_embd, BS = kv->block_size;
+    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+        const float *src = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
+        int rows = n - j0 < BS ? n - j0 : BS;
+        for (int r = 0; r < rows; r++) {
+            const float *v = src + (size_t)r * C;
+            for (int c = 0; c * MM_NR < HS; c++) {
+                float *dst = vp + ((size_t)c * n + (size_t)(j0 + r)) * MM_NR;
+                int w = HS - c * MM_NR < MM_NR ? HS - c * MM_NR : MM_NR;
+                memcpy(dst, v + c * MM_NR, (size_t)w * sizeof(float));
+                memset(dst + w, 0, (size_t)(MM_NR - w) * sizeof(float));
+            }
+        }
     }
 }
 
 /* A prefill chunk (rows t0..t1 of sequence s), head h: K and V of the whole context are
- * gathered once into the thread's scratch, then each tile of ATTN_TILE rows is two matrix
- * products, S = Q K^T / sqrt(HS) over the keys the tile's last row sees, and
- * O = softmax(S) V, with each row's scores beyond its own position zeroed (the causal mask).
- * OpenBLAS is single-threaded (mm_init), so this runs whole on the calling pool thread. */
+ * packed once into the thread's scratch as panels for the matmul tiles, then each tile of
+ * ATTN_TILE rows is two products on this thread, S = (Q / sqrt(HS)) Kᵀ over the keys the
+ * tile's last row sees, and O = softmax(S) V, with each row's scores beyond its own position
+ * zeroed (the causal mask). The tiles are the weight products' own (mm_matmul_panels), which
+ * at these shapes (K = HS = 64, or N = HS) run well above OpenBLAS's sgemm. */
 static void attend_chunk(const vec_ops_t *ops, const gpt2_t *m, const kv_cache_t *kv,
-                         const gpt2_batch_t *b, int s, int l, int h, float *kh)
+                         const gpt2_batch_t *b, int s, int l, int h, float *scratch)
 {
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH, ld = m->s.max_ctx;
     const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
     const float scale = 1.0f / sqrtf((float)HS);
     const gpt2_scratch_t *sc = &m->s;
-    float *vh = kh + (size_t)ld * HS, *scores = vh + (size_t)ld * HS;
-    gather_head(kh, kv, b->block_table[s], n, l, h, HS, 0);
-    gather_head(vh, kv, b->block_table[s], n, l, h, HS, 1);
+    const size_t ctx16 = ((size_t)ld + MM_NR - 1) / MM_NR * MM_NR;
+    const size_t hs16 = ((size_t)HS + MM_NR - 1) / MM_NR * MM_NR;
+    float *kp = scratch, *vp = kp + ctx16 * HS, *qs = vp + hs16 * ctx16;
+    float *scores = qs + (size_t)ATTN_TILE * HS;
+    pack_keys(kp, kv, b->block_table[s], n, l, h, HS);
+    pack_values(vp, kv, b->block_table[s], n, l, h, HS);
     for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
         int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
         int keys = b->pos[r0 + rows - 1] + 1;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, HS, scale,
-                    sc->qkv + (size_t)r0 * 3 * C + (size_t)h * HS, 3 * C, kh, HS, 0.0f, scores,
-                    ld);
+        for (int r = 0; r < rows; r++) {
+            const float *q = sc->qkv + (size_t)(r0 + r) * 3 * C + (size_t)h * HS;
+            for (int d = 0; d < HS; d++)
+                qs[(size_t)r * HS + d] = q[d] * scale;
+        }
+        mm_matmul_panels(m->mm, rows, qs, (size_t)HS, kp, HS, keys, HS, scores, (size_t)ld);
         for (int r = 0; r < rows; r++) {
             float *row = scores + (size_t)r * ld;
             int seen = b->pos[r0 + r] + 1;
             ops->softmax(row, seen);
             memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, keys, 1.0f, scores, ld,
-                    vh, HS, 0.0f, sc->att + (size_t)r0 * C + (size_t)h * HS, C);
+        mm_matmul_panels(m->mm, rows, scores, (size_t)ld, vp, keys, HS, n,
+                         sc->att + (size_t)r0 * C + (size_t)h * HS, (size_t)C);
     }
 }
 

@@ -369,6 +369,7 @@ typedef struct mm_job {
     int accumulate;
     int epi;
     int threads; /* of the pool: parts come in levels of this many */
+    int panel_rows; /* rows from one panel to the next: w->K, or more (mm_matmul_panels) */
 } mm_job_t;
 
 static void matmul_range(const mm_job_t *j, int p0, int p1)
@@ -376,7 +377,7 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     const mm_weight_t *w = j->w;
     const int K = w->K;
     const size_t row_bytes = MM_NR * dtype_size(w->dtype);
-    const size_t panel_bytes = (size_t)K * row_bytes;
+    const size_t panel_bytes = (size_t)j->panel_rows * row_bytes;
     const char *base = w->data;
     tile_fn tile = j->mm->tile;
     mm_tile_t t = {.ldx = j->ldx, .dtype = w->dtype, .ldy = j->ldy};
@@ -465,11 +466,24 @@ void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w
         return;
     mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = w, .bias = bias, .y = y,
                   .ldy = ldy, .accumulate = accumulate, .epi = epi,
-                  .threads = pool_threads(mm->pool)};
+                  .threads = pool_threads(mm->pool), .panel_rows = w->K};
     /* Tiny products are not worth waking the workers. */
     if ((double)M * w->K * w->N < 32768.0)
         matmul_range(&j, 0, w->n_panels);
     else
         pool_run_parts(mm->pool, j.threads * levels_for(w->n_panels, j.threads), matmul_cb,
                        &j);
+}
+
+void mm_matmul_panels(const mm_t *mm, int M, const float *x, size_t ldx, const float *panels,
+                      int K, int N, int panel_rows, float *y, size_t ldy)
+{
+    if (M <= 0 || K <= 0 || N <= 0)
+        return;
+    /* A weight that borrows the caller's panels (never freed here). */
+    mm_weight_t w = {.K = K, .N = N, .n_panels = (N + MM_NR - 1) / MM_NR,
+                     .dtype = ENG_DTYPE_F32, .data = (void *)(uintptr_t)panels};
+    mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = &w, .y = y, .ldy = ldy,
+                  .threads = 1, .panel_rows = panel_rows};
+    matmul_range(&j, 0, w.n_panels);
 }

@@ -75,4 +75,12 @@ enum mm_epilogue { MM_EPI_NONE = 0, MM_EPI_GELU };
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
                const float *bias, float *y, size_t ldy, int accumulate, int epi);
 
+/* Y[M,N] = X[M,K]·W on the calling thread (no pool), W given as F32 panels the caller laid
+ * out (attention's K and V, packed per head), 32-byte aligned: panel p holds W[0:K, 16p:16p+16] as rows of
+ * MM_NR floats (columns past N zero), and starts panel_rows >= K rows after panel p-1, so a
+ * product may use the first K rows of longer panels. Same tiles and order of k as
+ * mm_matmul, so the result does not depend on which thread calls it. */
+void mm_matmul_panels(const mm_t *mm, int M, const float *x, size_t ldx, const float *panels,
+                      int K, int N, int panel_rows, float *y, size_t ldy);
+
 #endif
