@@ -2,7 +2,9 @@
  *
  * A tile is Y[mr, nc] (+)= X[mr, k0:k0+kc] · P[k0:k0+kc, 0:nc] where P is one packed panel
  * (MM_NR columns, zero-padded) and mr <= MM_MR. Every kernel implementation computes it in
- * the same order of k, so paths differ only by FMA contraction rounding.
+ * the same order of k, so paths differ only by FMA contraction rounding: the start value
+ * plus the products in order of k, except that a one-row tile (mr = 1) sums the odd k apart
+ * and adds that sum last (two dependency chains instead of one).
  */
 #ifndef NANO_VLLM_MATMUL_KERN_H
 #define NANO_VLLM_MATMUL_KERN_H
