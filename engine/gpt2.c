@@ -156,10 +156,11 @@ static void kv_write_head(const kv_cache_t *kv, const float *qkv, const gpt2_bat
  * and compile to one vector move where the target has 32-byte vectors. */
 typedef float v8f __attribute__((vector_size(32)));
 
-/* The vector loops outside the matrix products: the decode attention's two loops over head
- * size (dot, axpy), softmax and layer norm (GELU is the FC product's epilogue). Each has a portable version (SSE2 on x86-64) and
- * an AVX2+FMA one; a step picks one set (vec_ops) with the same decision the matrix
- * kernels made (mm_get_kernel), so forcing the generic kernel forces these too. */
+/* The vector loops outside the matrix products: decode attention (dot products with the
+ * keys, the weighted sum of the values), softmax and layer norm (GELU is the FC product's
+ * epilogue). Each has a portable version (SSE2 on x86-64) and an AVX2+FMA one; a step picks
+ * one set (vec_ops) with the same decision the matrix kernels made (mm_get_kernel), so
+ * forcing the generic kernel forces these too. */
 static float dot_generic(const float *a, const float *b, int n)
 {
     v8f acc = {0};

@@ -2,9 +2,10 @@
  * threading and kernel dispatch. The register tiles live in matmul_generic.c and
  * matmul_avx2.c.
  *
- * DESIGN: the calling thread splits the panels of W into a few contiguous ranges per pool
- * thread (parts the pool's threads claim); each part walks its range in the order below and
- * writes only its columns of Y, so no two threads write the same memory. Loop nest per part:
+ * DESIGN: the calling thread splits the panels of W into contiguous ranges, long ones first
+ * and shorter ones last (levels_for, matmul_cb), which the pool's threads claim in order;
+ * each part walks its range in the order below and writes only its columns of Y, so no two
+ * threads write the same memory. Loop nest per part:
  *   for each block of MC rows of X         (X block stays in L2)
  *     for each chunk of KC rows of W      (usually all of K; see MM_XBLOCK)
  *       for each panel of the range
@@ -13,6 +14,7 @@
  * contiguously, with a software prefetch a few KB ahead (memory bound). With more tiles
  * per panel, tile b of nb prefetches the b-th share of the next panel chunk, so DRAM
  * traffic overlaps the compute of the current chunk instead of stalling the first tile.
+ * Epilogues (GELU) are applied by the tile of the last K chunk as it stores Y.
  */
 #include "engine/matmul.h"
 
