@@ -397,6 +397,11 @@ static const vec_ops_t *vec_ops(const gpt2_t *m)
     return &vec_generic;
 }
 
+static inline void prefetch(const float *p)
+{
+    __builtin_prefetch(p, 0, 3);
+}
+
 /* Head h's keys of positions [0, n) as the panels of Kᵀ (HS, n) for mm_matmul_panels:
  * panel p holds keys 16p..16p+15, one row of MM_NR per dimension; keys past n are zero. */
 static void pack_keys(float *kp, const kv_cache_t *kv, const int32_t *table, int n, int l, int h,
@@ -462,6 +467,11 @@ static void attend_chunk(const vec_ops_t *ops, const gpt2_t *m, const kv_cache_t
     for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
         int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
         int keys = b->pos[r0 + rows - 1] + 1;
+        /* The tile's queries are HS floats every 3C, in L3 since the QKV product: ask for all
+         * of their lines first, so the misses overlap instead of coming one row at a time. */
+        for (int r = 0; r < rows; r++)
+            for (int d = 0; d < HS; d += 16)
+                prefetch(sc->qkv + (size_t)(r0 + r) * 3 * C + (size_t)h * HS + d);
         for (int r = 0; r < rows; r++) {
             const float *q = sc->qkv + (size_t)(r0 + r) * 3 * C + (size_t)h * HS;
             for (int d = 0; d < HS; d++)
