@@ -7,8 +7,9 @@
  * matrix products split over output columns (engine/matmul.c; the FC's GELU and both
  * residual adds happen as their products store Y), attention over (sequence, head) items
  * (each writes its own slice of the rows' K/V first), the embedding and layer norms over
- * row ranges: five pool dispatches per layer. Each output element is computed by the same
- * code whatever thread runs it, so the logits do not depend on the thread count.
+ * row ranges: seven pool dispatches per layer (four products, attention, two layer norms).
+ * Each output element is computed by the same code whatever thread runs it, so the logits
+ * do not depend on the thread count.
  */
 #include <errno.h>
 #include <math.h>
