@@ -1,7 +1,8 @@
 /* forward-bench.c - GPT-2 forward-pass speed with the packed kernels, against the read
  * bandwidth and FMA peak measured in the same run (bench/bounds.c).
  *
- *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16] [--rounds N] [--threads N]
+ *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16] [--steps dec1,dec32,dec64,prefill]
+ *                 [--rounds N] [--threads N]
  *
  * Without a model in MODEL_DIR (default: the random 124M checkpoint bench/engine writes in
  * the build tree) it writes one with scripts/make-checkpoint first. For each weight dtype:
@@ -15,7 +16,8 @@
  * tenants of a shared host only ever slow a sample down. The last column divides the
  * matmul FLOPs by the CPU time the process used (both threads, spinning included) and by
  * one core's FMA rate per CPU-second: the kernels' efficiency with the time other tenants
- * held the cores left out (meaningful for the compute-bound steps).
+ * held the cores left out (meaningful for the compute-bound steps). --steps runs only the
+ * named steps (e.g. one step under perf record).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,15 +119,19 @@ static int in_list(const char *list, const char *name)
 enum { K_DEC1, K_DEC32, K_DEC64, K_PREFILL, N_K };
 static const char *const K_NAME[N_K] = {"decode batch 1", "decode batch 32", "decode batch 64",
                                         "prefill 512"};
+static const char *const K_ARG[N_K] = {"dec1", "dec32", "dec64", "prefill"};
 static const int K_B[N_K] = {1, 32, 64, 1};
 
 int main(int argc, char **argv)
 {
     const char *dir = BENCH_DEFAULT_MODEL_DIR, *dtypes = "f32,f16,bf16";
+    const char *steps = "dec1,dec32,dec64,prefill";
     int rounds = 2, threads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
             dtypes = argv[++i];
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
+            steps = argv[++i];
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
             rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -134,7 +140,8 @@ int main(int argc, char **argv)
             dir = argv[i];
         else {
             fprintf(stderr,
-                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16] [--rounds N] [--threads N]\n",
+                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16] [--steps "
+                    "dec1,dec32,dec64,prefill] [--rounds N] [--threads N]\n",
                     argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
@@ -195,6 +202,8 @@ int main(int argc, char **argv)
         gpt2_forward(m, &kv, &st->b);
         for (int r = 0; r < rounds; r++) {
             for (int k = 0; k < N_K; k++) {
+                if (!in_list(steps, K_ARG[k]))
+                    continue;
                 double t0 = bench_now(), c0 = bench_cpu_now();
                 if (k == K_PREFILL) {
                     make_step(st, 1, 0, MAX_T, per_seq, logits);
@@ -230,6 +239,8 @@ int main(int argc, char **argv)
         if (!have[d])
             continue;
         for (int k = 0; k < N_K; k++) {
+            if (!in_list(steps, K_ARG[k]))
+                continue;
             int rows = k == K_PREFILL ? MAX_T : K_B[k];
             double flops = step_flops(&cfgs[d], rows, K_B[k]);
             double t_mem = wbytes[d] / bw, t_fma = flops / fma;

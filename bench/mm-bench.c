@@ -102,7 +102,8 @@ static void run_once(const cell_t *c, int i)
                         c->y, 1);
         break;
     default:
-        mm_matmul(c->b->mm, M, c->x, (size_t)K, &c->w[i], NULL, c->y, (size_t)N, 0);
+        mm_matmul(c->b->mm, M, c->x, (size_t)K, &c->w[i], NULL, c->y, (size_t)N, 0,
+                  MM_EPI_NONE);
     }
 }
 

@@ -4,19 +4,20 @@
  * each layer together: the linear layers are one matrix product over all rows, attention
  * reads each sequence's K/V through its block table. Scratch is allocated by gpt2_reserve;
  * a step allocates nothing. Everything runs on the model's compute pool (mm_pool): the
- * matrix products split over output columns (engine/matmul.c), attention over
- * (sequence, head) items, the per-row work (embedding, layer norm, residual add, GELU, K/V
- * write) over row ranges. Each output element is computed by the same code whatever thread
- * runs it, so the logits do not depend on the thread count. OpenBLAS (prefill attention
- * tiles) runs single-threaded inside a pool thread.
+ * matrix products split over output columns (engine/matmul.c; the FC's GELU and both
+ * residual adds happen as their products store Y), attention over (sequence, head) items
+ * (each writes its own slice of the rows' K/V first), the embedding and layer norms over
+ * row ranges: seven pool dispatches per layer (four products, attention, two layer norms).
+ * Each output element is computed by the same code whatever thread runs it, so the logits
+ * do not depend on the thread count.
  */
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/gpt2_model.h"
+#include "engine/vecmath.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -69,14 +70,21 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
     if (max_tokens < 1 || max_logits < 0 || max_logits > max_tokens || max_ctx < 1 ||
         max_ctx > m->cfg.n_ctx || (size_t)max_tokens > SIZE_MAX / (16 * C * sizeof(float)))
         return -EINVAL;
-    /* x, ln, qkv (3C), att, fch (4C): 10 C per row; per compute thread kh, vh and the
-     * scores of a tile of rows per context position. */
+    /* x, ln, qkv (3C), att, fch (4C): 10 C per row; per compute thread one head's packed
+     * K and V (attend_chunk: each padded to whole panels), a tile of scaled queries and the
+     * tile's scores per context position. */
     size_t T = (size_t)max_tokens, ctx = (size_t)max_ctx;
-    size_t per_thread = ctx * (2 * HS + ATTN_TILE);
-    size_t n = T * 10 * C + (size_t)max_logits * C + (size_t)threads * per_thread;
-    float *mem = malloc(n * sizeof(float));
-    if (!mem)
+    size_t ctx16 = (ctx + MM_NR - 1) / MM_NR * MM_NR, hs16 = (HS + MM_NR - 1) / MM_NR * MM_NR;
+    size_t per_thread = ctx16 * HS + hs16 * ctx16 + ATTN_TILE * (HS + ctx);
+    /* The packed K and V are read by the tiles with aligned loads: the attention scratch
+     * and each thread's share start on 64 bytes (16 floats). */
+    per_thread = (per_thread + 15) / 16 * 16;
+    size_t attn_at = (T * 10 * C + (size_t)max_logits * C + 15) / 16 * 16;
+    size_t n = attn_at + (size_t)threads * per_thread;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n * sizeof(float)))
         return -ENOMEM;
+    float *mem = p;
     free(m->s.mem);
     gpt2_scratch_t *s = &m->s;
     s->mem = mem;
@@ -90,20 +98,22 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
     s->att = s->qkv + T * 3 * C;
     s->fch = s->att + T * C;
     s->lnf = s->fch + T * 4 * C;
-    s->attn = s->lnf + (size_t)max_logits * C;
+    s->attn = mem + attn_at;
     s->attn_floats = per_thread;
     s->threads = threads;
     return 0;
 }
 
 /* The one place matrix products against the weights happen:
- * out (T, N) = in (T, K) . w (K, N) + bias (N), with w packed by the loader (see
- * engine/matmul.h: a skinny-M kernel streaming the weights at the bandwidth bound, split
- * over the compute pool). The LM head is the same call with w = lm_headᵀ and no bias. */
+ * out (T, N) = epi(in (T, K) . w (K, N) + bias (N) (+ out when accumulate)), with w packed
+ * by the loader (see engine/matmul.h: a skinny-M kernel streaming the weights at the
+ * bandwidth bound, split over the compute pool). accumulate is the residual add (out = x)
+ * and epi the FC layer's GELU, both done by the tile as it stores, so neither costs a pass
+ * over the rows of its own. The LM head is the same call with w = lm_headᵀ and no bias. */
 static void matmul(gpt2_t *m, float *out, const float *in, const mm_weight_t *w,
-                   const float *bias, int T)
+                   const float *bias, int T, int accumulate, int epi)
 {
-    mm_matmul(m->mm, T, in, (size_t)w->K, w, bias, out, (size_t)w->N, 0);
+    mm_matmul(m->mm, T, in, (size_t)w->K, w, bias, out, (size_t)w->N, accumulate, epi);
 }
 
 /* out = (x - mean) / sqrt(var + eps) * w + b over each row of C. */
@@ -121,18 +131,6 @@ static void layernorm_generic(float *out, const float *x, const float *w, const 
         out[i] = (x[i] - mean) * rstd * w[i] + b[i];
 }
 
-/* gelu_new(x) = 0.5 x (1 + tanh(y)), y = sqrt(2/pi) (x + 0.044715 x^3), GPT-2's tanh form,
- * computed as x / (1 + exp(-2y)): the same function (1 + tanh(y) = 2 / (1 + exp(-2y))), with
- * one expf instead of tanhf, which took most of the time of this loop. */
-static void gelu_generic(float *x, size_t n)
-{
-    const float s = 0.7978845608028654f; /* sqrt(2/pi) */
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = v / (1.0f + expf(-2.0f * s * (v + 0.044715f * v * v * v)));
-    }
-}
-
 /* K (v = 0) or V (v = 1) rows of layer l in block blk: (BS, C). */
 static float *kv_rows(const kv_cache_t *kv, int32_t blk, int l, int v)
 {
@@ -140,25 +138,30 @@ static float *kv_rows(const kv_cache_t *kv, int32_t blk, int l, int v)
     return kv->data + (((size_t)blk * (size_t)kv->n_layer + (size_t)l) * 2 + (size_t)v) * rows;
 }
 
-/* Copies row t's K and V (the second and third thirds of its qkv) to its slot. */
-static void kv_write_row(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t *b, int l,
-                         int t)
+/* Copies head h's K and V of rows [t0, t1) (slices of the second and third thirds of their
+ * qkv) to the rows' slots of layer l. */
+static void kv_write_head(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t *b, int l,
+                          int h, int HS, int t0, int t1)
 {
     const int C = kv->n_embd, BS = kv->block_size;
-    int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
-    const float *src = qkv + (size_t)t * 3 * C;
-    memcpy(kv_rows(kv, blk, l, 0) + (size_t)r * C, src + C, (size_t)C * sizeof(float));
-    memcpy(kv_rows(kv, blk, l, 1) + (size_t)r * C, src + 2 * C, (size_t)C * sizeof(float));
+    for (int t = t0; t < t1; t++) {
+        int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
+        const float *src = qkv + (size_t)t * 3 * C + (size_t)h * HS;
+        size_t at = (size_t)r * C + (size_t)h * HS;
+        memcpy(kv_rows(kv, blk, l, 0) + at, src + C, (size_t)HS * sizeof(float));
+        memcpy(kv_rows(kv, blk, l, 1) + at, src + 2 * C, (size_t)HS * sizeof(float));
+    }
 }
 
 /* Eight floats; loads and stores go through memcpy (no alignment or aliasing assumptions)
  * and compile to one vector move where the target has 32-byte vectors. */
 typedef float v8f __attribute__((vector_size(32)));
 
-/* The vector loops outside the matrix products: the decode attention's two loops over head
- * size (dot, axpy), GELU, softmax and layer norm. Each has a portable version (SSE2 on x86-64) and
- * an AVX2+FMA one; a step picks one set (vec_ops) with the same decision the matrix
- * kernels made (mm_get_kernel), so forcing the generic kernel forces these too. */
+/* The vector loops outside the matrix products: decode attention (dot products with the
+ * keys, the weighted sum of the values), softmax and layer norm (GELU is the FC product's
+ * epilogue). Each has a portable version (SSE2 on x86-64) and an AVX2+FMA one; a step picks
+ * one set (vec_ops) with the same decision the matrix kernels made (mm_get_kernel), so
+ * forcing the generic kernel forces these too. */
 static float dot_generic(const float *a, const float *b, int n)
 {
     v8f acc = {0};
@@ -217,72 +220,6 @@ __attribute__((target("avx2,fma"))) static float hsum_avx2(__m256 v)
     return _mm_cvtss_f32(h);
 }
 
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b,
-                                                          int n)
-{
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-    }
-    for (; i + 8 <= n; i += 8)
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    float s = hsum_avx2(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-__attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float p, const float *x,
-                                                          int n)
-{
-    const __m256 pv = _mm256_set1_ps(p);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(x + i),
-                                                _mm256_loadu_ps(y + i)));
-    for (; i < n; i++)
-        y[i] += p * x[i];
-}
-
-/* exp(x) for eight floats, Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a
- * degree-6 polynomial (about 1 ulp), 2^n built in the exponent bits; x is clamped to
- * [-87.3, 88.7] so 2^n stays a normal float. */
-__attribute__((target("avx2,fma"))) static __m256 exp_avx2(__m256 x)
-{
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-                                  23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-/* gelu_generic's formula eight at a time. */
-__attribute__((target("avx2,fma"))) static void gelu_avx2(float *x, size_t n)
-{
-    const __m256 k = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
-    const __m256 one = _mm256_set1_ps(1.0f);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256 y = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v));
-        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(one, exp_avx2(y))));
-    }
-    if (i < n)
-        gelu_generic(x + i, n - i);
-}
-
 /* softmax_generic with eight-wide passes and exp_avx2. */
 __attribute__((target("avx2,fma"))) static void softmax_avx2(float *x, int n)
 {
@@ -299,7 +236,7 @@ __attribute__((target("avx2,fma"))) static void softmax_avx2(float *x, int n)
     mv = _mm256_set1_ps(max);
     __m256 acc = _mm256_setzero_ps();
     for (i = 0; i + 8 <= n; i += 8) {
-        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        __m256 e = vm_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
         _mm256_storeu_ps(x + i, e);
         acc = _mm256_add_ps(acc, e);
     }
@@ -349,21 +286,105 @@ __attribute__((target("avx2,fma"))) static void layernorm_avx2(float *out, const
 }
 #endif
 
+/* One decode row and head over positions [0, n) of its sequence:
+ * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place.
+ * scores has room for n floats. */
+static void attend_row_generic(float *out, const float *q, const kv_cache_t *kv,
+                               const int32_t *table, int n, int l, int h, int HS, float *scores)
+{
+    const int C = kv->n_embd, BS = kv->block_size;
+    const float scale = 1.0f / sqrtf((float)HS);
+    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+        const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
+        int rows = n - j0 < BS ? n - j0 : BS;
+        for (int r = 0; r < rows; r++)
+            scores[j0 + r] = dot_generic(q, k + (size_t)r * C, HS) * scale;
+    }
+    softmax_generic(scores, n);
+    memset(out, 0, (size_t)HS * sizeof(float));
+    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+        const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
+        int rows = n - j0 < BS ? n - j0 : BS;
+        for (int r = 0; r < rows; r++)
+            axpy_generic(out, scores[j0 + r], v + (size_t)r * C, HS);
+    }
+}
+
+#ifdef HAVE_VEC_AVX2
+/* attend_row_generic for HS a multiple of 16 (64 in every GPT-2; 16 in the test models, so
+ * the tests run this same code). Scores four keys at a time (four dot products reduced by one
+ * horizontal-add tree), and the output in registers, 16 columns per pass over the values,
+ * instead of a load and a store of out per key. */
+__attribute__((target("avx2,fma"))) static void attend_row_avx2(float *out, const float *q,
+                                                                const kv_cache_t *kv,
+                                                                const int32_t *table, int n,
+                                                                int l, int h, int HS,
+                                                                float *scores)
+{
+    if (HS % 16) {
+        attend_row_generic(out, q, kv, table, n, l, h, HS, scores);
+        return;
+    }
+    const int C = kv->n_embd, BS = kv->block_size;
+    const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
+    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+        const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
+        int rows = n - j0 < BS ? n - j0 : BS, r = 0;
+        for (; r + 4 <= rows; r += 4) {
+            const float *k0 = k + (size_t)r * C;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int i = 0; i < HS; i += 8) {
+                __m256 qv = _mm256_loadu_ps(q + i);
+                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + C + i), a1);
+                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * (size_t)C + i), a2);
+                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * (size_t)C + i), a3);
+            }
+            /* hadd(hadd(a0, a1), hadd(a2, a3)) holds each key's partial sums of one
+             * 128-bit half in lanes 0..3 and 4..7; adding the halves gives the 4 dots. */
+            __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+            __m128 d = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            _mm_storeu_ps(scores + j0 + r, _mm_mul_ps(d, _mm256_castps256_ps128(scale)));
+        }
+        for (; r < rows; r++) {
+            const float *kr = k + (size_t)r * C;
+            __m256 a = _mm256_setzero_ps();
+            for (int i = 0; i < HS; i += 8)
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kr + i), a);
+            scores[j0 + r] = hsum_avx2(a) * _mm256_cvtss_f32(scale);
+        }
+    }
+    softmax_avx2(scores, n);
+    for (int c0 = 0; c0 < HS; c0 += 16) {
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0;
+        for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+            const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS + c0;
+            int rows = n - j0 < BS ? n - j0 : BS;
+            for (int r = 0; r < rows; r++, v += C) {
+                __m256 p = _mm256_broadcast_ss(scores + j0 + r);
+                o0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v), o0);
+                o1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8), o1);
+            }
+        }
+        _mm256_storeu_ps(out + c0, o0);
+        _mm256_storeu_ps(out + c0 + 8, o1);
+    }
+}
+#endif
+
 /* The vector loops one step uses. */
 typedef struct vec_ops {
-    float (*dot)(const float *a, const float *b, int n);
-    void (*axpy)(float *y, float p, const float *x, int n);
-    void (*gelu)(float *x, size_t n);
+    void (*attend_row)(float *out, const float *q, const kv_cache_t *kv, const int32_t *table,
+                       int n, int l, int h, int HS, float *scores);
     void (*softmax)(float *x, int n);
     void (*layernorm)(float *out, const float *x, const float *w, const float *b, int C,
                       float eps);
 } vec_ops_t;
 
-static const vec_ops_t vec_generic = {dot_generic, axpy_generic, gelu_generic,
-                                      softmax_generic, layernorm_generic};
+static const vec_ops_t vec_generic = {attend_row_generic, softmax_generic,
+                                      layernorm_generic};
 #ifdef HAVE_VEC_AVX2
-static const vec_ops_t vec_avx2 = {dot_avx2, axpy_avx2, gelu_avx2, softmax_avx2,
-                                   layernorm_avx2};
+static const vec_ops_t vec_avx2 = {attend_row_avx2, softmax_avx2, layernorm_avx2};
 #endif
 
 static const vec_ops_t *vec_ops(const gpt2_t *m)
@@ -377,71 +398,95 @@ static const vec_ops_t *vec_ops(const gpt2_t *m)
     return &vec_generic;
 }
 
-/* One decode row and head over positions [0, n) of its sequence:
- * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place. */
-static void attend_row(const vec_ops_t *ops, float *out, const float *q, const kv_cache_t *kv,
-                       const int32_t *table, int n, int l, int h, int HS, float *scores)
+static inline void prefetch(const float *p)
 {
-    const int C = kv->n_embd, BS = kv->block_size;
-    const float scale = 1.0f / sqrtf((float)HS);
-    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
-        int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++)
-            scores[j0 + r] = ops->dot(q, k + (size_t)r * C, HS) * scale;
-    }
-    ops->softmax(scores, n);
-    memset(out, 0, (size_t)HS * sizeof(float));
-    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
-        int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++)
-            ops->axpy(out, scores[j0 + r], v + (size_t)r * C, HS);
-    }
+    __builtin_prefetch(p, 0, 3);
 }
 
-/* Copies head h's K (v = 0) or V (v = 1) of positions [0, n) into dst (n, HS). */
-static void gather_head(float *dst, const kv_cache_t *kv, const int32_t *table, int n, int l,
-                        int h, int HS, int v)
+/* Head h's keys of positions [0, n) as the panels of Kᵀ (HS, n) for mm_matmul_panels:
+ * panel p holds keys 16p..16p+15, one row of MM_NR per dimension; keys past n are zero. */
+static void pack_keys(float *kp, const kv_cache_t *kv, const int32_t *table, int n, int l, int h,
+                      int HS)
 {
     const int C = kv->n_embd, BS = kv->block_size;
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *src = kv_rows(kv, table[blk], l, v) + (size_t)h * HS;
+        const float *src = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
         int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++)
-            memcpy(dst + (size_t)(j0 + r) * HS, src + (size_t)r * C, (size_t)HS * sizeof(float));
+        for (int r = 0; r < rows; r++) {
+            int j = j0 + r;
+            float *dst = kp + (size_t)(j / MM_NR) * HS * MM_NR + j % MM_NR;
+            const float *k = src + (size_t)r * C;
+            for (int d = 0; d < HS; d++)
+                dst[(size_t)d * MM_NR] = k[d];
+        }
+    }
+    for (int j = n; j % MM_NR; j++)
+        for (int d = 0; d < HS; d++)
+            kp[((size_t)(j / MM_NR) * HS + d) * MM_NR + j % MM_NR] = 0.0f;
+}
+
+/* Head h's values of positions [0, n) as the panels of V (n, HS): panel c holds dimensions
+ * 16c..16c+15 of every key (n rows of MM_NR; dimensions past HS zero). */
+static void pack_values(float *vp, const kv_cache_t *kv, const int32_t *table, int n, int l,
+                        int h, int HS)
+{
+    const int C = kv->n_embd, BS = kv->block_size;
+    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
+        const float *src = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
+        int rows = n - j0 < BS ? n - j0 : BS;
+        for (int r = 0; r < rows; r++) {
+            const float *v = src + (size_t)r * C;
+            for (int c = 0; c * MM_NR < HS; c++) {
+                float *dst = vp + ((size_t)c * n + (size_t)(j0 + r)) * MM_NR;
+                int w = HS - c * MM_NR < MM_NR ? HS - c * MM_NR : MM_NR;
+                memcpy(dst, v + c * MM_NR, (size_t)w * sizeof(float));
+                memset(dst + w, 0, (size_t)(MM_NR - w) * sizeof(float));
+            }
+        }
     }
 }
 
 /* A prefill chunk (rows t0..t1 of sequence s), head h: K and V of the whole context are
- * gathered once into the thread's scratch, then each tile of ATTN_TILE rows is two matrix
- * products, S = Q K^T / sqrt(HS) over the keys the tile's last row sees, and
- * O = softmax(S) V, with each row's scores beyond its own position zeroed (the causal mask).
- * OpenBLAS is single-threaded (mm_init), so this runs whole on the calling pool thread. */
+ * packed once into the thread's scratch as panels for the matmul tiles, then each tile of
+ * ATTN_TILE rows is two products on this thread, S = (Q / sqrt(HS)) Kᵀ over the keys the
+ * tile's last row sees, and O = softmax(S) V, with each row's scores beyond its own position
+ * zeroed (the causal mask). The tiles are the weight products' own (mm_matmul_panels), which
+ * at these shapes (K = HS = 64, or N = HS) run well above OpenBLAS's sgemm. */
 static void attend_chunk(const vec_ops_t *ops, const gpt2_t *m, const kv_cache_t *kv,
-                         const gpt2_batch_t *b, int s, int l, int h, float *kh)
+                         const gpt2_batch_t *b, int s, int l, int h, float *scratch)
 {
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, HS = C / NH, ld = m->s.max_ctx;
     const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
     const float scale = 1.0f / sqrtf((float)HS);
     const gpt2_scratch_t *sc = &m->s;
-    float *vh = kh + (size_t)ld * HS, *scores = vh + (size_t)ld * HS;
-    gather_head(kh, kv, b->block_table[s], n, l, h, HS, 0);
-    gather_head(vh, kv, b->block_table[s], n, l, h, HS, 1);
+    const size_t ctx16 = ((size_t)ld + MM_NR - 1) / MM_NR * MM_NR;
+    const size_t hs16 = ((size_t)HS + MM_NR - 1) / MM_NR * MM_NR;
+    float *kp = scratch, *vp = kp + ctx16 * HS, *qs = vp + hs16 * ctx16;
+    float *scores = qs + (size_t)ATTN_TILE * HS;
+    pack_keys(kp, kv, b->block_table[s], n, l, h, HS);
+    pack_values(vp, kv, b->block_table[s], n, l, h, HS);
     for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
         int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
         int keys = b->pos[r0 + rows - 1] + 1;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, HS, scale,
-                    sc->qkv + (size_t)r0 * 3 * C + (size_t)h * HS, 3 * C, kh, HS, 0.0f, scores,
-                    ld);
+        /* The tile's queries are HS floats every 3C, in L3 since the QKV product: ask for all
+         * of their lines first, so the misses overlap instead of coming one row at a time. */
+        for (int r = 0; r < rows; r++)
+            for (int d = 0; d < HS; d += 16)
+                prefetch(sc->qkv + (size_t)(r0 + r) * 3 * C + (size_t)h * HS + d);
+        for (int r = 0; r < rows; r++) {
+            const float *q = sc->qkv + (size_t)(r0 + r) * 3 * C + (size_t)h * HS;
+            for (int d = 0; d < HS; d++)
+                qs[(size_t)r * HS + d] = q[d] * scale;
+        }
+        mm_matmul_panels(m->mm, rows, qs, (size_t)HS, kp, HS, keys, HS, scores, (size_t)ld);
         for (int r = 0; r < rows; r++) {
             float *row = scores + (size_t)r * ld;
             int seen = b->pos[r0 + r] + 1;
             ops->softmax(row, seen);
             memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, keys, 1.0f, scores, ld,
-                    vh, HS, 0.0f, sc->att + (size_t)r0 * C + (size_t)h * HS, C);
+        mm_matmul_panels(m->mm, rows, scores, (size_t)ld, vp, keys, HS, n,
+                         sc->att + (size_t)r0 * C + (size_t)h * HS, (size_t)C);
     }
 }
 
@@ -470,10 +515,14 @@ static void attn_part(void *arg, int part, int parts, int thread)
     pool_split(j->items, parts, part, &i0, &i1);
     for (int i = i0; i < i1; i++) {
         int s = i / NH, h = i % NH, t = b->seq_start[s], rows = b->seq_start[s + 1] - t;
+        /* This item is the only reader of head h of sequence s's K/V in this step (a block
+         * being written belongs to one sequence), so it writes that slice of its own rows
+         * itself: no separate pass, no barrier before attention. */
+        kv_write_head(j->kv, m->s.qkv, b, j->l, h, HS, t, t + rows);
         if (rows > 1)
             attend_chunk(j->ops, m, j->kv, b, s, j->l, h, scratch);
         else if (rows == 1)
-            attend_row(j->ops, m->s.att + (size_t)t * C + (size_t)h * HS,
+            j->ops->attend_row(m->s.att + (size_t)t * C + (size_t)h * HS,
                        m->s.qkv + (size_t)t * 3 * C + (size_t)h * HS, j->kv, b->block_table[s],
                        b->pos[t] + 1, j->l, h, HS, scratch);
     }
@@ -497,27 +546,21 @@ static void attention(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, in
  * change the result. */
 enum row_op {
     ROW_EMBED_LN, /* x = wte[token] + wpe[pos]; ln = layernorm(x) with (w, bias) */
-    ROW_ADD_LN,   /* x += ln; then, when w is set, ln = layernorm(x) with (w, bias) */
-    ROW_GELU,     /* fch = gelu(fch) */
-    ROW_KV,       /* row's K and V to its slot of layer l */
+    ROW_LN,       /* ln = layernorm(x) with (w, bias) */
 };
 
 /* Fewest rows worth a part of their own, per op, measured (best of 3000 runs, 2 threads,
  * workers still spinning as they are after a matrix product): one row of layer norm takes
- * ~2.2 us and of GELU ~12 us, while handing a part to the other thread costs well under
- * 0.5 us, so both split from 2 rows on (2 rows of add + layer norm: 4.5 -> 2.5 us); a row's
- * K/V copy is ~0.15 us, and splitting it pays only from about 32 rows. */
-static const int ROW_MIN[] = {[ROW_EMBED_LN] = 1, [ROW_ADD_LN] = 1, [ROW_GELU] = 1,
-                              [ROW_KV] = 16};
+ * ~2.2 us, while handing a part to the other thread costs well under 0.5 us, so it splits
+ * from 2 rows on. */
+static const int ROW_MIN[] = {[ROW_EMBED_LN] = 1, [ROW_LN] = 1};
 #define ROW_PARTS_PER_THREAD 4
 
 typedef struct rows_job {
     const gpt2_t *m;
-    const kv_cache_t *kv;
     const gpt2_batch_t *b;
     const vec_ops_t *ops;
     enum row_op op;
-    int l;
     const float *w, *bias;
 } rows_job_t;
 
@@ -554,36 +597,26 @@ static void rows_part(void *arg, int part, int parts)
             embed_row(m, j->b, t, x);
             j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
             break;
-        case ROW_ADD_LN:
-            for (int i = 0; i < C; i++)
-                x[i] += ln[i];
-            if (j->w)
-                j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
-            break;
-        case ROW_GELU:
-            j->ops->gelu(s->fch + (size_t)t * 4 * C, 4 * (size_t)C);
-            break;
-        case ROW_KV:
-            kv_write_row(j->kv, s->qkv, j->b, j->l, t);
+        case ROW_LN:
+            j->ops->layernorm(ln, x, j->w, j->bias, C, eps);
             break;
         }
     }
 }
 
-static void run_rows(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, enum row_op op,
-                     int l, const float *w, const float *bias)
+static void run_rows(gpt2_t *m, const gpt2_batch_t *b, enum row_op op, const float *w,
+                     const float *bias)
 {
-    rows_job_t j = {.m = m, .kv = kv, .b = b, .ops = vec_ops(m), .op = op, .l = l, .w = w,
-                    .bias = bias};
+    rows_job_t j = {.m = m, .b = b, .ops = vec_ops(m), .op = op, .w = w, .bias = bias};
     pool_t *pool = mm_pool(m->mm);
     int parts = b->T / ROW_MIN[op], most = pool_threads(pool) * ROW_PARTS_PER_THREAD;
     parts = parts < 1 ? 1 : parts > most ? most : parts;
     pool_run_parts(pool, parts, rows_part, &j);
 }
 
-/* Layer l, entered with ln = layernorm_1(x) of this layer; leaves ln = layernorm_1(x) of
- * the next layer (the residual add and the next layer norm are one pass over the rows),
- * or after the last layer x with the residual added. */
+/* Layer l, entered with ln = layernorm_1(x) of this layer; leaves x with both residual adds
+ * done (by the projections, which accumulate into x) and, unless it is the last layer,
+ * ln = layernorm_1(x) of the next layer. */
 static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b, int l)
 {
     const gpt2_layer_t *w = &m->layers[l];
@@ -591,16 +624,14 @@ static void layer_forward(gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t *b
     const gpt2_scratch_t *s = &m->s;
     const int T = b->T;
 
-    matmul(m, s->qkv, s->ln, &w->qkv_p, w->qkv_b, T);
-    /* Every row's K/V is in place before any row attends. */
-    run_rows(m, kv, b, ROW_KV, l, NULL, NULL);
-    attention(m, kv, b, l);
-    matmul(m, s->ln, s->att, &w->attn_proj_p, w->attn_proj_b, T);
-    run_rows(m, kv, b, ROW_ADD_LN, l, w->ln2_w, w->ln2_b);
-    matmul(m, s->fch, s->ln, &w->fc_p, w->fc_b, T);
-    run_rows(m, kv, b, ROW_GELU, l, NULL, NULL);
-    matmul(m, s->ln, s->fch, &w->mlp_proj_p, w->mlp_proj_b, T);
-    run_rows(m, kv, b, ROW_ADD_LN, l, next ? next->ln1_w : NULL, next ? next->ln1_b : NULL);
+    matmul(m, s->qkv, s->ln, &w->qkv_p, w->qkv_b, T, 0, MM_EPI_NONE);
+    attention(m, kv, b, l); /* also writes the rows' K/V to the cache */
+    matmul(m, s->x, s->att, &w->attn_proj_p, w->attn_proj_b, T, 1, MM_EPI_NONE);
+    run_rows(m, b, ROW_LN, w->ln2_w, w->ln2_b);
+    matmul(m, s->fch, s->ln, &w->fc_p, w->fc_b, T, 0, MM_EPI_GELU);
+    matmul(m, s->x, s->fch, &w->mlp_proj_p, w->mlp_proj_b, T, 1, MM_EPI_NONE);
+    if (next)
+        run_rows(m, b, ROW_LN, next->ln1_w, next->ln1_b);
 }
 
 /* Rejects a batch that would read or write outside the model, the scratch or the pool,
@@ -648,7 +679,7 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
     const int C = m->cfg.n_embd;
     const gpt2_scratch_t *s = &m->s;
 
-    run_rows(m, kv, b, ROW_EMBED_LN, 0, m->layers[0].ln1_w, m->layers[0].ln1_b);
+    run_rows(m, b, ROW_EMBED_LN, m->layers[0].ln1_w, m->layers[0].ln1_b);
     for (int l = 0; l < m->cfg.n_layer; l++)
         layer_forward(m, kv, b, l);
 
@@ -658,6 +689,6 @@ int gpt2_forward(gpt2_t *m, kv_cache_t *kv, const gpt2_batch_t *b)
         ops->layernorm(s->lnf + (size_t)i * C, s->x + (size_t)b->logit_rows[i] * C,
                        m->lnf_w, m->lnf_b, C, m->cfg.ln_eps);
     if (b->n_logits)
-        matmul(m, b->logits, s->lnf, &m->lm_head_p, NULL, b->n_logits);
+        matmul(m, b->logits, s->lnf, &m->lm_head_p, NULL, b->n_logits, 0, MM_EPI_NONE);
     return 0;
 }

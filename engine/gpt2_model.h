@@ -33,14 +33,14 @@ typedef struct gpt2_scratch {
     int max_logits;   /* logit rows per step */
     int max_ctx;      /* longest context attended */
     float *x;         /* (T, C) residual stream */
-    float *ln;        /* (T, C) layer-norm output, then each sublayer's output */
+    float *ln;        /* (T, C) layer-norm output (sublayer outputs accumulate into x) */
     float *qkv;       /* (T, 3C) */
     float *att;       /* (T, C) attention output, heads concatenated */
     float *fch;       /* (T, 4C) MLP hidden */
     float *lnf;       /* (max_logits, C) final layer norm of the logit rows */
-    /* Attention scratch of each compute thread (threads of them, attn_floats apart):
-     * kh, vh (max_ctx, HS) one head's K and V gathered from the blocks, then scores
-     * (ATTN_TILE, max_ctx) the attention weights of a tile of rows of that head. */
+    /* Attention scratch of each compute thread (threads of them, attn_floats apart): one
+     * head's K and V packed from the blocks as matmul panels, a tile of scaled queries
+     * (ATTN_TILE, HS) and its attention weights (ATTN_TILE, max_ctx); see gpt2_reserve. */
     float *attn;
     size_t attn_floats;
     int threads;      /* compute threads the attention scratch was sized for */

@@ -2,9 +2,10 @@
  * threading and kernel dispatch. The register tiles live in matmul_generic.c and
  * matmul_avx2.c.
  *
- * DESIGN: the calling thread splits the panels of W into a few contiguous ranges per pool
- * thread (parts the pool's threads claim); each part walks its range in the order below and
- * writes only its columns of Y, so no two threads write the same memory. Loop nest per part:
+ * DESIGN: the calling thread splits the panels of W into contiguous ranges, long ones first
+ * and shorter ones last (levels_for, matmul_cb), which the pool's threads claim in order;
+ * each part walks its range in the order below and writes only its columns of Y, so no two
+ * threads write the same memory. Loop nest per part:
  *   for each block of MC rows of X         (X block stays in L2)
  *     for each chunk of KC rows of W      (usually all of K; see MM_XBLOCK)
  *       for each panel of the range
@@ -13,6 +14,7 @@
  * contiguously, with a software prefetch a few KB ahead (memory bound). With more tiles
  * per panel, tile b of nb prefetches the b-th share of the next panel chunk, so DRAM
  * traffic overlaps the compute of the current chunk instead of stalling the first tile.
+ * Epilogues (GELU) are applied by the tile of the last K chunk as it stores Y.
  */
 #include "engine/matmul.h"
 
@@ -367,6 +369,9 @@ typedef struct mm_job {
     float *y;
     size_t ldy;
     int accumulate;
+    int epi;
+    int threads; /* of the pool: parts come in levels of this many */
+    int panel_rows; /* rows from one panel to the next: w->K, or more (mm_matmul_panels) */
 } mm_job_t;
 
 static void matmul_range(const mm_job_t *j, int p0, int p1)
@@ -374,7 +379,7 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     const mm_weight_t *w = j->w;
     const int K = w->K;
     const size_t row_bytes = MM_NR * dtype_size(w->dtype);
-    const size_t panel_bytes = (size_t)K * row_bytes;
+    const size_t panel_bytes = (size_t)j->panel_rows * row_bytes;
     const char *base = w->data;
     tile_fn tile = j->mm->tile;
     mm_tile_t t = {.ldx = j->ldx, .dtype = w->dtype, .ldy = j->ldy};
@@ -403,6 +408,7 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                 t.kc = kc;
                 t.nc = w->N - n0 < MM_NR ? w->N - n0 : MM_NR;
                 t.load_y = j->accumulate || k0 > 0;
+                t.gelu = j->epi == MM_EPI_GELU && k0 + kc == K;
                 t.bias = j->bias && k0 == 0 ? j->bias + n0 : NULL;
                 for (int b = 0; b < nb; b++) {
                     int r0, r1;
@@ -427,36 +433,59 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     }
 }
 
+/* Panel ranges of a product, in the order the pool's threads claim them: level 0 is
+ * `threads` parts covering half of the panels, level 1 a quarter, and so on, the last level
+ * taking the rest. The first ranges are long contiguous streams; the last are short, so the
+ * threads finish together: a thread that is late (asleep, or its core taken by other work)
+ * costs the others at most a small part, and the idle tail of the product is a small part
+ * instead of an eighth of it. Which thread computes a column does not change its value. */
+#define MM_MAX_LEVELS 5
+
+static int levels_for(int n_panels, int threads)
+{
+    int levels = 1;
+    while (levels < MM_MAX_LEVELS && (n_panels >> levels) >= 2 * threads)
+        levels++;
+    return levels;
+}
+
 static void matmul_cb(void *arg, int part, int n)
 {
     const mm_job_t *j = arg;
+    const int P = j->w->n_panels, threads = j->threads, levels = n / threads;
+    int level = part / threads;
+    int lo = P - (P >> level), hi = level + 1 < levels ? P - (P >> (level + 1)) : P;
     int p0, p1;
-    pool_split(j->w->n_panels, n, part, &p0, &p1);
+    pool_split(hi - lo, threads, part % threads, &p0, &p1);
     if (p0 < p1)
-        matmul_range(j, p0, p1);
-}
-
-/* Contiguous panel ranges per product: a few per thread, so that when a thread is late
- * (asleep, or its core taken by other work) the others pick up its share, while each range
- * is still a long contiguous stream. */
-#define MM_PARTS_PER_THREAD 4
-
-static int parts_for(const mm_t *mm, int n_panels)
-{
-    int parts = pool_threads(mm->pool) * MM_PARTS_PER_THREAD;
-    return parts < n_panels ? parts : n_panels;
+        matmul_range(j, lo + p0, lo + p1);
 }
 
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
-               const float *bias, float *y, size_t ldy, int accumulate)
+               const float *bias, float *y, size_t ldy, int accumulate, int epi)
 {
     if (M <= 0)
         return;
     mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = w, .bias = bias, .y = y,
-                  .ldy = ldy, .accumulate = accumulate};
+                  .ldy = ldy, .accumulate = accumulate, .epi = epi,
+                  .threads = pool_threads(mm->pool), .panel_rows = w->K};
     /* Tiny products are not worth waking the workers. */
     if ((double)M * w->K * w->N < 32768.0)
         matmul_range(&j, 0, w->n_panels);
     else
-        pool_run_parts(mm->pool, parts_for(mm, w->n_panels), matmul_cb, &j);
+        pool_run_parts(mm->pool, j.threads * levels_for(w->n_panels, j.threads), matmul_cb,
+                       &j);
+}
+
+void mm_matmul_panels(const mm_t *mm, int M, const float *x, size_t ldx, const float *panels,
+                      int K, int N, int panel_rows, float *y, size_t ldy)
+{
+    if (M <= 0 || K <= 0 || N <= 0)
+        return;
+    /* A weight that borrows the caller's panels (never freed here). */
+    mm_weight_t w = {.K = K, .N = N, .n_panels = (N + MM_NR - 1) / MM_NR,
+                     .dtype = ENG_DTYPE_F32, .data = (void *)(uintptr_t)panels};
+    mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = &w, .y = y, .ldy = ldy,
+                  .threads = 1, .panel_rows = panel_rows};
+    matmul_range(&j, 0, w.n_panels);
 }

@@ -63,10 +63,24 @@ void mm_weight_column(const mm_weight_t *w, int n, float *out);
 /* Reads element (k, n) of W as F32 (as stored, i.e. after the 16-bit rounding). */
 float mm_weight_get(const mm_weight_t *w, int k, int n);
 
-/* Y[M,N] = X[M,K]·W (+ bias[N] when bias) (+ Y when accumulate). Row m of X is at
- * x + m*ldx, row m of Y at y + m*ldy; ldx >= K, ldy >= N; X and Y must not overlap.
- * M >= 0; M == 0 does nothing. Runs on the pool; called by the thread that owns mm. */
+/* What a product does to each element of Y as it stores it (an epilogue): nothing, or
+ * GPT-2's tanh GELU (the FC layer's activation; see engine/vecmath.h). Applied to the final
+ * value, after the bias and the accumulated Y were added. */
+enum mm_epilogue { MM_EPI_NONE = 0, MM_EPI_GELU };
+
+/* Y[M,N] = epi(X[M,K]·W (+ bias[N] when bias) (+ Y when accumulate)), epi an enum
+ * mm_epilogue. Row m of X is at x + m*ldx, row m of Y at y + m*ldy; ldx >= K, ldy >= N;
+ * X and Y must not overlap. M >= 0; M == 0 does nothing. Runs on the pool; called by the
+ * thread that owns mm. Each element is computed by the same code whatever thread runs it. */
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
-               const float *bias, float *y, size_t ldy, int accumulate);
+               const float *bias, float *y, size_t ldy, int accumulate, int epi);
+
+/* Y[M,N] = X[M,K]·W on the calling thread (no pool), W given as F32 panels the caller laid
+ * out (attention's K and V, packed per head), 32-byte aligned: panel p holds W[0:K, 16p:16p+16] as rows of
+ * MM_NR floats (columns past N zero), and starts panel_rows >= K rows after panel p-1, so a
+ * product may use the first K rows of longer panels. Same tiles and order of k as
+ * mm_matmul, so the result does not depend on which thread calls it. */
+void mm_matmul_panels(const mm_t *mm, int M, const float *x, size_t ldx, const float *panels,
+                      int K, int N, int panel_rows, float *y, size_t ldy);
 
 #endif

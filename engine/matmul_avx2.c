@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "engine/matmul.h"
 #include "engine/matmul_kern.h"
+#include "engine/vecmath.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -76,18 +77,57 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int DT)
     const char *pf = t->pf;
     const ptrdiff_t pfstep = t->pfstep;
     const int kc = t->kc;
-    for (int k = 0; k < kc; k++) {
-        __m256 w0, w1;
-        load_row(DT, t->w, k, &w0, &w1);
-        _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
+    if (MR == 1) {
+        /* One row has only two accumulators, and each k step's FMAs would wait for the
+         * previous step's (4-5 cycles of latency): one panel row per ~4 cycles, too slow to
+         * keep up with memory for 16-bit weights. Odd k go to a second pair, added at the end
+         * (the same order as mm_tile_generic). */
+        __m256 e0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 2 <= kc; k += 2) {
+            __m256 w0, w1, v0, v1;
+            load_row(DT, t->w, k, &w0, &w1);
+            load_row(DT, t->w, k + 1, &v0, &v1);
+            _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
+            _mm_prefetch(pf + (k + 1) * pfstep, _MM_HINT_T0);
+            __m256 xa = _mm256_broadcast_ss(x + k), xb = _mm256_broadcast_ss(x + k + 1);
+            c00 = _mm256_fmadd_ps(xa, w0, c00);
+            c01 = _mm256_fmadd_ps(xa, w1, c01);
+            e0 = _mm256_fmadd_ps(xb, v0, e0);
+            e1 = _mm256_fmadd_ps(xb, v1, e1);
+        }
+        if (k < kc) {
+            __m256 w0, w1;
+            load_row(DT, t->w, k, &w0, &w1);
+            __m256 xa = _mm256_broadcast_ss(x + k);
+            c00 = _mm256_fmadd_ps(xa, w0, c00);
+            c01 = _mm256_fmadd_ps(xa, w1, c01);
+        }
+        c00 = _mm256_add_ps(c00, e0);
+        c01 = _mm256_add_ps(c01, e1);
+    } else {
+        for (int k = 0; k < kc; k++) {
+            __m256 w0, w1;
+            load_row(DT, t->w, k, &w0, &w1);
+            _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
 #define STEP(i)                                                                               \
     if (MR > i) {                                                                             \
         __m256 xv = _mm256_broadcast_ss(x + (size_t)(i) * ldx + k);                           \
         c##i##0 = _mm256_fmadd_ps(xv, w0, c##i##0);                                           \
         c##i##1 = _mm256_fmadd_ps(xv, w1, c##i##1);                                           \
     }
-        ROWS(STEP)
+            ROWS(STEP)
 #undef STEP
+        }
+    }
+    if (t->gelu) {
+#define GELU(i)                                                                               \
+    if (MR > i) {                                                                             \
+        c##i##0 = vm_gelu8(c##i##0);                                                          \
+        c##i##1 = vm_gelu8(c##i##1);                                                          \
+    }
+        ROWS(GELU)
+#undef GELU
     }
 #define STORE(i)                                                                              \
     if (MR > i) {                                                                             \

@@ -5,6 +5,7 @@
 #include "engine/engine.h"
 #include "engine/matmul.h"
 #include "engine/matmul_kern.h"
+#include "engine/vecmath.h"
 
 /* Widens row k of the panel into 16 floats, undoing the BF16 interleave. */
 static void panel_row(const mm_tile_t *t, int k, float *out)
@@ -41,14 +42,31 @@ void mm_tile_generic(const mm_tile_t *t)
         }
     }
     float wrow[MM_NR];
-    for (int k = 0; k < t->kc; k++) {
-        panel_row(t, k, wrow);
-        for (int i = 0; i < t->mr; i++) {
-            float xv = t->x[(size_t)i * t->ldx + k];
+    if (t->mr == 1) {
+        /* One row: odd k summed apart and added at the end, as the vector tiles do. */
+        float odd[MM_NR] = {0};
+        for (int k = 0; k < t->kc; k++) {
+            panel_row(t, k, wrow);
+            float xv = t->x[k], *a = k % 2 ? odd : acc[0];
             for (int j = 0; j < MM_NR; j++)
-                acc[i][j] += xv * wrow[j];
+                a[j] += xv * wrow[j];
+        }
+        for (int j = 0; j < MM_NR; j++)
+            acc[0][j] += odd[j];
+    } else {
+        for (int k = 0; k < t->kc; k++) {
+            panel_row(t, k, wrow);
+            for (int i = 0; i < t->mr; i++) {
+                float xv = t->x[(size_t)i * t->ldx + k];
+                for (int j = 0; j < MM_NR; j++)
+                    acc[i][j] += xv * wrow[j];
+            }
         }
     }
+    if (t->gelu)
+        for (int i = 0; i < t->mr; i++)
+            for (int j = 0; j < t->nc; j++)
+                acc[i][j] = vm_gelu(acc[i][j]);
     for (int i = 0; i < t->mr; i++)
         memcpy(t->y + (size_t)i * t->ldy, acc[i], (size_t)t->nc * sizeof(float));
 }

@@ -2,7 +2,9 @@
  *
  * A tile is Y[mr, nc] (+)= X[mr, k0:k0+kc] · P[k0:k0+kc, 0:nc] where P is one packed panel
  * (MM_NR columns, zero-padded) and mr <= MM_MR. Every kernel implementation computes it in
- * the same order of k, so paths differ only by FMA contraction rounding.
+ * the same order of k, so paths differ only by FMA contraction rounding: the start value
+ * plus the products in order of k, except that a one-row tile (mr = 1) sums the odd k apart
+ * and adds that sum last (two dependency chains instead of one).
  */
 #ifndef NANO_VLLM_MATMUL_KERN_H
 #define NANO_VLLM_MATMUL_KERN_H
@@ -24,6 +26,7 @@ typedef struct mm_tile {
     size_t ldy;
     const float *bias; /* at n0, or NULL: added to the start value */
     int load_y;        /* 1: start from Y; 0: start from zero */
+    int gelu;          /* 1: the last chunk of K; store gelu(value) instead of the value */
     const char *pf;    /* prefetch stream: pf + k*pfstep is touched at step k */
     ptrdiff_t pfstep;
 } mm_tile_t;
