@@ -95,16 +95,19 @@ int api_error_set(api_error_t *e, int status, const char *type, const char *code
 
 char *api_error_json(const api_error_t *e)
 {
-    /* A message may quote a client's bytes cut at any byte: make it valid UTF-8 first. */
-    size_t mlen;
+    /* The message and the param may quote a client's bytes (a field name) cut at any byte
+     * to fit their buffers: make both valid UTF-8 first. */
+    size_t mlen, plen;
     char *msg = api_utf8_fix(e->message, strlen(e->message), &mlen);
-    if (!msg)
-        return NULL;
-    json_t *err = json_pack("{s:s%, s:s, s:o, s:o}", "message", msg, mlen, "type",
-                            e->type ? e->type : "invalid_request_error", "param",
-                            e->param[0] ? json_string(e->param) : json_null(), "code",
-                            e->code ? json_string(e->code) : json_null());
+    char *param = api_utf8_fix(e->param, strlen(e->param), &plen);
+    json_t *err = NULL;
+    if (msg && param)
+        err = json_pack("{s:s%, s:s, s:o, s:o}", "message", msg, mlen, "type",
+                        e->type ? e->type : "invalid_request_error", "param",
+                        plen ? json_stringn(param, plen) : json_null(), "code",
+                        e->code ? json_string(e->code) : json_null());
     free(msg);
+    free(param);
     if (!err)
         return NULL;
     json_t *root = json_pack("{s:o}", "error", err);
