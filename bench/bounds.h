@@ -26,4 +26,7 @@ double bench_fma_core_peak_cpu(int reps);
  * of the GPT-2 124M shape there with scripts/make-checkpoint. 0, or -1 if that failed. */
 int bench_model_ensure(const char *dir);
 
+/* Whether name is one of the comma-separated words of list (a --dtype or --shapes value). */
+int bench_in_list(const char *list, const char *name);
+
 #endif

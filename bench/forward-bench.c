@@ -102,20 +102,6 @@ static double step_flops(const gpt2_config_t *cfg, int rows, int logit_rows)
     return 2.0 * rows * cfg->n_layer * 12.0 * C * C + 2.0 * logit_rows * V * C;
 }
 
-/* Whether name is one of the comma-separated words of list. */
-static int in_list(const char *list, const char *name)
-{
-    size_t n = strlen(name);
-    for (const char *p = list; p;) {
-        const char *c = strchr(p, ',');
-        size_t len = c ? (size_t)(c - p) : strlen(p);
-        if (len == n && strncmp(p, name, n) == 0)
-            return 1;
-        p = c ? c + 1 : NULL;
-    }
-    return 0;
-}
-
 enum { K_DEC1, K_DEC32, K_DEC64, K_PREFILL, N_K };
 static const char *const K_NAME[N_K] = {"decode batch 1", "decode batch 32", "decode batch 64",
                                         "prefill 512"};
@@ -162,7 +148,7 @@ int main(int argc, char **argv)
     if (!st || !logits)
         return 1;
     for (int d = 0; d < 3; d++) {
-        if (!in_list(dtypes, dt_name[d]))
+        if (!bench_in_list(dtypes, dt_name[d]))
             continue;
         char err[512];
         gpt2_t *m = NULL;
@@ -202,7 +188,7 @@ int main(int argc, char **argv)
         gpt2_forward(m, &kv, &st->b);
         for (int r = 0; r < rounds; r++) {
             for (int k = 0; k < N_K; k++) {
-                if (!in_list(steps, K_ARG[k]))
+                if (!bench_in_list(steps, K_ARG[k]))
                     continue;
                 double t0 = bench_now(), c0 = bench_cpu_now();
                 if (k == K_PREFILL) {
@@ -239,7 +225,7 @@ int main(int argc, char **argv)
         if (!have[d])
             continue;
         for (int k = 0; k < N_K; k++) {
-            if (!in_list(steps, K_ARG[k]))
+            if (!bench_in_list(steps, K_ARG[k]))
                 continue;
             int rows = k == K_PREFILL ? MAX_T : K_B[k];
             double flops = step_flops(&cfgs[d], rows, K_B[k]);

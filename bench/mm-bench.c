@@ -244,20 +244,6 @@ static void print_shape(const bench_t *b, int si, const int *Ms, int nM)
     }
 }
 
-/* Whether name is one of the comma-separated words of list. */
-static int in_list(const char *list, const char *name)
-{
-    size_t n = strlen(name);
-    for (const char *p = list; p;) {
-        const char *c = strchr(p, ',');
-        size_t len = c ? (size_t)(c - p) : strlen(p);
-        if (len == n && strncmp(p, name, n) == 0)
-            return 1;
-        p = c ? c + 1 : NULL;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     bench_t b = {.threads = 0, .cell_time = 0.1};
@@ -305,7 +291,7 @@ int main(int argc, char **argv)
 
     int all = 1;
     for (int s = 0; s < N_SHAPES; s++) {
-        if (in_list(shapes, SHAPES[s].name))
+        if (bench_in_list(shapes, SHAPES[s].name))
             bench_shape(&b, s, Ms, nM);
         else
             all = 0;
@@ -315,7 +301,7 @@ int main(int argc, char **argv)
     printf("bounds used for every ratio below: %.1f GB/s, %.1f GFLOP/s\n", b.bw / 1e9,
            b.fma / 1e9);
     for (int s = 0; s < N_SHAPES; s++)
-        if (in_list(shapes, SHAPES[s].name))
+        if (bench_in_list(shapes, SHAPES[s].name))
             print_shape(&b, s, Ms, nM);
     if (all) {
         /* 12 x (qkv + proj + fc + fcproj) + LM head: the matrix work of one decode step. */
