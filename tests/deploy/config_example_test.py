@@ -21,18 +21,7 @@ import time
 
 import yaml
 
-FAILURES = 0
-
-
-def check(cond, what, got=None, want=None):
-    global FAILURES
-    if cond:
-        print(f"ok   {what}", flush=True)
-        return
-    FAILURES += 1
-    print(f"FAIL {what} (config_example_test.py:{sys._getframe(1).f_lineno})", flush=True)
-    if got is not None or want is not None:
-        print(f"     got:  {got!r}\n     want: {want!r}", flush=True)
+from checks import check, exit_status
 
 
 def file_settings(path):
@@ -144,10 +133,7 @@ def main():
               "a misspelt key is refused with its line number", (p.returncode, p.stderr[-500:]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if FAILURES:
-        print(f"{FAILURES} check(s) failed")
-        return 1
-    return 0
+    return exit_status()
 
 
 if __name__ == "__main__":

@@ -17,21 +17,11 @@ import sys
 
 import yaml
 
-FAILURES = 0
+from checks import check, exit_status
+
 ENDPOINTS = {"/health", "/metrics", "/v1/completions", "/v1/models", "/version", "/tokenize",
              "/detokenize"}
 ENTRYPOINT_ENV = {"NANO_VLLM_MODEL", "NANO_VLLM_MODEL_DIR", "HF_ENDPOINT", "HF_TOKEN"}
-
-
-def check(cond, what, got=None):
-    global FAILURES
-    if cond:
-        print(f"ok   {what}")
-        return
-    FAILURES += 1
-    print(f"FAIL {what} (docs_test.py:{sys._getframe(1).f_lineno})")
-    if got is not None:
-        print(f"     got: {got!r}")
 
 
 def commands(md):
@@ -156,10 +146,7 @@ def main():
     # Commands quoted in the prose: the loadgen example spans lines there.
     for m in re.finditer(r"`(bench/loadgen\.py[^`]*)`", md, re.S):
         check_command(facts, " ".join(m.group(1).split()))
-    if FAILURES:
-        print(f"{FAILURES} check(s) failed")
-        return 1
-    return 0
+    return exit_status()
 
 
 if __name__ == "__main__":

@@ -23,21 +23,10 @@ import sys
 import tempfile
 import threading
 
+from checks import check, exit_status
+
 LAYOUT = ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
 LFS = {"model.safetensors"}
-FAILURES = 0
-
-
-def check(cond, what, got=None, want=None):
-    global FAILURES
-    if cond:
-        print(f"ok   {what}")
-        return
-    FAILURES += 1
-    frame = sys._getframe(1)
-    print(f"FAIL {what} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})")
-    if got is not None or want is not None:
-        print(f"     got:  {got!r}\n     want: {want!r}")
 
 
 class Mirror(http.server.ThreadingHTTPServer):
@@ -326,10 +315,7 @@ def main():
         test_resume(script, tmp, files)
     finally:
         shutil.rmtree(tmp)
-    if FAILURES:
-        print(f"{FAILURES} check(s) failed")
-        return 1
-    return 0
+    return exit_status()
 
 
 if __name__ == "__main__":

@@ -14,25 +14,14 @@ import sys
 
 import yaml
 
-FAILURES = 0
+from checks import check, exit_status
+
 # The server's default --shutdown-timeout (read from `nano-vllm serve --help` in main) and
 # the image's port.
 SHUTDOWN_TIMEOUT = None
 PORT = 8000
 # GPT-2 124M: parameters (the LM head is tied to wte) and float32 bytes.
 GPT2_PARAMS = 124_439_808
-
-
-def check(cond, what, got=None, want=None):
-    global FAILURES
-    if cond:
-        print(f"ok   {what}")
-        return
-    FAILURES += 1
-    line = sys._getframe(1).f_lineno
-    print(f"FAIL {what} (manifests_test.py:{line})")
-    if got is not None or want is not None:
-        print(f"     got:  {got!r}\n     want: {want!r}")
 
 
 def load_all(path):
@@ -219,10 +208,7 @@ def main():
     test_k8s(root, docker)
     test_compose(root)
     test_unit(root)
-    if FAILURES:
-        print(f"{FAILURES} check(s) failed")
-        return 1
-    return 0
+    return exit_status()
 
 
 if __name__ == "__main__":

@@ -28,19 +28,7 @@ import urllib.request
 
 import yaml
 
-FAILURES = 0
-
-
-def check(cond, what, got=None):
-    global FAILURES
-    if cond:
-        print(f"ok   {what}", flush=True)
-        return True
-    FAILURES += 1
-    print(f"FAIL {what} (prometheus_test.py:{sys._getframe(1).f_lineno})", flush=True)
-    if got is not None:
-        print(f"     got: {str(got)[:2000]}", flush=True)
-    return False
+from checks import check, exit_status
 
 
 def free_port():
@@ -202,10 +190,7 @@ def main():
                   "the server drains and exits 0 on SIGTERM, no sanitizer report",
                   (procs and procs[0].returncode, text[-1500:]))
         shutil.rmtree(tmp, ignore_errors=True)
-    if FAILURES:
-        print(f"{FAILURES} check(s) failed")
-        return 1
-    return 0
+    return exit_status()
 
 
 if __name__ == "__main__":
