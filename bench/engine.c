@@ -226,7 +226,7 @@ int main(int argc, char **argv)
     kv_cache_t kv;
     bench_batch_t *bb = calloc(1, sizeof(*bb));
     float *logits = malloc((size_t)MAX_B * cfg->vocab_size * sizeof(float));
-    if (!bb || !logits || kv_cache_init(&kv, cfg, BS, num_blocks) ||
+    if (!bb || !logits || kv_cache_init(&kv, cfg, BS, num_blocks, ENG_DTYPE_F32) ||
         gpt2_reserve(m, MAX_T, MAX_B, cfg->n_ctx)) {
         fprintf(stderr, "bench/engine: out of memory\n");
         return 1;
@@ -234,7 +234,7 @@ int main(int argc, char **argv)
     for (int s = 0; s < MAX_B; s++)
         for (int i = 0; i < MAX_T / BS + 8; i++)
             bb->tables[s][i] = (s * per_seq + i) % num_blocks;
-    double kv_mb = (double)num_blocks * (double)kv_cache_block_bytes(cfg, BS) / 1e6;
+    double kv_mb = (double)num_blocks * (double)kv_cache_block_bytes(cfg, BS, ENG_DTYPE_F32) / 1e6;
 
     /* A first step touches the scratch and lets OpenBLAS start its threads. */
     make_step(bb, 1, 0, 16, logits);
@@ -311,7 +311,7 @@ int main(int argc, char **argv)
     printf("peak RSS %.0f MB (before the bandwidth buffer) vs weights %.0f MB + KV pool %.0f MB "
            "(%.0f MB of it written) + scratch %.0f MB\n",
            rss_engine, (double)gpt2_weight_bytes(m) / 1e6, kv_mb,
-           (double)n_written * (double)kv_cache_block_bytes(cfg, BS) / 1e6,
+           (double)n_written * (double)kv_cache_block_bytes(cfg, BS, ENG_DTYPE_F32) / 1e6,
            (double)m->s.bytes / 1e6);
 
     kv_cache_free(&kv);

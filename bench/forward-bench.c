@@ -2,13 +2,14 @@
  * bandwidth and FMA peak measured in the same run (bench/bounds.c).
  *
  *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16] [--steps dec1,dec32,dec64,prefill]
- *                 [--rounds N] [--threads N]
+ *                 [--rounds N] [--threads N] [--ctx N] [--kv-dtype f32|f16]
  *
  * Without a model in MODEL_DIR (default: the random 124M checkpoint bench/engine writes in
  * the build tree) it writes one with scripts/make-checkpoint first. For each weight dtype:
  *   decode, batch 1:   tokens/s against read bandwidth / bytes of weights per token;
- *   decode, batch 32 and 64 (context 64): tokens/s against the roofline bound
- *                      max(weight bytes / bandwidth, matmul FLOPs / FMA peak);
+ *   decode, batch 32 and 64 (context --ctx, default 64, of K/V already written): tokens/s
+ *                      against the roofline bound max(weight bytes / bandwidth, matmul
+ *                      FLOPs / FMA peak);
  *   prefill of 512 tokens: tokens/s against matmul FLOPs / FMA peak.
  * FLOPs count only the weight matrices (2 x rows x weights, the LM head for sampled rows),
  * not attention, so the ratios are conservative. Rounds interleave the engine and the
@@ -31,15 +32,15 @@
 #include "engine/gpt2_model.h"
 
 #define BS 16
-#define CTX 64
 #define MAX_B 64
 #define MAX_T 512
+#define MAX_CTX 1024
 #define DECODE_STEPS 4
 
 typedef struct step {
     int32_t tokens[MAX_T], pos[MAX_T], slot[MAX_T], seq_start[MAX_B + 1], ctx_len[MAX_B];
     int32_t logit_rows[MAX_B];
-    int32_t tables[MAX_B][(CTX + MAX_T) / BS + 2];
+    int32_t tables[MAX_B][MAX_CTX / BS + 2];
     const int32_t *table_ptrs[MAX_B];
     gpt2_batch_t b;
 } step_t;
@@ -112,7 +113,8 @@ int main(int argc, char **argv)
 {
     const char *dir = BENCH_DEFAULT_MODEL_DIR, *dtypes = "f32,f16,bf16";
     const char *steps = "dec1,dec32,dec64,prefill";
-    int rounds = 2, threads = 0;
+    const char *kv_dtype = "f32";
+    int rounds = 2, threads = 0, ctx = 64;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
             dtypes = argv[++i];
@@ -122,18 +124,32 @@ int main(int argc, char **argv)
             rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ctx") && i + 1 < argc)
+            ctx = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc)
+            kv_dtype = argv[++i];
         else if (argv[i][0] != '-')
             dir = argv[i];
         else {
             fprintf(stderr,
                     "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16] [--steps "
-                    "dec1,dec32,dec64,prefill] [--rounds N] [--threads N]\n",
+                    "dec1,dec32,dec64,prefill] [--rounds N] [--threads N] [--ctx N] "
+                    "[--kv-dtype f32|f16]\n",
                     argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }
     if (rounds < 1 || rounds > 20)
         rounds = 2;
+    if (ctx < 1 || ctx > MAX_CTX - DECODE_STEPS) {
+        fprintf(stderr, "forward-bench: --ctx must be in [1, %d]\n", MAX_CTX - DECODE_STEPS);
+        return 2;
+    }
+    if (strcmp(kv_dtype, "f32") && strcmp(kv_dtype, "f16")) {
+        fprintf(stderr, "forward-bench: --kv-dtype must be f32 or f16\n");
+        return 2;
+    }
+    const int kv_dt = strcmp(kv_dtype, "f16") ? ENG_DTYPE_F32 : ENG_DTYPE_F16;
     if (bench_model_ensure(dir) != 0) {
         fprintf(stderr, "forward-bench: could not write a checkpoint to %s\n", dir);
         return 1;
@@ -166,20 +182,34 @@ int main(int argc, char **argv)
                     cfg->vocab_size);
             return 1;
         }
-        int per_seq = (CTX + DECODE_STEPS + MAX_T) / BS + 1;
+        if (ctx + DECODE_STEPS > cfg->n_ctx) {
+            fprintf(stderr, "forward-bench: --ctx %d is beyond the model's n_positions %d\n",
+                    ctx, cfg->n_ctx);
+            return 2;
+        }
+        double rss_load = rss_mb();
+        int span = ctx + DECODE_STEPS > MAX_T ? ctx + DECODE_STEPS : MAX_T;
+        int per_seq = span / BS + 1;
         kv_cache_t kv;
-        if (kv_cache_init(&kv, cfg, BS, MAX_B * per_seq) ||
+        if (kv_cache_init(&kv, cfg, BS, MAX_B * per_seq, kv_dt) ||
             gpt2_reserve(m, MAX_T, MAX_B, cfg->n_ctx)) {
             fprintf(stderr, "forward-bench: out of memory\n");
             return 1;
         }
+        /* The decode steps read `ctx` cached positions: give their blocks real memory with
+         * finite values (0x3c bytes: 0.0115 as F32, 1.06 as F16), as a server's cache has.
+         * Untouched blocks would all read the kernel's one zero page, from L1. */
+        size_t block_bytes = kv_cache_block_bytes(cfg, BS, kv_dt);
+        for (int s = 0; s < MAX_B; s++)
+            memset((char *)kv.data + (size_t)s * per_seq * block_bytes, 0x3c,
+                   (size_t)((ctx + DECODE_STEPS) / BS + 1) * block_bytes);
         wbytes[d] = packed_bytes(m);
         cfgs[d] = *cfg;
         printf("%s: %d layers, C=%d, %.0f MB of packed matrices, weights %.0f MB, RSS after "
-               "load %.0f MB, kernel %s, %d threads\n",
+               "load %.0f MB, kernel %s, %d threads, decode context %d, K/V %s\n",
                dt_name[d], cfg->n_layer, cfg->n_embd, wbytes[d] / 1e6,
-               (double)gpt2_weight_bytes(m) / 1e6, rss_mb(), mm_kernel_name(mm_get_kernel(m->mm)),
-               pool_threads(mm_pool(m->mm)));
+               (double)gpt2_weight_bytes(m) / 1e6, rss_load, mm_kernel_name(mm_get_kernel(m->mm)),
+               pool_threads(mm_pool(m->mm)), ctx, kv_dtype);
         fflush(stdout);
         for (int k = 0; k < N_K; k++)
             best[d][k] = best_cpu[d][k] = 1e30;
@@ -196,7 +226,7 @@ int main(int argc, char **argv)
                     gpt2_forward(m, &kv, &st->b);
                 } else {
                     for (int s = 0; s < DECODE_STEPS; s++) {
-                        make_step(st, K_B[k], CTX + s, 1, per_seq, logits);
+                        make_step(st, K_B[k], ctx + s, 1, per_seq, logits);
                         gpt2_forward(m, &kv, &st->b);
                     }
                 }

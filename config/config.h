@@ -34,6 +34,7 @@ typedef struct cfg {
     int block_size;          /* 16 */
     int max_model_len;       /* 0 = the model's n_positions */
     char *weight_dtype;      /* owned; "auto" | "f32" | "f16" | "bf16" */
+    char *kv_cache_dtype;    /* owned; "auto" | "f32" | "f16" */
     char *api_key;           /* owned or NULL = no key */
     char *served_model_name; /* owned or NULL = model directory's base name */
     size_t max_body_bytes;   /* 1 MiB */

@@ -141,7 +141,16 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         .max_prefill_decoding = p->max_prefill_tokens_decoding,
     };
     int bs = p->block_size ? p->block_size : 16;
+    int weights = gpt2_get_dtype(e->model);
+    int kv_dtype = p->kv_cache_dtype != ENG_DTYPE_AUTO ? p->kv_cache_dtype
+                   : weights == ENG_DTYPE_F32          ? ENG_DTYPE_F32
+                                                       : ENG_DTYPE_F16;
     rc = -EINVAL;
+    if (kv_dtype != ENG_DTYPE_F32 && kv_dtype != ENG_DTYPE_F16) {
+        snprintf(err, errlen, "kv_cache_dtype %s: the KV cache is kept in f32 or f16",
+                 dtype_name(kv_dtype));
+        goto fail;
+    }
     if (lim.max_model_len < 1 || lim.max_model_len > cfg->n_ctx) {
         snprintf(err, errlen, "max_model_len %d is outside 1..%d (the model's n_positions)",
                  lim.max_model_len, cfg->n_ctx);
@@ -170,7 +179,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
                  tok_vocab_size(tok), cfg->vocab_size);
         goto fail;
     }
-    size_t block_bytes = kv_cache_block_bytes(cfg, bs);
+    size_t block_bytes = kv_cache_block_bytes(cfg, bs, kv_dtype);
     int nb = pool_blocks(p, block_bytes, lim.max_model_len, lim.max_num_seqs, bs);
     /* One sequence of max_model_len must fit, or it could never finish: with that, the
      * oldest running sequence can always preempt the others and go on. */
@@ -184,7 +193,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
                  need);
         goto fail;
     }
-    rc = kv_cache_init(&e->kv, cfg, bs, nb);
+    rc = kv_cache_init(&e->kv, cfg, bs, nb, kv_dtype);
     if (rc < 0) {
         snprintf(err, errlen, "KV cache of %d blocks (%zu MiB): %s", nb,
                  (size_t)nb * block_bytes >> 20, strerror(-rc));
@@ -221,7 +230,8 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         .num_kv_blocks = nb,
         .weight_bytes = gpt2_weight_bytes(e->model),
         .kv_bytes = (size_t)nb * block_bytes,
-        .weight_dtype = dtype_name(p->weight_dtype),
+        .weight_dtype = dtype_name(weights),
+        .kv_cache_dtype = dtype_name(kv_dtype),
     };
     sched_get_stats(&e->sched, &e->stats);
     *out = e;

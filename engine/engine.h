@@ -35,6 +35,8 @@ typedef struct eng_params {
     int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
                                  * past this; 0 = unbounded */
     int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
+    int kv_cache_dtype;         /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit
+                                 * weights, F32 with F32 weights */
     int max_prefill_tokens_decoding; /* N: a step that also decodes D sequences gives
                                       * prompts at most max(N - D, N / 4) tokens (bounds the
                                       * inter-token latency of running streams); 0 = no cap
@@ -47,7 +49,8 @@ typedef struct eng_info {
     int max_model_len;
     int block_size, num_kv_blocks;
     size_t weight_bytes, kv_bytes;
-    const char *weight_dtype; /* "f32", "f16", "bf16" */
+    const char *weight_dtype;   /* "f32", "f16", "bf16" */
+    const char *kv_cache_dtype; /* "f32", "f16" */
 } eng_info_t;
 
 /* Sampling settings; the neutral value of each is given. */

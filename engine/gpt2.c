@@ -15,8 +15,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
+#include "engine/engine.h"
 #include "engine/gpt2_model.h"
+#include "engine/matmul_kern.h"
 #include "engine/vecmath.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -29,37 +32,64 @@
  * (then masked) stay a small share. */
 #define ATTN_TILE 64
 
-size_t kv_cache_block_bytes(const gpt2_config_t *cfg, int block_size)
+static size_t kv_elem_size(int dtype)
 {
-    return (size_t)cfg->n_layer * 2 * (size_t)block_size * (size_t)cfg->n_embd * sizeof(float);
+    return dtype == ENG_DTYPE_F16 ? sizeof(uint16_t) : sizeof(float);
 }
 
-int kv_cache_init(kv_cache_t *kv, const gpt2_config_t *cfg, int block_size, int num_blocks)
+size_t kv_cache_block_bytes(const gpt2_config_t *cfg, int block_size, int dtype)
+{
+    return (size_t)cfg->n_layer * 2 * (size_t)block_size * (size_t)cfg->n_embd *
+           kv_elem_size(dtype);
+}
+
+static size_t kv_block_bytes(const kv_cache_t *kv)
+{
+    return (size_t)kv->n_layer * 2 * (size_t)kv->block_size * (size_t)kv->n_embd *
+           kv_elem_size(kv->dtype);
+}
+
+int kv_cache_init(kv_cache_t *kv, const gpt2_config_t *cfg, int block_size, int num_blocks,
+                  int dtype)
 {
     memset(kv, 0, sizeof(*kv));
     /* Slots (block * BS + row) are int32 in gpt2_batch_t. */
     if (block_size < 1 || block_size > 4096 || num_blocks < 1 ||
-        (int64_t)num_blocks * block_size > INT32_MAX)
+        (int64_t)num_blocks * block_size > INT32_MAX ||
+        (dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16))
         return -EINVAL;
-    size_t per_block = kv_cache_block_bytes(cfg, block_size);
+    size_t per_block = kv_cache_block_bytes(cfg, block_size, dtype);
     if ((size_t)num_blocks > SIZE_MAX / per_block)
         return -ENOMEM;
-    /* calloc of a large size maps fresh zero pages lazily: only used blocks become RSS. */
-    kv->data = calloc((size_t)num_blocks, per_block);
-    if (!kv->data)
+    /* Fresh anonymous pages, mapped lazily (only used blocks become RSS) and page aligned,
+     * so each head's slice of a block (4 KiB in F32 for GPT-2) is one page. */
+    void *data = mmap(NULL, (size_t)num_blocks * per_block, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (data == MAP_FAILED)
         return -ENOMEM;
+    kv->data = data;
     kv->num_blocks = num_blocks;
     kv->block_size = block_size;
     kv->n_layer = cfg->n_layer;
     kv->n_embd = cfg->n_embd;
+    kv->n_head = cfg->n_head;
+    kv->dtype = dtype;
     return 0;
+}
+
+void kv_cache_copy_block(kv_cache_t *kv, int32_t dst, int32_t src)
+{
+    size_t bytes = kv_block_bytes(kv);
+    memcpy((char *)kv->data + (size_t)dst * bytes, (const char *)kv->data + (size_t)src * bytes,
+           bytes);
 }
 
 void kv_cache_free(kv_cache_t *kv)
 {
     if (!kv)
         return;
-    free(kv->data);
+    if (kv->data)
+        munmap(kv->data, (size_t)kv->num_blocks * kv_block_bytes(kv));
     memset(kv, 0, sizeof(*kv));
 }
 
@@ -131,26 +161,24 @@ static void layernorm_generic(float *out, const float *x, const float *w, const 
         out[i] = (x[i] - mean) * rstd * w[i] + b[i];
 }
 
-/* K (v = 0) or V (v = 1) rows of layer l in block blk: (BS, C). */
-static float *kv_rows(const kv_cache_t *kv, int32_t blk, int l, int v)
+/* Index (in elements of kv->dtype) of head h's first row of K (v = 0) or V (v = 1) of layer
+ * l in block blk: the head's BS rows of HS follow contiguously (see gpt2.h). */
+static size_t kv_at(const kv_cache_t *kv, int32_t blk, int l, int v, int h)
 {
-    size_t rows = (size_t)kv->block_size * (size_t)kv->n_embd;
-    return kv->data + (((size_t)blk * (size_t)kv->n_layer + (size_t)l) * 2 + (size_t)v) * rows;
+    const size_t BS = (size_t)kv->block_size, C = (size_t)kv->n_embd;
+    const size_t HS = C / (size_t)kv->n_head;
+    return (((size_t)blk * (size_t)kv->n_layer + (size_t)l) * 2 + (size_t)v) * BS * C +
+           (size_t)h * BS * HS;
 }
 
-/* Copies head h's K and V of rows [t0, t1) (slices of the second and third thirds of their
- * qkv) to the rows' slots of layer l. */
-static void kv_write_head(const kv_cache_t *kv, const float *qkv, const gpt2_batch_t *b, int l,
-                          int h, int HS, int t0, int t1)
+static const float *kv_f32(const kv_cache_t *kv, size_t at)
 {
-    const int C = kv->n_embd, BS = kv->block_size;
-    for (int t = t0; t < t1; t++) {
-        int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
-        const float *src = qkv + (size_t)t * 3 * C + (size_t)h * HS;
-        size_t at = (size_t)r * C + (size_t)h * HS;
-        memcpy(kv_rows(kv, blk, l, 0) + at, src + C, (size_t)HS * sizeof(float));
-        memcpy(kv_rows(kv, blk, l, 1) + at, src + 2 * C, (size_t)HS * sizeof(float));
-    }
+    return (const float *)kv->data + at;
+}
+
+static const uint16_t *kv_f16(const kv_cache_t *kv, size_t at)
+{
+    return (const uint16_t *)kv->data + at;
 }
 
 /* Eight floats; loads and stores go through memcpy (no alignment or aliasing assumptions)
@@ -286,59 +314,135 @@ __attribute__((target("avx2,fma"))) static void layernorm_avx2(float *out, const
 }
 #endif
 
+/* F32 <-> F16 (round to nearest even, as the F16C instructions do), n values. */
+static void to_f16_generic(uint16_t *dst, const float *src, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = mm_f32_to_f16(src[i]);
+}
+
+static void from_f16_generic(float *dst, const uint16_t *src, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = mm_f16_to_f32(src[i]);
+}
+
+/* Head h's key or value row r of a block, as n floats from column c0: in place for F32, else
+ * converted into buf. */
+static const float *kv_row_f32(const kv_cache_t *kv, size_t at, int r, int HS, int c0, int n,
+                               float *buf)
+{
+    size_t i = at + (size_t)r * HS + (size_t)c0;
+    if (kv->dtype == ENG_DTYPE_F32)
+        return kv_f32(kv, i);
+    from_f16_generic(buf, kv_f16(kv, i), n);
+    return buf;
+}
+
 /* One decode row and head over positions [0, n) of its sequence:
- * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place.
- * scores has room for n floats. */
+ * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place (an F16
+ * cache is converted ATTN_CHUNK columns at a time). scores has room for n floats. */
+#define ATTN_CHUNK 64
 static void attend_row_generic(float *out, const float *q, const kv_cache_t *kv,
                                const int32_t *table, int n, int l, int h, int HS, float *scores)
 {
-    const int C = kv->n_embd, BS = kv->block_size;
+    const int BS = kv->block_size;
     const float scale = 1.0f / sqrtf((float)HS);
+    float buf[ATTN_CHUNK];
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
+        size_t k = kv_at(kv, table[blk], l, 0, h);
         int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++)
-            scores[j0 + r] = dot_generic(q, k + (size_t)r * C, HS) * scale;
+        for (int r = 0; r < rows; r++) {
+            float dot = 0;
+            for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
+                int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
+                dot += dot_generic(q + c0, kv_row_f32(kv, k, r, HS, c0, w, buf), w);
+            }
+            scores[j0 + r] = dot * scale;
+        }
     }
     softmax_generic(scores, n);
     memset(out, 0, (size_t)HS * sizeof(float));
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
+        size_t v = kv_at(kv, table[blk], l, 1, h);
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int r = 0; r < rows; r++)
-            axpy_generic(out, scores[j0 + r], v + (size_t)r * C, HS);
+            for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
+                int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
+                axpy_generic(out + c0, scores[j0 + r], kv_row_f32(kv, v, r, HS, c0, w, buf),
+                             w);
+            }
     }
 }
 
 #ifdef HAVE_VEC_AVX2
-/* attend_row_generic for HS a multiple of 16 (64 in every GPT-2; 16 in the test models, so
- * the tests run this same code). Scores four keys at a time (four dot products reduced by one
- * horizontal-add tree), and the output in registers, 16 columns per pass over the values,
- * instead of a load and a store of out per key. */
-__attribute__((target("avx2,fma"))) static void attend_row_avx2(float *out, const float *q,
-                                                                const kv_cache_t *kv,
-                                                                const int32_t *table, int n,
-                                                                int l, int h, int HS,
-                                                                float *scores)
+#define VEC_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define VEC_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+VEC_AVX2 static void to_f16_avx2(uint16_t *dst, const float *src, int n)
 {
-    if (HS % 16) {
-        attend_row_generic(out, q, kv, table, n, l, h, HS, scores);
-        return;
-    }
-    const int C = kv->n_embd, BS = kv->block_size;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        dst[i] = mm_f32_to_f16(src[i]);
+}
+
+VEC_AVX2 static void from_f16_avx2(float *dst, const uint16_t *src, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++)
+        dst[i] = mm_f16_to_f32(src[i]);
+}
+
+/* Eight values of the cache from element i on, as floats (f16: the cache holds F16). */
+VEC_AVX2_INLINE __m256 kv_load8(const void *base, size_t i, int f16)
+{
+    if (f16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+    return _mm256_loadu_ps((const float *)base + i);
+}
+
+/* Asks for the lines of bytes [p, p + n) to be brought to the caches. */
+VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
+{
+    for (size_t o = 0; o < n; o += 64)
+        _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+
+/* attend_row_generic for HS a multiple of 16 (64 in every GPT-2; 16 in the test models, so
+ * the tests run this same code). Each block's slice of a head is BS x HS contiguous values:
+ * while it is scored the next block's keys and this block's values are prefetched. Scores
+ * four keys at a time (four dot products reduced by one horizontal-add tree); the output
+ * stays in registers, 16 columns per pass over the values, with even and odd keys summed
+ * in separate registers. */
+VEC_AVX2_INLINE void attend_row_avx2_t(float *out, const float *q, const kv_cache_t *kv,
+                                       const int32_t *table, int n, int l, int h, int HS,
+                                       float *scores, int f16)
+{
+    const int BS = kv->block_size;
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    const size_t slice = (size_t)BS * (size_t)HS * es;
+    const char *data = kv->data;
     const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *k = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
+        size_t k = kv_at(kv, table[blk], l, 0, h);
         int rows = n - j0 < BS ? n - j0 : BS, r = 0;
+        if (j0 + BS < n)
+            prefetch_span(data + kv_at(kv, table[blk + 1], l, 0, h) * es, slice);
+        prefetch_span(data + kv_at(kv, table[blk], l, 1, h) * es, (size_t)rows * HS * es);
         for (; r + 4 <= rows; r += 4) {
-            const float *k0 = k + (size_t)r * C;
+            size_t k0 = k + (size_t)r * HS;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int i = 0; i < HS; i += 8) {
                 __m256 qv = _mm256_loadu_ps(q + i);
-                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + C + i), a1);
-                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * (size_t)C + i), a2);
-                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * (size_t)C + i), a3);
+                a0 = _mm256_fmadd_ps(qv, kv_load8(data, k0 + i, f16), a0);
+                a1 = _mm256_fmadd_ps(qv, kv_load8(data, k0 + HS + i, f16), a1);
+                a2 = _mm256_fmadd_ps(qv, kv_load8(data, k0 + 2 * (size_t)HS + i, f16), a2);
+                a3 = _mm256_fmadd_ps(qv, kv_load8(data, k0 + 3 * (size_t)HS + i, f16), a3);
             }
             /* hadd(hadd(a0, a1), hadd(a2, a3)) holds each key's partial sums of one
              * 128-bit half in lanes 0..3 and 4..7; adding the halves gives the 4 dots. */
@@ -347,28 +451,48 @@ __attribute__((target("avx2,fma"))) static void attend_row_avx2(float *out, cons
             _mm_storeu_ps(scores + j0 + r, _mm_mul_ps(d, _mm256_castps256_ps128(scale)));
         }
         for (; r < rows; r++) {
-            const float *kr = k + (size_t)r * C;
+            size_t kr = k + (size_t)r * HS;
             __m256 a = _mm256_setzero_ps();
             for (int i = 0; i < HS; i += 8)
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kr + i), a);
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv_load8(data, kr + i, f16), a);
             scores[j0 + r] = hsum_avx2(a) * _mm256_cvtss_f32(scale);
         }
     }
     softmax_avx2(scores, n);
     for (int c0 = 0; c0 < HS; c0 += 16) {
-        __m256 o0 = _mm256_setzero_ps(), o1 = o0;
+        __m256 e0 = _mm256_setzero_ps(), e1 = e0, o0 = e0, o1 = e0;
         for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-            const float *v = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS + c0;
-            int rows = n - j0 < BS ? n - j0 : BS;
-            for (int r = 0; r < rows; r++, v += C) {
+            size_t v = kv_at(kv, table[blk], l, 1, h) + (size_t)c0;
+            int rows = n - j0 < BS ? n - j0 : BS, r = 0;
+            for (; r + 2 <= rows; r += 2, v += 2 * (size_t)HS) {
                 __m256 p = _mm256_broadcast_ss(scores + j0 + r);
-                o0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v), o0);
-                o1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8), o1);
+                __m256 p1 = _mm256_broadcast_ss(scores + j0 + r + 1);
+                e0 = _mm256_fmadd_ps(p, kv_load8(data, v, f16), e0);
+                e1 = _mm256_fmadd_ps(p, kv_load8(data, v + 8, f16), e1);
+                o0 = _mm256_fmadd_ps(p1, kv_load8(data, v + HS, f16), o0);
+                o1 = _mm256_fmadd_ps(p1, kv_load8(data, v + HS + 8, f16), o1);
+            }
+            if (r < rows) {
+                __m256 p = _mm256_broadcast_ss(scores + j0 + r);
+                e0 = _mm256_fmadd_ps(p, kv_load8(data, v, f16), e0);
+                e1 = _mm256_fmadd_ps(p, kv_load8(data, v + 8, f16), e1);
             }
         }
-        _mm256_storeu_ps(out + c0, o0);
-        _mm256_storeu_ps(out + c0 + 8, o1);
+        _mm256_storeu_ps(out + c0, _mm256_add_ps(e0, o0));
+        _mm256_storeu_ps(out + c0 + 8, _mm256_add_ps(e1, o1));
     }
+}
+
+VEC_AVX2 static void attend_row_avx2(float *out, const float *q, const kv_cache_t *kv,
+                                     const int32_t *table, int n, int l, int h, int HS,
+                                     float *scores)
+{
+    if (HS % 16)
+        attend_row_generic(out, q, kv, table, n, l, h, HS, scores);
+    else if (kv->dtype == ENG_DTYPE_F16)
+        attend_row_avx2_t(out, q, kv, table, n, l, h, HS, scores, 1);
+    else
+        attend_row_avx2_t(out, q, kv, table, n, l, h, HS, scores, 0);
 }
 #endif
 
@@ -379,12 +503,15 @@ typedef struct vec_ops {
     void (*softmax)(float *x, int n);
     void (*layernorm)(float *out, const float *x, const float *w, const float *b, int C,
                       float eps);
+    void (*to_f16)(uint16_t *dst, const float *src, int n);
+    void (*from_f16)(float *dst, const uint16_t *src, int n);
 } vec_ops_t;
 
-static const vec_ops_t vec_generic = {attend_row_generic, softmax_generic,
-                                      layernorm_generic};
+static const vec_ops_t vec_generic = {attend_row_generic, softmax_generic, layernorm_generic,
+                                      to_f16_generic, from_f16_generic};
 #ifdef HAVE_VEC_AVX2
-static const vec_ops_t vec_avx2 = {attend_row_avx2, softmax_avx2, layernorm_avx2};
+static const vec_ops_t vec_avx2 = {attend_row_avx2, softmax_avx2, layernorm_avx2, to_f16_avx2,
+                                   from_f16_avx2};
 #endif
 
 static const vec_ops_t *vec_ops(const gpt2_t *m)
@@ -398,24 +525,57 @@ static const vec_ops_t *vec_ops(const gpt2_t *m)
     return &vec_generic;
 }
 
+/* Copies head h's K and V of rows [t0, t1) (slices of the second and third thirds of their
+ * qkv) to the rows' slots of layer l, in the cache's dtype. */
+static void kv_write_head(const vec_ops_t *ops, const kv_cache_t *kv, const float *qkv,
+                          const gpt2_batch_t *b, int l, int h, int HS, int t0, int t1)
+{
+    const int C = kv->n_embd, BS = kv->block_size;
+    for (int t = t0; t < t1; t++) {
+        int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
+        const float *src = qkv + (size_t)t * 3 * C + (size_t)h * HS;
+        for (int v = 0; v < 2; v++) {
+            size_t at = kv_at(kv, blk, l, v, h) + (size_t)r * HS;
+            if (kv->dtype == ENG_DTYPE_F16)
+                ops->to_f16((uint16_t *)kv->data + at, src + (size_t)(v + 1) * C, HS);
+            else
+                memcpy((float *)kv->data + at, src + (size_t)(v + 1) * C,
+                       (size_t)HS * sizeof(float));
+        }
+    }
+}
+
 static inline void prefetch(const float *p)
 {
     __builtin_prefetch(p, 0, 3);
 }
 
-/* Head h's keys of positions [0, n) as the panels of Kᵀ (HS, n) for mm_matmul_panels:
- * panel p holds keys 16p..16p+15, one row of MM_NR per dimension; keys past n are zero. */
-static void pack_keys(float *kp, const kv_cache_t *kv, const int32_t *table, int n, int l, int h,
-                      int HS)
+/* Row r of head h's slice at `at` (K or V) as HS floats: in place for F32, else converted
+ * into buf. */
+static const float *kv_row(const vec_ops_t *ops, const kv_cache_t *kv, size_t at, int r, int HS,
+                           float *buf)
 {
-    const int C = kv->n_embd, BS = kv->block_size;
+    size_t i = at + (size_t)r * HS;
+    if (kv->dtype == ENG_DTYPE_F32)
+        return kv_f32(kv, i);
+    ops->from_f16(buf, kv_f16(kv, i), HS);
+    return buf;
+}
+
+/* Head h's keys of positions [0, n) as the panels of Kᵀ (HS, n) for mm_matmul_panels:
+ * panel p holds keys 16p..16p+15, one row of MM_NR per dimension; keys past n are zero.
+ * buf has room for HS floats. */
+static void pack_keys(const vec_ops_t *ops, float *kp, const kv_cache_t *kv,
+                      const int32_t *table, int n, int l, int h, int HS, float *buf)
+{
+    const int BS = kv->block_size;
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *src = kv_rows(kv, table[blk], l, 0) + (size_t)h * HS;
+        size_t at = kv_at(kv, table[blk], l, 0, h);
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int r = 0; r < rows; r++) {
             int j = j0 + r;
             float *dst = kp + (size_t)(j / MM_NR) * HS * MM_NR + j % MM_NR;
-            const float *k = src + (size_t)r * C;
+            const float *k = kv_row(ops, kv, at, r, HS, buf);
             for (int d = 0; d < HS; d++)
                 dst[(size_t)d * MM_NR] = k[d];
         }
@@ -426,16 +586,17 @@ static void pack_keys(float *kp, const kv_cache_t *kv, const int32_t *table, int
 }
 
 /* Head h's values of positions [0, n) as the panels of V (n, HS): panel c holds dimensions
- * 16c..16c+15 of every key (n rows of MM_NR; dimensions past HS zero). */
-static void pack_values(float *vp, const kv_cache_t *kv, const int32_t *table, int n, int l,
-                        int h, int HS)
+ * 16c..16c+15 of every key (n rows of MM_NR; dimensions past HS zero). buf has room for HS
+ * floats. */
+static void pack_values(const vec_ops_t *ops, float *vp, const kv_cache_t *kv,
+                        const int32_t *table, int n, int l, int h, int HS, float *buf)
 {
-    const int C = kv->n_embd, BS = kv->block_size;
+    const int BS = kv->block_size;
     for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        const float *src = kv_rows(kv, table[blk], l, 1) + (size_t)h * HS;
+        size_t at = kv_at(kv, table[blk], l, 1, h);
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int r = 0; r < rows; r++) {
-            const float *v = src + (size_t)r * C;
+            const float *v = kv_row(ops, kv, at, r, HS, buf);
             for (int c = 0; c * MM_NR < HS; c++) {
                 float *dst = vp + ((size_t)c * n + (size_t)(j0 + r)) * MM_NR;
                 int w = HS - c * MM_NR < MM_NR ? HS - c * MM_NR : MM_NR;
@@ -463,8 +624,9 @@ static void attend_chunk(const vec_ops_t *ops, const gpt2_t *m, const kv_cache_t
     const size_t hs16 = ((size_t)HS + MM_NR - 1) / MM_NR * MM_NR;
     float *kp = scratch, *vp = kp + ctx16 * HS, *qs = vp + hs16 * ctx16;
     float *scores = qs + (size_t)ATTN_TILE * HS;
-    pack_keys(kp, kv, b->block_table[s], n, l, h, HS);
-    pack_values(vp, kv, b->block_table[s], n, l, h, HS);
+    /* qs is free until the first tile: the packing's row buffer for an F16 cache. */
+    pack_keys(ops, kp, kv, b->block_table[s], n, l, h, HS, qs);
+    pack_values(ops, vp, kv, b->block_table[s], n, l, h, HS, qs);
     for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
         int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
         int keys = b->pos[r0 + rows - 1] + 1;
@@ -518,7 +680,7 @@ static void attn_part(void *arg, int part, int parts, int thread)
         /* This item is the only reader of head h of sequence s's K/V in this step (a block
          * being written belongs to one sequence), so it writes that slice of its own rows
          * itself: no separate pass, no barrier before attention. */
-        kv_write_head(j->kv, m->s.qkv, b, j->l, h, HS, t, t + rows);
+        kv_write_head(j->ops, j->kv, m->s.qkv, b, j->l, h, HS, t, t + rows);
         if (rows > 1)
             attend_chunk(j->ops, m, j->kv, b, s, j->l, h, scratch);
         else if (rows == 1)
@@ -642,7 +804,8 @@ static int check_batch(const gpt2_t *m, const kv_cache_t *kv, const gpt2_batch_t
     const int BS = kv->block_size;
     if (!m->s.mem || b->T < 0 || b->T > m->s.max_tokens || b->B < 0 || b->n_logits < 0 ||
         b->n_logits > m->s.max_logits || (b->n_logits && !b->logits) ||
-        kv->n_layer != c->n_layer || kv->n_embd != c->n_embd || !kv->data)
+        kv->n_layer != c->n_layer || kv->n_embd != c->n_embd || kv->n_head != c->n_head ||
+        !kv->data)
         return -EINVAL;
     if (b->T == 0)
         return b->n_logits == 0 ? 0 : -EINVAL;

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/engine.h"
+
 typedef struct gpt2_config {
     int n_layer;    /* L */
     int n_head;     /* NH */
@@ -31,18 +33,28 @@ void gpt2_free(gpt2_t *m);
  * default after gpt2_load). Returns 0, or -EINVAL/-ENOMEM/-EAGAIN leaving the old pool. */
 int gpt2_set_threads(gpt2_t *m, int threads);
 const gpt2_config_t *gpt2_get_config(const gpt2_t *m);
+/* The enum eng_dtype the weight matrices are kept in (never ENG_DTYPE_AUTO). */
+int gpt2_get_dtype(const gpt2_t *m);
 size_t gpt2_weight_bytes(const gpt2_t *m);
 
 /* The KV pool: num_blocks blocks, each holding K and V of BS tokens for all L layers.
- * Layout (final): pool[block][layer][k=0|v=1][BS][C]; slot s means block s/BS, row s%BS. */
+ * Layout: pool[block][layer][k=0|v=1][head][BS][HS], so what one head of one sequence reads
+ * in a block is BS x HS contiguous values; slot s means block s/BS, row s%BS.
+ * dtype (enum eng_dtype) is how K and V are stored: ENG_DTYPE_F32 or ENG_DTYPE_F16 (half
+ * the memory and traffic; values rounded to nearest even). */
 typedef struct kv_cache {
-    float *data; /* owned; (num_blocks, L, 2, BS, C) */
-    int num_blocks, block_size, n_layer, n_embd;
+    void *data; /* owned, page aligned; (num_blocks, L, 2, NH, BS, HS) */
+    int num_blocks, block_size, n_layer, n_embd, n_head, dtype;
 } kv_cache_t;
 
-int kv_cache_init(kv_cache_t *kv, const gpt2_config_t *cfg, int block_size, int num_blocks);
+/* Returns 0, -EINVAL (block size, block count or dtype out of range) or -ENOMEM. */
+int kv_cache_init(kv_cache_t *kv, const gpt2_config_t *cfg, int block_size, int num_blocks,
+                  int dtype);
 void kv_cache_free(kv_cache_t *kv);
-size_t kv_cache_block_bytes(const gpt2_config_t *cfg, int block_size);
+size_t kv_cache_block_bytes(const gpt2_config_t *cfg, int block_size, int dtype);
+/* Copies block src's K and V of every layer into block dst (copy-on-write of a shared,
+ * partly filled block). */
+void kv_cache_copy_block(kv_cache_t *kv, int32_t dst, int32_t src);
 
 /* One step over a flattened batch. Rows of sequence b are [seq_start[b], seq_start[b+1]),
  * with consecutive positions ending at ctx_len[b]-1: a prefill chunk (possibly continuing a

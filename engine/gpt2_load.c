@@ -130,6 +130,7 @@ typedef struct loader {
     float *dst;        /* filling pass: the next free float of converted */
     size_t n_convert;  /* floats needing conversion (counting pass) */
     size_t n_floats;   /* floats of all weights used */
+    int matrix_dtype;  /* enum eng_dtype of the first matrix read (what "auto" keeps) */
     char *err;
     size_t errlen;
 } loader_t;
@@ -223,6 +224,10 @@ static int get(loader_t *ld, const char *name, int64_t d0, int64_t d1, const flo
         return st_fail(ld->err, ld->errlen, -EINVAL, "%s: %s: dtype %s is not F32, F16 or BF16",
                     file, t->name, st_dtype_name(t->dtype));
     size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    if (d1 && !ld->matrix_dtype)
+        ld->matrix_dtype = t->dtype == ST_F16    ? ENG_DTYPE_F16
+                           : t->dtype == ST_BF16 ? ENG_DTYPE_BF16
+                                                 : ENG_DTYPE_F32;
     int in_place = t->dtype == ST_F32 && (uintptr_t)t->data % sizeof(float) == 0;
     if (!ld->filling) {
         ld->n_floats += n;
@@ -469,7 +474,7 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
     rc = get_all(&ld);
     if (rc)
         goto fail;
-    rc = pack_weights(m, dtype, err, errlen);
+    rc = pack_weights(m, dtype == ENG_DTYPE_AUTO ? ld.matrix_dtype : dtype, err, errlen);
     if (rc)
         goto fail;
     /* When every weight was converted nothing points into the files any more: unmap them
@@ -506,6 +511,11 @@ void gpt2_free(gpt2_t *m)
 const gpt2_config_t *gpt2_get_config(const gpt2_t *m)
 {
     return &m->cfg;
+}
+
+int gpt2_get_dtype(const gpt2_t *m)
+{
+    return m->dtype;
 }
 
 size_t gpt2_weight_bytes(const gpt2_t *m)

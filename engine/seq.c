@@ -403,7 +403,6 @@ void seq_fork(sched_t *s, sched_seq_t *parent, const float *row)
 {
     sched_req_t *r = parent->req;
     int P = r->r->prompt_len, bs = s->block_size, full = P / bs;
-    size_t block_floats = kv_cache_block_bytes(gpt2_get_config(s->model), bs) / sizeof(float);
     sched_seq_t *behind = NULL; /* the last completion sent to wait */
     for (int k = 1; k < r->r->n; k++) {
         sched_seq_t *c = &r->seqs[k];
@@ -425,9 +424,7 @@ void seq_fork(sched_t *s, sched_seq_t *parent, const float *row)
             if (b < 0) {
                 ok = 0;
             } else {
-                memcpy(&s->kv->data[(size_t)b * block_floats],
-                       &s->kv->data[(size_t)parent->blocks[full] * block_floats],
-                       block_floats * sizeof(float));
+                kv_cache_copy_block(s->kv, b, parent->blocks[full]);
                 c->blocks[c->n_blocks++] = b;
             }
         }

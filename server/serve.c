@@ -85,6 +85,7 @@ static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
         .max_model_len = s->cfg.max_model_len,
         .max_waiting = s->cfg.max_waiting,
         .weight_dtype = dtype_of(s->cfg.weight_dtype),
+        .kv_cache_dtype = dtype_of(s->cfg.kv_cache_dtype),
         .max_prefill_tokens_decoding = s->cfg.max_prefill_tokens_decoding,
     };
     s->load_rc = eng_init(&s->eng, &p, s->tok, s->load_err, sizeof(s->load_err));
@@ -110,10 +111,11 @@ static void load_done_cb(uv_work_t *w, int status)
     eng_get_info(s->eng, &s->info);
     srv_log(SRV_LOG_INFO, "srv", NULL,
             "model %s: %d layers, %d heads, %d channels, vocab %d, context %d; weights %s "
-            "%.1f MiB; KV pool %d blocks of %d tokens, %.1f MiB",
+            "%.1f MiB; KV pool %d blocks of %d tokens, %s, %.1f MiB",
             s->model_name, s->info.n_layer, s->info.n_head, s->info.n_embd, s->info.vocab_size,
             s->info.max_model_len, s->info.weight_dtype ? s->info.weight_dtype : "?",
             (double)s->info.weight_bytes / 1048576.0, s->info.num_kv_blocks, s->info.block_size,
+            s->info.kv_cache_dtype ? s->info.kv_cache_dtype : "?",
             (double)s->info.kv_bytes / 1048576.0);
     if (s->draining) { /* a signal came while loading */
         shutdown_now(s);

@@ -93,6 +93,7 @@ static void test_defaults(void)
     CHECK_INT_EQ(c.block_size, 16);
     CHECK_INT_EQ(c.max_model_len, 0);
     CHECK_STR_EQ(c.weight_dtype, "auto");
+    CHECK_STR_EQ(c.kv_cache_dtype, "auto");
     CHECK(c.api_key == NULL);
     CHECK(c.served_model_name == NULL);
     CHECK_INT_EQ(c.max_body_bytes, 1024 * 1024);
@@ -308,6 +309,8 @@ static void test_value_errors(void)
                  ARGS("--log-format", "xml"), NOENV);
     expect_error(__LINE__, "--weight-dtype: 'f64' is not one of auto, f32, f16, bf16",
                  ARGS("--weight-dtype", "f64"), NOENV);
+    expect_error(__LINE__, "NANO_VLLM_KV_CACHE_DTYPE: 'bf16' is not one of auto, f32, f16",
+                 ARGS("m"), ARGS("NANO_VLLM_KV_CACHE_DTYPE=bf16"));
     expect_error(__LINE__, "--host: must not be empty", ARGS("--host="), NOENV);
     expect_error(__LINE__, "--config: must not be empty", ARGS("--config="), NOENV);
     /* Control characters from outside never make the message span lines. */

@@ -43,7 +43,7 @@ static const char *const dt_names[N_DT] = {"f32", "f16", "bf16"};
 static int run_prompt(gpt2_t *m, const int32_t *tokens, int n, float *logits, int split)
 {
     kv_cache_t kv;
-    int rc = kv_cache_init(&kv, gpt2_get_config(m), BS, N_BLOCKS);
+    int rc = kv_cache_init(&kv, gpt2_get_config(m), BS, N_BLOCKS, ENG_DTYPE_F32);
     if (rc)
         return rc;
     int32_t pos[MAX_T], slot[MAX_T], table[MAX_T / BS + 1], start[2] = {0, n}, ctx = n;

@@ -191,7 +191,7 @@ static gpt2_t *expect_load(const char *dir, int want_rc, const char *what1, cons
 static void logits_of(gpt2_t *m, float *out)
 {
     kv_cache_t kv;
-    CHECK_INT_EQ(kv_cache_init(&kv, gpt2_get_config(m), 4, 4), 0);
+    CHECK_INT_EQ(kv_cache_init(&kv, gpt2_get_config(m), 4, 4, ENG_DTYPE_F32), 0);
     CHECK_INT_EQ(gpt2_reserve(m, 8, 1, P), 0);
     int32_t tokens[5] = {3, 1, 4, 1, 5}, pos[5] = {0, 1, 2, 3, 4}, slot[5];
     int32_t table[2] = {2, 0}, seq_start[2] = {0, 5}, ctx[1] = {5}, last = 4;

@@ -365,6 +365,50 @@ def test_greedy_and_logprobs(srv):
         check(len(r["choices"][0]["text"]) > len("Once upon a time"), "echo plus completion")
 
 
+def kv_pool(srv):
+    """(blocks, dtype) from the server's start-up line."""
+    for line in srv.log:
+        m = re.search(r"KV pool (\d+) blocks of \d+ tokens, (\w+),", line)
+        if m:
+            return int(m.group(1)), m.group(2)
+    return None, None
+
+
+def test_kv_f16(srv):
+    """--kv-cache-dtype f16: twice the blocks in the same memory, the reference's greedy text
+    and logprobs within the F16 rounding, and n = 2 (a copied partly filled block) as n = 1."""
+    blocks32, dtype32 = kv_pool(srv)
+    check_eq(dtype32, "f32", "the KV cache of F32 weights is F32 by default")
+    s16 = Server("--kv-cache-dtype", "f16")
+    try:
+        blocks16, dtype16 = kv_pool(s16)
+        check_eq(dtype16, "f16", "--kv-cache-dtype f16 is logged")
+        check(blocks32 and blocks16 == 2 * blocks32, "an F16 pool holds twice the blocks",
+              blocks16, blocks32)
+        prompt = [464, 2068, 7586, 21831, 18045]
+        ref = reference(prompt, greedy=6, logprobs=1)
+        r = complete(s16, greedy_body(prompt, 6, logprobs=1, echo=True))
+        if r:
+            ch = r["choices"][0]
+            check_eq(ch["text"], detokenize(s16, prompt + ref["greedy"]),
+                     "greedy text with an F16 cache = reference greedy")
+            for i in range(1, 11):
+                got, exp = ch["logprobs"]["token_logprobs"][i], ref["logprobs"]["token_logprobs"][i]
+                check(abs(got - exp) < 2e-2, "F16 cache token_logprobs[%d]" % i, got, exp)
+        body = {"prompt": "A prompt of some tokens that ends mid-block", "max_tokens": 24,
+                "temperature": 1.0, "seed": 7, "ignore_eos": True}
+        one = complete(s16, body)
+        two = complete(s16, dict(body, n=2))
+        if one and two:
+            check_eq(two["choices"][0]["text"], one["choices"][0]["text"],
+                     "with an F16 cache n = 2's first completion is the n = 1 completion")
+        status, _, data = request(s16, "GET", "/metrics")
+        check("nano_vllm_kv_cache_blocks_total %d" % blocks16 in data.decode(),
+              "/metrics counts the F16 pool's blocks", blocks16)
+    finally:
+        check_eq(s16.stop(), 0, "F16-cache server exit status")
+
+
 def test_sampling_params(srv):
     base = {"prompt": "The meaning of life is", "max_tokens": 12, "temperature": 1.0,
             "ignore_eos": True}
@@ -896,6 +940,7 @@ def main():
             if "api" in want:
                 test_endpoints(srv)
                 test_greedy_and_logprobs(srv)
+                test_kv_f16(srv)
                 test_sampling_params(srv)
             if "stream" in want:
                 test_stream_framing(srv)
