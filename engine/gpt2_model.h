@@ -36,7 +36,8 @@ typedef struct gpt2_scratch {
     float *ln;        /* (T, C) layer-norm output (sublayer outputs accumulate into x) */
     float *qkv;       /* (T, 3C) */
     float *att;       /* (T, C) attention output, heads concatenated */
-    float *fch;       /* (T, 4C) MLP hidden */
+    float *fch;       /* (T, 4C) MLP hidden, rows ld_fch floats apart */
+    size_t ld_fch;
     float *lnf;       /* (max_logits, C) final layer norm of the logit rows */
     /* Attention scratch of each compute thread (threads of them, attn_floats apart): one
      * head's K and V packed from the blocks as matmul panels, a tile of scaled queries
