@@ -1,7 +1,7 @@
 /* forward-bench.c - GPT-2 forward-pass speed with the packed kernels, against the read
  * bandwidth and FMA peak measured in the same run (bench/bounds.c).
  *
- *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16] [--steps dec1,dec32,dec64,prefill]
+ *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16] [--steps dec1,dec32,dec64,mixed,prefill]
  *                 [--rounds N] [--threads N] [--ctx N] [--kv-dtype f32|f16]
  *
  * Without a model in MODEL_DIR (default: the random 124M checkpoint bench/engine writes in
@@ -10,6 +10,8 @@
  *   decode, batch 32 and 64 (context --ctx, default 64, of K/V already written): tokens/s
  *                      against the roofline bound max(weight bytes / bandwidth, matmul
  *                      FLOPs / FMA peak);
+ *   mixed: the 32 decodes with a 32-row prompt chunk (positions 32-63) in the same step,
+ *                      as a server admits new prompts; rows/s against the same bound;
  *   prefill of 512 tokens: tokens/s against matmul FLOPs / FMA peak.
  * FLOPs count only the weight matrices (2 x rows x weights, the LM head for sampled rows),
  * not attention, so the ratios are conservative. Rounds interleave the engine and the
@@ -73,6 +75,29 @@ static void make_step(step_t *st, int B, int start, int n, int per_seq, float *l
                         .logit_rows = st->logit_rows, .logits = logits};
 }
 
+/* Appends to st's batch one more sequence (the next index) with a prompt chunk of n rows
+ * after `start` cached positions and no logits: a step of a server that decodes and admits
+ * a prompt at once. */
+static void add_chunk(step_t *st, int start, int n, int per_seq)
+{
+    gpt2_batch_t *b = &st->b;
+    int s = b->B, T = b->T;
+    for (int i = 0; i < per_seq; i++)
+        st->tables[s][i] = s * per_seq + i;
+    st->seq_start[s] = T;
+    for (int i = 0; i < n; i++, T++) {
+        int p = start + i;
+        st->tokens[T] = (int32_t)((s * 7919 + p * 104729) % 50257);
+        st->pos[T] = p;
+        st->slot[T] = st->tables[s][p / BS] * BS + p % BS;
+    }
+    st->ctx_len[s] = start + n;
+    st->table_ptrs[s] = st->tables[s];
+    st->seq_start[s + 1] = T;
+    b->T = T;
+    b->B = s + 1;
+}
+
 static double packed_bytes(const gpt2_t *m)
 {
     double s = (double)m->lm_head_p.bytes;
@@ -103,16 +128,20 @@ static double step_flops(const gpt2_config_t *cfg, int rows, int logit_rows)
     return 2.0 * rows * cfg->n_layer * 12.0 * C * C + 2.0 * logit_rows * V * C;
 }
 
-enum { K_DEC1, K_DEC32, K_DEC64, K_PREFILL, N_K };
+enum { K_DEC1, K_DEC32, K_DEC64, K_MIXED, K_PREFILL, N_K };
 static const char *const K_NAME[N_K] = {"decode batch 1", "decode batch 32", "decode batch 64",
-                                        "prefill 512"};
-static const char *const K_ARG[N_K] = {"dec1", "dec32", "dec64", "prefill"};
-static const int K_B[N_K] = {1, 32, 64, 1};
+                                        "decode 32+prompt 32", "prefill 512"};
+static const char *const K_ARG[N_K] = {"dec1", "dec32", "dec64", "mixed", "prefill"};
+/* Sequences that decode (and have logits) in each step. */
+static const int K_B[N_K] = {1, 32, 64, 32, 1};
+/* The mixed step's prompt chunk: rows 32..63 of a 64-token prompt, what a server at 32
+ * streams admits beside the decodes (bench/loadgen.py's prompts). */
+#define MIXED_CHUNK 32
 
 int main(int argc, char **argv)
 {
     const char *dir = BENCH_DEFAULT_MODEL_DIR, *dtypes = "f32,f16,bf16";
-    const char *steps = "dec1,dec32,dec64,prefill";
+    const char *steps = "dec1,dec32,dec64,mixed,prefill";
     const char *kv_dtype = "f32";
     int rounds = 2, threads = 0, ctx = 64;
     for (int i = 1; i < argc; i++) {
@@ -133,7 +162,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16] [--steps "
-                    "dec1,dec32,dec64,prefill] [--rounds N] [--threads N] [--ctx N] "
+                    "dec1,dec32,dec64,mixed,prefill] [--rounds N] [--threads N] [--ctx N] "
                     "[--kv-dtype f32|f16]\n",
                     argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
@@ -200,9 +229,10 @@ int main(int argc, char **argv)
          * finite values (0x3c bytes: 0.0115 as F32, 1.06 as F16), as a server's cache has.
          * Untouched blocks would all read the kernel's one zero page, from L1. */
         size_t block_bytes = kv_cache_block_bytes(cfg, BS, kv_dt);
+        int span_read = ctx + DECODE_STEPS > 2 * MIXED_CHUNK ? ctx + DECODE_STEPS : 2 * MIXED_CHUNK;
         for (int s = 0; s < MAX_B; s++)
             memset((char *)kv.data + (size_t)s * per_seq * block_bytes, 0x3c,
-                   (size_t)((ctx + DECODE_STEPS) / BS + 1) * block_bytes);
+                   (size_t)((span_read - 1) / BS + 1) * block_bytes);
         wbytes[d] = packed_bytes(m);
         cfgs[d] = *cfg;
         printf("%s: %d layers, C=%d, %.0f MB of packed matrices, weights %.0f MB, RSS after "
@@ -227,6 +257,8 @@ int main(int argc, char **argv)
                 } else {
                     for (int s = 0; s < DECODE_STEPS; s++) {
                         make_step(st, K_B[k], ctx + s, 1, per_seq, logits);
+                        if (k == K_MIXED)
+                            add_chunk(st, MIXED_CHUNK, MIXED_CHUNK, per_seq);
                         gpt2_forward(m, &kv, &st->b);
                     }
                 }
@@ -257,7 +289,7 @@ int main(int argc, char **argv)
         for (int k = 0; k < N_K; k++) {
             if (!bench_in_list(steps, K_ARG[k]))
                 continue;
-            int rows = k == K_PREFILL ? MAX_T : K_B[k];
+            int rows = k == K_PREFILL ? MAX_T : k == K_MIXED ? K_B[k] + MIXED_CHUNK : K_B[k];
             double flops = step_flops(&cfgs[d], rows, K_B[k]);
             double t_mem = wbytes[d] / bw, t_fma = flops / fma;
             double bound = t_mem > t_fma ? t_mem : t_fma;

@@ -4,11 +4,15 @@
  * is left of the token budget goes to running sequences still in their prompt, then to
  * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once. In a
  * step that decodes D sequences, prompt chunks together get at most
- * max(max_prefill_decoding - D, max_prefill_decoding / 4) tokens: the step's time is about
- * linear in its rows, so this bounds the gap between two tokens of a running stream (a
- * 480-token prefill next to 32 decodes would stretch that step about sixfold), while few
- * decodes leave prompts most of it and many still leave them a quarter, so arrivals keep
- * being admitted. A step with nothing to decode still takes the whole budget. When
+ * max(max_prefill_decoding - D, max_prefill_decoding / 4, backlog / PREFILL_DRAIN_STEPS)
+ * tokens: the step's time is about linear in its rows, so this bounds the gap between two
+ * tokens of a running stream (a 480-token prefill next to 32 decodes would stretch that step
+ * about sixfold), while few decodes leave prompts most of it and many still leave them a
+ * quarter. The last term is for prompts arriving faster than that: the backlog (prompt
+ * tokens not yet computed, waiting or admitted) then drains in a few steps instead of
+ * queueing without end (64 streams of 64-token prompts and 128 new tokens bring 32 prompt
+ * tokens a step, twice the quarter). A step with nothing to decode still takes the whole
+ * budget. When
  * a sequence needs a block and none is free, the most recently admitted running sequence is
  * preempted: its blocks are dropped and it recomputes its prompt and generated tokens later
  * (mostly from the prefix cache). Its RNG and text state are untouched, so it streams on
@@ -18,6 +22,7 @@
 #include "engine/scheduler.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +132,22 @@ typedef struct plan {
     int logits_left;  /* logit rows left */
     int prefill_left; /* prompt tokens left in this step (see the top of the file) */
 } plan_t;
+
+/* Steps over which a backlog of prompt tokens is spread while sequences decode. */
+#define PREFILL_DRAIN_STEPS 4
+
+/* Prompt (or recompute) tokens not yet computed: of running sequences not yet scheduled in
+ * this step and of every waiting sequence. */
+static int prompt_backlog(const sched_t *s)
+{
+    long n = 0;
+    for (const sched_seq_t *q = s->running.head; q; q = q->next)
+        if (q->entry < 0 && q->len - q->num_computed > 1)
+            n += q->len - q->num_computed;
+    for (const sched_seq_t *q = s->waiting.head; q && n < INT_MAX / 2; q = q->next)
+        n += q->len - q->num_computed;
+    return n < INT_MAX / 2 ? (int)n : INT_MAX / 2;
+}
 
 /* Tokens a prompt chunk may take now. */
 static int prefill_room(const plan_t *pl)
@@ -312,7 +333,12 @@ static void schedule(sched_t *s)
     if (s->n_ent > 0 && cap > 0) {
         int p = cap - s->n_ent;
         p = p > cap / 4 ? p : cap / 4;
+        int backlog = prompt_backlog(s);
+        int drain = (backlog + PREFILL_DRAIN_STEPS - 1) / PREFILL_DRAIN_STEPS;
+        p = p > drain ? p : drain;
         pl.prefill_left = p > 1 ? p : 1;
+        s->last.prefill_backlog = backlog;
+        s->last.prefill_cap = pl.prefill_left;
     }
     /* 2. Running sequences still in their prompt (or recomputing), oldest first. */
     for (sched_seq_t *q = s->running.head; q && prefill_room(&pl) > 0;) {

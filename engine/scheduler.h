@@ -85,6 +85,8 @@ typedef struct sched_step_info {
     int n_decode;        /* of which single-token decodes of running sequences */
     int decode_tokens;
     int prefill_tokens;  /* rows that were prompt (or recomputed) chunks */
+    int prefill_backlog; /* prompt tokens not yet computed when the step was planned */
+    int prefill_cap;     /* prompt tokens the step could take; 0 = no cap (see sched.c) */
     int preempted;       /* preemptions during this step's scheduling */
     double forward_sec;  /* time inside gpt2_forward */
     double step_sec;     /* the whole step */
@@ -95,7 +97,7 @@ typedef struct sched_limits {
     int max_num_batched_tokens;
     int max_model_len;
     int max_prefill_decoding; /* N: a step that also decodes D sequences gives prompts at
-                               * most max(N - D, N / 4) tokens; 0 = no cap */
+                               * most max(N - D, N / 4, backlog / 4) tokens; 0 = no cap */
 } sched_limits_t;
 
 typedef struct sched {
