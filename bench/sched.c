@@ -5,6 +5,7 @@
  *   bench/sched [MODEL_DIR] [--concurrency 1,8,32,64] [--prompt-tokens 64]
  *               [--new-tokens 128] [--threads N] [--max-num-batched-tokens 512]
  *               [--max-prefill-tokens-decoding 64] [--steady-waves 3]
+ *               [--kv-cache-dtype auto|f32|f16]
  *
  * Without a model in MODEL_DIR (default: a directory in the build tree, shared with
  * bench/engine) it writes a seeded random 124M checkpoint there with scripts/make-checkpoint
@@ -178,7 +179,7 @@ int main(int argc, char **argv)
     int conc[MAX_ROUNDS] = {1, 8, 32, 64}, n_conc = 4;
     int prompt_tokens = 64, new_tokens = 128, threads = 0;
     int budget = 512, prefill_decoding = 64; /* the server's defaults */
-    int waves = 3;
+    int waves = 3, kv_dtype = ENG_DTYPE_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) {
             n_conc = 0;
@@ -196,13 +197,18 @@ int main(int argc, char **argv)
             budget = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--max-prefill-tokens-decoding") && i + 1 < argc) {
             prefill_decoding = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--kv-cache-dtype") && i + 1 < argc) {
+            i++;
+            kv_dtype = !strcmp(argv[i], "f16")   ? ENG_DTYPE_F16
+                       : !strcmp(argv[i], "f32") ? ENG_DTYPE_F32
+                                                 : ENG_DTYPE_AUTO;
         } else if (argv[i][0] != '-') {
             dir = argv[i];
         } else {
             fprintf(stderr, "usage: %s [MODEL_DIR] [--concurrency 1,8,32,64] "
                     "[--prompt-tokens 64] [--new-tokens 128] [--threads N] "
                     "[--max-num-batched-tokens 512] [--max-prefill-tokens-decoding 64] "
-                    "[--steady-waves 3]\n",
+                    "[--steady-waves 3] [--kv-cache-dtype auto|f32|f16]\n",
                     argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
@@ -232,6 +238,7 @@ int main(int argc, char **argv)
     p.max_num_seqs = max_conc;
     p.max_num_batched_tokens = budget > max_conc ? budget : max_conc;
     p.max_prefill_tokens_decoding = prefill_decoding;
+    p.kv_cache_dtype = kv_dtype;
     p.max_model_len = prompt_tokens + new_tokens;
     /* Exactly the blocks the largest round needs: every sequence at full length. */
     p.block_size = 16;

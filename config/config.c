@@ -50,9 +50,9 @@ const cfg_opt_t cfg_opts[] = {
     {"max_prefill_tokens_decoding", "--max-prefill-tokens-decoding",
      "NANO_VLLM_MAX_PREFILL_TOKENS_DECODING", "N", CFG_T_INT, 0,
      OFF(max_prefill_tokens_decoding), "64", 0, 1048576, NULL,
-     "N: a step that also decodes D sequences gives prompts at most max(N - D, N/4, "
-     "B/4) tokens (B: prompt tokens not yet computed), so new prompts neither stall running "
-     "streams nor queue without end; 0 = only max_num_batched_tokens"},
+     "N: a step that also decodes D sequences gives prompts at most max(N - D, N/4) "
+     "tokens, and up to N while prompt tokens wait (a quarter of them), so new prompts "
+     "neither stall running streams nor queue without end; 0 = only max_num_batched_tokens"},
     {"kv_cache_memory", "--kv-cache-memory", "NANO_VLLM_KV_CACHE_MEMORY", "SIZE", CFG_T_SIZE, 0,
      OFF(kv_cache_memory), "1G", KIB, TIB, NULL,
      "memory for the KV-cache block pool, e.g. 512M, 2G"},

@@ -38,11 +38,10 @@ typedef struct eng_params {
     int kv_cache_dtype;         /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit
                                  * weights, F32 with F32 weights */
     int max_prefill_tokens_decoding; /* N: a step that also decodes D sequences gives
-                                      * prompts at most max(N - D, N / 4, B / 4) tokens, B
-                                      * the prompt tokens not yet computed (bounds the
-                                      * inter-token latency of running streams without
-                                      * starving arrivals); 0 = no cap beyond
-                                      * max_num_batched_tokens */
+                                      * prompts at most max(N - D, N / 4) tokens, and up to
+                                      * N while prompt tokens wait (a quarter of them), so
+                                      * running streams keep their pace and arrivals are not
+                                      * starved; 0 = no cap beyond max_num_batched_tokens */
 } eng_params_t;
 
 /* What the model and pool look like once loaded. Strings borrowed from the engine. */

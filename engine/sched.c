@@ -3,16 +3,15 @@
  * vLLM-style: running sequences that decode get their one token first (oldest first), what
  * is left of the token budget goes to running sequences still in their prompt, then to
  * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once. In a
- * step that decodes D sequences, prompt chunks together get at most
- * max(max_prefill_decoding - D, max_prefill_decoding / 4, backlog / PREFILL_DRAIN_STEPS)
- * tokens: the step's time is about linear in its rows, so this bounds the gap between two
- * tokens of a running stream (a 480-token prefill next to 32 decodes would stretch that step
- * about sixfold), while few decodes leave prompts most of it and many still leave them a
- * quarter. The last term is for prompts arriving faster than that: the backlog (prompt
- * tokens not yet computed, waiting or admitted) then drains in a few steps instead of
- * queueing without end (64 streams of 64-token prompts and 128 new tokens bring 32 prompt
- * tokens a step, twice the quarter). A step with nothing to decode still takes the whole
- * budget. When
+ * step that decodes D sequences, with N = max_prefill_decoding, prompt chunks together get
+ * at most max(N - D, N / 4, min(N, backlog / PREFILL_DRAIN_STEPS)) tokens: the step's time
+ * is about linear in its rows, so this bounds the gap between two tokens of a running
+ * stream (a 480-token prefill next to 32 decodes would stretch that step about sixfold),
+ * while few decodes leave prompts most of it and many still leave them a quarter. The last
+ * term is for prompts arriving faster than that: a backlog (prompt tokens not yet computed,
+ * waiting or admitted) raises the share up to N, so it drains instead of queueing without
+ * end (64 streams of 64-token prompts and 128 new tokens bring 32 prompt tokens a step,
+ * twice the quarter). A step with nothing to decode still takes the whole budget. When
  * a sequence needs a block and none is free, the most recently admitted running sequence is
  * preempted: its blocks are dropped and it recomputes its prompt and generated tokens later
  * (mostly from the prefix cache). Its RNG and text state are untouched, so it streams on
@@ -335,6 +334,7 @@ static void schedule(sched_t *s)
         p = p > cap / 4 ? p : cap / 4;
         int backlog = prompt_backlog(s);
         int drain = (backlog + PREFILL_DRAIN_STEPS - 1) / PREFILL_DRAIN_STEPS;
+        drain = drain < cap ? drain : cap;
         p = p > drain ? p : drain;
         pl.prefill_left = p > 1 ? p : 1;
         s->last.prefill_backlog = backlog;

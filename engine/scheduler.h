@@ -97,7 +97,8 @@ typedef struct sched_limits {
     int max_num_batched_tokens;
     int max_model_len;
     int max_prefill_decoding; /* N: a step that also decodes D sequences gives prompts at
-                               * most max(N - D, N / 4, backlog / 4) tokens; 0 = no cap */
+                               * most max(N - D, N / 4, min(N, backlog / 4)) tokens;
+                               * 0 = no cap */
 } sched_limits_t;
 
 typedef struct sched {

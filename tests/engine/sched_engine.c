@@ -268,9 +268,10 @@ static void test_chunked_prefill(void)
 }
 
 /* With max_prefill_tokens_decoding N, prompts arriving while D streams decode get at most
- * max(N - D, N / 4, backlog / 4) tokens per step (several prompts share it; backlog = the
- * prompt tokens not yet computed), while a step with nothing to decode still takes the whole
- * budget. Here the backlog term is what admits the burst of new prompts at first. */
+ * max(N - D, N / 4, min(N, backlog / 4)) tokens per step (several prompts share it;
+ * backlog = the prompt tokens not yet computed), while a step with nothing to decode still
+ * takes the whole budget. Here the backlog term is what admits the burst of new prompts at
+ * first, up to N. */
 static void test_prefill_cap(void)
 {
     enum { BUDGET = 128, CAP = 16, STREAMS = 4, NEW = 6, PROMPT = 20 };
@@ -306,6 +307,7 @@ static void test_prefill_cap(void)
         steps++;
         int allowed = CAP - last->n_decode > CAP / 4 ? CAP - last->n_decode : CAP / 4;
         int drain = (last->prefill_backlog + 3) / 4;
+        drain = drain < CAP ? drain : CAP;
         by_backlog += drain > allowed;
         allowed = allowed > drain ? allowed : drain;
         ASSERT_EQ(last->prefill_cap, allowed);
@@ -319,8 +321,8 @@ static void test_prefill_cap(void)
     ASSERT_TRUE(full >= 2);       /* the cap is reached, not just respected */
     ASSERT_TRUE(by_backlog >= 2); /* and the backlog raised it */
     printf("prefill cap: %d prompts of %d tokens in %d steps at <= max(%d - decodes, %d, "
-           "backlog / 4) prompt tokens a step (%d steps raised by the backlog)\n",
-           NEW, PROMPT, steps, CAP, CAP / 4, by_backlog);
+           "min(%d, backlog / 4)) prompt tokens a step (%d steps raised by the backlog)\n",
+           NEW, PROMPT, steps, CAP, CAP / 4, CAP, by_backlog);
     for (int i = 0; i < STREAMS; i++)
         ASSERT_EQ(outs[i].finishes, 0);
     eng_abort(e, 0);
