@@ -1,7 +1,7 @@
 /* forward-bench.c - GPT-2 forward-pass speed with the packed kernels, against the read
  * bandwidth and FMA peak measured in the same run (bench/bounds.c).
  *
- *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16] [--steps dec1,dec32,dec64,prefill]
+ *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16,int8] [--steps dec1,dec32,dec64,prefill]
  *                 [--rounds N] [--threads N] [--ctx N] [--kv-dtype f32|f16]
  *
  * Without a model in MODEL_DIR (default: the random 124M checkpoint bench/engine writes in
@@ -73,13 +73,19 @@ static void make_step(step_t *st, int B, int start, int n, int per_seq, float *l
                         .logit_rows = st->logit_rows, .logits = logits};
 }
 
+/* Bytes a product streams from W: the panels, and int8's column scales. */
+static double weight_read_bytes(const mm_weight_t *w)
+{
+    return (double)w->bytes + (w->scale ? (double)w->n_panels * MM_NR * sizeof(float) : 0);
+}
+
 static double packed_bytes(const gpt2_t *m)
 {
-    double s = (double)m->lm_head_p.bytes;
+    double s = weight_read_bytes(&m->lm_head_p);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const gpt2_layer_t *w = &m->layers[l];
-        s += (double)(w->qkv_p.bytes + w->attn_proj_p.bytes + w->fc_p.bytes +
-                      w->mlp_proj_p.bytes);
+        s += weight_read_bytes(&w->qkv_p) + weight_read_bytes(&w->attn_proj_p) +
+             weight_read_bytes(&w->fc_p) + weight_read_bytes(&w->mlp_proj_p);
     }
     return s;
 }
@@ -132,7 +138,7 @@ int main(int argc, char **argv)
             dir = argv[i];
         else {
             fprintf(stderr,
-                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16] [--steps "
+                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16,int8] [--steps "
                     "dec1,dec32,dec64,prefill] [--rounds N] [--threads N] [--ctx N] "
                     "[--kv-dtype f32|f16]\n",
                     argv[0]);
@@ -154,16 +160,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "forward-bench: could not write a checkpoint to %s\n", dir);
         return 1;
     }
-    static const char *const dt_name[3] = {"f32", "f16", "bf16"};
-    static const int dt_val[3] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16};
-    double best[3][N_K], best_cpu[3][N_K], bw = 0, fma = 0, core = 0, wbytes[3] = {0};
-    gpt2_config_t cfgs[3];
-    int have[3] = {0};
+    enum { N_DT = 4 };
+    static const char *const dt_name[N_DT] = {"f32", "f16", "bf16", "int8"};
+    static const int dt_val[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8};
+    double best[N_DT][N_K], best_cpu[N_DT][N_K], bw = 0, fma = 0, core = 0, wbytes[N_DT] = {0};
+    gpt2_config_t cfgs[N_DT];
+    int have[N_DT] = {0};
     step_t *st = calloc(1, sizeof(*st));
     float *logits = malloc((size_t)MAX_B * 50257 * sizeof(float));
     if (!st || !logits)
         return 1;
-    for (int d = 0; d < 3; d++) {
+    for (int d = 0; d < N_DT; d++) {
         if (!bench_in_list(dtypes, dt_name[d]))
             continue;
         char err[512];
@@ -251,7 +258,7 @@ int main(int argc, char **argv)
            bw / 1e9, fma / 1e9, core / 1e9);
     printf("%-6s %-16s %10s %10s %11s %8s  %-9s %s\n", "dtype", "step", "ms/step", "tokens/s",
            "bound t/s", "% bound", "kind", "matmul FLOP per CPU-second / core peak");
-    for (int d = 0; d < 3; d++) {
+    for (int d = 0; d < N_DT; d++) {
         if (!have[d])
             continue;
         for (int k = 0; k < N_K; k++) {
