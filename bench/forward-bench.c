@@ -10,7 +10,9 @@
  *   decode, batch 32 and 64 (context --ctx, default 64, of K/V already written): tokens/s
  *                      against the roofline bound max(weight bytes / bandwidth, matmul
  *                      FLOPs / FMA peak);
- *   prefill of 512 tokens: tokens/s against matmul FLOPs / FMA peak.
+ *   prefill of 512 tokens: tokens/s against matmul FLOPs / FMA peak;
+ *   with f32 among the dtypes, each other dtype's logits against F32's on one prompt (max
+ *   difference relative to the largest |logit|) and how many greedy tokens agree.
  * FLOPs count only the weight matrices (2 x rows x weights, the LM head for sampled rows),
  * not attention, so the ratios are conservative. Rounds interleave the engine and the
  * bounds; the bounds keep their best sample and the engine its best round, because other
@@ -20,6 +22,7 @@
  * held the cores left out (meaningful for the compute-bound steps). --steps runs only the
  * named steps (e.g. one step under perf record).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +112,36 @@ static double step_flops(const gpt2_config_t *cfg, int rows, int logit_rows)
     return 2.0 * rows * cfg->n_layer * 12.0 * C * C + 2.0 * logit_rows * V * C;
 }
 
+/* The accuracy probe: the logits of a PROBE_PROMPT-token prompt, then PROBE_GEN tokens
+ * continued greedily; each dtype is compared with F32 (when F32 is measured too). */
+#define PROBE_PROMPT 32
+#define PROBE_GEN 16
+
+static int argmax(const float *v, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        best = v[i] > v[best] ? i : best;
+    return best;
+}
+
+/* Writes the prompt's last logits (V floats) and the greedy continuation. The prompt is
+ * sequence 0's first positions, so it runs before the decode steps rewrite them. */
+static void probe(gpt2_t *m, kv_cache_t *kv, step_t *st, int per_seq, float *logits,
+                  float *prompt_logits, int32_t *gen)
+{
+    const int V = gpt2_get_config(m)->vocab_size;
+    make_step(st, 1, 0, PROBE_PROMPT, per_seq, logits);
+    gpt2_forward(m, kv, &st->b);
+    memcpy(prompt_logits, logits, (size_t)V * sizeof(float));
+    for (int i = 0; i < PROBE_GEN; i++) {
+        gen[i] = argmax(logits, V);
+        make_step(st, 1, PROBE_PROMPT + i, 1, per_seq, logits);
+        st->tokens[0] = gen[i];
+        gpt2_forward(m, kv, &st->b);
+    }
+}
+
 enum { K_DEC1, K_DEC32, K_DEC64, K_PREFILL, N_K };
 static const char *const K_NAME[N_K] = {"decode batch 1", "decode batch 32", "decode batch 64",
                                         "prefill 512"};
@@ -166,9 +199,11 @@ int main(int argc, char **argv)
     double best[N_DT][N_K], best_cpu[N_DT][N_K], bw = 0, fma = 0, core = 0, wbytes[N_DT] = {0};
     gpt2_config_t cfgs[N_DT];
     int have[N_DT] = {0};
+    float *probe_logits = malloc((size_t)N_DT * 50257 * sizeof(float));
+    int32_t probe_gen[N_DT][PROBE_GEN];
     step_t *st = calloc(1, sizeof(*st));
     float *logits = malloc((size_t)MAX_B * 50257 * sizeof(float));
-    if (!st || !logits)
+    if (!st || !logits || !probe_logits)
         return 1;
     for (int d = 0; d < N_DT; d++) {
         if (!bench_in_list(dtypes, dt_name[d]))
@@ -223,6 +258,7 @@ int main(int argc, char **argv)
         /* Warm-up: touches the scratch and the KV blocks of the decode positions. */
         make_step(st, MAX_B, 0, 8, per_seq, logits);
         gpt2_forward(m, &kv, &st->b);
+        probe(m, &kv, st, per_seq, logits, probe_logits + (size_t)d * 50257, probe_gen[d]);
         for (int r = 0; r < rounds; r++) {
             for (int k = 0; k < N_K; k++) {
                 if (!bench_in_list(steps, K_ARG[k]))
@@ -274,7 +310,25 @@ int main(int argc, char **argv)
                    100.0 * flops / best_cpu[d][k] / core);
         }
     }
+    /* Accuracy against the F32 weights, relative to the largest |logit| as the tests state it. */
+    for (int d = 1; d < N_DT && have[0]; d++) {
+        if (!have[d])
+            continue;
+        const float *a = probe_logits, *b = probe_logits + (size_t)d * 50257;
+        double mx = 0, diff = 0;
+        for (int i = 0; i < cfgs[0].vocab_size; i++) {
+            mx = fabs(a[i]) > mx ? fabs(a[i]) : mx;
+            diff = fabs((double)a[i] - b[i]) > diff ? fabs((double)a[i] - b[i]) : diff;
+        }
+        int same = 0;
+        while (same < PROBE_GEN && probe_gen[d][same] == probe_gen[0][same])
+            same++;
+        printf("%-6s vs f32, %d-token prompt: max |logit diff| %.4g = %.2e of max |logit| %.3g; "
+               "greedy continuation equal for %d of %d tokens\n",
+               dt_name[d], PROBE_PROMPT, diff, diff / mx, mx, same, PROBE_GEN);
+    }
     free(st);
     free(logits);
+    free(probe_logits);
     return 0;
 }
