@@ -379,7 +379,8 @@ static int pack_one(gpt2_t *m, mm_weight_t *w, const float *src, int K, int N, i
         /* weight_bytes counts values in the dtype they are kept in (padding not counted),
          * and int8's column scales. */
         if (w->dtype == ENG_DTYPE_I8)
-            m->weight_bytes = m->weight_bytes - (size_t)K * (size_t)N * 3 + (size_t)N * sizeof(float);
+            m->weight_bytes =
+                m->weight_bytes - (size_t)K * (size_t)N * 3 + (size_t)N * sizeof(float);
         else if (w->dtype != ENG_DTYPE_F32)
             m->weight_bytes -= (size_t)K * (size_t)N * 2;
     }

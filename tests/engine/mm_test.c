@@ -39,7 +39,10 @@ static float frand(void) /* uniform in [-1, 1) */
 
 static const char *dtype_name(int dt)
 {
-    return dt == ENG_DTYPE_F32 ? "f32" : dt == ENG_DTYPE_F16 ? "f16" : dt == ENG_DTYPE_BF16 ? "bf16" : "int8";
+    return dt == ENG_DTYPE_F32    ? "f32"
+           : dt == ENG_DTYPE_F16  ? "f16"
+           : dt == ENG_DTYPE_BF16 ? "bf16"
+                                  : "int8";
 }
 
 /* One product, checked element by element; returns 0 when all pass. */
