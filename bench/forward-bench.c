@@ -1,7 +1,8 @@
 /* forward-bench.c - GPT-2 forward-pass speed with the packed kernels, against the read
  * bandwidth and FMA peak measured in the same run (bench/bounds.c).
  *
- *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16] [--steps dec1,dec32,dec64,mixed,prefill]
+ *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16,int8]
+ *                 [--steps dec1,dec32,dec64,mixed,prefill]
  *                 [--rounds N] [--threads N] [--ctx N] [--kv-dtype f32|f16]
  *
  * Without a model in MODEL_DIR (default: the random 124M checkpoint bench/engine writes in
@@ -12,7 +13,9 @@
  *                      FLOPs / FMA peak);
  *   mixed: the 32 decodes with a 32-row prompt chunk (positions 32-63) in the same step,
  *                      as a server admits new prompts; rows/s against the same bound;
- *   prefill of 512 tokens: tokens/s against matmul FLOPs / FMA peak.
+ *   prefill of 512 tokens: tokens/s against matmul FLOPs / FMA peak;
+ *   with f32 among the dtypes, each other dtype's logits against F32's on one prompt (max
+ *   difference relative to the largest |logit|) and how many greedy tokens agree.
  * FLOPs count only the weight matrices (2 x rows x weights, the LM head for sampled rows),
  * not attention, so the ratios are conservative. Rounds interleave the engine and the
  * bounds; the bounds keep their best sample and the engine its best round, because other
@@ -22,6 +25,7 @@
  * held the cores left out (meaningful for the compute-bound steps). --steps runs only the
  * named steps (e.g. one step under perf record).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,13 +102,19 @@ static void add_chunk(step_t *st, int start, int n, int per_seq)
     b->B = s + 1;
 }
 
+/* Bytes a product streams from W: the panels, and int8's column scales. */
+static double weight_read_bytes(const mm_weight_t *w)
+{
+    return (double)w->bytes + (w->scale ? (double)w->n_panels * MM_NR * sizeof(float) : 0);
+}
+
 static double packed_bytes(const gpt2_t *m)
 {
-    double s = (double)m->lm_head_p.bytes;
+    double s = weight_read_bytes(&m->lm_head_p);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const gpt2_layer_t *w = &m->layers[l];
-        s += (double)(w->qkv_p.bytes + w->attn_proj_p.bytes + w->fc_p.bytes +
-                      w->mlp_proj_p.bytes);
+        s += weight_read_bytes(&w->qkv_p) + weight_read_bytes(&w->attn_proj_p) +
+             weight_read_bytes(&w->fc_p) + weight_read_bytes(&w->mlp_proj_p);
     }
     return s;
 }
@@ -126,6 +136,36 @@ static double step_flops(const gpt2_config_t *cfg, int rows, int logit_rows)
 {
     const double C = cfg->n_embd, V = cfg->vocab_size;
     return 2.0 * rows * cfg->n_layer * 12.0 * C * C + 2.0 * logit_rows * V * C;
+}
+
+/* The accuracy probe: the logits of a PROBE_PROMPT-token prompt, then PROBE_GEN tokens
+ * continued greedily; each dtype is compared with F32 (when F32 is measured too). */
+#define PROBE_PROMPT 32
+#define PROBE_GEN 16
+
+static int argmax(const float *v, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        best = v[i] > v[best] ? i : best;
+    return best;
+}
+
+/* Writes the prompt's last logits (V floats) and the greedy continuation. The prompt is
+ * sequence 0's first positions, so it runs before the decode steps rewrite them. */
+static void probe(gpt2_t *m, kv_cache_t *kv, step_t *st, int per_seq, float *logits,
+                  float *prompt_logits, int32_t *gen)
+{
+    const int V = gpt2_get_config(m)->vocab_size;
+    make_step(st, 1, 0, PROBE_PROMPT, per_seq, logits);
+    gpt2_forward(m, kv, &st->b);
+    memcpy(prompt_logits, logits, (size_t)V * sizeof(float));
+    for (int i = 0; i < PROBE_GEN; i++) {
+        gen[i] = argmax(logits, V);
+        make_step(st, 1, PROBE_PROMPT + i, 1, per_seq, logits);
+        st->tokens[0] = gen[i];
+        gpt2_forward(m, kv, &st->b);
+    }
 }
 
 enum { K_DEC1, K_DEC32, K_DEC64, K_MIXED, K_PREFILL, N_K };
@@ -161,7 +201,7 @@ int main(int argc, char **argv)
             dir = argv[i];
         else {
             fprintf(stderr,
-                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16] [--steps "
+                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16,int8] [--steps "
                     "dec1,dec32,dec64,mixed,prefill] [--rounds N] [--threads N] [--ctx N] "
                     "[--kv-dtype f32|f16]\n",
                     argv[0]);
@@ -183,16 +223,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "forward-bench: could not write a checkpoint to %s\n", dir);
         return 1;
     }
-    static const char *const dt_name[3] = {"f32", "f16", "bf16"};
-    static const int dt_val[3] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16};
-    double best[3][N_K], best_cpu[3][N_K], bw = 0, fma = 0, core = 0, wbytes[3] = {0};
-    gpt2_config_t cfgs[3];
-    int have[3] = {0};
+    enum { N_DT = 4 };
+    static const char *const dt_name[N_DT] = {"f32", "f16", "bf16", "int8"};
+    static const int dt_val[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8};
+    double best[N_DT][N_K], best_cpu[N_DT][N_K], bw = 0, fma = 0, core = 0, wbytes[N_DT] = {0};
+    gpt2_config_t cfgs[N_DT];
+    int have[N_DT] = {0};
+    float *probe_logits = malloc((size_t)N_DT * 50257 * sizeof(float));
+    int32_t probe_gen[N_DT][PROBE_GEN];
     step_t *st = calloc(1, sizeof(*st));
     float *logits = malloc((size_t)MAX_B * 50257 * sizeof(float));
-    if (!st || !logits)
+    if (!st || !logits || !probe_logits)
         return 1;
-    for (int d = 0; d < 3; d++) {
+    for (int d = 0; d < N_DT; d++) {
         if (!bench_in_list(dtypes, dt_name[d]))
             continue;
         char err[512];
@@ -246,6 +289,7 @@ int main(int argc, char **argv)
         /* Warm-up: touches the scratch and the KV blocks of the decode positions. */
         make_step(st, MAX_B, 0, 8, per_seq, logits);
         gpt2_forward(m, &kv, &st->b);
+        probe(m, &kv, st, per_seq, logits, probe_logits + (size_t)d * 50257, probe_gen[d]);
         for (int r = 0; r < rounds; r++) {
             for (int k = 0; k < N_K; k++) {
                 if (!bench_in_list(steps, K_ARG[k]))
@@ -283,7 +327,7 @@ int main(int argc, char **argv)
            bw / 1e9, fma / 1e9, core / 1e9);
     printf("%-6s %-16s %10s %10s %11s %8s  %-9s %s\n", "dtype", "step", "ms/step", "tokens/s",
            "bound t/s", "% bound", "kind", "matmul FLOP per CPU-second / core peak");
-    for (int d = 0; d < 3; d++) {
+    for (int d = 0; d < N_DT; d++) {
         if (!have[d])
             continue;
         for (int k = 0; k < N_K; k++) {
@@ -299,7 +343,25 @@ int main(int argc, char **argv)
                    100.0 * flops / best_cpu[d][k] / core);
         }
     }
+    /* Accuracy against the F32 weights, relative to the largest |logit| as the tests state it. */
+    for (int d = 1; d < N_DT && have[0]; d++) {
+        if (!have[d])
+            continue;
+        const float *a = probe_logits, *b = probe_logits + (size_t)d * 50257;
+        double mx = 0, diff = 0;
+        for (int i = 0; i < cfgs[0].vocab_size; i++) {
+            mx = fabs(a[i]) > mx ? fabs(a[i]) : mx;
+            diff = fabs((double)a[i] - b[i]) > diff ? fabs((double)a[i] - b[i]) : diff;
+        }
+        int same = 0;
+        while (same < PROBE_GEN && probe_gen[d][same] == probe_gen[0][same])
+            same++;
+        printf("%-6s vs f32, %d-token prompt: max |logit diff| %.4g = %.2e of max |logit| %.3g; "
+               "greedy continuation equal for %d of %d tokens\n",
+               dt_name[d], PROBE_PROMPT, diff, diff / mx, mx, same, PROBE_GEN);
+    }
     free(st);
     free(logits);
+    free(probe_logits);
     return 0;
 }

@@ -2,14 +2,15 @@
  *
  * Measures, in one run: read bandwidth and FMA peak (1 thread and all threads), then for
  * each layer shape and M rows: OpenBLAS sgemm (and sgemv at M = 1) on the weights as
- * stored, and the packed kernel (mm_matmul) with F32, F16 and BF16 weights. Weights are
+ * stored, and the packed kernel (mm_matmul) with F32, F16, BF16 and int8 weights (int8's
+ * bytes include its column scales). Weights are
  * cold: every call uses the next of several copies that together exceed the L3 cache.
  * Each cell prints GFLOP/s, weight GB/s and the ratio to the roofline bound
  * max(weight bytes / bandwidth, flops / FMA peak), with the bounds re-measured before each
  * shape and at the end and the best sample kept (ratios use the final values).
  *
  *   mm-bench [--threads N] [--m 1,4,8,16,32,64,128] [--shapes qkv,proj,fc,fcproj,lmhead]
- *            [--time SECONDS per cell] [--no-blas] [--copies N]
+ *            [--dtype f32,f16,bf16,int8] [--time SECONDS per cell] [--no-blas] [--copies N]
  * --copies 1 keeps the weights hot in cache: the kernel's compute rate alone.
  */
 #include <cblas.h>
@@ -33,9 +34,23 @@ static const shape_t SHAPES[] = {
 };
 #define N_SHAPES 5
 
-enum { METH_SGEMM, METH_SGEMV, METH_F32, METH_F16, METH_BF16, N_METH };
+enum { METH_SGEMM, METH_SGEMV, METH_F32, METH_F16, METH_BF16, METH_I8, N_METH };
 static const char *METH_NAME[N_METH] = {"openblas-sgemm", "openblas-sgemv", "packed-f32",
-                                        "packed-f16", "packed-bf16"};
+                                        "packed-f16", "packed-bf16", "packed-int8"};
+#define N_PACKED (N_METH - METH_F32)
+static const int PACKED_DT[N_PACKED] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16,
+                                        ENG_DTYPE_I8};
+static const char *const PACKED_ARG[N_PACKED] = {"f32", "f16", "bf16", "int8"};
+
+/* Bytes of W a method streams per product: the values as kept, and int8's column scales. */
+static double meth_wbytes(int meth, double K, double N)
+{
+    if (meth == METH_F16 || meth == METH_BF16)
+        return 2 * K * N;
+    if (meth == METH_I8)
+        return K * N + 4 * N;
+    return 4 * K * N;
+}
 
 #define MAX_COPIES 64
 
@@ -46,6 +61,7 @@ typedef struct bench {
     double cell_time;
     int no_blas;
     int copies_forced; /* --copies: 0 = enough to exceed L3 */
+    const char *dtypes; /* --dtype: packed weight dtypes measured */
     double cell_s[N_SHAPES][N_METH][16]; /* median seconds per call; 0 = not measured */
     double cell_med[N_SHAPES][N_METH][16];
     int copies[N_SHAPES];
@@ -154,22 +170,22 @@ static void bench_shape(bench_t *b, int si, const int *Ms, int nM)
     if (b->copies_forced)
         copies = b->copies_forced < MAX_COPIES ? b->copies_forced : MAX_COPIES;
     float *src[MAX_COPIES] = {0};
-    mm_weight_t w[3][MAX_COPIES];
+    mm_weight_t w[N_PACKED][MAX_COPIES];
     memset(w, 0, sizeof(w));
     int Mmax = 1;
     for (int i = 0; i < nM; i++)
         Mmax = Ms[i] > Mmax ? Ms[i] : Mmax;
     float *x = rand_floats((size_t)Mmax * sh->K, 7);
     float *y = rand_floats((size_t)Mmax * sh->N, 8);
-    static const int dts[3] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16};
     for (int c = 0; c < copies; c++) {
         src[c] = rand_floats(elems, (unsigned)c + 11);
         if (!src[c])
             goto out;
         size_t ld = sh->trans ? (size_t)sh->K : (size_t)sh->N;
-        for (int d = 0; d < 3; d++)
-            if (mm_weight_init_mt(b->mm, &w[d][c], src[c], sh->K, sh->N, ld, sh->trans,
-                                  dts[d]))
+        for (int d = 0; d < N_PACKED; d++)
+            if (bench_in_list(b->dtypes, PACKED_ARG[d]) &&
+                mm_weight_init_mt(b->mm, &w[d][c], src[c], sh->K, sh->N, ld, sh->trans,
+                                  PACKED_DT[d]))
                 goto out;
     }
     b->copies[si] = copies;
@@ -180,6 +196,8 @@ static void bench_shape(bench_t *b, int si, const int *Ms, int nM)
             if ((meth == METH_SGEMM || meth == METH_SGEMV) && b->no_blas)
                 continue;
             if (meth == METH_SGEMV && M != 1)
+                continue;
+            if (meth >= METH_F32 && !bench_in_list(b->dtypes, PACKED_ARG[meth - METH_F32]))
                 continue;
             cell_t c = {.b = b, .sh = sh, .meth = meth, .M = M, .copies = copies, .src = src,
                         .x = x, .y = y};
@@ -201,7 +219,7 @@ static void bench_shape(bench_t *b, int si, const int *Ms, int nM)
 out:
     for (int c = 0; c < copies; c++) {
         free(src[c]);
-        for (int d = 0; d < 3; d++)
+        for (int d = 0; d < N_PACKED; d++)
             mm_weight_free(&w[d][c]);
     }
     free(x);
@@ -234,7 +252,7 @@ static void print_shape(const bench_t *b, int si, const int *Ms, int nM)
             double t = b->cell_s[si][meth][mi];
             if (t <= 0)
                 continue;
-            double wbytes = elems * (meth == METH_F16 || meth == METH_BF16 ? 2 : 4);
+            double wbytes = meth_wbytes(meth, sh->K, sh->N);
             double flops = 2.0 * Ms[mi] * elems;
             double bound = wbytes / b->bw > flops / b->fma ? wbytes / b->bw : flops / b->fma;
             printf("%-16s %5d %9.1f %9.1f %9.1f %9.2f %7.0f%%\n", METH_NAME[meth], Ms[mi],
@@ -246,7 +264,7 @@ static void print_shape(const bench_t *b, int si, const int *Ms, int nM)
 
 int main(int argc, char **argv)
 {
-    bench_t b = {.threads = 0, .cell_time = 0.1};
+    bench_t b = {.threads = 0, .cell_time = 0.1, .dtypes = "f32,f16,bf16,int8"};
     int Ms[16] = {1, 4, 8, 16, 32, 64, 128};
     int nM = 7;
     const char *shapes = "qkv,proj,fc,fcproj,lmhead";
@@ -257,6 +275,8 @@ int main(int argc, char **argv)
             nM = parse_list(argv[++i], Ms, 16);
         else if (!strcmp(argv[i], "--shapes") && i + 1 < argc)
             shapes = argv[++i];
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
+            b.dtypes = argv[++i];
         else if (!strcmp(argv[i], "--time") && i + 1 < argc)
             b.cell_time = atof(argv[++i]);
         else if (!strcmp(argv[i], "--no-blas"))
@@ -266,7 +286,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [--threads N] [--m 1,4,...] [--shapes qkv,proj,fc,fcproj,lmhead]"
-                    " [--time S] [--no-blas] [--copies N]\n",
+                    " [--dtype f32,f16,bf16,int8] [--time S] [--no-blas] [--copies N]\n",
                     argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
@@ -305,12 +325,9 @@ int main(int argc, char **argv)
             print_shape(&b, s, Ms, nM);
     if (all) {
         /* 12 x (qkv + proj + fc + fcproj) + LM head: the matrix work of one decode step. */
-        double wbytes_f32 = 0, flops_row = 0;
-        for (int s = 0; s < N_SHAPES; s++) {
-            double e = (double)SHAPES[s].K * SHAPES[s].N * (SHAPES[s].trans ? 1 : 12);
-            wbytes_f32 += 4 * e;
-            flops_row += 2 * e;
-        }
+        double flops_row = 0;
+        for (int s = 0; s < N_SHAPES; s++)
+            flops_row += 2.0 * SHAPES[s].K * SHAPES[s].N * (SHAPES[s].trans ? 1 : 12);
         printf("\ndecode step, matrix products only (12 layers + LM head; p10 times), "
                "tokens/s:\n");
         printf("%-16s %5s %10s %10s %10s %8s\n", "method", "M", "ms/step", "tokens/s",
@@ -326,7 +343,9 @@ int main(int argc, char **argv)
                 }
                 if (have != N_SHAPES)
                     continue;
-                double wb = wbytes_f32 * (meth == METH_F16 || meth == METH_BF16 ? 0.5 : 1);
+                double wb = 0;
+                for (int s = 0; s < N_SHAPES; s++)
+                    wb += meth_wbytes(meth, SHAPES[s].K, SHAPES[s].N) * (SHAPES[s].trans ? 1 : 12);
                 double fl = flops_row * Ms[mi];
                 double bound = wb / b.bw > fl / b.fma ? wb / b.bw : fl / b.fma;
                 printf("%-16s %5d %10.2f %10.1f %10.1f %7.0f%%\n", METH_NAME[meth], Ms[mi],

@@ -89,6 +89,8 @@ static const char *dtype_name(int dtype)
         return "f16";
     case ENG_DTYPE_BF16:
         return "bf16";
+    case ENG_DTYPE_I8:
+        return "int8";
     default:
         return "f32";
     }

@@ -20,7 +20,9 @@ typedef struct eng eng_t;
 #define ENG_MAX_LOGPROBS 20 /* alternatives per token, as OpenAI's completions API allows */
 #define ENG_MAX_STOPS 4
 
-enum eng_dtype { ENG_DTYPE_AUTO = 0, ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16 };
+/* How weights (and the KV cache) are kept. I8 is weights only: per output column one F32
+ * scale (max |w| / 127) and the values rounded to int8 in [-127, 127]. */
+enum eng_dtype { ENG_DTYPE_AUTO = 0, ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8 };
 
 typedef struct eng_params {
     const char *model_dir;      /* borrowed: Hugging Face GPT-2 directory */
@@ -35,8 +37,8 @@ typedef struct eng_params {
     int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
                                  * past this; 0 = unbounded */
     int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
-    int kv_cache_dtype;         /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit
-                                 * weights, F32 with F32 weights */
+    int kv_cache_dtype;         /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit or
+                                 * int8 weights, F32 with F32 weights */
     int max_prefill_tokens_decoding; /* N: a step that also decodes D sequences gives
                                       * prompts at most max(N - D, N / 4) tokens, and up to
                                       * N while prompt tokens wait (a quarter of them), so
@@ -50,7 +52,7 @@ typedef struct eng_info {
     int max_model_len;
     int block_size, num_kv_blocks;
     size_t weight_bytes, kv_bytes;
-    const char *weight_dtype;   /* "f32", "f16", "bf16" */
+    const char *weight_dtype;   /* "f32", "f16", "bf16", "int8" */
     const char *kv_cache_dtype; /* "f32", "f16" */
 } eng_info_t;
 

@@ -4,7 +4,8 @@
  * ones the file leaves misaligned) are converted once into one owned F32 buffer, carved in
  * order. Every tensor's shape is checked against config.json before anything is used.
  * The five matrices of each product (per layer QKV, proj, fc, MLP proj; the LM head) are
- * then packed once for engine/matmul.c in the dtype asked for, and the mapped originals'
+ * then packed once for engine/matmul.c in the dtype asked for (F32, F16, BF16, or int8 with
+ * a scale per output column), and the mapped originals'
  * pages are handed back to the kernel (they reload from the file if anything reads them).
  */
 #include <errno.h>
@@ -24,7 +25,10 @@
 
 static const char *dtype_name(int dtype)
 {
-    return dtype == ENG_DTYPE_F16 ? "f16" : dtype == ENG_DTYPE_BF16 ? "bf16" : "f32";
+    return dtype == ENG_DTYPE_F16    ? "f16"
+           : dtype == ENG_DTYPE_BF16 ? "bf16"
+           : dtype == ENG_DTYPE_I8   ? "int8"
+                                     : "f32";
 }
 
 /* Reads an integer field; absent fields keep *v (the Hugging Face default). */
@@ -372,8 +376,12 @@ static int pack_one(gpt2_t *m, mm_weight_t *w, const float *src, int K, int N, i
     int rc = mm_weight_init_mt(m->mm, w, src, K, N, trans ? (size_t)K : (size_t)N, trans, dtype);
     if (!rc) {
         drop_mapped(m, src, (size_t)K * (size_t)N);
-        /* weight_bytes counts values in the dtype they are kept in (padding not counted). */
-        if (w->dtype != ENG_DTYPE_F32)
+        /* weight_bytes counts values in the dtype they are kept in (padding not counted),
+         * and int8's column scales. */
+        if (w->dtype == ENG_DTYPE_I8)
+            m->weight_bytes =
+                m->weight_bytes - (size_t)K * (size_t)N * 3 + (size_t)N * sizeof(float);
+        else if (w->dtype != ENG_DTYPE_F32)
             m->weight_bytes -= (size_t)K * (size_t)N * 2;
     }
     return rc;
@@ -437,8 +445,9 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
 {
     *out = NULL;
     if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 &&
-        dtype != ENG_DTYPE_BF16)
-        return st_fail(err, errlen, -EINVAL, "weight dtype %d is not auto, f32, f16 or bf16", dtype);
+        dtype != ENG_DTYPE_BF16 && dtype != ENG_DTYPE_I8)
+        return st_fail(err, errlen, -EINVAL, "weight dtype %d is not auto, f32, f16, bf16 or int8",
+                       dtype);
     gpt2_t *m = calloc(1, sizeof(*m));
     if (!m)
         return st_fail(err, errlen, -ENOMEM, "out of memory");

@@ -228,11 +228,21 @@ float mm_bf16_to_f32(uint16_t b)
     return f;
 }
 
+int8_t mm_f32_to_i8(float v, float scale)
+{
+    float r = rintf(v / scale); /* the default rounding mode: nearest, ties to even */
+    if (r > 127.0f)
+        return 127;
+    if (r < -127.0f)
+        return -127;
+    return r == r ? (int8_t)r : 0;
+}
+
 /* ---- packing ---- */
 
 static size_t dtype_size(int dtype)
 {
-    return dtype == ENG_DTYPE_F32 ? 4 : 2;
+    return dtype == ENG_DTYPE_F32 ? 4 : dtype == ENG_DTYPE_I8 ? 1 : 2;
 }
 
 /* Position of column j (0..15) inside a packed 16-value row. BF16 interleaves the two
@@ -252,26 +262,48 @@ typedef struct pack_job {
     int trans;
 } pack_job_t;
 
+static float src_at(const pack_job_t *pj, int k, int n)
+{
+    if (n >= pj->w->N)
+        return 0.0f;
+    return pj->trans ? pj->src[(size_t)n * pj->ld + k] : pj->src[(size_t)k * pj->ld + n];
+}
+
+/* The I8 scales of panel p's columns: max |W[k][n]| / 127, 1 for a column of zeros (and for
+ * the padding past N), so every value maps to [-127, 127] and the largest to +-127. */
+static void pack_scales(const pack_job_t *pj, int p)
+{
+    const int K = pj->w->K;
+    float mx[MM_NR] = {0};
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < MM_NR; j++) {
+            float a = fabsf(src_at(pj, k, p * MM_NR + j));
+            mx[j] = a > mx[j] ? a : mx[j];
+        }
+    for (int j = 0; j < MM_NR; j++)
+        pj->w->scale[(size_t)p * MM_NR + j] = mx[j] > 0.0f ? mx[j] / 127.0f : 1.0f;
+}
+
 static void pack_panels(const pack_job_t *pj, int p0, int p1)
 {
     mm_weight_t *w = pj->w;
-    int K = w->K, N = w->N;
+    int K = w->K;
     for (int p = p0; p < p1; p++) {
+        if (w->dtype == ENG_DTYPE_I8)
+            pack_scales(pj, p);
         for (int k = 0; k < K; k++) {
             size_t row = ((size_t)p * K + k) * MM_NR;
             for (int j = 0; j < MM_NR; j++) {
-                int n = p * MM_NR + j;
-                float v = 0.0f;
-                if (n < N)
-                    v = pj->trans ? pj->src[(size_t)n * pj->ld + k]
-                                  : pj->src[(size_t)k * pj->ld + n];
+                float v = src_at(pj, k, p * MM_NR + j);
                 size_t at = row + (size_t)slot_of(w->dtype, j);
                 if (w->dtype == ENG_DTYPE_F32)
                     ((float *)w->data)[at] = v;
                 else if (w->dtype == ENG_DTYPE_F16)
                     ((uint16_t *)w->data)[at] = mm_f32_to_f16(v);
-                else
+                else if (w->dtype == ENG_DTYPE_BF16)
                     ((uint16_t *)w->data)[at] = mm_f32_to_bf16(v);
+                else
+                    ((int8_t *)w->data)[at] = mm_f32_to_i8(v, w->scale[(size_t)p * MM_NR + j]);
             }
         }
     }
@@ -291,7 +323,8 @@ static int weight_alloc(mm_weight_t *w, int K, int N, int dtype)
     if (dtype == ENG_DTYPE_AUTO)
         dtype = ENG_DTYPE_F32;
     if (K <= 0 || N <= 0 ||
-        (dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 && dtype != ENG_DTYPE_BF16))
+        (dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 && dtype != ENG_DTYPE_BF16 &&
+         dtype != ENG_DTYPE_I8))
         return -EINVAL;
     w->K = K;
     w->N = N;
@@ -305,8 +338,16 @@ static int weight_alloc(mm_weight_t *w, int K, int N, int dtype)
     size_t huge = (size_t)2 << 20;
     size_t align = w->bytes >= huge ? huge : 64;
     size_t size = (w->bytes + 63) / 64 * 64;
+    if (dtype == ENG_DTYPE_I8) {
+        w->scale = malloc((size_t)w->n_panels * MM_NR * sizeof(float));
+        if (!w->scale) {
+            memset(w, 0, sizeof(*w));
+            return -ENOMEM;
+        }
+    }
     if (posix_memalign(&w->data, align, size)) {
         w->data = NULL;
+        mm_weight_free(w);
         return -ENOMEM;
     }
 #ifdef MADV_HUGEPAGE
@@ -342,6 +383,7 @@ void mm_weight_free(mm_weight_t *w)
     if (!w)
         return;
     free(w->data);
+    free(w->scale);
     memset(w, 0, sizeof(*w));
 }
 
@@ -350,6 +392,8 @@ float mm_weight_get(const mm_weight_t *w, int k, int n)
     size_t at = ((size_t)(n / MM_NR) * w->K + k) * MM_NR + (size_t)slot_of(w->dtype, n % MM_NR);
     if (w->dtype == ENG_DTYPE_F32)
         return ((const float *)w->data)[at];
+    if (w->dtype == ENG_DTYPE_I8)
+        return (float)((const int8_t *)w->data)[at] * w->scale[n];
     uint16_t h = ((const uint16_t *)w->data)[at];
     return w->dtype == ENG_DTYPE_F16 ? mm_f16_to_f32(h) : mm_bf16_to_f32(h);
 }
@@ -408,6 +452,7 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                 const char *wp = base + (size_t)p * panel_bytes + (size_t)k0 * row_bytes;
                 int n0 = p * MM_NR;
                 t.w = wp;
+                t.scale = w->scale ? w->scale + n0 : NULL;
                 t.kc = kc;
                 t.nc = w->N - n0 < MM_NR ? w->N - n0 : MM_NR;
                 t.load_y = j->accumulate || k0 > 0;

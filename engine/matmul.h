@@ -2,8 +2,10 @@
  *
  * Weights are packed once at load into column panels: panel p holds W[:, 16p .. 16p+15] as
  * K rows of 16 contiguous values (zero-padded past N), panels one after another, so each
- * thread streams one contiguous region whatever M is. Values are kept as F32, F16 or BF16
- * (enum eng_dtype) and widened to F32 in the kernel; accumulation is always F32.
+ * thread streams one contiguous region whatever M is. Values are kept as F32, F16, BF16 or
+ * int8 (enum eng_dtype) and widened to F32 in the kernel; accumulation is always F32. Int8
+ * keeps one F32 scale per column beside the panels (symmetric, per output channel: the
+ * column's max |w| / 127); the kernel multiplies a tile's sums by it when it stores them.
  * The kernel is chosen at run time: an AVX2+FMA(+F16C) path when the CPU has it, and a
  * portable C path that gives the same results within float rounding. NANO_VLLM_KERNEL=
  * generic|avx2 in the environment, or mm_set_kernel, forces one (parity tests run each).
@@ -27,9 +29,11 @@ enum mm_kernel { MM_KERNEL_AUTO = 0, MM_KERNEL_GENERIC, MM_KERNEL_AVX2 };
 typedef struct mm_weight {
     int K, N;     /* logical shape: Y[M,N] = X[M,K] · W[K,N] */
     int n_panels; /* ceil(N / MM_NR) */
-    int dtype;    /* enum eng_dtype: ENG_DTYPE_F32, _F16 or _BF16 */
+    int dtype;    /* enum eng_dtype: ENG_DTYPE_F32, _F16, _BF16 or _I8 */
     void *data;   /* owned; n_panels * K * MM_NR values, 64-byte aligned (2 MiB when large) */
     size_t bytes; /* of data */
+    float *scale; /* owned, I8 only (else NULL): (n_panels * MM_NR) column scales, W[k][n] =
+                   * data value * scale[n]; 1 past N */
 } mm_weight_t;
 
 typedef struct mm mm_t;
@@ -47,7 +51,9 @@ const char *mm_kernel_name(int kernel);
 pool_t *mm_pool(mm_t *mm);
 
 /* Packs W (K x N) from F32 source memory into *w, converting to dtype (ENG_DTYPE_AUTO or
- * F32 keep F32; F16 and BF16 round to nearest even). Element (k, n) of W is read at
+ * F32 keep F32; F16 and BF16 round to nearest even; I8 scales column n by s = max_k |W[k][n]|
+ * / 127 (1 when the column is all zeros) and rounds W / s to the nearest int8, ties to even,
+ * clamped to [-127, 127]). Element (k, n) of W is read at
  * src[k*ld + n], or at src[n*ld + k] when trans (e.g. the LM head: W = wteᵀ, src = wte
  * with ld = C). Returns 0, -EINVAL (bad shape/dtype) or -ENOMEM; *w is zeroed on failure.
  * The source is only read; the caller may free or unmap it afterwards. */
@@ -60,7 +66,8 @@ int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, 
 void mm_weight_free(mm_weight_t *w);
 /* Reads column n of W as F32 into out (K values): the token embedding when W = wteᵀ. */
 void mm_weight_column(const mm_weight_t *w, int n, float *out);
-/* Reads element (k, n) of W as F32 (as stored, i.e. after the 16-bit rounding). */
+/* Reads element (k, n) of W as F32 (as stored, i.e. after the 16-bit rounding; for I8 the
+ * dequantized value q * scale[n]). */
 float mm_weight_get(const mm_weight_t *w, int k, int n);
 
 /* What a product does to each element of Y as it stores it (an epilogue): nothing, or

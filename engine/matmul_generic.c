@@ -1,5 +1,7 @@
 /* matmul_generic.c - the portable register tile (plain C, any CPU).
- * Same order of k as the vector tiles; each product is rounded before the add (no FMA). */
+ * Same order of k as the vector tiles; each product is rounded before the add (no FMA).
+ * I8 sums the products of the raw int8 values from zero and adds scale * sum to the start
+ * value at the end, as the vector tile does. */
 #include <string.h>
 
 #include "engine/engine.h"
@@ -7,11 +9,18 @@
 #include "engine/matmul_kern.h"
 #include "engine/vecmath.h"
 
-/* Widens row k of the panel into 16 floats, undoing the BF16 interleave. */
+/* Widens row k of the panel into 16 floats, undoing the BF16 interleave (I8: the integers,
+ * unscaled). */
 static void panel_row(const mm_tile_t *t, int k, float *out)
 {
     if (t->dtype == ENG_DTYPE_F32) {
         memcpy(out, (const float *)t->w + (size_t)k * MM_NR, MM_NR * sizeof(float));
+        return;
+    }
+    if (t->dtype == ENG_DTYPE_I8) {
+        const int8_t *q = (const int8_t *)t->w + (size_t)k * MM_NR;
+        for (int j = 0; j < MM_NR; j++)
+            out[j] = (float)q[j];
         return;
     }
     const uint16_t *h = (const uint16_t *)t->w + (size_t)k * MM_NR;
@@ -28,7 +37,8 @@ static void panel_row(const mm_tile_t *t, int k, float *out)
 
 void mm_tile_generic(const mm_tile_t *t)
 {
-    float acc[MM_MR][MM_NR];
+    const int i8 = t->dtype == ENG_DTYPE_I8;
+    float acc[MM_MR][MM_NR], start[MM_MR][MM_NR];
     for (int i = 0; i < t->mr; i++) {
         for (int j = 0; j < MM_NR; j++) {
             float v = 0.0f;
@@ -38,7 +48,8 @@ void mm_tile_generic(const mm_tile_t *t)
                 if (t->bias)
                     v += t->bias[j];
             }
-            acc[i][j] = v;
+            start[i][j] = v;
+            acc[i][j] = i8 ? 0.0f : v;
         }
     }
     float wrow[MM_NR];
@@ -63,6 +74,10 @@ void mm_tile_generic(const mm_tile_t *t)
             }
         }
     }
+    if (i8)
+        for (int i = 0; i < t->mr; i++)
+            for (int j = 0; j < MM_NR; j++)
+                acc[i][j] = start[i][j] + t->scale[j] * acc[i][j];
     if (t->gelu)
         for (int i = 0; i < t->mr; i++)
             for (int j = 0; j < t->nc; j++)

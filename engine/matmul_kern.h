@@ -4,7 +4,9 @@
  * (MM_NR columns, zero-padded) and mr <= MM_MR. Every kernel implementation computes it in
  * the same order of k, so paths differ only by FMA contraction rounding: the start value
  * plus the products in order of k, except that a one-row tile (mr = 1) sums the odd k apart
- * and adds that sum last (two dependency chains instead of one).
+ * and adds that sum last (two dependency chains instead of one). For I8 weights the products
+ * are summed from zero in that order and the tile stores start + scale[n] * sum (so with K in
+ * chunks each chunk's partial sum is scaled before it is added to the Y it loads).
  */
 #ifndef NANO_VLLM_MATMUL_KERN_H
 #define NANO_VLLM_MATMUL_KERN_H
@@ -17,7 +19,8 @@
 typedef struct mm_tile {
     const float *x;   /* row 0 of the tile at column k0 */
     size_t ldx;
-    const void *w;    /* the panel at row k0 (F32, F16 or BF16 layout per dtype) */
+    const void *w;    /* the panel at row k0 (F32, F16, BF16 or I8 layout per dtype) */
+    const float *scale; /* I8: the panel's MM_NR column scales; else unused */
     int kc;           /* rows of P */
     int mr;           /* 1..MM_MR */
     int nc;           /* valid columns, 1..MM_NR */
@@ -39,5 +42,7 @@ uint16_t mm_f32_to_f16(float f);
 float mm_f16_to_f32(uint16_t h);
 uint16_t mm_f32_to_bf16(float f);
 float mm_bf16_to_f32(uint16_t b);
+/* Rounds v / scale to the nearest integer (ties to even), clamped to [-127, 127]; NaN -> 0. */
+int8_t mm_f32_to_i8(float v, float scale);
 
 #endif

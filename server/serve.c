@@ -54,6 +54,8 @@ static int dtype_of(const char *name)
         return ENG_DTYPE_F32;
     if (strcmp(name, "f16") == 0)
         return ENG_DTYPE_F16;
+    if (strcmp(name, "int8") == 0)
+        return ENG_DTYPE_I8;
     return ENG_DTYPE_BF16;
 }
 

@@ -1,11 +1,13 @@
 /* mm_test.c - packed matmul against a plain double-precision loop, for every kernel path
  * this CPU runs (each forced), every weight dtype, M = 1..70 and larger, odd K and N, N not a
  * multiple of the panel width, bias / accumulate / strided rows, 1-3 threads; plus the
- * F16/BF16 conversions and the context's error handling.
+ * F16/BF16/int8 conversions and the context's error handling.
  *
- * Tolerance: the reference uses the weights as stored (after 16-bit rounding), so the only
- * difference is F32 summation: |y - ref| <= 2*K*eps * sum_k |x_k w_k| + |bias| * eps, the
- * textbook bound for a K-term sum (it holds with or without FMA contraction).
+ * Tolerance: the reference uses the weights as stored (after 16-bit rounding; int8: the
+ * dequantized q * scale), so the only difference is F32 summation: |y - ref| <= 2*K*eps *
+ * sum_k |x_k w_k| + |bias| * eps, the textbook bound for a K-term sum (it holds with or
+ * without FMA contraction, and with int8's one scaling of the sum instead of each weight).
+ * The int8 weights themselves are checked against a quantization computed here.
  */
 #include <errno.h>
 #include <float.h>
@@ -37,7 +39,10 @@ static float frand(void) /* uniform in [-1, 1) */
 
 static const char *dtype_name(int dt)
 {
-    return dt == ENG_DTYPE_F32 ? "f32" : dt == ENG_DTYPE_F16 ? "f16" : "bf16";
+    return dt == ENG_DTYPE_F32    ? "f32"
+           : dt == ENG_DTYPE_F16  ? "f16"
+           : dt == ENG_DTYPE_BF16 ? "bf16"
+                                  : "int8";
 }
 
 /* One product, checked element by element; returns 0 when all pass. */
@@ -45,6 +50,44 @@ static const char *dtype_name(int dt)
 static double gelu_ref(double v)
 {
     return 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+}
+
+/* Int8 packing: column n of the stored weight is q * s with s = max_k |W[k][n]| / 127 (1 for
+ * a zero column) and q the nearest integer to W / s; the largest value maps to +-127 and
+ * every stored value is within s / 2 of the source. Returns the number of failures. */
+static int check_i8(const mm_weight_t *w, const float *src, size_t lds, int trans)
+{
+    for (int n = 0; n < w->N; n++) {
+        double mx = 0;
+        for (int k = 0; k < w->K; k++) {
+            float v = trans ? src[(size_t)n * lds + k] : src[(size_t)k * lds + n];
+            mx = fabs(v) > mx ? fabs(v) : mx;
+        }
+        float s = mx > 0 ? (float)mx / 127.0f : 1.0f;
+        if (w->scale[n] != s) {
+            fprintf(stderr, "mm_test: int8 scale of column %d is %.9g, expected %.9g\n", n,
+                    w->scale[n], s);
+            return 1;
+        }
+        int hit_max = mx == 0;
+        for (int k = 0; k < w->K; k++) {
+            float v = trans ? src[(size_t)n * lds + k] : src[(size_t)k * lds + n];
+            float got = mm_weight_get(w, k, n);
+            double q = rint(got / s); /* got is q * s rounded to float */
+            if ((float)q * s != got || fabs(q) > 127 || fabs(got - v) > 0.5001 * s) {
+                fprintf(stderr, "mm_test: int8 (%d,%d) = %.9g (%.9g x scale %.9g) for %.9g\n",
+                        k, n, got, q, s, v);
+                return 1;
+            }
+            hit_max |= fabs(v) == mx && fabs(q) == 127;
+        }
+        if (!hit_max) {
+            fprintf(stderr, "mm_test: int8 column %d: its max %.9g is not stored as +-127\n",
+                    n, mx);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int use_bias,
@@ -66,6 +109,13 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
     }
     for (size_t i = 0; i < src_rows * lds; i++)
         src[i] = frand();
+    /* Column scales differ by orders of magnitude (int8 keeps one per column), and one
+     * column is all zeros. */
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++) {
+            float *v = trans ? &src[(size_t)n * lds + k] : &src[(size_t)k * lds + n];
+            *v = n == N / 2 && N > 2 ? 0.0f : *v * (float)(1 << (n % 7)) * 0.01f;
+        }
     for (size_t i = 0; i < (size_t)M * ldx; i++)
         x[i] = frand();
     for (size_t i = 0; i < (size_t)M * ldy; i++)
@@ -119,8 +169,10 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
             }
         }
     }
+    if (dtype == ENG_DTYPE_I8)
+        bad += check_i8(&w, src, lds, trans);
     /* The stored weight is the source rounded to the dtype. */
-    for (int i = 0; i < 20; i++) {
+    for (int i = 0; i < 20 && dtype != ENG_DTYPE_I8; i++) {
         int k = (int)(rnd() % (uint32_t)K), n = (int)(rnd() % (uint32_t)N);
         float s = trans ? src[(size_t)n * lds + k] : src[(size_t)k * lds + n];
         float e = dtype == ENG_DTYPE_F32   ? s
@@ -160,17 +212,19 @@ static void test_shapes(mm_t *mm)
 {
     static const int Ks[] = {1, 7, 33, 255, 257, 300, 517};
     static const int Ns[] = {1, 15, 16, 17, 40, 100, 129};
-    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16};
+    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8};
     int i = 0;
     for (int M = 1; M <= 70; M++, i++) {
         int K = Ks[i % 7], N = Ns[(i * 3 + 1) % 7];
         int dt = dts[i % 3];
         if (check_case(mm, M, K, N, dt, i % 2, i % 3 != 0, i % 4 == 1, (i % 5 == 2) * 3,
-                       i % 6 == 3))
+                       i % 6 == 3) ||
+            check_case(mm, M, K, N, ENG_DTYPE_I8, i % 2, i % 3 != 0, i % 4 == 1,
+                       (i % 5 == 2) * 3, i % 6 == 3))
             return;
     }
     /* Every dtype on the blocking edges: several K chunks, several row blocks, M > MC. */
-    for (int d = 0; d < 3; d++) {
+    for (int d = 0; d < 4; d++) {
         if (check_case(mm, 1, 768, 77, dts[d], 0, 1, 0, 0, 0) ||
             check_case(mm, 8, 513, 50, dts[d], 1, 0, 1, 1, 0) ||
             check_case(mm, 20, 1500, 33, dts[d], 0, 1, 1, 0, 0) ||
@@ -220,6 +274,17 @@ static void test_conversions(void)
     CHECK_INT_EQ(mm_f32_to_bf16(-2.0f), 0xc000);
     CHECK_INT_EQ(mm_f32_to_bf16(NAN) & 0x7fc0, 0x7fc0);
     CHECK_INT_EQ(mm_f32_to_f16(NAN) & 0x7e00, 0x7e00);
+    /* Int8: nearest, ties to even, clamped to +-127, NaN to 0. */
+    CHECK_INT_EQ(mm_f32_to_i8(2.5f, 1.0f), 2);
+    CHECK_INT_EQ(mm_f32_to_i8(3.5f, 1.0f), 4);
+    CHECK_INT_EQ(mm_f32_to_i8(-3.5f, 1.0f), -4);
+    CHECK_INT_EQ(mm_f32_to_i8(0.74f, 0.5f), 1);
+    CHECK_INT_EQ(mm_f32_to_i8(0.76f, 0.5f), 2);
+    CHECK_INT_EQ(mm_f32_to_i8(127.4f, 1.0f), 127);
+    CHECK_INT_EQ(mm_f32_to_i8(1000.0f, 1.0f), 127);
+    CHECK_INT_EQ(mm_f32_to_i8(-1000.0f, 1.0f), -127);
+    CHECK_INT_EQ(mm_f32_to_i8(INFINITY, 1.0f), 127);
+    CHECK_INT_EQ(mm_f32_to_i8(NAN, 1.0f), 0);
     for (int i = 0; i < 200000; i++) {
         uint32_t bits = rnd() ^ (rnd() << 16);
         float f;
@@ -271,7 +336,21 @@ static void test_errors(void)
     CHECK_INT_EQ(mm_weight_init(&w, src, 2, 2, 2, 0, ENG_DTYPE_AUTO), 0);
     CHECK_INT_EQ(w.dtype, ENG_DTYPE_F32);
     CHECK_INT_EQ(mm_weight_get(&w, 1, 0) == 3.0f, 1);
+    CHECK_INT_EQ(w.scale == NULL, 1);
     mm_weight_free(&w);
+    /* Int8 keeps its scales, padded with 1 to the panel width, and frees them. */
+    CHECK_INT_EQ(mm_weight_init(&w, src, 2, 2, 2, 0, ENG_DTYPE_I8), 0);
+    CHECK_INT_EQ(w.bytes, 2 * MM_NR);
+    CHECK(w.scale != NULL);
+    if (w.scale) {
+        CHECK_NEAR(w.scale[0], 3.0 / 127, 1e-9);
+        CHECK_NEAR(w.scale[1], 4.0 / 127, 1e-9);
+        CHECK_NEAR(w.scale[MM_NR - 1], 1.0, 0);
+        CHECK_NEAR(mm_weight_get(&w, 1, 1), 4.0, 1e-6);
+        CHECK_NEAR(mm_weight_get(&w, 0, 0), 1.0, 3.0 / 254);
+    }
+    mm_weight_free(&w);
+    CHECK_INT_EQ(w.scale == NULL && w.data == NULL, 1);
 }
 
 int main(void)

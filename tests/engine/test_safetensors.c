@@ -231,6 +231,19 @@ static void test_valid(void)
     logits_of(m, want);
     gpt2_free(m);
 
+    /* Int8 weights count one byte per matrix value and a 4-byte scale per output column
+     * (per layer qkv C x 3C, proj C x C, fc C x 4C, proj 4C x C; the tied head C x V). */
+    char err[512] = "";
+    CHECK_INT_EQ(gpt2_load(&m, dir, ENG_DTYPE_I8, err, sizeof(err)), 0);
+    if (m) {
+        size_t kn = (size_t)L * 12 * C * C + (size_t)C * V, cols = (size_t)L * 9 * C + V;
+        CHECK_INT_EQ(gpt2_get_dtype(m), ENG_DTYPE_I8);
+        CHECK_INT_EQ(gpt2_weight_bytes(m), c.data_size - (size_t)P * P * 4 - 3 * kn + 4 * cols);
+        gpt2_free(m);
+    }
+    CHECK_INT_EQ(gpt2_load(&m, dir, 42, err, sizeof(err)), -EINVAL);
+    CHECK_CONTAINS(err, "weight dtype 42");
+
     /* Misaligned F32 data is copied, with the same result. */
     ckpt_write(&c, dir, sizeof(dir), 0);
     m = expect_load(dir, 0, NULL, NULL);
