@@ -4,7 +4,7 @@
  *
  *   bench/sched [MODEL_DIR] [--concurrency 1,8,32,64] [--prompt-tokens 64]
  *               [--new-tokens 128] [--threads N] [--max-num-batched-tokens 512]
- *               [--max-prefill-tokens-decoding 64] [--steady-waves 3]
+ *               [--max-prefill-tokens-decoding 48] [--steady-waves 3]
  *               [--kv-cache-dtype auto|f32|f16]
  *
  * Without a model in MODEL_DIR (default: a directory in the build tree, shared with
@@ -178,7 +178,7 @@ int main(int argc, char **argv)
     const char *dir = BENCH_DEFAULT_MODEL_DIR;
     int conc[MAX_ROUNDS] = {1, 8, 32, 64}, n_conc = 4;
     int prompt_tokens = 64, new_tokens = 128, threads = 0;
-    int budget = 512, prefill_decoding = 64; /* the server's defaults */
+    int budget = 512, prefill_decoding = 48; /* the server's defaults */
     int waves = 3, kv_dtype = ENG_DTYPE_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) {
@@ -207,7 +207,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: %s [MODEL_DIR] [--concurrency 1,8,32,64] "
                     "[--prompt-tokens 64] [--new-tokens 128] [--threads N] "
-                    "[--max-num-batched-tokens 512] [--max-prefill-tokens-decoding 64] "
+                    "[--max-num-batched-tokens 512] [--max-prefill-tokens-decoding 48] "
                     "[--steady-waves 3] [--kv-cache-dtype auto|f32|f16]\n",
                     argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */

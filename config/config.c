@@ -49,7 +49,7 @@ const cfg_opt_t cfg_opts[] = {
      "most tokens in one scheduler step (longer prompts are prefilled in chunks)"},
     {"max_prefill_tokens_decoding", "--max-prefill-tokens-decoding",
      "NANO_VLLM_MAX_PREFILL_TOKENS_DECODING", "N", CFG_T_INT, 0,
-     OFF(max_prefill_tokens_decoding), "64", 0, 1048576, NULL,
+     OFF(max_prefill_tokens_decoding), "48", 0, 1048576, NULL,
      "N: a step that also decodes D sequences gives prompts at most max(N - D, N/4) "
      "tokens, and up to N while prompt tokens wait (a quarter of them), so new prompts "
      "neither stall running streams nor queue without end; 0 = only max_num_batched_tokens"},

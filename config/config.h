@@ -28,7 +28,7 @@ typedef struct cfg {
     int threads;             /* 0 = one per core */
     int max_num_seqs;        /* 64 */
     int max_num_batched_tokens; /* 512 */
-    int max_prefill_tokens_decoding; /* 64; 0 = no cap beyond max_num_batched_tokens */
+    int max_prefill_tokens_decoding; /* 48; 0 = no cap beyond max_num_batched_tokens */
     size_t kv_cache_memory;  /* bytes; accepts 512M, 2G ... */
     int num_kv_blocks;       /* 0 = from kv_cache_memory */
     int block_size;          /* 16 */
