@@ -446,6 +446,8 @@ static int round_once(eng_t *e, eng_msg_t *msgs)
 static void *sched_thread(void *arg)
 {
     eng_t *e = arg;
+    /* Named for top -H and perf; it is also compute thread 0 of the pool. */
+    pthread_setname_np(pthread_self(), "nv-scheduler");
     pthread_mutex_lock(&e->mu);
     while (!e->stop) {
         if (!e->in_head && !sched_has_work(&e->sched)) {

@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -142,6 +143,9 @@ static void *worker_main(void *p_)
 {
     worker_t *w = p_;
     pool_t *p = w->pool;
+    char name[16]; /* what top -H and perf show; the kernel keeps 15 bytes */
+    snprintf(name, sizeof(name), "nv-compute-%d", w->tid);
+    pthread_setname_np(pthread_self(), name);
     unsigned seen = 0;
     for (;;) {
         seen = wait_while_equal(&p->gen, seen, &p->gen_sleepers);
