@@ -103,12 +103,21 @@ static void metric(buf_t *b, const char *name, const char *type, const char *hel
     put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
 }
 
-char *metrics_render(const metrics_t *m, const eng_stats_t *st, size_t *len)
+char *metrics_render(const metrics_t *m, const eng_stats_t *st, const eng_info_t *info,
+                     size_t *len)
 {
     buf_t b = {malloc(8192), 0, 8192, 0};
     if (!b.p)
         return NULL;
     b.p[0] = '\0';
+    if (info)
+        put(&b,
+            "# HELP nano_vllm_cache_config_info KV cache configuration (the value is 1).\n"
+            "# TYPE nano_vllm_cache_config_info gauge\n"
+            "nano_vllm_cache_config_info{block_size=\"%d\",cache_dtype=\"%s\","
+            "num_blocks=\"%d\"} 1\n",
+            info->block_size, info->kv_cache_dtype ? info->kv_cache_dtype : "",
+            info->num_kv_blocks);
     if (st) {
         metric(&b, "nano_vllm_num_requests_running", "gauge", "Sequences in the running batch.",
                st->running);

@@ -36,8 +36,10 @@ void metrics_init(metrics_t *m);
 void metrics_observe(metrics_hist_t *h, double v);
 void metrics_count_status(metrics_t *m, int status);
 
-/* The Prometheus text exposition of m and, when st is not NULL, the engine counters.
+/* The Prometheus text exposition of m and, when st is not NULL, the engine counters, and
+ * when info is not NULL the KV cache's configuration (as vLLM's cache_config_info).
  * Returns a malloc'd NUL-terminated text (caller frees) or NULL. */
-char *metrics_render(const metrics_t *m, const eng_stats_t *st, size_t *len);
+char *metrics_render(const metrics_t *m, const eng_stats_t *st, const eng_info_t *info,
+                     size_t *len);
 
 #endif
