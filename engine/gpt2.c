@@ -63,8 +63,9 @@ int kv_cache_init(kv_cache_t *kv, const gpt2_config_t *cfg, int block_size, int 
         return -ENOMEM;
     /* Fresh anonymous pages, mapped lazily (only used blocks become RSS), on a 2 MiB boundary
      * and advised as huge pages: decode attention reads a few KiB from each of many blocks
-     * spread over the pool, and with 4 KiB pages nearly every one of those reads missed the
-     * TLB. The mapping is cut to exactly the aligned pool, so kv_cache_free unmaps it whole. */
+     * spread over the pool, each a new 4 KiB page to the TLB (measured: attention went from
+     * 0.18-0.22 to 0.17-0.18 of the matrix tiles' time at context 128; a small gain). The
+     * mapping is cut to exactly the aligned pool, so kv_cache_free unmaps it whole. */
     const size_t huge = (size_t)2 << 20, bytes = (size_t)num_blocks * per_block;
     if (bytes > SIZE_MAX - huge)
         return -ENOMEM;

@@ -504,7 +504,8 @@ static void test_bad_batch(gpt2_t *m, kv_cache_t *kv)
     kv_cache_t bad;
     CHECK_INT_EQ(kv_cache_init(&bad, cfg, 0, 4, ENG_DTYPE_F32), -EINVAL);
     CHECK_INT_EQ(kv_cache_init(&bad, cfg, 16, 0, ENG_DTYPE_F32), -EINVAL);
-    CHECK_INT_EQ(kv_cache_init(&bad, cfg, 4096, 1 << 20, ENG_DTYPE_F32), -EINVAL); /* slots beyond int32 */
+    /* slots beyond int32 */
+    CHECK_INT_EQ(kv_cache_init(&bad, cfg, 4096, 1 << 20, ENG_DTYPE_F32), -EINVAL);
     kv_cache_free(&bad);
     /* A smaller reservation takes effect: the 3-row step no longer fits in 2 rows. */
     CHECK_INT_EQ(gpt2_reserve(m, 2, 1, 8), 0);
