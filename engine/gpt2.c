@@ -37,16 +37,20 @@ static size_t kv_elem_size(int dtype)
     return dtype == ENG_DTYPE_F16 ? sizeof(uint16_t) : sizeof(float);
 }
 
+/* K and V of block_size tokens for all layers. */
+static size_t block_bytes(int n_layer, int n_embd, int block_size, int dtype)
+{
+    return (size_t)n_layer * 2 * (size_t)block_size * (size_t)n_embd * kv_elem_size(dtype);
+}
+
 size_t kv_cache_block_bytes(const gpt2_config_t *cfg, int block_size, int dtype)
 {
-    return (size_t)cfg->n_layer * 2 * (size_t)block_size * (size_t)cfg->n_embd *
-           kv_elem_size(dtype);
+    return block_bytes(cfg->n_layer, cfg->n_embd, block_size, dtype);
 }
 
 static size_t kv_block_bytes(const kv_cache_t *kv)
 {
-    return (size_t)kv->n_layer * 2 * (size_t)kv->block_size * (size_t)kv->n_embd *
-           kv_elem_size(kv->dtype);
+    return block_bytes(kv->n_layer, kv->n_embd, kv->block_size, kv->dtype);
 }
 
 int kv_cache_init(kv_cache_t *kv, const gpt2_config_t *cfg, int block_size, int num_blocks,
@@ -199,16 +203,6 @@ static size_t kv_at(const kv_cache_t *kv, int32_t blk, int l, int v, int h)
            (size_t)h * BS * HS;
 }
 
-static const float *kv_f32(const kv_cache_t *kv, size_t at)
-{
-    return (const float *)kv->data + at;
-}
-
-static const uint16_t *kv_f16(const kv_cache_t *kv, size_t at)
-{
-    return (const uint16_t *)kv->data + at;
-}
-
 /* Eight floats; loads and stores go through memcpy (no alignment or aliasing assumptions)
  * and compile to one vector move where the target has 32-byte vectors. */
 typedef float v8f __attribute__((vector_size(32)));
@@ -355,15 +349,14 @@ static void from_f16_generic(float *dst, const uint16_t *src, int n)
         dst[i] = mm_f16_to_f32(src[i]);
 }
 
-/* Head h's key or value row r of a block, as n floats from column c0: in place for F32, else
- * converted into buf. */
-static const float *kv_row_f32(const kv_cache_t *kv, size_t at, int r, int HS, int c0, int n,
-                               float *buf)
+/* n values of the cache from element i on, as floats: in place for F32, else converted into
+ * buf with from_f16. */
+static const float *kv_floats(const kv_cache_t *kv, size_t i, int n, float *buf,
+                              void (*from_f16)(float *dst, const uint16_t *src, int n))
 {
-    size_t i = at + (size_t)r * HS + (size_t)c0;
     if (kv->dtype == ENG_DTYPE_F32)
-        return kv_f32(kv, i);
-    from_f16_generic(buf, kv_f16(kv, i), n);
+        return (const float *)kv->data + i;
+    from_f16(buf, (const uint16_t *)kv->data + i, n);
     return buf;
 }
 
@@ -384,7 +377,9 @@ static void attend_row_generic(float *out, const float *q, const kv_cache_t *kv,
             float dot = 0;
             for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
                 int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
-                dot += dot_generic(q + c0, kv_row_f32(kv, k, r, HS, c0, w, buf), w);
+                const float *kr = kv_floats(kv, k + (size_t)r * HS + (size_t)c0, w, buf,
+                                            from_f16_generic);
+                dot += dot_generic(q + c0, kr, w);
             }
             scores[j0 + r] = dot * scale;
         }
@@ -397,7 +392,9 @@ static void attend_row_generic(float *out, const float *q, const kv_cache_t *kv,
         for (int r = 0; r < rows; r++)
             for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
                 int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
-                axpy_generic(out + c0, scores[j0 + r], kv_row_f32(kv, v, r, HS, c0, w, buf),
+                axpy_generic(out + c0, scores[j0 + r],
+                             kv_floats(kv, v + (size_t)r * HS + (size_t)c0, w, buf,
+                                       from_f16_generic),
                              w);
             }
     }
@@ -578,18 +575,6 @@ static inline void prefetch(const float *p)
     __builtin_prefetch(p, 0, 3);
 }
 
-/* Row r of head h's slice at `at` (K or V) as HS floats: in place for F32, else converted
- * into buf. */
-static const float *kv_row(const vec_ops_t *ops, const kv_cache_t *kv, size_t at, int r, int HS,
-                           float *buf)
-{
-    size_t i = at + (size_t)r * HS;
-    if (kv->dtype == ENG_DTYPE_F32)
-        return kv_f32(kv, i);
-    ops->from_f16(buf, kv_f16(kv, i), HS);
-    return buf;
-}
-
 /* Head h's keys of positions [0, n) as the panels of Kᵀ (HS, n) for mm_matmul_panels:
  * panel p holds keys 16p..16p+15, one row of MM_NR per dimension; keys past n are zero.
  * buf has room for HS floats. */
@@ -603,7 +588,7 @@ static void pack_keys(const vec_ops_t *ops, float *kp, const kv_cache_t *kv,
         for (int r = 0; r < rows; r++) {
             int j = j0 + r;
             float *dst = kp + (size_t)(j / MM_NR) * HS * MM_NR + j % MM_NR;
-            const float *k = kv_row(ops, kv, at, r, HS, buf);
+            const float *k = kv_floats(kv, at + (size_t)r * HS, HS, buf, ops->from_f16);
             for (int d = 0; d < HS; d++)
                 dst[(size_t)d * MM_NR] = k[d];
         }
@@ -624,7 +609,7 @@ static void pack_values(const vec_ops_t *ops, float *vp, const kv_cache_t *kv,
         size_t at = kv_at(kv, table[blk], l, 1, h);
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int r = 0; r < rows; r++) {
-            const float *v = kv_row(ops, kv, at, r, HS, buf);
+            const float *v = kv_floats(kv, at + (size_t)r * HS, HS, buf, ops->from_f16);
             for (int c = 0; c * MM_NR < HS; c++) {
                 float *dst = vp + ((size_t)c * n + (size_t)(j0 + r)) * MM_NR;
                 int w = HS - c * MM_NR < MM_NR ? HS - c * MM_NR : MM_NR;
