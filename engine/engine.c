@@ -82,20 +82,6 @@ void eng_request_free(eng_request_t *r)
     free(r);
 }
 
-static const char *dtype_name(int dtype)
-{
-    switch (dtype) {
-    case ENG_DTYPE_F16:
-        return "f16";
-    case ENG_DTYPE_BF16:
-        return "bf16";
-    case ENG_DTYPE_I8:
-        return "int8";
-    default:
-        return "f32";
-    }
-}
-
 /* The pool size: num_kv_blocks, else kv_cache_memory, else what max_num_seqs sequences of
  * max_model_len need, up to 1 GiB. */
 static int pool_blocks(const eng_params_t *p, size_t block_bytes, int max_model_len,
@@ -150,7 +136,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     rc = -EINVAL;
     if (kv_dtype != ENG_DTYPE_F32 && kv_dtype != ENG_DTYPE_F16) {
         snprintf(err, errlen, "kv_cache_dtype %s: the KV cache is kept in f32 or f16",
-                 dtype_name(kv_dtype));
+                 gpt2_dtype_name(kv_dtype));
         goto fail;
     }
     if (lim.max_model_len < 1 || lim.max_model_len > cfg->n_ctx) {
@@ -232,8 +218,8 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         .num_kv_blocks = nb,
         .weight_bytes = gpt2_weight_bytes(e->model),
         .kv_bytes = (size_t)nb * block_bytes,
-        .weight_dtype = dtype_name(weights),
-        .kv_cache_dtype = dtype_name(kv_dtype),
+        .weight_dtype = gpt2_dtype_name(weights),
+        .kv_cache_dtype = gpt2_dtype_name(kv_dtype),
     };
     sched_get_stats(&e->sched, &e->stats);
     *out = e;

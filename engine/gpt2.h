@@ -35,6 +35,8 @@ int gpt2_set_threads(gpt2_t *m, int threads);
 const gpt2_config_t *gpt2_get_config(const gpt2_t *m);
 /* The enum eng_dtype the weight matrices are kept in (never ENG_DTYPE_AUTO). */
 int gpt2_get_dtype(const gpt2_t *m);
+/* An enum eng_dtype's name as the settings spell it: "f16", "bf16", "int8", else "f32". */
+const char *gpt2_dtype_name(int dtype);
 size_t gpt2_weight_bytes(const gpt2_t *m);
 
 /* The KV pool: num_blocks blocks, each holding K and V of BS tokens for all L layers.

@@ -23,7 +23,7 @@
 #include "engine/engine.h"
 #include "engine/gpt2_model.h"
 
-static const char *dtype_name(int dtype)
+const char *gpt2_dtype_name(int dtype)
 {
     return dtype == ENG_DTYPE_F16    ? "f16"
            : dtype == ENG_DTYPE_BF16 ? "bf16"
@@ -411,7 +411,7 @@ static int pack_weights(gpt2_t *m, int dtype, char *err, size_t errlen)
     }
     if (rc)
         return st_fail(err, errlen, rc, "%s: out of memory packing the weights as %s",
-                    m->st.source ? m->st.source : "model", dtype_name(m->dtype));
+                    m->st.source ? m->st.source : "model", gpt2_dtype_name(m->dtype));
     return 0;
 }
 
