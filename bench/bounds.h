@@ -11,8 +11,9 @@
 /* Bytes per second of a sequential read of `bytes` (fresh memory, far beyond L3), split in
  * contiguous halves over the pool's threads; the median of `reps` passes. */
 double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps);
-/* FLOP/s of independent 8-wide FMA chains on every pool thread (AVX2+FMA when the CPU has
- * it, else scalar code the compiler vectorizes as it can); the median of `reps` samples. */
+/* FLOP/s of independent FMA chains on every pool thread: 16 wide with AVX-512, 8 wide with
+ * AVX2+FMA, else scalar code the compiler vectorizes as it can; the median of `reps`
+ * samples. The widest the CPU has, whichever kernel a benchmark forces. */
 double bench_fma_peak(pool_t *pool, int reps);
 double bench_now(void);
 /* CPU seconds used by the whole process (all threads), and FLOP per CPU-second of one core
