@@ -58,6 +58,7 @@ struct mm {
     pool_t *pool; /* owned */
     int kernel;   /* enum mm_kernel, never AUTO */
     tile_fn tile;
+    int mr;       /* rows per register tile of that kernel (MM_MR_*) */
     int pf_dist;
 };
 
@@ -76,6 +77,29 @@ static int cpu_has_avx2(void)
 #endif
 }
 
+/* AVX-512 F, BW, DQ and VL in the CPU, and the OS saving the opmask and ZMM registers on a
+ * context switch: XCR0 bits 1, 2 (SSE, AVX) and 5, 6, 7 (opmask, ZMM0-15 upper halves,
+ * ZMM16-31), read with XGETBV once CPUID.1:ECX says OSXSAVE (bit 27). */
+static int cpu_has_avx512(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (!cpu_has_avx2())
+        return 0;
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
+        return 0;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    const unsigned need = (1u << 1) | (1u << 2) | (1u << 5) | (1u << 6) | (1u << 7);
+    return (lo & need) == need;
+#else
+    return 0;
+#endif
+}
+
 const char *mm_kernel_name(int kernel)
 {
     switch (kernel) {
@@ -83,6 +107,8 @@ const char *mm_kernel_name(int kernel)
         return "generic";
     case MM_KERNEL_AVX2:
         return "avx2";
+    case MM_KERNEL_AVX512:
+        return "avx512";
     default:
         return "auto";
     }
@@ -91,15 +117,25 @@ const char *mm_kernel_name(int kernel)
 int mm_set_kernel(mm_t *mm, int kernel)
 {
     if (kernel == MM_KERNEL_AUTO)
-        kernel = cpu_has_avx2() ? MM_KERNEL_AVX2 : MM_KERNEL_GENERIC;
+        kernel = cpu_has_avx512() ? MM_KERNEL_AVX512
+                 : cpu_has_avx2() ? MM_KERNEL_AVX2
+                                  : MM_KERNEL_GENERIC;
     switch (kernel) {
     case MM_KERNEL_GENERIC:
         mm->tile = mm_tile_generic;
+        mm->mr = MM_MR_GENERIC;
         break;
     case MM_KERNEL_AVX2:
         if (!cpu_has_avx2())
             return -ENOTSUP;
         mm->tile = mm_tile_avx2;
+        mm->mr = MM_MR_AVX2;
+        break;
+    case MM_KERNEL_AVX512:
+        if (!cpu_has_avx512())
+            return -ENOTSUP;
+        mm->tile = mm_tile_avx512;
+        mm->mr = MM_MR_AVX512;
         break;
     default:
         return -EINVAL;
@@ -137,11 +173,13 @@ int mm_init(mm_t **out, int threads, char *err, size_t errlen)
             rc = mm_set_kernel(mm, MM_KERNEL_GENERIC);
         else if (strcmp(env, "avx2") == 0)
             rc = mm_set_kernel(mm, MM_KERNEL_AVX2);
+        else if (strcmp(env, "avx512") == 0)
+            rc = mm_set_kernel(mm, MM_KERNEL_AVX512);
         else
             rc = -EINVAL;
         if (rc) {
             snprintf(err, errlen, "NANO_VLLM_KERNEL: '%s' %s", env,
-                     rc == -EINVAL ? "is not one of auto, generic, avx2"
+                     rc == -EINVAL ? "is not one of auto, generic, avx2, avx512"
                                    : "is not supported by this CPU");
             goto fail;
         }
@@ -429,14 +467,15 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     const size_t panel_bytes = (size_t)j->panel_rows * row_bytes;
     const char *base = w->data;
     tile_fn tile = j->mm->tile;
+    const int MR = j->mm->mr;
     mm_tile_t t = {.ldx = j->ldx, .dtype = w->dtype, .ldy = j->ldy};
 
     int kc_max = K, mc_max = j->M;
-    if (j->M > MM_MR) {
+    if (j->M > MR) {
         int rows_fit = (int)(MM_XBLOCK / ((size_t)K * sizeof(float)));
         if (rows_fit < j->M) {
             if (rows_fit >= MM_MC_MIN) {
-                mc_max = rows_fit / MM_MR * MM_MR;
+                mc_max = rows_fit / MR * MR;
             } else {
                 kc_max = MM_KC;
                 mc_max = j->M < MM_MC ? j->M : MM_MC;
@@ -445,7 +484,7 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     }
     for (int m0 = 0; m0 < j->M; m0 += mc_max) {
         int mc = j->M - m0 < mc_max ? j->M - m0 : mc_max;
-        int nb = (mc + MM_MR - 1) / MM_MR; /* near-equal row tiles: 8 rows are 4 + 4 */
+        int nb = (mc + MR - 1) / MR; /* near-equal row tiles: 8 rows are 4 + 4 */
         for (int k0 = 0; k0 < K; k0 += kc_max) {
             int kc = K - k0 < kc_max ? K - k0 : kc_max;
             for (int p = p0; p < p1; p++) {

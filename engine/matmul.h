@@ -24,7 +24,7 @@
 
 #define MM_NR 16 /* columns per panel */
 
-enum mm_kernel { MM_KERNEL_AUTO = 0, MM_KERNEL_GENERIC, MM_KERNEL_AVX2 };
+enum mm_kernel { MM_KERNEL_AUTO = 0, MM_KERNEL_GENERIC, MM_KERNEL_AVX2, MM_KERNEL_AVX512 };
 
 typedef struct mm_weight {
     int K, N;     /* logical shape: Y[M,N] = X[M,K] · W[K,N] */

@@ -1,7 +1,7 @@
 /* matmul_kern.h - private to the matmul files: one register tile of the packed GEMM.
  *
  * A tile is Y[mr, nc] (+)= X[mr, k0:k0+kc] · P[k0:k0+kc, 0:nc] where P is one packed panel
- * (MM_NR columns, zero-padded) and mr <= MM_MR. Every kernel implementation computes it in
+ * (MM_NR columns, zero-padded) and mr is at most the kernel's rows per tile (below). Every kernel implementation computes it in
  * the same order of k, so paths differ only by FMA contraction rounding: the start value
  * plus the products in order of k, except that a one-row tile (mr = 1) sums the odd k apart
  * and adds that sum last (two dependency chains instead of one). For I8 weights the products
@@ -14,7 +14,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MM_MR 6 /* rows per register tile: 6 x 16 = 12 ymm accumulators on AVX2 */
+/* Rows per register tile, per kernel. AVX2: 6 x 16 = 12 ymm accumulators (of 16 registers).
+ * AVX-512: a panel row is one zmm, so a tile has one accumulator per row; see
+ * matmul_avx512.c for why 12. The driver cuts the rows of X into near-equal tiles of at most
+ * this many. */
+#define MM_MR_GENERIC 6
+#define MM_MR_AVX2 6
+#define MM_MR_AVX512 12
 
 typedef struct mm_tile {
     const float *x;   /* row 0 of the tile at column k0 */
@@ -22,7 +28,7 @@ typedef struct mm_tile {
     const void *w;    /* the panel at row k0 (F32, F16, BF16 or I8 layout per dtype) */
     const float *scale; /* I8: the panel's MM_NR column scales; else unused */
     int kc;           /* rows of P */
-    int mr;           /* 1..MM_MR */
+    int mr;           /* 1..the kernel's MM_MR_* */
     int nc;           /* valid columns, 1..MM_NR */
     int dtype;        /* enum eng_dtype */
     float *y;         /* row 0 of the tile at column n0 */
@@ -36,6 +42,7 @@ typedef struct mm_tile {
 
 void mm_tile_generic(const mm_tile_t *t);
 void mm_tile_avx2(const mm_tile_t *t);
+void mm_tile_avx512(const mm_tile_t *t);
 
 /* Scalar conversions shared by packing and the portable path (round to nearest even). */
 uint16_t mm_f32_to_f16(float f);

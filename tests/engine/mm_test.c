@@ -223,17 +223,23 @@ static void test_shapes(mm_t *mm)
                        (i % 5 == 2) * 3, i % 6 == 3))
             return;
     }
-    /* Every dtype on the blocking edges: several K chunks, several row blocks, M > MC. */
+    /* Every dtype on the blocking edges: one tile over a long K, several row blocks (K =
+     * 1000: 65 rows of X fill the X block, so 131 rows are blocks of whole tiles), K in
+     * chunks (K = 1500 with more rows than fit the X block; K = 3072 as GPT-2's MLP
+     * projection, with M > MM_MC so the rows are cut too). */
     for (int d = 0; d < 4; d++) {
         if (check_case(mm, 1, 768, 77, dts[d], 0, 1, 0, 0, 0) ||
             check_case(mm, 8, 513, 50, dts[d], 1, 0, 1, 1, 0) ||
             check_case(mm, 20, 1500, 33, dts[d], 0, 1, 1, 0, 0) ||
             check_case(mm, 131, 1000, 47, dts[d], 0, 1, 0, 2, 0) ||
-            check_case(mm, 250, 70, 20, dts[d], 1, 0, 0, 0, 0))
+            check_case(mm, 250, 70, 20, dts[d], 1, 0, 0, 0, 0) ||
+            check_case(mm, 50, 1500, 33, dts[d], 0, 1, 1, 0, 0) ||
+            check_case(mm, 130, 3072, 31, dts[d], 0, 1, 1, 1, 0))
             return;
-        /* The GELU epilogue on the last K chunk only (K = 1500 is cut into chunks), with
-         * several row blocks, and with the accumulated Y under it. */
+        /* The GELU epilogue on the last K chunk only, with several row blocks, and with the
+         * accumulated Y under it. */
         if (check_case(mm, 20, 1500, 33, dts[d], 0, 1, 0, 0, 1) ||
+            check_case(mm, 50, 1500, 33, dts[d], 1, 1, 1, 0, 1) ||
             check_case(mm, 131, 1000, 47, dts[d], 0, 1, 1, 2, 1) ||
             check_case(mm, 5, 768, 100, dts[d], 1, 1, 0, 0, 1))
             return;
@@ -358,9 +364,9 @@ int main(void)
     test_conversions();
     test_errors();
     char err[200];
-    static const int kernels[] = {MM_KERNEL_GENERIC, MM_KERNEL_AVX2};
+    static const int kernels[] = {MM_KERNEL_GENERIC, MM_KERNEL_AVX2, MM_KERNEL_AVX512};
     static const int threads[] = {1, 2, 3};
-    for (int ki = 0; ki < 2; ki++) {
+    for (int ki = 0; ki < 3; ki++) {
         for (int ti = 0; ti < 3; ti++) {
             mm_t *mm = NULL;
             int rc = mm_init(&mm, threads[ti], err, sizeof(err));
