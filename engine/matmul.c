@@ -59,6 +59,7 @@ struct mm {
     int kernel;   /* enum mm_kernel, never AUTO */
     tile_fn tile;
     int mr;       /* rows per register tile of that kernel (MM_MR_*) */
+    int np;       /* panels per register tile (1, or MM_NP_*) */
     int pf_dist;
 };
 
@@ -124,18 +125,21 @@ int mm_set_kernel(mm_t *mm, int kernel)
     case MM_KERNEL_GENERIC:
         mm->tile = mm_tile_generic;
         mm->mr = MM_MR_GENERIC;
+        mm->np = 1;
         break;
     case MM_KERNEL_AVX2:
         if (!cpu_has_avx2())
             return -ENOTSUP;
         mm->tile = mm_tile_avx2;
         mm->mr = MM_MR_AVX2;
+        mm->np = 1;
         break;
     case MM_KERNEL_AVX512:
         if (!cpu_has_avx512())
             return -ENOTSUP;
         mm->tile = mm_tile_avx512;
         mm->mr = MM_MR_AVX512;
+        mm->np = MM_NP_AVX512;
         break;
     default:
         return -EINVAL;
@@ -468,7 +472,8 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     const char *base = w->data;
     tile_fn tile = j->mm->tile;
     const int MR = j->mm->mr;
-    mm_tile_t t = {.ldx = j->ldx, .dtype = w->dtype, .ldy = j->ldy};
+    mm_tile_t t = {.ldx = j->ldx, .dtype = w->dtype, .ldy = j->ldy,
+                   .wstride = (ptrdiff_t)panel_bytes};
 
     int kc_max = K, mc_max = j->M;
     if (j->M > MR) {
@@ -487,13 +492,15 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
         int nb = (mc + MR - 1) / MR; /* near-equal row tiles: 8 rows are 4 + 4 */
         for (int k0 = 0; k0 < K; k0 += kc_max) {
             int kc = K - k0 < kc_max ? K - k0 : kc_max;
-            for (int p = p0; p < p1; p++) {
+            for (int p = p0, np; p < p1; p += np) {
                 const char *wp = base + (size_t)p * panel_bytes + (size_t)k0 * row_bytes;
                 int n0 = p * MM_NR;
+                np = p1 - p < j->mm->np ? p1 - p : j->mm->np;
+                t.np = np;
                 t.w = wp;
                 t.scale = w->scale ? w->scale + n0 : NULL;
                 t.kc = kc;
-                t.nc = w->N - n0 < MM_NR ? w->N - n0 : MM_NR;
+                t.nc = w->N - n0 < np * MM_NR ? w->N - n0 : np * MM_NR;
                 t.load_y = j->accumulate || k0 > 0;
                 t.gelu = j->epi == MM_EPI_GELU && k0 + kc == K;
                 t.bias = j->bias && k0 == 0 ? j->bias + n0 : NULL;
@@ -507,10 +514,11 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                         t.pf = wp + j->mm->pf_dist;
                         t.pfstep = (ptrdiff_t)row_bytes;
                     } else {
-                        /* The next panel chunk (the next contiguous bytes of this range);
-                         * the step rounds up so the nb shares cover all of it. */
+                        /* The next tile's panel chunks (for one panel per tile: the next
+                         * contiguous bytes of this range); the step rounds up so the nb
+                         * shares cover all of it. */
                         ptrdiff_t step = ((ptrdiff_t)row_bytes + nb - 1) / nb;
-                        t.pf = wp + panel_bytes + (size_t)b * (size_t)kc * (size_t)step;
+                        t.pf = wp + (size_t)np * panel_bytes + (size_t)b * (size_t)kc * (size_t)step;
                         t.pfstep = step;
                     }
                     tile(&t);
