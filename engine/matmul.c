@@ -1,6 +1,6 @@
 /* matmul.c - packed-panel GEMM for skinny and large M (see matmul.h): packing, blocking,
- * threading and kernel dispatch. The register tiles live in matmul_generic.c and
- * matmul_avx2.c.
+ * threading and kernel dispatch. The register tiles live in matmul_generic.c,
+ * matmul_avx2.c and matmul_avx512.c.
  *
  * DESIGN: the calling thread splits the panels of W into contiguous ranges, long ones first
  * and shorter ones last (levels_for, matmul_cb), which the pool's threads claim in order;
@@ -8,12 +8,14 @@
  * threads write the same memory. Loop nest per part:
  *   for each block of MC rows of X         (X block stays in L2)
  *     for each chunk of KC rows of W      (usually all of K; see MM_XBLOCK)
- *       for each panel of the range
- *         for each register tile of <= MM_MR rows: Y tile (+)= X tile · panel chunk
- * With M <= MM_MR there is one tile per panel over the whole K: the weights stream once,
- * contiguously, with a software prefetch a few KB ahead (memory bound). With more tiles
- * per panel, tile b of nb prefetches the b-th share of the next panel chunk, so DRAM
- * traffic overlaps the compute of the current chunk instead of stalling the first tile.
+ *       for each np panels of the range
+ *         for each register tile of <= MR rows: Y tile (+)= X tile · np panel chunks
+ * MR and np are the kernel's (matmul_kern.h): 6 rows of one panel for AVX2 and the portable
+ * path, 8 rows of two adjacent panels for AVX-512. With M <= MR there is one tile per np
+ * panels over the whole K: the weights stream once, with a software prefetch a few KB ahead
+ * (memory bound). With more tiles per panel, tile b of nb prefetches the b-th share of the
+ * next panel chunk (of each of the next np panels), so DRAM traffic overlaps the compute of
+ * the current chunk instead of stalling the first tile.
  * Epilogues (GELU) are applied by the tile of the last K chunk as it stores Y.
  */
 #include "engine/matmul.h"
@@ -33,8 +35,9 @@
 #include "engine/engine.h"
 #include "engine/matmul_kern.h"
 
-/* Blocking, sized from the caches (32 KiB L1d, 512 KiB L2 per core on the AVX2 machines
- * targeted), not tuned: on a shared host the alternatives could not be told apart. X rows
+/* Blocking, sized from the caches (32 KiB L1d, 512 KiB L2 per core on the AVX2 EPYC; the
+ * AVX-512 Xeon has 48 KiB and 2 MiB), not tuned: on a shared host the alternatives could not
+ * be told apart (on the Xeon, K in chunks for every M measured the same as whole K). X rows
  * are read by every panel, so a block of X should stay in L2: when MM_XBLOCK bytes hold at
  * least MM_MC_MIN full rows, a tile runs over the whole K (its Y tile is loaded and stored
  * once). Otherwise (K = 3072) K is cut into chunks of MM_KC rows (16 KiB of an F32 panel,
@@ -45,7 +48,7 @@
 #define MM_MC_MIN 48
 #define MM_KC 256
 #define MM_MC 120
-/* Near prefetch distance in the panel stream when M <= MM_MR: 1-8 KB all helped on the
+/* Near prefetch distance in the panel stream when M <= MR: 1-8 KB all helped on the
  * Xeon of notes/skinny-gemm.md; on the EPYC here 64 B, 4 KB and 16 KB measured the same
  * within noise (bench/mm-bench, M = 1), so the Xeon's 4 KB is kept. */
 #ifndef MM_PF_DIST
