@@ -521,7 +521,8 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                          * contiguous bytes of this range); the step rounds up so the nb
                          * shares cover all of it. */
                         ptrdiff_t step = ((ptrdiff_t)row_bytes + nb - 1) / nb;
-                        t.pf = wp + (size_t)np * panel_bytes + (size_t)b * (size_t)kc * (size_t)step;
+                        t.pf = wp + (size_t)np * panel_bytes +
+                               (size_t)b * (size_t)kc * (size_t)step;
                         t.pfstep = step;
                     }
                     tile(&t);
