@@ -1,6 +1,6 @@
 /* matmul.c - packed-panel GEMM for skinny and large M (see matmul.h): packing, blocking,
- * threading and kernel dispatch. The register tiles live in matmul_generic.c and
- * matmul_avx2.c.
+ * threading and kernel dispatch. The register tiles live in matmul_generic.c,
+ * matmul_avx2.c and matmul_avx512.c.
  *
  * DESIGN: the calling thread splits the panels of W into contiguous ranges, long ones first
  * and shorter ones last (levels_for, matmul_cb), which the pool's threads claim in order;
@@ -8,12 +8,14 @@
  * threads write the same memory. Loop nest per part:
  *   for each block of MC rows of X         (X block stays in L2)
  *     for each chunk of KC rows of W      (usually all of K; see MM_XBLOCK)
- *       for each panel of the range
- *         for each register tile of <= MM_MR rows: Y tile (+)= X tile · panel chunk
- * With M <= MM_MR there is one tile per panel over the whole K: the weights stream once,
- * contiguously, with a software prefetch a few KB ahead (memory bound). With more tiles
- * per panel, tile b of nb prefetches the b-th share of the next panel chunk, so DRAM
- * traffic overlaps the compute of the current chunk instead of stalling the first tile.
+ *       for each np panels of the range
+ *         for each register tile of <= MR rows: Y tile (+)= X tile · np panel chunks
+ * MR and np are the kernel's (matmul_kern.h): 6 rows of one panel for AVX2 and the portable
+ * path, 8 rows of two adjacent panels for AVX-512. With M <= MR there is one tile per np
+ * panels over the whole K: the weights stream once, with a software prefetch a few KB ahead
+ * (memory bound). With more tiles per panel, tile b of nb prefetches the b-th share of the
+ * next panel chunk (of each of the next np panels), so DRAM traffic overlaps the compute of
+ * the current chunk instead of stalling the first tile.
  * Epilogues (GELU) are applied by the tile of the last K chunk as it stores Y.
  */
 #include "engine/matmul.h"
@@ -33,8 +35,9 @@
 #include "engine/engine.h"
 #include "engine/matmul_kern.h"
 
-/* Blocking, sized from the caches (32 KiB L1d, 512 KiB L2 per core on the AVX2 machines
- * targeted), not tuned: on a shared host the alternatives could not be told apart. X rows
+/* Blocking, sized from the caches (32 KiB L1d, 512 KiB L2 per core on the AVX2 EPYC; the
+ * AVX-512 Xeon has 48 KiB and 2 MiB), not tuned: on a shared host the alternatives could not
+ * be told apart (on the Xeon, K in chunks for every M measured the same as whole K). X rows
  * are read by every panel, so a block of X should stay in L2: when MM_XBLOCK bytes hold at
  * least MM_MC_MIN full rows, a tile runs over the whole K (its Y tile is loaded and stored
  * once). Otherwise (K = 3072) K is cut into chunks of MM_KC rows (16 KiB of an F32 panel,
@@ -45,7 +48,7 @@
 #define MM_MC_MIN 48
 #define MM_KC 256
 #define MM_MC 120
-/* Near prefetch distance in the panel stream when M <= MM_MR: 1-8 KB all helped on the
+/* Near prefetch distance in the panel stream when M <= MR: 1-8 KB all helped on the
  * Xeon of notes/skinny-gemm.md; on the EPYC here 64 B, 4 KB and 16 KB measured the same
  * within noise (bench/mm-bench, M = 1), so the Xeon's 4 KB is kept. */
 #ifndef MM_PF_DIST
@@ -58,6 +61,8 @@ struct mm {
     pool_t *pool; /* owned */
     int kernel;   /* enum mm_kernel, never AUTO */
     tile_fn tile;
+    int mr;       /* rows per register tile of that kernel (MM_MR_*) */
+    int np;       /* panels per register tile (1, or MM_NP_*) */
     int pf_dist;
 };
 
@@ -76,6 +81,29 @@ static int cpu_has_avx2(void)
 #endif
 }
 
+/* AVX-512 F, BW, DQ and VL in the CPU, and the OS saving the opmask and ZMM registers on a
+ * context switch: XCR0 bits 1, 2 (SSE, AVX) and 5, 6, 7 (opmask, ZMM0-15 upper halves,
+ * ZMM16-31), read with XGETBV once CPUID.1:ECX says OSXSAVE (bit 27). */
+static int cpu_has_avx512(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (!cpu_has_avx2())
+        return 0;
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
+        return 0;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    const unsigned need = (1u << 1) | (1u << 2) | (1u << 5) | (1u << 6) | (1u << 7);
+    return (lo & need) == need;
+#else
+    return 0;
+#endif
+}
+
 const char *mm_kernel_name(int kernel)
 {
     switch (kernel) {
@@ -83,6 +111,8 @@ const char *mm_kernel_name(int kernel)
         return "generic";
     case MM_KERNEL_AVX2:
         return "avx2";
+    case MM_KERNEL_AVX512:
+        return "avx512";
     default:
         return "auto";
     }
@@ -91,15 +121,28 @@ const char *mm_kernel_name(int kernel)
 int mm_set_kernel(mm_t *mm, int kernel)
 {
     if (kernel == MM_KERNEL_AUTO)
-        kernel = cpu_has_avx2() ? MM_KERNEL_AVX2 : MM_KERNEL_GENERIC;
+        kernel = cpu_has_avx512() ? MM_KERNEL_AVX512
+                 : cpu_has_avx2() ? MM_KERNEL_AVX2
+                                  : MM_KERNEL_GENERIC;
     switch (kernel) {
     case MM_KERNEL_GENERIC:
         mm->tile = mm_tile_generic;
+        mm->mr = MM_MR_GENERIC;
+        mm->np = 1;
         break;
     case MM_KERNEL_AVX2:
         if (!cpu_has_avx2())
             return -ENOTSUP;
         mm->tile = mm_tile_avx2;
+        mm->mr = MM_MR_AVX2;
+        mm->np = 1;
+        break;
+    case MM_KERNEL_AVX512:
+        if (!cpu_has_avx512())
+            return -ENOTSUP;
+        mm->tile = mm_tile_avx512;
+        mm->mr = MM_MR_AVX512;
+        mm->np = MM_NP_AVX512;
         break;
     default:
         return -EINVAL;
@@ -137,11 +180,13 @@ int mm_init(mm_t **out, int threads, char *err, size_t errlen)
             rc = mm_set_kernel(mm, MM_KERNEL_GENERIC);
         else if (strcmp(env, "avx2") == 0)
             rc = mm_set_kernel(mm, MM_KERNEL_AVX2);
+        else if (strcmp(env, "avx512") == 0)
+            rc = mm_set_kernel(mm, MM_KERNEL_AVX512);
         else
             rc = -EINVAL;
         if (rc) {
             snprintf(err, errlen, "NANO_VLLM_KERNEL: '%s' %s", env,
-                     rc == -EINVAL ? "is not one of auto, generic, avx2"
+                     rc == -EINVAL ? "is not one of auto, generic, avx2, avx512"
                                    : "is not supported by this CPU");
             goto fail;
         }
@@ -429,14 +474,16 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     const size_t panel_bytes = (size_t)j->panel_rows * row_bytes;
     const char *base = w->data;
     tile_fn tile = j->mm->tile;
-    mm_tile_t t = {.ldx = j->ldx, .dtype = w->dtype, .ldy = j->ldy};
+    const int MR = j->mm->mr;
+    mm_tile_t t = {.ldx = j->ldx, .dtype = w->dtype, .ldy = j->ldy,
+                   .wstride = (ptrdiff_t)panel_bytes};
 
     int kc_max = K, mc_max = j->M;
-    if (j->M > MM_MR) {
+    if (j->M > MR) {
         int rows_fit = (int)(MM_XBLOCK / ((size_t)K * sizeof(float)));
         if (rows_fit < j->M) {
             if (rows_fit >= MM_MC_MIN) {
-                mc_max = rows_fit / MM_MR * MM_MR;
+                mc_max = rows_fit / MR * MR;
             } else {
                 kc_max = MM_KC;
                 mc_max = j->M < MM_MC ? j->M : MM_MC;
@@ -445,16 +492,18 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     }
     for (int m0 = 0; m0 < j->M; m0 += mc_max) {
         int mc = j->M - m0 < mc_max ? j->M - m0 : mc_max;
-        int nb = (mc + MM_MR - 1) / MM_MR; /* near-equal row tiles: 8 rows are 4 + 4 */
+        int nb = (mc + MR - 1) / MR; /* near-equal row tiles: 8 rows are 4 + 4 */
         for (int k0 = 0; k0 < K; k0 += kc_max) {
             int kc = K - k0 < kc_max ? K - k0 : kc_max;
-            for (int p = p0; p < p1; p++) {
+            for (int p = p0, np; p < p1; p += np) {
                 const char *wp = base + (size_t)p * panel_bytes + (size_t)k0 * row_bytes;
                 int n0 = p * MM_NR;
+                np = p1 - p < j->mm->np ? p1 - p : j->mm->np;
+                t.np = np;
                 t.w = wp;
                 t.scale = w->scale ? w->scale + n0 : NULL;
                 t.kc = kc;
-                t.nc = w->N - n0 < MM_NR ? w->N - n0 : MM_NR;
+                t.nc = w->N - n0 < np * MM_NR ? w->N - n0 : np * MM_NR;
                 t.load_y = j->accumulate || k0 > 0;
                 t.gelu = j->epi == MM_EPI_GELU && k0 + kc == K;
                 t.bias = j->bias && k0 == 0 ? j->bias + n0 : NULL;
@@ -468,10 +517,12 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                         t.pf = wp + j->mm->pf_dist;
                         t.pfstep = (ptrdiff_t)row_bytes;
                     } else {
-                        /* The next panel chunk (the next contiguous bytes of this range);
-                         * the step rounds up so the nb shares cover all of it. */
+                        /* The next tile's panel chunks (for one panel per tile: the next
+                         * contiguous bytes of this range); the step rounds up so the nb
+                         * shares cover all of it. */
                         ptrdiff_t step = ((ptrdiff_t)row_bytes + nb - 1) / nb;
-                        t.pf = wp + panel_bytes + (size_t)b * (size_t)kc * (size_t)step;
+                        t.pf = wp + (size_t)np * panel_bytes +
+                               (size_t)b * (size_t)kc * (size_t)step;
                         t.pfstep = step;
                     }
                     tile(&t);

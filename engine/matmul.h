@@ -6,9 +6,11 @@
  * int8 (enum eng_dtype) and widened to F32 in the kernel; accumulation is always F32. Int8
  * keeps one F32 scale per column beside the panels (symmetric, per output channel: the
  * column's max |w| / 127); the kernel multiplies a tile's sums by it when it stores them.
- * The kernel is chosen at run time: an AVX2+FMA(+F16C) path when the CPU has it, and a
- * portable C path that gives the same results within float rounding. NANO_VLLM_KERNEL=
- * generic|avx2 in the environment, or mm_set_kernel, forces one (parity tests run each).
+ * The kernel is chosen at run time: an AVX-512 (F/BW/DQ/VL) path when the CPU has it and
+ * the OS saves the ZMM registers, else an AVX2+FMA(+F16C) path when the CPU has that, else a
+ * portable C path; all give the same results within float rounding. NANO_VLLM_KERNEL=
+ * generic|avx2|avx512 in the environment, or mm_set_kernel, forces one (parity tests run
+ * each).
  * Columns are split over a persistent thread pool; OpenBLAS is set to one thread at
  * mm_init so its threads and the pool's never run at once.
  *
@@ -24,7 +26,7 @@
 
 #define MM_NR 16 /* columns per panel */
 
-enum mm_kernel { MM_KERNEL_AUTO = 0, MM_KERNEL_GENERIC, MM_KERNEL_AVX2 };
+enum mm_kernel { MM_KERNEL_AUTO = 0, MM_KERNEL_GENERIC, MM_KERNEL_AVX2, MM_KERNEL_AVX512 };
 
 typedef struct mm_weight {
     int K, N;     /* logical shape: Y[M,N] = X[M,K] · W[K,N] */

@@ -184,8 +184,9 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int DT)
     TARGET static void NAME##_4(const mm_tile_t *t) { tile_body(t, 4, DT); }                  \
     TARGET static void NAME##_5(const mm_tile_t *t) { tile_body(t, 5, DT); }                  \
     TARGET static void NAME##_6(const mm_tile_t *t) { tile_body(t, 6, DT); }                  \
-    static void (*const NAME[MM_MR])(const mm_tile_t *) = {NAME##_1, NAME##_2, NAME##_3,     \
-                                                           NAME##_4, NAME##_5, NAME##_6};
+    static void (*const NAME[MM_MR_AVX2])(const mm_tile_t *) = {NAME##_1, NAME##_2,          \
+                                                                NAME##_3, NAME##_4,          \
+                                                                NAME##_5, NAME##_6};
 
 TILE_FNS(ENG_DTYPE_F32, tile_f32)
 TILE_FNS(ENG_DTYPE_F16, tile_f16)

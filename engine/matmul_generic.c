@@ -38,7 +38,7 @@ static void panel_row(const mm_tile_t *t, int k, float *out)
 void mm_tile_generic(const mm_tile_t *t)
 {
     const int i8 = t->dtype == ENG_DTYPE_I8;
-    float acc[MM_MR][MM_NR], start[MM_MR][MM_NR];
+    float acc[MM_MR_GENERIC][MM_NR], start[MM_MR_GENERIC][MM_NR];
     for (int i = 0; i < t->mr; i++) {
         for (int j = 0; j < MM_NR; j++) {
             float v = 0.0f;

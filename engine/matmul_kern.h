@@ -1,7 +1,9 @@
 /* matmul_kern.h - private to the matmul files: one register tile of the packed GEMM.
  *
- * A tile is Y[mr, nc] (+)= X[mr, k0:k0+kc] · P[k0:k0+kc, 0:nc] where P is one packed panel
- * (MM_NR columns, zero-padded) and mr <= MM_MR. Every kernel implementation computes it in
+ * A tile is Y[mr, nc] (+)= X[mr, k0:k0+kc] · P[k0:k0+kc, 0:nc] where P is np adjacent packed
+ * panels side by side (MM_NR columns each, zero-padded; np is 1, or 2 for a kernel whose
+ * tiles span two) and mr is at most the kernel's rows per tile (below). Every kernel
+ * implementation computes it in
  * the same order of k, so paths differ only by FMA contraction rounding: the start value
  * plus the products in order of k, except that a one-row tile (mr = 1) sums the odd k apart
  * and adds that sum last (two dependency chains instead of one). For I8 weights the products
@@ -14,28 +16,39 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MM_MR 6 /* rows per register tile: 6 x 16 = 12 ymm accumulators on AVX2 */
+/* Rows and panels per register tile, per kernel. AVX2: 6 x 16 = 12 ymm accumulators (of 16
+ * registers). AVX-512: 8 x 32 = 16 zmm accumulators; see matmul_avx512.c for why. The driver
+ * cuts the rows of X into near-equal tiles of at most MM_MR_* rows, and gives a tile MM_NP_*
+ * panels while its range has that many left (the last of an odd range gets one). */
+#define MM_MR_GENERIC 6
+#define MM_MR_AVX2 6
+#define MM_MR_AVX512 8
+#define MM_NP_AVX512 2
 
 typedef struct mm_tile {
     const float *x;   /* row 0 of the tile at column k0 */
     size_t ldx;
     const void *w;    /* the panel at row k0 (F32, F16, BF16 or I8 layout per dtype) */
-    const float *scale; /* I8: the panel's MM_NR column scales; else unused */
+    ptrdiff_t wstride; /* bytes from one panel to the next (np = 2) */
+    int np;           /* panels: 1, or 2 for a kernel with MM_NP_* = 2 */
+    const float *scale; /* I8: the panels' np * MM_NR column scales; else unused */
     int kc;           /* rows of P */
-    int mr;           /* 1..MM_MR */
-    int nc;           /* valid columns, 1..MM_NR */
+    int mr;           /* 1..the kernel's MM_MR_* */
+    int nc;           /* valid columns, 1..np * MM_NR */
     int dtype;        /* enum eng_dtype */
     float *y;         /* row 0 of the tile at column n0 */
     size_t ldy;
     const float *bias; /* at n0, or NULL: added to the start value */
     int load_y;        /* 1: start from Y; 0: start from zero */
     int gelu;          /* 1: the last chunk of K; store gelu(value) instead of the value */
-    const char *pf;    /* prefetch stream: pf + k*pfstep is touched at step k */
+    const char *pf;    /* prefetch stream: pf + k*pfstep is touched at step k (np = 2: and
+                        * pf + wstride + k*pfstep) */
     ptrdiff_t pfstep;
 } mm_tile_t;
 
 void mm_tile_generic(const mm_tile_t *t);
 void mm_tile_avx2(const mm_tile_t *t);
+void mm_tile_avx512(const mm_tile_t *t);
 
 /* Scalar conversions shared by packing and the portable path (round to nearest even). */
 uint16_t mm_f32_to_f16(float f);

@@ -1,9 +1,10 @@
-/* vecmath.h - private to engine/: exp and GPT-2's GELU, scalar and eight-wide AVX2, shared by
- * the forward pass (softmax) and the matrix tiles (GELU applied as the FC product stores Y).
+/* vecmath.h - private to engine/: exp and GPT-2's GELU, scalar, eight-wide AVX2 and
+ * sixteen-wide AVX-512, shared by the forward pass (softmax) and the matrix tiles (GELU
+ * applied as the FC product stores Y).
  *
- * The AVX2 functions carry their own target attribute, so including this header does not
- * make the including file need -mavx2; callers reach them only after the CPU check
- * (mm_get_kernel == MM_KERNEL_AVX2).
+ * The vector functions carry their own target attribute, so including this header does not
+ * make the including file need -mavx2 or -mavx512f; callers reach them only after the CPU
+ * check (mm_get_kernel == MM_KERNEL_AVX2 or MM_KERNEL_AVX512).
  */
 #ifndef NANO_VLLM_VECMATH_H
 #define NANO_VLLM_VECMATH_H
@@ -52,6 +53,36 @@ VM_AVX2 __m256 vm_gelu8(__m256 v)
     const __m256 k = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
     __m256 y = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v));
     return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), vm_exp8(y)));
+}
+
+#define VM_AVX512 static inline __attribute__((always_inline, target("avx512f")))
+
+/* vm_exp8 for sixteen floats: the same operations in the same order, so the same results. */
+VM_AVX512 __m512 vm_exp16(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)),
+                                  23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+/* vm_gelu8 for sixteen floats (the same results). */
+VM_AVX512 __m512 vm_gelu16(__m512 v)
+{
+    const __m512 k = _mm512_set1_ps(-2.0f * 0.7978845608028654f), c = _mm512_set1_ps(0.044715f);
+    __m512 y = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(c, v), _mm512_mul_ps(v, v), v));
+    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), vm_exp16(y)));
 }
 #endif
 

@@ -1,7 +1,8 @@
 /* mm_test.c - packed matmul against a plain double-precision loop, for every kernel path
  * this CPU runs (each forced), every weight dtype, M = 1..70 and larger, odd K and N, N not a
  * multiple of the panel width, bias / accumulate / strided rows, 1-3 threads; plus the
- * F16/BF16/int8 conversions and the context's error handling.
+ * F16/BF16/int8 conversions and the context's error handling, and that the AVX2 and AVX-512
+ * tiles give the same bits.
  *
  * Tolerance: the reference uses the weights as stored (after 16-bit rounding; int8: the
  * dequantized q * scale), so the only difference is F32 summation: |y - ref| <= 2*K*eps *
@@ -223,21 +224,89 @@ static void test_shapes(mm_t *mm)
                        (i % 5 == 2) * 3, i % 6 == 3))
             return;
     }
-    /* Every dtype on the blocking edges: several K chunks, several row blocks, M > MC. */
+    /* Every dtype on the blocking edges: one tile over a long K, several row blocks (K =
+     * 1000: 65 rows of X fill the X block, so 131 rows are blocks of whole tiles), K in
+     * chunks (K = 1500 with more rows than fit the X block; K = 3072 as GPT-2's MLP
+     * projection, with M > MM_MC so the rows are cut too). */
     for (int d = 0; d < 4; d++) {
         if (check_case(mm, 1, 768, 77, dts[d], 0, 1, 0, 0, 0) ||
             check_case(mm, 8, 513, 50, dts[d], 1, 0, 1, 1, 0) ||
             check_case(mm, 20, 1500, 33, dts[d], 0, 1, 1, 0, 0) ||
             check_case(mm, 131, 1000, 47, dts[d], 0, 1, 0, 2, 0) ||
-            check_case(mm, 250, 70, 20, dts[d], 1, 0, 0, 0, 0))
+            check_case(mm, 250, 70, 20, dts[d], 1, 0, 0, 0, 0) ||
+            check_case(mm, 50, 1500, 33, dts[d], 0, 1, 1, 0, 0) ||
+            check_case(mm, 130, 3072, 31, dts[d], 0, 1, 1, 1, 0) ||
+            check_case(mm, 1, 257, 47, dts[d], 1, 1, 1, 0, 1) ||
+            check_case(mm, 8, 300, 31, dts[d], 0, 1, 1, 3, 1))
             return;
-        /* The GELU epilogue on the last K chunk only (K = 1500 is cut into chunks), with
-         * several row blocks, and with the accumulated Y under it. */
+        /* The GELU epilogue on the last K chunk only, with several row blocks, and with the
+         * accumulated Y under it. */
         if (check_case(mm, 20, 1500, 33, dts[d], 0, 1, 0, 0, 1) ||
+            check_case(mm, 50, 1500, 33, dts[d], 1, 1, 1, 0, 1) ||
             check_case(mm, 131, 1000, 47, dts[d], 0, 1, 1, 2, 1) ||
             check_case(mm, 5, 768, 100, dts[d], 1, 1, 0, 0, 1))
             return;
     }
+}
+
+/* The vector kernels sum in the same order of k (matmul_kern.h) and both contract with FMA,
+ * so on the same packed weights they give the same bits, whatever their tile shapes: here
+ * for every dtype, M = 1..40 (one row block, whole K), tails, bias, accumulate and GELU. */
+static void test_same_bits(void)
+{
+    char err[200];
+    mm_t *a = NULL, *b = NULL;
+    if (mm_init(&a, 2, err, sizeof(err)) || mm_init(&b, 2, err, sizeof(err)) ||
+        mm_set_kernel(a, MM_KERNEL_AVX2) || mm_set_kernel(b, MM_KERNEL_AVX512)) {
+        printf("mm_test: avx2 and avx512 not both supported by this CPU, bit check skipped\n");
+        goto out;
+    }
+    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8};
+    enum { K = 301, N = 83, MMAX = 40 };
+    float *src = malloc((size_t)K * N * sizeof(float));
+    float *x = malloc((size_t)MMAX * K * sizeof(float));
+    float *ya = malloc((size_t)MMAX * N * sizeof(float));
+    float *yb = malloc((size_t)MMAX * N * sizeof(float));
+    float bias[N];
+    if (!src || !x || !ya || !yb) {
+        CHECK(!"out of memory");
+        goto done;
+    }
+    for (int i = 0; i < K * N; i++)
+        src[i] = frand();
+    for (int i = 0; i < MMAX * K; i++)
+        x[i] = frand();
+    for (int i = 0; i < N; i++)
+        bias[i] = frand();
+    for (int d = 0; d < 4; d++) {
+        mm_weight_t w;
+        if (mm_weight_init(&w, src, K, N, N, 0, dts[d])) {
+            CHECK(!"mm_weight_init");
+            continue;
+        }
+        for (int M = 1; M <= MMAX; M++) {
+            int acc = M % 2, epi = M % 3 == 0 ? MM_EPI_GELU : MM_EPI_NONE;
+            for (int i = 0; i < M * N; i++)
+                ya[i] = yb[i] = (float)i * 1e-3f;
+            mm_matmul(a, M, x, K, &w, M % 4 ? bias : NULL, ya, N, acc, epi);
+            mm_matmul(b, M, x, K, &w, M % 4 ? bias : NULL, yb, N, acc, epi);
+            if (memcmp(ya, yb, (size_t)M * N * sizeof(float)) != 0) {
+                fprintf(stderr, "mm_test: avx2 and avx512 differ: %s M=%d\n", dtype_name(dts[d]),
+                        M);
+                check_failed_count++;
+                break;
+            }
+        }
+        mm_weight_free(&w);
+    }
+done:
+    free(src);
+    free(x);
+    free(ya);
+    free(yb);
+out:
+    mm_free(a);
+    mm_free(b);
 }
 
 static void test_conversions(void)
@@ -357,10 +426,11 @@ int main(void)
 {
     test_conversions();
     test_errors();
+    test_same_bits();
     char err[200];
-    static const int kernels[] = {MM_KERNEL_GENERIC, MM_KERNEL_AVX2};
+    static const int kernels[] = {MM_KERNEL_GENERIC, MM_KERNEL_AVX2, MM_KERNEL_AVX512};
     static const int threads[] = {1, 2, 3};
-    for (int ki = 0; ki < 2; ki++) {
+    for (int ki = 0; ki < 3; ki++) {
         for (int ti = 0; ti < 3; ti++) {
             mm_t *mm = NULL;
             int rc = mm_init(&mm, threads[ti], err, sizeof(err));
