@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "engine/engine.h"
@@ -64,6 +65,12 @@ struct mm {
     int mr;       /* rows per register tile of that kernel (MM_MR_*) */
     int np;       /* panels per register tile (1, or MM_NP_*) */
     int pf_dist;
+    int amx;      /* 1: BF16 weights go to matmul_amx.c */
+    /* AMX buffers, grown when a larger product comes and kept (no allocation per step once
+     * the largest shapes were seen); owned, 64-byte aligned. */
+    uint16_t *amx_x;     /* the product's X in BF16 (mm_amx_pack_x) */
+    size_t amx_x_bytes;
+    float *amx_c;        /* MM_AMX_C floats per pool thread: their C tiles */
 };
 
 static int cpu_has_avx2(void)
@@ -104,6 +111,30 @@ static int cpu_has_avx512(void)
 #endif
 }
 
+/* AMX with BF16 products: CPUID.(7,0):EDX bits 24 (AMX-TILE) and 22 (AMX-BF16), the OS
+ * saving the tile state (XCR0 bits 17 and 18), and the kernel's permission for this process
+ * to use it (Linux asks each process to request the large XTILEDATA state, feature 18, before
+ * its first tile instruction; asking again is harmless). The AVX-512 tiles do the rest. */
+static int cpu_has_amx(void)
+{
+#if defined(__x86_64__) && defined(SYS_arch_prctl)
+    if (!cpu_has_avx512())
+        return 0;
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22)))
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    const unsigned need = (1u << 17) | (1u << 18);
+    if ((lo & need) != need)
+        return 0;
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+    return 0;
+#endif
+}
+
 const char *mm_kernel_name(int kernel)
 {
     switch (kernel) {
@@ -113,6 +144,8 @@ const char *mm_kernel_name(int kernel)
         return "avx2";
     case MM_KERNEL_AVX512:
         return "avx512";
+    case MM_KERNEL_AMX:
+        return "amx";
     default:
         return "auto";
     }
@@ -121,9 +154,11 @@ const char *mm_kernel_name(int kernel)
 int mm_set_kernel(mm_t *mm, int kernel)
 {
     if (kernel == MM_KERNEL_AUTO)
-        kernel = cpu_has_avx512() ? MM_KERNEL_AVX512
-                 : cpu_has_avx2() ? MM_KERNEL_AVX2
-                                  : MM_KERNEL_GENERIC;
+        kernel = cpu_has_amx()      ? MM_KERNEL_AMX
+                 : cpu_has_avx512() ? MM_KERNEL_AVX512
+                 : cpu_has_avx2()   ? MM_KERNEL_AVX2
+                                    : MM_KERNEL_GENERIC;
+    int amx = 0;
     switch (kernel) {
     case MM_KERNEL_GENERIC:
         mm->tile = mm_tile_generic;
@@ -144,10 +179,19 @@ int mm_set_kernel(mm_t *mm, int kernel)
         mm->mr = MM_MR_AVX512;
         mm->np = MM_NP_AVX512;
         break;
+    case MM_KERNEL_AMX:
+        if (!cpu_has_amx())
+            return -ENOTSUP;
+        mm->tile = mm_tile_avx512;
+        mm->mr = MM_MR_AVX512;
+        mm->np = MM_NP_AVX512;
+        amx = 1;
+        break;
     default:
         return -EINVAL;
     }
     mm->kernel = kernel;
+    mm->amx = amx;
     return 0;
 }
 
@@ -182,16 +226,25 @@ int mm_init(mm_t **out, int threads, char *err, size_t errlen)
             rc = mm_set_kernel(mm, MM_KERNEL_AVX2);
         else if (strcmp(env, "avx512") == 0)
             rc = mm_set_kernel(mm, MM_KERNEL_AVX512);
+        else if (strcmp(env, "amx") == 0)
+            rc = mm_set_kernel(mm, MM_KERNEL_AMX);
         else
             rc = -EINVAL;
         if (rc) {
             snprintf(err, errlen, "NANO_VLLM_KERNEL: '%s' %s", env,
-                     rc == -EINVAL ? "is not one of auto, generic, avx2, avx512"
+                     rc == -EINVAL ? "is not one of auto, generic, avx2, avx512, amx"
                                    : "is not supported by this CPU");
             goto fail;
         }
     }
     mm->pf_dist = MM_PF_DIST;
+    void *c = NULL;
+    if (posix_memalign(&c, 64, (size_t)threads * MM_AMX_C * sizeof(float))) {
+        snprintf(err, errlen, "matmul: out of memory");
+        rc = -ENOMEM;
+        goto fail;
+    }
+    mm->amx_c = c;
     rc = pool_init(&mm->pool, threads);
     if (rc) {
         snprintf(err, errlen, "matmul: cannot start %d compute threads (%s)", threads,
@@ -213,6 +266,8 @@ void mm_free(mm_t *mm)
     if (!mm)
         return;
     pool_free(mm->pool);
+    free(mm->amx_x);
+    free(mm->amx_c);
     free(mm);
 }
 
@@ -290,14 +345,23 @@ static size_t dtype_size(int dtype)
     return dtype == ENG_DTYPE_F32 ? 4 : dtype == ENG_DTYPE_I8 ? 1 : 2;
 }
 
-/* Position of column j (0..15) inside a packed 16-value row. BF16 interleaves the two
- * halves (column j at 2j, column 8+j at 2j+1) so one 32-byte load widens to two F32
- * vectors with a shift and a mask. */
-static int slot_of(int dtype, int j)
+/* Rows a panel stores for K rows of W: K, except BF16, which keeps rows in pairs and pads
+ * with zero rows to a multiple of 32 (whole AMX tiles; GPT-2's K are multiples of 32). */
+static int panel_rows_of(int dtype, int K)
+{
+    return dtype == ENG_DTYPE_BF16 ? (K + 31) / 32 * 32 : K;
+}
+
+/* Index of element (k, j) of a panel (j = 0..15) in values from the panel's start. BF16
+ * stores rows k and k+1 (k even) as one 32-value row of pairs: column j of row k at 2j, of
+ * row k+1 at 2j+1. That is the layout of an AMX B tile row (TDPBF16PS takes K in pairs),
+ * and widening is cheap: a 32-bit lane holds column j of both rows, so a shift left by 16
+ * gives row k as F32 and a mask of the high half gives row k+1. */
+static size_t panel_at(int dtype, int k, int j)
 {
     if (dtype != ENG_DTYPE_BF16)
-        return j;
-    return j < 8 ? 2 * j : 2 * (j - 8) + 1;
+        return (size_t)k * MM_NR + (size_t)j;
+    return (size_t)(k & ~1) * MM_NR + 2 * (size_t)j + (size_t)(k & 1);
 }
 
 typedef struct pack_job {
@@ -332,15 +396,15 @@ static void pack_scales(const pack_job_t *pj, int p)
 static void pack_panels(const pack_job_t *pj, int p0, int p1)
 {
     mm_weight_t *w = pj->w;
-    int K = w->K;
+    const int rows = panel_rows_of(w->dtype, w->K);
     for (int p = p0; p < p1; p++) {
         if (w->dtype == ENG_DTYPE_I8)
             pack_scales(pj, p);
-        for (int k = 0; k < K; k++) {
-            size_t row = ((size_t)p * K + k) * MM_NR;
+        for (int k = 0; k < rows; k++) {
+            size_t panel = (size_t)p * (size_t)rows * MM_NR;
             for (int j = 0; j < MM_NR; j++) {
-                float v = src_at(pj, k, p * MM_NR + j);
-                size_t at = row + (size_t)slot_of(w->dtype, j);
+                float v = k < w->K ? src_at(pj, k, p * MM_NR + j) : 0.0f;
+                size_t at = panel + panel_at(w->dtype, k, j);
                 if (w->dtype == ENG_DTYPE_F32)
                     ((float *)w->data)[at] = v;
                 else if (w->dtype == ENG_DTYPE_F16)
@@ -375,7 +439,7 @@ static int weight_alloc(mm_weight_t *w, int K, int N, int dtype)
     w->N = N;
     w->n_panels = (N + MM_NR - 1) / MM_NR;
     w->dtype = dtype;
-    w->bytes = (size_t)w->n_panels * (size_t)K * MM_NR * dtype_size(dtype);
+    w->bytes = (size_t)w->n_panels * (size_t)panel_rows_of(dtype, K) * MM_NR * dtype_size(dtype);
     /* Large weights start on a 2 MiB boundary and their whole 2 MiB pages are advised as
      * huge pages: fewer TLB misses in the stream. The tail past the last whole page is not
      * advised, so it takes 4 KiB pages: advising it would make the kernel fill a whole huge
@@ -434,7 +498,8 @@ void mm_weight_free(mm_weight_t *w)
 
 float mm_weight_get(const mm_weight_t *w, int k, int n)
 {
-    size_t at = ((size_t)(n / MM_NR) * w->K + k) * MM_NR + (size_t)slot_of(w->dtype, n % MM_NR);
+    size_t at = (size_t)(n / MM_NR) * (size_t)panel_rows_of(w->dtype, w->K) * MM_NR +
+                panel_at(w->dtype, k, n % MM_NR);
     if (w->dtype == ENG_DTYPE_F32)
         return ((const float *)w->data)[at];
     if (w->dtype == ENG_DTYPE_I8)
@@ -548,16 +613,75 @@ static int levels_for(int n_panels, int threads)
     return levels;
 }
 
+/* Part `part` of n (n / threads levels) of a product over P panels: panels [*p0, *p1). */
+static void part_range(int P, int threads, int part, int n, int *p0, int *p1)
+{
+    const int levels = n / threads, level = part / threads;
+    int lo = P - (P >> level), hi = level + 1 < levels ? P - (P >> (level + 1)) : P;
+    pool_split(hi - lo, threads, part % threads, p0, p1);
+    *p0 += lo;
+    *p1 += lo;
+}
+
 static void matmul_cb(void *arg, int part, int n)
 {
     const mm_job_t *j = arg;
-    const int P = j->w->n_panels, threads = j->threads, levels = n / threads;
-    int level = part / threads;
-    int lo = P - (P >> level), hi = level + 1 < levels ? P - (P >> (level + 1)) : P;
     int p0, p1;
-    pool_split(hi - lo, threads, part % threads, &p0, &p1);
+    part_range(j->w->n_panels, j->threads, part, n, &p0, &p1);
     if (p0 < p1)
-        matmul_range(j, lo + p0, lo + p1);
+        matmul_range(j, p0, p1);
+}
+
+/* ---- BF16 weights on AMX (matmul_amx.c) ---- */
+
+typedef struct amx_run {
+    const mm_amx_job_t *job;
+    float *c; /* MM_AMX_C per thread */
+    int threads;
+} amx_run_t;
+
+static void amx_cb(void *arg, int part, int n, int thread)
+{
+    const amx_run_t *r = arg;
+    int p0, p1;
+    part_range(r->job->w->n_panels, r->threads, part, n, &p0, &p1);
+    if (p0 < p1)
+        mm_amx_range(r->job, p0, p1, r->c + (size_t)thread * MM_AMX_C);
+}
+
+/* Makes *buf hold at least `need` bytes (64-byte aligned); contents are not kept. */
+static int grow(void *buf, size_t *have, size_t need)
+{
+    void **b = buf;
+    if (*have >= need)
+        return 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, need))
+        return -ENOMEM;
+    free(*b);
+    *b = p;
+    *have = need;
+    return 0;
+}
+
+/* The product on AMX; -ENOMEM (nothing done) when its buffers cannot grow. */
+static int matmul_amx(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
+                      const float *bias, float *y, size_t ldy, int accumulate, int epi,
+                      int threads)
+{
+    const int Mp = (M + 15) / 16 * 16;
+    if (grow(&mm->amx_x, &mm->amx_x_bytes,
+             (size_t)Mp * mm_amx_x_ld(w->K) * sizeof(uint16_t)))
+        return -ENOMEM;
+    mm_amx_pack_x(M, Mp, w->K, x, ldx, mm->amx_x);
+    mm_amx_job_t job = {.xb = mm->amx_x, .M = M, .w = w, .bias = bias, .y = y, .ldy = ldy,
+                        .accumulate = accumulate, .gelu = epi == MM_EPI_GELU};
+    amx_run_t r = {.job = &job, .c = mm->amx_c, .threads = threads};
+    if ((double)M * w->K * w->N < 32768.0)
+        mm_amx_range(&job, 0, w->n_panels, r.c);
+    else
+        pool_run_parts_thread(mm->pool, threads * levels_for(w->n_panels, threads), amx_cb, &r);
+    return 0;
 }
 
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
@@ -565,9 +689,15 @@ void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w
 {
     if (M <= 0)
         return;
+    const int threads = pool_threads(mm->pool);
+    /* BF16 on AMX for every M (one row's result is the same in any batch). If its buffers
+     * cannot grow (out of memory), the AVX-512 tiles compute this product instead. */
+    if (mm->amx && w->dtype == ENG_DTYPE_BF16 &&
+        matmul_amx(mm, M, x, ldx, w, bias, y, ldy, accumulate, epi, threads) == 0)
+        return;
     mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = w, .bias = bias, .y = y,
-                  .ldy = ldy, .accumulate = accumulate, .epi = epi,
-                  .threads = pool_threads(mm->pool), .panel_rows = w->K};
+                  .ldy = ldy, .accumulate = accumulate, .epi = epi, .threads = threads,
+                  .panel_rows = panel_rows_of(w->dtype, w->K)};
     /* Tiny products are not worth waking the workers. */
     if ((double)M * w->K * w->N < 32768.0)
         matmul_range(&j, 0, w->n_panels);

@@ -26,7 +26,13 @@
 
 #define MM_NR 16 /* columns per panel */
 
-enum mm_kernel { MM_KERNEL_AUTO = 0, MM_KERNEL_GENERIC, MM_KERNEL_AVX2, MM_KERNEL_AVX512 };
+enum mm_kernel {
+    MM_KERNEL_AUTO = 0,
+    MM_KERNEL_GENERIC,
+    MM_KERNEL_AVX2,
+    MM_KERNEL_AVX512,
+    MM_KERNEL_AMX, /* AVX-512 tiles, and AMX for BF16 weights */
+};
 
 typedef struct mm_weight {
     int K, N;     /* logical shape: Y[M,N] = X[M,K] · W[K,N] */

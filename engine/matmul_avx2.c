@@ -20,9 +20,12 @@
 #define TARGET __attribute__((target("avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
-/* Row k of a panel as two F32 vectors: columns 0..7 and 8..15. */
-INLINE void load_row(int dt, const void *w, int k, __m256 *lo, __m256 *hi)
+/* Row k of a panel as two F32 vectors: columns 0..7 and 8..15. For BF16 k is even and
+ * odd (a constant) picks row k or k + 1 of the row of pairs. */
+INLINE void load_row(int dt, const void *w, int k, int odd, __m256 *lo, __m256 *hi)
 {
+    if (dt != ENG_DTYPE_BF16)
+        k += odd;
     if (dt == ENG_DTYPE_F32) {
         const float *p = (const float *)w + (size_t)k * MM_NR;
         *lo = _mm256_load_ps(p);
@@ -38,10 +41,18 @@ INLINE void load_row(int dt, const void *w, int k, __m256 *lo, __m256 *hi)
         *lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
         *hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))));
     } else {
-        /* Interleaved BF16: 32-bit lane j holds column j (low half) and 8+j (high half). */
-        __m256i r = _mm256_load_si256((const __m256i *)((const uint16_t *)w + (size_t)k * MM_NR));
-        *lo = _mm256_castsi256_ps(_mm256_slli_epi32(r, 16));
-        *hi = _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
+        /* BF16 pairs: 32-bit lane j of the row of pairs holds column j of row k (low half)
+         * and of row k + 1 (high half); columns 8..15 are the second 32 bytes. */
+        const __m256i *p = (const __m256i *)((const uint16_t *)w + (size_t)k * MM_NR);
+        __m256i a = _mm256_load_si256(p), b = _mm256_load_si256(p + 1);
+        if (odd) {
+            const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+            *lo = _mm256_castsi256_ps(_mm256_and_si256(a, high));
+            *hi = _mm256_castsi256_ps(_mm256_and_si256(b, high));
+        } else {
+            *lo = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+            *hi = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+        }
     }
 }
 
@@ -106,8 +117,8 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int DT)
         int k = 0;
         for (; k + 2 <= kc; k += 2) {
             __m256 w0, w1, v0, v1;
-            load_row(DT, t->w, k, &w0, &w1);
-            load_row(DT, t->w, k + 1, &v0, &v1);
+            load_row(DT, t->w, k, 0, &w0, &w1);
+            load_row(DT, t->w, k, 1, &v0, &v1);
             _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
             _mm_prefetch(pf + (k + 1) * pfstep, _MM_HINT_T0);
             __m256 xa = _mm256_broadcast_ss(x + k), xb = _mm256_broadcast_ss(x + k + 1);
@@ -118,7 +129,7 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int DT)
         }
         if (k < kc) {
             __m256 w0, w1;
-            load_row(DT, t->w, k, &w0, &w1);
+            load_row(DT, t->w, k, 0, &w0, &w1);
             __m256 xa = _mm256_broadcast_ss(x + k);
             c00 = _mm256_fmadd_ps(xa, w0, c00);
             c01 = _mm256_fmadd_ps(xa, w1, c01);
@@ -126,19 +137,33 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int DT)
         c00 = _mm256_add_ps(c00, e0);
         c01 = _mm256_add_ps(c01, e1);
     } else {
-        for (int k = 0; k < kc; k++) {
+        /* Two rows per iteration (BF16 keeps them in one row of pairs), in order of k. */
+        int k = 0;
+        for (; k + 2 <= kc; k += 2) {
             __m256 w0, w1;
-            load_row(DT, t->w, k, &w0, &w1);
+            load_row(DT, t->w, k, 0, &w0, &w1);
             _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
-#define STEP(i)                                                                               \
+#define STEP(i, kk)                                                                           \
     if (MR > i) {                                                                             \
-        __m256 xv = _mm256_broadcast_ss(x + (size_t)(i) * ldx + k);                           \
+        __m256 xv = _mm256_broadcast_ss(x + (size_t)(i) * ldx + (kk));                        \
         c##i##0 = _mm256_fmadd_ps(xv, w0, c##i##0);                                           \
         c##i##1 = _mm256_fmadd_ps(xv, w1, c##i##1);                                           \
     }
-            ROWS(STEP)
-#undef STEP
+#define STEP0(i) STEP(i, k)
+#define STEP1(i) STEP(i, k + 1)
+            ROWS(STEP0)
+            load_row(DT, t->w, k, 1, &w0, &w1);
+            _mm_prefetch(pf + (k + 1) * pfstep, _MM_HINT_T0);
+            ROWS(STEP1)
         }
+        if (k < kc) {
+            __m256 w0, w1;
+            load_row(DT, t->w, k, 0, &w0, &w1);
+            ROWS(STEP0)
+        }
+#undef STEP0
+#undef STEP1
+#undef STEP
     }
     if (DT == ENG_DTYPE_I8) {
         const __m256 s0 = _mm256_loadu_ps(t->scale), s1 = _mm256_loadu_ps(t->scale + 8);

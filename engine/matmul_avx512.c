@@ -32,32 +32,25 @@
     static inline __attribute__((always_inline,                                               \
                                  target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
 
-/* Row k of a panel as one F32 vector, columns 0..15. */
-INLINE __m512 load_row(int dt, const void *w, int k, __m512i bf16_idx)
+/* Row k + odd of a panel as one F32 vector, columns 0..15 (odd a constant; for BF16 k is
+ * even: rows k and k + 1 are one row of pairs, 32-bit lane j holding column j of row k in its
+ * low half and of row k + 1 in its high half, so a shift or a mask widens either). */
+INLINE __m512 load_row(int dt, const void *w, int k, int odd)
 {
+    if (dt == ENG_DTYPE_BF16) {
+        __m512i r = _mm512_loadu_si512((const uint16_t *)w + (size_t)k * MM_NR);
+        return _mm512_castsi512_ps(odd ? _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u))
+                                       : _mm512_slli_epi32(r, 16));
+    }
+    k += odd;
     if (dt == ENG_DTYPE_F32)
         return _mm512_loadu_ps((const float *)w + (size_t)k * MM_NR);
     if (dt == ENG_DTYPE_F16)
         return _mm512_cvtph_ps(
             _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + (size_t)k * MM_NR)));
-    if (dt == ENG_DTYPE_I8) {
-        /* vpmovsxbd from memory, then convert: exact, as in the AVX2 tile. */
-        const int8_t *p = (const int8_t *)w + (size_t)k * MM_NR;
-        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
-    }
-    /* Interleaved BF16 (16-bit slot 2j = column j, 2j+1 = column 8+j): one vpermw puts
-     * column j's bits in the high half of lane j and zeroes the low halves. */
-    __m256i r = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + (size_t)k * MM_NR));
-    return _mm512_castsi512_ps(
-        _mm512_maskz_permutexvar_epi16(0xaaaaaaaau, bf16_idx, _mm512_castsi256_si512(r)));
-}
-
-/* The vpermw index for load_row's BF16 case: word 2j+1 of the result takes the slot of
- * column j (even words are zeroed by the mask; their index does not matter). */
-INLINE __m512i bf16_index(void)
-{
-    return _mm512_set_epi16(15, 0, 13, 0, 11, 0, 9, 0, 7, 0, 5, 0, 3, 0, 1, 0, /* cols 8-15 */
-                            14, 0, 12, 0, 10, 0, 8, 0, 6, 0, 4, 0, 2, 0, 0, 0); /* cols 0-7 */
+    /* I8: vpmovsxbd from memory, then convert: exact, as in the AVX2 tile. */
+    const int8_t *p = (const int8_t *)w + (size_t)k * MM_NR;
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
 
 /* Row i of the tile's X, from the bases xa = row 0, xb = row 3, xc = row 6 and the row stride
@@ -90,7 +83,6 @@ INLINE __mmask16 lane_mask(int n)
 INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int DT)
 {
     const __mmask16 m0 = lane_mask(t->nc), m1 = lane_mask(t->nc - MM_NR);
-    const __m512i bf16_idx = bf16_index();
     /* The start value: the bias (or zero) plus Y when load_y. I8 sums the raw products from
      * zero and adds them, scaled, to the start value after the k loop. */
     __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
@@ -129,21 +121,21 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
             __m512 xa = _mm512_set1_ps(x[k]), xb = _mm512_set1_ps(x[k + 1]);
             _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
             _mm_prefetch(pf + (k + 1) * pfstep, _MM_HINT_T0);
-            c00 = _mm512_fmadd_ps(xa, load_row(DT, wk, 0, bf16_idx), c00);
-            e0 = _mm512_fmadd_ps(xb, load_row(DT, wk, 1, bf16_idx), e0);
+            c00 = _mm512_fmadd_ps(xa, load_row(DT, wk, 0, 0), c00);
+            e0 = _mm512_fmadd_ps(xb, load_row(DT, wk, 0, 1), e0);
             if (NP == 2) {
                 _mm_prefetch(pf + ws + k * pfstep, _MM_HINT_T0);
                 _mm_prefetch(pf + ws + (k + 1) * pfstep, _MM_HINT_T0);
-                c01 = _mm512_fmadd_ps(xa, load_row(DT, wk + ws, 0, bf16_idx), c01);
-                e1 = _mm512_fmadd_ps(xb, load_row(DT, wk + ws, 1, bf16_idx), e1);
+                c01 = _mm512_fmadd_ps(xa, load_row(DT, wk + ws, 0, 0), c01);
+                e1 = _mm512_fmadd_ps(xb, load_row(DT, wk + ws, 0, 1), e1);
             }
         }
         if (k < kc) {
             const char *wk = w + (size_t)k * wstep;
             __m512 xa = _mm512_set1_ps(x[k]);
-            c00 = _mm512_fmadd_ps(xa, load_row(DT, wk, 0, bf16_idx), c00);
+            c00 = _mm512_fmadd_ps(xa, load_row(DT, wk, 0, 0), c00);
             if (NP == 2)
-                c01 = _mm512_fmadd_ps(xa, load_row(DT, wk + ws, 0, bf16_idx), c01);
+                c01 = _mm512_fmadd_ps(xa, load_row(DT, wk + ws, 0, 0), c01);
         }
         c00 = _mm512_add_ps(c00, e0);
         c01 = _mm512_add_ps(c01, e1);
@@ -154,28 +146,47 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
          * float. */
         const size_t s = t->ldx * sizeof(float);
         const char *xa = (const char *)t->x, *xb = xa + 3 * s, *xc = xa + 6 * s;
-        for (int k = kc; k > 0; k--) {
-            __m512 w0 = load_row(DT, w, 0, bf16_idx), w1 = _mm512_setzero_ps();
-            _mm_prefetch(pf, _MM_HINT_T0);
-            if (NP == 2) {
-                w1 = load_row(DT, w + ws, 0, bf16_idx);
-                _mm_prefetch(pf + ws, _MM_HINT_T0);
-            }
-#define STEP(i)                                                                               \
+        /* Two rows per iteration (BF16 keeps them in one row of pairs), in order of k. */
+#define STEP(i, kk, w0, w1)                                                                   \
     if (MR > i) {                                                                             \
-        __m512 xv = _mm512_set1_ps(*x_row(i, xa, xb, xc, s));                                 \
+        __m512 xv = _mm512_set1_ps(x_row(i, xa, xb, xc, s)[kk]);                              \
         c##i##0 = _mm512_fmadd_ps(xv, w0, c##i##0);                                           \
         if (NP == 2)                                                                          \
             c##i##1 = _mm512_fmadd_ps(xv, w1, c##i##1);                                       \
     }
-            ROWS(STEP)
-#undef STEP
-            xa += sizeof(float);
-            xb += sizeof(float);
-            xc += sizeof(float);
-            w += wstep;
-            pf += pfstep;
+#define STEP0(i) STEP(i, 0, w0, w1)
+#define STEP1(i) STEP(i, 1, v0, v1)
+        int k = kc;
+        for (; k >= 2; k -= 2) {
+            __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
+            _mm_prefetch(pf, _MM_HINT_T0);
+            if (NP == 2) {
+                w1 = load_row(DT, w + ws, 0, 0);
+                _mm_prefetch(pf + ws, _MM_HINT_T0);
+            }
+            ROWS(STEP0)
+            __m512 v0 = load_row(DT, w, 0, 1), v1 = _mm512_setzero_ps();
+            _mm_prefetch(pf + pfstep, _MM_HINT_T0);
+            if (NP == 2) {
+                v1 = load_row(DT, w + ws, 0, 1);
+                _mm_prefetch(pf + ws + pfstep, _MM_HINT_T0);
+            }
+            ROWS(STEP1)
+            xa += 2 * sizeof(float);
+            xb += 2 * sizeof(float);
+            xc += 2 * sizeof(float);
+            w += 2 * wstep;
+            pf += 2 * pfstep;
         }
+        if (k) {
+            __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
+            if (NP == 2)
+                w1 = load_row(DT, w + ws, 0, 0);
+            ROWS(STEP0)
+        }
+#undef STEP0
+#undef STEP1
+#undef STEP
     }
     if (DT == ENG_DTYPE_I8) {
         const __m512 s0 = _mm512_loadu_ps(t->scale);

@@ -9,8 +9,8 @@
 #include "engine/matmul_kern.h"
 #include "engine/vecmath.h"
 
-/* Widens row k of the panel into 16 floats, undoing the BF16 interleave (I8: the integers,
- * unscaled). */
+/* Widens row k of the panel into 16 floats (BF16: from the row of pairs holding rows k & ~1
+ * and k | 1, see panel_at in matmul.c; I8: the integers, unscaled). */
 static void panel_row(const mm_tile_t *t, int k, float *out)
 {
     if (t->dtype == ENG_DTYPE_F32) {
@@ -23,15 +23,14 @@ static void panel_row(const mm_tile_t *t, int k, float *out)
             out[j] = (float)q[j];
         return;
     }
-    const uint16_t *h = (const uint16_t *)t->w + (size_t)k * MM_NR;
     if (t->dtype == ENG_DTYPE_F16) {
+        const uint16_t *h = (const uint16_t *)t->w + (size_t)k * MM_NR;
         for (int j = 0; j < MM_NR; j++)
             out[j] = mm_f16_to_f32(h[j]);
     } else {
-        for (int j = 0; j < MM_NR / 2; j++) {
+        const uint16_t *h = (const uint16_t *)t->w + (size_t)(k & ~1) * MM_NR + (k & 1);
+        for (int j = 0; j < MM_NR; j++)
             out[j] = mm_bf16_to_f32(h[2 * j]);
-            out[j + MM_NR / 2] = mm_bf16_to_f32(h[2 * j + 1]);
-        }
     }
 }
 

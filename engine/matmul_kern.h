@@ -50,6 +50,30 @@ void mm_tile_generic(const mm_tile_t *t);
 void mm_tile_avx2(const mm_tile_t *t);
 void mm_tile_avx512(const mm_tile_t *t);
 
+/* AMX (matmul_amx.c): Y (+)= X·W for BF16 weights, rows of X rounded to BF16. The calling
+ * thread packs X once per product (mm_amx_pack_x); each part then runs mm_amx_range over its
+ * panels with its own MM_AMX_C floats of scratch. */
+#define MM_AMX_C (32 * 32)
+typedef struct mm_amx_job {
+    const uint16_t *xb;   /* X in BF16: rows mm_amx_x_ld(K) apart, zeros past K and past M
+                           * up to a multiple of 16 rows, 64-byte aligned */
+    int M;
+    const struct mm_weight *w; /* BF16 */
+    const float *bias;    /* or NULL */
+    float *y;
+    size_t ldy;
+    int accumulate;
+    int gelu;
+} mm_amx_job_t;
+
+/* Values from one row of the packed X to the next (whole 32-column tiles and a line more). */
+size_t mm_amx_x_ld(int K);
+/* Rounds rows 0..M-1 of X to BF16 (as mm_f32_to_bf16) into xb, zeros up to Mp rows. */
+void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb);
+/* Panels [p0, p1) of the product; loads the tile configuration on the thread's first call.
+ * c: MM_AMX_C floats, 64-byte aligned, this thread's alone. */
+void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c);
+
 /* Scalar conversions shared by packing and the portable path (round to nearest even). */
 uint16_t mm_f32_to_f16(float f);
 float mm_f16_to_f32(uint16_t h);

@@ -9,7 +9,10 @@
  * amount. The bounds below are stated in units of the logits' spread (max |logit| of the
  * F32 path over the prompt) and were set from measured values with headroom:
  * measured on tiny-f32, prompts of 1/16/100 tokens: F16 <= 6.5e-4 of the spread (0.0046 absolute),
- * BF16 <= 6.0e-3 (0.042 absolute); the F32 path stays within 5e-6 of the reference.
+ * BF16 <= 6.0e-3 (0.042 absolute); the F32 path stays within 5e-6 of the reference. The AMX
+ * kernel (the default where the CPU has it) also rounds X to BF16 at every BF16 product:
+ * BF16 <= 7.7e-3 of the spread (0.055 absolute) with it, 5.6e-3 with the AVX-512 tiles on
+ * the same machine; the bound 1.5e-2 leaves a factor of 1.9 over the AMX measurement.
  * Int8 (per-column scales, every matrix and the tied embedding quantized, error up to half a
  * step = max |w| / 254 per weight): <= 1.8e-2 of the spread (0.11 absolute), with either
  * kernel; bound 5e-2.

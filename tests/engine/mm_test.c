@@ -9,6 +9,9 @@
  * sum_k |x_k w_k| + |bias| * eps, the textbook bound for a K-term sum (it holds with or
  * without FMA contraction, and with int8's one scaling of the sum instead of each weight).
  * The int8 weights themselves are checked against a quantization computed here.
+ * The AMX kernel rounds X to BF16 for BF16 weights (relative error <= 2^-8 per value, so at
+ * most 2^-8 * sum_k |x_k w_k| in the sum), which its tolerance adds; and there one row's
+ * result must be the same bits alone as inside any product (test_amx_rows).
  */
 #include <errno.h>
 #include <float.h>
@@ -154,6 +157,8 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
                 absum += fabs(t);
             }
             double tol = 2.0 * (K + 2) * FLT_EPSILON * (absum + mag) + 1e-30;
+            if (dtype == ENG_DTYPE_BF16 && mm_get_kernel(mm) == MM_KERNEL_AMX)
+                tol += 0x1p-8 * absum;
             if (gelu) {
                 /* |gelu'| < 1.13, so the sum's error grows by at most that; the F32 GELU
                  * itself (exp to ~1 ulp, a few roundings) adds a few ulps of its input. */
@@ -309,6 +314,69 @@ out:
     mm_free(b);
 }
 
+/* AMX with BF16 weights: each row of a product is the same bits as that row alone (M = 1,
+ * which runs on the calling thread) and as inside products of other sizes and offsets (its
+ * position in a 16-row tile differs), with bias, accumulate and GELU; K and N not multiples
+ * of the tile sizes. */
+static void test_amx_rows(void)
+{
+    char err[200];
+    mm_t *mm = NULL;
+    if (mm_init(&mm, 2, err, sizeof(err)) || mm_set_kernel(mm, MM_KERNEL_AMX)) {
+        printf("mm_test: amx not supported here, row invariance check skipped\n");
+        mm_free(mm);
+        return;
+    }
+    enum { K = 301, N = 83, MMAX = 40 };
+    float *src = malloc((size_t)K * N * sizeof(float));
+    float *x = malloc((size_t)MMAX * K * sizeof(float));
+    float *yall = malloc((size_t)MMAX * N * sizeof(float));
+    float *y = malloc((size_t)MMAX * N * sizeof(float));
+    float bias[N];
+    mm_weight_t w = {0};
+    if (!src || !x || !yall || !y) {
+        CHECK(!"out of memory");
+        goto out;
+    }
+    for (int i = 0; i < K * N; i++)
+        src[i] = frand();
+    if (mm_weight_init(&w, src, K, N, N, 0, ENG_DTYPE_BF16)) {
+        CHECK(!"mm_weight_init");
+        goto out;
+    }
+    for (int i = 0; i < MMAX * K; i++)
+        x[i] = frand();
+    for (int i = 0; i < N; i++)
+        bias[i] = frand();
+    for (int v = 0; v < 3; v++) {
+        int acc = v == 1, epi = v == 2 ? MM_EPI_GELU : MM_EPI_NONE;
+        for (int i = 0; i < MMAX * N; i++)
+            yall[i] = (float)i * 1e-3f;
+        mm_matmul(mm, MMAX, x, K, &w, v ? bias : NULL, yall, N, acc, epi);
+        static const int starts[] = {0, 1, 5, 16, 17, 39}, sizes[] = {1, 2, 7, 16, 17, 23};
+        for (int s = 0; s < 6; s++)
+            for (int z = 0; z < 6; z++) {
+                int m0 = starts[s], M = sizes[z] < MMAX - m0 ? sizes[z] : MMAX - m0;
+                for (int i = 0; i < M * N; i++)
+                    y[i] = (float)((size_t)m0 * N + i) * 1e-3f;
+                mm_matmul(mm, M, x + (size_t)m0 * K, K, &w, v ? bias : NULL, y, N, acc, epi);
+                if (memcmp(y, yall + (size_t)m0 * N, (size_t)M * N * sizeof(float)) != 0) {
+                    fprintf(stderr, "mm_test: amx rows %d..%d alone differ from the %d-row "
+                                    "product (variant %d)\n", m0, m0 + M - 1, MMAX, v);
+                    check_failed_count++;
+                    goto out;
+                }
+            }
+    }
+out:
+    mm_weight_free(&w);
+    free(src);
+    free(x);
+    free(yall);
+    free(y);
+    mm_free(mm);
+}
+
 static void test_conversions(void)
 {
     /* Every finite half survives half -> float -> half. */
@@ -427,10 +495,12 @@ int main(void)
     test_conversions();
     test_errors();
     test_same_bits();
+    test_amx_rows();
     char err[200];
-    static const int kernels[] = {MM_KERNEL_GENERIC, MM_KERNEL_AVX2, MM_KERNEL_AVX512};
+    static const int kernels[] = {MM_KERNEL_GENERIC, MM_KERNEL_AVX2, MM_KERNEL_AVX512,
+                                  MM_KERNEL_AMX};
     static const int threads[] = {1, 2, 3};
-    for (int ki = 0; ki < 3; ki++) {
+    for (int ki = 0; ki < 4; ki++) {
         for (int ti = 0; ti < 3; ti++) {
             mm_t *mm = NULL;
             int rc = mm_init(&mm, threads[ti], err, sizeof(err));

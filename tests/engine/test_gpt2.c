@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +28,13 @@
  * sides, so all three dtypes face the same float32-vs-float64 arithmetic gap (measured
  * about 1e-5) and share one bound. */
 #define REF_TOL 1e-3
+/* tiny-bf16 on the AMX kernel (the default where the CPU has it): X is rounded to BF16 at
+ * every product (engine/matmul.h), which the reference does not do. Measured: logits within
+ * 0.083 of the reference (logits up to ~7), and 1 of 6 greedy continuations takes another
+ * token at a near-tie (prompt 100, token 10); bounds 0.2 and 2. The parity tests
+ * gpt2-avx512 and gpt2-avx2 keep the exact bound on the same checkpoint. */
+#define REF_TOL_AMX_BF16 0.2
+#define MISMATCH_AMX_BF16 2
 /* Engine against itself: only summation order differs (sgemv vs sgemm, block splits). */
 #define SELF_TOL 1e-4
 /* F16 KV cache against the F32 one, relative to the largest |logit|: K and V rounded to 11
@@ -225,7 +233,8 @@ static int run_reference(char **argv, const char *jobs, const char *out)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static void test_reference(char **argv, const char *tmp)
+/* amx: the AMX kernel runs the products (see REF_TOL_AMX_BF16). */
+static void test_reference(char **argv, const char *tmp, int amx)
 {
     static result_t res[N_CKPT][N_PROMPT];
     char jobs[4200], out[4200];
@@ -265,6 +274,9 @@ static void test_reference(char **argv, const char *tmp)
     CHECK(rc != 0 || rf != NULL);
     float *ref = malloc((size_t)(V ? V : 1) * sizeof(float));
     for (int c = 0; c < N_CKPT && rf; c++) {
+        const int bf16_amx = amx && strcmp(ckpts[c], "tiny-bf16") == 0;
+        const double tol = bf16_amx ? REF_TOL_AMX_BF16 : REF_TOL;
+        const int max_mismatches = bf16_amx ? MISMATCH_AMX_BF16 : 0;
         double worst = 0;
         int mismatches = 0;
         for (int p = 0; p < N_PROMPT; p++) {
@@ -278,7 +290,7 @@ static void test_reference(char **argv, const char *tmp)
             }
             double d = max_abs_diff(res[c][p].logits, ref, (size_t)V);
             worst = d > worst ? d : worst;
-            CHECK_LE(d, REF_TOL);
+            CHECK_LE(d, tol);
             /* best[k] is the reference argmax after the prompt and gen[0..k). */
             for (int k = 0; k < N_GEN; k++)
                 if (res[c][p].gen[k] != best[k]) {
@@ -289,9 +301,9 @@ static void test_reference(char **argv, const char *tmp)
                 }
         }
         printf("%-12s logits vs reference: max abs diff %.3g over %d prompts (tol %g); "
-               "%d-token greedy continuations: %d differ\n",
-               ckpts[c], worst, N_PROMPT, REF_TOL, N_GEN, mismatches);
-        CHECK_INT_EQ(mismatches, 0);
+               "%d-token greedy continuations: %d differ (at most %d)\n",
+               ckpts[c], worst, N_PROMPT, tol, N_GEN, mismatches, max_mismatches);
+        CHECK_LE(mismatches, max_mismatches);
     }
     if (rf)
         fclose(rf);
@@ -569,6 +581,7 @@ int main(int argc, char **argv)
     char err[256];
     mm_t *mm = NULL;
     int rc = mm_init(&mm, 1, err, sizeof(err));
+    const int amx = rc == 0 && mm_get_kernel(mm) == MM_KERNEL_AMX;
     mm_free(mm);
     if (rc == -ENOTSUP) {
         printf("test_gpt2: skipped: %s\n", err);
@@ -581,7 +594,7 @@ int main(int argc, char **argv)
         perror("mkdtemp");
         return 1;
     }
-    test_reference(argv, tmp);
+    test_reference(argv, tmp, amx);
 
     gpt2_t *m = load(argv[1], "tiny-f32");
     const int kv_dtypes[] = {ENG_DTYPE_F32, ENG_DTYPE_F16};

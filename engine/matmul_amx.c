@@ -1,0 +1,228 @@
+/* matmul_amx.c - products with BF16 weights on AMX (Intel Advanced Matrix Extensions).
+ *
+ * TDPBF16PS multiplies a 16 x 32 BF16 tile of X by a 32 x 16 BF16 tile of W into a 16 x 16
+ * F32 tile: C[m][n] += sum over k of X[m][k] W[k][n], each element summed by the hardware
+ * in its own fixed order, so a row of Y depends only on that row of X and on W, never on
+ * the other rows of the product (a sequence decodes alike alone and in a batch). X is
+ * rounded to BF16 once per product by the calling thread (mm_amx_pack_x, to nearest even as
+ * mm_f32_to_bf16) into a buffer padded with zeros to whole tiles; the B operand wants K in
+ * pairs (row r of the tile holds W[2r][j], W[2r+1][j] for j = 0..15), which the packed
+ * panels are not, so each thread re-lays the panels it is about to use into its own scratch
+ * (two packed rows are one 64-byte load and one vpermw away from a B row). A tile of Y is
+ * 32 rows x 32 columns: four C tiles, two of X, two of W (the eight tile registers). C is
+ * summed from zero over the whole K, stored to scratch and finished with AVX-512: plus the
+ * bias, plus Y when accumulating, GELU, masked stores for the column tail; padded rows are
+ * not stored.
+ *
+ * The tile instructions are written as inline assembly with memory clobbers (gcc 12's
+ * intrinsics are asm statements without them, and clang's need the target on every
+ * caller); matmul.c calls in here only after CPUID, XCR0 and the kernel's permission
+ * (arch_prctl) said yes. The tile configuration is per thread: each thread loads it before
+ * its first tile instruction (amx_configured).
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "engine/matmul.h"
+#include "engine/matmul_kern.h"
+#include "engine/vecmath.h"
+
+#if defined(__x86_64__)
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
+
+/* tmm0..3: C (rows 0-15 / 16-31 of X times panel 0 / 1), tmm4..5: X, tmm6..7: W. */
+#define TILE_LOAD(t, base, stride)                                                            \
+    __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(base), "r"((long)(stride))       \
+                     : "memory")
+#define TILE_STORE(t, base, stride)                                                           \
+    __asm__ volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(base), "r"((long)(stride))   \
+                     : "memory")
+#define TILE_ZERO(t) __asm__ volatile("tilezero %%tmm" #t ::)
+/* C += A · B (AT&T order: B, A, C). */
+#define TILE_DP(c, a, b) __asm__ volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
+
+/* Whether this thread has loaded the tile configuration. Thread-local: LDTILECFG sets the
+ * calling thread's state only, and the pool's threads reach the tiles in any order. */
+static _Thread_local int amx_configured;
+
+/* Palette 1, all eight tiles 16 rows x 64 bytes (16 F32 or 32 BF16 per row). */
+static void amx_configure(void)
+{
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } __attribute__((aligned(64))) cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+    amx_configured = 1;
+}
+
+size_t mm_amx_x_ld(int K)
+{
+    /* Whole 32-column tiles, plus one cache line: rows 2*K apart with K a multiple of 2048
+     * (4 KiB) would put every row of an X tile in the same L1 sets (as fch's in gpt2.c). */
+    return (size_t)(K + 31) / 32 * 32 + 32;
+}
+
+
+/* Sixteen floats to BF16, nearest even, NaN kept quiet: mm_f32_to_bf16, lane by lane. */
+TARGET static __m256i to_bf16(__m512 v)
+{
+    __m512i x = _mm512_castps_si512(v);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), odd), 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+TARGET void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb)
+{
+    const size_t ld = mm_amx_x_ld(K);
+    for (int m = 0; m < Mp; m++) {
+        uint16_t *row = xb + (size_t)m * ld;
+        if (m >= M) {
+            memset(row, 0, ld * sizeof(uint16_t));
+            continue;
+        }
+        const float *xr = x + (size_t)m * ldx;
+        int k = 0;
+        for (; k + 16 <= K; k += 16)
+            _mm256_storeu_si256((__m256i *)(row + k), to_bf16(_mm512_loadu_ps(xr + k)));
+        if (k < K) {
+            __mmask16 mk = (__mmask16)((1u << (K - k)) - 1);
+            _mm256_storeu_si256((__m256i *)(row + k), to_bf16(_mm512_maskz_loadu_ps(mk, xr + k)));
+            k += 16;
+        }
+        for (; (size_t)k < ld; k += 16)
+            _mm256_storeu_si256((__m256i *)(row + k), _mm256_setzero_si256());
+    }
+}
+
+/* The weights stream from memory (only the first 32 rows of X fetch them; later rows find
+ * them in cache): block kb of each panel is touched AMX_PF_BLOCKS blocks (4 KiB) ahead, the
+ * distance of the AVX-512 tiles' stream (MM_PF_DIST). Measured with bench/mm-bench, BF16
+ * decode step, 2 threads: M = 1 6.5-6.7 -> 5.8-6.5 ms, M = 32 9.9-10.2 -> 8.2-9.0 ms (2 and
+ * 8 blocks in between). A prefetch past the last panel is harmless (no fault). */
+#define AMX_PF_BLOCKS 4
+
+static inline void prefetch_blocks(const uint16_t *b0, const uint16_t *b1, int np, int kb)
+{
+    const char *f0 = (const char *)(b0 + (size_t)kb * 512), *f1 = (const char *)(b1 + (size_t)kb * 512);
+    for (int l = 0; l < 1024; l += 64) {
+        _mm_prefetch(f0 + l, _MM_HINT_T0);
+        if (np == 2)
+            _mm_prefetch(f1 + l, _MM_HINT_T0);
+    }
+}
+
+/* Lanes below n set (n may be <= 0 or >= 16). */
+static inline __mmask16 lane_mask(int n)
+{
+    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+
+/* Y rows [m0, m0 + rows) x columns [n0, n0 + nc) from the C scratch (32 floats a row). */
+TARGET static void finish(const mm_amx_job_t *j, const float *c, int m0, int rows, int n0,
+                          int nc)
+{
+    for (int q = 0; q * MM_NR < nc; q++) {
+        const __mmask16 mk = lane_mask(nc - q * MM_NR);
+        const __m512 b = j->bias ? _mm512_maskz_loadu_ps(mk, j->bias + n0 + q * MM_NR)
+                                 : _mm512_setzero_ps();
+        for (int r = 0; r < rows; r++) {
+            float *yr = j->y + (size_t)(m0 + r) * j->ldy + n0 + q * MM_NR;
+            __m512 v = b;
+            if (j->accumulate)
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, yr));
+            v = _mm512_add_ps(v, _mm512_loadu_ps(c + r * 32 + q * MM_NR));
+            if (j->gelu)
+                v = vm_gelu16(v);
+            _mm512_mask_storeu_ps(yr, mk, v);
+        }
+    }
+}
+
+void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
+{
+    if (!amx_configured)
+        amx_configure();
+    const mm_weight_t *w = j->w;
+    const int nkb = (w->K + 31) / 32;
+    const size_t panel = (size_t)nkb * 32 * MM_NR; /* BF16 values from one panel to the next */
+    const size_t ldx = mm_amx_x_ld(w->K);
+    const long sx = (long)(ldx * sizeof(uint16_t));
+    for (int p = p0, np; p < p1; p += np) {
+        np = p1 - p < 2 ? p1 - p : 2;
+        const uint16_t *b0 = (const uint16_t *)w->data + (size_t)p * panel, *b1 = b0 + panel;
+        const int n0 = p * MM_NR;
+        const int nc = w->N - n0 < np * MM_NR ? w->N - n0 : np * MM_NR;
+        for (int m0 = 0; m0 < j->M; m0 += 32) {
+            const int two = j->M - m0 > 16; /* a second X tile (its rows past M are zeros) */
+            const uint16_t *xa = j->xb + (size_t)m0 * ldx, *xc = xa + 16 * ldx;
+            TILE_ZERO(0);
+            TILE_ZERO(1);
+            TILE_ZERO(2);
+            TILE_ZERO(3);
+            /* Block kb of a panel is its K rows 32 kb .. 32 kb + 31: 16 rows of pairs, 1 KiB. */
+            for (int kb = 0; kb < nkb; kb++) {
+                if (m0 == 0)
+                    prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS);
+                TILE_LOAD(4, xa + kb * 32, sx);
+                TILE_LOAD(6, b0 + (size_t)kb * 512, 64);
+                TILE_DP(0, 4, 6);
+                if (np == 2) {
+                    TILE_LOAD(7, b1 + (size_t)kb * 512, 64);
+                    TILE_DP(1, 4, 7);
+                }
+                if (two) {
+                    TILE_LOAD(5, xc + kb * 32, sx);
+                    TILE_DP(2, 5, 6);
+                    if (np == 2)
+                        TILE_DP(3, 5, 7);
+                }
+            }
+            TILE_STORE(0, c, 128);
+            if (np == 2)
+                TILE_STORE(1, c + 16, 128);
+            if (two) {
+                TILE_STORE(2, c + 16 * 32, 128);
+                if (np == 2)
+                    TILE_STORE(3, c + 16 * 32 + 16, 128);
+            }
+            const int rows = j->M - m0 < 32 ? j->M - m0 : 32;
+            finish(j, c, m0, rows, n0, nc);
+        }
+    }
+}
+
+#else
+
+/* Not x86-64: matmul.c never selects AMX. */
+size_t mm_amx_x_ld(int K)
+{
+    return (size_t)K;
+}
+
+void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb)
+{
+    (void)M, (void)Mp, (void)K, (void)x, (void)ldx, (void)xb;
+}
+
+void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
+{
+    (void)j, (void)p0, (void)p1, (void)c;
+}
+
+#endif
