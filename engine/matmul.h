@@ -3,14 +3,21 @@
  * Weights are packed once at load into column panels: panel p holds W[:, 16p .. 16p+15] as
  * K rows of 16 contiguous values (zero-padded past N), panels one after another, so each
  * thread streams one contiguous region whatever M is. Values are kept as F32, F16, BF16 or
- * int8 (enum eng_dtype) and widened to F32 in the kernel; accumulation is always F32. Int8
- * keeps one F32 scale per column beside the panels (symmetric, per output channel: the
- * column's max |w| / 127); the kernel multiplies a tile's sums by it when it stores them.
- * The kernel is chosen at run time: an AVX-512 (F/BW/DQ/VL) path when the CPU has it and
+ * int8 (enum eng_dtype). BF16 panels keep rows in pairs, the operand layout of AMX's
+ * TDPBF16PS (rows k and k+1, k even, as one row of 32 values: column j of row k, then of
+ * row k+1), padded with zero rows to a multiple of 32. Int8 keeps one F32 scale per column
+ * beside the panels (symmetric, per output channel: the column's max |w| / 127); the kernel
+ * multiplies a tile's sums by it when it stores them.
+ * The kernel is chosen at run time: AMX when the CPU has AMX-TILE and AMX-BF16 and the OS
+ * lets this process use the tiles, else an AVX-512 (F/BW/DQ/VL) path when the CPU has it and
  * the OS saves the ZMM registers, else an AVX2+FMA(+F16C) path when the CPU has that, else a
- * portable C path; all give the same results within float rounding. NANO_VLLM_KERNEL=
- * generic|avx2|avx512 in the environment, or mm_set_kernel, forces one (parity tests run
- * each).
+ * portable C path. Except AMX with BF16 weights, every path widens the weights to F32 and
+ * multiplies with F32 X, so all give the same results within float rounding. AMX is the
+ * AVX-512 path for F32, F16 and int8 weights; for BF16 weights it rounds X to BF16 (to
+ * nearest even), multiplies on the AMX tiles and sums in F32, for every M, so a row's result
+ * does not depend on the other rows of the product (relative error up to 2^-8 of
+ * sum |x w| more than the others). NANO_VLLM_KERNEL=generic|avx2|avx512|amx in the
+ * environment, or mm_set_kernel, forces one (parity tests run each).
  * Columns are split over a persistent thread pool; OpenBLAS is set to one thread at
  * mm_init so its threads and the pool's never run at once.
  *
@@ -38,7 +45,8 @@ typedef struct mm_weight {
     int K, N;     /* logical shape: Y[M,N] = X[M,K] · W[K,N] */
     int n_panels; /* ceil(N / MM_NR) */
     int dtype;    /* enum eng_dtype: ENG_DTYPE_F32, _F16, _BF16 or _I8 */
-    void *data;   /* owned; n_panels * K * MM_NR values, 64-byte aligned (2 MiB when large) */
+    void *data;   /* owned; n_panels * K * MM_NR values (BF16: K rounded up to 32), 64-byte
+                   * aligned (2 MiB when large) */
     size_t bytes; /* of data */
     float *scale; /* owned, I8 only (else NULL): (n_panels * MM_NR) column scales, W[k][n] =
                    * data value * scale[n]; 1 past N */
@@ -86,7 +94,10 @@ enum mm_epilogue { MM_EPI_NONE = 0, MM_EPI_GELU };
 /* Y[M,N] = epi(X[M,K]·W (+ bias[N] when bias) (+ Y when accumulate)), epi an enum
  * mm_epilogue. Row m of X is at x + m*ldx, row m of Y at y + m*ldy; ldx >= K, ldy >= N;
  * X and Y must not overlap. M >= 0; M == 0 does nothing. Runs on the pool; called by the
- * thread that owns mm. Each element is computed by the same code whatever thread runs it. */
+ * thread that owns mm. Each element is computed by the same code whatever thread runs it.
+ * With AMX and BF16 weights, X is first rounded into a buffer mm owns, grown when a larger
+ * product comes and kept (no allocation once the largest shape was seen); if it cannot
+ * grow, the AVX-512 tiles compute the product instead. */
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
                const float *bias, float *y, size_t ldy, int accumulate, int epi);
 

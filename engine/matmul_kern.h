@@ -1,4 +1,5 @@
-/* matmul_kern.h - private to the matmul files: one register tile of the packed GEMM.
+/* matmul_kern.h - private to the matmul files: one register tile of the packed GEMM, and
+ * the AMX path for BF16 weights (its own loop over panels, below).
  *
  * A tile is Y[mr, nc] (+)= X[mr, k0:k0+kc] · P[k0:k0+kc, 0:nc] where P is np adjacent packed
  * panels side by side (MM_NR columns each, zero-padded; np is 1, or 2 for a kernel whose
@@ -28,7 +29,8 @@
 typedef struct mm_tile {
     const float *x;   /* row 0 of the tile at column k0 */
     size_t ldx;
-    const void *w;    /* the panel at row k0 (F32, F16, BF16 or I8 layout per dtype) */
+    const void *w;    /* the panel at row k0 (F32, F16, BF16 or I8 layout per dtype; k0 and
+                       * the BF16 row pairs are even, see matmul.h) */
     ptrdiff_t wstride; /* bytes from one panel to the next (np = 2) */
     int np;           /* panels: 1, or 2 for a kernel with MM_NP_* = 2 */
     const float *scale; /* I8: the panels' np * MM_NR column scales; else unused */

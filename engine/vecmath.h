@@ -4,7 +4,7 @@
  *
  * The vector functions carry their own target attribute, so including this header does not
  * make the including file need -mavx2 or -mavx512f; callers reach them only after the CPU
- * check (mm_get_kernel == MM_KERNEL_AVX2 or MM_KERNEL_AVX512).
+ * check (mm_get_kernel == MM_KERNEL_AVX2, MM_KERNEL_AVX512 or MM_KERNEL_AMX).
  */
 #ifndef NANO_VLLM_VECMATH_H
 #define NANO_VLLM_VECMATH_H
