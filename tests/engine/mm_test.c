@@ -461,7 +461,23 @@ static void test_errors(void)
         CHECK_INT_EQ(mm_get_kernel(mm), MM_KERNEL_GENERIC);
     }
     mm_free(mm);
+    /* amx by name: the AMX kernel, or -ENOTSUP with the reason where the CPU or OS lacks it;
+     * auto picks it wherever forcing it works. */
+    setenv("NANO_VLLM_KERNEL", "amx", 1);
+    mm = NULL;
+    int rc = mm_init(&mm, 1, err, sizeof(err));
+    CHECK(rc == 0 || rc == -ENOTSUP);
+    if (rc == 0)
+        CHECK_INT_EQ(mm_get_kernel(mm), MM_KERNEL_AMX);
+    else
+        CHECK_INT_EQ(strstr(err, "not supported") != NULL, 1);
+    mm_free(mm);
     unsetenv("NANO_VLLM_KERNEL");
+    mm = NULL;
+    CHECK_INT_EQ(mm_init(&mm, 1, err, sizeof(err)), 0);
+    if (mm)
+        CHECK_INT_EQ(mm_get_kernel(mm) == MM_KERNEL_AMX, rc == 0);
+    mm_free(mm);
     mm_free(NULL);
 
     mm_weight_t w;
