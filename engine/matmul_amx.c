@@ -122,7 +122,8 @@ TARGET void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint
 
 static inline void prefetch_blocks(const uint16_t *b0, const uint16_t *b1, int np, int kb)
 {
-    const char *f0 = (const char *)(b0 + (size_t)kb * 512), *f1 = (const char *)(b1 + (size_t)kb * 512);
+    const char *f0 = (const char *)(b0 + (size_t)kb * 512);
+    const char *f1 = (const char *)(b1 + (size_t)kb * 512);
     for (int l = 0; l < 1024; l += 64) {
         _mm_prefetch(f0 + l, _MM_HINT_T0);
         if (np == 2)

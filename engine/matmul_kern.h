@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/engine.h"
+
 /* Rows and panels per register tile, per kernel. AVX2: 6 x 16 = 12 ymm accumulators (of 16
  * registers). AVX-512: 8 x 32 = 16 zmm accumulators; see matmul_avx512.c for why. The driver
  * cuts the rows of X into near-equal tiles of at most MM_MR_* rows, and gives a tile MM_NP_*
@@ -75,6 +77,19 @@ void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *x
 /* Panels [p0, p1) of the product; loads the tile configuration on the thread's first call.
  * c: MM_AMX_C floats, 64-byte aligned, this thread's alone. */
 void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c);
+
+/* Bytes per stored value of a dtype (enum eng_dtype). */
+static inline size_t mm_dtype_size(int dtype)
+{
+    return dtype == ENG_DTYPE_F32 ? 4 : dtype == ENG_DTYPE_I8 ? 1 : 2;
+}
+
+/* Rows a panel stores for K rows of W: K, except BF16, which keeps rows in pairs and pads
+ * with zero rows to a multiple of 32 (whole AMX tiles; GPT-2's K are multiples of 32). */
+static inline int mm_panel_rows(int dtype, int K)
+{
+    return dtype == ENG_DTYPE_BF16 ? (K + 31) / 32 * 32 : K;
+}
 
 /* Scalar conversions shared by packing and the portable path (round to nearest even). */
 uint16_t mm_f32_to_f16(float f);
