@@ -405,30 +405,21 @@ static void amx_cb(void *arg, int part, int n, int thread)
         mm_amx_range(r->job, p0, p1, r->c + (size_t)thread * MM_AMX_C);
 }
 
-/* Makes *buf hold at least `need` bytes (64-byte aligned); contents are not kept. */
-static int grow(void *buf, size_t *have, size_t need)
-{
-    void **b = buf;
-    if (*have >= need)
-        return 0;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, need))
-        return -ENOMEM;
-    free(*b);
-    *b = p;
-    *have = need;
-    return 0;
-}
-
 /* The product on AMX; -ENOMEM (nothing done) when its buffers cannot grow. */
 static int matmul_amx(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
                       const float *bias, float *y, size_t ldy, int accumulate, int epi,
                       int threads)
 {
     const int Mp = (M + 15) / 16 * 16;
-    if (grow(&mm->amx_x, &mm->amx_x_bytes,
-             (size_t)Mp * mm_amx_x_ld(w->K) * sizeof(uint16_t)))
-        return -ENOMEM;
+    const size_t need = (size_t)Mp * mm_amx_x_ld(w->K) * sizeof(uint16_t);
+    if (mm->amx_x_bytes < need) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, need))
+            return -ENOMEM;
+        free(mm->amx_x);
+        mm->amx_x = p;
+        mm->amx_x_bytes = need;
+    }
     mm_amx_pack_x(M, Mp, w->K, x, ldx, mm->amx_x);
     mm_amx_job_t job = {.xb = mm->amx_x, .M = M, .w = w, .bias = bias, .y = y, .ldy = ldy,
                         .accumulate = accumulate, .gelu = epi == MM_EPI_GELU};

@@ -14,7 +14,9 @@
  * A tile of Y is 32 rows x 32 columns: four C tiles, two of X, two of W (the eight tile
  * registers). C is summed from zero over the whole K, stored to scratch and finished with
  * AVX-512: (bias + Y when accumulating) + C, then GELU, masked stores for the column tail;
- * padded rows are not stored.
+ * padded rows are not stored. TDPBF16PS counts inputs and products below the normal range
+ * as zero, where the other kernels keep them (checked on this Xeon: a subnormal x times 1,
+ * and 1e-20 times 1e-20, give 0).
  *
  * The tile instructions are written as inline assembly with memory clobbers (gcc 12's
  * intrinsics are asm statements without them, and clang's need the target on every
@@ -76,7 +78,6 @@ size_t mm_amx_x_ld(int K)
     return (size_t)(K + 31) / 32 * 32 + 32;
 }
 
-
 /* Sixteen floats to BF16, nearest even, NaN kept quiet: mm_f32_to_bf16, lane by lane. */
 TARGET static __m256i to_bf16(__m512 v)
 {
@@ -117,17 +118,18 @@ TARGET void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint
  * them in cache): block kb of each panel is touched AMX_PF_BLOCKS blocks (4 KiB) ahead, the
  * distance of the AVX-512 tiles' stream (MM_PF_DIST). Measured with bench/mm-bench, BF16
  * decode step, 2 threads: M = 1 6.5-6.7 -> 5.8-6.5 ms, M = 32 9.9-10.2 -> 8.2-9.0 ms (2 and
- * 8 blocks in between). A prefetch past the last panel is harmless (no fault). */
+ * 8 blocks in between). A prefetch past the last panel is harmless (no fault); its
+ * address is computed as an integer, since a pointer that far past the weights is not
+ * valid C. */
 #define AMX_PF_BLOCKS 4
 
 static inline void prefetch_blocks(const uint16_t *b0, const uint16_t *b1, int np, int kb)
 {
-    const char *f0 = (const char *)(b0 + (size_t)kb * 512);
-    const char *f1 = (const char *)(b1 + (size_t)kb * 512);
+    const uintptr_t f0 = (uintptr_t)b0 + (size_t)kb * 1024, f1 = (uintptr_t)b1 + (size_t)kb * 1024;
     for (int l = 0; l < 1024; l += 64) {
-        _mm_prefetch(f0 + l, _MM_HINT_T0);
+        _mm_prefetch((const char *)(f0 + (uintptr_t)l), _MM_HINT_T0);
         if (np == 2)
-            _mm_prefetch(f1 + l, _MM_HINT_T0);
+            _mm_prefetch((const char *)(f1 + (uintptr_t)l), _MM_HINT_T0);
     }
 }
 
