@@ -18,6 +18,9 @@
  * next panel chunk (of each of the next np panels), so DRAM traffic overlaps the compute of
  * the current chunk instead of stalling the first tile.
  * Epilogues (GELU) are applied by the tile of the last K chunk as it stores Y.
+ * AMX with BF16 weights: the calling thread first rounds X into mm->amx_x, then the parts
+ * are the same panel ranges (part_range), each walked by mm_amx_range: per two panels, per
+ * 32 rows of X, one tile over the whole K.
  */
 #include "engine/matmul.h"
 
