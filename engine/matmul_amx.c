@@ -22,8 +22,8 @@
  * intrinsics are asm statements without them, and clang's need the target on every
  * caller); the sanitizers do not see their memory accesses. matmul.c calls in here only
  * after CPUID, XCR0 and the kernel's permission (arch_prctl) said yes. The tile
- * configuration is per thread: each thread loads it before its first tile instruction
- * (amx_configured).
+ * configuration is per thread: each thread loads it before its first tile instruction, and
+ * again when a product needs other row counts (amx_config).
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -49,12 +49,29 @@
 /* C += A · B (AT&T order: B, A, C). */
 #define TILE_DP(c, a, b) __asm__ volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
 
-/* Whether this thread has loaded the tile configuration. Thread-local: LDTILECFG sets the
- * calling thread's state only, and the pool's threads reach the tiles in any order. */
-static _Thread_local int amx_configured;
+/* The tile configuration this thread loaded (tile_rows), 0 before its first: LDTILECFG sets
+ * the calling thread's state only, and the pool's threads reach the tiles in any order. */
+static _Thread_local int amx_config;
 
-/* Palette 1, all eight tiles 16 rows x 64 bytes (16 F32 or 32 BF16 per row). */
-static void amx_configure(void)
+/* Rows of the C and X tiles of a product of M rows: r0 for rows 0-15 of a 32-row block
+ * (tmm0, tmm1, tmm4), r1 for rows 16-31 (tmm2, tmm3, tmm5; 1 when unused), packed as
+ * r0 * 32 + r1. A product of fewer than 32 rows loads and multiplies only its rows (a block
+ * of 32 or more is padded with zero rows as before): one row on 16-row tiles was slower than
+ * the AVX-512 tile (M = 1, K = 3072, N = 768, 2 threads, weights in cache: 69-75 us, one-row
+ * tiles 59-65, AVX-512 55-62). Each row is computed alike whatever the tile's row count
+ * (mm_test checks that). */
+static int tile_rows(int M)
+{
+    if (M >= 32)
+        return 16 * 32 + 16;
+    if (M > 16)
+        return 16 * 32 + (M - 16);
+    return M * 32 + 1;
+}
+
+/* Palette 1; tiles 16 columns of 4 bytes (16 F32 or 32 BF16 a row); W tiles (tmm6, tmm7) 16
+ * rows, the others as tile_rows says. Loading a configuration zeroes the tiles. */
+static void amx_configure(int rows)
 {
     struct {
         uint8_t palette, start_row, reserved[14];
@@ -67,8 +84,10 @@ static void amx_configure(void)
         cfg.colsb[i] = 64;
         cfg.rows[i] = 16;
     }
+    cfg.rows[0] = cfg.rows[1] = cfg.rows[4] = (uint8_t)(rows / 32);
+    cfg.rows[2] = cfg.rows[3] = cfg.rows[5] = (uint8_t)(rows % 32);
     __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
-    amx_configured = 1;
+    amx_config = rows;
 }
 
 size_t mm_amx_x_ld(int K)
@@ -162,8 +181,9 @@ TARGET static void finish(const mm_amx_job_t *j, const float *c, int m0, int row
 
 void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
 {
-    if (!amx_configured)
-        amx_configure();
+    const int config = tile_rows(j->M);
+    if (amx_config != config)
+        amx_configure(config);
     const mm_weight_t *w = j->w;
     const int nkb = (w->K + 31) / 32;
     const size_t panel = (size_t)nkb * 32 * MM_NR; /* BF16 values from one panel to the next */
