@@ -1,15 +1,19 @@
 /* bounds.c - read bandwidth and FMA peak (see bounds.h). */
 #include "bench/bounds.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_X86 1
 #endif
@@ -188,8 +192,13 @@ double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps)
 {
     bytes = bytes / 256 * 256;
     float *buf = NULL;
-    if (posix_memalign((void **)&buf, 4096, bytes))
+    /* On huge pages where the kernel allows them, as the packed weights are (matmul_pack.c):
+     * with 4 KiB pages the TLB misses alone cost about a tenth of the rate. */
+    if (posix_memalign((void **)&buf, (size_t)2 << 20, bytes))
         return 0.0;
+#ifdef MADV_HUGEPAGE
+    madvise(buf, bytes, MADV_HUGEPAGE); /* advice only */
+#endif
     memset(buf, 0, bytes); /* fault the pages in: the passes measure reads only */
     read_job_t j = {.buf = buf, .n = bytes / sizeof(float)};
     double t[64];
@@ -254,6 +263,127 @@ double bench_fma_peak(pool_t *pool, int reps)
         t[r] = (double)j.iters * fma_flop_per_iter() * pool_threads(pool) / (bench_now() - t0);
     }
     return median(t, reps);
+}
+
+/* The BF16 tile peak (AMX TDPBF16PS) where the kernels use it: 0 when the CPU, the OS or the
+ * kernel's permission says no. Four independent C tiles, each TDPBF16PS 16 x 16 x 32
+ * multiply-adds (16384 FLOP), operands left in the tile registers: the instruction rate
+ * alone, as the FMA chains measure the FMA rate. */
+#if defined(__x86_64__) && defined(SYS_arch_prctl)
+#define HAVE_AMX_BENCH 1
+#define AMX_FLOP_PER_ITER (4.0 * 16 * 16 * 32 * 2)
+
+static int have_amx(void)
+{
+    unsigned a, b, c, d;
+    if (!have_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) ||
+        !(d & (1u << 22)))
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17))
+        return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+}
+
+/* One thread's run: configure, multiply, release. It runs on threads of its own, never on
+ * the engine's (the pool's threads and the caller keep their tile configuration loaded
+ * between products, engine/matmul_amx.c). Sets *arg to the FLOP per CPU-second. */
+static void *amx_thread(void *arg)
+{
+    double *io = arg;
+    long iters = (long)io[0];
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } __attribute__((aligned(64))) cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+    double t0 = thread_cpu_now();
+    for (long it = 0; it < iters; it++)
+        __asm__ volatile("tdpbf16ps %%tmm6, %%tmm4, %%tmm0\n\t"
+                         "tdpbf16ps %%tmm7, %%tmm4, %%tmm1\n\t"
+                         "tdpbf16ps %%tmm6, %%tmm5, %%tmm2\n\t"
+                         "tdpbf16ps %%tmm7, %%tmm5, %%tmm3" ::);
+    io[1] = (double)iters * AMX_FLOP_PER_ITER / (thread_cpu_now() - t0);
+    __asm__ volatile("tilerelease" ::);
+    return NULL;
+}
+
+/* Runs `threads` threads of iters iterations at once: wall seconds, and the best thread's
+ * FLOP per CPU-second in *core. */
+static double amx_run(int threads, long iters, double *core)
+{
+    pthread_t th[POOL_MAX_THREADS];
+    double io[POOL_MAX_THREADS][2];
+    int started = 0;
+    double t0 = bench_now();
+    for (int i = 0; i < threads && i < POOL_MAX_THREADS; i++) {
+        io[i][0] = (double)iters;
+        io[i][1] = 0;
+        if (pthread_create(&th[i], NULL, amx_thread, io[i]) == 0)
+            started++;
+        else
+            break;
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    double dt = bench_now() - t0;
+    *core = 0;
+    for (int i = 0; i < started; i++)
+        *core = io[i][1] > *core ? io[i][1] : *core;
+    return started == threads ? dt : 0;
+}
+#endif
+
+double bench_amx_peak(pool_t *pool, int reps)
+{
+#ifdef HAVE_AMX_BENCH
+    if (!have_amx())
+        return 0.0;
+    const int n = pool_threads(pool);
+    long iters = 200000;
+    double t[64], core;
+    if (reps > 64)
+        reps = 64;
+    double dt = amx_run(n, iters, &core);
+    if (dt <= 0)
+        return 0.0;
+    if (dt < 0.1)
+        iters = (long)((double)iters * 0.1 / (dt > 1e-6 ? dt : 1e-6));
+    for (int r = 0; r < reps; r++) {
+        dt = amx_run(n, iters, &core);
+        t[r] = dt > 0 ? (double)iters * AMX_FLOP_PER_ITER * n / dt : 0;
+    }
+    return median(t, reps);
+#else
+    (void)pool;
+    (void)reps;
+    return 0.0;
+#endif
+}
+
+double bench_amx_core_peak_cpu(int reps)
+{
+#ifdef HAVE_AMX_BENCH
+    if (!have_amx())
+        return 0.0;
+    double best = 0, core;
+    for (int r = 0; r < reps; r++) {
+        amx_run(1, 400000, &core);
+        best = core > best ? core : best;
+    }
+    return best;
+#else
+    (void)reps;
+    return 0.0;
+#endif
 }
 
 double bench_fma_core_peak_cpu(int reps)

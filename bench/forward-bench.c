@@ -13,7 +13,8 @@
  *                      FLOPs / FMA peak);
  *   mixed: the 32 decodes with a 32-row prompt chunk (positions 32-63) in the same step,
  *                      as a server admits new prompts; rows/s against the same bound;
- *   prefill of 512 tokens: tokens/s against matmul FLOPs / FMA peak;
+ *   prefill of 512 tokens: tokens/s against the same roofline;
+ * BF16 weights on the amx kernel take the AMX BF16 tile peak instead of the FMA peak;
  *   with f32 among the dtypes, each other dtype's logits against F32's on one prompt (max
  *   difference relative to the largest |logit|) and how many greedy tokens agree.
  * FLOPs count only the weight matrices (2 x rows x weights, the LM head for sampled rows),
@@ -227,6 +228,8 @@ int main(int argc, char **argv)
     static const char *const dt_name[N_DT] = {"f32", "f16", "bf16", "int8"};
     static const int dt_val[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8};
     double best[N_DT][N_K], best_cpu[N_DT][N_K], bw = 0, fma = 0, core = 0, wbytes[N_DT] = {0};
+    double amx = 0, amx_core = 0;
+    int on_amx[N_DT] = {0}; /* BF16 products on AMX tiles: their compute bound is AMX's */
     gpt2_config_t cfgs[N_DT];
     int have[N_DT] = {0};
     float *probe_logits = malloc((size_t)N_DT * 50257 * sizeof(float));
@@ -278,6 +281,7 @@ int main(int argc, char **argv)
                    (size_t)((span_read - 1) / BS + 1) * block_bytes);
         wbytes[d] = packed_bytes(m);
         cfgs[d] = *cfg;
+        on_amx[d] = dt_val[d] == ENG_DTYPE_BF16 && mm_get_kernel(m->mm) == MM_KERNEL_AMX;
         printf("%s: %d layers, C=%d, %.0f MB of packed matrices, weights %.0f MB, RSS after "
                "load %.0f MB, kernel %s, %d threads, decode context %d, K/V %s\n",
                dt_name[d], cfg->n_layer, cfg->n_embd, wbytes[d] / 1e6,
@@ -314,6 +318,11 @@ int main(int argc, char **argv)
             double b1 = bench_read_bandwidth(mm_pool(m->mm), (size_t)256 << 20, 2);
             double f1 = bench_fma_peak(mm_pool(m->mm), 1);
             double c1 = bench_fma_core_peak_cpu(2);
+            if (on_amx[d]) {
+                double a1 = bench_amx_peak(mm_pool(m->mm), 1), a2 = bench_amx_core_peak_cpu(2);
+                amx = a1 > amx ? a1 : amx;
+                amx_core = a2 > amx_core ? a2 : amx_core;
+            }
             bw = b1 > bw ? b1 : bw;
             fma = f1 > fma ? f1 : fma;
             core = c1 > core ? c1 : core;
@@ -325,6 +334,10 @@ int main(int argc, char **argv)
     printf("\nbounds (best samples): read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s (one "
            "core: %.1f GFLOP per CPU-second)\n",
            bw / 1e9, fma / 1e9, core / 1e9);
+    if (amx > 0)
+        printf("AMX BF16 peak %.1f GFLOP/s (one core: %.1f GFLOP per CPU-second): the compute "
+               "bound of BF16 rows on the amx kernel\n",
+               amx / 1e9, amx_core / 1e9);
     printf("%-6s %-16s %10s %10s %11s %8s  %-9s %s\n", "dtype", "step", "ms/step", "tokens/s",
            "bound t/s", "% bound", "kind", "matmul FLOP per CPU-second / core peak");
     for (int d = 0; d < N_DT; d++) {
@@ -335,12 +348,14 @@ int main(int argc, char **argv)
                 continue;
             int rows = k == K_PREFILL ? MAX_T : k == K_MIXED ? K_B[k] + MIXED_CHUNK : K_B[k];
             double flops = step_flops(&cfgs[d], rows, K_B[k]);
-            double t_mem = wbytes[d] / bw, t_fma = flops / fma;
+            double peak = on_amx[d] ? amx : fma, peak_core = on_amx[d] ? amx_core : core;
+            double t_mem = wbytes[d] / bw, t_fma = flops / peak;
             double bound = t_mem > t_fma ? t_mem : t_fma;
             printf("%-6s %-16s %10.2f %10.1f %11.1f %7.0f%%  %-9s %.0f%%\n", dt_name[d],
                    K_NAME[k], best[d][k] * 1e3, rows / best[d][k], rows / bound,
-                   100.0 * bound / best[d][k], t_mem > t_fma ? "bandwidth" : "FMA",
-                   100.0 * flops / best_cpu[d][k] / core);
+                   100.0 * bound / best[d][k],
+                   t_mem > t_fma ? "bandwidth" : on_amx[d] ? "AMX" : "FMA",
+                   100.0 * flops / best_cpu[d][k] / peak_core);
         }
     }
     /* Accuracy against the F32 weights, relative to the largest |logit| as the tests state it. */
