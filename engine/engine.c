@@ -220,6 +220,8 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         .kv_bytes = (size_t)nb * block_bytes,
         .weight_dtype = gpt2_dtype_name(weights),
         .kv_cache_dtype = gpt2_dtype_name(kv_dtype),
+        .kernel = gpt2_kernel_name(e->model),
+        .compute_threads = gpt2_threads(e->model),
     };
     sched_get_stats(&e->sched, &e->stats);
     *out = e;

@@ -54,6 +54,8 @@ typedef struct eng_info {
     size_t weight_bytes, kv_bytes;
     const char *weight_dtype;   /* "f32", "f16", "bf16", "int8" */
     const char *kv_cache_dtype; /* "f32", "f16" */
+    const char *kernel;         /* the matrix kernel: "generic", "avx2", "avx512", "amx" */
+    int compute_threads;
 } eng_info_t;
 
 /* Sampling settings; the neutral value of each is given. */

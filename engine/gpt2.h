@@ -38,6 +38,10 @@ int gpt2_get_dtype(const gpt2_t *m);
 /* An enum eng_dtype's name as the settings spell it: "f16", "bf16", "int8", else "f32". */
 const char *gpt2_dtype_name(int dtype);
 size_t gpt2_weight_bytes(const gpt2_t *m);
+/* The matrix kernel the products run on ("generic", "avx2", "avx512" or "amx"; matmul.h) and
+ * the number of compute threads. */
+const char *gpt2_kernel_name(const gpt2_t *m);
+int gpt2_threads(const gpt2_t *m);
 
 /* The KV pool: num_blocks blocks, each holding K and V of BS tokens for all L layers.
  * Layout: pool[block][layer][k=0|v=1][head][BS][HS], so what one head of one sequence reads

@@ -415,6 +415,16 @@ static int pack_weights(gpt2_t *m, int dtype, char *err, size_t errlen)
     return 0;
 }
 
+const char *gpt2_kernel_name(const gpt2_t *m)
+{
+    return mm_kernel_name(mm_get_kernel(m->mm));
+}
+
+int gpt2_threads(const gpt2_t *m)
+{
+    return pool_threads(mm_pool(m->mm));
+}
+
 int gpt2_set_threads(gpt2_t *m, int threads)
 {
     if (threads < 0 || threads > POOL_MAX_THREADS)

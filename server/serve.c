@@ -113,12 +113,14 @@ static void load_done_cb(uv_work_t *w, int status)
     eng_get_info(s->eng, &s->info);
     srv_log(SRV_LOG_INFO, "srv", NULL,
             "model %s: %d layers, %d heads, %d channels, vocab %d, context %d; weights %s "
-            "%.1f MiB; KV pool %d blocks of %d tokens, %s, %.1f MiB",
+            "%.1f MiB; KV pool %d blocks of %d tokens, %s, %.1f MiB; kernel %s, %d compute "
+            "threads",
             s->model_name, s->info.n_layer, s->info.n_head, s->info.n_embd, s->info.vocab_size,
             s->info.max_model_len, s->info.weight_dtype ? s->info.weight_dtype : "?",
             (double)s->info.weight_bytes / 1048576.0, s->info.num_kv_blocks, s->info.block_size,
             s->info.kv_cache_dtype ? s->info.kv_cache_dtype : "?",
-            (double)s->info.kv_bytes / 1048576.0);
+            (double)s->info.kv_bytes / 1048576.0, s->info.kernel ? s->info.kernel : "?",
+            s->info.compute_threads);
     if (s->draining) { /* a signal came while loading */
         shutdown_now(s);
         return;

@@ -379,6 +379,10 @@ def test_kv_f16(srv):
     and logprobs within the F16 rounding, and n = 2 (a copied partly filled block) as n = 1."""
     blocks32, dtype32 = kv_pool(srv)
     check_eq(dtype32, "f32", "the KV cache of F32 weights is F32 by default")
+    kernel = [m.groups() for m in (re.search(r"; kernel (\w+), (\d+) compute threads$", l)
+                                   for l in srv.log) if m]
+    check(len(kernel) == 1 and kernel[0][0] in ("generic", "avx2", "avx512", "amx")
+          and int(kernel[0][1]) >= 1, "the start-up line names the kernel and threads", kernel)
     s16 = Server("--kv-cache-dtype", "f16")
     try:
         blocks16, dtype16 = kv_pool(s16)
