@@ -542,9 +542,9 @@ static const vec_ops_t vec_avx2 = {attend_row_avx2, softmax_avx2, layernorm_avx2
 static const vec_ops_t *vec_ops(const gpt2_t *m)
 {
 #ifdef HAVE_VEC_AVX2
-    /* AVX-512 and AMX machines run the AVX2 vector ops too: they are memory bound. */
-    int kernel = mm_get_kernel(m->mm);
-    if (kernel == MM_KERNEL_AVX2 || kernel == MM_KERNEL_AVX512 || kernel == MM_KERNEL_AMX)
+    /* Every kernel but the portable one implies AVX2; AVX-512 and AMX machines run the AVX2
+     * vector ops too (they are memory bound). */
+    if (mm_get_kernel(m->mm) != MM_KERNEL_GENERIC)
         return &vec_avx2;
 #else
     (void)m;

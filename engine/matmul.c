@@ -67,7 +67,6 @@ struct mm {
     int mr;       /* rows per register tile of that kernel (MM_MR_*) */
     int np;       /* panels per register tile (1, or MM_NP_*) */
     int pf_dist;
-    int amx;      /* 1: BF16 weights go to matmul_amx.c */
     /* AMX buffers, grown when a larger product comes and kept (no allocation per step once
      * the largest shapes were seen); owned, 64-byte aligned. */
     uint16_t *amx_x;     /* the product's X in BF16 (mm_amx_pack_x) */
@@ -90,9 +89,22 @@ static int cpu_has_avx2(void)
 #endif
 }
 
-/* AVX-512 F, BW, DQ and VL in the CPU, and the OS saving the opmask and ZMM registers on a
- * context switch: XCR0 bits 1, 2 (SSE, AVX) and 5, 6, 7 (opmask, ZMM0-15 upper halves,
- * ZMM16-31), read with XGETBV once CPUID.1:ECX says OSXSAVE (bit 27). */
+#if defined(__x86_64__) || defined(__i386__)
+/* Whether the OS saves every state component in `need` (XCR0 bits) on a context switch: read
+ * with XGETBV once CPUID.1:ECX says OSXSAVE (bit 27). */
+static int os_saves(unsigned need)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & need) == need;
+}
+#endif
+
+/* AVX-512 F, BW, DQ and VL in the CPU, and the OS saving the opmask and ZMM registers:
+ * XCR0 bits 1, 2 (SSE, AVX) and 5, 6, 7 (opmask, ZMM0-15 upper halves, ZMM16-31). */
 static int cpu_has_avx512(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -101,13 +113,7 @@ static int cpu_has_avx512(void)
     if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
         !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
         return 0;
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))
-        return 0;
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    const unsigned need = (1u << 1) | (1u << 2) | (1u << 5) | (1u << 6) | (1u << 7);
-    return (lo & need) == need;
+    return os_saves((1u << 1) | (1u << 2) | (1u << 5) | (1u << 6) | (1u << 7));
 #else
     return 0;
 #endif
@@ -123,18 +129,30 @@ static int cpu_has_amx(void)
     if (!cpu_has_avx512())
         return 0;
     unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22)))
-        return 0;
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    const unsigned need = (1u << 17) | (1u << 18);
-    if ((lo & need) != need)
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22)) ||
+        !os_saves((1u << 17) | (1u << 18)))
         return 0;
     enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
     return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 #else
     return 0;
 #endif
+}
+
+int mm_kernel_supported(int kernel)
+{
+    switch (kernel) {
+    case MM_KERNEL_GENERIC:
+        return 1;
+    case MM_KERNEL_AVX2:
+        return cpu_has_avx2();
+    case MM_KERNEL_AVX512:
+        return cpu_has_avx512();
+    case MM_KERNEL_AMX:
+        return cpu_has_amx();
+    default:
+        return 0;
+    }
 }
 
 const char *mm_kernel_name(int kernel)
@@ -155,12 +173,16 @@ const char *mm_kernel_name(int kernel)
 
 int mm_set_kernel(mm_t *mm, int kernel)
 {
-    if (kernel == MM_KERNEL_AUTO)
-        kernel = cpu_has_amx()      ? MM_KERNEL_AMX
-                 : cpu_has_avx512() ? MM_KERNEL_AVX512
-                 : cpu_has_avx2()   ? MM_KERNEL_AVX2
-                                    : MM_KERNEL_GENERIC;
-    int amx = 0;
+    if (kernel == MM_KERNEL_AUTO) {
+        /* enum mm_kernel lists the kernels from the portable one to the fastest. */
+        kernel = MM_KERNEL_AMX;
+        while (!mm_kernel_supported(kernel))
+            kernel--;
+    } else if (kernel < MM_KERNEL_GENERIC || kernel > MM_KERNEL_AMX) {
+        return -EINVAL;
+    } else if (!mm_kernel_supported(kernel)) {
+        return -ENOTSUP;
+    }
     switch (kernel) {
     case MM_KERNEL_GENERIC:
         mm->tile = mm_tile_generic;
@@ -168,32 +190,17 @@ int mm_set_kernel(mm_t *mm, int kernel)
         mm->np = 1;
         break;
     case MM_KERNEL_AVX2:
-        if (!cpu_has_avx2())
-            return -ENOTSUP;
         mm->tile = mm_tile_avx2;
         mm->mr = MM_MR_AVX2;
         mm->np = 1;
         break;
-    case MM_KERNEL_AVX512:
-        if (!cpu_has_avx512())
-            return -ENOTSUP;
+    default: /* AVX-512, and AMX, whose tiles are AVX-512's except for BF16 weights */
         mm->tile = mm_tile_avx512;
         mm->mr = MM_MR_AVX512;
         mm->np = MM_NP_AVX512;
         break;
-    case MM_KERNEL_AMX:
-        if (!cpu_has_amx())
-            return -ENOTSUP;
-        mm->tile = mm_tile_avx512;
-        mm->mr = MM_MR_AVX512;
-        mm->np = MM_NP_AVX512;
-        amx = 1;
-        break;
-    default:
-        return -EINVAL;
     }
     mm->kernel = kernel;
-    mm->amx = amx;
     return 0;
 }
 
@@ -372,6 +379,15 @@ static int levels_for(int n_panels, int threads)
     return levels;
 }
 
+/* The parts of a product on the pool: `threads` per level (levels_for), or 0 when the product
+ * is too small to be worth waking the workers (the calling thread computes it alone). */
+static int parts_for(int M, const mm_weight_t *w, int threads)
+{
+    if ((double)M * w->K * w->N < 32768.0)
+        return 0;
+    return threads * levels_for(w->n_panels, threads);
+}
+
 /* Part `part` of n (n / threads levels) of a product over P panels: panels [*p0, *p1). */
 static void part_range(int P, int threads, int part, int n, int *p0, int *p1)
 {
@@ -427,10 +443,11 @@ static int matmul_amx(mm_t *mm, int M, const float *x, size_t ldx, const mm_weig
     mm_amx_job_t job = {.xb = mm->amx_x, .M = M, .w = w, .bias = bias, .y = y, .ldy = ldy,
                         .accumulate = accumulate, .gelu = epi == MM_EPI_GELU};
     amx_run_t r = {.job = &job, .c = mm->amx_c, .threads = threads};
-    if ((double)M * w->K * w->N < 32768.0)
-        mm_amx_range(&job, 0, w->n_panels, r.c);
+    const int parts = parts_for(M, w, threads);
+    if (parts)
+        pool_run_parts_thread(mm->pool, parts, amx_cb, &r);
     else
-        pool_run_parts_thread(mm->pool, threads * levels_for(w->n_panels, threads), amx_cb, &r);
+        mm_amx_range(&job, 0, w->n_panels, r.c);
     return 0;
 }
 
@@ -442,18 +459,17 @@ void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w
     const int threads = pool_threads(mm->pool);
     /* BF16 on AMX for every M (one row's result is the same in any batch). If its buffers
      * cannot grow (out of memory), the AVX-512 tiles compute this product instead. */
-    if (mm->amx && w->dtype == ENG_DTYPE_BF16 &&
+    if (mm->kernel == MM_KERNEL_AMX && w->dtype == ENG_DTYPE_BF16 &&
         matmul_amx(mm, M, x, ldx, w, bias, y, ldy, accumulate, epi, threads) == 0)
         return;
     mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = w, .bias = bias, .y = y,
                   .ldy = ldy, .accumulate = accumulate, .epi = epi, .threads = threads,
                   .panel_rows = mm_panel_rows(w->dtype, w->K)};
-    /* Tiny products are not worth waking the workers. */
-    if ((double)M * w->K * w->N < 32768.0)
-        matmul_range(&j, 0, w->n_panels);
+    const int parts = parts_for(M, w, threads);
+    if (parts)
+        pool_run_parts(mm->pool, parts, matmul_cb, &j);
     else
-        pool_run_parts(mm->pool, j.threads * levels_for(w->n_panels, j.threads), matmul_cb,
-                       &j);
+        matmul_range(&j, 0, w->n_panels);
 }
 
 void mm_matmul_panels(const mm_t *mm, int M, const float *x, size_t ldx, const float *panels,

@@ -33,6 +33,7 @@
 
 #define MM_NR 16 /* columns per panel */
 
+/* From the portable kernel to the fastest (the order mm_set_kernel's auto choice relies on). */
 enum mm_kernel {
     MM_KERNEL_AUTO = 0,
     MM_KERNEL_GENERIC,
@@ -59,6 +60,8 @@ typedef struct mm mm_t;
  * this CPU cannot run it; an unknown name is -EINVAL). Writes one line into err on failure. */
 int mm_init(mm_t **out, int threads, char *err, size_t errlen);
 void mm_free(mm_t *mm);
+/* Whether this CPU and OS can run a kernel (AMX: also asks Linux for the tile state). */
+int mm_kernel_supported(int kernel);
 /* Forces a kernel (MM_KERNEL_AUTO = the best this CPU runs). -ENOTSUP if it cannot run here. */
 int mm_set_kernel(mm_t *mm, int kernel);
 int mm_get_kernel(const mm_t *mm);

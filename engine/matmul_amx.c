@@ -185,8 +185,9 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
     if (amx_config != config)
         amx_configure(config);
     const mm_weight_t *w = j->w;
-    const int nkb = (w->K + 31) / 32;
-    const size_t panel = (size_t)nkb * 32 * MM_NR; /* BF16 values from one panel to the next */
+    const int nkb = mm_panel_rows(ENG_DTYPE_BF16, w->K) / 32;
+    /* BF16 values from one panel to the next */
+    const size_t panel = (size_t)mm_panel_rows(ENG_DTYPE_BF16, w->K) * MM_NR;
     const size_t ldx = mm_amx_x_ld(w->K);
     const long sx = (long)(ldx * sizeof(uint16_t));
     for (int p = p0, np; p < p1; p += np) {

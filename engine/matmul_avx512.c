@@ -6,7 +6,7 @@
  * widened to F32, one broadcast per row of X and two FMAs per row: 16 accumulators + 2 W + 1
  * broadcast of the 32 zmm registers, no spills (checked with objdump: no stack traffic in any
  * k loop, gcc 12 and clang 14). Tail columns use lane masks for bias, Y and the stores. The
- * panels are the other tiles' (16 columns, BF16 rows in pairs as in panel_at in matmul.c, so
+ * panels are the other tiles' (16 columns, BF16 rows in pairs as in panel_at in matmul_pack.c, so
  * one 64-byte load serves two k steps), so weights packed once run on any kernel; the last
  * panel of an odd range gets a one-panel tile. The k loop takes two rows per iteration.
  *

@@ -10,7 +10,7 @@
 #include "engine/vecmath.h"
 
 /* Widens row k of the panel into 16 floats (BF16: from the row of pairs holding rows k & ~1
- * and k | 1, see panel_at in matmul.c; I8: the integers, unscaled). */
+ * and k | 1, see panel_at in matmul_pack.c; I8: the integers, unscaled). */
 static void panel_row(const mm_tile_t *t, int k, float *out)
 {
     if (t->dtype == ENG_DTYPE_F32) {

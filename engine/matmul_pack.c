@@ -129,8 +129,8 @@ static void pack_panels(const pack_job_t *pj, int p0, int p1)
     for (int p = p0; p < p1; p++) {
         if (w->dtype == ENG_DTYPE_I8)
             pack_scales(pj, p);
+        const size_t panel = (size_t)p * (size_t)rows * MM_NR;
         for (int k = 0; k < rows; k++) {
-            size_t panel = (size_t)p * (size_t)rows * MM_NR;
             for (int j = 0; j < MM_NR; j++) {
                 float v = k < w->K ? src_at(pj, k, p * MM_NR + j) : 0.0f;
                 size_t at = panel + panel_at(w->dtype, k, j);
