@@ -7,13 +7,13 @@
 #include <string.h>
 #include <stdio.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/matmul.h"
+
 #if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_X86 1
 #endif
@@ -92,11 +92,8 @@ __attribute__((target("avx2,fma"))) static float fma_avx2(long iters)
     return out[0] + out[7];
 }
 
-/* The same with 512-bit registers: on CPUs with two 512-bit FMA units this is twice the
- * AVX2 rate, and the kernels use it (engine/matmul_avx512.c), so it is the bound. Twelve
- * chains of 4-cycle FMAs keep both units busy. The read pass with eight accumulators and a
- * prefetch ahead reads a little faster than the AVX2 one (about 30 against 27 GB/s, two
- * threads, on the Xeon where it was written). */
+/* read_avx2 with 512-bit loads, eight accumulators and a prefetch ahead: a little faster
+ * (about 30 against 27 GB/s, two threads, on the Xeon where it was written). */
 __attribute__((target("avx512f"))) static float read_avx512(const float *p, size_t n)
 {
     __m512 a[8];
@@ -115,6 +112,9 @@ __attribute__((target("avx512f"))) static float read_avx512(const float *p, size
     return _mm512_reduce_add_ps(a[0]);
 }
 
+/* fma_avx2 with 512-bit registers: on CPUs with two 512-bit FMA units this is twice the AVX2
+ * rate, and the kernels use it (engine/matmul_avx512.c), so it is the bound. Twelve chains of
+ * 4-cycle FMAs keep both units busy. */
 __attribute__((target("avx512f"))) static float fma_avx512(long iters)
 {
     __m512 a[12];
@@ -143,23 +143,15 @@ static float read_plain(const float *p, size_t n)
     return s;
 }
 
+/* The CPU checks are the kernels' own (engine/matmul.c): a bound uses what they can use. */
 static int have_avx2_fma(void)
 {
-#ifdef HAVE_X86
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
+    return mm_kernel_supported(MM_KERNEL_AVX2);
 }
 
-/* libgcc's check includes the OS saving the 512-bit state (XCR0). */
 static int have_avx512(void)
 {
-#ifdef HAVE_X86
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
+    return mm_kernel_supported(MM_KERNEL_AVX512);
 }
 
 /* FLOP of one iteration of the FMA chains on this CPU: 12 chains of 16 (AVX-512) or 8 lanes. */
@@ -269,22 +261,9 @@ double bench_fma_peak(pool_t *pool, int reps)
  * kernel's permission says no. Four independent C tiles, each TDPBF16PS 16 x 16 x 32
  * multiply-adds (16384 FLOP), operands left in the tile registers: the instruction rate
  * alone, as the FMA chains measure the FMA rate. */
-#if defined(__x86_64__) && defined(SYS_arch_prctl)
+#if defined(__x86_64__)
 #define HAVE_AMX_BENCH 1
 #define AMX_FLOP_PER_ITER (4.0 * 16 * 16 * 32 * 2)
-
-static int have_amx(void)
-{
-    unsigned a, b, c, d;
-    if (!have_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) ||
-        !(d & (1u << 22)))
-        return 0;
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    if ((lo & (3u << 17)) != (3u << 17))
-        return 0;
-    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
-}
 
 /* One thread's run: configure, multiply, release. It runs on threads of its own, never on
  * the engine's (the pool's threads and the caller keep their tile configuration loaded
@@ -342,45 +321,30 @@ static double amx_run(int threads, long iters, double *core)
 }
 #endif
 
-double bench_amx_peak(pool_t *pool, int reps)
+double bench_amx_peak(pool_t *pool, int reps, double *core)
 {
+    *core = 0.0;
 #ifdef HAVE_AMX_BENCH
-    if (!have_amx())
+    if (!mm_kernel_supported(MM_KERNEL_AMX)) /* which also asks Linux for the tile state */
         return 0.0;
     const int n = pool_threads(pool);
     long iters = 200000;
-    double t[64], core;
+    double t[64], c;
     if (reps > 64)
         reps = 64;
-    double dt = amx_run(n, iters, &core);
+    double dt = amx_run(n, iters, &c);
     if (dt <= 0)
         return 0.0;
     if (dt < 0.1)
         iters = (long)((double)iters * 0.1 / (dt > 1e-6 ? dt : 1e-6));
     for (int r = 0; r < reps; r++) {
-        dt = amx_run(n, iters, &core);
+        dt = amx_run(n, iters, &c);
         t[r] = dt > 0 ? (double)iters * AMX_FLOP_PER_ITER * n / dt : 0;
+        *core = c > *core ? c : *core;
     }
     return median(t, reps);
 #else
     (void)pool;
-    (void)reps;
-    return 0.0;
-#endif
-}
-
-double bench_amx_core_peak_cpu(int reps)
-{
-#ifdef HAVE_AMX_BENCH
-    if (!have_amx())
-        return 0.0;
-    double best = 0, core;
-    for (int r = 0; r < reps; r++) {
-        amx_run(1, 400000, &core);
-        best = core > best ? core : best;
-    }
-    return best;
-#else
     (void)reps;
     return 0.0;
 #endif

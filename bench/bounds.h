@@ -15,11 +15,12 @@ double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps);
  * AVX2+FMA, else scalar code the compiler vectorizes as it can; the median of `reps`
  * samples. The widest the CPU has, whichever kernel a benchmark forces. */
 double bench_fma_peak(pool_t *pool, int reps);
-/* FLOP/s of AMX BF16 tile products (TDPBF16PS, operands in the tile registers) on every
- * pool thread, and one core's per CPU-second; 0 where the CPU or OS has no AMX. The compute
- * bound of BF16 products on the amx kernel (engine/matmul_amx.c). */
-double bench_amx_peak(pool_t *pool, int reps);
-double bench_amx_core_peak_cpu(int reps);
+/* FLOP/s of AMX BF16 tile products (TDPBF16PS, operands in the tile registers) on as many
+ * threads as the pool has (threads of its own: the pool's keep the engine's tile
+ * configuration), the median of `reps` samples, and in *core the best thread's FLOP per
+ * CPU-second; both 0 where the CPU or OS has no AMX. The compute bound of BF16 products on
+ * the amx kernel (engine/matmul_amx.c). */
+double bench_amx_peak(pool_t *pool, int reps, double *core);
 double bench_now(void);
 /* CPU seconds used by the whole process (all threads), and FLOP per CPU-second of one core
  * running the FMA chains. Dividing work by CPU time instead of wall time leaves out the

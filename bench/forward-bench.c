@@ -319,7 +319,7 @@ int main(int argc, char **argv)
             double f1 = bench_fma_peak(mm_pool(m->mm), 1);
             double c1 = bench_fma_core_peak_cpu(2);
             if (on_amx[d]) {
-                double a1 = bench_amx_peak(mm_pool(m->mm), 1), a2 = bench_amx_core_peak_cpu(2);
+                double a2, a1 = bench_amx_peak(mm_pool(m->mm), 2, &a2);
                 amx = a1 > amx ? a1 : amx;
                 amx_core = a2 > amx_core ? a2 : amx_core;
             }
