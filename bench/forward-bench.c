@@ -1,7 +1,7 @@
 /* forward-bench.c - GPT-2 forward-pass speed with the packed kernels, against the read
  * bandwidth and FMA peak measured in the same run (bench/bounds.c).
  *
- *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16,int8]
+ *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16,int8,bf16x3]
  *                 [--steps dec1,dec32,dec64,mixed,prefill]
  *                 [--rounds N] [--threads N] [--ctx N] [--kv-dtype f32|f16]
  *
@@ -14,7 +14,8 @@
  *   mixed: the 32 decodes with a 32-row prompt chunk (positions 32-63) in the same step,
  *                      as a server admits new prompts; rows/s against the same bound;
  *   prefill of 512 tokens: tokens/s against the same roofline;
- * BF16 weights on the amx kernel take the AMX BF16 tile peak instead of the FMA peak;
+ * BF16 weights on the amx kernel take the AMX BF16 tile peak instead of the FMA peak, and
+ *   BF16X3 weights (three tile products per product) a third of it;
  *   with f32 among the dtypes, each other dtype's logits against F32's on one prompt (max
  *   difference relative to the largest |logit|) and how many greedy tokens agree.
  * FLOPs count only the weight matrices (2 x rows x weights, the LM head for sampled rows),
@@ -202,7 +203,7 @@ int main(int argc, char **argv)
             dir = argv[i];
         else {
             fprintf(stderr,
-                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16,int8] [--steps "
+                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16,int8,bf16x3] [--steps "
                     "dec1,dec32,dec64,mixed,prefill] [--rounds N] [--threads N] [--ctx N] "
                     "[--kv-dtype f32|f16]\n",
                     argv[0]);
@@ -224,12 +225,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "forward-bench: could not write a checkpoint to %s\n", dir);
         return 1;
     }
-    enum { N_DT = 4 };
-    static const char *const dt_name[N_DT] = {"f32", "f16", "bf16", "int8"};
-    static const int dt_val[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8};
+    enum { N_DT = 5 };
+    static const char *const dt_name[N_DT] = {"f32", "f16", "bf16", "int8", "bf16x3"};
+    static const int dt_val[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
+                                     ENG_DTYPE_BF16X3};
     double best[N_DT][N_K], best_cpu[N_DT][N_K], bw = 0, fma = 0, core = 0, wbytes[N_DT] = {0};
     double amx = 0, amx_core = 0;
-    int on_amx[N_DT] = {0}; /* BF16 products on AMX tiles: their compute bound is AMX's */
+    /* Tile products per product on AMX (BF16 1, BF16X3 3), 0 off AMX: the compute bound of
+     * those rows is AMX's peak over it. */
+    int on_amx[N_DT] = {0};
     gpt2_config_t cfgs[N_DT];
     int have[N_DT] = {0};
     float *probe_logits = malloc((size_t)N_DT * 50257 * sizeof(float));
@@ -281,7 +285,10 @@ int main(int argc, char **argv)
                    (size_t)((span_read - 1) / BS + 1) * block_bytes);
         wbytes[d] = packed_bytes(m);
         cfgs[d] = *cfg;
-        on_amx[d] = dt_val[d] == ENG_DTYPE_BF16 && mm_get_kernel(m->mm) == MM_KERNEL_AMX;
+        on_amx[d] = mm_get_kernel(m->mm) != MM_KERNEL_AMX ? 0
+                    : m->dtype == ENG_DTYPE_BF16          ? 1
+                    : m->dtype == ENG_DTYPE_BF16X3        ? 3
+                                                          : 0;
         printf("%s: %d layers, C=%d, %.0f MB of packed matrices, weights %.0f MB, RSS after "
                "load %.0f MB, kernel %s, %d threads, decode context %d, K/V %s\n",
                dt_name[d], cfg->n_layer, cfg->n_embd, wbytes[d] / 1e6,
@@ -336,7 +343,7 @@ int main(int argc, char **argv)
            bw / 1e9, fma / 1e9, core / 1e9);
     if (amx > 0)
         printf("AMX BF16 peak %.1f GFLOP/s (one core: %.1f GFLOP per CPU-second): the compute "
-               "bound of BF16 rows on the amx kernel\n",
+               "bound of BF16 rows on the amx kernel (a third of it for BF16X3)\n",
                amx / 1e9, amx_core / 1e9);
     printf("%-6s %-16s %10s %10s %11s %8s  %-9s %s\n", "dtype", "step", "ms/step", "tokens/s",
            "bound t/s", "% bound", "kind", "matmul FLOP per CPU-second / core peak");
@@ -348,7 +355,8 @@ int main(int argc, char **argv)
                 continue;
             int rows = k == K_PREFILL ? MAX_T : k == K_MIXED ? K_B[k] + MIXED_CHUNK : K_B[k];
             double flops = step_flops(&cfgs[d], rows, K_B[k]);
-            double peak = on_amx[d] ? amx : fma, peak_core = on_amx[d] ? amx_core : core;
+            double peak = on_amx[d] ? amx / on_amx[d] : fma;
+            double peak_core = on_amx[d] ? amx_core / on_amx[d] : core;
             double t_mem = wbytes[d] / bw, t_fma = flops / peak;
             double bound = t_mem > t_fma ? t_mem : t_fma;
             printf("%-6s %-16s %10.2f %10.1f %11.1f %7.0f%%  %-9s %.0f%%\n", dt_name[d],

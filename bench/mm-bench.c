@@ -10,7 +10,7 @@
  * shape and at the end and the best sample kept (ratios use the final values).
  *
  *   mm-bench [--threads N] [--m 1,4,8,16,32,64,128] [--shapes qkv,proj,fc,fcproj,lmhead]
- *            [--dtype f32,f16,bf16,int8] [--time SECONDS per cell] [--no-blas] [--copies N]
+ *            [--dtype f32,f16,bf16,int8,bf16x3] [--time SECONDS per cell] [--no-blas] [--copies N]
  * --copies 1 keeps the weights hot in cache: the kernel's compute rate alone.
  */
 #include <cblas.h>
@@ -34,13 +34,14 @@ static const shape_t SHAPES[] = {
 };
 #define N_SHAPES 5
 
-enum { METH_SGEMM, METH_SGEMV, METH_F32, METH_F16, METH_BF16, METH_I8, N_METH };
+enum { METH_SGEMM, METH_SGEMV, METH_F32, METH_F16, METH_BF16, METH_I8, METH_X3, N_METH };
 static const char *METH_NAME[N_METH] = {"openblas-sgemm", "openblas-sgemv", "packed-f32",
-                                        "packed-f16", "packed-bf16", "packed-int8"};
+                                        "packed-f16", "packed-bf16", "packed-int8",
+                                        "packed-bf16x3"};
 #define N_PACKED (N_METH - METH_F32)
 static const int PACKED_DT[N_PACKED] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16,
-                                        ENG_DTYPE_I8};
-static const char *const PACKED_ARG[N_PACKED] = {"f32", "f16", "bf16", "int8"};
+                                        ENG_DTYPE_I8, ENG_DTYPE_BF16X3};
+static const char *const PACKED_ARG[N_PACKED] = {"f32", "f16", "bf16", "int8", "bf16x3"};
 
 /* Bytes of W a method streams per product: the values as kept, and int8's column scales. */
 static double meth_wbytes(int meth, double K, double N)
@@ -286,7 +287,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [--threads N] [--m 1,4,...] [--shapes qkv,proj,fc,fcproj,lmhead]"
-                    " [--dtype f32,f16,bf16,int8] [--time S] [--no-blas] [--copies N]\n",
+                    " [--dtype f32,f16,bf16,int8,bf16x3] [--time S] [--no-blas] [--copies N]\n",
                     argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }

@@ -25,10 +25,11 @@
 
 const char *gpt2_dtype_name(int dtype)
 {
-    return dtype == ENG_DTYPE_F16    ? "f16"
-           : dtype == ENG_DTYPE_BF16 ? "bf16"
-           : dtype == ENG_DTYPE_I8   ? "int8"
-                                     : "f32";
+    return dtype == ENG_DTYPE_F16      ? "f16"
+           : dtype == ENG_DTYPE_BF16   ? "bf16"
+           : dtype == ENG_DTYPE_I8     ? "int8"
+           : dtype == ENG_DTYPE_BF16X3 ? "bf16x3"
+                                       : "f32";
 }
 
 /* Reads an integer field; absent fields keep *v (the Hugging Face default). */
@@ -381,7 +382,7 @@ static int pack_one(gpt2_t *m, mm_weight_t *w, const float *src, int K, int N, i
         if (w->dtype == ENG_DTYPE_I8)
             m->weight_bytes =
                 m->weight_bytes - (size_t)K * (size_t)N * 3 + (size_t)N * sizeof(float);
-        else if (w->dtype != ENG_DTYPE_F32)
+        else if (w->dtype == ENG_DTYPE_F16 || w->dtype == ENG_DTYPE_BF16)
             m->weight_bytes -= (size_t)K * (size_t)N * 2;
     }
     return rc;
@@ -395,6 +396,10 @@ static int pack_weights(gpt2_t *m, int dtype, char *err, size_t errlen)
     if (rc)
         return st_fail(err, errlen, rc, "%s", e);
     m->dtype = dtype == ENG_DTYPE_AUTO ? ENG_DTYPE_F32 : dtype;
+    /* BF16X3 pays only on AMX (three tile products for one); elsewhere F32 is as fast and
+     * exact. */
+    if (m->dtype == ENG_DTYPE_BF16X3 && mm_get_kernel(m->mm) != MM_KERNEL_AMX)
+        m->dtype = ENG_DTYPE_F32;
     const int C = m->cfg.n_embd, V = m->cfg.vocab_size;
     for (int l = 0; l < m->cfg.n_layer && !rc; l++) {
         gpt2_layer_t *w = &m->layers[l];
@@ -455,9 +460,9 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
 {
     *out = NULL;
     if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 &&
-        dtype != ENG_DTYPE_BF16 && dtype != ENG_DTYPE_I8)
-        return st_fail(err, errlen, -EINVAL, "weight dtype %d is not auto, f32, f16, bf16 or int8",
-                       dtype);
+        dtype != ENG_DTYPE_BF16 && dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3)
+        return st_fail(err, errlen, -EINVAL,
+                       "weight dtype %d is not auto, f32, f16, bf16, int8 or bf16x3", dtype);
     gpt2_t *m = calloc(1, sizeof(*m));
     if (!m)
         return st_fail(err, errlen, -ENOMEM, "out of memory");

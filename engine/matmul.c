@@ -430,7 +430,9 @@ static int matmul_amx(mm_t *mm, int M, const float *x, size_t ldx, const mm_weig
                       int threads)
 {
     const int Mp = (M + 15) / 16 * 16;
-    const size_t need = (size_t)Mp * mm_amx_x_ld(w->K) * sizeof(uint16_t);
+    const int x3 = w->dtype == ENG_DTYPE_BF16X3;
+    const size_t plane = (size_t)Mp * mm_amx_x_ld(w->K);
+    const size_t need = plane * sizeof(uint16_t) * (x3 ? 2 : 1);
     if (mm->amx_x_bytes < need) {
         void *p = NULL;
         if (posix_memalign(&p, 64, need))
@@ -439,9 +441,10 @@ static int matmul_amx(mm_t *mm, int M, const float *x, size_t ldx, const mm_weig
         mm->amx_x = p;
         mm->amx_x_bytes = need;
     }
-    mm_amx_pack_x(M, Mp, w->K, x, ldx, mm->amx_x);
-    mm_amx_job_t job = {.xb = mm->amx_x, .M = M, .w = w, .bias = bias, .y = y, .ldy = ldy,
-                        .accumulate = accumulate, .gelu = epi == MM_EPI_GELU};
+    uint16_t *xl = x3 ? (uint16_t *)mm->amx_x + plane : NULL;
+    mm_amx_pack_x(M, Mp, w->K, x, ldx, mm->amx_x, xl);
+    mm_amx_job_t job = {.xb = mm->amx_x, .xl = xl, .M = M, .w = w, .bias = bias, .y = y,
+                        .ldy = ldy, .accumulate = accumulate, .gelu = epi == MM_EPI_GELU};
     amx_run_t r = {.job = &job, .c = mm->amx_c, .threads = threads};
     const int parts = parts_for(M, w, threads);
     if (parts)
@@ -459,7 +462,8 @@ void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w
     const int threads = pool_threads(mm->pool);
     /* BF16 on AMX for every M (one row's result is the same in any batch). If its buffers
      * cannot grow (out of memory), the AVX-512 tiles compute this product instead. */
-    if (mm->kernel == MM_KERNEL_AMX && w->dtype == ENG_DTYPE_BF16 &&
+    if (mm->kernel == MM_KERNEL_AMX &&
+        (w->dtype == ENG_DTYPE_BF16 || w->dtype == ENG_DTYPE_BF16X3) &&
         matmul_amx(mm, M, x, ldx, w, bias, y, ldy, accumulate, epi, threads) == 0)
         return;
     mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = w, .bias = bias, .y = y,

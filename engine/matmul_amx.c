@@ -110,26 +110,44 @@ TARGET static __m256i to_bf16(__m512 v)
     return _mm512_cvtepi32_epi16(r);
 }
 
-TARGET void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb)
+/* Rounds 16 floats to BF16 into hi, and when lo is not NULL what that rounding lost into lo
+ * (v - hi is exact in F32). */
+TARGET static void pack16(__m512 v, uint16_t *hi, uint16_t *lo)
+{
+    __m256i h = to_bf16(v);
+    _mm256_storeu_si256((__m256i *)hi, h);
+    if (lo) {
+        __m512 hv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        _mm256_storeu_si256((__m256i *)lo, to_bf16(_mm512_sub_ps(v, hv)));
+    }
+}
+
+TARGET void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb,
+                          uint16_t *xl)
 {
     const size_t ld = mm_amx_x_ld(K);
     for (int m = 0; m < Mp; m++) {
-        uint16_t *row = xb + (size_t)m * ld;
+        uint16_t *row = xb + (size_t)m * ld, *lrow = xl ? xl + (size_t)m * ld : NULL;
         if (m >= M) {
             memset(row, 0, ld * sizeof(uint16_t));
+            if (lrow)
+                memset(lrow, 0, ld * sizeof(uint16_t));
             continue;
         }
         const float *xr = x + (size_t)m * ldx;
         int k = 0;
         for (; k + 16 <= K; k += 16)
-            _mm256_storeu_si256((__m256i *)(row + k), to_bf16(_mm512_loadu_ps(xr + k)));
+            pack16(_mm512_loadu_ps(xr + k), row + k, lrow ? lrow + k : NULL);
         if (k < K) {
             __mmask16 mk = (__mmask16)((1u << (K - k)) - 1);
-            _mm256_storeu_si256((__m256i *)(row + k), to_bf16(_mm512_maskz_loadu_ps(mk, xr + k)));
+            pack16(_mm512_maskz_loadu_ps(mk, xr + k), row + k, lrow ? lrow + k : NULL);
             k += 16;
         }
-        for (; (size_t)k < ld; k += 16)
+        for (; (size_t)k < ld; k += 16) {
             _mm256_storeu_si256((__m256i *)(row + k), _mm256_setzero_si256());
+            if (lrow)
+                _mm256_storeu_si256((__m256i *)(lrow + k), _mm256_setzero_si256());
+        }
     }
 }
 
@@ -142,10 +160,12 @@ TARGET void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint
  * valid C. */
 #define AMX_PF_BLOCKS 4
 
-static inline void prefetch_blocks(const uint16_t *b0, const uint16_t *b1, int np, int kb)
+static inline void prefetch_blocks(const uint16_t *b0, const uint16_t *b1, int np, int kb,
+                                   int bytes)
 {
-    const uintptr_t f0 = (uintptr_t)b0 + (size_t)kb * 1024, f1 = (uintptr_t)b1 + (size_t)kb * 1024;
-    for (int l = 0; l < 1024; l += 64) {
+    const uintptr_t f0 = (uintptr_t)b0 + (size_t)kb * bytes,
+                    f1 = (uintptr_t)b1 + (size_t)kb * bytes;
+    for (int l = 0; l < bytes; l += 64) {
         _mm_prefetch((const char *)(f0 + (uintptr_t)l), _MM_HINT_T0);
         if (np == 2)
             _mm_prefetch((const char *)(f1 + (uintptr_t)l), _MM_HINT_T0);
@@ -179,12 +199,97 @@ TARGET static void finish(const mm_amx_job_t *j, const float *c, int m0, int row
     }
 }
 
+/* F32 weights as BF16 pairs hi + lo (hi the nearest BF16, lo the nearest to what is left):
+ * x w ~ xh wh + xl wh + xh wl, three tile products per block of K. A panel's rows of pairs
+ * alternate hi and lo (64 bytes each), so each B tile is a load with a 128-byte stride. */
+static void amx_x3_range(const mm_amx_job_t *j, int p0, int p1, float *c)
+{
+    const mm_weight_t *w = j->w;
+    const int nkb = mm_panel_rows(ENG_DTYPE_BF16X3, w->K) / 32;
+    const size_t panel = (size_t)mm_panel_rows(ENG_DTYPE_BF16X3, w->K) * MM_NR * 2;
+    const size_t ldx = mm_amx_x_ld(w->K);
+    const long sx = (long)(ldx * sizeof(uint16_t));
+    for (int p = p0, np; p < p1; p += np) {
+        np = p1 - p < 2 ? p1 - p : 2;
+        const uint16_t *b0 = (const uint16_t *)w->data + (size_t)p * panel, *b1 = b0 + panel;
+        const int n0 = p * MM_NR;
+        const int nc = w->N - n0 < np * MM_NR ? w->N - n0 : np * MM_NR;
+        for (int m0 = 0; m0 < j->M; m0 += 32) {
+            const int two = j->M - m0 > 16;
+            const uint16_t *xa = j->xb + (size_t)m0 * ldx, *xc = xa + 16 * ldx;
+            const uint16_t *la = j->xl + (size_t)m0 * ldx, *lc = la + 16 * ldx;
+            TILE_ZERO(0);
+            TILE_ZERO(1);
+            TILE_ZERO(2);
+            TILE_ZERO(3);
+            for (int kb = 0; kb < nkb; kb++) {
+                if (m0 == 0)
+                    prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS / 2, 2048);
+                const uint16_t *h0 = b0 + (size_t)kb * 1024, *h1 = b1 + (size_t)kb * 1024;
+                /* xh wh */
+                TILE_LOAD(4, xa + kb * 32, sx);
+                TILE_LOAD(6, h0, 128);
+                TILE_DP(0, 4, 6);
+                if (np == 2) {
+                    TILE_LOAD(7, h1, 128);
+                    TILE_DP(1, 4, 7);
+                }
+                if (two) {
+                    TILE_LOAD(5, xc + kb * 32, sx);
+                    TILE_DP(2, 5, 6);
+                    if (np == 2)
+                        TILE_DP(3, 5, 7);
+                }
+                /* xl wh */
+                TILE_LOAD(4, la + kb * 32, sx);
+                TILE_DP(0, 4, 6);
+                if (np == 2)
+                    TILE_DP(1, 4, 7);
+                if (two) {
+                    TILE_LOAD(5, lc + kb * 32, sx);
+                    TILE_DP(2, 5, 6);
+                    if (np == 2)
+                        TILE_DP(3, 5, 7);
+                }
+                /* xh wl */
+                TILE_LOAD(4, xa + kb * 32, sx);
+                TILE_LOAD(6, h0 + 32, 128);
+                TILE_DP(0, 4, 6);
+                if (np == 2) {
+                    TILE_LOAD(7, h1 + 32, 128);
+                    TILE_DP(1, 4, 7);
+                }
+                if (two) {
+                    TILE_LOAD(5, xc + kb * 32, sx);
+                    TILE_DP(2, 5, 6);
+                    if (np == 2)
+                        TILE_DP(3, 5, 7);
+                }
+            }
+            TILE_STORE(0, c, 128);
+            if (np == 2)
+                TILE_STORE(1, c + 16, 128);
+            if (two) {
+                TILE_STORE(2, c + 16 * 32, 128);
+                if (np == 2)
+                    TILE_STORE(3, c + 16 * 32 + 16, 128);
+            }
+            const int rows = j->M - m0 < 32 ? j->M - m0 : 32;
+            finish(j, c, m0, rows, n0, nc);
+        }
+    }
+}
+
 void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
 {
     const int config = tile_rows(j->M);
     if (amx_config != config)
         amx_configure(config);
     const mm_weight_t *w = j->w;
+    if (w->dtype == ENG_DTYPE_BF16X3) {
+        amx_x3_range(j, p0, p1, c);
+        return;
+    }
     const int nkb = mm_panel_rows(ENG_DTYPE_BF16, w->K) / 32;
     /* BF16 values from one panel to the next */
     const size_t panel = (size_t)mm_panel_rows(ENG_DTYPE_BF16, w->K) * MM_NR;
@@ -205,7 +310,7 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
             /* Block kb of a panel is its K rows 32 kb .. 32 kb + 31: 16 rows of pairs, 1 KiB. */
             for (int kb = 0; kb < nkb; kb++) {
                 if (m0 == 0)
-                    prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS);
+                    prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS, 1024);
                 TILE_LOAD(4, xa + kb * 32, sx);
                 TILE_LOAD(6, b0 + (size_t)kb * 512, 64);
                 TILE_DP(0, 4, 6);
@@ -242,9 +347,9 @@ size_t mm_amx_x_ld(int K)
     return (size_t)K;
 }
 
-void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb)
+void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb, uint16_t *xl)
 {
-    (void)M, (void)Mp, (void)K, (void)x, (void)ldx, (void)xb;
+    (void)M, (void)Mp, (void)K, (void)x, (void)ldx, (void)xb, (void)xl;
 }
 
 void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)

@@ -25,10 +25,42 @@ static const uint32_t bf16_high[8] __attribute__((aligned(32))) = {
     0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u,
     0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u};
 
+/* A BF16 row of pairs (32 values at p) as two F32 vectors, columns 0..7 and 8..15: 32-bit
+ * lane j holds column j of row k (low half) and of row k + 1 (high half); odd (a constant)
+ * picks row k + 1. */
+INLINE void bf16_pairs(const uint16_t *p, int odd, __m256 *lo, __m256 *hi)
+{
+    __m256i a = _mm256_load_si256((const __m256i *)p),
+            b = _mm256_load_si256((const __m256i *)p + 1);
+    if (odd) {
+        /* The mask is an operand in memory (inline assembly, so the compiler cannot keep it
+         * in a register): with it in one, gcc 12 spilled three of the twelve accumulators of
+         * the 6-row tile in the k loop. */
+        __m256i ra, rb;
+        __asm__("vpand %1, %2, %0" : "=x"(ra) : "m"(bf16_high), "x"(a));
+        __asm__("vpand %1, %2, %0" : "=x"(rb) : "m"(bf16_high), "x"(b));
+        *lo = _mm256_castsi256_ps(ra);
+        *hi = _mm256_castsi256_ps(rb);
+    } else {
+        *lo = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+        *hi = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+    }
+}
+
 /* Row k of a panel as two F32 vectors: columns 0..7 and 8..15. For BF16 k is even and
  * odd (a constant) picks row k or k + 1 of the row of pairs. */
 INLINE void load_row(int dt, const void *w, int k, int odd, __m256 *lo, __m256 *hi)
 {
+    if (dt == ENG_DTYPE_BF16X3) {
+        /* The row of pairs of hi, then the one of lo (32 values each): the weight is hi + lo. */
+        const uint16_t *p = (const uint16_t *)w + (size_t)k * 2 * MM_NR;
+        __m256 a, b, c, d;
+        bf16_pairs(p, odd, &a, &b);
+        bf16_pairs(p + 2 * MM_NR, odd, &c, &d);
+        *lo = _mm256_add_ps(a, c);
+        *hi = _mm256_add_ps(b, d);
+        return;
+    }
     if (dt != ENG_DTYPE_BF16)
         k += odd;
     if (dt == ENG_DTYPE_F32) {
@@ -46,23 +78,7 @@ INLINE void load_row(int dt, const void *w, int k, int odd, __m256 *lo, __m256 *
         *lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
         *hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))));
     } else {
-        /* BF16 pairs: 32-bit lane j of the row of pairs holds column j of row k (low half)
-         * and of row k + 1 (high half); columns 8..15 are the second 32 bytes. */
-        const __m256i *p = (const __m256i *)((const uint16_t *)w + (size_t)k * MM_NR);
-        __m256i a = _mm256_load_si256(p), b = _mm256_load_si256(p + 1);
-        if (odd) {
-            /* The mask is an operand in memory (inline assembly, so the compiler cannot
-             * keep it in a register): with it in one, gcc 12 spilled three of the twelve
-             * accumulators of the 6-row tile in the k loop. */
-            __m256i ra, rb;
-            __asm__("vpand %1, %2, %0" : "=x"(ra) : "m"(bf16_high), "x"(a));
-            __asm__("vpand %1, %2, %0" : "=x"(rb) : "m"(bf16_high), "x"(b));
-            *lo = _mm256_castsi256_ps(ra);
-            *hi = _mm256_castsi256_ps(rb);
-        } else {
-            *lo = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
-            *hi = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
-        }
+        bf16_pairs((const uint16_t *)w + (size_t)k * MM_NR, odd, lo, hi);
     }
 }
 
@@ -227,6 +243,7 @@ TILE_FNS(ENG_DTYPE_F32, tile_f32)
 TILE_FNS(ENG_DTYPE_F16, tile_f16)
 TILE_FNS(ENG_DTYPE_BF16, tile_bf16)
 TILE_FNS(ENG_DTYPE_I8, tile_i8)
+TILE_FNS(ENG_DTYPE_BF16X3, tile_x3)
 
 void mm_tile_avx2(const mm_tile_t *t)
 {
@@ -237,6 +254,8 @@ void mm_tile_avx2(const mm_tile_t *t)
         tile_f16[i](t);
     else if (t->dtype == ENG_DTYPE_BF16)
         tile_bf16[i](t);
+    else if (t->dtype == ENG_DTYPE_BF16X3)
+        tile_x3[i](t);
     else
         tile_i8[i](t);
 }

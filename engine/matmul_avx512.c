@@ -42,6 +42,18 @@ INLINE __m512 load_row(int dt, const void *w, int k, int odd)
         return _mm512_castsi512_ps(odd ? _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u))
                                        : _mm512_slli_epi32(r, 16));
     }
+    if (dt == ENG_DTYPE_BF16X3) {
+        /* The row of pairs of hi, then the one of lo: the weight is hi + lo. */
+        const uint16_t *p = (const uint16_t *)w + (size_t)k * 2 * MM_NR;
+        __m512i h = _mm512_loadu_si512(p), l = _mm512_loadu_si512(p + 2 * MM_NR);
+        if (odd) {
+            const __m512i m = _mm512_set1_epi32((int)0xffff0000u);
+            return _mm512_add_ps(_mm512_castsi512_ps(_mm512_and_si512(h, m)),
+                                 _mm512_castsi512_ps(_mm512_and_si512(l, m)));
+        }
+        return _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(h, 16)),
+                             _mm512_castsi512_ps(_mm512_slli_epi32(l, 16)));
+    }
     k += odd;
     if (dt == ENG_DTYPE_F32)
         return _mm512_loadu_ps((const float *)w + (size_t)k * MM_NR);
@@ -107,7 +119,7 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
 #undef START
     const char *w = t->w, *pf = t->pf;
     const ptrdiff_t ws = t->wstride, pfstep = t->pfstep;
-    const size_t wstep = MM_NR * (DT == ENG_DTYPE_F32 ? 4 : DT == ENG_DTYPE_I8 ? 1 : 2);
+    const size_t wstep = MM_NR * mm_dtype_size(DT);
     const int kc = t->kc;
     if (MR == 1) {
         /* One row has one accumulator per panel, and each FMA would wait for the previous
@@ -244,6 +256,7 @@ TILE_FNS(ENG_DTYPE_F32, tile_f32)
 TILE_FNS(ENG_DTYPE_F16, tile_f16)
 TILE_FNS(ENG_DTYPE_BF16, tile_bf16)
 TILE_FNS(ENG_DTYPE_I8, tile_i8)
+TILE_FNS(ENG_DTYPE_BF16X3, tile_x3)
 
 void mm_tile_avx512(const mm_tile_t *t)
 {
@@ -254,6 +267,8 @@ void mm_tile_avx512(const mm_tile_t *t)
         tile_f16[p][i](t);
     else if (t->dtype == ENG_DTYPE_BF16)
         tile_bf16[p][i](t);
+    else if (t->dtype == ENG_DTYPE_BF16X3)
+        tile_x3[p][i](t);
     else
         tile_i8[p][i](t);
 }

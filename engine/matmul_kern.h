@@ -61,6 +61,7 @@ void mm_tile_avx512(const mm_tile_t *t);
 typedef struct mm_amx_job {
     const uint16_t *xb;   /* X in BF16: rows mm_amx_x_ld(K) apart, zeros past K and past M
                            * up to a multiple of 16 rows, 64-byte aligned */
+    const uint16_t *xl;   /* BF16X3 weights: X - xb in BF16, laid out as xb */
     int M;
     const struct mm_weight *w; /* BF16 */
     const float *bias;    /* or NULL */
@@ -73,7 +74,7 @@ typedef struct mm_amx_job {
 /* Values from one row of the packed X to the next (whole 32-column tiles and a line more). */
 size_t mm_amx_x_ld(int K);
 /* Rounds rows 0..M-1 of X to BF16 (as mm_f32_to_bf16) into xb, zeros up to Mp rows. */
-void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb);
+void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb, uint16_t *xl);
 /* Panels [p0, p1) of the product; loads the tile configuration on the thread's first call.
  * c: MM_AMX_C floats, 64-byte aligned, this thread's alone. */
 void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c);
@@ -81,14 +82,14 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c);
 /* Bytes per stored value of a dtype (enum eng_dtype). */
 static inline size_t mm_dtype_size(int dtype)
 {
-    return dtype == ENG_DTYPE_F32 ? 4 : dtype == ENG_DTYPE_I8 ? 1 : 2;
+    return dtype == ENG_DTYPE_F32 || dtype == ENG_DTYPE_BF16X3 ? 4 : dtype == ENG_DTYPE_I8 ? 1 : 2;
 }
 
 /* Rows a panel stores for K rows of W: K, except BF16, which keeps rows in pairs and pads
  * with zero rows to a multiple of 32 (whole AMX tiles; GPT-2's K are multiples of 32). */
 static inline int mm_panel_rows(int dtype, int K)
 {
-    return dtype == ENG_DTYPE_BF16 ? (K + 31) / 32 * 32 : K;
+    return dtype == ENG_DTYPE_BF16 || dtype == ENG_DTYPE_BF16X3 ? (K + 31) / 32 * 32 : K;
 }
 
 /* Scalar conversions shared by packing and the portable path (round to nearest even). */

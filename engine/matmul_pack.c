@@ -88,6 +88,8 @@ int8_t mm_f32_to_i8(float v, float scale)
  * gives row k as F32 and a mask of the high half gives row k+1. */
 static size_t panel_at(int dtype, int k, int j)
 {
+    if (dtype == ENG_DTYPE_BF16X3)
+        return (size_t)(k & ~1) * 2 * MM_NR + 2 * (size_t)j + (size_t)(k & 1);
     if (dtype != ENG_DTYPE_BF16)
         return (size_t)k * MM_NR + (size_t)j;
     return (size_t)(k & ~1) * MM_NR + 2 * (size_t)j + (size_t)(k & 1);
@@ -129,7 +131,8 @@ static void pack_panels(const pack_job_t *pj, int p0, int p1)
     for (int p = p0; p < p1; p++) {
         if (w->dtype == ENG_DTYPE_I8)
             pack_scales(pj, p);
-        const size_t panel = (size_t)p * (size_t)rows * MM_NR;
+        const size_t panel =
+            (size_t)p * (size_t)rows * MM_NR * (w->dtype == ENG_DTYPE_BF16X3 ? 2 : 1);
         for (int k = 0; k < rows; k++) {
             for (int j = 0; j < MM_NR; j++) {
                 float v = k < w->K ? src_at(pj, k, p * MM_NR + j) : 0.0f;
@@ -140,7 +143,11 @@ static void pack_panels(const pack_job_t *pj, int p0, int p1)
                     ((uint16_t *)w->data)[at] = mm_f32_to_f16(v);
                 else if (w->dtype == ENG_DTYPE_BF16)
                     ((uint16_t *)w->data)[at] = mm_f32_to_bf16(v);
-                else
+                else if (w->dtype == ENG_DTYPE_BF16X3) {
+                    uint16_t hi = mm_f32_to_bf16(v);
+                    ((uint16_t *)w->data)[at] = hi;
+                    ((uint16_t *)w->data)[at + 2 * MM_NR] = mm_f32_to_bf16(v - mm_bf16_to_f32(hi));
+                } else
                     ((int8_t *)w->data)[at] = mm_f32_to_i8(v, w->scale[(size_t)p * MM_NR + j]);
             }
         }
@@ -162,7 +169,7 @@ static int weight_alloc(mm_weight_t *w, int K, int N, int dtype)
         dtype = ENG_DTYPE_F32;
     if (K <= 0 || N <= 0 ||
         (dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 && dtype != ENG_DTYPE_BF16 &&
-         dtype != ENG_DTYPE_I8))
+         dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3))
         return -EINVAL;
     w->K = K;
     w->N = N;
@@ -227,8 +234,12 @@ void mm_weight_free(mm_weight_t *w)
 
 float mm_weight_get(const mm_weight_t *w, int k, int n)
 {
-    size_t at = (size_t)(n / MM_NR) * (size_t)mm_panel_rows(w->dtype, w->K) * MM_NR +
+    size_t at = (size_t)(n / MM_NR) * (size_t)mm_panel_rows(w->dtype, w->K) * MM_NR *
+                    (w->dtype == ENG_DTYPE_BF16X3 ? 2 : 1) +
                 panel_at(w->dtype, k, n % MM_NR);
+    if (w->dtype == ENG_DTYPE_BF16X3)
+        return mm_bf16_to_f32(((const uint16_t *)w->data)[at]) +
+               mm_bf16_to_f32(((const uint16_t *)w->data)[at + 2 * MM_NR]);
     if (w->dtype == ENG_DTYPE_F32)
         return ((const float *)w->data)[at];
     if (w->dtype == ENG_DTYPE_I8)
