@@ -199,84 +199,41 @@ TARGET static void finish(const mm_amx_job_t *j, const float *c, int m0, int row
     }
 }
 
-/* F32 weights as BF16 pairs hi + lo (hi the nearest BF16, lo the nearest to what is left):
- * x w ~ xh wh + xl wh + xh wl, three tile products per block of K. A panel's rows of pairs
- * alternate hi and lo (64 bytes each), so each B tile is a load with a 128-byte stride. */
-static void amx_x3_range(const mm_amx_job_t *j, int p0, int p1, float *c)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* C tiles 0..3 += the X tiles at xa (rows 0-15) and xc (rows 16-31, when two) times the W
+ * tiles of panels 0 and 1 (when np == 2) at w0, w1, sw bytes a row; w0 NULL keeps the W
+ * tiles already loaded. */
+ALWAYS_INLINE void dp_tiles(const uint16_t *xa, const uint16_t *xc, long sx, const uint16_t *w0,
+                            const uint16_t *w1, long sw, int np, int two)
 {
-    const mm_weight_t *w = j->w;
-    const int nkb = mm_panel_rows(ENG_DTYPE_BF16X3, w->K) / 32;
-    const size_t panel = (size_t)mm_panel_rows(ENG_DTYPE_BF16X3, w->K) * MM_NR * 2;
-    const size_t ldx = mm_amx_x_ld(w->K);
-    const long sx = (long)(ldx * sizeof(uint16_t));
-    for (int p = p0, np; p < p1; p += np) {
-        np = p1 - p < 2 ? p1 - p : 2;
-        const uint16_t *b0 = (const uint16_t *)w->data + (size_t)p * panel, *b1 = b0 + panel;
-        const int n0 = p * MM_NR;
-        const int nc = w->N - n0 < np * MM_NR ? w->N - n0 : np * MM_NR;
-        for (int m0 = 0; m0 < j->M; m0 += 32) {
-            const int two = j->M - m0 > 16;
-            const uint16_t *xa = j->xb + (size_t)m0 * ldx, *xc = xa + 16 * ldx;
-            const uint16_t *la = j->xl + (size_t)m0 * ldx, *lc = la + 16 * ldx;
-            TILE_ZERO(0);
-            TILE_ZERO(1);
-            TILE_ZERO(2);
-            TILE_ZERO(3);
-            for (int kb = 0; kb < nkb; kb++) {
-                if (m0 == 0)
-                    prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS / 2, 2048);
-                const uint16_t *h0 = b0 + (size_t)kb * 1024, *h1 = b1 + (size_t)kb * 1024;
-                /* xh wh */
-                TILE_LOAD(4, xa + kb * 32, sx);
-                TILE_LOAD(6, h0, 128);
-                TILE_DP(0, 4, 6);
-                if (np == 2) {
-                    TILE_LOAD(7, h1, 128);
-                    TILE_DP(1, 4, 7);
-                }
-                if (two) {
-                    TILE_LOAD(5, xc + kb * 32, sx);
-                    TILE_DP(2, 5, 6);
-                    if (np == 2)
-                        TILE_DP(3, 5, 7);
-                }
-                /* xl wh */
-                TILE_LOAD(4, la + kb * 32, sx);
-                TILE_DP(0, 4, 6);
-                if (np == 2)
-                    TILE_DP(1, 4, 7);
-                if (two) {
-                    TILE_LOAD(5, lc + kb * 32, sx);
-                    TILE_DP(2, 5, 6);
-                    if (np == 2)
-                        TILE_DP(3, 5, 7);
-                }
-                /* xh wl */
-                TILE_LOAD(4, xa + kb * 32, sx);
-                TILE_LOAD(6, h0 + 32, 128);
-                TILE_DP(0, 4, 6);
-                if (np == 2) {
-                    TILE_LOAD(7, h1 + 32, 128);
-                    TILE_DP(1, 4, 7);
-                }
-                if (two) {
-                    TILE_LOAD(5, xc + kb * 32, sx);
-                    TILE_DP(2, 5, 6);
-                    if (np == 2)
-                        TILE_DP(3, 5, 7);
-                }
-            }
-            TILE_STORE(0, c, 128);
-            if (np == 2)
-                TILE_STORE(1, c + 16, 128);
-            if (two) {
-                TILE_STORE(2, c + 16 * 32, 128);
-                if (np == 2)
-                    TILE_STORE(3, c + 16 * 32 + 16, 128);
-            }
-            const int rows = j->M - m0 < 32 ? j->M - m0 : 32;
-            finish(j, c, m0, rows, n0, nc);
-        }
+    TILE_LOAD(4, xa, sx);
+    if (w0)
+        TILE_LOAD(6, w0, sw);
+    TILE_DP(0, 4, 6);
+    if (np == 2) {
+        if (w0)
+            TILE_LOAD(7, w1, sw);
+        TILE_DP(1, 4, 7);
+    }
+    if (two) {
+        TILE_LOAD(5, xc, sx);
+        TILE_DP(2, 5, 6);
+        if (np == 2)
+            TILE_DP(3, 5, 7);
+    }
+}
+
+/* The C tiles of a 32-row block to c (32 floats a row). */
+ALWAYS_INLINE void store_c(float *c, int np, int two)
+{
+    TILE_STORE(0, c, 128);
+    if (np == 2)
+        TILE_STORE(1, c + 16, 128);
+    if (two) {
+        TILE_STORE(2, c + 16 * 32, 128);
+        if (np == 2)
+            TILE_STORE(3, c + 16 * 32 + 16, 128);
     }
 }
 
@@ -286,13 +243,15 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
     if (amx_config != config)
         amx_configure(config);
     const mm_weight_t *w = j->w;
-    if (w->dtype == ENG_DTYPE_BF16X3) {
-        amx_x3_range(j, p0, p1, c);
-        return;
-    }
-    const int nkb = mm_panel_rows(ENG_DTYPE_BF16, w->K) / 32;
-    /* BF16 values from one panel to the next */
-    const size_t panel = (size_t)mm_panel_rows(ENG_DTYPE_BF16, w->K) * MM_NR;
+    /* BF16X3: F32 weights as BF16 pairs hi + lo (hi the nearest BF16, lo the nearest to what
+     * is left) and X as xh + xl (mm_amx_pack_x): x w ~ xh wh + xl wh + xh wl, three tile
+     * products per block of K. A panel's rows of pairs alternate hi and lo (64 bytes each),
+     * so a W tile is a load with a 128-byte stride, and a block of K is 2 KiB of a panel. */
+    const int x3 = w->dtype == ENG_DTYPE_BF16X3;
+    const int nkb = mm_panel_rows(w->dtype, w->K) / 32;
+    const size_t block = x3 ? 1024 : 512; /* values from one block of K to the next */
+    const size_t panel = (size_t)nkb * block;
+    const long sw = x3 ? 128 : 64;
     const size_t ldx = mm_amx_x_ld(w->K);
     const long sx = (long)(ldx * sizeof(uint16_t));
     for (int p = p0, np; p < p1; p += np) {
@@ -307,32 +266,28 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
             TILE_ZERO(1);
             TILE_ZERO(2);
             TILE_ZERO(3);
-            /* Block kb of a panel is its K rows 32 kb .. 32 kb + 31: 16 rows of pairs, 1 KiB. */
-            for (int kb = 0; kb < nkb; kb++) {
-                if (m0 == 0)
-                    prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS, 1024);
-                TILE_LOAD(4, xa + kb * 32, sx);
-                TILE_LOAD(6, b0 + (size_t)kb * 512, 64);
-                TILE_DP(0, 4, 6);
-                if (np == 2) {
-                    TILE_LOAD(7, b1 + (size_t)kb * 512, 64);
-                    TILE_DP(1, 4, 7);
+            /* Block kb of a panel is its K rows 32 kb .. 32 kb + 31: 16 rows of pairs, 1 KiB
+             * (BF16X3: 2 KiB, hi and lo); the prefetch runs 4 KiB ahead either way. */
+            if (x3) {
+                const uint16_t *la = j->xl + (size_t)m0 * ldx, *lc = la + 16 * ldx;
+                for (int kb = 0; kb < nkb; kb++) {
+                    if (m0 == 0)
+                        prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS / 2, 2048);
+                    const uint16_t *h0 = b0 + kb * block, *h1 = b1 + kb * block;
+                    const uint16_t *xh0 = xa + kb * 32, *xh1 = xc + kb * 32;
+                    dp_tiles(xh0, xh1, sx, h0, h1, sw, np, two);                     /* xh wh */
+                    dp_tiles(la + kb * 32, lc + kb * 32, sx, NULL, NULL, sw, np, two); /* xl wh */
+                    dp_tiles(xh0, xh1, sx, h0 + 32, h1 + 32, sw, np, two);           /* xh wl */
                 }
-                if (two) {
-                    TILE_LOAD(5, xc + kb * 32, sx);
-                    TILE_DP(2, 5, 6);
-                    if (np == 2)
-                        TILE_DP(3, 5, 7);
+            } else {
+                for (int kb = 0; kb < nkb; kb++) {
+                    if (m0 == 0)
+                        prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS, 1024);
+                    dp_tiles(xa + kb * 32, xc + kb * 32, sx, b0 + kb * block, b1 + kb * block,
+                             sw, np, two);
                 }
             }
-            TILE_STORE(0, c, 128);
-            if (np == 2)
-                TILE_STORE(1, c + 16, 128);
-            if (two) {
-                TILE_STORE(2, c + 16 * 32, 128);
-                if (np == 2)
-                    TILE_STORE(3, c + 16 * 32 + 16, 128);
-            }
+            store_c(c, np, two);
             const int rows = j->M - m0 < 32 ? j->M - m0 : 32;
             finish(j, c, m0, rows, n0, nc);
         }
