@@ -49,7 +49,7 @@ typedef struct eng_params {
                                  * past this; 0 = unbounded */
     int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
     int kv_cache_dtype;         /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit or
-                                 * int8 weights, F32 with F32 weights */
+                                 * int8 weights, F32 with F32 or BF16X3 weights */
     int max_prefill_tokens_decoding; /* N: a step that also decodes D sequences gives
                                       * prompts at most max(N - D, N / 4) tokens, and up to
                                       * N while prompt tokens wait (a quarter of them), so
@@ -63,7 +63,7 @@ typedef struct eng_info {
     int max_model_len;
     int block_size, num_kv_blocks;
     size_t weight_bytes, kv_bytes;
-    const char *weight_dtype;   /* "f32", "f16", "bf16", "int8" */
+    const char *weight_dtype;   /* "f32", "f16", "bf16", "int8", "bf16x3" */
     const char *kv_cache_dtype; /* "f32", "f16" */
     const char *kernel;         /* the matrix kernel: "generic", "avx2", "avx512", "amx" */
     int compute_threads;
