@@ -378,8 +378,11 @@ static int is_service_link(const char *entry)
 static int apply_env(cfg_t *c, char **envp, char *err, size_t errlen)
 {
     static const char prefix[] = "NANO_VLLM_";
+    /* Read by the engine itself (it forces a matrix kernel, engine/matmul.h), not a setting. */
+    static const char kernel[] = "NANO_VLLM_KERNEL=";
     for (char **e = envp; e && *e; e++) {
-        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0 || is_service_link(*e))
+        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0 || is_service_link(*e) ||
+            strncmp(*e, kernel, sizeof(kernel) - 1) == 0)
             continue;
         const char *eq = strchr(*e, '=');
         size_t n = eq ? (size_t)(eq - *e) : strlen(*e);

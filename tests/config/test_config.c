@@ -198,6 +198,10 @@ static void test_precedence(void)
     CHECK_STR_EQ(err, "");
     CHECK_INT_EQ(c.port, 8000);
     cfg_free(&c);
+    /* NANO_VLLM_KERNEL is the engine's (it forces a matrix kernel), not a setting. */
+    CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_KERNEL=avx512")), 0);
+    CHECK_STR_EQ(err, "");
+    cfg_free(&c);
 
     /* Every setting can be given each way. */
     CHECK_INT_EQ(load(&c, err,
@@ -351,6 +355,8 @@ static void test_value_errors(void)
                  ARGS("NANO_VLLM_PORTS=1"));
     expect_error(__LINE__, "NANO_VLLM_PORT_X: unknown setting (see --help)", NOARGS,
                  ARGS("NANO_VLLM_PORT_X=1"));
+    expect_error(__LINE__, "NANO_VLLM_KERNELS: unknown setting (see --help)", NOARGS,
+                 ARGS("NANO_VLLM_KERNELS=avx2"));
     expect_error(__LINE__, "NANO_VLLM_PORT: 'http://x:80' is not an integer", NOARGS,
                  ARGS("NANO_VLLM_PORT=http://x:80"));
     expect_error(__LINE__, "NANO_VLLM_LOG_FORMAT: 'JSON' is not one of text, json", NOARGS,

@@ -428,13 +428,16 @@ def weights(srv):
 
 
 def test_weight_bf16x3(srv):
-    """--weight-dtype bf16x3: kept so where the kernel is AMX and as F32 elsewhere, in F32's
-    memory, with an F32 KV cache by default, and the reference's greedy text."""
+    """--weight-dtype bf16x3: kept so where the kernel is AMX and as F32 elsewhere (forced with
+    NANO_VLLM_KERNEL=avx512), in F32's memory, with an F32 KV cache by default, and the
+    reference's greedy text."""
     f32 = weights(srv)
     check_eq(f32[0], "f32", "the main server's weights are F32")
     kernel = [m.group(1) for m in (re.search(r"; kernel (\w+), \d+ compute threads$", l)
                                    for l in srv.log) if m]
     runs = [({}, kernel[0] if kernel else None)]
+    if runs[0][1] == "amx":
+        runs.append(({"NANO_VLLM_KERNEL": "avx512"}, "avx512"))
     prompt = [464, 2068, 7586, 21831, 18045]
     ref = reference(prompt, greedy=6)
     for env, kern in runs:
