@@ -20,7 +20,7 @@
 #include "config/config_table.h"
 
 static const char *const log_formats[] = {"text", "json", NULL};
-static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", "int8", NULL};
+static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", "int8", "bf16x3", NULL};
 static const char *const kv_dtypes[] = {"auto", "f32", "f16", NULL};
 
 #define OFF(field) offsetof(cfg_t, field)
@@ -64,14 +64,17 @@ const cfg_opt_t cfg_opts[] = {
     {"max_model_len", "--max-model-len", "NANO_VLLM_MAX_MODEL_LEN", "N", CFG_T_INT, 0,
      OFF(max_model_len), "0", 0, 1048576, NULL,
      "longest prompt + completion in tokens; 0 = the model's n_positions"},
-    {"weight_dtype", "--weight-dtype", "NANO_VLLM_WEIGHT_DTYPE", "auto|f32|f16|bf16|int8",
-     CFG_T_STR, 0, OFF(weight_dtype), "auto", 0, 0, weight_dtypes,
+    {"weight_dtype", "--weight-dtype", "NANO_VLLM_WEIGHT_DTYPE",
+     "auto|f32|f16|bf16|int8|bf16x3", CFG_T_STR, 0, OFF(weight_dtype), "auto", 0, 0,
+     weight_dtypes,
      "how weights are kept in memory; auto = as the checkpoint stores them; int8 = one byte "
-     "per weight with a scale per output channel"},
+     "per weight with a scale per output channel; bf16x3 = each weight as two BF16 (hi + lo) "
+     "multiplied on AMX as three BF16 products: F32's memory, nearly F32's accuracy, faster "
+     "in batches (f32 where the kernel is not AMX)"},
     {"kv_cache_dtype", "--kv-cache-dtype", "NANO_VLLM_KV_CACHE_DTYPE", "auto|f32|f16", CFG_T_STR,
      0, OFF(kv_cache_dtype), "auto", 0, 0, kv_dtypes,
      "how K and V are kept in the KV cache; f16 halves its memory and the attention's memory "
-     "traffic; auto = f16 with 16-bit or int8 weights, f32 with f32 weights"},
+     "traffic; auto = f16 with 16-bit or int8 weights, f32 with f32 or bf16x3 weights"},
     {"api_key", "--api-key", "NANO_VLLM_API_KEY", "KEY", CFG_T_STR, CFG_F_NULLABLE | CFG_F_SECRET,
      OFF(api_key), NULL, 0, 0, NULL,
      "require 'Authorization: Bearer KEY' on every endpoint but /health and /metrics; "
@@ -375,8 +378,11 @@ static int is_service_link(const char *entry)
 static int apply_env(cfg_t *c, char **envp, char *err, size_t errlen)
 {
     static const char prefix[] = "NANO_VLLM_";
+    /* Read by the engine itself (it forces a matrix kernel, engine/matmul.h), not a setting. */
+    static const char kernel[] = "NANO_VLLM_KERNEL=";
     for (char **e = envp; e && *e; e++) {
-        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0 || is_service_link(*e))
+        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0 || is_service_link(*e) ||
+            strncmp(*e, kernel, sizeof(kernel) - 1) == 0)
             continue;
         const char *eq = strchr(*e, '=');
         size_t n = eq ? (size_t)(eq - *e) : strlen(*e);

@@ -33,7 +33,7 @@ typedef struct cfg {
     int num_kv_blocks;       /* 0 = from kv_cache_memory */
     int block_size;          /* 16 */
     int max_model_len;       /* 0 = the model's n_positions */
-    char *weight_dtype;      /* owned; "auto" | "f32" | "f16" | "bf16" | "int8" */
+    char *weight_dtype;      /* owned; "auto" | "f32" | "f16" | "bf16" | "int8" | "bf16x3" */
     char *kv_cache_dtype;    /* owned; "auto" | "f32" | "f16" */
     char *api_key;           /* owned or NULL = no key */
     char *served_model_name; /* owned or NULL = model directory's base name */

@@ -63,7 +63,7 @@ typedef struct eng_info {
     int max_model_len;
     int block_size, num_kv_blocks;
     size_t weight_bytes, kv_bytes;
-    const char *weight_dtype;   /* "f32", "f16", "bf16", "int8" */
+    const char *weight_dtype;   /* "f32", "f16", "bf16", "int8", "bf16x3" */
     const char *kv_cache_dtype; /* "f32", "f16" */
     const char *kernel;         /* the matrix kernel: "generic", "avx2", "avx512", "amx" */
     int compute_threads;

@@ -46,6 +46,7 @@ static void on_request_done(void *app, int status)
 
 /* ---- loading ---- */
 
+/* The settings accept only these names (config.c); any other is -1, which eng_init refuses. */
 static int dtype_of(const char *name)
 {
     if (!name || strcmp(name, "auto") == 0)
@@ -54,9 +55,13 @@ static int dtype_of(const char *name)
         return ENG_DTYPE_F32;
     if (strcmp(name, "f16") == 0)
         return ENG_DTYPE_F16;
+    if (strcmp(name, "bf16") == 0)
+        return ENG_DTYPE_BF16;
     if (strcmp(name, "int8") == 0)
         return ENG_DTYPE_I8;
-    return ENG_DTYPE_BF16;
+    if (strcmp(name, "bf16x3") == 0)
+        return ENG_DTYPE_BF16X3;
+    return -1;
 }
 
 static void load_work_cb(uv_work_t *w) /* a libuv worker thread */

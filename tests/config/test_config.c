@@ -198,6 +198,10 @@ static void test_precedence(void)
     CHECK_STR_EQ(err, "");
     CHECK_INT_EQ(c.port, 8000);
     cfg_free(&c);
+    /* NANO_VLLM_KERNEL is the engine's (it forces a matrix kernel), not a setting. */
+    CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_KERNEL=avx512")), 0);
+    CHECK_STR_EQ(err, "");
+    cfg_free(&c);
 
     /* Every setting can be given each way. */
     CHECK_INT_EQ(load(&c, err,
@@ -224,6 +228,12 @@ static void test_precedence(void)
     cfg_free(&c);
     CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_WEIGHT_DTYPE=int8")), 0);
     CHECK_STR_EQ(c.weight_dtype, "int8");
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m", "--weight-dtype", "bf16x3"), NOENV), 0);
+    CHECK_STR_EQ(c.weight_dtype, "bf16x3");
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_WEIGHT_DTYPE=bf16x3")), 0);
+    CHECK_STR_EQ(c.weight_dtype, "bf16x3");
     cfg_free(&c);
 
     /* The connection settings, by flag and by environment. */
@@ -310,8 +320,15 @@ static void test_value_errors(void)
                  ARGS("m"), ARGS("NANO_VLLM_MAX_CONNECTIONS=-1"));
     expect_error(__LINE__, "--log-format: 'xml' is not one of text, json",
                  ARGS("--log-format", "xml"), NOENV);
-    expect_error(__LINE__, "--weight-dtype: 'f64' is not one of auto, f32, f16, bf16, int8",
+    expect_error(__LINE__,
+                 "--weight-dtype: 'f64' is not one of auto, f32, f16, bf16, int8, bf16x3",
                  ARGS("--weight-dtype", "f64"), NOENV);
+    /* A choice is matched whole, not by its prefix. */
+    expect_error(__LINE__,
+                 "--weight-dtype: 'bf16x' is not one of auto, f32, f16, bf16, int8, bf16x3",
+                 ARGS("--weight-dtype", "bf16x"), NOENV);
+    expect_error(__LINE__, "NANO_VLLM_KV_CACHE_DTYPE: 'bf16x3' is not one of auto, f32, f16",
+                 ARGS("m"), ARGS("NANO_VLLM_KV_CACHE_DTYPE=bf16x3"));
     expect_error(__LINE__, "NANO_VLLM_KV_CACHE_DTYPE: 'bf16' is not one of auto, f32, f16",
                  ARGS("m"), ARGS("NANO_VLLM_KV_CACHE_DTYPE=bf16"));
     expect_error(__LINE__, "--host: must not be empty", ARGS("--host="), NOENV);
@@ -338,6 +355,8 @@ static void test_value_errors(void)
                  ARGS("NANO_VLLM_PORTS=1"));
     expect_error(__LINE__, "NANO_VLLM_PORT_X: unknown setting (see --help)", NOARGS,
                  ARGS("NANO_VLLM_PORT_X=1"));
+    expect_error(__LINE__, "NANO_VLLM_KERNELS: unknown setting (see --help)", NOARGS,
+                 ARGS("NANO_VLLM_KERNELS=avx2"));
     expect_error(__LINE__, "NANO_VLLM_PORT: 'http://x:80' is not an integer", NOARGS,
                  ARGS("NANO_VLLM_PORT=http://x:80"));
     expect_error(__LINE__, "NANO_VLLM_LOG_FORMAT: 'JSON' is not one of text, json", NOARGS,
@@ -459,7 +478,7 @@ static void test_help(void)
         "default 127.0.0.1", "NANO_VLLM_HOST", "--port N", "NANO_VLLM_PORT", "--threads N",
         "--max-num-seqs N", "--max-num-batched-tokens N", "--kv-cache-memory SIZE",
         "default 1G", "--num-kv-blocks N", "--block-size N", "--max-model-len N",
-        "--weight-dtype auto|f32|f16|bf16|int8", "--api-key KEY", "NANO_VLLM_API_KEY",
+        "--weight-dtype auto|f32|f16|bf16|int8|bf16x3", "--api-key KEY", "NANO_VLLM_API_KEY",
         "--served-model-name NAME", "--max-body-bytes SIZE", "--max-waiting N",
         "--shutdown-timeout SECONDS", "--log-format text|json", "NANO_VLLM_LOG_FORMAT",
         "-h, --help"};

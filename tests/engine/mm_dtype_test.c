@@ -1,6 +1,6 @@
-/* mm_dtype_test.c - logits with the weights kept in F16, BF16 and int8 (engine/matmul.h) against
- * the F32 path and against the PyTorch float64 reference on the F32 weights; and the same
- * logits bit for bit whatever the number of compute threads.
+/* mm_dtype_test.c - logits with the weights kept in F16, BF16, int8 and BF16X3
+ * (engine/matmul.h) against the F32 path and against the PyTorch float64 reference on the F32
+ * weights; and the same logits bit for bit whatever the number of compute threads.
  *
  *   mm_dtype_test CKPT_DIR PYTHON3 REF_ROWS_PY GPT2_REF_PY
  *
@@ -16,6 +16,11 @@
  * Int8 (per-column scales, every matrix and the tied embedding quantized, error up to half a
  * step = max |w| / 254 per weight): <= 1.8e-2 of the spread (0.11 absolute), with either
  * kernel; bound 5e-2.
+ * BF16X3 (each weight as BF16 hi + lo, 16 significant bits, and on AMX X split the same way,
+ * three BF16 products per product): <= 1.8e-5 of the spread from the reference on AMX (1.3e-4
+ * absolute; 1.9e-5 from the F32 path); bound 5e-5, a factor of 2.7 over it and 300 below
+ * BF16's. Where the kernel is not AMX the model loads as F32 (engine/gpt2_load.c), so its
+ * logits must be the F32 path's bits.
  */
 #include <errno.h>
 #include <math.h>
@@ -32,6 +37,7 @@
 #define F16_REL_TOL 2e-3
 #define BF16_REL_TOL 1.5e-2
 #define I8_REL_TOL 5e-2
+#define X3_REL_TOL 5e-5
 #define F32_REF_TOL 1e-3 /* as tests/engine/test_gpt2.c */
 
 #define BS 16
@@ -39,10 +45,11 @@
 #define MAX_T 128
 
 static const int prompt_lens[] = {1, 16, 100};
-enum { N_PROMPT = 3, N_DT = 4 };
-static const int dtypes[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8};
-static const char *const dt_names[N_DT] = {"f32", "f16", "bf16", "int8"};
-static const double rel_tol[N_DT] = {0, F16_REL_TOL, BF16_REL_TOL, I8_REL_TOL};
+enum { N_PROMPT = 3, N_DT = 5 };
+static const int dtypes[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
+                                 ENG_DTYPE_BF16X3};
+static const char *const dt_names[N_DT] = {"f32", "f16", "bf16", "int8", "bf16x3"};
+static const double rel_tol[N_DT] = {0, F16_REL_TOL, BF16_REL_TOL, I8_REL_TOL, X3_REL_TOL};
 
 /* Prefills tokens[0..n) in one step into a fresh cache; writes the last row's logits. */
 /* The logits of the last of n tokens: with split = 0 one prefill step of all n rows; with
@@ -126,6 +133,7 @@ int main(int argc, char **argv)
 
     int V = 0;
     float *logits[N_DT][N_PROMPT] = {{0}};
+    int as_f32[N_DT] = {0}; /* the weights were kept in F32 */
     int32_t tokens[N_PROMPT][MAX_T];
     for (int d = 0; d < N_DT; d++) {
         gpt2_t *m = NULL;
@@ -136,6 +144,11 @@ int main(int argc, char **argv)
             continue;
         }
         V = gpt2_get_config(m)->vocab_size;
+        if (dtypes[d] == ENG_DTYPE_BF16X3)
+            CHECK_INT_EQ(gpt2_get_dtype(m), strcmp(gpt2_kernel_name(m), "amx") == 0
+                                                ? ENG_DTYPE_BF16X3
+                                                : ENG_DTYPE_F32);
+        as_f32[d] = gpt2_get_dtype(m) == ENG_DTYPE_F32;
         CHECK_INT_EQ(gpt2_reserve(m, MAX_T, 1, MAX_T), 0);
         for (int p = 0; p < N_PROMPT; p++) {
             for (int i = 0; i < prompt_lens[p]; i++)
@@ -201,19 +214,21 @@ int main(int argc, char **argv)
             double spread = max_abs(logits[0][p], (size_t)V);
             double dr = max_abs_diff(logits[d][p], ref, (size_t)V);
             double df = max_abs_diff(logits[d][p], logits[0][p], (size_t)V);
-            printf("%-5s prompt %3d: max |logit| %.3g; max abs diff vs reference %.3g, vs f32 "
+            printf("%-6s prompt %3d: max |logit| %.3g; max abs diff vs reference %.3g, vs f32 "
                    "path %.3g (%.2e of the spread)\n",
                    dt_names[d], prompt_lens[p], spread, dr, df, df / spread);
             if (d == 0)
                 CHECK_NEAR(dr, 0, F32_REF_TOL);
             else
                 CHECK_NEAR(dr / spread, 0, rel_tol[d]);
+            if (d > 0 && as_f32[d])
+                CHECK(memcmp(logits[d][p], logits[0][p], (size_t)V * sizeof(float)) == 0);
             worst[d][0] = dr / spread > worst[d][0] ? dr / spread : worst[d][0];
             worst[d][1] = df / spread > worst[d][1] ? df / spread : worst[d][1];
         }
     }
     for (int d = 1; d < N_DT; d++)
-        printf("%-5s worst over prompts: vs reference %.2e, vs f32 path %.2e of the spread "
+        printf("%-6s worst over prompts: vs reference %.2e, vs f32 path %.2e of the spread "
                "(tol %g)\n",
                dt_names[d], worst[d][0], worst[d][1], rel_tol[d]);
     if (rf)

@@ -1,8 +1,8 @@
 /* mm_test.c - packed matmul against a plain double-precision loop, for every kernel path
  * this CPU runs (each forced), every weight dtype, M = 1..70 and larger, odd K and N, N not a
  * multiple of the panel width, bias / accumulate / strided rows, 1-3 threads; plus the
- * F16/BF16/int8 conversions and the context's error handling, and that the AVX2 and AVX-512
- * tiles give the same bits.
+ * F16/BF16/int8 conversions and the BF16X3 split, the context's error handling, and that the
+ * AVX2 and AVX-512 tiles give the same bits.
  *
  * Tolerance: the reference uses the weights as stored (after 16-bit rounding; int8: the
  * dequantized q * scale), so the only difference is F32 summation: |y - ref| <= 2*K*eps *
@@ -12,6 +12,14 @@
  * The AMX kernel rounds X to BF16 for BF16 weights (relative error <= 2^-8 per value, so at
  * most 2^-8 * sum_k |x_k w_k| in the sum), which its tolerance adds; and there one row's
  * result must be the same bits alone as inside any product (test_amx_rows).
+ * BF16X3 stores w as wh + wl (hi the nearest BF16 of w, lo the nearest of w - hi; their sum
+ * is exact in F32 and is what the reference uses). The AMX kernel splits X the same way into
+ * xh + xl and computes xh wh + xl wh + xh wl = (xh + xl)(wh + wl) - xl wl. Two roundings to 8
+ * significant bits give |x - xh - xl| <= 2^-18 |x|, and xl and wl are each at most
+ * 2^-9 (1 + 2^-9) of their whole, so |xl wl| <= 2^-18 (1 + 2^-8) |x w|: the result is within
+ * about 2^-17 * sum_k |x_k w_k| of the sum on the stored weights, and the tolerance adds
+ * 2^-16 * sum_k |x_k w_k|. Its 3K products are summed in F32 (at most 3K roundings of
+ * 2^-24 = eps / 2 each: 1.5 K eps, inside the 2 (K + 2) eps above).
  */
 #include <errno.h>
 #include <float.h>
@@ -43,10 +51,11 @@ static float frand(void) /* uniform in [-1, 1) */
 
 static const char *dtype_name(int dt)
 {
-    return dt == ENG_DTYPE_F32    ? "f32"
-           : dt == ENG_DTYPE_F16  ? "f16"
-           : dt == ENG_DTYPE_BF16 ? "bf16"
-                                  : "int8";
+    return dt == ENG_DTYPE_F32      ? "f32"
+           : dt == ENG_DTYPE_F16    ? "f16"
+           : dt == ENG_DTYPE_BF16   ? "bf16"
+           : dt == ENG_DTYPE_BF16X3 ? "bf16x3"
+                                    : "int8";
 }
 
 /* One product, checked element by element; returns 0 when all pass. */
@@ -91,6 +100,43 @@ static int check_i8(const mm_weight_t *w, const float *src, size_t lds, int tran
             return 1;
         }
     }
+    return 0;
+}
+
+/* Whether h is a BF16 nearest to v: no neighbour of it is nearer (ties are checked by the
+ * conversion tests). */
+static int bf16_nearest(float v, uint16_t h)
+{
+    double e = fabs((double)v - mm_bf16_to_f32(h));
+    if ((h & 0x7fff) != 0 && e > fabs((double)v - mm_bf16_to_f32((uint16_t)(h - 1))))
+        return 0;
+    return !(e > fabs((double)v - mm_bf16_to_f32((uint16_t)(h + 1))));
+}
+
+/* BF16X3 packing: element (k, n) is a value in a row of pairs of hi and the one at the same
+ * place in the row of pairs of lo after it (matmul_pack.c panel_at); hi is the nearest BF16
+ * of the source value, lo the nearest of what hi left, hi + lo is exact in F32, and
+ * mm_weight_get gives it. Returns the number of failures. */
+static int check_x3(const mm_weight_t *w, const float *src, size_t lds, int trans)
+{
+    const uint16_t *d = w->data;
+    const size_t panel = (size_t)mm_panel_rows(ENG_DTYPE_BF16X3, w->K) * MM_NR * 2;
+    for (int n = 0; n < w->N; n++)
+        for (int k = 0; k < w->K; k++) {
+            float v = trans ? src[(size_t)n * lds + k] : src[(size_t)k * lds + n];
+            size_t at = (size_t)(n / MM_NR) * panel + (size_t)(k & ~1) * 2 * MM_NR +
+                        2 * (size_t)(n % MM_NR) + (size_t)(k & 1);
+            uint16_t hi = d[at], lo = d[at + 2 * MM_NR];
+            float rest = v - mm_bf16_to_f32(hi), sum = mm_bf16_to_f32(hi) + mm_bf16_to_f32(lo);
+            if (hi != mm_f32_to_bf16(v) || !bf16_nearest(v, hi) || lo != mm_f32_to_bf16(rest) ||
+                !bf16_nearest(rest, lo) ||
+                (double)sum != (double)mm_bf16_to_f32(hi) + mm_bf16_to_f32(lo) ||
+                mm_weight_get(w, k, n) != sum) {
+                fprintf(stderr, "mm_test: bf16x3 (%d,%d) of %.9g: hi 0x%04x lo 0x%04x, read as "
+                                "%.9g\n", k, n, v, hi, lo, mm_weight_get(w, k, n));
+                return 1;
+            }
+        }
     return 0;
 }
 
@@ -159,6 +205,8 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
             double tol = 2.0 * (K + 2) * FLT_EPSILON * (absum + mag) + 1e-30;
             if (dtype == ENG_DTYPE_BF16 && mm_get_kernel(mm) == MM_KERNEL_AMX)
                 tol += 0x1p-8 * absum;
+            if (dtype == ENG_DTYPE_BF16X3 && mm_get_kernel(mm) == MM_KERNEL_AMX)
+                tol += 0x1p-16 * absum;
             if (gelu) {
                 /* |gelu'| < 1.13, so the sum's error grows by at most that; the F32 GELU
                  * itself (exp to ~1 ulp, a few roundings) adds a few ulps of its input. */
@@ -177,8 +225,10 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
     }
     if (dtype == ENG_DTYPE_I8)
         bad += check_i8(&w, src, lds, trans);
-    /* The stored weight is the source rounded to the dtype. */
-    for (int i = 0; i < 20 && dtype != ENG_DTYPE_I8; i++) {
+    if (dtype == ENG_DTYPE_BF16X3)
+        bad += check_x3(&w, src, lds, trans);
+    /* The stored weight is the source rounded to the dtype (BF16X3: checked above). */
+    for (int i = 0; i < 20 && dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3; i++) {
         int k = (int)(rnd() % (uint32_t)K), n = (int)(rnd() % (uint32_t)N);
         float s = trans ? src[(size_t)n * lds + k] : src[(size_t)k * lds + n];
         float e = dtype == ENG_DTYPE_F32   ? s
@@ -218,14 +268,19 @@ static void test_shapes(mm_t *mm)
 {
     static const int Ks[] = {1, 7, 33, 255, 257, 300, 517};
     static const int Ns[] = {1, 15, 16, 17, 40, 100, 129};
-    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8};
+    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
+                              ENG_DTYPE_BF16X3};
     int i = 0;
+    /* Every M with one of the three plain dtypes in turn, and with int8 and BF16X3 (their
+     * own packing and, on AMX, their own kernel paths). */
     for (int M = 1; M <= 70; M++, i++) {
         int K = Ks[i % 7], N = Ns[(i * 3 + 1) % 7];
         int dt = dts[i % 3];
         if (check_case(mm, M, K, N, dt, i % 2, i % 3 != 0, i % 4 == 1, (i % 5 == 2) * 3,
                        i % 6 == 3) ||
             check_case(mm, M, K, N, ENG_DTYPE_I8, i % 2, i % 3 != 0, i % 4 == 1,
+                       (i % 5 == 2) * 3, i % 6 == 3) ||
+            check_case(mm, M, K, N, ENG_DTYPE_BF16X3, i % 2, i % 3 != 0, i % 4 == 1,
                        (i % 5 == 2) * 3, i % 6 == 3))
             return;
     }
@@ -233,7 +288,7 @@ static void test_shapes(mm_t *mm)
      * 1000: 65 rows of X fill the X block, so 131 rows are blocks of whole tiles), K in
      * chunks (K = 1500 with more rows than fit the X block; K = 3072 as GPT-2's MLP
      * projection, with M > MM_MC so the rows are cut too). */
-    for (int d = 0; d < 4; d++) {
+    for (int d = 0; d < 5; d++) {
         if (check_case(mm, 1, 768, 77, dts[d], 0, 1, 0, 0, 0) ||
             check_case(mm, 8, 513, 50, dts[d], 1, 0, 1, 1, 0) ||
             check_case(mm, 20, 1500, 33, dts[d], 0, 1, 1, 0, 0) ||
@@ -266,7 +321,8 @@ static void test_same_bits(void)
         printf("mm_test: avx2 and avx512 not both supported by this CPU, bit check skipped\n");
         goto out;
     }
-    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8};
+    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
+                              ENG_DTYPE_BF16X3};
     enum { K = 301, N = 83, MMAX = 40 };
     float *src = malloc((size_t)K * N * sizeof(float));
     float *x = malloc((size_t)MMAX * K * sizeof(float));
@@ -283,7 +339,7 @@ static void test_same_bits(void)
         x[i] = frand();
     for (int i = 0; i < N; i++)
         bias[i] = frand();
-    for (int d = 0; d < 4; d++) {
+    for (int d = 0; d < 5; d++) {
         mm_weight_t w;
         if (mm_weight_init(&w, src, K, N, N, 0, dts[d])) {
             CHECK(!"mm_weight_init");
@@ -314,10 +370,10 @@ out:
     mm_free(b);
 }
 
-/* AMX with BF16 weights: each row of a product is the same bits as that row alone (M = 1,
- * which runs on the calling thread) and as inside products of other sizes and offsets (its
- * position in a 16-row tile differs), with bias, accumulate and GELU; K and N not multiples
- * of the tile sizes. */
+/* AMX with BF16 and BF16X3 weights: each row of a product is the same bits as that row
+ * alone (M = 1, which runs on the calling thread) and as inside products of other sizes and
+ * offsets (its position in a 16-row tile differs), with bias, accumulate and GELU; K and N
+ * not multiples of the tile sizes. */
 static void test_amx_rows(void)
 {
     char err[200];
@@ -340,29 +396,35 @@ static void test_amx_rows(void)
     }
     for (int i = 0; i < K * N; i++)
         src[i] = frand();
-    if (mm_weight_init(&w, src, K, N, N, 0, ENG_DTYPE_BF16)) {
-        CHECK(!"mm_weight_init");
-        goto out;
-    }
     for (int i = 0; i < MMAX * K; i++)
         x[i] = frand();
     for (int i = 0; i < N; i++)
         bias[i] = frand();
-    for (int v = 0; v < 3; v++) {
-        int acc = v == 1, epi = v == 2 ? MM_EPI_GELU : MM_EPI_NONE;
+    static const int dts[] = {ENG_DTYPE_BF16, ENG_DTYPE_BF16X3};
+    for (int v = 0; v < 6; v++) {
+        if (v % 3 == 0) {
+            mm_weight_free(&w);
+            if (mm_weight_init(&w, src, K, N, N, 0, dts[v / 3])) {
+                CHECK(!"mm_weight_init");
+                goto out;
+            }
+        }
+        int acc = v % 3 == 1, epi = v % 3 == 2 ? MM_EPI_GELU : MM_EPI_NONE;
+        const float *b = v % 3 ? bias : NULL;
         for (int i = 0; i < MMAX * N; i++)
             yall[i] = (float)i * 1e-3f;
-        mm_matmul(mm, MMAX, x, K, &w, v ? bias : NULL, yall, N, acc, epi);
+        mm_matmul(mm, MMAX, x, K, &w, b, yall, N, acc, epi);
         static const int starts[] = {0, 1, 5, 16, 17, 39}, sizes[] = {1, 2, 7, 16, 17, 23};
         for (int s = 0; s < 6; s++)
             for (int z = 0; z < 6; z++) {
                 int m0 = starts[s], M = sizes[z] < MMAX - m0 ? sizes[z] : MMAX - m0;
                 for (int i = 0; i < M * N; i++)
                     y[i] = (float)((size_t)m0 * N + i) * 1e-3f;
-                mm_matmul(mm, M, x + (size_t)m0 * K, K, &w, v ? bias : NULL, y, N, acc, epi);
+                mm_matmul(mm, M, x + (size_t)m0 * K, K, &w, b, y, N, acc, epi);
                 if (memcmp(y, yall + (size_t)m0 * N, (size_t)M * N * sizeof(float)) != 0) {
-                    fprintf(stderr, "mm_test: amx rows %d..%d alone differ from the %d-row "
-                                    "product (variant %d)\n", m0, m0 + M - 1, MMAX, v);
+                    fprintf(stderr, "mm_test: amx %s rows %d..%d alone differ from the %d-row "
+                                    "product (variant %d)\n", dtype_name(w.dtype), m0,
+                            m0 + M - 1, MMAX, v % 3);
                     check_failed_count++;
                     goto out;
                 }

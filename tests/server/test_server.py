@@ -418,6 +418,43 @@ def test_kv_f16(srv):
         check_eq(s16.stop(), 0, "F16-cache server exit status")
 
 
+def weights(srv):
+    """(dtype, MiB) of the weights from the server's start-up line."""
+    for line in srv.log:
+        m = re.search(r"; weights (\w+) ([\d.]+) MiB;", line)
+        if m:
+            return m.group(1), float(m.group(2))
+    return None, None
+
+
+def test_weight_bf16x3(srv):
+    """--weight-dtype bf16x3: kept so where the kernel is AMX and as F32 elsewhere (forced with
+    NANO_VLLM_KERNEL=avx512), in F32's memory, with an F32 KV cache by default, and the
+    reference's greedy text."""
+    f32 = weights(srv)
+    check_eq(f32[0], "f32", "the main server's weights are F32")
+    kernel = [m.group(1) for m in (re.search(r"; kernel (\w+), \d+ compute threads$", l)
+                                   for l in srv.log) if m]
+    runs = [({}, kernel[0] if kernel else None)]
+    if runs[0][1] == "amx":
+        runs.append(({"NANO_VLLM_KERNEL": "avx512"}, "avx512"))
+    prompt = [464, 2068, 7586, 21831, 18045]
+    ref = reference(prompt, greedy=6)
+    for env, kern in runs:
+        s = Server("--weight-dtype", "bf16x3", env=env)
+        try:
+            want = "bf16x3" if kern == "amx" else "f32"
+            check_eq(weights(s), (want, f32[1]),
+                     "--weight-dtype bf16x3 with the %s kernel: dtype and MiB logged" % kern)
+            check_eq(kv_pool(s)[1], "f32", "the KV cache of bf16x3 weights is F32 by default")
+            r = complete(s, greedy_body(prompt, 6))
+            if r:
+                check_eq(r["choices"][0]["text"], detokenize(s, ref["greedy"]),
+                         "greedy text with bf16x3 weights (%s kernel) = reference greedy" % kern)
+        finally:
+            check_eq(s.stop(), 0, "bf16x3 server exit status")
+
+
 def test_sampling_params(srv):
     base = {"prompt": "The meaning of life is", "max_tokens": 12, "temperature": 1.0,
             "ignore_eos": True}
@@ -956,6 +993,7 @@ def main():
                 test_endpoints(srv)
                 test_greedy_and_logprobs(srv)
                 test_kv_f16(srv)
+                test_weight_bf16x3(srv)
                 test_sampling_params(srv)
             if "stream" in want:
                 test_stream_framing(srv)
