@@ -5,9 +5,11 @@
  * thread streams one contiguous region whatever M is. Values are kept as F32, F16, BF16 or
  * int8 (enum eng_dtype). BF16 panels keep rows in pairs, the operand layout of AMX's
  * TDPBF16PS (rows k and k+1, k even, as one row of 32 values: column j of row k, then of
- * row k+1), padded with zero rows to a multiple of 32. Int8 keeps one F32 scale per column
- * beside the panels (symmetric, per output channel: the column's max |w| / 127); the kernel
- * multiplies a tile's sums by it when it stores them.
+ * row k+1), padded with zero rows to a multiple of 32. BF16X3 keeps each F32 weight as two
+ * BF16, hi (the nearest) and lo (the nearest to w - hi), in BF16's layout with each row of
+ * pairs of hi followed by the same row of lo (so a value takes 4 bytes, as F32). Int8 keeps
+ * one F32 scale per column beside the panels (symmetric, per output channel: the column's
+ * max |w| / 127); the kernel multiplies a tile's sums by it when it stores them.
  * The kernel is chosen at run time: AMX when the CPU has AMX-TILE and AMX-BF16 and the OS
  * lets this process use the tiles, else an AVX-512 (F/BW/DQ/VL) path when the CPU has it and
  * the OS saves the ZMM registers, else an AVX2+FMA(+F16C) path when the CPU has that, else a
@@ -16,7 +18,9 @@
  * AVX-512 path for F32, F16 and int8 weights; for BF16 weights it rounds X to BF16 (to
  * nearest even), multiplies on the AMX tiles and sums in F32, for every M, so a row's result
  * does not depend on the other rows of the product (relative error up to 2^-8 of
- * sum |x w| more than the others). NANO_VLLM_KERNEL=generic|avx2|avx512|amx in the
+ * sum |x w| more than the others); for BF16X3 weights it splits X into BF16 xh + xl and
+ * sums xh wh + xl wh + xh wl on the tiles (about 2^-16 of sum |x w|). The other paths
+ * multiply BF16X3 weights as F32 values hi + lo. NANO_VLLM_KERNEL=generic|avx2|avx512|amx in the
  * environment, or mm_set_kernel, forces one (parity tests run each).
  * Columns are split over a persistent thread pool; OpenBLAS is set to one thread at
  * mm_init so its threads and the pool's never run at once.
@@ -39,14 +43,14 @@ enum mm_kernel {
     MM_KERNEL_GENERIC,
     MM_KERNEL_AVX2,
     MM_KERNEL_AVX512,
-    MM_KERNEL_AMX, /* AVX-512 tiles, and AMX for BF16 weights */
+    MM_KERNEL_AMX, /* AVX-512 tiles, and AMX for BF16 and BF16X3 weights */
 };
 
 typedef struct mm_weight {
     int K, N;     /* logical shape: Y[M,N] = X[M,K] · W[K,N] */
     int n_panels; /* ceil(N / MM_NR) */
-    int dtype;    /* enum eng_dtype: ENG_DTYPE_F32, _F16, _BF16 or _I8 */
-    void *data;   /* owned; n_panels * K * MM_NR values (BF16: K rounded up to 32), 64-byte
+    int dtype;    /* enum eng_dtype: ENG_DTYPE_F32, _F16, _BF16, _I8 or _BF16X3 */
+    void *data;   /* owned; n_panels * K * MM_NR values (BF16, BF16X3: K rounded up to 32), 64-byte
                    * aligned (2 MiB when large) */
     size_t bytes; /* of data */
     float *scale; /* owned, I8 only (else NULL): (n_panels * MM_NR) column scales, W[k][n] =
@@ -70,9 +74,9 @@ const char *mm_kernel_name(int kernel);
 pool_t *mm_pool(mm_t *mm);
 
 /* Packs W (K x N) from F32 source memory into *w, converting to dtype (ENG_DTYPE_AUTO or
- * F32 keep F32; F16 and BF16 round to nearest even; I8 scales column n by s = max_k |W[k][n]|
- * / 127 (1 when the column is all zeros) and rounds W / s to the nearest int8, ties to even,
- * clamped to [-127, 127]). Element (k, n) of W is read at
+ * F32 keep F32; F16 and BF16 round to nearest even, BF16X3 keeps hi and lo; I8 scales
+ * column n by s = max_k |W[k][n]| / 127 (1 when the column is all zeros) and rounds W / s to
+ * the nearest int8, ties to even, clamped to [-127, 127]). Element (k, n) of W is read at
  * src[k*ld + n], or at src[n*ld + k] when trans (e.g. the LM head: W = wteᵀ, src = wte
  * with ld = C). Returns 0, -EINVAL (bad shape/dtype) or -ENOMEM; *w is zeroed on failure.
  * The source is only read; the caller may free or unmap it afterwards. */
@@ -98,9 +102,9 @@ enum mm_epilogue { MM_EPI_NONE = 0, MM_EPI_GELU };
  * mm_epilogue. Row m of X is at x + m*ldx, row m of Y at y + m*ldy; ldx >= K, ldy >= N;
  * X and Y must not overlap. M >= 0; M == 0 does nothing. Runs on the pool; called by the
  * thread that owns mm. Each element is computed by the same code whatever thread runs it.
- * With AMX and BF16 weights, X is first rounded into a buffer mm owns, grown when a larger
- * product comes and kept (no allocation once the largest shape was seen); if it cannot
- * grow, the AVX-512 tiles compute the product instead. */
+ * With AMX and BF16 or BF16X3 weights, X is first rounded into a buffer mm owns, grown when
+ * a larger product comes and kept (no allocation once the largest shape was seen); if it
+ * cannot grow, the AVX-512 tiles compute the product instead. */
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
                const float *bias, float *y, size_t ldy, int accumulate, int epi);
 
