@@ -54,9 +54,10 @@ void mm_tile_generic(const mm_tile_t *t);
 void mm_tile_avx2(const mm_tile_t *t);
 void mm_tile_avx512(const mm_tile_t *t);
 
-/* AMX (matmul_amx.c): Y (+)= X·W for BF16 weights, rows of X rounded to BF16. The calling
- * thread packs X once per product (mm_amx_pack_x); each part then runs mm_amx_range over its
- * panels with its own MM_AMX_C floats of scratch. */
+/* AMX (matmul_amx.c): Y (+)= X·W for BF16 weights, rows of X rounded to BF16, and for
+ * BF16X3 weights, rows of X split into two BF16 (xb, xl). The calling thread packs X once
+ * per product (mm_amx_pack_x); each part then runs mm_amx_range over its panels with its
+ * own MM_AMX_C floats of scratch. */
 #define MM_AMX_C (32 * 32)
 typedef struct mm_amx_job {
     const uint16_t *xb;   /* X in BF16: rows mm_amx_x_ld(K) apart, zeros past K and past M
