@@ -259,8 +259,8 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
      * so a W tile is a load with a 128-byte stride, and a block of K is 2 KiB of a panel. */
     const int x3 = w->dtype == ENG_DTYPE_BF16X3;
     const int nkb = mm_panel_rows(w->dtype, w->K) / 32;
-    const size_t block = x3 ? 1024 : 512; /* values from one block of K to the next */
-    const size_t panel = (size_t)nkb * block;
+    const size_t panel = mm_panel_values(w->dtype, w->K);
+    const size_t block = panel / (size_t)nkb; /* values from one block of K to the next */
     const long sw = x3 ? 128 : 64;
     const size_t ldx = mm_amx_x_ld(w->K);
     const long sx = (long)(ldx * sizeof(uint16_t));
@@ -285,9 +285,9 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
                         prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS / 2, 2048);
                     const uint16_t *h0 = b0 + kb * block, *h1 = b1 + kb * block;
                     const uint16_t *xh0 = xa + kb * 32, *xh1 = xc + kb * 32;
-                    dp_tiles(xh0, xh1, sx, h0, h1, sw, np, two);                     /* xh wh */
+                    dp_tiles(xh0, xh1, sx, h0, h1, sw, np, two);                       /* xh wh */
                     dp_tiles(la + kb * 32, lc + kb * 32, sx, NULL, NULL, sw, np, two); /* xl wh */
-                    dp_tiles(xh0, xh1, sx, h0 + 32, h1 + 32, sw, np, two);           /* xh wl */
+                    dp_tiles(xh0, xh1, sx, h0 + MM_X3_LO, h1 + MM_X3_LO, sw, np, two); /* xh wl */
                 }
             } else {
                 for (int kb = 0; kb < nkb; kb++) {

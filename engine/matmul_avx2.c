@@ -56,7 +56,7 @@ INLINE void load_row(int dt, const void *w, int k, int odd, __m256 *lo, __m256 *
         const uint16_t *p = (const uint16_t *)w + (size_t)k * 2 * MM_NR;
         __m256 a, b, c, d;
         bf16_pairs(p, odd, &a, &b);
-        bf16_pairs(p + 2 * MM_NR, odd, &c, &d);
+        bf16_pairs(p + MM_X3_LO, odd, &c, &d);
         *lo = _mm256_add_ps(a, c);
         *hi = _mm256_add_ps(b, d);
         return;

@@ -45,7 +45,7 @@ INLINE __m512 load_row(int dt, const void *w, int k, int odd)
     if (dt == ENG_DTYPE_BF16X3) {
         /* The row of pairs of hi, then the one of lo: the weight is hi + lo. */
         const uint16_t *p = (const uint16_t *)w + (size_t)k * 2 * MM_NR;
-        __m512i h = _mm512_loadu_si512(p), l = _mm512_loadu_si512(p + 2 * MM_NR);
+        __m512i h = _mm512_loadu_si512(p), l = _mm512_loadu_si512(p + MM_X3_LO);
         if (odd) {
             const __m512i m = _mm512_set1_epi32((int)0xffff0000u);
             return _mm512_add_ps(_mm512_castsi512_ps(_mm512_and_si512(h, m)),

@@ -35,7 +35,7 @@ static void panel_row(const mm_tile_t *t, int k, float *out)
         /* BF16X3: the row of pairs of hi, then the one of lo; the weight is hi + lo. */
         const uint16_t *h = (const uint16_t *)t->w + (size_t)(k & ~1) * 2 * MM_NR + (k & 1);
         for (int j = 0; j < MM_NR; j++)
-            out[j] = mm_bf16_to_f32(h[2 * j]) + mm_bf16_to_f32(h[2 * MM_NR + 2 * j]);
+            out[j] = mm_bf16_to_f32(h[2 * j]) + mm_bf16_to_f32(h[MM_X3_LO + 2 * j]);
     }
 }
 

@@ -93,6 +93,16 @@ static inline int mm_panel_rows(int dtype, int K)
     return dtype == ENG_DTYPE_BF16 || dtype == ENG_DTYPE_BF16X3 ? (K + 31) / 32 * 32 : K;
 }
 
+/* BF16X3: values from a row of pairs of hi to the same row of lo (matmul_pack.c panel_at). */
+#define MM_X3_LO (2 * MM_NR)
+
+/* Stored values (of the dtype's element: float, 16 bits or int8) from one panel to the next:
+ * rows x 16, twice that for BF16X3 (hi and lo). */
+static inline size_t mm_panel_values(int dtype, int K)
+{
+    return (size_t)mm_panel_rows(dtype, K) * MM_NR * (dtype == ENG_DTYPE_BF16X3 ? 2 : 1);
+}
+
 /* Scalar conversions shared by packing and the portable path (round to nearest even). */
 uint16_t mm_f32_to_f16(float f);
 float mm_f16_to_f32(uint16_t h);

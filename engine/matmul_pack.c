@@ -88,11 +88,11 @@ int8_t mm_f32_to_i8(float v, float scale)
  * gives row k as F32 and a mask of the high half gives row k+1. */
 static size_t panel_at(int dtype, int k, int j)
 {
-    if (dtype == ENG_DTYPE_BF16X3)
-        return (size_t)(k & ~1) * 2 * MM_NR + 2 * (size_t)j + (size_t)(k & 1);
-    if (dtype != ENG_DTYPE_BF16)
+    if (dtype != ENG_DTYPE_BF16 && dtype != ENG_DTYPE_BF16X3)
         return (size_t)k * MM_NR + (size_t)j;
-    return (size_t)(k & ~1) * MM_NR + 2 * (size_t)j + (size_t)(k & 1);
+    /* BF16X3: hi's row of pairs, then lo's (MM_X3_LO on): hi's index */
+    const size_t pair_row = dtype == ENG_DTYPE_BF16X3 ? 2 * (size_t)MM_X3_LO : 2 * (size_t)MM_NR;
+    return (size_t)(k / 2) * pair_row + 2 * (size_t)j + (size_t)(k & 1);
 }
 
 typedef struct pack_job {
@@ -131,8 +131,7 @@ static void pack_panels(const pack_job_t *pj, int p0, int p1)
     for (int p = p0; p < p1; p++) {
         if (w->dtype == ENG_DTYPE_I8)
             pack_scales(pj, p);
-        const size_t panel =
-            (size_t)p * (size_t)rows * MM_NR * (w->dtype == ENG_DTYPE_BF16X3 ? 2 : 1);
+        const size_t panel = (size_t)p * mm_panel_values(w->dtype, w->K);
         for (int k = 0; k < rows; k++) {
             for (int j = 0; j < MM_NR; j++) {
                 float v = k < w->K ? src_at(pj, k, p * MM_NR + j) : 0.0f;
@@ -146,7 +145,7 @@ static void pack_panels(const pack_job_t *pj, int p0, int p1)
                 else if (w->dtype == ENG_DTYPE_BF16X3) {
                     uint16_t hi = mm_f32_to_bf16(v);
                     ((uint16_t *)w->data)[at] = hi;
-                    ((uint16_t *)w->data)[at + 2 * MM_NR] = mm_f32_to_bf16(v - mm_bf16_to_f32(hi));
+                    ((uint16_t *)w->data)[at + MM_X3_LO] = mm_f32_to_bf16(v - mm_bf16_to_f32(hi));
                 } else
                     ((int8_t *)w->data)[at] = mm_f32_to_i8(v, w->scale[(size_t)p * MM_NR + j]);
             }
@@ -234,12 +233,11 @@ void mm_weight_free(mm_weight_t *w)
 
 float mm_weight_get(const mm_weight_t *w, int k, int n)
 {
-    size_t at = (size_t)(n / MM_NR) * (size_t)mm_panel_rows(w->dtype, w->K) * MM_NR *
-                    (w->dtype == ENG_DTYPE_BF16X3 ? 2 : 1) +
+    size_t at = (size_t)(n / MM_NR) * mm_panel_values(w->dtype, w->K) +
                 panel_at(w->dtype, k, n % MM_NR);
     if (w->dtype == ENG_DTYPE_BF16X3)
         return mm_bf16_to_f32(((const uint16_t *)w->data)[at]) +
-               mm_bf16_to_f32(((const uint16_t *)w->data)[at + 2 * MM_NR]);
+               mm_bf16_to_f32(((const uint16_t *)w->data)[at + MM_X3_LO]);
     if (w->dtype == ENG_DTYPE_F32)
         return ((const float *)w->data)[at];
     if (w->dtype == ENG_DTYPE_I8)
