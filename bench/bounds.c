@@ -2,7 +2,6 @@
 #include "bench/bounds.h"
 
 #include <pthread.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 #include <unistd.h>
 
 #include "engine/matmul.h"
+#include "engine/matmul_kern.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -272,18 +272,7 @@ static void *amx_thread(void *arg)
 {
     double *io = arg;
     long iters = (long)io[0];
-    struct {
-        uint8_t palette, start_row, reserved[14];
-        uint16_t colsb[16];
-        uint8_t rows[16];
-    } __attribute__((aligned(64))) cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.colsb[i] = 64;
-        cfg.rows[i] = 16;
-    }
-    __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+    mm_amx_config(32); /* every tile 16 rows of 64 bytes */
     double t0 = thread_cpu_now();
     for (long it = 0; it < iters; it++)
         __asm__ volatile("tdpbf16ps %%tmm6, %%tmm4, %%tmm0\n\t"
@@ -291,7 +280,7 @@ static void *amx_thread(void *arg)
                          "tdpbf16ps %%tmm6, %%tmm5, %%tmm2\n\t"
                          "tdpbf16ps %%tmm7, %%tmm5, %%tmm3" ::);
     io[1] = (double)iters * AMX_FLOP_PER_ITER / (thread_cpu_now() - t0);
-    __asm__ volatile("tilerelease" ::);
+    mm_amx_release();
     return NULL;
 }
 

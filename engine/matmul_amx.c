@@ -247,11 +247,22 @@ ALWAYS_INLINE void store_c(float *c, int np, int two)
     }
 }
 
-void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
+void mm_amx_config(int M)
 {
-    const int config = tile_rows(j->M);
+    const int config = tile_rows(M);
     if (amx_config != config)
         amx_configure(config);
+}
+
+void mm_amx_release(void)
+{
+    __asm__ volatile("tilerelease" ::);
+    amx_config = 0;
+}
+
+void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
+{
+    mm_amx_config(j->M);
     const mm_weight_t *w = j->w;
     /* BF16X3: F32 weights as BF16 pairs hi + lo (hi the nearest BF16, lo the nearest to what
      * is left) and X as xh + xl (mm_amx_pack_x): x w ~ xh wh + xl wh + xh wl, three tile
@@ -315,6 +326,15 @@ size_t mm_amx_x_ld(int K)
 void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *xb, uint16_t *xl)
 {
     (void)M, (void)Mp, (void)K, (void)x, (void)ldx, (void)xb, (void)xl;
+}
+
+void mm_amx_config(int M)
+{
+    (void)M;
+}
+
+void mm_amx_release(void)
+{
 }
 
 void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)

@@ -79,6 +79,12 @@ void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint16_t *x
 /* Panels [p0, p1) of the product; loads the tile configuration on the thread's first call.
  * c: MM_AMX_C floats, 64-byte aligned, this thread's alone. */
 void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c);
+/* The calling thread's tile configuration for products of M rows, loaded unless it is the
+ * one loaded (from M >= 32 on: tmm0..7 all 16 rows of 64 bytes); mm_amx_release gives the
+ * tiles back, and the thread's next product loads it again. For threads of their own (the
+ * AMX peak in bench/bounds.c); the engine's threads keep theirs between products. */
+void mm_amx_config(int M);
+void mm_amx_release(void);
 
 /* Bytes per stored value of a dtype (enum eng_dtype). */
 static inline size_t mm_dtype_size(int dtype)
