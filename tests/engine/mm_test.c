@@ -309,6 +309,44 @@ static void test_shapes(mm_t *mm)
     }
 }
 
+/* The operands of the bit-for-bit checks below: W (K x N), MMAX rows of X and a bias, random
+ * in [-1, 1), and two Y buffers. */
+enum { BITS_K = 301, BITS_N = 83, BITS_MMAX = 40 };
+typedef struct bits_data {
+    float *src, *x, *y1, *y2;
+    float bias[BITS_N];
+} bits_data_t;
+
+static void bits_data_free(bits_data_t *d)
+{
+    free(d->src);
+    free(d->x);
+    free(d->y1);
+    free(d->y2);
+    memset(d, 0, sizeof(*d));
+}
+
+/* 0, or -1 (a failed check, nothing left allocated) when out of memory. */
+static int bits_data_init(bits_data_t *d)
+{
+    d->src = malloc((size_t)BITS_K * BITS_N * sizeof(float));
+    d->x = malloc((size_t)BITS_MMAX * BITS_K * sizeof(float));
+    d->y1 = malloc((size_t)BITS_MMAX * BITS_N * sizeof(float));
+    d->y2 = malloc((size_t)BITS_MMAX * BITS_N * sizeof(float));
+    if (!d->src || !d->x || !d->y1 || !d->y2) {
+        CHECK(!"out of memory");
+        bits_data_free(d);
+        return -1;
+    }
+    for (int i = 0; i < BITS_K * BITS_N; i++)
+        d->src[i] = frand();
+    for (int i = 0; i < BITS_MMAX * BITS_K; i++)
+        d->x[i] = frand();
+    for (int i = 0; i < BITS_N; i++)
+        d->bias[i] = frand();
+    return 0;
+}
+
 /* The vector kernels sum in the same order of k (matmul_kern.h) and both contract with FMA,
  * so on the same packed weights they give the same bits, whatever their tile shapes: here
  * for every dtype, M = 1..40 (one row block, whole K), tails, bias, accumulate and GELU. */
@@ -323,22 +361,12 @@ static void test_same_bits(void)
     }
     static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
                               ENG_DTYPE_BF16X3};
-    enum { K = 301, N = 83, MMAX = 40 };
-    float *src = malloc((size_t)K * N * sizeof(float));
-    float *x = malloc((size_t)MMAX * K * sizeof(float));
-    float *ya = malloc((size_t)MMAX * N * sizeof(float));
-    float *yb = malloc((size_t)MMAX * N * sizeof(float));
-    float bias[N];
-    if (!src || !x || !ya || !yb) {
-        CHECK(!"out of memory");
-        goto done;
-    }
-    for (int i = 0; i < K * N; i++)
-        src[i] = frand();
-    for (int i = 0; i < MMAX * K; i++)
-        x[i] = frand();
-    for (int i = 0; i < N; i++)
-        bias[i] = frand();
+    enum { K = BITS_K, N = BITS_N, MMAX = BITS_MMAX };
+    bits_data_t data;
+    if (bits_data_init(&data))
+        goto out;
+    const float *src = data.src, *x = data.x, *bias = data.bias;
+    float *ya = data.y1, *yb = data.y2;
     for (int d = 0; d < 5; d++) {
         mm_weight_t w;
         if (mm_weight_init(&w, src, K, N, N, 0, dts[d])) {
@@ -360,11 +388,7 @@ static void test_same_bits(void)
         }
         mm_weight_free(&w);
     }
-done:
-    free(src);
-    free(x);
-    free(ya);
-    free(yb);
+    bits_data_free(&data);
 out:
     mm_free(a);
     mm_free(b);
@@ -383,23 +407,13 @@ static void test_amx_rows(void)
         mm_free(mm);
         return;
     }
-    enum { K = 301, N = 83, MMAX = 40 };
-    float *src = malloc((size_t)K * N * sizeof(float));
-    float *x = malloc((size_t)MMAX * K * sizeof(float));
-    float *yall = malloc((size_t)MMAX * N * sizeof(float));
-    float *y = malloc((size_t)MMAX * N * sizeof(float));
-    float bias[N];
+    enum { K = BITS_K, N = BITS_N, MMAX = BITS_MMAX };
+    bits_data_t data = {0};
     mm_weight_t w = {0};
-    if (!src || !x || !yall || !y) {
-        CHECK(!"out of memory");
+    if (bits_data_init(&data))
         goto out;
-    }
-    for (int i = 0; i < K * N; i++)
-        src[i] = frand();
-    for (int i = 0; i < MMAX * K; i++)
-        x[i] = frand();
-    for (int i = 0; i < N; i++)
-        bias[i] = frand();
+    const float *src = data.src, *x = data.x, *bias = data.bias;
+    float *yall = data.y1, *y = data.y2;
     static const int dts[] = {ENG_DTYPE_BF16, ENG_DTYPE_BF16X3};
     for (int v = 0; v < 6; v++) {
         if (v % 3 == 0) {
@@ -432,10 +446,7 @@ static void test_amx_rows(void)
     }
 out:
     mm_weight_free(&w);
-    free(src);
-    free(x);
-    free(yall);
-    free(y);
+    bits_data_free(&data);
     mm_free(mm);
 }
 
