@@ -235,7 +235,7 @@ static int parse_logit_bias(json_t *v, const api_limits_t *lim, api_params_t *p,
         if (id < 0 || id > hi)
             return bad(e, "logit_bias", "'logit_bias' token id %lld is out of range (0-%lld)", id,
                        hi);
-        float b;
+        float b = 0.0f; /* set by get_num; gcc -O3 cannot see that on every path */
         if (get_num(val, "logit_bias", -100.0, 100.0, 0, &b, e))
             return -1;
         p->sp.logit_bias_ids[p->sp.n_logit_bias] = (int32_t)id;
