@@ -330,7 +330,7 @@ def main():
     print("soak: RSS kB every 5 s: " + " ".join(str(r) for _, r in samples))
     print("soak: at the end running %d, waiting %d, KV blocks used %d of %d; server exit %d" % (
         m.get("nano_vllm_num_requests_running", -1), m.get("nano_vllm_num_requests_waiting", -1),
-        m.get("nano_vllm_kv_cache_blocks_used", -1), m.get("nano_vllm_kv_cache_blocks_total", -1),
+        m.get("nano_vllm_kv_cache_blocks_used", -1), m.get("nano_vllm_kv_cache_blocks", -1),
         rc))
     fails = []
     if st.n.get("5xx") or fivexx:

@@ -128,7 +128,7 @@ char *metrics_render(const metrics_t *m, const eng_stats_t *st, const eng_info_t
                st->kv_blocks_total ? (double)st->kv_blocks_used / st->kv_blocks_total : 0.0);
         metric(&b, "nano_vllm_kv_cache_blocks_used", "gauge", "KV-cache blocks in use.",
                st->kv_blocks_used);
-        metric(&b, "nano_vllm_kv_cache_blocks_total", "gauge", "KV-cache blocks in the pool.",
+        metric(&b, "nano_vllm_kv_cache_blocks", "gauge", "KV-cache blocks in the pool.",
                st->kv_blocks_total);
         metric(&b, "nano_vllm_prefix_cache_queries_total", "counter",
                "Prompt tokens looked up in the prefix cache.", (double)st->prefix_cache_queries);

@@ -1,7 +1,8 @@
 """Prometheus reads our metrics back: deploy/prometheus.yml against a real server.
 
 First `promtool check config` on deploy/prometheus.yml and `promtool test rules` on the unit
-tests of deploy/prometheus-rules.yml (tests/deploy/prometheus-rules.test.yml).
+tests of deploy/prometheus-rules.yml (tests/deploy/prometheus-rules.test.yml), then
+`promtool check metrics` on the server's /metrics.
 
 Starts `nano-vllm serve` with the tiny test checkpoint on a loopback port, makes one
 completion so the token counters move, then starts Debian's `prometheus` with the scrape
@@ -117,6 +118,11 @@ def main():
         check(status == 200, "a completion to move the counters", body)
 
         status, body = http(f"http://127.0.0.1:{port}/metrics")
+        # Prometheus' own linter on the exposition (names, suffixes, HELP and TYPE lines).
+        lint = subprocess.run([promtool, "check", "metrics"], input=body.encode(),
+                              capture_output=True, timeout=60)
+        check(lint.returncode == 0, "promtool check metrics on /metrics",
+              (lint.stdout + lint.stderr).decode(errors="replace"))
         ours = samples(body)
         gen = [k for k in ours
                if re.fullmatch(r"[\w:]*generation_tokens_total", k.split("{")[0])]

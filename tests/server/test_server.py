@@ -407,7 +407,7 @@ def test_kv_f16(srv):
             check_eq(two["choices"][0]["text"], one["choices"][0]["text"],
                      "with an F16 cache n = 2's first completion is the n = 1 completion")
         status, _, data = request(s16, "GET", "/metrics")
-        check("nano_vllm_kv_cache_blocks_total %d" % blocks16 in data.decode(),
+        check("nano_vllm_kv_cache_blocks %d" % blocks16 in data.decode(),
               "/metrics counts the F16 pool's blocks", blocks16)
         info = 'nano_vllm_cache_config_info{block_size="16",cache_dtype="f16",num_blocks="%d"} 1'
         check(info % blocks16 in data.decode(), "/metrics names the cache dtype", info % blocks16)
