@@ -22,6 +22,7 @@
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", "int8", "bf16x3", NULL};
 static const char *const kv_dtypes[] = {"auto", "f32", "f16", NULL};
+static const char *const kernels[] = {"auto", "generic", "avx2", "avx512", "amx", NULL};
 
 #define OFF(field) offsetof(cfg_t, field)
 #define KIB 1024.0
@@ -75,6 +76,10 @@ const cfg_opt_t cfg_opts[] = {
      0, OFF(kv_cache_dtype), "auto", 0, 0, kv_dtypes,
      "how K and V are kept in the KV cache; f16 halves its memory and the attention's memory "
      "traffic; auto = f16 with 16-bit or int8 weights, f32 with f32 or bf16x3 weights"},
+    {"kernel", "--kernel", "NANO_VLLM_KERNEL", "auto|generic|avx2|avx512|amx", CFG_T_STR, 0,
+     OFF(kernel), "auto", 0, 0, kernels,
+     "matrix kernel; auto = the fastest this CPU runs (amx, avx512, avx2, then the portable "
+     "generic); one this CPU cannot run stops the start"},
     {"api_key", "--api-key", "NANO_VLLM_API_KEY", "KEY", CFG_T_STR, CFG_F_NULLABLE | CFG_F_SECRET,
      OFF(api_key), NULL, 0, 0, NULL,
      "require 'Authorization: Bearer KEY' on every endpoint but /health and /metrics; "
@@ -378,11 +383,8 @@ static int is_service_link(const char *entry)
 static int apply_env(cfg_t *c, char **envp, char *err, size_t errlen)
 {
     static const char prefix[] = "NANO_VLLM_";
-    /* Read by the engine itself (it forces a matrix kernel, engine/matmul.h), not a setting. */
-    static const char kernel[] = "NANO_VLLM_KERNEL=";
     for (char **e = envp; e && *e; e++) {
-        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0 || is_service_link(*e) ||
-            strncmp(*e, kernel, sizeof(kernel) - 1) == 0)
+        if (strncmp(*e, prefix, sizeof(prefix) - 1) != 0 || is_service_link(*e))
             continue;
         const char *eq = strchr(*e, '=');
         size_t n = eq ? (size_t)(eq - *e) : strlen(*e);

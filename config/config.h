@@ -35,6 +35,7 @@ typedef struct cfg {
     int max_model_len;       /* 0 = the model's n_positions */
     char *weight_dtype;      /* owned; "auto" | "f32" | "f16" | "bf16" | "int8" | "bf16x3" */
     char *kv_cache_dtype;    /* owned; "auto" | "f32" | "f16" */
+    char *kernel;            /* owned; "auto" | "generic" | "avx2" | "avx512" | "amx" */
     char *api_key;           /* owned or NULL = no key */
     char *served_model_name; /* owned or NULL = model directory's base name */
     size_t max_body_bytes;   /* 1 MiB */

@@ -108,7 +108,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         snprintf(err, errlen, "engine: out of memory");
         return -ENOMEM;
     }
-    int rc = gpt2_load(&e->model, p->model_dir, p->weight_dtype, err, errlen);
+    int rc = gpt2_load_kernel(&e->model, p->model_dir, p->weight_dtype, p->kernel, err, errlen);
     if (rc < 0)
         goto fail;
     /* gpt2_load starts one compute thread per core; OpenBLAS stays single-threaded. */

@@ -48,6 +48,8 @@ typedef struct eng_params {
     int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
                                  * past this; 0 = unbounded */
     int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
+    const char *kernel;         /* matrix kernel: "auto", "generic", "avx2", "avx512", "amx";
+                                 * NULL = as NANO_VLLM_KERNEL says, else auto */
     int kv_cache_dtype;         /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit or
                                  * int8 weights, F32 with F32 or BF16X3 weights */
     int max_prefill_tokens_decoding; /* N: a step that also decodes D sequences gives

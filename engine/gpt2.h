@@ -28,6 +28,10 @@ typedef struct gpt2 gpt2_t;
  * Errors name the file and the tensor: "model.safetensors: h.3.attn.c_attn.weight: shape
  * [64,190] disagrees with config.json (expected [64,192])". */
 int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen);
+/* gpt2_load on the matrix kernel `kernel` names (mm_init_kernel: NULL = NANO_VLLM_KERNEL,
+ * else the CPU's best). */
+int gpt2_load_kernel(gpt2_t **out, const char *dir, int dtype, const char *kernel, char *err,
+                     size_t errlen);
 void gpt2_free(gpt2_t *m);
 /* Runs the matrix products on `threads` threads from now on (0 = one per online CPU; the
  * default after gpt2_load). Returns 0, or -EINVAL/-ENOMEM/-EAGAIN leaving the old pool. */

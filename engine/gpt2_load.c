@@ -389,10 +389,10 @@ static int pack_one(gpt2_t *m, mm_weight_t *w, const float *src, int K, int N, i
 }
 
 /* Packs every matrix product's weights (see engine/matmul.h) in dtype. */
-static int pack_weights(gpt2_t *m, int dtype, char *err, size_t errlen)
+static int pack_weights(gpt2_t *m, int dtype, const char *kernel, char *err, size_t errlen)
 {
     char e[256];
-    int rc = mm_init(&m->mm, 0, e, sizeof(e));
+    int rc = mm_init_kernel(&m->mm, 0, kernel, e, sizeof(e));
     if (rc)
         return st_fail(err, errlen, rc, "%s", e);
     m->dtype = dtype == ENG_DTYPE_AUTO ? ENG_DTYPE_F32 : dtype;
@@ -436,11 +436,10 @@ int gpt2_set_threads(gpt2_t *m, int threads)
         return -EINVAL;
     char e[256];
     mm_t *mm = NULL;
-    int rc = mm_init(&mm, threads, e, sizeof(e));
+    /* The same kernel as before (it passed the check, and the weights are packed for it). */
+    int rc = mm_init_kernel(&mm, threads, mm_kernel_name(mm_get_kernel(m->mm)), e, sizeof(e));
     if (rc)
         return rc;
-    int kernel = mm_get_kernel(m->mm);
-    mm_set_kernel(mm, kernel); /* keep a forced kernel: the old context passed the check */
     mm_t *old = m->mm;
     m->mm = mm;
     /* The attention scratch is per compute thread: size it again for the new count. */
@@ -457,6 +456,12 @@ int gpt2_set_threads(gpt2_t *m, int threads)
 }
 
 int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen)
+{
+    return gpt2_load_kernel(out, dir, dtype, NULL, err, errlen);
+}
+
+int gpt2_load_kernel(gpt2_t **out, const char *dir, int dtype, const char *kernel, char *err,
+                     size_t errlen)
 {
     *out = NULL;
     if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 &&
@@ -498,7 +503,7 @@ int gpt2_load(gpt2_t **out, const char *dir, int dtype, char *err, size_t errlen
     rc = get_all(&ld);
     if (rc)
         goto fail;
-    rc = pack_weights(m, dtype == ENG_DTYPE_AUTO ? ld.matrix_dtype : dtype, err, errlen);
+    rc = pack_weights(m, dtype == ENG_DTYPE_AUTO ? ld.matrix_dtype : dtype, kernel, err, errlen);
     if (rc)
         goto fail;
     /* When every weight was converted nothing points into the files any more: unmap them

@@ -216,6 +216,11 @@ pool_t *mm_pool(mm_t *mm)
 
 int mm_init(mm_t **out, int threads, char *err, size_t errlen)
 {
+    return mm_init_kernel(out, threads, NULL, err, errlen);
+}
+
+int mm_init_kernel(mm_t **out, int threads, const char *kernel, char *err, size_t errlen)
+{
     *out = NULL;
     if (threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -227,20 +232,20 @@ int mm_init(mm_t **out, int threads, char *err, size_t errlen)
         return -ENOMEM;
     }
     int rc = mm_set_kernel(mm, MM_KERNEL_AUTO);
-    const char *env = getenv("NANO_VLLM_KERNEL");
-    if (rc == 0 && env && *env && strcmp(env, "auto") != 0) {
-        if (strcmp(env, "generic") == 0)
+    const char *name = kernel ? kernel : getenv("NANO_VLLM_KERNEL");
+    if (rc == 0 && name && *name && strcmp(name, "auto") != 0) {
+        if (strcmp(name, "generic") == 0)
             rc = mm_set_kernel(mm, MM_KERNEL_GENERIC);
-        else if (strcmp(env, "avx2") == 0)
+        else if (strcmp(name, "avx2") == 0)
             rc = mm_set_kernel(mm, MM_KERNEL_AVX2);
-        else if (strcmp(env, "avx512") == 0)
+        else if (strcmp(name, "avx512") == 0)
             rc = mm_set_kernel(mm, MM_KERNEL_AVX512);
-        else if (strcmp(env, "amx") == 0)
+        else if (strcmp(name, "amx") == 0)
             rc = mm_set_kernel(mm, MM_KERNEL_AMX);
         else
             rc = -EINVAL;
         if (rc) {
-            snprintf(err, errlen, "NANO_VLLM_KERNEL: '%s' %s", env,
+            snprintf(err, errlen, "%s: '%s' %s", kernel ? "kernel" : "NANO_VLLM_KERNEL", name,
                      rc == -EINVAL ? "is not one of auto, generic, avx2, avx512, amx"
                                    : "is not supported by this CPU");
             goto fail;

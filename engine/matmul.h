@@ -60,8 +60,11 @@ typedef struct mm_weight {
 typedef struct mm mm_t;
 
 /* Creates the context: a pool of `threads` threads (0 = one per online CPU) and the kernel
- * picked from the CPU, unless NANO_VLLM_KERNEL names one (then that one, or -ENOTSUP if
- * this CPU cannot run it; an unknown name is -EINVAL). Writes one line into err on failure. */
+ * `kernel` names ("generic", "avx2", "avx512", "amx"; "auto" or "" = the best this CPU runs;
+ * NULL = as NANO_VLLM_KERNEL says, else auto). A kernel this CPU cannot run is -ENOTSUP, an
+ * unknown name -EINVAL. Writes one line into err on failure. */
+int mm_init_kernel(mm_t **out, int threads, const char *kernel, char *err, size_t errlen);
+/* mm_init_kernel with NULL: the kernel NANO_VLLM_KERNEL names, else the CPU's best. */
 int mm_init(mm_t **out, int threads, char *err, size_t errlen);
 void mm_free(mm_t *mm);
 /* Whether this CPU and OS can run a kernel (AMX: also asks Linux for the tile state). */

@@ -92,6 +92,7 @@ static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
         .max_model_len = s->cfg.max_model_len,
         .max_waiting = s->cfg.max_waiting,
         .weight_dtype = dtype_of(s->cfg.weight_dtype),
+        .kernel = s->cfg.kernel,
         .kv_cache_dtype = dtype_of(s->cfg.kv_cache_dtype),
         .max_prefill_tokens_decoding = s->cfg.max_prefill_tokens_decoding,
     };

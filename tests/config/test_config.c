@@ -198,9 +198,17 @@ static void test_precedence(void)
     CHECK_STR_EQ(err, "");
     CHECK_INT_EQ(c.port, 8000);
     cfg_free(&c);
-    /* NANO_VLLM_KERNEL is the engine's (it forces a matrix kernel), not a setting. */
+    /* The matrix kernel is a setting like the others: the flag over the environment. */
     CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_KERNEL=avx512")), 0);
     CHECK_STR_EQ(err, "");
+    CHECK_STR_EQ(c.kernel, "avx512");
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m", "--kernel", "generic"), ARGS("NANO_VLLM_KERNEL=avx512")),
+                 0);
+    CHECK_STR_EQ(c.kernel, "generic");
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m"), NOARGS), 0);
+    CHECK_STR_EQ(c.kernel, "auto");
     cfg_free(&c);
 
     /* Every setting can be given each way. */
@@ -327,6 +335,11 @@ static void test_value_errors(void)
     expect_error(__LINE__,
                  "--weight-dtype: 'bf16x' is not one of auto, f32, f16, bf16, int8, bf16x3",
                  ARGS("--weight-dtype", "bf16x"), NOENV);
+    expect_error(__LINE__,
+                 "NANO_VLLM_KERNEL: 'sse2' is not one of auto, generic, avx2, avx512, amx",
+                 ARGS("m"), ARGS("NANO_VLLM_KERNEL=sse2"));
+    expect_error(__LINE__, "--kernel: 'AMX' is not one of auto, generic, avx2, avx512, amx",
+                 ARGS("--kernel", "AMX"), NOENV);
     expect_error(__LINE__, "NANO_VLLM_KV_CACHE_DTYPE: 'bf16x3' is not one of auto, f32, f16",
                  ARGS("m"), ARGS("NANO_VLLM_KV_CACHE_DTYPE=bf16x3"));
     expect_error(__LINE__, "NANO_VLLM_KV_CACHE_DTYPE: 'bf16' is not one of auto, f32, f16",

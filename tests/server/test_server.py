@@ -427,15 +427,48 @@ def weights(srv):
     return None, None
 
 
+def kernel_of(srv):
+    """The matrix kernel the start-up line names, or None."""
+    found = [m.group(1) for m in (re.search(r"; kernel (\w+), \d+ compute threads$", l)
+                                  for l in srv.log) if m]
+    return found[0] if found else None
+
+
+def test_kernel_setting(srv):
+    """--kernel picks the matrix kernel (over NANO_VLLM_KERNEL, as every flag over its
+    variable): the portable one serves the reference's greedy text; one the CPU lacks stops
+    the start with a message that names it."""
+    auto = kernel_of(srv)
+    check(auto in ("generic", "avx2", "avx512", "amx"), "the main server names its kernel", auto)
+    prompt = [464, 2068, 7586, 21831, 18045]
+    ref = reference(prompt, greedy=6)
+    for args, env, want in ((["--kernel", "generic"], {}, "generic"),
+                            (["--kernel", "auto"], {"NANO_VLLM_KERNEL": "generic"}, auto)):
+        s = Server(*args, env=env)
+        try:
+            check_eq(kernel_of(s), want, "kernel with %s %s" % (" ".join(args), env))
+            r = complete(s, greedy_body(prompt, 6))
+            if r:
+                check_eq(r["choices"][0]["text"], detokenize(s, ref["greedy"]),
+                         "greedy text on the %s kernel = reference greedy" % want)
+        finally:
+            check_eq(s.stop(), 0, "server exit status (kernel %s)" % want)
+    if auto != "amx":
+        p = subprocess.run([BIN, "serve", MODEL, "--port", "0", "--kernel", "amx"],
+                           capture_output=True, timeout=60)
+        check_eq(p.returncode, 1, "--kernel amx on a CPU without AMX: exit status")
+        err = p.stderr.decode()
+        check("kernel: 'amx' is not supported by this CPU" in err,
+              "--kernel amx on a CPU without AMX: the message names it", err)
+
+
 def test_weight_bf16x3(srv):
     """--weight-dtype bf16x3: kept so where the kernel is AMX and as F32 elsewhere (forced with
     NANO_VLLM_KERNEL=avx512), in F32's memory, with an F32 KV cache by default, and the
     reference's greedy text."""
     f32 = weights(srv)
     check_eq(f32[0], "f32", "the main server's weights are F32")
-    kernel = [m.group(1) for m in (re.search(r"; kernel (\w+), \d+ compute threads$", l)
-                                   for l in srv.log) if m]
-    runs = [({}, kernel[0] if kernel else None)]
+    runs = [({}, kernel_of(srv))]
     if runs[0][1] == "amx":
         runs.append(({"NANO_VLLM_KERNEL": "avx512"}, "avx512"))
     prompt = [464, 2068, 7586, 21831, 18045]
@@ -994,6 +1027,7 @@ def main():
                 test_greedy_and_logprobs(srv)
                 test_kv_f16(srv)
                 test_weight_bf16x3(srv)
+                test_kernel_setting(srv)
                 test_sampling_params(srv)
             if "stream" in want:
                 test_stream_framing(srv)
