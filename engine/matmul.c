@@ -234,16 +234,11 @@ int mm_init_kernel(mm_t **out, int threads, const char *kernel, char *err, size_
     int rc = mm_set_kernel(mm, MM_KERNEL_AUTO);
     const char *name = kernel ? kernel : getenv("NANO_VLLM_KERNEL");
     if (rc == 0 && name && *name && strcmp(name, "auto") != 0) {
-        if (strcmp(name, "generic") == 0)
-            rc = mm_set_kernel(mm, MM_KERNEL_GENERIC);
-        else if (strcmp(name, "avx2") == 0)
-            rc = mm_set_kernel(mm, MM_KERNEL_AVX2);
-        else if (strcmp(name, "avx512") == 0)
-            rc = mm_set_kernel(mm, MM_KERNEL_AVX512);
-        else if (strcmp(name, "amx") == 0)
-            rc = mm_set_kernel(mm, MM_KERNEL_AMX);
-        else
-            rc = -EINVAL;
+        /* The names are mm_kernel_name's; none matching is -EINVAL. */
+        int k = MM_KERNEL_GENERIC;
+        while (k <= MM_KERNEL_AMX && strcmp(name, mm_kernel_name(k)) != 0)
+            k++;
+        rc = k <= MM_KERNEL_AMX ? mm_set_kernel(mm, k) : -EINVAL;
         if (rc) {
             snprintf(err, errlen, "%s: '%s' %s", kernel ? "kernel" : "NANO_VLLM_KERNEL", name,
                      rc == -EINVAL ? "is not one of auto, generic, avx2, avx512, amx"
