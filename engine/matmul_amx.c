@@ -162,13 +162,13 @@ TARGET void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint
 }
 
 /* The weights stream from memory (only the first 32 rows of X fetch them; later rows find
- * them in cache): block kb of each panel is touched AMX_PF_BLOCKS blocks (4 KiB) ahead, the
- * distance of the AVX-512 tiles' stream (MM_PF_DIST). Measured with bench/mm-bench, BF16
+ * them in cache): each panel is touched AMX_PF_BYTES (4 KiB) ahead, the distance of the
+ * AVX-512 tiles' stream (MM_PF_DIST): 4 blocks of K of BF16, 2 of BF16X3. Measured with bench/mm-bench, BF16
  * decode step, 2 threads: M = 1 6.5-6.7 -> 5.8-6.5 ms, M = 32 9.9-10.2 -> 8.2-9.0 ms (2 and
  * 8 blocks in between). A prefetch past the last panel is harmless (no fault); its
  * address is computed as an integer, since a pointer that far past the weights is not
  * valid C. */
-#define AMX_PF_BLOCKS 4
+#define AMX_PF_BYTES 4096
 
 /* Passes over a panel pair from which each pass also prefetches a share of the next pair
  * (prefetch_share). Measured with bench/mm-bench, decode step products, 2 threads, two
@@ -179,11 +179,11 @@ TARGET void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint
 #define AMX_SHARE_MIN_PASSES 3
 
 static inline void prefetch_blocks(const uint16_t *b0, const uint16_t *b1, int np, int kb,
-                                   int bytes)
+                                   size_t bytes)
 {
     const uintptr_t f0 = (uintptr_t)b0 + (size_t)kb * bytes,
                     f1 = (uintptr_t)b1 + (size_t)kb * bytes;
-    for (int l = 0; l < bytes; l += 64) {
+    for (size_t l = 0; l < bytes; l += 64) {
         _mm_prefetch((const char *)(f0 + (uintptr_t)l), _MM_HINT_T0);
         if (np == 2)
             _mm_prefetch((const char *)(f1 + (uintptr_t)l), _MM_HINT_T0);
@@ -310,6 +310,7 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
         const int nmb = (j->M + 31) / 32, share = (nkb + nmb - 1) / nmb;
         const uintptr_t next = (uintptr_t)(b0 + 2 * panel);
         const size_t pbytes = panel * sizeof(uint16_t), bbytes = block * sizeof(uint16_t);
+        const int ahead = (int)(AMX_PF_BYTES / bbytes); /* blocks */
         for (int m0 = 0; m0 < j->M; m0 += 32) {
             const int first = m0 / 32 * share;
             const int count = nmb < AMX_SHARE_MIN_PASSES ? 0
@@ -322,12 +323,12 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
             TILE_ZERO(2);
             TILE_ZERO(3);
             /* Block kb of a panel is its K rows 32 kb .. 32 kb + 31: 16 rows of pairs, 1 KiB
-             * (BF16X3: 2 KiB, hi and lo); the prefetch runs 4 KiB ahead either way. */
+             * (BF16X3: 2 KiB, hi and lo). */
             if (x3) {
                 const uint16_t *la = j->xl + (size_t)m0 * ldx, *lc = la + 16 * ldx;
                 for (int kb = 0; kb < nkb; kb++) {
                     if (m0 == 0)
-                        prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS / 2, 2048);
+                        prefetch_blocks(b0, b1, np, kb + ahead, bbytes);
                     if (count > 0)
                         prefetch_share(next, pbytes, bbytes, first, count, kb, nkb);
                     const uint16_t *h0 = b0 + kb * block, *h1 = b1 + kb * block;
@@ -339,7 +340,7 @@ void mm_amx_range(const mm_amx_job_t *j, int p0, int p1, float *c)
             } else {
                 for (int kb = 0; kb < nkb; kb++) {
                     if (m0 == 0)
-                        prefetch_blocks(b0, b1, np, kb + AMX_PF_BLOCKS, 1024);
+                        prefetch_blocks(b0, b1, np, kb + ahead, bbytes);
                     if (count > 0)
                         prefetch_share(next, pbytes, bbytes, first, count, kb, nkb);
                     dp_tiles(xa + kb * 32, xc + kb * 32, sx, b0 + kb * block, b1 + kb * block,

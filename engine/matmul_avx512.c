@@ -32,27 +32,26 @@
     static inline __attribute__((always_inline,                                               \
                                  target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
 
-/* Row k + odd of a panel as one F32 vector, columns 0..15 (odd a constant; for BF16 k is
- * even: rows k and k + 1 are one row of pairs, 32-bit lane j holding column j of row k in its
- * low half and of row k + 1 in its high half, so a shift or a mask widens either). */
+/* A BF16 row of pairs (32 values at p) as 16 floats: 32-bit lane j holds column j of row k
+ * in its low half and of row k + 1 in its high half, so a shift or a mask widens either (odd,
+ * a constant, picks row k + 1). */
+INLINE __m512 bf16_pairs(const uint16_t *p, int odd)
+{
+    __m512i r = _mm512_loadu_si512(p);
+    return _mm512_castsi512_ps(odd ? _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u))
+                                   : _mm512_slli_epi32(r, 16));
+}
+
+/* Row k + odd of a panel as one F32 vector, columns 0..15 (odd a constant; for BF16 and
+ * BF16X3 k is even: rows k and k + 1 are one row of pairs, bf16_pairs). */
 INLINE __m512 load_row(int dt, const void *w, int k, int odd)
 {
-    if (dt == ENG_DTYPE_BF16) {
-        __m512i r = _mm512_loadu_si512((const uint16_t *)w + (size_t)k * MM_NR);
-        return _mm512_castsi512_ps(odd ? _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u))
-                                       : _mm512_slli_epi32(r, 16));
-    }
+    if (dt == ENG_DTYPE_BF16)
+        return bf16_pairs((const uint16_t *)w + (size_t)k * MM_NR, odd);
     if (dt == ENG_DTYPE_BF16X3) {
         /* The row of pairs of hi, then the one of lo: the weight is hi + lo. */
         const uint16_t *p = (const uint16_t *)w + (size_t)k * 2 * MM_NR;
-        __m512i h = _mm512_loadu_si512(p), l = _mm512_loadu_si512(p + MM_X3_LO);
-        if (odd) {
-            const __m512i m = _mm512_set1_epi32((int)0xffff0000u);
-            return _mm512_add_ps(_mm512_castsi512_ps(_mm512_and_si512(h, m)),
-                                 _mm512_castsi512_ps(_mm512_and_si512(l, m)));
-        }
-        return _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(h, 16)),
-                             _mm512_castsi512_ps(_mm512_slli_epi32(l, 16)));
+        return _mm512_add_ps(bf16_pairs(p, odd), bf16_pairs(p + MM_X3_LO, odd));
     }
     k += odd;
     if (dt == ENG_DTYPE_F32)
