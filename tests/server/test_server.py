@@ -11,6 +11,7 @@ mid-stream), errors (every error status), auth, drain. Without GROUP all run. Th
 status is the verdict; each failure prints what was expected and what came.
 """
 
+import functools
 import http.client
 import json
 import os
@@ -292,6 +293,23 @@ def test_endpoints(srv):
     check_eq(detokenize(srv, ids), "Hello world, how are you?", "detokenize round trip")
 
 
+PROMPT = [464, 2068, 7586, 21831, 18045]  # "The quick brown fox jumps"
+
+
+@functools.lru_cache(maxsize=None)
+def reference_greedy6():
+    """The reference's 6 greedy tokens after PROMPT (one PyTorch run for every test)."""
+    return reference(PROMPT, greedy=6)["greedy"]
+
+
+def check_reference_greedy(s, what):
+    """A 6-token greedy completion of PROMPT on server s is the reference's."""
+    r = complete(s, greedy_body(PROMPT, 6))
+    if r:
+        check_eq(r["choices"][0]["text"], detokenize(s, reference_greedy6()),
+                 "greedy text %s = reference greedy" % what)
+
+
 def greedy_body(prompt, n_tokens, **kw):
     b = {"model": "tiny-f32", "prompt": prompt, "max_tokens": n_tokens, "temperature": 0,
          "ignore_eos": True}
@@ -300,7 +318,7 @@ def greedy_body(prompt, n_tokens, **kw):
 
 
 def test_greedy_and_logprobs(srv):
-    prompt = [464, 2068, 7586, 21831, 18045]  # "The quick brown fox jumps"
+    prompt = PROMPT
     ref = reference(prompt, greedy=6, logprobs=3)
     status, hdrs, data = request(srv, "POST", "/v1/completions",
                                  greedy_body(prompt, 6, logprobs=3, echo=True))
@@ -389,7 +407,7 @@ def test_kv_f16(srv):
         check_eq(dtype16, "f16", "--kv-cache-dtype f16 is logged")
         check(blocks32 and blocks16 == 2 * blocks32, "an F16 pool holds twice the blocks",
               blocks16, blocks32)
-        prompt = [464, 2068, 7586, 21831, 18045]
+        prompt = PROMPT
         ref = reference(prompt, greedy=6, logprobs=1)
         r = complete(s16, greedy_body(prompt, 6, logprobs=1, echo=True))
         if r:
@@ -440,17 +458,12 @@ def test_kernel_setting(srv):
     the start with a message that names it."""
     auto = kernel_of(srv)
     check(auto in ("generic", "avx2", "avx512", "amx"), "the main server names its kernel", auto)
-    prompt = [464, 2068, 7586, 21831, 18045]
-    ref = reference(prompt, greedy=6)
     for args, env, want in ((["--kernel", "generic"], {}, "generic"),
                             (["--kernel", "auto"], {"NANO_VLLM_KERNEL": "generic"}, auto)):
         s = Server(*args, env=env)
         try:
             check_eq(kernel_of(s), want, "kernel with %s %s" % (" ".join(args), env))
-            r = complete(s, greedy_body(prompt, 6))
-            if r:
-                check_eq(r["choices"][0]["text"], detokenize(s, ref["greedy"]),
-                         "greedy text on the %s kernel = reference greedy" % want)
+            check_reference_greedy(s, "on the %s kernel" % want)
         finally:
             check_eq(s.stop(), 0, "server exit status (kernel %s)" % want)
     if auto != "amx":
@@ -471,8 +484,6 @@ def test_weight_bf16x3(srv):
     runs = [({}, kernel_of(srv))]
     if runs[0][1] == "amx":
         runs.append(({"NANO_VLLM_KERNEL": "avx512"}, "avx512"))
-    prompt = [464, 2068, 7586, 21831, 18045]
-    ref = reference(prompt, greedy=6)
     for env, kern in runs:
         s = Server("--weight-dtype", "bf16x3", env=env)
         try:
@@ -480,10 +491,7 @@ def test_weight_bf16x3(srv):
             check_eq(weights(s), (want, f32[1]),
                      "--weight-dtype bf16x3 with the %s kernel: dtype and MiB logged" % kern)
             check_eq(kv_pool(s)[1], "f32", "the KV cache of bf16x3 weights is F32 by default")
-            r = complete(s, greedy_body(prompt, 6))
-            if r:
-                check_eq(r["choices"][0]["text"], detokenize(s, ref["greedy"]),
-                         "greedy text with bf16x3 weights (%s kernel) = reference greedy" % kern)
+            check_reference_greedy(s, "with bf16x3 weights (%s kernel)" % kern)
         finally:
             check_eq(s.stop(), 0, "bf16x3 server exit status")
 
