@@ -61,11 +61,16 @@ class Server:
         self.log = []
         self.port = None
         self.listening = threading.Event()
+        self.ready_logged = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.listening.wait(20)
         if wait_ready and self.port:
             self.wait_health(200, 30)
+            # /health can answer 200 before this thread has read the start-up lines (the
+            # model's line, then "ready"), which the tests parse: wait for them too.
+            if not self.ready_logged.wait(10):
+                raise RuntimeError("no 'ready' line; log:\n" + "\n".join(self.log[-30:]))
 
     def _read(self):
         for raw in self.proc.stdout:
@@ -75,7 +80,10 @@ class Server:
             if m:
                 self.port = int(m.group(1))
                 self.listening.set()
+            if re.search(r' srv ready$|"component":"srv","msg":"ready"}$', line):  # text, json
+                self.ready_logged.set()
         self.listening.set()
+        self.ready_logged.set()
 
     def wait_health(self, status, timeout):
         end = time.time() + timeout
