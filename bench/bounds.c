@@ -10,8 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/matmul.h"
-#include "engine/matmul_kern.h"
+#include "engine/kernels/matmul.h"
+#include "engine/kernels/matmul_kern.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -113,7 +113,7 @@ __attribute__((target("avx512f"))) static float read_avx512(const float *p, size
 }
 
 /* fma_avx2 with 512-bit registers: on CPUs with two 512-bit FMA units this is twice the AVX2
- * rate, and the kernels use it (engine/matmul_avx512.c), so it is the bound. Twelve chains of
+ * rate, and the kernels use it (engine/kernels/matmul_avx512.c), so it is the bound. Twelve chains of
  * 4-cycle FMAs keep both units busy. */
 __attribute__((target("avx512f"))) static float fma_avx512(long iters)
 {
@@ -143,7 +143,7 @@ static float read_plain(const float *p, size_t n)
     return s;
 }
 
-/* The CPU checks are the kernels' own (engine/matmul.c): a bound uses what they can use. */
+/* The CPU checks are the kernels' own (engine/kernels/matmul.c): a bound uses what they can use. */
 static int have_avx2_fma(void)
 {
     return mm_kernel_supported(MM_KERNEL_AVX2);
@@ -267,7 +267,7 @@ double bench_fma_peak(pool_t *pool, int reps)
 
 /* One thread's run: configure, multiply, release. It runs on threads of its own, never on
  * the engine's (the pool's threads and the caller keep their tile configuration loaded
- * between products, engine/matmul_amx.c). Sets *arg to the FLOP per CPU-second. */
+ * between products, engine/kernels/matmul_amx.c). Sets *arg to the FLOP per CPU-second. */
 static void *amx_thread(void *arg)
 {
     double *io = arg;

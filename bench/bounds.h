@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "engine/pool.h"
+#include "engine/kernels/pool.h"
 
 /* Bytes per second of a sequential read of `bytes` (fresh memory, far beyond L3), split in
  * contiguous halves over the pool's threads; the median of `reps` passes. */
@@ -19,7 +19,7 @@ double bench_fma_peak(pool_t *pool, int reps);
  * threads as the pool has (threads of its own: the pool's keep the engine's tile
  * configuration), the median of `reps` samples, and in *core the best thread's FLOP per
  * CPU-second; both 0 where the CPU or OS has no AMX. The compute bound of BF16 products on
- * the amx kernel (engine/matmul_amx.c). */
+ * the amx kernel (engine/kernels/matmul_amx.c). */
 double bench_amx_peak(pool_t *pool, int reps, double *core);
 double bench_now(void);
 /* CPU seconds used by the whole process (all threads), and FLOP per CPU-second of one core

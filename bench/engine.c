@@ -22,8 +22,8 @@
 #include <unistd.h>
 
 #include "bench/bounds.h"
-#include "engine/gpt2.h"
-#include "engine/gpt2_model.h"
+#include "engine/model/gpt2.h"
+#include "engine/model/gpt2_model.h"
 
 #define BS 16
 #define CTX 64 /* cached tokens per sequence before the decode steps */

@@ -36,8 +36,8 @@
 
 #include "bench/bounds.h"
 #include "engine/engine.h"
-#include "engine/gpt2.h"
-#include "engine/gpt2_model.h"
+#include "engine/model/gpt2.h"
+#include "engine/model/gpt2_model.h"
 
 #define BS 16
 #define MAX_B 64

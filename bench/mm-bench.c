@@ -20,7 +20,7 @@
 
 #include "bench/bounds.h"
 #include "engine/engine.h"
-#include "engine/matmul.h"
+#include "engine/kernels/matmul.h"
 
 typedef struct shape {
     const char *name;

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "bench/bounds.h"
-#include "engine/pool.h"
+#include "engine/kernels/pool.h"
 
 int main(int argc, char **argv)
 {

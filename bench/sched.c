@@ -27,7 +27,7 @@
 
 #include "bench/bounds.h"
 #include "engine/engine.h"
-#include "engine/scheduler.h"
+#include "engine/sched/scheduler.h"
 #include "tokenizer/tokenizer.h"
 
 #define MAX_ROUNDS 8

@@ -24,9 +24,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/gpt2.h"
-#include "engine/pool.h"
-#include "engine/scheduler.h"
+#include "engine/model/gpt2.h"
+#include "engine/kernels/pool.h"
+#include "engine/sched/scheduler.h"
 
 /* A request or an abort on its way to the scheduler thread. */
 typedef struct eng_msg {

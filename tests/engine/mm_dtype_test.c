@@ -1,5 +1,5 @@
 /* mm_dtype_test.c - logits with the weights kept in F16, BF16, int8 and BF16X3
- * (engine/matmul.h) against the F32 path and against the PyTorch float64 reference on the F32
+ * (engine/kernels/matmul.h) against the F32 path and against the PyTorch float64 reference on the F32
  * weights; and the same logits bit for bit whatever the number of compute threads.
  *
  *   mm_dtype_test CKPT_DIR PYTHON3 REF_ROWS_PY GPT2_REF_PY
@@ -19,7 +19,7 @@
  * BF16X3 (each weight as BF16 hi + lo, 16 significant bits, and on AMX X split the same way,
  * three BF16 products per product): <= 1.8e-5 of the spread from the reference on AMX (1.3e-4
  * absolute; 1.9e-5 from the F32 path); bound 5e-5, a factor of 2.7 over it and 300 below
- * BF16's. Where the kernel is not AMX the model loads as F32 (engine/gpt2_load.c), so its
+ * BF16's. Where the kernel is not AMX the model loads as F32 (engine/model/gpt2_load.c), so its
  * logits must be the F32 path's bits.
  */
 #include <errno.h>
@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "engine/gpt2.h"
+#include "engine/model/gpt2.h"
 #include "tests/check.h"
 
 #define F16_REL_TOL 2e-3

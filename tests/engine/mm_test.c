@@ -30,8 +30,8 @@
 #include <string.h>
 
 #include "engine/engine.h"
-#include "engine/matmul.h"
-#include "engine/matmul_kern.h"
+#include "engine/kernels/matmul.h"
+#include "engine/kernels/matmul_kern.h"
 #include "tests/check.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/pool.h"
+#include "engine/kernels/pool.h"
 #include "tests/check.h"
 
 #define MAXT 8

@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "engine/blocks.h"
+#include "engine/sched/blocks.h"
 #include "tests/engine/sched_assert.h"
 
 #define BS 4

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
-#include "engine/scheduler.h"
+#include "engine/sched/scheduler.h"
 #include "tests/engine/sched_assert.h"
 #include "tokenizer/tokenizer.h"
 

@@ -20,9 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "engine/gpt2.h"
-#include "engine/matmul.h"
-#include "engine/sampler.h"
+#include "engine/model/gpt2.h"
+#include "engine/kernels/matmul.h"
+#include "engine/sched/sampler.h"
 #include "tests/check.h"
 
 /* Engine against the float64 reference. The F16 and BF16 files are widened exactly by both
@@ -30,7 +30,7 @@
  * about 1e-5) and share one bound. */
 #define REF_TOL 1e-3
 /* tiny-bf16 on the AMX kernel (the default where the CPU has it): X is rounded to BF16 at
- * every product (engine/matmul.h), which the reference does not do. Measured: logits within
+ * every product (engine/kernels/matmul.h), which the reference does not do. Measured: logits within
  * 0.083 of the reference (logits up to ~7), and 1 of 6 greedy continuations takes another
  * token at a near-tie (prompt 100, token 10); bounds 0.2 and 2. The parity tests
  * gpt2-avx512 and gpt2-avx2 keep the exact bound on the same checkpoint. */

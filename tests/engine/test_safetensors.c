@@ -13,9 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/gpt2.h"
-#include "engine/gpt2_model.h"
-#include "engine/sampler.h"
+#include "engine/model/gpt2.h"
+#include "engine/model/gpt2_model.h"
+#include "engine/sched/sampler.h"
 #include "tests/check.h"
 
 enum { L = 1, C = 8, NH = 2, V = 11, P = 16 };

@@ -1,4 +1,4 @@
-/* test_sampler.c - every sampling rule of engine/sampler.c, with seeded draws.
+/* test_sampler.c - every sampling rule of engine/sched/sampler.c, with seeded draws.
  *
  * Distribution checks draw many tokens with a fixed seed and bound Pearson's chi-square
  * statistic by the 0.999 quantile of its distribution, so a wrong rule fails and the
@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "engine/sampler.h"
+#include "engine/sched/sampler.h"
 #include "tests/check.h"
 
 /* Neutral settings, as eng_sampling_default documents them. */

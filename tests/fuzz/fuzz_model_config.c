@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/gpt2.h"
+#include "engine/model/gpt2.h"
 #include "fuzz_tmpdir.h"
 
 #ifndef NV_CKPT_DIR

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "fuzz_tmpdir.h"
-#include "engine/gpt2.h"
+#include "engine/model/gpt2.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

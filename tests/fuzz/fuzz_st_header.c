@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 #include "fuzz_tmpdir.h"
 
 #define MAX_DATA (1u << 20)

@@ -1,12 +1,12 @@
 /* gpt2_model.h - private to engine/: the inside of gpt2_t, shared by the loader
- * (gpt2_load.c) and the forward pass (gpt2.c). Everything else uses engine/gpt2.h.
+ * (gpt2_load.c) and the forward pass (gpt2.c). Everything else uses engine/model/gpt2.h.
  */
 #ifndef NANO_VLLM_GPT2_MODEL_H
 #define NANO_VLLM_GPT2_MODEL_H
 
-#include "engine/gpt2.h"
-#include "engine/matmul.h"
-#include "engine/safetensors.h"
+#include "engine/model/gpt2.h"
+#include "engine/kernels/matmul.h"
+#include "engine/model/safetensors.h"
 
 /* One transformer block. GPT-2's Conv1D weights are stored [in, out], so y = x.W + b. */
 typedef struct gpt2_layer {
@@ -20,7 +20,7 @@ typedef struct gpt2_layer {
     const float *fc_b;              /* (4C) */
     const float *mlp_proj_w;        /* (4C, C) */
     const float *mlp_proj_b;        /* (C) */
-    /* The four matrices above packed for engine/matmul.c in the kept dtype (owned); the
+    /* The four matrices above packed for engine/kernels/matmul.c in the kept dtype (owned); the
      * forward pass reads only these. */
     mm_weight_t qkv_p, attn_proj_p, fc_p, mlp_proj_p;
 } gpt2_layer_t;

@@ -5,7 +5,7 @@
  * completion; each sequence owns its token array, block table and text state. Events are
  * allocated here, handed to engine.c by sched_take_events, and freed by whoever polls them.
  */
-#include "engine/seq.h"
+#include "engine/sched/seq.h"
 
 #include <errno.h>
 #include <math.h>

@@ -9,7 +9,7 @@
  * - live counts slots that are not on the free list (in the stash or out as events); the
  *   cache is freed when it is closed and live drops to zero.
  */
-#include "engine/event.h"
+#include "engine/sched/event.h"
 
 #include <pthread.h>
 #include <stdlib.h>

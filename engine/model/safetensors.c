@@ -4,7 +4,7 @@
  * are checked against the file before a tensor is handed out, and every failure names the
  * file and the tensor. Files are mapped read-only and stay mapped until st_close.
  */
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>

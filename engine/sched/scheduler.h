@@ -13,12 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/blocks.h"
-#include "engine/detok.h"
+#include "engine/sched/blocks.h"
+#include "engine/sched/detok.h"
 #include "engine/engine.h"
-#include "engine/event.h"
-#include "engine/gpt2.h"
-#include "engine/sampler.h"
+#include "engine/sched/event.h"
+#include "engine/model/gpt2.h"
+#include "engine/sched/sampler.h"
 
 /* Logit rows beyond one per sequence, for prompt logprobs (echo): a prompt chunk that needs
  * them is cut to what is left of these. */

@@ -33,7 +33,7 @@
 
 #include <stddef.h>
 
-#include "engine/pool.h"
+#include "engine/kernels/pool.h"
 
 #define MM_NR 16 /* columns per panel */
 
@@ -97,7 +97,7 @@ void mm_weight_column(const mm_weight_t *w, int n, float *out);
 float mm_weight_get(const mm_weight_t *w, int k, int n);
 
 /* What a product does to each element of Y as it stores it (an epilogue): nothing, or
- * GPT-2's tanh GELU (the FC layer's activation; see engine/vecmath.h). Applied to the final
+ * GPT-2's tanh GELU (the FC layer's activation; see engine/kernels/vecmath.h). Applied to the final
  * value, after the bias and the accumulated Y were added. */
 enum mm_epilogue { MM_EPI_NONE = 0, MM_EPI_GELU };
 

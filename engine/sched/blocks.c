@@ -1,7 +1,7 @@
 /* blocks.c - the KV block manager: refcounts, the free list (LRU for cached blocks) and the
  * prefix-cache hash map. See blocks.h. Scheduler thread only; no allocation after blk_init.
  */
-#include "engine/blocks.h"
+#include "engine/sched/blocks.h"
 
 #include <errno.h>
 #include <stdio.h>

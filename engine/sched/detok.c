@@ -1,7 +1,7 @@
 /* detok.c - streaming detokenization with stop strings held back until decided (detok.h).
  * Scheduler thread only.
  */
-#include "engine/detok.h"
+#include "engine/sched/detok.h"
 
 #include <errno.h>
 #include <stdlib.h>

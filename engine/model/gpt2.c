@@ -4,7 +4,7 @@
  * each layer together: the linear layers are one matrix product over all rows, attention
  * reads each sequence's K/V through its block table. Scratch is allocated by gpt2_reserve;
  * a step allocates nothing. Everything runs on the model's compute pool (mm_pool): the
- * matrix products split over output columns (engine/matmul.c; the FC's GELU and both
+ * matrix products split over output columns (engine/kernels/matmul.c; the FC's GELU and both
  * residual adds happen as their products store Y), attention over (sequence, head) items
  * (each writes its own slice of the rows' K/V first), the embedding and layer norms over
  * row ranges: seven pool dispatches per layer (four products, attention, two layer norms).
@@ -18,9 +18,9 @@
 #include <sys/mman.h>
 
 #include "engine/engine.h"
-#include "engine/gpt2_model.h"
-#include "engine/matmul_kern.h"
-#include "engine/vecmath.h"
+#include "engine/model/gpt2_model.h"
+#include "engine/kernels/matmul_kern.h"
+#include "engine/kernels/vecmath.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -160,7 +160,7 @@ int gpt2_reserve(gpt2_t *m, int max_tokens, int max_logits, int max_ctx)
 
 /* The one place matrix products against the weights happen:
  * out (T, N) = epi(in (T, K) . w (K, N) + bias (N) (+ out when accumulate)), with w packed
- * by the loader (see engine/matmul.h: a skinny-M kernel streaming the weights at the
+ * by the loader (see engine/kernels/matmul.h: a skinny-M kernel streaming the weights at the
  * bandwidth bound, split over the compute pool). accumulate is the residual add (out = x)
  * and epi the FC layer's GELU, both done by the tile as it stores, so neither costs a pass
  * over the rows of its own. The LM head is the same call with w = lm_headᵀ and no bias.

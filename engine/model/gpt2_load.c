@@ -4,7 +4,7 @@
  * ones the file leaves misaligned) are converted once into one owned F32 buffer, carved in
  * order. Every tensor's shape is checked against config.json before anything is used.
  * The five matrices of each product (per layer QKV, proj, fc, MLP proj; the LM head) are
- * then packed once for engine/matmul.c in the dtype asked for (F32, F16, BF16, or int8 with
+ * then packed once for engine/kernels/matmul.c in the dtype asked for (F32, F16, BF16, or int8 with
  * a scale per output column), and the mapped originals'
  * pages are handed back to the kernel (they reload from the file if anything reads them).
  */
@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "engine/gpt2_model.h"
+#include "engine/model/gpt2_model.h"
 
 const char *gpt2_dtype_name(int dtype)
 {
@@ -388,7 +388,7 @@ static int pack_one(gpt2_t *m, mm_weight_t *w, const float *src, int K, int N, i
     return rc;
 }
 
-/* Packs every matrix product's weights (see engine/matmul.h) in dtype. */
+/* Packs every matrix product's weights (see engine/kernels/matmul.h) in dtype. */
 static int pack_weights(gpt2_t *m, int dtype, const char *kernel, char *err, size_t errlen)
 {
     char e[256];

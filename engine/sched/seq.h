@@ -7,7 +7,7 @@
 #ifndef NANO_VLLM_SEQ_H
 #define NANO_VLLM_SEQ_H
 
-#include "engine/scheduler.h"
+#include "engine/sched/scheduler.h"
 
 void seq_list_push_back(sched_list_t *l, sched_seq_t *q);
 void seq_list_push_front(sched_list_t *l, sched_seq_t *q);

@@ -22,7 +22,7 @@
  * are the same panel ranges (part_range), each walked by mm_amx_range: per two panels, per
  * 32 rows of X, one tile over the whole K.
  */
-#include "engine/matmul.h"
+#include "engine/kernels/matmul.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "engine/matmul_kern.h"
+#include "engine/kernels/matmul_kern.h"
 
 /* Blocking, sized from the caches (32 KiB L1d, 512 KiB L2 per core on the AVX2 EPYC; the
  * AVX-512 Xeon has 48 KiB and 2 MiB), not tuned: on a shared host the alternatives could not

@@ -40,9 +40,9 @@
 #include <string.h>
 
 #include "engine/engine.h"
-#include "engine/matmul.h"
-#include "engine/matmul_kern.h"
-#include "engine/vecmath.h"
+#include "engine/kernels/matmul.h"
+#include "engine/kernels/matmul_kern.h"
+#include "engine/kernels/vecmath.h"
 
 #if defined(__x86_64__)
 

@@ -4,7 +4,7 @@
  * top-p a quickselect on probability mass, all expected O(V). Everything runs in the
  * caller's scratch; nothing is allocated.
  */
-#include "engine/sampler.h"
+#include "engine/sched/sampler.h"
 
 #include <math.h>
 #include <string.h>

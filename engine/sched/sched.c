@@ -18,7 +18,7 @@
  * where it left off. Sequence bookkeeping and events are in seq.c.
  * Scheduler thread only. Nothing is allocated per step: events are recycled (event.c).
  */
-#include "engine/scheduler.h"
+#include "engine/sched/scheduler.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -27,7 +27,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/seq.h"
+#include "engine/sched/seq.h"
 
 static double now_sec(void)
 {

@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "engine/engine.h"
-#include "engine/matmul.h"
-#include "engine/matmul_kern.h"
-#include "engine/vecmath.h"
+#include "engine/kernels/matmul.h"
+#include "engine/kernels/matmul_kern.h"
+#include "engine/kernels/vecmath.h"
 
 /* Widens row k of the panel into 16 floats (BF16: from the row of pairs holding rows k & ~1
  * and k | 1, see panel_at in matmul_pack.c; I8: the integers, unscaled). */

@@ -15,7 +15,7 @@
  * reads the counter (both sequentially consistent), so a wake-up is never lost and no
  * syscall is made while nobody sleeps.
  */
-#include "engine/pool.h"
+#include "engine/kernels/pool.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,4 +1,4 @@
-/* matmul_pack.c - the packed weights of engine/matmul.h: F16/BF16/int8 conversions, packing
+/* matmul_pack.c - the packed weights of engine/kernels/matmul.h: F16/BF16/int8 conversions, packing
  * W into column panels (with the pool's threads when given one) and reading elements back.
  * The layout per dtype is described in matmul.h; panel_at below is its one definition.
  */
@@ -9,8 +9,8 @@
 #include <sys/mman.h>
 
 #include "engine/engine.h"
-#include "engine/matmul.h"
-#include "engine/matmul_kern.h"
+#include "engine/kernels/matmul.h"
+#include "engine/kernels/matmul_kern.h"
 
 /* ---- conversions ---- */
 
