@@ -161,6 +161,11 @@ static void shutdown_now(srv_t *s)
     uv_close((uv_handle_t *)&s->wake, close_cb);
     uv_close((uv_handle_t *)&s->sigint, close_cb);
     uv_close((uv_handle_t *)&s->sigterm, close_cb);
+    /* Closing the handles gives SIGINT and SIGTERM back their default action, which would
+     * kill the process (status -15) if a second signal came while it closes: the drain is
+     * already done, so ignore them until exit. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     uv_close((uv_handle_t *)&s->drain_timer, close_cb);
 }
 
