@@ -267,7 +267,7 @@ async function testPage(srv) {
   check(during.nano_vllm_num_requests_running === 1 && during.nano_vllm_kv_cache_blocks_used > 0,
         "the long generation runs and holds KV blocks", during.nano_vllm_num_requests_running);
   const tStop = Date.now();
-  await page.keyboard.press("Escape");
+  await page.click("#stop");
   await page.waitForFunction(() => document.getElementById("finish").textContent === "stopped");
   check(!(await page.$eval("#generate", (b) => b.disabled)), "Generate is enabled again after Stop");
   const after = await waitMetrics(srv, (m) => idle(m) && (m[aborted] || 0) > (base[aborted] || 0));
@@ -277,7 +277,16 @@ async function testPage(srv) {
   checkEq(after[aborted], (base[aborted] || 0) + 1, "Stop: the request counted as aborted");
   const n = Number(await text(page, "#n-completion"));
   check(n > 0 && n < 8000, "Stop: the page counted part of the 8000 tokens", n);
-  console.log(`stop: ${n} tokens streamed; the server idle ${Date.now() - tStop} ms after Escape`);
+  console.log(`stop: ${n} tokens streamed; the server idle ${Date.now() - tStop} ms after Stop`);
+
+  // Escape stops too.
+  await page.click("#generate");
+  await page.waitForFunction(() => document.getElementById("output").textContent.length > 20);
+  await page.keyboard.press("Escape");
+  await page.waitForFunction(() => document.getElementById("finish").textContent === "stopped");
+  const again = await waitMetrics(srv, (m) => idle(m) && m[aborted] > after[aborted]);
+  checkEq([again.nano_vllm_num_requests_running, again[aborted]], [0, after[aborted] + 1],
+          "Escape: the request ended on the server as aborted");
 
   // Phone width: one column, nothing wider than the screen.
   await page.setViewport({ width: 390, height: 844 });
