@@ -12,43 +12,43 @@ scripts, styles or other resources from elsewhere.
 
 import base64
 import hashlib
-import html.parser
+import re
 import sys
 
+# Only what Debian's python3-minimal has (the container's build stage): no html.parser.
+BLOCK = re.compile(r"<(script|style)(\s[^>]*)?>(.*?)</\1\s*>", re.S | re.I)
+TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)(\s[^<>]*?)?/?>")
+ATTR = re.compile(r"""([^\s=/>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?""")
+URL_ATTRS = ("src", "href", "action", "formaction", "srcset", "data", "poster")
 
-class Page(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=False)
-        self.blocks = {"script": [], "style": []}
-        self.inside = None
-        self.problems = []
 
-    def handle_starttag(self, tag, attrs):
-        where = "line %d: <%s>" % (self.getpos()[0], tag)
-        for name, value in attrs:
+def check_page(text):
+    """The inline blocks' texts {"script": [...], "style": [...]} and the problems found."""
+    blocks = {"script": [], "style": []}
+    problems = []
+    for m in BLOCK.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        if m.group(2) and m.group(2).strip():
+            problems.append("line %d: <%s> takes no attributes" % (line, m.group(1)))
+        blocks[m.group(1).lower()].append(m.group(3))
+    # The markup outside the blocks and comments: every tag's attributes.
+    rest = re.sub(r"<!--.*?-->", lambda m: "\n" * m.group(0).count("\n"),
+                  BLOCK.sub(lambda m: "\n" * m.group(0).count("\n"), text), flags=re.S)
+    for m in TAG.finditer(rest):
+        where = "line %d: <%s>" % (rest.count("\n", 0, m.start()) + 1, m.group(1))
+        for name, value in ATTR.findall(m.group(2) or ""):
+            name = name.lower()
+            value = value[1:-1] if value[:1] in "\"'" else value
             if name.startswith("on"):
-                self.problems.append("%s has an inline event handler (%s)" % (where, name))
+                problems.append("%s has an inline event handler (%s)" % (where, name))
             if name == "style":
-                self.problems.append("%s has a style attribute" % where)
-            if value and value.strip().lower().startswith("javascript:"):
-                self.problems.append("%s has a javascript: URL" % where)
-            if name in ("src", "href", "action", "formaction", "srcset", "data") and value and \
-                    not value.startswith(("data:", "#")):
-                self.problems.append("%s loads %s=%s; the page must be self-contained"
-                                     % (where, name, value))
-        if tag in self.blocks:
-            if attrs:
-                self.problems.append("%s: inline blocks take no attributes" % where)
-            self.inside = tag
-            self.blocks[tag].append("")
-
-    def handle_endtag(self, tag):
-        if tag == self.inside:
-            self.inside = None
-
-    def handle_data(self, data):
-        if self.inside:
-            self.blocks[self.inside][-1] += data
+                problems.append("%s has a style attribute" % where)
+            if value.strip().lower().startswith("javascript:"):
+                problems.append("%s has a javascript: URL" % where)
+            if name in URL_ATTRS and value and not value.startswith(("data:", "#")):
+                problems.append("%s loads %s=%s; the page must be self-contained"
+                                % (where, name, value))
+    return blocks, problems
 
 
 def sha256_source(text):
@@ -67,13 +67,11 @@ def main():
     # The browser's HTML parser turns CRLF into LF before it hashes a block: serve what it sees.
     data = data.replace(b"\r\n", b"\n")
     text = data.decode("utf-8")
-    page = Page()
-    page.feed(text)
-    page.close()
-    if page.problems:
-        sys.exit("%s: %s" % (src, "; ".join(page.problems)))
-    scripts = " ".join(sha256_source(b) for b in page.blocks["script"]) or "'none'"
-    styles = " ".join(sha256_source(b) for b in page.blocks["style"]) or "'none'"
+    blocks, problems = check_page(text)
+    if problems:
+        sys.exit("%s: %s" % (src, "; ".join(problems)))
+    scripts = " ".join(sha256_source(b) for b in blocks["script"]) or "'none'"
+    styles = " ".join(sha256_source(b) for b in blocks["style"]) or "'none'"
     csp = ("default-src 'none'; script-src %s; style-src %s; connect-src 'self'; "
            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
            % (scripts, styles))
