@@ -107,7 +107,8 @@ static void get_metrics(srv_t *s, http_req_t *r)
     if (s->eng)
         eng_get_stats(s->eng, &st);
     size_t len;
-    char *text = metrics_render(&s->metrics, s->eng ? &st : NULL, s->ready ? &s->info : NULL, &len);
+    char *text = metrics_render(&s->metrics, s->eng ? &st : NULL, s->ready ? &s->info : NULL,
+                                &len);
     if (!text) {
         api_error_t e;
         api_error_set(&e, 500, "server_error", NULL, NULL, "out of memory");
