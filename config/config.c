@@ -112,6 +112,9 @@ const cfg_opt_t cfg_opts[] = {
      "on SIGINT/SIGTERM, how long in-flight requests may finish before they are aborted"},
     {"log_format", "--log-format", "NANO_VLLM_LOG_FORMAT", "text|json", CFG_T_ENUM, 0,
      OFF(log_format), "text", 0, 0, log_formats, "log lines as plain text or one JSON object"},
+    {"no_ui", "--no-ui", "NANO_VLLM_NO_UI", NULL, CFG_T_BOOL, 0, OFF(no_ui), "false", 0, 0, NULL,
+     "do not serve the playground page at / (then / is a 404); in a file or the environment: "
+     "true or false"},
 };
 
 const size_t cfg_n_opts = sizeof(cfg_opts) / sizeof(cfg_opts[0]);
@@ -250,6 +253,14 @@ static int set_value(cfg_t *c, const cfg_opt_t *o, const char *val, const char *
         *(int *)field(c, o) = i;
         return 0;
     }
+    case CFG_T_BOOL: {
+        int b;
+        if (cfg_parse_bool(val, &b) < 0)
+            return fail(err, errlen, "%s: '%s' is not true or false (also yes/no, on/off, 1/0)",
+                        where, val);
+        *(int *)field(c, o) = b;
+        return 0;
+    }
     }
     return fail(err, errlen, "%s: setting of unknown type", where);
 }
@@ -341,7 +352,9 @@ static int scan_args(cfg_t *c, int argc, char **argv, int apply, const char **co
                 continue;
             return fail(err, errlen, "unknown option '%s' (see --help)", arg);
         }
-        if (!val) {
+        if (!val && o->type == CFG_T_BOOL) {
+            val = "true"; /* a bare "--no-ui" sets it; the next argument is not its value */
+        } else if (!val) {
             if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
                 if (!apply)
                     continue;
@@ -518,6 +531,11 @@ static int validate(const cfg_t *c, char *err, size_t errlen)
                 n++;
             if (k < 0 || k >= n)
                 return fail(err, errlen, "%s: value %d is not a known choice", o->key, k);
+            continue;
+        } else if (o->type == CFG_T_BOOL) {
+            int b = *(const int *)cfield(c, o);
+            if (b != 0 && b != 1)
+                return fail(err, errlen, "%s: value %d is not 0 or 1", o->key, b);
             continue;
         } else {
             const char *s = *(char *const *)cfield(c, o);

@@ -46,6 +46,7 @@ typedef struct cfg {
     int max_waiting;         /* 256 */
     double shutdown_timeout; /* seconds, 30 */
     int log_format;          /* enum cfg_log_format */
+    int no_ui;               /* 1 = no playground page at / */
     char *config_file;       /* owned or NULL */
 } cfg_t;
 

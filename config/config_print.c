@@ -36,6 +36,9 @@ static void value_text(const cfg_t *c, const cfg_opt_t *o, char *buf, size_t n)
         snprintf(buf, n, "%s", k >= 0 && k < cfg_opt_n_choices(o) ? o->choices[k] : "?");
         return;
     }
+    case CFG_T_BOOL:
+        snprintf(buf, n, "%s", *(const int *)cfield(c, o) ? "true" : "false");
+        return;
     }
     buf[0] = '\0';
 }
@@ -82,12 +85,13 @@ void cfg_print_help(FILE *out, const char *command)
             "\n"
             "Each setting comes from, lowest first: its default, the --config file, the\n"
             "environment variable, the command-line flag. Flags take '--flag VALUE' or\n"
-            "'--flag=VALUE'; sizes take a K, M, G or T suffix (powers of 1024).\n"
+            "'--flag=VALUE' (a switch such as --no-ui takes none); sizes take a K, M, G or\n"
+            "T suffix (powers of 1024).\n"
             "\n",
             command);
     for (size_t i = 0; i < cfg_n_opts; i++) {
         const cfg_opt_t *o = &cfg_opts[i];
-        if (o->flags & CFG_F_POSITIONAL)
+        if ((o->flags & CFG_F_POSITIONAL) || !o->metavar)
             fprintf(out, "  %s\n", o->flag);
         else
             fprintf(out, "  %s %s\n", o->flag, o->metavar);
@@ -110,6 +114,8 @@ void cfg_print_markdown(FILE *out)
         char flag[80];
         if (o->flags & CFG_F_POSITIONAL)
             snprintf(flag, sizeof(flag), "`%s` (argument)", o->flag);
+        else if (!o->metavar)
+            snprintf(flag, sizeof(flag), "`%s`", o->flag);
         else
             snprintf(flag, sizeof(flag), "`%s %s`", o->flag, o->metavar);
         /* A '|' would end the cell: the enum metavars are escaped. */

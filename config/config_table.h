@@ -8,7 +8,9 @@
 
 #include <stddef.h>
 
-enum cfg_opt_type { CFG_T_STR, CFG_T_INT, CFG_T_SIZE, CFG_T_DOUBLE, CFG_T_ENUM };
+/* CFG_T_BOOL is an int field (0/1) set by a flag that takes no value ("--no-ui"; "--no-ui=false"
+ * also works), or by true/false, yes/no, on/off, 1/0 in a config file or the environment. */
+enum cfg_opt_type { CFG_T_STR, CFG_T_INT, CFG_T_SIZE, CFG_T_DOUBLE, CFG_T_ENUM, CFG_T_BOOL };
 
 enum cfg_opt_flags {
     CFG_F_NULLABLE = 1,   /* empty value = unset (NULL) */
@@ -21,7 +23,7 @@ typedef struct cfg_opt {
     const char *key;     /* config-file key and cfg_print name */
     const char *flag;    /* "--port"; for CFG_F_POSITIONAL the argument's name */
     const char *env;     /* "NANO_VLLM_PORT" */
-    const char *metavar; /* what the value is, for --help */
+    const char *metavar; /* what the value is, for --help; NULL for CFG_T_BOOL */
     int type;            /* enum cfg_opt_type */
     int flags;           /* enum cfg_opt_flags */
     size_t offset;       /* of the field in cfg_t */

@@ -1,7 +1,9 @@
 /* routes.c - the HTTP API's endpoints other than completions, and the router.
  *
- * Every answer is JSON; every error is OpenAI's error object. The API key guards every
- * endpoint except /health and /metrics (probes and scrapers carry no key). Loop thread only.
+ * Every answer is JSON, except the playground page at / (HTML, unless --no-ui); every error is
+ * OpenAI's error object. The API key guards every endpoint except /health, /metrics (probes and
+ * scrapers carry no key) and the page, which holds nothing about the model: it asks for the key
+ * and shows the model only once /v1/models accepts it. Loop thread only.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 
 #include "server/api.h"
 #include "server/srv.h"
+#include "server/ui/ui.h"
 
 void srv_reply_json(http_req_t *r, int status, const char *json, size_t len)
 {
@@ -68,12 +71,17 @@ static void get_version(srv_t *s, http_req_t *r)
     reply_obj(r, 200, json_pack("{s:s}", "version", NANO_VLLM_VERSION));
 }
 
+/* vLLM's model card, plus "capabilities" (as Ollama names them): "completion" always, "chat"
+ * when the model has a chat template. The playground offers its chat mode by it. */
 static json_t *model_obj(srv_t *s)
 {
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:n, s:i}", "id", s->model_name, "object", "model",
-                     "created", (json_int_t)s->started, "owned_by", "nano-vllm", "root",
+    json_t *caps = json_pack("[s]", "completion");
+    if (caps && s->chat_template)
+        json_array_append_new(caps, json_string("chat"));
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:n, s:i, s:o}", "id", s->model_name, "object",
+                     "model", "created", (json_int_t)s->started, "owned_by", "nano-vllm", "root",
                      s->cfg.model_dir ? s->cfg.model_dir : "", "parent", "max_model_len",
-                     s->ready ? s->info.max_model_len : s->cfg.max_model_len);
+                     s->ready ? s->info.max_model_len : s->cfg.max_model_len, "capabilities", caps);
 }
 
 static void get_models(srv_t *s, http_req_t *r)
@@ -109,6 +117,25 @@ static void get_metrics(srv_t *s, http_req_t *r)
     }
     http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
     free(text);
+}
+
+/* The playground: a static page, so the headers a static page should have. No ETag: MHD 0.9.75
+ * writes "Content-Length: 0" on a 304, which RFC 9110 forbids, and the page is small; no-cache
+ * makes a browser fetch it again, so a new binary's page is seen at once. */
+static void get_ui(srv_t *s, http_req_t *r)
+{
+    (void)s;
+    /* clang-format off */
+    static const char *const headers[] = {
+        "Content-Security-Policy", ui_csp,
+        "X-Content-Type-Options", "nosniff",
+        "Referrer-Policy", "no-referrer",
+        "X-Frame-Options", "DENY",
+        "Cross-Origin-Opener-Policy", "same-origin",
+        "Cache-Control", "no-cache",
+        NULL};
+    /* clang-format on */
+    http_reply(r, 200, "text/html; charset=utf-8", (const char *)ui_page, ui_page_len, headers);
 }
 
 static void post_tokenize(srv_t *s, http_req_t *r)
@@ -183,6 +210,8 @@ typedef struct route {
 } route_t;
 
 static const route_t routes[] = {
+    {"/", "GET", 1, get_ui},
+    {"/index.html", "GET", 1, get_ui},
     {"/health", "GET", 1, get_health},
     {"/metrics", "GET", 1, get_metrics},
     {"/version", "GET", 0, get_version},
@@ -219,6 +248,8 @@ void srv_route(void *app, http_req_t *r)
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (strcmp(path, routes[i].path) == 0)
             found = &routes[i];
+    if (found && found->fn == get_ui && s->cfg.no_ui)
+        found = NULL; /* as any unknown path */
     int model_path = strncmp(path, "/v1/models/", 11) == 0 && path[11];
 
     if (!(found && found->open) && !http_req_authorized(r)) {

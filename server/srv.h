@@ -33,6 +33,7 @@ typedef struct srv {
     int load_rc;
     char load_err[512];
     int loading, ready, draining, aborted, stopping, closed, exit_code;
+    int chat_template;  /* 1 once the model's chat template is loaded (/v1/chat/completions) */
     char *model_name;   /* owned: --served-model-name or the model directory's name */
     long long started;  /* unix time */
     double drain_start; /* seconds (uv_hrtime) when the drain began */

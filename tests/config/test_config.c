@@ -104,6 +104,7 @@ static void test_defaults(void)
     CHECK_INT_EQ(c.max_connections, 0);
     CHECK_INT_EQ(c.max_connections_per_ip, 0);
     CHECK_INT_EQ(c.log_format, CFG_LOG_TEXT);
+    CHECK_INT_EQ(c.no_ui, 0);
     CHECK(c.config_file == NULL);
 
     CHECK_INT_EQ(cfg_validate(&c, err, sizeof(err)), -EINVAL);
@@ -275,10 +276,40 @@ static void test_precedence(void)
     CHECK_INT_EQ(load(&c, err, ARGS(qflag), NOENV), 0);
     CHECK(c.served_model_name == NULL);
     cfg_free(&c);
+
+    /* A switch: "--no-ui" alone sets it and takes no value, so MODEL_DIR may follow it;
+     * "--no-ui=false" clears it; the file and the environment spell it true or false. */
+    CHECK_INT_EQ(load(&c, err, ARGS("--no-ui", "m"), NOENV), 0);
+    CHECK_STR_EQ(err, "");
+    CHECK_INT_EQ(c.no_ui, 1);
+    CHECK_STR_EQ(c.model_dir, "m");
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m", "--no-ui=false"), ARGS("NANO_VLLM_NO_UI=1")), 0);
+    CHECK_INT_EQ(c.no_ui, 0);
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_NO_UI=yes")), 0);
+    CHECK_INT_EQ(c.no_ui, 1);
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_NO_UI=")), 0); /* empty = unset */
+    CHECK_INT_EQ(c.no_ui, 0);
+    cfg_free(&c);
+    const char *nu = write_text("noui.conf", "no_ui = true\n");
+    char nuflag[600];
+    snprintf(nuflag, sizeof(nuflag), "--config=%s", nu);
+    CHECK_INT_EQ(load(&c, err, ARGS(nuflag, "m"), NOENV), 0);
+    CHECK_INT_EQ(c.no_ui, 1);
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS(nuflag, "m"), ARGS("NANO_VLLM_NO_UI=off")), 0);
+    CHECK_INT_EQ(c.no_ui, 0); /* the environment beats the file */
+    cfg_free(&c);
 }
 
 static void test_value_errors(void)
 {
+    expect_error(__LINE__, "--no-ui: 'maybe' is not true or false (also yes/no, on/off, 1/0)",
+                 ARGS("m", "--no-ui=maybe"), NOENV);
+    expect_error(__LINE__, "NANO_VLLM_NO_UI: '2' is not true or false (also yes/no, on/off, 1/0)",
+                 ARGS("m"), ARGS("NANO_VLLM_NO_UI=2"));
     /* Flags: each type's messages. */
     expect_error(__LINE__, "--port: 70000 is out of range (0-65535)", ARGS("--port", "70000"),
                  NOENV);
@@ -494,7 +525,7 @@ static void test_help(void)
         "--weight-dtype auto|f32|f16|bf16|int8|bf16x3", "--api-key KEY", "NANO_VLLM_API_KEY",
         "--served-model-name NAME", "--max-body-bytes SIZE", "--max-waiting N",
         "--shutdown-timeout SECONDS", "--log-format text|json", "NANO_VLLM_LOG_FORMAT",
-        "-h, --help"};
+        "  --no-ui\n", "default false; env NANO_VLLM_NO_UI", "-h, --help"};
     for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++) {
         if (!strstr(buf, must[i])) {
             fprintf(stderr, "test_config.c:%d: --help lacks '%s'\n", __LINE__, must[i]);
@@ -518,7 +549,7 @@ static void test_print_round_trip(void)
                    ARGS("dir with space", "--host", "0.0.0.0", "--port", "0",
                         "--kv-cache-memory", "1536K", "--max-body-bytes", "1000000",
                         "--served-model-name", " odd#name", "--shutdown-timeout", "0.1",
-                        "--log-format", "json", "--weight-dtype", "f16"),
+                        "--log-format", "json", "--weight-dtype", "f16", "--no-ui"),
                    NOENV),
               0);
     char *text = capture(print_cb, &a);
@@ -527,6 +558,7 @@ static void test_print_round_trip(void)
     CHECK(strstr(text, "max_body_bytes = 1000000\n") != NULL);
     CHECK(strstr(text, "served_model_name = \" odd#name\"\n") != NULL);
     CHECK(strstr(text, "api_key =\n") != NULL);
+    CHECK(strstr(text, "no_ui = true\n") != NULL);
     CHECK(strstr(text, "config") == NULL);
     const char *path = write_text("printed.conf", text);
     char flag[600];
