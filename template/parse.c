@@ -686,9 +686,12 @@ static node_t *body(parser_t *P, const char *const *ends)
     for (;;) {
         token_t *t = cur(P);
         if (t->type == T_EOF) {
-            if (ends)
-                compile_fail(P->c, t->line, "missing '%s'",
-                             ends[0][0] == 'e' ? ends[0] : "end tag");
+            if (ends) {
+                size_t last = 0;
+                while (ends[last + 1])
+                    last++;
+                compile_fail(P->c, t->line, "missing '%s'", ends[last]);
+            }
             break;
         }
         if (t->type == T_DATA) {
