@@ -12,10 +12,18 @@
 
 #include "template/internal.h"
 
-#define MAX_STEPS 50000000L
 #define MAX_DEPTH 64
 
 enum { FLOW_NEXT, FLOW_BREAK, FLOW_CONTINUE };
+
+/* Counts one evaluation step against the render's budget. */
+static void step(render_t *r, const node_t *at)
+{
+    if (++r->steps > r->max_steps) {
+        r->code = -ENOMEM;
+        render_fail(r, at, "the render took more than %ld steps", r->max_steps);
+    }
+}
 
 static val_t lookup(render_t *r, frame_t *f, const char *name, size_t n)
 {
@@ -462,10 +470,7 @@ static val_t apply(render_t *r, frame_t *f, const node_t *e, int kind, val_t sel
 
 val_t eval(render_t *r, frame_t *f, const node_t *e)
 {
-    if (++r->steps > MAX_STEPS) {
-        r->code = -ENOMEM;
-        render_fail(r, e, "the render took more than %ld steps", MAX_STEPS);
-    }
+    step(r, e);
     switch (e->kind) {
     case N_LIT:
         return e->lit;
@@ -588,6 +593,7 @@ static void exec_for(render_t *r, frame_t *f, const node_t *s)
     struct loop *L = arena_alloc(&r->arena, sizeof(*L));
     L->items = items;
     for (size_t i = 0; i < items->n; i++) {
+        step(r, s);
         frame_t *g = arena_alloc(&r->arena, sizeof(*g));
         g->parent = f;
         L->i = i;
@@ -629,10 +635,7 @@ static size_t exec_body(render_t *r, frame_t *f, node_t **list, size_t n)
 {
     for (size_t k = 0; k < n; k++) {
         const node_t *s = list[k];
-        if (++r->steps > MAX_STEPS) {
-            r->code = -ENOMEM;
-            render_fail(r, s, "the render took more than %ld steps", MAX_STEPS);
-        }
+        step(r, s);
         size_t flow = FLOW_NEXT;
         switch (s->kind) {
         case N_DATA:

@@ -230,7 +230,7 @@ struct render {
     size_t errlen;
     sbuf_t *out;
     frame_t *globals;
-    long steps;
+    long steps, max_steps;
     int depth;
     time_t now;
     locale_t loc; /* C.UTF-8 for case mapping, or (locale_t)0: ASCII only */

@@ -11,6 +11,7 @@
 
 #define COMPILE_LIMIT (64u << 20)
 #define RENDER_LIMIT (64u << 20)
+#define DEFAULT_STEPS 50000000L
 
 struct tpl {
     arena_t arena; /* owns the AST and every string in it */
@@ -119,6 +120,7 @@ int tpl_render(const tpl_t *t, const tpl_ctx_t *ctx, char **out, size_t *outlen,
     r->errlen = errlen;
     r->now = ctx->now ? ctx->now : time(NULL);
     r->loc = t->loc;
+    r->max_steps = ctx->max_steps > 0 ? ctx->max_steps : DEFAULT_STEPS;
     int jr = setjmp(r->jb);
     if (jr) {
         int code = r->code;

@@ -206,7 +206,21 @@ static void test_limits(void)
           "{% endfor %}",
           NULL, -ENOMEM, "MiB");
     FAILS("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", NULL,
-          -ENOMEM, "chat template");
+          -ENOMEM, "MiB");
+    /* The step budget: 1000 iterations of a loop take more than 500 steps. */
+    tpl_t *t;
+    char err[128], *out = NULL;
+    size_t len;
+    CHECK_INT_EQ(tpl_compile(&t, "{% for a in range(1000) %}{{ a }}{% endfor %}", err, sizeof(err)),
+                 0);
+    tpl_ctx_t ctx = {.max_steps = 500};
+    CHECK_INT_EQ(tpl_render(t, &ctx, &out, &len, err, sizeof(err)), -ENOMEM);
+    CHECK(out == NULL && strstr(err, "more than 500 steps"));
+    ctx.max_steps = 0;
+    CHECK_INT_EQ(tpl_render(t, &ctx, &out, &len, err, sizeof(err)), 0);
+    CHECK_INT_EQ(len, 2890);
+    free(out);
+    tpl_free(t);
 }
 
 typedef struct job {
