@@ -1,8 +1,8 @@
-/* eval.c - evaluates the AST: expressions to values, statements to output. Semantics are
+/* eval.c - evaluates expressions to values (statements are exec.c). Semantics are
  * Jinja2's over Python's: truthiness, int/float arithmetic, comparisons, `in`, attribute and
  * item access (a missing one is undefined; any access on an undefined value is an error),
- * slices, and the scopes of a for loop body (fresh each iteration), a macro and the template.
- * Every render error long-jumps to tpl_render through render_fail. */
+ * slices, and name lookup through the scopes. Every render error long-jumps to tpl_render through
+ * render_fail. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -12,12 +12,8 @@
 
 #include "template/internal.h"
 
-#define MAX_DEPTH 64
-
-enum { FLOW_NEXT, FLOW_BREAK, FLOW_CONTINUE };
-
 /* Counts one evaluation step against the render's budget. */
-static void step(render_t *r, const node_t *at)
+void render_step(render_t *r, const node_t *at)
 {
     if (++r->steps > r->max_steps) {
         r->code = -ENOMEM;
@@ -25,7 +21,7 @@ static void step(render_t *r, const node_t *at)
     }
 }
 
-static val_t lookup(render_t *r, frame_t *f, const char *name, size_t n)
+val_t scope_lookup(frame_t *f, const char *name, size_t n)
 {
     for (; f; f = f->parent) {
         val_t *v = dict_get(&f->vars, name, n);
@@ -35,7 +31,6 @@ static val_t lookup(render_t *r, frame_t *f, const char *name, size_t n)
     int g = global_find(name, n);
     if (g >= 0)
         return (val_t){.t = V_FUNC, .fn = {.id = g}};
-    (void)r;
     return (val_t){.t = V_UNDEF, .s = {name, n}};
 }
 
@@ -403,46 +398,11 @@ static val_t slice(render_t *r, const node_t *at, val_t obj, val_t *parts)
     return v_sb(&b);
 }
 
-static size_t exec_body(render_t *r, frame_t *f, node_t **list, size_t n);
-
-static val_t call_macro(render_t *r, const node_t *at, val_t fn, val_t *args, size_t nargs,
-                        const char **kw, size_t *kwn, val_t *kwv, size_t nkw)
-{
-    const node_t *m = fn.fn.macro;
-    if (nargs > m->nnames)
-        render_fail(r, at, "macro '%s' takes not more than %zu argument(s)", m->s, m->nnames);
-    if (++r->depth > MAX_DEPTH)
-        render_fail(r, at, "macro calls nested too deep");
-    frame_t *f = arena_alloc(&r->arena, sizeof(*f));
-    f->parent = fn.fn.frame;
-    for (size_t k = 0; k < nkw; k++) {
-        size_t p = 0;
-        while (p < m->nnames && (m->namelen[p] != kwn[k] || memcmp(m->names[p], kw[k], kwn[k])))
-            p++;
-        if (p == m->nnames || p < nargs)
-            render_fail(r, at, "macro '%s' got an unexpected keyword argument '%s'", m->s, kw[k]);
-        dict_set(r, &f->vars, m->names[p], m->namelen[p], kwv[k]);
-    }
-    for (size_t p = 0; p < m->nnames; p++) {
-        if (p < nargs)
-            dict_set(r, &f->vars, m->names[p], m->namelen[p], args[p]);
-        else if (!dict_get(&f->vars, m->names[p], m->namelen[p]))
-            dict_set(r, &f->vars, m->names[p], m->namelen[p],
-                     m->list2[p] ? eval(r, f, m->list2[p]) : v_undef(m->names[p]));
-    }
-    sbuf_t out = {0}, *saved = r->out;
-    r->out = &out;
-    exec_body(r, f, m->list, m->n);
-    r->out = saved;
-    r->depth--;
-    return v_sb(&out);
-}
-
 val_t call_value(render_t *r, frame_t *f, const node_t *at, val_t fn, val_t *args, size_t nargs,
                  const char **kw, size_t *kwn, val_t *kwv, size_t nkw)
 {
     if (fn.t == V_FUNC && fn.fn.macro)
-        return call_macro(r, at, fn, args, nargs, kw, kwn, kwv, nkw);
+        return macro_call(r, at, fn, args, nargs, kw, kwn, kwv, nkw);
     if (fn.t == V_FUNC)
         return builtin_call(r, f, at, B_GLOBAL, fn.fn.id, v_none(), args, nargs, kw, kwn, kwv, nkw);
     if (fn.t == V_METHOD)
@@ -470,12 +430,12 @@ static val_t apply(render_t *r, frame_t *f, const node_t *e, int kind, val_t sel
 
 val_t eval(render_t *r, frame_t *f, const node_t *e)
 {
-    step(r, e);
+    render_step(r, e);
     switch (e->kind) {
     case N_LIT:
         return e->lit;
     case N_NAME:
-        return lookup(r, f, e->s, e->slen);
+        return scope_lookup(f, e->s, e->slen);
     case N_ATTR:
         return v_getattr(r, e, eval(r, f, e->a), e->s, e->slen);
     case N_ITEM: {
@@ -560,123 +520,4 @@ val_t eval(render_t *r, frame_t *f, const node_t *e)
     default:
         render_fail(r, e, "internal error: node %d is not an expression", e->kind);
     }
-}
-
-/* Binds for-loop or set targets: one name takes v, several unpack it. */
-static void bind(render_t *r, const node_t *at, frame_t *f, val_t v)
-{
-    if (at->nnames == 1) {
-        dict_set(r, &f->vars, at->names[0], at->namelen[0], v);
-        return;
-    }
-    vlist_t *l = v_iterate(r, at, v);
-    if (l->n != at->nnames)
-        render_fail(r, at, "cannot unpack %zu values into %zu names", l->n, at->nnames);
-    for (size_t k = 0; k < l->n; k++)
-        dict_set(r, &f->vars, at->names[k], at->namelen[k], l->v[k]);
-}
-
-static void exec_for(render_t *r, frame_t *f, const node_t *s)
-{
-    vlist_t *items = v_iterate(r, s, eval(r, f, s->a));
-    if (s->b) { /* {% for x in xs if cond %}: the loop sees only the items that pass */
-        vlist_t *kept = list_new(r, items->n);
-        for (size_t i = 0; i < items->n; i++) {
-            frame_t *g = arena_alloc(&r->arena, sizeof(*g));
-            g->parent = f;
-            bind(r, s, g, items->v[i]);
-            if (v_truthy(eval(r, g, s->b)))
-                list_push(r, kept, items->v[i]);
-        }
-        items = kept;
-    }
-    struct loop *L = arena_alloc(&r->arena, sizeof(*L));
-    L->items = items;
-    for (size_t i = 0; i < items->n; i++) {
-        step(r, s);
-        frame_t *g = arena_alloc(&r->arena, sizeof(*g));
-        g->parent = f;
-        L->i = i;
-        dict_set(r, &g->vars, "loop", 4, (val_t){.t = V_LOOP, .loop = L});
-        bind(r, s, g, items->v[i]);
-        if (exec_body(r, g, s->list, s->n) == FLOW_BREAK)
-            break;
-    }
-    if (!items->n && s->n2) {
-        frame_t *g = arena_alloc(&r->arena, sizeof(*g));
-        g->parent = f;
-        exec_body(r, g, s->list2, s->n2);
-    }
-}
-
-static void exec_set(render_t *r, frame_t *f, const node_t *s)
-{
-    val_t v;
-    if (s->a) {
-        v = eval(r, f, s->a);
-    } else {
-        sbuf_t out = {0}, *saved = r->out;
-        r->out = &out;
-        exec_body(r, f, s->list, s->n);
-        r->out = saved;
-        v = v_sb(&out);
-    }
-    if (!s->s) {
-        bind(r, s, f, v);
-        return;
-    }
-    val_t ns = lookup(r, f, s->names[0], s->namelen[0]);
-    if (ns.t != V_NS)
-        render_fail(r, s, "cannot assign attribute on non-namespace object '%s'", s->names[0]);
-    dict_set(r, ns.d, s->s, s->slen, v);
-}
-
-static size_t exec_body(render_t *r, frame_t *f, node_t **list, size_t n)
-{
-    for (size_t k = 0; k < n; k++) {
-        const node_t *s = list[k];
-        step(r, s);
-        size_t flow = FLOW_NEXT;
-        switch (s->kind) {
-        case N_DATA:
-            sb_put(r, r->out, s->s, s->slen);
-            break;
-        case N_OUTPUT:
-            v_to_str(r, r->out, eval(r, f, s->a));
-            break;
-        case N_IF:
-            if (v_truthy(eval(r, f, s->a)))
-                flow = exec_body(r, f, s->list, s->n);
-            else
-                flow = exec_body(r, f, s->list2, s->n2);
-            break;
-        case N_FOR:
-            exec_for(r, f, s);
-            break;
-        case N_SET:
-            exec_set(r, f, s);
-            break;
-        case N_MACRO:
-            dict_set(r, &f->vars, s->s, s->slen,
-                     (val_t){.t = V_FUNC, .fn = {.macro = s, .frame = f}});
-            break;
-        case N_BREAK:
-            return FLOW_BREAK;
-        case N_CONTINUE:
-            return FLOW_CONTINUE;
-        case N_BODY:
-            flow = exec_body(r, f, s->list, s->n);
-            break;
-        default:
-            render_fail(r, s, "internal error: node %d is not a statement", s->kind);
-        }
-        if (flow != FLOW_NEXT)
-            return flow;
-    }
-    return FLOW_NEXT;
-}
-
-void render_body(render_t *r, frame_t *f, const node_t *root)
-{
-    exec_body(r, f, root->list, root->n);
 }

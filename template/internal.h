@@ -236,7 +236,12 @@ struct render {
     locale_t loc; /* C.UTF-8 for case mapping, or (locale_t)0: ASCII only */
 };
 
-void render_body(render_t *r, frame_t *f, const node_t *root);
+void render_body(render_t *r, frame_t *f, const node_t *root); /* exec.c */
+val_t macro_call(render_t *r, const node_t *at, val_t fn, val_t *args, size_t nargs,
+                 const char **kw, size_t *kwn, val_t *kwv, size_t nkw);
+/* eval.c: counts one step against the budget; finds a variable (undefined if none). */
+void render_step(render_t *r, const node_t *at);
+val_t scope_lookup(frame_t *f, const char *name, size_t n);
 
 _Noreturn void render_fail(render_t *r, const node_t *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
