@@ -49,7 +49,7 @@ TEST(t_none, v.t == V_NONE)
 TEST(t_string, v.t == V_STR)
 TEST(t_mapping, v.t == V_DICT)
 TEST(t_iterable, v.t == V_STR || v.t == V_LIST || v.t == V_DICT || v.t == V_UNDEF)
-TEST(t_sequence, v.t == V_STR || v.t == V_LIST || v.t == V_DICT)
+TEST(t_sequence, v.t == V_STR || v.t == V_LIST || v.t == V_DICT || v.t == V_UNDEF)
 TEST(t_number, is_number(v))
 TEST(t_integer, v.t == V_INT)
 TEST(t_float, v.t == V_FLOAT)
@@ -175,14 +175,18 @@ static const builtin_t test_table[] = {
         body                                                                                       \
     }
 
-static val_t chars_arg(val_t v)
+val_t strip_chars(render_t *r, const node_t *at, val_t v)
 {
-    return GIVEN(v) ? v : v_none();
+    if (!GIVEN(v) || v.t == V_NONE)
+        return v_none();
+    if (v.t != V_STR)
+        render_fail(r, at, "strip arg must be None or str");
+    return v;
 }
 
-STR_METHOD(m_strip, return str_strip(r, s, chars_arg(a[0]), 1, 1);)
-STR_METHOD(m_lstrip, return str_strip(r, s, chars_arg(a[0]), 1, 0);)
-STR_METHOD(m_rstrip, return str_strip(r, s, chars_arg(a[0]), 0, 1);)
+STR_METHOD(m_strip, return str_strip(r, s, strip_chars(r, at, a[0]), 1, 1);)
+STR_METHOD(m_lstrip, return str_strip(r, s, strip_chars(r, at, a[0]), 1, 0);)
+STR_METHOD(m_rstrip, return str_strip(r, s, strip_chars(r, at, a[0]), 0, 1);)
 STR_METHOD(m_upper, return str_case(r, s, 'u');)
 STR_METHOD(m_lower, return str_case(r, s, 'l');)
 STR_METHOD(m_title, return str_case(r, s, 't');)

@@ -24,6 +24,8 @@ extern const builtin_t filter_table[];
 
 val_t need_str(render_t *r, const node_t *at, val_t v, const char *what);
 long long need_int(render_t *r, const node_t *at, val_t v, long long dflt, const char *what);
+/* A strip() argument: None (whitespace) or a string of characters. */
+val_t strip_chars(render_t *r, const node_t *at, val_t v);
 val_t items_of(render_t *r, const node_t *at, val_t self);
 
 #endif

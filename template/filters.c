@@ -20,8 +20,8 @@ static val_t list_val(vlist_t *l)
 
 static val_t f_trim(render_t *r, frame_t *f, const node_t *at, val_t self, val_t *a)
 {
-    (void)f, (void)at;
-    return str_strip(r, soft_str(r, self), GIVEN(a[0]) ? a[0] : v_none(), 1, 1);
+    (void)f;
+    return str_strip(r, soft_str(r, self), strip_chars(r, at, a[0]), 1, 1);
 }
 
 static val_t f_length(render_t *r, frame_t *f, const node_t *at, val_t self, val_t *a)

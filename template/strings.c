@@ -121,8 +121,17 @@ static const char *special_case(unsigned c, int up, int mode)
         return c == 0x130 ? "i\u0307" : NULL;
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
         if (table[i].c == c)
-            return mode == 'u' ? table[i].upper : table[i].title;
+            return mode == 'u' || mode == 'j' ? table[i].upper : table[i].title;
     return NULL;
+}
+
+/* Whether the character at byte i of s is a cased letter. */
+static int next_is_cased(render_t *r, val_t s, size_t i)
+{
+    if (i >= s.s.n)
+        return 0;
+    size_t k;
+    return is_cased(r, decode(s.s.p + i, s.s.n - i, &k));
 }
 
 /* mode: 'u' upper, 'l' lower, 't' str.title, 'c' capitalize, 'j' Jinja2's title filter
@@ -153,6 +162,8 @@ val_t str_case(render_t *r, val_t s, int mode)
             break;
         }
         const char *special = special_case(c, up, mode);
+        if (c == 0x3a3 && !up && prev_cased && !next_is_cased(r, s, i + k))
+            special = "\u03c2"; /* final sigma, as Python's lower() */
         if (k == 1 && c >= 0x80)
             sb_put(r, &b, s.s.p + i, 1); /* an invalid byte stays as it is */
         else if (special)
@@ -224,10 +235,7 @@ val_t str_split(render_t *r, val_t s, val_t sep, long long maxsplit)
         if (i >= n)
             break;
         if (maxsplit >= 0 && (long long)l->n >= maxsplit) {
-            size_t e = n;
-            while (e > i && (k = u8_space_before(p, e)))
-                e -= k;
-            list_push(r, l, v_str(p + i, e - i));
+            list_push(r, l, v_str(p + i, n - i)); /* the rest, trailing spaces and all */
             break;
         }
         size_t st = i;

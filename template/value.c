@@ -389,6 +389,8 @@ void v_to_repr(render_t *r, sbuf_t *b, val_t v)
 {
     if (v.t == V_STR)
         str_repr(r, b, v.s.p, v.s.n);
+    else if (v.t == V_UNDEF)
+        sb_puts(r, b, "Undefined");
     else
         v_to_str(r, b, v);
 }

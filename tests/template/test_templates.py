@@ -2,6 +2,10 @@
 
     test_templates.py TPL_RENDER TEMPLATES_DIR NODE_SRC_DIR WORK_DIR [CASES]
 
+First the one-line templates of snippets.txt (next to this script), each rendered once with a
+fixed conversation: the language's corners (undefined values, printing, filters, whitespace
+control, errors) must come out as Jinja2's, or fail where Jinja2 fails.
+
 The templates are the checked-in TEMPLATES_DIR/*.jinja and the chat_template of every npm
 package in NODE_SRC_DIR/package.json that has one (installed with `npm ci` into WORK_DIR;
 skipped, with a note, when npm is missing). For each template CASES (default 250) seeded
@@ -99,7 +103,7 @@ def tool_call(rng):
     return {"type": "function", "function": call} if rng.random() < 0.8 else call
 
 
-def message(rng, role):
+def message(rng, role, odd_content):
     m = {"role": role, "content": text(rng)}
     r = rng.random()
     if role == "assistant" and r < 0.1:
@@ -108,10 +112,10 @@ def message(rng, role):
             m["content"] = None if rng.random() < 0.5 else ""
     elif role == "assistant" and r < 0.15:
         m["reasoning_content"] = text(rng)
-    elif r < 0.06:
+    elif odd_content and r < 0.5:
         m["content"] = [{"type": "text", "text": text(rng)}] + (
             [{"type": "image"}] if rng.random() < 0.5 else [])
-    elif r < 0.07:
+    elif odd_content and r < 0.6:
         m["content"] = rng.choice([None, 42, 1.5, True, {"k": "v"}])
     if rng.random() < 0.03:
         m["name"] = "bob"
@@ -120,17 +124,18 @@ def message(rng, role):
 
 def conversation(rng):
     msgs = []
+    odd = rng.random() < 0.1  # content parts or other types in some messages
     if rng.random() < 0.4:
-        msgs.append(message(rng, "system"))
+        msgs.append(message(rng, "system", odd))
     turns = rng.choice([1, 1, 2, 3, 4, 6, 9, 15])
     for i in range(turns):
-        msgs.append(message(rng, "user" if i % 2 == 0 else "assistant"))
+        msgs.append(message(rng, "user" if i % 2 == 0 else "assistant", odd))
     r = rng.random()
     if r < 0.1 and msgs:  # a tool turn after an assistant's call
-        msgs.append(message(rng, "tool"))
+        msgs.append(message(rng, "tool", odd))
     elif r < 0.18:  # break the alternation or use another role somewhere
         i = rng.randrange(len(msgs) + 1)
-        msgs.insert(i, message(rng, rng.choice(["user", "assistant"] + ROLES_ODD)))
+        msgs.insert(i, message(rng, rng.choice(["user", "assistant"] + ROLES_ODD), odd))
     elif r < 0.2:
         msgs = []
     return msgs
@@ -215,19 +220,11 @@ def check(name, source, bos, eos):
     for c in cases:
         t = compile_reference(source, c["now"]) if "strftime_now" in source else ref
         expected.append(reference_render(t, c))
-    tpl_path = os.path.join(WORK, name + ".jinja")
-    cases_path = os.path.join(WORK, name + ".cases.json")
-    out_path = os.path.join(WORK, name + ".out.json")
-    with open(tpl_path, "w") as f:
-        f.write(source)
-    with open(cases_path, "w") as f:
-        json.dump(cases, f, ensure_ascii=False)
-    p = subprocess.run([DRIVER, tpl_path, cases_path, out_path], capture_output=True, text=True,
-                       timeout=120, env=dict(os.environ, TZ="UTC"))
-    if p.returncode != 0:
-        print("%s: tpl_render failed (%d): %s%s" % (name, p.returncode, p.stdout, p.stderr))
+    try:
+        got = run_driver(name, source, cases)
+    except RuntimeError as e:
+        print(e)
         return 1
-    got = json.load(open(out_path))
     bad = 0
     for i, (c, want, have) in enumerate(zip(cases, expected, got)):
         ok = ("out" in want and have.get("out") == want["out"]) or (
@@ -247,14 +244,71 @@ def check(name, source, bos, eos):
     return 1 if bad else 0
 
 
+SNIPPET_CASE = {
+    "messages": [{"role": "system", "content": "Be brief."},
+                 {"role": "user", "content": " Hi é 🦙\n"},
+                 {"role": "assistant", "content": "", "tool_calls": [
+                     {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]},
+                 {"role": "user", "content": "Bye"}],
+    "add_generation_prompt": True, "bos_token": "<s>", "eos_token": "</s>",
+    "kwargs": {"enable_thinking": False}, "now": 1700000000}
+
+
+def run_driver(name, source, cases):
+    tpl_path = os.path.join(WORK, name + ".jinja")
+    cases_path = os.path.join(WORK, name + ".cases.json")
+    out_path = os.path.join(WORK, name + ".out.json")
+    with open(tpl_path, "w") as f:
+        f.write(source)
+    with open(cases_path, "w") as f:
+        json.dump(cases, f, ensure_ascii=False)
+    p = subprocess.run([DRIVER, tpl_path, cases_path, out_path], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, TZ="UTC"))
+    if p.returncode == 3:  # the template did not compile: every case fails with that error
+        return [{"error": p.stdout.strip(), "code": -22} for _ in cases]
+    if p.returncode != 0:
+        raise RuntimeError("%s: tpl_render failed (%d): %s%s" % (name, p.returncode, p.stdout,
+                                                                p.stderr))
+    return json.load(open(out_path))
+
+
+def check_snippets():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "snippets.txt")
+    bad = total = 0
+    for n, line in enumerate(open(path, encoding="utf-8").read().split("\n"), 1):
+        if not line or line.startswith("#"):
+            continue
+        total += 1
+        limit = line.startswith("!")
+        source = line[1:] if limit else line
+        source = source.replace("\u23ce", "\n")
+        try:
+            want = reference_render(compile_reference(source, SNIPPET_CASE["now"]), SNIPPET_CASE)
+        except jinja2.exceptions.TemplateSyntaxError as e:
+            want = {"error": "syntax: %s" % e, "raised": False}
+        have = run_driver("snippet", source, [SNIPPET_CASE])[0]
+        if limit:
+            ok = "out" in want and "error" in have
+        else:
+            ok = ("out" in want and have.get("out") == want["out"]) or (
+                "error" in want and "error" in have and
+                (not want["raised"] or have["error"] == want["error"]))
+        if not ok:
+            bad += 1
+            print("snippets.txt:%d differs: %s\n  want: %r\n  got:  %r" % (
+                n, line, want.get("out", want.get("error")), have.get("out", have.get("error"))))
+    print("snippets: %d templates, %d differ" % (total, bad))
+    return 1 if bad else 0
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
+    failed = check_snippets()
     templates = checked_in_templates()
     templates.update(npm_templates())
-    failed = 0
     for name, (src, bos, eos) in sorted(templates.items()):
         failed += check(name, src, bos, eos)
-    print("%d templates, %d failed" % (len(templates), failed))
+    print("snippets and %d templates: %d failed" % (len(templates), failed))
     return 1 if failed else 0
 
 
