@@ -138,6 +138,9 @@ int tpl_render(const tpl_t *t, const tpl_ctx_t *ctx, char **out, size_t *outlen,
         set_var(r, globals, "bos_token", v_str(ctx->bos_token, strlen(ctx->bos_token)));
     if (ctx->eos_token)
         set_var(r, globals, "eos_token", v_str(ctx->eos_token, strlen(ctx->eos_token)));
+    /* transformers passes tools and documents as None when a request has none. */
+    set_var(r, globals, "tools", v_none());
+    set_var(r, globals, "documents", v_none());
     if (ctx->kwargs && json_is_object(ctx->kwargs)) {
         val_t kw = v_from_json(r, ctx->kwargs);
         for (size_t i = 0; i < kw.d->n; i++)

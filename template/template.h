@@ -19,7 +19,8 @@ struct json_t; /* jansson's value type; this header does not include jansson.h *
 typedef struct tpl tpl_t;
 
 /* What a render sees. The variables are, from lowest to highest precedence: bos_token and
- * eos_token (when not NULL), the members of kwargs (a JSON object, e.g. a request's
+ * eos_token (when not NULL), tools and documents (None, as transformers passes them when a
+ * request has none), the members of kwargs (a JSON object: a request's tools, or its
  * chat_template_kwargs such as {"enable_thinking": false}; NULL for none), then messages
  * and add_generation_prompt. JSON values are borrowed for the duration of the call. */
 typedef struct tpl_ctx {

@@ -25,6 +25,8 @@ from datetime import datetime
 
 try:
     import jinja2
+    import jinja2.ext
+    import jinja2.nodes
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 except ImportError:
@@ -46,9 +48,24 @@ def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
                       sort_keys=sort_keys)
 
 
+class AssistantTracker(jinja2.ext.Extension):
+    """transformers' {% generation %} tag; it renders its body (the masks it also computes
+    are no concern of a server)."""
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+        call = self.call_method("_render", [])
+        return jinja2.nodes.CallBlock(call, [], [], body).set_lineno(lineno)
+
+    def _render(self, caller):
+        return caller()
+
+
 def compile_reference(source, now):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols])
+                                        extensions=[AssistantTracker, loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.fromtimestamp(now).strftime(fmt)
@@ -61,6 +78,8 @@ def reference_render(template, case):
         variables["bos_token"] = case["bos_token"]
     if case.get("eos_token") is not None:
         variables["eos_token"] = case["eos_token"]
+    variables["tools"] = None  # transformers' render(tools=None, documents=None, ...)
+    variables["documents"] = None
     variables.update(case.get("kwargs") or {})
     variables["messages"] = case["messages"]
     variables["add_generation_prompt"] = case["add_generation_prompt"]
