@@ -50,8 +50,7 @@ typedef struct token {
     double f;
 } token_t;
 
-/* Splits src into tokens (arena-owned array ending in T_EOF), applying Jinja2's whitespace
- * control with trim_blocks and lstrip_blocks. Fails through cerr. */
+/* A compile's state: errors write err and long-jump to jb (compile_fail). */
 typedef struct compiler {
     arena_t *arena;
     jmp_buf jb;
@@ -60,9 +59,11 @@ typedef struct compiler {
 } compiler_t;
 _Noreturn void compile_fail(compiler_t *c, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Splits src into tokens (an arena-owned array ending in T_EOF), applying Jinja2's
+ * whitespace control with trim_blocks and lstrip_blocks. */
 token_t *lex(compiler_t *c, const char *src, size_t *ntok);
 
-/* ---- AST (parse.c) ---- */
+/* ---- AST (parse.c, parse_expr.c) ---- */
 enum {
     /* statements */
     N_DATA,
@@ -210,7 +211,7 @@ size_t u8_offset(const char *s, size_t n, size_t i);
 size_t u8_space_at(const char *s, size_t n, size_t at); /* its bytes, or 0 */
 size_t u8_space_before(const char *s, size_t end);      /* its bytes, or 0 */
 
-/* ---- evaluation (eval.c, builtins.c) ---- */
+/* ---- evaluation (eval.c, exec.c, builtins.c, filters.c) ---- */
 typedef struct frame {
     struct frame *parent;
     vdict_t vars;
@@ -229,7 +230,6 @@ struct render {
     char *err;
     size_t errlen;
     sbuf_t *out;
-    frame_t *globals;
     long steps, max_steps;
     int depth;
     time_t now;
@@ -252,7 +252,8 @@ vlist_t *v_iterate(render_t *r, const node_t *at, val_t v);
 val_t v_getattr(render_t *r, const node_t *at, val_t obj, const char *name, size_t n);
 val_t v_getitem(render_t *r, const node_t *at, val_t obj, val_t key);
 
-/* Builtin tables: lookups return an index or -1. */
+/* Builtin tables: lookups return an index or -1. method_find says whether some type has a
+ * method of that name (the compile-time check). */
 int filter_find(const char *name, size_t n);
 int test_find(const char *name, size_t n);
 int method_find(const char *name, size_t n);
@@ -262,7 +263,7 @@ int global_find(const char *name, size_t n);
 enum { B_FILTER, B_TEST, B_METHOD, B_GLOBAL };
 val_t builtin_call(render_t *r, frame_t *f, const node_t *at, int kind, int idx, val_t self,
                    val_t *args, size_t nargs, const char **kw, size_t *kwn, val_t *kwv, size_t nkw);
-/* Whether some type has a method of this name (for the compile-time check). */
+/* self's method of that name as a V_METHOD value (*found = 1), or *found = 0. */
 val_t method_bind(render_t *r, const node_t *at, val_t self, const char *name, size_t n,
                   int *found);
 

@@ -194,6 +194,7 @@ static node_t *statement(parser_t *P)
  * ends is NULL, to the end of the template. */
 static node_t *body(parser_t *P, const char *const *ends)
 {
+    enter(P);
     node_t *b = mk(P, N_BODY, cur(P)->line);
     vec_t items = {0};
     for (;;) {
@@ -234,6 +235,7 @@ static node_t *body(parser_t *P, const char *const *ends)
         }
     }
     b->list = items.v, b->n = items.n;
+    leave(P);
     return b;
 }
 

@@ -10,6 +10,7 @@ typedef struct parser {
     token_t *t;
     size_t i, n;
     int loops;           /* enclosing for loops, for break/continue */
+    int depth;           /* nesting of expressions and blocks, bounded by MAX_NEST */
     const char **macros; /* names defined by {% macro %} */
     size_t nmacros;
     node_t **calls; /* calls of a plain name, checked at the end */
@@ -21,6 +22,12 @@ typedef struct vec {
     size_t n, cap;
 } vec_t;
 
+/* Expressions and blocks nest at most this deep: the parser and the evaluator recurse. */
+#define MAX_NEST 400
+
+/* Enters one level of nesting (refused past MAX_NEST); leave() is its pair. */
+void enter(parser_t *P);
+void leave(parser_t *P);
 void vec_push(parser_t *P, vec_t *v, node_t *x);
 token_t *cur(parser_t *P);
 int is_op(parser_t *P, int op);

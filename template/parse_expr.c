@@ -8,6 +8,18 @@
 
 #include "template/parse.h"
 
+void enter(parser_t *P)
+{
+    if (++P->depth > MAX_NEST)
+        compile_fail(P->c, P->t[P->i].line, "expressions or blocks nested deeper than %d",
+                     MAX_NEST);
+}
+
+void leave(parser_t *P)
+{
+    P->depth--;
+}
+
 void vec_push(parser_t *P, vec_t *v, node_t *x)
 {
     if (v->n == v->cap) {
@@ -341,6 +353,7 @@ static node_t *unary(parser_t *P, int with_filter)
 {
     node_t *x;
     int line = cur(P)->line;
+    enter(P);
     if (is_op(P, '-') || is_op(P, '+')) {
         int op = P->t[P->i++].op;
         x = mk2(P, op == '-' ? N_NEG : N_POS, line, 0, unary(P, 0), NULL);
@@ -348,7 +361,9 @@ static node_t *unary(parser_t *P, int with_filter)
         x = primary(P);
     }
     x = postfix(P, x);
-    return with_filter ? filter_expr(P, x) : x;
+    x = with_filter ? filter_expr(P, x) : x;
+    leave(P);
+    return x;
 }
 
 static node_t *power(parser_t *P)
@@ -419,7 +434,10 @@ static node_t *not_expr(parser_t *P)
 {
     if (is_name(P, "not")) {
         int line = P->t[P->i++].line;
-        return mk2(P, N_NOT, line, 0, not_expr(P), NULL);
+        enter(P);
+        node_t *x = mk2(P, N_NOT, line, 0, not_expr(P), NULL);
+        leave(P);
+        return x;
     }
     return compare(P);
 }
@@ -446,6 +464,7 @@ node_t *or_expr(parser_t *P)
 
 node_t *expr(parser_t *P)
 {
+    enter(P);
     node_t *x = or_expr(P);
     while (is_name(P, "if")) {
         int line = P->t[P->i++].line;
@@ -456,6 +475,7 @@ node_t *expr(parser_t *P)
         }
         x = c;
     }
+    leave(P);
     return x;
 }
 

@@ -239,8 +239,21 @@ static int is_num(val_t v)
     return v.t == V_INT || v.t == V_BOOL || v.t == V_FLOAT;
 }
 
+/* Values nest at most this deep where they are compared or printed (Python stops at its
+ * recursion limit too); deeper ones compare unequal and fail to print. */
+#define MAX_VALUE_DEPTH 500
+
+static int equal(val_t a, val_t b, int level);
+
 int v_equal(val_t a, val_t b)
 {
+    return equal(a, b, 0);
+}
+
+static int equal(val_t a, val_t b, int level)
+{
+    if (level > MAX_VALUE_DEPTH)
+        return 0;
     if (is_num(a) && is_num(b)) {
         if (a.t == V_FLOAT || b.t == V_FLOAT)
             return (a.t == V_FLOAT ? a.f : (double)(a.t == V_INT ? a.i : a.b)) ==
@@ -259,7 +272,7 @@ int v_equal(val_t a, val_t b)
         if (a.l->n != b.l->n || a.l->tuple != b.l->tuple)
             return 0;
         for (size_t i = 0; i < a.l->n; i++)
-            if (!v_equal(a.l->v[i], b.l->v[i]))
+            if (!equal(a.l->v[i], b.l->v[i], level + 1))
                 return 0;
         return 1;
     case V_DICT:
@@ -267,7 +280,7 @@ int v_equal(val_t a, val_t b)
             return 0;
         for (size_t i = 0; i < a.d->n; i++) {
             val_t *o = dict_get(b.d, a.d->k[i], a.d->kn[i]);
-            if (!o || !v_equal(a.d->v[i], *o))
+            if (!o || !equal(a.d->v[i], *o, level + 1))
                 return 0;
         }
         return 1;
@@ -385,19 +398,33 @@ static void str_repr(render_t *r, sbuf_t *b, const char *s, size_t n)
     sb_putc(r, b, q);
 }
 
-void v_to_repr(render_t *r, sbuf_t *b, val_t v)
+static void to_str(render_t *r, sbuf_t *b, val_t v, int level);
+
+static void to_repr(render_t *r, sbuf_t *b, val_t v, int level)
 {
     if (v.t == V_STR)
         str_repr(r, b, v.s.p, v.s.n);
     else if (v.t == V_UNDEF)
         sb_puts(r, b, "Undefined");
     else
-        v_to_str(r, b, v);
+        to_str(r, b, v, level);
+}
+
+void v_to_repr(render_t *r, sbuf_t *b, val_t v)
+{
+    to_repr(r, b, v, 0);
 }
 
 void v_to_str(render_t *r, sbuf_t *b, val_t v)
 {
+    to_str(r, b, v, 0);
+}
+
+static void to_str(render_t *r, sbuf_t *b, val_t v, int level)
+{
     char num[32];
+    if (level > MAX_VALUE_DEPTH)
+        render_fail(r, NULL, "a value nested deeper than %d cannot be printed", MAX_VALUE_DEPTH);
     switch (v.t) {
     case V_UNDEF:
         return;
@@ -422,7 +449,7 @@ void v_to_str(render_t *r, sbuf_t *b, val_t v)
         for (size_t i = 0; i < v.l->n; i++) {
             if (i)
                 sb_puts(r, b, ", ");
-            v_to_repr(r, b, v.l->v[i]);
+            to_repr(r, b, v.l->v[i], level + 1);
         }
         if (v.l->tuple && v.l->n == 1)
             sb_putc(r, b, ',');
@@ -436,7 +463,7 @@ void v_to_str(render_t *r, sbuf_t *b, val_t v)
                 sb_puts(r, b, ", ");
             str_repr(r, b, v.d->k[i], v.d->kn[i]);
             sb_puts(r, b, ": ");
-            v_to_repr(r, b, v.d->v[i]);
+            to_repr(r, b, v.d->v[i], level + 1);
         }
         sb_puts(r, b, v.t == V_NS ? "}>" : "}");
         return;
@@ -493,8 +520,8 @@ static void json_newline(render_t *r, sbuf_t *b, int indent, int level)
 void v_to_json(render_t *r, sbuf_t *b, val_t v, int indent, int level, const char *item_sep,
                const char *key_sep)
 {
-    if (level > 200)
-        render_fail(r, NULL, "tojson: nesting too deep");
+    if (level > MAX_VALUE_DEPTH)
+        render_fail(r, NULL, "tojson: a value nested deeper than %d", MAX_VALUE_DEPTH);
     switch (v.t) {
     case V_NONE:
         sb_puts(r, b, "null");

@@ -200,8 +200,26 @@ static void test_errors(void)
     CHECK_STR_EQ(err, "Roles must alternate");
 }
 
+/* A string of 2000 times the character c (in a buffer per call site). */
+static const char *lots_of(char *buf, char c)
+{
+    memset(buf, c, 2000);
+    buf[2000] = '\0';
+    return buf;
+}
+#define LOTS_OF(c) lots_of((char[2001]){0}, c)
+
 static void test_limits(void)
 {
+    char deep[2200];
+    snprintf(deep, sizeof(deep), "{{ %.*s1%.*s }}", 1000, LOTS_OF('('), 1000, LOTS_OF(')'));
+    FAILS(deep, NULL, -EINVAL, "line 1: expressions or blocks nested deeper than");
+    snprintf(deep, sizeof(deep), "%.*s", 2000, LOTS_OF('-'));
+    memcpy(deep, "{{ ", 3), memcpy(deep + 1000, "1 }}", 5);
+    FAILS(deep, NULL, -EINVAL, "nested deeper than");
+    FAILS("{% set ns = namespace(x=1) %}{% for i in range(1000) %}{% set ns.x = [ns.x] %}"
+          "{% endfor %}{{ ns.x }}",
+          NULL, -EINVAL, "cannot be printed");
     FAILS("{% set ns = namespace(x='ab') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}"
           "{% endfor %}",
           NULL, -ENOMEM, "MiB");

@@ -293,19 +293,23 @@ def run_driver(name, source, cases):
 
 def check_snippets():
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "snippets.txt")
-    bad = total = 0
+    snippets = []
     for n, line in enumerate(open(path, encoding="utf-8").read().split("\n"), 1):
-        if not line or line.startswith("#"):
-            continue
-        total += 1
-        limit = line.startswith("!")
-        source = line[1:] if limit else line
-        source = source.replace("\u23ce", "\n")
+        if line and not line.startswith("#"):
+            limit = line.startswith("!")
+            source = (line[1:] if limit else line).replace("\u23ce", "\n")
+            snippets.append((n, line, limit, source))
+    cases, expected = [], []
+    for n, line, limit, source in snippets:
         try:
             want = reference_render(compile_reference(source, SNIPPET_CASE["now"]), SNIPPET_CASE)
         except jinja2.exceptions.TemplateSyntaxError as e:
             want = {"error": "syntax: %s" % e, "raised": False}
-        have = run_driver("snippet", source, [SNIPPET_CASE])[0]
+        expected.append(want)
+        cases.append(dict(SNIPPET_CASE, template=source))
+    got = run_driver("snippets", "", cases)
+    bad = 0
+    for (n, line, limit, source), want, have in zip(snippets, expected, got):
         if limit:
             ok = "out" in want and "error" in have
         else:
@@ -316,7 +320,7 @@ def check_snippets():
             bad += 1
             print("snippets.txt:%d differs: %s\n  want: %r\n  got:  %r" % (
                 n, line, want.get("out", want.get("error")), have.get("out", have.get("error"))))
-    print("snippets: %d templates, %d differ" % (total, bad))
+    print("snippets: %d templates, %d differ" % (len(snippets), bad))
     return 1 if bad else 0
 
 

@@ -5,8 +5,10 @@
  *
  * CASES.json is an array of {"messages", "add_generation_prompt", "bos_token", "eos_token",
  * "kwargs", "now"}; OUT.json gets one object per case: {"out": TEXT} or {"error": MESSAGE,
- * "code": N}. A template that does not compile prints its error and exits with 3. Each case
- * is rendered twice to check that a render leaves the template as it found it. */
+ * "code": N}. A template that does not compile prints its error and exits with 3. A case with
+ * a "template" member is rendered with that template instead (one that does not compile gives
+ * that case an error). Each case is rendered twice to check that a render leaves the template
+ * as it found it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,8 +83,18 @@ int main(int argc, char **argv)
     json_t *results = json_array();
     int unstable = 0;
     for (size_t i = 0; i < json_array_size(cases); i++) {
-        int stable;
-        json_array_append_new(results, render_case(t, json_array_get(cases, i), &stable));
+        int stable = 1;
+        json_t *c = json_array_get(cases, i), *own = json_object_get(c, "template");
+        tpl_t *ct = NULL;
+        if (json_is_string(own)) {
+            int rc = tpl_compile(&ct, json_string_value(own), err, sizeof(err));
+            if (rc < 0) {
+                json_array_append_new(results, json_pack("{s:s, s:i}", "error", err, "code", rc));
+                continue;
+            }
+        }
+        json_array_append_new(results, render_case(ct ? ct : t, c, &stable));
+        tpl_free(ct);
         if (!stable) {
             fprintf(stderr, "case %zu: two renders differ\n", i);
             unstable++;
