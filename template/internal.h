@@ -174,7 +174,7 @@ struct node {
 
 node_t *parse(compiler_t *c, token_t *toks, size_t ntok);
 
-/* ---- values (value.c) ---- */
+/* ---- values (value.c, print.c) ---- */
 typedef struct sbuf {
     char *p;
     size_t n, cap;
@@ -205,7 +205,15 @@ void v_to_json(render_t *r, sbuf_t *b, val_t v, int indent, int level, const cha
                const char *key_sep);
 val_t v_as_str(render_t *r, val_t v); /* str(v) as a V_STR (undefined gives "") */
 
-/* UTF-8 helpers: code points of s, byte offset of code point i, Python's isspace. */
+/* Values nest at most this deep where they are compared or printed (Python stops at its
+ * recursion limit too); deeper ones compare unequal and fail to print. */
+#define MAX_VALUE_DEPTH 500
+
+void sb_puts(render_t *r, sbuf_t *b, const char *s);
+
+/* UTF-8 helpers (strings.c): one code point and its length in bytes (an invalid byte is
+ * taken alone, as itself), code points of s, byte offset of code point i, Python's isspace. */
+unsigned u8_decode(const char *s, size_t n, size_t *len);
 size_t u8_len(const char *s, size_t n);
 size_t u8_offset(const char *s, size_t n, size_t i);
 size_t u8_space_at(const char *s, size_t n, size_t at); /* its bytes, or 0 */

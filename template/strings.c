@@ -1,32 +1,13 @@
-/* strings.c - Python's string operations on UTF-8 byte ranges, as templates call them:
- * strip with an optional character set, case mapping (upper, lower, str.title, capitalize
- * and Jinja2's title filter), replace, split and find. Case mapping uses the C.UTF-8 locale's
- * towupper/towlower when the system has it (ASCII only otherwise). */
+/* strings.c - Python's string operations on UTF-8 byte ranges, as templates call them: strip
+ * with an optional character set, case mapping (upper, lower, str.title, capitalize and
+ * Jinja2's title filter), replace, split and find; and the module's UTF-8 helpers. Case
+ * mapping uses the C.UTF-8 locale's towupper/towlower when the system has it (ASCII only
+ * otherwise). */
 #include <string.h>
 #include <wctype.h>
 
 #include "template/internal.h"
 #include "template/strings.h"
-
-/* Decodes one code point of s (n bytes, n > 0) and its length; invalid bytes are taken one
- * by one as themselves. */
-static unsigned decode(const char *s, size_t n, size_t *len)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t need = u[0] < 0x80 ? 1 : u[0] >= 0xf0 ? 4 : u[0] >= 0xe0 ? 3 : u[0] >= 0xc0 ? 2 : 1;
-    if (need > n)
-        need = 1;
-    for (size_t i = 1; i < need; i++)
-        if ((u[i] & 0xc0) != 0x80)
-            need = 1;
-    *len = need;
-    if (need == 1)
-        return u[0];
-    unsigned c = u[0] & (0x7fu >> need);
-    for (size_t i = 1; i < need; i++)
-        c = (c << 6) | (u[i] & 0x3fu);
-    return c;
-}
 
 static void encode(render_t *r, sbuf_t *b, unsigned c)
 {
@@ -50,7 +31,7 @@ static int in_set(val_t chars, const char *s, size_t len)
 {
     for (size_t i = 0; i < chars.s.n;) {
         size_t k;
-        decode(chars.s.p + i, chars.s.n - i, &k);
+        u8_decode(chars.s.p + i, chars.s.n - i, &k);
         if (k == len && memcmp(chars.s.p + i, s, len) == 0)
             return 1;
         i += k;
@@ -65,7 +46,7 @@ val_t str_strip(render_t *r, val_t s, val_t chars, int left, int right)
     int custom = chars.t == V_STR;
     while (left && a < e) {
         if (custom) {
-            decode(s.s.p + a, e - a, &k);
+            u8_decode(s.s.p + a, e - a, &k);
             if (!in_set(chars, s.s.p + a, k))
                 break;
         } else if (!(k = u8_space_at(s.s.p, e, a))) {
@@ -78,7 +59,7 @@ val_t str_strip(render_t *r, val_t s, val_t chars, int left, int right)
             size_t st = e - 1;
             while (st > a && ((unsigned char)s.s.p[st] & 0xc0) == 0x80 && e - st < 4)
                 st--;
-            decode(s.s.p + st, e - st, &k);
+            u8_decode(s.s.p + st, e - st, &k);
             if (st + k != e)
                 st = e - 1, k = 1;
             if (!in_set(chars, s.s.p + st, k))
@@ -131,7 +112,7 @@ static int next_is_cased(render_t *r, val_t s, size_t i)
     if (i >= s.s.n)
         return 0;
     size_t k;
-    return is_cased(r, decode(s.s.p + i, s.s.n - i, &k));
+    return is_cased(r, u8_decode(s.s.p + i, s.s.n - i, &k));
 }
 
 /* mode: 'u' upper, 'l' lower, 't' str.title, 'c' capitalize, 'j' Jinja2's title filter
@@ -142,7 +123,7 @@ val_t str_case(render_t *r, val_t s, int mode)
     int prev_cased = 0, word_start = 1;
     for (size_t i = 0; i < s.s.n;) {
         size_t k;
-        unsigned c = decode(s.s.p + i, s.s.n - i, &k);
+        unsigned c = u8_decode(s.s.p + i, s.s.n - i, &k);
         int up;
         switch (mode) {
         case 'u':
@@ -191,7 +172,7 @@ val_t str_replace(render_t *r, val_t s, val_t old, val_t new, long long count)
             if (i >= s.s.n)
                 break;
             size_t k;
-            decode(s.s.p + i, s.s.n - i, &k);
+            u8_decode(s.s.p + i, s.s.n - i, &k);
             sb_put(r, &b, s.s.p + i, k);
             i += k;
         }
@@ -251,4 +232,67 @@ long long str_find(val_t s, val_t sub)
 {
     const char *hit = memmem(s.s.p, s.s.n, sub.s.p, sub.s.n);
     return hit ? (long long)u8_len(s.s.p, (size_t)(hit - s.s.p)) : -1;
+}
+
+unsigned u8_decode(const char *s, size_t n, size_t *len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t need = u[0] < 0x80 ? 1 : u[0] >= 0xf0 ? 4 : u[0] >= 0xe0 ? 3 : u[0] >= 0xc0 ? 2 : 1;
+    if (need > n)
+        need = 1;
+    for (size_t i = 1; i < need; i++)
+        if ((u[i] & 0xc0) != 0x80)
+            need = 1;
+    *len = need;
+    if (need == 1)
+        return u[0];
+    unsigned c = u[0] & (0x7fu >> need);
+    for (size_t i = 1; i < need; i++)
+        c = (c << 6) | (u[i] & 0x3fu);
+    return c;
+}
+
+size_t u8_len(const char *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += ((unsigned char)s[i] & 0xc0) != 0x80;
+    return k;
+}
+
+size_t u8_offset(const char *s, size_t n, size_t i)
+{
+    size_t o = 0;
+    while (o < n && i) {
+        o++;
+        while (o < n && ((unsigned char)s[o] & 0xc0) == 0x80)
+            o++;
+        i--;
+    }
+    return o;
+}
+
+/* Python's str.isspace(): ASCII \t\n\v\f\r, \x1c-\x1f and space, and the Unicode spaces. */
+static int py_space(unsigned c)
+{
+    return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 ||
+           c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
+           c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+size_t u8_space_at(const char *s, size_t n, size_t at)
+{
+    size_t len;
+    unsigned c = u8_decode(s + at, n - at, &len);
+    return py_space(c) ? len : 0;
+}
+
+size_t u8_space_before(const char *s, size_t end)
+{
+    size_t start = end - 1;
+    while (start > 0 && end - start < 4 && ((unsigned char)s[start] & 0xc0) == 0x80)
+        start--;
+    size_t len;
+    unsigned c = u8_decode(s + start, end - start, &len);
+    return (start + len == end && py_space(c)) ? len : 0;
 }
