@@ -415,6 +415,82 @@ static val_t f_sort(render_t *r, frame_t *f, const node_t *at, val_t self, val_t
     return list_val(l);
 }
 
+static val_t f_dictsort(render_t *r, frame_t *f, const node_t *at, val_t self, val_t *a)
+{
+    (void)f;
+    vlist_t *l = items_of(r, at, self).l;
+    size_t n = l->n;
+    int by_value = 0;
+    if (GIVEN(a[1])) {
+        val_t by = need_str(r, at, a[1], "dictsort by");
+        by_value = by.s.n == 5 && memcmp(by.s.p, "value", 5) == 0;
+        if (!by_value && !(by.s.n == 3 && memcmp(by.s.p, "key", 3) == 0))
+            render_fail(r, at, "You can only sort by either \"key\" or \"value\"");
+    }
+    val_t *keys = arena_alloc(&r->arena, (n + 1) * sizeof(val_t));
+    val_t *ti = arena_alloc(&r->arena, (n + 1) * sizeof(val_t));
+    val_t *tk = arena_alloc(&r->arena, (n + 1) * sizeof(val_t));
+    for (size_t i = 0; i < n; i++)
+        keys[i] = l->v[i].l->v[by_value];
+    sort_ctx_t c = {r, at, GIVEN(a[0]) && v_truthy(a[0])};
+    merge_sort(&c, l->v, keys, ti, tk, n, GIVEN(a[2]) && v_truthy(a[2]));
+    return list_val(l);
+}
+
+/* Python's str.splitlines() boundaries: the byte length of a line break at s[i], or 0. */
+static size_t line_break(val_t s, size_t i)
+{
+    const unsigned char *p = (const unsigned char *)s.s.p + i;
+    size_t left = s.s.n - i;
+    if (p[0] == '\r')
+        return left > 1 && p[1] == '\n' ? 2 : 1;
+    if (p[0] == '\n' || p[0] == '\v' || p[0] == '\f' || (p[0] >= 0x1c && p[0] <= 0x1e))
+        return 1;
+    if (left > 1 && p[0] == 0xc2 && p[1] == 0x85)
+        return 2;
+    if (left > 2 && p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9))
+        return 3;
+    return 0;
+}
+
+/* Jinja2's indent: every line but the first (also the first with first=True) gets the
+ * indentation, blank lines only with blank=True; lines are joined with "\n". */
+static val_t f_indent(render_t *r, frame_t *f, const node_t *at, val_t self, val_t *a)
+{
+    (void)f;
+    val_t s = v_as_str(r, self), ind;
+    if (GIVEN(a[0]) && a[0].t == V_STR) {
+        ind = a[0];
+    } else {
+        long long w = need_int(r, at, a[0], 4, "indent width");
+        sbuf_t sp = {0};
+        for (long long i = 0; i < w && i < 1024; i++)
+            sb_putc(r, &sp, ' ');
+        ind = v_sb(&sp);
+    }
+    int first = GIVEN(a[1]) && v_truthy(a[1]), blank = GIVEN(a[2]) && v_truthy(a[2]);
+    sbuf_t b = {0};
+    if (first)
+        sb_put(r, &b, ind.s.p, ind.s.n);
+    /* The lines of s + "\n", as Jinja2 splits them: the text after the last break is a line
+     * even when it is empty. */
+    for (size_t i = 0, line = 0;; line++) {
+        size_t e = i, k = 0;
+        while (e < s.s.n && !(k = line_break(s, e)))
+            e++;
+        if (line > 0) {
+            sb_putc(r, &b, '\n');
+            if (blank || e > i)
+                sb_put(r, &b, ind.s.p, ind.s.n);
+        }
+        sb_put(r, &b, s.s.p + i, e - i);
+        if (e == s.s.n)
+            break;
+        i = e + k;
+    }
+    return v_sb(&b);
+}
+
 const builtin_t filter_table[] = {
     {"trim", "chars", f_trim, 0},
     {"length", "", f_length, 0},
@@ -443,5 +519,7 @@ const builtin_t filter_table[] = {
     {"selectattr", "attribute test arg", f_selectattr, 0},
     {"rejectattr", "attribute test arg", f_rejectattr, 0},
     {"sort", "reverse case_sensitive attribute", f_sort, 0},
+    {"dictsort", "case_sensitive by reverse", f_dictsort, 0},
+    {"indent", "width first blank", f_indent, 0},
     {NULL, NULL, NULL, 0},
 };
