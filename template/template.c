@@ -113,7 +113,7 @@ int tpl_render(const tpl_t *t, const tpl_ctx_t *ctx, char **out, size_t *outlen,
         snprintf(err, errlen, "chat template: out of memory");
         return -ENOMEM;
     }
-    r->arena.limit = RENDER_LIMIT;
+    r->arena.limit = ctx->max_bytes ? ctx->max_bytes : RENDER_LIMIT;
     r->arena.fail = &r->jb;
     r->code = -EINVAL;
     r->err = err;
@@ -125,8 +125,9 @@ int tpl_render(const tpl_t *t, const tpl_ctx_t *ctx, char **out, size_t *outlen,
     if (jr) {
         int code = r->code;
         if (jr == 1) {
-            snprintf(err, errlen, "chat template: the render needs more than %u MiB",
-                     RENDER_LIMIT >> 20);
+            size_t lim = r->arena.limit;
+            snprintf(err, errlen, "chat template: the render needs more than %zu %s",
+                     lim >= (1u << 20) ? lim >> 20 : lim >> 10, lim >= (1u << 20) ? "MiB" : "KiB");
             code = -ENOMEM;
         }
         arena_free(&r->arena);

@@ -31,6 +31,7 @@ typedef struct tpl_ctx {
     const struct json_t *kwargs; /* a JSON object or NULL (borrowed) */
     time_t now;                  /* strftime_now's local time; 0 means time(NULL) */
     long max_steps;              /* evaluation steps allowed; 0 means 50 million */
+    size_t max_bytes;            /* memory a render may take; 0 means 64 MiB */
 } tpl_ctx_t;
 
 /* Compiles the template source src (NUL-terminated UTF-8). On success returns 0 and *out is
@@ -47,7 +48,7 @@ void tpl_free(tpl_t *t);
  * of the template or its input, where err is the template's own message for
  * raise_exception(msg) and "chat template line N: ..." otherwise (a type error, an undefined
  * value where one is not allowed); -ENOMEM when memory runs out or the render passes its
- * limits (64 MiB of memory, max_steps evaluation steps). Thread-safe: t is only read. */
+ * limits (max_bytes of memory, max_steps evaluation steps). Thread-safe: t is only read. */
 int tpl_render(const tpl_t *t, const tpl_ctx_t *ctx, char **out, size_t *outlen, char *err,
                size_t errlen);
 

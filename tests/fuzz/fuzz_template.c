@@ -4,9 +4,9 @@
  * message, unicode, an empty turn, a tool call, content parts) and kwargs. Checks, beyond
  * "no crash, no leak, no undefined behaviour": every failure leaves one non-empty line in err
  * and a negative code, a success gives a NUL-terminated output, and a second render gives the
- * same bytes (a render does not change the template). The step budget is small so that a
- * slow template costs little. Built by tests/fuzz/meson.build with -Dfuzz=true (clang), and
- * linked with replay.c into a plain test that runs the corpus (the real chat templates).
+ * same bytes (a render does not change the template). The step and memory budgets are small
+ * so that a slow template costs little. Built by tests/fuzz/meson.build with -Dfuzz=true (clang),
+ * and linked with replay.c into a plain test that runs the corpus (the real chat templates).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -66,7 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                      .eos_token = "</s>",
                      .kwargs = kwargs,
                      .now = 1700000000,
-                     .max_steps = 200000};
+                     .max_steps = 200000,
+                     .max_bytes = 8 << 20};
     char *out = NULL, *out2 = NULL;
     size_t len = 0, len2 = 0;
     rc = tpl_render(t, &ctx, &out, &len, err, sizeof(err));

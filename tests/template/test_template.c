@@ -238,6 +238,14 @@ static void test_limits(void)
     CHECK_INT_EQ(tpl_render(t, &ctx, &out, &len, err, sizeof(err)), 0);
     CHECK_INT_EQ(len, 2890);
     free(out);
+    /* The memory budget: the loop's frames and range's list need more than 16 KiB... */
+    ctx.max_bytes = 16 << 10;
+    CHECK_INT_EQ(tpl_render(t, &ctx, &out, &len, err, sizeof(err)), -ENOMEM);
+    CHECK(out == NULL && strstr(err, "needs more than 16 KiB"));
+    /* ...and less than 4 MiB. */
+    ctx.max_bytes = 4 << 20;
+    CHECK_INT_EQ(tpl_render(t, &ctx, &out, &len, err, sizeof(err)), 0);
+    free(out);
     tpl_free(t);
 }
 
