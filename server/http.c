@@ -19,6 +19,10 @@
  * - MHD_stop_daemon aborts the process if a connection is suspended: close resumes all.
  * - MHD answers a head too big for its per-connection memory itself, with HTML: the memory is
  *   set well above our own limits (http_head.c), which answer with the OpenAI error object.
+ * - A header value is measured with strlen, so a NUL inside it silently cuts it short:
+ *   http_head.c looks at the bytes of the head after each value (RFC 9110 §5.5).
+ * - An absolute-form target ("http://host/path", RFC 9112 §3.2.2) reaches us as it was sent:
+ *   req_new keeps its path, and its authority stands in for the Host header.
  * - CONNECTION_TIMEOUT only measures inactivity, so a client that sends one header byte a
  *   second (slowloris) would hold its slot for ever: every connection must send its request
  *   headers within header_timeout of opening or of its previous response, or a sweep shuts
@@ -110,8 +114,13 @@ static http_req_t *req_new(http_server_t *hs, struct MHD_Connection *conn, const
     http_req_t *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
-    r->path = strdup(url);
-    if (!r->path) {
+    size_t alen;
+    const char *path = http_target_path(url, &alen);
+    r->path = strdup(*path ? path : "/");
+    r->authority = path != url ? strndup(path - alen, alen) : NULL;
+    if (!r->path || (path != url && !r->authority)) {
+        free(r->path);
+        free(r->authority);
         free(r);
         return NULL;
     }
@@ -145,6 +154,7 @@ static void req_free(http_req_t *r)
     if (r->pending)
         MHD_destroy_response(r->pending);
     free(r->path);
+    free(r->authority);
     free(r->body);
     free(r->sbuf);
     free(r);
@@ -226,7 +236,7 @@ static enum MHD_Result on_head(http_server_t *hs, struct MHD_Connection *conn, c
     r->hc = ci ? ci->socket_context : NULL;
     if (r->hc)
         r->hc->waiting = 0;
-    if (http_head_refused(r, url, version))
+    if (http_head_refused(r, method, url, version))
         return MHD_YES;
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
