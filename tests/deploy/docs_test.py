@@ -99,6 +99,8 @@ def check_command(facts, cmd):
     elif prog == "curl":
         url = next(a for a in args if a.startswith("http"))
         check(re.sub(r"^https?://[^/]+", "", url) in ENDPOINTS, f"{cmd}: a server endpoint", url)
+    elif prog == "kubectl" and args[0] == "apply" and "-f" in args:
+        check(facts.path(args[args.index("-f") + 1]), f"{cmd}: the manifest exists")
     elif prog == "kubectl" and args[0] == "apply":
         check(facts.path(os.path.join(args[args.index("-k") + 1], "kustomization.yaml")),
               f"{cmd}: the kustomization exists")
