@@ -19,6 +19,10 @@
  * - MHD_stop_daemon aborts the process if a connection is suspended: close resumes all.
  * - MHD answers a head too big for its per-connection memory itself, with HTML: the memory is
  *   set well above our own limits (http_head.c), which answer with the OpenAI error object.
+ * - A header value is measured with strlen, so a NUL inside it silently cuts it short:
+ *   http_head.c looks at the bytes of the head after each value (RFC 9110 §5.5).
+ * - An absolute-form target ("http://host/path", RFC 9112 §3.2.2) reaches us as it was sent:
+ *   req_new keeps its path, and its authority stands in for the Host header.
  * - CONNECTION_TIMEOUT only measures inactivity, so a client that sends one header byte a
  *   second (slowloris) would hold its slot for ever: every connection must send its request
  *   headers within header_timeout of opening or of its previous response, or a sweep shuts
@@ -110,8 +114,13 @@ static http_req_t *req_new(http_server_t *hs, struct MHD_Connection *conn, const
     http_req_t *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
-    r->path = strdup(url);
-    if (!r->path) {
+    size_t alen;
+    const char *path = http_target_path(url, &alen);
+    r->path = strdup(*path ? path : "/");
+    r->authority = path != url ? strndup(path - alen, alen) : NULL;
+    if (!r->path || (path != url && !r->authority)) {
+        free(r->path);
+        free(r->authority);
         free(r);
         return NULL;
     }
@@ -145,6 +154,7 @@ static void req_free(http_req_t *r)
     if (r->pending)
         MHD_destroy_response(r->pending);
     free(r->path);
+    free(r->authority);
     free(r->body);
     free(r->sbuf);
     free(r);
@@ -159,63 +169,92 @@ static void req_free(http_req_t *r)
 
 /* ---- MHD callbacks ---- */
 
-static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version, const char *upload_data,
-                                 size_t *upload_data_size, void **con_cls)
+/* One piece of the body. Past max_body the pieces are read and dropped: the 413 goes out
+ * after the body, which keeps the connection usable. */
+static enum MHD_Result on_body(http_req_t *r, const char *data, size_t n)
 {
-    http_server_t *hs = cls;
-    http_req_t *r = *con_cls;
-    if (!r) { /* headers only: the one chance to refuse a body before it is read */
-        r = req_new(hs, conn, url, method);
-        if (!r)
-            return MHD_NO;
-        *con_cls = r;
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        r->hc = ci ? ci->socket_context : NULL;
-        if (r->hc)
-            r->hc->waiting = 0;
-        if (http_head_refused(r, url, version))
-            return MHD_YES;
-        const char *cl =
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > hs->max_body)
-            r->too_large = 1;
-        else
-            return MHD_YES;
-    } else if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (r->too_large)
-            return MHD_YES; /* read and dropped; the 413 goes after the body */
-        if (r->body_len + n > hs->max_body) {
-            r->too_large = 1;
-            free(r->body);
-            r->body = NULL;
-            r->body_len = r->body_cap = 0;
-            return MHD_YES;
-        }
-        if (r->body_len + n + 1 > r->body_cap) {
-            size_t cap = r->body_cap ? r->body_cap : 1024;
-            while (cap < r->body_len + n + 1)
-                cap *= 2;
-            char *b = realloc(r->body, cap);
-            if (!b)
-                return MHD_NO;
-            r->body = b;
-            r->body_cap = cap;
-        }
-        memcpy(r->body + r->body_len, upload_data, n);
-        r->body_len += n;
-        r->body[r->body_len] = '\0';
+    size_t max = r->hs->max_body;
+    if (r->too_large)
+        return MHD_YES;
+    if (r->body_len + n > max) {
+        r->too_large = 1;
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
         return MHD_YES;
     }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 1024;
+        while (cap < r->body_len + n + 1)
+            cap *= 2;
+        char *b = realloc(r->body, cap);
+        if (!b)
+            return MHD_NO;
+        r->body = b;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+    return MHD_YES;
+}
 
-    /* The whole request is here, or the connection was resumed. */
+/* The whole request is here: answer 413 or hand it to the handler, once. */
+static enum MHD_Result dispatch(http_req_t *r)
+{
+    http_server_t *hs = r->hs;
+    enum MHD_Result ok = MHD_YES;
+    r->in_access = 1;
+    if (r->too_large) {
+        char msg[160];
+        int n = snprintf(msg, sizeof(msg),
+                         "{\"error\":{\"message\":\"request body is larger than %zu bytes\","
+                         "\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}",
+                         hs->max_body);
+        http_reply(r, MHD_HTTP_CONTENT_TOO_LARGE, "application/json", msg, (size_t)n, NULL);
+    } else if (!r->body && !(r->body = calloc(1, 1))) {
+        ok = MHD_NO;
+    } else {
+        r->dispatched = 1;
+        hs->handler(hs->app, r);
+    }
+    r->in_access = 0;
+    return ok;
+}
+
+/* The access handler's first call: the head has arrived, no body yet. This is the one chance to
+ * refuse a body before it is read. */
+static enum MHD_Result on_head(http_server_t *hs, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, void **con_cls)
+{
+    http_req_t *r = req_new(hs, conn, url, method);
+    if (!r)
+        return MHD_NO;
+    *con_cls = r;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->hc = ci ? ci->socket_context : NULL;
+    if (r->hc)
+        r->hc->waiting = 0;
+    if (http_head_refused(r, method, url, version))
+        return MHD_YES;
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > hs->max_body) {
+        r->too_large = 1;
+        return dispatch(r); /* 413 now: the body is never read */
+    }
+    return MHD_YES;
+}
+
+/* A later call with no body piece: the body has ended, or the connection was resumed (a
+ * deferred reply to queue, a client gone, or nothing yet). */
+static enum MHD_Result on_ready(http_req_t *r)
+{
     if (r->gone)
         return MHD_NO;
     if (r->pending) {
-        enum MHD_Result ok = MHD_queue_response(conn, r->pending_status, r->pending);
+        enum MHD_Result ok = MHD_queue_response(r->conn, r->pending_status, r->pending);
         MHD_destroy_response(r->pending);
         r->pending = NULL;
         return ok;
@@ -225,27 +264,24 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
             http_conn_suspend(r); /* resumed with nothing to send: wait again */
         return MHD_YES;
     }
-    r->in_access = 1;
-    if (r->too_large) {
-        char msg[160];
-        int n = snprintf(msg, sizeof(msg),
-                         "{\"error\":{\"message\":\"request body is larger than %zu bytes\","
-                         "\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}",
-                         hs->max_body);
-        http_reply(r, MHD_HTTP_CONTENT_TOO_LARGE, "application/json", msg, (size_t)n, NULL);
-    } else {
-        r->dispatched = 1;
-        if (!r->body) {
-            r->body = calloc(1, 1);
-            if (!r->body) {
-                r->in_access = 0;
-                return MHD_NO;
-            }
-        }
-        hs->handler(hs->app, r);
+    return dispatch(r);
+}
+
+/* libmicrohttpd calls this once with the head, once per body piece, then with no piece when
+ * the body has ended and again after every resume. */
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    http_req_t *r = *con_cls;
+    if (!r)
+        return on_head(cls, conn, url, method, version, con_cls);
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        return on_body(r, upload_data, n);
     }
-    r->in_access = 0;
-    return MHD_YES;
+    return on_ready(r);
 }
 
 static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -446,14 +482,13 @@ int http_server_init(http_server_t **out, uv_loop_t *loop, const http_options_t 
     if (v6)
         flags |= MHD_USE_IPv6;
     /* EXTERNAL_LOGGER must come first or MHD's early messages go to stderr. */
-    hs->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, hs, MHD_OPTION_EXTERNAL_LOGGER,
-                             mhd_log_cb, hs, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)o->conn_timeout,
-                             MHD_OPTION_CONNECTION_LIMIT, (unsigned int)o->conn_limit,
-                             MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)o->per_ip_limit,
-                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_MHD_MEMORY,
-                             MHD_OPTION_NOTIFY_COMPLETED, completed_cb, hs,
-                             MHD_OPTION_NOTIFY_CONNECTION, connection_cb, hs, MHD_OPTION_END);
+    hs->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_cb, hs, MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, hs,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)o->conn_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)o->conn_limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)o->per_ip_limit,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_MHD_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
+        completed_cb, hs, MHD_OPTION_NOTIFY_CONNECTION, connection_cb, hs, MHD_OPTION_END);
     if (!hs->d) {
         snprintf(err, errlen, "could not start the HTTP daemon on %s:%d", o->host, hs->port);
         close(fd);

@@ -59,8 +59,11 @@ int http_server_active(const http_server_t *hs);
 void http_server_close(http_server_t *hs);
 
 const char *http_req_method(const http_req_t *r);
+/* The target's path, also for an absolute-form target ("http://host/v1/models" gives
+ * "/v1/models"); without the query. */
 const char *http_req_path(const http_req_t *r);
-/* Value of a request header (case-insensitive name) or NULL. */
+/* Value of a request header (case-insensitive name) or NULL. For an absolute-form target,
+ * "Host" is the target's authority. */
 const char *http_req_header(http_req_t *r, const char *name);
 const char *http_req_body(const http_req_t *r, size_t *len);
 /* The request's log fields; the caller may fill them at any time before completion. */

@@ -48,8 +48,9 @@ struct http_req {
     http_conn_t *hc;         /* its connection, or NULL */
     http_req_t *prev, *next; /* in hs->live */
     char method[16];
-    char *path; /* owned */
-    char *body; /* owned, NUL-terminated */
+    char *path;      /* owned: the target's path, in origin form */
+    char *authority; /* owned: the host of an absolute-form target, else NULL */
+    char *body;      /* owned, NUL-terminated */
     size_t body_len, body_cap;
     int too_large;
     int in_access;  /* inside the access handler: replies are queued directly */
@@ -83,13 +84,21 @@ struct http_req {
 #define HTTP_MAX_HEAD ((size_t)16 * 1024)
 #define HTTP_MHD_MEMORY ((size_t)64 * 1024)
 
-/* Checks the head of r, whose headers just arrived (access_cb's first call), for what
- * libmicrohttpd lets through but a careful HTTP/1.1 server refuses (RFC 9112): a target or
- * head over the limits above, a missing or repeated Host, conflicting body framing (the
- * request-smuggling shapes), a header name with a blank or another non-token byte, a transfer
- * coding other than chunked. Answers r with the OpenAI error object and "Connection: close"
- * and returns 1 when it refuses; 0 otherwise. */
-int http_head_refused(http_req_t *r, const char *url, const char *version);
+/* Checks the head of r, whose headers just arrived (access_cb's first call, which passes
+ * libmicrohttpd's method, url and version), for what libmicrohttpd lets through but a careful
+ * HTTP/1.1 server refuses (RFC 9112): a target or head over the limits above, a missing or
+ * repeated Host, conflicting body framing (the request-smuggling shapes), a header name with a
+ * blank or another non-token byte, a NUL inside a header value, a folded header line, an
+ * absolute-form target without a host, a transfer coding other than chunked. Answers r with the
+ * OpenAI error object and "Connection: close" and returns 1 when it refuses; 0 otherwise. */
+int http_head_refused(http_req_t *r, const char *method, const char *url, const char *version);
+
+/* The path of a request target (without its query, which libmicrohttpd has taken off): url
+ * itself in origin form ("/v1/models"); in absolute form ("http://host:port/v1/models",
+ * which RFC 9112 §3.2.2 says a server must accept) what follows the authority, whose length
+ * goes to *authority_len (it starts at the path minus that length). The path is "" when the
+ * target has none, which means "/". */
+const char *http_target_path(const char *url, size_t *authority_len);
 
 /* Asks for one more MHD_run on the next loop iteration (after a resume). */
 void http_kick(http_server_t *hs);

@@ -211,6 +211,9 @@ const char *http_req_path(const http_req_t *r)
 
 const char *http_req_header(http_req_t *r, const char *name)
 {
+    /* An absolute-form target's authority replaces the Host header (RFC 9112 §3.2.2). */
+    if (r->authority && strcasecmp(name, MHD_HTTP_HEADER_HOST) == 0)
+        return r->authority;
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 

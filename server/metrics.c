@@ -110,14 +110,16 @@ char *metrics_render(const metrics_t *m, const eng_stats_t *st, const eng_info_t
     if (!b.p)
         return NULL;
     b.p[0] = '\0';
+    /* num_gpu_blocks repeats num_blocks under vLLM's label name, which is where the Gateway API
+     * Inference Extension's endpoint picker reads the pool size (with block_size) from. */
     if (info)
         put(&b,
             "# HELP nano_vllm_cache_config_info KV cache configuration (the value is 1).\n"
             "# TYPE nano_vllm_cache_config_info gauge\n"
             "nano_vllm_cache_config_info{block_size=\"%d\",cache_dtype=\"%s\","
-            "num_blocks=\"%d\"} 1\n",
+            "num_blocks=\"%d\",num_gpu_blocks=\"%d\"} 1\n",
             info->block_size, info->kv_cache_dtype ? info->kv_cache_dtype : "",
-            info->num_kv_blocks);
+            info->num_kv_blocks, info->num_kv_blocks);
     if (st) {
         metric(&b, "nano_vllm_num_requests_running", "gauge", "Sequences in the running batch.",
                st->running);

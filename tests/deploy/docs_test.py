@@ -96,9 +96,17 @@ def check_command(facts, cmd):
               f"{cmd}: stop timeout outlasts the drain ({facts.drain} s)", t)
     elif prog == "docker" and args[0] == "compose":
         check(facts.path(args[args.index("-f") + 1]), f"{cmd}: the compose file exists")
+    elif prog == "podman-compose":
+        check(facts.path(args[args.index("-f") + 1]), f"{cmd}: the compose file exists")
+        if "down" in args and "-t" in args:
+            t = float(args[args.index("-t") + 1])
+            check(facts.drain is not None and t > facts.drain,
+                  f"{cmd}: stop timeout outlasts the drain ({facts.drain} s)", t)
     elif prog == "curl":
         url = next(a for a in args if a.startswith("http"))
         check(re.sub(r"^https?://[^/]+", "", url) in ENDPOINTS, f"{cmd}: a server endpoint", url)
+    elif prog == "kubectl" and args[0] == "apply" and "-f" in args:
+        check(facts.path(args[args.index("-f") + 1]), f"{cmd}: the manifest exists")
     elif prog == "kubectl" and args[0] == "apply":
         check(facts.path(os.path.join(args[args.index("-k") + 1], "kustomization.yaml")),
               f"{cmd}: the kustomization exists")

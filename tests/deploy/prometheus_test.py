@@ -46,11 +46,12 @@ def http(url, body=None, timeout=10):
         return r.status, r.read().decode()
 
 
-def start_server(binary, model, log_path):
-    """Starts the server on a free loopback port; returns (process, port) once /health is 200."""
+def start_server(binary, model, log_path, extra=()):
+    """Starts the server (with the extra arguments) on a free loopback port; returns (process,
+    port) once /health is 200."""
     log = open(log_path, "w")
-    proc = subprocess.Popen([binary, "serve", model, "--host", "127.0.0.1", "--port", "0"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([binary, "serve", model, "--host", "127.0.0.1", "--port", "0",
+                             *extra], stdout=log, stderr=subprocess.STDOUT)
     t0 = time.monotonic()
     port = None
     while time.monotonic() - t0 < 60:

@@ -243,6 +243,16 @@ def battery_cases():
         b"Content-Type: application/json\r\nTransfer-Encoding: gzip\r\n\r\n{}", 501)
     raw("blank before a header's colon", b"GET /health HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n",
         400)
+    # A NUL inside a header value (RFC 9110 section 5.5): libmicrohttpd would cut the value at
+    # the NUL and drop the rest; the server refuses the message. A folded header likewise.
+    raw("NUL in a header value", post_bytes('{"prompt": "x"}', extra=b"X-A: a\x00b\r\n"), 400)
+    raw("NUL in the Host header", b"GET /health HTTP/1.1\r\nHost: x\x00y\r\n\r\n", 400)
+    raw("NUL in the last header", b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: \x00\x00z\r\n\r\n",
+        400)
+    raw("folded header (obs-fold)", b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+        400)
+    raw("absolute-form target without a host", b"GET http:///health HTTP/1.1\r\nHost: x\r\n\r\n",
+        400)
     # Heads over the server's limits (8 KiB target, 16 KiB head) but within libmicrohttpd's
     # memory: the server answers.
     raw("20 KB URL", b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414)
@@ -347,6 +357,16 @@ def test_battery():
         # The server still works, the same way, and holds nothing.
         after = greedy_text(srv)
         check_eq(after, before, "greedy text after the battery equals the one before")
+        # The request target in absolute form, as a proxy sends it (RFC 9112 section 3.2.2):
+        # served as its path.
+        status, _, body = send_raw(srv, J(GREEDY, path=b"http://127.0.0.1:%d/v1/completions"
+                                          % srv.port))
+        if check_eq(status, 200, "absolute-form completion (body %r)" % body[:200]):
+            check_eq(json.loads(body)["choices"][0]["text"], before,
+                     "absolute-form completion gives the greedy text")
+        status, _, body = send_raw(srv, b"GET HTTP://localhost/v1/models HTTP/1.1\r\n"
+                                   b"Host: x\r\n\r\n")
+        check_eq(status, 200, "absolute-form GET /v1/models")
         check_eq(ts.request(srv, "GET", "/health")[0], 200, "healthy after the battery")
         check_idle(srv, "after the battery")
     finally:

@@ -435,10 +435,12 @@ def test_kv_f16(srv):
         status, _, data = request(s16, "GET", "/metrics")
         check("nano_vllm_kv_cache_blocks %d" % blocks16 in data.decode(),
               "/metrics counts the F16 pool's blocks", blocks16)
-        info = 'nano_vllm_cache_config_info{block_size="16",cache_dtype="f16",num_blocks="%d"} 1'
-        check(info % blocks16 in data.decode(), "/metrics names the cache dtype", info % blocks16)
+        info = ('nano_vllm_cache_config_info{block_size="16",cache_dtype="f16",num_blocks="%d",'
+                'num_gpu_blocks="%d"} 1')
+        check(info % (blocks16, blocks16) in data.decode(), "/metrics names the cache dtype",
+              info % (blocks16, blocks16))
         status, _, data = request(srv, "GET", "/metrics")
-        check(info.replace("f16", "f32") % blocks32 in data.decode(),
+        check(info.replace("f16", "f32") % (blocks32, blocks32) in data.decode(),
               "/metrics names the F32 cache of the main server", blocks32)
     finally:
         check_eq(s16.stop(), 0, "F16-cache server exit status")
