@@ -58,6 +58,4 @@ void sse_usage(api_job_t *job);
 void sse_error(api_job_t *job, int status, const char *type, const char *message);
 void sse_done(api_job_t *job);
 
-const char *api_finish_name(int finish);
-
 #endif
