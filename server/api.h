@@ -55,6 +55,7 @@ typedef struct api_params {
     api_prompt_t *prompts; /* (n_prompts) owned */
     int max_tokens;        /* 16 */
     int n;                 /* 1 */
+    int best_of;           /* 0 = not given; else it must equal n */
     int stream;
     int include_usage; /* stream_options.include_usage */
     int logprobs;      /* -1 = none, else 0..ENG_MAX_LOGPROBS */
