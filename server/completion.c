@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "server/buf.h"
 #include "server/log.h"
 
 /* ---- logprobs ---- */
@@ -119,31 +120,13 @@ static int event_logprobs(json_t **lp, const tok_t *tok, const eng_event_t *ev, 
 
 static int text_append(api_choice_t *c, const char *s, size_t n)
 {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 256;
-        while (cap < c->len + n + 1)
-            cap *= 2;
-        char *t = realloc(c->text, cap);
-        if (!t)
-            return -ENOMEM;
-        c->text = t;
-        c->cap = cap;
-    }
-    memcpy(c->text + c->len, s, n);
-    c->len += n;
-    c->text[c->len] = '\0';
-    return 0;
+    return buf_append_text(&c->text, &c->len, &c->cap, s, n, 256);
 }
 
 static void job_free(api_job_t *job)
 {
     srv_t *s = job->srv;
-    if (job->prev)
-        job->prev->next = job->next;
-    else if (s->jobs == job)
-        s->jobs = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
+    list_remove(&job->link);
     s->n_jobs--;
     for (int i = 0; job->choices && i < job->n_choices; i++) {
         free(job->choices[i].text);
@@ -426,10 +409,7 @@ static api_job_t *job_new(srv_t *s, http_req_t *r)
     job->p.logprobs = -1;
     snprintf(job->id, sizeof(job->id), "cmpl-%016llx%08llx", (unsigned long long)s->id_salt,
              (unsigned long long)++s->next_job);
-    job->next = s->jobs;
-    if (s->jobs)
-        s->jobs->prev = job;
-    s->jobs = job;
+    list_insert_head(&s->jobs, &job->link);
     s->n_jobs++;
     return job;
 }
@@ -524,7 +504,10 @@ fail:
 
 void srv_abort_all(srv_t *s, const char *why)
 {
-    for (api_job_t *job = s->jobs; job; job = job->next) {
+    list_t *it;
+    LIST_FOREACH(it, &s->jobs)
+    {
+        api_job_t *job = LIST_DATA(it, api_job_t, link);
         if (job->live > 0)
             abort_engine(job);
         if (!job->http || job->answered)
@@ -544,6 +527,6 @@ void srv_abort_all(srv_t *s, const char *why)
 
 void srv_jobs_free(srv_t *s)
 {
-    while (s->jobs)
-        job_free(s->jobs);
+    while (!list_empty(&s->jobs))
+        job_free(LIST_DATA(s->jobs.next, api_job_t, link));
 }

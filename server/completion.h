@@ -27,7 +27,7 @@ typedef struct api_choice {
 } api_choice_t;
 
 struct api_job {
-    api_job_t *prev, *next; /* in srv_t.jobs */
+    list_t link;            /* in srv_t.jobs */
     srv_t *srv;             /* borrowed */
     http_req_t *http;       /* borrowed; NULL once the connection is done with us */
     char id[48];            /* "cmpl-..." */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "server/buf.h"
 #include "server/generate.h"
 #include "tokenizer/tokenizer.h"
 
@@ -355,20 +356,7 @@ static int submit(gen_t *g, int i, int max_model_len, int vocab_size)
 
 static int append_text(gen_prompt_t *p, const char *s, size_t n)
 {
-    if (p->out_len + n + 1 > p->out_cap) {
-        size_t cap = p->out_cap ? p->out_cap : 256;
-        while (cap < p->out_len + n + 1)
-            cap *= 2;
-        char *t = realloc(p->out, cap);
-        if (!t)
-            return -1;
-        p->out = t;
-        p->out_cap = cap;
-    }
-    memcpy(p->out + p->out_len, s, n);
-    p->out_len += n;
-    p->out[p->out_len] = '\0';
-    return 0;
+    return buf_append_text(&p->out, &p->out_len, &p->out_cap, s, n, 256) ? -1 : 0;
 }
 
 /* Prefill runs from the start to the last prompt's first token; decode from the first

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/buf.h"
+
 /* vLLM's bucket bounds for the same three histograms. */
 static const double ttft_bounds[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
                                      0.25,  0.5,   0.75, 1.0,  2.5,  5.0,  7.5,  10.0};
@@ -75,14 +77,10 @@ static void put(buf_t *b, const char *fmt, ...)
             b->len += (size_t)n;
             return;
         }
-        size_t cap = b->cap * 2 + (size_t)n;
-        char *p = realloc(b->p, cap);
-        if (!p) {
+        if (buf_reserve(&b->p, &b->cap, b->len + (size_t)n + 1, 8192)) {
             b->failed = 1;
             return;
         }
-        b->p = p;
-        b->cap = cap;
     }
 }
 

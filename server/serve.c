@@ -295,6 +295,7 @@ int srv_main(int argc, char **argv, char **envp)
 {
     srv_t s;
     memset(&s, 0, sizeof(s));
+    list_init(&s.jobs);
     char err[512] = "";
     if (cfg_init(&s.cfg)) {
         fputs("nano-vllm serve: out of memory\n", stderr);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/buf.h"
 #include "server/completion.h"
 
 static void send_json(api_job_t *job, json_t *obj)
@@ -48,17 +49,7 @@ static json_t *chunk_head(api_job_t *job, json_t *choices)
 /* Makes room for need more bytes at *len in the job's buffer. 0 or -1 (out of memory). */
 static int sse_reserve(api_job_t *job, size_t len, size_t need)
 {
-    if (len + need <= job->sse_cap)
-        return 0;
-    size_t cap = job->sse_cap ? job->sse_cap : 512;
-    while (cap < len + need)
-        cap *= 2;
-    char *b = realloc(job->sse, cap);
-    if (!b)
-        return -1;
-    job->sse = b;
-    job->sse_cap = cap;
-    return 0;
+    return buf_reserve(&job->sse, &job->sse_cap, len + need, 512) ? -1 : 0;
 }
 
 /* Appends s[0..n) as a JSON string body, escaped as jansson escapes it by default: quote,

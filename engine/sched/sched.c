@@ -32,6 +32,8 @@ int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
                const sched_limits_t *lim, uint64_t seed)
 {
     memset(s, 0, sizeof(*s));
+    list_init(&s->waiting.head);
+    list_init(&s->running.head);
     const gpt2_config_t *cfg = gpt2_get_config(model);
     if (lim->max_num_seqs <= 0 || lim->max_num_batched_tokens <= 0 || lim->max_model_len <= 0)
         return -EINVAL;
@@ -132,10 +134,12 @@ typedef struct plan {
 static int prompt_backlog(const sched_t *s)
 {
     long n = 0;
-    for (const sched_seq_t *q = s->running.head; q; q = q->next)
+    for (const sched_seq_t *q = sched_list_first(&s->running); q;
+         q = sched_list_next(&s->running, q))
         if (q->entry < 0 && q->len - q->num_computed > 1)
             n += q->len - q->num_computed;
-    for (const sched_seq_t *q = s->waiting.head; q && n < INT_MAX / 2; q = q->next)
+    for (const sched_seq_t *q = sched_list_first(&s->waiting); q && n < INT_MAX / 2;
+         q = sched_list_next(&s->waiting, q))
         n += q->len - q->num_computed;
     return n < INT_MAX / 2 ? (int)n : INT_MAX / 2;
 }
@@ -260,7 +264,7 @@ static int reserve(sched_t *s, plan_t *pl, sched_seq_t *q, int n, int shrink)
             grow(s, q, q->num_computed + n);
             return n;
         }
-        sched_seq_t *victim = s->running.tail;
+        sched_seq_t *victim = sched_list_last(&s->running);
         preempt(s, pl, victim);
         if (victim == q)
             return 0;
@@ -290,9 +294,9 @@ static int match_prefix(sched_t *s, sched_seq_t *q)
 /* Admits waiting sequences in arrival order while budget, sequence slots and blocks last. */
 static void admit_waiting(sched_t *s, plan_t *pl)
 {
-    while (s->waiting.head && prefill_room(pl) > 0 && s->running.count < s->lim.max_num_seqs &&
-           s->n_ent < s->lim.max_num_seqs) {
-        sched_seq_t *q = s->waiting.head;
+    sched_seq_t *q;
+    while ((q = sched_list_first(&s->waiting)) && prefill_room(pl) > 0 &&
+           s->running.count < s->lim.max_num_seqs && s->n_ent < s->lim.max_num_seqs) {
         int n_prompt = q->req->r->prompt_len;
         int cached = wants_prompt_lps(q) ? 0 : match_prefix(s, q);
         int n = q->len - q->num_computed;
@@ -334,25 +338,25 @@ static void schedule(sched_t *s)
     plan_t pl = {s->lim.max_num_batched_tokens, s->max_logits, s->lim.max_num_batched_tokens};
     s->n_ent = 0;
     /* 1. Decodes of running sequences, oldest first. */
-    for (sched_seq_t *q = s->running.head; q && pl.budget > 0;) {
+    for (sched_seq_t *q = sched_list_first(&s->running); q && pl.budget > 0;) {
         if (q->len - q->num_computed != 1 || q->entry >= 0) {
-            q = q->next;
+            q = sched_list_next(&s->running, q);
             continue;
         }
         if (reserve(s, &pl, q, 1, 0) == 0)
             break; /* q was the newest and is preempted; nothing newer is left */
         add_entry(s, &pl, q, 1, 0);
-        q = q->next;
+        q = sched_list_next(&s->running, q);
     }
     if (s->n_ent > 0 && s->lim.max_prefill_decoding > 0) {
         pl.prefill_left = prefill_cap(s, &s->last.prefill_backlog);
         s->last.prefill_cap = pl.prefill_left;
     }
     /* 2. Running sequences still in their prompt (or recomputing), oldest first. */
-    for (sched_seq_t *q = s->running.head; q && prefill_room(&pl) > 0;) {
+    for (sched_seq_t *q = sched_list_first(&s->running); q && prefill_room(&pl) > 0;) {
         int left = q->len - q->num_computed;
         if (left <= 1 || q->entry >= 0) {
-            q = q->next;
+            q = sched_list_next(&s->running, q);
             continue;
         }
         int n = fit_logits(q, left < prefill_room(&pl) ? left : prefill_room(&pl), &pl);
@@ -363,7 +367,7 @@ static void schedule(sched_t *s)
         }
         if (q->state != SCHED_RUNNING)
             break;
-        q = q->next;
+        q = sched_list_next(&s->running, q);
     }
     /* 3. Waiting sequences, unless this step had to preempt: blocks are short. */
     if (s->last.preempted == 0)
@@ -535,17 +539,19 @@ void sched_get_stats(const sched_t *s, eng_stats_t *st)
 static int check_list(const sched_list_t *l, int state, char *err, size_t errlen)
 {
     int n = 0;
-    const sched_seq_t *prev = NULL;
-    for (const sched_seq_t *q = l->head; q; q = q->next) {
-        if (q->state != state || q->prev != prev) {
+    const list_t *prev = &l->head, *it;
+    LIST_FOREACH(it, &l->head)
+    {
+        const sched_seq_t *q = LIST_DATA(it, sched_seq_t, link);
+        if (q->state != state || it->prev != prev) {
             snprintf(err, errlen, "sequence %d of request %llu is in the wrong list (state %d)",
                      q->index, (unsigned long long)q->req->r->id, q->state);
             return -1;
         }
-        prev = q;
+        prev = it;
         n++;
     }
-    if (n != l->count || prev != l->tail) {
+    if (n != l->count || l->head.prev != prev) {
         snprintf(err, errlen, "list count %d, walked %d", l->count, n);
         return -1;
     }

@@ -13,11 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/list.h"
+#include "engine/engine.h"
+#include "engine/model/gpt2.h"
 #include "engine/sched/blocks.h"
 #include "engine/sched/detok.h"
-#include "engine/engine.h"
 #include "engine/sched/event.h"
-#include "engine/model/gpt2.h"
 #include "engine/sched/sampler.h"
 
 /* Logit rows beyond one per sequence, for prompt logprobs (echo): a prompt chunk that needs
@@ -52,7 +53,7 @@ typedef struct sched_seq {
     int entry;         /* index of its entry in the current step, or -1 */
     int cached_tokens; /* prompt tokens found in the prefix cache at its first admission */
     int was_admitted;  /* admitted at least once (counted in the prefix-cache stats) */
-    struct sched_seq *prev, *next; /* in the waiting or running list, oldest first */
+    list_t link;       /* in the waiting or running list, oldest first */
 } sched_seq_t;
 
 struct sched_req {
@@ -66,9 +67,28 @@ struct sched_req {
 };
 
 typedef struct sched_list {
-    sched_seq_t *head, *tail;
+    list_t head; /* of sched_seq_t.link */
     int count;
 } sched_list_t;
+
+/* The first and last sequence of l, and the one after q in l; NULL past either end. */
+static inline sched_seq_t *sched_list_first(const sched_list_t *l)
+{
+    list_t *e = list_first(&l->head);
+    return e ? LIST_DATA(e, sched_seq_t, link) : NULL;
+}
+
+static inline sched_seq_t *sched_list_last(const sched_list_t *l)
+{
+    list_t *e = list_last(&l->head);
+    return e ? LIST_DATA(e, sched_seq_t, link) : NULL;
+}
+
+static inline sched_seq_t *sched_list_next(const sched_list_t *l, const sched_seq_t *q)
+{
+    list_t *e = list_next(&l->head, &q->link);
+    return e ? LIST_DATA(e, sched_seq_t, link) : NULL;
+}
 
 /* One sequence's share of a step: rows [row0, row0 + n) computing positions
  * [start, start + n). seq is NULL when it was taken out again by a preemption. */

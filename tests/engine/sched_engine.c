@@ -457,7 +457,7 @@ static void test_abort(void)
     ASSERT_EQ(outs[1].finishes, 1);
     ASSERT_EQ(st1.running, 1);
     /* Only request 0 holds blocks now (freed cached blocks count as free). */
-    ASSERT_EQ(st1.kv_blocks_used, eng_sched(e)->running.head->n_blocks);
+    ASSERT_EQ(st1.kv_blocks_used, sched_list_first(&eng_sched(e)->running)->n_blocks);
     ASSERT_LT(st1.kv_blocks_used, st0.kv_blocks_used);
     /* Abort of a request not yet taken by the scheduler. */
     submit_ok(e, make_req(2, prompts[2], plen[2], 30, 0.0f, 0));
