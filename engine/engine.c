@@ -24,9 +24,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/model/gpt2.h"
 #include "engine/kernels/pool.h"
+#include "engine/model/gpt2.h"
 #include "engine/sched/scheduler.h"
+#include "engine/testing.h"
 
 /* A request or an abort on its way to the scheduler thread. */
 typedef struct eng_msg {
@@ -461,6 +462,8 @@ int eng_step(eng_t *e)
     pthread_mutex_unlock(&e->mu);
     return round_once(e, msgs);
 }
+
+/* ---- for tests and benchmarks (engine/testing.h) ---- */
 
 sched_t *eng_sched(eng_t *e)
 {

@@ -183,12 +183,4 @@ eng_event_t *sched_take_events(sched_t *s);
 /* The counters with running, waiting and block usage filled in. */
 void sched_get_stats(const sched_t *s, eng_stats_t *st);
 
-/* For tests (engine.c): the scheduler behind an engine driven with eng_step. */
-sched_t *eng_sched(eng_t *e);
-
-/* For tests: checks that the block manager agrees with the sequences (every block's
- * refcount is the number of block tables holding it, used + free = total, waiting
- * sequences hold none). Returns 0 or -1 with the broken rule in err. */
-int sched_check(const sched_t *s, char *err, size_t errlen);
-
 #endif
