@@ -287,7 +287,7 @@ static int parse_model(json_t *v, const api_limits_t *lim, api_params_t *p, api_
 static int parse_top_k(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
 {
     /* vLLM: -1 (or 0) turns it off. */
-    long long x;
+    long long x = 0;
     if (get_int(v, "top_k", -1, lim->vocab_size > 0 ? lim->vocab_size : INT32_MAX, &x, e))
         return -1;
     p->sp.top_k = x < 0 ? 0 : (int)x;
@@ -297,7 +297,7 @@ static int parse_top_k(json_t *v, const api_limits_t *lim, api_params_t *p, api_
 static int parse_seed(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
 {
     (void)lim;
-    long long x;
+    long long x = 0;
     if (get_int(v, "seed", LLONG_MIN, LLONG_MAX, &x, e))
         return -1;
     p->sp.seed = (uint64_t)x;
@@ -372,7 +372,7 @@ static int parse_field(const char *key, json_t *v, const api_limits_t *lim, api_
     if (!f)
         return bad(e, key, "unknown field '%.40s'", key);
     void *at = (char *)p + f->offset;
-    long long x;
+    long long x = 0;
     switch (f->type) {
     case FIELD_INT:
         if (get_int(v, key, (long long)f->lo, (long long)f->hi, &x, e))
