@@ -28,6 +28,7 @@
 #include "bench/bounds.h"
 #include "engine/engine.h"
 #include "engine/sched/scheduler.h"
+#include "engine/testing.h"
 #include "tokenizer/tokenizer.h"
 
 #define MAX_ROUNDS 8

@@ -172,8 +172,9 @@ static int parse_prompt(json_t *v, const api_limits_t *lim, api_params_t *p, api
     return 0;
 }
 
-static int parse_stop(json_t *v, api_params_t *p, api_error_t *e)
+static int parse_stop(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
 {
+    (void)lim;
     if (json_is_string(v)) {
         if (json_string_length(v) == 0)
             return bad(e, "stop", "'stop' must not be an empty string");
@@ -245,8 +246,9 @@ static int parse_logit_bias(json_t *v, const api_limits_t *lim, api_params_t *p,
     return 0;
 }
 
-static int parse_stream_options(json_t *v, api_params_t *p, api_error_t *e)
+static int parse_stream_options(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
 {
+    (void)lim;
     if (!json_is_object(v))
         return bad(e, "stream_options", "'stream_options' must be an object");
     const char *key;
@@ -272,88 +274,118 @@ static int parse_stream_options(json_t *v, api_params_t *p, api_error_t *e)
     return 0;
 }
 
+static int parse_model(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
+{
+    (void)lim;
+    if (!json_is_string(v))
+        return bad(e, "model", "'model' must be a string");
+    if (!(p->model = strdup(json_string_value(v))))
+        return oom(e);
+    return 0;
+}
+
+static int parse_top_k(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
+{
+    /* vLLM: -1 (or 0) turns it off. */
+    long long x = 0;
+    if (get_int(v, "top_k", -1, lim->vocab_size > 0 ? lim->vocab_size : INT32_MAX, &x, e))
+        return -1;
+    p->sp.top_k = x < 0 ? 0 : (int)x;
+    return 0;
+}
+
+static int parse_seed(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
+{
+    (void)lim;
+    long long x = 0;
+    if (get_int(v, "seed", LLONG_MIN, LLONG_MAX, &x, e))
+        return -1;
+    p->sp.seed = (uint64_t)x;
+    p->sp.has_seed = 1;
+    return 0;
+}
+
+static int parse_user(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
+{
+    (void)lim;
+    if (!json_is_string(v))
+        return bad(e, "user", "'user' must be a string");
+    if (!(p->user = strdup(json_string_value(v))))
+        return oom(e);
+    return 0;
+}
+
+static int parse_suffix(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
+{
+    (void)v, (void)lim, (void)p;
+    return bad(e, "suffix", "'suffix' is not supported by this model");
+}
+
+/* The request's top-level fields, one row each (as config/'s settings table): a number, an
+ * integer or a boolean stored at an offset in api_params_t, or a function for the rest. */
+enum field_type { FIELD_INT, FIELD_NUM, FIELD_BOOL, FIELD_FN };
+
+typedef struct field {
+    const char *key;
+    int type;      /* enum field_type */
+    size_t offset; /* FIELD_INT, FIELD_BOOL: of an int in api_params_t; FIELD_NUM: of a float */
+    double lo, hi; /* FIELD_INT, FIELD_NUM: the range, inclusive */
+    int lo_open;   /* FIELD_NUM: lo itself is out of range */
+    int (*parse)(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e);
+} field_t;
+
+#define AT(member) offsetof(api_params_t, member)
+static const field_t fields[] = {
+    {"model", FIELD_FN, 0, 0, 0, 0, parse_model},
+    {"prompt", FIELD_FN, 0, 0, 0, 0, parse_prompt},
+    {"max_tokens", FIELD_INT, AT(max_tokens), 0, INT32_MAX, 0, NULL},
+    {"temperature", FIELD_NUM, AT(sp.temperature), 0.0, 2.0, 0, NULL},
+    {"top_p", FIELD_NUM, AT(sp.top_p), 0.0, 1.0, 1, NULL},
+    {"top_k", FIELD_FN, 0, 0, 0, 0, parse_top_k},
+    {"min_p", FIELD_NUM, AT(sp.min_p), 0.0, 1.0, 0, NULL},
+    {"n", FIELD_INT, AT(n), 1, API_MAX_N, 0, NULL},
+    {"best_of", FIELD_INT, AT(best_of), 1, API_MAX_N, 0, NULL},
+    {"stream", FIELD_BOOL, AT(stream), 0, 0, 0, NULL},
+    {"stream_options", FIELD_FN, 0, 0, 0, 0, parse_stream_options},
+    {"logprobs", FIELD_INT, AT(logprobs), 0, ENG_MAX_LOGPROBS, 0, NULL},
+    {"echo", FIELD_BOOL, AT(echo), 0, 0, 0, NULL},
+    {"stop", FIELD_FN, 0, 0, 0, 0, parse_stop},
+    {"presence_penalty", FIELD_NUM, AT(sp.presence_penalty), -2.0, 2.0, 0, NULL},
+    {"frequency_penalty", FIELD_NUM, AT(sp.frequency_penalty), -2.0, 2.0, 0, NULL},
+    {"repetition_penalty", FIELD_NUM, AT(sp.repetition_penalty), 0.0, 10.0, 1, NULL},
+    {"logit_bias", FIELD_FN, 0, 0, 0, 0, parse_logit_bias},
+    {"seed", FIELD_FN, 0, 0, 0, 0, parse_seed},
+    {"user", FIELD_FN, 0, 0, 0, 0, parse_user},
+    {"ignore_eos", FIELD_BOOL, AT(ignore_eos), 0, 0, 0, NULL},
+    {"suffix", FIELD_FN, 0, 0, 0, 0, parse_suffix},
+};
+#undef AT
+
 /* One top-level field of the request. */
 static int parse_field(const char *key, json_t *v, const api_limits_t *lim, api_params_t *p,
-                       long long *best_of, api_error_t *e)
+                       api_error_t *e)
 {
-    long long x;
-    if (strcmp(key, "model") == 0) {
-        if (!json_is_string(v))
-            return bad(e, "model", "'model' must be a string");
-        if (!(p->model = strdup(json_string_value(v))))
-            return oom(e);
-        return 0;
-    }
-    if (strcmp(key, "prompt") == 0)
-        return parse_prompt(v, lim, p, e);
-    if (strcmp(key, "max_tokens") == 0) {
-        if (get_int(v, key, 0, INT32_MAX, &x, e))
+    const field_t *f = NULL;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]) && !f; i++)
+        if (strcmp(key, fields[i].key) == 0)
+            f = &fields[i];
+    if (!f)
+        return bad(e, key, "unknown field '%.40s'", key);
+    void *at = (char *)p + f->offset;
+    long long x = 0;
+    switch (f->type) {
+    case FIELD_INT:
+        if (get_int(v, key, (long long)f->lo, (long long)f->hi, &x, e))
             return -1;
-        p->max_tokens = (int)x;
+        *(int *)at = (int)x;
         return 0;
+    case FIELD_NUM:
+        return get_num(v, key, f->lo, f->hi, f->lo_open, (float *)at, e);
+    case FIELD_BOOL:
+        return get_bool(v, key, (int *)at, e);
+    default:
+        return f->parse(v, lim, p, e);
     }
-    if (strcmp(key, "temperature") == 0)
-        return get_num(v, key, 0.0, 2.0, 0, &p->sp.temperature, e);
-    if (strcmp(key, "top_p") == 0)
-        return get_num(v, key, 0.0, 1.0, 1, &p->sp.top_p, e);
-    if (strcmp(key, "top_k") == 0) {
-        /* vLLM: -1 (or 0) turns it off. */
-        if (get_int(v, key, -1, lim->vocab_size > 0 ? lim->vocab_size : INT32_MAX, &x, e))
-            return -1;
-        p->sp.top_k = x < 0 ? 0 : (int)x;
-        return 0;
-    }
-    if (strcmp(key, "min_p") == 0)
-        return get_num(v, key, 0.0, 1.0, 0, &p->sp.min_p, e);
-    if (strcmp(key, "n") == 0) {
-        if (get_int(v, key, 1, API_MAX_N, &x, e))
-            return -1;
-        p->n = (int)x;
-        return 0;
-    }
-    if (strcmp(key, "best_of") == 0)
-        return get_int(v, key, 1, API_MAX_N, best_of, e);
-    if (strcmp(key, "stream") == 0)
-        return get_bool(v, key, &p->stream, e);
-    if (strcmp(key, "stream_options") == 0)
-        return parse_stream_options(v, p, e);
-    if (strcmp(key, "logprobs") == 0) {
-        if (get_int(v, key, 0, ENG_MAX_LOGPROBS, &x, e))
-            return -1;
-        p->logprobs = (int)x;
-        return 0;
-    }
-    if (strcmp(key, "echo") == 0)
-        return get_bool(v, key, &p->echo, e);
-    if (strcmp(key, "stop") == 0)
-        return parse_stop(v, p, e);
-    if (strcmp(key, "presence_penalty") == 0)
-        return get_num(v, key, -2.0, 2.0, 0, &p->sp.presence_penalty, e);
-    if (strcmp(key, "frequency_penalty") == 0)
-        return get_num(v, key, -2.0, 2.0, 0, &p->sp.frequency_penalty, e);
-    if (strcmp(key, "repetition_penalty") == 0)
-        return get_num(v, key, 0.0, 10.0, 1, &p->sp.repetition_penalty, e);
-    if (strcmp(key, "logit_bias") == 0)
-        return parse_logit_bias(v, lim, p, e);
-    if (strcmp(key, "seed") == 0) {
-        if (get_int(v, key, LLONG_MIN, LLONG_MAX, &x, e))
-            return -1;
-        p->sp.seed = (uint64_t)x;
-        p->sp.has_seed = 1;
-        return 0;
-    }
-    if (strcmp(key, "user") == 0) {
-        if (!json_is_string(v))
-            return bad(e, "user", "'user' must be a string");
-        if (!(p->user = strdup(json_string_value(v))))
-            return oom(e);
-        return 0;
-    }
-    if (strcmp(key, "ignore_eos") == 0)
-        return get_bool(v, key, &p->ignore_eos, e);
-    if (strcmp(key, "suffix") == 0)
-        return bad(e, "suffix", "'suffix' is not supported by this model");
-    return bad(e, key, "unknown field '%.40s'", key);
 }
 
 static void params_init(api_params_t *p)
@@ -362,13 +394,7 @@ static void params_init(api_params_t *p)
     p->max_tokens = 16;
     p->n = 1;
     p->logprobs = -1;
-    /* The neutral values engine.h lists for eng_sampling_t, set here so the parser does not
-     * need the engine library (it is unit-tested and fuzzed alone). */
-    p->sp.temperature = 1.0f;
-    p->sp.top_p = 1.0f;
-    p->sp.repetition_penalty = 1.0f;
-    p->sp.logprobs = -1;
-    p->sp.prompt_logprobs = -1;
+    eng_sampling_default(&p->sp);
 }
 
 int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, api_params_t *p,
@@ -385,14 +411,13 @@ int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, 
         bad(e, "", "the request body must be a JSON object");
         goto out;
     }
-    long long best_of = 0;
     const char *key;
     json_t *v;
     json_object_foreach(root, key, v)
     {
         if (json_is_null(v))
             continue; /* null is the default, as in OpenAI's API */
-        if (parse_field(key, v, lim, p, &best_of, e))
+        if (parse_field(key, v, lim, p, e))
             goto out;
     }
 
@@ -402,8 +427,8 @@ int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, 
                       lim->model_name);
         goto out;
     }
-    if (best_of && best_of != p->n) {
-        bad(e, "best_of", "'best_of' %lld is not supported: only best_of equal to n (%d)", best_of,
+    if (p->best_of && p->best_of != p->n) {
+        bad(e, "best_of", "'best_of' %d is not supported: only best_of equal to n (%d)", p->best_of,
             p->n);
         goto out;
     }
@@ -470,18 +495,6 @@ int api_check_context(const api_params_t *p, int max_model_len, api_error_t *e)
     return 0;
 }
 
-void api_request_free(eng_request_t *r)
-{
-    if (!r)
-        return;
-    free(r->prompt);
-    for (int i = 0; i < r->n_stop; i++)
-        free(r->stop[i]);
-    free(r->sp.logit_bias_ids);
-    free(r->sp.logit_bias_values);
-    free(r);
-}
-
 eng_request_t *api_request_new(const api_params_t *p, int i, uint64_t id, void *user)
 {
     eng_request_t *r = calloc(1, sizeof(*r));
@@ -523,7 +536,7 @@ eng_request_t *api_request_new(const api_params_t *p, int i, uint64_t id, void *
     }
     return r;
 fail:
-    api_request_free(r);
+    eng_request_free(r);
     return NULL;
 }
 

@@ -55,6 +55,7 @@ typedef struct api_params {
     api_prompt_t *prompts; /* (n_prompts) owned */
     int max_tokens;        /* 16 */
     int n;                 /* 1 */
+    int best_of;           /* 0 = not given; else it must equal n */
     int stream;
     int include_usage; /* stream_options.include_usage */
     int logprobs;      /* -1 = none, else 0..ENG_MAX_LOGPROBS */
@@ -85,9 +86,8 @@ void api_params_free(api_params_t *p);
 int api_check_context(const api_params_t *p, int max_model_len, api_error_t *e);
 
 /* A malloc'd engine request for prompt i of p (deep copies; the engine will own it), or
- * NULL when out of memory. */
+ * NULL when out of memory. One eng_submit refused is freed with eng_request_free. */
 eng_request_t *api_request_new(const api_params_t *p, int i, uint64_t id, void *user);
-void api_request_free(eng_request_t *r); /* for a request eng_submit refused */
 
 /* Parses the bodies of POST /tokenize ({"prompt": string, "model"?, "add_special_tokens"?})
  * and POST /detokenize ({"tokens": [ids], "model"?}). Return 0 or -1 with *e; the text or

@@ -16,23 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "server/buf.h"
 #include "server/log.h"
-
-const char *api_finish_name(int finish)
-{
-    switch (finish) {
-    case ENG_FINISH_STOP:
-        return "stop";
-    case ENG_FINISH_LENGTH:
-        return "length";
-    case ENG_FINISH_ABORT:
-        return "abort";
-    case ENG_FINISH_ERROR:
-        return "error";
-    default:
-        return NULL;
-    }
-}
 
 /* ---- logprobs ---- */
 
@@ -135,31 +120,13 @@ static int event_logprobs(json_t **lp, const tok_t *tok, const eng_event_t *ev, 
 
 static int text_append(api_choice_t *c, const char *s, size_t n)
 {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 256;
-        while (cap < c->len + n + 1)
-            cap *= 2;
-        char *t = realloc(c->text, cap);
-        if (!t)
-            return -ENOMEM;
-        c->text = t;
-        c->cap = cap;
-    }
-    memcpy(c->text + c->len, s, n);
-    c->len += n;
-    c->text[c->len] = '\0';
-    return 0;
+    return buf_append_text(&c->text, &c->len, &c->cap, s, n, 256);
 }
 
 static void job_free(api_job_t *job)
 {
     srv_t *s = job->srv;
-    if (job->prev)
-        job->prev->next = job->next;
-    else if (s->jobs == job)
-        s->jobs = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
+    list_remove(&job->link);
     s->n_jobs--;
     for (int i = 0; job->choices && i < job->n_choices; i++) {
         free(job->choices[i].text);
@@ -283,7 +250,7 @@ static void job_finish(api_job_t *job)
     http_log_info_t *log = http_req_log(job->http);
     log->prompt_tokens = job->prompt_tokens;
     log->completion_tokens = completion;
-    log->finish = api_finish_name(job->choices[0].finish);
+    log->finish = eng_finish_name(job->choices[0].finish);
     if (job->p.stream) {
         if (error)
             sse_error(job, 500, "server_error", error);
@@ -308,7 +275,7 @@ static void job_finish(api_job_t *job)
         json_array_append_new(choices, json_pack("{s:i, s:s%, s:o, s:s}", "index", i, "text",
                                                  c->text ? c->text : "", c->len, "logprobs",
                                                  lp ? lp : json_null(), "finish_reason",
-                                                 api_finish_name(c->finish)));
+                                                 eng_finish_name(c->finish)));
     }
     json_t *o =
         json_pack("{s:s, s:s, s:I, s:s, s:o, s:{s:i, s:i, s:i}}", "id", job->id, "object",
@@ -442,10 +409,7 @@ static api_job_t *job_new(srv_t *s, http_req_t *r)
     job->p.logprobs = -1;
     snprintf(job->id, sizeof(job->id), "cmpl-%016llx%08llx", (unsigned long long)s->id_salt,
              (unsigned long long)++s->next_job);
-    job->next = s->jobs;
-    if (s->jobs)
-        s->jobs->prev = job;
-    s->jobs = job;
+    list_insert_head(&s->jobs, &job->link);
     s->n_jobs++;
     return job;
 }
@@ -464,13 +428,13 @@ static int job_submit(api_job_t *job, api_error_t *e)
             return api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         int rc = eng_submit(s->eng, req);
         if (rc == -EAGAIN) {
-            api_request_free(req);
+            eng_request_free(req);
             return api_error_set(e, 429, "rate_limit_error", NULL, NULL,
                                  "the server has %d requests waiting, its limit; retry later",
                                  s->cfg.max_waiting);
         }
         if (rc) {
-            api_request_free(req);
+            eng_request_free(req);
             return api_error_set(e, 400, "invalid_request_error", NULL, "prompt",
                                  "the engine refused prompt %d (%s)", i, strerror(-rc));
         }
@@ -540,13 +504,16 @@ fail:
 
 void srv_abort_all(srv_t *s, const char *why)
 {
-    for (api_job_t *job = s->jobs; job; job = job->next) {
+    list_t *it;
+    LIST_FOREACH(it, &s->jobs)
+    {
+        api_job_t *job = LIST_DATA(it, api_job_t, link);
         if (job->live > 0)
             abort_engine(job);
         if (!job->http || job->answered)
             continue;
         job->answered = 1;
-        http_req_log(job->http)->finish = "abort";
+        http_req_log(job->http)->finish = eng_finish_name(ENG_FINISH_ABORT);
         if (job->p.stream) {
             sse_error(job, 503, "service_unavailable", why);
             sse_done(job);
@@ -560,6 +527,6 @@ void srv_abort_all(srv_t *s, const char *why)
 
 void srv_jobs_free(srv_t *s)
 {
-    while (s->jobs)
-        job_free(s->jobs);
+    while (!list_empty(&s->jobs))
+        job_free(LIST_DATA(s->jobs.next, api_job_t, link));
 }

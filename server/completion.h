@@ -27,7 +27,7 @@ typedef struct api_choice {
 } api_choice_t;
 
 struct api_job {
-    api_job_t *prev, *next; /* in srv_t.jobs */
+    list_t link;            /* in srv_t.jobs */
     srv_t *srv;             /* borrowed */
     http_req_t *http;       /* borrowed; NULL once the connection is done with us */
     char id[48];            /* "cmpl-..." */
@@ -57,7 +57,5 @@ void sse_chunk(api_job_t *job, int index, const char *text, size_t len, json_t *
 void sse_usage(api_job_t *job);
 void sse_error(api_job_t *job, int status, const char *type, const char *message);
 void sse_done(api_job_t *job);
-
-const char *api_finish_name(int finish);
 
 #endif

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "server/buf.h"
 #include "server/generate.h"
 #include "tokenizer/tokenizer.h"
 
@@ -33,7 +34,7 @@ typedef struct gen_opts {
     int max_tokens, top_k, ignore_eos, threads, has_seed;
     float temperature, top_p;
     uint64_t seed;
-    int max_num_seqs, max_num_batched_tokens;
+    int max_num_seqs, max_num_batched_tokens; /* 0 = the engine's defaults */
 } gen_opts_t;
 
 typedef struct gen {
@@ -64,11 +65,13 @@ static void usage(FILE *out)
           "  --ignore-eos             go on past <|endoftext|>\n"
           "\n"
           "engine:\n"
-          "  --threads N              compute threads; 0 = one per core (default 0)\n"
-          "  --max-num-seqs N         sequences per step (default 256)\n"
-          "  --max-num-batched-tokens N  tokens per step (default 2048)\n"
-          "  -h, --help               this text\n",
+          "  --threads N              compute threads; 0 = one per core (default 0)\n",
           out);
+    fprintf(out,
+            "  --max-num-seqs N         sequences per step (default %d)\n"
+            "  --max-num-batched-tokens N  tokens per step (default %d)\n"
+            "  -h, --help               this text\n",
+            ENG_DEFAULT_MAX_NUM_SEQS, ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS);
 }
 
 static double now_sec(void)
@@ -353,26 +356,7 @@ static int submit(gen_t *g, int i, int max_model_len, int vocab_size)
 
 static int append_text(gen_prompt_t *p, const char *s, size_t n)
 {
-    if (p->out_len + n + 1 > p->out_cap) {
-        size_t cap = p->out_cap ? p->out_cap : 256;
-        while (cap < p->out_len + n + 1)
-            cap *= 2;
-        char *t = realloc(p->out, cap);
-        if (!t)
-            return -1;
-        p->out = t;
-        p->out_cap = cap;
-    }
-    memcpy(p->out + p->out_len, s, n);
-    p->out_len += n;
-    p->out[p->out_len] = '\0';
-    return 0;
-}
-
-static const char *finish_name(int f)
-{
-    static const char *names[] = {"none", "stop", "length", "abort", "error"};
-    return f >= 0 && f <= ENG_FINISH_ERROR ? names[f] : "?";
+    return buf_append_text(&p->out, &p->out_len, &p->out_cap, s, n, 256) ? -1 : 0;
 }
 
 /* Prefill runs from the start to the last prompt's first token; decode from the first
@@ -503,7 +487,8 @@ int generate_main(int argc, char **argv)
     for (int i = 0; i < g.n; i++) {
         gen_prompt_t *p = &g.p[i];
         printf("=== completion %d (finish: %s, %d prompt + %d generated tokens)\n", i,
-               finish_name(p->finish), p->n_ids, p->n_out);
+               eng_finish_name(p->finish) ? eng_finish_name(p->finish) : "none", p->n_ids,
+               p->n_out);
         if (p->text) {
             printf("%s", p->text);
         } else {

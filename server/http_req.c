@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "server/buf.h"
 #include "server/http_int.h"
 
 static void watch_close_cb(uv_handle_t *h)
@@ -174,16 +175,8 @@ int http_stream_write(http_req_t *r, const char *data, size_t len)
 {
     if (r->sdone || r->serr)
         return 0;
-    if (r->slen + len > r->scap) {
-        size_t cap = r->scap ? r->scap : 4096;
-        while (cap < r->slen + len)
-            cap *= 2;
-        char *b = realloc(r->sbuf, cap);
-        if (!b)
-            return -ENOMEM;
-        r->sbuf = b;
-        r->scap = cap;
-    }
+    if (buf_reserve(&r->sbuf, &r->scap, r->slen + len, 4096))
+        return -ENOMEM;
     memcpy(r->sbuf + r->slen, data, len);
     r->slen += len;
     http_conn_resume(r);

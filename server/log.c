@@ -7,8 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Written once by srv_log_setup on the main thread before other threads start (STYLE.md,
- * "Globals": the log level), read-only afterwards. */
+/* The log settings, the server's only globals: written once by srv_log_setup on the main
+ * thread before other threads start, read-only afterwards. */
 static int log_json;
 static int log_min_level = SRV_LOG_INFO;
 

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/list.h"
 #include "config/config.h"
 #include "engine/engine.h"
 #include "server/http.h"
@@ -38,7 +39,7 @@ typedef struct srv {
     long long started;  /* unix time */
     double drain_start; /* seconds (uv_hrtime) when the drain began */
     metrics_t metrics;
-    api_job_t *jobs; /* completions not yet freed */
+    list_t jobs; /* completions not yet freed (api_job_t.link) */
     int n_jobs;
     uint64_t next_eng_id;
     uint64_t id_salt; /* random, makes completion ids unique across restarts */

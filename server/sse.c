@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/buf.h"
 #include "server/completion.h"
 
 static void send_json(api_job_t *job, json_t *obj)
@@ -48,17 +49,7 @@ static json_t *chunk_head(api_job_t *job, json_t *choices)
 /* Makes room for need more bytes at *len in the job's buffer. 0 or -1 (out of memory). */
 static int sse_reserve(api_job_t *job, size_t len, size_t need)
 {
-    if (len + need <= job->sse_cap)
-        return 0;
-    size_t cap = job->sse_cap ? job->sse_cap : 512;
-    while (cap < len + need)
-        cap *= 2;
-    char *b = realloc(job->sse, cap);
-    if (!b)
-        return -1;
-    job->sse = b;
-    job->sse_cap = cap;
-    return 0;
+    return buf_reserve(&job->sse, &job->sse_cap, len + need, 512) ? -1 : 0;
 }
 
 /* Appends s[0..n) as a JSON string body, escaped as jansson escapes it by default: quote,
@@ -121,7 +112,7 @@ static void sse_plain_chunk(api_job_t *job, int index, const char *text, size_t 
     static const char no_lp[] = "\",\"logprobs\":null,\"finish_reason\":";
     rc |= sse_put(job, &n, no_lp, sizeof(no_lp) - 1);
     if (finish) {
-        const char *name = api_finish_name(finish);
+        const char *name = eng_finish_name(finish);
         rc |= sse_put(job, &n, "\"", 1);
         rc |= sse_put(job, &n, name, strlen(name));
         rc |= sse_put(job, &n, "\"", 1);
@@ -146,7 +137,7 @@ void sse_chunk(api_job_t *job, int index, const char *text, size_t len, json_t *
     }
     json_t *choice = json_pack("{s:i, s:s%, s:o, s:o}", "index", index, "text", text, len,
                                "logprobs", logprobs ? logprobs : json_null(), "finish_reason",
-                               finish ? json_string(api_finish_name(finish)) : json_null());
+                               finish ? json_string(eng_finish_name(finish)) : json_null());
     if (!choice)
         return;
     json_t *choices = json_array();

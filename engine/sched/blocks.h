@@ -60,9 +60,4 @@ int32_t blk_lookup(const blk_mgr_t *m, uint64_t parent, const int32_t *tokens, u
  * another block already holds that prefix, b stays unregistered (both stay valid). */
 void blk_register(blk_mgr_t *m, int32_t b, uint64_t parent, uint64_t h, const int32_t *tokens);
 
-/* Checks the manager's own invariants: the free list holds exactly the refcount-0 blocks,
- * once each, num_free matches, every registered block is findable. Returns 0 or -1 with
- * the first broken rule in err. For tests and debugging. */
-int blk_check(const blk_mgr_t *m, char *err, size_t errlen);
-
 #endif

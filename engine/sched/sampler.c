@@ -68,9 +68,8 @@ static uint32_t *scratch_counts(void *scratch, int V)
 
 static int32_t argmax(const float *x, int V)
 {
-    /* The running maximum stays in a register: comparing with x[best] reloaded it every
-     * step, a dependency chain that made this loop the largest cost of a decode step
-     * outside the forward pass (measured with bench/sched on the tiny model). */
+    /* The running maximum stays in a register: comparing with x[best] would reload it
+     * every step, a dependency chain through memory over the whole vocabulary. */
     int32_t best = 0;
     float m = x[0];
     for (int i = 1; i < V; i++)

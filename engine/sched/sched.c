@@ -2,16 +2,8 @@
  *
  * vLLM-style: running sequences that decode get their one token first (oldest first), what
  * is left of the token budget goes to running sequences still in their prompt, then to
- * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once. In a
- * step that decodes D sequences, with N = max_prefill_decoding, prompt chunks together get
- * at most max(N - D, N / 4, min(N, backlog / PREFILL_DRAIN_STEPS)) tokens: the step's time
- * is about linear in its rows, so this bounds the gap between two tokens of a running
- * stream (a 480-token prefill next to 32 decodes would stretch that step about sixfold),
- * while few decodes leave prompts most of it and many still leave them a quarter. The last
- * term is for prompts arriving faster than that: a backlog (prompt tokens not yet computed,
- * waiting or admitted) raises the share up to N, so it drains instead of queueing without
- * end (64 streams of 64-token prompts and 128 new tokens bring 32 prompt tokens a step,
- * twice the quarter). A step with nothing to decode still takes the whole budget. When
+ * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once; in a
+ * step that also decodes, prompt chunks share at most prefill_cap() tokens. When
  * a sequence needs a block and none is free, the most recently admitted running sequence is
  * preempted: its blocks are dropped and it recomputes its prompt and generated tokens later
  * (mostly from the prefix cache). Its RNG and text state are untouched, so it streams on
@@ -40,6 +32,8 @@ int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
                const sched_limits_t *lim, uint64_t seed)
 {
     memset(s, 0, sizeof(*s));
+    list_init(&s->waiting.head);
+    list_init(&s->running.head);
     const gpt2_config_t *cfg = gpt2_get_config(model);
     if (lim->max_num_seqs <= 0 || lim->max_num_batched_tokens <= 0 || lim->max_model_len <= 0)
         return -EINVAL;
@@ -140,12 +134,38 @@ typedef struct plan {
 static int prompt_backlog(const sched_t *s)
 {
     long n = 0;
-    for (const sched_seq_t *q = s->running.head; q; q = q->next)
+    for (const sched_seq_t *q = sched_list_first(&s->running); q;
+         q = sched_list_next(&s->running, q))
         if (q->entry < 0 && q->len - q->num_computed > 1)
             n += q->len - q->num_computed;
-    for (const sched_seq_t *q = s->waiting.head; q && n < INT_MAX / 2; q = q->next)
+    for (const sched_seq_t *q = sched_list_first(&s->waiting); q && n < INT_MAX / 2;
+         q = sched_list_next(&s->waiting, q))
         n += q->len - q->num_computed;
     return n < INT_MAX / 2 ? (int)n : INT_MAX / 2;
+}
+
+/* The prefill cap, the one place its rule is explained: in a step that decodes D sequences,
+ * with N = max_prefill_decoding, prompt chunks together get at most
+ * max(N - D, N / 4, min(N, backlog / PREFILL_DRAIN_STEPS)) tokens (at least 1). The step's
+ * time is about linear in its rows, so this bounds the gap between two tokens of a running
+ * stream (a 480-token prefill next to 32 decodes would stretch that step about sixfold),
+ * while few decodes leave prompts most of it and many still leave them a quarter. The last
+ * term is for prompts arriving faster than that: a backlog (prompt tokens not yet computed,
+ * waiting or admitted) raises the share up to N, so it drains instead of queueing without
+ * end (64 streams of 64-token prompts and 128 new tokens bring 32 prompt tokens a step,
+ * twice the quarter). A step with nothing to decode, or N = 0, has no cap beyond the
+ * budget. Sets *backlog_out to the backlog it saw. */
+static int prefill_cap(const sched_t *s, int *backlog_out)
+{
+    const int cap = s->lim.max_prefill_decoding;
+    int p = cap - s->n_ent;
+    p = p > cap / 4 ? p : cap / 4;
+    int backlog = prompt_backlog(s);
+    int drain = (backlog + PREFILL_DRAIN_STEPS - 1) / PREFILL_DRAIN_STEPS;
+    drain = drain < cap ? drain : cap;
+    p = p > drain ? p : drain;
+    *backlog_out = backlog;
+    return p > 1 ? p : 1;
 }
 
 /* Tokens a prompt chunk may take now. */
@@ -244,7 +264,7 @@ static int reserve(sched_t *s, plan_t *pl, sched_seq_t *q, int n, int shrink)
             grow(s, q, q->num_computed + n);
             return n;
         }
-        sched_seq_t *victim = s->running.tail;
+        sched_seq_t *victim = sched_list_last(&s->running);
         preempt(s, pl, victim);
         if (victim == q)
             return 0;
@@ -274,9 +294,9 @@ static int match_prefix(sched_t *s, sched_seq_t *q)
 /* Admits waiting sequences in arrival order while budget, sequence slots and blocks last. */
 static void admit_waiting(sched_t *s, plan_t *pl)
 {
-    while (s->waiting.head && prefill_room(pl) > 0 && s->running.count < s->lim.max_num_seqs &&
-           s->n_ent < s->lim.max_num_seqs) {
-        sched_seq_t *q = s->waiting.head;
+    sched_seq_t *q;
+    while ((q = sched_list_first(&s->waiting)) && prefill_room(pl) > 0 &&
+           s->running.count < s->lim.max_num_seqs && s->n_ent < s->lim.max_num_seqs) {
         int n_prompt = q->req->r->prompt_len;
         int cached = wants_prompt_lps(q) ? 0 : match_prefix(s, q);
         int n = q->len - q->num_computed;
@@ -318,33 +338,25 @@ static void schedule(sched_t *s)
     plan_t pl = {s->lim.max_num_batched_tokens, s->max_logits, s->lim.max_num_batched_tokens};
     s->n_ent = 0;
     /* 1. Decodes of running sequences, oldest first. */
-    for (sched_seq_t *q = s->running.head; q && pl.budget > 0;) {
+    for (sched_seq_t *q = sched_list_first(&s->running); q && pl.budget > 0;) {
         if (q->len - q->num_computed != 1 || q->entry >= 0) {
-            q = q->next;
+            q = sched_list_next(&s->running, q);
             continue;
         }
         if (reserve(s, &pl, q, 1, 0) == 0)
             break; /* q was the newest and is preempted; nothing newer is left */
         add_entry(s, &pl, q, 1, 0);
-        q = q->next;
+        q = sched_list_next(&s->running, q);
     }
-    int cap = s->lim.max_prefill_decoding;
-    if (s->n_ent > 0 && cap > 0) {
-        int p = cap - s->n_ent;
-        p = p > cap / 4 ? p : cap / 4;
-        int backlog = prompt_backlog(s);
-        int drain = (backlog + PREFILL_DRAIN_STEPS - 1) / PREFILL_DRAIN_STEPS;
-        drain = drain < cap ? drain : cap;
-        p = p > drain ? p : drain;
-        pl.prefill_left = p > 1 ? p : 1;
-        s->last.prefill_backlog = backlog;
+    if (s->n_ent > 0 && s->lim.max_prefill_decoding > 0) {
+        pl.prefill_left = prefill_cap(s, &s->last.prefill_backlog);
         s->last.prefill_cap = pl.prefill_left;
     }
     /* 2. Running sequences still in their prompt (or recomputing), oldest first. */
-    for (sched_seq_t *q = s->running.head; q && prefill_room(&pl) > 0;) {
+    for (sched_seq_t *q = sched_list_first(&s->running); q && prefill_room(&pl) > 0;) {
         int left = q->len - q->num_computed;
         if (left <= 1 || q->entry >= 0) {
-            q = q->next;
+            q = sched_list_next(&s->running, q);
             continue;
         }
         int n = fit_logits(q, left < prefill_room(&pl) ? left : prefill_room(&pl), &pl);
@@ -355,7 +367,7 @@ static void schedule(sched_t *s)
         }
         if (q->state != SCHED_RUNNING)
             break;
-        q = q->next;
+        q = sched_list_next(&s->running, q);
     }
     /* 3. Waiting sequences, unless this step had to preempt: blocks are short. */
     if (s->last.preempted == 0)
@@ -520,99 +532,4 @@ void sched_get_stats(const sched_t *s, eng_stats_t *st)
     st->waiting = s->waiting.count + s->n_fork;
     st->kv_blocks_total = s->blk.num_blocks;
     st->kv_blocks_used = s->blk.num_blocks - s->blk.num_free;
-}
-
-/* ---- invariants (tests) -------------------------------------------------------------- */
-
-static int check_list(const sched_list_t *l, int state, char *err, size_t errlen)
-{
-    int n = 0;
-    const sched_seq_t *prev = NULL;
-    for (const sched_seq_t *q = l->head; q; q = q->next) {
-        if (q->state != state || q->prev != prev) {
-            snprintf(err, errlen, "sequence %d of request %llu is in the wrong list (state %d)",
-                     q->index, (unsigned long long)q->req->r->id, q->state);
-            return -1;
-        }
-        prev = q;
-        n++;
-    }
-    if (n != l->count || prev != l->tail) {
-        snprintf(err, errlen, "list count %d, walked %d", l->count, n);
-        return -1;
-    }
-    return 0;
-}
-
-int sched_check(const sched_t *s, char *err, size_t errlen)
-{
-    if (blk_check(&s->blk, err, errlen) < 0)
-        return -1;
-    if (check_list(&s->running, SCHED_RUNNING, err, errlen) < 0 ||
-        check_list(&s->waiting, SCHED_WAITING, err, errlen) < 0)
-        return -1;
-    int nb = s->blk.num_blocks, bs = s->block_size;
-    int *owners = calloc((size_t)nb, sizeof(int));
-    if (!owners) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    int rc = 0, n_fork = 0, waiting_reqs = 0;
-    for (const sched_req_t *r = s->reqs; r && rc == 0; r = r->next) {
-        for (int k = 0; k < r->r->n && rc == 0; k++) {
-            const sched_seq_t *q = &r->seqs[k];
-            n_fork += q->state == SCHED_FORK;
-            waiting_reqs += k == 0 && !q->was_admitted && q->state != SCHED_FINISHED;
-            if (q->state != SCHED_RUNNING && q->n_blocks != 0) {
-                snprintf(err, errlen, "request %llu.%d holds %d blocks in state %d",
-                         (unsigned long long)r->r->id, k, q->n_blocks, q->state);
-                rc = -1;
-            }
-            if (q->state == SCHED_RUNNING && q->n_blocks < blocks_for(s, q->num_computed)) {
-                snprintf(err, errlen, "request %llu.%d: %d blocks for %d computed tokens",
-                         (unsigned long long)r->r->id, k, q->n_blocks, q->num_computed);
-                rc = -1;
-            }
-            for (int i = 0; i < q->n_blocks && rc == 0; i++) {
-                int32_t b = q->blocks[i];
-                if (b < 0 || b >= nb) {
-                    snprintf(err, errlen, "request %llu.%d: block id %d out of range",
-                             (unsigned long long)r->r->id, k, b);
-                    rc = -1;
-                    break;
-                }
-                for (int j = 0; j < i; j++)
-                    if (q->blocks[j] == b) {
-                        snprintf(err, errlen, "request %llu.%d holds block %d twice",
-                                 (unsigned long long)r->r->id, k, b);
-                        rc = -1;
-                    }
-                owners[b]++;
-                /* A shared block must be full for its holder: it is never written again. */
-                if (s->blk.ref[b] > 1 && (i + 1) * bs > q->num_computed) {
-                    snprintf(err, errlen,
-                             "request %llu.%d writes into block %d shared by %d sequences",
-                             (unsigned long long)r->r->id, k, b, s->blk.ref[b]);
-                    rc = -1;
-                }
-            }
-        }
-    }
-    for (int b = 0; b < nb && rc == 0; b++)
-        if (owners[b] != s->blk.ref[b]) {
-            snprintf(err, errlen, "block %d has refcount %d but %d owners", b, s->blk.ref[b],
-                     owners[b]);
-            rc = -1;
-        }
-    free(owners);
-    if (rc == 0 && waiting_reqs != s->waiting_reqs) {
-        snprintf(err, errlen, "%d requests never admitted, counter says %d", waiting_reqs,
-                 s->waiting_reqs);
-        rc = -1;
-    }
-    if (rc == 0 && n_fork != s->n_fork) {
-        snprintf(err, errlen, "%d completions wait to fork, counter says %d", n_fork, s->n_fork);
-        rc = -1;
-    }
-    return rc;
 }

@@ -13,11 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/list.h"
+#include "engine/engine.h"
+#include "engine/model/gpt2.h"
 #include "engine/sched/blocks.h"
 #include "engine/sched/detok.h"
-#include "engine/engine.h"
 #include "engine/sched/event.h"
-#include "engine/model/gpt2.h"
 #include "engine/sched/sampler.h"
 
 /* Logit rows beyond one per sequence, for prompt logprobs (echo): a prompt chunk that needs
@@ -52,7 +53,7 @@ typedef struct sched_seq {
     int entry;         /* index of its entry in the current step, or -1 */
     int cached_tokens; /* prompt tokens found in the prefix cache at its first admission */
     int was_admitted;  /* admitted at least once (counted in the prefix-cache stats) */
-    struct sched_seq *prev, *next; /* in the waiting or running list, oldest first */
+    list_t link;       /* in the waiting or running list, oldest first */
 } sched_seq_t;
 
 struct sched_req {
@@ -66,9 +67,28 @@ struct sched_req {
 };
 
 typedef struct sched_list {
-    sched_seq_t *head, *tail;
+    list_t head; /* of sched_seq_t.link */
     int count;
 } sched_list_t;
+
+/* The first and last sequence of l, and the one after q in l; NULL past either end. */
+static inline sched_seq_t *sched_list_first(const sched_list_t *l)
+{
+    list_t *e = list_first(&l->head);
+    return e ? LIST_DATA(e, sched_seq_t, link) : NULL;
+}
+
+static inline sched_seq_t *sched_list_last(const sched_list_t *l)
+{
+    list_t *e = list_last(&l->head);
+    return e ? LIST_DATA(e, sched_seq_t, link) : NULL;
+}
+
+static inline sched_seq_t *sched_list_next(const sched_list_t *l, const sched_seq_t *q)
+{
+    list_t *e = list_next(&l->head, &q->link);
+    return e ? LIST_DATA(e, sched_seq_t, link) : NULL;
+}
 
 /* One sequence's share of a step: rows [row0, row0 + n) computing positions
  * [start, start + n). seq is NULL when it was taken out again by a preemption. */
@@ -96,9 +116,7 @@ typedef struct sched_limits {
     int max_num_seqs;
     int max_num_batched_tokens;
     int max_model_len;
-    int max_prefill_decoding; /* N: a step that also decodes D sequences gives prompts at
-                               * most max(N - D, N / 4, min(N, backlog / 4)) tokens;
-                               * 0 = no cap */
+    int max_prefill_decoding; /* N of the prefill cap (prefill_cap in sched.c); 0 = no cap */
 } sched_limits_t;
 
 typedef struct sched {
@@ -164,13 +182,5 @@ int sched_step(sched_t *s);
 eng_event_t *sched_take_events(sched_t *s);
 /* The counters with running, waiting and block usage filled in. */
 void sched_get_stats(const sched_t *s, eng_stats_t *st);
-
-/* For tests (engine.c): the scheduler behind an engine driven with eng_step. */
-sched_t *eng_sched(eng_t *e);
-
-/* For tests: checks that the block manager agrees with the sequences (every block's
- * refcount is the number of block tables holding it, used + free = total, waiting
- * sequences hold none). Returns 0 or -1 with the broken rule in err. */
-int sched_check(const sched_t *s, char *err, size_t errlen);
 
 #endif

@@ -16,55 +16,25 @@
 
 void seq_list_push_back(sched_list_t *l, sched_seq_t *q)
 {
-    q->next = NULL;
-    q->prev = l->tail;
-    if (l->tail)
-        l->tail->next = q;
-    else
-        l->head = q;
-    l->tail = q;
+    list_insert_tail(&l->head, &q->link);
     l->count++;
 }
 
 void seq_list_push_front(sched_list_t *l, sched_seq_t *q)
 {
-    q->prev = NULL;
-    q->next = l->head;
-    if (l->head)
-        l->head->prev = q;
-    else
-        l->tail = q;
-    l->head = q;
+    list_insert_head(&l->head, &q->link);
     l->count++;
 }
 
 void seq_list_insert_after(sched_list_t *l, sched_seq_t *after, sched_seq_t *q)
 {
-    if (!after) {
-        seq_list_push_front(l, q);
-        return;
-    }
-    q->prev = after;
-    q->next = after->next;
-    if (after->next)
-        after->next->prev = q;
-    else
-        l->tail = q;
-    after->next = q;
+    list_insert_after(after ? &after->link : &l->head, &q->link);
     l->count++;
 }
 
 void seq_list_remove(sched_list_t *l, sched_seq_t *q)
 {
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        l->head = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    else
-        l->tail = q->prev;
-    q->prev = q->next = NULL;
+    list_remove(&q->link);
     l->count--;
 }
 

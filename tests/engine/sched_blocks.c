@@ -8,6 +8,7 @@
 
 #include "engine/sched/blocks.h"
 #include "tests/engine/sched_assert.h"
+#include "tests/engine/sched_check.h"
 
 #define BS 4
 

@@ -267,11 +267,10 @@ static void test_chunked_prefill(void)
     eng_free(e);
 }
 
-/* With max_prefill_tokens_decoding N, prompts arriving while D streams decode get at most
- * max(N - D, N / 4, min(N, backlog / 4)) tokens per step (several prompts share it;
- * backlog = the prompt tokens not yet computed), while a step with nothing to decode still
- * takes the whole budget. Here the backlog term is what admits the burst of new prompts at
- * first, up to N. */
+/* With max_prefill_tokens_decoding N, prompts arriving while streams decode get the prefill
+ * cap per step (its rule: prefill_cap in engine/sched/sched.c; recomputed here from the
+ * step's counts), while a step with nothing to decode still takes the whole budget. Here the
+ * backlog term is what admits the burst of new prompts at first, up to N. */
 static void test_prefill_cap(void)
 {
     enum { BUDGET = 128, CAP = 16, STREAMS = 4, NEW = 6, PROMPT = 20 };
@@ -458,7 +457,7 @@ static void test_abort(void)
     ASSERT_EQ(outs[1].finishes, 1);
     ASSERT_EQ(st1.running, 1);
     /* Only request 0 holds blocks now (freed cached blocks count as free). */
-    ASSERT_EQ(st1.kv_blocks_used, eng_sched(e)->running.head->n_blocks);
+    ASSERT_EQ(st1.kv_blocks_used, sched_list_first(&eng_sched(e)->running)->n_blocks);
     ASSERT_LT(st1.kv_blocks_used, st0.kv_blocks_used);
     /* Abort of a request not yet taken by the scheduler. */
     submit_ok(e, make_req(2, prompts[2], plen[2], 30, 0.0f, 0));

@@ -14,7 +14,9 @@
 
 #include "engine/engine.h"
 #include "engine/sched/scheduler.h"
+#include "engine/testing.h"
 #include "tests/engine/sched_assert.h"
+#include "tests/engine/sched_check.h"
 #include "tokenizer/tokenizer.h"
 
 #define MAX_OUT_TOKENS 1100

@@ -1,6 +1,6 @@
-"""Runs the commands of README.md, so the README cannot rot.
+"""Runs the commands of README.md and docs/performance.md, so they cannot rot.
 
-Every ```sh block of the README is read; each command is run against the real binary with
+Every ```sh block of the two is read; each command is run against the real binary with
 the tiny test checkpoint standing in for models/gpt2 (served as "gpt2" on a free loopback
 port), with bounds shortened where a command is a load test or a benchmark. A command this
 test does not know how to run fails it, so a new README command gets a runner here too.
@@ -99,6 +99,11 @@ def main():
     with open(os.path.join(ROOT, "README.md")) as f:
         cmds = commands(f.read())
     check(len(cmds) >= 8, f"README has its commands ({len(cmds)})")
+    # The benchmarks' reproduce commands moved with the measurements to docs/performance.md.
+    with open(os.path.join(ROOT, "docs", "performance.md")) as f:
+        perf = commands(f.read())
+    check(len(perf) >= 5, f"docs/performance.md has its commands ({len(perf)})")
+    cmds += perf
     tmp = tempfile.mkdtemp(prefix="readme-")
     # The README's models/gpt2, made of the tiny test checkpoint.
     models = os.path.join(tmp, "models")
