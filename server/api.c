@@ -272,9 +272,8 @@ static int parse_stream_options(json_t *v, api_params_t *p, api_error_t *e)
     return 0;
 }
 
-/* One top-level field of the request. */
-static int parse_field(const char *key, json_t *v, const api_limits_t *lim, api_params_t *p,
-                       long long *best_of, api_error_t *e)
+int api_params_field(const char *key, json_t *v, const api_limits_t *lim, api_params_t *p,
+                     long long *best_of, api_error_t *e)
 {
     long long x;
     if (strcmp(key, "model") == 0) {
@@ -356,7 +355,7 @@ static int parse_field(const char *key, json_t *v, const api_limits_t *lim, api_
     return bad(e, key, "unknown field '%.40s'", key);
 }
 
-static void params_init(api_params_t *p)
+void api_params_init(api_params_t *p)
 {
     memset(p, 0, sizeof(*p));
     p->max_tokens = 16;
@@ -374,7 +373,7 @@ static void params_init(api_params_t *p)
 int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, api_params_t *p,
                          api_error_t *e)
 {
-    params_init(p);
+    api_params_init(p);
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root)
@@ -392,7 +391,7 @@ int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, 
     {
         if (json_is_null(v))
             continue; /* null is the default, as in OpenAI's API */
-        if (parse_field(key, v, lim, p, &best_of, e))
+        if (api_params_field(key, v, lim, p, &best_of, e))
             goto out;
     }
 

@@ -80,6 +80,15 @@ int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, 
                          api_error_t *e);
 void api_params_free(api_params_t *p);
 
+/* For the chat parser (api_chat.c), which shares the completions fields: api_params_init
+ * sets *p to the completions defaults; api_params_field parses one top-level field `key`
+ * (v not null; a jansson json_t *) into *p, returning 0 or -1 with *e (unknown field
+ * included). */
+void api_params_init(api_params_t *p);
+struct json_t;
+int api_params_field(const char *key, struct json_t *v, const api_limits_t *lim, api_params_t *p,
+                     long long *best_of, api_error_t *e);
+
 /* Checks prompt + max_tokens against the model's context for every prompt. Returns 0, or
  * -1 with a 400 context_length_exceeded error that names the numbers. */
 int api_check_context(const api_params_t *p, int max_model_len, api_error_t *e);
