@@ -2,13 +2,17 @@
  * body (JSON -> validated parameters), POST /tokenize and /detokenize, the error object and
  * the UTF-8 helpers.
  *
- * An input starting with 'T' or 'D' is the body of /tokenize or /detokenize after that byte;
+ * An input starting with 'T' or 'D' is the body of /tokenize or /detokenize after that byte,
+ * 'C' a chat completions body (server/api_chat.c), 'M' a /tokenize body with messages;
  * anything else is a completions body. Checks, beyond "no crash, no leak":
  *   - a refused request has a 400 or 404 error whose JSON object has exactly message, type,
  *     param and code, and leaves the parameters empty;
  *   - an accepted one obeys every bound api.h states (counts, ranges, finite floats, token
  *     ids below the vocabulary, non-empty stops), and each prompt becomes an engine request
  *     (with a stand-in tokenization) that is a faithful copy;
+ *   - an accepted chat request has 1..API_MAX_MESSAGES messages, each with a known role and
+ *     string content, add_generation_prompt and continue_final_message not both set, and
+ *     its shared fields within the same bounds (checked as a one-prompt request);
  *   - api_utf8_fix always gives valid UTF-8, and leaves valid input unchanged.
  */
 #include <jansson.h>
@@ -19,6 +23,7 @@
 #include <string.h>
 
 #include "server/api.h"
+#include "server/api_chat.h"
 
 #define VOCAB 50257
 #define MODEL "tiny"
@@ -126,6 +131,23 @@ static void check_utf8(const char *s, size_t n)
     free(fixed);
 }
 
+static void check_chat(api_chat_t *c)
+{
+    size_t n = json_array_size(c->messages);
+    REQUIRE(n >= 1 && n <= API_MAX_MESSAGES);
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(c->messages, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        REQUIRE(role && (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0 ||
+                         strcmp(role, "user") == 0 || strcmp(role, "assistant") == 0));
+        REQUIRE(json_is_string(json_object_get(m, "content")));
+        REQUIRE(json_object_size(m) <= 3);
+    }
+    REQUIRE(!(c->add_generation_prompt && c->continue_final_message));
+    REQUIRE(!c->kwargs || json_is_object(c->kwargs));
+    REQUIRE(c->p.n_prompts == 0 && !c->p.prompts);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *body = (const char *)data;
@@ -155,6 +177,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else {
             check_error(&e);
         }
+        return 0;
+    }
+    if (size > 0 && (data[0] == 'C' || data[0] == 'M')) {
+        api_chat_t c;
+        int rc = data[0] == 'C' ? api_chat_parse(body + 1, size - 1, &lim, &c, &e)
+                                : api_chat_tokenize_parse(body + 1, size - 1, &lim, &c, &e);
+        if (rc == 1) {
+            REQUIRE(data[0] == 'M');
+            return 0;
+        }
+        if (rc != 0) {
+            check_error(&e);
+            return 0;
+        }
+        check_chat(&c);
+        if (data[0] == 'C') { /* the shared fields, as a one-prompt request */
+            REQUIRE(c.max_tokens_set || c.p.max_tokens == 16);
+            c.p.prompts = calloc(1, sizeof(*c.p.prompts));
+            REQUIRE(c.p.prompts);
+            c.p.n_prompts = 1;
+            c.p.prompts[0].ids = calloc(1, sizeof(int32_t));
+            REQUIRE(c.p.prompts[0].ids);
+            c.p.prompts[0].n_ids = 1;
+            check_params(&c.p);
+        }
+        api_chat_free(&c);
+        api_chat_free(&c);
         return 0;
     }
     api_params_t p;
