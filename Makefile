@@ -22,7 +22,11 @@ deps:
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) -Dwerror=true
 
+# An existing build folder keeps the options it was set up with: turn warnings-as-errors on
+# there too (only when off, since a reconfigure regenerates the build files).
 build: deps $(BUILD)/build.ninja
+	@[ "$$(meson configure $(BUILD) | awk '$$1 == "werror" {print $$2}')" = true ] || \
+	    meson configure $(BUILD) -Dwerror=true
 	meson compile -C $(BUILD)
 
 serve: build

@@ -20,6 +20,7 @@
 #include "config/config_table.h"
 
 static const char *const log_formats[] = {"text", "json", NULL};
+/* Indexed by enum cfg_dtype (kv_dtypes: its first three). */
 static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", "int8", "bf16x3", NULL};
 static const char *const kv_dtypes[] = {"auto", "f32", "f16", NULL};
 static const char *const kernels[] = {"auto", "generic", "avx2", "avx512", "amx", NULL};
@@ -29,7 +30,9 @@ static const char *const kernels[] = {"auto", "generic", "avx2", "avx512", "amx"
 #define GIB (1024.0 * 1024.0 * 1024.0)
 #define TIB (1024.0 * 1024.0 * 1024.0 * 1024.0)
 
-/* The one table. Ranges: what the engine and server can honour and a human could mean. */
+/* The one table. Ranges: what the engine and server can honour and a human could mean.
+ * Laid out by hand (a row's fields grouped as they read), so clang-format leaves it. */
+/* clang-format off */
 const cfg_opt_t cfg_opts[] = {
     {"model_dir", "MODEL_DIR", "NANO_VLLM_MODEL_DIR", "DIR", CFG_T_STR, CFG_F_POSITIONAL | CFG_F_NULLABLE,
      OFF(model_dir), NULL, 0, 0, NULL,
@@ -51,9 +54,9 @@ const cfg_opt_t cfg_opts[] = {
     {"max_prefill_tokens_decoding", "--max-prefill-tokens-decoding",
      "NANO_VLLM_MAX_PREFILL_TOKENS_DECODING", "N", CFG_T_INT, 0,
      OFF(max_prefill_tokens_decoding), "48", 0, 1048576, NULL,
-     "N: a step that also decodes D sequences gives prompts at most max(N - D, N/4) "
-     "tokens, and up to N while prompt tokens wait (a quarter of them), so new prompts "
-     "neither stall running streams nor queue without end; 0 = only max_num_batched_tokens"},
+     "N: the most prompt tokens a step that also decodes takes: fewer the more sequences "
+     "decode (down to N/4), more while prompts queue up, so new prompts neither stall "
+     "running streams nor queue without end; 0 = only max_num_batched_tokens"},
     {"kv_cache_memory", "--kv-cache-memory", "NANO_VLLM_KV_CACHE_MEMORY", "SIZE", CFG_T_SIZE, 0,
      OFF(kv_cache_memory), "1G", KIB, TIB, NULL,
      "memory for the KV-cache block pool, e.g. 512M, 2G"},
@@ -66,13 +69,13 @@ const cfg_opt_t cfg_opts[] = {
      OFF(max_model_len), "0", 0, 1048576, NULL,
      "longest prompt + completion in tokens; 0 = the model's n_positions"},
     {"weight_dtype", "--weight-dtype", "NANO_VLLM_WEIGHT_DTYPE",
-     "auto|f32|f16|bf16|int8|bf16x3", CFG_T_STR, 0, OFF(weight_dtype), "auto", 0, 0,
+     "auto|f32|f16|bf16|int8|bf16x3", CFG_T_ENUM, 0, OFF(weight_dtype), "auto", 0, 0,
      weight_dtypes,
      "how weights are kept in memory; auto = as the checkpoint stores them; int8 = one byte "
      "per weight with a scale per output channel; bf16x3 = each weight as two BF16 (hi + lo) "
      "multiplied on AMX as three BF16 products: F32's memory, nearly F32's accuracy, faster "
      "in batches (f32 where the kernel is not AMX)"},
-    {"kv_cache_dtype", "--kv-cache-dtype", "NANO_VLLM_KV_CACHE_DTYPE", "auto|f32|f16", CFG_T_STR,
+    {"kv_cache_dtype", "--kv-cache-dtype", "NANO_VLLM_KV_CACHE_DTYPE", "auto|f32|f16", CFG_T_ENUM,
      0, OFF(kv_cache_dtype), "auto", 0, 0, kv_dtypes,
      "how K and V are kept in the KV cache; f16 halves its memory and the attention's memory "
      "traffic; auto = f16 with 16-bit or int8 weights, f32 with f32 or bf16x3 weights"},
@@ -118,6 +121,7 @@ const cfg_opt_t cfg_opts[] = {
     {"log_format", "--log-format", "NANO_VLLM_LOG_FORMAT", "text|json", CFG_T_ENUM, 0,
      OFF(log_format), "text", 0, 0, log_formats, "log lines as plain text or one JSON object"},
 };
+/* clang-format on */
 
 const size_t cfg_n_opts = sizeof(cfg_opts) / sizeof(cfg_opts[0]);
 #define N_OPTS (sizeof(cfg_opts) / sizeof(cfg_opts[0]))

@@ -20,6 +20,16 @@
 #include <stdio.h>
 
 enum cfg_log_format { CFG_LOG_TEXT = 0, CFG_LOG_JSON };
+/* How weights or the KV cache are kept: the values of engine.h's enum eng_dtype, in its
+ * order (config depends on nothing of ours; serve.c asserts that they agree). */
+enum cfg_dtype {
+    CFG_DTYPE_AUTO = 0,
+    CFG_DTYPE_F32,
+    CFG_DTYPE_F16,
+    CFG_DTYPE_BF16,
+    CFG_DTYPE_INT8,
+    CFG_DTYPE_BF16X3
+};
 
 typedef struct cfg {
     char *model_dir;         /* owned; positional MODEL_DIR */
@@ -33,9 +43,10 @@ typedef struct cfg {
     int num_kv_blocks;       /* 0 = from kv_cache_memory */
     int block_size;          /* 16 */
     int max_model_len;       /* 0 = the model's n_positions */
-    char *weight_dtype;      /* owned; "auto" | "f32" | "f16" | "bf16" | "int8" | "bf16x3" */
-    char *kv_cache_dtype;    /* owned; "auto" | "f32" | "f16" */
-    char *kernel;            /* owned; "auto" | "generic" | "avx2" | "avx512" | "amx" */
+    int weight_dtype;        /* enum cfg_dtype; auto */
+    int kv_cache_dtype;      /* enum cfg_dtype: auto, f32 or f16; auto */
+    char *kernel;            /* owned; "auto" | "generic" | "avx2" | "avx512" | "amx": the
+                                engine takes the kernel by name (eng_params_t) */
     char *api_key;           /* owned or NULL = no key */
     char *served_model_name; /* owned or NULL = model directory's base name */
     char *chat_template;     /* owned or NULL = the model's own (a file name or the text) */

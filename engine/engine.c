@@ -60,28 +60,6 @@ struct eng {
     int stop;
 };
 
-void eng_sampling_default(eng_sampling_t *sp)
-{
-    memset(sp, 0, sizeof(*sp));
-    sp->temperature = 1.0f;
-    sp->top_p = 1.0f;
-    sp->repetition_penalty = 1.0f;
-    sp->logprobs = -1;
-    sp->prompt_logprobs = -1;
-}
-
-void eng_request_free(eng_request_t *r)
-{
-    if (!r)
-        return;
-    free(r->prompt);
-    for (int i = 0; i < ENG_MAX_STOPS; i++)
-        free(r->stop[i]);
-    free(r->sp.logit_bias_ids);
-    free(r->sp.logit_bias_values);
-    free(r);
-}
-
 /* The pool size: num_kv_blocks, else kv_cache_memory, else what max_num_seqs sequences of
  * max_model_len need, up to 1 GiB. */
 static int pool_blocks(const eng_params_t *p, size_t block_bytes, int max_model_len,
@@ -123,8 +101,9 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     const gpt2_config_t *cfg = gpt2_get_config(e->model);
     e->tok = tok;
     sched_limits_t lim = {
-        .max_num_seqs = p->max_num_seqs ? p->max_num_seqs : 256,
-        .max_num_batched_tokens = p->max_num_batched_tokens ? p->max_num_batched_tokens : 2048,
+        .max_num_seqs = p->max_num_seqs ? p->max_num_seqs : ENG_DEFAULT_MAX_NUM_SEQS,
+        .max_num_batched_tokens = p->max_num_batched_tokens ? p->max_num_batched_tokens
+                                                            : ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS,
         .max_model_len = p->max_model_len ? p->max_model_len : cfg->n_ctx,
         .max_prefill_decoding = p->max_prefill_tokens_decoding,
     };

@@ -35,6 +35,12 @@ enum eng_dtype {
     ENG_DTYPE_BF16X3
 };
 
+/* What a 0 in eng_params_t's max_num_seqs and max_num_batched_tokens means: an offline
+ * batch's sizes (`nano-vllm generate`). The server passes its own, smaller for latency
+ * (config/config.c, the README's settings table). */
+#define ENG_DEFAULT_MAX_NUM_SEQS 256
+#define ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS 2048
+
 typedef struct eng_params {
     const char *model_dir;      /* borrowed: Hugging Face GPT-2 directory */
     int threads;                /* compute threads; 0 = one per core */
@@ -42,8 +48,9 @@ typedef struct eng_params {
     size_t kv_cache_memory;     /* bytes for the KV pool; 0 = what max_num_seqs full-length
                                  * sequences need, at most 1 GiB */
     int num_kv_blocks;          /* > 0 overrides kv_cache_memory */
-    int max_num_seqs;           /* sequences in one step; 0 = 256 */
-    int max_num_batched_tokens; /* token budget of one step; 0 = 2048; >= max_num_seqs */
+    int max_num_seqs;           /* sequences in one step; 0 = ENG_DEFAULT_MAX_NUM_SEQS */
+    int max_num_batched_tokens; /* token budget of one step; >= max_num_seqs;
+                                 * 0 = ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS */
     int max_model_len;          /* prompt + completion limit; 0 = n_positions */
     int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
                                  * past this; 0 = unbounded */
@@ -52,11 +59,11 @@ typedef struct eng_params {
                                  * NULL = as NANO_VLLM_KERNEL says, else auto */
     int kv_cache_dtype;         /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit or
                                  * int8 weights, F32 with F32 or BF16X3 weights */
-    int max_prefill_tokens_decoding; /* N: a step that also decodes D sequences gives
-                                      * prompts at most max(N - D, N / 4) tokens, and up to
-                                      * N while prompt tokens wait (a quarter of them), so
-                                      * running streams keep their pace and arrivals are not
-                                      * starved; 0 = no cap beyond max_num_batched_tokens */
+    int max_prefill_tokens_decoding; /* N: caps the prompt tokens of a step that also
+                                      * decodes, so running streams keep their pace and
+                                      * arrivals are not starved (the rule: prefill_cap in
+                                      * engine/sched/sched.c); 0 = no cap beyond
+                                      * max_num_batched_tokens */
 } eng_params_t;
 
 /* What the model and pool look like once loaded. Strings borrowed from the engine. */
@@ -109,7 +116,8 @@ typedef struct eng_request {
 } eng_request_t;
 
 /* Frees r and everything it owns (prompt, stop strings, logit bias arrays). For a caller
- * whose eng_submit failed; the engine frees the requests it accepted. NULL is a no-op. */
+ * whose eng_submit failed; the engine frees the requests it accepted. NULL is a no-op.
+ * (This and the next two are in engine/request.c, which needs only libc.) */
 void eng_request_free(eng_request_t *r);
 
 /* Fill *sp with the neutral values listed above. */
@@ -122,6 +130,10 @@ enum eng_finish {
     ENG_FINISH_ABORT,    /* eng_abort or shutdown */
     ENG_FINISH_ERROR,    /* the engine could not run it; message in text */
 };
+
+/* The finish reason's one name, in the API (finish_reason), the metrics and the logs:
+ * "stop", "length", "abort", "error"; NULL for ENG_FINISH_NONE or an unknown value. */
+const char *eng_finish_name(int finish);
 
 /* The log-probability of one token and its top alternatives (highest first). */
 typedef struct eng_logprob {

@@ -361,13 +361,7 @@ void api_params_init(api_params_t *p)
     p->max_tokens = 16;
     p->n = 1;
     p->logprobs = -1;
-    /* The neutral values engine.h lists for eng_sampling_t, set here so the parser does not
-     * need the engine library (it is unit-tested and fuzzed alone). */
-    p->sp.temperature = 1.0f;
-    p->sp.top_p = 1.0f;
-    p->sp.repetition_penalty = 1.0f;
-    p->sp.logprobs = -1;
-    p->sp.prompt_logprobs = -1;
+    eng_sampling_default(&p->sp);
 }
 
 int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, api_params_t *p,
@@ -469,18 +463,6 @@ int api_check_context(const api_params_t *p, int max_model_len, api_error_t *e)
     return 0;
 }
 
-void api_request_free(eng_request_t *r)
-{
-    if (!r)
-        return;
-    free(r->prompt);
-    for (int i = 0; i < r->n_stop; i++)
-        free(r->stop[i]);
-    free(r->sp.logit_bias_ids);
-    free(r->sp.logit_bias_values);
-    free(r);
-}
-
 eng_request_t *api_request_new(const api_params_t *p, int i, uint64_t id, void *user)
 {
     eng_request_t *r = calloc(1, sizeof(*r));
@@ -522,7 +504,7 @@ eng_request_t *api_request_new(const api_params_t *p, int i, uint64_t id, void *
     }
     return r;
 fail:
-    api_request_free(r);
+    eng_request_free(r);
     return NULL;
 }
 

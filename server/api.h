@@ -94,9 +94,8 @@ int api_params_field(const char *key, struct json_t *v, const api_limits_t *lim,
 int api_check_context(const api_params_t *p, int max_model_len, api_error_t *e);
 
 /* A malloc'd engine request for prompt i of p (deep copies; the engine will own it), or
- * NULL when out of memory. */
+ * NULL when out of memory. One eng_submit refused is freed with eng_request_free. */
 eng_request_t *api_request_new(const api_params_t *p, int i, uint64_t id, void *user);
-void api_request_free(eng_request_t *r); /* for a request eng_submit refused */
 
 /* Parses the bodies of POST /tokenize ({"prompt": string, "model"?, "add_special_tokens"?})
  * and POST /detokenize ({"tokens": [ids], "model"?}). Return 0 or -1 with *e; the text or

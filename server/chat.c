@@ -191,7 +191,7 @@ void chat_reply(api_job_t *job, int completion_tokens)
         json_array_append_new(
             choices, json_pack("{s:i, s:{s:s, s:s%}, s:o, s:s}", "index", i, "message", "role",
                                "assistant", "content", c->text ? c->text : "", c->len, "logprobs",
-                               lp ? lp : json_null(), "finish_reason", api_finish_name(c->finish)));
+                               lp ? lp : json_null(), "finish_reason", eng_finish_name(c->finish)));
     }
     json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o, s:{s:i, s:i, s:i}}", "id", job->id, "object",
                           "chat.completion", "created", (json_int_t)job->created, "model",
@@ -236,5 +236,5 @@ void chat_sse_chunk(api_job_t *job, int index, const char *text, size_t len, jso
     json_t *delta = len > 0 || !finish ? json_pack("{s:s%}", "content", text, len) : json_object();
     send_choice(job, json_pack("{s:i, s:o, s:o, s:o}", "index", index, "delta", delta, "logprobs",
                                logprobs ? logprobs : json_null(), "finish_reason",
-                               finish ? json_string(api_finish_name(finish)) : json_null()));
+                               finish ? json_string(eng_finish_name(finish)) : json_null()));
 }

@@ -18,22 +18,6 @@
 
 #include "server/log.h"
 
-const char *api_finish_name(int finish)
-{
-    switch (finish) {
-    case ENG_FINISH_STOP:
-        return "stop";
-    case ENG_FINISH_LENGTH:
-        return "length";
-    case ENG_FINISH_ABORT:
-        return "abort";
-    case ENG_FINISH_ERROR:
-        return "error";
-    default:
-        return NULL;
-    }
-}
-
 /* ---- logprobs ---- */
 
 /* A token as OpenAI shows it: its text when its bytes are valid UTF-8, otherwise
@@ -283,7 +267,7 @@ static void job_finish(api_job_t *job)
     http_log_info_t *log = http_req_log(job->http);
     log->prompt_tokens = job->prompt_tokens;
     log->completion_tokens = completion;
-    log->finish = api_finish_name(job->choices[0].finish);
+    log->finish = eng_finish_name(job->choices[0].finish);
     if (job->p.stream) {
         if (error)
             sse_error(job, 500, "server_error", error);
@@ -312,7 +296,7 @@ static void job_finish(api_job_t *job)
         json_array_append_new(choices, json_pack("{s:i, s:s%, s:o, s:s}", "index", i, "text",
                                                  c->text ? c->text : "", c->len, "logprobs",
                                                  lp ? lp : json_null(), "finish_reason",
-                                                 api_finish_name(c->finish)));
+                                                 eng_finish_name(c->finish)));
     }
     json_t *o =
         json_pack("{s:s, s:s, s:I, s:s, s:o, s:{s:i, s:i, s:i}}", "id", job->id, "object",
@@ -476,13 +460,13 @@ static int job_submit(api_job_t *job, api_error_t *e)
             return api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         int rc = eng_submit(s->eng, req);
         if (rc == -EAGAIN) {
-            api_request_free(req);
+            eng_request_free(req);
             return api_error_set(e, 429, "rate_limit_error", NULL, NULL,
                                  "the server has %d requests waiting, its limit; retry later",
                                  s->cfg.max_waiting);
         }
         if (rc) {
-            api_request_free(req);
+            eng_request_free(req);
             return api_error_set(e, 400, "invalid_request_error", NULL, "prompt",
                                  "the engine refused prompt %d (%s)", i, strerror(-rc));
         }
@@ -559,7 +543,7 @@ void srv_abort_all(srv_t *s, const char *why)
         if (!job->http || job->answered)
             continue;
         job->answered = 1;
-        http_req_log(job->http)->finish = "abort";
+        http_req_log(job->http)->finish = eng_finish_name(ENG_FINISH_ABORT);
         if (job->p.stream) {
             sse_error(job, 503, "service_unavailable", why);
             sse_done(job);

@@ -63,8 +63,6 @@ void sse_done(api_job_t *job);
 json_t *sse_chunk_head(api_job_t *job, json_t *choices);
 void sse_send_json(api_job_t *job, json_t *obj);
 
-const char *api_finish_name(int finish);
-
 /* A token as OpenAI shows it (its text, or "bytes:\\xNN..." when not UTF-8); *chars is the
  * characters it adds to the text. New reference, or NULL when out of memory. */
 json_t *api_token_json(const tok_t *tok, int32_t id, size_t *chars);

@@ -33,7 +33,7 @@ typedef struct gen_opts {
     int max_tokens, top_k, ignore_eos, threads, has_seed;
     float temperature, top_p;
     uint64_t seed;
-    int max_num_seqs, max_num_batched_tokens;
+    int max_num_seqs, max_num_batched_tokens; /* 0 = the engine's defaults */
 } gen_opts_t;
 
 typedef struct gen {
@@ -64,11 +64,13 @@ static void usage(FILE *out)
           "  --ignore-eos             go on past <|endoftext|>\n"
           "\n"
           "engine:\n"
-          "  --threads N              compute threads; 0 = one per core (default 0)\n"
-          "  --max-num-seqs N         sequences per step (default 256)\n"
-          "  --max-num-batched-tokens N  tokens per step (default 2048)\n"
-          "  -h, --help               this text\n",
+          "  --threads N              compute threads; 0 = one per core (default 0)\n",
           out);
+    fprintf(out,
+            "  --max-num-seqs N         sequences per step (default %d)\n"
+            "  --max-num-batched-tokens N  tokens per step (default %d)\n"
+            "  -h, --help               this text\n",
+            ENG_DEFAULT_MAX_NUM_SEQS, ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS);
 }
 
 static double now_sec(void)
@@ -369,12 +371,6 @@ static int append_text(gen_prompt_t *p, const char *s, size_t n)
     return 0;
 }
 
-static const char *finish_name(int f)
-{
-    static const char *names[] = {"none", "stop", "length", "abort", "error"};
-    return f >= 0 && f <= ENG_FINISH_ERROR ? names[f] : "?";
-}
-
 /* Prefill runs from the start to the last prompt's first token; decode from the first
  * prompt's first token on. The two overlap: prompts are batched with decodes. */
 typedef struct gen_progress {
@@ -503,7 +499,8 @@ int generate_main(int argc, char **argv)
     for (int i = 0; i < g.n; i++) {
         gen_prompt_t *p = &g.p[i];
         printf("=== completion %d (finish: %s, %d prompt + %d generated tokens)\n", i,
-               finish_name(p->finish), p->n_ids, p->n_out);
+               eng_finish_name(p->finish) ? eng_finish_name(p->finish) : "none", p->n_ids,
+               p->n_out);
         if (p->text) {
             printf("%s", p->text);
         } else {

@@ -154,12 +154,11 @@ char *metrics_render(const metrics_t *m, const eng_stats_t *st, const eng_info_t
          &m->itl);
     hist(&b, "nano_vllm_e2e_request_latency_seconds", "Time from arrival to the last token.",
          &m->e2e);
-    static const char *const reasons[] = {NULL, "stop", "length", "abort", "error"};
     put(&b, "# HELP nano_vllm_request_success_total Finished choices by finish reason.\n"
             "# TYPE nano_vllm_request_success_total counter\n");
-    for (int i = 1; i < 5; i++)
-        put(&b, "nano_vllm_request_success_total{finished_reason=\"%s\"} %llu\n", reasons[i],
-            (unsigned long long)m->finish[i]);
+    for (int i = ENG_FINISH_STOP; i <= ENG_FINISH_ERROR; i++)
+        put(&b, "nano_vllm_request_success_total{finished_reason=\"%s\"} %llu\n",
+            eng_finish_name(i), (unsigned long long)m->finish[i]);
     put(&b, "# HELP nano_vllm_http_requests_total HTTP requests by status code.\n"
             "# TYPE nano_vllm_http_requests_total counter\n");
     for (int i = 0; i < METRICS_MAX_STATUS && m->status_code[i]; i++)

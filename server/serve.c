@@ -47,23 +47,11 @@ static void on_request_done(void *app, int status)
 
 /* ---- loading ---- */
 
-/* The settings accept only these names (config.c); any other is -1, which eng_init refuses. */
-static int dtype_of(const char *name)
-{
-    if (!name || strcmp(name, "auto") == 0)
-        return ENG_DTYPE_AUTO;
-    if (strcmp(name, "f32") == 0)
-        return ENG_DTYPE_F32;
-    if (strcmp(name, "f16") == 0)
-        return ENG_DTYPE_F16;
-    if (strcmp(name, "bf16") == 0)
-        return ENG_DTYPE_BF16;
-    if (strcmp(name, "int8") == 0)
-        return ENG_DTYPE_I8;
-    if (strcmp(name, "bf16x3") == 0)
-        return ENG_DTYPE_BF16X3;
-    return -1;
-}
+/* config's dtype values are engine.h's (config cannot include it). */
+#define SAME_DTYPE(c, e) ((int)CFG_DTYPE_##c == (int)ENG_DTYPE_##e)
+_Static_assert(SAME_DTYPE(AUTO, AUTO) && SAME_DTYPE(F32, F32) && SAME_DTYPE(F16, F16) &&
+                   SAME_DTYPE(BF16, BF16) && SAME_DTYPE(INT8, I8) && SAME_DTYPE(BF16X3, BF16X3),
+               "enum cfg_dtype and enum eng_dtype differ");
 
 static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
 {
@@ -96,9 +84,9 @@ static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
         .max_num_batched_tokens = s->cfg.max_num_batched_tokens,
         .max_model_len = s->cfg.max_model_len,
         .max_waiting = s->cfg.max_waiting,
-        .weight_dtype = dtype_of(s->cfg.weight_dtype),
+        .weight_dtype = s->cfg.weight_dtype,
         .kernel = s->cfg.kernel,
-        .kv_cache_dtype = dtype_of(s->cfg.kv_cache_dtype),
+        .kv_cache_dtype = s->cfg.kv_cache_dtype,
         .max_prefill_tokens_decoding = s->cfg.max_prefill_tokens_decoding,
     };
     s->load_rc = eng_init(&s->eng, &p, s->tok, s->load_err, sizeof(s->load_err));

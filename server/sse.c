@@ -122,7 +122,7 @@ static void sse_plain_chunk(api_job_t *job, int index, const char *text, size_t 
     static const char no_lp[] = "\",\"logprobs\":null,\"finish_reason\":";
     rc |= sse_put(job, &n, no_lp, sizeof(no_lp) - 1);
     if (finish) {
-        const char *name = api_finish_name(finish);
+        const char *name = eng_finish_name(finish);
         rc |= sse_put(job, &n, "\"", 1);
         rc |= sse_put(job, &n, name, strlen(name));
         rc |= sse_put(job, &n, "\"", 1);
@@ -147,7 +147,7 @@ void sse_chunk(api_job_t *job, int index, const char *text, size_t len, json_t *
     }
     json_t *choice = json_pack("{s:i, s:s%, s:o, s:o}", "index", index, "text", text, len,
                                "logprobs", logprobs ? logprobs : json_null(), "finish_reason",
-                               finish ? json_string(api_finish_name(finish)) : json_null());
+                               finish ? json_string(eng_finish_name(finish)) : json_null());
     if (!choice)
         return;
     json_t *choices = json_array();

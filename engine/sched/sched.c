@@ -2,16 +2,8 @@
  *
  * vLLM-style: running sequences that decode get their one token first (oldest first), what
  * is left of the token budget goes to running sequences still in their prompt, then to
- * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once. In a
- * step that decodes D sequences, with N = max_prefill_decoding, prompt chunks together get
- * at most max(N - D, N / 4, min(N, backlog / PREFILL_DRAIN_STEPS)) tokens: the step's time
- * is about linear in its rows, so this bounds the gap between two tokens of a running
- * stream (a 480-token prefill next to 32 decodes would stretch that step about sixfold),
- * while few decodes leave prompts most of it and many still leave them a quarter. The last
- * term is for prompts arriving faster than that: a backlog (prompt tokens not yet computed,
- * waiting or admitted) raises the share up to N, so it drains instead of queueing without
- * end (64 streams of 64-token prompts and 128 new tokens bring 32 prompt tokens a step,
- * twice the quarter). A step with nothing to decode still takes the whole budget. When
+ * waiting sequences in arrival order (chunked prefill), at most max_num_seqs at once; in a
+ * step that also decodes, prompt chunks share at most prefill_cap() tokens. When
  * a sequence needs a block and none is free, the most recently admitted running sequence is
  * preempted: its blocks are dropped and it recomputes its prompt and generated tokens later
  * (mostly from the prefix cache). Its RNG and text state are untouched, so it streams on
@@ -146,6 +138,30 @@ static int prompt_backlog(const sched_t *s)
     for (const sched_seq_t *q = s->waiting.head; q && n < INT_MAX / 2; q = q->next)
         n += q->len - q->num_computed;
     return n < INT_MAX / 2 ? (int)n : INT_MAX / 2;
+}
+
+/* The prefill cap, the one place its rule is explained: in a step that decodes D sequences,
+ * with N = max_prefill_decoding, prompt chunks together get at most
+ * max(N - D, N / 4, min(N, backlog / PREFILL_DRAIN_STEPS)) tokens (at least 1). The step's
+ * time is about linear in its rows, so this bounds the gap between two tokens of a running
+ * stream (a 480-token prefill next to 32 decodes would stretch that step about sixfold),
+ * while few decodes leave prompts most of it and many still leave them a quarter. The last
+ * term is for prompts arriving faster than that: a backlog (prompt tokens not yet computed,
+ * waiting or admitted) raises the share up to N, so it drains instead of queueing without
+ * end (64 streams of 64-token prompts and 128 new tokens bring 32 prompt tokens a step,
+ * twice the quarter). A step with nothing to decode, or N = 0, has no cap beyond the
+ * budget. Sets *backlog_out to the backlog it saw. */
+static int prefill_cap(const sched_t *s, int *backlog_out)
+{
+    const int cap = s->lim.max_prefill_decoding;
+    int p = cap - s->n_ent;
+    p = p > cap / 4 ? p : cap / 4;
+    int backlog = prompt_backlog(s);
+    int drain = (backlog + PREFILL_DRAIN_STEPS - 1) / PREFILL_DRAIN_STEPS;
+    drain = drain < cap ? drain : cap;
+    p = p > drain ? p : drain;
+    *backlog_out = backlog;
+    return p > 1 ? p : 1;
 }
 
 /* Tokens a prompt chunk may take now. */
@@ -328,16 +344,8 @@ static void schedule(sched_t *s)
         add_entry(s, &pl, q, 1, 0);
         q = q->next;
     }
-    int cap = s->lim.max_prefill_decoding;
-    if (s->n_ent > 0 && cap > 0) {
-        int p = cap - s->n_ent;
-        p = p > cap / 4 ? p : cap / 4;
-        int backlog = prompt_backlog(s);
-        int drain = (backlog + PREFILL_DRAIN_STEPS - 1) / PREFILL_DRAIN_STEPS;
-        drain = drain < cap ? drain : cap;
-        p = p > drain ? p : drain;
-        pl.prefill_left = p > 1 ? p : 1;
-        s->last.prefill_backlog = backlog;
+    if (s->n_ent > 0 && s->lim.max_prefill_decoding > 0) {
+        pl.prefill_left = prefill_cap(s, &s->last.prefill_backlog);
         s->last.prefill_cap = pl.prefill_left;
     }
     /* 2. Running sequences still in their prompt (or recomputing), oldest first. */

@@ -96,9 +96,7 @@ typedef struct sched_limits {
     int max_num_seqs;
     int max_num_batched_tokens;
     int max_model_len;
-    int max_prefill_decoding; /* N: a step that also decodes D sequences gives prompts at
-                               * most max(N - D, N / 4, min(N, backlog / 4)) tokens;
-                               * 0 = no cap */
+    int max_prefill_decoding; /* N of the prefill cap (prefill_cap in sched.c); 0 = no cap */
 } sched_limits_t;
 
 typedef struct sched {

@@ -92,8 +92,8 @@ static void test_defaults(void)
     CHECK_INT_EQ(c.num_kv_blocks, 0);
     CHECK_INT_EQ(c.block_size, 16);
     CHECK_INT_EQ(c.max_model_len, 0);
-    CHECK_STR_EQ(c.weight_dtype, "auto");
-    CHECK_STR_EQ(c.kv_cache_dtype, "auto");
+    CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_AUTO);
+    CHECK_INT_EQ(c.kv_cache_dtype, CFG_DTYPE_AUTO);
     CHECK(c.api_key == NULL);
     CHECK(c.served_model_name == NULL);
     CHECK_INT_EQ(c.max_body_bytes, 1024 * 1024);
@@ -226,7 +226,7 @@ static void test_precedence(void)
     CHECK_INT_EQ(c.kv_cache_memory, 1536LL * 1024 * 1024);
     CHECK_INT_EQ(c.num_kv_blocks, 100);
     CHECK_INT_EQ(c.max_model_len, 128);
-    CHECK_STR_EQ(c.weight_dtype, "bf16");
+    CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_BF16);
     CHECK_STR_EQ(c.api_key, "sk-test");
     CHECK_STR_EQ(c.served_model_name, "tiny");
     CHECK_INT_EQ(c.max_body_bytes, 65536);
@@ -235,13 +235,13 @@ static void test_precedence(void)
     CHECK_INT_EQ(c.log_format, CFG_LOG_JSON);
     cfg_free(&c);
     CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_WEIGHT_DTYPE=int8")), 0);
-    CHECK_STR_EQ(c.weight_dtype, "int8");
+    CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_INT8);
     cfg_free(&c);
     CHECK_INT_EQ(load(&c, err, ARGS("m", "--weight-dtype", "bf16x3"), NOENV), 0);
-    CHECK_STR_EQ(c.weight_dtype, "bf16x3");
+    CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_BF16X3);
     cfg_free(&c);
     CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_WEIGHT_DTYPE=bf16x3")), 0);
-    CHECK_STR_EQ(c.weight_dtype, "bf16x3");
+    CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_BF16X3);
     cfg_free(&c);
 
     /* The connection settings, by flag and by environment. */

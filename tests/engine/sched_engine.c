@@ -267,11 +267,10 @@ static void test_chunked_prefill(void)
     eng_free(e);
 }
 
-/* With max_prefill_tokens_decoding N, prompts arriving while D streams decode get at most
- * max(N - D, N / 4, min(N, backlog / 4)) tokens per step (several prompts share it;
- * backlog = the prompt tokens not yet computed), while a step with nothing to decode still
- * takes the whole budget. Here the backlog term is what admits the burst of new prompts at
- * first, up to N. */
+/* With max_prefill_tokens_decoding N, prompts arriving while streams decode get the prefill
+ * cap per step (its rule: prefill_cap in engine/sched/sched.c; recomputed here from the
+ * step's counts), while a step with nothing to decode still takes the whole budget. Here the
+ * backlog term is what admits the burst of new prompts at first, up to N. */
 static void test_prefill_cap(void)
 {
     enum { BUDGET = 128, CAP = 16, STREAMS = 4, NEW = 6, PROMPT = 20 };

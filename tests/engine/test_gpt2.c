@@ -606,7 +606,7 @@ int main(int argc, char **argv)
     const int amx = rc == 0 && mm_get_kernel(mm) == MM_KERNEL_AMX;
     mm_free(mm);
     if (rc == -ENOTSUP) {
-        printf("test_gpt2: skipped: %s\n", err);
+        printf("SKIP: %s\n", err);
         return 77;
     }
     const char *tmpdir = getenv("TMPDIR");

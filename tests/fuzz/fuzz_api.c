@@ -116,7 +116,7 @@ static void check_params(api_params_t *p)
         REQUIRE(r->n_stop == p->n_stop && r->sp.n_logit_bias == sp->n_logit_bias);
         for (int k = 0; k < r->n_stop; k++)
             REQUIRE(strcmp(r->stop[k], p->stop[k]) == 0 && r->stop[k] != p->stop[k]);
-        api_request_free(r);
+        eng_request_free(r);
     }
 }
 

@@ -138,7 +138,7 @@ static void test_all_fields(void)
         CHECK_INT_EQ(r->sp.logit_bias_ids[0], 50256);
         CHECK(r->sp.logit_bias_values[0] == -100.0f);
         CHECK(r->sp.logit_bias_ids != p.sp.logit_bias_ids);
-        api_request_free(r);
+        eng_request_free(r);
     }
     api_params_free(&p);
 }

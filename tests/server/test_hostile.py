@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_server as ts  # noqa: E402  (reads the same argv: BIN CKPT_DIR GPT2_REF GROUP...)
 
 check, check_eq, check_error = ts.check, ts.check_eq, ts.check_error
+sanitized = ts.sanitized
 BIN, MODEL = ts.BIN, ts.MODEL
 
 
@@ -100,12 +101,6 @@ def count_5xx(m):
     return {k: v for k, v in m.items()
             if k.startswith('nano_vllm_http_requests_total{status="5') and v and
             '"503"' not in k and '"501"' not in k}
-
-
-def sanitized(pid):
-    """True when the process runs with ASan or TSan, whose allocators hold on to freed memory."""
-    with open("/proc/%d/maps" % pid) as f:
-        return any("libasan" in l or "libtsan" in l for l in f)
 
 
 def check_idle(srv, what, timeout=15):
@@ -473,7 +468,9 @@ def test_slowloris(n_idle, n_slow, duration):
               "p50 %.1f ms, max %.1f ms" % (n_idle, n_slow, len(lat),
                                              1000 * lat[len(lat) // 2] if lat else -1,
                                              1000 * lat[-1] if lat else -1))
-        check(lat and lat[-1] < 5.0, "slowloris: every normal round within 5 s", lat[-3:])
+        limit = 5.0 * ts.time_scale(srv)
+        check(lat and lat[-1] < limit, "slowloris: every normal round within %g s" % limit,
+              lat[-3:])
     finally:
         stop.set()
         for s in socks:
@@ -514,9 +511,11 @@ def test_limits():
         # An idle keep-alive connection: one request, then silence.
         c = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        t = closed_within(c, 6)
+        scale = ts.time_scale(srv)
+        t = closed_within(c, 6 * scale)
         c.close()
-        check(t is not None and 0.5 < t < 3.5, "limits: idle keep-alive closed after ~1 s", t)
+        check(t is not None and 0.5 < t < 3.5 * scale, "limits: idle keep-alive closed after ~1 s",
+              t)
         # Fill every slot with raw garbage that never has a newline (a TLS hello, binary).
         for i in range(3):
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
@@ -538,12 +537,13 @@ def test_limits():
         text = greedy_text(srv)  # waits in the backlog until a slot frees
         waited = time.time() - t0
         check_eq(text, base, "limits: a normal client is served once the garbage is cut")
-        check(waited < 6, "limits: served within the header timeout and a margin (%.1f s)" %
-              waited, waited)
+        check(waited < 6 * scale, "limits: served within the header timeout and a margin "
+              "(%.1f s)" % waited, waited)
         print("limits: idle keep-alive closed after %s s; a normal client waited %.1f s behind "
               "3 garbage connections" % ("%.1f" % t if t else "-", waited))
         for s in socks:
-            check(closed_within(s, 4) is not None, "limits: a garbage connection was closed")
+            check(closed_within(s, 4 * scale) is not None,
+                  "limits: a garbage connection was closed")
     finally:
         stop.set()
         for s in socks:

@@ -23,6 +23,10 @@
 
 #include "server/http.h"
 #include "tests/check.h"
+#include "tests/time_scale.h"
+
+/* The deferred reply's delay: longer than a client's leaving takes to be noticed. */
+#define LATER_MS (300 * TEST_TIME_SCALE)
 
 /* ---- the server side (loop thread) ---- */
 
@@ -39,6 +43,7 @@ typedef struct app {
     uv_async_t stop;
     int port;
     int deferred_closed, deferred_gone; /* atomic: the client thread reads them */
+    int later_replies;                  /* atomic: deferred replies sent */
     int streams_done;                   /* loop thread; read after the join */
 } app_t;
 
@@ -70,8 +75,11 @@ static void job_closed_cb(void *arg, int client_gone)
 static void later_cb(uv_timer_t *t)
 {
     job_t *j = t->data;
-    if (j->r)
+    app_t *a = t->loop->data;
+    if (j->r) {
+        __atomic_add_fetch(&a->later_replies, 1, __ATOMIC_SEQ_CST);
         http_reply(j->r, 200, "text/plain", "later", 5, NULL);
+    }
 }
 
 static void stream_cb(uv_timer_t *t)
@@ -104,7 +112,7 @@ static void handler(void *arg, http_req_t *r)
         if (path[1] == 'l') {
             j->events_left = -1;
             http_defer(r, j, job_closed_cb);
-            uv_timer_start(&j->timer, later_cb, 300, 0);
+            uv_timer_start(&j->timer, later_cb, LATER_MS, 0);
         } else {
             j->events_left = 3;
             http_stream_start(r, "text/event-stream", j, job_closed_cb);
@@ -194,12 +202,12 @@ static void *client(void *arg)
     read_until(fd, buf, sizeof(buf), "\r\n\r\nno", 5);
     CHECK(strncmp(buf, "HTTP/1.1 404", 12) == 0);
 
-    /* Deferred: the reply comes from a timer 300 ms later, through suspend and resume. */
+    /* Deferred: the reply comes from a timer LATER_MS later, through suspend and resume. */
     double t0 = now();
     send_str(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
     read_until(fd, buf, sizeof(buf), "later", 5);
     CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0 && strstr(buf, "\r\n\r\nlater"));
-    CHECK(now() - t0 >= 0.25 && now() - t0 < 3.0);
+    CHECK(now() - t0 >= LATER_MS / 1000.0 - 0.05 && now() - t0 < 3.0 * TEST_TIME_SCALE);
 
     /* A stream of three events, chunked, ended by the zero chunk. */
     send_str(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -209,13 +217,18 @@ static void *client(void *arg)
     CHECK(strstr(buf, "\r\n0\r\n\r\n") != NULL);
     close(fd);
 
-    /* A client that leaves a suspended request is noticed at once, not at the reply. */
+    /* A client that leaves a suspended request is noticed at once, not at the reply: its
+     * request closes as gone before its reply timer fires (an order, not a time bound). */
+    int replies = __atomic_load_n(&a->later_replies, __ATOMIC_SEQ_CST);
     fd = dial(a->port);
     send_str(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
     usleep(50000);
     close(fd);
-    usleep(150000); /* well before the 300 ms reply */
+    for (double end = now() + 5.0 * TEST_TIME_SCALE;
+         __atomic_load_n(&a->deferred_closed, __ATOMIC_SEQ_CST) < 2 && now() < end;)
+        usleep(5000);
     CHECK_INT_EQ(__atomic_load_n(&a->deferred_gone, __ATOMIC_SEQ_CST), 1);
+    CHECK_INT_EQ(__atomic_load_n(&a->later_replies, __ATOMIC_SEQ_CST), replies);
 
     /* 413 from the Content-Length alone. */
     fd = dial(a->port);
@@ -235,7 +248,7 @@ static void *client(void *arg)
     send_str(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     read_until(fd, buf, sizeof(buf), "hello", 6);
     CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
-    CHECK(now() - t0 < 4.0);
+    CHECK(now() - t0 < 4.0 * TEST_TIME_SCALE);
     close(fd);
     for (int i = 0; i < 4; i++)
         close(idle[i]);
@@ -247,7 +260,7 @@ static void *client(void *arg)
     const char *slow =
         "GET /hello HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     int cut = 0;
-    for (size_t i = 0; i < strlen(slow) && now() - t0 < 5.0; i++) {
+    for (size_t i = 0; i < strlen(slow) && now() - t0 < 5.0 * TEST_TIME_SCALE; i++) {
         char c = slow[i];
         if (send(fd, &c, 1, MSG_NOSIGNAL) != 1) {
             cut = 1;
@@ -260,7 +273,7 @@ static void *client(void *arg)
         }
     }
     CHECK(cut);
-    CHECK(now() - t0 < 3.5);
+    CHECK(now() - t0 < 3.5 * TEST_TIME_SCALE);
     close(fd);
 
     /* Leave one request suspended for ever and stop the server under it. */

@@ -11,6 +11,7 @@ mid-stream), errors (every error status), auth, drain. Without GROUP all run. Th
 status is the verdict; each failure prints what was expected and what came.
 """
 
+import errno
 import functools
 import http.client
 import json
@@ -113,6 +114,20 @@ class Server:
                   "the server logged its stop")
             check(not any("handles left" in l for l in self.log), "uv_loop_close() == 0")
         return rc
+
+
+def sanitized(pid):
+    """True when the process runs with ASan or TSan, whose allocators hold on to freed memory."""
+    with open("/proc/%d/maps" % pid) as f:
+        return any("libasan" in l or "libtsan" in l for l in f)
+
+
+def time_scale(srv):
+    """The factor wall-clock bounds are multiplied by: 1, or 3 under ASan and 5 under TSan,
+    which slow the server (as tests/time_scale.h for the C tests)."""
+    with open("/proc/%d/maps" % srv.proc.pid) as f:
+        maps = f.read()
+    return 5 if "libtsan" in maps else 3 if "libasan" in maps else 1
 
 
 def conn(srv, timeout=60):
@@ -917,26 +932,49 @@ def test_auth():
 
 # ---- group: drain --------------------------------------------------------------------------
 
+def wait_log(srv, text, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        if any(text in l for l in srv.log):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_drain():
-    srv = Server("--max-num-seqs", "4")
+    # Long timeouts: the request held open below must not be cut by them.
+    srv = Server("--max-num-seqs", "4", "--timeout-keep-alive", "60", "--header-timeout", "60")
     try:
-        # A stream in flight finishes completely after SIGTERM.
+        # A stream in flight (one event read) finishes completely after SIGTERM.
         s = raw_stream(srv, {"prompt": "Once", "max_tokens": 200, "ignore_eos": True,
                              "temperature": 0, "stream": True}, read_events=1)
+        # A request whose body is still arriving holds the drain open however soon the stream
+        # ends: the server cannot finish a request it has not read, so the 503 below is always
+        # asked of a draining server, not of one that may already be gone.
+        body = json.dumps({"prompt": "x", "max_tokens": 1}).encode()
+        held = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        held.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:5])
         keep = conn(srv)
         keep.request("GET", "/health")
         r = keep.getresponse()
         r.read()
         check_eq(r.status, 200, "healthy before SIGTERM")
         srv.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        # An open keep-alive connection now hears 503 while the stream drains.
-        try:
-            keep.request("GET", "/health")
-            r = keep.getresponse()
-            check_error(r.status, r.read(), 503, "health while draining")
-        except (OSError, http.client.HTTPException):
-            pass  # the stream may already have finished and the server gone
+        check(wait_log(srv, "draining", 30), "drain is logged", srv.log[-5:])
+        # An open keep-alive connection now hears 503 while the server drains.
+        keep.request("GET", "/health")
+        r = keep.getresponse()
+        check_error(r.status, r.read(), 503, "health while draining")
+        keep.close()
+        # The held request, completed now, is refused as the server is shutting down.
+        held.sendall(body[5:])
+        resp = http.client.HTTPResponse(held, method="POST")
+        resp.begin()
+        data = resp.read()
+        check_error(resp.status, data, 503, "a request completed during the drain")
+        check("shutting down" in data.decode(), "its 503 says the server is shutting down", data)
+        held.close()
         rest = b""
         s.settimeout(30)
         while True:
@@ -950,7 +988,6 @@ def test_drain():
         check(b"data: [DONE]" in rest, "the in-flight stream completes during the drain", rest[-80:])
     finally:
         check_eq(srv.stop(timeout=30), 0, "drain exit status")
-    check(any("draining" in l for l in srv.log), "drain is logged", srv.log[-5:])
     try:
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
         check(False, "the port is closed after the drain")
@@ -994,21 +1031,45 @@ def test_drain():
 
 
 def test_loading():
-    """While the model loads (the port is bound first), /health and the API answer 503."""
-    srv = Server(wait_ready=False)
-    try:
-        s, h, d = request(srv, "GET", "/health")
-        if s == 503:
-            check_error(s, d, 503, "health while loading")
-            s, h, d = request(srv, "POST", "/v1/completions", {"prompt": "x"})
-            if s == 503:  # the load may have finished in between
-                check_error(s, d, 503, "completions while loading")
-                check_eq(h.get("retry-after"), "1", "503 has Retry-After")
-        else:
-            print("note: the model loaded before the first /health; 503 not observed")
-        srv.wait_health(200, 30)
-    finally:
-        check_eq(srv.stop(), 0, "loading server exit status")
+    """While the model loads (the port is bound first), /health and the API answer 503.
+
+    Deterministic: the model directory's merges.txt is a FIFO, so the loader blocks on it until
+    the test writes the file; every answer before that is from a server that is loading."""
+    with tempfile.TemporaryDirectory() as d:
+        for name in os.listdir(MODEL):
+            if name != "merges.txt":
+                os.symlink(os.path.join(os.path.abspath(MODEL), name), os.path.join(d, name))
+        fifo = os.path.join(d, "merges.txt")
+        os.mkfifo(fifo)
+        srv = Server(wait_ready=False, model=d)
+        try:
+            check(srv.port is not None, "loading server listens", srv.log[-5:])
+            s, h, d_ = request(srv, "GET", "/health")
+            check_error(s, d_, 503, "health while loading")
+            check_eq(h.get("retry-after"), "1", "503 on /health has Retry-After")
+            s, h, d_ = request(srv, "POST", "/v1/completions", {"prompt": "x"})
+            check_error(s, d_, 503, "completions while loading")
+            check_eq(h.get("retry-after"), "1", "503 has Retry-After")
+            check("loading" in d_.decode(), "the 503 says the model is loading", d_)
+            # Let the load go on: open the FIFO once the loader has (ENXIO until then).
+            end = time.time() + 30
+            while True:
+                try:
+                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENXIO or time.time() > end:
+                        raise
+                    time.sleep(0.02)
+            os.set_blocking(fd, True)
+            with open(os.path.join(MODEL, "merges.txt"), "rb") as f:
+                data = memoryview(f.read())
+            while data:
+                data = data[os.write(fd, data):]
+            os.close(fd)
+            srv.wait_health(200, 30)
+        finally:
+            check_eq(srv.stop(), 0, "loading server exit status")
 
 
 def test_startup_failures():
