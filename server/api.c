@@ -207,6 +207,26 @@ static int parse_stop(json_t *v, api_params_t *p, api_error_t *e)
     return 0;
 }
 
+/* "stop_token_ids": [id, ...] (vLLM's): generation ends at any of them. */
+static int parse_stop_ids(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
+{
+    if (!json_is_array(v))
+        return bad(e, "stop_token_ids", "'stop_token_ids' must be a list of token ids");
+    if (json_array_size(v) > ENG_MAX_STOP_IDS)
+        return bad(e, "stop_token_ids", "'stop_token_ids' has %zu entries; at most %d are allowed",
+                   json_array_size(v), ENG_MAX_STOP_IDS);
+    if (json_array_size(v) == 0)
+        return 0;
+    int32_t *ids;
+    int n;
+    if (get_ids(v, "stop_token_ids", lim->vocab_size, &ids, &n, e))
+        return -1;
+    memcpy(p->stop_ids, ids, (size_t)n * sizeof(int32_t));
+    p->n_stop_ids = n;
+    free(ids);
+    return 0;
+}
+
 /* "logit_bias": {"token id": bias in [-100, 100], ...}. */
 static int parse_logit_bias(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
 {
@@ -326,6 +346,8 @@ int api_params_field(const char *key, json_t *v, const api_limits_t *lim, api_pa
         return get_bool(v, key, &p->echo, e);
     if (strcmp(key, "stop") == 0)
         return parse_stop(v, p, e);
+    if (strcmp(key, "stop_token_ids") == 0)
+        return parse_stop_ids(v, lim, p, e);
     if (strcmp(key, "presence_penalty") == 0)
         return get_num(v, key, -2.0, 2.0, 0, &p->sp.presence_penalty, e);
     if (strcmp(key, "frequency_penalty") == 0)
@@ -476,6 +498,8 @@ eng_request_t *api_request_new(const api_params_t *p, int i, uint64_t id, void *
     r->index_base = i * p->n;
     r->max_tokens = p->max_tokens;
     r->ignore_eos = p->ignore_eos;
+    r->n_stop_ids = p->n_stop_ids;
+    memcpy(r->stop_ids, p->stop_ids, sizeof(r->stop_ids));
     r->sp = p->sp;
     r->sp.logit_bias_ids = NULL;
     r->sp.logit_bias_values = NULL;

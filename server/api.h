@@ -62,6 +62,8 @@ typedef struct api_params {
     int ignore_eos;
     int n_stop;
     char *stop[ENG_MAX_STOPS]; /* owned */
+    int n_stop_ids;
+    int32_t stop_ids[ENG_MAX_STOP_IDS]; /* stop_token_ids, each below the vocabulary */
     char *user;                /* owned or NULL */
     eng_sampling_t sp;         /* logit_bias arrays owned here until copied into a request */
 } api_params_t;

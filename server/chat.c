@@ -88,6 +88,13 @@ void srv_chat_completions(srv_t *s, http_req_t *r)
     job->p.n_prompts = 1;
     job->p.prompts[0].ids = ids;
     job->p.prompts[0].n_ids = (int)n;
+    /* The model's end of turn ends the answer as EOS does. */
+    int32_t end = chat_tpl_end_id(s->chat);
+    int have = 0;
+    for (int i = 0; i < job->p.n_stop_ids; i++)
+        have |= job->p.stop_ids[i] == end;
+    if (end >= 0 && !have && job->p.n_stop_ids < ENG_MAX_STOP_IDS)
+        job->p.stop_ids[job->p.n_stop_ids++] = end;
     if (!max_tokens_set) /* the rest of the context, as vLLM */
         job->p.max_tokens = s->info.max_model_len > (int)n ? s->info.max_model_len - (int)n : 1;
     if (api_check_context(&job->p, s->info.max_model_len, &e)) {

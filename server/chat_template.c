@@ -20,6 +20,7 @@ struct chat_tpl {
     char *bos;    /* owned or NULL */
     char *eos;    /* owned or NULL */
     char *source; /* owned: where the template came from */
+    int32_t end_id; /* eos_token's id when it is a single token but not end-of-text, or -1 */
 };
 
 void chat_tpl_free(chat_tpl_t *t)
@@ -31,6 +32,11 @@ void chat_tpl_free(chat_tpl_t *t)
     free(t->eos);
     free(t->source);
     free(t);
+}
+
+int32_t chat_tpl_end_id(const chat_tpl_t *t)
+{
+    return t ? t->end_id : -1;
 }
 
 const char *chat_tpl_source(const chat_tpl_t *t)
@@ -202,6 +208,16 @@ int chat_tpl_load(chat_tpl_t **out, const char *dir, const char *given, const to
         rc = -ENOMEM;
     if (rc)
         goto fail;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    t->end_id = -1;
+    if (t->eos && tok_encode(tok, t->eos, strlen(t->eos), &ids, &n_ids)) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if (n_ids == 1 && ids[0] != tok_eos_id(tok))
+        t->end_id = ids[0];
+    free(ids);
     char msg[400];
     rc = tpl_compile(&t->tpl, src, msg, sizeof(msg));
     if (rc) {

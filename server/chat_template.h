@@ -27,6 +27,9 @@ int chat_tpl_load(chat_tpl_t **out, const char *dir, const char *given, const to
 void chat_tpl_free(chat_tpl_t *t);
 /* Where the template came from, for the start-up log ("--chat-template FILE", ...). */
 const char *chat_tpl_source(const chat_tpl_t *t);
+/* The id of eos_token when it is one token other than the tokenizer's end-of-text (a chat
+ * model's end of turn, e.g. Qwen's <|im_end|>), else -1: chat completions stop on it. */
+int32_t chat_tpl_end_id(const chat_tpl_t *t);
 
 /* Renders c's conversation with t (NULL: the model has none, a 400 that says how to give
  * one) into the prompt text: *text is malloc'd (caller frees), *len its bytes. With

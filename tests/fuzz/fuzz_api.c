@@ -77,6 +77,9 @@ static void check_params(api_params_t *p)
     REQUIRE(p->n_stop >= 0 && p->n_stop <= ENG_MAX_STOPS);
     for (int i = 0; i < p->n_stop; i++)
         REQUIRE(p->stop[i] && p->stop[i][0] && strlen(p->stop[i]) <= API_MAX_STOP_BYTES);
+    REQUIRE(p->n_stop_ids >= 0 && p->n_stop_ids <= ENG_MAX_STOP_IDS);
+    for (int i = 0; i < p->n_stop_ids; i++)
+        REQUIRE(p->stop_ids[i] >= 0 && p->stop_ids[i] < VOCAB);
     const eng_sampling_t *sp = &p->sp;
     REQUIRE(finite_in(sp->temperature, 0, 2) && finite_in(sp->top_p, 0, 1));
     REQUIRE(finite_in(sp->min_p, 0, 1) && sp->top_k >= 0);
@@ -114,6 +117,8 @@ static void check_params(api_params_t *p)
                 r->index_base == i * p->n && r->max_tokens == p->max_tokens);
         REQUIRE(memcmp(r->prompt, p->prompts[i].ids, (size_t)r->prompt_len * 4) == 0);
         REQUIRE(r->n_stop == p->n_stop && r->sp.n_logit_bias == sp->n_logit_bias);
+        REQUIRE(r->n_stop_ids == p->n_stop_ids &&
+                memcmp(r->stop_ids, p->stop_ids, sizeof(r->stop_ids)) == 0);
         for (int k = 0; k < r->n_stop; k++)
             REQUIRE(strcmp(r->stop[k], p->stop[k]) == 0 && r->stop[k] != p->stop[k]);
         eng_request_free(r);

@@ -228,6 +228,7 @@ def test_render(tmp):
         test_like_completions(srv)
         test_max_tokens_default(srv)
         test_continue_final(srv)
+        test_end_of_turn(srv, tmp)
     finally:
         check_eq(srv.stop(), 0, "simple-template server exit status")
     print("simple template: %d conversations rendered as the reference" % n)
@@ -406,6 +407,49 @@ def test_max_tokens_default(srv):
     status, _, data = request(srv, "POST", "/v1/chat/completions",
                               {"messages": msgs, "max_tokens": 300})
     check_error(status, data, 400, "too long", code="context_length_exceeded", param="messages")
+
+
+def test_end_of_turn(srv, tmp):
+    """stop_token_ids end the answer at that token; so does a model's end-of-turn token
+    (tokenizer_config.json's eos_token when it is one token other than end-of-text)."""
+    msgs = [{"role": "user", "content": "Once upon a time"}]
+    body = {"messages": msgs, "max_tokens": 16, "temperature": 0, "logprobs": True,
+            "ignore_eos": True}
+    free = chat(srv, body, "greedy run")
+    if not free:
+        return
+    toks = [x["token"] for x in free["choices"][0]["logprobs"]["content"]]
+    k, tid = None, None
+    for i in range(2, len(toks)):
+        ids = ts.tokenize(srv, toks[i])
+        if len(ids) == 1 and toks[i] not in toks[:i] and "bytes:" not in toks[i]:
+            k, tid = i, ids[0]
+            break
+    if not check(k is not None, "a generated token that is one token on its own", toks):
+        return
+    want = "".join(toks[:k])
+    print("end of turn: token %r (id %d) after %d tokens" % (toks[k], tid, k))
+    for what, b in [("chat stop_token_ids", dict(body, stop_token_ids=[tid]))]:
+        r = chat(srv, b, what)
+        if r:
+            check_eq(r["choices"][0]["message"]["content"], want, what + ": text before it")
+            check_eq(r["choices"][0]["finish_reason"], "stop", what + ": finish_reason")
+            check_eq(r["usage"]["completion_tokens"], k + 1, what + ": the token is counted")
+    ids = tokenize_messages(srv, msgs)["tokens"]
+    p = ts.complete(srv, {"prompt": ids, "max_tokens": 16, "temperature": 0,
+                          "stop_token_ids": [tid], "ignore_eos": True})
+    if p:
+        check_eq(p["choices"][0]["text"], want, "completions stop_token_ids")
+    config = {"bos_token": EOT, "eos_token": toks[k], "chat_template": SIMPLE}
+    srv2 = ts.Server(model=model_dir(tmp, "m-eot", {"tokenizer_config.json": json.dumps(config)}))
+    try:
+        r = chat(srv2, dict(body, logprobs=False), "end of turn from tokenizer_config.json")
+        if r:
+            check_eq(r["choices"][0]["message"]["content"], want, "stops at the end of turn")
+            check_eq(r["choices"][0]["finish_reason"], "stop", "end of turn: finish_reason")
+            check_eq(r["usage"]["prompt_tokens"], free["usage"]["prompt_tokens"], "same prompt")
+    finally:
+        check_eq(srv2.stop(), 0, "end-of-turn server exit status")
 
 
 def test_continue_final(srv):
