@@ -4,7 +4,8 @@
  * chat.completion.chunk events.
  *
  * As vLLM: the rendered text is tokenized without adding special tokens again (the template
- * writes BOS itself) while special-token text in it becomes the special ids; without
+ * writes BOS itself; add_special_tokens on /tokenize asks for them) while special-token text
+ * in it becomes the special ids; without
  * max_tokens the answer may fill the rest of the context. Loop thread only.
  */
 #include <errno.h>
@@ -35,7 +36,9 @@ static int chat_prompt(srv_t *s, const api_chat_t *c, int32_t **ids, size_t *n, 
                            "messages rendered to %zu bytes, more than %d tokens. Please reduce "
                            "the length of the messages.",
                            max_len, len, (int)(len / TOK_MAX_TOKEN_BYTES));
-    else if (tok_encode(s->tok, text, len, ids, n))
+    else if (tok_encode_with(s->tok, text, len,
+                             TOK_ENC_SPECIAL | (c->add_special_tokens ? TOK_ENC_ADD_SPECIAL : 0),
+                             ids, n))
         rc = api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
     else if (*n == 0)
         rc = api_error_set(e, 400, "invalid_request_error", NULL, "messages",
