@@ -1,7 +1,7 @@
 /* tokenizer.c - tokenizer throughput: encode cold (no word cache) and warm, decode, and the
  * npm reference (gpt-tokenizer, r50k_base) on the same documents in the same run.
  *
- *   build/bench/tokenizer [--mb N] [--no-ref]
+ *   build/bench/tokenizer [--mb N] [--no-ref] [--no-hf]
  *
  * The documents are the reference corpus (tests/tokenizer/gpt2-vectors.jsonl) plus N MB
  * (default 4) of English-like prose generated from a fixed seed, in paragraphs of a few
@@ -23,6 +23,7 @@
 #include "tokenizer/tokenizer.h"
 
 #define TARGET_WARM_MBS 10.0
+#define TARGET_HF_MBS 20.0
 #define PASSES 3
 
 typedef struct doc {
@@ -475,12 +476,11 @@ static double time_decode(const tok_t *t, const docs_t *d, int32_t **ids, size_t
 
 /* ---- the npm reference ---- */
 
-/* Runs the reference script on the documents; fills cold/warm MB/s or returns -1. */
-static int run_reference(const docs_t *d, double *cold, double *warm)
+/* Writes the documents as a JSON array of strings to a temp file (path, PATH_MAX). */
+static int write_docs(const docs_t *d, char *path, size_t cap)
 {
-    char path[1024];
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(path, sizeof(path), "%s/nano-vllm-tokbench-XXXXXX", tmp);
+    snprintf(path, cap, "%s/nano-vllm-tokbench-XXXXXX", tmp);
     int fd = mkstemp(path);
     if (fd < 0)
         return -1;
@@ -491,7 +491,14 @@ static int run_reference(const docs_t *d, double *cold, double *warm)
     int rc = json_dumpf(arr, f, JSON_COMPACT);
     fclose(f);
     json_decref(arr);
+    return rc;
+}
 
+/* Runs the reference script on the documents; fills cold/warm MB/s or returns -1. */
+static int run_reference(const docs_t *d, double *cold, double *warm)
+{
+    char path[1024];
+    int rc = write_docs(d, path, sizeof(path));
     char cmd[2048];
     snprintf(cmd, sizeof(cmd), "'%s' '%s' '%s'", NODE_PATH, REF_SCRIPT, path);
     FILE *p = rc == 0 ? popen(cmd, "r") : NULL;
@@ -509,17 +516,78 @@ static int run_reference(const docs_t *d, double *cold, double *warm)
     return got == 2 ? 0 : -1;
 }
 
+/* ---- Hugging Face tokenizer.json files ---- */
+
+/* Encode MB/s of the real Llama 3, Qwen3 and Llama 2 files (from tests/models' npm
+ * packages, installed by the tokenizer tests in the build tree) on the same documents, next
+ * to Hugging Face's Rust library on one thread and @lenml/tokenizers. */
+static void bench_hf(const docs_t *d, int ref)
+{
+    static const char *const names[] = {"llama3", "qwen3", "llama2"};
+    char docs_path[1024] = "";
+    int have_docs = ref && write_docs(d, docs_path, sizeof(docs_path)) == 0;
+    double mbytes = (double)d->bytes / 1e6;
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        char dir[1024], err[512];
+        tok_t *t;
+        snprintf(dir, sizeof(dir), "%s/@lenml/tokenizer-%s/models", HF_MODULES, names[k]);
+        if (tok_init(&t, dir, err, sizeof(err)) != 0) {
+            printf("%s: not run (%s; meson test tokenizer-%s installs the files)\n", names[k], err,
+                   names[k]);
+            continue;
+        }
+        size_t nids;
+        double cold = 1e9, warm = 1e9;
+        for (int p = 0; p < PASSES; p++) {
+            double s = time_encode(t, d, 0, &nids);
+            cold = s < cold ? s : cold;
+        }
+        (void)time_encode(t, d, 1, &nids);
+        for (int p = 0; p < PASSES; p++) {
+            double s = time_encode(t, d, 1, &nids);
+            warm = s < warm ? s : warm;
+        }
+        printf("%s: %zu ids; encode cold %.2f MB/s, warm %.2f MB/s (target %.0f MB/s)\n", names[k],
+               nids, mbytes / cold, mbytes / warm, TARGET_HF_MBS);
+        tok_free(t);
+        if (!have_docs)
+            continue;
+        char cmd[4096], line[512];
+        snprintf(cmd, sizeof(cmd), "RAYON_NUM_THREADS=1 '%s' '%s' '%s' %s '%s'", NODE_PATH,
+                 HF_REF_SCRIPT, HF_MODULES, names[k], docs_path);
+        FILE *p = popen(cmd, "r");
+        double rust = 0, port = 0;
+        while (p && fgets(line, sizeof(line), p)) {
+            sscanf(line, "reference tokenizers %lf", &rust);
+            sscanf(line, "reference lenml %lf", &port);
+        }
+        if (p)
+            pclose(p);
+        if (rust > 0)
+            printf("%s: tokenizers (Rust, 1 thread) %.2f MB/s, @lenml/tokenizers %.2f MB/s; "
+                   "ours warm %.2fx Rust\n",
+                   names[k], rust, port, mbytes / warm / rust);
+        else
+            printf("%s: reference not run (node and the tests/models packages are needed)\n",
+                   names[k]);
+    }
+    if (docs_path[0])
+        unlink(docs_path);
+}
+
 int main(int argc, char **argv)
 {
     double mb = 4;
-    int ref = 1;
+    int ref = 1, hf = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--mb") == 0 && i + 1 < argc)
             mb = atof(argv[++i]);
         else if (strcmp(argv[i], "--no-ref") == 0)
             ref = 0;
+        else if (strcmp(argv[i], "--no-hf") == 0)
+            hf = 0;
         else {
-            fprintf(stderr, "usage: %s [--mb N] [--no-ref]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--mb N] [--no-ref] [--no-hf]\n", argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }
@@ -574,6 +642,9 @@ int main(int argc, char **argv)
     } else if (ref) {
         printf("reference: not run (npm install in tests/tokenizer, and node, are needed)\n");
     }
+
+    if (hf)
+        bench_hf(&d, ref);
 
     for (size_t i = 0; i < d.n; i++) {
         free(ids[i]);

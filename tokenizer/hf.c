@@ -630,7 +630,8 @@ static int load_config(loader_t *l, const char *dir)
         return 0;
     fclose(f);
     l->fname = path;
-    json_t *c = load_json(l, path, &rc);
+    /* model_max_length is often 1e30 written as an integer, too big for jansson's. */
+    json_t *c = load_json(l, path, JSON_DECODE_INT_AS_REAL, &rc);
     if (!c)
         return rc;
     if (!json_is_object(c)) {
@@ -665,7 +666,7 @@ int hf_load(loader_t *l, const char *dir)
 
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
     l->fname = path;
-    json_t *root = load_json(l, path, &rc);
+    json_t *root = load_json(l, path, 0, &rc);
     if (!root)
         return rc;
     json_t *model = json_object_get(root, "model");

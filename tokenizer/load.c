@@ -427,10 +427,10 @@ static int load_merges_txt(loader_t *l, const char *path)
     return rc;
 }
 
-json_t *load_json(loader_t *l, const char *path, int *rc)
+json_t *load_json(loader_t *l, const char *path, size_t flags, int *rc)
 {
     json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES | flags, &jerr);
     if (!root) {
         enum json_error_code code = json_error_code(&jerr);
         if (code == json_error_cannot_open_file)
@@ -484,7 +484,7 @@ static int load_files(tok_t *t, const char *dir, char *err, size_t errlen)
 
     t->byte_level = 1;
     l.fname = vocab_path;
-    json_t *vocab = load_json(&l, vocab_path, &rc);
+    json_t *vocab = load_json(&l, vocab_path, 0, &rc);
     if (!vocab)
         return rc;
     l.vocab = vocab;

@@ -25,7 +25,8 @@ typedef struct loader {
 } loader_t;
 
 int load_fail(loader_t *l, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-json_t *load_json(loader_t *l, const char *path, int *rc);
+/* flags: jansson decoding flags besides JSON_REJECT_DUPLICATES. */
+json_t *load_json(loader_t *l, const char *path, size_t flags, int *rc);
 /* Allocates entries for n_vocab ids. */
 int load_entries(loader_t *l, int32_t n_vocab);
 /* Sets id's decoded bytes and key from its text as the file spells it. strict: a
