@@ -89,7 +89,8 @@ static int from_config(chat_tpl_t *t, const char *dir, char **src, char *err, si
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
     *src = NULL;
     json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    /* DECODE_INT_AS_REAL: model_max_length is often 1e30 written as an integer. */
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
     if (!root) {
         struct stat st;
         if (stat(path, &st) != 0)

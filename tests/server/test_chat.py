@@ -465,6 +465,82 @@ def test_continue_final(srv):
         check_eq(c["usage"]["prompt_tokens"], got["count"], "continued prompt")
 
 
+REF_IDS_JS = r"""
+// argv: NODE_MODULES TOKENIZER_JSON; stdin: a JSON list of texts; stdout: their ids, special
+// tokens parsed and none added (add_special_tokens false), as vLLM encodes a chat prompt.
+const path = require("path");
+const { Tokenizer } = require(path.join(process.argv[1], "tokenizers"));
+const texts = JSON.parse(require("fs").readFileSync(0, "utf8"));
+(async () => {
+  const tok = Tokenizer.fromFile(process.argv[2]);
+  const enc = await tok.encodeBatch(texts, { addSpecialTokens: false });
+  process.stdout.write(JSON.stringify(enc.map((e) => Array.from(e.getIds()))));
+})();
+"""
+
+
+def reference_ids(tokenizer_json, texts):
+    """Hugging Face's tokenizers (the npm Node bindings of the Rust library)."""
+    r = subprocess.run(["node", "-e", REF_IDS_JS, "--",
+                        os.path.abspath(os.path.join(MODELS_DIR, "node_modules")),
+                        tokenizer_json], input=json.dumps(texts).encode(), capture_output=True,
+                       timeout=120)
+    if not check_eq(r.returncode, 0, "reference tokenizer (%s)" % r.stderr.decode()[-300:]):
+        return None
+    return json.loads(r.stdout)
+
+
+def llama3_model(tmp):
+    """The tiny GPT-2 weights with the vocabulary widened to Llama 3's 128,256 ids, next to the
+    real Llama 3 tokenizer.json and tokenizer_config.json (its chat template)."""
+    pkg = os.path.join(MODELS_DIR, "node_modules", "@lenml", "tokenizer-llama3", "models")
+    from importlib.machinery import SourceFileLoader
+    here = os.path.dirname(os.path.abspath(__file__))
+    mk = SourceFileLoader("make_checkpoint", os.path.join(here, "..", "..", "scripts",
+                                                          "make-checkpoint")).load_module()
+    mk.VOCAB_SIZE = 128256
+    d = os.path.join(tmp, "llama3-tok")
+    mk.make_checkpoint(d, seed=3, n_layer=1, n_embd=32, n_head=2, n_positions=256)
+    for f in ("vocab.json", "merges.txt"):
+        os.remove(os.path.join(d, f))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(os.path.join(pkg, f), os.path.join(d, f))
+    return d, os.path.join(d, "tokenizer.json")
+
+
+def test_llama3(tmp):
+    """The real Llama 3 tokenizer and template from the model directory: the prompt's ids are
+    the reference tokenizer's ids of Jinja2's text, BOS once (the template writes it; nothing
+    is added again), and <|eot_id|>-style special text is one id."""
+    cfg = real_config("llama3")
+    if not cfg:
+        return
+    d, tj = llama3_model(tmp)
+    srv = ts.Server(model=d)
+    try:
+        convs = conversations(25, 4)
+        texts = [reference_render(cfg["chat_template"], m, agp, cfg["bos_token"],
+                                  cfg["eos_token"]) for m, agp in convs]
+        want = reference_ids(tj, texts)
+        n = 0
+        for (msgs, agp), text, ids in zip(convs, texts, want or []):
+            got = tokenize_messages(srv, msgs, add_generation_prompt=agp)
+            if got and check_eq(got["tokens"], ids, "llama3 prompt ids of %r" % text[:200]):
+                n += 1
+        check_eq(n, len(convs), "every llama3 prompt equal to the reference's")
+        if want:
+            check_eq(want[0].count(128000), 1, "one <|begin_of_text|> (128000)")
+            check(128009 in want[0], "<|eot_id|> is one id (128009)", want[0][:40])
+        print("llama3 tokenizer + template: %d of %d prompts equal to the reference's ids"
+              % (n, len(convs)))
+        r = chat(srv, {"messages": convs[0][0], "max_tokens": 4, "temperature": 0,
+                       "ignore_eos": True}, "llama3 chat")
+        if r and want:
+            check_eq(r["usage"]["prompt_tokens"], len(want[0]), "llama3 usage.prompt_tokens")
+    finally:
+        check_eq(srv.stop(), 0, "llama3 server exit status")
+
+
 def test_errors(tmp):
     # A model without a chat template (GPT-2): 400 saying how to give one.
     srv = ts.Server()
@@ -515,6 +591,7 @@ def main():
     try:
         test_render(tmp)
         test_model_dir_templates(tmp)
+        test_llama3(tmp)
         test_errors(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
