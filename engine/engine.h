@@ -19,7 +19,7 @@ typedef struct eng eng_t;
 
 #define ENG_MAX_LOGPROBS 20 /* alternatives per token, as OpenAI's completions API allows */
 #define ENG_MAX_STOPS 4
-#define ENG_MAX_STOP_IDS 16 /* extra end tokens per request (vLLM's stop_token_ids) */
+#define ENG_MAX_STOP_IDS 32 /* extra end tokens per request (stop_token_ids, end of turn) */
 
 /* How weights (and the KV cache) are kept. I8 is weights only: per output column one F32
  * scale (max |w| / 127) and the values rounded to int8 in [-127, 127]. BF16X3 is weights

@@ -212,9 +212,9 @@ static int parse_stop_ids(json_t *v, const api_limits_t *lim, api_params_t *p, a
 {
     if (!json_is_array(v))
         return bad(e, "stop_token_ids", "'stop_token_ids' must be a list of token ids");
-    if (json_array_size(v) > ENG_MAX_STOP_IDS)
+    if (json_array_size(v) > API_MAX_STOP_IDS)
         return bad(e, "stop_token_ids", "'stop_token_ids' has %zu entries; at most %d are allowed",
-                   json_array_size(v), ENG_MAX_STOP_IDS);
+                   json_array_size(v), API_MAX_STOP_IDS);
     if (json_array_size(v) == 0)
         return 0;
     int32_t *ids;

@@ -18,6 +18,7 @@
 #define API_MAX_CHOICES 1024 /* prompts * n */
 #define API_MAX_LOGIT_BIAS 1024
 #define API_MAX_STOP_BYTES 1024
+#define API_MAX_STOP_IDS 16 /* stop_token_ids; the engine takes more: the model's end of turn */
 
 /* A client error (or, for status >= 500, ours), rendered as OpenAI's error object. */
 typedef struct api_error {

@@ -96,7 +96,7 @@ void srv_chat_completions(srv_t *s, http_req_t *r)
     int have = 0;
     for (int i = 0; i < job->p.n_stop_ids; i++)
         have |= job->p.stop_ids[i] == end;
-    if (end >= 0 && !have && job->p.n_stop_ids < ENG_MAX_STOP_IDS)
+    if (end >= 0 && !have) /* room: the API takes fewer than the engine */
         job->p.stop_ids[job->p.n_stop_ids++] = end;
     if (!max_tokens_set) /* the rest of the context, as vLLM */
         job->p.max_tokens = s->info.max_model_len > (int)n ? s->info.max_model_len - (int)n : 1;

@@ -77,7 +77,7 @@ static void check_params(api_params_t *p)
     REQUIRE(p->n_stop >= 0 && p->n_stop <= ENG_MAX_STOPS);
     for (int i = 0; i < p->n_stop; i++)
         REQUIRE(p->stop[i] && p->stop[i][0] && strlen(p->stop[i]) <= API_MAX_STOP_BYTES);
-    REQUIRE(p->n_stop_ids >= 0 && p->n_stop_ids <= ENG_MAX_STOP_IDS);
+    REQUIRE(p->n_stop_ids >= 0 && p->n_stop_ids <= API_MAX_STOP_IDS);
     for (int i = 0; i < p->n_stop_ids; i++)
         REQUIRE(p->stop_ids[i] >= 0 && p->stop_ids[i] < VOCAB);
     const eng_sampling_t *sp = &p->sp;
