@@ -201,6 +201,25 @@ static void check_config(const tok_t *t, const char *name)
         CHECK_EQ(tok_eos_id(t), 128001);
         CHECK(tok_chat_template(t, NULL) != NULL);
         CHECK(tok_decode_defaults(t) & TOK_DEC_CLEAN_UP);
+        /* transformers' clean_up_tokenization, which this config turns on */
+        const char *in = "Hi , you ! I 'm sure it 's fine . Do n't ? ' x ' they 're";
+        const char *want = "Hi, you! I'm sure it's fine. Don't?'x'they're"; /* as Python */
+        int32_t *ids;
+        size_t n, len;
+        char *out;
+        CHECK_EQ(tok_encode_with(t, in, strlen(in), 0, &ids, &n), 0);
+        CHECK_EQ(tok_decode_with(t, ids, n, TOK_DEC_CLEAN_UP, &out, &len), 0);
+        if (strcmp(out, want) != 0) {
+            fprintf(stderr, "clean_up_tokenization: got \"%s\", want \"%s\"\n", out, want);
+            failures++;
+        }
+        free(out);
+        /* spaces_between_special_tokens: added tokens stand apart from the text */
+        int32_t sp[3] = {128000, ids[0], 128001};
+        CHECK_EQ(tok_decode_with(t, sp, 3, TOK_DEC_SPACES_SPECIAL, &out, &len), 0);
+        CHECK(strcmp(out, "<|begin_of_text|> Hi <|end_of_text|>") == 0);
+        free(out);
+        free(ids);
     } else if (strcmp(name, "qwen3") == 0) {
         CHECK_EQ(tok_bos_id(t), -1);
         CHECK_EQ(tok_eos_id(t), 151645);
