@@ -23,7 +23,7 @@ typedef struct tok tok_t;
 /* The longest byte string one token decodes to is at most this long. */
 #define TOK_MAX_TOKEN_BYTES 256
 /* A stream holds at most this many bytes of an unfinished character or byte-piece run. */
-#define TOK_STREAM_HOLD 32
+#define TOK_STREAM_HOLD 256
 /* tok_stream_feed and tok_stream_flush never write more than this: every held or new byte
  * may become U+FFFD. */
 #define TOK_STREAM_OUT_MAX (3 * (TOK_MAX_TOKEN_BYTES + TOK_STREAM_HOLD))

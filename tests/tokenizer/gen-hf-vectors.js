@@ -279,19 +279,26 @@ for (let i = 0; i < 100; i++)
 for (let i = 0; i < 100; i++)
   add('newlines', times(range(1, 6), () => pick(['\n', '\r\n', ' ', '\t']).repeat(range(1, 30)) + (chance(0.5) ? pick(WORDS) : '')).join(''));
 
-// Fields equal to another are left out to keep the files small: ids_plain and ids_nosp
-// default to ids, dec to text, dec_skip to dec.
+// Fields with their default value are left out to keep the files small: dec and dec_skip
+// default to the text (dec_skip of an id sequence to its dec), ids_plain to ids without
+// the post-processor's ids (POST, those of an empty text), ids_nosp to ids.
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+let POST = [];
 function compact(v) {
-  if (v.ids_plain && same(v.ids_plain, v.ids)) delete v.ids_plain;
-  if (v.ids_nosp && same(v.ids_nosp, v.ids)) delete v.ids_nosp;
-  if (v.text !== undefined && v.dec === v.text) delete v.dec;
-  if (v.dec_skip === (v.dec === undefined ? v.text : v.dec)) delete v.dec_skip;
+  if (v.text !== undefined) {
+    if (v.ids_plain && same(v.ids.slice(0, POST.length), POST) && same(v.ids_plain, v.ids.slice(POST.length))) delete v.ids_plain;
+    if (v.ids_nosp && same(v.ids_nosp, v.ids)) delete v.ids_nosp;
+    if (v.dec === v.text) delete v.dec;
+    if (v.dec_skip === v.text) delete v.dec_skip;
+  } else if (v.dec_skip === v.dec) {
+    delete v.dec_skip;
+  }
   return v;
 }
 
 async function main() {
   const tok = Tokenizer.fromFile(file);
+  POST = Array.from((await tok.encode('', null, { addSpecialTokens: true })).getIds());
   const plain = JSON.parse(JSON.stringify(json));
   plain.added_tokens = plain.added_tokens.filter((a) => !a.special);
   const nosp = Tokenizer.fromString(JSON.stringify(plain));
