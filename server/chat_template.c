@@ -16,10 +16,10 @@
 #define MAX_TEMPLATE_BYTES (4 << 20)
 
 struct chat_tpl {
-    tpl_t *tpl;   /* owned */
-    char *bos;    /* owned or NULL */
-    char *eos;    /* owned or NULL */
-    char *source; /* owned: where the template came from */
+    tpl_t *tpl;     /* owned */
+    char *bos;      /* owned or NULL */
+    char *eos;      /* owned or NULL */
+    char *source;   /* owned: where the template came from */
     int32_t end_id; /* eos_token's id when it is a single token but not end-of-text, or -1 */
 };
 
