@@ -10,7 +10,7 @@ FROM docker.io/library/debian:bookworm-slim AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         gcc libc6-dev meson ninja-build pkg-config python3-minimal \
-        libmicrohttpd-dev libjansson-dev libopenblas-dev libuv1-dev libpcre2-dev libxxhash-dev \
+        libmicrohttpd-dev libjansson-dev libopenblas-dev libuv1-dev libpcre2-dev libxxhash-dev libutf8proc-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -27,7 +27,7 @@ RUN meson setup /build --buildtype=release -Dnative=false \
 FROM docker.io/library/debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libmicrohttpd12 libjansson4 libopenblas0-pthread libuv1 libpcre2-8-0 libxxhash0 \
+        libmicrohttpd12 libjansson4 libopenblas0-pthread libuv1 libpcre2-8-0 libxxhash0 libutf8proc2 \
         ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \

@@ -90,6 +90,11 @@ const cfg_opt_t cfg_opts[] = {
     {"served_model_name", "--served-model-name", "NANO_VLLM_SERVED_MODEL_NAME", "NAME", CFG_T_STR,
      CFG_F_NULLABLE, OFF(served_model_name), NULL, 0, 0, NULL,
      "model name in the API; unset = the base name of MODEL_DIR"},
+    {"chat_template", "--chat-template", "NANO_VLLM_CHAT_TEMPLATE", "FILE|STRING", CFG_T_STR,
+     CFG_F_NULLABLE, OFF(chat_template), NULL, 0, 0, NULL,
+     "the Jinja chat template for /v1/chat/completions: a file, or the template itself when "
+     "no such file exists (a value holding '{' is always the template); overrides the "
+     "model's own; unset = tokenizer_config.json's chat_template or chat_template.jinja"},
     {"max_body_bytes", "--max-body-bytes", "NANO_VLLM_MAX_BODY_BYTES", "SIZE", CFG_T_SIZE, 0,
      OFF(max_body_bytes), "1M", KIB, GIB, NULL,
      "largest request body; bigger ones get 413"},

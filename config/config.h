@@ -49,6 +49,7 @@ typedef struct cfg {
                                 engine takes the kernel by name (eng_params_t) */
     char *api_key;           /* owned or NULL = no key */
     char *served_model_name; /* owned or NULL = model directory's base name */
+    char *chat_template;     /* owned or NULL = the model's own (a file name or the text) */
     size_t max_body_bytes;   /* 1 MiB */
     int timeout_keep_alive;  /* seconds without traffic before a connection closes; 5 */
     int header_timeout;      /* seconds a connection has to send a request's headers; 10 */

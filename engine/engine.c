@@ -275,8 +275,12 @@ static int request_valid(const eng_t *e, const eng_request_t *r)
     for (int i = 0; i < r->prompt_len; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= e->info.vocab_size)
             return 0;
-    if (r->n_stop < 0 || r->n_stop > ENG_MAX_STOPS)
+    if (r->n_stop < 0 || r->n_stop > ENG_MAX_STOPS || r->n_stop_ids < 0 ||
+        r->n_stop_ids > ENG_MAX_STOP_IDS)
         return 0;
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] < 0 || r->stop_ids[i] >= e->info.vocab_size)
+            return 0;
     for (int i = 0; i < r->n_stop; i++)
         if (!r->stop[i] || !r->stop[i][0])
             return 0;

@@ -19,6 +19,7 @@ typedef struct eng eng_t;
 
 #define ENG_MAX_LOGPROBS 20 /* alternatives per token, as OpenAI's completions API allows */
 #define ENG_MAX_STOPS 4
+#define ENG_MAX_STOP_IDS 32 /* extra end tokens per request (stop_token_ids, end of turn) */
 
 /* How weights (and the KV cache) are kept. I8 is weights only: per output column one F32
  * scale (max |w| / 127) and the values rounded to int8 in [-127, 127]. BF16X3 is weights
@@ -112,6 +113,10 @@ typedef struct eng_request {
     int ignore_eos;
     int n_stop;
     char *stop[ENG_MAX_STOPS]; /* owned, NUL-terminated, non-empty */
+    /* Tokens that end a completion as EOS does, ignore_eos or not (vLLM's stop_token_ids,
+     * and a chat model's end-of-turn token): counted, in ids, no text, finish STOP. */
+    int n_stop_ids;
+    int32_t stop_ids[ENG_MAX_STOP_IDS]; /* each below the vocabulary size */
     eng_sampling_t sp;
 } eng_request_t;
 

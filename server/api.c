@@ -208,6 +208,26 @@ static int parse_stop(json_t *v, const api_limits_t *lim, api_params_t *p, api_e
     return 0;
 }
 
+/* "stop_token_ids": [id, ...] (vLLM's): generation ends at any of them. */
+static int parse_stop_ids(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
+{
+    if (!json_is_array(v))
+        return bad(e, "stop_token_ids", "'stop_token_ids' must be a list of token ids");
+    if (json_array_size(v) > API_MAX_STOP_IDS)
+        return bad(e, "stop_token_ids", "'stop_token_ids' has %zu entries; at most %d are allowed",
+                   json_array_size(v), API_MAX_STOP_IDS);
+    if (json_array_size(v) == 0)
+        return 0;
+    int32_t *ids;
+    int n;
+    if (get_ids(v, "stop_token_ids", lim->vocab_size, &ids, &n, e))
+        return -1;
+    memcpy(p->stop_ids, ids, (size_t)n * sizeof(int32_t));
+    p->n_stop_ids = n;
+    free(ids);
+    return 0;
+}
+
 /* "logit_bias": {"token id": bias in [-100, 100], ...}. */
 static int parse_logit_bias(json_t *v, const api_limits_t *lim, api_params_t *p, api_error_t *e)
 {
@@ -350,6 +370,7 @@ static const field_t fields[] = {
     {"logprobs", FIELD_INT, AT(logprobs), 0, ENG_MAX_LOGPROBS, 0, NULL},
     {"echo", FIELD_BOOL, AT(echo), 0, 0, 0, NULL},
     {"stop", FIELD_FN, 0, 0, 0, 0, parse_stop},
+    {"stop_token_ids", FIELD_FN, 0, 0, 0, 0, parse_stop_ids},
     {"presence_penalty", FIELD_NUM, AT(sp.presence_penalty), -2.0, 2.0, 0, NULL},
     {"frequency_penalty", FIELD_NUM, AT(sp.frequency_penalty), -2.0, 2.0, 0, NULL},
     {"repetition_penalty", FIELD_NUM, AT(sp.repetition_penalty), 0.0, 10.0, 1, NULL},
@@ -362,8 +383,8 @@ static const field_t fields[] = {
 #undef AT
 
 /* One top-level field of the request. */
-static int parse_field(const char *key, json_t *v, const api_limits_t *lim, api_params_t *p,
-                       api_error_t *e)
+int api_params_field(const char *key, json_t *v, const api_limits_t *lim, api_params_t *p,
+                     api_error_t *e)
 {
     const field_t *f = NULL;
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]) && !f; i++)
@@ -388,7 +409,7 @@ static int parse_field(const char *key, json_t *v, const api_limits_t *lim, api_
     }
 }
 
-static void params_init(api_params_t *p)
+void api_params_init(api_params_t *p)
 {
     memset(p, 0, sizeof(*p));
     p->max_tokens = 16;
@@ -400,7 +421,7 @@ static void params_init(api_params_t *p)
 int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, api_params_t *p,
                          api_error_t *e)
 {
-    params_init(p);
+    api_params_init(p);
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root)
@@ -417,7 +438,7 @@ int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, 
     {
         if (json_is_null(v))
             continue; /* null is the default, as in OpenAI's API */
-        if (parse_field(key, v, lim, p, e))
+        if (api_params_field(key, v, lim, p, e))
             goto out;
     }
 
@@ -508,6 +529,8 @@ eng_request_t *api_request_new(const api_params_t *p, int i, uint64_t id, void *
     r->index_base = i * p->n;
     r->max_tokens = p->max_tokens;
     r->ignore_eos = p->ignore_eos;
+    r->n_stop_ids = p->n_stop_ids;
+    memcpy(r->stop_ids, p->stop_ids, sizeof(r->stop_ids));
     r->sp = p->sp;
     r->sp.logit_bias_ids = NULL;
     r->sp.logit_bias_values = NULL;

@@ -18,6 +18,7 @@
 #define API_MAX_CHOICES 1024 /* prompts * n */
 #define API_MAX_LOGIT_BIAS 1024
 #define API_MAX_STOP_BYTES 1024
+#define API_MAX_STOP_IDS 16 /* stop_token_ids; the engine takes more: the model's end of turn */
 
 /* A client error (or, for status >= 500, ours), rendered as OpenAI's error object. */
 typedef struct api_error {
@@ -63,6 +64,8 @@ typedef struct api_params {
     int ignore_eos;
     int n_stop;
     char *stop[ENG_MAX_STOPS]; /* owned */
+    int n_stop_ids;
+    int32_t stop_ids[ENG_MAX_STOP_IDS]; /* stop_token_ids, each below the vocabulary */
     char *user;                /* owned or NULL */
     eng_sampling_t sp;         /* logit_bias arrays owned here until copied into a request */
 } api_params_t;
@@ -80,6 +83,15 @@ typedef struct api_limits {
 int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, api_params_t *p,
                          api_error_t *e);
 void api_params_free(api_params_t *p);
+
+/* For the chat parser (api_chat.c), which shares the completions fields: api_params_init
+ * sets *p to the completions defaults; api_params_field parses one top-level field `key`
+ * (v not null; a jansson json_t *) into *p, returning 0 or -1 with *e (unknown field
+ * included). */
+void api_params_init(api_params_t *p);
+struct json_t;
+int api_params_field(const char *key, struct json_t *v, const api_limits_t *lim, api_params_t *p,
+                     api_error_t *e);
 
 /* Checks prompt + max_tokens against the model's context for every prompt. Returns 0, or
  * -1 with a 400 context_length_exceeded error that names the numbers. */

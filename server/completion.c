@@ -23,7 +23,7 @@
 
 /* A token as OpenAI shows it: its text when its bytes are valid UTF-8, otherwise
  * "bytes:\xNN..." with the bytes written as escapes, so that no information is lost. */
-static json_t *token_json(const tok_t *tok, int32_t id, size_t *chars)
+json_t *api_token_json(const tok_t *tok, int32_t id, size_t *chars)
 {
     size_t n = 0;
     const char *b = tok_token_bytes(tok, id, &n);
@@ -45,7 +45,7 @@ static json_t *token_json(const tok_t *tok, int32_t id, size_t *chars)
 }
 
 /* JSON has no infinities; vLLM reports an impossible token as -9999.0. */
-static json_t *logprob_json(float lp)
+json_t *api_logprob_json(float lp)
 {
     return json_real(isfinite(lp) ? (double)lp : -9999.0);
 }
@@ -65,7 +65,7 @@ int api_logprobs_add(json_t **lp, const tok_t *tok, const int32_t *ids, int n,
     json_t *offsets = json_object_get(*lp, "text_offset");
     for (int i = 0; i < n; i++) {
         size_t chars;
-        json_t *t = token_json(tok, ids[i], &chars);
+        json_t *t = api_token_json(tok, ids[i], &chars);
         if (!t)
             return -ENOMEM;
         json_array_append_new(offsets, json_integer((json_int_t)*offset));
@@ -81,15 +81,15 @@ int api_logprobs_add(json_t **lp, const tok_t *tok, const int32_t *ids, int n,
         json_t *top = json_object();
         for (int k = 0; k < l->n_top && k < ENG_MAX_LOGPROBS; k++) {
             size_t c;
-            json_t *s = token_json(tok, l->top_id[k], &c);
+            json_t *s = api_token_json(tok, l->top_id[k], &c);
             if (s && !json_object_get(top, json_string_value(s)))
-                json_object_set_new(top, json_string_value(s), logprob_json(l->top_logprob[k]));
+                json_object_set_new(top, json_string_value(s), api_logprob_json(l->top_logprob[k]));
             json_decref(s);
         }
         if (!json_object_get(top, json_string_value(t)))
-            json_object_set_new(top, json_string_value(t), logprob_json(l->logprob));
+            json_object_set_new(top, json_string_value(t), api_logprob_json(l->logprob));
         json_array_append_new(tokens, t);
-        json_array_append_new(values, logprob_json(l->logprob));
+        json_array_append_new(values, api_logprob_json(l->logprob));
         json_array_append_new(tops, top);
     }
     return 0;
@@ -265,6 +265,10 @@ static void job_finish(api_job_t *job)
         srv_reply_error(job->http, &e, NULL);
         return;
     }
+    if (job->chat) {
+        chat_reply(job, completion);
+        return;
+    }
     json_t *choices = json_array();
     for (int i = 0; i < job->n_choices; i++) {
         api_choice_t *c = &job->choices[i];
@@ -334,14 +338,21 @@ static void job_event(api_job_t *job, const eng_event_t *ev)
         json_t *lp = NULL;
         int want_lp = job->p.logprobs >= 0 && ev->n_ids > 0;
         if (job->p.stream) {
-            if (want_lp)
+            if (want_lp && job->chat)
+                chat_logprobs_add(&lp, s->tok, ev);
+            else if (want_lp)
                 event_logprobs(&lp, s->tok, ev, &c->offset);
-            if (ev->text_len > 0 || ev->finish != ENG_FINISH_NONE || want_lp)
-                sse_chunk(job, ev->index, ev->text ? ev->text : "", ev->text_len, lp, ev->finish);
-            else
+            if (!(ev->text_len > 0 || ev->finish != ENG_FINISH_NONE || want_lp))
                 json_decref(lp);
+            else if (job->chat)
+                chat_sse_chunk(job, ev->index, ev->text ? ev->text : "", ev->text_len, lp,
+                               ev->finish);
+            else
+                sse_chunk(job, ev->index, ev->text ? ev->text : "", ev->text_len, lp, ev->finish);
         } else {
-            if (want_lp)
+            if (want_lp && job->chat)
+                chat_logprobs_add(&c->lp, s->tok, ev);
+            else if (want_lp)
                 event_logprobs(&c->lp, s->tok, ev, &c->offset);
             if (ev->text_len > 0)
                 text_append(c, ev->text, ev->text_len);
@@ -397,7 +408,7 @@ static int prompts_tokenize(api_params_t *p, const tok_t *tok, int max_model_len
     return 0;
 }
 
-static api_job_t *job_new(srv_t *s, http_req_t *r)
+api_job_t *srv_job_new(srv_t *s, http_req_t *r, const char *prefix)
 {
     api_job_t *job = calloc(1, sizeof(*job));
     if (!job)
@@ -407,10 +418,11 @@ static api_job_t *job_new(srv_t *s, http_req_t *r)
     job->t_start = uv_hrtime();
     job->created = (long long)time(NULL);
     job->p.logprobs = -1;
-    snprintf(job->id, sizeof(job->id), "cmpl-%016llx%08llx", (unsigned long long)s->id_salt,
+    snprintf(job->id, sizeof(job->id), "%s-%016llx%08llx", prefix, (unsigned long long)s->id_salt,
              (unsigned long long)++s->next_job);
     list_insert_head(&s->jobs, &job->link);
     s->n_jobs++;
+    snprintf(http_req_log(r)->id, sizeof(http_req_log(r)->id), "%s", job->id);
     return job;
 }
 
@@ -444,62 +456,63 @@ static int job_submit(api_job_t *job, api_error_t *e)
     return 0;
 }
 
-void srv_completions(srv_t *s, http_req_t *r)
+int srv_job_run(api_job_t *job, api_error_t *e)
 {
-    api_error_t e;
-    static const char *const retry[] = {"Retry-After", "1", NULL};
-    if (!s->ready || s->draining) {
-        api_error_set(&e, 503, "service_unavailable", NULL, NULL,
-                      s->draining ? "the server is shutting down" : "the model is loading");
-        srv_reply_error(r, &e, retry);
-        return;
-    }
-    api_job_t *job = job_new(s, r);
-    if (!job) {
-        api_error_set(&e, 500, "server_error", NULL, NULL, "out of memory");
-        srv_reply_error(r, &e, NULL);
-        return;
-    }
-    snprintf(http_req_log(r)->id, sizeof(http_req_log(r)->id), "%s", job->id);
-    api_limits_t lim = {s->model_name, s->info.vocab_size};
-    size_t len;
-    const char *body = http_req_body(r, &len);
-    if (api_completion_parse(body, len, &lim, &job->p, &e) ||
-        prompts_tokenize(&job->p, s->tok, s->info.max_model_len, &e) ||
-        api_check_context(&job->p, s->info.max_model_len, &e))
-        goto fail;
-    if (job->p.n > s->cfg.max_num_seqs) { /* the n completions of a prompt run together */
-        api_error_set(&e, 400, "invalid_request_error", NULL, "n",
-                      "'n' %d is more than the %d sequences this server runs at once "
-                      "(--max-num-seqs)",
-                      job->p.n, s->cfg.max_num_seqs);
-        goto fail;
-    }
+    srv_t *s = job->srv;
+    if (job->p.n > s->cfg.max_num_seqs) /* the n completions of a prompt run together */
+        return api_error_set(e, 400, "invalid_request_error", NULL, "n",
+                             "'n' %d is more than the %d sequences this server runs at once "
+                             "(--max-num-seqs)",
+                             job->p.n, s->cfg.max_num_seqs);
     job->n_choices = job->p.n_prompts * job->p.n;
     job->choices = calloc((size_t)job->n_choices, sizeof(*job->choices));
-    if (!job->choices) {
-        api_error_set(&e, 500, "server_error", NULL, NULL, "out of memory");
-        goto fail;
-    }
+    if (!job->choices)
+        return api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
     for (int i = 0; i < job->p.n_prompts; i++)
         job->prompt_tokens += job->p.prompts[i].n_ids;
-    if (job_submit(job, &e))
-        goto fail;
+    if (job_submit(job, e))
+        return -1;
     if (job->p.stream)
-        http_stream_start(r, "text/event-stream", job, job_closed_cb);
+        http_stream_start(job->http, "text/event-stream", job, job_closed_cb);
     else
-        http_defer(r, job, job_closed_cb);
-    if (job->p.echo && job->p.max_tokens > 0 && job->p.logprobs < 0)
-        echo_start(job);
-    return;
-fail:
-    srv_reply_error(r, &e, e.status == 429 ? retry : NULL);
+        http_defer(job->http, job, job_closed_cb);
+    return 0;
+}
+
+void srv_job_fail(api_job_t *job, const api_error_t *e)
+{
+    static const char *const retry[] = {"Retry-After", "1", NULL};
+    srv_reply_error(job->http, e, e->status == 429 ? retry : NULL);
     job->http = NULL;
     job->answered = 1;
     if (job->live > 0)
         abort_engine(job); /* freed when the aborted choices report */
     else
         job_free(job);
+}
+
+void srv_completions(srv_t *s, http_req_t *r)
+{
+    api_error_t e;
+    if (srv_busy(s, r))
+        return;
+    api_job_t *job = srv_job_new(s, r, "cmpl");
+    if (!job) {
+        api_error_set(&e, 500, "server_error", NULL, NULL, "out of memory");
+        srv_reply_error(r, &e, NULL);
+        return;
+    }
+    api_limits_t lim = {s->model_name, s->info.vocab_size};
+    size_t len;
+    const char *body = http_req_body(r, &len);
+    if (api_completion_parse(body, len, &lim, &job->p, &e) ||
+        prompts_tokenize(&job->p, s->tok, s->info.max_model_len, &e) ||
+        api_check_context(&job->p, s->info.max_model_len, &e) || srv_job_run(job, &e)) {
+        srv_job_fail(job, &e);
+        return;
+    }
+    if (job->p.echo && job->p.max_tokens > 0 && job->p.logprobs < 0)
+        echo_start(job);
 }
 
 void srv_abort_all(srv_t *s, const char *why)

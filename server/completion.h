@@ -30,7 +30,8 @@ struct api_job {
     list_t link;            /* in srv_t.jobs */
     srv_t *srv;             /* borrowed */
     http_req_t *http;       /* borrowed; NULL once the connection is done with us */
-    char id[48];            /* "cmpl-..." */
+    char id[48];            /* "cmpl-..." or "chatcmpl-..." */
+    int chat;               /* a chat completion (chat.c frames its responses) */
     long long created;
     api_params_t p;
     int n_choices;
@@ -57,5 +58,33 @@ void sse_chunk(api_job_t *job, int index, const char *text, size_t len, json_t *
 void sse_usage(api_job_t *job);
 void sse_error(api_job_t *job, int status, const char *type, const char *message);
 void sse_done(api_job_t *job);
+/* The fields every chunk starts with (id, object, created, model, choices, usage when asked);
+ * takes choices. sse_send_json writes obj as one event and releases it. */
+json_t *sse_chunk_head(api_job_t *job, json_t *choices);
+void sse_send_json(api_job_t *job, json_t *obj);
+
+/* A token as OpenAI shows it (its text, or "bytes:\\xNN..." when not UTF-8); *chars is the
+ * characters it adds to the text. New reference, or NULL when out of memory. */
+json_t *api_token_json(const tok_t *tok, int32_t id, size_t *chars);
+/* A logprob as JSON: -9999.0 for an impossible token, as vLLM. */
+json_t *api_logprob_json(float lp);
+
+/* Jobs (completion.c), shared with chat.c. srv_job_new: a job for r with an id "PREFIX-..."
+ * (NULL when out of memory). srv_job_run: job->p holds the prompts' ids: submits them and
+ * starts the response (stream or deferred); 0 or -1 with *e. srv_job_fail answers the job's
+ * request with *e and lets the job go. */
+api_job_t *srv_job_new(srv_t *s, http_req_t *r, const char *prefix);
+int srv_job_run(api_job_t *job, api_error_t *e);
+void srv_job_fail(api_job_t *job, const api_error_t *e);
+
+/* Chat framing (chat.c). chat_logprobs_add appends an event's tokens to a chat logprobs
+ * object ({"content": [...]}, created when *lp is NULL); 0 or -ENOMEM. chat_reply answers a
+ * finished non-streaming job. chat_sse_start sends each choice's first delta (the role);
+ * chat_sse_chunk one content delta. */
+int chat_logprobs_add(json_t **lp, const tok_t *tok, const eng_event_t *ev);
+void chat_reply(api_job_t *job, int completion_tokens);
+void chat_sse_start(api_job_t *job);
+void chat_sse_chunk(api_job_t *job, int index, const char *text, size_t len, json_t *logprobs,
+                    int finish);
 
 #endif

@@ -47,7 +47,7 @@ static void reply_obj(http_req_t *r, int status, json_t *o)
     free(s);
 }
 
-static int not_ready(srv_t *s, http_req_t *r)
+int srv_busy(srv_t *s, http_req_t *r)
 {
     if (s->ready && !s->draining)
         return 0;
@@ -61,7 +61,7 @@ static int not_ready(srv_t *s, http_req_t *r)
 
 static void get_health(srv_t *s, http_req_t *r)
 {
-    if (!not_ready(s, r))
+    if (!srv_busy(s, r))
         http_reply(r, 200, "application/json", "{}", 2, NULL);
 }
 
@@ -140,7 +140,7 @@ static void get_ui(srv_t *s, http_req_t *r)
 
 static void post_tokenize(srv_t *s, http_req_t *r)
 {
-    if (not_ready(s, r))
+    if (srv_busy(s, r) || srv_tokenize_chat(s, r) == 0)
         return;
     api_error_t e;
     api_limits_t lim = {s->model_name, s->info.vocab_size};
@@ -170,7 +170,7 @@ static void post_tokenize(srv_t *s, http_req_t *r)
 
 static void post_detokenize(srv_t *s, http_req_t *r)
 {
-    if (not_ready(s, r))
+    if (srv_busy(s, r))
         return;
     api_error_t e;
     api_limits_t lim = {s->model_name, s->info.vocab_size};
@@ -202,6 +202,11 @@ static void post_completions(srv_t *s, http_req_t *r)
     srv_completions(s, r);
 }
 
+static void post_chat_completions(srv_t *s, http_req_t *r)
+{
+    srv_chat_completions(s, r);
+}
+
 typedef struct route {
     const char *path;
     const char *method; /* GET routes also answer HEAD */
@@ -217,6 +222,7 @@ static const route_t routes[] = {
     {"/version", "GET", 0, get_version},
     {"/v1/models", "GET", 0, get_models},
     {"/v1/completions", "POST", 0, post_completions},
+    {"/v1/chat/completions", "POST", 0, post_chat_completions},
     {"/tokenize", "POST", 0, post_tokenize},
     {"/detokenize", "POST", 0, post_detokenize},
 };

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "server/chat_template.h"
 #include "server/log.h"
 #include "server/server.h"
 #include "server/srv.h"
@@ -66,6 +67,10 @@ static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
     }
     srv_log(SRV_LOG_INFO, "srv", NULL, "loading the tokenizer from %s", s->cfg.model_dir);
     s->load_rc = tok_init(&s->tok, s->cfg.model_dir, s->load_err, sizeof(s->load_err));
+    if (s->load_rc)
+        return;
+    s->load_rc = chat_tpl_load(&s->chat, s->cfg.model_dir, s->cfg.chat_template, s->tok,
+                               s->load_err, sizeof(s->load_err));
     if (s->load_rc)
         return;
     srv_log(SRV_LOG_INFO, "srv", NULL, "loading the model from %s", s->cfg.model_dir);
@@ -119,6 +124,13 @@ static void load_done_cb(uv_work_t *w, int status)
         shutdown_now(s);
         return;
     }
+    s->chat_template = s->chat != NULL;
+    if (s->chat)
+        srv_log(SRV_LOG_INFO, "srv", NULL, "chat template from %s", chat_tpl_source(s->chat));
+    else
+        srv_log(SRV_LOG_INFO, "srv", NULL,
+                "the model has no chat template: /v1/chat/completions answers 400 (give one "
+                "with --chat-template)");
     s->ready = 1;
     srv_log(SRV_LOG_INFO, "srv", NULL, "ready");
 }
@@ -345,6 +357,7 @@ int srv_main(int argc, char **argv, char **envp)
     int lc = uv_loop_close(&s.loop);
     if (lc != 0)
         srv_log(SRV_LOG_WARN, "srv", NULL, "loop closed with handles left: %s", uv_strerror(lc));
+    chat_tpl_free(s.chat);
     tok_free(s.tok);
     free(s.model_name);
     cfg_free(&s.cfg);

@@ -31,6 +31,7 @@ typedef struct srv {
     tok_t *tok;             /* owned; NULL until loaded */
     eng_t *eng;             /* owned; NULL until loaded */
     eng_info_t info;
+    struct chat_tpl *chat; /* owned; written by the loader; NULL = the model has no template */
     int load_rc;
     char load_err[512];
     int loading, ready, draining, aborted, stopping, closed, exit_code;
@@ -53,6 +54,10 @@ void srv_reply_error(http_req_t *r, const struct api_error *e, const char *const
 /* Answers r with a JSON text (copied). */
 void srv_reply_json(http_req_t *r, int status, const char *json, size_t len);
 
+/* When the server is loading or draining, answers r with 503 (and Retry-After) and returns 1;
+ * else returns 0. */
+int srv_busy(srv_t *s, http_req_t *r);
+
 /* The routes of the HTTP API (routes.c); the handler given to http_server_init. */
 void srv_route(void *app, http_req_t *r);
 
@@ -60,6 +65,11 @@ void srv_route(void *app, http_req_t *r);
 void srv_handle_events(srv_t *s);
 /* POST /v1/completions (completion.c). */
 void srv_completions(srv_t *s, http_req_t *r);
+/* POST /v1/chat/completions (chat.c). */
+void srv_chat_completions(srv_t *s, http_req_t *r);
+/* POST /tokenize with "messages" (chat.c): answers r and returns 0, or returns 1 when the
+ * body has no "messages" (the caller answers it as a plain prompt). */
+int srv_tokenize_chat(srv_t *s, http_req_t *r);
 /* Ends every running completion with a final error (drain timeout); their engine requests
  * are aborted. */
 void srv_abort_all(srv_t *s, const char *why);

@@ -15,7 +15,7 @@
 #include "server/buf.h"
 #include "server/completion.h"
 
-static void send_json(api_job_t *job, json_t *obj)
+void sse_send_json(api_job_t *job, json_t *obj)
 {
     if (!obj || !job->http)
         goto out;
@@ -36,11 +36,12 @@ out:
     json_decref(obj);
 }
 
-static json_t *chunk_head(api_job_t *job, json_t *choices)
+json_t *sse_chunk_head(api_job_t *job, json_t *choices)
 {
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", job->id, "object", "text_completion",
-                          "created", (json_int_t)job->created, "model", job->srv->model_name,
-                          "choices", choices);
+    json_t *o =
+        json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", job->id, "object",
+                  job->chat ? "chat.completion.chunk" : "text_completion", "created",
+                  (json_int_t)job->created, "model", job->srv->model_name, "choices", choices);
     if (o && job->p.include_usage)
         json_object_set_new(o, "usage", json_null());
     return o;
@@ -142,7 +143,7 @@ void sse_chunk(api_job_t *job, int index, const char *text, size_t len, json_t *
         return;
     json_t *choices = json_array();
     json_array_append_new(choices, choice);
-    send_json(job, chunk_head(job, choices));
+    sse_send_json(job, sse_chunk_head(job, choices));
 }
 
 void sse_usage(api_job_t *job)
@@ -150,19 +151,19 @@ void sse_usage(api_job_t *job)
     int completion = 0;
     for (int i = 0; i < job->n_choices; i++)
         completion += job->choices[i].n_tokens;
-    json_t *o = chunk_head(job, json_array());
+    json_t *o = sse_chunk_head(job, json_array());
     if (o)
         json_object_set_new(o, "usage",
                             json_pack("{s:i, s:i, s:i}", "prompt_tokens", job->prompt_tokens,
                                       "completion_tokens", completion, "total_tokens",
                                       job->prompt_tokens + completion));
-    send_json(job, o);
+    sse_send_json(job, o);
 }
 
 void sse_error(api_job_t *job, int status, const char *type, const char *message)
 {
-    send_json(job, json_pack("{s:{s:s, s:s, s:n, s:i}}", "error", "message", message, "type", type,
-                             "param", "code", status));
+    sse_send_json(job, json_pack("{s:{s:s, s:s, s:n, s:i}}", "error", "message", message, "type",
+                                 type, "param", "code", status));
 }
 
 void sse_done(api_job_t *job)

@@ -118,13 +118,20 @@ static int32_t index_find(const tok_t *t, const unsigned char *w, size_t len, ui
         if (id < 0)
             return -1;
         const tok_entry_t *e = &t->entries[id];
-        if (e->len == len && memcmp(t->blob + e->off, w, len) == 0)
+        if (e->klen == len && memcmp(t->kblob + e->koff, w, len) == 0)
             return id;
     }
 }
 
-static int bpe_merge_loop(const tok_t *t, const unsigned char *w, size_t len,
-                          bpe_scratch_t *s, tok_ids_t *out);
+int32_t bpe_index_lookup(const tok_t *t, const unsigned char *w, size_t len)
+{
+    if (len == 0 || len > UINT16_MAX)
+        return -1;
+    return index_find(t, w, len, XXH3_64bits(w, len));
+}
+
+static int bpe_merge_loop(const tok_t *t, const unsigned char *w, size_t len, bpe_scratch_t *s,
+                          tok_ids_t *out);
 
 int bpe_index_build(tok_t *t)
 {
@@ -139,12 +146,12 @@ int bpe_index_build(tok_t *t)
 
     for (int32_t id = 0; id < t->n_vocab; id++) {
         const tok_entry_t *e = &t->entries[id];
-        if (!e->valid)
+        if (!e->valid || e->klen == 0)
             continue;
-        const unsigned char *w = (const unsigned char *)t->blob + e->off;
-        if (index_find(t, w, e->len, XXH3_64bits(w, e->len)) >= 0)
-            continue; /* two ids for the same bytes: the first one is the index's */
-        size_t i = XXH3_64bits(w, e->len) & t->index_mask;
+        const unsigned char *w = (const unsigned char *)t->kblob + e->koff;
+        if (index_find(t, w, e->klen, XXH3_64bits(w, e->klen)) >= 0)
+            continue; /* two ids for the same key: the first one is the index's */
+        size_t i = XXH3_64bits(w, e->klen) & t->index_mask;
         while (t->index[i] >= 0)
             i = (i + 1) & t->index_mask;
         t->index[i] = id;
@@ -155,10 +162,10 @@ int bpe_index_build(tok_t *t)
     int rc = 0;
     for (int32_t id = 0; id < t->n_vocab && rc == 0; id++) {
         tok_entry_t *e = &t->entries[id];
-        if (!e->valid)
+        if (!e->valid || e->klen == 0)
             continue;
         ids.n = 0;
-        rc = bpe_merge_loop(t, (const unsigned char *)t->blob + e->off, e->len, &s, &ids);
+        rc = bpe_merge_loop(t, (const unsigned char *)t->kblob + e->koff, e->klen, &s, &ids);
         e->whole = rc == 0 && ids.n == 1 && ids.v[0] == id;
     }
     free(ids.v);
@@ -197,8 +204,7 @@ static pthread_mutex_t *cache_lock(const tok_t *t, size_t slot)
     return (pthread_mutex_t *)&t->cache_lock[slot % BPE_CACHE_LOCKS];
 }
 
-static int cache_get(const tok_t *t, uint64_t h, const unsigned char *w, size_t len,
-                     tok_ids_t *out)
+static int cache_get(const tok_t *t, uint64_t h, const unsigned char *w, size_t len, tok_ids_t *out)
 {
     size_t slot = h & (BPE_CACHE_SLOTS - 1);
     const bpe_cache_slot_t *c = &t->cache[slot];
@@ -302,8 +308,8 @@ static struct bpe_cand heap_pop(struct bpe_cand *h, size_t *n)
 }
 
 /* Pushes the pair starting at symbol pos, if it has a right neighbour and a merge. */
-static void push_pair(const tok_t *t, const struct bpe_sym *sy, int32_t pos,
-                      struct bpe_cand *heap, size_t *nheap)
+static void push_pair(const tok_t *t, const struct bpe_sym *sy, int32_t pos, struct bpe_cand *heap,
+                      size_t *nheap)
 {
     int32_t r = sy[pos].next;
     if (r < 0)
@@ -313,8 +319,64 @@ static void push_pair(const tok_t *t, const struct bpe_sym *sy, int32_t pos,
         heap_push(heap, nheap, (struct bpe_cand){m->rank, pos, sy[pos].id, sy[r].id});
 }
 
-static int bpe_merge_loop(const tok_t *t, const unsigned char *w, size_t len,
-                          bpe_scratch_t *s, tok_ids_t *out)
+/* Byte-level BPE starts from one symbol per byte. */
+static size_t byte_symbols(const tok_t *t, const unsigned char *w, size_t len, struct bpe_sym *sy)
+{
+    for (size_t i = 0; i < len; i++)
+        sy[i].id = t->byte_id[w[i]];
+    return len;
+}
+
+/* The length of the UTF-8 character at w[0] (1 for a byte that starts none). */
+static size_t char_len(const unsigned char *w, size_t len)
+{
+    size_t n = w[0] < 0xC0 ? 1 : w[0] < 0xE0 ? 2 : w[0] < 0xF0 ? 3 : 4;
+    if (n > len)
+        return 1;
+    for (size_t i = 1; i < n; i++)
+        if ((w[i] & 0xC0) != 0x80)
+            return 1;
+    return n;
+}
+
+/* SentencePiece-style BPE starts from one symbol per character; a character without a
+ * token becomes its <0xNN> byte pieces (byte_fallback) or the unk token (consecutive ones
+ * fused with fuse_unk), or is dropped when there is neither, as Hugging Face's
+ * BPE::merge_word does. */
+static size_t char_symbols(const tok_t *t, const unsigned char *w, size_t len, struct bpe_sym *sy)
+{
+    size_t n = 0;
+    int unk_pending = 0;
+    for (size_t i = 0; i < len;) {
+        size_t cl = char_len(w + i, len - i);
+        int32_t id = bpe_index_lookup(t, w + i, cl);
+        if (id >= 0) {
+            if (unk_pending)
+                sy[n++].id = t->unk_id;
+            unk_pending = 0;
+            sy[n++].id = id;
+        } else {
+            int all = t->byte_fallback;
+            for (size_t k = 0; all && k < cl; k++)
+                all = t->fallback_id[w[i + k]] >= 0;
+            if (all) {
+                for (size_t k = 0; k < cl; k++)
+                    sy[n++].id = t->fallback_id[w[i + k]];
+            } else if (t->unk_id >= 0) {
+                if (unk_pending && !t->fuse_unk)
+                    sy[n++].id = t->unk_id;
+                unk_pending = 1;
+            }
+        }
+        i += cl;
+    }
+    if (unk_pending)
+        sy[n++].id = t->unk_id;
+    return n;
+}
+
+static int bpe_merge_loop(const tok_t *t, const unsigned char *w, size_t len, bpe_scratch_t *s,
+                          tok_ids_t *out)
 {
     /* Each merge pushes at most two candidates, so 2 * len bounds the heap. */
     if (scratch_reserve(s, len) < 0)
@@ -323,10 +385,14 @@ static int bpe_merge_loop(const tok_t *t, const unsigned char *w, size_t len,
     struct bpe_cand *heap = s->heap;
     size_t nheap = 0;
 
-    for (size_t i = 0; i < len; i++)
-        sy[i] = (struct bpe_sym){t->byte_id[w[i]], (int32_t)i - 1,
-                                 i + 1 < len ? (int32_t)i + 1 : -1};
-    for (size_t i = 0; i + 1 < len; i++)
+    size_t nsym = t->byte_level ? byte_symbols(t, w, len, sy) : char_symbols(t, w, len, sy);
+    if (nsym == 0)
+        return 0;
+    for (size_t i = 0; i < nsym; i++) {
+        sy[i].prev = (int32_t)i - 1;
+        sy[i].next = i + 1 < nsym ? (int32_t)i + 1 : -1;
+    }
+    for (size_t i = 0; i + 1 < nsym; i++)
         push_pair(t, sy, (int32_t)i, heap, &nheap);
 
     while (nheap > 0) {
@@ -356,7 +422,7 @@ int bpe_encode_word(const tok_t *t, const unsigned char *w, size_t len, int use_
 {
     if (len == 0)
         return 0;
-    if (len == 1)
+    if (len == 1 && t->byte_level)
         return tok_ids_push(out, t->byte_id[w[0]]);
 
     uint64_t h = XXH3_64bits(w, len);
@@ -368,9 +434,12 @@ int bpe_encode_word(const tok_t *t, const unsigned char *w, size_t len, int use_
     }
 
     size_t first = out->n;
-    int32_t id = len <= TOK_MAX_TOKEN_BYTES ? index_find(t, w, len, h) : -1;
-    int rc = id >= 0 && t->entries[id].whole ? tok_ids_push(out, id)
-                                             : bpe_merge_loop(t, w, len, s, out);
+    /* With ignore_merges (Llama 3) a piece that is a token is that token, reachable by
+     * merges or not; otherwise only when the merges reach it whole. */
+    int32_t id = len <= UINT16_MAX ? index_find(t, w, len, h) : -1;
+    int rc = id >= 0 && (t->ignore_merges || t->entries[id].whole)
+                 ? tok_ids_push(out, id)
+                 : bpe_merge_loop(t, w, len, s, out);
     if (rc < 0)
         return rc;
     if (cacheable && out->n - first <= BPE_CACHE_IDS)

@@ -1,7 +1,7 @@
-/* load.c - reads the vocabulary and the merges: vocab.json + merges.txt, or the "model"
- * of a Hugging Face tokenizer.json when those two are absent.
+/* load.c - reads GPT-2's vocab.json + merges.txt, or hands tokenizer.json to hf.c, and the
+ * helpers both share.
  *
- * Vocabulary keys are GPT-2's printable stand-ins for bytes (bytes_to_unicode in
+ * Byte-level vocabulary keys are GPT-2's printable stand-ins for bytes (bytes_to_unicode in
  * openai/gpt-2 src/encoder.py: printable Latin-1 maps to itself, the other 68 bytes to
  * U+0100..U+0143); they are turned back into raw bytes here once, so encode and decode
  * work on bytes only. Every error names the file (and line or key) and the bad value.
@@ -14,26 +14,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
-#include "tokenizer/internal.h"
+#include "tokenizer/load.h"
 
 #define MAX_VOCAB (1 << 24)
-#define BYTE_CP_LIMIT 0x144 /* the stand-ins are all below U+0144 */
 
-typedef struct loader {
-    tok_t *t;
-    const char *fname; /* the path named in error messages */
-    json_t *vocab;     /* borrowed: the vocabulary object, mapped key -> id */
-    int16_t cp_byte[BYTE_CP_LIMIT]; /* stand-in code point -> byte, -1 if none */
-    int byte_cp[256];               /* byte -> stand-in code point */
-    char *err;
-    size_t errlen;
-} loader_t;
-
-static int fail(loader_t *l, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(loader_t *l, int code, const char *fmt, ...)
+int load_fail(loader_t *l, int code, const char *fmt, ...)
 {
     va_list ap;
     int n = snprintf(l->err, l->errlen, "%s: ", l->fname);
@@ -77,8 +62,8 @@ static size_t utf8_next(const unsigned char *s, size_t len, uint32_t *cp)
     return n;
 }
 
-/* Turns a vocabulary key into raw bytes in out (room for strlen(key) bytes); returns the
- * byte count or -1 if the key holds a character outside the byte alphabet. */
+/* Turns a byte-level key into raw bytes in out (room for klen bytes); returns the byte
+ * count or -1 if the key holds a character outside the byte alphabet. */
 static long key_to_bytes(const loader_t *l, const char *key, size_t klen, char *out)
 {
     const unsigned char *k = (const unsigned char *)key;
@@ -94,53 +79,147 @@ static long key_to_bytes(const loader_t *l, const char *key, size_t klen, char *
     return n;
 }
 
-static int load_vocab(loader_t *l, const char *what)
+static int blob_reserve(char **blob, size_t *cap, size_t used, size_t more)
+{
+    if (used + more <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 1 << 16;
+    while (c < used + more)
+        c *= 2;
+    char *b = realloc(*blob, c);
+    if (!b)
+        return -ENOMEM;
+    *blob = b;
+    *cap = c;
+    return 0;
+}
+
+int load_entries(loader_t *l, int32_t n_vocab)
 {
     tok_t *t = l->t;
-    const char *key;
-    json_t *val;
-    size_t total = 0;
-    json_int_t max_id = -1;
+    t->n_vocab = n_vocab;
+    t->entries = calloc((size_t)n_vocab, sizeof(*t->entries));
+    if (!t->entries)
+        return load_fail(l, -ENOMEM, "out of memory for %d tokens", n_vocab);
+    return 0;
+}
 
-    if (!json_is_object(l->vocab))
-        return fail(l, -EINVAL, "%snot a JSON object", what);
-    if (json_object_size(l->vocab) == 0)
-        return fail(l, -EINVAL, "%sno tokens", what);
-    json_object_foreach(l->vocab, key, val) {
-        if (!json_is_integer(val))
-            return fail(l, -EINVAL, "%svalue of \"%s\" is not an integer id", what, key);
-        json_int_t id = json_integer_value(val);
-        if (id < 0 || id >= MAX_VOCAB)
-            return fail(l, -EINVAL, "%sid %lld of \"%s\" is out of range [0, %d)", what,
-                        (long long)id, key, MAX_VOCAB);
-        if (id > max_id)
-            max_id = id;
-        total += strlen(key);
+/* Applies the decoder's Replace steps to text into out (a malloc'd buffer). */
+static int apply_replaces(const loader_t *l, const char *text, size_t len, char **out,
+                          size_t *outlen)
+{
+    char *cur = malloc(len + 1);
+    if (!cur)
+        return -ENOMEM;
+    memcpy(cur, text, len);
+    size_t n = len;
+    for (int r = 0; r < l->n_rep; r++) {
+        size_t fl = strlen(l->rep_from[r]), tl = strlen(l->rep_to[r]);
+        size_t count = 0;
+        for (const char *p = cur; fl && (p = memmem(p, n - (size_t)(p - cur), l->rep_from[r], fl));
+             p += fl)
+            count++;
+        if (count == 0)
+            continue;
+        char *nb = malloc(n + count * tl + 1), *o = nb;
+        if (!nb) {
+            free(cur);
+            return -ENOMEM;
+        }
+        const char *p = cur, *end = cur + n;
+        for (const char *m; (m = memmem(p, (size_t)(end - p), l->rep_from[r], fl)); p = m + fl) {
+            memcpy(o, p, (size_t)(m - p));
+            o += m - p;
+            memcpy(o, l->rep_to[r], tl);
+            o += tl;
+        }
+        memcpy(o, p, (size_t)(end - p));
+        o += end - p;
+        free(cur);
+        cur = nb;
+        n = (size_t)(o - nb);
     }
+    *out = cur;
+    *outlen = n;
+    return 0;
+}
 
-    t->n_vocab = (int32_t)max_id + 1;
-    t->entries = calloc((size_t)t->n_vocab, sizeof(*t->entries));
-    t->blob = malloc(total + 1);
-    if (!t->entries || !t->blob)
-        return fail(l, -ENOMEM, "out of memory for %d tokens", t->n_vocab);
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
 
-    json_object_foreach(l->vocab, key, val) {
-        int32_t id = (int32_t)json_integer_value(val);
-        long n = key_to_bytes(l, key, strlen(key), t->blob + t->blob_len);
-        if (n < 0)
-            return fail(l, -EINVAL, "%stoken \"%s\" (id %d) has a character outside GPT-2's "
-                        "byte alphabet", what, key, id);
-        if (n == 0)
-            return fail(l, -EINVAL, "%stoken id %d is the empty string", what, id);
-        if (n > TOK_MAX_TOKEN_BYTES)
-            return fail(l, -EINVAL, "%stoken id %d is %ld bytes long, the limit is %d", what, id,
-                        n, TOK_MAX_TOKEN_BYTES);
-        if (t->entries[id].valid)
-            return fail(l, -EINVAL, "%sid %d is used by two tokens, one is \"%s\"", what, id, key);
-        t->entries[id] = (tok_entry_t){(uint32_t)t->blob_len, (uint16_t)n, 1, 0};
-        t->blob_len += (size_t)n;
+/* "<0xNN>" (upper-case hex, as Hugging Face writes byte pieces) -> NN, else -1. */
+static int byte_piece(const char *s, size_t len)
+{
+    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>')
+        return -1;
+    int hi = hexval(s[3]), lo = hexval(s[4]);
+    return hi < 0 || lo < 0 ? -1 : hi << 4 | lo;
+}
+
+int load_token(loader_t *l, int32_t id, const char *text, size_t len, int strict, const char *what)
+{
+    tok_t *t = l->t;
+    tok_entry_t *e = &t->entries[id];
+    if (len == 0)
+        return load_fail(l, -EINVAL, "%stoken id %d is the empty string", what, id);
+    if (len > UINT16_MAX)
+        return load_fail(l, -EINVAL, "%stoken id %d is %zu bytes long", what, id, len);
+    if (blob_reserve(&t->blob, &l->blob_cap, t->blob_len, 3 * len + 8) < 0 ||
+        blob_reserve(&t->kblob, &l->kblob_cap, t->kblob_len, len + 8) < 0)
+        return load_fail(l, -ENOMEM, "out of memory for the tokens");
+    e->valid = 1;
+    e->off = (uint32_t)t->blob_len;
+    e->koff = (uint32_t)t->kblob_len;
+    if (t->byte_level) {
+        long n = key_to_bytes(l, text, len, t->kblob + t->kblob_len);
+        if (n < 0 && strict)
+            return load_fail(l, -EINVAL,
+                             "%stoken \"%.*s\" (id %d) has a character outside GPT-2's byte "
+                             "alphabet",
+                             what, (int)len, text, id);
+        if (n < 0) {
+            /* Hugging Face's ByteLevel decoder gives such a token its own UTF-8. */
+            memcpy(t->blob + t->blob_len, text, len);
+            e->len = (uint16_t)len;
+        } else {
+            memcpy(t->blob + t->blob_len, t->kblob + t->kblob_len, (size_t)n);
+            e->len = (uint16_t)n;
+            e->klen = (uint16_t)n;
+        }
+    } else {
+        memcpy(t->kblob + t->kblob_len, text, len);
+        e->klen = (uint16_t)len;
+        int b = l->byte_pieces ? byte_piece(text, len) : -1;
+        if (b >= 0) {
+            t->blob[t->blob_len] = (char)b;
+            e->len = 1;
+            e->byte = 1;
+        } else {
+            char *dec;
+            size_t dlen;
+            if (apply_replaces(l, text, len, &dec, &dlen) < 0)
+                return load_fail(l, -ENOMEM, "out of memory for the tokens");
+            if (blob_reserve(&t->blob, &l->blob_cap, t->blob_len, dlen + 1) < 0) {
+                free(dec);
+                return load_fail(l, -ENOMEM, "out of memory for the tokens");
+            }
+            memcpy(t->blob + t->blob_len, dec, dlen);
+            free(dec);
+            e->len = (uint16_t)dlen;
+        }
     }
+    if (e->len > TOK_MAX_TOKEN_BYTES)
+        return load_fail(l, -EINVAL, "%stoken id %d is %u bytes long, the limit is %d", what, id,
+                         e->len, TOK_MAX_TOKEN_BYTES);
+    t->blob_len += e->len;
+    t->kblob_len += e->klen;
+    return 0;
+}
 
+int load_byte_ids(loader_t *l, const char *what)
+{
     for (int b = 0; b < 256; b++) {
         char k[4];
         int cp = l->byte_cp[b];
@@ -153,22 +232,70 @@ static int load_vocab(loader_t *l, const char *what)
         }
         json_t *v = json_object_getn(l->vocab, k, klen);
         if (!v)
-            return fail(l, -EINVAL, "%sno token for byte 0x%02x (\"%.*s\")", what, b, (int)klen,
-                        k);
-        t->byte_id[b] = (int32_t)json_integer_value(v);
+            return load_fail(l, -EINVAL, "%sno token for byte 0x%02x (\"%.*s\")", what, b,
+                             (int)klen, k);
+        l->t->byte_id[b] = (int32_t)json_integer_value(v);
     }
-
-    json_t *eos = json_object_get(l->vocab, "<|endoftext|>");
-    if (!eos)
-        return fail(l, -EINVAL, "%sno \"<|endoftext|>\" token", what);
-    t->eos_id = (int32_t)json_integer_value(eos);
     return 0;
 }
 
-/* Adds the merge "a b" (symbols given by pointer and length). where names the rule in
- * errors, e.g. "merges.txt:12" or "tokenizer.json: model.merges[12]". */
-static int add_merge(loader_t *l, const char *where, const char *a, size_t alen, const char *b,
-                     size_t blen)
+/* vocab.json: checks the ids, sizes the tables, and loads every token strictly. */
+static int load_vocab_json(loader_t *l)
+{
+    const char *key;
+    json_t *val;
+    json_int_t max_id = -1;
+
+    if (!json_is_object(l->vocab))
+        return load_fail(l, -EINVAL, "not a JSON object");
+    if (json_object_size(l->vocab) == 0)
+        return load_fail(l, -EINVAL, "no tokens");
+    json_object_foreach(l->vocab, key, val)
+    {
+        if (!json_is_integer(val))
+            return load_fail(l, -EINVAL, "value of \"%s\" is not an integer id", key);
+        json_int_t id = json_integer_value(val);
+        if (id < 0 || id >= MAX_VOCAB)
+            return load_fail(l, -EINVAL, "id %lld of \"%s\" is out of range [0, %d)", (long long)id,
+                             key, MAX_VOCAB);
+        if (id > max_id)
+            max_id = id;
+    }
+    int rc = load_entries(l, (int32_t)max_id + 1);
+    json_object_foreach(l->vocab, key, val)
+    {
+        int32_t id = (int32_t)json_integer_value(val);
+        if (rc == 0 && l->t->entries[id].valid)
+            return load_fail(l, -EINVAL, "id %d is used by two tokens, one is \"%s\"", id, key);
+        if (rc == 0)
+            rc = load_token(l, id, key, strlen(key), 1, "");
+    }
+    if (rc == 0)
+        rc = load_byte_ids(l, "");
+    if (rc < 0)
+        return rc;
+
+    json_t *eos = json_object_get(l->vocab, "<|endoftext|>");
+    if (!eos)
+        return load_fail(l, -EINVAL, "no \"<|endoftext|>\" token");
+    tok_t *t = l->t;
+    t->eos_id = (int32_t)json_integer_value(eos);
+    /* <|endoftext|> is an added, special token in Hugging Face's GPT-2 tokenizer. */
+    t->added = calloc(1, sizeof(*t->added));
+    if (!t->added || !(t->added[0].text = strdup("<|endoftext|>")))
+        return load_fail(l, -ENOMEM, "out of memory");
+    t->added[0].len = strlen(t->added[0].text);
+    t->added[0].id = t->eos_id;
+    t->added[0].special = 1;
+    t->n_added = 1;
+    t->added_first['<'] = 1;
+    t->entries[t->eos_id].special = 1;
+    t->entries[t->eos_id].added = 1;
+    return 0;
+}
+
+int load_merge(loader_t *l, const char *where, const char *a, size_t alen, const char *b,
+               size_t blen)
 {
     char both[2 * 4 * TOK_MAX_TOKEN_BYTES + 1];
     json_t *va = json_object_getn(l->vocab, a, alen);
@@ -176,8 +303,7 @@ static int add_merge(loader_t *l, const char *where, const char *a, size_t alen,
     if (!va || !vb) {
         const char *s = va ? b : a;
         int slen = (int)(va ? blen : alen);
-        snprintf(l->err, l->errlen, "%s: symbol \"%.*s\" is not in the vocabulary", where,
-                 slen, s);
+        snprintf(l->err, l->errlen, "%s: symbol \"%.*s\" is not in the vocabulary", where, slen, s);
         return -EINVAL;
     }
     if (alen + blen >= sizeof(both)) {
@@ -189,8 +315,8 @@ static int add_merge(loader_t *l, const char *where, const char *a, size_t alen,
     memcpy(both + alen, b, blen);
     json_t *vm = json_object_getn(l->vocab, both, alen + blen);
     if (!vm) {
-        snprintf(l->err, l->errlen, "%s: merge result \"%.*s\" is not in the vocabulary",
-                 where, (int)(alen + blen), both);
+        snprintf(l->err, l->errlen, "%s: merge result \"%.*s\" is not in the vocabulary", where,
+                 (int)(alen + blen), both);
         return -EINVAL;
     }
     bpe_merge_add(l->t, (int32_t)json_integer_value(va), (int32_t)json_integer_value(vb),
@@ -198,8 +324,7 @@ static int add_merge(loader_t *l, const char *where, const char *a, size_t alen,
     return 0;
 }
 
-/* Splits s[0, len) on spaces and tabs into at most 2 symbols; returns how many it saw. */
-static int split_rule(const char *s, size_t len, const char **sym, size_t *symlen)
+int load_split_rule(const char *s, size_t len, const char **sym, size_t *symlen)
 {
     int n = 0;
     size_t i = 0;
@@ -224,7 +349,7 @@ static int read_file(loader_t *l, const char *path, char **data, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return fail(l, errno == ENOENT ? -ENOENT : -EIO, "%s", strerror(errno));
+        return load_fail(l, errno == ENOENT ? -ENOENT : -EIO, "%s", strerror(errno));
     size_t cap = 1 << 20, n = 0;
     char *buf = malloc(cap);
     for (;;) {
@@ -245,10 +370,10 @@ static int read_file(loader_t *l, const char *path, char **data, size_t *len)
     int bad = ferror(f);
     fclose(f);
     if (!buf)
-        return fail(l, -ENOMEM, "out of memory reading the file");
+        return load_fail(l, -ENOMEM, "out of memory reading the file");
     if (bad) {
         free(buf);
-        return fail(l, -EIO, "read error");
+        return load_fail(l, -EIO, "read error");
     }
     *data = buf;
     *len = n;
@@ -269,7 +394,7 @@ static int load_merges_txt(loader_t *l, const char *path)
     rc = bpe_merges_alloc(l->t, lines);
     if (rc < 0) {
         free(data);
-        return fail(l, rc, "out of memory for %zu merges", lines);
+        return load_fail(l, rc, "out of memory for %zu merges", lines);
     }
 
     size_t lineno = 0;
@@ -286,7 +411,7 @@ static int load_merges_txt(loader_t *l, const char *path)
             continue;
         const char *sym[2];
         size_t symlen[2];
-        int nsym = split_rule(line, llen, sym, symlen);
+        int nsym = load_split_rule(line, llen, sym, symlen);
         if (nsym == 0)
             continue;
         char where[PATH_MAX + 32];
@@ -296,98 +421,43 @@ static int load_merges_txt(loader_t *l, const char *path)
             rc = -EINVAL;
             break;
         }
-        rc = add_merge(l, where, sym[0], symlen[0], sym[1], symlen[1]);
+        rc = load_merge(l, where, sym[0], symlen[0], sym[1], symlen[1]);
     }
     free(data);
     return rc;
 }
 
-static json_t *load_json(loader_t *l, const char *path, int *rc)
+json_t *load_json(loader_t *l, const char *path, size_t flags, int *rc)
 {
     json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES | flags, &jerr);
     if (!root) {
         enum json_error_code code = json_error_code(&jerr);
         if (code == json_error_cannot_open_file)
-            *rc = fail(l, -EIO, "cannot open: %s", jerr.text);
+            *rc = load_fail(l, -EIO, "cannot open: %s", jerr.text);
         else if (code == json_error_out_of_memory)
-            *rc = fail(l, -ENOMEM, "out of memory parsing JSON");
+            *rc = load_fail(l, -ENOMEM, "out of memory parsing JSON");
         else
-            snprintf(l->err, l->errlen, "%s:%d: %s", l->fname, jerr.line, jerr.text),
-                *rc = -EINVAL;
-        /* jansson quotes the offending source text, which may hold a newline or other
-         * control bytes; the error must stay one line. */
-        for (char *p = l->err; *p; p++)
-            if ((unsigned char)*p < 0x20 || *p == 0x7f)
-                *p = '?';
+            snprintf(l->err, l->errlen, "%s:%d: %s", l->fname, jerr.line, jerr.text), *rc = -EINVAL;
     }
     return root;
-}
-
-static int load_tokenizer_json(loader_t *l, json_t *root)
-{
-    char where[PATH_MAX + 64];
-    if (!json_is_object(root))
-        return fail(l, -EINVAL, "not a JSON object");
-    json_t *model = json_object_get(root, "model");
-    if (!json_is_object(model))
-        return fail(l, -EINVAL, "no \"model\" object");
-    json_t *type = json_object_get(model, "type");
-    if (type && !(json_is_string(type) && strcmp(json_string_value(type), "BPE") == 0))
-        return fail(l, -EINVAL, "model.type is %s, expected \"BPE\"",
-                    json_is_string(type) ? json_string_value(type) : "not a string");
-    l->vocab = json_object_get(model, "vocab");
-    if (!l->vocab)
-        return fail(l, -EINVAL, "no model.vocab");
-    int rc = load_vocab(l, "model.vocab: ");
-    if (rc < 0)
-        return rc;
-
-    json_t *merges = json_object_get(model, "merges");
-    if (!json_is_array(merges))
-        return fail(l, -EINVAL, "model.merges is missing or not an array");
-    if (bpe_merges_alloc(l->t, json_array_size(merges)) < 0)
-        return fail(l, -ENOMEM, "out of memory for %zu merges", json_array_size(merges));
-    size_t i;
-    json_t *m;
-    json_array_foreach(merges, i, m) {
-        const char *sym[2];
-        size_t symlen[2];
-        int nsym;
-        snprintf(where, sizeof(where), "%s: model.merges[%zu]", l->fname, i);
-        if (json_is_string(m)) {
-            /* Older files: "a b". */
-            nsym = split_rule(json_string_value(m), json_string_length(m), sym, symlen);
-        } else if (json_is_array(m)) {
-            /* Newer files: ["a", "b"]. */
-            nsym = (int)json_array_size(m);
-            for (int k = 0; k < 2 && k < nsym; k++) {
-                json_t *s = json_array_get(m, (size_t)k);
-                if (!json_is_string(s)) {
-                    snprintf(l->err, l->errlen, "%s: symbol %d is not a string", where, k);
-                    return -EINVAL;
-                }
-                sym[k] = json_string_value(s);
-                symlen[k] = json_string_length(s);
-            }
-        } else {
-            snprintf(l->err, l->errlen, "%s: expected a string or a pair of strings", where);
-            return -EINVAL;
-        }
-        if (nsym != 2) {
-            snprintf(l->err, l->errlen, "%s: expected two symbols, got %d", where, nsym);
-            return -EINVAL;
-        }
-        rc = add_merge(l, where, sym[0], symlen[0], sym[1], symlen[1]);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
 }
 
 static int exists(const char *path)
 {
     return access(path, F_OK) == 0;
+}
+
+/* GPT-2's pipeline: ByteLevel pre-tokenization with its pattern, <|endoftext|> added. */
+static int gpt2_pipeline(loader_t *l)
+{
+    tok_t *t = l->t;
+    t->pre[0].kind = PRE_BYTELEVEL;
+    t->n_pre = 1;
+    t->bos_id = -1;
+    t->unk_id = -1;
+    return tok_pattern_compile(&t->pre[0], tok_gpt2_pattern, strlen(tok_gpt2_pattern), l->err,
+                               l->errlen);
 }
 
 static int load_files(tok_t *t, const char *dir, char *err, size_t errlen)
@@ -397,37 +467,35 @@ static int load_files(tok_t *t, const char *dir, char *err, size_t errlen)
     int rc = 0;
 
     byte_map_init(&l);
+    for (int b = 0; b < 256; b++)
+        t->fallback_id[b] = -1;
     if (snprintf(vocab_path, sizeof(vocab_path), "%s/vocab.json", dir) >= PATH_MAX ||
         snprintf(merges_path, sizeof(merges_path), "%s/merges.txt", dir) >= PATH_MAX ||
         snprintf(tj_path, sizeof(tj_path), "%s/tokenizer.json", dir) >= PATH_MAX)
-        return fail(&l, -ENAMETOOLONG, "directory name too long");
+        return load_fail(&l, -ENAMETOOLONG, "directory name too long");
 
+    if (exists(tj_path))
+        return hf_load(&l, dir);
     int have_pair = exists(vocab_path) && exists(merges_path);
-    if (!have_pair && exists(tj_path)) {
-        l.fname = tj_path;
-        json_t *root = load_json(&l, tj_path, &rc);
-        if (!root)
-            return rc;
-        rc = load_tokenizer_json(&l, root);
-        json_decref(root);
-        return rc;
-    }
     if (!have_pair) {
         const char *missing = exists(vocab_path) ? "merges.txt" : "vocab.json";
-        return fail(&l, -ENOENT, "no %s and no tokenizer.json", missing);
+        return load_fail(&l, -ENOENT, "no %s and no tokenizer.json", missing);
     }
 
+    t->byte_level = 1;
     l.fname = vocab_path;
-    json_t *vocab = load_json(&l, vocab_path, &rc);
+    json_t *vocab = load_json(&l, vocab_path, 0, &rc);
     if (!vocab)
         return rc;
     l.vocab = vocab;
-    rc = load_vocab(&l, "");
+    rc = load_vocab_json(&l);
     if (rc == 0) {
         l.fname = merges_path;
         rc = load_merges_txt(&l, merges_path);
     }
     json_decref(vocab);
+    if (rc == 0)
+        rc = gpt2_pipeline(&l);
     return rc;
 }
 

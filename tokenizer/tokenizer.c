@@ -1,8 +1,8 @@
 /* tokenizer.c - the tokenizer's lifetime and the table lookups: init/free, vocabulary
- * size, end-of-text id, token bytes and whole-sequence decode.
+ * size, special ids, chat templates, token bytes.
  *
- * tok_init loads the files (load.c), compiles the pre-tokenizer pattern (encode.c) and
- * allocates the word cache (bpe.c); nothing is allocated later except per-call results.
+ * tok_init loads the files (load.c, hf.c) and allocates the token index and the word cache
+ * (bpe.c); nothing is allocated later except per-call results.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -23,10 +23,8 @@ int tok_init(tok_t **out, const char *dir, char *err, size_t errlen)
         snprintf(err, errlen, "%s: out of memory for the tokenizer", dir);
         return -ENOMEM;
     }
+    t->eos_id = t->bos_id = t->unk_id = -1;
     rc = tok_load_files(t, dir, err, errlen);
-    if (rc < 0)
-        goto fail;
-    rc = tok_pattern_compile(t, err, errlen);
     if (rc < 0)
         goto fail;
     rc = bpe_index_build(t);
@@ -49,9 +47,25 @@ void tok_free(tok_t *t)
         return;
     bpe_cache_free(t);
     free(t->index);
-    pcre2_code_free(t->re);
+    for (int i = 0; i < TOK_MAX_STEPS; i++) {
+        pcre2_code_free(t->pre[i].re);
+        free(t->pre[i].lit);
+        free(t->norm[i].a);
+        free(t->norm[i].b);
+    }
+    for (int i = 0; i < t->n_added; i++)
+        free(t->added[i].text);
+    free(t->added);
+    for (int i = 0; i < t->n_tpl; i++) {
+        free(t->tpl_names[i]);
+        free(t->tpl_texts[i]);
+    }
+    free(t->tpl_names);
+    free(t->tpl_texts);
+    free(t->chat_template);
     free(t->merges);
     free(t->blob);
+    free(t->kblob);
     free(t->entries);
     free(t);
 }
@@ -66,6 +80,44 @@ int32_t tok_eos_id(const tok_t *t)
     return t->eos_id;
 }
 
+int32_t tok_bos_id(const tok_t *t)
+{
+    return t->bos_id;
+}
+
+int tok_is_special(const tok_t *t, int32_t id)
+{
+    return id >= 0 && id < t->n_vocab && t->entries[id].valid && t->entries[id].special;
+}
+
+int32_t tok_token_id(const tok_t *t, const char *text, size_t len)
+{
+    for (int i = 0; i < t->n_added; i++)
+        if (t->added[i].len == len && memcmp(t->added[i].text, text, len) == 0)
+            return t->added[i].id;
+    return t->index ? bpe_index_lookup(t, (const unsigned char *)text, len) : -1;
+}
+
+const char *tok_chat_template(const tok_t *t, const char *name)
+{
+    if (!name)
+        return t->chat_template;
+    for (int i = 0; i < t->n_tpl; i++)
+        if (strcmp(t->tpl_names[i], name) == 0)
+            return t->tpl_texts[i];
+    return NULL;
+}
+
+int tok_chat_template_count(const tok_t *t)
+{
+    return t->n_tpl;
+}
+
+const char *tok_chat_template_name(const tok_t *t, int i)
+{
+    return i >= 0 && i < t->n_tpl ? t->tpl_names[i] : NULL;
+}
+
 const char *tok_token_bytes(const tok_t *t, int32_t id, size_t *len)
 {
     if (id < 0 || id >= t->n_vocab || !t->entries[id].valid) {
@@ -74,30 +126,4 @@ const char *tok_token_bytes(const tok_t *t, int32_t id, size_t *len)
     }
     *len = t->entries[id].len;
     return t->blob + t->entries[id].off;
-}
-
-int tok_decode(const tok_t *t, const int32_t *ids, size_t n, char **text, size_t *len)
-{
-    size_t total = 0, blen;
-
-    *text = NULL;
-    *len = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!tok_token_bytes(t, ids[i], &blen))
-            return -EINVAL;
-        total += blen;
-    }
-    char *s = malloc(total + 1);
-    if (!s)
-        return -ENOMEM;
-    char *p = s;
-    for (size_t i = 0; i < n; i++) {
-        const char *b = tok_token_bytes(t, ids[i], &blen);
-        memcpy(p, b, blen);
-        p += blen;
-    }
-    *p = '\0';
-    *text = s;
-    *len = total;
-    return 0;
 }

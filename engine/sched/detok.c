@@ -98,7 +98,7 @@ int detok_push(detok_t *d, const tok_t *tok, int32_t id, char *out, size_t *out_
 
 int detok_finish(detok_t *d, char *out, size_t *out_len)
 {
-    char buf[16];
+    char buf[TOK_STREAM_OUT_MAX];
     size_t n = 0;
     tok_stream_flush(&d->ts, buf, sizeof(buf), &n);
     if (detok_push_text(d, buf, n, out, out_len))

@@ -324,6 +324,14 @@ void seq_prompt_logprobs(sched_t *s, sched_seq_t *q, int start, int n, const flo
 
 /* ---- sampling ------------------------------------------------------------------------ */
 
+static int is_stop_id(const eng_request_t *r, int32_t id)
+{
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] == id)
+            return 1;
+    return 0;
+}
+
 void seq_sample(sched_t *s, sched_seq_t *q, float *row)
 {
     const eng_request_t *r = q->req->r;
@@ -345,7 +353,9 @@ void seq_sample(sched_t *s, sched_seq_t *q, float *row)
     int finish = ENG_FINISH_NONE, by_string = 0;
     size_t tl = 0;
     s->text[0] = '\0';
-    if (id == s->eos) {
+    if (is_stop_id(r, id)) {
+        finish = ENG_FINISH_STOP; /* adds no text, as EOS */
+    } else if (id == s->eos) {
         /* Special tokens add no text (vLLM's skip_special_tokens). */
         if (!r->ignore_eos)
             finish = ENG_FINISH_STOP;

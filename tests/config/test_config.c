@@ -302,6 +302,20 @@ static void test_precedence(void)
     CHECK_INT_EQ(load(&c, err, ARGS(nuflag, "m"), ARGS("NANO_VLLM_NO_UI=off")), 0);
     CHECK_INT_EQ(c.no_ui, 0); /* the environment beats the file */
     cfg_free(&c);
+
+    /* The chat template: unset by default, a flag beats the environment, either a file name
+     * or the template text itself. */
+    CHECK_INT_EQ(load(&c, err, ARGS("m"), NOENV), 0);
+    CHECK(c.chat_template == NULL);
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m", "--chat-template", "{{ messages[0].content }}"),
+                      ARGS("NANO_VLLM_CHAT_TEMPLATE=t.jinja")),
+                 0);
+    CHECK_STR_EQ(c.chat_template, "{{ messages[0].content }}");
+    cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_CHAT_TEMPLATE=t.jinja")), 0);
+    CHECK_STR_EQ(c.chat_template, "t.jinja");
+    cfg_free(&c);
 }
 
 static void test_value_errors(void)

@@ -429,6 +429,54 @@ static void test_stop_strings(void)
     eng_free(e);
 }
 
+/* Stop token ids end a completion at that token, ignore_eos or not: the token is counted
+ * and in ids, adds no text, and the finish is STOP. */
+static void test_stop_ids(void)
+{
+    eng_params_t p = params_for(tiny_dir);
+    static choice_out_t free_run[1], stopped[1];
+    eng_t *e = make_engine(&p, tok);
+    submit_ok(e, make_req(0, prompts[0], plen[0], 20, 0.0f, 0));
+    run_until_idle(e, free_run, 1, 100);
+    ASSERT_TRUE(free_run[0].n_ids >= 6);
+    /* The first generated token that does not appear before it: the run must stop there. */
+    int k = 3;
+    for (int j = 0; j < k; j++)
+        if (free_run[0].ids[j] == free_run[0].ids[k])
+            k++, j = -1;
+    ASSERT_TRUE(k < free_run[0].n_ids);
+    size_t kept = 0;
+    for (int j = 0; j < k; j++) {
+        size_t n;
+        tok_token_bytes(tok, free_run[0].ids[j], &n);
+        kept += n;
+    }
+    eng_request_t *r = make_req(0, prompts[0], plen[0], 20, 0.0f, 0);
+    r->ignore_eos = 1;
+    r->n_stop_ids = 2;
+    r->stop_ids[0] = 50000 == free_run[0].ids[k] ? 50001 : 50000; /* never generated */
+    r->stop_ids[1] = free_run[0].ids[k];
+    submit_ok(e, r);
+    run_until_idle(e, stopped, 1, 100);
+    printf("stop token id %d: %d of %d tokens, %zu of %zu bytes\n", (int)free_run[0].ids[k],
+           stopped[0].n_ids, free_run[0].n_ids, stopped[0].text_len, free_run[0].text_len);
+    ASSERT_EQ(stopped[0].finish, ENG_FINISH_STOP);
+    ASSERT_EQ(stopped[0].n_ids, k + 1);
+    ASSERT_EQ(stopped[0].ids[k], free_run[0].ids[k]);
+    ASSERT_EQ(stopped[0].text_len, kept);
+    ASSERT_TRUE(memcmp(stopped[0].text, free_run[0].text, kept) == 0);
+    r = make_req(1, prompts[0], plen[0], 20, 0.0f, 0);
+    r->n_stop_ids = 1;
+    r->stop_ids[0] = 50257; /* beyond the vocabulary */
+    ASSERT_EQ(eng_submit(e, r), -EINVAL);
+    r->stop_ids[0] = 1;
+    r->n_stop_ids = ENG_MAX_STOP_IDS + 1;
+    ASSERT_EQ(eng_submit(e, r), -EINVAL);
+    eng_request_free(r);
+    check_idle(e);
+    eng_free(e);
+}
+
 /* An aborted request ends with ENG_FINISH_ABORT once and its blocks are back at once;
  * the others go on unchanged. */
 static void test_abort(void)
@@ -573,6 +621,7 @@ int main(int argc, char **argv)
     test_chunked_prefill();
     test_prefill_cap();
     test_stop_strings();
+    test_stop_ids();
     test_abort();
     test_prompt_logprobs();
     tok_free(tok);

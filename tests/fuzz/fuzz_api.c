@@ -2,13 +2,17 @@
  * body (JSON -> validated parameters), POST /tokenize and /detokenize, the error object and
  * the UTF-8 helpers.
  *
- * An input starting with 'T' or 'D' is the body of /tokenize or /detokenize after that byte;
+ * An input starting with 'T' or 'D' is the body of /tokenize or /detokenize after that byte,
+ * 'C' a chat completions body (server/api_chat.c), 'M' a /tokenize body with messages;
  * anything else is a completions body. Checks, beyond "no crash, no leak":
  *   - a refused request has a 400 or 404 error whose JSON object has exactly message, type,
  *     param and code, and leaves the parameters empty;
  *   - an accepted one obeys every bound api.h states (counts, ranges, finite floats, token
  *     ids below the vocabulary, non-empty stops), and each prompt becomes an engine request
  *     (with a stand-in tokenization) that is a faithful copy;
+ *   - an accepted chat request has 1..API_MAX_MESSAGES messages, each with a known role and
+ *     string content, add_generation_prompt and continue_final_message not both set, and
+ *     its shared fields within the same bounds (checked as a one-prompt request);
  *   - api_utf8_fix always gives valid UTF-8, and leaves valid input unchanged.
  */
 #include <jansson.h>
@@ -19,6 +23,7 @@
 #include <string.h>
 
 #include "server/api.h"
+#include "server/api_chat.h"
 
 #define VOCAB 50257
 #define MODEL "tiny"
@@ -72,6 +77,9 @@ static void check_params(api_params_t *p)
     REQUIRE(p->n_stop >= 0 && p->n_stop <= ENG_MAX_STOPS);
     for (int i = 0; i < p->n_stop; i++)
         REQUIRE(p->stop[i] && p->stop[i][0] && strlen(p->stop[i]) <= API_MAX_STOP_BYTES);
+    REQUIRE(p->n_stop_ids >= 0 && p->n_stop_ids <= API_MAX_STOP_IDS);
+    for (int i = 0; i < p->n_stop_ids; i++)
+        REQUIRE(p->stop_ids[i] >= 0 && p->stop_ids[i] < VOCAB);
     const eng_sampling_t *sp = &p->sp;
     REQUIRE(finite_in(sp->temperature, 0, 2) && finite_in(sp->top_p, 0, 1));
     REQUIRE(finite_in(sp->min_p, 0, 1) && sp->top_k >= 0);
@@ -109,6 +117,8 @@ static void check_params(api_params_t *p)
                 r->index_base == i * p->n && r->max_tokens == p->max_tokens);
         REQUIRE(memcmp(r->prompt, p->prompts[i].ids, (size_t)r->prompt_len * 4) == 0);
         REQUIRE(r->n_stop == p->n_stop && r->sp.n_logit_bias == sp->n_logit_bias);
+        REQUIRE(r->n_stop_ids == p->n_stop_ids &&
+                memcmp(r->stop_ids, p->stop_ids, sizeof(r->stop_ids)) == 0);
         for (int k = 0; k < r->n_stop; k++)
             REQUIRE(strcmp(r->stop[k], p->stop[k]) == 0 && r->stop[k] != p->stop[k]);
         eng_request_free(r);
@@ -124,6 +134,23 @@ static void check_utf8(const char *s, size_t n)
     if (api_utf8_valid(s, n))
         REQUIRE(m == n && memcmp(fixed, s, n) == 0);
     free(fixed);
+}
+
+static void check_chat(api_chat_t *c)
+{
+    size_t n = json_array_size(c->messages);
+    REQUIRE(n >= 1 && n <= API_MAX_MESSAGES);
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(c->messages, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        REQUIRE(role && (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0 ||
+                         strcmp(role, "user") == 0 || strcmp(role, "assistant") == 0));
+        REQUIRE(json_is_string(json_object_get(m, "content")));
+        REQUIRE(json_object_size(m) <= 3);
+    }
+    REQUIRE(!(c->add_generation_prompt && c->continue_final_message));
+    REQUIRE(!c->kwargs || json_is_object(c->kwargs));
+    REQUIRE(c->p.n_prompts == 0 && !c->p.prompts);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -155,6 +182,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else {
             check_error(&e);
         }
+        return 0;
+    }
+    if (size > 0 && (data[0] == 'C' || data[0] == 'M')) {
+        api_chat_t c;
+        int rc = data[0] == 'C' ? api_chat_parse(body + 1, size - 1, &lim, &c, &e)
+                                : api_chat_tokenize_parse(body + 1, size - 1, &lim, &c, &e);
+        if (rc == 1) {
+            REQUIRE(data[0] == 'M');
+            return 0;
+        }
+        if (rc != 0) {
+            check_error(&e);
+            return 0;
+        }
+        check_chat(&c);
+        if (data[0] == 'C') { /* the shared fields, as a one-prompt request */
+            REQUIRE(c.max_tokens_set || c.p.max_tokens == 16);
+            c.p.prompts = calloc(1, sizeof(*c.p.prompts));
+            REQUIRE(c.p.prompts);
+            c.p.n_prompts = 1;
+            c.p.prompts[0].ids = calloc(1, sizeof(int32_t));
+            REQUIRE(c.p.prompts[0].ids);
+            c.p.prompts[0].n_ids = 1;
+            check_params(&c.p);
+        }
+        api_chat_free(&c);
+        api_chat_free(&c);
         return 0;
     }
     api_params_t p;

@@ -109,6 +109,10 @@ def main():
     models = os.path.join(tmp, "models")
     os.makedirs(models)
     shutil.copytree(os.path.join(CKPT, "tiny-f32"), os.path.join(models, "gpt2"))
+    # The README's chat example runs GPT-2 with a template: the one the README shows.
+    with open(os.path.join(models, "gpt2", "chat_template.jinja"), "w") as f:
+        f.write("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}"
+                "{% endfor %}assistant:")
     with open(os.path.join(tmp, "prompts.txt"), "w") as f:
         f.write("Hello, my name is\nThe capital of France is\n")
     srv = Server(os.path.join(models, "gpt2"))
@@ -135,6 +139,12 @@ def main():
                           "streamed completion ends with data: [DONE]", r.stdout[-300:])
                     first = json.loads(events[0][len("data: "):])
                     check(first["object"] == "text_completion", "stream event shape", first)
+                elif "/v1/chat/completions" in cmd:
+                    body = json.loads(r.stdout)
+                    check(body.get("object") == "chat.completion"
+                          and body["choices"][0]["message"]["role"] == "assistant"
+                          and body["usage"]["completion_tokens"] >= 1,
+                          "chat completion has a message and usage", body)
                 else:
                     body = json.loads(r.stdout)
                     check(body["choices"][0]["finish_reason"] in ("length", "stop")

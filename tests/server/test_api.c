@@ -240,6 +240,24 @@ static void test_stop_bias_options(void)
     REFUSE("{\"stop\":[\"a\",\"\"]}", 400, "stop", "empty");
     REFUSE("{\"stop\":[1]}", 400, "stop", "not a string");
     REFUSE("{\"stop\":3}", 400, "stop", "string or a list");
+    CHECK_INT_EQ(parse("{\"stop_token_ids\":[50256,13,0]}", &p, &e), 0);
+    CHECK_INT_EQ(p.n_stop_ids, 3);
+    CHECK_INT_EQ(p.stop_ids[1], 13);
+    p.prompts[0].ids = calloc(1, sizeof(int32_t));
+    p.prompts[0].n_ids = 1;
+    eng_request_t *r = api_request_new(&p, 0, 1, NULL);
+    CHECK(r && r->n_stop_ids == 3 && r->stop_ids[0] == 50256 && r->stop_ids[2] == 0);
+    eng_request_free(r);
+    api_params_free(&p);
+    CHECK_INT_EQ(parse("{\"stop_token_ids\":[]}", &p, &e), 0);
+    CHECK_INT_EQ(p.n_stop_ids, 0);
+    api_params_free(&p);
+    REFUSE("{\"stop_token_ids\":[50257]}", 400, "stop_token_ids", "out of range");
+    REFUSE("{\"stop_token_ids\":[-1]}", 400, "stop_token_ids", "out of range");
+    REFUSE("{\"stop_token_ids\":[\"a\"]}", 400, "stop_token_ids", "not an integer");
+    REFUSE("{\"stop_token_ids\":7}", 400, "stop_token_ids", "list of token ids");
+    REFUSE("{\"stop_token_ids\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}", 400,
+           "stop_token_ids", "at most 16");
     REFUSE("{\"logit_bias\":{\"abc\":1}}", 400, "logit_bias", "not a token id");
     REFUSE("{\"logit_bias\":{\"1x\":1}}", 400, "logit_bias", "not a token id");
     REFUSE("{\"logit_bias\":{\"50257\":1}}", 400, "logit_bias", "out of range");

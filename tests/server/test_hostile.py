@@ -312,11 +312,80 @@ def battery_cases():
         param="tokens")
     raw("detokenize wrong type", J({"tokens": "abc"}, path=b"/detokenize"), 400,
         param="tokens")
+    # Chat completions (the battery's server has a template that raises on content "RAISE").
+    C = b"/v1/chat/completions"
+    U = [{"role": "user", "content": "x"}]
+
+    def chat(name, obj, param, status=400, path=C):
+        raw("chat: " + name, J(obj, path=path), status, param=param)
+
+    raw("chat: invalid JSON", post_bytes("{not json", path=C), 400)
+    raw("chat: deeply nested content", post_bytes('{"messages": [{"role": "user", "content": '
+                                                  + "[" * 5000 + "]" * 5000 + "}]}", path=C), 400)
+    for name, messages in [("missing", None), ("empty", []), ("a string", "hi"), ("an object", {}),
+                           ("message a string", ["hi"]), ("role robot", [{"role": "robot",
+                                                                          "content": "x"}]),
+                           ("role tool", [{"role": "tool", "content": "x"}]),
+                           ("role a number", [{"role": 1, "content": "x"}]),
+                           ("no role", [{"content": "x"}]), ("no content", [{"role": "user"}]),
+                           ("content a number", [{"role": "user", "content": 5}]),
+                           ("content null", [{"role": "user", "content": None}]),
+                           ("content an object", [{"role": "user", "content": {"text": "x"}}]),
+                           ("image part", [{"role": "user", "content": [
+                               {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]),
+                           ("audio part", [{"role": "user", "content": [
+                               {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]),
+                           ("unknown part", [{"role": "user", "content": [{"type": "video"}]}]),
+                           ("text part not a string", [{"role": "user", "content": [
+                               {"type": "text", "text": 5}]}]),
+                           ("part a string", [{"role": "user", "content": ["x"]}]),
+                           ("name a number", [{"role": "user", "content": "x", "name": 5}]),
+                           ("unknown message field", [{"role": "user", "content": "x", "w": 1}]),
+                           ("tool_calls", [{"role": "assistant", "content": "x",
+                                            "tool_calls": [{"id": "1"}]}]),
+                           ("5,000 messages", U * 5000)]:
+        body = {} if messages is None else {"messages": messages}
+        param = "messages" if messages is None or not isinstance(messages, list) or not messages \
+            or len(messages) > 4096 else None
+        chat("messages " + name, body, param)
+    for field, value in [("tools", [{"type": "function", "function": {"name": "f"}}]),
+                         ("tool_choice", "auto"), ("functions", [{"name": "f"}]),
+                         ("response_format", {"type": "json_object"}),
+                         ("response_format", {"type": "json_schema", "json_schema": {}}),
+                         ("response_format", "text"), ("top_logprobs", 3), ("logprobs", 2),
+                         ("max_completion_tokens", 0), ("max_tokens", "5"), ("n", 0),
+                         ("temperature", 9), ("chat_template_kwargs", []), ("prompt", "x"),
+                         ("echo", True), ("add_generation_prompt", "yes"), ("wat", 1)]:
+        chat("%s = %s" % (field, json.dumps(value)[:30]), {"messages": U, field: value}, field)
+    chat("top_logprobs 21", {"messages": U, "logprobs": True, "top_logprobs": 21}, "top_logprobs")
+    chat("continue_final_message after a user message",
+         {"messages": U, "continue_final_message": True, "add_generation_prompt": False},
+         "continue_final_message")
+    chat("unknown model", {"messages": U, "model": "gpt-4"}, "model", status=404)
+    chat("template raises", {"messages": [{"role": "user", "content": "RAISE"}]}, "messages")
+    chat("900 KB message", {"messages": [{"role": "user", "content": "a " * 450000}]},
+         "messages")
+    chat("max_tokens past the context", {"messages": U, "max_tokens": 256}, "messages")
+    chat("tokenize: bad role", {"messages": [{"role": "x", "content": "y"}]}, "messages[0]",
+         path=b"/tokenize")
+    chat("tokenize: template raises", {"messages": [{"role": "user", "content": "RAISE"}]},
+         "messages", path=b"/tokenize")
+    chat("tokenize: unknown field", {"messages": U, "max_tokens": 3}, "max_tokens",
+         path=b"/tokenize")
+    raw("GET on chat completions", b"GET /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", 405)
+    raw("chat without Content-Type", post_bytes(json.dumps({"messages": U}), path=C, ctype=None),
+        415)
     return cases
 
 
+# Raises on a message whose content is "RAISE" (the battery's chat case), else one line each.
+RAISING_TEMPLATE = ("{% for m in messages %}{% if m['content'] == 'RAISE' %}"
+                    "{{ raise_exception('the template refused this message') }}{% endif %}"
+                    "{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}")
+
+
 def test_battery():
-    srv = ts.Server()
+    srv = ts.Server("--chat-template", RAISING_TEMPLATE)
     try:
         before = greedy_text(srv)
         cases = battery_cases()

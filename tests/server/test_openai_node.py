@@ -6,7 +6,8 @@
 Copies tests/server/node (package.json, package-lock.json, openai_client.mjs) into WORK_DIR
 in the build directory, installs the locked SDK there with `npm ci` (skipped when the same
 lock is already installed), starts `nano-vllm serve` on a free loopback port with an API key
-and runs the client: one non-streaming and one streaming completion, and models.list.
+and a chat template and runs the client: one non-streaming and one streaming completion, the
+same for chat completions, a refused chat request, and models.list.
 """
 
 import os
@@ -18,6 +19,10 @@ import threading
 
 BIN, CKPT_DIR, SRC, WORK = sys.argv[1:5]
 FILES = ["package.json", "package-lock.json", "openai_client.mjs"]
+# A ChatML-style template for the GPT-2 test model, which has none of its own.
+CHAT_TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
+                 "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"
+                 "{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
 def install():
@@ -40,7 +45,8 @@ def install():
 def main():
     install()
     proc = subprocess.Popen([BIN, "serve", os.path.join(CKPT_DIR, "tiny-f32"), "--port", "0",
-                             "--kv-cache-memory", "64M", "--api-key", "sdk-test-key"],
+                             "--kv-cache-memory", "64M", "--api-key", "sdk-test-key",
+                             "--chat-template", CHAT_TEMPLATE],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     port, log = [], []
     ready = threading.Event()
