@@ -605,12 +605,11 @@ static int load_templates(loader_t *l, json_t *ct)
             return load_fail(l, -EINVAL, "chat_template[%zu]: no string name and template", i);
         t->tpl_names[t->n_tpl] = strdup(json_string_value(name));
         t->tpl_texts[t->n_tpl] = strdup(json_string_value(tpl));
-        if (!t->tpl_names[t->n_tpl] || !t->tpl_texts[t->n_tpl])
+        if (!t->tpl_names[t->n_tpl++] || !t->tpl_texts[t->n_tpl - 1])
             return load_fail(l, -ENOMEM, "out of memory");
         if (strcmp(json_string_value(name), "default") == 0 && !t->chat_template &&
             !(t->chat_template = strdup(json_string_value(tpl))))
             return load_fail(l, -ENOMEM, "out of memory");
-        t->n_tpl++;
     }
     return 0;
 }
