@@ -614,6 +614,28 @@ static int load_templates(loader_t *l, json_t *ct)
     return 0;
 }
 
+/* transformers' Llama and Gemma tokenizer classes rebuild the post-processor from
+ * add_bos_token / add_eos_token (LlamaTokenizerFast.update_post_processor), so for them
+ * the config decides the BOS and EOS of an encoded text; other classes keep the file's. */
+static void llama_post(tok_t *t, json_t *c)
+{
+    static const char *const classes[] = {"LlamaTokenizer",     "LlamaTokenizerFast",
+                                          "CodeLlamaTokenizer", "CodeLlamaTokenizerFast",
+                                          "GemmaTokenizer",     "GemmaTokenizerFast"};
+    json_t *cls = json_object_get(c, "tokenizer_class");
+    int known = 0;
+    for (size_t i = 0; json_is_string(cls) && i < sizeof(classes) / sizeof(classes[0]); i++)
+        known |= strcmp(json_string_value(cls), classes[i]) == 0;
+    if (!known)
+        return;
+    int bos = bool_of(c, "add_bos_token", 1) && t->bos_id >= 0;
+    int eos = bool_of(c, "add_eos_token", 0) && t->eos_id >= 0;
+    t->n_post_pre = bos;
+    t->post_pre[0] = t->bos_id;
+    t->n_post_suf = eos;
+    t->post_suf[0] = t->eos_id;
+}
+
 static int load_config(loader_t *l, const char *dir)
 {
     char path[PATH_MAX];
@@ -648,6 +670,8 @@ static int load_config(loader_t *l, const char *dir)
         if (t->bos_id < 0)
             rc = load_fail(l, -EINVAL, "bos_token is not a token of tokenizer.json");
     }
+    if (rc == 0)
+        llama_post(t, c);
     t->clean_up = bool_of(c, "clean_up_tokenization_spaces", 0);
     t->spaces_between = bool_of(c, "spaces_between_special_tokens", 0);
     if (rc == 0)

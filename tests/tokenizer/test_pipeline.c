@@ -7,7 +7,8 @@
  * "Ġ b" 258, "Ġ c" 259, "Ġ Ġ" 260 tell the pieces apart; a String pattern matches each
  * space on its own, so "  " is two matches) and sentencepiece/ (Llama 2's
  * pipeline: Prepend and Replace normalizers, byte fallback, Replace/ByteFallback/Fuse/Strip
- * decoder, BOS by TemplateProcessing, a tokenizer_config.json with a list of templates).
+ * decoder, BOS by TemplateProcessing, a tokenizer_config.json with a list of templates;
+ * sentencepiece-eos/ has a Llama class config without BOS and with EOS).
  * The exit status is the verdict.
  */
 #include <stdint.h>
@@ -156,6 +157,16 @@ static void test_sentencepiece(const char *data)
     tok_free(t);
 }
 
+/* A Llama tokenizer class: add_bos_token / add_eos_token decide, as in transformers. */
+static void test_llama_config(const char *data)
+{
+    tok_t *t = load(data, "sentencepiece-eos");
+    if (!t)
+        return;
+    EXPECT(t, "add_bos_token false, add_eos_token true", "hello ab", 273, 268, 2);
+    tok_free(t);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -164,6 +175,7 @@ int main(int argc, char **argv)
     }
     test_split(argv[1]);
     test_sentencepiece(argv[1]);
+    test_llama_config(argv[1]);
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
