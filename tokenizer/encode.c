@@ -86,12 +86,16 @@ static int hold(splitter_t *p, size_t a, size_t b)
     return rc;
 }
 
-static int element(splitter_t *p, size_t a, size_t b, int m)
+static inline int element(splitter_t *p, size_t a, size_t b, int m)
 {
     int rc = 0, prev = p->prev_match;
     p->prev_match = m;
     switch (p->behavior) {
     case SPLIT_ISOLATED:
+        /* The hot path (GPT-2, Llama 3, Qwen): the last step's pieces go straight to BPE. */
+        if (p->step + 1 >= p->c->t->n_pre_work)
+            return bpe_encode_word(p->c->t, p->s + a, b - a, p->c->use_cache, &p->c->scratch,
+                                   &p->c->ids);
         return emit(p, a, b);
     case SPLIT_REMOVED:
         return m ? 0 : emit(p, a, b);
@@ -167,7 +171,7 @@ static int pieces(encode_ctx_t *c, int step, const unsigned char *s, size_t len)
     const tok_t *t = c->t;
     if (len == 0)
         return 0;
-    if (step == t->n_pre)
+    if (step >= t->n_pre_work)
         return bpe_encode_word(t, s, len, c->use_cache, &c->scratch, &c->ids);
     const tok_pretok_t *pt = &t->pre[step];
     if (pt->kind == PRE_BYTELEVEL && pt->prefix_space && s[0] != ' ') {
@@ -206,8 +210,15 @@ static int find_added(const encode_ctx_t *c, const unsigned char *s, size_t len,
 {
     const tok_t *t = c->t;
     for (size_t pos = from; pos < len; pos++) {
-        if (!t->added_first[s[pos]])
+        if (t->added_lead >= 0) {
+            /* Usually every added token starts with '<': jump from one to the next. */
+            const unsigned char *p = memchr(s + pos, t->added_lead, len - pos);
+            if (!p)
+                return -1;
+            pos = (size_t)(p - s);
+        } else if (!t->added_first[s[pos]]) {
             continue;
+        }
         for (int i = 0; i < t->n_added; i++) {
             const tok_added_t *a = &t->added[i];
             if (a->normalized != want || (a->special && !c->parse_special) || a->len > len - pos ||

@@ -605,14 +605,35 @@ static int load_templates(loader_t *l, json_t *ct)
             return load_fail(l, -EINVAL, "chat_template[%zu]: no string name and template", i);
         t->tpl_names[t->n_tpl] = strdup(json_string_value(name));
         t->tpl_texts[t->n_tpl] = strdup(json_string_value(tpl));
-        if (!t->tpl_names[t->n_tpl] || !t->tpl_texts[t->n_tpl])
+        if (!t->tpl_names[t->n_tpl++] || !t->tpl_texts[t->n_tpl - 1])
             return load_fail(l, -ENOMEM, "out of memory");
         if (strcmp(json_string_value(name), "default") == 0 && !t->chat_template &&
             !(t->chat_template = strdup(json_string_value(tpl))))
             return load_fail(l, -ENOMEM, "out of memory");
-        t->n_tpl++;
     }
     return 0;
+}
+
+/* transformers' Llama and Gemma tokenizer classes rebuild the post-processor from
+ * add_bos_token / add_eos_token (LlamaTokenizerFast.update_post_processor), so for them
+ * the config decides the BOS and EOS of an encoded text; other classes keep the file's. */
+static void llama_post(tok_t *t, json_t *c)
+{
+    static const char *const classes[] = {"LlamaTokenizer",     "LlamaTokenizerFast",
+                                          "CodeLlamaTokenizer", "CodeLlamaTokenizerFast",
+                                          "GemmaTokenizer",     "GemmaTokenizerFast"};
+    json_t *cls = json_object_get(c, "tokenizer_class");
+    int known = 0;
+    for (size_t i = 0; json_is_string(cls) && i < sizeof(classes) / sizeof(classes[0]); i++)
+        known |= strcmp(json_string_value(cls), classes[i]) == 0;
+    if (!known)
+        return;
+    int bos = bool_of(c, "add_bos_token", 1) && t->bos_id >= 0;
+    int eos = bool_of(c, "add_eos_token", 0) && t->eos_id >= 0;
+    t->n_post_pre = bos;
+    t->post_pre[0] = t->bos_id;
+    t->n_post_suf = eos;
+    t->post_suf[0] = t->eos_id;
 }
 
 static int load_config(loader_t *l, const char *dir)
@@ -649,6 +670,8 @@ static int load_config(loader_t *l, const char *dir)
         if (t->bos_id < 0)
             rc = load_fail(l, -EINVAL, "bos_token is not a token of tokenizer.json");
     }
+    if (rc == 0)
+        llama_post(t, c);
     t->clean_up = bool_of(c, "clean_up_tokenization_spaces", 0);
     t->spaces_between = bool_of(c, "spaces_between_special_tokens", 0);
     if (rc == 0)

@@ -123,10 +123,13 @@ struct tok {
     int n_norm;
     tok_pretok_t pre[TOK_MAX_STEPS];
     int n_pre;
+    int n_pre_work; /* steps before the trailing ones that change nothing (ByteLevel
+                     * without regex or prefix space: the vocabulary is bytes already) */
 
     tok_added_t *added; /* (n_added) owned, sorted longest first */
     int n_added;
     uint8_t added_first[256]; /* 1 if some added token starts with this byte */
+    int added_lead;           /* the byte every added token starts with, or -1 */
 
     int32_t post_pre[4]; /* post-processor ids before the sequence */
     int n_post_pre;

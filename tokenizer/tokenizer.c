@@ -27,6 +27,14 @@ int tok_init(tok_t **out, const char *dir, char *err, size_t errlen)
     rc = tok_load_files(t, dir, err, errlen);
     if (rc < 0)
         goto fail;
+    t->n_pre_work = t->n_pre;
+    while (t->n_pre_work > 0 && t->pre[t->n_pre_work - 1].kind == PRE_BYTELEVEL &&
+           !t->pre[t->n_pre_work - 1].re && !t->pre[t->n_pre_work - 1].prefix_space)
+        t->n_pre_work--;
+    t->added_lead = -1;
+    for (int b = 0, seen = 0; b < 256; b++)
+        if (t->added_first[b])
+            t->added_lead = seen++ ? -1 : b;
     rc = bpe_index_build(t);
     if (rc == 0)
         rc = bpe_cache_init(t);

@@ -14,18 +14,18 @@
 
 #include "tokenizer/tokenizer.h"
 
-/* What one token can add: its bytes plus up to 3 bytes carried from the previous one, and
- * the U+FFFD replacements the stream decoder may write (tokenizer.h: TOK_STREAM_OUT_MAX). */
+/* What one token can add: its bytes plus the bytes the stream held back, and the U+FFFD
+ * replacements the stream decoder may write (tokenizer.h: TOK_STREAM_OUT_MAX). */
 #define DETOK_STEP_BYTES (TOK_STREAM_OUT_MAX + 16)
 
 typedef struct detok {
     tok_stream_t ts;
-    char *hold;         /* owned; (cap) text decoded but not yet given out */
-    size_t hold_len;    /* bytes in hold */
-    size_t cap;         /* the size of hold, and of every out buffer passed below */
+    char *hold;      /* owned; (cap) text decoded but not yet given out */
+    size_t hold_len; /* bytes in hold */
+    size_t cap;      /* the size of hold, and of every out buffer passed below */
     char *const *stops; /* borrowed from the request; (n_stop) NUL-terminated, non-empty */
     int n_stop;
-    size_t max_stop; /* the longest stop string */
+    size_t max_stop;    /* the longest stop string */
 } detok_t;
 
 /* stops is borrowed and must outlive d. Returns 0 or -ENOMEM. */

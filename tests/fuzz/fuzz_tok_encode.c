@@ -73,7 +73,7 @@ static int stream_decode(const tok_t *t, const int32_t *ids, size_t n, char **ou
     char *buf = malloc(n * TOK_STREAM_OUT_MAX + 8);
     size_t used = 0, got;
     tok_stream_t s;
-    tok_stream_init(&s);
+    tok_stream_init_with(&s, 0); /* special tokens as text, to compare with the input */
     for (size_t i = 0; i < n; i++) {
         int rc = tok_stream_feed(t, &s, ids[i], buf + used, TOK_STREAM_OUT_MAX, &got);
         if (rc != 0) {
