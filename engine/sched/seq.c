@@ -355,7 +355,7 @@ void seq_sample(sched_t *s, sched_seq_t *q, float *row)
     s->text[0] = '\0';
     if (is_stop_id(r, id)) {
         finish = ENG_FINISH_STOP; /* adds no text, as EOS */
-    } else if (id == s->eos) {
+    } else if (sched_is_eos(s, id)) {
         /* Special tokens add no text (vLLM's skip_special_tokens). */
         if (!r->ignore_eos)
             finish = ENG_FINISH_STOP;
