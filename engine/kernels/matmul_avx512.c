@@ -9,6 +9,9 @@
  * panels are the other tiles' (16 columns, BF16 rows in pairs as in panel_at in matmul_pack.c, so
  * one 64-byte load serves two k steps), so weights packed once run on any kernel; the last
  * panel of an odd range gets a one-panel tile. The k loop takes two rows per iteration.
+ * Each element is one chain of FMAs in order of k (matmul_kern.h), whatever the tile's rows:
+ * a one-row tile has two chains (one per panel), 128 bytes of F32 or 32 of int8 weights per
+ * FMA latency on one core, above one core's share of the memory bandwidth.
  *
  * Why 8 x 32 and not one panel with more rows: two FMA units with 4 cycles of latency need
  * at least 8 independent accumulators, which both give, but a one-panel tile loads one X
@@ -43,8 +46,10 @@ INLINE __m512 bf16_pairs(const uint16_t *p, int odd)
 }
 
 /* Row k + odd of a panel as one F32 vector, columns 0..15 (odd a constant; for BF16 and
- * BF16X3 k is even: rows k and k + 1 are one row of pairs, bf16_pairs). */
-INLINE __m512 load_row(int dt, const void *w, int k, int odd)
+ * BF16X3 k is even: rows k and k + 1 are one row of pairs, bf16_pairs). I8: the int8 values
+ * times the panel's column scales at s (q * scale rounded to F32, mm_weight_get's value), so
+ * I8 sums as the other dtypes do (matmul_kern.h); s is unused for the other dtypes. */
+INLINE __m512 load_row(int dt, const void *w, int k, int odd, const float *s)
 {
     if (dt == ENG_DTYPE_BF16)
         return bf16_pairs((const uint16_t *)w + (size_t)k * MM_NR, odd);
@@ -59,9 +64,10 @@ INLINE __m512 load_row(int dt, const void *w, int k, int odd)
     if (dt == ENG_DTYPE_F16)
         return _mm512_cvtph_ps(
             _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + (size_t)k * MM_NR)));
-    /* I8: vpmovsxbd from memory, then convert: exact, as in the AVX2 tile. */
+    /* I8: vpmovsxbd from memory, convert (exact) and scale, as in the AVX2 tile. */
     const int8_t *p = (const int8_t *)w + (size_t)k * MM_NR;
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+    __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+    return _mm512_mul_ps(q, _mm512_loadu_ps(s));
 }
 
 /* Row i of the tile's X, from the bases xa = row 0, xb = row 3, xc = row 6 and the row stride
@@ -94,8 +100,8 @@ INLINE __mmask16 lane_mask(int n)
 INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int DT)
 {
     const __mmask16 m0 = lane_mask(t->nc), m1 = lane_mask(t->nc - MM_NR);
-    /* The start value: the bias (or zero) plus Y when load_y. I8 sums the raw products from
-     * zero and adds them, scaled, to the start value after the k loop. */
+    /* The start value: the bias (or zero) plus Y when load_y; then the products in order of
+     * k, one FMA after the other (matmul_kern.h). */
     __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
     if (t->bias) {
         b0 = _mm512_maskz_loadu_ps(m0, t->bias);
@@ -104,7 +110,7 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
     }
 #define START(i)                                                                              \
     __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();                      \
-    if (MR > i && DT != ENG_DTYPE_I8) {                                                       \
+    if (MR > i) {                                                                             \
         const float *yr = t->y + (size_t)(i) * t->ldy;                                        \
         c##i##0 = b0;                                                                         \
         c##i##1 = b1;                                                                         \
@@ -117,47 +123,18 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
     ROWS(START)
 #undef START
     const char *w = t->w, *pf = t->pf;
+    /* I8: the column scales of the first and second panel (load_row). */
+    const float *s0 = t->scale, *s1 = DT == ENG_DTYPE_I8 && NP == 2 ? t->scale + MM_NR : NULL;
     const ptrdiff_t ws = t->wstride, pfstep = t->pfstep;
     const size_t wstep = MM_NR * mm_dtype_size(DT);
     const int kc = t->kc;
-    if (MR == 1) {
-        /* One row has one accumulator per panel, and each FMA would wait for the previous
-         * step's: odd k go to a second set, added at the end (the same order as the other
-         * tiles). */
-        const float *x = t->x;
-        __m512 e0 = _mm512_setzero_ps(), e1 = _mm512_setzero_ps();
-        int k = 0;
-        for (; k + 2 <= kc; k += 2) {
-            const char *wk = w + (size_t)k * wstep;
-            __m512 xa = _mm512_set1_ps(x[k]), xb = _mm512_set1_ps(x[k + 1]);
-            _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
-            _mm_prefetch(pf + (k + 1) * pfstep, _MM_HINT_T0);
-            c00 = _mm512_fmadd_ps(xa, load_row(DT, wk, 0, 0), c00);
-            e0 = _mm512_fmadd_ps(xb, load_row(DT, wk, 0, 1), e0);
-            if (NP == 2) {
-                _mm_prefetch(pf + ws + k * pfstep, _MM_HINT_T0);
-                _mm_prefetch(pf + ws + (k + 1) * pfstep, _MM_HINT_T0);
-                c01 = _mm512_fmadd_ps(xa, load_row(DT, wk + ws, 0, 0), c01);
-                e1 = _mm512_fmadd_ps(xb, load_row(DT, wk + ws, 0, 1), e1);
-            }
-        }
-        if (k < kc) {
-            const char *wk = w + (size_t)k * wstep;
-            __m512 xa = _mm512_set1_ps(x[k]);
-            c00 = _mm512_fmadd_ps(xa, load_row(DT, wk, 0, 0), c00);
-            if (NP == 2)
-                c01 = _mm512_fmadd_ps(xa, load_row(DT, wk + ws, 0, 0), c01);
-        }
-        c00 = _mm512_add_ps(c00, e0);
-        c01 = _mm512_add_ps(c01, e1);
-    } else {
-        /* Eight row pointers and the loop's own would not all fit the 15 general registers
-         * (with twelve rows gcc kept some on the stack): rows are addressed from three bases
-         * instead, as base + 1, 2 or 4 row strides (see x_row), and the bases step by one
-         * float. */
-        const size_t s = t->ldx * sizeof(float);
-        const char *xa = (const char *)t->x, *xb = xa + 3 * s, *xc = xa + 6 * s;
-        /* Two rows per iteration (BF16 keeps them in one row of pairs), in order of k. */
+    /* Eight row pointers and the loop's own would not all fit the 15 general registers
+     * (with twelve rows gcc kept some on the stack): rows are addressed from three bases
+     * instead, as base + 1, 2 or 4 row strides (see x_row), and the bases step by one
+     * float. */
+    const size_t s = t->ldx * sizeof(float);
+    const char *xa = (const char *)t->x, *xb = xa + 3 * s, *xc = xa + 6 * s;
+    /* Two rows per iteration (BF16 keeps them in one row of pairs), in order of k. */
 #define STEP(i, kk, w0, w1)                                                                   \
     if (MR > i) {                                                                             \
         __m512 xv = _mm512_set1_ps(x_row(i, xa, xb, xc, s)[kk]);                              \
@@ -167,57 +144,37 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
     }
 #define STEP0(i) STEP(i, 0, w0, w1)
 #define STEP1(i) STEP(i, 1, v0, v1)
-        int k = kc;
-        for (; k >= 2; k -= 2) {
-            __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
-            _mm_prefetch(pf, _MM_HINT_T0);
-            if (NP == 2) {
-                w1 = load_row(DT, w + ws, 0, 0);
-                _mm_prefetch(pf + ws, _MM_HINT_T0);
-            }
-            ROWS(STEP0)
-            __m512 v0 = load_row(DT, w, 0, 1), v1 = _mm512_setzero_ps();
-            _mm_prefetch(pf + pfstep, _MM_HINT_T0);
-            if (NP == 2) {
-                v1 = load_row(DT, w + ws, 0, 1);
-                _mm_prefetch(pf + ws + pfstep, _MM_HINT_T0);
-            }
-            ROWS(STEP1)
-            xa += 2 * sizeof(float);
-            xb += 2 * sizeof(float);
-            xc += 2 * sizeof(float);
-            w += 2 * wstep;
-            pf += 2 * pfstep;
+    int k = kc;
+    for (; k >= 2; k -= 2) {
+        __m512 w0 = load_row(DT, w, 0, 0, s0), w1 = _mm512_setzero_ps();
+        _mm_prefetch(pf, _MM_HINT_T0);
+        if (NP == 2) {
+            w1 = load_row(DT, w + ws, 0, 0, s1);
+            _mm_prefetch(pf + ws, _MM_HINT_T0);
         }
-        if (k) {
-            __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
-            if (NP == 2)
-                w1 = load_row(DT, w + ws, 0, 0);
-            ROWS(STEP0)
+        ROWS(STEP0)
+        __m512 v0 = load_row(DT, w, 0, 1, s0), v1 = _mm512_setzero_ps();
+        _mm_prefetch(pf + pfstep, _MM_HINT_T0);
+        if (NP == 2) {
+            v1 = load_row(DT, w + ws, 0, 1, s1);
+            _mm_prefetch(pf + ws + pfstep, _MM_HINT_T0);
         }
+        ROWS(STEP1)
+        xa += 2 * sizeof(float);
+        xb += 2 * sizeof(float);
+        xc += 2 * sizeof(float);
+        w += 2 * wstep;
+        pf += 2 * pfstep;
+    }
+    if (k) {
+        __m512 w0 = load_row(DT, w, 0, 0, s0), w1 = _mm512_setzero_ps();
+        if (NP == 2)
+            w1 = load_row(DT, w + ws, 0, 0, s1);
+        ROWS(STEP0)
+    }
 #undef STEP0
 #undef STEP1
 #undef STEP
-    }
-    if (DT == ENG_DTYPE_I8) {
-        const __m512 s0 = _mm512_loadu_ps(t->scale);
-        const __m512 s1 = NP == 2 ? _mm512_loadu_ps(t->scale + MM_NR) : _mm512_setzero_ps();
-#define SCALE(i)                                                                              \
-    if (MR > i) {                                                                             \
-        const float *yr = t->y + (size_t)(i) * t->ldy;                                        \
-        __m512 v0 = b0, v1 = b1;                                                              \
-        if (t->load_y) {                                                                      \
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, yr));                            \
-            if (NP == 2)                                                                      \
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, yr + MM_NR));                \
-        }                                                                                     \
-        c##i##0 = _mm512_fmadd_ps(c##i##0, s0, v0);                                           \
-        if (NP == 2)                                                                          \
-            c##i##1 = _mm512_fmadd_ps(c##i##1, s1, v1);                                       \
-    }
-        ROWS(SCALE)
-#undef SCALE
-    }
     if (t->gelu) {
 #define GELU(i)                                                                               \
     if (MR > i) {                                                                             \

@@ -1,7 +1,6 @@
 /* matmul_generic.c - the portable register tile (plain C, any CPU).
- * Same order of k as the vector tiles; each product is rounded before the add (no FMA).
- * I8 sums the products of the raw int8 values from zero and adds scale * sum to the start
- * value at the end, as the vector tile does. */
+ * The order of matmul_kern.h, as the vector tiles; each product is rounded before the add
+ * (no FMA). I8 weights are widened to q * scale, as the vector tiles do. */
 #include <string.h>
 
 #include "engine/engine.h"
@@ -10,7 +9,7 @@
 #include "engine/kernels/vecmath.h"
 
 /* Widens row k of the panel into 16 floats (BF16: from the row of pairs holding rows k & ~1
- * and k | 1, see panel_at in matmul_pack.c; I8: the integers, unscaled). */
+ * and k | 1, see panel_at in matmul_pack.c; I8: the integers times their column scales). */
 static void panel_row(const mm_tile_t *t, int k, float *out)
 {
     if (t->dtype == ENG_DTYPE_F32) {
@@ -20,7 +19,7 @@ static void panel_row(const mm_tile_t *t, int k, float *out)
     if (t->dtype == ENG_DTYPE_I8) {
         const int8_t *q = (const int8_t *)t->w + (size_t)k * MM_NR;
         for (int j = 0; j < MM_NR; j++)
-            out[j] = (float)q[j];
+            out[j] = (float)q[j] * t->scale[j];
         return;
     }
     if (t->dtype == ENG_DTYPE_F16) {
@@ -41,8 +40,7 @@ static void panel_row(const mm_tile_t *t, int k, float *out)
 
 void mm_tile_generic(const mm_tile_t *t)
 {
-    const int i8 = t->dtype == ENG_DTYPE_I8;
-    float acc[MM_MR_GENERIC][MM_NR], start[MM_MR_GENERIC][MM_NR];
+    float acc[MM_MR_GENERIC][MM_NR];
     for (int i = 0; i < t->mr; i++) {
         for (int j = 0; j < MM_NR; j++) {
             float v = 0.0f;
@@ -52,36 +50,18 @@ void mm_tile_generic(const mm_tile_t *t)
                 if (t->bias)
                     v += t->bias[j];
             }
-            start[i][j] = v;
-            acc[i][j] = i8 ? 0.0f : v;
+            acc[i][j] = v;
         }
     }
     float wrow[MM_NR];
-    if (t->mr == 1) {
-        /* One row: odd k summed apart and added at the end, as the vector tiles do. */
-        float odd[MM_NR] = {0};
-        for (int k = 0; k < t->kc; k++) {
-            panel_row(t, k, wrow);
-            float xv = t->x[k], *a = k % 2 ? odd : acc[0];
+    for (int k = 0; k < t->kc; k++) {
+        panel_row(t, k, wrow);
+        for (int i = 0; i < t->mr; i++) {
+            float xv = t->x[(size_t)i * t->ldx + k];
             for (int j = 0; j < MM_NR; j++)
-                a[j] += xv * wrow[j];
-        }
-        for (int j = 0; j < MM_NR; j++)
-            acc[0][j] += odd[j];
-    } else {
-        for (int k = 0; k < t->kc; k++) {
-            panel_row(t, k, wrow);
-            for (int i = 0; i < t->mr; i++) {
-                float xv = t->x[(size_t)i * t->ldx + k];
-                for (int j = 0; j < MM_NR; j++)
-                    acc[i][j] += xv * wrow[j];
-            }
+                acc[i][j] += xv * wrow[j];
         }
     }
-    if (i8)
-        for (int i = 0; i < t->mr; i++)
-            for (int j = 0; j < MM_NR; j++)
-                acc[i][j] = start[i][j] + t->scale[j] * acc[i][j];
     if (t->gelu)
         for (int i = 0; i < t->mr; i++)
             for (int j = 0; j < t->nc; j++)
