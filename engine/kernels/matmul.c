@@ -54,6 +54,7 @@
 #endif
 #define MM_MC_MIN 48
 #define MM_KC 256
+_Static_assert(MM_KC % MM_I8_KC == 0, "I8 chunks must not straddle the driver's K chunks");
 #define MM_MC 120
 /* Near prefetch distance in the panel stream when M <= MR: 1-8 KB all helped on the
  * Xeon of notes/skinny-gemm.md; on the EPYC here 64 B, 4 KB and 16 KB measured the same
@@ -307,6 +308,29 @@ static int tile_np(const mm_t *mm, int mr)
     return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np;
 }
 
+/* Runs tile t; an I8 tile longer than MM_I8_KC rows of K runs as its chunks of MM_I8_KC, in
+ * order, each adding its scaled sum to the Y the previous one stored (matmul_kern.h), with
+ * the prefetch stream where the whole tile would have it. t starts at a multiple of
+ * MM_I8_KC rows (row 0, or a driver chunk of MM_KC). */
+static void run_tile(tile_fn tile, const mm_tile_t *t, size_t row_bytes)
+{
+    if (t->dtype != ENG_DTYPE_I8 || t->kc <= MM_I8_KC) {
+        tile(t);
+        return;
+    }
+    mm_tile_t c = *t;
+    for (int kb = 0; kb < t->kc; kb += MM_I8_KC) {
+        c.kc = t->kc - kb < MM_I8_KC ? t->kc - kb : MM_I8_KC;
+        c.x = t->x + kb;
+        c.w = (const char *)t->w + (size_t)kb * row_bytes;
+        c.pf = t->pf + (ptrdiff_t)kb * t->pfstep;
+        c.bias = kb == 0 ? t->bias : NULL;
+        c.load_y = kb == 0 ? t->load_y : 1;
+        c.gelu = t->gelu && kb + c.kc == t->kc;
+        tile(&c);
+    }
+}
+
 static void matmul_range(const mm_job_t *j, int p0, int p1)
 {
     const mm_weight_t *w = j->w;
@@ -367,7 +391,7 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                                (size_t)b * (size_t)kc * (size_t)step;
                         t.pfstep = step;
                     }
-                    tile(&t);
+                    run_tile(tile, &t, row_bytes);
                 }
             }
         }

@@ -1,13 +1,13 @@
 /* matmul_avx2.c - the AVX2 + FMA (+ F16C) register tile: up to 6 rows x 16 columns, or
- * fewer rows over more panels (2 x 48, 3 x 32 and 1 x 64; mm_np_avx2).
+ * fewer rows over more panels (1 x 64 and 2 x 32; mm_np_avx2).
  *
  * Only functions with the target attribute use these instructions; matmul.c calls
  * mm_tile_avx2 only after checking the CPU, so the rest of the binary stays portable.
  * Per k step and panel: one panel row (two ymm of W), one broadcast per row of X and two
  * FMAs per row: at most 12 accumulators + 2 W + 1 broadcast = 15 of the 16 ymm registers,
  * no spills (checked with objdump: no rsp/rbp traffic in the k loop). Int8 rows widen in the
- * same two registers (vpmovsxbd, vcvtdq2ps) and are scaled by their column scales read from
- * memory. Each element is one chain of FMAs in order of k (matmul_kern.h): a tile of few rows
+ * same two registers (vpmovsxbd, vcvtdq2ps); their column scales apply once per tile (at
+ * most MM_I8_KC rows of K). Each element is one chain of FMAs in order of k (matmul_kern.h): a tile of few rows
  * gets its independent chains from more panels, not from splitting k, so one row decoding
  * alone is summed exactly as inside a batch. (A one-row tile over one panel has two chains,
  * one FMA latency per panel row: about 20 GB/s of F32 on one core, too slow for 16-bit and
@@ -94,28 +94,6 @@ INLINE __m256i tail_mask(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
 }
 
-/* v times the eight column scales at s, with s an operand in memory (inline assembly, as
- * the BF16 mask above: in registers the scales of a 6-row tile would push accumulators out). */
-INLINE __m256 mul_mem(__m256 v, const float *s)
-{
-    __m256 r;
-    __asm__("vmulps %1, %2, %0" : "=x"(r) : "m"(*(const float(*)[8])s), "x"(v));
-    return r;
-}
-
-/* Row k + odd of panel p as two F32 vectors, the weights the product multiplies: the stored
- * values widened, and for I8 times the column scales (q * scale rounded to F32, what
- * mm_weight_get reads), so every dtype sums the same way and a K chunk boundary changes
- * nothing. */
-INLINE void weight_row(const mm_tile_t *t, int dt, int p, int k, int odd, __m256 *lo, __m256 *hi)
-{
-    load_row(dt, (const char *)t->w + p * t->wstride, k, odd, lo, hi);
-    if (dt == ENG_DTYPE_I8) {
-        *lo = mul_mem(*lo, t->scale + p * MM_NR);
-        *hi = mul_mem(*hi, t->scale + p * MM_NR + 8);
-    }
-}
-
 /* The accumulators are named variables, not an array: with an array, gcc -O2 kept them in
  * memory unless told to unroll, and clang 14 stored all 12 to the stack every k step even
  * then; named ones stay in registers with both (checked with objdump). c<i>_<j> is row i,
@@ -130,21 +108,28 @@ INLINE void weight_row(const mm_tile_t *t, int dt, int p, int k, int odd, __m256
 INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int DT)
 {
     const int full = t->nc == NP * MM_NR;
-    /* Every element starts from its bias (or zero) plus Y when load_y, then adds the
-     * products in order of k, one FMA after the other: the order matmul_kern.h fixes. */
-#define START(i, j)                                                                                \
-    __m256 c##i##_##j = _mm256_setzero_ps();                                                       \
-    if (LIVE(i, j)) {                                                                              \
-        const __m256i mk = tail_mask(t->nc - 8 * (j));                                             \
-        if (t->bias)                                                                               \
-            c##i##_##j = full ? _mm256_loadu_ps(t->bias + 8 * (j))                                 \
-                              : _mm256_maskload_ps(t->bias + 8 * (j), mk);                         \
-        if (t->load_y) {                                                                           \
-            const float *yr = t->y + (size_t)(i)*t->ldy + 8 * (j);                                 \
-            c##i##_##j = _mm256_add_ps(c##i##_##j,                                                 \
-                                       full ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, mk));   \
-        }                                                                                          \
+    /* The start value of an element: its bias (or zero) plus Y when load_y (Y alone when there
+     * is no bias: Y as stored by an earlier chunk of K, -0 included). F32, F16, BF16 and
+     * BF16X3 elements start from it and add the products in order of k, one FMA after the
+     * other; I8 ones add their sum of raw products, times the column scale, to it (the
+     * order matmul_kern.h fixes). */
+#define START_VALUE(i, j, v)                                                                  \
+    {                                                                                         \
+        const __m256i mk = tail_mask(t->nc - 8 * (j));                                        \
+        const float *yr = t->y + (size_t)(i) * t->ldy + 8 * (j);                              \
+        v = _mm256_setzero_ps();                                                              \
+        if (t->load_y)                                                                        \
+            v = full ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, mk);                      \
+        if (t->bias) {                                                                        \
+            const float *br = t->bias + 8 * (j);                                              \
+            __m256 bv = full ? _mm256_loadu_ps(br) : _mm256_maskload_ps(br, mk);              \
+            v = t->load_y ? _mm256_add_ps(bv, v) : bv;                                        \
+        }                                                                                     \
     }
+#define START(i, j)                                                                           \
+    __m256 c##i##_##j = _mm256_setzero_ps();                                                  \
+    if (LIVE(i, j) && DT != ENG_DTYPE_I8)                                                     \
+        START_VALUE(i, j, c##i##_##j)
     GRID(START)
 #undef START
     const float *x = t->x;
@@ -155,54 +140,66 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
     /* Two rows of the panels per iteration (BF16 keeps them in one row of pairs): per panel,
      * its row as two vectors (2 registers), then one broadcast of X per tile row and two FMAs:
      * 2 NP MR accumulators (at most 12) + 2 + 1 of the 16 registers. */
-#define FMA_ROW(i, j0, j1, kk)                                                                     \
-    if (LIVE(i, j0)) {                                                                             \
-        __m256 xv = _mm256_broadcast_ss(x + (size_t)(i)*ldx + (kk));                               \
-        c##i##_##j0 = _mm256_fmadd_ps(xv, w0, c##i##_##j0);                                        \
-        c##i##_##j1 = _mm256_fmadd_ps(xv, w1, c##i##_##j1);                                        \
+#define FMA_ROW(i, j0, j1, kk)                                                                \
+    if (LIVE(i, j0)) {                                                                        \
+        __m256 xv = _mm256_broadcast_ss(x + (size_t)(i) * ldx + (kk));                        \
+        c##i##_##j0 = _mm256_fmadd_ps(xv, w0, c##i##_##j0);                                   \
+        c##i##_##j1 = _mm256_fmadd_ps(xv, w1, c##i##_##j1);                                   \
     }
-#define ROWS_FMA(j0, j1, kk)                                                                       \
-    FMA_ROW(0, j0, j1, kk)                                                                         \
-    FMA_ROW(1, j0, j1, kk) FMA_ROW(2, j0, j1, kk) FMA_ROW(3, j0, j1, kk) FMA_ROW(4, j0, j1, kk)    \
-        FMA_ROW(5, j0, j1, kk)
+#define ROWS_FMA(j0, j1, kk)                                                                  \
+    FMA_ROW(0, j0, j1, kk) FMA_ROW(1, j0, j1, kk) FMA_ROW(2, j0, j1, kk)                      \
+    FMA_ROW(3, j0, j1, kk) FMA_ROW(4, j0, j1, kk) FMA_ROW(5, j0, j1, kk)
 #define ROW_FMAS_0(kk) ROWS_FMA(0, 1, kk)
 #define ROW_FMAS_1(kk) ROWS_FMA(2, 3, kk)
 #define ROW_FMAS_2(kk) ROWS_FMA(4, 5, kk)
 #define ROW_FMAS_3(kk) ROWS_FMA(6, 7, kk)
-    int k = 0;
-    for (; k + 2 <= kc; k += 2) {
-#define STEP(p, odd)                                                                               \
-    if (NP > (p)) {                                                                                \
-        __m256 w0, w1;                                                                             \
-        weight_row(t, DT, p, k, odd, &w0, &w1);                                                    \
-        _mm_prefetch(pf + (p)*ws + (k + (odd)) * pfstep, _MM_HINT_T0);                             \
-        ROW_FMAS_##p(k + (odd))                                                                    \
+#define STEP(p, odd)                                                                          \
+    if (NP > (p)) {                                                                           \
+        __m256 w0, w1;                                                                        \
+        load_row(DT, (const char *)t->w + (p) * ws, k, odd, &w0, &w1);                        \
+        _mm_prefetch(pf + (p) * ws + (k + (odd)) * pfstep, _MM_HINT_T0);                      \
+        ROW_FMAS_##p(k + (odd))                                                               \
     }
 #define STEP0(p) STEP(p, 0)
 #define STEP1(p) STEP(p, 1)
+    /* I8: element = start + scale * sum, one FMA (the driver gives an I8 tile at most
+     * MM_I8_KC rows of K, so this is one chunk's sum). */
+#define FOLD(i, j)                                                                            \
+    if (LIVE(i, j)) {                                                                         \
+        __m256 v;                                                                             \
+        START_VALUE(i, j, v)                                                                  \
+        c##i##_##j = _mm256_fmadd_ps(c##i##_##j, _mm256_loadu_ps(t->scale + 8 * (j)), v);     \
+    }
+    int k = 0;
+    for (; k + 2 <= kc; k += 2) {
         PANELS(STEP0)
         PANELS(STEP1)
     }
     if (k < kc) {
         PANELS(STEP0)
     }
+    if (DT == ENG_DTYPE_I8) {
+        GRID(FOLD)
+    }
+#undef FOLD
 #undef STEP0
 #undef STEP1
 #undef STEP
+#undef START_VALUE
     if (t->gelu) {
-#define GELU(i, j)                                                                                 \
-    if (LIVE(i, j))                                                                                \
+#define GELU(i, j)                                                                            \
+    if (LIVE(i, j))                                                                           \
         c##i##_##j = vm_gelu8(c##i##_##j);
         GRID(GELU)
 #undef GELU
     }
-#define STORE(i, j)                                                                                \
-    if (LIVE(i, j)) {                                                                              \
-        float *yr = t->y + (size_t)(i)*t->ldy + 8 * (j);                                           \
-        if (full)                                                                                  \
-            _mm256_storeu_ps(yr, c##i##_##j);                                                      \
-        else                                                                                       \
-            _mm256_maskstore_ps(yr, tail_mask(t->nc - 8 * (j)), c##i##_##j);                       \
+#define STORE(i, j)                                                                           \
+    if (LIVE(i, j)) {                                                                         \
+        float *yr = t->y + (size_t)(i) * t->ldy + 8 * (j);                                    \
+        if (full)                                                                             \
+            _mm256_storeu_ps(yr, c##i##_##j);                                                 \
+        else                                                                                  \
+            _mm256_maskstore_ps(yr, tail_mask(t->nc - 8 * (j)), c##i##_##j);                  \
     }
     GRID(STORE)
 #undef STORE
@@ -210,24 +207,20 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
 
 /* Tiles of MR rows and NP panels, MR = 1..MM_MR_AVX2 and NP = 1..mm_np_avx2(MR); NULL past
  * that. */
-#define TILE_FN(DT, NAME, R, P)                                                                    \
-    TARGET static void NAME##_##R##_##P(const mm_tile_t *t)                                        \
-    {                                                                                              \
-        tile_body(t, R, P, DT);                                                                    \
-    }
-#define TILE_FNS(DT, NAME)                                                                         \
-    TILE_FN(DT, NAME, 1, 1)                                                                        \
-    TILE_FN(DT, NAME, 1, 2) TILE_FN(DT, NAME, 1, 3) TILE_FN(DT, NAME, 1, 4)                        \
-        TILE_FN(DT, NAME, 2, 1) TILE_FN(DT, NAME, 2, 2) TILE_FN(DT, NAME, 2, 3)                    \
-            TILE_FN(DT, NAME, 3, 1) TILE_FN(DT, NAME, 3, 2) TILE_FN(DT, NAME, 4, 1)                \
-                TILE_FN(DT, NAME, 5, 1)                                                            \
-                    TILE_FN(DT, NAME, 6, 1) static void (*const NAME[MM_MR_AVX2][MM_NP_AVX2])(     \
-                        const mm_tile_t *) = {{NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},    \
-                                              {NAME##_2_1, NAME##_2_2, NAME##_2_3},                \
-                                              {NAME##_3_1, NAME##_3_2},                            \
-                                              {NAME##_4_1},                                        \
-                                              {NAME##_5_1},                                        \
-                                              {NAME##_6_1}};
+#define TILE_FN(DT, NAME, R, P)                                                               \
+    TARGET static void NAME##_##R##_##P(const mm_tile_t *t) { tile_body(t, R, P, DT); }
+#define TILE_FNS(DT, NAME)                                                                    \
+    TILE_FN(DT, NAME, 1, 1) TILE_FN(DT, NAME, 1, 2) TILE_FN(DT, NAME, 1, 3)                   \
+    TILE_FN(DT, NAME, 1, 4) TILE_FN(DT, NAME, 2, 1) TILE_FN(DT, NAME, 2, 2)                   \
+    TILE_FN(DT, NAME, 3, 1) TILE_FN(DT, NAME, 4, 1) TILE_FN(DT, NAME, 5, 1)                   \
+    TILE_FN(DT, NAME, 6, 1)                                                                   \
+    static void (*const NAME[MM_MR_AVX2][MM_NP_AVX2])(const mm_tile_t *) = {                  \
+        {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                                     \
+        {NAME##_2_1, NAME##_2_2},                                                             \
+        {NAME##_3_1},                                                                         \
+        {NAME##_4_1},                                                                         \
+        {NAME##_5_1},                                                                         \
+        {NAME##_6_1}};
 
 TILE_FNS(ENG_DTYPE_F32, tile_f32)
 TILE_FNS(ENG_DTYPE_F16, tile_f16)

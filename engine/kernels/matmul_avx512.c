@@ -46,10 +46,8 @@ INLINE __m512 bf16_pairs(const uint16_t *p, int odd)
 }
 
 /* Row k + odd of a panel as one F32 vector, columns 0..15 (odd a constant; for BF16 and
- * BF16X3 k is even: rows k and k + 1 are one row of pairs, bf16_pairs). I8: the int8 values
- * times the panel's column scales at s (q * scale rounded to F32, mm_weight_get's value), so
- * I8 sums as the other dtypes do (matmul_kern.h); s is unused for the other dtypes. */
-INLINE __m512 load_row(int dt, const void *w, int k, int odd, const float *s)
+ * BF16X3 k is even: rows k and k + 1 are one row of pairs, bf16_pairs). */
+INLINE __m512 load_row(int dt, const void *w, int k, int odd)
 {
     if (dt == ENG_DTYPE_BF16)
         return bf16_pairs((const uint16_t *)w + (size_t)k * MM_NR, odd);
@@ -64,10 +62,9 @@ INLINE __m512 load_row(int dt, const void *w, int k, int odd, const float *s)
     if (dt == ENG_DTYPE_F16)
         return _mm512_cvtph_ps(
             _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + (size_t)k * MM_NR)));
-    /* I8: vpmovsxbd from memory, convert (exact) and scale, as in the AVX2 tile. */
+    /* I8: vpmovsxbd from memory, then convert: exact, as in the AVX2 tile. */
     const int8_t *p = (const int8_t *)w + (size_t)k * MM_NR;
-    __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
-    return _mm512_mul_ps(q, _mm512_loadu_ps(s));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
 
 /* Row i of the tile's X, from the bases xa = row 0, xb = row 3, xc = row 6 and the row stride
@@ -100,31 +97,31 @@ INLINE __mmask16 lane_mask(int n)
 INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int DT)
 {
     const __mmask16 m0 = lane_mask(t->nc), m1 = lane_mask(t->nc - MM_NR);
-    /* The start value: the bias (or zero) plus Y when load_y; then the products in order of
-     * k, one FMA after the other (matmul_kern.h). */
-    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-    if (t->bias) {
-        b0 = _mm512_maskz_loadu_ps(m0, t->bias);
-        if (NP == 2)
-            b1 = _mm512_maskz_loadu_ps(m1, t->bias + MM_NR);
+    /* The start value of an element: its bias (or zero) plus Y when load_y (Y alone when there
+     * is no bias: Y as stored by an earlier chunk of K, -0 included). F32, F16, BF16 and
+     * BF16X3 elements start from it and add the products in order of k, one FMA after the
+     * other; I8 ones add their sum of raw products, times the column scale, to it (the
+     * order matmul_kern.h fixes). */
+#define START_VALUE(i, q, m, v)                                                               \
+    {                                                                                         \
+        v = _mm512_setzero_ps();                                                              \
+        if (t->load_y)                                                                        \
+            v = _mm512_maskz_loadu_ps(m, t->y + (size_t)(i) * t->ldy + (q) * MM_NR);          \
+        if (t->bias) {                                                                        \
+            __m512 bv = _mm512_maskz_loadu_ps(m, t->bias + (q) * MM_NR);                      \
+            v = t->load_y ? _mm512_add_ps(bv, v) : bv;                                        \
+        }                                                                                     \
     }
 #define START(i)                                                                              \
     __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();                      \
-    if (MR > i) {                                                                             \
-        const float *yr = t->y + (size_t)(i) * t->ldy;                                        \
-        c##i##0 = b0;                                                                         \
-        c##i##1 = b1;                                                                         \
-        if (t->load_y) {                                                                      \
-            c##i##0 = _mm512_add_ps(c##i##0, _mm512_maskz_loadu_ps(m0, yr));                  \
-            if (NP == 2)                                                                      \
-                c##i##1 = _mm512_add_ps(c##i##1, _mm512_maskz_loadu_ps(m1, yr + MM_NR));      \
-        }                                                                                     \
+    if (MR > i && DT != ENG_DTYPE_I8) {                                                       \
+        START_VALUE(i, 0, m0, c##i##0)                                                        \
+        if (NP == 2)                                                                          \
+            START_VALUE(i, 1, m1, c##i##1)                                                    \
     }
     ROWS(START)
 #undef START
     const char *w = t->w, *pf = t->pf;
-    /* I8: the column scales of the first and second panel (load_row). */
-    const float *s0 = t->scale, *s1 = DT == ENG_DTYPE_I8 && NP == 2 ? t->scale + MM_NR : NULL;
     const ptrdiff_t ws = t->wstride, pfstep = t->pfstep;
     const size_t wstep = MM_NR * mm_dtype_size(DT);
     const int kc = t->kc;
@@ -144,19 +141,33 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
     }
 #define STEP0(i) STEP(i, 0, w0, w1)
 #define STEP1(i) STEP(i, 1, v0, v1)
+    /* I8: element = start + scale * sum, one FMA (the driver gives an I8 tile at most
+     * MM_I8_KC rows of K, so this is one chunk's sum). */
+#define FOLD1(i, q, m, c)                                                                     \
+    {                                                                                         \
+        __m512 v;                                                                             \
+        START_VALUE(i, q, m, v)                                                               \
+        c = _mm512_fmadd_ps(c, _mm512_loadu_ps(t->scale + (q) * MM_NR), v);                   \
+    }
+#define FOLD(i)                                                                               \
+    if (MR > i) {                                                                             \
+        FOLD1(i, 0, m0, c##i##0)                                                              \
+        if (NP == 2)                                                                          \
+            FOLD1(i, 1, m1, c##i##1)                                                          \
+    }
     int k = kc;
     for (; k >= 2; k -= 2) {
-        __m512 w0 = load_row(DT, w, 0, 0, s0), w1 = _mm512_setzero_ps();
+        __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
         _mm_prefetch(pf, _MM_HINT_T0);
         if (NP == 2) {
-            w1 = load_row(DT, w + ws, 0, 0, s1);
+            w1 = load_row(DT, w + ws, 0, 0);
             _mm_prefetch(pf + ws, _MM_HINT_T0);
         }
         ROWS(STEP0)
-        __m512 v0 = load_row(DT, w, 0, 1, s0), v1 = _mm512_setzero_ps();
+        __m512 v0 = load_row(DT, w, 0, 1), v1 = _mm512_setzero_ps();
         _mm_prefetch(pf + pfstep, _MM_HINT_T0);
         if (NP == 2) {
-            v1 = load_row(DT, w + ws, 0, 1, s1);
+            v1 = load_row(DT, w + ws, 0, 1);
             _mm_prefetch(pf + ws + pfstep, _MM_HINT_T0);
         }
         ROWS(STEP1)
@@ -167,11 +178,17 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
         pf += 2 * pfstep;
     }
     if (k) {
-        __m512 w0 = load_row(DT, w, 0, 0, s0), w1 = _mm512_setzero_ps();
+        __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
         if (NP == 2)
-            w1 = load_row(DT, w + ws, 0, 0, s1);
+            w1 = load_row(DT, w + ws, 0, 0);
         ROWS(STEP0)
     }
+    if (DT == ENG_DTYPE_I8) {
+        ROWS(FOLD)
+    }
+#undef FOLD
+#undef FOLD1
+#undef START_VALUE
 #undef STEP0
 #undef STEP1
 #undef STEP

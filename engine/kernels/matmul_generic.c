@@ -1,6 +1,6 @@
 /* matmul_generic.c - the portable register tile (plain C, any CPU).
  * The order of matmul_kern.h, as the vector tiles; each product is rounded before the add
- * (no FMA). I8 weights are widened to q * scale, as the vector tiles do. */
+ * (no FMA), and so is an I8 chunk's scaled sum before it is added to the element. */
 #include <string.h>
 
 #include "engine/engine.h"
@@ -9,7 +9,7 @@
 #include "engine/kernels/vecmath.h"
 
 /* Widens row k of the panel into 16 floats (BF16: from the row of pairs holding rows k & ~1
- * and k | 1, see panel_at in matmul_pack.c; I8: the integers times their column scales). */
+ * and k | 1, see panel_at in matmul_pack.c; I8: the integers, unscaled). */
 static void panel_row(const mm_tile_t *t, int k, float *out)
 {
     if (t->dtype == ENG_DTYPE_F32) {
@@ -19,7 +19,7 @@ static void panel_row(const mm_tile_t *t, int k, float *out)
     if (t->dtype == ENG_DTYPE_I8) {
         const int8_t *q = (const int8_t *)t->w + (size_t)k * MM_NR;
         for (int j = 0; j < MM_NR; j++)
-            out[j] = (float)q[j] * t->scale[j];
+            out[j] = (float)q[j];
         return;
     }
     if (t->dtype == ENG_DTYPE_F16) {
@@ -40,7 +40,9 @@ static void panel_row(const mm_tile_t *t, int k, float *out)
 
 void mm_tile_generic(const mm_tile_t *t)
 {
-    float acc[MM_MR_GENERIC][MM_NR];
+    const int i8 = t->dtype == ENG_DTYPE_I8;
+    /* The start values; I8 adds its scaled sum to them. */
+    float acc[MM_MR_GENERIC][MM_NR], start[MM_MR_GENERIC][MM_NR];
     for (int i = 0; i < t->mr; i++) {
         for (int j = 0; j < MM_NR; j++) {
             float v = 0.0f;
@@ -50,7 +52,8 @@ void mm_tile_generic(const mm_tile_t *t)
                 if (t->bias)
                     v += t->bias[j];
             }
-            acc[i][j] = v;
+            start[i][j] = v;
+            acc[i][j] = i8 ? 0.0f : v;
         }
     }
     float wrow[MM_NR];
@@ -62,6 +65,11 @@ void mm_tile_generic(const mm_tile_t *t)
                 acc[i][j] += xv * wrow[j];
         }
     }
+    /* I8: one chunk of at most MM_I8_KC rows (the driver cuts longer K). */
+    if (i8)
+        for (int i = 0; i < t->mr; i++)
+            for (int j = 0; j < MM_NR; j++)
+                acc[i][j] = start[i][j] + t->scale[j] * acc[i][j];
     if (t->gelu)
         for (int i = 0; i < t->mr; i++)
             for (int j = 0; j < t->nc; j++)

@@ -8,11 +8,15 @@
  * falls in, how many panels that tile spans or which thread runs it: each element starts
  * from its bias (or zero) plus Y when the tile loads Y, then adds x[k] * w[k] for k in
  * order, one rounding (FMA) or two (the portable tile) per step, in one chain. w[k] is the
- * stored value widened to F32; for I8 the int8 value times its column's scale, rounded to
- * F32 (mm_weight_get's value), so I8 sums like the other dtypes and K cut into chunks (Y
- * stored and loaded between them, exact in F32) gives the same bits as one pass. Never
- * several chains per element: the kernels get independent FMA chains from more panels per
- * tile when the tile has few rows (mm_np_avx2).
+ * stored value widened to F32. I8 sums the raw int8 products the same way, from zero, over
+ * each chunk of MM_I8_KC rows of K (chunks at multiples of MM_I8_KC from row 0: the driver
+ * never gives an I8 tile more), and the tile adds the chunk's sum times the column scale to
+ * its start value, one FMA: one scaling per chunk instead of one per weight, at fixed places,
+ * so it does not depend on M either. K cut into chunks (Y stored and loaded between them,
+ * exact in F32) gives the same bits as one pass: an element without bias starts from the
+ * loaded Y itself (-0 included), not 0 + Y. Never several chains per element: the kernels
+ * get independent FMA chains from more panels per tile when the tile has few rows
+ * (mm_np_avx2).
  */
 #ifndef NANO_VLLM_MATMUL_KERN_H
 #define NANO_VLLM_MATMUL_KERN_H
@@ -23,21 +27,23 @@
 #include "engine/engine.h"
 
 /* Rows and panels per register tile, per kernel. AVX2: up to 6 x 16, 12 ymm accumulators (of
- * 16 registers); fewer rows take more panels (mm_np_avx2), so a one-row tile has 8 chains of
- * FMAs and keeps up with memory. AVX-512: 8 x 32 = 16 zmm accumulators; see matmul_avx512.c
+ * 16 registers); 1 and 2 rows take more panels (mm_np_avx2), so a one-row tile has 8 chains
+ * of FMAs and keeps up with memory. AVX-512: 8 x 32 = 16 zmm accumulators; see matmul_avx512.c
  * for why. The driver cuts the rows of X into near-equal tiles of at most MM_MR_* rows, and
  * gives a tile the panels of the largest tile's count while its range has that many left
  * (the last of a range may get fewer). */
+#define MM_I8_KC 256 /* rows of K per I8 chunk; the driver's K chunks are multiples of it */
 #define MM_MR_GENERIC 6
 #define MM_MR_AVX2 6
 #define MM_NP_AVX2 4
 #define MM_MR_AVX512 8
 #define MM_NP_AVX512 2
 
-/* Panels per AVX2 tile of mr rows: 2 * np * mr <= 12 accumulators. */
+/* Panels per AVX2 tile of mr rows: 8 accumulators for 1 and 2 rows (with 12, gcc kept one
+ * on the stack for 2 rows: it holds both rows' broadcasts), 6-12 from 3 rows on. */
 static inline int mm_np_avx2(int mr)
 {
-    return mr == 1 ? 4 : mr == 2 ? 3 : mr == 3 ? 2 : 1;
+    return mr == 1 ? 4 : mr == 2 ? 2 : 1;
 }
 
 typedef struct mm_tile {
