@@ -87,7 +87,8 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         snprintf(err, errlen, "engine: out of memory");
         return -ENOMEM;
     }
-    int rc = model_load(&e->model, p->model_dir, p->weight_dtype, p->kernel, err, errlen);
+    int rc = model_load_progress(&e->model, p->model_dir, p->weight_dtype, p->kernel,
+                                 p->load_progress, p->load_progress_arg, err, errlen);
     if (rc < 0)
         goto fail;
     /* model_load starts one compute thread per core; OpenBLAS stays single-threaded. */

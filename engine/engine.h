@@ -43,6 +43,10 @@ enum eng_dtype {
 #define ENG_DEFAULT_MAX_NUM_SEQS 256
 #define ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS 2048
 
+/* Loading progress: bytes of the checkpoint's weights packed or converted so far (never
+ * decreasing) and their total; the last call of a load that succeeds has done == total. */
+typedef void (*eng_progress_cb)(void *arg, uint64_t done, uint64_t total);
+
 typedef struct eng_params {
     const char *model_dir;      /* borrowed: Hugging Face model directory */
     int threads;                /* compute threads; 0 = one per core */
@@ -67,6 +71,9 @@ typedef struct eng_params {
                                       * arrivals are not starved (the rule: prefill_cap in
                                       * engine/sched/sched.c); 0 = no cap beyond
                                       * max_num_batched_tokens */
+    eng_progress_cb load_progress; /* called on eng_init's thread while the weights load
+                                    * (a few hundred calls); NULL = none */
+    void *load_progress_arg;
 } eng_params_t;
 
 /* What the model and pool look like once loaded. Strings borrowed from the engine. */

@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "server/chat_template.h"
 #include "server/log.h"
@@ -53,6 +54,59 @@ _Static_assert(SAME_DTYPE(AUTO, AUTO) && SAME_DTYPE(F32, F32) && SAME_DTYPE(F16,
                    SAME_DTYPE(BF16, BF16) && SAME_DTYPE(INT8, I8) && SAME_DTYPE(BF16X3, BF16X3),
                "enum cfg_dtype and enum eng_dtype differ");
 
+/* Loading progress: a log line every LOAD_LOG_INTERVAL_S and one at the end; on a terminal
+ * (text log format) a live bar on stderr instead of the periodic lines. */
+#define LOAD_LOG_INTERVAL_S 5.0
+#define LOAD_BAR_INTERVAL_S 0.1
+#define LOAD_BAR_WIDTH 30
+
+typedef struct load_progress {
+    double start, last; /* seconds (uv_hrtime) */
+    int bar;            /* a live bar on stderr */
+    int drawn;          /* the bar is on screen, its line not yet ended */
+} load_progress_t;
+
+static void draw_bar(const load_progress_t *lp, double now, uint64_t done, uint64_t total)
+{
+    char bar[LOAD_BAR_WIDTH + 1];
+    int fill = total ? (int)(done * LOAD_BAR_WIDTH / total) : LOAD_BAR_WIDTH;
+    for (int i = 0; i < LOAD_BAR_WIDTH; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[LOAD_BAR_WIDTH] = 0;
+    double secs = now - lp->start;
+    fprintf(stderr, "\rloading weights [%s] %3d%% %.2f/%.2f GB %.2f GB/s ", bar,
+            total ? (int)(done * 100 / total) : 100, (double)done / 1e9, (double)total / 1e9,
+            secs > 0 ? (double)done / 1e9 / secs : 0.0);
+    fflush(stderr);
+}
+
+static void on_load_progress(void *arg, uint64_t done, uint64_t total) /* the loader thread */
+{
+    load_progress_t *lp = arg;
+    double now = (double)uv_hrtime() / 1e9;
+    if (done < total) {
+        if (now - lp->last < (lp->bar ? LOAD_BAR_INTERVAL_S : LOAD_LOG_INTERVAL_S))
+            return;
+        lp->last = now;
+        if (lp->bar) {
+            draw_bar(lp, now, done, total);
+            lp->drawn = 1;
+        } else {
+            srv_log(SRV_LOG_INFO, "srv", NULL, "loading weights: %.2f of %.2f GB (%d%%)",
+                    (double)done / 1e9, (double)total / 1e9, (int)(done * 100 / total));
+        }
+        return;
+    }
+    if (lp->drawn) {
+        draw_bar(lp, now, done, total);
+        fputc('\n', stderr);
+        lp->drawn = 0;
+    }
+    double secs = now - lp->start;
+    srv_log(SRV_LOG_INFO, "srv", NULL, "loaded %.2f GB of weights in %.1f s (100%%, %.2f GB/s)",
+            (double)total / 1e9, secs, secs > 0 ? (double)total / 1e9 / secs : 0.0);
+}
+
 static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
 {
     srv_t *s = w->data;
@@ -74,6 +128,9 @@ static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
     if (s->load_rc)
         return;
     srv_log(SRV_LOG_INFO, "srv", NULL, "loading the model from %s", s->cfg.model_dir);
+    load_progress_t lp = {.start = (double)uv_hrtime() / 1e9,
+                          .bar = s->cfg.log_format != CFG_LOG_JSON && isatty(STDERR_FILENO)};
+    lp.last = lp.start;
     eng_params_t p = {
         .model_dir = s->cfg.model_dir,
         .threads = s->cfg.threads,
@@ -88,8 +145,12 @@ static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
         .kernel = s->cfg.kernel,
         .kv_cache_dtype = s->cfg.kv_cache_dtype,
         .max_prefill_tokens_decoding = s->cfg.max_prefill_tokens_decoding,
+        .load_progress = on_load_progress,
+        .load_progress_arg = &lp,
     };
     s->load_rc = eng_init(&s->eng, &p, s->tok, s->load_err, sizeof(s->load_err));
+    if (lp.drawn) /* a failed load leaves the bar's line open */
+        fputc('\n', stderr);
 }
 
 static void load_done_cb(uv_work_t *w, int status)
@@ -120,8 +181,7 @@ static void load_done_cb(uv_work_t *w, int status)
             s->info.kv_cache_dtype ? s->info.kv_cache_dtype : "?",
             (double)s->info.kv_bytes / 1048576.0, s->info.kernel ? s->info.kernel : "?",
             s->info.compute_threads);
-    srv_log(SRV_LOG_INFO, "srv", NULL,
-            "architecture %s, %d KV heads of %d; context %d is %s",
+    srv_log(SRV_LOG_INFO, "srv", NULL, "architecture %s, %d KV heads of %d; context %d is %s",
             s->info.arch ? s->info.arch : "?", s->info.n_kv_head, s->info.head_size,
             s->info.max_model_len, s->info.max_model_len_from);
     if (s->draining) { /* a signal came while loading */

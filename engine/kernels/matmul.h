@@ -91,6 +91,20 @@ int mm_weight_init(mm_weight_t *w, const float *src, int K, int N, size_t ld, in
 /* Same, packing with the pool's threads (large weights load faster). */
 int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, size_t ld,
                       int trans, int dtype);
+/* One source of mm_weight_pack: values as they lie in memory (a checkpoint's mapping, at any
+ * alignment), in dtype ENG_DTYPE_F32, _F16 or _BF16. */
+typedef struct mm_source {
+    const void *data;
+    int dtype;
+    int n; /* columns of W this source holds (N for a single one) */
+} mm_source_t;
+/* mm_weight_init_mt from sources in any of those dtypes, with the same result as packing their
+ * values widened to F32 (bit for bit): a source already in the kept dtype is copied, others
+ * are widened a panel at a time. Several sources are W's columns side by side (transposed
+ * only: the rows of q, k and v, or gate and up, as Hugging Face stores them, each ld
+ * apart), their n summing to N. */
+int mm_weight_pack(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_parts, int K, int N,
+                   size_t ld, int trans, int dtype);
 /* mm_weight_free on a zeroed or freed weight is a no-op. */
 void mm_weight_free(mm_weight_t *w);
 /* Reads column n of W as F32 into out (K values): the token embedding when W = wteᵀ. */

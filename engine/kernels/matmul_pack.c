@@ -95,70 +95,229 @@ static size_t panel_at(int dtype, int k, int j)
     return (size_t)(k / 2) * pair_row + 2 * (size_t)j + (size_t)(k & 1);
 }
 
+/* A weight being packed: where column n of W comes from (its part's memory, a row of it when
+ * transposed) and how far apart rows k are. */
 typedef struct pack_job {
     mm_weight_t *w;
-    const float *src;
+    const mm_source_t *parts;
+    int n_parts;
     size_t ld;
     int trans;
+    int fast;     /* every part is in w->dtype (F32, F16 or BF16): copied, never widened */
+    float *block; /* (threads, rows x MM_NR) F32 scratch of the widening path */
+    int n_chunks; /* parts of the pool job */
 } pack_job_t;
 
-static float src_at(const pack_job_t *pj, int k, int n)
+static size_t src_size(int dtype)
 {
-    if (n >= pj->w->N)
-        return 0.0f;
-    return pj->trans ? pj->src[(size_t)n * pj->ld + k] : pj->src[(size_t)k * pj->ld + n];
+    return dtype == ENG_DTYPE_F32 ? 4 : 2;
+}
+
+/* Element i of a source column, at any alignment (a checkpoint's offsets are its own). */
+static inline float load_f32(const void *col, size_t i)
+{
+    float v;
+    memcpy(&v, (const char *)col + i * sizeof(v), sizeof(v));
+    return v;
+}
+
+static inline uint16_t load_u16(const void *col, size_t i)
+{
+    uint16_t v;
+    memcpy(&v, (const char *)col + i * sizeof(v), sizeof(v));
+    return v;
+}
+
+/* Points col[j] at element (0, 16p + j) of W and sets its dtype, for the 16 columns of panel
+ * p (NULL past N); element (k, n) is then at col + k * kstride values. */
+static void panel_columns(const pack_job_t *pj, int p, const void *col[MM_NR], int dt[MM_NR])
+{
+    int part = 0, first = 0; /* parts[part] holds columns [first, first + parts[part].n) */
+    for (int j = 0; j < MM_NR; j++) {
+        int n = p * MM_NR + j;
+        col[j] = NULL;
+        dt[j] = ENG_DTYPE_F32;
+        if (n >= pj->w->N)
+            continue;
+        while (pj->n_parts > 1 && n >= first + pj->parts[part].n)
+            first += pj->parts[part++].n;
+        const mm_source_t *s = &pj->parts[part];
+        size_t at = pj->trans ? (size_t)(n - first) * pj->ld : (size_t)(n - first);
+        col[j] = (const char *)s->data + at * src_size(s->dtype);
+        dt[j] = s->dtype;
+    }
+}
+
+/* Widens panel p's source to F32 in blk (rows x MM_NR, zero past K and N): the values the
+ * packing rounds, as mm_f16_to_f32 and mm_bf16_to_f32 give them. */
+static void widen_panel(const pack_job_t *pj, int p, float *blk, int rows)
+{
+    const void *col[MM_NR];
+    int dt[MM_NR];
+    panel_columns(pj, p, col, dt);
+    const size_t ks = pj->trans ? 1 : pj->ld;
+    const int K = pj->w->K;
+    for (int j = 0; j < MM_NR; j++) {
+        for (int k = 0; k < K; k++) {
+            float v = 0.0f;
+            if (col[j] && dt[j] == ENG_DTYPE_F32)
+                v = load_f32(col[j], (size_t)k * ks);
+            else if (col[j] && dt[j] == ENG_DTYPE_F16)
+                v = mm_f16_to_f32(load_u16(col[j], (size_t)k * ks));
+            else if (col[j])
+                v = mm_bf16_to_f32(load_u16(col[j], (size_t)k * ks));
+            blk[(size_t)k * MM_NR + j] = v;
+        }
+        for (int k = K; k < rows; k++)
+            blk[(size_t)k * MM_NR + j] = 0.0f;
+    }
 }
 
 /* The I8 scales of panel p's columns: max |W[k][n]| / 127, 1 for a column of zeros (and for
  * the padding past N), so every value maps to [-127, 127] and the largest to +-127. */
-static void pack_scales(const pack_job_t *pj, int p)
+static void pack_scales(mm_weight_t *w, int p, const float *blk)
 {
-    const int K = pj->w->K;
     float mx[MM_NR] = {0};
-    for (int k = 0; k < K; k++)
+    for (int k = 0; k < w->K; k++)
         for (int j = 0; j < MM_NR; j++) {
-            float a = fabsf(src_at(pj, k, p * MM_NR + j));
+            float a = fabsf(blk[(size_t)k * MM_NR + j]);
             mx[j] = a > mx[j] ? a : mx[j];
         }
     for (int j = 0; j < MM_NR; j++)
-        pj->w->scale[(size_t)p * MM_NR + j] = mx[j] > 0.0f ? mx[j] / 127.0f : 1.0f;
+        w->scale[(size_t)p * MM_NR + j] = mx[j] > 0.0f ? mx[j] / 127.0f : 1.0f;
 }
 
-static void pack_panels(const pack_job_t *pj, int p0, int p1)
+/* Packs panel p from its F32 values blk (rows x MM_NR) in w->dtype. */
+static void pack_panel(mm_weight_t *w, int p, const float *blk)
 {
-    mm_weight_t *w = pj->w;
     const int rows = mm_panel_rows(w->dtype, w->K);
-    for (int p = p0; p < p1; p++) {
-        if (w->dtype == ENG_DTYPE_I8)
-            pack_scales(pj, p);
-        const size_t panel = (size_t)p * mm_panel_values(w->dtype, w->K);
-        for (int k = 0; k < rows; k++) {
-            for (int j = 0; j < MM_NR; j++) {
-                float v = k < w->K ? src_at(pj, k, p * MM_NR + j) : 0.0f;
-                size_t at = panel + panel_at(w->dtype, k, j);
-                if (w->dtype == ENG_DTYPE_F32)
-                    ((float *)w->data)[at] = v;
-                else if (w->dtype == ENG_DTYPE_F16)
-                    ((uint16_t *)w->data)[at] = mm_f32_to_f16(v);
-                else if (w->dtype == ENG_DTYPE_BF16)
-                    ((uint16_t *)w->data)[at] = mm_f32_to_bf16(v);
-                else if (w->dtype == ENG_DTYPE_BF16X3) {
-                    uint16_t hi = mm_f32_to_bf16(v);
-                    ((uint16_t *)w->data)[at] = hi;
-                    ((uint16_t *)w->data)[at + MM_X3_LO] = mm_f32_to_bf16(v - mm_bf16_to_f32(hi));
-                } else
-                    ((int8_t *)w->data)[at] = mm_f32_to_i8(v, w->scale[(size_t)p * MM_NR + j]);
-            }
+    if (w->dtype == ENG_DTYPE_I8)
+        pack_scales(w, p, blk);
+    const size_t panel = (size_t)p * mm_panel_values(w->dtype, w->K);
+    for (int k = 0; k < rows; k++) {
+        for (int j = 0; j < MM_NR; j++) {
+            float v = blk[(size_t)k * MM_NR + j];
+            size_t at = panel + panel_at(w->dtype, k, j);
+            if (w->dtype == ENG_DTYPE_F32)
+                ((float *)w->data)[at] = v;
+            else if (w->dtype == ENG_DTYPE_F16)
+                ((uint16_t *)w->data)[at] = mm_f32_to_f16(v);
+            else if (w->dtype == ENG_DTYPE_BF16)
+                ((uint16_t *)w->data)[at] = mm_f32_to_bf16(v);
+            else if (w->dtype == ENG_DTYPE_BF16X3) {
+                uint16_t hi = mm_f32_to_bf16(v);
+                ((uint16_t *)w->data)[at] = hi;
+                ((uint16_t *)w->data)[at + MM_X3_LO] = mm_f32_to_bf16(v - mm_bf16_to_f32(hi));
+            } else
+                ((int8_t *)w->data)[at] = mm_f32_to_i8(v, w->scale[(size_t)p * MM_NR + j]);
         }
     }
 }
 
-static void pack_cb(void *arg, int part, int n)
+/* What the widening path stores for a value already in the kept 16-bit dtype: the value
+ * itself, except that NaNs come out quiet (mm_f32_to_bf16 sets bit 6 of a BF16 NaN;
+ * mm_f32_to_f16 makes an F16 NaN sign | 0x7e00). Every other value widens exactly and rounds
+ * back to itself, so copying through these is bit for bit the widening path. */
+static inline uint16_t same_bf16(uint16_t h)
+{
+    return (h & 0x7fff) > 0x7f80 ? (uint16_t)(h | 0x40) : h;
+}
+
+static inline uint16_t same_f16(uint16_t h)
+{
+    return (h & 0x7fff) > 0x7c00 ? (uint16_t)((h & 0x8000) | 0x7e00) : h;
+}
+
+/* Packs panel p straight from a source in the kept dtype (pj->fast). The source is walked
+ * in its own order: down each column's row of the file when transposed, else along each row
+ * (16 neighbours, one cache line), so every line and page of it is read once. */
+static void copy_panel(const pack_job_t *pj, int p)
+{
+    mm_weight_t *w = pj->w;
+    const void *col[MM_NR];
+    int dt[MM_NR];
+    panel_columns(pj, p, col, dt);
+    const size_t ks = pj->trans ? 1 : pj->ld;
+    const int K = w->K, rows = mm_panel_rows(w->dtype, K);
+    const int outer = pj->trans ? MM_NR : K, inner = pj->trans ? K : MM_NR;
+    const size_t panel = (size_t)p * mm_panel_values(w->dtype, K);
+    float *f32 = (float *)w->data + panel;
+    uint16_t *u16 = (uint16_t *)w->data + panel;
+    for (int a = 0; a < outer; a++) {
+        for (int b = 0; b < inner; b++) {
+            const int j = pj->trans ? a : b, k = pj->trans ? b : a;
+            const size_t at = (size_t)k * ks;
+            if (w->dtype == ENG_DTYPE_F32)
+                f32[(size_t)k * MM_NR + j] = col[j] ? load_f32(col[j], at) : 0.0f;
+            else if (w->dtype == ENG_DTYPE_F16)
+                u16[(size_t)k * MM_NR + j] = col[j] ? same_f16(load_u16(col[j], at)) : 0;
+            else /* BF16: rows k and k+1 as one row of pairs (panel_at) */
+                u16[(size_t)(k / 2) * 2 * MM_NR + 2 * (size_t)j + (size_t)(k & 1)] =
+                    col[j] ? same_bf16(load_u16(col[j], at)) : 0;
+        }
+    }
+    /* BF16's zero rows up to a multiple of 32. */
+    if (w->dtype == ENG_DTYPE_BF16)
+        for (int k = K; k < rows; k++)
+            for (int j = 0; j < MM_NR; j++)
+                u16[(size_t)(k / 2) * 2 * MM_NR + 2 * (size_t)j + (size_t)(k & 1)] = 0;
+}
+
+/* copy_panel for BF16 with all 16 columns present: rows k and k+1 of a column go side by
+ * side into the panel's row of pairs, so a pair is one 32-bit move (two values through
+ * same_bf16), read down the file's row when transposed, else from two file rows. */
+static void copy_panel_bf16(const pack_job_t *pj, int p)
+{
+    mm_weight_t *w = pj->w;
+    const void *col[MM_NR];
+    int dt[MM_NR];
+    panel_columns(pj, p, col, dt);
+    const int K = w->K, rows = mm_panel_rows(w->dtype, K), pairs = K / 2;
+    uint16_t *out = (uint16_t *)w->data + (size_t)p * mm_panel_values(w->dtype, K);
+    if (pj->trans) {
+        for (int j = 0; j < MM_NR; j++) {
+            const uint16_t *c = col[j];
+            uint16_t *o = out + 2 * j;
+            for (int k2 = 0; k2 < pairs; k2++) {
+                o[(size_t)k2 * 2 * MM_NR] = same_bf16(load_u16(c, 2 * (size_t)k2));
+                o[(size_t)k2 * 2 * MM_NR + 1] = same_bf16(load_u16(c, 2 * (size_t)k2 + 1));
+            }
+        }
+    } else {
+        for (int k2 = 0; k2 < pairs; k2++) {
+            const char *r0 = (const char *)col[0] + 2 * (size_t)k2 * pj->ld * 2;
+            const char *r1 = r0 + pj->ld * 2;
+            uint16_t *o = out + (size_t)k2 * 2 * MM_NR;
+            for (int j = 0; j < MM_NR; j++) {
+                o[2 * j] = same_bf16(load_u16(r0, (size_t)j));
+                o[2 * j + 1] = same_bf16(load_u16(r1, (size_t)j));
+            }
+        }
+    }
+    for (int k = 2 * pairs; k < rows; k++) /* an odd last row, then zero rows */
+        for (int j = 0; j < MM_NR; j++)
+            out[(size_t)(k / 2) * 2 * MM_NR + 2 * (size_t)j + (size_t)(k & 1)] =
+                k < K ? same_bf16(load_u16(col[j], (size_t)k * (pj->trans ? 1 : pj->ld))) : 0;
+}
+
+static void pack_cb(void *arg, int part, int n, int thread)
 {
     const pack_job_t *pj = arg;
     int p0, p1;
     pool_split(pj->w->n_panels, n, part, &p0, &p1);
-    pack_panels(pj, p0, p1);
+    const int rows = mm_panel_rows(pj->w->dtype, pj->w->K);
+    float *blk = pj->block ? pj->block + (size_t)thread * (size_t)rows * MM_NR : NULL;
+    for (int p = p0; p < p1; p++) {
+        if (pj->fast && pj->w->dtype == ENG_DTYPE_BF16 && (p + 1) * MM_NR <= pj->w->N &&
+            (pj->trans || pj->n_parts == 1)) {
+            copy_panel_bf16(pj, p);
+        } else if (pj->fast) {
+            copy_panel(pj, p);
+        } else {
+            widen_panel(pj, p, blk, rows);
+            pack_panel(pj->w, p, blk);
+        }
+    }
 }
 
 static int weight_alloc(mm_weight_t *w, int K, int N, int dtype)
@@ -201,8 +360,7 @@ static int weight_alloc(mm_weight_t *w, int K, int N, int dtype)
     return 0;
 }
 
-int mm_weight_init(mm_weight_t *w, const float *src, int K, int N, size_t ld, int trans,
-                   int dtype)
+int mm_weight_init(mm_weight_t *w, const float *src, int K, int N, size_t ld, int trans, int dtype)
 {
     return mm_weight_init_mt(NULL, w, src, K, N, ld, trans, dtype);
 }
@@ -210,15 +368,51 @@ int mm_weight_init(mm_weight_t *w, const float *src, int K, int N, size_t ld, in
 int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, size_t ld,
                       int trans, int dtype)
 {
-    if (!src || ld < (size_t)(trans ? K : N)) {
+    mm_source_t part = {.data = src, .dtype = ENG_DTYPE_F32, .n = N};
+    return mm_weight_pack(mm, w, &part, 1, K, N, ld, trans, dtype);
+}
+
+/* Panels per pool part: small enough that a thread slowed by other load holds up little. */
+#define PACK_PANELS_PER_CHUNK 4
+
+int mm_weight_pack(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_parts, int K, int N,
+                   size_t ld, int trans, int dtype)
+{
+    int sum = 0, same = 1;
+    for (int i = 0; i < n_parts; i++) {
+        const mm_source_t *s = &parts[i];
+        if (!s->data || s->n < 1 ||
+            (s->dtype != ENG_DTYPE_F32 && s->dtype != ENG_DTYPE_F16 && s->dtype != ENG_DTYPE_BF16))
+            sum = -1;
+        if (sum >= 0)
+            sum += s->n;
+        same = same && s->dtype == (dtype == ENG_DTYPE_AUTO ? ENG_DTYPE_F32 : dtype);
+    }
+    if (n_parts < 1 || sum < 0 || (n_parts > 1 && (!trans || sum != N)) ||
+        ld < (size_t)(trans ? K : N)) {
         memset(w, 0, sizeof(*w));
         return -EINVAL;
     }
     int rc = weight_alloc(w, K, N, dtype);
     if (rc)
         return rc;
-    pack_job_t pj = {.w = w, .src = src, .ld = ld, .trans = trans};
-    pool_run(mm ? mm_pool(mm) : NULL, pack_cb, &pj);
+    pool_t *pool = mm ? mm_pool(mm) : NULL;
+    const int threads = pool ? pool_threads(pool) : 1;
+    pack_job_t pj = {.w = w, .parts = parts, .n_parts = n_parts, .ld = ld, .trans = trans};
+    pj.fast = same && (w->dtype == ENG_DTYPE_F32 || w->dtype == ENG_DTYPE_F16 ||
+                       w->dtype == ENG_DTYPE_BF16);
+    if (!pj.fast) {
+        pj.block =
+            malloc((size_t)threads * (size_t)mm_panel_rows(w->dtype, K) * MM_NR * sizeof(float));
+        if (!pj.block) {
+            mm_weight_free(w);
+            return -ENOMEM;
+        }
+    }
+    int chunks = (w->n_panels + PACK_PANELS_PER_CHUNK - 1) / PACK_PANELS_PER_CHUNK;
+    chunks = chunks > POOL_MAX_PARTS ? POOL_MAX_PARTS : chunks;
+    pool_run_parts_thread(pool, chunks, pack_cb, &pj);
+    free(pj.block);
     return 0;
 }
 
@@ -233,8 +427,8 @@ void mm_weight_free(mm_weight_t *w)
 
 float mm_weight_get(const mm_weight_t *w, int k, int n)
 {
-    size_t at = (size_t)(n / MM_NR) * mm_panel_values(w->dtype, w->K) +
-                panel_at(w->dtype, k, n % MM_NR);
+    size_t at =
+        (size_t)(n / MM_NR) * mm_panel_values(w->dtype, w->K) + panel_at(w->dtype, k, n % MM_NR);
     if (w->dtype == ENG_DTYPE_BF16X3)
         return mm_bf16_to_f32(((const uint16_t *)w->data)[at]) +
                mm_bf16_to_f32(((const uint16_t *)w->data)[at + MM_X3_LO]);

@@ -12,6 +12,12 @@
 #include "engine/model/model.h"
 #include "engine/model/safetensors.h"
 
+/* Where a load reports its progress (model_load_progress). */
+typedef struct model_progress {
+    model_progress_fn fn; /* NULL: none */
+    void *arg;
+} model_progress_t;
+
 typedef struct model_ops {
     int (*reserve)(model_t *m, int max_tokens, int max_logits, int max_ctx);
     int (*forward)(model_t *m, kv_cache_t *kv, const model_batch_t *b);
@@ -30,17 +36,29 @@ struct model {
     int dtype;           /* enum eng_dtype the matrices are kept in */
     /* The last reservation (model_set_threads sizes it again for a new thread count). */
     int max_tokens, max_logits, max_ctx, scratch_threads;
+    /* Loading: every matrix model_get handed out (model.c), the reserved range the 16-bit
+     * ones point into until they are packed straight from the file or converted, and the
+     * progress reported so far. */
+    struct model_matrix *matrices;
+    int n_matrices;
+    void *deferred; /* owned mapping (deferred_bytes) */
+    size_t deferred_bytes;
+    size_t in_place; /* floats of weights used in place from the files */
+    model_progress_t progress;
+    uint64_t bytes_done, bytes_total;
 };
 
 /* The loader of each architecture: sets *out to what it allocated (base first, ops set) as
  * soon as it has it, fills it from the parsed config.json root (borrowed) and the weights in
  * dir, and on failure returns the error leaving *out for model_free. */
+/* progress goes into the model's base before model_load_weights. */
 typedef int (*model_load_fn)(model_t **out, const char *dir, json_t *root, const char *arch,
-                             int dtype, const char *kernel, char *err, size_t errlen);
+                             int dtype, const char *kernel, const model_progress_t *progress,
+                             char *err, size_t errlen);
 int gpt2_load(model_t **out, const char *dir, json_t *root, const char *arch, int dtype,
-              const char *kernel, char *err, size_t errlen);
+              const char *kernel, const model_progress_t *progress, char *err, size_t errlen);
 int llama_load(model_t **out, const char *dir, json_t *root, const char *arch, int dtype,
-               const char *kernel, char *err, size_t errlen);
+               const char *kernel, const model_progress_t *progress, char *err, size_t errlen);
 
 /* Reads an integer field of config.json; an absent (or null) field keeps *v (the Hugging
  * Face default). */
@@ -58,7 +76,11 @@ typedef struct model_loader {
     model_t *m;
     int filling;              /* 0: the counting pass; 1: the filling pass */
     float *dst;               /* filling pass: the next free float of converted */
-    size_t n_convert;         /* floats needing conversion (counting pass) */
+    size_t n_convert;         /* floats of vectors needing conversion (counting pass) */
+    size_t n_deferred;        /* floats of 16-bit (or misaligned) matrices (counting pass) */
+    size_t deferred_bytes;    /* their page-aligned room in model_t.deferred */
+    int n_matrices;           /* matrices handed out (counting pass) */
+    char *deferred_at;        /* filling pass: the next free byte of model_t.deferred */
     size_t n_floats;          /* floats of all weights used */
     int matrix_dtype;         /* enum eng_dtype of the first matrix read (what "auto" keeps) */
     const char *alt_prefix;   /* tried before a name that is not found ("transformer.") */
@@ -68,7 +90,11 @@ typedef struct model_loader {
 } model_loader_t;
 
 /* Points *out at tensor name of shape [d0] or [d0, d1] (d1 = 0 for a vector), as F32.
- * A missing tensor, a wrong shape or dtype fail naming the file and the tensor. */
+ * A missing tensor, a wrong shape or dtype fail naming the file and the tensor.
+ * A vector is converted at once. A matrix that is not F32 in place points into a reserved
+ * range that is filled only if the matrix is not packed by the end of loading: one that is
+ * packed (model_pack, model_pack_parts) is read straight from the file, never converted,
+ * and its pointer must not be read afterwards (its pages are inaccessible). */
 int model_get(model_loader_t *ld, const char *name, int64_t d0, int64_t d1, const float **out);
 /* Opens the checkpoint and runs get_all twice (count, then fill) as model_loader_t says. */
 int model_load_weights(model_t *m, const char *dir, model_loader_t *ld,
@@ -78,13 +104,18 @@ int model_load_weights(model_t *m, const char *dir, model_loader_t *ld,
 int model_kernel_init(model_t *m, int dtype, int file_dtype, const char *kernel, char *err,
                       size_t errlen);
 /* Packs W (K x N) read from src (transposed when trans) in m->dtype, drops src's mapped pages
- * and counts the kept bytes. Returns 0 or -ENOMEM. */
+ * and counts the kept bytes. src is a pointer model_get gave (or any F32 memory). Returns 0,
+ * -EINVAL or -ENOMEM. */
 int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int trans);
-/* Drops the resident pages of a mapped source that was packed (nothing for an owned copy). */
-void model_drop(const model_t *m, const float *p, size_t n);
+/* Packs n matrices as one product W (K, sum rows[i]): parts[i] is rows[i] x K ([out, in], as
+ * Hugging Face stores q, k and v), their outputs side by side. As model_pack otherwise. */
+int model_pack_parts(model_t *m, mm_weight_t *w, const float *const *parts, const int *rows, int n,
+                     int K);
 /* Counts a packed weight's kept bytes in m->weight_bytes (it was counted as F32). */
 void model_count_packed(model_t *m, const mm_weight_t *w);
-/* Unmaps the checkpoint when every weight was converted (nothing points into it). */
+/* Ends an architecture's loading; model_load then converts the matrices that were not packed
+ * (embeddings read by row), reports the last progress and unmaps the checkpoint when nothing
+ * points into it any more. */
 void model_load_done(model_t *m, const model_loader_t *ld);
 
 /* The common checks of a batch against the reservation, the model and the pool. */

@@ -236,7 +236,7 @@ static void gpt2_free(model_t *base)
 static const model_ops_t gpt2_ops = {gpt2_reserve, gpt2_forward, gpt2_free};
 
 int gpt2_load(model_t **out, const char *dir, json_t *root, const char *arch, int dtype,
-              const char *kernel, char *err, size_t errlen)
+              const char *kernel, const model_progress_t *progress, char *err, size_t errlen)
 {
     (void)arch;
     gpt2_t *m = calloc(1, sizeof(*m));
@@ -244,6 +244,7 @@ int gpt2_load(model_t **out, const char *dir, json_t *root, const char *arch, in
     if (!m)
         return st_fail(err, errlen, -ENOMEM, "out of memory");
     m->base.ops = &gpt2_ops;
+    m->base.progress = *progress;
     int rc = parse_config(root, &m->cfg, err, errlen);
     if (rc)
         return rc;

@@ -324,27 +324,6 @@ static int get_all(model_loader_t *ld)
     return rc;
 }
 
-/* Packs parts (each rows[i] x K, [out, in] as Hugging Face stores them) as one product
- * W (K, sum rows): their outputs side by side. buf has room for K x sum rows floats. */
-static int pack_cat(llama_t *m, mm_weight_t *w, const float *const *parts, const int *rows, int n,
-                    int K, float *buf)
-{
-    size_t at = 0;
-    int N = 0;
-    for (int i = 0; i < n; i++) {
-        memcpy(buf + at, parts[i], (size_t)rows[i] * (size_t)K * sizeof(float));
-        at += (size_t)rows[i] * (size_t)K;
-        N += rows[i];
-    }
-    int rc = mm_weight_init_mt(m->base.mm, w, buf, K, N, (size_t)K, 1, m->base.dtype);
-    if (!rc) {
-        for (int i = 0; i < n; i++)
-            model_drop(&m->base, parts[i], (size_t)rows[i] * (size_t)K);
-        model_count_packed(&m->base, w);
-    }
-    return rc;
-}
-
 /* Concatenates n bias vectors (or NULL when the first is NULL) into an owned vector. */
 static int cat_bias(float **out, const float *const *parts, const int *rows, int n)
 {
@@ -370,24 +349,19 @@ static int pack_weights(llama_t *m, char *err, size_t errlen)
     const llama_config_t *c = &m->cfg;
     const int C = c->n_embd, HS = c->head_dim, I = c->n_inter, V = c->vocab_size;
     const int Q = c->n_head * HS, KV = c->n_kv_head * HS;
-    size_t most = (size_t)C * (size_t)(Q + 2 * KV) > (size_t)C * 2 * (size_t)I
-                      ? (size_t)C * (size_t)(Q + 2 * KV)
-                      : (size_t)C * 2 * (size_t)I;
-    float *buf = malloc(most * sizeof(float));
-    int rc = buf ? 0 : -ENOMEM;
+    int rc = 0;
     for (int l = 0; l < c->n_layer && !rc; l++) {
         llama_layer_t *w = &m->layers[l];
         const float *qkv[3] = {w->q_w, w->k_w, w->v_w}, *qkv_b[3] = {w->q_b, w->k_b, w->v_b};
         const float *gu[2] = {w->gate_w, w->up_w}, *gu_b[2] = {w->gate_b, w->up_b};
         const int qkv_rows[3] = {Q, KV, KV}, gu_rows[2] = {I, I};
-        rc = pack_cat(m, &w->qkv_p, qkv, qkv_rows, 3, C, buf);
+        rc = model_pack_parts(&m->base, &w->qkv_p, qkv, qkv_rows, 3, C);
         rc = rc ? rc : cat_bias(&w->qkv_b, qkv_b, qkv_rows, 3);
         rc = rc ? rc : model_pack(&m->base, &w->o_p, w->o_w, Q, C, 1);
-        rc = rc ? rc : pack_cat(m, &w->gate_up_p, gu, gu_rows, 2, C, buf);
+        rc = rc ? rc : model_pack_parts(&m->base, &w->gate_up_p, gu, gu_rows, 2, C);
         rc = rc ? rc : cat_bias(&w->gate_up_b, gu_b, gu_rows, 2);
         rc = rc ? rc : model_pack(&m->base, &w->down_p, w->down_w, I, C, 1);
     }
-    free(buf);
     if (!rc) {
         rc = model_pack(&m->base, &m->lm_head_p, m->lm_head, C, V, 1);
         m->embed_packed = !rc && m->lm_head == m->embed;
@@ -420,13 +394,14 @@ static void llama_free(model_t *base)
 static const model_ops_t llama_ops = {llama_reserve, llama_forward, llama_free};
 
 int llama_load(model_t **out, const char *dir, json_t *root, const char *arch, int dtype,
-               const char *kernel, char *err, size_t errlen)
+               const char *kernel, const model_progress_t *progress, char *err, size_t errlen)
 {
     llama_t *m = calloc(1, sizeof(*m));
     *out = m ? &m->base : NULL;
     if (!m)
         return st_fail(err, errlen, -ENOMEM, "out of memory");
     m->base.ops = &llama_ops;
+    m->base.progress = *progress;
     int rc = parse_config(root, arch, &m->cfg, err, errlen);
     if (rc)
         return rc;

@@ -80,7 +80,7 @@ typedef struct llama {
 } llama_t;
 
 int llama_load(model_t **out, const char *dir, json_t *root, const char *arch, int dtype,
-               const char *kernel, char *err, size_t errlen);
+               const char *kernel, const model_progress_t *progress, char *err, size_t errlen);
 int llama_reserve(model_t *m, int max_tokens, int max_logits, int max_ctx);
 int llama_forward(model_t *m, kv_cache_t *kv, const model_batch_t *b);
 

@@ -1,12 +1,15 @@
 /* model.c - the model interface (model.h): config.json picks the architecture, the calls
  * every model shares, and the loader helpers the architecture files use (arch.h).
  *
- * F32 tensors are used in place from the read-only mapping. F16 and BF16 tensors (and F32
+ * F32 tensors are used in place from the read-only mapping. F16 and BF16 vectors (and F32
  * ones the file leaves misaligned) are converted once into one owned F32 buffer, carved in
  * order. Every tensor's shape is checked against config.json before anything is used. The
- * matrices are then packed once for engine/kernels/matmul.c in the dtype asked for, and the
- * mapped originals' pages are handed back to the kernel (they reload from the file if
- * anything reads them).
+ * matrices are then packed once for engine/kernels/matmul.c in the dtype asked for, straight
+ * from the file's values on the compute threads (a BF16 file kept as BF16 is a copy), and
+ * the mapped originals' pages are handed back to the kernel. A 16-bit matrix that is not
+ * packed (GPT-2's position embeddings, an untied embedding table) is converted at the end.
+ * Start-up then costs about what reading the file costs; progress is reported in bytes of
+ * the tensors in use as they are packed or converted.
  */
 #include "engine/model/arch.h"
 
@@ -97,10 +100,28 @@ static int pick_arch(json_t *root, int *arch, char *err, size_t errlen)
                    model_supported());
 }
 
+/* A matrix model_get handed out: where it points, the tensor it came from, whether it is
+ * waiting in the deferred range (not F32 in place) and whether it was packed or converted. */
+struct model_matrix {
+    const float *at;
+    const st_tensor_t *t;
+    size_t n;
+    int deferred, done;
+};
+
+static int load_finish(model_t *m, char *err, size_t errlen);
+
 int model_load(model_t **out, const char *dir, int dtype, const char *kernel, char *err,
                size_t errlen)
 {
+    return model_load_progress(out, dir, dtype, kernel, NULL, NULL, err, errlen);
+}
+
+int model_load_progress(model_t **out, const char *dir, int dtype, const char *kernel,
+                        model_progress_fn fn, void *arg, char *err, size_t errlen)
+{
     *out = NULL;
+    const model_progress_t progress = {fn, arg};
     if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 &&
         dtype != ENG_DTYPE_BF16 && dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3)
         return st_fail(err, errlen, -EINVAL,
@@ -110,7 +131,9 @@ int model_load(model_t **out, const char *dir, int dtype, const char *kernel, ch
     int rc = load_json(dir, "config.json", 0, &root, err, errlen);
     rc = rc ? rc : pick_arch(root, &arch, err, errlen);
     if (!rc)
-        rc = archs[arch].load(out, dir, root, archs[arch].arch, dtype, kernel, err, errlen);
+        rc = archs[arch].load(out, dir, root, archs[arch].arch, dtype, kernel, &progress, err,
+                              errlen);
+    rc = rc ? rc : load_finish(*out, err, errlen);
     /* generation_config.json's end-of-sequence ids join config.json's (Llama 3 instruct
      * models stop on several). */
     rc = rc ? rc : load_json(dir, "generation_config.json", 1, &gen, err, errlen);
@@ -132,6 +155,9 @@ void model_free(model_t *m)
     if (m->ops)
         m->ops->free(m);
     free(m->converted);
+    free(m->matrices);
+    if (m->deferred)
+        munmap(m->deferred, m->deferred_bytes);
     mm_free(m->mm);
     st_close(&m->st);
     free(m);
@@ -355,6 +381,46 @@ static void convert(float *dst, const st_tensor_t *t, size_t n)
         memcpy(dst, t->data, n * sizeof(float));
 }
 
+/* Adds bytes to the progress and tells the caller. */
+static void report(model_t *m, uint64_t bytes)
+{
+    m->bytes_done += bytes;
+    if (m->progress.fn)
+        m->progress.fn(m->progress.arg, m->bytes_done, m->bytes_total);
+}
+
+static int file_dtype(const st_tensor_t *t)
+{
+    return t->dtype == ST_F16    ? ENG_DTYPE_F16
+           : t->dtype == ST_BF16 ? ENG_DTYPE_BF16
+                                 : ENG_DTYPE_F32;
+}
+
+/* Drops the resident pages of a tensor's mapped bytes (whole pages inside it only). */
+static void drop_file(const model_t *m, const st_tensor_t *t)
+{
+    (void)m;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page;
+    uintptr_t hi = ((uintptr_t)t->data + t->nbytes) / page * page;
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: failure changes nothing */
+}
+
+/* A matrix (x: model_get's, or NULL for memory of the architecture's own at src) was packed:
+ * drop its file pages and count it done. */
+static void packed(model_t *m, struct model_matrix *x, const float *src)
+{
+    (void)src;
+    if (!x)
+        return;
+    drop_file(m, x->t);
+    if (!x->done) {
+        x->done = 1;
+        report(m, x->t->nbytes);
+    }
+}
+
 static void format_shape(char *buf, size_t len, int ndim, const int64_t *shape)
 {
     size_t o = (size_t)snprintf(buf, len, "[");
@@ -407,9 +473,32 @@ int model_get(model_loader_t *ld, const char *name, int64_t d0, int64_t d1, cons
                            : t->dtype == ST_BF16 ? ENG_DTYPE_BF16
                                                  : ENG_DTYPE_F32;
     int in_place = t->dtype == ST_F32 && (uintptr_t)t->data % sizeof(float) == 0;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    model_t *m = ld->m;
     if (!ld->filling) {
         ld->n_floats += n;
-        ld->n_convert += in_place ? 0 : n;
+        m->bytes_total += t->nbytes;
+        if (d1) {
+            ld->n_matrices++;
+            ld->n_deferred += in_place ? 0 : n;
+            ld->deferred_bytes += in_place ? 0 : (n * sizeof(float) + page - 1) / page * page;
+        } else {
+            ld->n_convert += in_place ? 0 : n;
+        }
+        return 0;
+    }
+    if (d1) {
+        if (m->n_matrices == ld->n_matrices) /* the passes must ask for the same tensors */
+            return st_fail(ld->err, ld->errlen, -EINVAL, "%s: %s: not asked for when counting",
+                           st->source, name);
+        struct model_matrix *x = &m->matrices[m->n_matrices++];
+        *x = (struct model_matrix){.at = in_place ? t->data : (const float *)ld->deferred_at,
+                                   .t = t,
+                                   .n = n,
+                                   .deferred = !in_place};
+        if (!in_place)
+            ld->deferred_at += (n * sizeof(float) + page - 1) / page * page;
+        *out = x->at;
         return 0;
     }
     if (in_place) {
@@ -419,6 +508,7 @@ int model_get(model_loader_t *ld, const char *name, int64_t d0, int64_t d1, cons
         *out = ld->dst;
         ld->dst += n;
     }
+    report(m, t->nbytes);
     return 0;
 }
 
@@ -436,10 +526,27 @@ int model_load_weights(model_t *m, const char *dir, model_loader_t *ld,
                            "%s: out of memory for %zu converted weights", m->st.source,
                            ld->n_convert);
     }
+    /* The deferred range is reserved, not committed: its pages cost nothing until a matrix
+     * that is not packed is converted into them (load_finish). */
+    if (ld->deferred_bytes) {
+        void *d = mmap(NULL, ld->deferred_bytes, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (d == MAP_FAILED)
+            return st_fail(ld->err, ld->errlen, -ENOMEM,
+                           "%s: out of address space for %zu converted weights", m->st.source,
+                           ld->n_deferred);
+        m->deferred = d;
+        m->deferred_bytes = ld->deferred_bytes;
+    }
+    m->matrices = calloc((size_t)ld->n_matrices + 1, sizeof(*m->matrices));
+    if (!m->matrices)
+        return st_fail(ld->err, ld->errlen, -ENOMEM, "%s: out of memory", m->st.source);
     m->weight_bytes = ld->n_floats * sizeof(float);
     m->n_converted = ld->n_convert;
     ld->filling = 1;
     ld->dst = m->converted;
+    ld->deferred_at = m->deferred;
+    report(m, 0);
     return get_all(ld);
 }
 
@@ -460,25 +567,49 @@ int model_kernel_init(model_t *m, int dtype, int file_dtype, const char *kernel,
     return 0;
 }
 
-/* Drops the resident pages of a read-only file mapping range (whole pages inside it only);
- * a later read faults them back in from the file, so nothing that still reads them breaks. */
-void model_drop(const model_t *m, const float *p, size_t n)
+/* The matrix model_get handed out at p, or NULL (memory of the architecture's own). */
+static struct model_matrix *matrix_at(model_t *m, const float *p)
 {
-    const float *conv = m->converted;
-    if (conv && p >= conv && p < conv + m->n_converted)
-        return; /* an owned copy: its pages are the only copy of the data */
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t lo = ((uintptr_t)p + page - 1) / page * page;
-    uintptr_t hi = ((uintptr_t)(p + n)) / page * page;
-    if (hi > lo)
-        madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: failure changes nothing */
+    for (int i = 0; i < m->n_matrices; i++)
+        if (m->matrices[i].at == p)
+            return &m->matrices[i];
+    return NULL;
 }
 
 int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int trans)
 {
-    int rc = mm_weight_init_mt(m->mm, w, src, K, N, trans ? (size_t)K : (size_t)N, trans, m->dtype);
+    if (trans)
+        return model_pack_parts(m, w, &src, &N, 1, K);
+    struct model_matrix *x = matrix_at(m, src);
+    mm_source_t part = {.data = src, .dtype = ENG_DTYPE_F32, .n = N};
+    if (x && x->deferred)
+        part = (mm_source_t){.data = x->t->data, .dtype = file_dtype(x->t), .n = N};
+    int rc = mm_weight_pack(m->mm, w, &part, 1, K, N, (size_t)N, 0, m->dtype);
     if (!rc) {
-        model_drop(m, src, (size_t)K * (size_t)N);
+        packed(m, x, src);
+        model_count_packed(m, w);
+    }
+    return rc;
+}
+
+int model_pack_parts(model_t *m, mm_weight_t *w, const float *const *parts, const int *rows, int n,
+                     int K)
+{
+    mm_source_t src[8];
+    struct model_matrix *x[8];
+    int N = 0;
+    if (n < 1 || n > 8)
+        return -EINVAL;
+    for (int i = 0; i < n; i++) {
+        x[i] = matrix_at(m, parts[i]);
+        src[i] = x[i] && x[i]->deferred ? (mm_source_t){x[i]->t->data, file_dtype(x[i]->t), rows[i]}
+                                        : (mm_source_t){parts[i], ENG_DTYPE_F32, rows[i]};
+        N += rows[i];
+    }
+    int rc = mm_weight_pack(m->mm, w, src, n, K, N, (size_t)K, 1, m->dtype);
+    if (!rc) {
+        for (int i = 0; i < n; i++)
+            packed(m, x[i], parts[i]);
         model_count_packed(m, w);
     }
     return rc;
@@ -497,8 +628,61 @@ void model_count_packed(model_t *m, const mm_weight_t *w)
 
 void model_load_done(model_t *m, const model_loader_t *ld)
 {
-    /* When every weight was converted nothing points into the files any more: unmap them
-     * rather than keep the 16-bit copy resident next to the F32 one. */
-    if (ld->n_convert == ld->n_floats)
+    m->in_place = ld->n_floats - ld->n_convert - ld->n_deferred;
+}
+
+typedef struct convert_job {
+    float *dst;
+    const st_tensor_t *t;
+    size_t n;
+} convert_job_t;
+
+#define CONVERT_CHUNK ((size_t)1 << 20) /* values per pool part */
+
+static void convert_cb(void *arg, int part, int n)
+{
+    const convert_job_t *cj = arg;
+    size_t lo = (size_t)part * CONVERT_CHUNK, hi = lo + CONVERT_CHUNK;
+    hi = hi > cj->n ? cj->n : hi;
+    (void)n;
+    st_tensor_t t = *cj->t;
+    t.data = (const char *)t.data + lo * st_dtype_size(t.dtype);
+    convert(cj->dst + lo, &t, hi - lo);
+}
+
+/* Converts the deferred matrices nobody packed (on the compute threads), makes their pages
+ * readable, reports the end and unmaps the files when nothing points into them. */
+static int load_finish(model_t *m, char *err, size_t errlen)
+{
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < m->n_matrices; i++) {
+        struct model_matrix *x = &m->matrices[i];
+        if (x->done)
+            continue;
+        if (x->deferred) {
+            float *dst = (float *)x->at;
+            size_t bytes = (x->n * sizeof(float) + page - 1) / page * page;
+            if (mprotect(dst, bytes, PROT_READ | PROT_WRITE) != 0)
+                return st_fail(err, errlen, -ENOMEM, "%s: %s: out of memory converting it",
+                               m->st.files[x->t->file].name, x->t->name);
+            convert_job_t cj = {dst, x->t, x->n};
+            size_t parts = (x->n + CONVERT_CHUNK - 1) / CONVERT_CHUNK;
+            pool_run_parts(mm_pool(m->mm), parts > POOL_MAX_PARTS ? POOL_MAX_PARTS : (int)parts,
+                           convert_cb, &cj);
+            drop_file(m, x->t);
+        }
+        x->done = 1;
+        report(m, x->t->nbytes);
+    }
+    /* When nothing points into the files any more, unmap them. */
+    if (m->in_place == 0)
         st_close(&m->st);
+    free(m->matrices);
+    m->matrices = NULL;
+    m->n_matrices = 0;
+    if (m->progress.fn && m->bytes_done != m->bytes_total) {
+        m->bytes_done = m->bytes_total;
+        m->progress.fn(m->progress.arg, m->bytes_done, m->bytes_total);
+    }
+    return 0;
 }

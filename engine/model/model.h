@@ -43,6 +43,13 @@ typedef struct model model_t;
  * Returns 0 or a negative errno with one line in err; *out is NULL on failure. */
 int model_load(model_t **out, const char *dir, int dtype, const char *kernel, char *err,
                size_t errlen);
+/* Called on the loading thread as the weights are read: bytes of the checkpoint's tensors in
+ * use done so far (never decreasing) and their total; the last call of a load that succeeds
+ * has done == total. */
+typedef void (*model_progress_fn)(void *arg, uint64_t done, uint64_t total);
+/* model_load reporting its progress to fn(arg) (fn NULL: none). */
+int model_load_progress(model_t **out, const char *dir, int dtype, const char *kernel,
+                        model_progress_fn fn, void *arg, char *err, size_t errlen);
 /* model_free(NULL) is a no-op. */
 void model_free(model_t *m);
 const model_desc_t *model_describe(const model_t *m);

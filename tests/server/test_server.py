@@ -1042,6 +1042,18 @@ def test_drain():
         check_eq(srv.stop(timeout=30), 0, "timed-out drain exit status")
 
 
+def test_load_progress(srv):
+    """Loading logs its progress: the last line says all the weights' bytes were read, before
+    "ready" (the tiny model loads too fast for the periodic lines; stderr is no terminal, so
+    no progress bar is drawn)."""
+    done = [i for i, l in enumerate(srv.log)
+            if re.search(r" srv loaded \d+\.\d\d GB of weights in \d+\.\d s \(100%, [\d.]+ GB/s\)$", l)]
+    ready = [i for i, l in enumerate(srv.log) if l.endswith(" srv ready")]
+    check(len(done) == 1 and ready and done[0] < ready[0],
+          "one 'loaded ... GB of weights' line before 'ready'", srv.log[:12])
+    check(not any("\r" in l or "[###" in l for l in srv.log), "no progress bar off a terminal")
+
+
 def test_loading():
     """While the model loads (the port is bound first), /health and the API answer 503.
 
@@ -1113,6 +1125,7 @@ def main():
         try:
             if "api" in want:
                 test_endpoints(srv)
+                test_load_progress(srv)
                 test_greedy_and_logprobs(srv)
                 test_kv_f16(srv)
                 test_weight_bf16x3(srv)
