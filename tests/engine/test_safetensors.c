@@ -1,7 +1,7 @@
 /* test_safetensors.c - the loader on good and malformed checkpoints.
  *
  * Builds a small GPT-2 checkpoint (1 layer, 8 channels, 11 tokens) in memory, breaks it one
- * way per case, writes it to its own temp directory and checks that gpt2_load returns the
+ * way per case, writes it to its own temp directory and checks that model_load returns the
  * right code with one error line naming the file and the tensor. Ends with random header
  * corruption, which must never crash (this suite also runs under ASan+UBSan).
  */
@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/model/gpt2.h"
 #include "engine/model/gpt2_model.h"
 #include "engine/sched/sampler.h"
 #include "tests/check.h"
@@ -167,11 +166,20 @@ static void ckpt_write(const ckpt_t *c, char *dir, size_t len, int align)
 }
 
 /* Loads dir and checks the code and that the error names each of the given strings. */
+/* model_load, as the GPT-2 inside it (every checkpoint here is GPT-2's). */
+static int gpt2_open(gpt2_t **m, const char *dir, int dtype, char *err, size_t errlen)
+{
+    model_t *b = NULL;
+    int rc = model_load(&b, dir, dtype, NULL, err, errlen);
+    *m = (gpt2_t *)b;
+    return rc;
+}
+
 static gpt2_t *expect_load(const char *dir, int want_rc, const char *what1, const char *what2)
 {
     char err[512] = "";
     gpt2_t *m = NULL;
-    int rc = gpt2_load(&m, dir, 0, err, sizeof(err));
+    int rc = gpt2_open(&m, dir, 0, err, sizeof(err));
     CHECK_INT_EQ(rc, want_rc);
     if (want_rc) {
         printf("case %02d: %s\n", case_no, err);
@@ -191,25 +199,25 @@ static gpt2_t *expect_load(const char *dir, int want_rc, const char *what1, cons
 static void logits_of(gpt2_t *m, float *out)
 {
     kv_cache_t kv;
-    CHECK_INT_EQ(kv_cache_init(&kv, gpt2_get_config(m), 4, 4, ENG_DTYPE_F32), 0);
-    CHECK_INT_EQ(gpt2_reserve(m, 8, 1, P), 0);
+    CHECK_INT_EQ(model_kv_init((model_t *)m, &kv, 4, 4, ENG_DTYPE_F32), 0);
+    CHECK_INT_EQ(model_reserve((model_t *)m, 8, 1, P), 0);
     int32_t tokens[5] = {3, 1, 4, 1, 5}, pos[5] = {0, 1, 2, 3, 4}, slot[5];
     int32_t table[2] = {2, 0}, seq_start[2] = {0, 5}, ctx[1] = {5}, last = 4;
     for (int i = 0; i < 5; i++)
         slot[i] = table[i / 4] * 4 + i % 4;
     const int32_t *tables[1] = {table};
-    gpt2_batch_t b = {.T = 5,
-                      .tokens = tokens,
-                      .pos = pos,
-                      .slot = slot,
-                      .B = 1,
-                      .seq_start = seq_start,
-                      .ctx_len = ctx,
-                      .block_table = tables,
-                      .n_logits = 1,
-                      .logit_rows = &last,
-                      .logits = out};
-    CHECK_INT_EQ(gpt2_forward(m, &kv, &b), 0);
+    model_batch_t b = {.T = 5,
+                       .tokens = tokens,
+                       .pos = pos,
+                       .slot = slot,
+                       .B = 1,
+                       .seq_start = seq_start,
+                       .ctx_len = ctx,
+                       .block_table = tables,
+                       .n_logits = 1,
+                       .logit_rows = &last,
+                       .logits = out};
+    CHECK_INT_EQ(model_forward((model_t *)m, &kv, &b), 0);
     kv_cache_free(&kv);
 }
 
@@ -224,34 +232,35 @@ static void test_valid(void)
     gpt2_t *m = expect_load(dir, 0, NULL, NULL);
     if (!m)
         return;
-    CHECK((const uint8_t *)m->wte >= (const uint8_t *)m->st.files[0].map); /* in place */
-    CHECK(m->converted == NULL);
+    CHECK((const uint8_t *)m->wte >= (const uint8_t *)m->base.st.files[0].map); /* in place */
+    CHECK(m->base.converted == NULL);
     CHECK(m->lm_head == m->wte);
-    CHECK_INT_EQ(gpt2_weight_bytes(m), c.data_size - (size_t)P * P * 4);
+    CHECK_INT_EQ(model_weight_bytes((model_t *)m), c.data_size - (size_t)P * P * 4);
     logits_of(m, want);
-    gpt2_free(m);
+    model_free((model_t *)m);
 
     /* Int8 weights count one byte per matrix value and a 4-byte scale per output column
      * (per layer qkv C x 3C, proj C x C, fc C x 4C, proj 4C x C; the tied head C x V). */
     char err[512] = "";
-    CHECK_INT_EQ(gpt2_load(&m, dir, ENG_DTYPE_I8, err, sizeof(err)), 0);
+    CHECK_INT_EQ(gpt2_open(&m, dir, ENG_DTYPE_I8, err, sizeof(err)), 0);
     if (m) {
         size_t kn = (size_t)L * 12 * C * C + (size_t)C * V, cols = (size_t)L * 9 * C + V;
-        CHECK_INT_EQ(gpt2_get_dtype(m), ENG_DTYPE_I8);
-        CHECK_INT_EQ(gpt2_weight_bytes(m), c.data_size - (size_t)P * P * 4 - 3 * kn + 4 * cols);
-        gpt2_free(m);
+        CHECK_INT_EQ(model_dtype((model_t *)m), ENG_DTYPE_I8);
+        CHECK_INT_EQ(model_weight_bytes((model_t *)m),
+                     c.data_size - (size_t)P * P * 4 - 3 * kn + 4 * cols);
+        model_free((model_t *)m);
     }
-    CHECK_INT_EQ(gpt2_load(&m, dir, 42, err, sizeof(err)), -EINVAL);
+    CHECK_INT_EQ(gpt2_open(&m, dir, 42, err, sizeof(err)), -EINVAL);
     CHECK_CONTAINS(err, "weight dtype 42");
 
     /* Misaligned F32 data is copied, with the same result. */
     ckpt_write(&c, dir, sizeof(dir), 0);
     m = expect_load(dir, 0, NULL, NULL);
     if (m) {
-        CHECK(m->converted != NULL);
+        CHECK(m->base.converted != NULL);
         logits_of(m, got);
         CHECK(memcmp(want, got, sizeof(want)) == 0);
-        gpt2_free(m);
+        model_free((model_t *)m);
     }
     ckpt_free(&c);
 
@@ -264,7 +273,7 @@ static void test_valid(void)
     m = expect_load(dir, 0, NULL, NULL);
     if (m) {
         CHECK(m->lm_head != m->wte);
-        gpt2_free(m);
+        model_free((model_t *)m);
     }
     ckpt_free(&c);
 }
@@ -291,9 +300,9 @@ static void test_convert(void)
                 CHECK(m->wte[i] == want[i] || (isinf(m->wte[i]) && isinf(want[i])));
                 CHECK_INT_EQ(signbit(m->wte[i]) != 0, signbit(want[i]) != 0);
             }
-            CHECK(m->converted != NULL);
-            CHECK_INT_EQ(m->st.n_files, 0); /* nothing left in use in the file */
-            gpt2_free(m);
+            CHECK(m->base.converted != NULL);
+            CHECK_INT_EQ(m->base.st.n_files, 0); /* nothing left in use in the file */
+            model_free((model_t *)m);
         }
         ckpt_free(&c);
     }
@@ -393,8 +402,7 @@ static void test_bad_headers(void)
     BAD_CASE(add_tensor(&c, "transformer.lm_head.weight", "F32", V, C, &r), -EINVAL,
              "tensor transformer.lm_head.weight is not a GPT-2 weight", NULL);
     BAD_CASE(add_tensor(&c, "transformer.ln_f.bias", "F32", C, 0, &r), -EINVAL,
-             "model.safetensors: tensor transformer.ln_f.bias is also present as ln_f.bias",
-             NULL);
+             "model.safetensors: tensor transformer.ln_f.bias is also present as ln_f.bias", NULL);
     /* More layers in config.json than in the weights. */
     BAD_CASE(json_object_set_new(c.config, "n_layer", json_integer(2)), -EINVAL,
              "model.safetensors: missing tensor h.1.ln_1.weight (n_layer = 2 in config.json)",
@@ -545,16 +553,16 @@ static void test_sharded(void)
     gpt2_t *m = expect_load(dir, 0, NULL, NULL);
     if (m) {
         logits_of(m, want);
-        gpt2_free(m);
+        model_free((model_t *)m);
     }
     new_case_dir(dir, sizeof(dir));
     write_sharded(&c, dir, good);
     m = expect_load(dir, 0, NULL, NULL);
     if (m) {
-        CHECK_INT_EQ(m->st.n_files, 2);
+        CHECK_INT_EQ(m->base.st.n_files, 2);
         logits_of(m, got);
         CHECK(memcmp(want, got, sizeof(want)) == 0);
-        gpt2_free(m);
+        model_free((model_t *)m);
     }
 
     json_t *bad = json_deep_copy(index); /* a tensor said to be in the wrong shard */
@@ -635,10 +643,10 @@ static void test_fuzz(void)
         write_bytes(dir, "model.safetensors", b, len);
         char err[512] = "";
         gpt2_t *m = NULL;
-        int rc = gpt2_load(&m, dir, 0, err, sizeof(err));
+        int rc = gpt2_open(&m, dir, 0, err, sizeof(err));
         if (rc == 0) {
             loaded++;
-            gpt2_free(m);
+            model_free((model_t *)m);
         } else {
             refused++;
             CHECK(rc < 0 && err[0] != '\0' && m == NULL);

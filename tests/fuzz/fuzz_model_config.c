@@ -1,4 +1,4 @@
-/* fuzz_model_config.c - libFuzzer harness for a checkpoint's config.json (gpt2_load).
+/* fuzz_model_config.c - libFuzzer harness for a checkpoint's config.json (model_load).
  *
  * The input is the config.json file. The directory also holds model.safetensors of the tiny
  * test checkpoint (NV_CKPT_DIR, a link, not a copy), so a config that parses goes on to have
@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/model/gpt2.h"
+#include "engine/model/model.h"
 #include "fuzz_tmpdir.h"
 
 #ifndef NV_CKPT_DIR
@@ -36,26 +36,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         linked = 1;
     }
     fuzz_dir_put("config.json", data, size);
-    gpt2_t *m = (gpt2_t *)(uintptr_t)1;
+    model_t *m = (model_t *)(uintptr_t)1;
     char err[512] = "";
-    int rc = gpt2_load(&m, fuzz_dir(), 0, err, sizeof(err));
-    fuzz_check_err(rc, err, "gpt2_load");
+    int rc = model_load(&m, fuzz_dir(), 0, NULL, err, sizeof(err));
+    fuzz_check_err(rc, err, "model_load");
     if (rc != 0) {
         if (m != NULL)
             abort();
         return 0;
     }
-    const gpt2_config_t *c = gpt2_get_config(m);
+    const model_desc_t *c = model_describe(m);
     /* tests/reference's tiny shape: 2 layers, 64 channels, 256 positions. Fewer layers than
      * the file holds are refused (the extra tensors would go unused); the number of heads is
      * not in any tensor's shape. */
     if (c->n_layer != 2 || c->n_head <= 0 || c->n_embd != 64 || c->n_embd % c->n_head != 0 ||
-        c->n_ctx != 256 || c->vocab_size != 50257 || !(c->ln_eps > 0 && c->ln_eps < 1) ||
-        !isfinite(c->ln_eps)) {
-        fprintf(stderr, "loaded a config that disagrees: L %d NH %d C %d ctx %d V %d eps %g\n",
-                c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, (double)c->ln_eps);
+        c->max_pos != 256 || c->vocab_size != 50257 || c->n_kv_head != c->n_head ||
+        c->head_size * c->n_head != c->n_embd) {
+        fprintf(stderr, "loaded a config that disagrees: L %d NH %d C %d ctx %d V %d\n", c->n_layer,
+                c->n_head, c->n_embd, c->max_pos, c->vocab_size);
         abort();
     }
-    gpt2_free(m);
+    model_free(m);
     return 0;
 }
