@@ -39,6 +39,8 @@ typedef int (*model_load_fn)(model_t **out, const char *dir, json_t *root, const
                              int dtype, const char *kernel, char *err, size_t errlen);
 int gpt2_load(model_t **out, const char *dir, json_t *root, const char *arch, int dtype,
               const char *kernel, char *err, size_t errlen);
+int llama_load(model_t **out, const char *dir, json_t *root, const char *arch, int dtype,
+               const char *kernel, char *err, size_t errlen);
 
 /* Reads an integer field of config.json; an absent (or null) field keeps *v (the Hugging
  * Face default). */
@@ -78,6 +80,10 @@ int model_kernel_init(model_t *m, int dtype, int file_dtype, const char *kernel,
 /* Packs W (K x N) read from src (transposed when trans) in m->dtype, drops src's mapped pages
  * and counts the kept bytes. Returns 0 or -ENOMEM. */
 int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int trans);
+/* Drops the resident pages of a mapped source that was packed (nothing for an owned copy). */
+void model_drop(const model_t *m, const float *p, size_t n);
+/* Counts a packed weight's kept bytes in m->weight_bytes (it was counted as F32). */
+void model_count_packed(model_t *m, const mm_weight_t *w);
 /* Unmaps the checkpoint when every weight was converted (nothing points into it). */
 void model_load_done(model_t *m, const model_loader_t *ld);
 

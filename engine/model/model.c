@@ -26,11 +26,14 @@ static const struct {
     model_load_fn load;
 } archs[] = {
     {"GPT2LMHeadModel", "gpt2", gpt2_load},
+    {"LlamaForCausalLM", "llama", llama_load},
+    {"Qwen2ForCausalLM", "qwen2", llama_load},
+    {"Qwen3ForCausalLM", "qwen3", llama_load},
 };
 
 const char *model_supported(void)
 {
-    return "GPT2LMHeadModel";
+    return "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
 }
 
 /* Loads dir/file as a JSON object into *root. A missing file is -ENOENT (quietly when
@@ -459,7 +462,7 @@ int model_kernel_init(model_t *m, int dtype, int file_dtype, const char *kernel,
 
 /* Drops the resident pages of a read-only file mapping range (whole pages inside it only);
  * a later read faults them back in from the file, so nothing that still reads them breaks. */
-static void drop_mapped(const model_t *m, const float *p, size_t n)
+void model_drop(const model_t *m, const float *p, size_t n)
 {
     const float *conv = m->converted;
     if (conv && p >= conv && p < conv + m->n_converted)
@@ -475,16 +478,21 @@ int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int t
 {
     int rc = mm_weight_init_mt(m->mm, w, src, K, N, trans ? (size_t)K : (size_t)N, trans, m->dtype);
     if (!rc) {
-        drop_mapped(m, src, (size_t)K * (size_t)N);
-        /* weight_bytes counts values in the dtype they are kept in (padding not counted),
-         * and int8's column scales. */
-        if (w->dtype == ENG_DTYPE_I8)
-            m->weight_bytes =
-                m->weight_bytes - (size_t)K * (size_t)N * 3 + (size_t)N * sizeof(float);
-        else if (w->dtype == ENG_DTYPE_F16 || w->dtype == ENG_DTYPE_BF16)
-            m->weight_bytes -= (size_t)K * (size_t)N * 2;
+        model_drop(m, src, (size_t)K * (size_t)N);
+        model_count_packed(m, w);
     }
     return rc;
+}
+
+void model_count_packed(model_t *m, const mm_weight_t *w)
+{
+    const size_t K = (size_t)w->K, N = (size_t)w->N;
+    /* weight_bytes counts values in the dtype they are kept in (padding not counted), and
+     * int8's column scales. */
+    if (w->dtype == ENG_DTYPE_I8)
+        m->weight_bytes = m->weight_bytes - K * N * 3 + N * sizeof(float);
+    else if (w->dtype == ENG_DTYPE_F16 || w->dtype == ENG_DTYPE_BF16)
+        m->weight_bytes -= K * N * 2;
 }
 
 void model_load_done(model_t *m, const model_loader_t *ld)

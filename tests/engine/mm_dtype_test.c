@@ -38,7 +38,7 @@
 #define BF16_REL_TOL 1.5e-2
 #define I8_REL_TOL 5e-2
 #define X3_REL_TOL 5e-5
-#define F32_REF_TOL 1e-3 /* as tests/engine/test_gpt2.c */
+#define F32_REF_TOL 1e-3 /* as tests/engine/test_model.c */
 
 #define BS 16
 #define N_BLOCKS 64
