@@ -145,7 +145,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         goto fail;
     }
     if (lim.max_model_len < 1 || lim.max_model_len > cfg->max_pos) {
-        snprintf(err, errlen, "max_model_len %d is outside 1..%d (the model's n_positions)",
+        snprintf(err, errlen, "max_model_len %d is outside 1..%d (the model's maximum positions)",
                  lim.max_model_len, cfg->max_pos);
         goto fail;
     }
@@ -174,6 +174,20 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     }
     size_t block_bytes = model_kv_block_bytes(e->model, bs, kv_dtype);
     int nb = pool_blocks(p, block_bytes, lim.max_model_len, lim.max_num_seqs, bs);
+    /* Unset, max_model_len is the model's maximum when the pool holds one such sequence,
+     * else the most the pool holds (a 131072-position model would otherwise need GiBs of
+     * KV cache before serving a short prompt). */
+    if (p->max_model_len)
+        snprintf(e->info.max_model_len_from, sizeof(e->info.max_model_len_from),
+                 "the max_model_len setting");
+    else if ((int64_t)nb * bs >= lim.max_model_len || nb < 1)
+        snprintf(e->info.max_model_len_from, sizeof(e->info.max_model_len_from),
+                 "the model's maximum positions");
+    else {
+        lim.max_model_len = nb * bs;
+        snprintf(e->info.max_model_len_from, sizeof(e->info.max_model_len_from),
+                 "the most the KV pool holds (the model allows %d)", cfg->max_pos);
+    }
     /* One sequence of max_model_len must fit, or it could never finish: with that, the
      * oldest running sequence can always preempt the others and go on. */
     int need = (lim.max_model_len + bs - 1) / bs;
@@ -212,7 +226,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     }
     e->sync_init = 1;
     e->max_waiting = p->max_waiting;
-    e->info = (eng_info_t){
+    eng_info_t info = {
         .n_layer = cfg->n_layer,
         .n_head = cfg->n_head,
         .n_embd = cfg->n_embd,
@@ -227,7 +241,12 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         .kv_cache_dtype = model_dtype_name(kv_dtype),
         .kernel = model_kernel_name(e->model),
         .compute_threads = model_threads(e->model),
+        .arch = cfg->arch,
+        .n_kv_head = cfg->n_kv_head,
+        .head_size = cfg->head_size,
     };
+    memcpy(info.max_model_len_from, e->info.max_model_len_from, sizeof(info.max_model_len_from));
+    e->info = info;
     sched_get_stats(&e->sched, &e->stats);
     *out = e;
     return 0;

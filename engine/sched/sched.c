@@ -36,6 +36,14 @@ static double now_sec(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+int sched_is_eos(const sched_t *s, int32_t id)
+{
+    for (int i = 0; i < s->n_eos; i++)
+        if (s->eos[i] == id)
+            return 1;
+    return 0;
+}
+
 int sched_init(sched_t *s, model_t *model, kv_cache_t *kv, const tok_t *tok,
                const sched_limits_t *lim, uint64_t seed)
 {
@@ -48,7 +56,11 @@ int sched_init(sched_t *s, model_t *model, kv_cache_t *kv, const tok_t *tok,
     s->kv = kv;
     s->tok = tok;
     s->V = cfg->vocab_size;
-    s->eos = tok ? tok_eos_id(tok) : -1;
+    if (tok && tok_eos_id(tok) >= 0)
+        s->eos[s->n_eos++] = tok_eos_id(tok);
+    for (int i = 0; tok && i < cfg->n_eos; i++)
+        if (!sched_is_eos(s, cfg->eos[i]))
+            s->eos[s->n_eos++] = cfg->eos[i];
     s->block_size = kv->block_size;
     s->max_blocks = (lim->max_model_len + kv->block_size - 1) / kv->block_size;
     /* model_reserve wants no more logit rows than rows. */

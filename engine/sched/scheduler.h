@@ -104,7 +104,10 @@ typedef struct sched_limits {
 typedef struct sched {
     sched_limits_t lim;
     int V, block_size, max_blocks, max_logits;
-    int32_t eos;
+    /* End-of-sequence ids: the tokenizer's and the model's (config.json and
+     * generation_config.json); none without a tokenizer. */
+    int32_t eos[MODEL_MAX_EOS + 1];
+    int n_eos;
     const tok_t *tok; /* borrowed */
     model_t *model;   /* borrowed from the engine */
     kv_cache_t *kv;   /* borrowed from the engine */
@@ -137,6 +140,8 @@ typedef struct sched {
     sched_step_info_t last;
 } sched_t;
 
+/* Whether id ends a sequence (one of s->eos). */
+int sched_is_eos(const sched_t *s, int32_t id);
 /* Sets up the block manager for kv->num_blocks blocks and every step buffer. model, kv and
  * tok are borrowed. seed seeds the completions of requests that bring no seed. Returns 0,
  * -EINVAL or -ENOMEM. sched_free on a zeroed or half-initialised sched_t is safe. */
