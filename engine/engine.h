@@ -1,4 +1,5 @@
-/* engine.h - GPT-2 inference service: model, KV-cache block pool and the scheduler thread.
+/* engine.h - the inference service (GPT-2 and the Llama family): model, KV-cache block pool
+ * and the scheduler thread.
  *
  * The engine owns the weights, the block pool and every sequence. Other threads talk to it
  * only through three calls: eng_submit (a request in), eng_abort (a cancel in) and
@@ -36,22 +37,23 @@ enum eng_dtype {
 };
 
 typedef struct eng_params {
-    const char *model_dir;           /* borrowed: Hugging Face GPT-2 directory */
-    int threads;                     /* compute threads; 0 = one per core */
-    int block_size;                  /* tokens per KV block; 0 = 16 */
-    size_t kv_cache_memory;          /* bytes for the KV pool; 0 = what max_num_seqs full-length
-                                      * sequences need, at most 1 GiB */
-    int num_kv_blocks;               /* > 0 overrides kv_cache_memory */
-    int max_num_seqs;                /* sequences in one step; 0 = 256 */
-    int max_num_batched_tokens;      /* token budget of one step; 0 = 2048; >= max_num_seqs */
-    int max_model_len;               /* prompt + completion limit; 0 = n_positions */
-    int max_waiting;                 /* requests not yet admitted; eng_submit fails with -EAGAIN
-                                      * past this; 0 = unbounded */
-    int weight_dtype;                /* enum eng_dtype: how weights are kept in memory */
-    const char *kernel;              /* matrix kernel: "auto", "generic", "avx2", "avx512", "amx";
-                                      * NULL = as NANO_VLLM_KERNEL says, else auto */
-    int kv_cache_dtype;              /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit or
-                                      * int8 weights, F32 with F32 or BF16X3 weights */
+    const char *model_dir;      /* borrowed: Hugging Face model directory */
+    int threads;                /* compute threads; 0 = one per core */
+    int block_size;             /* tokens per KV block; 0 = 16 */
+    size_t kv_cache_memory;     /* bytes for the KV pool; 0 = what max_num_seqs full-length
+                                 * sequences need, at most 1 GiB */
+    int num_kv_blocks;          /* > 0 overrides kv_cache_memory */
+    int max_num_seqs;           /* sequences in one step; 0 = 256 */
+    int max_num_batched_tokens; /* token budget of one step; 0 = 2048; >= max_num_seqs */
+    int max_model_len;          /* prompt + completion limit; 0 = the model's maximum
+                                 * positions, or what the KV pool holds if less */
+    int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
+                                 * past this; 0 = unbounded */
+    int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
+    const char *kernel;         /* matrix kernel: "auto", "generic", "avx2", "avx512", "amx";
+                                 * NULL = as NANO_VLLM_KERNEL says, else auto */
+    int kv_cache_dtype;         /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit or
+                                 * int8 weights, F32 with F32 or BF16X3 weights */
     int max_prefill_tokens_decoding; /* N: a step that also decodes D sequences gives
                                       * prompts at most max(N - D, N / 4) tokens, and up to
                                       * N while prompt tokens wait (a quarter of them), so
@@ -100,13 +102,13 @@ typedef struct eng_sampling {
  * request with n = 1), k > 0 with a seed derived from sp.seed and k. With a seed, what a
  * completion generates does not depend on what else is batched with it. */
 typedef struct eng_request {
-    uint64_t id;     /* chosen by the caller, unique among live requests */
-    void *user;      /* returned in every event, never dereferenced */
-    int32_t *prompt; /* (prompt_len) owned */
+    uint64_t id;         /* chosen by the caller, unique among live requests */
+    void *user;          /* returned in every event, never dereferenced */
+    int32_t *prompt;     /* (prompt_len) owned */
     int prompt_len;
-    int n;          /* completions of this prompt (they share its KV blocks); >= 1 */
-    int index_base; /* choice index of the first completion */
-    int max_tokens; /* new tokens per completion; 0 only with prompt_logprobs (scoring) */
+    int n;               /* completions of this prompt (they share its KV blocks); >= 1 */
+    int index_base;      /* choice index of the first completion */
+    int max_tokens;      /* new tokens per completion; 0 only with prompt_logprobs (scoring) */
     int ignore_eos;
     int n_stop;
     char *stop[ENG_MAX_STOPS]; /* owned, NUL-terminated, non-empty */
@@ -149,14 +151,14 @@ typedef struct eng_event {
     struct eng_event *next;
     uint64_t req_id;
     void *user;
-    int index;    /* choice index (index_base + k) */
-    int32_t *ids; /* (n_ids) tokens generated since the last event of this choice */
+    int index;             /* choice index (index_base + k) */
+    int32_t *ids;          /* (n_ids) tokens generated since the last event of this choice */
     int n_ids;
-    char *text; /* text delta, NUL-terminated; held back while it may start a stop;
-                 * with ENG_FINISH_ERROR, the reason */
+    char *text;            /* text delta, NUL-terminated; held back while it may start a stop;
+                            * with ENG_FINISH_ERROR, the reason */
     size_t text_len;
-    int is_prompt;      /* 1: lps are the prompt's logprobs (echo), ids the prompt */
-    eng_logprob_t *lps; /* (n_lps) or NULL */
+    int is_prompt;         /* 1: lps are the prompt's logprobs (echo), ids the prompt */
+    eng_logprob_t *lps;    /* (n_lps) or NULL */
     int n_lps;
     int finish;            /* enum eng_finish */
     int prompt_tokens;     /* set on the finishing event */
@@ -169,8 +171,8 @@ typedef struct eng_stats {
     int kv_blocks_used, kv_blocks_total; /* used: held by a sequence; cached free ones not */
     uint64_t preemptions;
     uint64_t prefix_cache_queries, prefix_cache_hits; /* in prompt tokens, first admission */
-    uint64_t prompt_tokens;                           /* prompt_len * n of every accepted request */
-    uint64_t generation_tokens;                       /* every sampled token */
+    uint64_t prompt_tokens;     /* prompt_len * n of every accepted request */
+    uint64_t generation_tokens; /* every sampled token */
     uint64_t steps;
     uint64_t requests_finished;
 } eng_stats_t;
