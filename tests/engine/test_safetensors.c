@@ -1,9 +1,10 @@
 /* test_safetensors.c - the loader on good and malformed checkpoints.
  *
  * Builds a small GPT-2 checkpoint (1 layer, 8 channels, 11 tokens) in memory, breaks it one
- * way per case, writes it to its own temp directory and checks that model_load returns the
- * right code with one error line naming the file and the tensor. Ends with random header
- * corruption, which must never crash (this suite also runs under ASan+UBSan).
+ * way per case (and a Llama-family one the same way: test_llama), writes it to its own temp
+ * directory and checks that model_load returns the right code with one error line naming the file
+ * and the tensor. Ends with random header corruption, which must never crash (this suite also runs
+ * under ASan+UBSan).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -165,8 +166,7 @@ static void ckpt_write(const ckpt_t *c, char *dir, size_t len, int align)
     free(b);
 }
 
-/* Loads dir and checks the code and that the error names each of the given strings. */
-/* model_load, as the GPT-2 inside it (every checkpoint here is GPT-2's). */
+/* model_load, as the GPT-2 inside it (the checkpoints of every test but test_llama). */
 static int gpt2_open(gpt2_t **m, const char *dir, int dtype, char *err, size_t errlen)
 {
     model_t *b = NULL;
@@ -175,6 +175,7 @@ static int gpt2_open(gpt2_t **m, const char *dir, int dtype, char *err, size_t e
     return rc;
 }
 
+/* Loads dir and checks the code and that the error names each of the given strings. */
 static gpt2_t *expect_load(const char *dir, int want_rc, const char *what1, const char *what2)
 {
     char err[512] = "";
@@ -658,11 +659,204 @@ static void test_fuzz(void)
     ckpt_free(&c);
 }
 
+/* A Llama-family checkpoint: 1 layer, C = 8, NH = 2, NKV = 1, head_dim 4 (not C / NH), an
+ * MLP of 12, the vocabulary and positions of the GPT-2 one; qwen3 adds q_norm/k_norm. */
+enum { LHS = 4, LI = 12 };
+
+static void llama_make(ckpt_t *c, const char *arch, int lm_head)
+{
+    smp_rng_t r;
+    smp_rng_seed(&r, 12);
+    memset(c, 0, sizeof(*c));
+    c->config = json_pack("{s:[s], s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, s:n, "
+                          "s:s, s:[ii]}",
+                          "architectures", arch, "num_hidden_layers", L, "hidden_size", C,
+                          "num_attention_heads", NH, "num_key_value_heads", 1, "head_dim", LHS,
+                          "intermediate_size", LI, "vocab_size", V, "max_position_embeddings", P,
+                          "rms_norm_eps", 1e-6, "rope_theta", 10000.0, "tie_word_embeddings",
+                          !lm_head, "rope_scaling", "hidden_act", "silu", "eos_token_id", 2, 3);
+    c->header = json_object();
+    json_object_set_new(c->header, "__metadata__", json_pack("{s:s}", "format", "pt"));
+    add_tensor(c, "model.embed_tokens.weight", "F32", V, C, &r);
+    const struct {
+        const char *name;
+        int64_t d0, d1;
+    } layer[] = {
+        {"input_layernorm.weight", C, 0},         {"self_attn.q_proj.weight", NH * LHS, C},
+        {"self_attn.k_proj.weight", LHS, C},      {"self_attn.v_proj.weight", LHS, C},
+        {"self_attn.o_proj.weight", C, NH * LHS}, {"post_attention_layernorm.weight", C, 0},
+        {"mlp.gate_proj.weight", LI, C},          {"mlp.up_proj.weight", LI, C},
+        {"mlp.down_proj.weight", C, LI},
+    };
+    char name[128];
+    for (int l = 0; l < L; l++) {
+        for (size_t i = 0; i < sizeof(layer) / sizeof(layer[0]); i++) {
+            snprintf(name, sizeof(name), "model.layers.%d.%s", l, layer[i].name);
+            add_tensor(c, name, "F32", layer[i].d0, layer[i].d1, &r);
+        }
+        if (strcmp(arch, "Qwen3ForCausalLM") == 0)
+            for (int k = 0; k < 2; k++) {
+                snprintf(name, sizeof(name), "model.layers.%d.self_attn.%s_norm.weight", l,
+                         k ? "k" : "q");
+                add_tensor(c, name, "F32", LHS, 0, &r);
+            }
+    }
+    add_tensor(c, "model.norm.weight", "F32", C, 0, &r);
+    if (lm_head)
+        add_tensor(c, "lm_head.weight", "F32", V, C, &r);
+}
+
+/* Loads dir as the Llama family and checks the code and the error line. */
+static model_t *expect_llama(const char *dir, int want_rc, const char *what1, const char *what2)
+{
+    char err[512] = "";
+    model_t *m = (model_t *)(uintptr_t)1;
+    int rc = model_load(&m, dir, 0, NULL, err, sizeof(err));
+    CHECK_INT_EQ(rc, want_rc);
+    if (want_rc) {
+        printf("case %02d: %s\n", case_no, err);
+        CHECK(m == NULL);
+        CHECK(strchr(err, '\n') == NULL);
+        if (what1)
+            CHECK_CONTAINS(err, what1);
+        if (what2)
+            CHECK_CONTAINS(err, what2);
+    } else if (rc) {
+        fprintf(stderr, "case %02d: unexpected error: %s\n", case_no, err);
+    }
+    return rc ? NULL : m;
+}
+
+/* Writes c with one config.json key replaced (value NULL: removed). */
+static void llama_write_with(const ckpt_t *c, char *dir, size_t len, const char *key, json_t *value)
+{
+    json_t *saved = json_deep_copy(c->config);
+    if (value)
+        json_object_set_new(c->config, key, value);
+    else
+        json_object_del(c->config, key);
+    ckpt_write(c, dir, len, 1);
+    json_object_clear(c->config);
+    json_object_update(c->config, saved);
+    json_decref(saved);
+}
+
+/* Writes c with tensor name's shape replaced (d0 < 0: the tensor removed). */
+static void llama_write_tensor(ckpt_t *c, char *dir, size_t len, const char *name, int64_t d0,
+                               int64_t d1)
+{
+    json_t *saved = json_deep_copy(c->header);
+    json_t *t = json_object_get(c->header, name);
+    CHECK(t != NULL);
+    if (t && d0 < 0) {
+        json_object_del(c->header, name);
+    } else if (t) {
+        /* The same bytes under another shape of as many values keeps the file valid. */
+        json_object_set_new(t, "shape",
+                            d1 ? json_pack("[II]", (json_int_t)d0, (json_int_t)d1)
+                               : json_pack("[I]", (json_int_t)d0));
+    }
+    ckpt_write(c, dir, len, 1);
+    json_object_clear(c->header);
+    json_object_update(c->header, saved);
+    json_decref(saved);
+}
+
+static void test_llama(void)
+{
+    char dir[4200];
+    ckpt_t c;
+    llama_make(&c, "LlamaForCausalLM", 0);
+    ckpt_write(&c, dir, sizeof(dir), 1);
+    /* generation_config.json's EOS ids join config.json's, each once. */
+    write_bytes(dir, "generation_config.json", "{\"eos_token_id\": [3, 7]}", 24);
+    model_t *m = expect_llama(dir, 0, NULL, NULL);
+    if (m) {
+        const model_desc_t *d = model_describe(m);
+        CHECK(strcmp(d->arch, "LlamaForCausalLM") == 0);
+        CHECK_INT_EQ(d->n_kv_head, 1);
+        CHECK_INT_EQ(d->head_size, LHS);
+        CHECK_INT_EQ(d->max_pos, P);
+        CHECK_INT_EQ(d->n_eos, 3);
+        CHECK_INT_EQ(d->eos[0], 2);
+        CHECK_INT_EQ(d->eos[1], 3);
+        CHECK_INT_EQ(d->eos[2], 7);
+        /* The KV pool is sized from NKV x HS: 1 x 4 values of K and V per layer and token. */
+        CHECK_INT_EQ(model_kv_block_bytes(m, 4, ENG_DTYPE_F32), (size_t)L * 2 * 4 * LHS * 4);
+        model_free(m);
+    }
+
+    /* Architectures, settings and shapes the loader refuses, each with one line. */
+    llama_write_with(&c, dir, sizeof(dir), "architectures", json_pack("[s]", "MistralForCausalLM"));
+    expect_llama(dir, -EINVAL, "MistralForCausalLM", "LlamaForCausalLM, Qwen2ForCausalLM");
+    llama_write_with(&c, dir, sizeof(dir), "architectures", NULL);
+    expect_llama(dir, -EINVAL, "missing tensor wte.weight", NULL); /* neither field: GPT-2 */
+    llama_write_with(&c, dir, sizeof(dir), "rope_scaling",
+                     json_pack("{s:s, s:f}", "rope_type", "yarn", "factor", 4.0));
+    expect_llama(dir, -EINVAL, "rope_scaling type \"yarn\"", "llama3");
+    llama_write_with(&c, dir, sizeof(dir), "num_key_value_heads", json_integer(3));
+    expect_llama(dir, -EINVAL, "num_attention_heads 2", "num_key_value_heads 3");
+    llama_write_with(&c, dir, sizeof(dir), "hidden_act", json_string("gelu"));
+    expect_llama(dir, -EINVAL, "hidden_act \"gelu\"", NULL);
+    llama_write_with(&c, dir, sizeof(dir), "head_dim", json_integer(3));
+    expect_llama(dir, -EINVAL, "head size 3 is odd", NULL);
+    llama_write_with(&c, dir, sizeof(dir), "num_hidden_layers", json_integer(2));
+    expect_llama(dir, -EINVAL, "missing tensor model.layers.1.input_layernorm.weight",
+                 "num_hidden_layers = 2");
+    llama_write_with(&c, dir, sizeof(dir), "tie_word_embeddings", json_false());
+    expect_llama(dir, -EINVAL, "missing tensor lm_head.weight", NULL);
+    llama_write_with(&c, dir, sizeof(dir), "attention_bias", json_true());
+    expect_llama(dir, -EINVAL, "missing tensor model.layers.0.self_attn.q_proj.bias", NULL);
+    llama_write_with(&c, dir, sizeof(dir), "architectures", json_pack("[s]", "Qwen3ForCausalLM"));
+    expect_llama(dir, -EINVAL, "missing tensor model.layers.0.self_attn.q_norm.weight", NULL);
+    llama_write_tensor(&c, dir, sizeof(dir), "model.layers.0.self_attn.k_proj.weight", C, LHS);
+    expect_llama(dir, -EINVAL, "model.safetensors: model.layers.0.self_attn.k_proj.weight",
+                 "shape [8,4] disagrees with config.json (expected [4,8])");
+    llama_write_tensor(&c, dir, sizeof(dir), "model.layers.0.mlp.down_proj.weight", -1, 0);
+    expect_llama(dir, -EINVAL, "missing tensor model.layers.0.mlp.down_proj.weight",
+                 "num_hidden_layers = 1");
+
+    /* Tensors config.json has no place for. */
+    smp_rng_t r;
+    smp_rng_seed(&r, 13);
+    ckpt_t extra;
+    llama_make(&extra, "LlamaForCausalLM", 0);
+    add_tensor(&extra, "model.layers.1.mlp.up_proj.weight", "F32", LI, C, &r);
+    ckpt_write(&extra, dir, sizeof(dir), 1);
+    expect_llama(dir, -EINVAL, "model.layers.1.mlp.up_proj.weight", "beyond num_hidden_layers = 1");
+    ckpt_free(&extra);
+    llama_make(&extra, "LlamaForCausalLM", 0);
+    add_tensor(&extra, "model.layers.0.self_attn.o_proj.bias", "F32", C, 0, &r);
+    ckpt_write(&extra, dir, sizeof(dir), 1);
+    expect_llama(dir, -EINVAL, "model.layers.0.self_attn.o_proj.bias",
+                 "not a weight of LlamaForCausalLM");
+    ckpt_free(&extra);
+    /* The rotary buffer older checkpoints carry is ignored; Qwen3 with its norms loads. */
+    llama_make(&extra, "Qwen3ForCausalLM", 1);
+    add_tensor(&extra, "model.layers.0.self_attn.rotary_emb.inv_freq", "F32", LHS / 2, 0, &r);
+    ckpt_write(&extra, dir, sizeof(dir), 1);
+    model_free(expect_llama(dir, 0, NULL, NULL));
+    ckpt_free(&extra);
+
+    /* A truncated file names the file and the tensor that no longer fits. */
+    size_t n;
+    uint8_t *good = st_bytes(c.header, c.data, c.data_size, 1, &n);
+    new_case_dir(dir, sizeof(dir));
+    write_config(dir, c.config);
+    write_bytes(dir, "model.safetensors", good, n - 8);
+    expect_llama(dir, -EINVAL, "model.safetensors: model.norm.weight", "out of range");
+    free(good);
+    ckpt_free(&c);
+}
+
 static void remove_tree(const char *root)
 {
-    static const char *const names[] = {
-        "config.json", "model.safetensors", "model.safetensors.index.json",
-        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+    static const char *const names[] = {"config.json",
+                                        "generation_config.json",
+                                        "model.safetensors",
+                                        "model.safetensors.index.json",
+                                        "model-00001-of-00002.safetensors",
+                                        "model-00002-of-00002.safetensors"};
     for (int i = 1; i <= case_no; i++) {
         char dir[4200], path[4400];
         snprintf(dir, sizeof(dir), "%s/case-%02d", root, i);
@@ -689,6 +883,7 @@ int main(void)
     test_bad_headers();
     test_bad_files();
     test_sharded();
+    test_llama();
     test_fuzz();
     remove_tree(tmp_root);
     if (check_failures()) {
