@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "bench/bounds.h"
-#include "engine/model/gpt2.h"
+#include "engine/engine.h"
 #include "engine/model/gpt2_model.h"
 
 #define BS 16
@@ -33,6 +33,20 @@
 #define ROUNDS 3
 #define BW_MIB 256
 
+/* model_load of a GPT-2 checkpoint, as the GPT-2 inside it (this bench reads its layers). */
+static int bench_gpt2_load(gpt2_t **m, const char *dir, int dtype, char *err, size_t errlen)
+{
+    model_t *b = NULL;
+    int rc = model_load(&b, dir, dtype, NULL, err, errlen);
+    *m = (gpt2_t *)b;
+    if (!rc && strcmp(model_describe(b)->arch, "GPT2LMHeadModel") != 0) {
+        snprintf(err, errlen, "%s: not a GPT-2 checkpoint", dir);
+        model_free(b);
+        return -EINVAL;
+    }
+    return rc;
+}
+
 /* Sequences with contiguous private tables; block ids are seq * per_seq + i. */
 typedef struct bench_batch {
     int32_t tokens[MAX_T], pos[MAX_T], slot[MAX_T], seq_start[MAX_B + 1], ctx_len[MAX_B];
@@ -40,13 +54,13 @@ typedef struct bench_batch {
     int32_t tables[MAX_B][MAX_T / BS + 8];
     const int32_t *table_ptrs[MAX_B];
     unsigned char written[MAX_B * (MAX_T / BS + 8)]; /* blocks a step has written to */
-    gpt2_batch_t b;
+    model_batch_t b;
 } bench_batch_t;
 
 /* Builds a step where sequence s (of B) adds n tokens after `start` cached ones. */
 static void make_step(bench_batch_t *bb, int B, int start, int n, float *logits)
 {
-    gpt2_batch_t *b = &bb->b;
+    model_batch_t *b = &bb->b;
     memset(b, 0, sizeof(*b));
     for (int s = 0; s < B; s++) {
         bb->seq_start[s] = b->T;
@@ -167,7 +181,7 @@ static double decode_time(gpt2_t *m, kv_cache_t *kv, bench_batch_t *bb, int B, f
     double t = bench_now();
     for (int step = 0; step < DECODE_STEPS; step++) {
         make_step(bb, B, CTX + step, 1, logits);
-        gpt2_forward(m, kv, &bb->b);
+        model_forward(&m->base, kv, &bb->b);
     }
     return (bench_now() - t) / DECODE_STEPS;
 }
@@ -196,7 +210,8 @@ static double max_rss_mb(void)
 int main(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf("usage: %s [MODEL_DIR]\n(default: a seeded random 124M checkpoint written into the build tree)\n",
+        printf("usage: %s [MODEL_DIR]\n(default: a seeded random 124M checkpoint written into the "
+               "build tree)\n",
                argv[0]);
         return 0;
     }
@@ -208,16 +223,17 @@ int main(int argc, char **argv)
     char err[512];
     gpt2_t *m = NULL;
     double t0 = bench_now();
-    int rc = gpt2_load(&m, dir, 0, err, sizeof(err));
+    int rc = bench_gpt2_load(&m, dir, 0, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "bench/engine: %s\n", err);
         return 1;
     }
-    const gpt2_config_t *cfg = gpt2_get_config(m);
+    const gpt2_config_t *cfg = (&m->cfg);
     printf("model %s: L=%d C=%d NH=%d V=%d, %.1f MB of F32 weights, loaded in %.2f s; "
            "OpenBLAS threads %d\n",
            dir, cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size,
-           (double)gpt2_weight_bytes(m) / 1e6, bench_now() - t0, openblas_get_num_threads());
+           (double)model_weight_bytes(&m->base) / 1e6, bench_now() - t0,
+           openblas_get_num_threads());
 
     /* Blocks for MAX_B sequences of CTX + DECODE_STEPS tokens, or one 512-token prompt. */
     int per_seq = (CTX + DECODE_STEPS + 2 * BS) / BS, num_blocks = MAX_B * per_seq;
@@ -226,19 +242,20 @@ int main(int argc, char **argv)
     kv_cache_t kv;
     bench_batch_t *bb = calloc(1, sizeof(*bb));
     float *logits = malloc((size_t)MAX_B * cfg->vocab_size * sizeof(float));
-    if (!bb || !logits || kv_cache_init(&kv, cfg, BS, num_blocks, ENG_DTYPE_F32) ||
-        gpt2_reserve(m, MAX_T, MAX_B, cfg->n_ctx)) {
+    if (!bb || !logits || model_kv_init(&m->base, &kv, BS, num_blocks, ENG_DTYPE_F32) ||
+        model_reserve(&m->base, MAX_T, MAX_B, cfg->n_ctx)) {
         fprintf(stderr, "bench/engine: out of memory\n");
         return 1;
     }
     for (int s = 0; s < MAX_B; s++)
         for (int i = 0; i < MAX_T / BS + 8; i++)
             bb->tables[s][i] = (s * per_seq + i) % num_blocks;
-    double kv_mb = (double)num_blocks * (double)kv_cache_block_bytes(cfg, BS, ENG_DTYPE_F32) / 1e6;
+    double kv_mb =
+        (double)num_blocks * (double)model_kv_block_bytes(&m->base, BS, ENG_DTYPE_F32) / 1e6;
 
     /* A first step touches the scratch and lets OpenBLAS start its threads. */
     make_step(bb, 1, 0, 16, logits);
-    gpt2_forward(m, &kv, &bb->b);
+    model_forward(&m->base, &kv, &bb->b);
 
     /* Prefill: one sequence, one step, logits for the last row. */
     const int prompt_lens[2] = {128, 512};
@@ -247,7 +264,7 @@ int main(int argc, char **argv)
         for (int rep = 0; rep < 2 - k; rep++) {
             make_step(bb, 1, 0, prompt_lens[k], logits);
             double t = bench_now();
-            gpt2_forward(m, &kv, &bb->b);
+            model_forward(&m->base, &kv, &bb->b);
             t = bench_now() - t;
             best = t < best ? t : best;
         }
@@ -266,7 +283,7 @@ int main(int argc, char **argv)
             bb->slot[t] = bb->tables[s0 + s][p / BS] * BS + p % BS;
             bb->written[bb->tables[s0 + s][p / BS]] = 1;
         }
-        gpt2_forward(m, &kv, &bb->b);
+        model_forward(&m->base, &kv, &bb->b);
     }
     /* The engine's steps and the bounds are measured in interleaved rounds, so a busy
      * phase of the machine weighs on both sides of each ratio; the median round counts. */
@@ -310,12 +327,12 @@ int main(int argc, char **argv)
         n_written += bb->written[i];
     printf("peak RSS %.0f MB (before the bandwidth buffer) vs weights %.0f MB + KV pool %.0f MB "
            "(%.0f MB of it written) + scratch %.0f MB\n",
-           rss_engine, (double)gpt2_weight_bytes(m) / 1e6, kv_mb,
-           (double)n_written * (double)kv_cache_block_bytes(cfg, BS, ENG_DTYPE_F32) / 1e6,
+           rss_engine, (double)model_weight_bytes(&m->base) / 1e6, kv_mb,
+           (double)n_written * (double)model_kv_block_bytes(&m->base, BS, ENG_DTYPE_F32) / 1e6,
            (double)m->s.bytes / 1e6);
 
     kv_cache_free(&kv);
-    gpt2_free(m);
+    model_free(&m->base);
     free(bb);
     free(logits);
     return 0;

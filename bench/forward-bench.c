@@ -27,6 +27,7 @@
  * held the cores left out (meaningful for the compute-bound steps). --steps runs only the
  * named steps (e.g. one step under perf record).
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,6 @@
 
 #include "bench/bounds.h"
 #include "engine/engine.h"
-#include "engine/model/gpt2.h"
 #include "engine/model/gpt2_model.h"
 
 #define BS 16
@@ -45,19 +45,33 @@
 #define MAX_CTX 1024
 #define DECODE_STEPS 4
 
+/* model_load of a GPT-2 checkpoint, as the GPT-2 inside it (this bench reads its layers). */
+static int bench_gpt2_load(gpt2_t **m, const char *dir, int dtype, char *err, size_t errlen)
+{
+    model_t *b = NULL;
+    int rc = model_load(&b, dir, dtype, NULL, err, errlen);
+    *m = (gpt2_t *)b;
+    if (!rc && strcmp(model_describe(b)->arch, "GPT2LMHeadModel") != 0) {
+        snprintf(err, errlen, "%s: not a GPT-2 checkpoint", dir);
+        model_free(b);
+        return -EINVAL;
+    }
+    return rc;
+}
+
 typedef struct step {
     int32_t tokens[MAX_T], pos[MAX_T], slot[MAX_T], seq_start[MAX_B + 1], ctx_len[MAX_B];
     int32_t logit_rows[MAX_B];
     int32_t tables[MAX_B][MAX_CTX / BS + 2];
     const int32_t *table_ptrs[MAX_B];
-    gpt2_batch_t b;
+    model_batch_t b;
 } step_t;
 
 /* B sequences each adding n rows after `start` cached positions; logits for each last row.
  * Sequence s owns blocks s * per_seq ... (the cache content does not change the work). */
 static void make_step(step_t *st, int B, int start, int n, int per_seq, float *logits)
 {
-    gpt2_batch_t *b = &st->b;
+    model_batch_t *b = &st->b;
     memset(b, 0, sizeof(*b));
     for (int s = 0; s < B; s++) {
         st->seq_start[s] = b->T;
@@ -75,10 +89,17 @@ static void make_step(step_t *st, int B, int start, int n, int per_seq, float *l
         st->table_ptrs[s] = st->tables[s];
     }
     st->seq_start[B] = b->T;
-    *b = (gpt2_batch_t){.T = b->T, .tokens = st->tokens, .pos = st->pos, .slot = st->slot,
-                        .B = B, .seq_start = st->seq_start, .ctx_len = st->ctx_len,
-                        .block_table = st->table_ptrs, .n_logits = B,
-                        .logit_rows = st->logit_rows, .logits = logits};
+    *b = (model_batch_t){.T = b->T,
+                         .tokens = st->tokens,
+                         .pos = st->pos,
+                         .slot = st->slot,
+                         .B = B,
+                         .seq_start = st->seq_start,
+                         .ctx_len = st->ctx_len,
+                         .block_table = st->table_ptrs,
+                         .n_logits = B,
+                         .logit_rows = st->logit_rows,
+                         .logits = logits};
 }
 
 /* Appends to st's batch one more sequence (the next index) with a prompt chunk of n rows
@@ -86,7 +107,7 @@ static void make_step(step_t *st, int B, int start, int n, int per_seq, float *l
  * a prompt at once. */
 static void add_chunk(step_t *st, int start, int n, int per_seq)
 {
-    gpt2_batch_t *b = &st->b;
+    model_batch_t *b = &st->b;
     int s = b->B, T = b->T;
     for (int i = 0; i < per_seq; i++)
         st->tables[s][i] = s * per_seq + i;
@@ -158,15 +179,15 @@ static int argmax(const float *v, int n)
 static void probe(gpt2_t *m, kv_cache_t *kv, step_t *st, int per_seq, float *logits,
                   float *prompt_logits, int32_t *gen)
 {
-    const int V = gpt2_get_config(m)->vocab_size;
+    const int V = (&m->cfg)->vocab_size;
     make_step(st, 1, 0, PROBE_PROMPT, per_seq, logits);
-    gpt2_forward(m, kv, &st->b);
+    model_forward(&m->base, kv, &st->b);
     memcpy(prompt_logits, logits, (size_t)V * sizeof(float));
     for (int i = 0; i < PROBE_GEN; i++) {
         gen[i] = argmax(logits, V);
         make_step(st, 1, PROBE_PROMPT + i, 1, per_seq, logits);
         st->tokens[0] = gen[i];
-        gpt2_forward(m, kv, &st->b);
+        model_forward(&m->base, kv, &st->b);
     }
 }
 
@@ -247,59 +268,60 @@ int main(int argc, char **argv)
             continue;
         char err[512];
         gpt2_t *m = NULL;
-        if (gpt2_load(&m, dir, dt_val[d], err, sizeof(err))) {
+        if (bench_gpt2_load(&m, dir, dt_val[d], err, sizeof(err))) {
             fprintf(stderr, "forward-bench: %s\n", err);
             return 1;
         }
-        if (threads > 0 && gpt2_set_threads(m, threads)) {
+        if (threads > 0 && model_set_threads(&m->base, threads)) {
             fprintf(stderr, "forward-bench: cannot use %d threads\n", threads);
             return 1;
         }
-        const gpt2_config_t *cfg = gpt2_get_config(m);
+        const gpt2_config_t *cfg = (&m->cfg);
         if (cfg->vocab_size > 50257) {
             fprintf(stderr, "forward-bench: vocabulary %d is larger than this bench's\n",
                     cfg->vocab_size);
             return 1;
         }
         if (ctx + DECODE_STEPS > cfg->n_ctx) {
-            fprintf(stderr, "forward-bench: --ctx %d is beyond the model's n_positions %d\n",
-                    ctx, cfg->n_ctx);
+            fprintf(stderr, "forward-bench: --ctx %d is beyond the model's n_positions %d\n", ctx,
+                    cfg->n_ctx);
             return 2;
         }
         double rss_load = rss_mb();
         int span = ctx + DECODE_STEPS > MAX_T ? ctx + DECODE_STEPS : MAX_T;
         int per_seq = span / BS + 1;
         kv_cache_t kv;
-        if (kv_cache_init(&kv, cfg, BS, MAX_B * per_seq, kv_dt) ||
-            gpt2_reserve(m, MAX_T, MAX_B, cfg->n_ctx)) {
+        if (model_kv_init(&m->base, &kv, BS, MAX_B * per_seq, kv_dt) ||
+            model_reserve(&m->base, MAX_T, MAX_B, cfg->n_ctx)) {
             fprintf(stderr, "forward-bench: out of memory\n");
             return 1;
         }
         /* The decode steps read `ctx` cached positions: give their blocks real memory with
          * finite values (0x3c bytes: 0.0115 as F32, 1.06 as F16), as a server's cache has.
          * Untouched blocks would all read the kernel's one zero page, from L1. */
-        size_t block_bytes = kv_cache_block_bytes(cfg, BS, kv_dt);
+        size_t block_bytes = model_kv_block_bytes(&m->base, BS, kv_dt);
         int span_read = ctx + DECODE_STEPS > 2 * MIXED_CHUNK ? ctx + DECODE_STEPS : 2 * MIXED_CHUNK;
         for (int s = 0; s < MAX_B; s++)
             memset((char *)kv.data + (size_t)s * per_seq * block_bytes, 0x3c,
                    (size_t)((span_read - 1) / BS + 1) * block_bytes);
         wbytes[d] = packed_bytes(m);
         cfgs[d] = *cfg;
-        on_amx[d] = mm_get_kernel(m->mm) != MM_KERNEL_AMX ? 0
-                    : m->dtype == ENG_DTYPE_BF16          ? 1
-                    : m->dtype == ENG_DTYPE_BF16X3        ? 3
-                                                          : 0;
+        on_amx[d] = mm_get_kernel(m->base.mm) != MM_KERNEL_AMX ? 0
+                    : m->base.dtype == ENG_DTYPE_BF16          ? 1
+                    : m->base.dtype == ENG_DTYPE_BF16X3        ? 3
+                                                               : 0;
         printf("%s: %d layers, C=%d, %.0f MB of packed matrices, weights %.0f MB, RSS after "
                "load %.0f MB, kernel %s, %d threads, decode context %d, K/V %s\n",
                dt_name[d], cfg->n_layer, cfg->n_embd, wbytes[d] / 1e6,
-               (double)gpt2_weight_bytes(m) / 1e6, rss_load, mm_kernel_name(mm_get_kernel(m->mm)),
-               pool_threads(mm_pool(m->mm)), ctx, kv_dtype);
+               (double)model_weight_bytes(&m->base) / 1e6, rss_load,
+               mm_kernel_name(mm_get_kernel(m->base.mm)), pool_threads(mm_pool(m->base.mm)), ctx,
+               kv_dtype);
         fflush(stdout);
         for (int k = 0; k < N_K; k++)
             best[d][k] = best_cpu[d][k] = 1e30;
         /* Warm-up: touches the scratch and the KV blocks of the decode positions. */
         make_step(st, MAX_B, 0, 8, per_seq, logits);
-        gpt2_forward(m, &kv, &st->b);
+        model_forward(&m->base, &kv, &st->b);
         probe(m, &kv, st, per_seq, logits, probe_logits + (size_t)d * 50257, probe_gen[d]);
         for (int r = 0; r < rounds; r++) {
             for (int k = 0; k < N_K; k++) {
@@ -308,13 +330,13 @@ int main(int argc, char **argv)
                 double t0 = bench_now(), c0 = bench_cpu_now();
                 if (k == K_PREFILL) {
                     make_step(st, 1, 0, MAX_T, per_seq, logits);
-                    gpt2_forward(m, &kv, &st->b);
+                    model_forward(&m->base, &kv, &st->b);
                 } else {
                     for (int s = 0; s < DECODE_STEPS; s++) {
                         make_step(st, K_B[k], ctx + s, 1, per_seq, logits);
                         if (k == K_MIXED)
                             add_chunk(st, MIXED_CHUNK, MIXED_CHUNK, per_seq);
-                        gpt2_forward(m, &kv, &st->b);
+                        model_forward(&m->base, &kv, &st->b);
                     }
                 }
                 double t = (bench_now() - t0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
@@ -322,11 +344,11 @@ int main(int argc, char **argv)
                 best[d][k] = t < best[d][k] ? t : best[d][k];
                 best_cpu[d][k] = c < best_cpu[d][k] ? c : best_cpu[d][k];
             }
-            double b1 = bench_read_bandwidth(mm_pool(m->mm), (size_t)256 << 20, 2);
-            double f1 = bench_fma_peak(mm_pool(m->mm), 1);
+            double b1 = bench_read_bandwidth(mm_pool(m->base.mm), (size_t)256 << 20, 2);
+            double f1 = bench_fma_peak(mm_pool(m->base.mm), 1);
             double c1 = bench_fma_core_peak_cpu(2);
             if (on_amx[d]) {
-                double a2, a1 = bench_amx_peak(mm_pool(m->mm), 2, &a2);
+                double a2, a1 = bench_amx_peak(mm_pool(m->base.mm), 2, &a2);
                 amx = a1 > amx ? a1 : amx;
                 amx_core = a2 > amx_core ? a2 : amx_core;
             }
@@ -336,7 +358,7 @@ int main(int argc, char **argv)
         }
         have[d] = 1;
         kv_cache_free(&kv);
-        gpt2_free(m);
+        model_free(&m->base);
     }
     printf("\nbounds (best samples): read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s (one "
            "core: %.1f GFLOP per CPU-second)\n",
@@ -359,10 +381,11 @@ int main(int argc, char **argv)
             double peak_core = on_amx[d] ? amx_core / on_amx[d] : core;
             double t_mem = wbytes[d] / bw, t_fma = flops / peak;
             double bound = t_mem > t_fma ? t_mem : t_fma;
-            printf("%-6s %-16s %10.2f %10.1f %11.1f %7.0f%%  %-9s %.0f%%\n", dt_name[d],
-                   K_NAME[k], best[d][k] * 1e3, rows / best[d][k], rows / bound,
-                   100.0 * bound / best[d][k],
-                   t_mem > t_fma ? "bandwidth" : on_amx[d] ? "AMX" : "FMA",
+            printf("%-6s %-16s %10.2f %10.1f %11.1f %7.0f%%  %-9s %.0f%%\n", dt_name[d], K_NAME[k],
+                   best[d][k] * 1e3, rows / best[d][k], rows / bound, 100.0 * bound / best[d][k],
+                   t_mem > t_fma ? "bandwidth"
+                   : on_amx[d]   ? "AMX"
+                                 : "FMA",
                    100.0 * flops / best_cpu[d][k] / peak_core);
         }
     }

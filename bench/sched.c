@@ -13,7 +13,7 @@
  * round (--steady-waves x conc requests, a finished one replaced at once, counted only
  * while conc streams decode and new prompts keep arriving; 0 skips it). Greedy, ignore_eos;
  * the engine is stepped on this thread. The bound each round is compared with is measured
- * in the same round: generated tokens over the time spent inside gpt2_forward alone.
+ * in the same round: generated tokens over the time spent inside model_forward alone.
  * Not a test: run it by hand, briefly (lower --new-tokens on a busy machine).
  */
 #include <errno.h>
@@ -287,8 +287,8 @@ int main(int argc, char **argv)
     printf("burst: every request of the round submitted at once; steady: %d waves, a finished "
            "request replaced at once,\nonly the window from the first replacement to the last "
            "submission counted.\ngen tok/s: generated tokens over the wall time; fwd bound: "
-           "over the time inside gpt2_forward only;\noutside: share of eng_step time outside "
-           "gpt2_forward (target < 2%% at 64); stp99: step time p99 (ms); rows: most rows in a "
+           "over the time inside model_forward only;\noutside: share of eng_step time outside "
+           "model_forward (target < 2%% at 64); stp99: step time p99 (ms); rows: most rows in a "
            "step.\n", waves);
     eng_free(e);
     tok_free(tok);

@@ -24,8 +24,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/model/gpt2.h"
 #include "engine/kernels/pool.h"
+#include "engine/model/model.h"
 #include "engine/sched/scheduler.h"
 
 /* A request or an abort on its way to the scheduler thread. */
@@ -36,16 +36,16 @@ typedef struct eng_msg {
 } eng_msg_t;
 
 struct eng {
-    gpt2_t *model;     /* owned */
-    kv_cache_t kv;     /* owned */
-    const tok_t *tok;  /* borrowed */
-    sched_t sched;     /* owned; scheduler thread only */
+    model_t *model;   /* owned */
+    kv_cache_t kv;    /* owned */
+    const tok_t *tok; /* borrowed */
+    sched_t sched;    /* owned; scheduler thread only */
     eng_info_t info;
     int max_waiting;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int sync_init;   /* mu and cv exist */
+    int sync_init; /* mu and cv exist */
     pthread_t thread;
     int started;
     eng_wake_cb wake;
@@ -108,43 +108,45 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         snprintf(err, errlen, "engine: out of memory");
         return -ENOMEM;
     }
-    int rc = gpt2_load_kernel(&e->model, p->model_dir, p->weight_dtype, p->kernel, err, errlen);
+    int rc = model_load(&e->model, p->model_dir, p->weight_dtype, p->kernel, err, errlen);
     if (rc < 0)
         goto fail;
-    /* gpt2_load starts one compute thread per core; OpenBLAS stays single-threaded. */
+    /* model_load starts one compute thread per core; OpenBLAS stays single-threaded. */
     if (p->threads != 0) {
-        rc = gpt2_set_threads(e->model, p->threads);
+        rc = model_set_threads(e->model, p->threads);
         if (rc < 0) {
-            snprintf(err, errlen, "threads %d: cannot start that many compute threads (%s; "
-                     "1..%d, or 0 = one per core)", p->threads, strerror(-rc), POOL_MAX_THREADS);
+            snprintf(err, errlen,
+                     "threads %d: cannot start that many compute threads (%s; "
+                     "1..%d, or 0 = one per core)",
+                     p->threads, strerror(-rc), POOL_MAX_THREADS);
             goto fail;
         }
     }
-    const gpt2_config_t *cfg = gpt2_get_config(e->model);
+    const model_desc_t *cfg = model_describe(e->model);
     e->tok = tok;
     sched_limits_t lim = {
         .max_num_seqs = p->max_num_seqs ? p->max_num_seqs : 256,
         .max_num_batched_tokens = p->max_num_batched_tokens ? p->max_num_batched_tokens : 2048,
-        .max_model_len = p->max_model_len ? p->max_model_len : cfg->n_ctx,
+        .max_model_len = p->max_model_len ? p->max_model_len : cfg->max_pos,
         .max_prefill_decoding = p->max_prefill_tokens_decoding,
     };
     int bs = p->block_size ? p->block_size : 16;
-    int weights = gpt2_get_dtype(e->model);
+    int weights = model_dtype(e->model);
     int kv_dtype = p->kv_cache_dtype;
     /* BF16X3 weights keep F32's accuracy (1e-5 relative), which an F16 cache (1e-3) would
      * not. */
     if (kv_dtype == ENG_DTYPE_AUTO)
-        kv_dtype = weights == ENG_DTYPE_F32 || weights == ENG_DTYPE_BF16X3 ? ENG_DTYPE_F32
-                                                                           : ENG_DTYPE_F16;
+        kv_dtype =
+            weights == ENG_DTYPE_F32 || weights == ENG_DTYPE_BF16X3 ? ENG_DTYPE_F32 : ENG_DTYPE_F16;
     rc = -EINVAL;
     if (kv_dtype != ENG_DTYPE_F32 && kv_dtype != ENG_DTYPE_F16) {
         snprintf(err, errlen, "kv_cache_dtype %s: the KV cache is kept in f32 or f16",
-                 gpt2_dtype_name(kv_dtype));
+                 model_dtype_name(kv_dtype));
         goto fail;
     }
-    if (lim.max_model_len < 1 || lim.max_model_len > cfg->n_ctx) {
-        snprintf(err, errlen, "max_model_len %d is outside 1..%d (the model's n_positions)",
-                 lim.max_model_len, cfg->n_ctx);
+    if (lim.max_model_len < 1 || lim.max_model_len > cfg->max_pos) {
+        snprintf(err, errlen, "max_model_len %d is outside 1..%d (the model's maximum positions)",
+                 lim.max_model_len, cfg->max_pos);
         goto fail;
     }
     if (lim.max_num_seqs < 1 || lim.max_num_batched_tokens < 1 || bs < 1 || bs > 4096 ||
@@ -170,8 +172,22 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
                  tok_vocab_size(tok), cfg->vocab_size);
         goto fail;
     }
-    size_t block_bytes = kv_cache_block_bytes(cfg, bs, kv_dtype);
+    size_t block_bytes = model_kv_block_bytes(e->model, bs, kv_dtype);
     int nb = pool_blocks(p, block_bytes, lim.max_model_len, lim.max_num_seqs, bs);
+    /* Unset, max_model_len is the model's maximum when the pool holds one such sequence,
+     * else the most the pool holds (a 131072-position model would otherwise need GiBs of
+     * KV cache before serving a short prompt). */
+    if (p->max_model_len)
+        snprintf(e->info.max_model_len_from, sizeof(e->info.max_model_len_from),
+                 "the max_model_len setting");
+    else if ((int64_t)nb * bs >= lim.max_model_len || nb < 1)
+        snprintf(e->info.max_model_len_from, sizeof(e->info.max_model_len_from),
+                 "the model's maximum positions");
+    else {
+        lim.max_model_len = nb * bs;
+        snprintf(e->info.max_model_len_from, sizeof(e->info.max_model_len_from),
+                 "the most the KV pool holds (the model allows %d)", cfg->max_pos);
+    }
     /* One sequence of max_model_len must fit, or it could never finish: with that, the
      * oldest running sequence can always preempt the others and go on. */
     int need = (lim.max_model_len + bs - 1) / bs;
@@ -184,7 +200,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
                  need);
         goto fail;
     }
-    rc = kv_cache_init(&e->kv, cfg, bs, nb, kv_dtype);
+    rc = model_kv_init(e->model, &e->kv, bs, nb, kv_dtype);
     if (rc < 0) {
         snprintf(err, errlen, "KV cache of %d blocks (%zu MiB): %s", nb,
                  (size_t)nb * block_bytes >> 20, strerror(-rc));
@@ -195,8 +211,8 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     rc = sched_init(&e->sched, e->model, &e->kv, tok, &lim,
                     (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20));
     if (rc == 0)
-        rc = gpt2_reserve(e->model, lim.max_num_batched_tokens, e->sched.max_logits,
-                          lim.max_model_len);
+        rc = model_reserve(e->model, lim.max_num_batched_tokens, e->sched.max_logits,
+                           lim.max_model_len);
     if (rc < 0) {
         snprintf(err, errlen, "engine step buffers (%d tokens, %d sequences): %s",
                  lim.max_num_batched_tokens, lim.max_num_seqs, strerror(-rc));
@@ -210,22 +226,27 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     }
     e->sync_init = 1;
     e->max_waiting = p->max_waiting;
-    e->info = (eng_info_t){
+    eng_info_t info = {
         .n_layer = cfg->n_layer,
         .n_head = cfg->n_head,
         .n_embd = cfg->n_embd,
-        .n_ctx = cfg->n_ctx,
+        .n_ctx = cfg->max_pos,
         .vocab_size = cfg->vocab_size,
         .max_model_len = lim.max_model_len,
         .block_size = bs,
         .num_kv_blocks = nb,
-        .weight_bytes = gpt2_weight_bytes(e->model),
+        .weight_bytes = model_weight_bytes(e->model),
         .kv_bytes = (size_t)nb * block_bytes,
-        .weight_dtype = gpt2_dtype_name(weights),
-        .kv_cache_dtype = gpt2_dtype_name(kv_dtype),
-        .kernel = gpt2_kernel_name(e->model),
-        .compute_threads = gpt2_threads(e->model),
+        .weight_dtype = model_dtype_name(weights),
+        .kv_cache_dtype = model_dtype_name(kv_dtype),
+        .kernel = model_kernel_name(e->model),
+        .compute_threads = model_threads(e->model),
+        .arch = cfg->arch,
+        .n_kv_head = cfg->n_kv_head,
+        .head_size = cfg->head_size,
     };
+    memcpy(info.max_model_len_from, e->info.max_model_len_from, sizeof(info.max_model_len_from));
+    e->info = info;
     sched_get_stats(&e->sched, &e->stats);
     *out = e;
     return 0;
@@ -271,7 +292,7 @@ void eng_free(eng_t *e)
     free_events(e->out_head);
     sched_free(&e->sched);
     kv_cache_free(&e->kv);
-    gpt2_free(e->model);
+    model_free(e->model);
     if (e->sync_init) {
         pthread_cond_destroy(&e->cv);
         pthread_mutex_destroy(&e->mu);

@@ -1,4 +1,5 @@
-/* engine.h - GPT-2 inference service: model, KV-cache block pool and the scheduler thread.
+/* engine.h - the inference service (GPT-2 and the Llama family): model, KV-cache block pool
+ * and the scheduler thread.
  *
  * The engine owns the weights, the block pool and every sequence. Other threads talk to it
  * only through three calls: eng_submit (a request in), eng_abort (a cancel in) and
@@ -36,7 +37,7 @@ enum eng_dtype {
 };
 
 typedef struct eng_params {
-    const char *model_dir;      /* borrowed: Hugging Face GPT-2 directory */
+    const char *model_dir;      /* borrowed: Hugging Face model directory */
     int threads;                /* compute threads; 0 = one per core */
     int block_size;             /* tokens per KV block; 0 = 16 */
     size_t kv_cache_memory;     /* bytes for the KV pool; 0 = what max_num_seqs full-length
@@ -44,7 +45,8 @@ typedef struct eng_params {
     int num_kv_blocks;          /* > 0 overrides kv_cache_memory */
     int max_num_seqs;           /* sequences in one step; 0 = 256 */
     int max_num_batched_tokens; /* token budget of one step; 0 = 2048; >= max_num_seqs */
-    int max_model_len;          /* prompt + completion limit; 0 = n_positions */
+    int max_model_len;          /* prompt + completion limit; 0 = the model's maximum
+                                 * positions, or what the KV pool holds if less */
     int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
                                  * past this; 0 = unbounded */
     int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
@@ -62,7 +64,12 @@ typedef struct eng_params {
 /* What the model and pool look like once loaded. Strings borrowed from the engine. */
 typedef struct eng_info {
     int n_layer, n_head, n_embd, n_ctx, vocab_size;
+    const char *arch;         /* config.json's architecture, e.g. "LlamaForCausalLM" */
+    int n_kv_head, head_size; /* the KV pool's shape per layer and token */
     int max_model_len;
+    /* Where max_model_len came from: "the max_model_len setting", "the model's maximum
+     * positions", or "the most the KV pool holds (the model allows N)". */
+    char max_model_len_from[96];
     int block_size, num_kv_blocks;
     size_t weight_bytes, kv_bytes;
     const char *weight_dtype;   /* "f32", "f16", "bf16", "int8", "bf16x3" */

@@ -127,6 +127,10 @@ static void load_done_cb(uv_work_t *w, int status)
             s->info.kv_cache_dtype ? s->info.kv_cache_dtype : "?",
             (double)s->info.kv_bytes / 1048576.0, s->info.kernel ? s->info.kernel : "?",
             s->info.compute_threads);
+    srv_log(SRV_LOG_INFO, "srv", NULL,
+            "architecture %s, %d KV heads of %d; context %d is %s",
+            s->info.arch ? s->info.arch : "?", s->info.n_kv_head, s->info.head_size,
+            s->info.max_model_len, s->info.max_model_len_from);
     if (s->draining) { /* a signal came while loading */
         shutdown_now(s);
         return;

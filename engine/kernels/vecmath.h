@@ -1,6 +1,6 @@
-/* vecmath.h - private to engine/: exp and GPT-2's GELU, scalar, eight-wide AVX2 and
- * sixteen-wide AVX-512, shared by the forward pass (softmax) and the matrix tiles (GELU
- * applied as the FC product stores Y).
+/* vecmath.h - private to engine/: exp, a horizontal sum and GPT-2's GELU, scalar, eight-wide
+ * AVX2 and sixteen-wide AVX-512, shared by the vector loops (vec.c, attention.c) and the
+ * matrix tiles (GELU applied as the FC product stores Y).
  *
  * The vector functions carry their own target attribute, so including this header does not
  * make the including file need -mavx2 or -mavx512f; callers reach them only after the CPU
@@ -25,6 +25,15 @@ static inline float vm_gelu(float v)
 
 #define VM_AVX2 static inline __attribute__((always_inline, target("avx2,fma")))
 
+/* The sum of eight floats: the halves added, then pairs, then the last two. */
+VM_AVX2 float vm_hsum8(__m256 v)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
 /* exp(x) for eight floats, Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a
  * degree-6 polynomial (about 1 ulp), 2^n built in the exponent bits; x is clamped to
  * [-87.3, 88.7] so 2^n stays a normal float. */
@@ -42,8 +51,8 @@ VM_AVX2 __m256 vm_exp8(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-                                  23);
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -72,8 +81,8 @@ VM_AVX512 __m512 vm_exp16(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)),
-                                  23);
+    __m512i e =
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 

@@ -1,6 +1,6 @@
 /* blocks.h - private to engine/: the KV block manager (which block belongs to whom).
  *
- * It hands out the ids of the num_blocks blocks of the KV pool (gpt2.h kv_cache_t holds
+ * It hands out the ids of the num_blocks blocks of the KV pool (attention.h kv_cache_t holds
  * their memory). Each block has a refcount: the number of sequences whose block table holds
  * it. A full block can be registered under a hash chained over the whole prefix up to its
  * end; a later sequence with the same prefix finds it with blk_lookup and shares it instead

@@ -36,11 +36,19 @@ static double now_sec(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
+int sched_is_eos(const sched_t *s, int32_t id)
+{
+    for (int i = 0; i < s->n_eos; i++)
+        if (s->eos[i] == id)
+            return 1;
+    return 0;
+}
+
+int sched_init(sched_t *s, model_t *model, kv_cache_t *kv, const tok_t *tok,
                const sched_limits_t *lim, uint64_t seed)
 {
     memset(s, 0, sizeof(*s));
-    const gpt2_config_t *cfg = gpt2_get_config(model);
+    const model_desc_t *cfg = model_describe(model);
     if (lim->max_num_seqs <= 0 || lim->max_num_batched_tokens <= 0 || lim->max_model_len <= 0)
         return -EINVAL;
     s->lim = *lim;
@@ -48,10 +56,14 @@ int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
     s->kv = kv;
     s->tok = tok;
     s->V = cfg->vocab_size;
-    s->eos = tok ? tok_eos_id(tok) : -1;
+    if (tok && tok_eos_id(tok) >= 0)
+        s->eos[s->n_eos++] = tok_eos_id(tok);
+    for (int i = 0; tok && i < cfg->n_eos; i++)
+        if (!sched_is_eos(s, cfg->eos[i]))
+            s->eos[s->n_eos++] = cfg->eos[i];
     s->block_size = kv->block_size;
     s->max_blocks = (lim->max_model_len + kv->block_size - 1) / kv->block_size;
-    /* gpt2_reserve wants no more logit rows than rows. */
+    /* model_reserve wants no more logit rows than rows. */
     s->max_logits = lim->max_num_seqs + SCHED_PROMPT_LOGIT_ROWS;
     if (s->max_logits > lim->max_num_batched_tokens)
         s->max_logits = lim->max_num_batched_tokens;
@@ -78,8 +90,8 @@ int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
     s->text = malloc(s->text_cap);
     s->evc = ev_cache_new();
     if (!s->ent || !s->tok_buf || !s->pos || !s->slot || !s->seq_start || !s->ctx_len ||
-        !s->tables || !s->logit_rows || !s->logits || !s->work || !s->fork_row ||
-        !s->smp_scratch || !s->text || !s->evc) {
+        !s->tables || !s->logit_rows || !s->logits || !s->work || !s->fork_row || !s->smp_scratch ||
+        !s->text || !s->evc) {
         sched_free(s);
         return -ENOMEM;
     }
@@ -364,8 +376,8 @@ static void schedule(sched_t *s)
 
 /* ---- the batch ----------------------------------------------------------------------- */
 
-/* Lays the scheduled chunks out as gpt2_forward's flattened batch. */
-static void build_batch(sched_t *s, gpt2_batch_t *b)
+/* Lays the scheduled chunks out as model_forward's flattened batch. */
+static void build_batch(sched_t *s, model_batch_t *b)
 {
     int T = 0, B = 0, nl = 0, bs = s->block_size;
     for (int i = 0; i < s->n_ent; i++) {
@@ -397,7 +409,7 @@ static void build_batch(sched_t *s, gpt2_batch_t *b)
     }
     s->seq_start[B] = T;
     s->last.n_seqs = B;
-    *b = (gpt2_batch_t){
+    *b = (model_batch_t){
         .T = T,
         .tokens = s->tok_buf,
         .pos = s->pos,
@@ -440,12 +452,12 @@ int sched_step(sched_t *s)
     double t0 = now_sec();
     memset(&s->last, 0, sizeof(s->last));
     schedule(s);
-    gpt2_batch_t b;
+    model_batch_t b;
     build_batch(s, &b);
     if (b.B == 0)
         return 0;
     double t1 = now_sec();
-    int rc = gpt2_forward(s->model, s->kv, &b);
+    int rc = model_forward(s->model, s->kv, &b);
     double t2 = now_sec();
     s->stats.steps++;
     s->computed_tokens += (uint64_t)b.T;

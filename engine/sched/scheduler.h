@@ -13,11 +13,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/engine.h"
+#include "engine/model/model.h"
 #include "engine/sched/blocks.h"
 #include "engine/sched/detok.h"
-#include "engine/engine.h"
 #include "engine/sched/event.h"
-#include "engine/model/gpt2.h"
 #include "engine/sched/sampler.h"
 
 /* Logit rows beyond one per sequence, for prompt logprobs (echo): a prompt chunk that needs
@@ -35,16 +35,16 @@ typedef struct sched_req sched_req_t;
 
 /* One completion of a request: its tokens, its blocks, its RNG and its text state. */
 typedef struct sched_seq {
-    sched_req_t *req; /* the request it belongs to */
-    int index;        /* completion k of the request, 0..n-1 */
-    int state;        /* enum sched_seq_state */
-    int32_t *tokens;  /* owned; (max_model_len) the prompt, then generated tokens */
-    int len;          /* tokens so far */
-    int num_computed; /* tokens whose K/V is in the cache (len - 1 while decoding) */
-    int32_t *blocks;  /* owned; (max_blocks) block ids, the block table */
+    sched_req_t *req;     /* the request it belongs to */
+    int index;            /* completion k of the request, 0..n-1 */
+    int state;            /* enum sched_seq_state */
+    int32_t *tokens;      /* owned; (max_model_len) the prompt, then generated tokens */
+    int len;              /* tokens so far */
+    int num_computed;     /* tokens whose K/V is in the cache (len - 1 while decoding) */
+    int32_t *blocks;      /* owned; (max_blocks) block ids, the block table */
     uint64_t *block_hash; /* owned; (max_blocks) chained hash of each full block */
     int n_blocks;
-    int n_hashed;     /* leading full blocks whose hash is known (and maybe registered) */
+    int n_hashed; /* leading full blocks whose hash is known (and maybe registered) */
     smp_rng_t rng;
     detok_t dt;
     uint64_t admitted; /* admission stamp (for debugging: the running list keeps this order,
@@ -56,8 +56,8 @@ typedef struct sched_seq {
 } sched_seq_t;
 
 struct sched_req {
-    eng_request_t *r;   /* owned; freed with eng_request_free when every completion ended */
-    sched_seq_t *seqs;  /* owned; (r->n) */
+    eng_request_t *r;  /* owned; freed with eng_request_free when every completion ended */
+    sched_seq_t *seqs; /* owned; (r->n) */
     int n_unfinished;
     eng_logprob_t *prompt_lps; /* owned; (prompt_len) when r->sp.prompt_logprobs >= 0 */
     int prompt_lp_next;        /* the next prompt position whose logprob is still missing */
@@ -81,14 +81,14 @@ typedef struct sched_entry {
 
 /* What the last step was made of (tests assert on it). */
 typedef struct sched_step_info {
-    int n_seqs;          /* entries in the batch */
-    int n_decode;        /* of which single-token decodes of running sequences */
+    int n_seqs;   /* entries in the batch */
+    int n_decode; /* of which single-token decodes of running sequences */
     int decode_tokens;
     int prefill_tokens;  /* rows that were prompt (or recomputed) chunks */
     int prefill_backlog; /* prompt tokens not yet computed when the step was planned */
     int prefill_cap;     /* prompt tokens the step could take; 0 = no cap (see sched.c) */
     int preempted;       /* preemptions during this step's scheduling */
-    double forward_sec;  /* time inside gpt2_forward */
+    double forward_sec;  /* time inside model_forward */
     double step_sec;     /* the whole step */
 } sched_step_info_t;
 
@@ -104,30 +104,33 @@ typedef struct sched_limits {
 typedef struct sched {
     sched_limits_t lim;
     int V, block_size, max_blocks, max_logits;
-    int32_t eos;
-    const tok_t *tok;  /* borrowed */
-    gpt2_t *model;     /* borrowed from the engine */
-    kv_cache_t *kv;    /* borrowed from the engine */
-    blk_mgr_t blk;     /* owned */
+    /* End-of-sequence ids: the tokenizer's and the model's (config.json and
+     * generation_config.json); none without a tokenizer. */
+    int32_t eos[MODEL_MAX_EOS + 1];
+    int n_eos;
+    const tok_t *tok; /* borrowed */
+    model_t *model;   /* borrowed from the engine */
+    kv_cache_t *kv;   /* borrowed from the engine */
+    blk_mgr_t blk;    /* owned */
 
     sched_req_t *reqs; /* owned; every live request */
     sched_list_t waiting, running;
-    int n_fork;        /* completions waiting to fork */
-    int waiting_reqs;  /* requests whose first completion was never admitted */
+    int n_fork;       /* completions waiting to fork */
+    int waiting_reqs; /* requests whose first completion was never admitted */
     uint64_t admit_counter, seed_state;
 
     /* One step's batch; all sized at sched_init for the largest step. */
     sched_entry_t *ent; /* (max_num_seqs) */
     int n_ent;
-    int32_t *tok_buf, *pos, *slot;  /* (max_num_batched_tokens) */
-    int32_t *seq_start, *ctx_len;   /* (max_num_seqs + 1), (max_num_seqs) */
-    const int32_t **tables;         /* (max_num_seqs) borrowed from the sequences */
-    int32_t *logit_rows;            /* (max_logits) */
-    float *logits;                  /* (max_logits, V) */
-    float *work;                    /* (V) a logits row the sampler may modify */
-    float *fork_row;                /* (V) the raw row later completions sample from */
-    void *smp_scratch;              /* smp_scratch_bytes(V) */
-    char *text;                     /* (text_cap) one event's text */
+    int32_t *tok_buf, *pos, *slot; /* (max_num_batched_tokens) */
+    int32_t *seq_start, *ctx_len;  /* (max_num_seqs + 1), (max_num_seqs) */
+    const int32_t **tables;        /* (max_num_seqs) borrowed from the sequences */
+    int32_t *logit_rows;           /* (max_logits) */
+    float *logits;                 /* (max_logits, V) */
+    float *work;                   /* (V) a logits row the sampler may modify */
+    float *fork_row;               /* (V) the raw row later completions sample from */
+    void *smp_scratch;             /* smp_scratch_bytes(V) */
+    char *text;                    /* (text_cap) one event's text */
     size_t text_cap;
 
     eng_event_t *ev_head, *ev_tail; /* owned; events of the steps since the last take */
@@ -137,10 +140,12 @@ typedef struct sched {
     sched_step_info_t last;
 } sched_t;
 
+/* Whether id ends a sequence (one of s->eos). */
+int sched_is_eos(const sched_t *s, int32_t id);
 /* Sets up the block manager for kv->num_blocks blocks and every step buffer. model, kv and
  * tok are borrowed. seed seeds the completions of requests that bring no seed. Returns 0,
  * -EINVAL or -ENOMEM. sched_free on a zeroed or half-initialised sched_t is safe. */
-int sched_init(sched_t *s, gpt2_t *model, kv_cache_t *kv, const tok_t *tok,
+int sched_init(sched_t *s, model_t *model, kv_cache_t *kv, const tok_t *tok,
                const sched_limits_t *lim, uint64_t seed);
 /* Frees every request (no events), every event and every buffer. */
 void sched_free(sched_t *s);

@@ -375,7 +375,7 @@ void seq_sample(sched_t *s, sched_seq_t *q, float *row)
     int finish = ENG_FINISH_NONE, by_string = 0;
     size_t tl = 0;
     s->text[0] = '\0';
-    if (id == s->eos) {
+    if (sched_is_eos(s, id)) {
         /* Special tokens add no text (vLLM's skip_special_tokens). */
         if (!r->ignore_eos)
             finish = ENG_FINISH_STOP;

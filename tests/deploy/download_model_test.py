@@ -74,7 +74,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif self.path.startswith(prefix) and self.path[len(prefix):] in m.files:
             name = self.path[len(prefix):]
             data = m.files[name]
-            if name in LFS:
+            if name in LFS or name.endswith(".safetensors"):
                 sha = m.published_sha.get(name, hashlib.sha256(data).hexdigest())
                 self.send_response(302)
                 self.send_header("Location", cdn + name)
@@ -281,6 +281,43 @@ def test_resume(script, tmp, files):
         m.server_close()
 
 
+def test_llama_family(script, tmp, files):
+    """A Llama-family repository: tokenizer.json and the optional files it has; weights single
+    (SmolLM2, with vocab.json and merges.txt) or sharded through the index (Llama 3.2 3B,
+    gated, without them)."""
+    tok = {"tokenizer.json": b'{"model": {"type": "BPE"}}',
+           "tokenizer_config.json": b'{"eos_token": "<|end_of_text|>"}',
+           "generation_config.json": b'{"eos_token_id": [128001, 128009]}',
+           "config.json": b'{"architectures": ["LlamaForCausalLM"]}'}
+    single = dict(tok, **{f: files[f] for f in ["vocab.json", "merges.txt", "model.safetensors"]})
+    w = files["model.safetensors"]
+    shards = {"model-00001-of-00002.safetensors": w[:len(w) // 2],
+              "model-00002-of-00002.safetensors": w[len(w) // 2:]}
+    index = {"metadata": {"total_size": len(w)},
+             "weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+                            "model.norm.weight": "model-00002-of-00002.safetensors",
+                            "lm_head.weight": "model-00002-of-00002.safetensors"}}
+    sharded = dict(tok, **shards)
+    sharded["model.safetensors.index.json"] = json.dumps(index).encode()
+    for name, repo, served, token in [
+            ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M", single, None),
+            ("llama-3.2-3b-instruct", "meta-llama/Llama-3.2-3B-Instruct", sharded, "hf_test")]:
+        m = Mirror(repo, served)
+        m.token = token
+        threading.Thread(target=m.serve_forever, daemon=True).start()
+        try:
+            target = os.path.join(tmp, name)
+            env = {"HF_TOKEN": token} if token else None
+            rc, out, err = run(script, name, target, m.endpoint, env)
+            check(rc == 0, f"{name}: download succeeds", (rc, out, err), 0)
+            check(listing(target) == sorted(served), f"{name}: exactly the repository's files",
+                  listing(target), sorted(served))
+            check(rc == 0 and same_files(target, served), f"{name}: identical bytes")
+        finally:
+            m.shutdown()
+            m.server_close()
+
+
 def checkpoint(tokenizer_dir):
     """The four files of a checkpoint: 0.5 MB of random tensors, a GPT-2 config.json."""
     shapes = {"a": [256, 256], "b": [64, 1000]}
@@ -313,6 +350,7 @@ def main():
         test_offline(script, tmp)
         test_mirror(script, tmp, files)
         test_resume(script, tmp, files)
+        test_llama_family(script, tmp, checkpoint(sys.argv[2]))  # test_resume cut files
     finally:
         shutil.rmtree(tmp)
     return exit_status()

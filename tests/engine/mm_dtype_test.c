@@ -1,6 +1,6 @@
 /* mm_dtype_test.c - logits with the weights kept in F16, BF16, int8 and BF16X3
- * (engine/kernels/matmul.h) against the F32 path and against the PyTorch float64 reference on the F32
- * weights; and the same logits bit for bit whatever the number of compute threads.
+ * (engine/kernels/matmul.h) against the F32 path and against the PyTorch float64 reference on the
+ * F32 weights; and the same logits bit for bit whatever the number of compute threads.
  *
  *   mm_dtype_test CKPT_DIR PYTHON3 REF_ROWS_PY GPT2_REF_PY
  *
@@ -19,7 +19,7 @@
  * BF16X3 (each weight as BF16 hi + lo, 16 significant bits, and on AMX X split the same way,
  * three BF16 products per product): <= 1.8e-5 of the spread from the reference on AMX (1.3e-4
  * absolute; 1.9e-5 from the F32 path); bound 5e-5, a factor of 2.7 over it and 300 below
- * BF16's. Where the kernel is not AMX the model loads as F32 (engine/model/gpt2_load.c), so its
+ * BF16's. Where the kernel is not AMX the model loads as F32 (engine/model/model.c), so its
  * logits must be the F32 path's bits.
  */
 #include <errno.h>
@@ -31,14 +31,14 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "engine/model/gpt2.h"
+#include "engine/model/model.h"
 #include "tests/check.h"
 
 #define F16_REL_TOL 2e-3
 #define BF16_REL_TOL 1.5e-2
 #define I8_REL_TOL 5e-2
 #define X3_REL_TOL 5e-5
-#define F32_REF_TOL 1e-3 /* as tests/engine/test_gpt2.c */
+#define F32_REF_TOL 1e-3 /* as tests/engine/test_model.c */
 
 #define BS 16
 #define N_BLOCKS 64
@@ -55,10 +55,10 @@ static const double rel_tol[N_DT] = {0, F16_REL_TOL, BF16_REL_TOL, I8_REL_TOL, X
 /* The logits of the last of n tokens: with split = 0 one prefill step of all n rows; with
  * split = 1 a prefill step of the first n - 1 rows and then a decode step of the last
  * (the decode attention path). */
-static int run_prompt(gpt2_t *m, const int32_t *tokens, int n, float *logits, int split)
+static int run_prompt(model_t *m, const int32_t *tokens, int n, float *logits, int split)
 {
     kv_cache_t kv;
-    int rc = kv_cache_init(&kv, gpt2_get_config(m), BS, N_BLOCKS, ENG_DTYPE_F32);
+    int rc = model_kv_init(m, &kv, BS, N_BLOCKS, ENG_DTYPE_F32);
     if (rc)
         return rc;
     int32_t pos[MAX_T], slot[MAX_T], table[MAX_T / BS + 1], start[2] = {0, n}, ctx = n;
@@ -70,18 +70,26 @@ static int run_prompt(gpt2_t *m, const int32_t *tokens, int n, float *logits, in
         slot[i] = table[i / BS] * BS + i % BS;
     }
     const int32_t *tables[1] = {table};
-    gpt2_batch_t b = {.T = n, .tokens = tokens, .pos = pos, .slot = slot, .B = 1,
-                      .seq_start = start, .ctx_len = &ctx, .block_table = tables,
-                      .n_logits = 1, .logit_rows = &last, .logits = logits};
+    model_batch_t b = {.T = n,
+                       .tokens = tokens,
+                       .pos = pos,
+                       .slot = slot,
+                       .B = 1,
+                       .seq_start = start,
+                       .ctx_len = &ctx,
+                       .block_table = tables,
+                       .n_logits = 1,
+                       .logit_rows = &last,
+                       .logits = logits};
     int32_t first_start[2] = {0, n - 1}, first_ctx = n - 1, one_start[2] = {0, 1}, row = 0;
     if (split && n > 1) {
-        gpt2_batch_t first = b;
+        model_batch_t first = b;
         first.T = n - 1;
         first.seq_start = first_start;
         first.ctx_len = &first_ctx;
         first.n_logits = 0;
         first.logits = NULL;
-        rc = gpt2_forward(m, &kv, &first);
+        rc = model_forward(m, &kv, &first);
         b.T = 1;
         b.tokens = tokens + n - 1;
         b.pos = pos + n - 1;
@@ -89,12 +97,12 @@ static int run_prompt(gpt2_t *m, const int32_t *tokens, int n, float *logits, in
         b.seq_start = one_start;
         b.logit_rows = &row;
     }
-    rc = rc ? rc : gpt2_forward(m, &kv, &b);
+    rc = rc ? rc : model_forward(m, &kv, &b);
     kv_cache_free(&kv);
     return rc;
 }
 
-static int prefill(gpt2_t *m, const int32_t *tokens, int n, float *logits)
+static int prefill(model_t *m, const int32_t *tokens, int n, float *logits)
 {
     return run_prompt(m, tokens, n, logits, 0);
 }
@@ -136,24 +144,23 @@ int main(int argc, char **argv)
     int as_f32[N_DT] = {0}; /* the weights were kept in F32 */
     int32_t tokens[N_PROMPT][MAX_T];
     for (int d = 0; d < N_DT; d++) {
-        gpt2_t *m = NULL;
-        int rc = gpt2_load(&m, dir, dtypes[d], err, sizeof(err));
+        model_t *m = NULL;
+        int rc = model_load(&m, dir, dtypes[d], NULL, err, sizeof(err));
         CHECK_INT_EQ(rc, 0);
         if (rc) {
-            fprintf(stderr, "gpt2_load %s as %s: %s\n", dir, dt_names[d], err);
+            fprintf(stderr, "model_load %s as %s: %s\n", dir, dt_names[d], err);
             continue;
         }
-        V = gpt2_get_config(m)->vocab_size;
+        V = model_describe(m)->vocab_size;
         if (dtypes[d] == ENG_DTYPE_BF16X3)
-            CHECK_INT_EQ(gpt2_get_dtype(m), strcmp(gpt2_kernel_name(m), "amx") == 0
-                                                ? ENG_DTYPE_BF16X3
-                                                : ENG_DTYPE_F32);
-        as_f32[d] = gpt2_get_dtype(m) == ENG_DTYPE_F32;
-        CHECK_INT_EQ(gpt2_reserve(m, MAX_T, 1, MAX_T), 0);
+            CHECK_INT_EQ(model_dtype(m), strcmp(model_kernel_name(m), "amx") == 0 ? ENG_DTYPE_BF16X3
+                                                                                  : ENG_DTYPE_F32);
+        as_f32[d] = model_dtype(m) == ENG_DTYPE_F32;
+        CHECK_INT_EQ(model_reserve(m, MAX_T, 1, MAX_T), 0);
         for (int p = 0; p < N_PROMPT; p++) {
             for (int i = 0; i < prompt_lens[p]; i++)
-                tokens[p][i] = (int32_t)((1009u * (unsigned)(i + 1) + 7919u * (unsigned)p) %
-                                         (unsigned)V);
+                tokens[p][i] =
+                    (int32_t)((1009u * (unsigned)(i + 1) + 7919u * (unsigned)p) % (unsigned)V);
             logits[d][p] = malloc((size_t)V * sizeof(float));
             CHECK_INT_EQ(prefill(m, tokens[p], prompt_lens[p], logits[d][p]), 0);
         }
@@ -167,17 +174,17 @@ int main(int argc, char **argv)
             CHECK_INT_EQ(run_prompt(m, tokens[2], prompt_lens[2], dec, 1), 0);
             static const int threads[] = {1, 3};
             for (int i = 0; i < 2 && again && dec; i++) {
-                CHECK_INT_EQ(gpt2_set_threads(m, threads[i]), 0);
+                CHECK_INT_EQ(model_set_threads(m, threads[i]), 0);
                 CHECK_INT_EQ(prefill(m, tokens[2], prompt_lens[2], again), 0);
                 CHECK(memcmp(again, logits[0][2], (size_t)V * sizeof(float)) == 0);
                 CHECK_INT_EQ(run_prompt(m, tokens[2], prompt_lens[2], again, 1), 0);
                 CHECK(memcmp(again, dec, (size_t)V * sizeof(float)) == 0);
             }
-            CHECK_INT_EQ(gpt2_set_threads(m, -1), -EINVAL);
+            CHECK_INT_EQ(model_set_threads(m, -1), -EINVAL);
             free(again);
             free(dec);
         }
-        gpt2_free(m);
+        model_free(m);
     }
     FILE *jf = fopen(jobs, "w");
     CHECK(jf != NULL);

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
-"""Runs the PyTorch reference (tests/reference/gpt2_ref.py) for a list of jobs in one process.
+"""Runs a PyTorch reference (tests/reference/gpt2_ref.py or llama_ref.py) for a list of jobs
+in one process.
 
-    ref_rows.py GPT2_REF_PY JOBS OUT
+    ref_rows.py REF_PY JOBS OUT
+
+The reference module's model class is its `Model` (llama_ref.py), else `GPT2`.
 
 JOBS has one job per line: MODEL_DIR <tab> N_PROMPT <tab> comma-separated ids (the prompt
 followed by the engine's greedy continuation). For each job, in order, OUT gets
@@ -21,10 +24,12 @@ import torch
 
 def main(argv):
     ref_path, jobs_path, out_path = argv
-    loader = importlib.machinery.SourceFileLoader("gpt2_ref", ref_path)
-    spec = importlib.util.spec_from_loader("gpt2_ref", loader)
+    name = "model_ref"
+    loader = importlib.machinery.SourceFileLoader(name, ref_path)
+    spec = importlib.util.spec_from_loader(name, loader)
     ref = importlib.util.module_from_spec(spec)
     loader.exec_module(ref)
+    model_class = getattr(ref, "Model", None) or ref.GPT2
     models = {}
     with open(jobs_path) as f, open(out_path, "wb") as out, torch.no_grad():
         for line in f:
@@ -32,7 +37,7 @@ def main(argv):
             n_prompt = int(n_prompt)
             tokens = [int(t) for t in ids.split(",")]
             if model_dir not in models:
-                models[model_dir] = ref.GPT2(model_dir)
+                models[model_dir] = model_class(model_dir)
             logits = models[model_dir].forward(tokens)  # (T, V) float64
             out.write(logits[n_prompt - 1].numpy().astype("<f4").tobytes())
             # torch.argmax returns the first maximum: ties go to the lower id.

@@ -150,8 +150,8 @@ static void test_fork(void)
     p.max_model_len = 64;
     e = make_engine(&p, tok);
     for (int i = 0; i < 4; i++)
-        submit_ok(e, make_req(2 + (uint64_t)i, prompts[i], plen[i] < 30 ? plen[i] : 30, 30,
-                              0.0f, 0));
+        submit_ok(e,
+                  make_req(2 + (uint64_t)i, prompts[i], plen[i] < 30 ? plen[i] : 30, 30, 0.0f, 0));
     r = make_req(1, prompts[3], 21, 20, 1.0f, 77);
     r->n = 3;
     r->index_base = 0;
@@ -256,8 +256,8 @@ static void test_chunked_prefill(void)
         ASSERT_LE(steps, LONG / (BUDGET - STREAMS) + 2);
     }
     ASSERT_EQ(prefilled, LONG);
-    printf("chunked prefill: %d-token prompt in %d steps, %d streams decoding every step\n",
-           LONG, steps, STREAMS);
+    printf("chunked prefill: %d-token prompt in %d steps, %d streams decoding every step\n", LONG,
+           steps, STREAMS);
     for (int i = 0; i < STREAMS; i++)
         ASSERT_EQ(outs[i].finishes, 0);
     run_until_idle(e, outs, 1, 1000);
@@ -507,9 +507,10 @@ static void test_validation(void)
     eng_request_free(r);
     eng_free(e); /* with requests still queued: freed, no leak */
 
-    /* The pool must hold one sequence of max_model_len. */
+    /* The pool must hold one sequence of a max_model_len that is set. */
     p = params_for(tiny_dir);
     p.num_kv_blocks = 15;
+    p.max_model_len = 256;
     eng_t *bad = NULL;
     char err[512] = "";
     ASSERT_EQ(eng_init(&bad, &p, tok, err, sizeof(err)), -EINVAL);
@@ -517,6 +518,23 @@ static void test_validation(void)
     ASSERT_TRUE(strstr(err, "max_model_len 256") != NULL);
     p.num_kv_blocks = 16;
     ASSERT_EQ(eng_init(&bad, &p, tok, err, sizeof(err)), 0);
+    eng_get_info(bad, &info);
+    ASSERT_EQ(info.max_model_len, 256);
+    ASSERT_TRUE(strstr(info.max_model_len_from, "setting") != NULL);
+    eng_free(bad);
+    /* Unset, it is the model's 256 positions when the pool holds them, else what the pool
+     * holds (15 blocks of 16). */
+    p.max_model_len = 0;
+    ASSERT_EQ(eng_init(&bad, &p, tok, err, sizeof(err)), 0);
+    eng_get_info(bad, &info);
+    ASSERT_EQ(info.max_model_len, 256);
+    ASSERT_TRUE(strstr(info.max_model_len_from, "model's maximum") != NULL);
+    eng_free(bad);
+    p.num_kv_blocks = 15;
+    ASSERT_EQ(eng_init(&bad, &p, tok, err, sizeof(err)), 0);
+    eng_get_info(bad, &info);
+    ASSERT_EQ(info.max_model_len, 240);
+    ASSERT_TRUE(strstr(info.max_model_len_from, "KV pool holds (the model allows 256)") != NULL);
     eng_free(bad);
     p.max_num_batched_tokens = 8;
     ASSERT_EQ(eng_init(&bad, &p, tok, err, sizeof(err)), -EINVAL);

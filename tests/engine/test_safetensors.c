@@ -1,9 +1,10 @@
 /* test_safetensors.c - the loader on good and malformed checkpoints.
  *
  * Builds a small GPT-2 checkpoint (1 layer, 8 channels, 11 tokens) in memory, breaks it one
- * way per case, writes it to its own temp directory and checks that gpt2_load returns the
- * right code with one error line naming the file and the tensor. Ends with random header
- * corruption, which must never crash (this suite also runs under ASan+UBSan).
+ * way per case (and a Llama-family one the same way: test_llama), writes it to its own temp
+ * directory and checks that model_load returns the right code with one error line naming the file
+ * and the tensor. Ends with random header corruption, which must never crash (this suite also runs
+ * under ASan+UBSan).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -13,7 +14,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/model/gpt2.h"
 #include "engine/model/gpt2_model.h"
 #include "engine/sched/sampler.h"
 #include "tests/check.h"
@@ -166,12 +166,21 @@ static void ckpt_write(const ckpt_t *c, char *dir, size_t len, int align)
     free(b);
 }
 
+/* model_load, as the GPT-2 inside it (the checkpoints of every test but test_llama). */
+static int gpt2_open(gpt2_t **m, const char *dir, int dtype, char *err, size_t errlen)
+{
+    model_t *b = NULL;
+    int rc = model_load(&b, dir, dtype, NULL, err, errlen);
+    *m = (gpt2_t *)b;
+    return rc;
+}
+
 /* Loads dir and checks the code and that the error names each of the given strings. */
 static gpt2_t *expect_load(const char *dir, int want_rc, const char *what1, const char *what2)
 {
     char err[512] = "";
     gpt2_t *m = NULL;
-    int rc = gpt2_load(&m, dir, 0, err, sizeof(err));
+    int rc = gpt2_open(&m, dir, 0, err, sizeof(err));
     CHECK_INT_EQ(rc, want_rc);
     if (want_rc) {
         printf("case %02d: %s\n", case_no, err);
@@ -191,25 +200,25 @@ static gpt2_t *expect_load(const char *dir, int want_rc, const char *what1, cons
 static void logits_of(gpt2_t *m, float *out)
 {
     kv_cache_t kv;
-    CHECK_INT_EQ(kv_cache_init(&kv, gpt2_get_config(m), 4, 4, ENG_DTYPE_F32), 0);
-    CHECK_INT_EQ(gpt2_reserve(m, 8, 1, P), 0);
+    CHECK_INT_EQ(model_kv_init((model_t *)m, &kv, 4, 4, ENG_DTYPE_F32), 0);
+    CHECK_INT_EQ(model_reserve((model_t *)m, 8, 1, P), 0);
     int32_t tokens[5] = {3, 1, 4, 1, 5}, pos[5] = {0, 1, 2, 3, 4}, slot[5];
     int32_t table[2] = {2, 0}, seq_start[2] = {0, 5}, ctx[1] = {5}, last = 4;
     for (int i = 0; i < 5; i++)
         slot[i] = table[i / 4] * 4 + i % 4;
     const int32_t *tables[1] = {table};
-    gpt2_batch_t b = {.T = 5,
-                      .tokens = tokens,
-                      .pos = pos,
-                      .slot = slot,
-                      .B = 1,
-                      .seq_start = seq_start,
-                      .ctx_len = ctx,
-                      .block_table = tables,
-                      .n_logits = 1,
-                      .logit_rows = &last,
-                      .logits = out};
-    CHECK_INT_EQ(gpt2_forward(m, &kv, &b), 0);
+    model_batch_t b = {.T = 5,
+                       .tokens = tokens,
+                       .pos = pos,
+                       .slot = slot,
+                       .B = 1,
+                       .seq_start = seq_start,
+                       .ctx_len = ctx,
+                       .block_table = tables,
+                       .n_logits = 1,
+                       .logit_rows = &last,
+                       .logits = out};
+    CHECK_INT_EQ(model_forward((model_t *)m, &kv, &b), 0);
     kv_cache_free(&kv);
 }
 
@@ -224,34 +233,35 @@ static void test_valid(void)
     gpt2_t *m = expect_load(dir, 0, NULL, NULL);
     if (!m)
         return;
-    CHECK((const uint8_t *)m->wte >= (const uint8_t *)m->st.files[0].map); /* in place */
-    CHECK(m->converted == NULL);
+    CHECK((const uint8_t *)m->wte >= (const uint8_t *)m->base.st.files[0].map); /* in place */
+    CHECK(m->base.converted == NULL);
     CHECK(m->lm_head == m->wte);
-    CHECK_INT_EQ(gpt2_weight_bytes(m), c.data_size - (size_t)P * P * 4);
+    CHECK_INT_EQ(model_weight_bytes((model_t *)m), c.data_size - (size_t)P * P * 4);
     logits_of(m, want);
-    gpt2_free(m);
+    model_free((model_t *)m);
 
     /* Int8 weights count one byte per matrix value and a 4-byte scale per output column
      * (per layer qkv C x 3C, proj C x C, fc C x 4C, proj 4C x C; the tied head C x V). */
     char err[512] = "";
-    CHECK_INT_EQ(gpt2_load(&m, dir, ENG_DTYPE_I8, err, sizeof(err)), 0);
+    CHECK_INT_EQ(gpt2_open(&m, dir, ENG_DTYPE_I8, err, sizeof(err)), 0);
     if (m) {
         size_t kn = (size_t)L * 12 * C * C + (size_t)C * V, cols = (size_t)L * 9 * C + V;
-        CHECK_INT_EQ(gpt2_get_dtype(m), ENG_DTYPE_I8);
-        CHECK_INT_EQ(gpt2_weight_bytes(m), c.data_size - (size_t)P * P * 4 - 3 * kn + 4 * cols);
-        gpt2_free(m);
+        CHECK_INT_EQ(model_dtype((model_t *)m), ENG_DTYPE_I8);
+        CHECK_INT_EQ(model_weight_bytes((model_t *)m),
+                     c.data_size - (size_t)P * P * 4 - 3 * kn + 4 * cols);
+        model_free((model_t *)m);
     }
-    CHECK_INT_EQ(gpt2_load(&m, dir, 42, err, sizeof(err)), -EINVAL);
+    CHECK_INT_EQ(gpt2_open(&m, dir, 42, err, sizeof(err)), -EINVAL);
     CHECK_CONTAINS(err, "weight dtype 42");
 
     /* Misaligned F32 data is copied, with the same result. */
     ckpt_write(&c, dir, sizeof(dir), 0);
     m = expect_load(dir, 0, NULL, NULL);
     if (m) {
-        CHECK(m->converted != NULL);
+        CHECK(m->base.converted != NULL);
         logits_of(m, got);
         CHECK(memcmp(want, got, sizeof(want)) == 0);
-        gpt2_free(m);
+        model_free((model_t *)m);
     }
     ckpt_free(&c);
 
@@ -264,7 +274,7 @@ static void test_valid(void)
     m = expect_load(dir, 0, NULL, NULL);
     if (m) {
         CHECK(m->lm_head != m->wte);
-        gpt2_free(m);
+        model_free((model_t *)m);
     }
     ckpt_free(&c);
 }
@@ -291,9 +301,9 @@ static void test_convert(void)
                 CHECK(m->wte[i] == want[i] || (isinf(m->wte[i]) && isinf(want[i])));
                 CHECK_INT_EQ(signbit(m->wte[i]) != 0, signbit(want[i]) != 0);
             }
-            CHECK(m->converted != NULL);
-            CHECK_INT_EQ(m->st.n_files, 0); /* nothing left in use in the file */
-            gpt2_free(m);
+            CHECK(m->base.converted != NULL);
+            CHECK_INT_EQ(m->base.st.n_files, 0); /* nothing left in use in the file */
+            model_free((model_t *)m);
         }
         ckpt_free(&c);
     }
@@ -393,8 +403,7 @@ static void test_bad_headers(void)
     BAD_CASE(add_tensor(&c, "transformer.lm_head.weight", "F32", V, C, &r), -EINVAL,
              "tensor transformer.lm_head.weight is not a GPT-2 weight", NULL);
     BAD_CASE(add_tensor(&c, "transformer.ln_f.bias", "F32", C, 0, &r), -EINVAL,
-             "model.safetensors: tensor transformer.ln_f.bias is also present as ln_f.bias",
-             NULL);
+             "model.safetensors: tensor transformer.ln_f.bias is also present as ln_f.bias", NULL);
     /* More layers in config.json than in the weights. */
     BAD_CASE(json_object_set_new(c.config, "n_layer", json_integer(2)), -EINVAL,
              "model.safetensors: missing tensor h.1.ln_1.weight (n_layer = 2 in config.json)",
@@ -545,16 +554,16 @@ static void test_sharded(void)
     gpt2_t *m = expect_load(dir, 0, NULL, NULL);
     if (m) {
         logits_of(m, want);
-        gpt2_free(m);
+        model_free((model_t *)m);
     }
     new_case_dir(dir, sizeof(dir));
     write_sharded(&c, dir, good);
     m = expect_load(dir, 0, NULL, NULL);
     if (m) {
-        CHECK_INT_EQ(m->st.n_files, 2);
+        CHECK_INT_EQ(m->base.st.n_files, 2);
         logits_of(m, got);
         CHECK(memcmp(want, got, sizeof(want)) == 0);
-        gpt2_free(m);
+        model_free((model_t *)m);
     }
 
     json_t *bad = json_deep_copy(index); /* a tensor said to be in the wrong shard */
@@ -635,10 +644,10 @@ static void test_fuzz(void)
         write_bytes(dir, "model.safetensors", b, len);
         char err[512] = "";
         gpt2_t *m = NULL;
-        int rc = gpt2_load(&m, dir, 0, err, sizeof(err));
+        int rc = gpt2_open(&m, dir, 0, err, sizeof(err));
         if (rc == 0) {
             loaded++;
-            gpt2_free(m);
+            model_free((model_t *)m);
         } else {
             refused++;
             CHECK(rc < 0 && err[0] != '\0' && m == NULL);
@@ -650,11 +659,204 @@ static void test_fuzz(void)
     ckpt_free(&c);
 }
 
+/* A Llama-family checkpoint: 1 layer, C = 8, NH = 2, NKV = 1, head_dim 4 (not C / NH), an
+ * MLP of 12, the vocabulary and positions of the GPT-2 one; qwen3 adds q_norm/k_norm. */
+enum { LHS = 4, LI = 12 };
+
+static void llama_make(ckpt_t *c, const char *arch, int lm_head)
+{
+    smp_rng_t r;
+    smp_rng_seed(&r, 12);
+    memset(c, 0, sizeof(*c));
+    c->config = json_pack("{s:[s], s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, s:n, "
+                          "s:s, s:[ii]}",
+                          "architectures", arch, "num_hidden_layers", L, "hidden_size", C,
+                          "num_attention_heads", NH, "num_key_value_heads", 1, "head_dim", LHS,
+                          "intermediate_size", LI, "vocab_size", V, "max_position_embeddings", P,
+                          "rms_norm_eps", 1e-6, "rope_theta", 10000.0, "tie_word_embeddings",
+                          !lm_head, "rope_scaling", "hidden_act", "silu", "eos_token_id", 2, 3);
+    c->header = json_object();
+    json_object_set_new(c->header, "__metadata__", json_pack("{s:s}", "format", "pt"));
+    add_tensor(c, "model.embed_tokens.weight", "F32", V, C, &r);
+    const struct {
+        const char *name;
+        int64_t d0, d1;
+    } layer[] = {
+        {"input_layernorm.weight", C, 0},         {"self_attn.q_proj.weight", NH * LHS, C},
+        {"self_attn.k_proj.weight", LHS, C},      {"self_attn.v_proj.weight", LHS, C},
+        {"self_attn.o_proj.weight", C, NH * LHS}, {"post_attention_layernorm.weight", C, 0},
+        {"mlp.gate_proj.weight", LI, C},          {"mlp.up_proj.weight", LI, C},
+        {"mlp.down_proj.weight", C, LI},
+    };
+    char name[128];
+    for (int l = 0; l < L; l++) {
+        for (size_t i = 0; i < sizeof(layer) / sizeof(layer[0]); i++) {
+            snprintf(name, sizeof(name), "model.layers.%d.%s", l, layer[i].name);
+            add_tensor(c, name, "F32", layer[i].d0, layer[i].d1, &r);
+        }
+        if (strcmp(arch, "Qwen3ForCausalLM") == 0)
+            for (int k = 0; k < 2; k++) {
+                snprintf(name, sizeof(name), "model.layers.%d.self_attn.%s_norm.weight", l,
+                         k ? "k" : "q");
+                add_tensor(c, name, "F32", LHS, 0, &r);
+            }
+    }
+    add_tensor(c, "model.norm.weight", "F32", C, 0, &r);
+    if (lm_head)
+        add_tensor(c, "lm_head.weight", "F32", V, C, &r);
+}
+
+/* Loads dir as the Llama family and checks the code and the error line. */
+static model_t *expect_llama(const char *dir, int want_rc, const char *what1, const char *what2)
+{
+    char err[512] = "";
+    model_t *m = (model_t *)(uintptr_t)1;
+    int rc = model_load(&m, dir, 0, NULL, err, sizeof(err));
+    CHECK_INT_EQ(rc, want_rc);
+    if (want_rc) {
+        printf("case %02d: %s\n", case_no, err);
+        CHECK(m == NULL);
+        CHECK(strchr(err, '\n') == NULL);
+        if (what1)
+            CHECK_CONTAINS(err, what1);
+        if (what2)
+            CHECK_CONTAINS(err, what2);
+    } else if (rc) {
+        fprintf(stderr, "case %02d: unexpected error: %s\n", case_no, err);
+    }
+    return rc ? NULL : m;
+}
+
+/* Writes c with one config.json key replaced (value NULL: removed). */
+static void llama_write_with(const ckpt_t *c, char *dir, size_t len, const char *key, json_t *value)
+{
+    json_t *saved = json_deep_copy(c->config);
+    if (value)
+        json_object_set_new(c->config, key, value);
+    else
+        json_object_del(c->config, key);
+    ckpt_write(c, dir, len, 1);
+    json_object_clear(c->config);
+    json_object_update(c->config, saved);
+    json_decref(saved);
+}
+
+/* Writes c with tensor name's shape replaced (d0 < 0: the tensor removed). */
+static void llama_write_tensor(ckpt_t *c, char *dir, size_t len, const char *name, int64_t d0,
+                               int64_t d1)
+{
+    json_t *saved = json_deep_copy(c->header);
+    json_t *t = json_object_get(c->header, name);
+    CHECK(t != NULL);
+    if (t && d0 < 0) {
+        json_object_del(c->header, name);
+    } else if (t) {
+        /* The same bytes under another shape of as many values keeps the file valid. */
+        json_object_set_new(t, "shape",
+                            d1 ? json_pack("[II]", (json_int_t)d0, (json_int_t)d1)
+                               : json_pack("[I]", (json_int_t)d0));
+    }
+    ckpt_write(c, dir, len, 1);
+    json_object_clear(c->header);
+    json_object_update(c->header, saved);
+    json_decref(saved);
+}
+
+static void test_llama(void)
+{
+    char dir[4200];
+    ckpt_t c;
+    llama_make(&c, "LlamaForCausalLM", 0);
+    ckpt_write(&c, dir, sizeof(dir), 1);
+    /* generation_config.json's EOS ids join config.json's, each once. */
+    write_bytes(dir, "generation_config.json", "{\"eos_token_id\": [3, 7]}", 24);
+    model_t *m = expect_llama(dir, 0, NULL, NULL);
+    if (m) {
+        const model_desc_t *d = model_describe(m);
+        CHECK(strcmp(d->arch, "LlamaForCausalLM") == 0);
+        CHECK_INT_EQ(d->n_kv_head, 1);
+        CHECK_INT_EQ(d->head_size, LHS);
+        CHECK_INT_EQ(d->max_pos, P);
+        CHECK_INT_EQ(d->n_eos, 3);
+        CHECK_INT_EQ(d->eos[0], 2);
+        CHECK_INT_EQ(d->eos[1], 3);
+        CHECK_INT_EQ(d->eos[2], 7);
+        /* The KV pool is sized from NKV x HS: 1 x 4 values of K and V per layer and token. */
+        CHECK_INT_EQ(model_kv_block_bytes(m, 4, ENG_DTYPE_F32), (size_t)L * 2 * 4 * LHS * 4);
+        model_free(m);
+    }
+
+    /* Architectures, settings and shapes the loader refuses, each with one line. */
+    llama_write_with(&c, dir, sizeof(dir), "architectures", json_pack("[s]", "MistralForCausalLM"));
+    expect_llama(dir, -EINVAL, "MistralForCausalLM", "LlamaForCausalLM, Qwen2ForCausalLM");
+    llama_write_with(&c, dir, sizeof(dir), "architectures", NULL);
+    expect_llama(dir, -EINVAL, "missing tensor wte.weight", NULL); /* neither field: GPT-2 */
+    llama_write_with(&c, dir, sizeof(dir), "rope_scaling",
+                     json_pack("{s:s, s:f}", "rope_type", "yarn", "factor", 4.0));
+    expect_llama(dir, -EINVAL, "rope_scaling type \"yarn\"", "llama3");
+    llama_write_with(&c, dir, sizeof(dir), "num_key_value_heads", json_integer(3));
+    expect_llama(dir, -EINVAL, "num_attention_heads 2", "num_key_value_heads 3");
+    llama_write_with(&c, dir, sizeof(dir), "hidden_act", json_string("gelu"));
+    expect_llama(dir, -EINVAL, "hidden_act \"gelu\"", NULL);
+    llama_write_with(&c, dir, sizeof(dir), "head_dim", json_integer(3));
+    expect_llama(dir, -EINVAL, "head size 3 is odd", NULL);
+    llama_write_with(&c, dir, sizeof(dir), "num_hidden_layers", json_integer(2));
+    expect_llama(dir, -EINVAL, "missing tensor model.layers.1.input_layernorm.weight",
+                 "num_hidden_layers = 2");
+    llama_write_with(&c, dir, sizeof(dir), "tie_word_embeddings", json_false());
+    expect_llama(dir, -EINVAL, "missing tensor lm_head.weight", NULL);
+    llama_write_with(&c, dir, sizeof(dir), "attention_bias", json_true());
+    expect_llama(dir, -EINVAL, "missing tensor model.layers.0.self_attn.q_proj.bias", NULL);
+    llama_write_with(&c, dir, sizeof(dir), "architectures", json_pack("[s]", "Qwen3ForCausalLM"));
+    expect_llama(dir, -EINVAL, "missing tensor model.layers.0.self_attn.q_norm.weight", NULL);
+    llama_write_tensor(&c, dir, sizeof(dir), "model.layers.0.self_attn.k_proj.weight", C, LHS);
+    expect_llama(dir, -EINVAL, "model.safetensors: model.layers.0.self_attn.k_proj.weight",
+                 "shape [8,4] disagrees with config.json (expected [4,8])");
+    llama_write_tensor(&c, dir, sizeof(dir), "model.layers.0.mlp.down_proj.weight", -1, 0);
+    expect_llama(dir, -EINVAL, "missing tensor model.layers.0.mlp.down_proj.weight",
+                 "num_hidden_layers = 1");
+
+    /* Tensors config.json has no place for. */
+    smp_rng_t r;
+    smp_rng_seed(&r, 13);
+    ckpt_t extra;
+    llama_make(&extra, "LlamaForCausalLM", 0);
+    add_tensor(&extra, "model.layers.1.mlp.up_proj.weight", "F32", LI, C, &r);
+    ckpt_write(&extra, dir, sizeof(dir), 1);
+    expect_llama(dir, -EINVAL, "model.layers.1.mlp.up_proj.weight", "beyond num_hidden_layers = 1");
+    ckpt_free(&extra);
+    llama_make(&extra, "LlamaForCausalLM", 0);
+    add_tensor(&extra, "model.layers.0.self_attn.o_proj.bias", "F32", C, 0, &r);
+    ckpt_write(&extra, dir, sizeof(dir), 1);
+    expect_llama(dir, -EINVAL, "model.layers.0.self_attn.o_proj.bias",
+                 "not a weight of LlamaForCausalLM");
+    ckpt_free(&extra);
+    /* The rotary buffer older checkpoints carry is ignored; Qwen3 with its norms loads. */
+    llama_make(&extra, "Qwen3ForCausalLM", 1);
+    add_tensor(&extra, "model.layers.0.self_attn.rotary_emb.inv_freq", "F32", LHS / 2, 0, &r);
+    ckpt_write(&extra, dir, sizeof(dir), 1);
+    model_free(expect_llama(dir, 0, NULL, NULL));
+    ckpt_free(&extra);
+
+    /* A truncated file names the file and the tensor that no longer fits. */
+    size_t n;
+    uint8_t *good = st_bytes(c.header, c.data, c.data_size, 1, &n);
+    new_case_dir(dir, sizeof(dir));
+    write_config(dir, c.config);
+    write_bytes(dir, "model.safetensors", good, n - 8);
+    expect_llama(dir, -EINVAL, "model.safetensors: model.norm.weight", "out of range");
+    free(good);
+    ckpt_free(&c);
+}
+
 static void remove_tree(const char *root)
 {
-    static const char *const names[] = {
-        "config.json", "model.safetensors", "model.safetensors.index.json",
-        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+    static const char *const names[] = {"config.json",
+                                        "generation_config.json",
+                                        "model.safetensors",
+                                        "model.safetensors.index.json",
+                                        "model-00001-of-00002.safetensors",
+                                        "model-00002-of-00002.safetensors"};
     for (int i = 1; i <= case_no; i++) {
         char dir[4200], path[4400];
         snprintf(dir, sizeof(dir), "%s/case-%02d", root, i);
@@ -681,6 +883,7 @@ int main(void)
     test_bad_headers();
     test_bad_files();
     test_sharded();
+    test_llama();
     test_fuzz();
     remove_tree(tmp_root);
     if (check_failures()) {
