@@ -11,8 +11,12 @@
  *     for each chunk of KC rows of W      (usually all of K; see MM_XBLOCK)
  *       for each np panels of the range
  *         for each register tile of <= MR rows: Y tile (+)= X tile · np panel chunks
- * MR and np are the kernel's (matmul_kern.h): 6 rows of one panel for AVX2 and the portable
- * path, 8 rows of two adjacent panels for AVX-512. With M <= MR there is one tile per np
+ * MR and np are the kernel's (matmul_kern.h): up to 6 rows for AVX2 (one panel, or up to 4
+ * when the tiles have 1-3 rows) and the portable path (one panel), 8 rows of two adjacent
+ * panels for AVX-512. None of these choices changes a row's result: every tile sums each
+ * element in the one order matmul_kern.h fixes, and the threads split columns, never a
+ * row's sum over K, so a row gets the same bits in any product on any thread count. With
+ * M <= MR there is one tile per np
  * panels over the whole K: the weights stream once, with a software prefetch a few KB ahead
  * (memory bound). With more tiles per panel, tile b of nb prefetches the b-th share of the
  * next panel chunk (of each of the next np panels), so DRAM traffic overlaps the compute of
@@ -50,6 +54,7 @@
 #endif
 #define MM_MC_MIN 48
 #define MM_KC 256
+_Static_assert(MM_KC % MM_I8_KC == 0, "I8 chunks must not straddle the driver's K chunks");
 #define MM_MC 120
 /* Near prefetch distance in the panel stream when M <= MR: 1-8 KB all helped on the
  * Xeon of notes/skinny-gemm.md; on the EPYC here 64 B, 4 KB and 16 KB measured the same
@@ -65,7 +70,7 @@ struct mm {
     int kernel;   /* enum mm_kernel, never AUTO */
     tile_fn tile;
     int mr;       /* rows per register tile of that kernel (MM_MR_*) */
-    int np;       /* panels per register tile (1, or MM_NP_*) */
+    int np;       /* panels per register tile (1, or MM_NP_AVX512; AVX2: mm_np_avx2) */
     int pf_dist;
     /* AMX buffers, grown when a larger product comes and kept (no allocation per step once
      * the largest shapes were seen); owned, 64-byte aligned. */
@@ -297,6 +302,35 @@ typedef struct mm_job {
     int panel_rows; /* rows from one panel to the next: w->K, or more (mm_matmul_panels) */
 } mm_job_t;
 
+/* Panels per register tile of mr rows (matmul_kern.h). */
+static int tile_np(const mm_t *mm, int mr)
+{
+    return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np;
+}
+
+/* Runs tile t; an I8 tile longer than MM_I8_KC rows of K runs as its chunks of MM_I8_KC, in
+ * order, each adding its scaled sum to the Y the previous one stored (matmul_kern.h), with
+ * the prefetch stream where the whole tile would have it. t starts at a multiple of
+ * MM_I8_KC rows (row 0, or a driver chunk of MM_KC). */
+static void run_tile(tile_fn tile, const mm_tile_t *t, size_t row_bytes)
+{
+    if (t->dtype != ENG_DTYPE_I8 || t->kc <= MM_I8_KC) {
+        tile(t);
+        return;
+    }
+    mm_tile_t c = *t;
+    for (int kb = 0; kb < t->kc; kb += MM_I8_KC) {
+        c.kc = t->kc - kb < MM_I8_KC ? t->kc - kb : MM_I8_KC;
+        c.x = t->x + kb;
+        c.w = (const char *)t->w + (size_t)kb * row_bytes;
+        c.pf = t->pf + (ptrdiff_t)kb * t->pfstep;
+        c.bias = kb == 0 ? t->bias : NULL;
+        c.load_y = kb == 0 ? t->load_y : 1;
+        c.gelu = t->gelu && kb + c.kc == t->kc;
+        tile(&c);
+    }
+}
+
 static void matmul_range(const mm_job_t *j, int p0, int p1)
 {
     const mm_weight_t *w = j->w;
@@ -324,12 +358,13 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     for (int m0 = 0; m0 < j->M; m0 += mc_max) {
         int mc = j->M - m0 < mc_max ? j->M - m0 : mc_max;
         int nb = (mc + MR - 1) / MR; /* near-equal row tiles: 8 rows are 4 + 4 */
+        const int npt = tile_np(j->mm, (mc + nb - 1) / nb); /* of the largest tile */
         for (int k0 = 0; k0 < K; k0 += kc_max) {
             int kc = K - k0 < kc_max ? K - k0 : kc_max;
             for (int p = p0, np; p < p1; p += np) {
                 const char *wp = base + (size_t)p * panel_bytes + (size_t)k0 * row_bytes;
                 int n0 = p * MM_NR;
-                np = p1 - p < j->mm->np ? p1 - p : j->mm->np;
+                np = p1 - p < npt ? p1 - p : npt;
                 t.np = np;
                 t.w = wp;
                 t.scale = w->scale ? w->scale + n0 : NULL;
@@ -356,7 +391,7 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                                (size_t)b * (size_t)kc * (size_t)step;
                         t.pfstep = step;
                     }
-                    tile(&t);
+                    run_tile(tile, &t, row_bytes);
                 }
             }
         }

@@ -9,7 +9,7 @@
  * BF16, hi (the nearest) and lo (the nearest to w - hi), in BF16's layout with each row of
  * pairs of hi followed by the same row of lo (so a value takes 4 bytes, as F32). Int8 keeps
  * one F32 scale per column beside the panels (symmetric, per output channel: the column's
- * max |w| / 127); the kernel multiplies a tile's sums by it when it stores them.
+ * max |w| / 127); the kernels widen each value to q * scale (rounded to F32) as they load it.
  * The kernel is chosen at run time: AMX when the CPU has AMX-TILE and AMX-BF16 and the OS
  * lets this process use the tiles, else an AVX-512 (F/BW/DQ/VL) path when the CPU has it and
  * the OS saves the ZMM registers, else an AVX2+FMA(+F16C) path when the CPU has that, else a
@@ -23,7 +23,10 @@
  * multiply BF16X3 weights as F32 values hi + lo. NANO_VLLM_KERNEL=generic|avx2|avx512|amx in the
  * environment, or mm_set_kernel, forces one (parity tests run each).
  * Columns are split over a persistent thread pool; OpenBLAS is set to one thread at
- * mm_init so its threads and the pool's never run at once.
+ * mm_init so its threads and the pool's never run at once. No product goes to OpenBLAS.
+ * Batch invariance: on a given kernel, a row of Y is the same bits whatever else is in the
+ * product (M, the row's place, the tiles), and on any thread count: every element is summed
+ * in one fixed order over K (matmul_kern.h) and threads split columns, never a row's sum.
  *
  * Threads: an mm_t and the weights it multiplies are used by one thread at a time (the
  * scheduler thread); a packed weight is immutable and may be shared read-only.

@@ -1,12 +1,17 @@
-/* matmul_avx2.c - the AVX2 + FMA (+ F16C) register tile, up to 6 x 16.
+/* matmul_avx2.c - the AVX2 + FMA (+ F16C) register tile: up to 6 rows x 16 columns, or
+ * fewer rows over more panels (1 x 64 and 2 x 32; mm_np_avx2).
  *
  * Only functions with the target attribute use these instructions; matmul.c calls
  * mm_tile_avx2 only after checking the CPU, so the rest of the binary stays portable.
- * Per k step: one panel row (two ymm of W), one broadcast per row of X and two FMAs per
- * row: 12 accumulators + 2 W + 1 broadcast = 15 of the 16 ymm registers, no spills
- * (checked with objdump: no rsp/rbp traffic in the k loop, also for int8 with gcc 12 and
- * clang 14). Int8 rows widen in the same two registers (vpmovsxbd, vcvtdq2ps); their column
- * scales, bias and Y are applied after the loop.
+ * Per k step and panel: one panel row (two ymm of W), one broadcast per row of X and two
+ * FMAs per row: at most 12 accumulators + 2 W + 1 broadcast = 15 of the 16 ymm registers,
+ * no spills (checked with objdump: no rsp/rbp traffic in the k loop). Int8 rows widen in the
+ * same two registers (vpmovsxbd, vcvtdq2ps); their column scales apply once per tile (at
+ * most MM_I8_KC rows of K). Each element is one chain of FMAs in order of k (matmul_kern.h): a tile of few rows
+ * gets its independent chains from more panels, not from splitting k, so one row decoding
+ * alone is summed exactly as inside a batch. (A one-row tile over one panel has two chains,
+ * one FMA latency per panel row: about 20 GB/s of F32 on one core, too slow for 16-bit and
+ * int8 weights; over four panels it has eight.)
  */
 #include <immintrin.h>
 
@@ -21,9 +26,9 @@
 #define INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
 /* The high 16 bits of each 32-bit lane: row k + 1 of a BF16 row of pairs. */
-static const uint32_t bf16_high[8] __attribute__((aligned(32))) = {
-    0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u,
-    0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u};
+static const uint32_t bf16_high[8]
+    __attribute__((aligned(32))) = {0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u,
+                                    0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u};
 
 /* A BF16 row of pairs (32 values at p) as two F32 vectors, columns 0..7 and 8..15: 32-bit
  * lane j holds column j of row k (low half) and of row k + 1 (high half); odd (a constant)
@@ -91,153 +96,131 @@ INLINE __m256i tail_mask(int n)
 
 /* The accumulators are named variables, not an array: with an array, gcc -O2 kept them in
  * memory unless told to unroll, and clang 14 stored all 12 to the stack every k step even
- * then; named ones stay in registers with both (checked with objdump). Tiles with MR <= i drop row i's code (MR is a constant). */
+ * then; named ones stay in registers with both (checked with objdump). c<i>_<j> is row i,
+ * columns 8j..8j+7 of the tile (panel j / 2). Code for rows MR <= i and vectors 2 NP <= j is
+ * dropped (MR and NP are constants). */
 #define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define PANELS(X) X(0) X(1) X(2) X(3)
+#define VECS(X, i) X(i, 0) X(i, 1) X(i, 2) X(i, 3) X(i, 4) X(i, 5) X(i, 6) X(i, 7)
+#define GRID(X) VECS(X, 0) VECS(X, 1) VECS(X, 2) VECS(X, 3) VECS(X, 4) VECS(X, 5)
+#define LIVE(i, j) (MR > (i) && 2 * NP > (j))
 
-/* The start value of a tile: the bias (or zero), plus Y when load_y. */
-#define LOAD_BIAS(b0, b1)                                                                     \
-    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();                                \
-    if (t->bias) {                                                                            \
-        b0 = full ? _mm256_loadu_ps(t->bias) : _mm256_maskload_ps(t->bias, m0);               \
-        b1 = full ? _mm256_loadu_ps(t->bias + 8) : _mm256_maskload_ps(t->bias + 8, m1);       \
-    }
-#define ADD_Y(i, v0, v1)                                                                      \
-    if (t->load_y) {                                                                          \
-        const float *yr = t->y + (size_t)(i) * t->ldy;                                        \
-        v0 = _mm256_add_ps(v0, full ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, m0));      \
-        v1 = _mm256_add_ps(v1, full ? _mm256_loadu_ps(yr + 8) : _mm256_maskload_ps(yr + 8, m1)); \
-    }
-
-INLINE void tile_body(const mm_tile_t *t, const int MR, const int DT)
+INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int DT)
 {
-    const int full = t->nc == MM_NR;
-    const __m256i m0 = tail_mask(t->nc), m1 = tail_mask(t->nc - 8);
-    /* F32/F16/BF16 start from the bias and Y; I8 sums the raw products from zero and adds
-     * them, scaled, to the start value after the k loop (the bias is loaded only then, so it
-     * takes no registers in the loop). */
-#define DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
-    ROWS(DECL)
-#undef DECL
-    if (DT != ENG_DTYPE_I8) {
-        LOAD_BIAS(b0, b1)
-#define START(i)                                                                              \
-    if (MR > i) {                                                                             \
-        c##i##0 = b0;                                                                         \
-        c##i##1 = b1;                                                                         \
-        ADD_Y(i, c##i##0, c##i##1)                                                            \
+    const int full = t->nc == NP * MM_NR;
+    /* The start value of an element: its bias (or zero) plus Y when load_y (Y alone when there
+     * is no bias: Y as stored by an earlier chunk of K, -0 included). F32, F16, BF16 and
+     * BF16X3 elements start from it and add the products in order of k, one FMA after the
+     * other; I8 ones add their sum of raw products, times the column scale, to it (the
+     * order matmul_kern.h fixes). */
+#define START_VALUE(i, j, v)                                                                  \
+    {                                                                                         \
+        const __m256i mk = tail_mask(t->nc - 8 * (j));                                        \
+        const float *yr = t->y + (size_t)(i) * t->ldy + 8 * (j);                              \
+        v = _mm256_setzero_ps();                                                              \
+        if (t->load_y)                                                                        \
+            v = full ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, mk);                      \
+        if (t->bias) {                                                                        \
+            const float *br = t->bias + 8 * (j);                                              \
+            __m256 bv = full ? _mm256_loadu_ps(br) : _mm256_maskload_ps(br, mk);              \
+            v = t->load_y ? _mm256_add_ps(bv, v) : bv;                                        \
+        }                                                                                     \
     }
-        ROWS(START)
+#define START(i, j)                                                                           \
+    __m256 c##i##_##j = _mm256_setzero_ps();                                                  \
+    if (LIVE(i, j) && DT != ENG_DTYPE_I8)                                                     \
+        START_VALUE(i, j, c##i##_##j)
+    GRID(START)
 #undef START
-    }
     const float *x = t->x;
     const size_t ldx = t->ldx;
     const char *pf = t->pf;
-    const ptrdiff_t pfstep = t->pfstep;
+    const ptrdiff_t pfstep = t->pfstep, ws = t->wstride;
     const int kc = t->kc;
-    if (MR == 1) {
-        /* One row has only two accumulators, and each k step's FMAs would wait for the
-         * previous step's (4-5 cycles of latency): one panel row per ~4 cycles, too slow to
-         * keep up with memory for 16-bit weights. Odd k go to a second pair, added at the end
-         * (the same order as mm_tile_generic). */
-        __m256 e0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps();
-        int k = 0;
-        for (; k + 2 <= kc; k += 2) {
-            __m256 w0, w1, v0, v1;
-            load_row(DT, t->w, k, 0, &w0, &w1);
-            load_row(DT, t->w, k, 1, &v0, &v1);
-            _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
-            _mm_prefetch(pf + (k + 1) * pfstep, _MM_HINT_T0);
-            __m256 xa = _mm256_broadcast_ss(x + k), xb = _mm256_broadcast_ss(x + k + 1);
-            c00 = _mm256_fmadd_ps(xa, w0, c00);
-            c01 = _mm256_fmadd_ps(xa, w1, c01);
-            e0 = _mm256_fmadd_ps(xb, v0, e0);
-            e1 = _mm256_fmadd_ps(xb, v1, e1);
-        }
-        if (k < kc) {
-            __m256 w0, w1;
-            load_row(DT, t->w, k, 0, &w0, &w1);
-            __m256 xa = _mm256_broadcast_ss(x + k);
-            c00 = _mm256_fmadd_ps(xa, w0, c00);
-            c01 = _mm256_fmadd_ps(xa, w1, c01);
-        }
-        c00 = _mm256_add_ps(c00, e0);
-        c01 = _mm256_add_ps(c01, e1);
-    } else {
-        /* Two rows per iteration (BF16 keeps them in one row of pairs), in order of k. */
-        int k = 0;
-        for (; k + 2 <= kc; k += 2) {
-            __m256 w0, w1;
-            load_row(DT, t->w, k, 0, &w0, &w1);
-            _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
-#define STEP(i, kk)                                                                           \
-    if (MR > i) {                                                                             \
+    /* Two rows of the panels per iteration (BF16 keeps them in one row of pairs): per panel,
+     * its row as two vectors (2 registers), then one broadcast of X per tile row and two FMAs:
+     * 2 NP MR accumulators (at most 12) + 2 + 1 of the 16 registers. */
+#define FMA_ROW(i, j0, j1, kk)                                                                \
+    if (LIVE(i, j0)) {                                                                        \
         __m256 xv = _mm256_broadcast_ss(x + (size_t)(i) * ldx + (kk));                        \
-        c##i##0 = _mm256_fmadd_ps(xv, w0, c##i##0);                                           \
-        c##i##1 = _mm256_fmadd_ps(xv, w1, c##i##1);                                           \
+        c##i##_##j0 = _mm256_fmadd_ps(xv, w0, c##i##_##j0);                                   \
+        c##i##_##j1 = _mm256_fmadd_ps(xv, w1, c##i##_##j1);                                   \
     }
-#define STEP0(i) STEP(i, k)
-#define STEP1(i) STEP(i, k + 1)
-            ROWS(STEP0)
-            load_row(DT, t->w, k, 1, &w0, &w1);
-            _mm_prefetch(pf + (k + 1) * pfstep, _MM_HINT_T0);
-            ROWS(STEP1)
-        }
-        if (k < kc) {
-            __m256 w0, w1;
-            load_row(DT, t->w, k, 0, &w0, &w1);
-            ROWS(STEP0)
-        }
+#define ROWS_FMA(j0, j1, kk)                                                                  \
+    FMA_ROW(0, j0, j1, kk) FMA_ROW(1, j0, j1, kk) FMA_ROW(2, j0, j1, kk)                      \
+    FMA_ROW(3, j0, j1, kk) FMA_ROW(4, j0, j1, kk) FMA_ROW(5, j0, j1, kk)
+#define ROW_FMAS_0(kk) ROWS_FMA(0, 1, kk)
+#define ROW_FMAS_1(kk) ROWS_FMA(2, 3, kk)
+#define ROW_FMAS_2(kk) ROWS_FMA(4, 5, kk)
+#define ROW_FMAS_3(kk) ROWS_FMA(6, 7, kk)
+#define STEP(p, odd)                                                                          \
+    if (NP > (p)) {                                                                           \
+        __m256 w0, w1;                                                                        \
+        load_row(DT, (const char *)t->w + (p) * ws, k, odd, &w0, &w1);                        \
+        _mm_prefetch(pf + (p) * ws + (k + (odd)) * pfstep, _MM_HINT_T0);                      \
+        ROW_FMAS_##p(k + (odd))                                                               \
+    }
+#define STEP0(p) STEP(p, 0)
+#define STEP1(p) STEP(p, 1)
+    /* I8: element = start + scale * sum, one FMA (the driver gives an I8 tile at most
+     * MM_I8_KC rows of K, so this is one chunk's sum). */
+#define FOLD(i, j)                                                                            \
+    if (LIVE(i, j)) {                                                                         \
+        __m256 v;                                                                             \
+        START_VALUE(i, j, v)                                                                  \
+        c##i##_##j = _mm256_fmadd_ps(c##i##_##j, _mm256_loadu_ps(t->scale + 8 * (j)), v);     \
+    }
+    int k = 0;
+    for (; k + 2 <= kc; k += 2) {
+        PANELS(STEP0)
+        PANELS(STEP1)
+    }
+    if (k < kc) {
+        PANELS(STEP0)
+    }
+    if (DT == ENG_DTYPE_I8) {
+        GRID(FOLD)
+    }
+#undef FOLD
 #undef STEP0
 #undef STEP1
 #undef STEP
-    }
-    if (DT == ENG_DTYPE_I8) {
-        const __m256 s0 = _mm256_loadu_ps(t->scale), s1 = _mm256_loadu_ps(t->scale + 8);
-        LOAD_BIAS(b0, b1)
-#define SCALE(i)                                                                              \
-    if (MR > i) {                                                                             \
-        __m256 v0 = b0, v1 = b1;                                                              \
-        ADD_Y(i, v0, v1)                                                                      \
-        c##i##0 = _mm256_fmadd_ps(c##i##0, s0, v0);                                           \
-        c##i##1 = _mm256_fmadd_ps(c##i##1, s1, v1);                                           \
-    }
-        ROWS(SCALE)
-#undef SCALE
-    }
+#undef START_VALUE
     if (t->gelu) {
-#define GELU(i)                                                                               \
-    if (MR > i) {                                                                             \
-        c##i##0 = vm_gelu8(c##i##0);                                                          \
-        c##i##1 = vm_gelu8(c##i##1);                                                          \
-    }
-        ROWS(GELU)
+#define GELU(i, j)                                                                            \
+    if (LIVE(i, j))                                                                           \
+        c##i##_##j = vm_gelu8(c##i##_##j);
+        GRID(GELU)
 #undef GELU
     }
-#define STORE(i)                                                                              \
-    if (MR > i) {                                                                             \
-        float *yr = t->y + (size_t)(i) * t->ldy;                                              \
-        if (full) {                                                                           \
-            _mm256_storeu_ps(yr, c##i##0);                                                    \
-            _mm256_storeu_ps(yr + 8, c##i##1);                                                \
-        } else {                                                                              \
-            _mm256_maskstore_ps(yr, m0, c##i##0);                                             \
-            _mm256_maskstore_ps(yr + 8, m1, c##i##1);                                         \
-        }                                                                                     \
+#define STORE(i, j)                                                                           \
+    if (LIVE(i, j)) {                                                                         \
+        float *yr = t->y + (size_t)(i) * t->ldy + 8 * (j);                                    \
+        if (full)                                                                             \
+            _mm256_storeu_ps(yr, c##i##_##j);                                                 \
+        else                                                                                  \
+            _mm256_maskstore_ps(yr, tail_mask(t->nc - 8 * (j)), c##i##_##j);                  \
     }
-    ROWS(STORE)
+    GRID(STORE)
 #undef STORE
 }
 
+/* Tiles of MR rows and NP panels, MR = 1..MM_MR_AVX2 and NP = 1..mm_np_avx2(MR); NULL past
+ * that. */
+#define TILE_FN(DT, NAME, R, P)                                                               \
+    TARGET static void NAME##_##R##_##P(const mm_tile_t *t) { tile_body(t, R, P, DT); }
 #define TILE_FNS(DT, NAME)                                                                    \
-    TARGET static void NAME##_1(const mm_tile_t *t) { tile_body(t, 1, DT); }                  \
-    TARGET static void NAME##_2(const mm_tile_t *t) { tile_body(t, 2, DT); }                  \
-    TARGET static void NAME##_3(const mm_tile_t *t) { tile_body(t, 3, DT); }                  \
-    TARGET static void NAME##_4(const mm_tile_t *t) { tile_body(t, 4, DT); }                  \
-    TARGET static void NAME##_5(const mm_tile_t *t) { tile_body(t, 5, DT); }                  \
-    TARGET static void NAME##_6(const mm_tile_t *t) { tile_body(t, 6, DT); }                  \
-    static void (*const NAME[MM_MR_AVX2])(const mm_tile_t *) = {NAME##_1, NAME##_2,          \
-                                                                NAME##_3, NAME##_4,          \
-                                                                NAME##_5, NAME##_6};
+    TILE_FN(DT, NAME, 1, 1) TILE_FN(DT, NAME, 1, 2) TILE_FN(DT, NAME, 1, 3)                   \
+    TILE_FN(DT, NAME, 1, 4) TILE_FN(DT, NAME, 2, 1) TILE_FN(DT, NAME, 2, 2)                   \
+    TILE_FN(DT, NAME, 3, 1) TILE_FN(DT, NAME, 4, 1) TILE_FN(DT, NAME, 5, 1)                   \
+    TILE_FN(DT, NAME, 6, 1)                                                                   \
+    static void (*const NAME[MM_MR_AVX2][MM_NP_AVX2])(const mm_tile_t *) = {                  \
+        {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                                     \
+        {NAME##_2_1, NAME##_2_2},                                                             \
+        {NAME##_3_1},                                                                         \
+        {NAME##_4_1},                                                                         \
+        {NAME##_5_1},                                                                         \
+        {NAME##_6_1}};
 
 TILE_FNS(ENG_DTYPE_F32, tile_f32)
 TILE_FNS(ENG_DTYPE_F16, tile_f16)
@@ -247,17 +230,17 @@ TILE_FNS(ENG_DTYPE_BF16X3, tile_x3)
 
 void mm_tile_avx2(const mm_tile_t *t)
 {
-    int i = t->mr - 1;
+    int i = t->mr - 1, p = t->np - 1;
     if (t->dtype == ENG_DTYPE_F32)
-        tile_f32[i](t);
+        tile_f32[i][p](t);
     else if (t->dtype == ENG_DTYPE_F16)
-        tile_f16[i](t);
+        tile_f16[i][p](t);
     else if (t->dtype == ENG_DTYPE_BF16)
-        tile_bf16[i](t);
+        tile_bf16[i][p](t);
     else if (t->dtype == ENG_DTYPE_BF16X3)
-        tile_x3[i](t);
+        tile_x3[i][p](t);
     else
-        tile_i8[i](t);
+        tile_i8[i][p](t);
 }
 
 #else

@@ -9,6 +9,9 @@
  * panels are the other tiles' (16 columns, BF16 rows in pairs as in panel_at in matmul_pack.c, so
  * one 64-byte load serves two k steps), so weights packed once run on any kernel; the last
  * panel of an odd range gets a one-panel tile. The k loop takes two rows per iteration.
+ * Each element is one chain of FMAs in order of k (matmul_kern.h), whatever the tile's rows:
+ * a one-row tile has two chains (one per panel), 128 bytes of F32 or 32 of int8 weights per
+ * FMA latency on one core, above one core's share of the memory bandwidth.
  *
  * Why 8 x 32 and not one panel with more rows: two FMA units with 4 cycles of latency need
  * at least 8 independent accumulators, which both give, but a one-panel tile loads one X
@@ -94,25 +97,27 @@ INLINE __mmask16 lane_mask(int n)
 INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int DT)
 {
     const __mmask16 m0 = lane_mask(t->nc), m1 = lane_mask(t->nc - MM_NR);
-    /* The start value: the bias (or zero) plus Y when load_y. I8 sums the raw products from
-     * zero and adds them, scaled, to the start value after the k loop. */
-    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-    if (t->bias) {
-        b0 = _mm512_maskz_loadu_ps(m0, t->bias);
-        if (NP == 2)
-            b1 = _mm512_maskz_loadu_ps(m1, t->bias + MM_NR);
+    /* The start value of an element: its bias (or zero) plus Y when load_y (Y alone when there
+     * is no bias: Y as stored by an earlier chunk of K, -0 included). F32, F16, BF16 and
+     * BF16X3 elements start from it and add the products in order of k, one FMA after the
+     * other; I8 ones add their sum of raw products, times the column scale, to it (the
+     * order matmul_kern.h fixes). */
+#define START_VALUE(i, q, m, v)                                                               \
+    {                                                                                         \
+        v = _mm512_setzero_ps();                                                              \
+        if (t->load_y)                                                                        \
+            v = _mm512_maskz_loadu_ps(m, t->y + (size_t)(i) * t->ldy + (q) * MM_NR);          \
+        if (t->bias) {                                                                        \
+            __m512 bv = _mm512_maskz_loadu_ps(m, t->bias + (q) * MM_NR);                      \
+            v = t->load_y ? _mm512_add_ps(bv, v) : bv;                                        \
+        }                                                                                     \
     }
 #define START(i)                                                                              \
     __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();                      \
     if (MR > i && DT != ENG_DTYPE_I8) {                                                       \
-        const float *yr = t->y + (size_t)(i) * t->ldy;                                        \
-        c##i##0 = b0;                                                                         \
-        c##i##1 = b1;                                                                         \
-        if (t->load_y) {                                                                      \
-            c##i##0 = _mm512_add_ps(c##i##0, _mm512_maskz_loadu_ps(m0, yr));                  \
-            if (NP == 2)                                                                      \
-                c##i##1 = _mm512_add_ps(c##i##1, _mm512_maskz_loadu_ps(m1, yr + MM_NR));      \
-        }                                                                                     \
+        START_VALUE(i, 0, m0, c##i##0)                                                        \
+        if (NP == 2)                                                                          \
+            START_VALUE(i, 1, m1, c##i##1)                                                    \
     }
     ROWS(START)
 #undef START
@@ -120,44 +125,13 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
     const ptrdiff_t ws = t->wstride, pfstep = t->pfstep;
     const size_t wstep = MM_NR * mm_dtype_size(DT);
     const int kc = t->kc;
-    if (MR == 1) {
-        /* One row has one accumulator per panel, and each FMA would wait for the previous
-         * step's: odd k go to a second set, added at the end (the same order as the other
-         * tiles). */
-        const float *x = t->x;
-        __m512 e0 = _mm512_setzero_ps(), e1 = _mm512_setzero_ps();
-        int k = 0;
-        for (; k + 2 <= kc; k += 2) {
-            const char *wk = w + (size_t)k * wstep;
-            __m512 xa = _mm512_set1_ps(x[k]), xb = _mm512_set1_ps(x[k + 1]);
-            _mm_prefetch(pf + k * pfstep, _MM_HINT_T0);
-            _mm_prefetch(pf + (k + 1) * pfstep, _MM_HINT_T0);
-            c00 = _mm512_fmadd_ps(xa, load_row(DT, wk, 0, 0), c00);
-            e0 = _mm512_fmadd_ps(xb, load_row(DT, wk, 0, 1), e0);
-            if (NP == 2) {
-                _mm_prefetch(pf + ws + k * pfstep, _MM_HINT_T0);
-                _mm_prefetch(pf + ws + (k + 1) * pfstep, _MM_HINT_T0);
-                c01 = _mm512_fmadd_ps(xa, load_row(DT, wk + ws, 0, 0), c01);
-                e1 = _mm512_fmadd_ps(xb, load_row(DT, wk + ws, 0, 1), e1);
-            }
-        }
-        if (k < kc) {
-            const char *wk = w + (size_t)k * wstep;
-            __m512 xa = _mm512_set1_ps(x[k]);
-            c00 = _mm512_fmadd_ps(xa, load_row(DT, wk, 0, 0), c00);
-            if (NP == 2)
-                c01 = _mm512_fmadd_ps(xa, load_row(DT, wk + ws, 0, 0), c01);
-        }
-        c00 = _mm512_add_ps(c00, e0);
-        c01 = _mm512_add_ps(c01, e1);
-    } else {
-        /* Eight row pointers and the loop's own would not all fit the 15 general registers
-         * (with twelve rows gcc kept some on the stack): rows are addressed from three bases
-         * instead, as base + 1, 2 or 4 row strides (see x_row), and the bases step by one
-         * float. */
-        const size_t s = t->ldx * sizeof(float);
-        const char *xa = (const char *)t->x, *xb = xa + 3 * s, *xc = xa + 6 * s;
-        /* Two rows per iteration (BF16 keeps them in one row of pairs), in order of k. */
+    /* Eight row pointers and the loop's own would not all fit the 15 general registers
+     * (with twelve rows gcc kept some on the stack): rows are addressed from three bases
+     * instead, as base + 1, 2 or 4 row strides (see x_row), and the bases step by one
+     * float. */
+    const size_t s = t->ldx * sizeof(float);
+    const char *xa = (const char *)t->x, *xb = xa + 3 * s, *xc = xa + 6 * s;
+    /* Two rows per iteration (BF16 keeps them in one row of pairs), in order of k. */
 #define STEP(i, kk, w0, w1)                                                                   \
     if (MR > i) {                                                                             \
         __m512 xv = _mm512_set1_ps(x_row(i, xa, xb, xc, s)[kk]);                              \
@@ -167,57 +141,57 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
     }
 #define STEP0(i) STEP(i, 0, w0, w1)
 #define STEP1(i) STEP(i, 1, v0, v1)
-        int k = kc;
-        for (; k >= 2; k -= 2) {
-            __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
-            _mm_prefetch(pf, _MM_HINT_T0);
-            if (NP == 2) {
-                w1 = load_row(DT, w + ws, 0, 0);
-                _mm_prefetch(pf + ws, _MM_HINT_T0);
-            }
-            ROWS(STEP0)
-            __m512 v0 = load_row(DT, w, 0, 1), v1 = _mm512_setzero_ps();
-            _mm_prefetch(pf + pfstep, _MM_HINT_T0);
-            if (NP == 2) {
-                v1 = load_row(DT, w + ws, 0, 1);
-                _mm_prefetch(pf + ws + pfstep, _MM_HINT_T0);
-            }
-            ROWS(STEP1)
-            xa += 2 * sizeof(float);
-            xb += 2 * sizeof(float);
-            xc += 2 * sizeof(float);
-            w += 2 * wstep;
-            pf += 2 * pfstep;
+    /* I8: element = start + scale * sum, one FMA (the driver gives an I8 tile at most
+     * MM_I8_KC rows of K, so this is one chunk's sum). */
+#define FOLD1(i, q, m, c)                                                                     \
+    {                                                                                         \
+        __m512 v;                                                                             \
+        START_VALUE(i, q, m, v)                                                               \
+        c = _mm512_fmadd_ps(c, _mm512_loadu_ps(t->scale + (q) * MM_NR), v);                   \
+    }
+#define FOLD(i)                                                                               \
+    if (MR > i) {                                                                             \
+        FOLD1(i, 0, m0, c##i##0)                                                              \
+        if (NP == 2)                                                                          \
+            FOLD1(i, 1, m1, c##i##1)                                                          \
+    }
+    int k = kc;
+    for (; k >= 2; k -= 2) {
+        __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
+        _mm_prefetch(pf, _MM_HINT_T0);
+        if (NP == 2) {
+            w1 = load_row(DT, w + ws, 0, 0);
+            _mm_prefetch(pf + ws, _MM_HINT_T0);
         }
-        if (k) {
-            __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
-            if (NP == 2)
-                w1 = load_row(DT, w + ws, 0, 0);
-            ROWS(STEP0)
+        ROWS(STEP0)
+        __m512 v0 = load_row(DT, w, 0, 1), v1 = _mm512_setzero_ps();
+        _mm_prefetch(pf + pfstep, _MM_HINT_T0);
+        if (NP == 2) {
+            v1 = load_row(DT, w + ws, 0, 1);
+            _mm_prefetch(pf + ws + pfstep, _MM_HINT_T0);
         }
+        ROWS(STEP1)
+        xa += 2 * sizeof(float);
+        xb += 2 * sizeof(float);
+        xc += 2 * sizeof(float);
+        w += 2 * wstep;
+        pf += 2 * pfstep;
+    }
+    if (k) {
+        __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
+        if (NP == 2)
+            w1 = load_row(DT, w + ws, 0, 0);
+        ROWS(STEP0)
+    }
+    if (DT == ENG_DTYPE_I8) {
+        ROWS(FOLD)
+    }
+#undef FOLD
+#undef FOLD1
+#undef START_VALUE
 #undef STEP0
 #undef STEP1
 #undef STEP
-    }
-    if (DT == ENG_DTYPE_I8) {
-        const __m512 s0 = _mm512_loadu_ps(t->scale);
-        const __m512 s1 = NP == 2 ? _mm512_loadu_ps(t->scale + MM_NR) : _mm512_setzero_ps();
-#define SCALE(i)                                                                              \
-    if (MR > i) {                                                                             \
-        const float *yr = t->y + (size_t)(i) * t->ldy;                                        \
-        __m512 v0 = b0, v1 = b1;                                                              \
-        if (t->load_y) {                                                                      \
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, yr));                            \
-            if (NP == 2)                                                                      \
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, yr + MM_NR));                \
-        }                                                                                     \
-        c##i##0 = _mm512_fmadd_ps(c##i##0, s0, v0);                                           \
-        if (NP == 2)                                                                          \
-            c##i##1 = _mm512_fmadd_ps(c##i##1, s1, v1);                                       \
-    }
-        ROWS(SCALE)
-#undef SCALE
-    }
     if (t->gelu) {
 #define GELU(i)                                                                               \
     if (MR > i) {                                                                             \

@@ -1,7 +1,6 @@
 /* matmul_generic.c - the portable register tile (plain C, any CPU).
- * Same order of k as the vector tiles; each product is rounded before the add (no FMA).
- * I8 sums the products of the raw int8 values from zero and adds scale * sum to the start
- * value at the end, as the vector tile does. */
+ * The order of matmul_kern.h, as the vector tiles; each product is rounded before the add
+ * (no FMA), and so is an I8 chunk's scaled sum before it is added to the element. */
 #include <string.h>
 
 #include "engine/engine.h"
@@ -42,6 +41,7 @@ static void panel_row(const mm_tile_t *t, int k, float *out)
 void mm_tile_generic(const mm_tile_t *t)
 {
     const int i8 = t->dtype == ENG_DTYPE_I8;
+    /* The start values; I8 adds its scaled sum to them. */
     float acc[MM_MR_GENERIC][MM_NR], start[MM_MR_GENERIC][MM_NR];
     for (int i = 0; i < t->mr; i++) {
         for (int j = 0; j < MM_NR; j++) {
@@ -57,27 +57,15 @@ void mm_tile_generic(const mm_tile_t *t)
         }
     }
     float wrow[MM_NR];
-    if (t->mr == 1) {
-        /* One row: odd k summed apart and added at the end, as the vector tiles do. */
-        float odd[MM_NR] = {0};
-        for (int k = 0; k < t->kc; k++) {
-            panel_row(t, k, wrow);
-            float xv = t->x[k], *a = k % 2 ? odd : acc[0];
+    for (int k = 0; k < t->kc; k++) {
+        panel_row(t, k, wrow);
+        for (int i = 0; i < t->mr; i++) {
+            float xv = t->x[(size_t)i * t->ldx + k];
             for (int j = 0; j < MM_NR; j++)
-                a[j] += xv * wrow[j];
-        }
-        for (int j = 0; j < MM_NR; j++)
-            acc[0][j] += odd[j];
-    } else {
-        for (int k = 0; k < t->kc; k++) {
-            panel_row(t, k, wrow);
-            for (int i = 0; i < t->mr; i++) {
-                float xv = t->x[(size_t)i * t->ldx + k];
-                for (int j = 0; j < MM_NR; j++)
-                    acc[i][j] += xv * wrow[j];
-            }
+                acc[i][j] += xv * wrow[j];
         }
     }
+    /* I8: one chunk of at most MM_I8_KC rows (the driver cuts longer K). */
     if (i8)
         for (int i = 0; i < t->mr; i++)
             for (int j = 0; j < MM_NR; j++)

@@ -2,14 +2,21 @@
  * the AMX path for BF16 weights (its own loop over panels, below).
  *
  * A tile is Y[mr, nc] (+)= X[mr, k0:k0+kc] · P[k0:k0+kc, 0:nc] where P is np adjacent packed
- * panels side by side (MM_NR columns each, zero-padded; np is 1, or 2 for a kernel whose
- * tiles span two) and mr is at most the kernel's rows per tile (below). Every kernel
- * implementation computes it in
- * the same order of k, so paths differ only by FMA contraction rounding: the start value
- * plus the products in order of k, except that a one-row tile (mr = 1) sums the odd k apart
- * and adds that sum last (two dependency chains instead of one). For I8 weights the products
- * are summed from zero in that order and the tile stores start + scale[n] * sum (so with K in
- * chunks each chunk's partial sum is scaled before it is added to the Y it loads).
+ * panels side by side (MM_NR columns each, zero-padded) and mr is at most the kernel's rows
+ * per tile (below). The order of the sums is fixed by construction, the same for every tile
+ * shape, so a row's result does not depend on how many rows the product has, which tile it
+ * falls in, how many panels that tile spans or which thread runs it: each element starts
+ * from its bias (or zero) plus Y when the tile loads Y, then adds x[k] * w[k] for k in
+ * order, one rounding (FMA) or two (the portable tile) per step, in one chain. w[k] is the
+ * stored value widened to F32. I8 sums the raw int8 products the same way, from zero, over
+ * each chunk of MM_I8_KC rows of K (chunks at multiples of MM_I8_KC from row 0: the driver
+ * never gives an I8 tile more), and the tile adds the chunk's sum times the column scale to
+ * its start value, one FMA: one scaling per chunk instead of one per weight, at fixed places,
+ * so it does not depend on M either. K cut into chunks (Y stored and loaded between them,
+ * exact in F32) gives the same bits as one pass: an element without bias starts from the
+ * loaded Y itself (-0 included), not 0 + Y. Never several chains per element: the kernels
+ * get independent FMA chains from more panels per tile when the tile has few rows
+ * (mm_np_avx2).
  */
 #ifndef NANO_VLLM_MATMUL_KERN_H
 #define NANO_VLLM_MATMUL_KERN_H
@@ -19,22 +26,33 @@
 
 #include "engine/engine.h"
 
-/* Rows and panels per register tile, per kernel. AVX2: 6 x 16 = 12 ymm accumulators (of 16
- * registers). AVX-512: 8 x 32 = 16 zmm accumulators; see matmul_avx512.c for why. The driver
- * cuts the rows of X into near-equal tiles of at most MM_MR_* rows, and gives a tile MM_NP_*
- * panels while its range has that many left (the last of an odd range gets one). */
+/* Rows and panels per register tile, per kernel. AVX2: up to 6 x 16, 12 ymm accumulators (of
+ * 16 registers); 1 and 2 rows take more panels (mm_np_avx2), so a one-row tile has 8 chains
+ * of FMAs and keeps up with memory. AVX-512: 8 x 32 = 16 zmm accumulators; see matmul_avx512.c
+ * for why. The driver cuts the rows of X into near-equal tiles of at most MM_MR_* rows, and
+ * gives a tile the panels of the largest tile's count while its range has that many left
+ * (the last of a range may get fewer). */
+#define MM_I8_KC 256 /* rows of K per I8 chunk; the driver's K chunks are multiples of it */
 #define MM_MR_GENERIC 6
 #define MM_MR_AVX2 6
+#define MM_NP_AVX2 4
 #define MM_MR_AVX512 8
 #define MM_NP_AVX512 2
+
+/* Panels per AVX2 tile of mr rows: 8 accumulators for 1 and 2 rows (with 12, gcc kept one
+ * on the stack for 2 rows: it holds both rows' broadcasts), 6-12 from 3 rows on. */
+static inline int mm_np_avx2(int mr)
+{
+    return mr == 1 ? 4 : mr == 2 ? 2 : 1;
+}
 
 typedef struct mm_tile {
     const float *x;   /* row 0 of the tile at column k0 */
     size_t ldx;
     const void *w;    /* the panel at row k0 (F32, F16, BF16 or I8 layout per dtype; k0 and
                        * the BF16 row pairs are even, see matmul.h) */
-    ptrdiff_t wstride; /* bytes from one panel to the next (np = 2) */
-    int np;           /* panels: 1, or 2 for a kernel with MM_NP_* = 2 */
+    ptrdiff_t wstride; /* bytes from one panel to the next (np > 1) */
+    int np;           /* panels: 1..the kernel's count for mr rows (MM_NP_AVX512, mm_np_avx2) */
     const float *scale; /* I8: the panels' np * MM_NR column scales; else unused */
     int kc;           /* rows of P */
     int mr;           /* 1..the kernel's MM_MR_* */
@@ -45,8 +63,8 @@ typedef struct mm_tile {
     const float *bias; /* at n0, or NULL: added to the start value */
     int load_y;        /* 1: start from Y; 0: start from zero */
     int gelu;          /* 1: the last chunk of K; store gelu(value) instead of the value */
-    const char *pf;    /* prefetch stream: pf + k*pfstep is touched at step k (np = 2: and
-                        * pf + wstride + k*pfstep) */
+    const char *pf;    /* prefetch stream: pf + p*wstride + k*pfstep is touched at step k,
+                        * for each panel p < np */
     ptrdiff_t pfstep;
 } mm_tile_t;
 

@@ -57,8 +57,10 @@
 /* The engine against itself with an F16 cache (cache filled in chunks vs whole, mixed
  * batch vs alone): the K/V rows written differ by the summation order's 1e-6, and now and
  * then that moves a value across an F16 rounding boundary (a 2^-11 step), so the logits
- * differ more than with F32. Measured up to 9e-4 (logits up to 7.8). */
-#define KV16_SELF_TOL 2e-3
+ * differ more than with F32. Which values cross is luck: measured 9e-4, and 2.6e-3 once the
+ * products became batch-invariant (logits up to 7.8; only the cache filled one token at a
+ * time still differs, by attention's order). */
+#define KV16_SELF_TOL 4e-3
 
 #define N_GEN 32
 #define BS 16
