@@ -249,7 +249,9 @@ VEC_AVX2_INLINE void score4(int nr, const float *q0, const float *q1, const char
                             __m256 scale, float *s0, float *s1, int cnt)
 {
     __m256 a[2][4];
+#pragma GCC unroll 8
     for (int r = 0; r < 2; r++)
+#pragma GCC unroll 8
         for (int u = 0; u < 4; u++)
             a[r][u] = _mm256_setzero_ps();
     for (int i = 0; i < HS; i += 8) {
@@ -268,6 +270,7 @@ VEC_AVX2_INLINE void score4(int nr, const float *q0, const float *q1, const char
             a[1][3] = _mm256_fmadd_ps(qv, x3, a[1][3]);
         }
     }
+#pragma GCC unroll 8
     for (int r = 0; r < nr; r++) {
         /* hadd(hadd(a0, a1), hadd(a2, a3)) holds each key's sums of lanes 0-3 and 4-7 in
          * lanes u and u + 4; adding the halves gives the four dots. */
@@ -317,7 +320,9 @@ VEC_AVX2_INLINE void pv_pass(int nr, int nv, const float *p0, const float *p1, c
     const int BS = s->BS, HS = s->HS;
     const size_t es = f16 ? sizeof(uint16_t) : sizeof(float), row = (size_t)HS * es;
     __m256 a[2][8];
+#pragma GCC unroll 8
     for (int r = 0; r < 2; r++)
+#pragma GCC unroll 8
         for (int u = 0; u < 8; u++)
             a[r][u] = _mm256_setzero_ps();
     for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
@@ -325,18 +330,22 @@ VEC_AVX2_INLINE void pv_pass(int nr, int nv, const float *p0, const float *p1, c
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int r = 0; r < rows; r++, v += row) {
             __m256 x[8];
+#pragma GCC unroll 8
             for (int u = 0; u < nv; u++)
                 x[u] = load8(v, 8 * u, f16);
             __m256 p = _mm256_broadcast_ss(p0 + j0 + r);
+#pragma GCC unroll 8
             for (int u = 0; u < nv; u++)
                 a[0][u] = _mm256_fmadd_ps(p, x[u], a[0][u]);
             if (nr == 2) {
                 p = _mm256_broadcast_ss(p1 + j0 + r);
+#pragma GCC unroll 8
                 for (int u = 0; u < nv; u++)
                     a[1][u] = _mm256_fmadd_ps(p, x[u], a[1][u]);
             }
         }
     }
+#pragma GCC unroll 8
     for (int u = 0; u < nv; u++) {
         _mm256_storeu_ps(o0 + c0 + 8 * u, a[0][u]);
         if (nr == 2)
