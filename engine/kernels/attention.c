@@ -299,10 +299,14 @@ VEC_AVX2_INLINE void scores_rows(int nr, const float *q0, const float *q1, const
     for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
         const char *k = s->k + src_block(s, b);
         int rows = n - j0 < BS ? n - j0 : BS;
-        /* While this block is scored, the next block's keys and this block's values come. */
-        if (j0 + BS < n)
-            prefetch_span(s->k + src_block(s, b + 1), (size_t)BS * row);
-        prefetch_span(s->v + src_block(s, b), (size_t)rows * row);
+        /* A decode row reads the context once: while this block is scored, the next
+         * block's keys and this block's values come. (A chunk's rows read it again and again
+         * from the caches; the prefetches would only cost instructions.) */
+        if (nr == 1) {
+            if (j0 + BS < n)
+                prefetch_span(s->k + src_block(s, b + 1), (size_t)BS * row);
+            prefetch_span(s->v + src_block(s, b), (size_t)rows * row);
+        }
         for (int r = 0; r < rows; r += 4) {
             int cnt = rows - r < 4 ? rows - r : 4;
             const char *k0 = k + (size_t)r * row;
