@@ -70,7 +70,7 @@ struct mm {
     int kernel;   /* enum mm_kernel, never AUTO */
     tile_fn tile;
     int mr;       /* rows per register tile of that kernel (MM_MR_*) */
-    int np;       /* panels per register tile (1, or MM_NP_AVX512; AVX2: mm_np_avx2) */
+    int np;       /* panels per register tile: 1, or more (mm_np_avx2, mm_np_avx512) */
     int pf_dist;
     /* AMX buffers, grown when a larger product comes and kept (no allocation per step once
      * the largest shapes were seen); owned, 64-byte aligned. */
@@ -305,7 +305,7 @@ typedef struct mm_job {
 /* Panels per register tile of mr rows (matmul_kern.h). */
 static int tile_np(const mm_t *mm, int mr)
 {
-    return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np;
+    return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np > 1 ? mm_np_avx512(mr) : 1;
 }
 
 /* Runs tile t; an I8 tile longer than MM_I8_KC rows of K runs as its chunks of MM_I8_KC, in

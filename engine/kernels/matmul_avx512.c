@@ -1,4 +1,5 @@
-/* matmul_avx512.c - the AVX-512 register tile, up to 8 rows x two panels (32 columns).
+/* matmul_avx512.c - the AVX-512 register tile, up to 8 rows x two panels (32 columns), and
+ * 1-2 rows x up to four panels (mm_np_avx512).
  *
  * Only functions with the target attribute use these instructions; matmul.c calls
  * mm_tile_avx512 only after checking the CPU and the OS (XCR0), so the rest of the binary
@@ -10,8 +11,10 @@
  * one 64-byte load serves two k steps), so weights packed once run on any kernel; the last
  * panel of an odd range gets a one-panel tile. The k loop takes two rows per iteration.
  * Each element is one chain of FMAs in order of k (matmul_kern.h), whatever the tile's rows:
- * a one-row tile has two chains (one per panel), 128 bytes of F32 or 32 of int8 weights per
- * FMA latency on one core, above one core's share of the memory bandwidth.
+ * tiles of one or two rows span four panels, so a one-row tile has four chains, 256 bytes of
+ * F32 or 64 of int8 weights per FMA latency on one core, above one core's share of the memory
+ * bandwidth (with two panels, one thread with the weights in cache took 1.3-1.6 times as long
+ * for F16 and int8 at M = 1 as the two-chain one-row tile before).
  *
  * Why 8 x 32 and not one panel with more rows: two FMA units with 4 cycles of latency need
  * at least 8 independent accumulators, which both give, but a one-panel tile loads one X
@@ -96,7 +99,8 @@ INLINE __mmask16 lane_mask(int n)
 
 INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int DT)
 {
-    const __mmask16 m0 = lane_mask(t->nc), m1 = lane_mask(t->nc - MM_NR);
+    const __mmask16 m0 = lane_mask(t->nc), m1 = lane_mask(t->nc - MM_NR),
+                    m2 = lane_mask(t->nc - 2 * MM_NR), m3 = lane_mask(t->nc - 3 * MM_NR);
     /* The start value of an element: its bias (or zero) plus Y when load_y (Y alone when there
      * is no bias: Y as stored by an earlier chunk of K, -0 included). F32, F16, BF16 and
      * BF16X3 elements start from it and add the products in order of k, one FMA after the
@@ -112,15 +116,25 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
             v = t->load_y ? _mm512_add_ps(bv, v) : bv;                                        \
         }                                                                                     \
     }
+    /* PANELS(X, i) applies X(i, q, mask) to each panel q < NP of row i. */
+#define PANELS(X, i)                                                                          \
+    X(i, 0, m0)                                                                               \
+    if (NP > 1)                                                                               \
+        X(i, 1, m1)                                                                           \
+    if (NP > 2)                                                                               \
+        X(i, 2, m2)                                                                           \
+    if (NP > 3)                                                                               \
+        X(i, 3, m3)
+#define START1(i, q, m) START_VALUE(i, q, m, c##i##q)
 #define START(i)                                                                              \
-    __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();                      \
+    __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps(),                      \
+           c##i##2 = _mm512_setzero_ps(), c##i##3 = _mm512_setzero_ps();                      \
     if (MR > i && DT != ENG_DTYPE_I8) {                                                       \
-        START_VALUE(i, 0, m0, c##i##0)                                                        \
-        if (NP == 2)                                                                          \
-            START_VALUE(i, 1, m1, c##i##1)                                                    \
+        PANELS(START1, i)                                                                     \
     }
     ROWS(START)
 #undef START
+#undef START1
     const char *w = t->w, *pf = t->pf;
     const ptrdiff_t ws = t->wstride, pfstep = t->pfstep;
     const size_t wstep = MM_NR * mm_dtype_size(DT);
@@ -131,46 +145,53 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
      * float. */
     const size_t s = t->ldx * sizeof(float);
     const char *xa = (const char *)t->x, *xb = xa + 3 * s, *xc = xa + 6 * s;
-    /* Two rows per iteration (BF16 keeps them in one row of pairs), in order of k. */
-#define STEP(i, kk, w0, w1)                                                                   \
+    /* Two rows per iteration (BF16 keeps them in one row of pairs), in order of k: the rows
+     * of the NP panels (w0..w3, then v0..v3), one broadcast of X per tile row and NP FMAs. */
+#define FMA1(i, q, m) c##i##q = _mm512_fmadd_ps(xv, W##q, c##i##q);
+#define STEP(i, kk)                                                                           \
     if (MR > i) {                                                                             \
         __m512 xv = _mm512_set1_ps(x_row(i, xa, xb, xc, s)[kk]);                              \
-        c##i##0 = _mm512_fmadd_ps(xv, w0, c##i##0);                                           \
-        if (NP == 2)                                                                          \
-            c##i##1 = _mm512_fmadd_ps(xv, w1, c##i##1);                                       \
+        PANELS(FMA1, i)                                                                       \
     }
-#define STEP0(i) STEP(i, 0, w0, w1)
-#define STEP1(i) STEP(i, 1, v0, v1)
+#define STEP0(i) STEP(i, 0)
+#define STEP1(i) STEP(i, 1)
+#define LOAD_ROWS(odd, pfo)                                                                   \
+    __m512 W0 = load_row(DT, w, 0, odd), W1 = W0, W2 = W0, W3 = W0;                          \
+    _mm_prefetch(pf + (pfo), _MM_HINT_T0);                                                    \
+    if (NP > 1) {                                                                             \
+        W1 = load_row(DT, w + ws, 0, odd);                                                    \
+        _mm_prefetch(pf + ws + (pfo), _MM_HINT_T0);                                           \
+    }                                                                                         \
+    if (NP > 2) {                                                                             \
+        W2 = load_row(DT, w + 2 * ws, 0, odd);                                                \
+        _mm_prefetch(pf + 2 * ws + (pfo), _MM_HINT_T0);                                       \
+    }                                                                                         \
+    if (NP > 3) {                                                                             \
+        W3 = load_row(DT, w + 3 * ws, 0, odd);                                                \
+        _mm_prefetch(pf + 3 * ws + (pfo), _MM_HINT_T0);                                       \
+    }
     /* I8: element = start + scale * sum, one FMA (the driver gives an I8 tile at most
      * MM_I8_KC rows of K, so this is one chunk's sum). */
-#define FOLD1(i, q, m, c)                                                                     \
+#define FOLD1(i, q, m)                                                                        \
     {                                                                                         \
         __m512 v;                                                                             \
         START_VALUE(i, q, m, v)                                                               \
-        c = _mm512_fmadd_ps(c, _mm512_loadu_ps(t->scale + (q) * MM_NR), v);                   \
+        c##i##q = _mm512_fmadd_ps(c##i##q, _mm512_loadu_ps(t->scale + (q) * MM_NR), v);       \
     }
 #define FOLD(i)                                                                               \
     if (MR > i) {                                                                             \
-        FOLD1(i, 0, m0, c##i##0)                                                              \
-        if (NP == 2)                                                                          \
-            FOLD1(i, 1, m1, c##i##1)                                                          \
+        PANELS(FOLD1, i)                                                                      \
     }
     int k = kc;
     for (; k >= 2; k -= 2) {
-        __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
-        _mm_prefetch(pf, _MM_HINT_T0);
-        if (NP == 2) {
-            w1 = load_row(DT, w + ws, 0, 0);
-            _mm_prefetch(pf + ws, _MM_HINT_T0);
+        {
+            LOAD_ROWS(0, 0)
+            ROWS(STEP0)
         }
-        ROWS(STEP0)
-        __m512 v0 = load_row(DT, w, 0, 1), v1 = _mm512_setzero_ps();
-        _mm_prefetch(pf + pfstep, _MM_HINT_T0);
-        if (NP == 2) {
-            v1 = load_row(DT, w + ws, 0, 1);
-            _mm_prefetch(pf + ws + pfstep, _MM_HINT_T0);
+        {
+            LOAD_ROWS(1, pfstep)
+            ROWS(STEP1)
         }
-        ROWS(STEP1)
         xa += 2 * sizeof(float);
         xb += 2 * sizeof(float);
         xc += 2 * sizeof(float);
@@ -178,9 +199,7 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
         pf += 2 * pfstep;
     }
     if (k) {
-        __m512 w0 = load_row(DT, w, 0, 0), w1 = _mm512_setzero_ps();
-        if (NP == 2)
-            w1 = load_row(DT, w + ws, 0, 0);
+        LOAD_ROWS(0, 0)
         ROWS(STEP0)
     }
     if (DT == ENG_DTYPE_I8) {
@@ -188,42 +207,54 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
     }
 #undef FOLD
 #undef FOLD1
-#undef START_VALUE
+#undef LOAD_ROWS
 #undef STEP0
 #undef STEP1
 #undef STEP
+#undef FMA1
     if (t->gelu) {
+#define GELU1(i, q, m) c##i##q = vm_gelu16(c##i##q);
 #define GELU(i)                                                                               \
     if (MR > i) {                                                                             \
-        c##i##0 = vm_gelu16(c##i##0);                                                         \
-        if (NP == 2)                                                                          \
-            c##i##1 = vm_gelu16(c##i##1);                                                     \
+        PANELS(GELU1, i)                                                                      \
     }
         ROWS(GELU)
 #undef GELU
+#undef GELU1
     }
+#define STORE1(i, q, m) _mm512_mask_storeu_ps(t->y + (size_t)(i) * t->ldy + (q) * MM_NR, m, c##i##q);
 #define STORE(i)                                                                              \
     if (MR > i) {                                                                             \
-        float *yr = t->y + (size_t)(i) * t->ldy;                                              \
-        _mm512_mask_storeu_ps(yr, m0, c##i##0);                                               \
-        if (NP == 2)                                                                          \
-            _mm512_mask_storeu_ps(yr + MM_NR, m1, c##i##1);                                   \
+        PANELS(STORE1, i)                                                                     \
     }
     ROWS(STORE)
 #undef STORE
+#undef STORE1
+#undef PANELS
+#undef START_VALUE
 }
 
-#define TILE_FN(DT, NAME, R)                                                                  \
-    TARGET static void NAME##_##R##_1(const mm_tile_t *t) { tile_body(t, R, 1, DT); }         \
-    TARGET static void NAME##_##R##_2(const mm_tile_t *t) { tile_body(t, R, 2, DT); }
+/* Tiles of MR rows and NP panels: NP 1..2 for every MR, 3..4 for MR <= 2 (mm_np_avx512);
+ * NULL past that. */
+#define TILE_FN(DT, NAME, R, P)                                                               \
+    TARGET static void NAME##_##R##_##P(const mm_tile_t *t) { tile_body(t, R, P, DT); }
 #define TILE_FNS(DT, NAME)                                                                    \
-    TILE_FN(DT, NAME, 1) TILE_FN(DT, NAME, 2) TILE_FN(DT, NAME, 3) TILE_FN(DT, NAME, 4)       \
-    TILE_FN(DT, NAME, 5) TILE_FN(DT, NAME, 6) TILE_FN(DT, NAME, 7) TILE_FN(DT, NAME, 8)       \
-    static void (*const NAME[MM_NP_AVX512][MM_MR_AVX512])(const mm_tile_t *) = {              \
-        {NAME##_1_1, NAME##_2_1, NAME##_3_1, NAME##_4_1, NAME##_5_1, NAME##_6_1, NAME##_7_1,  \
-         NAME##_8_1},                                                                         \
-        {NAME##_1_2, NAME##_2_2, NAME##_3_2, NAME##_4_2, NAME##_5_2, NAME##_6_2, NAME##_7_2,  \
-         NAME##_8_2}};
+    TILE_FN(DT, NAME, 1, 1) TILE_FN(DT, NAME, 1, 2) TILE_FN(DT, NAME, 1, 3)                   \
+    TILE_FN(DT, NAME, 1, 4) TILE_FN(DT, NAME, 2, 1) TILE_FN(DT, NAME, 2, 2)                   \
+    TILE_FN(DT, NAME, 2, 3) TILE_FN(DT, NAME, 2, 4) TILE_FN(DT, NAME, 3, 1)                   \
+    TILE_FN(DT, NAME, 3, 2) TILE_FN(DT, NAME, 4, 1) TILE_FN(DT, NAME, 4, 2)                   \
+    TILE_FN(DT, NAME, 5, 1) TILE_FN(DT, NAME, 5, 2) TILE_FN(DT, NAME, 6, 1)                   \
+    TILE_FN(DT, NAME, 6, 2) TILE_FN(DT, NAME, 7, 1) TILE_FN(DT, NAME, 7, 2)                   \
+    TILE_FN(DT, NAME, 8, 1) TILE_FN(DT, NAME, 8, 2)                                           \
+    static void (*const NAME[MM_MR_AVX512][MM_NP_AVX512])(const mm_tile_t *) = {              \
+        {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                                     \
+        {NAME##_2_1, NAME##_2_2, NAME##_2_3, NAME##_2_4},                                     \
+        {NAME##_3_1, NAME##_3_2},                                                             \
+        {NAME##_4_1, NAME##_4_2},                                                             \
+        {NAME##_5_1, NAME##_5_2},                                                             \
+        {NAME##_6_1, NAME##_6_2},                                                             \
+        {NAME##_7_1, NAME##_7_2},                                                             \
+        {NAME##_8_1, NAME##_8_2}};
 
 TILE_FNS(ENG_DTYPE_F32, tile_f32)
 TILE_FNS(ENG_DTYPE_F16, tile_f16)
@@ -233,17 +264,17 @@ TILE_FNS(ENG_DTYPE_BF16X3, tile_x3)
 
 void mm_tile_avx512(const mm_tile_t *t)
 {
-    int p = t->np - 1, i = t->mr - 1;
+    int i = t->mr - 1, p = t->np - 1;
     if (t->dtype == ENG_DTYPE_F32)
-        tile_f32[p][i](t);
+        tile_f32[i][p](t);
     else if (t->dtype == ENG_DTYPE_F16)
-        tile_f16[p][i](t);
+        tile_f16[i][p](t);
     else if (t->dtype == ENG_DTYPE_BF16)
-        tile_bf16[p][i](t);
+        tile_bf16[i][p](t);
     else if (t->dtype == ENG_DTYPE_BF16X3)
-        tile_x3[p][i](t);
+        tile_x3[i][p](t);
     else
-        tile_i8[p][i](t);
+        tile_i8[i][p](t);
 }
 
 #else
