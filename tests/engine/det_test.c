@@ -234,7 +234,7 @@ int main(int argc, char **argv)
     model_dir = argv[1];
     slow = argc > 2 && strcmp(argv[2], "--slow") == 0;
     uint64_t s = 31;
-    target_len = slow ? 150 : 45;
+    target_len = slow ? 150 : 36;
     for (int i = 0; i < target_len; i++)
         target[i] = (int32_t)(test_rand(&s) % 500);
     for (int i = 0; i < 6; i++) {
