@@ -1,9 +1,10 @@
 /* attention.c - the paged KV cache memory and causal self-attention through block tables
- * (see attention.h). A decode row reads the blocks in place (attend_row); a prefill chunk
- * packs its context's K and V once as matmul panels and runs two tile products per tile of
- * rows (attend_chunk). Grouped-query attention: one work item is a (sequence, KV head)
- * pair and serves the NH/NKV query heads that read that KV head, so each KV head's keys and
- * values are written, packed and read by one thread.
+ * (see attention.h). Every row, a decode token or a row of a prefill chunk, is attended by the
+ * same per-row arithmetic (the order is spelled out above attend_row_generic), reading K and V
+ * block by block in place; a chunk's rows go two at a time to share the loads. Grouped-query
+ * attention: one work item is a (sequence, KV head) pair and serves the NH/NKV query heads
+ * that read that KV head, so each KV head's keys and values are written and read by one
+ * thread.
  */
 #include "engine/kernels/attention.h"
 
@@ -14,7 +15,6 @@
 #include <sys/mman.h>
 
 #include "engine/engine.h"
-#include "engine/kernels/matmul_kern.h"
 #include "engine/kernels/vec.h"
 #include "engine/kernels/vecmath.h"
 
@@ -22,11 +22,6 @@
 #include <immintrin.h>
 #define HAVE_VEC_AVX2 1
 #endif
-
-/* Rows of a prefill chunk whose attention scores are one matrix product: large enough for
- * the tiles to run well, small enough that the keys computed past each row's own position
- * (then masked) stay a small share. */
-#define ATTN_TILE 64
 
 static size_t kv_elem_size(int dtype)
 {
@@ -106,14 +101,10 @@ void kv_cache_free(kv_cache_t *kv)
 
 size_t attn_scratch_floats(int HS, int max_ctx)
 {
-    /* One KV head's packed K and V (each padded to whole panels), a tile of scaled queries
-     * and the tile's scores per context position. */
-    size_t ctx = (size_t)max_ctx, hs = (size_t)HS;
-    size_t ctx16 = (ctx + MM_NR - 1) / MM_NR * MM_NR, hs16 = (hs + MM_NR - 1) / MM_NR * MM_NR;
-    size_t per_thread = ctx16 * hs + hs16 * ctx16 + ATTN_TILE * (hs + ctx);
-    /* The packed K and V are read by the tiles with aligned loads: each thread's share
-     * starts on 64 bytes (16 floats). */
-    return (per_thread + 15) / 16 * 16;
+    /* Two rows' scores and one KV head's keys and values widened from F16 (a prefill chunk
+     * over an F16 cache). */
+    size_t ld = ((size_t)max_ctx + 15) / 16 * 16;
+    return 2 * ld + 2 * ld * (size_t)HS;
 }
 
 /* Index (in elements of kv->dtype) of KV head g's first row of K (v = 0) or V (v = 1) of
@@ -126,70 +117,118 @@ static size_t kv_at(const kv_cache_t *kv, int32_t blk, int l, int v, int g)
            (size_t)g * BS * HS;
 }
 
-/* n values of the cache from element i on, as floats: in place for F32, else converted into
- * buf with from_f16. */
-static const float *kv_floats(const kv_cache_t *kv, size_t i, int n, float *buf,
-                              void (*from_f16)(float *dst, const uint16_t *src, int n))
+/* Where one KV head's keys and values of one layer are for a sequence: block b of its context
+ * starts at k (v) + blk * bstride bytes, blk = table[b], or b itself when table is NULL (a
+ * copy laid out block after block); each block holds BS rows of HS values, F16 when f16,
+ * else F32. */
+typedef struct kv_src {
+    const char *k, *v;
+    size_t bstride;
+    const int32_t *table; /* (blocks) or NULL */
+    int BS, HS, f16;
+} kv_src_t;
+
+static inline size_t src_block(const kv_src_t *s, int b)
 {
-    if (kv->dtype == ENG_DTYPE_F32)
-        return (const float *)kv->data + i;
-    from_f16(buf, (const uint16_t *)kv->data + i, n);
+    return (size_t)(s->table ? s->table[b] : b) * s->bstride;
+}
+
+/* The cache itself as a kv_src_t for KV head g of layer l of a sequence. */
+static kv_src_t src_cache(const kv_cache_t *kv, const int32_t *table, int l, int g)
+{
+    const size_t es = kv_elem_size(kv->dtype);
+    return (kv_src_t){.k = (const char *)kv->data + kv_at(kv, 0, l, 0, g) * es,
+                      .v = (const char *)kv->data + kv_at(kv, 0, l, 1, g) * es,
+                      .bstride = kv_block_bytes(kv),
+                      .table = table,
+                      .BS = kv->block_size,
+                      .HS = kv->head_size,
+                      .f16 = kv->dtype == ENG_DTYPE_F16};
+}
+
+/* Keys and values of positions [0, n) of src, widened to F32 into dst (2 n HS floats, keys
+ * then values, block after block): the same values the cache holds, read once by a prefill
+ * chunk's rows instead of converted by each. */
+static kv_src_t src_widen(const vec_ops_t *ops, const kv_src_t *s, int n, float *dst)
+{
+    const int BS = s->BS, HS = s->HS;
+    float *kd = dst, *vd = dst + (size_t)n * HS;
+    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
+        int rows = n - j0 < BS ? n - j0 : BS;
+        ops->from_f16(kd + (size_t)j0 * HS, (const uint16_t *)(s->k + src_block(s, b)), rows * HS);
+        ops->from_f16(vd + (size_t)j0 * HS, (const uint16_t *)(s->v + src_block(s, b)), rows * HS);
+    }
+    return (kv_src_t){.k = (const char *)kd,
+                      .v = (const char *)vd,
+                      .bstride = (size_t)BS * HS * sizeof(float),
+                      .table = NULL,
+                      .BS = BS,
+                      .HS = HS,
+                      .f16 = 0};
+}
+
+/* Row r of block b (keys when v = 0, values when v = 1) as w floats from column c0: in place
+ * for F32, else converted into buf. */
+static const float *src_row(const vec_ops_t *ops, const kv_src_t *s, int v, int b, int r, int c0,
+                            int w, float *buf)
+{
+    const size_t es = s->f16 ? sizeof(uint16_t) : sizeof(float);
+    const char *p = (v ? s->v : s->k) + src_block(s, b) + ((size_t)r * s->HS + (size_t)c0) * es;
+    if (!s->f16)
+        return (const float *)p;
+    ops->from_f16(buf, (const uint16_t *)p, w);
     return buf;
 }
 
-typedef void (*attend_row_fn)(const vec_ops_t *ops, float *out, const float *q,
-                              const kv_cache_t *kv, const int32_t *table, int n, int l, int g,
-                              float *scores);
+/* THE ORDER OF A ROW'S SUMS. Every row of every step, a decode token or a row inside a prefill
+ * chunk of any size, goes through the same per-row arithmetic, fixed by the row's position and
+ * its context only:
+ *   score[j] = dot(q, k_j) * (1 / sqrt(HS)) for j = 0..pos, each dot in one fixed order;
+ *   p = softmax(score[0..pos]) (ops->softmax over exactly pos + 1 values);
+ *   out[c] = sum over j = 0..pos of p[j] v_j[c], one chain in order of j from +0.
+ * A kernel may compute several rows together (sharing the loads of K and V) and keys past a
+ * row's own position (they are dropped, or multiplied by an exact 0 that leaves a chain from +0
+ * unchanged for finite V), but never changes a single element's order. So a row's bits do not
+ * depend on how the prompt was chunked, on the other rows of its chunk, on whether its prefix
+ * was computed in this step, an earlier one or came from the prefix cache, or on the thread. */
 
-/* One decode row and query head over positions [0, n) of its sequence, reading KV head g:
- * out = softmax(q . K^T / sqrt(HS)) . V, with K and V read block by block in place (an F16
- * cache is converted ATTN_CHUNK columns at a time). scores has room for n floats. */
+/* One row and query head over positions [0, n) (portable): out = softmax(q . K^T / sqrt(HS)) V.
+ * Each dot is vec_dot over ATTN_CHUNK columns at a time, added in order; out accumulates
+ * p_j v_j in order of j (vec_axpy). scores has room for n floats. */
 #define ATTN_CHUNK 64
-static void attend_row_generic(const vec_ops_t *ops, float *out, const float *q,
-                               const kv_cache_t *kv, const int32_t *table, int n, int l, int g,
-                               float *scores)
+static void attend_row_generic(const vec_ops_t *ops, float *out, const float *q, const kv_src_t *s,
+                               int n, float *scores)
 {
-    const int BS = kv->block_size, HS = kv->head_size;
+    const int BS = s->BS, HS = s->HS;
     const float scale = 1.0f / sqrtf((float)HS);
     float buf[ATTN_CHUNK];
-    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        size_t k = kv_at(kv, table[blk], l, 0, g);
-        int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++) {
-            float dot = 0;
-            for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
-                int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
-                const float *kr =
-                    kv_floats(kv, k + (size_t)r * HS + (size_t)c0, w, buf, ops->from_f16);
-                dot += vec_dot(q + c0, kr, w);
-            }
-            scores[j0 + r] = dot * scale;
+    for (int j = 0; j < n; j++) {
+        float dot = 0;
+        for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
+            int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
+            dot += vec_dot(q + c0, src_row(ops, s, 0, j / BS, j % BS, c0, w, buf), w);
         }
+        scores[j] = dot * scale;
     }
     ops->softmax(scores, n);
     memset(out, 0, (size_t)HS * sizeof(float));
-    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        size_t v = kv_at(kv, table[blk], l, 1, g);
-        int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++)
-            for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
-                int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
-                vec_axpy(out + c0, scores[j0 + r],
-                         kv_floats(kv, v + (size_t)r * HS + (size_t)c0, w, buf, ops->from_f16), w);
-            }
-    }
+    for (int j = 0; j < n; j++)
+        for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
+            int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
+            vec_axpy(out + c0, scores[j], src_row(ops, s, 1, j / BS, j % BS, c0, w, buf), w);
+        }
 }
 
 #ifdef HAVE_VEC_AVX2
 #define VEC_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define VEC_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
-/* Eight values of the cache from element i on, as floats (f16: the cache holds F16). */
-VEC_AVX2_INLINE __m256 kv_load8(const void *base, size_t i, int f16)
+/* Eight values of a row from element i on, as floats (f16: the row holds F16). */
+VEC_AVX2_INLINE __m256 load8(const char *row, int i, int f16)
 {
     if (f16)
-        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
-    return _mm256_loadu_ps((const float *)base + i);
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    return _mm256_loadu_ps((const float *)row + i);
 }
 
 /* Asks for the lines of bytes [p, p + n) to be brought to the caches. */
@@ -199,86 +238,165 @@ VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
         _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
 
-/* attend_row_generic for HS a multiple of 16 (64 in every GPT-2, 64 or 128 in the Llama
- * family; 16 in the test models, so the tests run this same code). Each block's slice of a
- * head is BS x HS contiguous values: while it is scored the next block's keys and this
- * block's values are prefetched. Scores four keys at a time (four dot products reduced by one
- * horizontal-add tree); the output stays in registers, 16 columns per pass over the values,
- * with even and odd keys summed in separate registers. */
-VEC_AVX2_INLINE void attend_row_avx2_t(const vec_ops_t *ops, float *out, const float *q,
-                                       const kv_cache_t *kv, const int32_t *table, int n, int l,
-                                       int g, float *scores, int f16)
+/* The AVX2 order (HS a multiple of 16: 64 in every GPT-2, 64 or 128 in the Llama family, 16
+ * in the GPT-2 test model). A dot is eight lane sums, lane i over d = i mod 8 in order of d (one
+ * FMA chain each), reduced as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then scaled.
+ * score4 computes it for four keys k0..k3 and nr (1 or 2) query rows, the four keys' lanes
+ * reduced together by one horizontal-add tree, which does the same additions for each key;
+ * the first cnt scores are stored at s0 (row 0) and s1 (row 1). Keys past cnt repeat k0. */
+VEC_AVX2_INLINE void score4(int nr, const float *q0, const float *q1, const char *k0,
+                            const char *k1, const char *k2, const char *k3, int HS, int f16,
+                            __m256 scale, float *s0, float *s1, int cnt)
 {
-    const int BS = kv->block_size, HS = kv->head_size;
-    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
-    const size_t slice = (size_t)BS * (size_t)HS * es;
-    const char *data = kv->data;
-    const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
-    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        size_t k = kv_at(kv, table[blk], l, 0, g);
-        int rows = n - j0 < BS ? n - j0 : BS, r = 0;
-        if (j0 + BS < n)
-            prefetch_span(data + kv_at(kv, table[blk + 1], l, 0, g) * es, slice);
-        prefetch_span(data + kv_at(kv, table[blk], l, 1, g) * es, (size_t)rows * HS * es);
-        for (; r + 4 <= rows; r += 4) {
-            size_t k0 = k + (size_t)r * HS;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int i = 0; i < HS; i += 8) {
-                __m256 qv = _mm256_loadu_ps(q + i);
-                a0 = _mm256_fmadd_ps(qv, kv_load8(data, k0 + i, f16), a0);
-                a1 = _mm256_fmadd_ps(qv, kv_load8(data, k0 + HS + i, f16), a1);
-                a2 = _mm256_fmadd_ps(qv, kv_load8(data, k0 + 2 * (size_t)HS + i, f16), a2);
-                a3 = _mm256_fmadd_ps(qv, kv_load8(data, k0 + 3 * (size_t)HS + i, f16), a3);
-            }
-            /* hadd(hadd(a0, a1), hadd(a2, a3)) holds each key's partial sums of one
-             * 128-bit half in lanes 0..3 and 4..7; adding the halves gives the 4 dots. */
-            __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-            __m128 d = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-            _mm_storeu_ps(scores + j0 + r, _mm_mul_ps(d, _mm256_castps256_ps128(scale)));
-        }
-        for (; r < rows; r++) {
-            size_t kr = k + (size_t)r * HS;
-            __m256 a = _mm256_setzero_ps();
-            for (int i = 0; i < HS; i += 8)
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv_load8(data, kr + i, f16), a);
-            scores[j0 + r] = vm_hsum8(a) * _mm256_cvtss_f32(scale);
+    __m256 a[2][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < 2; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < 4; u++)
+            a[r][u] = _mm256_setzero_ps();
+    for (int i = 0; i < HS; i += 8) {
+        __m256 x0 = load8(k0, i, f16), x1 = load8(k1, i, f16);
+        __m256 x2 = load8(k2, i, f16), x3 = load8(k3, i, f16);
+        __m256 qv = _mm256_loadu_ps(q0 + i);
+        a[0][0] = _mm256_fmadd_ps(qv, x0, a[0][0]);
+        a[0][1] = _mm256_fmadd_ps(qv, x1, a[0][1]);
+        a[0][2] = _mm256_fmadd_ps(qv, x2, a[0][2]);
+        a[0][3] = _mm256_fmadd_ps(qv, x3, a[0][3]);
+        if (nr == 2) {
+            qv = _mm256_loadu_ps(q1 + i);
+            a[1][0] = _mm256_fmadd_ps(qv, x0, a[1][0]);
+            a[1][1] = _mm256_fmadd_ps(qv, x1, a[1][1]);
+            a[1][2] = _mm256_fmadd_ps(qv, x2, a[1][2]);
+            a[1][3] = _mm256_fmadd_ps(qv, x3, a[1][3]);
         }
     }
-    ops->softmax(scores, n);
-    for (int c0 = 0; c0 < HS; c0 += 16) {
-        __m256 e0 = _mm256_setzero_ps(), e1 = e0, o0 = e0, o1 = e0;
-        for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-            size_t v = kv_at(kv, table[blk], l, 1, g) + (size_t)c0;
-            int rows = n - j0 < BS ? n - j0 : BS, r = 0;
-            for (; r + 2 <= rows; r += 2, v += 2 * (size_t)HS) {
-                __m256 p = _mm256_broadcast_ss(scores + j0 + r);
-                __m256 p1 = _mm256_broadcast_ss(scores + j0 + r + 1);
-                e0 = _mm256_fmadd_ps(p, kv_load8(data, v, f16), e0);
-                e1 = _mm256_fmadd_ps(p, kv_load8(data, v + 8, f16), e1);
-                o0 = _mm256_fmadd_ps(p1, kv_load8(data, v + HS, f16), o0);
-                o1 = _mm256_fmadd_ps(p1, kv_load8(data, v + HS + 8, f16), o1);
-            }
-            if (r < rows) {
-                __m256 p = _mm256_broadcast_ss(scores + j0 + r);
-                e0 = _mm256_fmadd_ps(p, kv_load8(data, v, f16), e0);
-                e1 = _mm256_fmadd_ps(p, kv_load8(data, v + 8, f16), e1);
-            }
+#pragma GCC unroll 8
+    for (int r = 0; r < nr; r++) {
+        /* hadd(hadd(a0, a1), hadd(a2, a3)) holds each key's sums of lanes 0-3 and 4-7 in
+         * lanes u and u + 4; adding the halves gives the four dots. */
+        __m256 t =
+            _mm256_hadd_ps(_mm256_hadd_ps(a[r][0], a[r][1]), _mm256_hadd_ps(a[r][2], a[r][3]));
+        __m128 d = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+        d = _mm_mul_ps(d, _mm256_castps256_ps128(scale));
+        float *dst = r ? s1 : s0;
+        if (cnt == 4) {
+            _mm_storeu_ps(dst, d);
+        } else {
+            float tmp[4];
+            _mm_storeu_ps(tmp, d);
+            memcpy(dst, tmp, (size_t)cnt * sizeof(float));
         }
-        _mm256_storeu_ps(out + c0, _mm256_add_ps(e0, o0));
-        _mm256_storeu_ps(out + c0 + 8, _mm256_add_ps(e1, o1));
     }
 }
 
-VEC_AVX2 static void attend_row_avx2(const vec_ops_t *ops, float *out, const float *q,
-                                     const kv_cache_t *kv, const int32_t *table, int n, int l,
-                                     int g, float *scores)
+/* Scores of keys [0, n) for nr rows (s0, s1 as in score4). */
+VEC_AVX2_INLINE void scores_rows(int nr, const float *q0, const float *q1, const kv_src_t *s, int n,
+                                 float *s0, float *s1, int f16)
 {
-    if (kv->head_size % 16)
-        attend_row_generic(ops, out, q, kv, table, n, l, g, scores);
-    else if (kv->dtype == ENG_DTYPE_F16)
-        attend_row_avx2_t(ops, out, q, kv, table, n, l, g, scores, 1);
+    const int BS = s->BS, HS = s->HS;
+    const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));
+    const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
+    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
+        const char *k = s->k + src_block(s, b);
+        int rows = n - j0 < BS ? n - j0 : BS;
+        /* A decode row reads the context once: while this block is scored, the next
+         * block's keys and this block's values come. (A chunk's rows read it again and again
+         * from the caches; the prefetches would only cost instructions.) */
+        if (nr == 1) {
+            if (j0 + BS < n)
+                prefetch_span(s->k + src_block(s, b + 1), (size_t)BS * row);
+            prefetch_span(s->v + src_block(s, b), (size_t)rows * row);
+        }
+        for (int r = 0; r < rows; r += 4) {
+            int cnt = rows - r < 4 ? rows - r : 4;
+            const char *k0 = k + (size_t)r * row;
+            score4(nr, q0, q1, k0, cnt > 1 ? k0 + row : k0, cnt > 2 ? k0 + 2 * row : k0,
+                   cnt > 3 ? k0 + 3 * row : k0, HS, f16, scale, s0 + j0 + r, s1 + j0 + r, cnt);
+        }
+    }
+}
+
+/* Columns [c0, c0 + 8 nv) of out = sum_j p[j] v_j for nr rows (p0, o0 and p1, o1), j in
+ * [0, n): one FMA chain per element from +0, in order of j; the rows share the loads of V. */
+VEC_AVX2_INLINE void pv_pass(int nr, int nv, const float *p0, const float *p1, const kv_src_t *s,
+                             int n, int c0, float *o0, float *o1, int f16)
+{
+    const int BS = s->BS, HS = s->HS;
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float), row = (size_t)HS * es;
+    __m256 a[2][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 2; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++)
+            a[r][u] = _mm256_setzero_ps();
+    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
+        const char *v = s->v + src_block(s, b) + (size_t)c0 * es;
+        int rows = n - j0 < BS ? n - j0 : BS;
+        for (int r = 0; r < rows; r++, v += row) {
+            __m256 x[8];
+#pragma GCC unroll 8
+            for (int u = 0; u < nv; u++)
+                x[u] = load8(v, 8 * u, f16);
+            __m256 p = _mm256_broadcast_ss(p0 + j0 + r);
+#pragma GCC unroll 8
+            for (int u = 0; u < nv; u++)
+                a[0][u] = _mm256_fmadd_ps(p, x[u], a[0][u]);
+            if (nr == 2) {
+                p = _mm256_broadcast_ss(p1 + j0 + r);
+#pragma GCC unroll 8
+                for (int u = 0; u < nv; u++)
+                    a[1][u] = _mm256_fmadd_ps(p, x[u], a[1][u]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int u = 0; u < nv; u++) {
+        _mm256_storeu_ps(o0 + c0 + 8 * u, a[0][u]);
+        if (nr == 2)
+            _mm256_storeu_ps(o1 + c0 + 8 * u, a[1][u]);
+    }
+}
+
+/* nr (1 or 2) consecutive rows of one query head, at n0 and n1 = n0 + 1 positions of
+ * context: queries q0, q1, outputs o0, o1, scores sc0, sc1 (room for n1 floats each). */
+VEC_AVX2_INLINE void attend_rows_avx2_t(const vec_ops_t *ops, int nr, const float *q0,
+                                        const float *q1, float *o0, float *o1, const kv_src_t *s,
+                                        int n0, int n1, float *sc0, float *sc1, int f16)
+{
+    const int HS = s->HS, n = nr == 2 ? n1 : n0;
+    scores_rows(nr, q0, q1, s, n, sc0, sc1, f16);
+    ops->softmax(sc0, n0);
+    if (nr == 2) {
+        ops->softmax(sc1, n1);
+        memset(sc0 + n0, 0, (size_t)(n1 - n0) * sizeof(float)); /* exact zeros: no-ops */
+    }
+    for (int c0 = 0; c0 < HS;) {
+        int left = HS - c0;
+        if (nr == 1 && left >= 64) {
+            pv_pass(1, 8, sc0, sc1, s, n, c0, o0, o1, f16);
+            c0 += 64;
+        } else if (left >= 32) {
+            pv_pass(nr, 4, sc0, sc1, s, n, c0, o0, o1, f16);
+            c0 += 32;
+        } else {
+            pv_pass(nr, 2, sc0, sc1, s, n, c0, o0, o1, f16);
+            c0 += 16;
+        }
+    }
+}
+
+VEC_AVX2 static void attend_rows_avx2(const vec_ops_t *ops, int nr, const float *q0,
+                                      const float *q1, float *o0, float *o1, const kv_src_t *s,
+                                      int n0, int n1, float *sc0, float *sc1)
+{
+    if (nr == 2 && s->f16)
+        attend_rows_avx2_t(ops, 2, q0, q1, o0, o1, s, n0, n1, sc0, sc1, 1);
+    else if (nr == 2)
+        attend_rows_avx2_t(ops, 2, q0, q1, o0, o1, s, n0, n1, sc0, sc1, 0);
+    else if (s->f16)
+        attend_rows_avx2_t(ops, 1, q0, q1, o0, o1, s, n0, n1, sc0, sc1, 1);
     else
-        attend_row_avx2_t(ops, out, q, kv, table, n, l, g, scores, 0);
+        attend_rows_avx2_t(ops, 1, q0, q1, o0, o1, s, n0, n1, sc0, sc1, 0);
 }
 #endif
 
@@ -301,104 +419,6 @@ static void kv_write_head(const vec_ops_t *ops, const kv_cache_t *kv, const attn
     }
 }
 
-static inline void prefetch(const float *p)
-{
-    __builtin_prefetch(p, 0, 3);
-}
-
-/* KV head g's keys of positions [0, n) as the panels of Kᵀ (HS, n) for mm_matmul_panels:
- * panel p holds keys 16p..16p+15, one row of MM_NR per dimension; keys past n are zero.
- * buf has room for HS floats. */
-static void pack_keys(const vec_ops_t *ops, float *kp, const kv_cache_t *kv, const int32_t *table,
-                      int n, int l, int g, float *buf)
-{
-    const int BS = kv->block_size, HS = kv->head_size;
-    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        size_t at = kv_at(kv, table[blk], l, 0, g);
-        int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++) {
-            int j = j0 + r;
-            float *dst = kp + (size_t)(j / MM_NR) * HS * MM_NR + j % MM_NR;
-            const float *k = kv_floats(kv, at + (size_t)r * HS, HS, buf, ops->from_f16);
-            for (int d = 0; d < HS; d++)
-                dst[(size_t)d * MM_NR] = k[d];
-        }
-    }
-    for (int j = n; j % MM_NR; j++)
-        for (int d = 0; d < HS; d++)
-            kp[((size_t)(j / MM_NR) * HS + d) * MM_NR + j % MM_NR] = 0.0f;
-}
-
-/* KV head g's values of positions [0, n) as the panels of V (n, HS): panel c holds
- * dimensions 16c..16c+15 of every key (n rows of MM_NR; dimensions past HS zero). buf has
- * room for HS floats. */
-static void pack_values(const vec_ops_t *ops, float *vp, const kv_cache_t *kv, const int32_t *table,
-                        int n, int l, int g, float *buf)
-{
-    const int BS = kv->block_size, HS = kv->head_size;
-    for (int j0 = 0, blk = 0; j0 < n; j0 += BS, blk++) {
-        size_t at = kv_at(kv, table[blk], l, 1, g);
-        int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++) {
-            const float *v = kv_floats(kv, at + (size_t)r * HS, HS, buf, ops->from_f16);
-            for (int c = 0; c * MM_NR < HS; c++) {
-                float *dst = vp + ((size_t)c * n + (size_t)(j0 + r)) * MM_NR;
-                int w = HS - c * MM_NR < MM_NR ? HS - c * MM_NR : MM_NR;
-                memcpy(dst, v + c * MM_NR, (size_t)w * sizeof(float));
-                memset(dst + w, 0, (size_t)(MM_NR - w) * sizeof(float));
-            }
-        }
-    }
-}
-
-/* A prefill chunk (rows t0..t1 of sequence s), KV head g and its query heads: K and V of the
- * whole context are packed once into the thread's scratch as panels for the matmul tiles,
- * then for each query head each tile of ATTN_TILE rows is two products on this thread,
- * S = (Q / sqrt(HS)) Kᵀ over the keys the tile's last row sees, and O = softmax(S) V, with
- * each row's scores beyond its own position zeroed (the causal mask). The tiles are the
- * weight products' own (mm_matmul_panels), which at these shapes (K = HS, or N = HS) run
- * well above OpenBLAS's sgemm. */
-static void attend_chunk(const vec_ops_t *ops, const mm_t *mm, const kv_cache_t *kv,
-                         const attn_batch_t *b, const attn_layer_t *a, int s, int g, float *scratch)
-{
-    const int HS = a->HS, ld = a->max_ctx, group = a->NH / a->NKV;
-    const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
-    const float scale = 1.0f / sqrtf((float)HS);
-    const size_t ctx16 = ((size_t)ld + MM_NR - 1) / MM_NR * MM_NR;
-    const size_t hs16 = ((size_t)HS + MM_NR - 1) / MM_NR * MM_NR;
-    float *kp = scratch, *vp = kp + ctx16 * HS, *qs = vp + hs16 * ctx16;
-    float *scores = qs + (size_t)ATTN_TILE * HS;
-    /* qs is free until the first tile: the packing's row buffer for an F16 cache. */
-    pack_keys(ops, kp, kv, b->block_table[s], n, a->l, g, qs);
-    pack_values(ops, vp, kv, b->block_table[s], n, a->l, g, qs);
-    for (int h = g * group; h < (g + 1) * group; h++)
-        for (int r0 = t0; r0 < t1; r0 += ATTN_TILE) {
-            int rows = t1 - r0 < ATTN_TILE ? t1 - r0 : ATTN_TILE;
-            int keys = b->pos[r0 + rows - 1] + 1;
-            const float *q0 = a->q + (size_t)r0 * a->ldq + (size_t)h * HS;
-            /* The tile's queries are HS floats every ldq, in L3 since the QKV product: ask
-             * for all of their lines first, so the misses overlap instead of coming one row
-             * at a time. */
-            for (int r = 0; r < rows; r++)
-                for (int d = 0; d < HS; d += 16)
-                    prefetch(q0 + (size_t)r * a->ldq + d);
-            for (int r = 0; r < rows; r++) {
-                const float *q = q0 + (size_t)r * a->ldq;
-                for (int d = 0; d < HS; d++)
-                    qs[(size_t)r * HS + d] = q[d] * scale;
-            }
-            mm_matmul_panels(mm, rows, qs, (size_t)HS, kp, HS, keys, HS, scores, (size_t)ld);
-            for (int r = 0; r < rows; r++) {
-                float *row = scores + (size_t)r * ld;
-                int seen = b->pos[r0 + r] + 1;
-                ops->softmax(row, seen);
-                memset(row + seen, 0, (size_t)(keys - seen) * sizeof(float));
-            }
-            mm_matmul_panels(mm, rows, scores, (size_t)ld, vp, keys, HS, n,
-                             a->out + (size_t)r0 * a->ldo + (size_t)h * HS, a->ldo);
-        }
-}
-
 /* Attention of one step on the compute pool: the work items are (sequence, KV head) pairs,
  * sequence-major, spread over at most ATTN_MAX_PARTS parts of consecutive items. Each item
  * is computed whole by one thread with that thread's scratch, so the result does not
@@ -406,21 +426,52 @@ static void attend_chunk(const vec_ops_t *ops, const mm_t *mm, const kv_cache_t 
 #define ATTN_MAX_PARTS 1024
 
 typedef struct attn_job {
-    const mm_t *mm;
     const kv_cache_t *kv;
     const attn_batch_t *b;
     const attn_layer_t *a;
     const vec_ops_t *ops;
-    attend_row_fn attend_row;
+    int avx2; /* the AVX2 rows (HS a multiple of 16 and a kernel other than the portable one) */
     int items;
 } attn_job_t;
+
+/* Rows [t0, t1) of sequence s (consecutive positions), KV head g and its query heads. With
+ * AVX2 the rows go two at a time (sharing each load of K and V) and a prefill chunk over an F16
+ * cache reads the context widened to F32 once; every row keeps its own order (see above). */
+static void attend_seq(const attn_job_t *j, int s, int g, float *scratch)
+{
+    const attn_batch_t *b = j->b;
+    const attn_layer_t *a = j->a;
+    const int HS = a->HS, group = a->NH / a->NKV;
+    const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
+    const size_t ld = ((size_t)a->max_ctx + 15) / 16 * 16;
+    float *sc0 = scratch, *sc1 = sc0 + ld, *wide = sc1 + ld;
+    kv_src_t src = src_cache(j->kv, b->block_table[s], a->l, g);
+    if (j->avx2 && src.f16 && t1 - t0 > 1)
+        src = src_widen(j->ops, &src, n, wide);
+    for (int h = g * group; h < (g + 1) * group; h++)
+        for (int t = t0; t < t1;) {
+            const float *q = a->q + (size_t)t * a->ldq + (size_t)h * HS;
+            float *o = a->out + (size_t)t * a->ldo + (size_t)h * HS;
+#ifdef HAVE_VEC_AVX2
+            if (j->avx2) {
+                int nr = t + 1 < t1 ? 2 : 1;
+                attend_rows_avx2(j->ops, nr, q, q + a->ldq, o, o + a->ldo, &src, b->pos[t] + 1,
+                                 b->pos[t] + nr, sc0, sc1);
+                t += nr;
+                continue;
+            }
+#endif
+            attend_row_generic(j->ops, o, q, &src, b->pos[t] + 1, sc0);
+            t++;
+        }
+}
 
 static void attn_part(void *arg, int part, int parts, int thread)
 {
     const attn_job_t *j = arg;
     const attn_batch_t *b = j->b;
     const attn_layer_t *a = j->a;
-    const int HS = a->HS, NKV = a->NKV, group = a->NH / a->NKV;
+    const int NKV = a->NKV;
     float *scratch = a->scratch + (size_t)thread * a->scratch_floats;
     int i0, i1;
     pool_split(j->items, parts, part, &i0, &i1);
@@ -430,29 +481,18 @@ static void attn_part(void *arg, int part, int parts, int thread)
          * block being written belongs to one sequence), so it writes that slice of its own
          * rows itself: no separate pass, no barrier before attention. */
         kv_write_head(j->ops, j->kv, b, a, g, t, t + rows);
-        if (rows > 1)
-            attend_chunk(j->ops, j->mm, j->kv, b, a, s, g, scratch);
-        else if (rows == 1)
-            for (int h = g * group; h < (g + 1) * group; h++)
-                j->attend_row(j->ops, a->out + (size_t)t * a->ldo + (size_t)h * HS,
-                              a->q + (size_t)t * a->ldq + (size_t)h * HS, j->kv, b->block_table[s],
-                              b->pos[t] + 1, a->l, g, scratch);
+        if (rows > 0)
+            attend_seq(j, s, g, scratch);
     }
 }
 
 void attn_forward(mm_t *mm, const kv_cache_t *kv, const attn_batch_t *b, const attn_layer_t *a)
 {
     const int kernel = mm_get_kernel(mm);
-    attn_job_t j = {.mm = mm,
-                    .kv = kv,
-                    .b = b,
-                    .a = a,
-                    .ops = vec_ops_get(kernel),
-                    .attend_row = attend_row_generic,
-                    .items = b->B * a->NKV};
+    attn_job_t j = {
+        .kv = kv, .b = b, .a = a, .ops = vec_ops_get(kernel), .avx2 = 0, .items = b->B * a->NKV};
 #ifdef HAVE_VEC_AVX2
-    if (kernel != MM_KERNEL_GENERIC)
-        j.attend_row = attend_row_avx2;
+    j.avx2 = kernel != MM_KERNEL_GENERIC && a->HS % 16 == 0;
 #endif
     int parts = j.items < ATTN_MAX_PARTS ? j.items : ATTN_MAX_PARTS;
     pool_t *pool = mm_pool(mm);

@@ -5,12 +5,11 @@
  * (NH a multiple of NKV: grouped-query attention, query head h reads KV head h / (NH/NKV)),
  * HS head size, L layers, BS tokens per KV block.
  *
- * Determinism: a decode row (the only row of its sequence in a step) is scored key by key in
- * position order (attend_row); a prefill chunk's rows go through the matrix tiles
- * (mm_matmul_panels) over the same keys in position order. Each (sequence, KV head) item is
- * computed whole by one thread, so nothing depends on the thread count or on the other
- * sequences of the batch; but a row attended as a decode row and the same row inside a chunk
- * sum in different orders (within float rounding, not bit for bit).
+ * Determinism: every row, whether a decode token or a row inside a prefill chunk of any size,
+ * is computed with one fixed order of sums that depends only on its position and its context
+ * (attention.c): its bits do not depend on the chunking, the other rows and sequences of the
+ * step, whether its prefix came from the prefix cache, or the thread count. Each (sequence,
+ * KV head) item is computed whole by one thread.
  */
 #ifndef NANO_VLLM_ATTENTION_H
 #define NANO_VLLM_ATTENTION_H

@@ -442,6 +442,10 @@ static void finish_entry(sched_t *s, sched_entry_t *e)
 {
     sched_seq_t *q = e->seq;
     sched_req_t *r = q->req;
+    if (s->logits_cb)
+        for (int j = 0; j < e->n_logits; j++)
+            s->logits_cb(s->logits_arg, q, e->start + e->n - e->n_logits + j,
+                         &s->logits[(size_t)(e->logit0 + j) * (size_t)s->V]);
     q->entry = -1;
     q->num_computed += e->n;
     seq_register_blocks(s, q);

@@ -156,6 +156,10 @@ typedef struct sched {
     eng_stats_t stats;              /* counters (running/waiting/blocks set on read) */
     uint64_t computed_tokens;       /* rows run through the model */
     sched_step_info_t last;
+    /* Tests: called with every logits row a step computed, raw (before any sampling
+     * setting), the sequence and the position of the row's token; NULL = none. */
+    void (*logits_cb)(void *arg, const sched_seq_t *q, int pos, const float *row);
+    void *logits_arg;
 } sched_t;
 
 /* Whether id ends a sequence (one of s->eos). */

@@ -6,9 +6,10 @@
 Starts the binary on 127.0.0.1 port 0 with the tiny test checkpoint (it logs "listening on
 127.0.0.1:PORT"), talks to it with http.client, raw sockets and curl, and compares what the
 model says with the PyTorch reference gpt2_ref.py. Groups: api (every endpoint and
-parameter), stream (framing byte for byte, 32 concurrent streams, a client killed
-mid-stream), errors (every error status), auth, drain. Without GROUP all run. The exit
-status is the verdict; each failure prints what was expected and what came.
+parameter), stream (framing byte for byte, 32 concurrent streams, a seeded request's
+logprobs alone and under load, a client killed mid-stream), errors (every error status),
+auth, drain. Without GROUP all run. The exit status is the verdict; each failure prints what
+was expected and what came.
 """
 
 import errno
@@ -744,6 +745,45 @@ def test_concurrent_streams(srv):
           [(i, results.get(i), want[i]) for i in bad[:3]])
 
 
+def test_seeded_under_load():
+    """A seeded request's text and logprobs (top 5 and the chosen token's, as printed) are the
+    same alone and while other streams of other lengths run in the same steps. A server of its
+    own with a 16-token step budget, so the other streams' decodes change how its 33-token
+    prompt is cut into chunks (alone: 16 + 16 + 1); echo, so the prompt's logprobs are
+    compared too (and the prefix cache is not used: every run computes the whole prompt)."""
+    srv = Server("--max-num-batched-tokens", "16", "--max-num-seqs", "8")
+    try:
+        body = {"model": "tiny-f32", "prompt": list(range(1000, 1033)), "max_tokens": 24,
+                "temperature": 0.9, "top_p": 0.95, "seed": 4321, "logprobs": 5,
+                "echo": True, "ignore_eos": True}
+        alone = complete(srv, body)
+        results = {}
+        others = [threading.Thread(target=stream_text,
+                                   args=(srv, greedy_body("Other stream %d" % i + " word" * (3 * i),
+                                                          40 + 8 * i, stream=True), results, i))
+                  for i in range(6)]
+        for t in others:
+            t.start()
+        end = time.time() + 10
+        while time.time() < end and metrics(srv).get("nano_vllm_num_requests_running", 0) < 4:
+            time.sleep(0.005)
+        loaded = complete(srv, body)
+        running = metrics(srv).get("nano_vllm_num_requests_running", 0)
+        for t in others:
+            t.join(120)
+        check(running >= 1, "other streams still ran when the seeded request finished", running)
+        if alone and loaded:
+            a, b = alone["choices"][0], loaded["choices"][0]
+            check_eq(b["text"], a["text"], "seeded text under load = alone")
+            check_eq(b["logprobs"]["tokens"], a["logprobs"]["tokens"], "seeded tokens under load")
+            check_eq(b["logprobs"]["token_logprobs"], a["logprobs"]["token_logprobs"],
+                     "seeded token_logprobs under load = alone, exactly")
+            check_eq(b["logprobs"]["top_logprobs"], a["logprobs"]["top_logprobs"],
+                     "seeded top_logprobs under load = alone, exactly")
+    finally:
+        check_eq(srv.stop(), 0, "seeded-under-load server exit status")
+
+
 def wait_idle(srv, timeout=10):
     end = time.time() + timeout
     m = {}
@@ -1142,6 +1182,8 @@ def main():
             check_eq(rc, 0, "main server exit status after SIGTERM")
             if FAILURES:
                 print("server log (last 40 lines):\n" + "\n".join(srv.log[-40:]), file=sys.stderr)
+        if "stream" in want:
+            test_seeded_under_load()
         if "errors" in want:
             test_limits()
             test_loading()
