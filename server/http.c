@@ -160,8 +160,8 @@ static void req_free(http_req_t *r)
     free(r);
 #ifdef __GLIBC__
     /* Idle again: hand the heap's free pages back to the system. Requests of many sizes leave
-     * the loop thread's heap fragmented, and without this the resident size crept up by about
-     * 1.5% over a 10-minute mixed soak (bench/soak.py) while valgrind showed no leak. */
+     * the loop thread's heap fragmented, and without this the resident size creeps up under
+     * a long mixed load (bench/soak.py) though nothing leaks. */
     if (hs->n_live == 0)
         malloc_trim(0);
 #endif
