@@ -47,6 +47,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "server/buf.h"
 #include "server/http_int.h"
 #include "server/log.h"
 
@@ -183,19 +184,8 @@ static enum MHD_Result on_body(http_req_t *r, const char *data, size_t n)
         r->body_len = r->body_cap = 0;
         return MHD_YES;
     }
-    if (r->body_len + n + 1 > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 1024;
-        while (cap < r->body_len + n + 1)
-            cap *= 2;
-        char *b = realloc(r->body, cap);
-        if (!b)
-            return MHD_NO;
-        r->body = b;
-        r->body_cap = cap;
-    }
-    memcpy(r->body + r->body_len, data, n);
-    r->body_len += n;
-    r->body[r->body_len] = '\0';
+    if (buf_append_text(&r->body, &r->body_len, &r->body_cap, data, n, 1024))
+        return MHD_NO;
     return MHD_YES;
 }
 
