@@ -7,11 +7,12 @@
 #include <microhttpd.h>
 #include <stdint.h>
 
+#include "common/list.h"
 #include "server/http.h"
 
 /* One TCP connection, tracked for the header deadline (see http.c). */
 typedef struct http_conn {
-    struct http_conn *prev, *next; /* in http_server.conns */
+    list_t link; /* in http_server.conns */
     int fd;
     int waiting;       /* no request since it opened or since its last response completed */
     uint64_t deadline; /* uv_now (ms) by which a waiting connection must have sent headers */
@@ -25,7 +26,7 @@ struct http_server {
     uv_idle_t idle;          /* MHD_get_timeout == 0, or a kick */
     uv_timer_t sweep;        /* once a second while connections exist: header deadlines */
     uint64_t header_timeout; /* ms */
-    http_conn_t *conns;      /* every open connection */
+    list_t conns;            /* every open connection (http_conn_t.link) */
     int open_handles;        /* freed when the last close callback runs */
     int conn_closed;         /* NOTIFY_CONNECTION CLOSED seen during MHD_run */
     int kicked;              /* a resume asked for another MHD_run */
@@ -37,7 +38,7 @@ struct http_server {
     http_handler_cb handler;
     void (*on_done)(void *app, int status);
     void *app;        /* borrowed, passed to handler and on_done */
-    http_req_t *live; /* requests not yet completed */
+    list_t live;      /* requests not yet completed (http_req_t.link) */
     int n_live;
     uint64_t next_id;
 };
@@ -46,7 +47,7 @@ struct http_req {
     http_server_t *hs;
     struct MHD_Connection *conn;
     http_conn_t *hc;         /* its connection, or NULL */
-    http_req_t *prev, *next; /* in hs->live */
+    list_t link;             /* in hs->live */
     char method[16];
     char *path;      /* owned: the target's path, in origin form */
     char *authority; /* owned: the host of an absolute-form target, else NULL */

@@ -56,9 +56,8 @@
 #define MM_KC 256
 _Static_assert(MM_KC % MM_I8_KC == 0, "I8 chunks must not straddle the driver's K chunks");
 #define MM_MC 120
-/* Near prefetch distance in the panel stream when M <= MR: 1-8 KB all helped on the
- * Xeon of notes/skinny-gemm.md; on the EPYC here 64 B, 4 KB and 16 KB measured the same
- * within noise (bench/mm-bench, M = 1), so the Xeon's 4 KB is kept. */
+/* Near prefetch distance in the panel stream when M <= MR: any of 1-8 KB helps on the
+ * AVX-512 Xeon and the AVX2 EPYC does not care (bench/mm-bench, M = 1), so 4 KB. */
 #ifndef MM_PF_DIST
 #define MM_PF_DIST 4096
 #endif

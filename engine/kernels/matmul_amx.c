@@ -9,9 +9,8 @@
  * mm_f32_to_bf16) into a buffer padded with zeros to whole tiles. The B operand wants K in
  * pairs (row r of the tile holds W[2r][j], W[2r+1][j] for j = 0..15), which is how BF16
  * panels are packed (matmul.h, 32 rows padded), so a B tile is 1 KiB of a panel, loaded from
- * the weights as they are. (Re-laying panels of another layout into per-thread scratch on
- * the fly cost more than the products: K = 768, N = 1024, one thread, weights in L2: M = 1
- * 82 us against 26 us for the AVX-512 tile, M = 32 105 us; loaded directly 22 and 51 us.)
+ * the weights as they are (re-laying panels of another layout into per-thread scratch on the
+ * fly cost more than the products themselves).
  * A tile of Y is 32 rows x 32 columns: four C tiles, two of X, two of W (the eight tile
  * registers). C is summed from zero over the whole K, stored to scratch and finished with
  * AVX-512: (bias + Y when accumulating) + C, then GELU, masked stores for the column tail;
@@ -19,13 +18,11 @@
  * BF16X3 weights (F32 weights as BF16 hi + lo, matmul.h) take three tile products per block
  * of K, xh wh + xl wh + xh wl, with X split the same way (xl the BF16 nearest to x - xh, in a
  * second buffer laid out as the first): about 2^-16 of sum |x w| from the F32 product, three
- * times the tile work of BF16 on twice its bytes of weights. Measured on the 2-core Xeon
- * (bench/mm-bench, 2 threads, against the F32 AVX-512 tile): 1.4-2x faster from 32 rows up,
- * 5-8% slower at M = 1. Keeping a panel chunk in L1 across row blocks (K in chunks, C in
- * scratch between them), one panel per tile (no tile reloaded within a block of K) and X in
- * tile order (1 KiB per tile) all measured slower or the same.
+ * times the tile work of BF16 on twice its bytes of weights: faster than the F32 AVX-512
+ * tile from 32 rows up, slightly slower for a single row (bench/mm-bench). K in chunks, one
+ * panel per tile and X in tile order were no faster.
  * TDPBF16PS counts inputs and products below the normal range
- * as zero, where the other kernels keep them (checked on this Xeon: a subnormal x times 1,
+ * as zero, where the other kernels keep them (checked on an AMX Xeon: a subnormal x times 1,
  * and 1e-20 times 1e-20, give 0).
  *
  * The tile instructions are written as inline assembly with memory clobbers (gcc 12's
@@ -66,10 +63,9 @@ static _Thread_local int amx_config;
 /* Rows of the C and X tiles of a product of M rows: r0 for rows 0-15 of a 32-row block
  * (tmm0, tmm1, tmm4), r1 for rows 16-31 (tmm2, tmm3, tmm5; 1 when unused), packed as
  * r0 * 32 + r1. A product of fewer than 32 rows loads and multiplies only its rows (a block
- * of 32 or more is padded with zero rows as before): one row on 16-row tiles was slower than
- * the AVX-512 tile (M = 1, K = 3072, N = 768, 2 threads, weights in cache: 69-75 us, one-row
- * tiles 59-65, AVX-512 55-62). Each row is computed alike whatever the tile's row count
- * (mm_test checks that). */
+ * of 32 or more is padded with zero rows), since one row on 16-row tiles was slower than
+ * the AVX-512 tile. Each row is computed alike whatever the tile's row count (mm_test
+ * checks that). */
 static int tile_rows(int M)
 {
     if (M >= 32)
@@ -163,19 +159,15 @@ TARGET void mm_amx_pack_x(int M, int Mp, int K, const float *x, size_t ldx, uint
 
 /* The weights stream from memory (only the first 32 rows of X fetch them; later rows find
  * them in cache): each panel is touched AMX_PF_BYTES (4 KiB) ahead, the distance of the
- * AVX-512 tiles' stream (MM_PF_DIST): 4 blocks of K of BF16, 2 of BF16X3. Measured with bench/mm-bench, BF16
- * decode step, 2 threads: M = 1 6.5-6.7 -> 5.8-6.5 ms, M = 32 9.9-10.2 -> 8.2-9.0 ms (2 and
- * 8 blocks in between). A prefetch past the last panel is harmless (no fault); its
+ * AVX-512 tiles' stream (MM_PF_DIST): 4 blocks of K of BF16, 2 of BF16X3, which shortens
+ * a decode step (bench/mm-bench). A prefetch past the last panel is harmless (no fault); its
  * address is computed as an integer, since a pointer that far past the weights is not
  * valid C. */
 #define AMX_PF_BYTES 4096
 
 /* Passes over a panel pair from which each pass also prefetches a share of the next pair
- * (prefetch_share). Measured with bench/mm-bench, decode step products, 2 threads, two
- * alternated rounds, ms: M = 128 BF16 24.3-24.4 -> 19.7-19.9, BF16X3 51.2-52.8 -> 42.4-42.5;
- * M = 64 the same within noise (BF16 13.3 -> 13.1-13.2, BF16X3 31.2-31.6 -> 31.1-31.4), and
- * worse with the share prefetched at two passes (BF16X3 29.6-30.1 -> 31.2-32.4, or by the
- * second pass alone 33.7-34.1); M = 512 the same within noise. */
+ * (prefetch_share), from this many passes of 32 rows up: it pays at four (M = 128), not at
+ * two, where the share per pass is too large. */
 #define AMX_SHARE_MIN_PASSES 3
 
 static inline void prefetch_blocks(const uint16_t *b0, const uint16_t *b1, int np, int kb,

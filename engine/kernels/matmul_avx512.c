@@ -13,16 +13,12 @@
  * Each element is one chain of FMAs in order of k (matmul_kern.h), whatever the tile's rows:
  * tiles of one or two rows span four panels, so a one-row tile has four chains, 256 bytes of
  * F32 or 64 of int8 weights per FMA latency on one core, above one core's share of the memory
- * bandwidth (with two panels, one thread with the weights in cache took 1.3-1.6 times as long
- * for F16 and int8 at M = 1 as the two-chain one-row tile before).
+ * bandwidth (with two panels and two chains, a one-row tile was latency-bound).
  *
  * Why 8 x 32 and not one panel with more rows: two FMA units with 4 cycles of latency need
  * at least 8 independent accumulators, which both give, but a one-panel tile loads one X
  * broadcast per FMA (13 loads per 12 FMAs at 12 rows) and the loads, not the FMAs, set its
- * pace. Measured on a 2-core AVX-512 Xeon: one core, one tile over a panel chunk in L1: 12 x
- * 16 ~150 GFLOP/s, 6 x 32 ~178, 8 x 32 ~186, against ~220 for FMAs alone; bench/mm-bench
- * fc F32 with hot weights, M = 32..512, 2 threads: 12 x 16 ~290-300 GFLOP/s (8 and 14 rows
- * the same), 8 x 32 ~310-350, the AVX2 tile ~195.
+ * pace, so 8 x 32 is the fastest of the shapes tried (12 x 16, 6 x 32; bench/mm-bench).
  */
 #include <immintrin.h>
 
