@@ -592,8 +592,8 @@ def check_llama_logprobs(srv, d, tj, msgs):
             n += 1
             if aid != want_id:
                 check(abs(float(row[aid]) - float(row[want_id])) < LOGPROB_TOL,
-                      "llama3 token %d alternative %d: %d, the reference's %d, a near-tie"
-                      % (j, k, aid, want_id))
+                      "llama3 token %d alternative %d: %d where the reference has %d "
+                      "(only near-ties may swap)" % (j, k, aid, want_id))
     check(worst < LOGPROB_TOL, "llama3 logprobs within %g of the reference's" % LOGPROB_TOL,
           worst)
     print("llama3 logprobs: %d tokens, %d alternatives, largest difference from the float64 "
