@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """POST /v1/chat/completions and /tokenize with messages, on the real `nano-vllm serve`.
 
-    test_chat.py NANO_VLLM CKPT_DIR GPT2_REF [MODELS_SRC MODELS_DIR]
+    test_chat.py NANO_VLLM CKPT_DIR GPT2_REF [MODELS_SRC MODELS_DIR [LLAMA_DIR LLAMA_REF]]
 
 tests/models (MODELS_SRC) is installed with `npm ci` into MODELS_DIR in the build directory
 (skipped when the same lock is installed already) for the real tokenizer_config.json files of
@@ -16,7 +16,14 @@ ids of that text. Then: streaming chunks concatenate to the non-streaming answer
 and logprobs equal the completions endpoint's for the same prompt ids and seed; the
 default max_tokens fills the context; continue_final_message; a template that raises is a
 400 with its message; a model without a template is a 400 that says how to give one; bad
-templates stop the start. The exit status is the verdict.
+templates stop the start.
+
+LLAMA_DIR is a random Llama-shaped checkpoint with Llama 3's 128,256 ids (make-checkpoint
+--arch llama); it is served with the real Llama 3 tokenizer.json, tokenizer_config.json and
+generation_config.json: its prompt ids must be Hugging Face tokenizers' ids of Jinja2's text;
+streaming, n, stop and logprobs are checked on it as above, and a greedy answer's tokens,
+logprobs and top_logprobs against the float64 PyTorch reference (LLAMA_REF, llama_ref.py)
+run on the prompt ids + the generated ids. The exit status is the verdict.
 """
 
 import datetime
@@ -29,6 +36,7 @@ import sys
 import tempfile
 
 MODELS_SRC, MODELS_DIR = sys.argv[4:6] if len(sys.argv) > 5 else (None, None)
+LLAMA_DIR, LLAMA_REF = sys.argv[6:8] if len(sys.argv) > 7 else (None, None)
 sys.argv = sys.argv[:4]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_server as ts  # noqa: E402  (reads argv: BIN CKPT_DIR GPT2_REF)
@@ -39,6 +47,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: E402
 
 check, check_eq, check_error, request = ts.check, ts.check_eq, ts.check_error, ts.request
 EOT = "<|endoftext|>"
+# The engine computes in float32, the reference in float64: the largest difference measured
+# on the Llama checkpoint's logprobs is 3.6e-6.
+LOGPROB_TOL = 1e-4
 
 SIMPLE = ("{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|>' }}"
           "{% if m.name is defined %}{{ m.name ~ ': ' }}{% endif %}"
@@ -490,34 +501,122 @@ def reference_ids(tokenizer_json, texts):
     return json.loads(r.stdout)
 
 
+def byte_decoder():
+    """GPT-2's byte-level alphabet back to bytes (tokenizer.json's ByteLevel pre-tokenizer)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def token_bytes(tokenizer_json):
+    """{id: the token's bytes} from tokenizer.json (vocabulary and added tokens)."""
+    with open(tokenizer_json, encoding="utf-8") as f:
+        tj = json.load(f)
+    dec = byte_decoder()
+    out = {i: bytes(dec[c] for c in t) for t, i in tj["model"]["vocab"].items()}
+    for t in tj.get("added_tokens", []):
+        out[t["id"]] = t["content"].encode()
+    return out
+
+
 def llama3_model(tmp):
-    """The tiny GPT-2 weights with the vocabulary widened to Llama 3's 128,256 ids, next to the
-    real Llama 3 tokenizer.json and tokenizer_config.json (its chat template)."""
+    """The random Llama-shaped checkpoint (LLAMA_DIR: 128,256 ids, GQA, llama3 rope scaling)
+    with the real Llama 3 tokenizer.json and tokenizer_config.json (its chat template), Llama
+    3's BOS and EOS ids in config.json and Llama 3.1 Instruct's generation_config.json."""
     pkg = os.path.join(MODELS_DIR, "node_modules", "@lenml", "tokenizer-llama3", "models")
-    from importlib.machinery import SourceFileLoader
-    here = os.path.dirname(os.path.abspath(__file__))
-    mk = SourceFileLoader("make_checkpoint", os.path.join(here, "..", "..", "scripts",
-                                                          "make-checkpoint")).load_module()
-    mk.VOCAB_SIZE = 128256
-    d = os.path.join(tmp, "llama3-tok")
-    mk.make_checkpoint(d, seed=3, n_layer=1, n_embd=32, n_head=2, n_positions=256)
-    for f in ("vocab.json", "merges.txt"):
-        os.remove(os.path.join(d, f))
+    d = os.path.join(tmp, "llama3")
+    os.makedirs(d)
+    for f in os.listdir(LLAMA_DIR):
+        if f.endswith(".safetensors") or f.endswith(".index.json"):
+            os.symlink(os.path.abspath(os.path.join(LLAMA_DIR, f)), os.path.join(d, f))
+    with open(os.path.join(LLAMA_DIR, "config.json")) as f:
+        config = json.load(f)
+    check_eq(config["vocab_size"], 128256, "the Llama checkpoint has Llama 3's vocabulary")
+    config.update(bos_token_id=128000, eos_token_id=128001)
+    gen = {"bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+           "do_sample": True, "temperature": 0.6, "top_p": 0.9}
+    for name, obj in [("config.json", config), ("generation_config.json", gen)]:
+        with open(os.path.join(d, name), "w") as f:
+            json.dump(obj, f, indent=2)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(os.path.join(pkg, f), os.path.join(d, f))
     return d, os.path.join(d, "tokenizer.json")
 
 
+def check_llama_logprobs(srv, d, tj, msgs):
+    """A greedy answer with logprobs and top_logprobs against the float64 PyTorch reference's
+    log-softmax over the prompt ids + the generated ids: every token is the reference's
+    argmax, every logprob and alternative the reference's within LOGPROB_TOL."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(LLAMA_REF)))
+    import llama_ref
+    import torch
+    prompt = tokenize_messages(srv, msgs)
+    r = chat(srv, {"messages": msgs, "max_tokens": 12, "temperature": 0, "ignore_eos": True,
+                   "logprobs": True, "top_logprobs": 5}, "llama3 greedy logprobs")
+    if not prompt or not r:
+        return
+    content = r["choices"][0]["logprobs"]["content"]
+    if not check_eq(len(content), 12, "llama3: 12 generated tokens with logprobs"):
+        return
+    tb = token_bytes(tj)
+    by_bytes = {}
+    for i, b in tb.items():
+        by_bytes.setdefault(b, i)
+    gen = [by_bytes.get(bytes(x["bytes"])) for x in content]
+    if not check(None not in gen, "llama3: every generated token is a vocabulary entry", gen):
+        return
+    ids = prompt["tokens"] + gen
+    with torch.no_grad():
+        logits = llama_ref.Llama(d).forward(ids)
+        logp = torch.log_softmax(logits, dim=-1)
+    worst, n = 0.0, 0
+    for j, x in enumerate(content):
+        row = logp[len(prompt["tokens"]) + j - 1]
+        best = int(torch.argmax(row))
+        check_eq(gen[j], best, "llama3 token %d is the reference's argmax" % j)
+        worst = max(worst, abs(x["logprob"] - float(row[gen[j]])))
+        top = torch.topk(row, 5)
+        check_eq(len(x["top_logprobs"]), 5, "llama3 token %d: 5 alternatives" % j)
+        for k, alt in enumerate(x["top_logprobs"]):
+            want_id = int(top.indices[k])
+            # Near-ties may swap places: take the alternative by its bytes, then its value.
+            aid = by_bytes.get(bytes(alt["bytes"]))
+            if not check(aid is not None, "llama3 alternative %r is in the vocabulary" % alt):
+                continue
+            worst = max(worst, abs(alt["logprob"] - float(row[aid])))
+            n += 1
+            if aid != want_id:
+                check(abs(float(row[aid]) - float(row[want_id])) < LOGPROB_TOL,
+                      "llama3 token %d alternative %d: %d where the reference has %d "
+                      "(only near-ties may swap)" % (j, k, aid, want_id))
+    check(worst < LOGPROB_TOL, "llama3 logprobs within %g of the reference's" % LOGPROB_TOL,
+          worst)
+    print("llama3 logprobs: %d tokens, %d alternatives, largest difference from the float64 "
+          "reference %.3g" % (len(content), n, worst))
+
+
 def test_llama3(tmp):
-    """The real Llama 3 tokenizer and template from the model directory: the prompt's ids are
-    the reference tokenizer's ids of Jinja2's text, BOS once (the template writes it; nothing
-    is added again), and <|eot_id|>-style special text is one id."""
+    """The random Llama-shaped checkpoint with the real Llama 3 tokenizer and template from
+    the model directory: the prompt's ids are the reference tokenizer's ids of Jinja2's text,
+    BOS once (the template writes it; nothing is added again), and <|eot_id|>-style special
+    text is one id. Then streaming, n, stop and logprobs on it, and the logprobs against the
+    PyTorch reference."""
     cfg = real_config("llama3")
     if not cfg:
+        return
+    if not LLAMA_DIR:
+        print("SKIP llama3 model: no Llama checkpoint given")
         return
     d, tj = llama3_model(tmp)
     srv = ts.Server(model=d)
     try:
+        arch = [l for l in srv.log if "architecture LlamaForCausalLM" in l]
+        check(len(arch) == 1, "llama3: served as LlamaForCausalLM", srv.log[-10:])
         convs = conversations(25, 4)
         texts = [reference_render(cfg["chat_template"], m, agp, cfg["bos_token"],
                                   cfg["eos_token"]) for m, agp in convs]
@@ -537,6 +636,10 @@ def test_llama3(tmp):
                        "ignore_eos": True}, "llama3 chat")
         if r and want:
             check_eq(r["usage"]["prompt_tokens"], len(want[0]), "llama3 usage.prompt_tokens")
+        test_stream(srv)
+        test_like_completions(srv)
+        check_llama_logprobs(srv, d, tj, [{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": "Once upon a time"}])
     finally:
         check_eq(srv.stop(), 0, "llama3 server exit status")
 
