@@ -6,14 +6,18 @@
 //         (also with a stop string and with Ctrl+Enter); the top-5 alternatives on hover equal
 //         the API's logprobs; Stop (Escape) on a long generation ends it on the server (running
 //         gauge back to 0, KV blocks back, counted as aborted); labels; phone width; screenshots
-//   key:  with --api-key the page asks for the key, refuses a wrong one, works with the right one
+//   key:  with --api-key the page asks for the key, refuses a wrong one, works with the right one;
+//         that model has no chat template and the page offers no chat mode
 //   no-ui: with --no-ui, / is a 404
-//   chat: the page's chat code against the OpenAI chat.completion.chunk stream shape (the server
-//         has no chat endpoint yet: the browser is answered by the test, see test_chat_page)
+//   chat: the main server has a chat template (--chat-template FILE): in chat mode with a system
+//         prompt each streamed reply equals /v1/chat/completions' answer for the same
+//         conversation and settings, the second turn sends the whole conversation (its prompt
+//         tokens are /tokenize's count for it), the tooltips show the API's top_logprobs, a
+//         refused message is taken back, Stop ends the request on the server; a screenshot
 // Exit status 0 when every check passed; each failure prints what came and what was wanted.
 import puppeteer from "puppeteer-core";
 import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 const [BIN, MODEL, LONG_MODEL, ARTIFACTS, CHROMIUM, TMP] = process.argv.slice(2);
@@ -324,6 +328,10 @@ async function testKey(srv, key) {
   await page.click("#key-form button");
   await page.waitForSelector("#app", { visible: true });
   checkEq(await text(page, "#model-name"), "tiny-f32", "with the right key the page names the model");
+  const card = (await api(srv, "GET", "/v1/models", undefined, { Authorization: `Bearer ${key}` })).json.data[0];
+  checkEq(card.capabilities, ["completion"], "without a chat template the model cannot chat");
+  check(await hidden(page, "#chat-choice"), "without a chat template the page offers no chat mode");
+  check(await hidden(page, "#chat-pane"), "without a chat template the chat pane stays hidden");
   check(await hidden(page, "#key-form"), "the key form is gone");
 
   const s = { max_tokens: 6, temperature: 0.7, top_p: 1, top_k: 0, seed: 5 };
@@ -344,88 +352,136 @@ async function testKey(srv, key) {
   await page.close();
 }
 
-// ---- the page's chat code ----
+// ---- chat mode ----
 
-// The server has no /v1/chat/completions yet, so the browser's requests for it (and the model
-// card, to offer the mode) are answered here with OpenAI's chat.completion.chunk stream: the
-// first delta carries the role, then content deltas, the finish, the usage, [DONE]. What is
-// tested is the page: what it sends (the conversation with the system prompt) and what it
-// makes of the stream.
+// The template the main server is given (--chat-template FILE): plain-text markers, since the
+// tiny GPT-2 vocabulary has no special tokens.
+const CHAT_TEMPLATE = "{% for m in messages %}{{ '### ' + m['role'] + '\\n' + m['content'] + '\\n' }}" +
+  "{% endfor %}{% if add_generation_prompt %}{{ '### assistant\\n' }}{% endif %}";
+
+// The page in chat mode against the real /v1/chat/completions: each streamed reply equals the
+// API's answer for the same conversation and settings, the second turn sends the whole
+// conversation, the tooltips show the API's top_logprobs, a refused message is taken back,
+// and Stop ends the request on the server.
 async function testChatPage(srv) {
+  const model = (await api(srv, "GET", "/v1/models")).json.data[0];
+  checkEq(model.capabilities, ["completion", "chat"], "with a chat template the model can chat");
   const page = await newPage();
+  await page.setViewport({ width: 1000, height: 640 });
   const bodies = [];
-  const chunk = (delta, extra = {}) => ({
-    id: "chatcmpl-1", object: "chat.completion.chunk", created: 1, model: "tiny-f32",
-    choices: [{ index: 0, delta, logprobs: null, finish_reason: null, ...extra }],
-  });
-  const lp = (token, logprob, alt) => ({ content: [{ token, logprob, bytes: [],
-    top_logprobs: [[token, logprob], ...alt].map(([t, l]) => ({ token: t, logprob: l, bytes: [] })) }] });
-  const replies = [["Hel", "lo"], [" again"]];
-  await page.setRequestInterception(true);
-  page.on("request", async (req) => {
-    const url = new URL(req.url());
-    if (url.pathname === "/v1/models") {
-      const real = (await api(srv, "GET", "/v1/models")).json;
-      real.data[0].capabilities = ["completion", "chat"];
-      return req.respond({ status: 200, contentType: "application/json", body: JSON.stringify(real) });
-    }
-    if (url.pathname === "/v1/chat/completions") {
-      bodies.push(JSON.parse(req.postData()));
-      const parts = replies[bodies.length - 1];
-      if (!parts) // the third message: refused as the server refuses a bad field
-        return req.respond({ status: 400, contentType: "application/json", body: JSON.stringify(
-          { error: { message: "'top_k' is not supported", type: "invalid_request_error", param: "top_k", code: null } }) });
-      const events = [chunk({ role: "assistant", content: "" })];
-      parts.forEach((p, i) => events.push(chunk({ content: p }, { logprobs: lp(p, -0.5 - i, [["x", -2]]) })));
-      events.push(chunk({}, { finish_reason: "stop" }));
-      events.push({ ...chunk({}), choices: [], usage: { prompt_tokens: 9, completion_tokens: parts.length, total_tokens: 9 + parts.length } });
-      const body = events.map((e) => `data: ${JSON.stringify(e)}\n\n`).join("") + "data: [DONE]\n\n";
-      return req.respond({ status: 200, contentType: "text/event-stream", body });
-    }
-    return req.continue();
+  page.on("request", (req) => {
+    if (new URL(req.url()).pathname === "/v1/chat/completions") bodies.push(JSON.parse(req.postData()));
   });
   await page.goto(srv.base + "/");
   await page.waitForSelector("#chat-choice", { visible: true });
   await page.click("#chat-choice input");
   check(await hidden(page, "#prompt"), "chat mode hides the prompt box");
   checkEq(await text(page, "#generate"), "Send", "chat mode's button");
-  await setValue(page, "system", "Be brief.");
-  await setSampling(page, { max_tokens: 5, temperature: 0, top_p: 1, top_k: 0 });
-  await page.type("#message", "Hi");
+  const system = "Be brief.";
+  const s = { max_tokens: 16, temperature: 0.9, top_p: 0.95, top_k: 40, seed: 4321 };
+  await typePrompt(page, "system", system);
+  await setSampling(page, s);
+  const reply = async (messages) =>
+    (await api(srv, "POST", "/v1/chat/completions",
+               { model: model.id, messages, ...s, logprobs: true, top_logprobs: 5 })).json;
+  const shownReplies = () => page.$$eval("#conversation li.assistant .text", (els) => els.map((e) => e.textContent));
+
+  // The first turn, sent with Ctrl+Enter.
+  await page.type("#message", "Hi there");
   await page.keyboard.down("Control");
   await page.keyboard.press("Enter");
   await page.keyboard.up("Control");
   await waitDone(page);
-  await page.type("#message", "More");
+  const turn1 = [{ role: "system", content: system }, { role: "user", content: "Hi there" }];
+  const want1 = await reply(turn1);
+  const c1 = want1.choices[0];
+  const [shown1] = await shownReplies();
+  checkEq(shown1, c1.message.content, "chat: the streamed reply equals the API's answer");
+  check(shown1.length > 0, "chat: the page shows a reply", shown1);
+  checkEq(await text(page, "#n-completion"), String(want1.usage.completion_tokens), "chat: completion tokens");
+  checkEq(await text(page, "#n-prompt"), String(want1.usage.prompt_tokens), "chat: prompt tokens");
+  checkEq(await text(page, "#finish"), c1.finish_reason, "chat: finish reason");
+  const b = bodies[0] || {};
+  checkEq(b.messages, turn1, "chat: the first request's messages");
+  check(b.stream === true && b.stream_options && b.stream_options.include_usage === true &&
+        b.max_tokens === s.max_tokens && b.seed === s.seed && b.logprobs === true &&
+        b.top_logprobs === 5 && b.model === model.id, "chat: the request's fields", b);
+
+  // Hovering a token of the reply shows the API's top_logprobs for it.
+  const lp = c1.logprobs.content;
+  const spans = await page.$$("#conversation .assistant span[data-i]");
+  let k = 0;
+  for (const span of spans.slice(0, 3)) {
+    await span.hover();
+    await page.waitForSelector("#tip", { visible: true });
+    const tables = await page.$$eval("#tip table", (ts) => ts.map((t) =>
+      [...t.rows].map((r) => [r.cells[0].textContent, r.cells[1].textContent, r.className])));
+    for (const rows of tables) {
+      const top = Object.fromEntries(lp[k].top_logprobs.map((t) => [t.token, t.logprob]));
+      checkEq(rows, expectedRows(lp[k].token, lp[k].logprob, top), `chat: tooltip of token ${k}`);
+      k++;
+    }
+  }
+  check(k >= 3, "chat: three tokens hovered", k);
+  await page.mouse.move(1, 1);
+
+  // The second turn sends the whole conversation: the server counts it as /tokenize does.
+  await page.type("#message", "Tell me more");
   await page.click("#generate");
   await waitDone(page);
+  const turn2 = [...turn1, { role: "assistant", content: shown1 }, { role: "user", content: "Tell me more" }];
+  checkEq((bodies[1] || {}).messages, turn2, "chat: the second request sends the whole conversation");
+  const want2 = await reply(turn2);
+  const shown2 = (await shownReplies())[1];
+  checkEq(shown2, want2.choices[0].message.content, "chat: the second reply equals the API's answer");
+  const count = (await api(srv, "POST", "/tokenize", { model: model.id, messages: turn2 })).json.count;
+  checkEq([await text(page, "#n-prompt"), String(want2.usage.prompt_tokens)], [String(count), String(count)],
+          "chat: the second turn's prompt tokens are the whole conversation's (/tokenize)");
   const convo = await page.$$eval("#conversation li", (lis) => lis.map((li) =>
     [li.className, li.querySelector(".text").textContent]));
-  checkEq(convo, [["user", "Hi"], ["assistant", "Hello"], ["user", "More"], ["assistant", " again"]],
-          "the conversation as shown");
-  checkEq(bodies.map((b) => b.messages), [
-    [{ role: "system", content: "Be brief." }, { role: "user", content: "Hi" }],
-    [{ role: "system", content: "Be brief." }, { role: "user", content: "Hi" },
-     { role: "assistant", content: "Hello" }, { role: "user", content: "More" }],
-  ], "the messages the page sent");
-  const b = bodies[0];
-  check(b.stream === true && b.stream_options.include_usage === true && b.max_tokens === 5 &&
-        b.logprobs === true && b.top_logprobs === 5 && b.model === "tiny-long", "the chat request's fields", b);
-  checkEq(await text(page, "#n-completion"), "1", "chat: completion tokens from the usage");
-  checkEq(await text(page, "#finish"), "stop", "chat: finish reason");
-  const spans = await page.$$("#conversation .assistant span[data-i]");
-  await spans[1].hover();
-  await page.waitForSelector("#tip", { visible: true });
-  const rows = await page.$$eval("#tip tr", (trs) => trs.map((r) => r.textContent));
-  checkEq(rows, ['"lo"22.3%', '"x"13.5%'], "chat: the alternatives of a token on hover");
+  checkEq(convo, [["user", "Hi there"], ["assistant", shown1], ["user", "Tell me more"], ["assistant", shown2]],
+          "chat: the conversation as shown");
+  await page.screenshot({ path: path.join(ARTIFACTS, "playground-chat.png") });
 
-  // A refused message leaves the conversation as it was and goes back into the message box.
+  // A message the server refuses (too long for the context) is taken back into the message box.
+  await setValue(page, "max-tokens", model.max_model_len); // with the prompt: too long
   await page.type("#message", "Third");
   await page.click("#generate");
   await page.waitForFunction(() => document.getElementById("status").classList.contains("bad"));
-  checkEq(await text(page, "#status"), "Error: 'top_k' is not supported", "chat: the server's error shown");
+  check(/maximum context length/.test(await text(page, "#status")), "chat: the server's error shown",
+        await text(page, "#status"));
   checkEq(await page.$eval("#message", (el) => el.value), "Third", "chat: the refused message is back");
   checkEq(await page.$$eval("#conversation li", (lis) => lis.length), 4, "chat: the conversation as it was");
+
+  // Stop on a long reply: the server sees the disconnect and frees the KV blocks.
+  const idle = (m) => m.nano_vllm_num_requests_running === 0 && m.nano_vllm_num_requests_waiting === 0;
+  const aborted = 'nano_vllm_request_success_total{finished_reason="abort"}';
+  const base = await waitMetrics(srv, idle);
+  await page.click("#clear");
+  await setSampling(page, { max_tokens: 8000, temperature: 1, top_p: 1, top_k: 0, seed: 9 });
+  await setValue(page, "message", "");
+  await page.type("#message", "Go on");
+  await page.click("#generate");
+  // The conversation scrolls in its own box once full, so the Stop button below it stays put.
+  await page.waitForFunction(() => {
+    const list = document.getElementById("conversation");
+    return list.scrollHeight > list.clientHeight + 50;
+  });
+  const box1 = await (await page.$("#stop")).boundingBox();
+  await sleep(200);
+  const box2 = await (await page.$("#stop")).boundingBox();
+  checkEq(box2, box1, "chat: the Stop button stays put while the reply streams");
+  const during = await metrics(srv);
+  check(during.nano_vllm_num_requests_running === 1 && during.nano_vllm_kv_cache_blocks_used > 0,
+        "chat: the long reply runs and holds KV blocks", during.nano_vllm_num_requests_running);
+  await page.click("#stop");
+  await page.waitForFunction(() => document.getElementById("finish").textContent === "stopped");
+  const after = await waitMetrics(srv, (m) => idle(m) && (m[aborted] || 0) > (base[aborted] || 0));
+  checkEq([after.nano_vllm_num_requests_running, after.nano_vllm_kv_cache_blocks_used, after[aborted]],
+          [0, base.nano_vllm_kv_cache_blocks_used, (base[aborted] || 0) + 1],
+          "chat Stop: nothing running, the KV blocks back, counted as aborted");
+  check(!(await page.$eval("#generate", (el) => el.disabled)), "chat: Send is enabled again after Stop");
+
   const problems = page.problems.filter((p) => !/status of 400/.test(p));
   checkEq(problems, [], "chat: no console error or CSP violation but the 400");
   await page.close();
@@ -435,7 +491,9 @@ async function testChatPage(srv) {
 
 const servers = [];
 try {
-  const main = new Server(LONG_MODEL, []);
+  const template = path.join(TMP, "chat.jinja");
+  writeFileSync(template, CHAT_TEMPLATE);
+  const main = new Server(LONG_MODEL, ["--chat-template", template]);
   const keyed = new Server(MODEL, ["--api-key", "ui-test-key"]);
   const noUi = new Server(MODEL, ["--no-ui"]);
   servers.push(main, keyed, noUi);
