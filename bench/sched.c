@@ -290,7 +290,8 @@ int main(int argc, char **argv)
            "submission counted.\ngen tok/s: generated tokens over the wall time; fwd bound: "
            "over the time inside model_forward only;\noutside: share of eng_step time outside "
            "model_forward (target < 2%% at 64); stp99: step time p99 (ms); rows: most rows in a "
-           "step.\n", waves);
+           "step.\n",
+           waves);
     eng_free(e);
     tok_free(tok);
     return status;

@@ -71,8 +71,8 @@ typedef struct eng_params {
                                       * arrivals are not starved (the rule: prefill_cap in
                                       * engine/sched/sched.c); 0 = no cap beyond
                                       * max_num_batched_tokens */
-    eng_progress_cb load_progress; /* called on eng_init's thread while the weights load
-                                    * (a few hundred calls); NULL = none */
+    eng_progress_cb load_progress;   /* called on eng_init's thread while the weights load
+                                      * (a few hundred calls); NULL = none */
     void *load_progress_arg;
 } eng_params_t;
 

@@ -116,8 +116,8 @@ char *metrics_render(const metrics_t *m, const eng_stats_t *st, const eng_info_t
             "# TYPE nano_vllm_cache_config_info gauge\n"
             "nano_vllm_cache_config_info{block_size=\"%d\",cache_dtype=\"%s\","
             "num_blocks=\"%d\",num_gpu_blocks=\"%d\"} 1\n",
-            info->block_size, info->kv_cache_dtype ? info->kv_cache_dtype : "",
-            info->num_kv_blocks, info->num_kv_blocks);
+            info->block_size, info->kv_cache_dtype ? info->kv_cache_dtype : "", info->num_kv_blocks,
+            info->num_kv_blocks);
     if (st) {
         metric(&b, "nano_vllm_num_requests_running", "gauge", "Sequences in the running batch.",
                st->running);

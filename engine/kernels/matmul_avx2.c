@@ -7,11 +7,11 @@
  * FMAs per row: at most 12 accumulators + 2 W + 1 broadcast = 15 of the 16 ymm registers,
  * no spills (checked with objdump: no rsp/rbp traffic in the k loop). Int8 rows widen in the
  * same two registers (vpmovsxbd, vcvtdq2ps); their column scales apply once per tile (at
- * most MM_I8_KC rows of K). Each element is one chain of FMAs in order of k (matmul_kern.h): a tile of few rows
- * gets its independent chains from more panels, not from splitting k, so one row decoding
- * alone is summed exactly as inside a batch. (A one-row tile over one panel has two chains,
- * one FMA latency per panel row: about 20 GB/s of F32 on one core, too slow for 16-bit and
- * int8 weights; over four panels it has eight.)
+ * most MM_I8_KC rows of K). Each element is one chain of FMAs in order of k (matmul_kern.h):
+ * a tile of few rows gets its independent chains from more panels, not from splitting k, so
+ * one row decoding alone is summed exactly as inside a batch. (One chain per element over one
+ * panel is one FMA latency per panel row, too slow for 16-bit and int8 weights; over four
+ * panels a one-row tile has eight chains.)
  */
 #include <immintrin.h>
 

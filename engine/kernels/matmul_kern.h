@@ -60,8 +60,8 @@ typedef struct mm_tile {
     size_t ldx;
     const void *w;    /* the panel at row k0 (F32, F16, BF16 or I8 layout per dtype; k0 and
                        * the BF16 row pairs are even, see matmul.h) */
-    ptrdiff_t wstride; /* bytes from one panel to the next (np > 1) */
-    int np;           /* panels: 1..the kernel's count for mr rows (MM_NP_AVX512, mm_np_avx2) */
+    ptrdiff_t wstride;  /* bytes from one panel to the next (np > 1) */
+    int np;             /* panels: 1..the kernel's count for mr rows (MM_NP_AVX512, mm_np_avx2) */
     const float *scale; /* I8: the panels' np * MM_NR column scales; else unused */
     int kc;           /* rows of P */
     int mr;           /* 1..the kernel's MM_MR_* */
