@@ -79,6 +79,105 @@ static int pool_blocks(const eng_params_t *p, size_t block_bytes, int max_model_
     return n > INT32_MAX / 4096 ? INT32_MAX / 4096 : (int)n;
 }
 
+/* What eng_init resolves from the parameters and the model before it allocates anything. */
+typedef struct eng_plan {
+    sched_limits_t lim;
+    int block_size, kv_dtype, num_blocks;
+    size_t block_bytes;
+    char max_model_len_from[sizeof(((eng_info_t *)0)->max_model_len_from)];
+} eng_plan_t;
+
+/* Resolves the limits, the KV dtype and the pool's size from p and the loaded model, and
+ * checks them. Returns 0, or -EINVAL with one line in err naming the setting and the numbers. */
+static int eng_plan(eng_plan_t *pl, const eng_params_t *p, const model_t *model, const tok_t *tok,
+                    char *err, size_t errlen)
+{
+    const model_desc_t *cfg = model_describe(model);
+    memset(pl, 0, sizeof(*pl));
+    sched_limits_t lim = {
+        .max_num_seqs = p->max_num_seqs ? p->max_num_seqs : ENG_DEFAULT_MAX_NUM_SEQS,
+        .max_num_batched_tokens = p->max_num_batched_tokens ? p->max_num_batched_tokens
+                                                            : ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS,
+        .max_model_len = p->max_model_len ? p->max_model_len : cfg->max_pos,
+        .max_prefill_decoding = p->max_prefill_tokens_decoding,
+    };
+    int bs = p->block_size ? p->block_size : 16;
+    int weights = model_dtype(model);
+    int kv_dtype = p->kv_cache_dtype;
+    /* BF16X3 weights keep F32's accuracy (1e-5 relative), which an F16 cache (1e-3) would
+     * not. */
+    if (kv_dtype == ENG_DTYPE_AUTO)
+        kv_dtype =
+            weights == ENG_DTYPE_F32 || weights == ENG_DTYPE_BF16X3 ? ENG_DTYPE_F32 : ENG_DTYPE_F16;
+    if (kv_dtype != ENG_DTYPE_F32 && kv_dtype != ENG_DTYPE_F16) {
+        snprintf(err, errlen, "kv_cache_dtype %s: the KV cache is kept in f32 or f16",
+                 model_dtype_name(kv_dtype));
+        return -EINVAL;
+    }
+    if (lim.max_model_len < 1 || lim.max_model_len > cfg->max_pos) {
+        snprintf(err, errlen, "max_model_len %d is outside 1..%d (the model's maximum positions)",
+                 lim.max_model_len, cfg->max_pos);
+        return -EINVAL;
+    }
+    if (lim.max_num_seqs < 1 || lim.max_num_batched_tokens < 1 || bs < 1 || bs > 4096 ||
+        p->max_waiting < 0 || lim.max_prefill_decoding < 0) {
+        snprintf(err, errlen,
+                 "engine limits must be positive: max_num_seqs %d, max_num_batched_tokens %d, "
+                 "block_size %d, max_waiting %d, max_prefill_tokens_decoding %d",
+                 lim.max_num_seqs, lim.max_num_batched_tokens, bs, p->max_waiting,
+                 lim.max_prefill_decoding);
+        return -EINVAL;
+    }
+    if (lim.max_num_batched_tokens < lim.max_num_seqs) {
+        /* Decodes are scheduled oldest first: with fewer tokens than sequences per step the
+         * newest running sequences would wait until the oldest ones end. */
+        snprintf(err, errlen,
+                 "max_num_batched_tokens %d is below max_num_seqs %d: every running sequence "
+                 "needs a token per step",
+                 lim.max_num_batched_tokens, lim.max_num_seqs);
+        return -EINVAL;
+    }
+    if (tok && tok_vocab_size(tok) > cfg->vocab_size) {
+        snprintf(err, errlen, "tokenizer has %d tokens but the model's vocab_size is %d",
+                 tok_vocab_size(tok), cfg->vocab_size);
+        return -EINVAL;
+    }
+    size_t block_bytes = model_kv_block_bytes(model, bs, kv_dtype);
+    int nb = pool_blocks(p, block_bytes, lim.max_model_len, lim.max_num_seqs, bs);
+    /* Unset, max_model_len is the model's maximum when the pool holds one such sequence,
+     * else the most the pool holds (a 131072-position model would otherwise need GiBs of
+     * KV cache before serving a short prompt). */
+    if (p->max_model_len)
+        snprintf(pl->max_model_len_from, sizeof(pl->max_model_len_from),
+                 "the max_model_len setting");
+    else if ((int64_t)nb * bs >= lim.max_model_len || nb < 1)
+        snprintf(pl->max_model_len_from, sizeof(pl->max_model_len_from),
+                 "the model's maximum positions");
+    else {
+        lim.max_model_len = nb * bs;
+        snprintf(pl->max_model_len_from, sizeof(pl->max_model_len_from),
+                 "the most the KV pool holds (the model allows %d)", cfg->max_pos);
+    }
+    /* One sequence of max_model_len must fit, or it could never finish: with that, the
+     * oldest running sequence can always preempt the others and go on. */
+    int need = (lim.max_model_len + bs - 1) / bs;
+    if (nb < need) {
+        snprintf(err, errlen,
+                 "KV cache of %d blocks (%zu MiB; %zu KiB per block of %d tokens) cannot hold "
+                 "one sequence of max_model_len %d (%d blocks): raise kv_cache_memory or lower "
+                 "max_model_len",
+                 nb, (size_t)nb * block_bytes >> 20, block_bytes >> 10, bs, lim.max_model_len,
+                 need);
+        return -EINVAL;
+    }
+    pl->lim = lim;
+    pl->block_size = bs;
+    pl->kv_dtype = kv_dtype;
+    pl->num_blocks = nb;
+    pl->block_bytes = block_bytes;
+    return 0;
+}
+
 int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, size_t errlen)
 {
     *out = NULL;
@@ -102,85 +201,15 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
             goto fail;
         }
     }
+    eng_plan_t pl;
+    rc = eng_plan(&pl, p, e->model, tok, err, errlen);
+    if (rc < 0)
+        goto fail;
     const model_desc_t *cfg = model_describe(e->model);
     e->tok = tok;
-    sched_limits_t lim = {
-        .max_num_seqs = p->max_num_seqs ? p->max_num_seqs : ENG_DEFAULT_MAX_NUM_SEQS,
-        .max_num_batched_tokens = p->max_num_batched_tokens ? p->max_num_batched_tokens
-                                                            : ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS,
-        .max_model_len = p->max_model_len ? p->max_model_len : cfg->max_pos,
-        .max_prefill_decoding = p->max_prefill_tokens_decoding,
-    };
-    int bs = p->block_size ? p->block_size : 16;
-    int weights = model_dtype(e->model);
-    int kv_dtype = p->kv_cache_dtype;
-    /* BF16X3 weights keep F32's accuracy (1e-5 relative), which an F16 cache (1e-3) would
-     * not. */
-    if (kv_dtype == ENG_DTYPE_AUTO)
-        kv_dtype =
-            weights == ENG_DTYPE_F32 || weights == ENG_DTYPE_BF16X3 ? ENG_DTYPE_F32 : ENG_DTYPE_F16;
-    rc = -EINVAL;
-    if (kv_dtype != ENG_DTYPE_F32 && kv_dtype != ENG_DTYPE_F16) {
-        snprintf(err, errlen, "kv_cache_dtype %s: the KV cache is kept in f32 or f16",
-                 model_dtype_name(kv_dtype));
-        goto fail;
-    }
-    if (lim.max_model_len < 1 || lim.max_model_len > cfg->max_pos) {
-        snprintf(err, errlen, "max_model_len %d is outside 1..%d (the model's maximum positions)",
-                 lim.max_model_len, cfg->max_pos);
-        goto fail;
-    }
-    if (lim.max_num_seqs < 1 || lim.max_num_batched_tokens < 1 || bs < 1 || bs > 4096 ||
-        p->max_waiting < 0 || lim.max_prefill_decoding < 0) {
-        snprintf(err, errlen,
-                 "engine limits must be positive: max_num_seqs %d, max_num_batched_tokens %d, "
-                 "block_size %d, max_waiting %d, max_prefill_tokens_decoding %d",
-                 lim.max_num_seqs, lim.max_num_batched_tokens, bs, p->max_waiting,
-                 lim.max_prefill_decoding);
-        goto fail;
-    }
-    if (lim.max_num_batched_tokens < lim.max_num_seqs) {
-        /* Decodes are scheduled oldest first: with fewer tokens than sequences per step the
-         * newest running sequences would wait until the oldest ones end. */
-        snprintf(err, errlen,
-                 "max_num_batched_tokens %d is below max_num_seqs %d: every running sequence "
-                 "needs a token per step",
-                 lim.max_num_batched_tokens, lim.max_num_seqs);
-        goto fail;
-    }
-    if (tok && tok_vocab_size(tok) > cfg->vocab_size) {
-        snprintf(err, errlen, "tokenizer has %d tokens but the model's vocab_size is %d",
-                 tok_vocab_size(tok), cfg->vocab_size);
-        goto fail;
-    }
-    size_t block_bytes = model_kv_block_bytes(e->model, bs, kv_dtype);
-    int nb = pool_blocks(p, block_bytes, lim.max_model_len, lim.max_num_seqs, bs);
-    /* Unset, max_model_len is the model's maximum when the pool holds one such sequence,
-     * else the most the pool holds (a 131072-position model would otherwise need GiBs of
-     * KV cache before serving a short prompt). */
-    if (p->max_model_len)
-        snprintf(e->info.max_model_len_from, sizeof(e->info.max_model_len_from),
-                 "the max_model_len setting");
-    else if ((int64_t)nb * bs >= lim.max_model_len || nb < 1)
-        snprintf(e->info.max_model_len_from, sizeof(e->info.max_model_len_from),
-                 "the model's maximum positions");
-    else {
-        lim.max_model_len = nb * bs;
-        snprintf(e->info.max_model_len_from, sizeof(e->info.max_model_len_from),
-                 "the most the KV pool holds (the model allows %d)", cfg->max_pos);
-    }
-    /* One sequence of max_model_len must fit, or it could never finish: with that, the
-     * oldest running sequence can always preempt the others and go on. */
-    int need = (lim.max_model_len + bs - 1) / bs;
-    if (nb < need) {
-        snprintf(err, errlen,
-                 "KV cache of %d blocks (%zu MiB; %zu KiB per block of %d tokens) cannot hold "
-                 "one sequence of max_model_len %d (%d blocks): raise kv_cache_memory or lower "
-                 "max_model_len",
-                 nb, (size_t)nb * block_bytes >> 20, block_bytes >> 10, bs, lim.max_model_len,
-                 need);
-        goto fail;
-    }
+    const sched_limits_t lim = pl.lim;
+    const int bs = pl.block_size, nb = pl.num_blocks, kv_dtype = pl.kv_dtype;
+    const size_t block_bytes = pl.block_bytes;
     rc = model_kv_init(e->model, &e->kv, bs, nb, kv_dtype);
     if (rc < 0) {
         snprintf(err, errlen, "KV cache of %d blocks (%zu MiB): %s", nb,
@@ -218,7 +247,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         .num_kv_blocks = nb,
         .weight_bytes = model_weight_bytes(e->model),
         .kv_bytes = (size_t)nb * block_bytes,
-        .weight_dtype = model_dtype_name(weights),
+        .weight_dtype = model_dtype_name(model_dtype(e->model)),
         .kv_cache_dtype = model_dtype_name(kv_dtype),
         .kernel = model_kernel_name(e->model),
         .compute_threads = model_threads(e->model),
@@ -226,7 +255,7 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         .n_kv_head = cfg->n_kv_head,
         .head_size = cfg->head_size,
     };
-    memcpy(info.max_model_len_from, e->info.max_model_len_from, sizeof(info.max_model_len_from));
+    memcpy(info.max_model_len_from, pl.max_model_len_from, sizeof(info.max_model_len_from));
     e->info = info;
     sched_get_stats(&e->sched, &e->stats);
     *out = e;
