@@ -350,8 +350,8 @@ static void test_reference(char **argv, const char *tmp, int amx, const run_spec
         }
         printf("%-18s logits vs reference: max abs diff %.3g%s over %d prompts (tol %g); "
                "%d-token greedy continuations: %d differ (at most %d)\n",
-               runs[c].name, worst, rel ? " of the largest" : "", N_PROMPT,
-               tol, N_GEN, mismatches, max_mismatches);
+               runs[c].name, worst, rel ? " of the largest" : "", N_PROMPT, tol, N_GEN, mismatches,
+               max_mismatches);
         CHECK_LE(mismatches, max_mismatches);
     }
     if (rf)
