@@ -1,4 +1,4 @@
-# nano-vllm-c: a GPT-2 server for the OpenAI completions API.
+# nano-vllm-c: an LLM inference server for the OpenAI completions and chat APIs.
 #   docker build -t nano-vllm-c .            (podman: podman build --format docker ...)
 #   docker run -p 8000:8000 -v models:/models nano-vllm-c
 # The model is read from /models/$NANO_VLLM_MODEL (a volume). When the volume does not have
@@ -36,7 +36,7 @@ RUN apt-get update \
     && chown nano:nano /models
 COPY --from=build /out/ /
 LABEL org.opencontainers.image.title="nano-vllm-c" \
-      org.opencontainers.image.description="GPT-2 inference server for the OpenAI completions API" \
+      org.opencontainers.image.description="LLM inference server for the OpenAI completions and chat APIs" \
       org.opencontainers.image.licenses="MIT"
 
 # A fresh named volume takes the ownership of /models from the image, so the server's user
