@@ -35,7 +35,8 @@ static inline int buf_append_text(char **p, size_t *len, size_t *cap, const char
 {
     if (buf_reserve(p, cap, *len + n + 1, first))
         return -ENOMEM;
-    memcpy(*p + *len, s, n);
+    if (n) /* s may be NULL when n is 0 */
+        memcpy(*p + *len, s, n);
     *len += n;
     (*p)[*len] = '\0';
     return 0;

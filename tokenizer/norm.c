@@ -21,6 +21,8 @@ typedef struct buf {
 
 static int put(buf_t *b, const void *s, size_t n)
 {
+    if (n == 0) /* s and b->p may both be NULL then: memcpy must not see them */
+        return 0;
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->n + n)

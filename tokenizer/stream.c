@@ -123,7 +123,8 @@ static int dput(dbuf_t *b, const void *s, size_t n)
         b->p = p;
         b->cap = cap;
     }
-    memcpy(b->p + b->n, s, n);
+    if (n) /* s may be NULL when n is 0 */
+        memcpy(b->p + b->n, s, n);
     b->n += n;
     return 0;
 }
