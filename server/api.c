@@ -418,20 +418,29 @@ void api_params_init(api_params_t *p)
     eng_sampling_default(&p->sp);
 }
 
+int api_json_object(const char *body, size_t len, json_t **root, api_error_t *e)
+{
+    json_error_t jerr;
+    *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!*root)
+        return bad(e, "", "invalid JSON in the request body: %s (line %d, column %d)", jerr.text,
+                   jerr.line, jerr.column);
+    if (!json_is_object(*root)) {
+        json_decref(*root);
+        *root = NULL;
+        return bad(e, "", "the request body must be a JSON object");
+    }
+    return 0;
+}
+
 int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, api_params_t *p,
                          api_error_t *e)
 {
     api_params_init(p);
-    json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (!root)
-        return bad(e, "", "invalid JSON in the request body: %s (line %d, column %d)", jerr.text,
-                   jerr.line, jerr.column);
+    json_t *root;
+    if (api_json_object(body, len, &root, e))
+        return -1;
     int rc = -1;
-    if (!json_is_object(root)) {
-        bad(e, "", "the request body must be a JSON object");
-        goto out;
-    }
     const char *key;
     json_t *v;
     json_object_foreach(root, key, v)
@@ -563,21 +572,6 @@ fail:
     return NULL;
 }
 
-static int load_object(const char *body, size_t len, json_t **root, api_error_t *e)
-{
-    json_error_t jerr;
-    *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (!*root)
-        return bad(e, "", "invalid JSON in the request body: %s (line %d, column %d)", jerr.text,
-                   jerr.line, jerr.column);
-    if (!json_is_object(*root)) {
-        json_decref(*root);
-        *root = NULL;
-        return bad(e, "", "the request body must be a JSON object");
-    }
-    return 0;
-}
-
 static int check_model(json_t *root, const api_limits_t *lim, api_error_t *e)
 {
     json_t *m = json_object_get(root, "model");
@@ -596,7 +590,7 @@ int api_tokenize_parse(const char *body, size_t len, const api_limits_t *lim, ch
                        size_t *text_len, api_error_t *e)
 {
     json_t *root;
-    if (load_object(body, len, &root, e))
+    if (api_json_object(body, len, &root, e))
         return -1;
     int rc = -1;
     const char *key;
@@ -637,7 +631,7 @@ int api_detokenize_parse(const char *body, size_t len, const api_limits_t *lim, 
                          int *n_ids, api_error_t *e)
 {
     json_t *root;
-    if (load_object(body, len, &root, e))
+    if (api_json_object(body, len, &root, e))
         return -1;
     int rc = -1;
     const char *key;

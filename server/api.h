@@ -90,6 +90,9 @@ void api_params_free(api_params_t *p);
  * included). */
 void api_params_init(api_params_t *p);
 struct json_t;
+/* Parses body as a JSON object (duplicate keys refused) into *root (caller decrefs). Returns 0,
+ * or -1 with a 400 in *e naming the JSON error or saying the body is not an object. */
+int api_json_object(const char *body, size_t len, struct json_t **root, api_error_t *e);
 int api_params_field(const char *key, struct json_t *v, const api_limits_t *lim, api_params_t *p,
                      api_error_t *e);
 

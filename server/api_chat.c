@@ -302,21 +302,6 @@ static void chat_init(api_chat_t *c)
     c->add_generation_prompt = 1;
 }
 
-static int load_object(const char *body, size_t len, json_t **root, api_error_t *e)
-{
-    json_error_t jerr;
-    *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (!*root)
-        return bad(e, "", "invalid JSON in the request body: %s (line %d, column %d)", jerr.text,
-                   jerr.line, jerr.column);
-    if (!json_is_object(*root)) {
-        json_decref(*root);
-        *root = NULL;
-        return bad(e, "", "the request body must be a JSON object");
-    }
-    return 0;
-}
-
 /* The rules between fields, once all are read. */
 static int check_chat(api_chat_t *c, const api_limits_t *lim, api_error_t *e)
 {
@@ -344,7 +329,7 @@ int api_chat_parse(const char *body, size_t len, const api_limits_t *lim, api_ch
 {
     chat_init(c);
     json_t *root;
-    if (load_object(body, len, &root, e))
+    if (api_json_object(body, len, &root, e))
         return -1;
     int rc = -1, logprobs = 0;
     long long top = -1;
@@ -381,7 +366,7 @@ int api_chat_tokenize_parse(const char *body, size_t len, const api_limits_t *li
                             api_error_t *e)
 {
     json_t *root;
-    if (load_object(body, len, &root, e))
+    if (api_json_object(body, len, &root, e))
         return -1;
     if (!json_object_get(root, "messages")) {
         json_decref(root);
