@@ -123,4 +123,13 @@ int model_check_batch(const model_t *m, const kv_cache_t *kv, const model_batch_
 /* The attention view of a batch. */
 attn_batch_t model_attn_batch(const model_batch_t *b);
 
+/* Parts to split `rows` per-row jobs into (norms, embeddings, rotations): one per row, at most
+ * four per compute thread. A part of one row still costs several times what handing it to a
+ * spinning worker does; more parts than that only add hand-offs. */
+static inline int model_row_parts(pool_t *pool, int rows)
+{
+    int most = pool_threads(pool) * 4;
+    return rows < 1 ? 1 : rows > most ? most : rows;
+}
+
 #endif

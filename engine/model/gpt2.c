@@ -115,7 +115,6 @@ enum row_op {
 /* Fewest rows worth a part of their own, per op: one row of layer norm costs several times
  * what handing a part to a (still spinning) worker does, so it splits from 2 rows on. */
 static const int ROW_MIN[] = {[ROW_EMBED_LN] = 1, [ROW_LN] = 1};
-#define ROW_PARTS_PER_THREAD 4
 
 typedef struct rows_job {
     const gpt2_t *m;
@@ -175,9 +174,7 @@ static void run_rows(gpt2_t *m, const model_batch_t *b, enum row_op op, const fl
                     .w = w,
                     .bias = bias};
     pool_t *pool = mm_pool(m->base.mm);
-    int parts = b->T / ROW_MIN[op], most = pool_threads(pool) * ROW_PARTS_PER_THREAD;
-    parts = parts < 1 ? 1 : parts > most ? most : parts;
-    pool_run_parts(pool, parts, rows_part, &j);
+    pool_run_parts(pool, model_row_parts(pool, b->T / ROW_MIN[op]), rows_part, &j);
 }
 
 /* Layer l, entered with ln = layernorm_1(x) of this layer; leaves x with both residual adds

@@ -89,9 +89,6 @@ enum row_op {
     ROW_SILU,       /* gate = silu(gate) * up over gu */
 };
 
-/* Rows per part: a part of one row costs far more than handing it out (see gpt2.c). */
-#define ROW_PARTS_PER_THREAD 4
-
 typedef struct rows_job {
     llama_t *m;
     const model_batch_t *b;
@@ -169,9 +166,7 @@ static void run_rows(llama_t *m, const model_batch_t *b, enum row_op op, const f
                     .w = w,
                     .layer = layer};
     pool_t *pool = mm_pool(m->base.mm);
-    int parts = b->T, most = pool_threads(pool) * ROW_PARTS_PER_THREAD;
-    parts = parts < 1 ? 1 : parts > most ? most : parts;
-    pool_run_parts(pool, parts, rows_part, &j);
+    pool_run_parts(pool, model_row_parts(pool, b->T), rows_part, &j);
 }
 
 /* Causal self-attention of every row of layer l (engine/kernels/attention.c), which also
