@@ -19,28 +19,9 @@
 #include <jansson.h>
 #include <utf8proc.h>
 
+#include "tests/check.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
-
-#define CHECK_EQ(a, b)                                                                             \
-    do {                                                                                           \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                                      \
-        if (va_ != vb_) {                                                                          \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld vs %lld)\n", __FILE__,         \
-                    __LINE__, #a, #b, va_, vb_);                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 typedef struct ids {
     int32_t *v;
@@ -84,7 +65,7 @@ static char *stream_all(const tok_t *t, const int32_t *ids, size_t n, unsigned f
     *broken = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n)
-            CHECK_EQ(tok_stream_feed(t, &st, ids[i], piece, sizeof(piece), &plen), 0);
+            CHECK_INT_EQ(tok_stream_feed(t, &st, ids[i], piece, sizeof(piece), &plen), 0);
         else
             tok_stream_flush(&st, piece, sizeof(piece), &plen);
         if (!valid_utf8((const unsigned char *)piece, plen))
@@ -120,7 +101,7 @@ static void check_decode(const tok_t *t, size_t line, const ids_t *ids, const ch
         char *text;
         size_t len;
         int broken;
-        CHECK_EQ(tok_decode_with(t, ids->v, ids->n, flags, &text, &len), 0);
+        CHECK_INT_EQ(tok_decode_with(t, ids->v, ids->n, flags, &text, &len), 0);
         if (!text || len != wlen || memcmp(text, want, len) != 0)
             report(line, k ? "decode (skip_special_tokens)" : "decode", want,
                    k ? &st->dec_skip : &st->dec);
@@ -165,7 +146,7 @@ static void check_line(const tok_t *t, size_t line, json_t *v, stats_t *st)
         for (int k = 0; k < 3; k++) {
             int32_t *got;
             size_t n;
-            CHECK_EQ(tok_encode_with(t, text, tlen, flags[k], &got, &n), 0);
+            CHECK_INT_EQ(tok_encode_with(t, text, tlen, flags[k], &got, &n), 0);
             if (!ids_equal(got, n, want[k]))
                 report(line, what[k], text, count[k]);
             /* A SentencePiece text holding U+2581 itself decodes it to a space, as the
@@ -174,7 +155,7 @@ static void check_line(const tok_t *t, size_t line, json_t *v, stats_t *st)
                 /* decode(encode(s)) == s, after the tokenizer's Unicode normalization */
                 char *back, *norm = NULL;
                 size_t blen;
-                CHECK_EQ(tok_decode_with(t, got, n, TOK_DEC_SKIP_SPECIAL, &back, &blen), 0);
+                CHECK_INT_EQ(tok_decode_with(t, got, n, TOK_DEC_SKIP_SPECIAL, &back, &blen), 0);
                 const char *expect = text;
                 size_t elen = tlen;
                 if (t->n_norm > 0 && t->norm[0].kind == NORM_NFC) {
@@ -206,8 +187,8 @@ static void check_line(const tok_t *t, size_t line, json_t *v, stats_t *st)
 static void check_config(const tok_t *t, const char *name)
 {
     if (strcmp(name, "llama3") == 0) {
-        CHECK_EQ(tok_bos_id(t), 128000);
-        CHECK_EQ(tok_eos_id(t), 128001);
+        CHECK_INT_EQ(tok_bos_id(t), 128000);
+        CHECK_INT_EQ(tok_eos_id(t), 128001);
         CHECK(tok_chat_template(t, NULL) != NULL);
         CHECK(tok_decode_defaults(t) & TOK_DEC_CLEAN_UP);
         /* transformers' clean_up_tokenization, which this config turns on */
@@ -216,29 +197,29 @@ static void check_config(const tok_t *t, const char *name)
         int32_t *ids;
         size_t n, len;
         char *out;
-        CHECK_EQ(tok_encode_with(t, in, strlen(in), 0, &ids, &n), 0);
-        CHECK_EQ(tok_decode_with(t, ids, n, TOK_DEC_CLEAN_UP, &out, &len), 0);
+        CHECK_INT_EQ(tok_encode_with(t, in, strlen(in), 0, &ids, &n), 0);
+        CHECK_INT_EQ(tok_decode_with(t, ids, n, TOK_DEC_CLEAN_UP, &out, &len), 0);
         if (strcmp(out, want) != 0) {
             fprintf(stderr, "clean_up_tokenization: got \"%s\", want \"%s\"\n", out, want);
-            failures++;
+            check_failed_count++;
         }
         free(out);
         /* spaces_between_special_tokens: added tokens stand apart from the text */
         int32_t sp[3] = {128000, ids[0], 128001};
-        CHECK_EQ(tok_decode_with(t, sp, 3, TOK_DEC_SPACES_SPECIAL, &out, &len), 0);
+        CHECK_INT_EQ(tok_decode_with(t, sp, 3, TOK_DEC_SPACES_SPECIAL, &out, &len), 0);
         CHECK(strcmp(out, "<|begin_of_text|> Hi <|end_of_text|>") == 0);
         free(out);
         free(ids);
     } else if (strcmp(name, "qwen3") == 0) {
-        CHECK_EQ(tok_bos_id(t), -1);
-        CHECK_EQ(tok_eos_id(t), 151645);
-        CHECK_EQ(tok_token_id(t, "<|im_start|>", 12), 151644);
+        CHECK_INT_EQ(tok_bos_id(t), -1);
+        CHECK_INT_EQ(tok_eos_id(t), 151645);
+        CHECK_INT_EQ(tok_token_id(t, "<|im_start|>", 12), 151644);
         CHECK(tok_is_special(t, 151644));
         CHECK(tok_chat_template(t, NULL) != NULL);
-        CHECK_EQ(tok_decode_defaults(t), 0);
+        CHECK_INT_EQ(tok_decode_defaults(t), 0);
     } else if (strcmp(name, "llama2") == 0) {
-        CHECK_EQ(tok_bos_id(t), 1);
-        CHECK_EQ(tok_eos_id(t), 2);
+        CHECK_INT_EQ(tok_bos_id(t), 1);
+        CHECK_INT_EQ(tok_eos_id(t), 2);
         CHECK(tok_chat_template(t, NULL) == NULL);
         CHECK(tok_is_special(t, 1));
         CHECK(!tok_is_special(t, 3));
@@ -271,14 +252,14 @@ int main(int argc, char **argv)
             size_t n;
             char *back;
             size_t blen;
-            CHECK_EQ(tok_encode(t, samples[i], strlen(samples[i]), &ids, &n), 0);
-            CHECK_EQ(tok_decode_with(t, ids, n, 0, &back, &blen), 0);
+            CHECK_INT_EQ(tok_encode(t, samples[i], strlen(samples[i]), &ids, &n), 0);
+            CHECK_INT_EQ(tok_decode_with(t, ids, n, 0, &back, &blen), 0);
             printf("%s: %zu ids, decoded \"%s\"\n", argv[1], n, back);
             free(back);
             free(ids);
         }
         tok_free(t);
-        return failures ? 1 : 0;
+        return check_failures() ? 1 : 0;
     }
     FILE *f = fopen(argv[2], "r");
     if (!f) {
@@ -307,7 +288,7 @@ int main(int argc, char **argv)
            argc > 3 ? argv[3] : argv[1], st.strings, st.ids, st.seqs, st.enc, st.plain, st.nosp,
            st.dec, st.dec_skip, st.stream, st.roundtrip);
     CHECK(st.strings >= 3000);
-    CHECK_EQ(st.enc + st.plain + st.nosp + st.dec + st.dec_skip + st.stream + st.roundtrip, 0);
+    CHECK_INT_EQ(st.enc + st.plain + st.nosp + st.dec + st.dec_skip + st.stream + st.roundtrip, 0);
     tok_free(t);
-    return failures ? 1 : 0;
+    return check_failures() ? 1 : 0;
 }

@@ -16,17 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/check.h"
 #include "tokenizer/tokenizer.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static tok_t *load(const char *data, const char *name)
 {
@@ -35,7 +26,7 @@ static tok_t *load(const char *data, const char *name)
     snprintf(dir, sizeof(dir), "%s/%s", data, name);
     if (tok_init(&t, dir, err, sizeof(err)) != 0) {
         fprintf(stderr, "tok_init %s: %s\n", name, err);
-        failures++;
+        check_failed_count++;
         return NULL;
     }
     return t;
@@ -48,7 +39,7 @@ static void expect(const tok_t *t, const char *what, const char *text, unsigned 
     size_t n;
     if (tok_encode_with(t, text, strlen(text), flags, &ids, &n) != 0) {
         fprintf(stderr, "%s: encode failed\n", what);
-        failures++;
+        check_failed_count++;
         return;
     }
     int ok = n == nwant && memcmp(ids, want, n * sizeof(*ids)) == 0;
@@ -60,7 +51,7 @@ static void expect(const tok_t *t, const char *what, const char *text, unsigned 
         for (size_t i = 0; i < nwant; i++)
             fprintf(stderr, " %d", want[i]);
         fprintf(stderr, "\n");
-        failures++;
+        check_failed_count++;
     }
     free(ids);
 }
@@ -73,7 +64,7 @@ static void expect_decode(const tok_t *t, const int32_t *ids, size_t n, unsigned
     CHECK(tok_decode_with(t, ids, n, flags, &text, &len) == 0);
     if (!text || strcmp(text, want) != 0) {
         fprintf(stderr, "decode: got \"%s\", want \"%s\"\n", text ? text : "(null)", want);
-        failures++;
+        check_failed_count++;
     }
     free(text);
 }
@@ -176,8 +167,8 @@ int main(int argc, char **argv)
     test_split(argv[1]);
     test_sentencepiece(argv[1]);
     test_llama_config(argv[1]);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
+    if (check_failures()) {
+        fprintf(stderr, "%d check(s) failed\n", check_failures());
         return 1;
     }
     printf("all pipeline checks passed\n");

@@ -21,37 +21,9 @@
 
 #include <jansson.h>
 
+#include "tests/check.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
-
-#define CHECK_EQ(a, b)                                                                             \
-    do {                                                                                           \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                                      \
-        if (va_ != vb_) {                                                                          \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld vs %lld)\n", __FILE__,         \
-                    __LINE__, #a, #b, va_, vb_);                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
-
-#define CHECK_CONTAINS(hay, needle)                                                                \
-    do {                                                                                           \
-        if (!strstr((hay), (needle))) {                                                            \
-            fprintf(stderr, "%s:%d: expected \"%s\" in \"%s\"\n", __FILE__, __LINE__, (needle),    \
-                    (hay));                                                                        \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 /* ---- vectors ---- */
 
@@ -166,7 +138,7 @@ static char *stream_all(const tok_t *t, const int32_t *ids, size_t n, size_t *le
     *broken = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n)
-            CHECK_EQ(tok_stream_feed(t, &st, ids[i], piece, sizeof(piece), &plen), 0);
+            CHECK_INT_EQ(tok_stream_feed(t, &st, ids[i], piece, sizeof(piece), &plen), 0);
         else
             tok_stream_flush(&st, piece, sizeof(piece), &plen);
         if (!valid_utf8((const unsigned char *)piece, plen))
@@ -188,8 +160,8 @@ static void test_vectors(const tok_t *t)
         const vec_t *v = &vectors[i];
         int32_t *ids, *ids2;
         size_t n, n2;
-        CHECK_EQ(tok_encode(t, v->text, v->len, &ids, &n), 0);
-        CHECK_EQ(
+        CHECK_INT_EQ(tok_encode(t, v->text, v->len, &ids, &n), 0);
+        CHECK_INT_EQ(
             tok_encode_ex(t, v->text, v->len, TOK_ENC_SPECIAL | TOK_ENC_ADD_SPECIAL, 0, &ids2, &n2),
             0);
         total_ids += n;
@@ -205,7 +177,7 @@ static void test_vectors(const tok_t *t)
 
         char *text;
         size_t len;
-        CHECK_EQ(tok_decode(t, ids, n, &text, &len), 0);
+        CHECK_INT_EQ(tok_decode(t, ids, n, &text, &len), 0);
         if (len != v->len || memcmp(text, v->text, len) != 0)
             roundtrip++;
         free(text);
@@ -225,10 +197,10 @@ static void test_vectors(const tok_t *t)
            "%zu, streaming failures %zu\n",
            n_vectors, total_ids, mismatch, nocache_mismatch, roundtrip, streamed);
     CHECK(n_vectors >= 3000);
-    CHECK_EQ(mismatch, 0);
-    CHECK_EQ(nocache_mismatch, 0);
-    CHECK_EQ(roundtrip, 0);
-    CHECK_EQ(streamed, 0);
+    CHECK_INT_EQ(mismatch, 0);
+    CHECK_INT_EQ(nocache_mismatch, 0);
+    CHECK_INT_EQ(roundtrip, 0);
+    CHECK_INT_EQ(streamed, 0);
 }
 
 static void expect_ids(const tok_t *t, const char *text, size_t len, const int32_t *want,
@@ -236,12 +208,12 @@ static void expect_ids(const tok_t *t, const char *text, size_t len, const int32
 {
     int32_t *ids;
     size_t n;
-    CHECK_EQ(tok_encode(t, text, len, &ids, &n), 0);
+    CHECK_INT_EQ(tok_encode(t, text, len, &ids, &n), 0);
     if (!ids_equal(ids, n, want, nwant)) {
         fprintf(stderr, "%s:%d: ids differ\n", __FILE__, line);
         print_ids("expected", want, nwant);
         print_ids("got", ids, n);
-        failures++;
+        check_failed_count++;
     }
     free(ids);
 }
@@ -271,8 +243,8 @@ static void test_disputed_whitespace(const tok_t *t)
 
 static void test_special(const tok_t *t)
 {
-    CHECK_EQ(tok_eos_id(t), 50256);
-    CHECK_EQ(tok_vocab_size(t), 50257);
+    CHECK_INT_EQ(tok_eos_id(t), 50256);
+    CHECK_INT_EQ(tok_vocab_size(t), 50257);
     EXPECT_IDS(t, "<|endoftext|>", 50256);
     EXPECT_IDS(t, "a<|endoftext|>b<|endoftext|><|endoftext|>", 64, 50256, 65, 50256, 50256);
     EXPECT_IDS(t, "Hello world", 15496, 995);
@@ -280,9 +252,9 @@ static void test_special(const tok_t *t)
     /* Nothing in, nothing out, but still an array the caller frees. */
     int32_t *ids;
     size_t n = 99;
-    CHECK_EQ(tok_encode(t, "", 0, &ids, &n), 0);
+    CHECK_INT_EQ(tok_encode(t, "", 0, &ids, &n), 0);
     CHECK(ids != NULL);
-    CHECK_EQ(n, 0);
+    CHECK_INT_EQ(n, 0);
     free(ids);
 }
 
@@ -309,9 +281,9 @@ static void test_invalid_utf8(const tok_t *t)
         size_t len = strlen(cases[i]);
         char *text;
         size_t tlen;
-        CHECK_EQ(tok_encode(t, cases[i], len, &ids, &n), 0);
-        CHECK_EQ(tok_decode(t, ids, n, &text, &tlen), 0);
-        CHECK_EQ(tlen, len);
+        CHECK_INT_EQ(tok_encode(t, cases[i], len, &ids, &n), 0);
+        CHECK_INT_EQ(tok_decode(t, ids, n, &text, &tlen), 0);
+        CHECK_INT_EQ(tlen, len);
         CHECK(memcmp(text, cases[i], len) == 0);
         /* Streaming never emits broken UTF-8, even for broken input. */
         int broken;
@@ -323,8 +295,8 @@ static void test_invalid_utf8(const tok_t *t)
     }
 
     /* "\xff" alone is the token of byte 0xFF. */
-    CHECK_EQ(tok_encode(t, "\xff", 1, &ids, &n), 0);
-    CHECK_EQ(n, 1);
+    CHECK_INT_EQ(tok_encode(t, "\xff", 1, &ids, &n), 0);
+    CHECK_INT_EQ(n, 1);
     b = tok_token_bytes(t, ids[0], &blen);
     CHECK(b && blen == 1 && (unsigned char)b[0] == 0xFF);
     free(ids);
@@ -344,11 +316,11 @@ static void test_invalid_utf8(const tok_t *t)
         }
         char *text;
         size_t tlen;
-        CHECK_EQ(tok_encode(t, buf, len, &ids, &n), 0);
-        CHECK_EQ(tok_decode(t, ids, n, &text, &tlen), 0);
+        CHECK_INT_EQ(tok_encode(t, buf, len, &ids, &n), 0);
+        CHECK_INT_EQ(tok_decode(t, ids, n, &text, &tlen), 0);
         if (tlen != len || memcmp(text, buf, len) != 0) {
             fprintf(stderr, "random bytes iteration %d: round trip differs\n", iter);
-            failures++;
+            check_failed_count++;
         }
         int broken;
         char *s = stream_all(t, ids, n, &tlen, &broken);
@@ -369,37 +341,37 @@ static void test_stream(const tok_t *t)
 
     /* An emoji is split over several tokens: nothing comes out until it is complete. */
     const char *emoji = "\xf0\x9f\xa4\xb7"; /* U+1F937 */
-    CHECK_EQ(tok_encode(t, emoji, 4, &ids, &n), 0);
+    CHECK_INT_EQ(tok_encode(t, emoji, 4, &ids, &n), 0);
     CHECK(n >= 2);
     tok_stream_init(&st);
     for (size_t i = 0; i + 1 < n; i++) {
-        CHECK_EQ(tok_stream_feed(t, &st, ids[i], out, sizeof(out), &olen), 0);
-        CHECK_EQ(olen, 0);
+        CHECK_INT_EQ(tok_stream_feed(t, &st, ids[i], out, sizeof(out), &olen), 0);
+        CHECK_INT_EQ(olen, 0);
     }
-    CHECK_EQ(tok_stream_feed(t, &st, ids[n - 1], out, sizeof(out), &olen), 0);
-    CHECK_EQ(olen, 4);
+    CHECK_INT_EQ(tok_stream_feed(t, &st, ids[n - 1], out, sizeof(out), &olen), 0);
+    CHECK_INT_EQ(olen, 4);
     CHECK(memcmp(out, emoji, 4) == 0);
     tok_stream_flush(&st, out, sizeof(out), &olen);
-    CHECK_EQ(olen, 0);
+    CHECK_INT_EQ(olen, 0);
 
     /* Cut short: the held bytes come out as one U+FFFD at the end. */
     tok_stream_init(&st);
-    CHECK_EQ(tok_stream_feed(t, &st, ids[0], out, sizeof(out), &olen), 0);
-    CHECK_EQ(olen, 0);
+    CHECK_INT_EQ(tok_stream_feed(t, &st, ids[0], out, sizeof(out), &olen), 0);
+    CHECK_INT_EQ(olen, 0);
     tok_stream_flush(&st, out, sizeof(out), &olen);
-    CHECK_EQ(olen, 3);
+    CHECK_INT_EQ(olen, 3);
     CHECK(memcmp(out, "\xef\xbf\xbd", 3) == 0);
     free(ids);
 
     /* A held lead byte followed by something that cannot continue it: U+FFFD, then text. */
     tok_stream_init(&st);
-    CHECK_EQ(tok_encode(t, "\xe6", 1, &ids, &n), 0);
-    CHECK_EQ(tok_stream_feed(t, &st, ids[0], out, sizeof(out), &olen), 0);
-    CHECK_EQ(olen, 0);
+    CHECK_INT_EQ(tok_encode(t, "\xe6", 1, &ids, &n), 0);
+    CHECK_INT_EQ(tok_stream_feed(t, &st, ids[0], out, sizeof(out), &olen), 0);
+    CHECK_INT_EQ(olen, 0);
     free(ids);
-    CHECK_EQ(tok_encode(t, "a", 1, &ids, &n), 0);
-    CHECK_EQ(tok_stream_feed(t, &st, ids[0], out, sizeof(out), &olen), 0);
-    CHECK_EQ(olen, 4);
+    CHECK_INT_EQ(tok_encode(t, "a", 1, &ids, &n), 0);
+    CHECK_INT_EQ(tok_stream_feed(t, &st, ids[0], out, sizeof(out), &olen), 0);
+    CHECK_INT_EQ(olen, 4);
     CHECK(memcmp(out,
                  "\xef\xbf\xbd"
                  "a",
@@ -408,12 +380,12 @@ static void test_stream(const tok_t *t)
 
     /* Too small an output buffer: -ENOSPC and nothing consumed. */
     tok_stream_init(&st);
-    CHECK_EQ(tok_encode(t, " hello", 6, &ids, &n), 0);
-    CHECK_EQ(n, 1);
-    CHECK_EQ(tok_stream_feed(t, &st, ids[0], out, 3, &olen), -ENOSPC);
-    CHECK_EQ(olen, 0);
-    CHECK_EQ(tok_stream_feed(t, &st, ids[0], out, sizeof(out), &olen), 0);
-    CHECK_EQ(olen, 6);
+    CHECK_INT_EQ(tok_encode(t, " hello", 6, &ids, &n), 0);
+    CHECK_INT_EQ(n, 1);
+    CHECK_INT_EQ(tok_stream_feed(t, &st, ids[0], out, 3, &olen), -ENOSPC);
+    CHECK_INT_EQ(olen, 0);
+    CHECK_INT_EQ(tok_stream_feed(t, &st, ids[0], out, sizeof(out), &olen), 0);
+    CHECK_INT_EQ(olen, 6);
     free(ids);
 }
 
@@ -427,19 +399,19 @@ static void test_invalid_ids(const tok_t *t)
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int32_t ids[3] = {15496, bad[i], 995};
-        CHECK_EQ(tok_decode(t, ids, 3, &text, &len), -EINVAL);
+        CHECK_INT_EQ(tok_decode(t, ids, 3, &text, &len), -EINVAL);
         CHECK(text == NULL);
-        CHECK_EQ(len, 0);
+        CHECK_INT_EQ(len, 0);
         CHECK(tok_token_bytes(t, bad[i], &blen) == NULL);
 
         tok_stream_init(&st);
-        CHECK_EQ(tok_stream_feed(t, &st, 171, out, sizeof(out), &len), 0); /* a lead byte */
+        CHECK_INT_EQ(tok_stream_feed(t, &st, 171, out, sizeof(out), &len), 0); /* a lead byte */
         int held = st.npending;
-        CHECK_EQ(tok_stream_feed(t, &st, bad[i], out, sizeof(out), &len), -EINVAL);
-        CHECK_EQ(st.npending, held);
+        CHECK_INT_EQ(tok_stream_feed(t, &st, bad[i], out, sizeof(out), &len), -EINVAL);
+        CHECK_INT_EQ(st.npending, held);
     }
     /* Decoding nothing gives an empty, NUL-terminated string. */
-    CHECK_EQ(tok_decode(t, NULL, 0, &text, &len), 0);
+    CHECK_INT_EQ(tok_decode(t, NULL, 0, &text, &len), 0);
     CHECK(text && text[0] == '\0' && len == 0);
     free(text);
 }
@@ -461,10 +433,10 @@ static double time_encode_fill(const tok_t *t, char *buf, size_t len, size_t *ni
     char *text;
     size_t tlen;
     double t0 = now_s();
-    CHECK_EQ(tok_encode(t, buf, len, &ids, nids), 0);
+    CHECK_INT_EQ(tok_encode(t, buf, len, &ids, nids), 0);
     double dt = now_s() - t0;
-    CHECK_EQ(tok_decode(t, ids, *nids, &text, &tlen), 0);
-    CHECK_EQ(tlen, len);
+    CHECK_INT_EQ(tok_decode(t, ids, *nids, &text, &tlen), 0);
+    CHECK_INT_EQ(tlen, len);
     CHECK(memcmp(text, buf, len) == 0);
     free(text);
     free(ids);
@@ -554,7 +526,7 @@ static void expect_init_error(int want_rc, const char *want_msg, int line)
     if (rc != want_rc || t != NULL || !strstr(err, want_msg)) {
         fprintf(stderr, "%s:%d: tok_init: rc %d (want %d), err \"%s\" (want \"%s\")\n", __FILE__,
                 line, rc, want_rc, err, want_msg);
-        failures++;
+        check_failed_count++;
     }
     if (rc == 0)
         tok_free(t);
@@ -567,7 +539,7 @@ static void test_errors(void)
     snprintf(tmpdir, sizeof(tmpdir), "%s/tok-test-XXXXXX", base);
     if (!mkdtemp(tmpdir)) {
         fprintf(stderr, "mkdtemp %s failed\n", tmpdir);
-        failures++;
+        check_failed_count++;
         return;
     }
     char *good = tiny_vocab(NULL, 1, -1);
@@ -582,7 +554,7 @@ static void test_errors(void)
     {
         tok_t *t;
         char err[256];
-        CHECK_EQ(tok_init(&t, tmpdir, err, sizeof(err)), 0);
+        CHECK_INT_EQ(tok_init(&t, tmpdir, err, sizeof(err)), 0);
         if (t) {
             EXPECT_IDS(t, "abc", 257);
             /* "abab" merges a+b twice; " c" is two byte tokens (ids are byte values). */
@@ -635,7 +607,7 @@ static void test_errors(void)
     {
         tok_t *t;
         char err[256];
-        CHECK_EQ(tok_init(&t, tmpdir, err, sizeof(err)), 0); /* CRLF and blank lines are fine */
+        CHECK_INT_EQ(tok_init(&t, tmpdir, err, sizeof(err)), 0); /* CRLF and blank lines are fine */
         tok_free(t);
     }
 
@@ -727,13 +699,13 @@ static void test_tokenizer_json(const char *data_dir)
                       "merges", form ? as_pair : as_str);
         remove_files();
         snprintf(path, sizeof(path), "%s/tokenizer.json", tmpdir);
-        CHECK_EQ(json_dump_file(root, path, JSON_COMPACT), 0);
+        CHECK_INT_EQ(json_dump_file(root, path, JSON_COMPACT), 0);
         json_decref(root);
 
         tok_t *t;
         char err[512];
         int rc = tok_init(&t, tmpdir, err, sizeof(err));
-        CHECK_EQ(rc, 0);
+        CHECK_INT_EQ(rc, 0);
         if (rc != 0) {
             fprintf(stderr, "  %s\n", err);
             continue;
@@ -742,13 +714,13 @@ static void test_tokenizer_json(const char *data_dir)
         for (size_t i = 0; i < n_vectors; i++) {
             int32_t *ids;
             size_t n;
-            CHECK_EQ(tok_encode(t, vectors[i].text, vectors[i].len, &ids, &n), 0);
+            CHECK_INT_EQ(tok_encode(t, vectors[i].text, vectors[i].len, &ids, &n), 0);
             mismatch += !ids_equal(ids, n, vectors[i].ids, vectors[i].n);
             free(ids);
         }
         printf("tokenizer.json with merges as %s: %zu mismatches\n", form ? "pairs" : "strings",
                mismatch);
-        CHECK_EQ(mismatch, 0);
+        CHECK_INT_EQ(mismatch, 0);
         tok_free(t);
     }
     json_decref(as_str);
@@ -789,7 +761,7 @@ static void test_concurrent(const tok_t *t)
     worker_t w[NT];
     for (int i = 0; i < NT; i++) {
         w[i] = (worker_t){t, (size_t)i * n_vectors / NT, 0};
-        CHECK_EQ(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
+        CHECK_INT_EQ(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
     }
     size_t bad = 0;
     for (int i = 0; i < NT; i++) {
@@ -797,7 +769,7 @@ static void test_concurrent(const tok_t *t)
         bad += w[i].bad;
     }
     printf("concurrent: %d threads x %zu encodes, %zu wrong\n", NT, 2 * n_vectors, bad);
-    CHECK_EQ(bad, 0);
+    CHECK_INT_EQ(bad, 0);
 }
 
 int main(int argc, char **argv)
@@ -829,8 +801,8 @@ int main(int argc, char **argv)
     tok_free(t);
     tok_free(NULL);
     free_vectors();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
+    if (check_failures()) {
+        fprintf(stderr, "%d check(s) failed\n", check_failures());
         return 1;
     }
     printf("all tokenizer checks passed\n");
