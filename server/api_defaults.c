@@ -79,7 +79,7 @@ static int get_number(json_t *root, const char *file, const char *key, double *o
 static int get_integer(json_t *root, const char *file, const char *key, long long lo, long long hi,
                        long long *out, char *err, size_t errlen)
 {
-    double d;
+    double d = 0; /* set when rc > 0; gcc -O3 cannot see that */
     int rc = get_number(root, file, key, &d, err, errlen);
     if (rc <= 0)
         return rc;
