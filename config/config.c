@@ -24,6 +24,8 @@ static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", "int8", "bf16x3", NULL};
 static const char *const kv_dtypes[] = {"auto", "f32", "f16", NULL};
 static const char *const kernels[] = {"auto", "generic", "avx2", "avx512", "amx", NULL};
+/* Indexed by enum cfg_gen_config. */
+static const char *const gen_configs[] = {"auto", "none", NULL};
 
 #define OFF(field) offsetof(cfg_t, field)
 #define KIB 1024.0
@@ -95,6 +97,12 @@ const cfg_opt_t cfg_opts[] = {
      "the Jinja chat template for /v1/chat/completions: a file, or the template itself when "
      "no such file exists (a value holding '{' is always the template); overrides the "
      "model's own; unset = tokenizer_config.json's chat_template or chat_template.jinja"},
+    {"generation_config", "--generation-config", "NANO_VLLM_GENERATION_CONFIG", "auto|none",
+     CFG_T_ENUM, 0, OFF(generation_config), "auto", 0, 0, gen_configs,
+     "auto = the model's generation_config.json sets the defaults of temperature, top_p, "
+     "top_k, min_p, repetition_penalty and max_tokens (max_new_tokens) for requests that "
+     "leave them out, as vLLM's --generation-config auto (do_sample false: greedy); none = "
+     "OpenAI's defaults only (vLLM's --generation-config vllm)"},
     {"max_body_bytes", "--max-body-bytes", "NANO_VLLM_MAX_BODY_BYTES", "SIZE", CFG_T_SIZE, 0,
      OFF(max_body_bytes), "1M", KIB, GIB, NULL,
      "largest request body; bigger ones get 413"},

@@ -20,6 +20,9 @@
 #include <stdio.h>
 
 enum cfg_log_format { CFG_LOG_TEXT = 0, CFG_LOG_JSON };
+/* Where a request's sampling defaults come from: the model's generation_config.json (auto,
+ * as vLLM's --generation-config auto) or OpenAI's alone (none; vLLM calls it vllm). */
+enum cfg_gen_config { CFG_GEN_AUTO = 0, CFG_GEN_NONE };
 /* How weights or the KV cache are kept: the values of engine.h's enum eng_dtype, in its
  * order (config depends on nothing of ours; serve.c asserts that they agree). */
 enum cfg_dtype {
@@ -50,6 +53,7 @@ typedef struct cfg {
     char *api_key;           /* owned or NULL = no key */
     char *served_model_name; /* owned or NULL = model directory's base name */
     char *chat_template;     /* owned or NULL = the model's own (a file name or the text) */
+    int generation_config;   /* enum cfg_gen_config; auto */
     size_t max_body_bytes;   /* 1 MiB */
     int timeout_keep_alive;  /* seconds without traffic before a connection closes; 5 */
     int header_timeout;      /* seconds a connection has to send a request's headers; 10 */

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/api_defaults.h"
+
 #define INVALID "invalid_request_error"
 
 static int bad(api_error_t *e, const char *param, const char *fmt, ...)
@@ -418,6 +420,19 @@ void api_params_init(api_params_t *p)
     eng_sampling_default(&p->sp);
 }
 
+void api_params_defaults(api_params_t *p, const api_defaults_t *d)
+{
+    if (!d)
+        return;
+    p->sp.temperature = d->temperature;
+    p->sp.top_p = d->top_p;
+    p->sp.top_k = d->top_k;
+    p->sp.min_p = d->min_p;
+    p->sp.repetition_penalty = d->repetition_penalty;
+    if (d->max_tokens > 0)
+        p->max_tokens = d->max_tokens;
+}
+
 int api_json_object(const char *body, size_t len, json_t **root, api_error_t *e)
 {
     json_error_t jerr;
@@ -437,6 +452,7 @@ int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, 
                          api_error_t *e)
 {
     api_params_init(p);
+    api_params_defaults(p, lim->defaults);
     json_t *root;
     if (api_json_object(body, len, &root, e))
         return -1;
@@ -449,6 +465,7 @@ int api_completion_parse(const char *body, size_t len, const api_limits_t *lim, 
             continue; /* null is the default, as in OpenAI's API */
         if (api_params_field(key, v, lim, p, e))
             goto out;
+        p->max_tokens_set |= strcmp(key, "max_tokens") == 0;
     }
 
     if (p->model && lim->model_name && strcmp(p->model, lim->model_name) != 0) {

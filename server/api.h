@@ -54,7 +54,8 @@ typedef struct api_params {
     char *model; /* owned or NULL (= the served model) */
     int n_prompts;
     api_prompt_t *prompts; /* (n_prompts) owned */
-    int max_tokens;        /* 16 */
+    int max_tokens;        /* 16, or the model's default (api_defaults.h) */
+    int max_tokens_set;    /* the request gave max_tokens (not null) */
     int n;                 /* 1 */
     int best_of;           /* 0 = not given; else it must equal n */
     int stream;
@@ -70,10 +71,15 @@ typedef struct api_params {
     eng_sampling_t sp;         /* logit_bias arrays owned here until copied into a request */
 } api_params_t;
 
+struct api_defaults;
+
 /* What the parser checks against: all borrowed, all may be 0/NULL to skip that check. */
 typedef struct api_limits {
     const char *model_name; /* a different "model" is 404 model_not_found */
     int vocab_size;         /* token ids and logit_bias keys must be below it */
+    /* What a field the request leaves out (or sets to null) gets: the model's
+     * generation_config.json (api_defaults.h); NULL = OpenAI's defaults. */
+    const struct api_defaults *defaults;
 } api_limits_t;
 
 /* Parses and validates a completions request body. On success returns 0 and fills *p
@@ -89,6 +95,9 @@ void api_params_free(api_params_t *p);
  * (v not null; a jansson json_t *) into *p, returning 0 or -1 with *e (unknown field
  * included). */
 void api_params_init(api_params_t *p);
+/* Puts the sampling defaults and max_tokens of d (NULL: none) into *p, as the starting values
+ * a request's own fields then overwrite. */
+void api_params_defaults(api_params_t *p, const struct api_defaults *d);
 struct json_t;
 /* Parses body as a JSON object (duplicate keys refused) into *root (caller decrefs). Returns 0,
  * or -1 with a 400 in *e naming the JSON error or saying the body is not an object. */

@@ -328,6 +328,7 @@ int api_chat_parse(const char *body, size_t len, const api_limits_t *lim, api_ch
                    api_error_t *e)
 {
     chat_init(c);
+    api_params_defaults(&c->p, lim->defaults);
     json_t *root;
     if (api_json_object(body, len, &root, e))
         return -1;

@@ -66,7 +66,7 @@ void srv_chat_completions(srv_t *s, http_req_t *r)
         return;
     }
     job->chat = 1;
-    api_limits_t lim = {s->model_name, s->info.vocab_size};
+    api_limits_t lim = {s->model_name, s->info.vocab_size, &s->defaults};
     size_t len, n = 0;
     const char *body = http_req_body(r, &len);
     api_chat_t c;
@@ -98,8 +98,11 @@ void srv_chat_completions(srv_t *s, http_req_t *r)
         have |= job->p.stop_ids[i] == end;
     if (end >= 0 && !have) /* room: the API takes fewer than the engine */
         job->p.stop_ids[job->p.n_stop_ids++] = end;
-    if (!max_tokens_set) /* the rest of the context, as vLLM */
-        job->p.max_tokens = s->info.max_model_len > (int)n ? s->info.max_model_len - (int)n : 1;
+    if (!max_tokens_set) { /* the rest of the context, as vLLM; at most the model's default */
+        int room = s->info.max_model_len > (int)n ? s->info.max_model_len - (int)n : 1;
+        int most = s->defaults.max_tokens;
+        job->p.max_tokens = most > 0 && most < room ? most : room;
+    }
     if (api_check_context(&job->p, s->info.max_model_len, &e)) {
         snprintf(e.param, sizeof(e.param), "messages");
         srv_job_fail(job, &e);
@@ -116,7 +119,7 @@ void srv_chat_completions(srv_t *s, http_req_t *r)
 int srv_tokenize_chat(srv_t *s, http_req_t *r)
 {
     api_error_t e;
-    api_limits_t lim = {s->model_name, s->info.vocab_size};
+    api_limits_t lim = {s->model_name, s->info.vocab_size, &s->defaults};
     size_t len, n = 0;
     const char *body = http_req_body(r, &len);
     api_chat_t c;

@@ -408,6 +408,22 @@ static int prompts_tokenize(api_params_t *p, const tok_t *tok, int max_model_len
     return 0;
 }
 
+/* A max_tokens taken from generation_config.json (the request gave none) is the most a
+ * completion gets: it is cut to the room the longest prompt leaves, as vLLM takes the
+ * smaller of the two, rather than refusing a request for a limit it did not ask for. */
+static void fit_default_max_tokens(api_params_t *p, const api_defaults_t *d, int max_model_len)
+{
+    if (p->max_tokens_set || d->max_tokens <= 0)
+        return;
+    int room = max_model_len;
+    for (int i = 0; i < p->n_prompts; i++) {
+        int left = max_model_len - p->prompts[i].n_ids;
+        room = left < room ? left : room;
+    }
+    if (room >= 1 && room < p->max_tokens)
+        p->max_tokens = room;
+}
+
 api_job_t *srv_job_new(srv_t *s, http_req_t *r, const char *prefix)
 {
     api_job_t *job = calloc(1, sizeof(*job));
@@ -502,12 +518,16 @@ void srv_completions(srv_t *s, http_req_t *r)
         srv_reply_error(r, &e, NULL);
         return;
     }
-    api_limits_t lim = {s->model_name, s->info.vocab_size};
+    api_limits_t lim = {s->model_name, s->info.vocab_size, &s->defaults};
     size_t len;
     const char *body = http_req_body(r, &len);
     if (api_completion_parse(body, len, &lim, &job->p, &e) ||
-        prompts_tokenize(&job->p, s->tok, s->info.max_model_len, &e) ||
-        api_check_context(&job->p, s->info.max_model_len, &e) || srv_job_run(job, &e)) {
+        prompts_tokenize(&job->p, s->tok, s->info.max_model_len, &e)) {
+        srv_job_fail(job, &e);
+        return;
+    }
+    fit_default_max_tokens(&job->p, &s->defaults, s->info.max_model_len);
+    if (api_check_context(&job->p, s->info.max_model_len, &e) || srv_job_run(job, &e)) {
         srv_job_fail(job, &e);
         return;
     }

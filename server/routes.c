@@ -143,7 +143,7 @@ static void post_tokenize(srv_t *s, http_req_t *r)
     if (srv_busy(s, r) || srv_tokenize_chat(s, r) == 0)
         return;
     api_error_t e;
-    api_limits_t lim = {s->model_name, s->info.vocab_size};
+    api_limits_t lim = {s->model_name, s->info.vocab_size, NULL};
     size_t len, tlen, n = 0;
     const char *body = http_req_body(r, &len);
     char *text = NULL;
@@ -173,7 +173,7 @@ static void post_detokenize(srv_t *s, http_req_t *r)
     if (srv_busy(s, r))
         return;
     api_error_t e;
-    api_limits_t lim = {s->model_name, s->info.vocab_size};
+    api_limits_t lim = {s->model_name, s->info.vocab_size, NULL};
     size_t len, tlen, flen;
     const char *body = http_req_body(r, &len);
     int32_t *ids = NULL;

@@ -127,6 +127,13 @@ static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
                                s->load_err, sizeof(s->load_err));
     if (s->load_rc)
         return;
+    /* Before the weights: a bad value in the file stops the start at once. */
+    api_defaults_init(&s->defaults);
+    if (s->cfg.generation_config == CFG_GEN_AUTO)
+        s->load_rc =
+            api_defaults_load(s->cfg.model_dir, &s->defaults, s->load_err, sizeof(s->load_err));
+    if (s->load_rc)
+        return;
     srv_log(SRV_LOG_INFO, "srv", NULL, "loading the model from %s", s->cfg.model_dir);
     load_progress_t lp = {.start = (double)uv_hrtime() / 1e9,
                           .bar = s->cfg.log_format != CFG_LOG_JSON && isatty(STDERR_FILENO)};
@@ -151,6 +158,29 @@ static void load_work_cb(uv_work_t *w) /* a libuv worker thread */
     s->load_rc = eng_init(&s->eng, &p, s->tok, s->load_err, sizeof(s->load_err));
     if (lp.drawn) /* a failed load leaves the bar's line open */
         fputc('\n', stderr);
+}
+
+/* One line: the sampling defaults requests get, where they came from, and what of the file
+ * is not applied (vLLM warns likewise that the model's generation config overrides its
+ * defaults). */
+static void log_defaults(const srv_t *s)
+{
+    const api_defaults_t *d = &s->defaults;
+    char set[256];
+    api_defaults_describe(d, set, sizeof(set));
+    if (s->cfg.generation_config == CFG_GEN_NONE)
+        srv_log(SRV_LOG_INFO, "srv", NULL,
+                "sampling defaults: OpenAI's (--generation-config none ignores "
+                "generation_config.json)");
+    else if (set[0])
+        srv_log(SRV_LOG_INFO, "srv", NULL,
+                "sampling defaults from generation_config.json: %s; a request's own fields win "
+                "(--generation-config none ignores the file)%s%s",
+                set, d->ignored[0] ? "; not applied: " : "", d->ignored);
+    else
+        srv_log(SRV_LOG_INFO, "srv", NULL, "sampling defaults: OpenAI's (%s)%s%s",
+                d->found ? "generation_config.json sets none" : "no generation_config.json",
+                d->ignored[0] ? "; not applied: " : "", d->ignored);
 }
 
 static void load_done_cb(uv_work_t *w, int status)
@@ -195,6 +225,7 @@ static void load_done_cb(uv_work_t *w, int status)
         srv_log(SRV_LOG_INFO, "srv", NULL,
                 "the model has no chat template: /v1/chat/completions answers 400 (give one "
                 "with --chat-template)");
+    log_defaults(s);
     s->ready = 1;
     srv_log(SRV_LOG_INFO, "srv", NULL, "ready");
 }

@@ -14,6 +14,7 @@
 #include "common/list.h"
 #include "config/config.h"
 #include "engine/engine.h"
+#include "server/api_defaults.h"
 #include "server/http.h"
 #include "server/metrics.h"
 #include "tokenizer/tokenizer.h"
@@ -36,6 +37,8 @@ typedef struct srv {
     char load_err[512];
     int loading, ready, draining, aborted, stopping, closed, exit_code;
     int chat_template;  /* 1 once the model's chat template is loaded (/v1/chat/completions) */
+    api_defaults_t defaults; /* what requests leave out: OpenAI's or generation_config.json's;
+                              * written by the loader */
     char *model_name;   /* owned: --served-model-name or the model directory's name */
     long long started;  /* unix time */
     double drain_start; /* seconds (uv_hrtime) when the drain began */

@@ -389,6 +389,9 @@ static void test_value_errors(void)
                  ARGS("m"), ARGS("NANO_VLLM_KV_CACHE_DTYPE=bf16x3"));
     expect_error(__LINE__, "NANO_VLLM_KV_CACHE_DTYPE: 'bf16' is not one of auto, f32, f16",
                  ARGS("m"), ARGS("NANO_VLLM_KV_CACHE_DTYPE=bf16"));
+    /* vLLM's name for "ignore the file" is vllm; ours is none. */
+    expect_error(__LINE__, "--generation-config: 'vllm' is not one of auto, none",
+                 ARGS("--generation-config", "vllm"), NOENV);
     expect_error(__LINE__, "--host: must not be empty", ARGS("--host="), NOENV);
     expect_error(__LINE__, "--config: must not be empty", ARGS("--config="), NOENV);
     /* Control characters from outside never make the message span lines. */
@@ -559,13 +562,14 @@ static void test_print_round_trip(void)
 {
     cfg_t a, b;
     char err[256];
-    CHECK_INT_EQ(load(&a, err,
-                   ARGS("dir with space", "--host", "0.0.0.0", "--port", "0",
-                        "--kv-cache-memory", "1536K", "--max-body-bytes", "1000000",
-                        "--served-model-name", " odd#name", "--shutdown-timeout", "0.1",
-                        "--log-format", "json", "--weight-dtype", "f16", "--no-ui"),
-                   NOENV),
-              0);
+    CHECK_INT_EQ(
+        load(&a, err,
+             ARGS("dir with space", "--host", "0.0.0.0", "--port", "0", "--kv-cache-memory",
+                  "1536K", "--max-body-bytes", "1000000", "--served-model-name", " odd#name",
+                  "--shutdown-timeout", "0.1", "--log-format", "json", "--weight-dtype", "f16",
+                  "--no-ui", "--generation-config", "none"),
+             NOENV),
+        0);
     char *text = capture(print_cb, &a);
     CHECK(strstr(text, "model_dir = dir with space\n") != NULL);
     CHECK(strstr(text, "kv_cache_memory = 1536K\n") != NULL);
@@ -573,7 +577,9 @@ static void test_print_round_trip(void)
     CHECK(strstr(text, "served_model_name = \" odd#name\"\n") != NULL);
     CHECK(strstr(text, "api_key =\n") != NULL);
     CHECK(strstr(text, "no_ui = true\n") != NULL);
-    CHECK(strstr(text, "config") == NULL);
+    CHECK(strstr(text, "generation_config = none\n") != NULL);
+    /* --config is not a setting of the file ("generation_config" is). */
+    CHECK(strncmp(text, "config", 6) != 0 && strstr(text, "\nconfig") == NULL);
     const char *path = write_text("printed.conf", text);
     char flag[600];
     snprintf(flag, sizeof(flag), "--config=%s", path);

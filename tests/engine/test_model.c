@@ -1,7 +1,7 @@
 /* test_model.c - a model family's forward pass against the PyTorch reference, and against
  * itself.
  *
- *   test_model CKPT_DIR PYTHON3 REF_ROWS_PY REF_PY gpt2|llama
+ *   test_model CKPT_DIR PYTHON3 REF_ROWS_PY REF_PY gpt2|llama|gpt2-124m
  *
  * CKPT_DIR holds the seeded tiny checkpoints tests/reference writes at build time. The
  * engine's logits after several prompts (1 to 201 tokens, crossing KV blocks) and its
@@ -12,6 +12,11 @@
  * way the cache is filled (chunked prefill), in a mixed batch or alone, and through shared
  * prefix blocks (a prefix-cache hit), with the KV cache in F32 and in F16; and the F16 cache
  * against the F32 one.
+ *
+ * gpt2-124m checks the real GPT-2 124M shape (12 layers of 768 channels, 50,257 ids, sums over
+ * 768 and 3,072 terms) the same way, on a seeded random F32 checkpoint in CKPT_DIR/gpt2-124m:
+ * one prompt and a short greedy continuation against the float64 reference, nothing else
+ * (the tiny shapes cover the rest). It skips (exit 77) when PyTorch is missing.
  *
  * NANO_VLLM_KERNEL forces the matrix kernel (meson runs this once per path); a kernel this
  * CPU cannot run makes the test skip (exit 77) instead of failing.
@@ -33,6 +38,12 @@
  * dtypes share one bound). Measured at most 4.0e-6 over GPT-2's and the Llama family's
  * checkpoints and every kernel path (largest |logit| 4-7); bound 2e-5. */
 #define REF_REL_TOL 2e-5
+/* The 124M shape, F32 weights: the float32 sums run over 768 and 3,072 terms instead of 64 and
+ * 256, through 12 layers instead of 2. Measured 1.08e-5 of the largest |logit| with the AVX2
+ * and AVX-512 kernels, 1.00e-5 with the generic one (the same bits on any CPU that runs the
+ * kernel: the order of every sum is fixed); bound 2.5e-5. One weight of 2.4M in layer 6's
+ * mlp.c_proj moved by 0.1 (its scale: 0.018) on the reference's side alone gives 1.9e-4. */
+#define REF_124M_TOL 2.5e-5
 /* tiny-bf16 on the AMX kernel (the default where the CPU has it): X is rounded to BF16 at
  * every product (engine/kernels/matmul.h), which the reference does not do. Measured: logits within
  * 0.083 of the reference (logits up to ~7), and 1 of 6 greedy continuations takes another
@@ -90,6 +101,31 @@ static const char *const gpt2_self[] = {"tiny-f32", NULL};
 static const char *const llama_self[] = {"llama-f32", "qwen3-f32", NULL};
 static const int prompt_lens[] = {1, 7, 16, 33, 100, 201};
 enum { N_PROMPT = sizeof(prompt_lens) / sizeof(prompt_lens[0]) };
+/* The 124M run: one checkpoint, one prompt, 8 greedy tokens (the float64 reference over 33
+ * tokens of the 124M shape takes a few seconds). */
+static const run_spec_t gpt2_124m_runs[] = {{"gpt2-124m", ENG_DTYPE_AUTO, "gpt2-124m (F32)"}};
+static const int prompt_lens_124m[] = {25};
+static const char *const no_self[] = {NULL};
+
+/* What one invocation runs: the checkpoints against the reference (their prompts, the
+ * greedy tokens after each, the bound of the exact paths) and the self-test checkpoints. */
+typedef struct family {
+    const run_spec_t *runs;
+    int n_run;
+    const int *lens; /* prompt lengths */
+    int n_prompt;    /* at most N_PROMPT */
+    int n_gen;       /* greedy tokens after each prompt, at most N_GEN */
+    double rel_tol;  /* the exact paths' bound, relative to the row's largest |logit| */
+    const char *const *self;
+} family_t;
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+static const family_t families[] = {
+    {gpt2_runs, COUNT(gpt2_runs), prompt_lens, N_PROMPT, N_GEN, REF_REL_TOL, gpt2_self},
+    {llama_runs, COUNT(llama_runs), prompt_lens, N_PROMPT, N_GEN, REF_REL_TOL, llama_self},
+    {gpt2_124m_runs, COUNT(gpt2_124m_runs), prompt_lens_124m, COUNT(prompt_lens_124m), 8,
+     REF_124M_TOL, no_self},
+};
+static const char *const family_names[] = {"gpt2", "llama", "gpt2-124m"};
 
 /* A test's own block allocator: ids handed out from a shuffled list, so tables are not
  * contiguous. The real allocator is the scheduler's. */
@@ -231,8 +267,8 @@ typedef struct result {
     int32_t gen[N_GEN]; /* greedy continuation */
 } result_t;
 
-/* Prefills the prompt in one step, then decodes N_GEN greedy tokens one step each. */
-static void greedy(model_t *m, kv_cache_t *kv, seq_t *s, result_t *res, float *logits)
+/* Prefills the prompt in one step, then decodes n_gen greedy tokens one step each. */
+static void greedy(model_t *m, kv_cache_t *kv, seq_t *s, int n_gen, result_t *res, float *logits)
 {
     const int V = model_describe(m)->vocab_size;
     blocks_t a;
@@ -242,10 +278,10 @@ static void greedy(model_t *m, kv_cache_t *kv, seq_t *s, result_t *res, float *l
     batch_add(bt, s, &a, s->len, 0);
     if (run(m, kv, bt) == 0)
         memcpy(res->logits, logits, (size_t)V * sizeof(float));
-    for (int k = 0; k < N_GEN; k++) {
+    for (int k = 0; k < n_gen; k++) {
         res->gen[k] = argmax(logits, V);
         s->tokens[s->len++] = res->gen[k];
-        if (k == N_GEN - 1)
+        if (k == n_gen - 1)
             break;
         batch_begin(bt, logits);
         batch_add(bt, s, &a, 1, 0);
@@ -268,8 +304,10 @@ static int run_reference(char **argv, const char *jobs, const char *out)
 }
 
 /* amx: the AMX kernel runs the products (see REF_TOL_AMX_BF16). */
-static void test_reference(char **argv, const char *tmp, int amx, const run_spec_t *runs, int n_run)
+static void test_reference(char **argv, const char *tmp, int amx, const family_t *f)
 {
+    const run_spec_t *runs = f->runs;
+    const int n_run = f->n_run, n_prompt = f->n_prompt, n_gen = f->n_gen;
     static result_t res[N_RUN_MAX][N_PROMPT];
     char jobs[4200], out[4200];
     snprintf(jobs, sizeof(jobs), "%s/jobs.tsv", tmp);
@@ -290,12 +328,12 @@ static void test_reference(char **argv, const char *tmp, int amx, const run_spec
         kv_cache_t kv;
         CHECK_INT_EQ(model_kv_init(m, &kv, BS, N_BLOCKS, ENG_DTYPE_F32), 0);
         float *logits = malloc((size_t)MAX_T * V * sizeof(float));
-        for (int p = 0; p < N_PROMPT; p++) {
+        for (int p = 0; p < n_prompt; p++) {
             seq_t s;
-            make_prompt(&s, p, prompt_lens[p], V);
+            make_prompt(&s, p, f->lens[p], V);
             res[c][p].logits = malloc((size_t)V * sizeof(float));
-            greedy(m, &kv, &s, &res[c][p], logits);
-            fprintf(jf, "%s/%s\t%d\t", argv[1], runs[c].ckpt, prompt_lens[p]);
+            greedy(m, &kv, &s, n_gen, &res[c][p], logits);
+            fprintf(jf, "%s/%s\t%d\t", argv[1], runs[c].ckpt, f->lens[p]);
             for (int k = 0; k < s.len; k++)
                 fprintf(jf, "%s%d", k ? "," : "", (int)s.tokens[k]);
             fprintf(jf, "\n");
@@ -314,17 +352,17 @@ static void test_reference(char **argv, const char *tmp, int amx, const run_spec
         const size_t nl = strlen(runs[c].ckpt);
         const int bf16_amx = amx && nl >= 5 && strcmp(runs[c].ckpt + nl - 5, "-bf16") == 0;
         const int x3 = runs[c].dtype == ENG_DTYPE_BF16X3;
-        const double tol = bf16_amx ? REF_TOL_AMX_BF16 : x3 ? REF_TOL_X3 : REF_REL_TOL;
+        const double tol = bf16_amx ? REF_TOL_AMX_BF16 : x3 ? REF_TOL_X3 : f->rel_tol;
         const int max_mismatches = bf16_amx ? MISMATCH_AMX_BF16 : 0;
         /* The exact paths' bound is relative to the row's largest |logit|; the AMX BF16 and
          * BF16X3 ones are absolute, as measured. */
         const int rel = !bf16_amx && !x3;
         double worst = 0;
         int mismatches = 0;
-        for (int p = 0; p < N_PROMPT; p++) {
+        for (int p = 0; p < n_prompt; p++) {
             int32_t best[N_GEN + 1];
             if (!res[c][p].logits || fread(ref, sizeof(float), (size_t)V, rf) != (size_t)V ||
-                fread(best, sizeof(int32_t), N_GEN + 1, rf) != N_GEN + 1) {
+                fread(best, sizeof(int32_t), (size_t)n_gen + 1, rf) != (size_t)n_gen + 1) {
                 CHECK(!"reference output too short");
                 fclose(rf);
                 rf = NULL;
@@ -340,17 +378,17 @@ static void test_reference(char **argv, const char *tmp, int amx, const run_spec
             worst = d > worst ? d : worst;
             CHECK_LE(d, tol);
             /* best[k] is the reference argmax after the prompt and gen[0..k). */
-            for (int k = 0; k < N_GEN; k++)
+            for (int k = 0; k < n_gen; k++)
                 if (res[c][p].gen[k] != best[k]) {
                     fprintf(stderr, "%s prompt %d: greedy token %d is %d, reference %d\n",
-                            runs[c].name, prompt_lens[p], k, res[c][p].gen[k], best[k]);
+                            runs[c].name, f->lens[p], k, res[c][p].gen[k], best[k]);
                     mismatches++;
                     break;
                 }
         }
         printf("%-18s logits vs reference: max abs diff %.3g%s over %d prompts (tol %g); "
                "%d-token greedy continuations: %d differ (at most %d)\n",
-               runs[c].name, worst, rel ? " of the largest" : "", N_PROMPT, tol, N_GEN, mismatches,
+               runs[c].name, worst, rel ? " of the largest" : "", n_prompt, tol, n_gen, mismatches,
                max_mismatches);
         CHECK_LE(mismatches, max_mismatches);
     }
@@ -358,7 +396,7 @@ static void test_reference(char **argv, const char *tmp, int amx, const run_spec
         fclose(rf);
     free(ref);
     for (int c = 0; c < n_run; c++)
-        for (int p = 0; p < N_PROMPT; p++)
+        for (int p = 0; p < n_prompt; p++)
             free(res[c][p].logits);
 }
 
@@ -645,17 +683,36 @@ static void test_self(const char *ckpt_dir, const char *name)
     model_free(m);
 }
 
+/* 1 when python can import torch (the reference needs it). */
+static int has_torch(const char *python)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(python, python, "-c", "import torch", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return 0;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 6 || (strcmp(argv[5], "gpt2") != 0 && strcmp(argv[5], "llama") != 0)) {
-        fprintf(stderr, "usage: test_model CKPT_DIR PYTHON3 REF_ROWS_PY REF_PY gpt2|llama\n");
+    const family_t *f = NULL;
+    for (int i = 0; argc == 6 && i < COUNT(families); i++)
+        if (strcmp(argv[5], family_names[i]) == 0)
+            f = &families[i];
+    if (!f) {
+        fprintf(stderr,
+                "usage: test_model CKPT_DIR PYTHON3 REF_ROWS_PY REF_PY gpt2|llama|gpt2-124m\n");
         return 2;
     }
-    const int llama = strcmp(argv[5], "llama") == 0;
-    const run_spec_t *runs = llama ? llama_runs : gpt2_runs;
-    const int n_run = llama ? (int)(sizeof(llama_runs) / sizeof(llama_runs[0]))
-                            : (int)(sizeof(gpt2_runs) / sizeof(gpt2_runs[0]));
-    const char *const *self = llama ? llama_self : gpt2_self;
+    if (!has_torch(argv[2])) {
+        printf("SKIP: %s cannot import torch (python3-torch), which the reference needs\n",
+               argv[2]);
+        return 77;
+    }
     /* Every load would fail the same way: say so once and skip. */
     char err[256];
     mm_t *mm = NULL;
@@ -673,10 +730,10 @@ int main(int argc, char **argv)
         perror("mkdtemp");
         return 1;
     }
-    test_reference(argv, tmp, amx, runs, n_run);
+    test_reference(argv, tmp, amx, f);
 
-    for (int i = 0; self[i]; i++)
-        test_self(argv[1], self[i]);
+    for (int i = 0; f->self[i]; i++)
+        test_self(argv[1], f->self[i]);
 
     char path[4200];
     snprintf(path, sizeof(path), "%s/jobs.tsv", tmp);

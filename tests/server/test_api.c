@@ -11,7 +11,7 @@
 #include "server/api.h"
 #include "tests/check.h"
 
-static const api_limits_t lim = {"gpt2", 50257};
+static const api_limits_t lim = {"gpt2", 50257, NULL};
 
 static int parse(const char *body, api_params_t *p, api_error_t *e)
 {

@@ -9,7 +9,7 @@
 #include "server/api_chat.h"
 #include "tests/check.h"
 
-static const api_limits_t lim = {"gpt2", 50257};
+static const api_limits_t lim = {"gpt2", 50257, NULL};
 
 static int parse(const char *body, api_chat_t *c, api_error_t *e)
 {

@@ -745,6 +745,30 @@ def test_startup():
             json.dump(c, f)
         start_fails("weights beyond config.json", ["serve", cfgbad, "--port", "0"],
                     ["model.safetensors: tensor h.1.", "beyond n_layer = 1 of config.json"])
+        # A generation_config.json with a bad sampling default: refused at start (transformers
+        # and vLLM refuse such values when they generate), one line naming the file and the key.
+        # --generation-config none does not read them. Invalid JSON stops the start either way:
+        # the file's EOS ids are read whatever the setting.
+        genbad = os.path.join(d, "badgen")
+        shutil.copytree(MODEL, genbad, symlinks=True)
+        gen_path = os.path.join(genbad, "generation_config.json")
+        for text, parts in [('{"temperature": -0.5}', ["temperature -0.5 is negative"]),
+                            ('{"top_p": 1.5, "temperature": 0.6}', ["top_p 1.5 is not in (0, 1]"]),
+                            ('{"top_k": "20"}', ["top_k must be a number, got a string"]),
+                            ('{"max_new_tokens": 0}', ["max_new_tokens 0 is out of range"]),
+                            ('{"do_sample": "yes"}', ["do_sample must be true or false"]),
+                            ('{"temperature": 0.6', ["invalid JSON"])]:
+            with open(gen_path, "w") as f:
+                f.write(text)
+            start_fails("generation_config.json " + text, ["serve", genbad, "--port", "0"],
+                        ["generation_config.json: "] + parts)
+        with open(gen_path, "w") as f:
+            f.write('{"temperature": -0.5, "eos_token_id": 50256}')
+        srv = ts.Server("--generation-config", "none", model=genbad)
+        line = [l for l in srv.log if "sampling defaults" in l]
+        check(len(line) == 1 and "OpenAI's" in line[0],
+              "--generation-config none starts despite the bad value", srv.log[-5:])
+        check_eq(srv.stop(), 0, "--generation-config none: exit status")
         # No tokenizer files.
         notok = os.path.join(d, "notok")
         os.mkdir(notok)

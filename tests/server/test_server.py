@@ -8,8 +8,8 @@ Starts the binary on 127.0.0.1 port 0 with the tiny test checkpoint (it logs "li
 model says with the PyTorch reference gpt2_ref.py. Groups: api (every endpoint and
 parameter), stream (framing byte for byte, 32 concurrent streams, a seeded request's
 logprobs alone and under load, a client killed mid-stream), errors (every error status),
-auth, drain. Without GROUP all run. The exit status is the verdict; each failure prints what
-was expected and what came.
+auth, drain, genconfig (generation_config.json's sampling defaults). Without GROUP all run.
+The exit status is the verdict; each failure prints what was expected and what came.
 """
 
 import errno
@@ -1155,10 +1155,118 @@ def test_startup_failures():
         check("could not load" in err and d in err, "bad model message names the directory", err)
 
 
+# ---- group: genconfig ----------------------------------------------------------------------
+
+def gen_config_model(d, gen):
+    """A copy of the tiny checkpoint (by symlinks) with gen as its generation_config.json."""
+    model = os.path.join(d, "gen-model")
+    os.mkdir(model)
+    for f in os.listdir(MODEL):
+        os.symlink(os.path.join(MODEL, f), os.path.join(model, f))
+    with open(os.path.join(model, "generation_config.json"), "w") as f:
+        json.dump(gen, f)
+    return model
+
+
+def chat(srv, body):
+    status, _, data = request(srv, "POST", "/v1/chat/completions", body)
+    if not check_eq(status, 200, "POST /v1/chat/completions %s: %s" % (json.dumps(body)[:200],
+                                                                         data[:300])):
+        return None
+    return json.loads(data)
+
+
+def test_generation_config():
+    """generation_config.json's sampling defaults, observed through the HTTP API: a greedy
+    temperature 0 makes requests without temperature give the same text whatever their seed,
+    max_new_tokens is the default max_tokens; a request's own fields win; with
+    --generation-config none the file's defaults are ignored."""
+    gen = {"bos_token_id": 50256, "eos_token_id": 50256, "do_sample": True, "temperature": 0.0,
+           "top_p": 0.9, "max_new_tokens": 12, "num_beams": 2}
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    prompt = "The meaning of life is"
+    with tempfile.TemporaryDirectory() as d:
+        model = gen_config_model(d, gen)
+        srv = Server("--chat-template", template, model=model)
+        try:
+            line = [l for l in srv.log if "sampling defaults" in l]
+            check(len(line) == 1 and "from generation_config.json: temperature 0, top_p 0.9, "
+                  "max_tokens 12" in line[0] and "not applied: num_beams" in line[0],
+                  "the log names the defaults applied and the keys ignored", line)
+            # No temperature, two seeds: greedy both times, max_new_tokens tokens.
+            texts, counts = [], []
+            for seed in (1, 2):
+                r = complete(srv, {"prompt": prompt, "seed": seed, "ignore_eos": True})
+                if r:
+                    texts.append(r["choices"][0]["text"])
+                    counts.append(r["usage"]["completion_tokens"])
+            greedy = complete(srv, {"prompt": prompt, "temperature": 0, "max_tokens": 12,
+                                    "ignore_eos": True})
+            if greedy and len(texts) == 2:
+                check_eq(texts, [greedy["choices"][0]["text"]] * 2,
+                         "without temperature: the file's temperature 0, greedy text")
+                check_eq(counts, [12, 12], "without max_tokens: the file's max_new_tokens")
+            # null is the default too.
+            r = complete(srv, {"prompt": prompt, "seed": 3, "temperature": None,
+                               "max_tokens": None, "ignore_eos": True})
+            if r and greedy:
+                check_eq(r["choices"][0]["text"], greedy["choices"][0]["text"],
+                         "temperature null: the file's default")
+            # The request's own temperature and max_tokens win.
+            own = set()
+            for seed in (1, 2, 3):
+                r = complete(srv, {"prompt": prompt, "seed": seed, "temperature": 1.0,
+                                   "top_p": 1.0, "max_tokens": 12, "ignore_eos": True})
+                if r:
+                    own.add(r["choices"][0]["text"])
+            check(len(own) >= 2, "the request's temperature 1 samples again", own)
+            r = complete(srv, {"prompt": prompt, "max_tokens": 5, "ignore_eos": True})
+            if r:
+                check_eq(r["usage"]["completion_tokens"], 5, "the request's max_tokens wins")
+            # The default max_tokens is cut to the room the prompt leaves, not refused.
+            ids = tokenize(srv, prompt)
+            long_prompt = (ids * 60)[:250]
+            r = complete(srv, {"prompt": long_prompt, "ignore_eos": True})
+            if r:
+                check_eq(r["usage"]["completion_tokens"], 6,
+                         "default max_tokens 12 after 250 of 256 tokens: the 6 left")
+            # Chat takes the same defaults.
+            msgs = [{"role": "user", "content": prompt}]
+            replies = []
+            for seed in (1, 2):
+                r = chat(srv, {"messages": msgs, "seed": seed, "ignore_eos": True})
+                if r:
+                    replies.append((r["choices"][0]["message"]["content"],
+                                    r["usage"]["completion_tokens"]))
+            if greedy and len(replies) == 2:
+                check_eq(replies, [(greedy["choices"][0]["text"], 12)] * 2,
+                         "chat without temperature or max_tokens: greedy, 12 tokens")
+        finally:
+            check_eq(srv.stop(), 0, "generation-config server exit status")
+            if FAILURES:
+                print("server log (last 40 lines):\n" + "\n".join(srv.log[-40:]),
+                      file=sys.stderr)
+        # --generation-config none: OpenAI's defaults (temperature 1, max_tokens 16).
+        srv = Server("--generation-config", "none", model=model)
+        try:
+            line = [l for l in srv.log if "sampling defaults" in l]
+            check(len(line) == 1 and "OpenAI's (--generation-config none" in line[0],
+                  "the log says the file is ignored", line)
+            texts = set()
+            for seed in (1, 2, 3):
+                r = complete(srv, {"prompt": prompt, "seed": seed, "ignore_eos": True})
+                if r:
+                    texts.add(r["choices"][0]["text"])
+                    check_eq(r["usage"]["completion_tokens"], 16, "OpenAI's max_tokens 16")
+            check(len(texts) >= 2, "--generation-config none: temperature 1 samples", texts)
+        finally:
+            check_eq(srv.stop(), 0, "generation-config none server exit status")
+
+
 # ---- main ----------------------------------------------------------------------------------
 
 def main():
-    want = set(GROUPS) or {"api", "stream", "errors", "auth", "drain"}
+    want = set(GROUPS) or {"api", "stream", "errors", "auth", "drain", "genconfig"}
     t0 = time.time()
     if want & {"api", "stream", "errors"}:
         srv = Server()
@@ -1192,6 +1300,8 @@ def main():
         test_auth()
     if "drain" in want:
         test_drain()
+    if "genconfig" in want:
+        test_generation_config()
     print("test_server %s: %d failure(s) in %.1f s" % (" ".join(sorted(want)), len(FAILURES),
                                                        time.time() - t0))
     return 1 if FAILURES else 0
