@@ -238,6 +238,9 @@ static void test_precedence(void)
     CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_WEIGHT_DTYPE=int8")), 0);
     CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_INT8);
     cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m", "--weight-dtype", "int8w"), NOENV), 0);
+    CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_INT8W);
+    cfg_free(&c);
     CHECK_INT_EQ(load(&c, err, ARGS("m", "--weight-dtype", "bf16x3"), NOENV), 0);
     CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_BF16X3);
     cfg_free(&c);
