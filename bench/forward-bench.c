@@ -1,7 +1,7 @@
 /* forward-bench.c - GPT-2 forward-pass speed with the packed kernels, against the read
  * bandwidth and FMA peak measured in the same run (bench/bounds.c).
  *
- *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16,int8,int8w,bf16x3]
+ *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16,int8,int8w,bf16x3]  (int8: W8A8)
  *                 [--steps dec1,dec32,dec64,mixed,prefill]
  *                 [--rounds N] [--threads N] [--ctx N] [--kv-dtype f32|f16]
  *

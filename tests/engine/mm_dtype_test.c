@@ -1,7 +1,7 @@
 /* mm_dtype_test.c - logits with the weights kept in F16, BF16, int8 (W8A8 and weight-only)
- * and BF16X3
- * (engine/kernels/matmul.h) against the F32 path and against the PyTorch float64 reference on the
- * F32 weights; and the same logits bit for bit whatever the number of compute threads.
+ * and BF16X3 (engine/kernels/matmul.h) against the F32 path and against the PyTorch float64
+ * reference on the F32 weights; and the same logits bit for bit whatever the number of
+ * compute threads.
  *
  *   mm_dtype_test CKPT_DIR PYTHON3 REF_ROWS_PY GPT2_REF_PY
  *
