@@ -677,6 +677,49 @@ static void test_errors(void)
     CHECK_INT_EQ(w.scale == NULL && w.data == NULL, 1);
 }
 
+/* W8A8 on rows whose quantization is a special case, each row alone and all in one product
+ * (M = 4, K = 300: two blocks of X): zeros, values below 2^-100 (a block of zeros: scale 0),
+ * a NaN and an Inf (that row's outputs are NaN; the other rows are untouched). The first
+ * two give exactly the bias. */
+static void test_w8a8_edges(mm_t *mm)
+{
+    enum { M = 4, K = 300, N = 40 };
+    float src[K * N], x[M * K], y[M * N], bias[N];
+    for (int i = 0; i < K * N; i++)
+        src[i] = frand();
+    for (int i = 0; i < N; i++)
+        bias[i] = frand();
+    for (int k = 0; k < K; k++) {
+        x[k] = 0.0f;
+        x[K + k] = (k % 2 ? 1e-35f : -5e-32f) * (float)(k % 7);
+        x[2 * K + k] = frand();
+        x[3 * K + k] = frand();
+    }
+    x[2 * K + 5] = NAN;
+    x[3 * K + 280] = INFINITY;
+    mm_weight_t w;
+    if (mm_weight_init(&w, src, K, N, N, 0, ENG_DTYPE_W8A8)) {
+        CHECK(!"mm_weight_init");
+        return;
+    }
+    for (int alone = 0; alone < 2; alone++) {
+        for (int i = 0; i < M * N; i++)
+            y[i] = 1.0f;
+        if (alone)
+            for (int m = 0; m < M; m++)
+                mm_matmul(mm, 1, x + (size_t)m * K, K, &w, bias, y + (size_t)m * N, N, 0, 0);
+        else
+            mm_matmul(mm, M, x, K, &w, bias, y, N, 0, 0);
+        for (int n = 0; n < N; n++) {
+            CHECK(y[n] == bias[n]);
+            CHECK(y[N + n] == bias[n]);
+            CHECK(isnan(y[2 * N + n]));
+            CHECK(isnan(y[3 * N + n]));
+        }
+    }
+    mm_weight_free(&w);
+}
+
 /* Runs one kernel's shapes on 1-3 threads, and on AMX its row check too. */
 static void test_kernel(int kernel)
 {
@@ -693,6 +736,7 @@ static void test_kernel(int kernel)
         CHECK_INT_EQ(mm_set_kernel(mm, kernel), 0);
         const int vnni = mm_get_vnni(mm);
         test_shapes(mm, 0);
+        test_w8a8_edges(mm);
         printf("mm_test: kernel %s%s, %d threads: %s\n", mm_kernel_name(kernel),
                vnni ? " (w8a8 with VNNI)" : "", threads[ti], check_failed_count ? "FAILED" : "ok");
         /* W8A8's other form on this kernel: VPMADDUBSW where the CPU has VNNI. */
@@ -700,6 +744,7 @@ static void test_kernel(int kernel)
             CHECK_INT_EQ(mm_set_vnni(mm, 0), 0);
             CHECK_INT_EQ(mm_get_vnni(mm), 0);
             test_shapes(mm, ENG_DTYPE_W8A8);
+            test_w8a8_edges(mm);
             printf("mm_test: kernel %s, w8a8 without VNNI, %d threads: %s\n",
                    mm_kernel_name(kernel), threads[ti], check_failed_count ? "FAILED" : "ok");
         }
