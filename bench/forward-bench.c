@@ -1,7 +1,7 @@
 /* forward-bench.c - GPT-2 forward-pass speed with the packed kernels, against the read
  * bandwidth and FMA peak measured in the same run (bench/bounds.c).
  *
- *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16,int8,bf16x3]
+ *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16,int8,int8w,bf16x3]  (int8: W8A8)
  *                 [--steps dec1,dec32,dec64,mixed,prefill]
  *                 [--rounds N] [--threads N] [--ctx N] [--kv-dtype f32|f16]
  *
@@ -224,7 +224,7 @@ int main(int argc, char **argv)
             dir = argv[i];
         else {
             fprintf(stderr,
-                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16,int8,bf16x3] [--steps "
+                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16,int8,int8w,bf16x3] [--steps "
                     "dec1,dec32,dec64,mixed,prefill] [--rounds N] [--threads N] [--ctx N] "
                     "[--kv-dtype f32|f16]\n",
                     argv[0]);
@@ -246,10 +246,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "forward-bench: could not write a checkpoint to %s\n", dir);
         return 1;
     }
-    enum { N_DT = 5 };
-    static const char *const dt_name[N_DT] = {"f32", "f16", "bf16", "int8", "bf16x3"};
-    static const int dt_val[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
-                                     ENG_DTYPE_BF16X3};
+    enum { N_DT = 6 };
+    static const char *const dt_name[N_DT] = {"f32", "f16", "bf16", "int8", "bf16x3", "int8w"};
+    static const int dt_val[N_DT] = {ENG_DTYPE_F32,  ENG_DTYPE_F16,    ENG_DTYPE_BF16,
+                                     ENG_DTYPE_W8A8, ENG_DTYPE_BF16X3, ENG_DTYPE_I8};
     double best[N_DT][N_K], best_cpu[N_DT][N_K], bw = 0, fma = 0, core = 0, wbytes[N_DT] = {0};
     double amx = 0, amx_core = 0;
     /* Tile products per product on AMX (BF16 1, BF16X3 3), 0 off AMX: the compute bound of

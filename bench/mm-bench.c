@@ -10,7 +10,9 @@
  * shape and at the end and the best sample kept (ratios use the final values).
  *
  *   mm-bench [--threads N] [--m 1,4,8,16,32,64,128] [--shapes qkv,proj,fc,fcproj,lmhead]
- *            [--dtype f32,f16,bf16,int8,bf16x3] [--time SECONDS per cell] [--no-blas] [--copies N]
+ *            [--dtype f32,f16,bf16,int8,int8w,bf16x3] [--time SECONDS per cell] [--no-blas]
+ *            [--copies N]
+ * int8 is W8A8 (X quantized to int8 as well), int8w int8 weights multiplied as F32.
  * --copies 1 keeps the weights hot in cache: the kernel's compute rate alone.
  */
 #include <cblas.h>
@@ -34,21 +36,22 @@ static const shape_t SHAPES[] = {
 };
 #define N_SHAPES 5
 
-enum { METH_SGEMM, METH_SGEMV, METH_F32, METH_F16, METH_BF16, METH_I8, METH_X3, N_METH };
+enum { METH_SGEMM, METH_SGEMV, METH_F32, METH_F16, METH_BF16, METH_I8, METH_X3, METH_I8W, N_METH };
 static const char *METH_NAME[N_METH] = {"openblas-sgemm", "openblas-sgemv", "packed-f32",
-                                        "packed-f16", "packed-bf16", "packed-int8",
-                                        "packed-bf16x3"};
+                                        "packed-f16",     "packed-bf16",    "packed-int8",
+                                        "packed-bf16x3",  "packed-int8w"};
 #define N_PACKED (N_METH - METH_F32)
-static const int PACKED_DT[N_PACKED] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16,
-                                        ENG_DTYPE_I8, ENG_DTYPE_BF16X3};
-static const char *const PACKED_ARG[N_PACKED] = {"f32", "f16", "bf16", "int8", "bf16x3"};
+/* int8: W8A8 (X quantized too); int8w: int8 weights only, multiplied as F32. */
+static const int PACKED_DT[N_PACKED] = {ENG_DTYPE_F32,  ENG_DTYPE_F16,    ENG_DTYPE_BF16,
+                                        ENG_DTYPE_W8A8, ENG_DTYPE_BF16X3, ENG_DTYPE_I8};
+static const char *const PACKED_ARG[N_PACKED] = {"f32", "f16", "bf16", "int8", "bf16x3", "int8w"};
 
 /* Bytes of W a method streams per product: the values as kept, and int8's column scales. */
 static double meth_wbytes(int meth, double K, double N)
 {
     if (meth == METH_F16 || meth == METH_BF16)
         return 2 * K * N;
-    if (meth == METH_I8)
+    if (meth == METH_I8 || meth == METH_I8W)
         return K * N + 4 * N;
     return 4 * K * N;
 }
@@ -285,10 +288,11 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--copies") && i + 1 < argc)
             b.copies_forced = atoi(argv[++i]);
         else {
-            fprintf(stderr,
-                    "usage: %s [--threads N] [--m 1,4,...] [--shapes qkv,proj,fc,fcproj,lmhead]"
-                    " [--dtype f32,f16,bf16,int8,bf16x3] [--time S] [--no-blas] [--copies N]\n",
-                    argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--threads N] [--m 1,4,...] [--shapes qkv,proj,fc,fcproj,lmhead]"
+                " [--dtype f32,f16,bf16,int8,int8w,bf16x3] [--time S] [--no-blas] [--copies N]\n",
+                argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }

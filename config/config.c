@@ -21,7 +21,8 @@
 
 static const char *const log_formats[] = {"text", "json", NULL};
 /* Indexed by enum cfg_dtype (kv_dtypes: its first three). */
-static const char *const weight_dtypes[] = {"auto", "f32", "f16", "bf16", "int8", "bf16x3", NULL};
+static const char *const weight_dtypes[] = {"auto",  "f32",    "f16",  "bf16",
+                                            "int8w", "bf16x3", "int8", NULL};
 static const char *const kv_dtypes[] = {"auto", "f32", "f16", NULL};
 static const char *const kernels[] = {"auto", "generic", "avx2", "avx512", "amx", NULL};
 /* Indexed by enum cfg_gen_config. */
@@ -71,10 +72,12 @@ const cfg_opt_t cfg_opts[] = {
      OFF(max_model_len), "0", 0, 1048576, NULL,
      "longest prompt + completion in tokens; 0 = the model's n_positions"},
     {"weight_dtype", "--weight-dtype", "NANO_VLLM_WEIGHT_DTYPE",
-     "auto|f32|f16|bf16|int8|bf16x3", CFG_T_ENUM, 0, OFF(weight_dtype), "auto", 0, 0,
+     "auto|f32|f16|bf16|int8|int8w|bf16x3", CFG_T_ENUM, 0, OFF(weight_dtype), "auto", 0, 0,
      weight_dtypes,
      "how weights are kept in memory; auto = as the checkpoint stores them; int8 = one byte "
-     "per weight with a scale per output channel; bf16x3 = each weight as two BF16 (hi + lo) "
+     "per weight with a scale per output channel, multiplied by activations quantized to int8 "
+     "(W8A8: faster in batches); int8w = the same weights multiplied as F32 (weight-only, "
+     "more accurate where activations have outliers); bf16x3 = each weight as two BF16 (hi + lo) "
      "multiplied on AMX as three BF16 products: F32's memory, nearly F32's accuracy, faster "
      "in batches (f32 where the kernel is not AMX)"},
     {"kv_cache_dtype", "--kv-cache-dtype", "NANO_VLLM_KV_CACHE_DTYPE", "auto|f32|f16", CFG_T_ENUM,

@@ -30,8 +30,9 @@ enum cfg_dtype {
     CFG_DTYPE_F32,
     CFG_DTYPE_F16,
     CFG_DTYPE_BF16,
-    CFG_DTYPE_INT8,
-    CFG_DTYPE_BF16X3
+    CFG_DTYPE_INT8W, /* int8 weights multiplied as F32 (weight-only) */
+    CFG_DTYPE_BF16X3,
+    CFG_DTYPE_INT8 /* W8A8: int8 weights times X quantized to int8 */
 };
 
 typedef struct cfg {

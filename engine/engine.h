@@ -23,7 +23,9 @@ typedef struct eng eng_t;
 #define ENG_MAX_STOP_IDS 32 /* extra end tokens per request (stop_token_ids, end of turn) */
 
 /* How weights (and the KV cache) are kept. I8 is weights only: per output column one F32
- * scale (max |w| / 127) and the values rounded to int8 in [-127, 127]. BF16X3 is weights
+ * scale (max |w| / 127) and the values rounded to int8 in [-127, 127], multiplied as F32.
+ * W8A8 keeps the weights as I8 does and multiplies them by X quantized to int8 on the fly
+ * (per row and 256 values of K), summing the products as integers. BF16X3 is weights
  * only, and only on AMX (F32 elsewhere): each F32 weight as two BF16, hi (the nearest) and lo
  * (the nearest to w - hi), 16 significant bits, and each product as three BF16 tile
  * products (xh wh + xl wh + xh wl), as PyTorch's float32 matmul precision "high" does on
@@ -34,7 +36,8 @@ enum eng_dtype {
     ENG_DTYPE_F16,
     ENG_DTYPE_BF16,
     ENG_DTYPE_I8,
-    ENG_DTYPE_BF16X3
+    ENG_DTYPE_BF16X3,
+    ENG_DTYPE_W8A8
 };
 
 /* What a 0 in eng_params_t's max_num_seqs and max_num_batched_tokens means: an offline

@@ -51,7 +51,8 @@ static void on_request_done(void *app, int status)
 /* config's dtype values are engine.h's (config cannot include it). */
 #define SAME_DTYPE(c, e) ((int)CFG_DTYPE_##c == (int)ENG_DTYPE_##e)
 _Static_assert(SAME_DTYPE(AUTO, AUTO) && SAME_DTYPE(F32, F32) && SAME_DTYPE(F16, F16) &&
-                   SAME_DTYPE(BF16, BF16) && SAME_DTYPE(INT8, I8) && SAME_DTYPE(BF16X3, BF16X3),
+                   SAME_DTYPE(BF16, BF16) && SAME_DTYPE(INT8W, I8) && SAME_DTYPE(BF16X3, BF16X3) &&
+                   SAME_DTYPE(INT8, W8A8),
                "enum cfg_dtype and enum eng_dtype differ");
 
 /* Loading progress: a log line every LOAD_LOG_INTERVAL_S and one at the end; on a terminal

@@ -33,6 +33,7 @@
 #endif
 #include <cblas.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@
 
 #include "engine/engine.h"
 #include "engine/kernels/matmul_kern.h"
+#include "engine/kernels/matmul_q8.h"
 
 /* Blocking, sized from the caches (32 KiB L1d, 512 KiB L2 per core on the AVX2 EPYC; the
  * AVX-512 Xeon has 48 KiB and 2 MiB), not tuned: on a shared host the alternatives could not
@@ -76,6 +78,8 @@ struct mm {
     uint16_t *amx_x;     /* the product's X in BF16 (mm_amx_pack_x) */
     size_t amx_x_bytes;
     float *amx_c;        /* MM_AMX_C floats per pool thread: their C tiles */
+    int q8_form;         /* enum mm_q8_form of W8A8 products (matmul_q8.h) */
+    mm_q8_x_t q8x;       /* owned: X quantized for a W8A8 product, grown and kept */
 };
 
 static int cpu_has_avx2(void)
@@ -205,7 +209,30 @@ int mm_set_kernel(mm_t *mm, int kernel)
         break;
     }
     mm->kernel = kernel;
+    /* W8A8: the kernel's VNNI form where the CPU has it (AMX uses AVX-512's). */
+    mm->q8_form = kernel == MM_KERNEL_GENERIC ? MM_Q8_GENERIC
+                  : kernel == MM_KERNEL_AVX2  ? MM_Q8_AVX2
+                                              : MM_Q8_AVX512;
+    if (kernel != MM_KERNEL_GENERIC && mm_q8_form_supported(mm->q8_form + 1))
+        mm->q8_form++;
     return 0;
+}
+
+int mm_set_vnni(mm_t *mm, int on)
+{
+    int base = mm->q8_form == MM_Q8_AVX2_VNNI || mm->q8_form == MM_Q8_AVX512_VNNI ? mm->q8_form - 1
+                                                                                  : mm->q8_form;
+    if (base == MM_Q8_GENERIC)
+        return on ? -ENOTSUP : 0;
+    if (on && !mm_q8_form_supported(base + 1))
+        return -ENOTSUP;
+    mm->q8_form = base + (on != 0);
+    return 0;
+}
+
+int mm_get_vnni(const mm_t *mm)
+{
+    return mm->q8_form == MM_Q8_AVX2_VNNI || mm->q8_form == MM_Q8_AVX512_VNNI;
 }
 
 int mm_get_kernel(const mm_t *mm)
@@ -281,6 +308,7 @@ void mm_free(mm_t *mm)
     pool_free(mm->pool);
     free(mm->amx_x);
     free(mm->amx_c);
+    mm_q8_x_free(&mm->q8x);
     free(mm);
 }
 
@@ -299,6 +327,7 @@ typedef struct mm_job {
     int epi;
     int threads; /* of the pool: parts come in levels of this many */
     int panel_rows; /* rows from one panel to the next: w->K, or more (mm_matmul_panels) */
+    const mm_q8_job_t *q8; /* W8A8 weights: the product as matmul_q8.c runs it */
 } mm_job_t;
 
 /* Panels per register tile of mr rows (matmul_kern.h). */
@@ -332,6 +361,10 @@ static void run_tile(tile_fn tile, const mm_tile_t *t, size_t row_bytes)
 
 static void matmul_range(const mm_job_t *j, int p0, int p1)
 {
+    if (j->q8) {
+        mm_q8_range(j->q8, p0, p1);
+        return;
+    }
     const mm_weight_t *w = j->w;
     const int K = w->K;
     const size_t row_bytes = MM_NR * mm_dtype_size(w->dtype);
@@ -488,6 +521,40 @@ static int matmul_amx(mm_t *mm, int M, const float *x, size_t ldx, const mm_weig
     return 0;
 }
 
+/* ---- W8A8 weights (matmul_q8.c) ---- */
+
+typedef struct q8_quant {
+    mm_t *mm;
+    int M, K;
+    const float *x;
+    size_t ldx;
+} q8_quant_t;
+
+static void q8_quant_cb(void *arg, int part, int n)
+{
+    const q8_quant_t *q = arg;
+    int m0, m1;
+    pool_split(q->M, n, part, &m0, &m1);
+    mm_q8_quantize(q->mm->q8_form, &q->mm->q8x, m0, m1, q->K, q->x, q->ldx);
+}
+
+/* Quantizes the first rows of X into mm->q8x, on the pool when there are many: all M, or
+ * as many as the buffer holds when it cannot grow (halving), 0 when not even one fits. */
+static int q8_prepare(mm_t *mm, int M, const float *x, size_t ldx, int K)
+{
+    int rows = M;
+    while (rows > 0 && mm_q8_x_reserve(&mm->q8x, rows, K))
+        rows /= 2;
+    if (rows == 0)
+        return 0;
+    q8_quant_t q = {.mm = mm, .M = rows, .K = K, .x = x, .ldx = ldx};
+    if ((double)rows * K >= 65536.0)
+        pool_run(mm->pool, q8_quant_cb, &q);
+    else
+        q8_quant_cb(&q, 0, 1);
+    return rows;
+}
+
 void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
                const float *bias, float *y, size_t ldy, int accumulate, int epi)
 {
@@ -503,6 +570,36 @@ void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w
     mm_job_t j = {.mm = mm, .M = M, .x = x, .ldx = ldx, .w = w, .bias = bias, .y = y,
                   .ldy = ldy, .accumulate = accumulate, .epi = epi, .threads = threads,
                   .panel_rows = mm_panel_rows(w->dtype, w->K)};
+    mm_q8_job_t q8;
+    if (w->dtype == ENG_DTYPE_W8A8) {
+        /* X is quantized first, in mm's buffer, grown when a larger product comes and kept.
+         * When it cannot grow, the product runs in parts of the rows it holds (a row's result
+         * does not depend on the others); out of memory for a single row, Y is NaN. */
+        int rows = q8_prepare(mm, M, x, ldx, w->K);
+        if (rows == 0) {
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < w->N; n++)
+                    y[(size_t)m * ldy + n] = NAN;
+            return;
+        }
+        if (rows < M) {
+            mm_matmul(mm, rows, x, ldx, w, bias, y, ldy, accumulate, epi);
+            mm_matmul(mm, M - rows, x + (size_t)rows * ldx, ldx, w, bias, y + (size_t)rows * ldy,
+                      ldy, accumulate, epi);
+            return;
+        }
+        q8 = (mm_q8_job_t){.form = mm->q8_form,
+                           .M = M,
+                           .qx = &mm->q8x,
+                           .w = w,
+                           .bias = bias,
+                           .y = y,
+                           .ldy = ldy,
+                           .accumulate = accumulate,
+                           .gelu = epi == MM_EPI_GELU,
+                           .pf_dist = mm->pf_dist};
+        j.q8 = &q8;
+    }
     const int parts = parts_for(M, w, threads);
     if (parts)
         pool_run_parts(mm->pool, parts, matmul_cb, &j);

@@ -10,6 +10,9 @@
  * pairs of hi followed by the same row of lo (so a value takes 4 bytes, as F32). Int8 keeps
  * one F32 scale per column beside the panels (symmetric, per output channel: the column's
  * max |w| / 127); the kernels widen each value to q * scale (rounded to F32) as they load it.
+ * W8A8 keeps the same values and scales in groups of four rows (matmul_q8.h) and multiplies
+ * them by X quantized to int8 per row and block of 256 values of K, with integer sums: every
+ * kernel gives the same bits for it (matmul_q8.c, matmul_q8_avx2.c, matmul_q8_avx512.c).
  * The kernel is chosen at run time: AMX when the CPU has AMX-TILE and AMX-BF16 and the OS
  * lets this process use the tiles, else an AVX-512 (F/BW/DQ/VL) path when the CPU has it and
  * the OS saves the ZMM registers, else an AVX2+FMA(+F16C) path when the CPU has that, else a
@@ -52,12 +55,12 @@ enum mm_kernel {
 typedef struct mm_weight {
     int K, N;     /* logical shape: Y[M,N] = X[M,K] · W[K,N] */
     int n_panels; /* ceil(N / MM_NR) */
-    int dtype;    /* enum eng_dtype: ENG_DTYPE_F32, _F16, _BF16, _I8 or _BF16X3 */
+    int dtype;    /* enum eng_dtype: ENG_DTYPE_F32, _F16, _BF16, _I8, _BF16X3 or _W8A8 */
     void *data;   /* owned; n_panels * K * MM_NR values (BF16, BF16X3: K rounded up to 32), 64-byte
                    * aligned (2 MiB when large) */
     size_t bytes; /* of data */
-    float *scale; /* owned, I8 only (else NULL): (n_panels * MM_NR) column scales, W[k][n] =
-                   * data value * scale[n]; 1 past N */
+    float *scale; /* owned, I8 and W8A8 only (else NULL): (n_panels * MM_NR) column scales, W[k][n]
+                   * = data value * scale[n]; 1 past N */
 } mm_weight_t;
 
 typedef struct mm mm_t;
@@ -76,6 +79,12 @@ int mm_kernel_supported(int kernel);
 int mm_set_kernel(mm_t *mm, int kernel);
 int mm_get_kernel(const mm_t *mm);
 const char *mm_kernel_name(int kernel);
+/* W8A8 products use VNNI's VPDPBUSD where the kernel is AVX2 or AVX-512 (or AMX) and the CPU
+ * has AVX-VNNI or AVX512-VNNI (the default), else VPMADDUBSW + VPMADDWD; both give the same
+ * bits. mm_set_vnni(mm, 0) forces the latter (tests run both); on = 1 is -ENOTSUP without
+ * VNNI or on the generic kernel. The choice is reset by mm_set_kernel. */
+int mm_set_vnni(mm_t *mm, int on);
+int mm_get_vnni(const mm_t *mm);
 /* The pool, for other parallel work of the same thread (attention); borrowed. */
 pool_t *mm_pool(mm_t *mm);
 

@@ -116,13 +116,18 @@ void mm_amx_release(void);
 /* Bytes per stored value of a dtype (enum eng_dtype). */
 static inline size_t mm_dtype_size(int dtype)
 {
-    return dtype == ENG_DTYPE_F32 || dtype == ENG_DTYPE_BF16X3 ? 4 : dtype == ENG_DTYPE_I8 ? 1 : 2;
+    return dtype == ENG_DTYPE_F32 || dtype == ENG_DTYPE_BF16X3 ? 4
+           : dtype == ENG_DTYPE_I8 || dtype == ENG_DTYPE_W8A8  ? 1
+                                                               : 2;
 }
 
 /* Rows a panel stores for K rows of W: K, except BF16, which keeps rows in pairs and pads
- * with zero rows to a multiple of 32 (whole AMX tiles; GPT-2's K are multiples of 32). */
+ * with zero rows to a multiple of 32 (whole AMX tiles; GPT-2's K are multiples of 32), and
+ * W8A8, which keeps rows in groups of four, padded to a multiple of 4. */
 static inline int mm_panel_rows(int dtype, int K)
 {
+    if (dtype == ENG_DTYPE_W8A8) /* rows in groups of four (matmul_q8.h) */
+        return (K + 3) / 4 * 4;
     return dtype == ENG_DTYPE_BF16 || dtype == ENG_DTYPE_BF16X3 ? (K + 31) / 32 * 32 : K;
 }
 

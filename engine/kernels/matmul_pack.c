@@ -88,6 +88,8 @@ int8_t mm_f32_to_i8(float v, float scale)
  * gives row k as F32 and a mask of the high half gives row k+1. */
 static size_t panel_at(int dtype, int k, int j)
 {
+    if (dtype == ENG_DTYPE_W8A8) /* groups of four rows: column j's four at 4j (matmul_q8.h) */
+        return (size_t)(k / 4) * 4 * MM_NR + 4 * (size_t)j + (size_t)(k & 3);
     if (dtype != ENG_DTYPE_BF16 && dtype != ENG_DTYPE_BF16X3)
         return (size_t)k * MM_NR + (size_t)j;
     /* BF16X3: hi's row of pairs, then lo's (MM_X3_LO on): hi's index */
@@ -191,7 +193,7 @@ static void pack_scales(mm_weight_t *w, int p, const float *blk)
 static void pack_panel(mm_weight_t *w, int p, const float *blk)
 {
     const int rows = mm_panel_rows(w->dtype, w->K);
-    if (w->dtype == ENG_DTYPE_I8)
+    if (w->dtype == ENG_DTYPE_I8 || w->dtype == ENG_DTYPE_W8A8)
         pack_scales(w, p, blk);
     const size_t panel = (size_t)p * mm_panel_values(w->dtype, w->K);
     for (int k = 0; k < rows; k++) {
@@ -208,8 +210,12 @@ static void pack_panel(mm_weight_t *w, int p, const float *blk)
                 uint16_t hi = mm_f32_to_bf16(v);
                 ((uint16_t *)w->data)[at] = hi;
                 ((uint16_t *)w->data)[at + MM_X3_LO] = mm_f32_to_bf16(v - mm_bf16_to_f32(hi));
-            } else
+            } else if (w->dtype == ENG_DTYPE_I8) {
                 ((int8_t *)w->data)[at] = mm_f32_to_i8(v, w->scale[(size_t)p * MM_NR + j]);
+            } else { /* W8A8: q + 128 as a byte; rows past K are zeros (128) */
+                int q = k < w->K ? mm_f32_to_i8(v, w->scale[(size_t)p * MM_NR + j]) : 0;
+                ((uint8_t *)w->data)[at] = (uint8_t)(q + 128);
+            }
         }
     }
 }
@@ -327,7 +333,7 @@ static int weight_alloc(mm_weight_t *w, int K, int N, int dtype)
         dtype = ENG_DTYPE_F32;
     if (K <= 0 || N <= 0 ||
         (dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 && dtype != ENG_DTYPE_BF16 &&
-         dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3))
+         dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3 && dtype != ENG_DTYPE_W8A8))
         return -EINVAL;
     w->K = K;
     w->N = N;
@@ -341,7 +347,7 @@ static int weight_alloc(mm_weight_t *w, int K, int N, int dtype)
     size_t huge = (size_t)2 << 20;
     size_t align = w->bytes >= huge ? huge : 64;
     size_t size = (w->bytes + 63) / 64 * 64;
-    if (dtype == ENG_DTYPE_I8) {
+    if (dtype == ENG_DTYPE_I8 || dtype == ENG_DTYPE_W8A8) {
         w->scale = malloc((size_t)w->n_panels * MM_NR * sizeof(float));
         if (!w->scale) {
             memset(w, 0, sizeof(*w));
@@ -436,6 +442,8 @@ float mm_weight_get(const mm_weight_t *w, int k, int n)
         return ((const float *)w->data)[at];
     if (w->dtype == ENG_DTYPE_I8)
         return (float)((const int8_t *)w->data)[at] * w->scale[n];
+    if (w->dtype == ENG_DTYPE_W8A8)
+        return (float)((int)((const uint8_t *)w->data)[at] - 128) * w->scale[n];
     uint16_t h = ((const uint16_t *)w->data)[at];
     return w->dtype == ENG_DTYPE_F16 ? mm_f16_to_f32(h) : mm_bf16_to_f32(h);
 }

@@ -123,9 +123,10 @@ int model_load_progress(model_t **out, const char *dir, int dtype, const char *k
     *out = NULL;
     const model_progress_t progress = {fn, arg};
     if (dtype != ENG_DTYPE_AUTO && dtype != ENG_DTYPE_F32 && dtype != ENG_DTYPE_F16 &&
-        dtype != ENG_DTYPE_BF16 && dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3)
+        dtype != ENG_DTYPE_BF16 && dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3 &&
+        dtype != ENG_DTYPE_W8A8)
         return st_fail(err, errlen, -EINVAL,
-                       "weight dtype %d is not auto, f32, f16, bf16, int8 or bf16x3", dtype);
+                       "weight dtype %d is not auto, f32, f16, bf16, int8, int8w or bf16x3", dtype);
     json_t *root = NULL, *gen = NULL;
     int arch = 0;
     int rc = load_json(dir, "config.json", 0, &root, err, errlen);
@@ -247,7 +248,8 @@ const char *model_dtype_name(int dtype)
 {
     return dtype == ENG_DTYPE_F16      ? "f16"
            : dtype == ENG_DTYPE_BF16   ? "bf16"
-           : dtype == ENG_DTYPE_I8     ? "int8"
+           : dtype == ENG_DTYPE_W8A8   ? "int8"
+           : dtype == ENG_DTYPE_I8     ? "int8w"
            : dtype == ENG_DTYPE_BF16X3 ? "bf16x3"
                                        : "f32";
 }
@@ -620,7 +622,7 @@ void model_count_packed(model_t *m, const mm_weight_t *w)
     const size_t K = (size_t)w->K, N = (size_t)w->N;
     /* weight_bytes counts values in the dtype they are kept in (padding not counted), and
      * int8's column scales. */
-    if (w->dtype == ENG_DTYPE_I8)
+    if (w->dtype == ENG_DTYPE_I8 || w->dtype == ENG_DTYPE_W8A8)
         m->weight_bytes = m->weight_bytes - K * N * 3 + N * sizeof(float);
     else if (w->dtype == ENG_DTYPE_F16 || w->dtype == ENG_DTYPE_BF16)
         m->weight_bytes -= K * N * 2;

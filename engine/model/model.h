@@ -96,8 +96,8 @@ int model_threads(const model_t *m);
 const char *model_kernel_name(const model_t *m);
 /* The enum eng_dtype the weight matrices are kept in (never ENG_DTYPE_AUTO). */
 int model_dtype(const model_t *m);
-/* An enum eng_dtype's name as the settings spell it: "f16", "bf16", "int8", "bf16x3", else
- * "f32". */
+/* An enum eng_dtype's name as the settings spell it: "f16", "bf16", "int8" (W8A8), "int8w"
+ * (I8, weight-only), "bf16x3", else "f32". */
 const char *model_dtype_name(int dtype);
 /* Bytes of weights as used (values in the dtype they are kept in, a tied head once). */
 size_t model_weight_bytes(const model_t *m);

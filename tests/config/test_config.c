@@ -238,6 +238,9 @@ static void test_precedence(void)
     CHECK_INT_EQ(load(&c, err, ARGS("m"), ARGS("NANO_VLLM_WEIGHT_DTYPE=int8")), 0);
     CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_INT8);
     cfg_free(&c);
+    CHECK_INT_EQ(load(&c, err, ARGS("m", "--weight-dtype", "int8w"), NOENV), 0);
+    CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_INT8W);
+    cfg_free(&c);
     CHECK_INT_EQ(load(&c, err, ARGS("m", "--weight-dtype", "bf16x3"), NOENV), 0);
     CHECK_INT_EQ(c.weight_dtype, CFG_DTYPE_BF16X3);
     cfg_free(&c);
@@ -374,11 +377,11 @@ static void test_value_errors(void)
     expect_error(__LINE__, "--log-format: 'xml' is not one of text, json",
                  ARGS("--log-format", "xml"), NOENV);
     expect_error(__LINE__,
-                 "--weight-dtype: 'f64' is not one of auto, f32, f16, bf16, int8, bf16x3",
+                 "--weight-dtype: 'f64' is not one of auto, f32, f16, bf16, int8w, bf16x3, int8",
                  ARGS("--weight-dtype", "f64"), NOENV);
     /* A choice is matched whole, not by its prefix. */
     expect_error(__LINE__,
-                 "--weight-dtype: 'bf16x' is not one of auto, f32, f16, bf16, int8, bf16x3",
+                 "--weight-dtype: 'bf16x' is not one of auto, f32, f16, bf16, int8w, bf16x3, int8",
                  ARGS("--weight-dtype", "bf16x"), NOENV);
     expect_error(__LINE__,
                  "NANO_VLLM_KERNEL: 'sse2' is not one of auto, generic, avx2, avx512, amx",
@@ -534,15 +537,35 @@ static void test_help(void)
     CHECK_INT_EQ(c.port, 8000); /* nothing applied */
     static const char usage[] = "usage: nano-vllm serve [OPTIONS] MODEL_DIR\n";
     CHECK(strncmp(buf, usage, sizeof(usage) - 1) == 0);
-    static const char *const must[] = {
-        "MODEL_DIR", "NANO_VLLM_MODEL_DIR", "--config FILE", "NANO_VLLM_CONFIG", "--host ADDR",
-        "default 127.0.0.1", "NANO_VLLM_HOST", "--port N", "NANO_VLLM_PORT", "--threads N",
-        "--max-num-seqs N", "--max-num-batched-tokens N", "--kv-cache-memory SIZE",
-        "default 1G", "--num-kv-blocks N", "--block-size N", "--max-model-len N",
-        "--weight-dtype auto|f32|f16|bf16|int8|bf16x3", "--api-key KEY", "NANO_VLLM_API_KEY",
-        "--served-model-name NAME", "--max-body-bytes SIZE", "--max-waiting N",
-        "--shutdown-timeout SECONDS", "--log-format text|json", "NANO_VLLM_LOG_FORMAT",
-        "  --no-ui\n", "default false; env NANO_VLLM_NO_UI", "-h, --help"};
+    static const char *const must[] = {"MODEL_DIR",
+                                       "NANO_VLLM_MODEL_DIR",
+                                       "--config FILE",
+                                       "NANO_VLLM_CONFIG",
+                                       "--host ADDR",
+                                       "default 127.0.0.1",
+                                       "NANO_VLLM_HOST",
+                                       "--port N",
+                                       "NANO_VLLM_PORT",
+                                       "--threads N",
+                                       "--max-num-seqs N",
+                                       "--max-num-batched-tokens N",
+                                       "--kv-cache-memory SIZE",
+                                       "default 1G",
+                                       "--num-kv-blocks N",
+                                       "--block-size N",
+                                       "--max-model-len N",
+                                       "--weight-dtype auto|f32|f16|bf16|int8|int8w|bf16x3",
+                                       "--api-key KEY",
+                                       "NANO_VLLM_API_KEY",
+                                       "--served-model-name NAME",
+                                       "--max-body-bytes SIZE",
+                                       "--max-waiting N",
+                                       "--shutdown-timeout SECONDS",
+                                       "--log-format text|json",
+                                       "NANO_VLLM_LOG_FORMAT",
+                                       "  --no-ui\n",
+                                       "default false; env NANO_VLLM_NO_UI",
+                                       "-h, --help"};
     for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++) {
         if (!strstr(buf, must[i])) {
             fprintf(stderr, "test_config.c:%d: --help lacks '%s'\n", __LINE__, must[i]);

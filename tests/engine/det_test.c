@@ -218,6 +218,8 @@ static const char *dtype_name(int d)
     case ENG_DTYPE_BF16:
         return "bf16";
     case ENG_DTYPE_I8:
+        return "int8w";
+    case ENG_DTYPE_W8A8:
         return "int8";
     case ENG_DTYPE_BF16X3:
         return "bf16x3";
@@ -253,8 +255,8 @@ int main(int argc, char **argv)
                    {"avx2", MM_KERNEL_AVX2},
                    {"avx512", MM_KERNEL_AVX512},
                    {"amx", MM_KERNEL_AMX}};
-    const int wdtypes[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
-                           ENG_DTYPE_BF16X3};
+    const int wdtypes[] = {ENG_DTYPE_F32, ENG_DTYPE_F16,    ENG_DTYPE_BF16,
+                           ENG_DTYPE_I8,  ENG_DTYPE_BF16X3, ENG_DTYPE_W8A8};
     const int kvdtypes[] = {ENG_DTYPE_F32, ENG_DTYPE_F16};
     int checked = 0;
     for (int k = 0; k < 4; k++) {
@@ -262,7 +264,7 @@ int main(int argc, char **argv)
             printf("SKIP kernel %s: this CPU or OS cannot run it\n", kernels[k].name);
             continue;
         }
-        for (int w = 0; w < 5; w++) {
+        for (int w = 0; w < 6; w++) {
             if (wdtypes[w] == ENG_DTYPE_BF16X3 && kernels[k].id != MM_KERNEL_AMX) {
                 printf("SKIP kernel %s, weights bf16x3: its own path only on AMX\n",
                        kernels[k].name);

@@ -1,6 +1,7 @@
-/* mm_dtype_test.c - logits with the weights kept in F16, BF16, int8 and BF16X3
- * (engine/kernels/matmul.h) against the F32 path and against the PyTorch float64 reference on the
- * F32 weights; and the same logits bit for bit whatever the number of compute threads.
+/* mm_dtype_test.c - logits with the weights kept in F16, BF16, int8 (W8A8 and weight-only)
+ * and BF16X3 (engine/kernels/matmul.h) against the F32 path and against the PyTorch float64
+ * reference on the F32 weights; and the same logits bit for bit whatever the number of
+ * compute threads.
  *
  *   mm_dtype_test CKPT_DIR PYTHON3 REF_ROWS_PY GPT2_REF_PY
  *
@@ -13,9 +14,11 @@
  * kernel (the default where the CPU has it) also rounds X to BF16 at every BF16 product:
  * BF16 <= 7.7e-3 of the spread (0.055 absolute) with it, 5.6e-3 with the AVX-512 tiles on
  * the same machine; the bound 1.5e-2 leaves a factor of 1.9 over the AMX measurement.
- * Int8 (per-column scales, every matrix and the tied embedding quantized, error up to half a
- * step = max |w| / 254 per weight): <= 1.8e-2 of the spread (0.11 absolute), with either
- * kernel; bound 5e-2.
+ * Int8 weight-only ("int8w": per-column scales, every matrix and the tied embedding quantized,
+ * error up to half a step = max |w| / 254 per weight): <= 1.8e-2 of the spread (0.11
+ * absolute), with either kernel; bound 5e-2. W8A8 ("int8": the same weights, and X quantized
+ * per row and 256 values of K, up to max |x| / 254 per value): <= 2.8e-2 of the spread (0.17
+ * absolute; the same bits on every kernel); bound 5e-2, a factor of 1.8 over it.
  * BF16X3 (each weight as BF16 hi + lo, 16 significant bits, and on AMX X split the same way,
  * three BF16 products per product): <= 1.8e-5 of the spread from the reference on AMX (1.3e-4
  * absolute; 1.9e-5 from the F32 path); bound 5e-5, a factor of 2.7 over it and 300 below
@@ -38,6 +41,7 @@
 #define BF16_REL_TOL 1.5e-2
 #define I8_REL_TOL 5e-2
 #define X3_REL_TOL 5e-5
+#define W8A8_REL_TOL 5e-2
 #define F32_REF_TOL 1e-3 /* as tests/engine/test_model.c */
 
 #define BS 16
@@ -45,11 +49,12 @@
 #define MAX_T 128
 
 static const int prompt_lens[] = {1, 16, 100};
-enum { N_PROMPT = 3, N_DT = 5 };
-static const int dtypes[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
-                                 ENG_DTYPE_BF16X3};
-static const char *const dt_names[N_DT] = {"f32", "f16", "bf16", "int8", "bf16x3"};
-static const double rel_tol[N_DT] = {0, F16_REL_TOL, BF16_REL_TOL, I8_REL_TOL, X3_REL_TOL};
+enum { N_PROMPT = 3, N_DT = 6 };
+static const int dtypes[N_DT] = {ENG_DTYPE_F32, ENG_DTYPE_F16,    ENG_DTYPE_BF16,
+                                 ENG_DTYPE_I8,  ENG_DTYPE_BF16X3, ENG_DTYPE_W8A8};
+static const char *const dt_names[N_DT] = {"f32", "f16", "bf16", "int8w", "bf16x3", "int8"};
+static const double rel_tol[N_DT] = {0,          F16_REL_TOL, BF16_REL_TOL,
+                                     I8_REL_TOL, X3_REL_TOL,  W8A8_REL_TOL};
 
 /* Prefills tokens[0..n) in one step into a fresh cache; writes the last row's logits. */
 /* The logits of the last of n tokens: with split = 0 one prefill step of all n rows; with

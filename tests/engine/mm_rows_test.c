@@ -3,13 +3,13 @@
  * others print SKIP) and every weight dtype.
  *
  * 70 random rows of X are multiplied alone (M = 1, one thread): their reference bits. Then
- * for M = 1..70 and 1, 2 and 3 threads, a product of M of those rows, taken at a different
- * start and stride each time (so every row sits at many positions: first, last, inside a
- * tile, in the tail tile), must give every row exactly its reference bits. Two shapes cover
- * the driver's three loop nests: K = 1500 (one tile over the whole K up to a tile's rows,
- * then K in chunks of 256 once the rows outgrow the X block), and K = 1000 (blocks of rows
- * of X past 60); N is not a multiple of the panel width. The first shape has a bias and the
- * GELU epilogue, the second accumulates into Y (each row's own start values).
+ * for M = 1..70 and 1, 2 and 3 threads (W8A8 with and without VNNI), a product of M of those rows,
+ * taken at a different start and stride each time (so every row sits at many positions: first,
+ * last, inside a tile, in the tail tile), must give every row exactly its reference bits. Two
+ * shapes cover the driver's three loop nests: K = 1500 (one tile over the whole K up to a tile's
+ * rows, then K in chunks of 256 once the rows outgrow the X block), and K = 1000 (blocks of rows of
+ * X past 60); N is not a multiple of the panel width. The first shape has a bias and the GELU
+ * epilogue, the second accumulates into Y (each row's own start values).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -39,6 +39,7 @@ static const char *dtype_name(int dt)
            : dt == ENG_DTYPE_F16    ? "f16"
            : dt == ENG_DTYPE_BF16   ? "bf16"
            : dt == ENG_DTYPE_BF16X3 ? "bf16x3"
+           : dt == ENG_DTYPE_W8A8   ? "w8a8"
                                     : "int8";
 }
 
@@ -111,8 +112,8 @@ int main(void)
 {
     static const int kernels[] = {MM_KERNEL_GENERIC, MM_KERNEL_AVX2, MM_KERNEL_AVX512,
                                   MM_KERNEL_AMX};
-    static const int dtypes[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
-                                 ENG_DTYPE_BF16X3};
+    static const int dtypes[] = {ENG_DTYPE_F32, ENG_DTYPE_F16,    ENG_DTYPE_BF16,
+                                 ENG_DTYPE_I8,  ENG_DTYPE_BF16X3, ENG_DTYPE_W8A8};
     const int KMAX = 1500, NMAX = 70;
     float *src = malloc((size_t)KMAX * NMAX * sizeof(float));
     float *xs = malloc((size_t)ROWS * KMAX * sizeof(float));
@@ -158,6 +159,14 @@ int main(void)
                 for (size_t si = 0; si < sizeof(SHAPES) / sizeof(SHAPES[0]); si++)
                     check_failed_count +=
                         check_rows(mm, dtypes[d], &SHAPES[si], src, xs, y0, bias, ref, x, y) != 0;
+            /* W8A8 also without VNNI where the kernel uses it by default. */
+            if (mm_get_vnni(mm[0])) {
+                for (int t = 0; t < 3; t++)
+                    CHECK_INT_EQ(mm_set_vnni(mm[t], 0), 0);
+                for (size_t si = 0; si < sizeof(SHAPES) / sizeof(SHAPES[0]); si++)
+                    check_failed_count += check_rows(mm, ENG_DTYPE_W8A8, &SHAPES[si], src, xs, y0,
+                                                     bias, ref, x, y) != 0;
+            }
             printf("mm_rows_test: kernel %s: %s\n", mm_kernel_name(kernels[ki]),
                    check_failed_count == before ? "every row the same bits in every product"
                                                 : "FAILED");

@@ -8,7 +8,9 @@
  * dequantized q * scale), so the only difference is F32 summation: |y - ref| <= 2*K*eps *
  * sum_k |x_k w_k| + |bias| * eps, the textbook bound for a K-term sum (it holds with or
  * without FMA contraction, and with int8's one scaling of the sum instead of each weight).
- * The int8 weights themselves are checked against a quantization computed here.
+ * The int8 weights themselves are checked against a quantization computed here. W8A8 also
+ * quantizes X (per row and block of K, as the test's w8a8_x does too) and sums exactly, so
+ * its reference multiplies the quantized X and its tolerance is a few roundings per block.
  * The AMX kernel rounds X to BF16 for BF16 weights (relative error <= 2^-8 per value, so at
  * most 2^-8 * sum_k |x_k w_k| in the sum), which its tolerance adds; and there one row's
  * result must be the same bits alone as inside any product (test_amx_rows).
@@ -32,6 +34,7 @@
 #include "engine/engine.h"
 #include "engine/kernels/matmul.h"
 #include "engine/kernels/matmul_kern.h"
+#include "engine/kernels/matmul_q8.h"
 #include "tests/check.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -55,6 +58,7 @@ static const char *dtype_name(int dt)
            : dt == ENG_DTYPE_F16    ? "f16"
            : dt == ENG_DTYPE_BF16   ? "bf16"
            : dt == ENG_DTYPE_BF16X3 ? "bf16x3"
+           : dt == ENG_DTYPE_W8A8   ? "w8a8"
                                     : "int8";
 }
 
@@ -101,6 +105,22 @@ static int check_i8(const mm_weight_t *w, const float *src, size_t lds, int tran
         }
     }
     return 0;
+}
+
+/* W8A8 quantizes each row of X per block of MM_Q8_KB values: s = max |x| / 127 and q = the
+ * nearest integer (ties to even) to x * (127 / max |x|), both rounded to F32 as written; a
+ * zero block stays zero. Writes the values the product then multiplies, q * s, in double. */
+static void w8a8_x(const float *x, int K, double *out)
+{
+    for (int k0 = 0; k0 < K; k0 += MM_Q8_KB) {
+        int k1 = K - k0 < MM_Q8_KB ? K : k0 + MM_Q8_KB;
+        float mx = 0.0f;
+        for (int k = k0; k < k1; k++)
+            mx = fabsf(x[k]) > mx ? fabsf(x[k]) : mx;
+        float s = mx / 127.0f, inv = mx > 0 ? 127.0f / mx : 0.0f;
+        for (int k = k0; k < k1; k++)
+            out[k] = (double)rintf(x[k] * inv) * s;
+    }
 }
 
 /* Whether h is a BF16 nearest to v: no neighbour of it is nearer (ties are checked by the
@@ -151,8 +171,9 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
     float *y = malloc(((size_t)M * ldy + 1) * sizeof(float));
     float *y0 = malloc(((size_t)M * ldy + 1) * sizeof(float));
     float *bias = malloc((size_t)N * sizeof(float));
+    double *xq = malloc((size_t)K * sizeof(double));
     int bad = 0;
-    if (!src || !x || !y || !y0 || !bias) {
+    if (!src || !x || !y || !y0 || !bias || !xq) {
         fprintf(stderr, "mm_test: out of memory\n");
         check_failed_count++;
         goto out;
@@ -197,12 +218,20 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
                 mag += fabs(bias[n]);
             }
             double absum = 0.0;
+            if (dtype == ENG_DTYPE_W8A8 && n == 0)
+                w8a8_x(x + (size_t)m * ldx, K, xq);
             for (int k = 0; k < K; k++) {
-                double t = (double)x[(size_t)m * ldx + k] * mm_weight_get(&w, k, n);
+                double xv = dtype == ENG_DTYPE_W8A8 ? xq[k] : (double)x[(size_t)m * ldx + k];
+                double t = xv * mm_weight_get(&w, k, n);
                 ref += t;
                 absum += fabs(t);
             }
             double tol = 2.0 * (K + 2) * FLT_EPSILON * (absum + mag) + 1e-30;
+            /* W8A8 sums exactly in integers: per block of K one rounding of d * s_x and one of
+             * the fma, and mm_weight_get's rounding of q * s_w: far tighter than the
+             * quantization of X, which the reference reproduces. */
+            if (dtype == ENG_DTYPE_W8A8)
+                tol = ((K + MM_Q8_KB - 1) / MM_Q8_KB + 3) * FLT_EPSILON * (absum + mag) + 1e-30;
             if (dtype == ENG_DTYPE_BF16 && mm_get_kernel(mm) == MM_KERNEL_AMX)
                 tol += 0x1p-8 * absum;
             if (dtype == ENG_DTYPE_BF16X3 && mm_get_kernel(mm) == MM_KERNEL_AMX)
@@ -223,12 +252,14 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
             }
         }
     }
-    if (dtype == ENG_DTYPE_I8)
+    if (dtype == ENG_DTYPE_I8 || dtype == ENG_DTYPE_W8A8)
         bad += check_i8(&w, src, lds, trans);
     if (dtype == ENG_DTYPE_BF16X3)
         bad += check_x3(&w, src, lds, trans);
     /* The stored weight is the source rounded to the dtype (BF16X3: checked above). */
-    for (int i = 0; i < 20 && dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3; i++) {
+    for (int i = 0;
+         i < 20 && dtype != ENG_DTYPE_I8 && dtype != ENG_DTYPE_BF16X3 && dtype != ENG_DTYPE_W8A8;
+         i++) {
         int k = (int)(rnd() % (uint32_t)K), n = (int)(rnd() % (uint32_t)N);
         float s = trans ? src[(size_t)n * lds + k] : src[(size_t)k * lds + n];
         float e = dtype == ENG_DTYPE_F32   ? s
@@ -261,34 +292,41 @@ out:
     free(y);
     free(y0);
     free(bias);
+    free(xq);
     return bad;
 }
 
-static void test_shapes(mm_t *mm)
+/* only: one dtype (W8A8 in its other form), or 0 for all. */
+static void test_shapes(mm_t *mm, int only)
 {
     static const int Ks[] = {1, 7, 33, 255, 257, 300, 517};
     static const int Ns[] = {1, 15, 16, 17, 40, 100, 129};
-    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16, ENG_DTYPE_BF16, ENG_DTYPE_I8,
-                              ENG_DTYPE_BF16X3};
+    static const int dts[] = {ENG_DTYPE_F32, ENG_DTYPE_F16,    ENG_DTYPE_BF16,
+                              ENG_DTYPE_I8,  ENG_DTYPE_BF16X3, ENG_DTYPE_W8A8};
+    enum { N_DTS = 6 };
     int i = 0;
-    /* Every M with one of the three plain dtypes in turn, and with int8 and BF16X3 (their
-     * own packing and, on AMX, their own kernel paths). */
+    /* Every M with one of the three plain dtypes in turn, and with int8, BF16X3 and W8A8
+     * (their own packing and kernel paths). */
     for (int M = 1; M <= 70; M++, i++) {
         int K = Ks[i % 7], N = Ns[(i * 3 + 1) % 7];
         int dt = dts[i % 3];
-        if (check_case(mm, M, K, N, dt, i % 2, i % 3 != 0, i % 4 == 1, (i % 5 == 2) * 3,
-                       i % 6 == 3) ||
-            check_case(mm, M, K, N, ENG_DTYPE_I8, i % 2, i % 3 != 0, i % 4 == 1,
-                       (i % 5 == 2) * 3, i % 6 == 3) ||
-            check_case(mm, M, K, N, ENG_DTYPE_BF16X3, i % 2, i % 3 != 0, i % 4 == 1,
-                       (i % 5 == 2) * 3, i % 6 == 3))
+        if ((!only && (check_case(mm, M, K, N, dt, i % 2, i % 3 != 0, i % 4 == 1, (i % 5 == 2) * 3,
+                                  i % 6 == 3) ||
+                       check_case(mm, M, K, N, ENG_DTYPE_I8, i % 2, i % 3 != 0, i % 4 == 1,
+                                  (i % 5 == 2) * 3, i % 6 == 3) ||
+                       check_case(mm, M, K, N, ENG_DTYPE_BF16X3, i % 2, i % 3 != 0, i % 4 == 1,
+                                  (i % 5 == 2) * 3, i % 6 == 3))) ||
+            check_case(mm, M, K, N, ENG_DTYPE_W8A8, i % 2, i % 3 != 0, i % 4 == 1, (i % 5 == 2) * 3,
+                       i % 6 == 3))
             return;
     }
     /* Every dtype on the blocking edges: one tile over a long K, several row blocks (K =
      * 1000: 65 rows of X fill the X block, so 131 rows are blocks of whole tiles), K in
      * chunks (K = 1500 with more rows than fit the X block; K = 3072 as GPT-2's MLP
      * projection, with M > MM_MC so the rows are cut too). */
-    for (int d = 0; d < 5; d++) {
+    for (int d = 0; d < N_DTS; d++) {
+        if (only && dts[d] != only)
+            continue;
         if (check_case(mm, 1, 768, 77, dts[d], 0, 1, 0, 0, 0) ||
             check_case(mm, 8, 513, 50, dts[d], 1, 0, 1, 1, 0) ||
             check_case(mm, 20, 1500, 33, dts[d], 0, 1, 1, 0, 0) ||
@@ -392,6 +430,65 @@ static void test_same_bits(void)
 out:
     mm_free(a);
     mm_free(b);
+}
+
+/* W8A8 sums exactly in integers and finishes each block with the same float steps, so every
+ * kernel and form gives the same bits: the portable tile, AVX2 and AVX-512, each with and
+ * without VNNI (where the CPU has it), for M = 1..40, tails, bias and accumulate; with GELU
+ * the vector tiles (the portable tile's GELU is the scalar one). K = 301: two blocks of X
+ * scales, the second short. */
+static void test_same_bits_w8a8(void)
+{
+    char err[200];
+    enum { N_CTX = 5, K = BITS_K, N = BITS_N, MMAX = BITS_MMAX };
+    static const int kernels[N_CTX] = {MM_KERNEL_GENERIC, MM_KERNEL_AVX2, MM_KERNEL_AVX2,
+                                       MM_KERNEL_AVX512, MM_KERNEL_AVX512};
+    static const int vnni[N_CTX] = {0, 0, 1, 0, 1};
+    mm_t *mm[N_CTX] = {NULL};
+    bits_data_t data = {0};
+    mm_weight_t w = {0};
+    float *ref = malloc((size_t)MMAX * N * sizeof(float));
+    if (!ref || bits_data_init(&data) || mm_weight_init(&w, data.src, K, N, N, 0, ENG_DTYPE_W8A8)) {
+        CHECK(!"w8a8 data");
+        goto out;
+    }
+    for (int c = 0; c < N_CTX; c++) {
+        if (mm_init(&mm[c], 2, err, sizeof(err)) || mm_set_kernel(mm[c], kernels[c])) {
+            CHECK(!"a context");
+            goto out;
+        }
+        if (mm_set_vnni(mm[c], vnni[c]) == -ENOTSUP) {
+            printf("mm_test: SKIP w8a8 %s with VNNI: not supported by this CPU\n",
+                   mm_kernel_name(kernels[c]));
+            mm_free(mm[c]);
+            mm[c] = NULL;
+        }
+    }
+    for (int M = 1; M <= MMAX; M++) {
+        int acc = M % 2, epi = M % 3 == 0 ? MM_EPI_GELU : MM_EPI_NONE;
+        const float *b = M % 4 ? data.bias : NULL;
+        for (int c = 0; c < N_CTX; c++) {
+            if (!mm[c] || (kernels[c] == MM_KERNEL_GENERIC && epi == MM_EPI_GELU))
+                continue;
+            float *y = c == 0 || (c == 1 && epi == MM_EPI_GELU) ? ref : data.y1;
+            for (int i = 0; i < M * N; i++)
+                y[i] = (float)i * 1e-3f;
+            mm_matmul(mm[c], M, data.x, K, &w, b, y, N, acc, epi);
+            if (y != ref && memcmp(y, ref, (size_t)M * N * sizeof(float)) != 0) {
+                fprintf(stderr, "mm_test: w8a8 %s%s differs from the %s tile: M=%d\n",
+                        mm_kernel_name(kernels[c]), vnni[c] ? " (VNNI)" : "",
+                        epi == MM_EPI_GELU ? "avx2" : "portable", M);
+                check_failed_count++;
+                goto out;
+            }
+        }
+    }
+out:
+    for (int c = 0; c < N_CTX; c++)
+        mm_free(mm[c]);
+    mm_weight_free(&w);
+    bits_data_free(&data);
+    free(ref);
 }
 
 /* AMX with BF16 and BF16X3 weights: each row of a product is the same bits as that row
@@ -580,6 +677,49 @@ static void test_errors(void)
     CHECK_INT_EQ(w.scale == NULL && w.data == NULL, 1);
 }
 
+/* W8A8 on rows whose quantization is a special case, each row alone and all in one product
+ * (M = 4, K = 300: two blocks of X): zeros, values below 2^-100 (a block of zeros: scale 0),
+ * a NaN and an Inf (that row's outputs are NaN; the other rows are untouched). The first
+ * two give exactly the bias. */
+static void test_w8a8_edges(mm_t *mm)
+{
+    enum { M = 4, K = 300, N = 40 };
+    float src[K * N], x[M * K], y[M * N], bias[N];
+    for (int i = 0; i < K * N; i++)
+        src[i] = frand();
+    for (int i = 0; i < N; i++)
+        bias[i] = frand();
+    for (int k = 0; k < K; k++) {
+        x[k] = 0.0f;
+        x[K + k] = (k % 2 ? 1e-35f : -5e-32f) * (float)(k % 7);
+        x[2 * K + k] = frand();
+        x[3 * K + k] = frand();
+    }
+    x[2 * K + 5] = NAN;
+    x[3 * K + 280] = INFINITY;
+    mm_weight_t w;
+    if (mm_weight_init(&w, src, K, N, N, 0, ENG_DTYPE_W8A8)) {
+        CHECK(!"mm_weight_init");
+        return;
+    }
+    for (int alone = 0; alone < 2; alone++) {
+        for (int i = 0; i < M * N; i++)
+            y[i] = 1.0f;
+        if (alone)
+            for (int m = 0; m < M; m++)
+                mm_matmul(mm, 1, x + (size_t)m * K, K, &w, bias, y + (size_t)m * N, N, 0, 0);
+        else
+            mm_matmul(mm, M, x, K, &w, bias, y, N, 0, 0);
+        for (int n = 0; n < N; n++) {
+            CHECK(y[n] == bias[n]);
+            CHECK(y[N + n] == bias[n]);
+            CHECK(isnan(y[2 * N + n]));
+            CHECK(isnan(y[3 * N + n]));
+        }
+    }
+    mm_weight_free(&w);
+}
+
 /* Runs one kernel's shapes on 1-3 threads, and on AMX its row check too. */
 static void test_kernel(int kernel)
 {
@@ -594,9 +734,20 @@ static void test_kernel(int kernel)
             continue;
         }
         CHECK_INT_EQ(mm_set_kernel(mm, kernel), 0);
-        test_shapes(mm);
-        printf("mm_test: kernel %s, %d threads: %s\n", mm_kernel_name(kernel), threads[ti],
-               check_failed_count ? "FAILED" : "ok");
+        const int vnni = mm_get_vnni(mm);
+        test_shapes(mm, 0);
+        test_w8a8_edges(mm);
+        printf("mm_test: kernel %s%s, %d threads: %s\n", mm_kernel_name(kernel),
+               vnni ? " (w8a8 with VNNI)" : "", threads[ti], check_failed_count ? "FAILED" : "ok");
+        /* W8A8's other form on this kernel: VPMADDUBSW where the CPU has VNNI. */
+        if (vnni) {
+            CHECK_INT_EQ(mm_set_vnni(mm, 0), 0);
+            CHECK_INT_EQ(mm_get_vnni(mm), 0);
+            test_shapes(mm, ENG_DTYPE_W8A8);
+            test_w8a8_edges(mm);
+            printf("mm_test: kernel %s, w8a8 without VNNI, %d threads: %s\n",
+                   mm_kernel_name(kernel), threads[ti], check_failed_count ? "FAILED" : "ok");
+        }
         mm_free(mm);
     }
     if (kernel == MM_KERNEL_AMX)
@@ -636,8 +787,10 @@ int main(int argc, char **argv)
             test_kernel(kernel);
     } else if (strcmp(part, "same-bits") == 0) {
         if ((skip = skip_unless_supported(MM_KERNEL_AVX2)) == 0 &&
-            (skip = skip_unless_supported(MM_KERNEL_AVX512)) == 0)
+            (skip = skip_unless_supported(MM_KERNEL_AVX512)) == 0) {
             test_same_bits();
+            test_same_bits_w8a8();
+        }
     } else {
         test_conversions();
         test_errors();

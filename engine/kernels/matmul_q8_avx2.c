@@ -1,0 +1,245 @@
+/* matmul_q8_avx2.c - the AVX2 W8A8 tiles (matmul_q8.h): up to 6 rows (4 without VNNI) x 16
+ * columns, 1 x 64 and 2 x 32, int32 sums per 8 columns in one ymm; and the AVX2 quantizer.
+ *
+ * Per group of four K values: a panel's 64-byte row as two ymm (columns 0-7 and 8-15, four
+ * values each) and per row of X its four int8 values broadcast. With AVX-VNNI one VPDPBUSD
+ * (VEX) per row and vector adds the four products of unsigned weight bytes and signed X, and
+ * the tile subtracts 128 times the row's sum of X for the weights' offset. Without it: the
+ * weight bytes made signed (xor 0x80), VPSIGNB by X, VPMADDUBSW with |X| (pair sums at most
+ * 2 * 127 * 127: no saturation) and VPMADDWD by ones into int32. VPDPBUSD is written as
+ * inline assembly so no function here carries the AVX-VNNI target (a compiler may fuse
+ * VPMADDWD + VPADDD into VPDPWSSD where it is allowed, which the other form must not
+ * contain). matmul.c picks these tiles only after checking the CPU.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "engine/kernels/matmul.h"
+#include "engine/kernels/matmul_q8.h"
+#include "engine/kernels/vecmath.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#define ISA "avx2,fma,f16c"
+#define INLINE static inline __attribute__((always_inline, target(ISA)))
+
+INLINE __m256i tail_mask(int n)
+{
+    /* Lanes < n set (n may be <= 0 or >= 8). */
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+INLINE __m256i bcast4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof(v));
+    return _mm256_set1_epi32(v);
+}
+
+/* acc += the four products of each lane: w (unsigned bytes, offset 128; ws the same made
+ * signed) times x (ax = |x|). */
+INLINE __m256i dot4(__m256i acc, __m256i w, __m256i ws, __m256i x, __m256i ax, int vnni)
+{
+    if (vnni) {
+        __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(w), "x"(x));
+        return acc;
+    }
+    (void)w;
+    __m256i p16 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(ws, x));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+/* a<i>_<v>: row i, columns 8v..8v+7 of the tile (panel v / 2); code for rows MR <= i and
+ * vectors 2 NP <= v is dropped (MR and NP are constants). */
+#define VECS(X, i) X(i, 0) X(i, 1) X(i, 2) X(i, 3) X(i, 4) X(i, 5) X(i, 6) X(i, 7)
+#define GRID(X) VECS(X, 0) VECS(X, 1) VECS(X, 2) VECS(X, 3) VECS(X, 4) VECS(X, 5)
+#define LIVE(i, v) (MR > (i) && 2 * NP > (v))
+
+INLINE void tile_body(const mm_q8_tile_t *t, const int MR, const int NP, const int VNNI)
+{
+    const int full = t->nc == NP * MM_NR;
+#define START(i, v) __m256i a##i##_##v = _mm256_setzero_si256();
+    GRID(START)
+#undef START
+    const uint8_t *w = t->w;
+    const char *pf = t->pf;
+    const ptrdiff_t ws = t->wstride, pfstep = t->pfstep;
+    const int8_t *x = t->x;
+    const size_t ldx = t->ldx;
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+#define DOT(i, v0, v1)                                                                             \
+    if (LIVE(i, v0)) {                                                                             \
+        __m256i xv = bcast4(x + (size_t)(i)*ldx), ax = xv;                                         \
+        if (!VNNI)                                                                                 \
+            ax = _mm256_abs_epi8(xv);                                                              \
+        a##i##_##v0 = dot4(a##i##_##v0, w0, s0, xv, ax, VNNI);                                     \
+        a##i##_##v1 = dot4(a##i##_##v1, w1, s1, xv, ax, VNNI);                                     \
+    }
+#define ROWS_DOT(v0, v1)                                                                           \
+    DOT(0, v0, v1) DOT(1, v0, v1) DOT(2, v0, v1) DOT(3, v0, v1) DOT(4, v0, v1) DOT(5, v0, v1)
+#define PANEL(p, v0, v1)                                                                           \
+    if (NP > (p)) {                                                                                \
+        const uint8_t *wp = w + (p)*ws;                                                            \
+        __m256i w0 = _mm256_loadu_si256((const __m256i *)wp),                                      \
+                w1 = _mm256_loadu_si256((const __m256i *)(wp + 32)), s0 = w0, s1 = w1;             \
+        _mm_prefetch(pf + (p)*ws, _MM_HINT_T0);                                                    \
+        if (!VNNI) {                                                                               \
+            s0 = _mm256_xor_si256(w0, flip);                                                       \
+            s1 = _mm256_xor_si256(w1, flip);                                                       \
+        }                                                                                          \
+        ROWS_DOT(v0, v1)                                                                           \
+    }
+    for (int g = 0; g < t->kc / 4; g++) {
+        PANEL(0, 0, 1)
+        PANEL(1, 2, 3)
+        PANEL(2, 4, 5)
+        PANEL(3, 6, 7)
+        x += 4;
+        w += 4 * MM_NR;
+        pf += pfstep;
+    }
+#undef PANEL
+#undef ROWS_DOT
+#undef DOT
+    /* The epilogue of matmul_q8.h: start value, then fma((float)d * s_x, s_w, start). */
+#define FINISH(i, v)                                                                               \
+    if (LIVE(i, v)) {                                                                              \
+        const __m256i mk = tail_mask(t->nc - 8 * (v));                                             \
+        float *yr = t->y + (size_t)(i)*t->ldy + 8 * (v);                                           \
+        __m256 val = _mm256_setzero_ps();                                                          \
+        if (t->load_y)                                                                             \
+            val = full ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, mk);                         \
+        if (t->bias) {                                                                             \
+            const float *br = t->bias + 8 * (v);                                                   \
+            __m256 bv = full ? _mm256_loadu_ps(br) : _mm256_maskload_ps(br, mk);                   \
+            val = t->load_y ? _mm256_add_ps(bv, val) : bv;                                         \
+        }                                                                                          \
+        __m256i d = a##i##_##v;                                                                    \
+        if (VNNI)                                                                                  \
+            d = _mm256_sub_epi32(d, _mm256_set1_epi32(128 * t->xsum[(size_t)(i)*t->xstride]));     \
+        __m256 f =                                                                                 \
+            _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(t->xs[(size_t)(i)*t->xstride]));   \
+        val = _mm256_fmadd_ps(f, _mm256_loadu_ps(t->scale + 8 * (v)), val);                        \
+        if (t->gelu)                                                                               \
+            val = vm_gelu8(val);                                                                   \
+        if (full)                                                                                  \
+            _mm256_storeu_ps(yr, val);                                                             \
+        else                                                                                       \
+            _mm256_maskstore_ps(yr, mk, val);                                                      \
+    }
+    GRID(FINISH)
+#undef FINISH
+}
+
+/* Tiles of MR rows and NP panels (mm_q8_np); NULL past that. */
+#define TILE_FN(V, NAME, R, P)                                                                     \
+    __attribute__((target(ISA))) static void NAME##_##R##_##P(const mm_q8_tile_t *t)               \
+    {                                                                                              \
+        tile_body(t, R, P, V);                                                                     \
+    }
+#define TILE_FNS(V, NAME)                                                                          \
+    TILE_FN(V, NAME, 1, 1)                                                                         \
+    TILE_FN(V, NAME, 1, 2)                                                                         \
+    TILE_FN(V, NAME, 1, 3)                                                                         \
+    TILE_FN(V, NAME, 1, 4) TILE_FN(V, NAME, 2, 1) TILE_FN(V, NAME, 2, 2) TILE_FN(V, NAME, 3, 1)    \
+        TILE_FN(V, NAME, 4, 1) TILE_FN(V, NAME, 5, 1)                                              \
+            TILE_FN(V, NAME, 6, 1) static void (*const NAME[6][4])(const mm_q8_tile_t *) = {       \
+                {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                                  \
+                {NAME##_2_1, NAME##_2_2},                                                          \
+                {NAME##_3_1},                                                                      \
+                {NAME##_4_1},                                                                      \
+                {NAME##_5_1},                                                                      \
+                {NAME##_6_1}};
+
+TILE_FNS(0, tile_plain)
+TILE_FNS(1, tile_vnni)
+
+void mm_q8_tile_avx2(const mm_q8_tile_t *t)
+{
+    tile_plain[t->mr - 1][t->np - 1](t);
+}
+
+void mm_q8_tile_avx2_vnni(const mm_q8_tile_t *t)
+{
+    tile_vnni[t->mr - 1][t->np - 1](t);
+}
+
+/* The quantizer of matmul_q8.h, 8 values at a time (the tail as mm_q8_value): max |x| from
+ * the bits, then q = x * inv rounded by VCVTPS2DQ in the current mode, as rintf. */
+__attribute__((target(ISA))) void mm_q8_quantize_avx2(mm_q8_x_t *qx, int m0, int m1, int K,
+                                                      const float *x, size_t ldx)
+{
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    for (int m = m0; m < m1; m++) {
+        const float *xr = x + (size_t)m * ldx;
+        int8_t *q = qx->q + (size_t)m * qx->ldq;
+        for (int b = 0; b < qx->nb; b++) {
+            const int k0 = b * MM_Q8_KB, k1 = K - k0 < MM_Q8_KB ? K : k0 + MM_Q8_KB;
+            const int kv = k0 + (k1 - k0) / 8 * 8;
+            __m256i mx = _mm256_setzero_si256();
+            for (int k = k0; k < kv; k += 8)
+                mx = _mm256_max_epu32(
+                    mx, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(xr + k)), abs_mask));
+            uint32_t lanes[8], amax = 0;
+            _mm256_storeu_si256((__m256i *)lanes, mx);
+            for (int i = 0; i < 8; i++)
+                amax = lanes[i] > amax ? lanes[i] : amax;
+            for (int k = kv; k < k1; k++) {
+                uint32_t bits;
+                memcpy(&bits, &xr[k], sizeof(bits));
+                bits &= 0x7fffffffu;
+                amax = bits > amax ? bits : amax;
+            }
+            float inv;
+            mm_q8_block_scale(amax, &qx->s[(size_t)m * qx->nb + b], &inv);
+            int32_t total = 0;
+            if (inv == 0.0f) {
+                memset(q + k0, 0, (size_t)(k1 - k0));
+            } else {
+                const __m256 vinv = _mm256_set1_ps(inv);
+                __m256i sum = _mm256_setzero_si256();
+                for (int k = k0; k < kv; k += 8) {
+                    __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + k), vinv));
+                    r = _mm256_min_epi32(_mm256_max_epi32(r, lo), hi);
+                    sum = _mm256_add_epi32(sum, r);
+                    /* 8 int32 in [-127, 127] to 8 bytes: pack to 16 bits, then to 8. */
+                    __m128i h =
+                        _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+                    _mm_storel_epi64((__m128i *)(q + k), _mm_packs_epi16(h, h));
+                }
+                int32_t s8[8];
+                _mm256_storeu_si256((__m256i *)s8, sum);
+                for (int i = 0; i < 8; i++)
+                    total += s8[i];
+                for (int k = kv; k < k1; k++) {
+                    q[k] = mm_q8_value(xr[k], inv);
+                    total += q[k];
+                }
+            }
+            qx->sum[(size_t)m * qx->nb + b] = total;
+        }
+        for (int k = K; k < (K + 3) / 4 * 4; k++)
+            q[k] = 0;
+    }
+}
+
+#else
+
+void mm_q8_tile_avx2(const mm_q8_tile_t *t)
+{
+    mm_q8_tile_generic(t);
+}
+
+void mm_q8_tile_avx2_vnni(const mm_q8_tile_t *t)
+{
+    mm_q8_tile_generic(t);
+}
+
+void mm_q8_quantize_avx2(mm_q8_x_t *qx, int m0, int m1, int K, const float *x, size_t ldx)
+{
+    mm_q8_quantize(MM_Q8_GENERIC, qx, m0, m1, K, x, ldx);
+}
+
+#endif
