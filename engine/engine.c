@@ -59,7 +59,19 @@ struct eng {
     eng_stats_t stats;
     int waiting_reqs; /* the scheduler's requests not admitted yet, at its last publish */
     int stop;
+    /* Wall seconds of the scheduler thread asleep with nothing to do, and in its rounds
+     * outside sched_step (taking the inbox, applying it, publishing events, the wake);
+     * written by it with mu held, up to the end of its last round. */
+    double idle_sec, handoff_sec;
+    double idle_since; /* when its current sleep began; 0 while awake */
 };
+
+static double now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 /* The pool size: num_kv_blocks, else kv_cache_memory, else what max_num_seqs sequences of
  * max_model_len need, up to 1 GiB. */
@@ -402,6 +414,8 @@ void eng_get_stats(eng_t *e, eng_stats_t *st)
     pthread_mutex_lock(&e->mu);
     *st = e->stats;
     st->waiting += e->in_requests;
+    st->idle_seconds = e->idle_sec + (e->idle_since > 0 ? now_sec() - e->idle_since : 0);
+    st->handoff_seconds = e->handoff_sec;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -475,16 +489,29 @@ static void *sched_thread(void *arg)
     /* Named for top -H and perf; it is also compute thread 0 of the pool. */
     pthread_setname_np(pthread_self(), "nv-scheduler");
     pthread_mutex_lock(&e->mu);
+    double t = now_sec();
+    const eng_stats_t *ss = &e->sched.stats;
     while (!e->stop) {
         if (!e->in_head && !sched_has_work(&e->sched)) {
+            double t0 = now_sec();
+            e->handoff_sec += t0 - t;
+            e->idle_since = t0;
             pthread_cond_wait(&e->cv, &e->mu);
+            t = now_sec();
+            e->idle_sec += t - t0;
+            e->idle_since = 0;
             continue;
         }
         eng_msg_t *msgs = take_inbox_locked(e);
         pthread_mutex_unlock(&e->mu);
+        double in_step = ss->schedule_seconds + ss->forward_seconds + ss->sample_seconds;
         /* A failed forward pass ended its requests with ENG_FINISH_ERROR; serve on. */
         round_once(e, msgs);
+        in_step = ss->schedule_seconds + ss->forward_seconds + ss->sample_seconds - in_step;
         pthread_mutex_lock(&e->mu);
+        double t1 = now_sec();
+        e->handoff_sec += t1 - t - in_step;
+        t = t1;
     }
     pthread_mutex_unlock(&e->mu);
     /* Shutdown: every request still live ends as aborted. */
