@@ -121,6 +121,11 @@ def scrape(url, pid):
             name = "loop" if int(tid) == pid else head.split("(", 1)[1]
             v = rest.split()
             cpu[name] = cpu.get(name, 0.0) + (int(v[11]) + int(v[12])) / hz
+            if name == "nv-scheduler":
+                with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                    for line in f:
+                        if line.startswith("nonvoluntary_ctxt_switches"):
+                            m["preempted"] = float(line.split()[1])
         except (OSError, ValueError, IndexError):
             pass
     m["cpu"] = cpu
@@ -244,25 +249,27 @@ def report(rows):
           "other threads' CPU / wall; rows/st: rows per step; fwd ms: the server's forward "
           "ms per step; bench: forward-bench ms for a step of that many rows")
     print("\nbatch 1, ms per generated token:")
-    print("%-5s %8s %9s %9s %9s %9s %12s %8s %8s %8s" % (
+    print("%-5s %8s %9s %9s %9s %9s %12s %8s %8s %9s %8s" % (
         "dtype", "served", "server fwd", "bench dec", "bw bound", "overhead", "of which idle",
-        "cpu/tok", "bench", "tok/s"))
+        "cpu/tok", "bench", "preempt/st", "tok/s"))
     for dt, conc, s, w, bench in rows:
         if conc != 1 or not s["tps"]:
             continue
         gen = max(w.get("generation_tokens", 0), 1)
         served = 1e3 / s["tps"]
         fwd = 1e3 * w.get("forward", 0) / gen
-        print("%-5s %8.2f %9.2f %9.2f %9.2f %9.2f %12.2f %8.2f %8.2f %8.1f  (%.0f%% of the "
-              "bandwidth bound)" % (
+        print("%-5s %8.2f %9.2f %9.2f %9.2f %9.2f %12.2f %8.2f %8.2f %9.2f %8.1f  (%.0f%% of "
+              "the bandwidth bound)" % (
                   dt, served, fwd, bench["dec1"][0], 1e3 / bench["dec1"][2], served - fwd,
                   1e3 * w.get("idle", 0) / gen, 1e3 * sum(w["cpu"].values()) / gen,
-                  bench["dec1"][3], s["tps"], 100.0 * s["tps"] / bench["dec1"][2]))
+                  bench["dec1"][3], w.get("preempted", 0) / max(w.get("scheduler_steps", 0), 1),
+                  s["tps"], 100.0 * s["tps"] / bench["dec1"][2]))
     print("served: wall / tokens; server fwd: its forward seconds per token (the prompt's "
           "share included); bench dec: forward-bench's batch-1 decode step; overhead: served - "
           "server fwd, of which idle: the scheduler thread waiting for the next request "
           "(one client: its round trip between requests); cpu/tok: CPU ms of every server "
-          "thread per token; bench: forward-bench's CPU ms per batch-1 decode step")
+          "thread per token; bench: forward-bench's CPU ms per batch-1 decode step; "
+          "preempt/st: times the scheduler thread lost its core involuntarily, per step")
 
 
 if __name__ == "__main__":
