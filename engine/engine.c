@@ -64,7 +64,7 @@ struct eng {
      * outside sched_step (taking the inbox, applying it, publishing events, the wake);
      * written by it with mu held, up to the end of its last round. */
     double idle_sec, handoff_sec;
-    double idle_since; /* when its current sleep began; 0 while awake */
+    double idle_since; /* when its current sleep (or idle turn) began; 0 while busy */
     size_t kv_touched; /* bytes of the KV pool from its start already written (scheduler) */
 };
 
@@ -521,12 +521,16 @@ static void *sched_thread(void *arg)
     const eng_stats_t *ss = &e->sched.stats;
     while (!e->stop) {
         if (!e->in_head && !sched_has_work(&e->sched) && kv_touch_some(e)) {
+            /* Counted as idle, up to the moment as a sleep is (eng_get_stats). */
+            double t0 = now_sec();
+            e->handoff_sec += t0 - t;
+            e->idle_since = t0;
             pthread_mutex_unlock(&e->mu);
             kv_touch_chunk(e);
             pthread_mutex_lock(&e->mu);
-            double t1 = now_sec();
-            e->idle_sec += t1 - t;
-            t = t1;
+            t = now_sec();
+            e->idle_sec += t - t0;
+            e->idle_since = 0;
             continue;
         }
         if (!e->in_head && !sched_has_work(&e->sched)) {
