@@ -152,7 +152,9 @@ def summarize(reqs, w0, w1, cpu):
             "itl": itl, "done": done, "sent": len(reqs), "cpu": cpu, "wall": wall}
 
 
-async def run_phase(host, port, conc, args, burst, pid, next_id):
+async def run_phase(host, port, conc, args, burst, pid, next_id, on_mark=None):
+    """Runs one phase; on_mark(name), if given, is called (in a worker thread) at the
+    steady window's two ends, "w0" and "w1", and what it returns is kept in s["marks"]."""
     reqs, errors = [], {}
     t0 = time.monotonic()
     ramp = 0.0 if burst else (args.ramp if args.ramp is not None else 0.3 * args.duration)
@@ -180,9 +182,13 @@ async def run_phase(host, port, conc, args, burst, pid, next_id):
             if burst or time.monotonic() >= end:
                 break
 
+    extra = {}
+
     async def mark(name, at):
         await asyncio.sleep(max(0.0, at - time.monotonic()))
         marks[name] = (time.monotonic(), cpu_seconds(pid) if pid else None)
+        if on_mark:
+            extra[name] = await asyncio.get_running_loop().run_in_executor(None, on_mark, name)
 
     tasks = [client(k) for k in range(conc)]
     if not burst:
@@ -200,6 +206,7 @@ async def run_phase(host, port, conc, args, burst, pid, next_id):
         cpu = c1 - c0 if c0 is not None and c1 is not None else None
         s = summarize(reqs, w0, w1, cpu)
     s["errors"] = errors
+    s["marks"] = extra
     return s
 
 

@@ -202,6 +202,13 @@ typedef struct eng_stats {
     uint64_t generation_tokens; /* every sampled token */
     uint64_t steps;
     uint64_t requests_finished;
+    uint64_t forward_tokens; /* rows run through the model (prompt chunks and decodes) */
+    /* Seconds of the scheduler thread since start, by what it did: planning the step and
+     * laying out its batch, the forward pass, sampling and detokenizing and queueing the
+     * events, handing requests in and events out (locks and the wake), and sleeping with
+     * nothing to do. Their sum is the thread's wall time; what is not forward or idle is
+     * what serving costs on this thread. */
+    double schedule_seconds, forward_seconds, sample_seconds, handoff_seconds, idle_seconds;
 } eng_stats_t;
 
 typedef void (*eng_wake_cb)(void *arg);

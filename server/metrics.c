@@ -101,8 +101,7 @@ static void metric(buf_t *b, const char *name, const char *type, const char *hel
     put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
 }
 
-char *metrics_render(const metrics_t *m, const eng_stats_t *st, const eng_info_t *info,
-                     size_t *len)
+char *metrics_render(const metrics_t *m, const eng_stats_t *st, const eng_info_t *info, size_t *len)
 {
     buf_t b = {malloc(8192), 0, 8192, 0};
     if (!b.p)
@@ -147,6 +146,24 @@ char *metrics_render(const metrics_t *m, const eng_stats_t *st, const eng_info_t
                (double)st->generation_tokens);
         metric(&b, "nano_vllm_scheduler_steps_total", "counter", "Scheduler steps run.",
                (double)st->steps);
+        metric(&b, "nano_vllm_forward_tokens_total", "counter",
+               "Rows run through the model (prompt chunks, recomputes and decodes).",
+               (double)st->forward_tokens);
+        const struct {
+            const char *name;
+            double v;
+        } ph[] = {{"schedule", st->schedule_seconds},
+                  {"forward", st->forward_seconds},
+                  {"sample", st->sample_seconds},
+                  {"handoff", st->handoff_seconds},
+                  {"idle", st->idle_seconds}};
+        put(&b, "# HELP nano_vllm_engine_seconds_total Wall seconds of the scheduler thread by "
+                "phase: schedule (plan the step, lay out the batch), forward (the model), "
+                "sample (sample, detokenize, stop checks, events), handoff (requests in, events "
+                "out, the wake), idle (nothing to do).\n"
+                "# TYPE nano_vllm_engine_seconds_total counter\n");
+        for (int i = 0; i < COUNT(ph); i++)
+            put(&b, "nano_vllm_engine_seconds_total{phase=\"%s\"} %.6f\n", ph[i].name, ph[i].v);
     }
     hist(&b, "nano_vllm_time_to_first_token_seconds", "Time from arrival to the first token.",
          &m->ttft);

@@ -470,12 +470,15 @@ int sched_step(sched_t *s)
     schedule(s);
     model_batch_t b;
     build_batch(s, &b);
-    if (b.B == 0)
-        return 0;
     double t1 = now_sec();
+    if (b.B == 0) {
+        s->stats.schedule_seconds += t1 - t0;
+        return 0;
+    }
     int rc = model_forward(s->model, s->kv, &b);
     double t2 = now_sec();
     s->stats.steps++;
+    s->stats.forward_tokens += (uint64_t)b.T;
     s->computed_tokens += (uint64_t)b.T;
     for (int i = 0; i < s->n_ent; i++) {
         sched_entry_t *e = &s->ent[i];
@@ -490,8 +493,12 @@ int sched_step(sched_t *s)
     }
     s->n_ent = 0;
     seq_reap(s);
+    double t3 = now_sec();
     s->last.forward_sec = t2 - t1;
-    s->last.step_sec = now_sec() - t0;
+    s->last.step_sec = t3 - t0;
+    s->stats.schedule_seconds += t1 - t0;
+    s->stats.forward_seconds += t2 - t1;
+    s->stats.sample_seconds += t3 - t2;
     return rc < 0 ? rc : 1;
 }
 

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tests/engine/sched_util.h"
 #include "tests/time_scale.h"
@@ -67,6 +68,48 @@ static double cpu_sec(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+/* Resident memory of this process in bytes (/proc/self/statm), 0 if unknown. */
+static double rss_bytes(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (double)resident * (double)sysconf(_SC_PAGESIZE);
+}
+
+/* An idle scheduler thread maps the KV pool (writes each page once, keeping its content),
+ * so served steps do not fault its pages in: with no request at all, the process grows by
+ * the pool's size within a few seconds. */
+static void check_pool_mapped(eng_params_t p)
+{
+    p.num_kv_blocks = 0;
+    p.kv_cache_memory = (size_t)96 << 20;
+    eng_t *e = make_engine(&p, tok);
+    eng_info_t info;
+    eng_get_info(e, &info);
+    double before = rss_bytes();
+    waker_t w = {.wakes = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    ASSERT_EQ(eng_start(e, wake_cb, &w), 0);
+    double grown = 0;
+    for (int i = 0; i < 200 * TEST_TIME_SCALE && grown < 0.9 * (double)info.kv_bytes; i++) {
+        struct timespec d = {0, 50 * 1000 * 1000};
+        nanosleep(&d, NULL);
+        grown = rss_bytes() - before;
+    }
+    printf("idle engine: RSS grew by %.1f MiB of a %.1f MiB KV pool\n", grown / (1 << 20),
+           (double)info.kv_bytes / (1 << 20));
+    ASSERT_TRUE(grown >= 0.9 * (double)info.kv_bytes);
+    eng_free(e);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
 }
 
 static int all_finished(const choice_out_t *outs)
@@ -161,6 +204,8 @@ int main(int argc, char **argv)
     ASSERT_EQ(st.running + st.waiting, 0);
     ASSERT_EQ(st.kv_blocks_used, 0);
     ASSERT_EQ(st.requests_finished, NREQ);
+
+    check_pool_mapped(p);
 
     /* Shutdown with requests in flight: eng_free stops the thread and frees them. */
     for (int i = 0; i < 4; i++) {

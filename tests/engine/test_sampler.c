@@ -122,6 +122,78 @@ static void test_greedy(void)
     free(scratch);
 }
 
+/* The one-pass rule greedy decoding had before its vectorized form: the first index of the
+ * largest value, a NaN never displacing the best (a NaN at 0 then wins). */
+static int32_t argmax_ref(const float *x, int V)
+{
+    int32_t best = 0;
+    for (int i = 1; i < V; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+static void test_greedy_argmax(void)
+{
+    /* Few distinct values, so ties (and -0 against +0) are common; NaNs and infinities. */
+    const float vals[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.5f, 2.5f, INFINITY, -INFINITY, NAN, 7.0f};
+    enum { MAXV = 50257 };
+    float *x = malloc(MAXV * sizeof(float)), *work = malloc(MAXV * sizeof(float));
+    void *scratch = malloc(smp_scratch_bytes(MAXV));
+    eng_sampling_t sp = neutral();
+    sp.temperature = 0;
+    smp_rng_t r;
+    smp_rng_seed(&r, 3);
+    uint64_t st = 12345;
+    int bad = 0, cases = 0;
+    for (int V = 1; V <= 70; V++) {
+        for (int rep = 0; rep < 40; rep++) {
+            /* Ties among the first six values; in some cases NaNs (a fifth of the values),
+             * infinities, and one larger value at a random place, unique so that losing it
+             * shows. */
+            for (int i = 0; i < V; i++) {
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                int k = (int)((st >> 33) % 6);
+                if (rep % 2 && (st >> 20) % 5 == 0)
+                    k = 8;
+                else if (rep % 8 == 3 && (st >> 24) % 7 == 0)
+                    k = 6 + (int)((st >> 40) % 2);
+                x[i] = vals[k];
+            }
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            if (rep % 4 < 2)
+                x[(st >> 33) % (uint64_t)V] = vals[9];
+            int got = draw(&sp, x, V, &r, scratch, work), want = argmax_ref(x, V);
+            if (got != want && bad++ < 5)
+                fprintf(stderr, "argmax: V %d rep %d: got %d, want %d\n", V, rep, got, want);
+            cases++;
+        }
+    }
+    /* A full GPT-2 vocabulary: the maximum in the vector body, in the tail, tied, at 0. */
+    for (int i = 0; i < MAXV; i++)
+        x[i] = (float)((i * 7919) % 1000) * 0.001f - 0.5f;
+    const int where[] = {0, 1, 15, 16, 17, 31337, MAXV - 17, MAXV - 2, MAXV - 1};
+    for (int w = 0; w < (int)(sizeof(where) / sizeof(where[0])); w++) {
+        float keep = x[where[w]];
+        x[where[w]] = 3.0f;
+        if (w % 2)
+            x[MAXV - 1 - w] = 3.0f; /* a tie later on: the first one wins */
+        if (w == 3)
+            x[5] = NAN;
+        int got = draw(&sp, x, MAXV, &r, scratch, work), want = argmax_ref(x, MAXV);
+        if (got != want && bad++ < 10)
+            fprintf(stderr, "argmax: V %d, max at %d: got %d, want %d\n", MAXV, where[w], got,
+                    want);
+        cases++;
+        x[where[w]] = keep;
+    }
+    CHECK_INT_EQ(bad, 0);
+    CHECK(cases > 2000);
+    free(x);
+    free(work);
+    free(scratch);
+}
+
 static void test_temperature(void)
 {
     int keep[8] = {1, 1, 1, 1, 1, 1, 1, 1}, bad;
@@ -400,6 +472,7 @@ int main(void)
 {
     test_rng();
     test_greedy();
+    test_greedy_argmax();
     test_temperature();
     test_top_k();
     test_top_p();

@@ -164,6 +164,11 @@ def main():
                 argv[argv.index("--levels") + 1] = "1,2"
                 argv += ["--duration", "2", "--max-tokens", "8", "--model-name", "gpt2"]
                 run(argv, "bench/loadgen.py")
+            elif prog == "bench/serve-overhead.py":
+                # It measures for minutes (forward-bench and a server per dtype): check that
+                # it starts and knows its options.
+                r = run([sys.executable, os.path.join(ROOT, prog), "--help"], prog + " --help")
+                check("--levels" in r.stdout, prog + " --help lists --levels", r.stdout)
             elif prog.startswith("build/bench/"):
                 exe = os.path.join(BUILD, prog[len("build/"):])
                 check(os.access(exe, os.X_OK), f"{prog} is built")

@@ -312,6 +312,23 @@ def test_endpoints(srv):
                  "nano_vllm_e2e_request_latency_seconds_bucket",
                  "nano_vllm_request_success_total", "nano_vllm_http_requests_total"]:
         check(name in text, "metric %s present" % name)
+    # The scheduler thread's seconds by phase: a completion of 5 prompt and 4 new tokens
+    # adds 8 forward rows (the last token is never fed back) and forward time; no phase
+    # runs backwards; together they are the thread's wall time, at most the time between.
+    phases = ["schedule", "forward", "sample", "handoff", "idle"]
+    key = 'nano_vllm_engine_seconds_total{phase="%s"}'
+    m0, t0 = metrics(srv), time.monotonic()
+    complete(srv, {"prompt": PROMPT, "max_tokens": 4, "temperature": 0, "ignore_eos": True})
+    m1, t1 = metrics(srv), time.monotonic()
+    check_eq(m1.get("nano_vllm_forward_tokens_total", 0) - m0.get("nano_vllm_forward_tokens_total", 0),
+             8, "forward rows of one completion")
+    check(m1.get(key % "forward", 0) > m0.get(key % "forward", 0), "forward seconds grow",
+          m1.get(key % "forward"))
+    for p in phases:
+        check(key % p in m1 and m1[key % p] >= m0.get(key % p, 0), "phase %s counted" % p)
+    busy = sum(m1.get(key % p, 0) - m0.get(key % p, 0) for p in phases)
+    check(busy <= (t1 - t0) + 0.05, "phases within the wall time",
+          (busy, t1 - t0, {p: (m0.get(key % p), m1.get(key % p)) for p in phases}))
 
     ids = tokenize(srv, "Hello world, how are you?")
     check_eq(ids, [15496, 995, 11, 703, 389, 345, 30], "tokenize ids (GPT-2 BPE)")

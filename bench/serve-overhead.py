@@ -1,0 +1,276 @@
+#!/usr/bin/python3
+"""What serving costs: served tokens/s against the forward pass of the same steps, one run.
+
+    bench/serve-overhead.py [--build build] [--dtypes f32,f16] [--levels 1,32,64]
+                            [--duration 30] [--model DIR]
+
+For each weight dtype it runs build/bench/forward-bench on the same checkpoint (decode of
+1, 32 and 64 sequences at context --ctx, and 32 decodes beside a 32-row prompt chunk) before
+and after the server, keeping each step's better figure, and in between starts the server (`serve --weight-dtype D`, K/V cache at its default for D, which
+forward-bench is given too) and drives it with bench/loadgen.py's steady phase: N streaming
+clients, arrivals ramped over the first 30% of --duration and that warm-up left out, each
+request a 64-token prompt (distinct ids, nothing cached) and 128 new tokens, ignore_eos,
+temperature 0. At both ends of the measured window it reads the server's /metrics (its
+scheduler thread's seconds by phase, steps, rows run through the model) and every server
+thread's CPU time (/proc), so the window's figures are differences of counters.
+
+Printed per level:
+  served tok/s     completion tokens streamed per second (client side);
+  fwd share        the scheduler thread's seconds in the forward pass over wall seconds:
+                   served tok/s over what the same steps give with nothing else around
+                   them (tokens / forward seconds) - the cost of serving is 1 - this;
+  of bench         forward-bench's time for the window's steps over the wall time: each
+                   step's time interpolated linearly in its rows between the forward-bench
+                   steps (1, 32 and 64 decode rows, 64 mixed rows), so slower forward passes
+                   in the server (the loop thread taking a core) count as serving cost too;
+  cpu              the same in CPU seconds: forward-bench's CPU time for the window's steps
+                   over the CPU time of every server thread in the window. Other tenants of a
+                   shared host change wall times but hardly CPU times: on a busy host this is
+                   the figure to read;
+  schedule/sample/handoff/idle  the scheduler thread's other seconds over wall seconds;
+  loop cpu         the loop thread's CPU seconds over wall seconds (HTTP, JSON, SSE);
+  rows/step, fwd ms/step  the server's own steps, against bench ms/step at that row count.
+Then for batch 1: milliseconds per generated token served, in the server's forward pass,
+in forward-bench's decode, and the read-bandwidth bound; their differences are the server's
+own cost per token.
+
+Run it alone (flock /tmp/nvc-bench.lock ...): it measures speed. Every phase is bounded by
+loadgen's limits; servers listen on 127.0.0.1 port 0 and are stopped by their pid. After
+it starts, the server is left idle until its memory stops growing (--settle, at most 30 s):
+the idle scheduler thread maps the KV pool then, as in a server that has been up a while.
+"""
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+import types
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loadgen  # noqa: E402
+
+BENCH_STEPS = {"decode batch 1": "dec1", "decode batch 32": "dec32",
+               "decode batch 64": "dec64", "decode 32+prompt 32": "mixed"}
+# Rows of each forward-bench step.
+BENCH_ROWS = {"dec1": 1, "dec32": 32, "dec64": 64, "mixed": 64}
+BENCH_LOGITS = {"dec1": 1, "dec32": 32, "dec64": 64, "mixed": 32}
+PHASES = ("schedule", "forward", "sample", "handoff", "idle")
+
+
+def forward_bench(path, model, dtype, kv, ctx, rounds):
+    """{step: (ms/step, rows/s, bound rows/s)} from one forward-bench run."""
+    cmd = [path, model, "--dtype", dtype, "--steps", "dec1,dec32,dec64,mixed", "--ctx",
+           str(ctx), "--rounds", str(rounds), "--kv-dtype", kv]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900).stdout
+    res = {}
+    core = re.search(r"one core: ([\d.]+) GFLOP per CPU-second", out)
+    for line in out.splitlines():
+        for name, key in BENCH_STEPS.items():
+            m = re.match(r"%s\s+%s\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s.*\s(\d+)%%$"
+                         % (dtype, re.escape(name)), line)
+            if m and core:
+                ms, rate, bound, eff = (float(x) for x in m.groups())
+                # CPU ms per step, back from its last column: matmul FLOP per CPU-second
+                # over one core's FMA rate per CPU-second.
+                flop = step_flop(BENCH_ROWS[key], BENCH_LOGITS[key])
+                res[key] = (ms, rate, bound, 1e3 * flop / (eff / 100.0 * float(core.group(1)) * 1e9))
+    if len(res) != len(BENCH_STEPS):
+        sys.exit("serve-overhead: forward-bench gave no figures:\n" + out)
+    return res
+
+
+def step_flop(rows, logit_rows, L=12, C=768, V=50257):
+    """forward-bench's FLOP count of a step (the GPT-2 124M shape)."""
+    return 2.0 * rows * L * 12.0 * C * C + 2.0 * logit_rows * V * C
+
+
+def bench_ms(res, rows, col=0):
+    """forward-bench's ms (col 0; col 3: CPU ms) for a step of `rows` rows: linear between
+    its measured steps (at 64 rows the mean of 64 decodes and 32 decodes + 32 prompt rows,
+    as served steps mix both)."""
+    pts = sorted([(1, res["dec1"][col]), (32, res["dec32"][col]),
+                  (64, (res["dec64"][col] + res["mixed"][col]) / 2)])
+    for (r0, t0), (r1, t1) in zip(pts, pts[1:]):
+        if rows <= r1:
+            return t0 + (t1 - t0) * (rows - r0) / (r1 - r0)
+    (r0, t0), (r1, t1) = pts[-2], pts[-1]
+    return t1 + (t1 - t0) * (rows - r1) / (r1 - r0)
+
+
+def scrape(url, pid):
+    """The server's engine counters and each thread's CPU seconds, now."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    m = {}
+    for line in text.splitlines():
+        g = re.match(r'nano_vllm_engine_seconds_total\{phase="(\w+)"\} ([\d.e+-]+)', line)
+        if g:
+            m[g.group(1)] = float(g.group(2))
+        g = re.match(r"nano_vllm_(scheduler_steps|forward_tokens|generation_tokens)_total "
+                     r"([\d.e+-]+)", line)
+        if g:
+            m[g.group(1)] = float(g.group(2))
+    cpu, hz = {}, os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                head, rest = f.read().rsplit(")", 1)
+            name = "loop" if int(tid) == pid else head.split("(", 1)[1]
+            v = rest.split()
+            cpu[name] = cpu.get(name, 0.0) + (int(v[11]) + int(v[12])) / hz
+            if name == "nv-scheduler":
+                with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                    for line in f:
+                        if line.startswith("nonvoluntary_ctxt_switches"):
+                            m["preempted"] = float(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    m["cpu"] = cpu
+    m["t"] = time.monotonic()
+    return m
+
+
+def settle(pid, limit):
+    """Waits (at most limit seconds) while the idle server's memory still grows: its
+    scheduler thread maps the KV pool when it has nothing to do, which a server that has
+    been up for a few seconds has done. Measuring at once would add the pool's first-touch
+    page faults (a one-time cost spread over the first ~100 requests) to the window."""
+    def rss():
+        with open("/proc/%d/statm" % pid) as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE")
+    t0, last = time.monotonic(), rss()
+    while time.monotonic() - t0 < limit:
+        time.sleep(1.0)
+        now = rss()
+        if now - last < (1 << 20):
+            break
+        last = now
+    print("server settled after %.1f s, RSS %d MiB" % (time.monotonic() - t0, rss() >> 20),
+          flush=True)
+
+
+def window(a, b):
+    d = {k: b[k] - a.get(k, 0.0) for k in b if k not in ("cpu",)}
+    d["cpu"] = {k: v - a["cpu"].get(k, 0.0) for k, v in b["cpu"].items()}
+    return d
+
+
+def run_level(url, pid, conc, args):
+    u = urllib.parse.urlparse(url)
+    la = types.SimpleNamespace(duration=args.duration, ramp=None, warmup=None,
+                               max_requests=args.max_requests, max_tokens=128,
+                               prompt_tokens=64, model_name=None, api_key=None)
+    s = asyncio.run(loadgen.run_phase(u.hostname, u.port, conc, la, False, pid, [conc * 100000],
+                                      on_mark=lambda name: scrape(url, pid)))
+    if "w0" not in s["marks"] or "w1" not in s["marks"]:
+        sys.exit("serve-overhead: the window's metrics were not read")
+    return s, window(s["marks"]["w0"], s["marks"]["w1"])
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default=os.path.join(os.path.dirname(here), "build"))
+    ap.add_argument("--model", help="GPT-2 checkpoint (default: the benches' random 124M one)")
+    ap.add_argument("--dtypes", default="f32,f16")
+    ap.add_argument("--levels", default="1,32,64")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds per level (bound)")
+    ap.add_argument("--ctx", type=int, default=128,
+                    help="forward-bench's decode context (served contexts run 64..192)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-requests", type=int, default=2000)
+    ap.add_argument("--server-arg", action="append", default=[])
+    ap.add_argument("--settle", type=float, default=30.0, help="seconds at most to let the "
+                    "idle server map its KV pool before measuring (0: measure at once)")
+    args = ap.parse_args()
+    fb = os.path.join(args.build, "bench", "forward-bench")
+    server = os.path.join(args.build, "server", "nano-vllm")
+    model = args.model or os.path.join(args.build, "bench", "gpt2-124m-random")
+    for p in (fb, server):
+        if not os.access(p, os.X_OK):
+            sys.exit("serve-overhead: %s not built (meson compile -C %s)" % (p, args.build))
+    levels = [int(c) for c in args.levels.split(",")]
+    rows = []
+    for dt in args.dtypes.split(","):
+        kv = "f32" if dt in ("f32", "bf16x3") else "f16"
+        print("%s: forward-bench (context %d, K/V %s) ..." % (dt, args.ctx, kv), flush=True)
+        bench = forward_bench(fb, model, dt, kv, args.ctx, args.rounds)
+        level_rows = []
+        sa = types.SimpleNamespace(server=server, model=model,
+                                   server_arg=["--weight-dtype", dt] + args.server_arg)
+        proc, url = loadgen.start_server(sa)
+        settle(proc.pid, args.settle)
+        try:
+            for conc in levels:
+                print("%s: %d streams, %.0f s ..." % (dt, conc, args.duration), flush=True)
+                s, w = run_level(url, proc.pid, conc, args)
+                level_rows.append((dt, conc, s, w))
+        finally:
+            proc.terminate()
+            proc.wait(60)
+        # Again after the server: other tenants of a shared host only ever slow a run down,
+        # so each step keeps its better figure (as forward-bench keeps its best round).
+        print("%s: forward-bench again ..." % dt, flush=True)
+        again = forward_bench(fb, model, dt, kv, args.ctx, args.rounds)
+        for k in bench:
+            bench[k] = (min(bench[k][0], again[k][0]), max(bench[k][1], again[k][1]),
+                        max(bench[k][2], again[k][2]), min(bench[k][3], again[k][3]))
+        rows += [r + (bench,) for r in level_rows]
+    report(rows)
+
+
+def report(rows):
+    print("\n%-4s %4s %9s %9s %6s %6s %6s %6s %6s %6s %6s %6s %6s %7s %7s %7s" % (
+        "dtype", "str", "served/s", "fwd tok/s", "fwd", "bench", "cpu", "sched", "sample",
+        "handof", "idle", "loop", "other", "rows/st", "fwd ms", "bench"))
+    for dt, conc, s, w, bench in rows:
+        wall, steps = w["t"], max(w.get("scheduler_steps", 0), 1)
+        rps = w.get("forward_tokens", 0) / steps
+        gen = max(w.get("generation_tokens", 0), 1)
+        pct = {p: 100.0 * w.get(p, 0) / wall for p in PHASES}
+        bench_s = steps * bench_ms(bench, rps) / 1e3
+        other = sum(v for k, v in w["cpu"].items() if k not in ("loop", "nv-scheduler"))
+        cpu_all = max(sum(w["cpu"].values()), 1e-9)
+        bench_cpu = steps * bench_ms(bench, rps, 3) / 1e3
+        print("%-4s %4d %9.1f %9.1f %5.0f%% %5.0f%% %5.0f%% %5.1f%% %5.1f%% %5.1f%% %5.1f%% "
+              "%5.1f%% %5.0f%% %7.1f %7.2f %7.2f" % (
+                  dt, conc, s["tps"], gen / max(w.get("forward", 0), 1e-9), pct["forward"],
+                  100.0 * bench_s / wall, 100.0 * bench_cpu / cpu_all, pct["schedule"],
+                  pct["sample"], pct["handoff"],
+                  pct["idle"], 100.0 * w["cpu"].get("loop", 0) / wall, 100.0 * other / wall,
+                  rps, 1e3 * w.get("forward", 0) / steps, bench_ms(bench, rps)))
+    print("served/s: completion tokens/s at the client; fwd tok/s: the window's tokens over its "
+          "forward seconds; fwd: forward seconds / wall = served over forward; bench: "
+          "forward-bench's time for the same steps / wall; cpu: forward-bench's CPU seconds for the same steps / the server's (every thread); sched..idle: the scheduler thread's "
+          "other phases / wall; loop: the loop thread's CPU / wall; other: the compute and "
+          "other threads' CPU / wall; rows/st: rows per step; fwd ms: the server's forward "
+          "ms per step; bench: forward-bench ms for a step of that many rows")
+    print("\nbatch 1, ms per generated token:")
+    print("%-5s %8s %9s %9s %9s %9s %12s %8s %8s %9s %8s" % (
+        "dtype", "served", "server fwd", "bench dec", "bw bound", "overhead", "of which idle",
+        "cpu/tok", "bench", "preempt/st", "tok/s"))
+    for dt, conc, s, w, bench in rows:
+        if conc != 1 or not s["tps"]:
+            continue
+        gen = max(w.get("generation_tokens", 0), 1)
+        served = 1e3 / s["tps"]
+        fwd = 1e3 * w.get("forward", 0) / gen
+        print("%-5s %8.2f %9.2f %9.2f %9.2f %9.2f %12.2f %8.2f %8.2f %9.2f %8.1f  (%.0f%% of "
+              "the bandwidth bound)" % (
+                  dt, served, fwd, bench["dec1"][0], 1e3 / bench["dec1"][2], served - fwd,
+                  1e3 * w.get("idle", 0) / gen, 1e3 * sum(w["cpu"].values()) / gen,
+                  bench["dec1"][3], w.get("preempted", 0) / max(w.get("scheduler_steps", 0), 1),
+                  s["tps"], 100.0 * s["tps"] / bench["dec1"][2]))
+    print("served: wall / tokens; server fwd: its forward seconds per token (the prompt's "
+          "share included); bench dec: forward-bench's batch-1 decode step; overhead: served - "
+          "server fwd, of which idle: the scheduler thread waiting for the next request "
+          "(one client: its round trip between requests); cpu/tok: CPU ms of every server "
+          "thread per token; bench: forward-bench's CPU ms per batch-1 decode step; "
+          "preempt/st: times the scheduler thread lost its core involuntarily, per step")
+
+
+if __name__ == "__main__":
+    main()
