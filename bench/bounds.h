@@ -32,6 +32,9 @@ double bench_fma_core_peak_cpu(int reps);
 /* Makes sure dir holds a checkpoint: when it has no config.json, writes a seeded random one
  * of the GPT-2 124M shape there with scripts/make-checkpoint. 0, or -1 if that failed. */
 int bench_model_ensure(const char *dir);
+/* The same for any shape scripts/make-checkpoint knows: arch "gpt2", "llama", "qwen2" or
+ * "qwen3", its --shape name and the file's dtype ("f32", "f16", "bf16"); seed 1. */
+int bench_shape_ensure(const char *dir, const char *arch, const char *shape, const char *dtype);
 
 /* Whether name is one of the comma-separated words of list (a --dtype or --shapes value). */
 int bench_in_list(const char *list, const char *name);
