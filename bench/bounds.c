@@ -154,10 +154,16 @@ static int have_avx512(void)
     return mm_kernel_supported(MM_KERNEL_AVX512);
 }
 
-/* FLOP of one iteration of the FMA chains on this CPU: 12 chains of 16 (AVX-512) or 8 lanes. */
-static double fma_flop_per_iter(void)
+/* The widest FMA chains this CPU runs: 16 (AVX-512) or 8 lanes (AVX2, or the portable code). */
+static int fma_widest(void)
 {
-    return 12.0 * (have_avx512() ? 16 : 8) * 2;
+    return have_avx512() ? 16 : 8;
+}
+
+/* FLOP of one iteration of the FMA chains of `width` lanes: 12 chains. */
+static double fma_flop_per_iter(int width)
+{
+    return 12.0 * width * 2;
 }
 
 static void read_cb(void *arg, int tid, int n)
@@ -208,6 +214,7 @@ double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps)
 
 typedef struct fma_job {
     long iters;
+    int width; /* lanes: 16 (AVX-512), else 8 (AVX2 when the CPU has it) */
     float sink[256];
 } fma_job_t;
 
@@ -216,7 +223,7 @@ static void fma_cb(void *arg, int tid, int n)
     (void)n;
     fma_job_t *j = arg;
 #ifdef HAVE_X86
-    if (have_avx512()) {
+    if (j->width == 16 && have_avx512()) {
         j->sink[tid % 256] = fma_avx512(j->iters);
         return;
     }
@@ -238,7 +245,13 @@ static void fma_cb(void *arg, int tid, int n)
 
 double bench_fma_peak(pool_t *pool, int reps)
 {
-    fma_job_t j = {.iters = 1000000};
+    return bench_fma_peak_width(pool, reps, fma_widest());
+}
+
+double bench_fma_peak_width(pool_t *pool, int reps, int width)
+{
+    width = width == 16 ? fma_widest() : 8;
+    fma_job_t j = {.iters = 1000000, .width = width};
     double t[64];
     if (reps > 64)
         reps = 64;
@@ -252,7 +265,7 @@ double bench_fma_peak(pool_t *pool, int reps)
     for (int r = 0; r < reps; r++) {
         t0 = bench_now();
         pool_run(pool, fma_cb, &j);
-        t[r] = (double)j.iters * fma_flop_per_iter() * pool_threads(pool) / (bench_now() - t0);
+        t[r] = (double)j.iters * fma_flop_per_iter(width) * pool_threads(pool) / (bench_now() - t0);
     }
     return median(t, reps);
 }
@@ -341,12 +354,18 @@ double bench_amx_peak(pool_t *pool, int reps, double *core)
 
 double bench_fma_core_peak_cpu(int reps)
 {
-    fma_job_t j = {.iters = 2000000};
+    return bench_fma_core_peak_cpu_width(reps, fma_widest());
+}
+
+double bench_fma_core_peak_cpu_width(int reps, int width)
+{
+    width = width == 16 ? fma_widest() : 8;
+    fma_job_t j = {.iters = 2000000, .width = width};
     double best = 0;
     for (int r = 0; r < reps; r++) {
         double t0 = thread_cpu_now();
         fma_cb(&j, 0, 1);
-        double f = (double)j.iters * fma_flop_per_iter() / (thread_cpu_now() - t0);
+        double f = (double)j.iters * fma_flop_per_iter(width) / (thread_cpu_now() - t0);
         best = f > best ? f : best;
     }
     return best;

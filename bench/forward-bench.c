@@ -22,19 +22,20 @@
  * (model_matrix_cost); weight FLOPs 2 x rows x multiply-adds per row plus the LM head for the
  * rows with logits; K/V bytes L x NKV x HS x 2 x (bytes per value) per cached position of
  * each sequence, read once; attention FLOPs 4 x HS x NH x L per row per position it attends
- * (QK^T and PV). The table prints which term bounds each step (bandwidth, FMA or AMX), the
- * share of that term that is attention's (K/V bytes or attention FLOPs), and the ratio.
- * BF16 weights on the amx kernel take the AMX BF16 tile peak instead of the FMA peak for
- * their weight FLOPs, and BF16X3 weights (three tile products per product) a third of it.
- * With f32 among the dtypes, each other dtype's logits against F32's on one prompt (max
- * difference relative to the largest |logit|) and how many greedy tokens agree.
- * Rounds interleave the engine and the bounds; the bounds keep their best sample and the
- * engine its best round, because other tenants of a shared host only ever slow a sample
- * down. The last column divides the step's FLOPs (weights and attention) by the CPU time the
- * process used (both threads, spinning included) and by one core's FMA rate per CPU-second:
- * the kernels' efficiency with the time other tenants held the cores left out (meaningful
- * for the compute-bound steps). --steps runs only the named steps (e.g. one step under perf
- * record).
+ * (QK^T and PV). The compute peak is the FMA rate of the kernel's vector width: 16-lane
+ * (AVX-512) chains for the avx512 and amx kernels, 8-lane for avx2 (on an AVX-512 CPU half
+ * the widest rate when its units are 512 bits wide) and the portable one. The table prints which
+ * term bounds each step (bandwidth, FMA or AMX), the share of that term that is attention's (K/V
+ * bytes or attention FLOPs), and the ratio. BF16 weights on the amx kernel take the AMX BF16 tile
+ * peak instead of the FMA peak for their weight FLOPs, and BF16X3 weights (three tile products per
+ * product) a third of it. With f32 among the dtypes, each other dtype's logits against F32's on one
+ * prompt (max difference relative to the largest |logit|) and how many greedy tokens agree. Rounds
+ * interleave the engine and the bounds; the bounds keep their best sample and the engine its best
+ * round, because other tenants of a shared host only ever slow a sample down. The last column
+ * divides the step's FLOPs (weights and attention) by the CPU time the process used (both threads,
+ * spinning included) and by one core's FMA rate per CPU-second: the kernels' efficiency with the
+ * time other tenants held the cores left out (meaningful for the compute-bound steps). --steps runs
+ * only the named steps (e.g. one step under perf record).
  */
 #include <errno.h>
 #include <math.h>
@@ -330,7 +331,7 @@ int main(int argc, char **argv)
     /* Tile products per product on AMX (BF16 1, BF16X3 3), 0 off AMX: the compute bound of
      * those rows' weight FLOPs is AMX's peak over it. */
     int on_amx[N_DT] = {0};
-    int have[N_DT] = {0}, V = 0;
+    int have[N_DT] = {0}, V = 0, width = 16;
     float *probe_logits = NULL, *logits = NULL;
     int32_t probe_gen[N_DT][PROBE_GEN];
     step_t *st = calloc(1, sizeof(*st));
@@ -383,6 +384,10 @@ int main(int argc, char **argv)
         for (int k = 0; k < N_K; k++)
             for (int c = 0; c < n_ctx; c++)
                 costs[d][k][c] = step_cost(m, k, ctxs[c], kv_size);
+        /* The avx2 kernel's FMA ceiling is AVX2's, whatever wider units the CPU has. */
+        width = mm_get_kernel(m->mm) == MM_KERNEL_AVX512 || mm_get_kernel(m->mm) == MM_KERNEL_AMX
+                    ? 16
+                    : 8;
         on_amx[d] = mm_get_kernel(m->mm) != MM_KERNEL_AMX ? 0
                     : m->dtype == ENG_DTYPE_BF16          ? 1
                     : m->dtype == ENG_DTYPE_BF16X3        ? 3
@@ -426,8 +431,8 @@ int main(int argc, char **argv)
                 }
             }
             double b1 = bench_read_bandwidth(mm_pool(m->mm), (size_t)256 << 20, 2);
-            double f1 = bench_fma_peak(mm_pool(m->mm), 1);
-            double c1 = bench_fma_core_peak_cpu(2);
+            double f1 = bench_fma_peak_width(mm_pool(m->mm), 1, width);
+            double c1 = bench_fma_core_peak_cpu_width(2, width);
             if (on_amx[d]) {
                 double a2, a1 = bench_amx_peak(mm_pool(m->mm), 2, &a2);
                 amx = a1 > amx ? a1 : amx;
@@ -442,8 +447,8 @@ int main(int argc, char **argv)
         model_free(m);
     }
     printf("\nbounds (best samples): read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s (one "
-           "core: %.1f GFLOP per CPU-second)\n",
-           bw / 1e9, fma / 1e9, core / 1e9);
+           "core: %.1f GFLOP per CPU-second; %d-lane FMAs, the kernel's)\n",
+           bw / 1e9, fma / 1e9, core / 1e9, width);
     if (amx > 0)
         printf("AMX BF16 peak %.1f GFLOP/s (one core: %.1f GFLOP per CPU-second): the compute "
                "bound of BF16 weights on the amx kernel (a third of it for BF16X3)\n",
