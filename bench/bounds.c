@@ -2,9 +2,9 @@
 #include "bench/bounds.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,8 +53,8 @@ static double median(double *v, int n)
 
 typedef struct read_job {
     const float *buf;
-    size_t n;         /* floats, a multiple of 64 */
-    float sink[256];  /* one slot per thread, keeps the loads alive */
+    size_t n;        /* floats, a multiple of 64 */
+    float sink[256]; /* one slot per thread, keeps the loads alive */
 } read_job_t;
 
 #ifdef HAVE_X86
@@ -102,8 +102,8 @@ __attribute__((target("avx512f"))) static float read_avx512(const float *p, size
     size_t i = 0;
     for (; i + 128 <= n; i += 128) {
         _mm_prefetch((const char *)(p + i + 1024), _MM_HINT_T0);
-        _Pragma("GCC unroll 8") for (int l = 0; l < 8; l++)
-            a[l] = _mm512_add_ps(a[l], _mm512_load_ps(p + i + 16 * l));
+        _Pragma("GCC unroll 8") for (int l = 0; l < 8; l++) a[l] =
+            _mm512_add_ps(a[l], _mm512_load_ps(p + i + 16 * l));
     }
     for (; i < n; i += 16) /* n is a multiple of 64, not always of 128 */
         a[0] = _mm512_add_ps(a[0], _mm512_load_ps(p + i));
@@ -113,8 +113,8 @@ __attribute__((target("avx512f"))) static float read_avx512(const float *p, size
 }
 
 /* fma_avx2 with 512-bit registers: on CPUs with two 512-bit FMA units this is twice the AVX2
- * rate, and the kernels use it (engine/kernels/matmul_avx512.c), so it is the bound. Twelve chains of
- * 4-cycle FMAs keep both units busy. */
+ * rate, and the kernels use it (engine/kernels/matmul_avx512.c), so it is the bound. Twelve chains
+ * of 4-cycle FMAs keep both units busy. */
 __attribute__((target("avx512f"))) static float fma_avx512(long iters)
 {
     __m512 a[12];
@@ -154,10 +154,16 @@ static int have_avx512(void)
     return mm_kernel_supported(MM_KERNEL_AVX512);
 }
 
-/* FLOP of one iteration of the FMA chains on this CPU: 12 chains of 16 (AVX-512) or 8 lanes. */
-static double fma_flop_per_iter(void)
+/* The widest FMA chains this CPU runs: 16 (AVX-512) or 8 lanes (AVX2, or the portable code). */
+static int fma_widest(void)
 {
-    return 12.0 * (have_avx512() ? 16 : 8) * 2;
+    return have_avx512() ? 16 : 8;
+}
+
+/* FLOP of one iteration of the FMA chains of `width` lanes: 12 chains. */
+static double fma_flop_per_iter(int width)
+{
+    return 12.0 * width * 2;
 }
 
 static void read_cb(void *arg, int tid, int n)
@@ -208,6 +214,7 @@ double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps)
 
 typedef struct fma_job {
     long iters;
+    int width; /* lanes: 16 (AVX-512), else 8 (AVX2 when the CPU has it) */
     float sink[256];
 } fma_job_t;
 
@@ -216,7 +223,7 @@ static void fma_cb(void *arg, int tid, int n)
     (void)n;
     fma_job_t *j = arg;
 #ifdef HAVE_X86
-    if (have_avx512()) {
+    if (j->width == 16 && have_avx512()) {
         j->sink[tid % 256] = fma_avx512(j->iters);
         return;
     }
@@ -238,7 +245,13 @@ static void fma_cb(void *arg, int tid, int n)
 
 double bench_fma_peak(pool_t *pool, int reps)
 {
-    fma_job_t j = {.iters = 1000000};
+    return bench_fma_peak_width(pool, reps, fma_widest());
+}
+
+double bench_fma_peak_width(pool_t *pool, int reps, int width)
+{
+    width = width == 16 ? fma_widest() : 8;
+    fma_job_t j = {.iters = 1000000, .width = width};
     double t[64];
     if (reps > 64)
         reps = 64;
@@ -252,7 +265,7 @@ double bench_fma_peak(pool_t *pool, int reps)
     for (int r = 0; r < reps; r++) {
         t0 = bench_now();
         pool_run(pool, fma_cb, &j);
-        t[r] = (double)j.iters * fma_flop_per_iter() * pool_threads(pool) / (bench_now() - t0);
+        t[r] = (double)j.iters * fma_flop_per_iter(width) * pool_threads(pool) / (bench_now() - t0);
     }
     return median(t, reps);
 }
@@ -341,29 +354,40 @@ double bench_amx_peak(pool_t *pool, int reps, double *core)
 
 double bench_fma_core_peak_cpu(int reps)
 {
-    fma_job_t j = {.iters = 2000000};
+    return bench_fma_core_peak_cpu_width(reps, fma_widest());
+}
+
+double bench_fma_core_peak_cpu_width(int reps, int width)
+{
+    width = width == 16 ? fma_widest() : 8;
+    fma_job_t j = {.iters = 2000000, .width = width};
     double best = 0;
     for (int r = 0; r < reps; r++) {
         double t0 = thread_cpu_now();
         fma_cb(&j, 0, 1);
-        double f = (double)j.iters * fma_flop_per_iter() / (thread_cpu_now() - t0);
+        double f = (double)j.iters * fma_flop_per_iter(width) / (thread_cpu_now() - t0);
         best = f > best ? f : best;
     }
     return best;
 }
 
-int bench_model_ensure(const char *dir)
+int bench_shape_ensure(const char *dir, const char *arch, const char *shape, const char *dtype)
 {
     char path[4200];
     snprintf(path, sizeof(path), "%s/config.json", dir);
     if (access(path, F_OK) == 0)
         return 0;
-    printf("writing a random 124M checkpoint to %s ...\n", dir);
+    printf("writing a random %s %s checkpoint to %s ...\n", shape, dtype, dir);
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
-        execl(BENCH_PYTHON3, BENCH_PYTHON3, BENCH_MAKE_CHECKPOINT, "--out", dir, "--shape", "124m",
-              "--seed", "1", (char *)NULL);
+        /* GPT-2 is make-checkpoint's default: its --arch option knows only the others' shapes. */
+        if (!strcmp(arch, "gpt2"))
+            execl(BENCH_PYTHON3, BENCH_PYTHON3, BENCH_MAKE_CHECKPOINT, "--out", dir, "--shape",
+                  shape, "--dtype", dtype, "--seed", "1", (char *)NULL);
+        else
+            execl(BENCH_PYTHON3, BENCH_PYTHON3, BENCH_MAKE_CHECKPOINT, "--arch", arch, "--out", dir,
+                  "--shape", shape, "--dtype", dtype, "--seed", "1", (char *)NULL);
         _exit(127);
     }
     int status = 0;
@@ -371,6 +395,11 @@ int bench_model_ensure(const char *dir)
         WEXITSTATUS(status) != 0)
         return -1;
     return 0;
+}
+
+int bench_model_ensure(const char *dir)
+{
+    return bench_shape_ensure(dir, "gpt2", "124m", "f32");
 }
 
 int bench_in_list(const char *list, const char *name)

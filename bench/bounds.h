@@ -15,6 +15,9 @@ double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps);
  * AVX2+FMA, else scalar code the compiler vectorizes as it can; the median of `reps`
  * samples. The widest the CPU has, whichever kernel a benchmark forces. */
 double bench_fma_peak(pool_t *pool, int reps);
+/* The same with chains `width` lanes wide: 16 (the widest the CPU has) or 8 (AVX2's: the
+ * ceiling of the avx2 kernel on an AVX-512 CPU). */
+double bench_fma_peak_width(pool_t *pool, int reps, int width);
 /* FLOP/s of AMX BF16 tile products (TDPBF16PS, operands in the tile registers) on as many
  * threads as the pool has (threads of its own: the pool's keep the engine's tile
  * configuration), the median of `reps` samples, and in *core the best thread's FLOP per
@@ -28,10 +31,14 @@ double bench_now(void);
  * compute-bound work; memory traffic of other tenants still weighs). */
 double bench_cpu_now(void);
 double bench_fma_core_peak_cpu(int reps);
+double bench_fma_core_peak_cpu_width(int reps, int width);
 
 /* Makes sure dir holds a checkpoint: when it has no config.json, writes a seeded random one
  * of the GPT-2 124M shape there with scripts/make-checkpoint. 0, or -1 if that failed. */
 int bench_model_ensure(const char *dir);
+/* The same for any shape scripts/make-checkpoint knows: arch "gpt2", "llama", "qwen2" or
+ * "qwen3", its --shape name and the file's dtype ("f32", "f16", "bf16"); seed 1. */
+int bench_shape_ensure(const char *dir, const char *arch, const char *shape, const char *dtype);
 
 /* Whether name is one of the comma-separated words of list (a --dtype or --shapes value). */
 int bench_in_list(const char *list, const char *name);

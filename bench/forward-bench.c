@@ -1,31 +1,42 @@
-/* forward-bench.c - GPT-2 forward-pass speed with the packed kernels, against the read
- * bandwidth and FMA peak measured in the same run (bench/bounds.c).
+/* forward-bench.c - forward-pass speed of any model with the packed kernels, against the full
+ * roofline of each step with the read bandwidth and compute peak measured in the same run
+ * (bench/bounds.c).
  *
- *   forward-bench [MODEL_DIR] [--dtype f32,f16,bf16,int8,int8w,bf16x3]  (int8: W8A8)
+ *   forward-bench [MODEL_DIR] [--shape NAME[:f32|f16|bf16]]
+ *                 [--dtype f32,f16,bf16,int8,int8w,bf16x3]  (int8: W8A8, int8w: weight-only)
  *                 [--steps dec1,dec32,dec64,mixed,prefill]
- *                 [--rounds N] [--threads N] [--ctx N] [--kv-dtype f32|f16]
+ *                 [--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype f32|f16]
  *
- * Without a model in MODEL_DIR (default: the random 124M checkpoint bench/engine writes in
- * the build tree) it writes one with scripts/make-checkpoint first. For each weight dtype:
- *   decode, batch 1:   tokens/s against read bandwidth / bytes of weights per token;
- *   decode, batch 32 and 64 (context --ctx, default 64, of K/V already written): tokens/s
- *                      against the roofline bound max(weight bytes / bandwidth, matmul
- *                      FLOPs / FMA peak);
+ * The model is MODEL_DIR (any architecture model_load knows), else the shape --shape names,
+ * written with scripts/make-checkpoint into the build tree on first use and kept there:
+ * gpt2-124m (the default, F32), smollm2-135m, smollm2-360m, qwen2.5-0.5b, qwen3-0.6b,
+ * llama-3.2-1b (random weights in the real configurations; their file dtype BF16 unless
+ * the :DTYPE suffix says otherwise). --dtype says how the weights are kept (each one loads
+ * the checkpoint again). For each weight dtype:
+ *   decode, batch 1, 32 and 64, at each context of --ctx (default 64: positions of K/V
+ *                      already written; each step adds one token to every sequence);
  *   mixed: the 32 decodes with a 32-row prompt chunk (positions 32-63) in the same step,
- *                      as a server admits new prompts; rows/s against the same bound;
- *   prefill of 512 tokens: tokens/s against the same roofline;
- * BF16 weights on the amx kernel take the AMX BF16 tile peak instead of the FMA peak, and
- *   BF16X3 weights (three tile products per product) a third of it;
- *   with f32 among the dtypes, each other dtype's logits against F32's on one prompt (max
- *   difference relative to the largest |logit|) and how many greedy tokens agree.
- * FLOPs count only the weight matrices (2 x rows x weights, the LM head for sampled rows),
- * not attention, so the ratios are conservative. Rounds interleave the engine and the
- * bounds; the bounds keep their best sample and the engine its best round, because other
- * tenants of a shared host only ever slow a sample down. The last column divides the
- * matmul FLOPs by the CPU time the process used (both threads, spinning included) and by
- * one core's FMA rate per CPU-second: the kernels' efficiency with the time other tenants
- * held the cores left out (meaningful for the compute-bound steps). --steps runs only the
- * named steps (e.g. one step under perf record).
+ *                      as a server admits new prompts, at each context; rows/s;
+ *   prefill of 512 tokens (causal attention);
+ * each against the full roofline max((weight bytes + K/V bytes read) / read bandwidth,
+ * (weight FLOPs + attention FLOPs) / compute peak). Weight bytes are every packed panel once
+ * (model_matrix_cost); weight FLOPs 2 x rows x multiply-adds per row plus the LM head for the
+ * rows with logits; K/V bytes L x NKV x HS x 2 x (bytes per value) per cached position of
+ * each sequence, read once; attention FLOPs 4 x HS x NH x L per row per position it attends
+ * (QK^T and PV). The compute peak is the FMA rate of the kernel's vector width: 16-lane
+ * (AVX-512) chains for the avx512 and amx kernels, 8-lane for avx2 (on an AVX-512 CPU half
+ * the widest rate when its units are 512 bits wide) and the portable one. The table prints which
+ * term bounds each step (bandwidth, FMA or AMX), the share of that term that is attention's (K/V
+ * bytes or attention FLOPs), and the ratio. BF16 weights on the amx kernel take the AMX BF16 tile
+ * peak instead of the FMA peak for their weight FLOPs, and BF16X3 weights (three tile products per
+ * product) a third of it. With f32 among the dtypes, each other dtype's logits against F32's on one
+ * prompt (max difference relative to the largest |logit|) and how many greedy tokens agree. Rounds
+ * interleave the engine and the bounds; the bounds keep their best sample and the engine its best
+ * round, because other tenants of a shared host only ever slow a sample down. The last column
+ * divides the step's FLOPs (weights and attention) by the CPU time the process used (both threads,
+ * spinning included) and by one core's FMA rate per CPU-second: the kernels' efficiency with the
+ * time other tenants held the cores left out (meaningful for the compute-bound steps). --steps runs
+ * only the named steps (e.g. one step under perf record).
  */
 #include <errno.h>
 #include <math.h>
@@ -37,27 +48,27 @@
 
 #include "bench/bounds.h"
 #include "engine/engine.h"
-#include "engine/model/gpt2_model.h"
+#include "engine/model/arch.h"
 
 #define BS 16
 #define MAX_B 64
 #define MAX_T 512
 #define MAX_CTX 1024
+#define MAX_NCTX 8
 #define DECODE_STEPS 4
 
-/* model_load of a GPT-2 checkpoint, as the GPT-2 inside it (this bench reads its layers). */
-static int bench_gpt2_load(gpt2_t **m, const char *dir, int dtype, char *err, size_t errlen)
-{
-    model_t *b = NULL;
-    int rc = model_load(&b, dir, dtype, NULL, err, errlen);
-    *m = (gpt2_t *)b;
-    if (!rc && strcmp(model_describe(b)->arch, "GPT2LMHeadModel") != 0) {
-        snprintf(err, errlen, "%s: not a GPT-2 checkpoint", dir);
-        model_free(b);
-        return -EINVAL;
-    }
-    return rc;
-}
+/* The shapes --shape names: make-checkpoint's --arch and --shape, and the file's dtype. */
+static const struct {
+    const char *name, *arch, *shape, *dtype;
+} SHAPES[] = {
+    {"gpt2-124m", "gpt2", "124m", "f32"},
+    {"smollm2-135m", "llama", "smollm2-135m", "bf16"},
+    {"smollm2-360m", "llama", "smollm2-360m", "bf16"},
+    {"qwen2.5-0.5b", "qwen2", "qwen2.5-0.5b", "bf16"},
+    {"qwen3-0.6b", "qwen3", "qwen3-0.6b", "bf16"},
+    {"llama-3.2-1b", "llama", "llama-3.2-1b", "bf16"},
+};
+#define N_SHAPES ((int)(sizeof(SHAPES) / sizeof(SHAPES[0])))
 
 typedef struct step {
     int32_t tokens[MAX_T], pos[MAX_T], slot[MAX_T], seq_start[MAX_B + 1], ctx_len[MAX_B];
@@ -69,7 +80,7 @@ typedef struct step {
 
 /* B sequences each adding n rows after `start` cached positions; logits for each last row.
  * Sequence s owns blocks s * per_seq ... (the cache content does not change the work). */
-static void make_step(step_t *st, int B, int start, int n, int per_seq, float *logits)
+static void make_step(step_t *st, int B, int start, int n, int per_seq, int V, float *logits)
 {
     model_batch_t *b = &st->b;
     memset(b, 0, sizeof(*b));
@@ -79,7 +90,7 @@ static void make_step(step_t *st, int B, int start, int n, int per_seq, float *l
             st->tables[s][i] = s * per_seq + i;
         for (int i = 0; i < n; i++) {
             int p = start + i;
-            st->tokens[b->T] = (int32_t)((s * 7919 + p * 104729) % 50257);
+            st->tokens[b->T] = (int32_t)((s * 7919 + p * 104729) % V);
             st->pos[b->T] = p;
             st->slot[b->T] = st->tables[s][p / BS] * BS + p % BS;
             b->T++;
@@ -105,7 +116,7 @@ static void make_step(step_t *st, int B, int start, int n, int per_seq, float *l
 /* Appends to st's batch one more sequence (the next index) with a prompt chunk of n rows
  * after `start` cached positions and no logits: a step of a server that decodes and admits
  * a prompt at once. */
-static void add_chunk(step_t *st, int start, int n, int per_seq)
+static void add_chunk(step_t *st, int start, int n, int per_seq, int V)
 {
     model_batch_t *b = &st->b;
     int s = b->B, T = b->T;
@@ -114,7 +125,7 @@ static void add_chunk(step_t *st, int start, int n, int per_seq)
     st->seq_start[s] = T;
     for (int i = 0; i < n; i++, T++) {
         int p = start + i;
-        st->tokens[T] = (int32_t)((s * 7919 + p * 104729) % 50257);
+        st->tokens[T] = (int32_t)((s * 7919 + p * 104729) % V);
         st->pos[T] = p;
         st->slot[T] = st->tables[s][p / BS] * BS + p % BS;
     }
@@ -123,23 +134,6 @@ static void add_chunk(step_t *st, int start, int n, int per_seq)
     st->seq_start[s + 1] = T;
     b->T = T;
     b->B = s + 1;
-}
-
-/* Bytes a product streams from W: the panels, and int8's column scales. */
-static double weight_read_bytes(const mm_weight_t *w)
-{
-    return (double)w->bytes + (w->scale ? (double)w->n_panels * MM_NR * sizeof(float) : 0);
-}
-
-static double packed_bytes(const gpt2_t *m)
-{
-    double s = weight_read_bytes(&m->lm_head_p);
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        const gpt2_layer_t *w = &m->layers[l];
-        s += weight_read_bytes(&w->qkv_p) + weight_read_bytes(&w->attn_proj_p) +
-             weight_read_bytes(&w->fc_p) + weight_read_bytes(&w->mlp_proj_p);
-    }
-    return s;
 }
 
 /* Resident set size now, in MB (/proc/self/statm). */
@@ -153,12 +147,6 @@ static double rss_mb(void)
         resident = 0;
     fclose(f);
     return (double)resident * (double)sysconf(_SC_PAGESIZE) / 1e6;
-}
-
-static double step_flops(const gpt2_config_t *cfg, int rows, int logit_rows)
-{
-    const double C = cfg->n_embd, V = cfg->vocab_size;
-    return 2.0 * rows * cfg->n_layer * 12.0 * C * C + 2.0 * logit_rows * V * C;
 }
 
 /* The accuracy probe: the logits of a PROBE_PROMPT-token prompt, then PROBE_GEN tokens
@@ -176,24 +164,24 @@ static int argmax(const float *v, int n)
 
 /* Writes the prompt's last logits (V floats) and the greedy continuation. The prompt is
  * sequence 0's first positions, so it runs before the decode steps rewrite them. */
-static void probe(gpt2_t *m, kv_cache_t *kv, step_t *st, int per_seq, float *logits,
+static void probe(model_t *m, kv_cache_t *kv, step_t *st, int per_seq, float *logits,
                   float *prompt_logits, int32_t *gen)
 {
-    const int V = (&m->cfg)->vocab_size;
-    make_step(st, 1, 0, PROBE_PROMPT, per_seq, logits);
-    model_forward(&m->base, kv, &st->b);
+    const int V = model_describe(m)->vocab_size;
+    make_step(st, 1, 0, PROBE_PROMPT, per_seq, V, logits);
+    model_forward(m, kv, &st->b);
     memcpy(prompt_logits, logits, (size_t)V * sizeof(float));
     for (int i = 0; i < PROBE_GEN; i++) {
         gen[i] = argmax(logits, V);
-        make_step(st, 1, PROBE_PROMPT + i, 1, per_seq, logits);
+        make_step(st, 1, PROBE_PROMPT + i, 1, per_seq, V, logits);
         st->tokens[0] = gen[i];
-        model_forward(&m->base, kv, &st->b);
+        model_forward(m, kv, &st->b);
     }
 }
 
 enum { K_DEC1, K_DEC32, K_DEC64, K_MIXED, K_PREFILL, N_K };
-static const char *const K_NAME[N_K] = {"decode batch 1", "decode batch 32", "decode batch 64",
-                                        "decode 32+prompt 32", "prefill 512"};
+static const char *const K_NAME[N_K] = {"decode 1", "decode 32", "decode 64", "dec 32+prompt 32",
+                                        "prefill 512"};
 static const char *const K_ARG[N_K] = {"dec1", "dec32", "dec64", "mixed", "prefill"};
 /* Sequences that decode (and have logits) in each step. */
 static const int K_B[N_K] = {1, 32, 64, 32, 1};
@@ -201,15 +189,71 @@ static const int K_B[N_K] = {1, 32, 64, 32, 1};
  * streams admits beside the decodes (bench/loadgen.py's prompts). */
 #define MIXED_CHUNK 32
 
+/* What one step costs in the roofline's terms. */
+typedef struct cost {
+    int rows;
+    double w_bytes, kv_bytes; /* read: packed weights; K/V of every sequence, once */
+    double w_flops, a_flops;  /* weight matrices; attention (QK^T and PV) */
+} cost_t;
+
+/* Step k at decode context ctx (the decodes' steps run at ctx, ctx+1, ...: averaged). */
+static cost_t step_cost(const model_t *m, int k, int ctx, int kv_size)
+{
+    const model_desc_t *d = model_describe(m);
+    double mm_bytes, macs_row, macs_logit;
+    model_matrix_cost(m, &mm_bytes, &macs_row, &macs_logit);
+    /* Per position attended: K/V bytes read, FLOPs of one row. */
+    const double kv_pos = (double)d->n_layer * d->n_kv_head * d->head_size * 2 * kv_size;
+    const double a_pos = 4.0 * d->head_size * d->n_head * d->n_layer;
+    cost_t c = {.w_bytes = mm_bytes};
+    /* Positions attended by a decode row (and cached for its sequence), over the steps. */
+    const double dec_pos = ctx + (DECODE_STEPS + 1) / 2.0;
+    if (k == K_PREFILL) {
+        c.rows = MAX_T;
+        c.kv_bytes = kv_pos * MAX_T;
+        c.a_flops = a_pos * (double)MAX_T * (MAX_T + 1) / 2;
+    } else {
+        c.rows = K_B[k];
+        c.kv_bytes = kv_pos * dec_pos * K_B[k];
+        c.a_flops = a_pos * dec_pos * K_B[k];
+        if (k == K_MIXED) {
+            c.rows += MIXED_CHUNK;
+            c.kv_bytes += kv_pos * 2 * MIXED_CHUNK;
+            for (int p = MIXED_CHUNK; p < 2 * MIXED_CHUNK; p++)
+                c.a_flops += a_pos * (p + 1);
+        }
+    }
+    c.w_flops = 2.0 * (c.rows * macs_row + K_B[k] * macs_logit);
+    return c;
+}
+
+/* Parses a comma-separated list of contexts into ctx; returns how many, 0 if one is bad. */
+static int parse_ctx(const char *s, int *ctx)
+{
+    int n = 0;
+    for (const char *p = s; p && *p; n++) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (n == MAX_NCTX || end == p || (*end && *end != ',') || v < 1 ||
+            v > MAX_CTX - DECODE_STEPS)
+            return 0;
+        ctx[n] = (int)v;
+        p = *end ? end + 1 : NULL;
+    }
+    return n;
+}
+
 int main(int argc, char **argv)
 {
-    const char *dir = BENCH_DEFAULT_MODEL_DIR, *dtypes = "f32,f16,bf16";
+    const char *dir = NULL, *shape = "gpt2-124m", *dtypes = "f32,f16,bf16";
     const char *steps = "dec1,dec32,dec64,mixed,prefill";
-    const char *kv_dtype = "f32";
-    int rounds = 2, threads = 0, ctx = 64;
+    const char *kv_dtype = "f32", *ctx_arg = "64";
+    int rounds = 2, threads = 0, ctxs[MAX_NCTX], n_ctx;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
             dtypes = argv[++i];
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc)
+            shape = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
             steps = argv[++i];
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
@@ -217,138 +261,181 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ctx") && i + 1 < argc)
-            ctx = atoi(argv[++i]);
+            ctx_arg = argv[++i];
         else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc)
             kv_dtype = argv[++i];
         else if (argv[i][0] != '-')
             dir = argv[i];
         else {
             fprintf(stderr,
-                    "usage: %s [MODEL_DIR] [--dtype f32,f16,bf16,int8,int8w,bf16x3] [--steps "
-                    "dec1,dec32,dec64,mixed,prefill] [--rounds N] [--threads N] [--ctx N] "
-                    "[--kv-dtype f32|f16]\n",
+                    "usage: %s [MODEL_DIR] [--shape NAME[:f32|f16|bf16]] [--dtype "
+                    "f32,f16,bf16,int8,int8w,bf16x3] [--steps dec1,dec32,dec64,mixed,prefill] "
+                    "[--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype f32|f16]\n"
+                    "shapes:",
                     argv[0]);
+            for (int s = 0; s < N_SHAPES; s++)
+                fprintf(stderr, " %s", SHAPES[s].name);
+            fprintf(stderr, "\n");
             return strcmp(argv[i], "--help") ? 2 : 0; /* --help is not an error */
         }
     }
     if (rounds < 1 || rounds > 20)
         rounds = 2;
-    if (ctx < 1 || ctx > MAX_CTX - DECODE_STEPS) {
-        fprintf(stderr, "forward-bench: --ctx must be in [1, %d]\n", MAX_CTX - DECODE_STEPS);
+    if (!(n_ctx = parse_ctx(ctx_arg, ctxs))) {
+        fprintf(stderr, "forward-bench: --ctx wants up to %d contexts in [1, %d]: %s\n", MAX_NCTX,
+                MAX_CTX - DECODE_STEPS, ctx_arg);
         return 2;
     }
+    int max_ctx = 0;
+    for (int c = 0; c < n_ctx; c++)
+        max_ctx = ctxs[c] > max_ctx ? ctxs[c] : max_ctx;
     if (strcmp(kv_dtype, "f32") && strcmp(kv_dtype, "f16")) {
         fprintf(stderr, "forward-bench: --kv-dtype must be f32 or f16\n");
         return 2;
     }
     const int kv_dt = strcmp(kv_dtype, "f16") ? ENG_DTYPE_F32 : ENG_DTYPE_F16;
-    if (bench_model_ensure(dir) != 0) {
-        fprintf(stderr, "forward-bench: could not write a checkpoint to %s\n", dir);
-        return 1;
+    const int kv_size = kv_dt == ENG_DTYPE_F16 ? 2 : 4;
+    char shape_dir[4200];
+    if (!dir) {
+        char name[64];
+        snprintf(name, sizeof(name), "%s", shape);
+        char *colon = strchr(name, ':');
+        if (colon)
+            *colon = 0;
+        int s = 0;
+        while (s < N_SHAPES && strcmp(SHAPES[s].name, name))
+            s++;
+        const char *fdt = colon ? colon + 1 : s < N_SHAPES ? SHAPES[s].dtype : "";
+        if (s == N_SHAPES || (strcmp(fdt, "f32") && strcmp(fdt, "f16") && strcmp(fdt, "bf16"))) {
+            fprintf(stderr, "forward-bench: unknown --shape %s (see --help)\n", shape);
+            return 2;
+        }
+        /* The 124M F32 checkpoint is the one the other benchmarks write. */
+        if (s == 0 && !strcmp(fdt, "f32"))
+            snprintf(shape_dir, sizeof(shape_dir), "%s", BENCH_DEFAULT_MODEL_DIR);
+        else
+            snprintf(shape_dir, sizeof(shape_dir), "%s/%s-%s", BENCH_SHAPES_DIR, name, fdt);
+        if (bench_shape_ensure(shape_dir, SHAPES[s].arch, SHAPES[s].shape, fdt) != 0) {
+            fprintf(stderr, "forward-bench: could not write a checkpoint to %s\n", shape_dir);
+            return 1;
+        }
+        dir = shape_dir;
     }
     enum { N_DT = 6 };
     static const char *const dt_name[N_DT] = {"f32", "f16", "bf16", "int8", "bf16x3", "int8w"};
     static const int dt_val[N_DT] = {ENG_DTYPE_F32,  ENG_DTYPE_F16,    ENG_DTYPE_BF16,
                                      ENG_DTYPE_W8A8, ENG_DTYPE_BF16X3, ENG_DTYPE_I8};
-    double best[N_DT][N_K], best_cpu[N_DT][N_K], bw = 0, fma = 0, core = 0, wbytes[N_DT] = {0};
+    static double best[N_DT][N_K][MAX_NCTX], best_cpu[N_DT][N_K][MAX_NCTX];
+    static cost_t costs[N_DT][N_K][MAX_NCTX];
+    double bw = 0, fma = 0, core = 0;
     double amx = 0, amx_core = 0;
     /* Tile products per product on AMX (BF16 1, BF16X3 3), 0 off AMX: the compute bound of
-     * those rows is AMX's peak over it. */
+     * those rows' weight FLOPs is AMX's peak over it. */
     int on_amx[N_DT] = {0};
-    gpt2_config_t cfgs[N_DT];
-    int have[N_DT] = {0};
-    float *probe_logits = malloc((size_t)N_DT * 50257 * sizeof(float));
+    int have[N_DT] = {0}, V = 0, width = 16;
+    float *probe_logits = NULL, *logits = NULL;
     int32_t probe_gen[N_DT][PROBE_GEN];
     step_t *st = calloc(1, sizeof(*st));
-    float *logits = malloc((size_t)MAX_B * 50257 * sizeof(float));
-    if (!st || !logits || !probe_logits)
+    if (!st)
         return 1;
     for (int d = 0; d < N_DT; d++) {
         if (!bench_in_list(dtypes, dt_name[d]))
             continue;
         char err[512];
-        gpt2_t *m = NULL;
-        if (bench_gpt2_load(&m, dir, dt_val[d], err, sizeof(err))) {
+        model_t *m = NULL;
+        if (model_load(&m, dir, dt_val[d], NULL, err, sizeof(err))) {
             fprintf(stderr, "forward-bench: %s\n", err);
             return 1;
         }
-        if (threads > 0 && model_set_threads(&m->base, threads)) {
+        if (threads > 0 && model_set_threads(m, threads)) {
             fprintf(stderr, "forward-bench: cannot use %d threads\n", threads);
             return 1;
         }
-        const gpt2_config_t *cfg = (&m->cfg);
-        if (cfg->vocab_size > 50257) {
-            fprintf(stderr, "forward-bench: vocabulary %d is larger than this bench's\n",
-                    cfg->vocab_size);
-            return 1;
+        const model_desc_t *desc = model_describe(m);
+        if (!logits) {
+            V = desc->vocab_size;
+            logits = malloc((size_t)MAX_B * V * sizeof(float));
+            probe_logits = malloc((size_t)N_DT * V * sizeof(float));
+            if (!logits || !probe_logits)
+                return 1;
         }
-        if (ctx + DECODE_STEPS > cfg->n_ctx) {
-            fprintf(stderr, "forward-bench: --ctx %d is beyond the model's n_positions %d\n", ctx,
-                    cfg->n_ctx);
+        int span = max_ctx + DECODE_STEPS > MAX_T ? max_ctx + DECODE_STEPS : MAX_T;
+        if (span > desc->max_pos) {
+            fprintf(stderr, "forward-bench: %d positions are beyond the model's %d\n", span,
+                    desc->max_pos);
             return 2;
         }
         double rss_load = rss_mb();
-        int span = ctx + DECODE_STEPS > MAX_T ? ctx + DECODE_STEPS : MAX_T;
         int per_seq = span / BS + 1;
         kv_cache_t kv;
-        if (model_kv_init(&m->base, &kv, BS, MAX_B * per_seq, kv_dt) ||
-            model_reserve(&m->base, MAX_T, MAX_B, cfg->n_ctx)) {
+        if (model_kv_init(m, &kv, BS, MAX_B * per_seq, kv_dt) ||
+            model_reserve(m, MAX_T, MAX_B, span)) {
             fprintf(stderr, "forward-bench: out of memory\n");
             return 1;
         }
-        /* The decode steps read `ctx` cached positions: give their blocks real memory with
-         * finite values (0x3c bytes: 0.0115 as F32, 1.06 as F16), as a server's cache has.
-         * Untouched blocks would all read the kernel's one zero page, from L1. */
-        size_t block_bytes = model_kv_block_bytes(&m->base, BS, kv_dt);
-        int span_read = ctx + DECODE_STEPS > 2 * MIXED_CHUNK ? ctx + DECODE_STEPS : 2 * MIXED_CHUNK;
+        /* The decode steps read up to `max_ctx` cached positions: give their blocks real
+         * memory with finite values (0x3c bytes: 0.0115 as F32, 1.06 as F16), as a server's
+         * cache has. Untouched blocks would all read the kernel's one zero page, from L1. */
+        size_t block_bytes = model_kv_block_bytes(m, BS, kv_dt);
+        int span_read =
+            max_ctx + DECODE_STEPS > 2 * MIXED_CHUNK ? max_ctx + DECODE_STEPS : 2 * MIXED_CHUNK;
         for (int s = 0; s < MAX_B; s++)
             memset((char *)kv.data + (size_t)s * per_seq * block_bytes, 0x3c,
                    (size_t)((span_read - 1) / BS + 1) * block_bytes);
-        wbytes[d] = packed_bytes(m);
-        cfgs[d] = *cfg;
-        on_amx[d] = mm_get_kernel(m->base.mm) != MM_KERNEL_AMX ? 0
-                    : m->base.dtype == ENG_DTYPE_BF16          ? 1
-                    : m->base.dtype == ENG_DTYPE_BF16X3        ? 3
-                                                               : 0;
-        printf("%s: %d layers, C=%d, %.0f MB of packed matrices, weights %.0f MB, RSS after "
-               "load %.0f MB, kernel %s, %d threads, decode context %d, K/V %s\n",
-               dt_name[d], cfg->n_layer, cfg->n_embd, wbytes[d] / 1e6,
-               (double)model_weight_bytes(&m->base) / 1e6, rss_load,
-               mm_kernel_name(mm_get_kernel(m->base.mm)), pool_threads(mm_pool(m->base.mm)), ctx,
-               kv_dtype);
+        for (int k = 0; k < N_K; k++)
+            for (int c = 0; c < n_ctx; c++)
+                costs[d][k][c] = step_cost(m, k, ctxs[c], kv_size);
+        /* The avx2 kernel's FMA ceiling is AVX2's, whatever wider units the CPU has. */
+        width = mm_get_kernel(m->mm) == MM_KERNEL_AVX512 || mm_get_kernel(m->mm) == MM_KERNEL_AMX
+                    ? 16
+                    : 8;
+        on_amx[d] = mm_get_kernel(m->mm) != MM_KERNEL_AMX ? 0
+                    : m->dtype == ENG_DTYPE_BF16          ? 1
+                    : m->dtype == ENG_DTYPE_BF16X3        ? 3
+                                                          : 0;
+        printf("%s: %s, %d layers, C=%d, NH=%d, NKV=%d, HS=%d, V=%d, %.0f MB of packed "
+               "matrices, weights %.0f MB, RSS after load %.0f MB, kernel %s, %d threads, "
+               "decode context %s, K/V %s\n",
+               dt_name[d], desc->arch, desc->n_layer, desc->n_embd, desc->n_head, desc->n_kv_head,
+               desc->head_size, desc->vocab_size, costs[d][0][0].w_bytes / 1e6,
+               (double)model_weight_bytes(m) / 1e6, rss_load, model_kernel_name(m),
+               model_threads(m), ctx_arg, kv_dtype);
         fflush(stdout);
         for (int k = 0; k < N_K; k++)
-            best[d][k] = best_cpu[d][k] = 1e30;
+            for (int c = 0; c < n_ctx; c++)
+                best[d][k][c] = best_cpu[d][k][c] = 1e30;
         /* Warm-up: touches the scratch and the KV blocks of the decode positions. */
-        make_step(st, MAX_B, 0, 8, per_seq, logits);
-        model_forward(&m->base, &kv, &st->b);
-        probe(m, &kv, st, per_seq, logits, probe_logits + (size_t)d * 50257, probe_gen[d]);
+        make_step(st, MAX_B, 0, 8, per_seq, V, logits);
+        model_forward(m, &kv, &st->b);
+        probe(m, &kv, st, per_seq, logits, probe_logits + (size_t)d * V, probe_gen[d]);
         for (int r = 0; r < rounds; r++) {
             for (int k = 0; k < N_K; k++) {
                 if (!bench_in_list(steps, K_ARG[k]))
                     continue;
-                double t0 = bench_now(), c0 = bench_cpu_now();
-                if (k == K_PREFILL) {
-                    make_step(st, 1, 0, MAX_T, per_seq, logits);
-                    model_forward(&m->base, &kv, &st->b);
-                } else {
-                    for (int s = 0; s < DECODE_STEPS; s++) {
-                        make_step(st, K_B[k], ctx + s, 1, per_seq, logits);
-                        if (k == K_MIXED)
-                            add_chunk(st, MIXED_CHUNK, MIXED_CHUNK, per_seq);
-                        model_forward(&m->base, &kv, &st->b);
+                for (int c = 0; c < (k == K_PREFILL ? 1 : n_ctx); c++) {
+                    double t0 = bench_now(), c0 = bench_cpu_now();
+                    if (k == K_PREFILL) {
+                        make_step(st, 1, 0, MAX_T, per_seq, V, logits);
+                        model_forward(m, &kv, &st->b);
+                    } else {
+                        for (int s = 0; s < DECODE_STEPS; s++) {
+                            make_step(st, K_B[k], ctxs[c] + s, 1, per_seq, V, logits);
+                            if (k == K_MIXED)
+                                add_chunk(st, MIXED_CHUNK, MIXED_CHUNK, per_seq, V);
+                            model_forward(m, &kv, &st->b);
+                        }
                     }
+                    double t = (bench_now() - t0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
+                    double cpu = (bench_cpu_now() - c0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
+                    best[d][k][c] = t < best[d][k][c] ? t : best[d][k][c];
+                    best_cpu[d][k][c] = cpu < best_cpu[d][k][c] ? cpu : best_cpu[d][k][c];
                 }
-                double t = (bench_now() - t0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
-                double c = (bench_cpu_now() - c0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
-                best[d][k] = t < best[d][k] ? t : best[d][k];
-                best_cpu[d][k] = c < best_cpu[d][k] ? c : best_cpu[d][k];
             }
-            double b1 = bench_read_bandwidth(mm_pool(m->base.mm), (size_t)256 << 20, 2);
-            double f1 = bench_fma_peak(mm_pool(m->base.mm), 1);
-            double c1 = bench_fma_core_peak_cpu(2);
+            double b1 = bench_read_bandwidth(mm_pool(m->mm), (size_t)256 << 20, 2);
+            double f1 = bench_fma_peak_width(mm_pool(m->mm), 1, width);
+            double c1 = bench_fma_core_peak_cpu_width(2, width);
             if (on_amx[d]) {
-                double a2, a1 = bench_amx_peak(mm_pool(m->base.mm), 2, &a2);
+                double a2, a1 = bench_amx_peak(mm_pool(m->mm), 2, &a2);
                 amx = a1 > amx ? a1 : amx;
                 amx_core = a2 > amx_core ? a2 : amx_core;
             }
@@ -358,44 +445,53 @@ int main(int argc, char **argv)
         }
         have[d] = 1;
         kv_cache_free(&kv);
-        model_free(&m->base);
+        model_free(m);
     }
     printf("\nbounds (best samples): read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s (one "
-           "core: %.1f GFLOP per CPU-second)\n",
-           bw / 1e9, fma / 1e9, core / 1e9);
+           "core: %.1f GFLOP per CPU-second; %d-lane FMAs, the kernel's)\n",
+           bw / 1e9, fma / 1e9, core / 1e9, width);
     if (amx > 0)
         printf("AMX BF16 peak %.1f GFLOP/s (one core: %.1f GFLOP per CPU-second): the compute "
-               "bound of BF16 rows on the amx kernel (a third of it for BF16X3)\n",
+               "bound of BF16 weights on the amx kernel (a third of it for BF16X3)\n",
                amx / 1e9, amx_core / 1e9);
-    printf("%-6s %-16s %10s %10s %11s %8s  %-9s %s\n", "dtype", "step", "ms/step", "tokens/s",
-           "bound t/s", "% bound", "kind", "matmul FLOP per CPU-second / core peak");
+    printf("%-6s %-16s %5s %9s %10s %11s %8s  %-9s %6s  %s\n", "dtype", "step", "ctx", "ms/step",
+           "tokens/s", "bound t/s", "% bound", "kind", "attn", "FLOP per CPU-second / core peak");
     for (int d = 0; d < N_DT; d++) {
         if (!have[d])
             continue;
         for (int k = 0; k < N_K; k++) {
             if (!bench_in_list(steps, K_ARG[k]))
                 continue;
-            int rows = k == K_PREFILL ? MAX_T : k == K_MIXED ? K_B[k] + MIXED_CHUNK : K_B[k];
-            double flops = step_flops(&cfgs[d], rows, K_B[k]);
-            double peak = on_amx[d] ? amx / on_amx[d] : fma;
-            double peak_core = on_amx[d] ? amx_core / on_amx[d] : core;
-            double t_mem = wbytes[d] / bw, t_fma = flops / peak;
-            double bound = t_mem > t_fma ? t_mem : t_fma;
-            printf("%-6s %-16s %10.2f %10.1f %11.1f %7.0f%%  %-9s %.0f%%\n", dt_name[d], K_NAME[k],
-                   best[d][k] * 1e3, rows / best[d][k], rows / bound, 100.0 * bound / best[d][k],
-                   t_mem > t_fma ? "bandwidth"
-                   : on_amx[d]   ? "AMX"
-                                 : "FMA",
-                   100.0 * flops / best_cpu[d][k] / peak_core);
+            for (int c = 0; c < (k == K_PREFILL ? 1 : n_ctx); c++) {
+                const cost_t *x = &costs[d][k][c];
+                /* Attention runs on the FMA units whatever multiplies the weights. */
+                double peak = on_amx[d] ? amx / on_amx[d] : fma;
+                double peak_core = on_amx[d] ? amx_core / on_amx[d] : core;
+                double t_mem = (x->w_bytes + x->kv_bytes) / bw;
+                double t_fma = x->w_flops / peak + x->a_flops / fma;
+                double bound = t_mem > t_fma ? t_mem : t_fma;
+                double attn = t_mem > t_fma ? x->kv_bytes / bw / t_mem : x->a_flops / fma / t_fma;
+                double cpu_eff = (x->w_flops / peak_core + x->a_flops / core) / best_cpu[d][k][c];
+                char ctx_s[16] = "-";
+                if (k != K_PREFILL)
+                    snprintf(ctx_s, sizeof(ctx_s), "%d", ctxs[c]);
+                printf("%-6s %-16s %5s %9.2f %10.1f %11.1f %7.0f%%  %-9s %5.0f%%  %.0f%%\n",
+                       dt_name[d], K_NAME[k], ctx_s, best[d][k][c] * 1e3, x->rows / best[d][k][c],
+                       x->rows / bound, 100.0 * bound / best[d][k][c],
+                       t_mem > t_fma ? "bandwidth"
+                       : on_amx[d]   ? "AMX"
+                                     : "FMA",
+                       100.0 * attn, 100.0 * cpu_eff);
+            }
         }
     }
     /* Accuracy against the F32 weights, relative to the largest |logit| as the tests state it. */
     for (int d = 1; d < N_DT && have[0]; d++) {
         if (!have[d])
             continue;
-        const float *a = probe_logits, *b = probe_logits + (size_t)d * 50257;
+        const float *a = probe_logits, *b = probe_logits + (size_t)d * V;
         double mx = 0, diff = 0;
-        for (int i = 0; i < cfgs[0].vocab_size; i++) {
+        for (int i = 0; i < V; i++) {
             mx = fabs(a[i]) > mx ? fabs(a[i]) : mx;
             diff = fabs((double)a[i] - b[i]) > diff ? fabs((double)a[i] - b[i]) : diff;
         }

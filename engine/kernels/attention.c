@@ -1,7 +1,8 @@
 /* attention.c - the paged KV cache memory and causal self-attention through block tables
  * (see attention.h). Every row, a decode token or a row of a prefill chunk, is attended by the
  * same per-row arithmetic (the order is spelled out above attend_row_generic), reading K and V
- * block by block in place; a chunk's rows go two at a time to share the loads. Grouped-query
+ * block by block in place; up to four rows go together to share the loads (a chunk's
+ * consecutive rows, or a decode token's query heads of one KV head). Grouped-query
  * attention: one work item is a (sequence, KV head) pair and serves the NH/NKV query heads
  * that read that KV head, so each KV head's keys and values are written and read by one
  * thread.
@@ -101,10 +102,10 @@ void kv_cache_free(kv_cache_t *kv)
 
 size_t attn_scratch_floats(int HS, int max_ctx)
 {
-    /* Two rows' scores and one KV head's keys and values widened from F16 (a prefill chunk
-     * over an F16 cache). */
+    /* The scores of ATTN_ROWS rows and one KV head's keys and values widened from F16 (a
+     * prefill chunk over an F16 cache). */
     size_t ld = ((size_t)max_ctx + 15) / 16 * 16;
-    return 2 * ld + 2 * ld * (size_t)HS;
+    return 4 * ld + 2 * ld * (size_t)HS;
 }
 
 /* Index (in elements of kv->dtype) of KV head g's first row of K (v = 0) or V (v = 1) of
@@ -241,162 +242,211 @@ VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
 /* The AVX2 order (HS a multiple of 16: 64 in every GPT-2, 64 or 128 in the Llama family, 16
  * in the GPT-2 test model). A dot is eight lane sums, lane i over d = i mod 8 in order of d (one
  * FMA chain each), reduced as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then scaled.
- * score4 computes it for four keys k0..k3 and nr (1 or 2) query rows, the four keys' lanes
- * reduced together by one horizontal-add tree, which does the same additions for each key;
- * the first cnt scores are stored at s0 (row 0) and s1 (row 1). Keys past cnt repeat k0. */
-VEC_AVX2_INLINE void score4(int nr, const float *q0, const float *q1, const char *k0,
-                            const char *k1, const char *k2, const char *k3, int HS, int f16,
-                            __m256 scale, float *s0, float *s1, int cnt)
+ * scoreg computes it for NK keys (4, or 2) and nr (1..ATTN_ROWS) query rows, sharing each
+ * load of a key between the rows; the keys' lanes are reduced together by one horizontal-add
+ * tree, which does the same additions for each key (with two keys the tree's second half
+ * repeats the first); the first cnt scores of row r are stored at s[r]. Keys past cnt repeat
+ * k[0]. The same code runs on AVX-512 CPUs compiled for 32 registers (attend_rows_avx512),
+ * where four rows of four keys keep their 16 accumulators in registers; the arithmetic of an
+ * element is the same either way. */
+#define ATTN_ROWS 4
+
+VEC_AVX2_INLINE void scoreg(const int NK, int nr, const float *const *q, const char *const *k,
+                            int HS, int f16, __m256 scale, float *const *s, int j, int cnt)
 {
-    __m256 a[2][4];
+    __m256 a[ATTN_ROWS][4];
 #pragma GCC unroll 8
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < ATTN_ROWS; r++)
 #pragma GCC unroll 8
         for (int u = 0; u < 4; u++)
             a[r][u] = _mm256_setzero_ps();
     for (int i = 0; i < HS; i += 8) {
-        __m256 x0 = load8(k0, i, f16), x1 = load8(k1, i, f16);
-        __m256 x2 = load8(k2, i, f16), x3 = load8(k3, i, f16);
-        __m256 qv = _mm256_loadu_ps(q0 + i);
-        a[0][0] = _mm256_fmadd_ps(qv, x0, a[0][0]);
-        a[0][1] = _mm256_fmadd_ps(qv, x1, a[0][1]);
-        a[0][2] = _mm256_fmadd_ps(qv, x2, a[0][2]);
-        a[0][3] = _mm256_fmadd_ps(qv, x3, a[0][3]);
-        if (nr == 2) {
-            qv = _mm256_loadu_ps(q1 + i);
-            a[1][0] = _mm256_fmadd_ps(qv, x0, a[1][0]);
-            a[1][1] = _mm256_fmadd_ps(qv, x1, a[1][1]);
-            a[1][2] = _mm256_fmadd_ps(qv, x2, a[1][2]);
-            a[1][3] = _mm256_fmadd_ps(qv, x3, a[1][3]);
-        }
+        __m256 x[4];
+#pragma GCC unroll 8
+        for (int u = 0; u < NK; u++)
+            x[u] = load8(k[u], i, f16);
+#pragma GCC unroll 8
+        for (int r = 0; r < ATTN_ROWS; r++)
+            if (r < nr) {
+                __m256 qv = _mm256_loadu_ps(q[r] + i);
+#pragma GCC unroll 8
+                for (int u = 0; u < NK; u++)
+                    a[r][u] = _mm256_fmadd_ps(qv, x[u], a[r][u]);
+            }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < nr; r++) {
-        /* hadd(hadd(a0, a1), hadd(a2, a3)) holds each key's sums of lanes 0-3 and 4-7 in
-         * lanes u and u + 4; adding the halves gives the four dots. */
-        __m256 t =
-            _mm256_hadd_ps(_mm256_hadd_ps(a[r][0], a[r][1]), _mm256_hadd_ps(a[r][2], a[r][3]));
-        __m128 d = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-        d = _mm_mul_ps(d, _mm256_castps256_ps128(scale));
-        float *dst = r ? s1 : s0;
-        if (cnt == 4) {
-            _mm_storeu_ps(dst, d);
-        } else {
-            float tmp[4];
-            _mm_storeu_ps(tmp, d);
-            memcpy(dst, tmp, (size_t)cnt * sizeof(float));
+    for (int r = 0; r < ATTN_ROWS; r++)
+        if (r < nr) {
+            /* hadd(hadd(a0, a1), hadd(a2, a3)) holds each key's sums of lanes 0-3 and 4-7 in
+             * lanes u and u + 4; adding the halves gives the dots. */
+            __m256 h01 = _mm256_hadd_ps(a[r][0], a[r][1]);
+            __m256 t = _mm256_hadd_ps(h01, NK == 4 ? _mm256_hadd_ps(a[r][2], a[r][3]) : h01);
+            __m128 d = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+            d = _mm_mul_ps(d, _mm256_castps256_ps128(scale));
+            if (cnt == 4) {
+                _mm_storeu_ps(s[r] + j, d);
+            } else {
+                float tmp[4];
+                _mm_storeu_ps(tmp, d);
+                memcpy(s[r] + j, tmp, (size_t)cnt * sizeof(float));
+            }
         }
-    }
 }
 
-/* Scores of keys [0, n) for nr rows (s0, s1 as in score4). */
-VEC_AVX2_INLINE void scores_rows(int nr, const float *q0, const float *q1, const kv_src_t *s, int n,
-                                 float *s0, float *s1, int f16)
+/* Scores of keys [0, n) for nr rows (scoreg). stream: the rows read this context once (a
+ * decode token): prefetch the next block's keys and this block's values. */
+VEC_AVX2_INLINE void scores_rows(const int NK, int nr, const float *const *q, const kv_src_t *s,
+                                 int n, float *const *sc, int f16, int stream)
 {
     const int BS = s->BS, HS = s->HS;
     const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));
     const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
     for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
-        const char *k = s->k + src_block(s, b);
+        const char *kb = s->k + src_block(s, b);
         int rows = n - j0 < BS ? n - j0 : BS;
         /* A decode row reads the context once: while this block is scored, the next
          * block's keys and this block's values come. (A chunk's rows read it again and again
          * from the caches; the prefetches would only cost instructions.) */
-        if (nr == 1) {
+        if (stream) {
             if (j0 + BS < n)
                 prefetch_span(s->k + src_block(s, b + 1), (size_t)BS * row);
             prefetch_span(s->v + src_block(s, b), (size_t)rows * row);
         }
-        for (int r = 0; r < rows; r += 4) {
-            int cnt = rows - r < 4 ? rows - r : 4;
-            const char *k0 = k + (size_t)r * row;
-            score4(nr, q0, q1, k0, cnt > 1 ? k0 + row : k0, cnt > 2 ? k0 + 2 * row : k0,
-                   cnt > 3 ? k0 + 3 * row : k0, HS, f16, scale, s0 + j0 + r, s1 + j0 + r, cnt);
+        for (int r = 0; r < rows; r += NK) {
+            int cnt = rows - r < NK ? rows - r : NK;
+            const char *k[4];
+#pragma GCC unroll 8
+            for (int u = 0; u < NK; u++)
+                k[u] = kb + (size_t)(r + (u < cnt ? u : 0)) * row;
+            scoreg(NK, nr, q, k, HS, f16, scale, sc, j0 + r, cnt);
         }
     }
 }
 
-/* Columns [c0, c0 + 8 nv) of out = sum_j p[j] v_j for nr rows (p0, o0 and p1, o1), j in
- * [0, n): one FMA chain per element from +0, in order of j; the rows share the loads of V. */
-VEC_AVX2_INLINE void pv_pass(int nr, int nv, const float *p0, const float *p1, const kv_src_t *s,
-                             int n, int c0, float *o0, float *o1, int f16)
+/* Columns [c0, c0 + 8 nv) of out = sum_j p[j] v_j for nr rows (p[r], o[r]), j in [0, n): one
+ * FMA chain per element from +0, in order of j; the rows share the loads of V. */
+VEC_AVX2_INLINE void pv_pass(int nr, int nv, float *const *p, const kv_src_t *s, int n, int c0,
+                             float *const *o, int f16)
 {
     const int BS = s->BS, HS = s->HS;
     const size_t es = f16 ? sizeof(uint16_t) : sizeof(float), row = (size_t)HS * es;
-    __m256 a[2][8];
+    __m256 a[ATTN_ROWS][8];
 #pragma GCC unroll 8
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < ATTN_ROWS; r++)
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++)
             a[r][u] = _mm256_setzero_ps();
     for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
         const char *v = s->v + src_block(s, b) + (size_t)c0 * es;
         int rows = n - j0 < BS ? n - j0 : BS;
-        for (int r = 0; r < rows; r++, v += row) {
+        for (int jr = 0; jr < rows; jr++, v += row) {
             __m256 x[8];
 #pragma GCC unroll 8
             for (int u = 0; u < nv; u++)
                 x[u] = load8(v, 8 * u, f16);
-            __m256 p = _mm256_broadcast_ss(p0 + j0 + r);
 #pragma GCC unroll 8
-            for (int u = 0; u < nv; u++)
-                a[0][u] = _mm256_fmadd_ps(p, x[u], a[0][u]);
-            if (nr == 2) {
-                p = _mm256_broadcast_ss(p1 + j0 + r);
+            for (int r = 0; r < ATTN_ROWS; r++)
+                if (r < nr) {
+                    __m256 pr = _mm256_broadcast_ss(p[r] + j0 + jr);
 #pragma GCC unroll 8
-                for (int u = 0; u < nv; u++)
-                    a[1][u] = _mm256_fmadd_ps(p, x[u], a[1][u]);
-            }
+                    for (int u = 0; u < nv; u++)
+                        a[r][u] = _mm256_fmadd_ps(pr, x[u], a[r][u]);
+                }
         }
     }
 #pragma GCC unroll 8
-    for (int u = 0; u < nv; u++) {
-        _mm256_storeu_ps(o0 + c0 + 8 * u, a[0][u]);
-        if (nr == 2)
-            _mm256_storeu_ps(o1 + c0 + 8 * u, a[1][u]);
-    }
+    for (int r = 0; r < ATTN_ROWS; r++)
+        if (r < nr)
+#pragma GCC unroll 8
+            for (int u = 0; u < nv; u++)
+                _mm256_storeu_ps(o[r] + c0 + 8 * u, a[r][u]);
 }
 
-/* nr (1 or 2) consecutive rows of one query head, at n0 and n1 = n0 + 1 positions of
- * context: queries q0, q1, outputs o0, o1, scores sc0, sc1 (room for n1 floats each). */
-VEC_AVX2_INLINE void attend_rows_avx2_t(const vec_ops_t *ops, int nr, const float *q0,
-                                        const float *q1, float *o0, float *o1, const kv_src_t *s,
-                                        int n0, int n1, float *sc0, float *sc1, int f16)
+/* Rows of one KV head attended together: queries q[r], outputs o[r], scores sc[r] (room for
+ * the largest n), each row over its own n[r] positions of context. */
+typedef struct attn_rows {
+    int nr;
+    const float *q[ATTN_ROWS];
+    float *o[ATTN_ROWS];
+    float *sc[ATTN_ROWS];
+    int n[ATTN_ROWS];
+} attn_rows_t;
+
+/* The rows with NR (a constant) of them. regs32: compiled for 32 vector registers (four keys
+ * and four columns of eight for up to four rows); else two rows take four keys and 32
+ * columns, more rows two keys and 16 columns, as 16 registers hold. stream as in
+ * scores_rows. */
+VEC_AVX2_INLINE void attend_rows_t(const vec_ops_t *ops, const int NR, const attn_rows_t *w,
+                                   const kv_src_t *s, int f16, int stream, const int regs32)
 {
-    const int HS = s->HS, n = nr == 2 ? n1 : n0;
-    scores_rows(nr, q0, q1, s, n, sc0, sc1, f16);
-    ops->softmax(sc0, n0);
-    if (nr == 2) {
-        ops->softmax(sc1, n1);
-        memset(sc0 + n0, 0, (size_t)(n1 - n0) * sizeof(float)); /* exact zeros: no-ops */
+    const int HS = s->HS;
+    int n = 0;
+    for (int r = 0; r < NR; r++)
+        n = w->n[r] > n ? w->n[r] : n;
+    scores_rows(NR <= 2 || regs32 ? 4 : 2, NR, w->q, s, n, w->sc, f16, stream);
+    for (int r = 0; r < NR; r++) {
+        ops->softmax(w->sc[r], w->n[r]);
+        if (w->n[r] < n) /* exact zeros: no-ops in the chains of V */
+            memset(w->sc[r] + w->n[r], 0, (size_t)(n - w->n[r]) * sizeof(float));
     }
     for (int c0 = 0; c0 < HS;) {
         int left = HS - c0;
-        if (nr == 1 && left >= 64) {
-            pv_pass(1, 8, sc0, sc1, s, n, c0, o0, o1, f16);
+        if (NR == 1 && left >= 64) {
+            pv_pass(1, 8, w->sc, s, n, c0, w->o, f16);
             c0 += 64;
-        } else if (left >= 32) {
-            pv_pass(nr, 4, sc0, sc1, s, n, c0, o0, o1, f16);
+        } else if (left >= 32 && (NR <= 2 || regs32)) {
+            pv_pass(NR, 4, w->sc, s, n, c0, w->o, f16);
             c0 += 32;
         } else {
-            pv_pass(nr, 2, sc0, sc1, s, n, c0, o0, o1, f16);
+            pv_pass(NR, 2, w->sc, s, n, c0, w->o, f16);
             c0 += 16;
         }
     }
 }
 
-VEC_AVX2 static void attend_rows_avx2(const vec_ops_t *ops, int nr, const float *q0,
-                                      const float *q1, float *o0, float *o1, const kv_src_t *s,
-                                      int n0, int n1, float *sc0, float *sc1)
+/* attend_rows_t for w's row count and s's dtype. */
+VEC_AVX2_INLINE void attend_rows_any(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s,
+                                     int stream, const int regs32)
 {
-    if (nr == 2 && s->f16)
-        attend_rows_avx2_t(ops, 2, q0, q1, o0, o1, s, n0, n1, sc0, sc1, 1);
-    else if (nr == 2)
-        attend_rows_avx2_t(ops, 2, q0, q1, o0, o1, s, n0, n1, sc0, sc1, 0);
-    else if (s->f16)
-        attend_rows_avx2_t(ops, 1, q0, q1, o0, o1, s, n0, n1, sc0, sc1, 1);
-    else
-        attend_rows_avx2_t(ops, 1, q0, q1, o0, o1, s, n0, n1, sc0, sc1, 0);
+    switch (w->nr * 2 + s->f16) {
+    case 2:
+        attend_rows_t(ops, 1, w, s, 0, stream, regs32);
+        break;
+    case 3:
+        attend_rows_t(ops, 1, w, s, 1, stream, regs32);
+        break;
+    case 4:
+        attend_rows_t(ops, 2, w, s, 0, stream, regs32);
+        break;
+    case 5:
+        attend_rows_t(ops, 2, w, s, 1, stream, regs32);
+        break;
+    case 6:
+        attend_rows_t(ops, 3, w, s, 0, stream, regs32);
+        break;
+    case 7:
+        attend_rows_t(ops, 3, w, s, 1, stream, regs32);
+        break;
+    case 8:
+        attend_rows_t(ops, 4, w, s, 0, stream, regs32);
+        break;
+    default:
+        attend_rows_t(ops, 4, w, s, 1, stream, regs32);
+        break;
+    }
+}
+
+VEC_AVX2 static void attend_rows_avx2(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s,
+                                      int stream)
+{
+    attend_rows_any(ops, w, s, stream, 0);
+}
+
+#define VEC_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma,f16c")))
+VEC_AVX512 static void attend_rows_avx512(const vec_ops_t *ops, const attn_rows_t *w,
+                                          const kv_src_t *s, int stream)
+{
+    attend_rows_any(ops, w, s, stream, 1);
 }
 #endif
 
@@ -430,13 +480,16 @@ typedef struct attn_job {
     const attn_batch_t *b;
     const attn_layer_t *a;
     const vec_ops_t *ops;
-    int avx2; /* the AVX2 rows (HS a multiple of 16 and a kernel other than the portable one) */
+    int avx2; /* the AVX2 rows (HS a multiple of 16 and a kernel other than the portable one):
+               * 1, or 2 compiled for AVX-512's 32 registers */
     int items;
 } attn_job_t;
 
 /* Rows [t0, t1) of sequence s (consecutive positions), KV head g and its query heads. With
- * AVX2 the rows go two at a time (sharing each load of K and V) and a prefill chunk over an F16
- * cache reads the context widened to F32 once; every row keeps its own order (see above). */
+ * AVX2 up to ATTN_ROWS rows go together, sharing each load of K and V: a decode token's query
+ * heads of this KV head, or consecutive rows of a prefill chunk of one query head; a prefill
+ * chunk over an F16 cache reads the context widened to F32 once. Every row keeps its own
+ * order (see above). */
 static void attend_seq(const attn_job_t *j, int s, int g, float *scratch)
 {
     const attn_batch_t *b = j->b;
@@ -444,26 +497,44 @@ static void attend_seq(const attn_job_t *j, int s, int g, float *scratch)
     const int HS = a->HS, group = a->NH / a->NKV;
     const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
     const size_t ld = ((size_t)a->max_ctx + 15) / 16 * 16;
-    float *sc0 = scratch, *sc1 = sc0 + ld, *wide = sc1 + ld;
+    float *wide = scratch + 4 * ld;
     kv_src_t src = src_cache(j->kv, b->block_table[s], a->l, g);
-    if (j->avx2 && src.f16 && t1 - t0 > 1)
-        src = src_widen(j->ops, &src, n, wide);
-    for (int h = g * group; h < (g + 1) * group; h++)
-        for (int t = t0; t < t1;) {
-            const float *q = a->q + (size_t)t * a->ldq + (size_t)h * HS;
-            float *o = a->out + (size_t)t * a->ldo + (size_t)h * HS;
 #ifdef HAVE_VEC_AVX2
-            if (j->avx2) {
-                int nr = t + 1 < t1 ? 2 : 1;
-                attend_rows_avx2(j->ops, nr, q, q + a->ldq, o, o + a->ldo, &src, b->pos[t] + 1,
-                                 b->pos[t] + nr, sc0, sc1);
-                t += nr;
-                continue;
+    if (j->avx2) {
+        if (src.f16 && t1 - t0 > 1)
+            src = src_widen(j->ops, &src, n, wide);
+        const int decode = t1 - t0 == 1;
+        attn_rows_t w;
+        for (int r = 0; r < ATTN_ROWS; r++)
+            w.sc[r] = scratch + (size_t)r * ld;
+        /* Rows in order of (head, token): a decode groups heads, a chunk groups tokens. */
+        for (int h = g * group, t = t0; h < (g + 1) * group;) {
+            w.nr = 0;
+            while (w.nr < ATTN_ROWS && h < (g + 1) * group) {
+                w.q[w.nr] = a->q + (size_t)t * a->ldq + (size_t)h * HS;
+                w.o[w.nr] = a->out + (size_t)t * a->ldo + (size_t)h * HS;
+                w.n[w.nr++] = b->pos[t] + 1;
+                if (++t == t1) {
+                    t = t0;
+                    h++;
+                    if (!decode)
+                        break; /* a chunk's groups stay within one head */
+                }
             }
-#endif
-            attend_row_generic(j->ops, o, q, &src, b->pos[t] + 1, sc0);
-            t++;
+            if (j->avx2 == 2)
+                attend_rows_avx512(j->ops, &w, &src, decode);
+            else
+                attend_rows_avx2(j->ops, &w, &src, decode);
         }
+        return;
+    }
+#endif
+    (void)wide;
+    for (int h = g * group; h < (g + 1) * group; h++)
+        for (int t = t0; t < t1; t++)
+            attend_row_generic(j->ops, a->out + (size_t)t * a->ldo + (size_t)h * HS,
+                               a->q + (size_t)t * a->ldq + (size_t)h * HS, &src, b->pos[t] + 1,
+                               scratch);
 }
 
 static void attn_part(void *arg, int part, int parts, int thread)
@@ -492,7 +563,8 @@ void attn_forward(mm_t *mm, const kv_cache_t *kv, const attn_batch_t *b, const a
     attn_job_t j = {
         .kv = kv, .b = b, .a = a, .ops = vec_ops_get(kernel), .avx2 = 0, .items = b->B * a->NKV};
 #ifdef HAVE_VEC_AVX2
-    j.avx2 = kernel != MM_KERNEL_GENERIC && a->HS % 16 == 0;
+    /* 2: AVX-512 CPUs, the same code compiled for 32 registers. */
+    j.avx2 = kernel == MM_KERNEL_GENERIC || a->HS % 16 ? 0 : kernel == MM_KERNEL_AVX2 ? 1 : 2;
 #endif
     int parts = j.items < ATTN_MAX_PARTS ? j.items : ATTN_MAX_PARTS;
     pool_t *pool = mm_pool(mm);

@@ -32,6 +32,8 @@ struct model {
     float *converted;    /* owned: F16/BF16 (and misaligned F32) weights as F32 */
     size_t n_converted;  /* floats in converted */
     size_t weight_bytes; /* bytes of weights as used, a tied LM head counted once */
+    double mm_read_bytes; /* bytes a step streams from the packed matrices (model_matrix_cost) */
+    double mm_macs;       /* multiply-adds of one row through every packed matrix */
     mm_t *mm;            /* owned: matmul kernels and the compute thread pool */
     int dtype;           /* enum eng_dtype the matrices are kept in */
     /* The last reservation (model_set_threads sizes it again for a new thread count). */

@@ -259,6 +259,15 @@ size_t model_weight_bytes(const model_t *m)
     return m->weight_bytes;
 }
 
+void model_matrix_cost(const model_t *m, double *read_bytes, double *macs_per_row,
+                       double *macs_per_logit)
+{
+    const double head = (double)m->desc.n_embd * m->desc.vocab_size;
+    *read_bytes = m->mm_read_bytes;
+    *macs_per_row = m->mm_macs - head;
+    *macs_per_logit = head;
+}
+
 /* Rejects a batch that would read or write outside the model, the scratch or the pool,
  * or whose rows' slots are not where attention will look for them. */
 int model_check_batch(const model_t *m, const kv_cache_t *kv, const model_batch_t *b)
@@ -620,6 +629,8 @@ int model_pack_parts(model_t *m, mm_weight_t *w, const float *const *parts, cons
 void model_count_packed(model_t *m, const mm_weight_t *w)
 {
     const size_t K = (size_t)w->K, N = (size_t)w->N;
+    m->mm_read_bytes += (double)w->bytes + (w->scale ? (double)w->n_panels * MM_NR * sizeof(float) : 0);
+    m->mm_macs += (double)K * (double)N;
     /* weight_bytes counts values in the dtype they are kept in (padding not counted), and
      * int8's column scales. */
     if (w->dtype == ENG_DTYPE_I8 || w->dtype == ENG_DTYPE_W8A8)

@@ -101,5 +101,10 @@ int model_dtype(const model_t *m);
 const char *model_dtype_name(int dtype);
 /* Bytes of weights as used (values in the dtype they are kept in, a tied head once). */
 size_t model_weight_bytes(const model_t *m);
+/* What the packed matrices cost a step (a roofline's weight terms): the bytes a step streams
+ * from them (every panel once, int8's column scales too), the multiply-adds of one row
+ * through the layers and those of one logit row through the LM head (C x V). */
+void model_matrix_cost(const model_t *m, double *read_bytes, double *macs_per_row,
+                       double *macs_per_logit);
 
 #endif
