@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/engine.h"
@@ -111,6 +112,13 @@ struct model_matrix {
 
 static int load_finish(model_t *m, char *err, size_t errlen);
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 int model_load(model_t **out, const char *dir, int dtype, const char *kernel, char *err,
                size_t errlen)
 {
@@ -130,10 +138,13 @@ int model_load_progress(model_t **out, const char *dir, int dtype, const char *k
     int arch = 0;
     int rc = load_json(dir, "config.json", 0, &root, err, errlen);
     rc = rc ? rc : pick_arch(root, &arch, err, errlen);
+    const double t0 = now();
     if (!rc)
         rc = archs[arch].load(out, dir, root, archs[arch].arch, dtype, kernel, &progress, err,
                               errlen);
     rc = rc ? rc : load_finish(*out, err, errlen);
+    if (!rc) /* packing is what the load spent beyond mapping and faulting */
+        (*out)->times.pack_s = now() - t0 - (*out)->times.map_s - (*out)->times.fault_s;
     /* generation_config.json's end-of-sequence ids join config.json's (Llama 3 instruct
      * models stop on several). */
     rc = rc ? rc : load_json(dir, "generation_config.json", 1, &gen, err, errlen);
@@ -255,6 +266,11 @@ const char *model_dtype_name(int dtype)
 size_t model_weight_bytes(const model_t *m)
 {
     return m->weight_bytes;
+}
+
+void model_load_times(const model_t *m, model_load_times_t *t)
+{
+    *t = m->times;
 }
 
 /* Rejects a batch that would read or write outside the model, the scratch or the pool,
@@ -515,8 +531,10 @@ int model_get(model_loader_t *ld, const char *name, int64_t d0, int64_t d1, cons
 int model_load_weights(model_t *m, const char *dir, model_loader_t *ld,
                        int (*get_all)(model_loader_t *ld))
 {
+    const double t0 = now();
     int rc = st_open(&m->st, dir, ld->err, ld->errlen);
     rc = rc ? rc : get_all(ld);
+    m->times.map_s = now() - t0;
     if (rc)
         return rc;
     if (ld->n_convert) {
