@@ -422,9 +422,50 @@ int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, 
 /* Panels per pool part: small enough that a thread slowed by other load holds up little. */
 #define PACK_PANELS_PER_CHUNK 4
 
+/* Faults in one 2 MiB part of a weight's memory (the kernel clears it, 2 MiB at once when it
+ * gives a huge page). MADV_POPULATE_WRITE (Linux 5.14) does it without a fault per page;
+ * without it, a write of a zero per 4 KiB: the memory is not packed yet, so no value is lost. */
+static void prefault_cb(void *arg, int part, int n)
+{
+    const mm_weight_t *w = arg;
+    const size_t huge = (size_t)2 << 20, lo = (size_t)part * huge;
+    const size_t hi = lo + huge < w->bytes ? lo + huge : w->bytes;
+    char *at = (char *)w->data + lo;
+    (void)n;
+#ifdef MADV_POPULATE_WRITE
+    if (madvise(at, hi - lo, MADV_POPULATE_WRITE) == 0)
+        return;
+#endif
+    for (size_t i = 0; i < hi - lo; i += 4096)
+        ((volatile char *)at)[i] = 0;
+}
+
+int mm_weight_alloc(mm_t *mm, mm_weight_t *w, int K, int N, int dtype)
+{
+    int rc = weight_alloc(w, K, N, dtype);
+    const size_t huge = (size_t)2 << 20;
+    if (rc || w->bytes < huge)
+        return rc;
+    /* Whole 2 MiB pages per part: two threads never wait on the clearing of one huge page. */
+    size_t parts = (w->bytes + huge - 1) / huge;
+    pool_run_parts(mm ? mm_pool(mm) : NULL, parts > POOL_MAX_PARTS ? POOL_MAX_PARTS : (int)parts,
+                   prefault_cb, w);
+    return 0;
+}
+
 int mm_weight_pack(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_parts, int K, int N,
                    size_t ld, int trans, int dtype)
 {
+    memset(w, 0, sizeof(*w));
+    int rc = mm_weight_alloc(mm, w, K, N, dtype);
+    rc = rc ? rc : mm_weight_fill(mm, w, parts, n_parts, ld, trans);
+    return rc;
+}
+
+int mm_weight_fill(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_parts, size_t ld,
+                   int trans)
+{
+    const int K = w->K, N = w->N;
     int sum = 0, same = 1;
     for (int i = 0; i < n_parts; i++) {
         const mm_source_t *s = &parts[i];
@@ -433,16 +474,13 @@ int mm_weight_pack(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_par
             sum = -1;
         if (sum >= 0)
             sum += s->n;
-        same = same && s->dtype == (dtype == ENG_DTYPE_AUTO ? ENG_DTYPE_F32 : dtype);
+        same = same && s->dtype == w->dtype;
     }
-    if (n_parts < 1 || sum < 0 || (n_parts > 1 && (!trans || sum != N)) ||
+    if (!w->data || n_parts < 1 || sum < 0 || (n_parts > 1 && (!trans || sum != N)) ||
         ld < (size_t)(trans ? K : N)) {
-        memset(w, 0, sizeof(*w));
+        mm_weight_free(w);
         return -EINVAL;
     }
-    int rc = weight_alloc(w, K, N, dtype);
-    if (rc)
-        return rc;
     pool_t *pool = mm ? mm_pool(mm) : NULL;
     const int threads = pool ? pool_threads(pool) : 1;
     pack_job_t pj = {.w = w, .parts = parts, .n_parts = n_parts, .ld = ld, .trans = trans};

@@ -594,6 +594,17 @@ static struct model_matrix *matrix_at(model_t *m, const float *p)
     return NULL;
 }
 
+/* mm_weight_pack in the model's dtype, with the time its fresh memory took to fault in
+ * counted apart (model_load_times). */
+static int pack_into(model_t *m, mm_weight_t *w, const mm_source_t *parts, int n_parts, int K,
+                     int N, size_t ld, int trans)
+{
+    const double t0 = now();
+    int rc = mm_weight_alloc(m->mm, w, K, N, m->dtype);
+    m->times.fault_s += now() - t0;
+    return rc ? rc : mm_weight_fill(m->mm, w, parts, n_parts, ld, trans);
+}
+
 int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int trans)
 {
     if (trans)
@@ -602,7 +613,7 @@ int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int t
     mm_source_t part = {.data = src, .dtype = ENG_DTYPE_F32, .n = N};
     if (x && x->deferred)
         part = (mm_source_t){.data = x->t->data, .dtype = file_dtype(x->t), .n = N};
-    int rc = mm_weight_pack(m->mm, w, &part, 1, K, N, (size_t)N, 0, m->dtype);
+    int rc = pack_into(m, w, &part, 1, K, N, (size_t)N, 0);
     if (!rc) {
         packed(m, x, src);
         model_count_packed(m, w);
@@ -624,7 +635,7 @@ int model_pack_parts(model_t *m, mm_weight_t *w, const float *const *parts, cons
                                         : (mm_source_t){parts[i], ENG_DTYPE_F32, rows[i]};
         N += rows[i];
     }
-    int rc = mm_weight_pack(m->mm, w, src, n, K, N, (size_t)K, 1, m->dtype);
+    int rc = pack_into(m, w, src, n, K, N, (size_t)K, 1);
     if (!rc) {
         for (int i = 0; i < n; i++)
             packed(m, x[i], parts[i]);

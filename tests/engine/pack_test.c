@@ -102,8 +102,9 @@ static void check_case(mm_t *mm, int src_dtype, int dtype, int K, int N, int tra
 
 int main(void)
 {
-    static const int shapes[][2] = {{1, 1},   {2, 16},   {3, 17},  {31, 33},
-                                    {64, 48}, {65, 100}, {130, 7}, {257, 160}};
+    static const int shapes[][2] = {
+        {1, 1},    {2, 16},  {3, 17},    {31, 33},    {64, 48},
+        {65, 100}, {130, 7}, {257, 160}, {1030, 1100}}; /* the last over 2 MiB: prefaulted */
     static const int dtypes[] = {ENG_DTYPE_BF16, ENG_DTYPE_F16, ENG_DTYPE_F32, ENG_DTYPE_I8};
     for (int threads = 1; threads <= 3; threads += 2) {
         char err[256];
