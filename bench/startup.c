@@ -10,7 +10,9 @@
  * start-up: checkpoint, packing, KV pool, step buffers), each the best of --runs (default 2),
  * and prints the ratio load / read, and the time to fault in as much fresh memory as the
  * packed weights take (the part of start-up that reading does not pay; --trace prints the
- * progress callback's times). A checkpoint it wrote is deleted afterwards unless
+ * progress callback's times), where the best load's time went (eng_info_t's init_*_s: map,
+ * fault, pack, rest) and the CPU seconds of the read and the load (all threads). A checkpoint it
+ * wrote is deleted afterwards unless
  * --keep: they are GBs. Not a test: run it by hand; on a shared machine, compare the ratios
  * of one run.
  */
