@@ -195,6 +195,8 @@ static int eng_plan(eng_plan_t *pl, const eng_params_t *p, const model_t *model,
 int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, size_t errlen)
 {
     *out = NULL;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     eng_t *e = calloc(1, sizeof(*e));
     if (!e) {
         snprintf(err, errlen, "engine: out of memory");
@@ -270,6 +272,14 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
         .head_size = cfg->head_size,
     };
     memcpy(info.max_model_len_from, pl.max_model_len_from, sizeof(info.max_model_len_from));
+    model_load_times_t lt;
+    model_load_times(e->model, &lt);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    info.init_map_s = lt.map_s;
+    info.init_fault_s = lt.fault_s;
+    info.init_pack_s = lt.pack_s;
+    info.init_rest_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9 -
+                       lt.map_s - lt.fault_s - lt.pack_s;
     e->info = info;
     sched_get_stats(&e->sched, &e->stats);
     *out = e;

@@ -51,24 +51,24 @@ enum eng_dtype {
 typedef void (*eng_progress_cb)(void *arg, uint64_t done, uint64_t total);
 
 typedef struct eng_params {
-    const char *model_dir;      /* borrowed: Hugging Face model directory */
-    int threads;                /* compute threads; 0 = one per core */
-    int block_size;             /* tokens per KV block; 0 = 16 */
-    size_t kv_cache_memory;     /* bytes for the KV pool; 0 = what max_num_seqs full-length
-                                 * sequences need, at most 1 GiB */
-    int num_kv_blocks;          /* > 0 overrides kv_cache_memory */
-    int max_num_seqs;           /* sequences in one step; 0 = ENG_DEFAULT_MAX_NUM_SEQS */
-    int max_num_batched_tokens; /* token budget of one step; >= max_num_seqs;
-                                 * 0 = ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS */
-    int max_model_len;          /* prompt + completion limit; 0 = the model's maximum
-                                 * positions, or what the KV pool holds if less */
-    int max_waiting;            /* requests not yet admitted; eng_submit fails with -EAGAIN
-                                 * past this; 0 = unbounded */
-    int weight_dtype;           /* enum eng_dtype: how weights are kept in memory */
-    const char *kernel;         /* matrix kernel: "auto", "generic", "avx2", "avx512", "amx";
-                                 * NULL = as NANO_VLLM_KERNEL says, else auto */
-    int kv_cache_dtype;         /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit or
-                                 * int8 weights, F32 with F32 or BF16X3 weights */
+    const char *model_dir;           /* borrowed: Hugging Face model directory */
+    int threads;                     /* compute threads; 0 = one per core */
+    int block_size;                  /* tokens per KV block; 0 = 16 */
+    size_t kv_cache_memory;          /* bytes for the KV pool; 0 = what max_num_seqs full-length
+                                      * sequences need, at most 1 GiB */
+    int num_kv_blocks;               /* > 0 overrides kv_cache_memory */
+    int max_num_seqs;                /* sequences in one step; 0 = ENG_DEFAULT_MAX_NUM_SEQS */
+    int max_num_batched_tokens;      /* token budget of one step; >= max_num_seqs;
+                                      * 0 = ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS */
+    int max_model_len;               /* prompt + completion limit; 0 = the model's maximum
+                                      * positions, or what the KV pool holds if less */
+    int max_waiting;                 /* requests not yet admitted; eng_submit fails with -EAGAIN
+                                      * past this; 0 = unbounded */
+    int weight_dtype;                /* enum eng_dtype: how weights are kept in memory */
+    const char *kernel;              /* matrix kernel: "auto", "generic", "avx2", "avx512", "amx";
+                                      * NULL = as NANO_VLLM_KERNEL says, else auto */
+    int kv_cache_dtype;              /* enum eng_dtype: F32 or F16; AUTO = F16 with 16-bit or
+                                      * int8 weights, F32 with F32 or BF16X3 weights */
     int max_prefill_tokens_decoding; /* N: caps the prompt tokens of a step that also
                                       * decodes, so running streams keep their pace and
                                       * arrivals are not starved (the rule: prefill_cap in
@@ -94,6 +94,10 @@ typedef struct eng_info {
     const char *kv_cache_dtype; /* "f32", "f16" */
     const char *kernel;         /* the matrix kernel: "generic", "avx2", "avx512", "amx" */
     int compute_threads;
+    /* Where eng_init's time went, in seconds: mapping the checkpoint and checking its
+     * headers, faulting in fresh memory for the packed weights, packing (and converting)
+     * the weights, and the rest (KV pool, scheduler, step buffers, thread pool). */
+    double init_map_s, init_fault_s, init_pack_s, init_rest_s;
 } eng_info_t;
 
 /* Sampling settings; the neutral value of each is given. */
@@ -120,13 +124,13 @@ typedef struct eng_sampling {
  * request with n = 1), k > 0 with a seed derived from sp.seed and k. With a seed, what a
  * completion generates does not depend on what else is batched with it. */
 typedef struct eng_request {
-    uint64_t id;         /* chosen by the caller, unique among live requests */
-    void *user;          /* returned in every event, never dereferenced */
-    int32_t *prompt;     /* (prompt_len) owned */
+    uint64_t id;     /* chosen by the caller, unique among live requests */
+    void *user;      /* returned in every event, never dereferenced */
+    int32_t *prompt; /* (prompt_len) owned */
     int prompt_len;
-    int n;               /* completions of this prompt (they share its KV blocks); >= 1 */
-    int index_base;      /* choice index of the first completion */
-    int max_tokens;      /* new tokens per completion; 0 only with prompt_logprobs (scoring) */
+    int n;          /* completions of this prompt (they share its KV blocks); >= 1 */
+    int index_base; /* choice index of the first completion */
+    int max_tokens; /* new tokens per completion; 0 only with prompt_logprobs (scoring) */
     int ignore_eos;
     int n_stop;
     char *stop[ENG_MAX_STOPS]; /* owned, NUL-terminated, non-empty */
@@ -178,14 +182,14 @@ typedef struct eng_event {
     struct eng_event *next;
     uint64_t req_id;
     void *user;
-    int index;             /* choice index (index_base + k) */
-    int32_t *ids;          /* (n_ids) tokens generated since the last event of this choice */
+    int index;    /* choice index (index_base + k) */
+    int32_t *ids; /* (n_ids) tokens generated since the last event of this choice */
     int n_ids;
-    char *text;            /* text delta, NUL-terminated; held back while it may start a stop;
-                            * with ENG_FINISH_ERROR, the reason */
+    char *text; /* text delta, NUL-terminated; held back while it may start a stop;
+                 * with ENG_FINISH_ERROR, the reason */
     size_t text_len;
-    int is_prompt;         /* 1: lps are the prompt's logprobs (echo), ids the prompt */
-    eng_logprob_t *lps;    /* (n_lps) or NULL */
+    int is_prompt;      /* 1: lps are the prompt's logprobs (echo), ids the prompt */
+    eng_logprob_t *lps; /* (n_lps) or NULL */
     int n_lps;
     int finish;            /* enum eng_finish */
     int prompt_tokens;     /* set on the finishing event */
@@ -198,8 +202,8 @@ typedef struct eng_stats {
     int kv_blocks_used, kv_blocks_total; /* used: held by a sequence; cached free ones not */
     uint64_t preemptions;
     uint64_t prefix_cache_queries, prefix_cache_hits; /* in prompt tokens, first admission */
-    uint64_t prompt_tokens;     /* prompt_len * n of every accepted request */
-    uint64_t generation_tokens; /* every sampled token */
+    uint64_t prompt_tokens;                           /* prompt_len * n of every accepted request */
+    uint64_t generation_tokens;                       /* every sampled token */
     uint64_t steps;
     uint64_t requests_finished;
     uint64_t forward_tokens; /* rows run through the model (prompt chunks and decodes) */

@@ -95,8 +95,7 @@ pool_t *mm_pool(mm_t *mm);
  * src[k*ld + n], or at src[n*ld + k] when trans (e.g. the LM head: W = wteᵀ, src = wte
  * with ld = C). Returns 0, -EINVAL (bad shape/dtype) or -ENOMEM; *w is zeroed on failure.
  * The source is only read; the caller may free or unmap it afterwards. */
-int mm_weight_init(mm_weight_t *w, const float *src, int K, int N, size_t ld, int trans,
-                   int dtype);
+int mm_weight_init(mm_weight_t *w, const float *src, int K, int N, size_t ld, int trans, int dtype);
 /* Same, packing with the pool's threads (large weights load faster). */
 int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, size_t ld,
                       int trans, int dtype);
@@ -114,6 +113,14 @@ typedef struct mm_source {
  * apart), their n summing to N. */
 int mm_weight_pack(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_parts, int K, int N,
                    size_t ld, int trans, int dtype);
+/* mm_weight_pack in two steps, so that a caller can tell the cost of fresh memory from that of
+ * packing. mm_weight_alloc allocates *w for W (K x N) in dtype (as mm_weight_pack would) and
+ * faults its memory in on the pool's threads, whole 2 MiB pages to each (0, -EINVAL or
+ * -ENOMEM; *w zeroed on failure). mm_weight_fill packs W from parts (their n summing to w->N
+ * when several) into it; on -EINVAL it frees *w. */
+int mm_weight_alloc(mm_t *mm, mm_weight_t *w, int K, int N, int dtype);
+int mm_weight_fill(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_parts, size_t ld,
+                   int trans);
 /* mm_weight_free on a zeroed or freed weight is a no-op. */
 void mm_weight_free(mm_weight_t *w);
 /* Reads column n of W as F32 into out (K values): the token embedding when W = wteᵀ. */
@@ -134,15 +141,15 @@ enum mm_epilogue { MM_EPI_NONE = 0, MM_EPI_GELU };
  * With AMX and BF16 or BF16X3 weights, X is first rounded into a buffer mm owns, grown when
  * a larger product comes and kept (no allocation once the largest shape was seen); if it
  * cannot grow, the AVX-512 tiles compute the product instead. */
-void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w,
-               const float *bias, float *y, size_t ldy, int accumulate, int epi);
+void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w, const float *bias,
+               float *y, size_t ldy, int accumulate, int epi);
 
 /* Y[M,N] = X[M,K]·W on the calling thread (no pool), W given as F32 panels the caller laid
- * out (attention's K and V, packed per head), 32-byte aligned: panel p holds W[0:K, 16p:16p+16] as rows of
- * MM_NR floats (columns past N zero), and starts panel_rows >= K rows after panel p-1, so a
+ * out (attention's K and V, packed per head), 32-byte aligned: panel p holds W[0:K, 16p:16p+16] as
+ * rows of MM_NR floats (columns past N zero), and starts panel_rows >= K rows after panel p-1, so a
  * product may use the first K rows of longer panels. Same tiles and order of k as
  * mm_matmul, so the result does not depend on which thread calls it. */
-void mm_matmul_panels(const mm_t *mm, int M, const float *x, size_t ldx, const float *panels,
-                      int K, int N, int panel_rows, float *y, size_t ldy);
+void mm_matmul_panels(const mm_t *mm, int M, const float *x, size_t ldx, const float *panels, int K,
+                      int N, int panel_rows, float *y, size_t ldy);
 
 #endif

@@ -108,6 +108,8 @@ typedef struct pack_job {
     int fast;     /* every part is in w->dtype (F32, F16 or BF16): copied, never widened */
     float *block; /* (threads, rows x MM_NR) F32 scratch of the widening path */
     int n_chunks; /* parts of the pool job */
+    int by_rows;  /* BF16 kept as BF16, not transposed: parts are bands of rows (copy_rows_bf16) */
+    int band;     /* rows of pairs per part when by_rows */
 } pack_job_t;
 
 static size_t src_size(int dtype)
@@ -269,9 +271,23 @@ static void copy_panel(const pack_job_t *pj, int p)
                 u16[(size_t)(k / 2) * 2 * MM_NR + 2 * (size_t)j + (size_t)(k & 1)] = 0;
 }
 
-/* copy_panel for BF16 with all 16 columns present: rows k and k+1 of a column go side by
- * side into the panel's row of pairs, so a pair is one 32-bit move (two values through
- * same_bf16), read down the file's row when transposed, else from two file rows. */
+static inline uint32_t load_u32(const void *p, size_t i)
+{
+    uint32_t v;
+    memcpy(&v, (const char *)p + i * sizeof(v), sizeof(v));
+    return v;
+}
+
+/* same_bf16 on both values of a 32-bit word. */
+static inline uint32_t same_bf16x2(uint32_t v)
+{
+    return (uint32_t)same_bf16((uint16_t)v) | (uint32_t)same_bf16((uint16_t)(v >> 16)) << 16;
+}
+
+/* copy_panel for BF16 with all 16 columns present, transposed (column n of W is row n of
+ * the file): rows k and k+1 of a column are one 32-bit word of the file's row, and a panel's
+ * row of pairs is the next word of each of its 16 file rows. The panel is written front to
+ * back, one 64-byte row of pairs at a time, and its 16 file rows are read front to back. */
 static void copy_panel_bf16(const pack_job_t *pj, int p)
 {
     mm_weight_t *w = pj->w;
@@ -280,42 +296,73 @@ static void copy_panel_bf16(const pack_job_t *pj, int p)
     panel_columns(pj, p, col, dt);
     const int K = w->K, rows = mm_panel_rows(w->dtype, K), pairs = K / 2;
     uint16_t *out = (uint16_t *)w->data + (size_t)p * mm_panel_values(w->dtype, K);
-    if (pj->trans) {
-        for (int j = 0; j < MM_NR; j++) {
-            const uint16_t *c = col[j];
-            uint16_t *o = out + 2 * j;
-            for (int k2 = 0; k2 < pairs; k2++) {
-                o[(size_t)k2 * 2 * MM_NR] = same_bf16(load_u16(c, 2 * (size_t)k2));
-                o[(size_t)k2 * 2 * MM_NR + 1] = same_bf16(load_u16(c, 2 * (size_t)k2 + 1));
-            }
-        }
-    } else {
-        for (int k2 = 0; k2 < pairs; k2++) {
-            const char *r0 = (const char *)col[0] + 2 * (size_t)k2 * pj->ld * 2;
-            const char *r1 = r0 + pj->ld * 2;
-            uint16_t *o = out + (size_t)k2 * 2 * MM_NR;
-            for (int j = 0; j < MM_NR; j++) {
-                o[2 * j] = same_bf16(load_u16(r0, (size_t)j));
-                o[2 * j + 1] = same_bf16(load_u16(r1, (size_t)j));
-            }
-        }
-    }
+    uint32_t *o32 = (uint32_t *)out; /* the panel's rows of pairs, 64-byte aligned */
+    for (int k2 = 0; k2 < pairs; k2++)
+        for (int j = 0; j < MM_NR; j++)
+            o32[(size_t)k2 * MM_NR + (size_t)j] = same_bf16x2(load_u32(col[j], (size_t)k2));
     for (int k = 2 * pairs; k < rows; k++) /* an odd last row, then zero rows */
         for (int j = 0; j < MM_NR; j++)
             out[(size_t)(k / 2) * 2 * MM_NR + 2 * (size_t)j + (size_t)(k & 1)] =
-                k < K ? same_bf16(load_u16(col[j], (size_t)k * (pj->trans ? 1 : pj->ld))) : 0;
+                k < K ? same_bf16(load_u16(col[j], (size_t)k)) : 0;
+}
+
+/* Pairs of rows per pool part of copy_rows_bf16. */
+#define PACK_PAIRS_PER_CHUNK 8
+
+/* Packs the rows of pairs [q0, q1) of every panel from one BF16 source in the kept dtype, not
+ * transposed (row k of W is row k of the file): file rows 2q and 2q+1 are read once, front to
+ * back, and give each panel its whole 64-byte row of pairs q (zero past K and N). */
+static void copy_rows_bf16(const pack_job_t *pj, int q0, int q1)
+{
+    mm_weight_t *w = pj->w;
+    const int K = w->K, N = w->N, full = N / MM_NR;
+    const size_t pv = mm_panel_values(w->dtype, K);
+    const char *src = pj->parts[0].data;
+    uint16_t *data = w->data;
+    for (int q = q0; q < q1; q++) {
+        const int k = 2 * q;
+        const char *r0 = k < K ? src + (size_t)k * pj->ld * 2 : NULL;
+        const char *r1 = k + 1 < K ? src + (size_t)(k + 1) * pj->ld * 2 : NULL;
+        int p = 0;
+        if (r0 && r1) {
+            for (; p < full; p++) {
+                uint16_t a[MM_NR], b[MM_NR], *o = data + (size_t)p * pv + (size_t)q * 2 * MM_NR;
+                memcpy(a, r0 + (size_t)p * MM_NR * 2, sizeof(a));
+                memcpy(b, r1 + (size_t)p * MM_NR * 2, sizeof(b));
+                for (int j = 0; j < MM_NR; j++) {
+                    o[2 * j] = same_bf16(a[j]);
+                    o[2 * j + 1] = same_bf16(b[j]);
+                }
+            }
+        }
+        for (; p < w->n_panels; p++) { /* a partial last panel, an odd last row, zero rows */
+            uint16_t *o = data + (size_t)p * pv + (size_t)q * 2 * MM_NR;
+            for (int j = 0; j < MM_NR; j++) {
+                const int n = p * MM_NR + j;
+                o[2 * j] = r0 && n < N ? same_bf16(load_u16(r0, (size_t)n)) : 0;
+                o[2 * j + 1] = r1 && n < N ? same_bf16(load_u16(r1, (size_t)n)) : 0;
+            }
+        }
+    }
 }
 
 static void pack_cb(void *arg, int part, int n, int thread)
 {
     const pack_job_t *pj = arg;
     int p0, p1;
+    if (pj->by_rows) {
+        const int pairs = mm_panel_rows(pj->w->dtype, pj->w->K) / 2;
+        p0 = part * pj->band;
+        p1 = p0 + pj->band < pairs ? p0 + pj->band : pairs;
+        copy_rows_bf16(pj, p0, p1);
+        return;
+    }
     pool_split(pj->w->n_panels, n, part, &p0, &p1);
     const int rows = mm_panel_rows(pj->w->dtype, pj->w->K);
     float *blk = pj->block ? pj->block + (size_t)thread * (size_t)rows * MM_NR : NULL;
     for (int p = p0; p < p1; p++) {
         if (pj->fast && pj->w->dtype == ENG_DTYPE_BF16 && (p + 1) * MM_NR <= pj->w->N &&
-            (pj->trans || pj->n_parts == 1)) {
+            pj->trans) {
             copy_panel_bf16(pj, p);
         } else if (pj->fast) {
             copy_panel(pj, p);
@@ -381,9 +428,50 @@ int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, 
 /* Panels per pool part: small enough that a thread slowed by other load holds up little. */
 #define PACK_PANELS_PER_CHUNK 4
 
+/* Faults in one 2 MiB part of a weight's memory (the kernel clears it, 2 MiB at once when it
+ * gives a huge page). MADV_POPULATE_WRITE (Linux 5.14) does it without a fault per page;
+ * without it, a write of a zero per 4 KiB: the memory is not packed yet, so no value is lost. */
+static void prefault_cb(void *arg, int part, int n)
+{
+    const mm_weight_t *w = arg;
+    const size_t huge = (size_t)2 << 20, lo = (size_t)part * huge;
+    const size_t hi = lo + huge < w->bytes ? lo + huge : w->bytes;
+    char *at = (char *)w->data + lo;
+    (void)n;
+#ifdef MADV_POPULATE_WRITE
+    if (madvise(at, hi - lo, MADV_POPULATE_WRITE) == 0)
+        return;
+#endif
+    for (size_t i = 0; i < hi - lo; i += 4096)
+        ((volatile char *)at)[i] = 0;
+}
+
+int mm_weight_alloc(mm_t *mm, mm_weight_t *w, int K, int N, int dtype)
+{
+    int rc = weight_alloc(w, K, N, dtype);
+    const size_t huge = (size_t)2 << 20;
+    if (rc || w->bytes < huge)
+        return rc;
+    /* Whole 2 MiB pages per part: two threads never wait on the clearing of one huge page. */
+    size_t parts = (w->bytes + huge - 1) / huge;
+    pool_run_parts(mm ? mm_pool(mm) : NULL, parts > POOL_MAX_PARTS ? POOL_MAX_PARTS : (int)parts,
+                   prefault_cb, w);
+    return 0;
+}
+
 int mm_weight_pack(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_parts, int K, int N,
                    size_t ld, int trans, int dtype)
 {
+    memset(w, 0, sizeof(*w));
+    int rc = mm_weight_alloc(mm, w, K, N, dtype);
+    rc = rc ? rc : mm_weight_fill(mm, w, parts, n_parts, ld, trans);
+    return rc;
+}
+
+int mm_weight_fill(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_parts, size_t ld,
+                   int trans)
+{
+    const int K = w->K, N = w->N;
     int sum = 0, same = 1;
     for (int i = 0; i < n_parts; i++) {
         const mm_source_t *s = &parts[i];
@@ -392,16 +480,13 @@ int mm_weight_pack(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_par
             sum = -1;
         if (sum >= 0)
             sum += s->n;
-        same = same && s->dtype == (dtype == ENG_DTYPE_AUTO ? ENG_DTYPE_F32 : dtype);
+        same = same && s->dtype == w->dtype;
     }
-    if (n_parts < 1 || sum < 0 || (n_parts > 1 && (!trans || sum != N)) ||
+    if (!w->data || n_parts < 1 || sum < 0 || (n_parts > 1 && (!trans || sum != N)) ||
         ld < (size_t)(trans ? K : N)) {
-        memset(w, 0, sizeof(*w));
+        mm_weight_free(w);
         return -EINVAL;
     }
-    int rc = weight_alloc(w, K, N, dtype);
-    if (rc)
-        return rc;
     pool_t *pool = mm ? mm_pool(mm) : NULL;
     const int threads = pool ? pool_threads(pool) : 1;
     pack_job_t pj = {.w = w, .parts = parts, .n_parts = n_parts, .ld = ld, .trans = trans};
@@ -417,6 +502,14 @@ int mm_weight_pack(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_par
     }
     int chunks = (w->n_panels + PACK_PANELS_PER_CHUNK - 1) / PACK_PANELS_PER_CHUNK;
     chunks = chunks > POOL_MAX_PARTS ? POOL_MAX_PARTS : chunks;
+    if (pj.fast && w->dtype == ENG_DTYPE_BF16 && !trans && n_parts == 1) {
+        const int pairs = mm_panel_rows(w->dtype, K) / 2;
+        pj.by_rows = 1;
+        pj.band = PACK_PAIRS_PER_CHUNK;
+        if (pairs / pj.band >= POOL_MAX_PARTS)
+            pj.band = pairs / (POOL_MAX_PARTS - 1) + 1;
+        chunks = (pairs + pj.band - 1) / pj.band;
+    }
     pool_run_parts_thread(pool, chunks, pack_cb, &pj);
     free(pj.block);
     return 0;

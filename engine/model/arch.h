@@ -48,6 +48,7 @@ struct model {
     size_t in_place; /* floats of weights used in place from the files */
     model_progress_t progress;
     uint64_t bytes_done, bytes_total;
+    model_load_times_t times; /* of the load, see model_load_times */
 };
 
 /* The loader of each architecture: sets *out to what it allocated (base first, ops set) as

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/engine.h"
@@ -111,6 +112,13 @@ struct model_matrix {
 
 static int load_finish(model_t *m, char *err, size_t errlen);
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 int model_load(model_t **out, const char *dir, int dtype, const char *kernel, char *err,
                size_t errlen)
 {
@@ -131,10 +139,13 @@ int model_load_progress(model_t **out, const char *dir, int dtype, const char *k
     int arch = 0;
     int rc = load_json(dir, "config.json", 0, &root, err, errlen);
     rc = rc ? rc : pick_arch(root, &arch, err, errlen);
+    const double t0 = now();
     if (!rc)
         rc = archs[arch].load(out, dir, root, archs[arch].arch, dtype, kernel, &progress, err,
                               errlen);
     rc = rc ? rc : load_finish(*out, err, errlen);
+    if (!rc) /* packing is what the load spent beyond mapping and faulting */
+        (*out)->times.pack_s = now() - t0 - (*out)->times.map_s - (*out)->times.fault_s;
     /* generation_config.json's end-of-sequence ids join config.json's (Llama 3 instruct
      * models stop on several). */
     rc = rc ? rc : load_json(dir, "generation_config.json", 1, &gen, err, errlen);
@@ -266,6 +277,11 @@ void model_matrix_cost(const model_t *m, double *read_bytes, double *macs_per_ro
     *read_bytes = m->mm_read_bytes;
     *macs_per_row = m->mm_macs - head;
     *macs_per_logit = head;
+}
+
+void model_load_times(const model_t *m, model_load_times_t *t)
+{
+    *t = m->times;
 }
 
 /* Rejects a batch that would read or write outside the model, the scratch or the pool,
@@ -526,8 +542,10 @@ int model_get(model_loader_t *ld, const char *name, int64_t d0, int64_t d1, cons
 int model_load_weights(model_t *m, const char *dir, model_loader_t *ld,
                        int (*get_all)(model_loader_t *ld))
 {
+    const double t0 = now();
     int rc = st_open(&m->st, dir, ld->err, ld->errlen);
     rc = rc ? rc : get_all(ld);
+    m->times.map_s = now() - t0;
     if (rc)
         return rc;
     if (ld->n_convert) {
@@ -587,6 +605,17 @@ static struct model_matrix *matrix_at(model_t *m, const float *p)
     return NULL;
 }
 
+/* mm_weight_pack in the model's dtype, with the time its fresh memory took to fault in
+ * counted apart (model_load_times). */
+static int pack_into(model_t *m, mm_weight_t *w, const mm_source_t *parts, int n_parts, int K,
+                     int N, size_t ld, int trans)
+{
+    const double t0 = now();
+    int rc = mm_weight_alloc(m->mm, w, K, N, m->dtype);
+    m->times.fault_s += now() - t0;
+    return rc ? rc : mm_weight_fill(m->mm, w, parts, n_parts, ld, trans);
+}
+
 int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int trans)
 {
     if (trans)
@@ -595,7 +624,7 @@ int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int t
     mm_source_t part = {.data = src, .dtype = ENG_DTYPE_F32, .n = N};
     if (x && x->deferred)
         part = (mm_source_t){.data = x->t->data, .dtype = file_dtype(x->t), .n = N};
-    int rc = mm_weight_pack(m->mm, w, &part, 1, K, N, (size_t)N, 0, m->dtype);
+    int rc = pack_into(m, w, &part, 1, K, N, (size_t)N, 0);
     if (!rc) {
         packed(m, x, src);
         model_count_packed(m, w);
@@ -617,7 +646,7 @@ int model_pack_parts(model_t *m, mm_weight_t *w, const float *const *parts, cons
                                         : (mm_source_t){parts[i], ENG_DTYPE_F32, rows[i]};
         N += rows[i];
     }
-    int rc = mm_weight_pack(m->mm, w, src, n, K, N, (size_t)K, 1, m->dtype);
+    int rc = pack_into(m, w, src, n, K, N, (size_t)K, 1);
     if (!rc) {
         for (int i = 0; i < n; i++)
             packed(m, x[i], parts[i]);

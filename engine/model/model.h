@@ -107,4 +107,12 @@ size_t model_weight_bytes(const model_t *m);
 void model_matrix_cost(const model_t *m, double *read_bytes, double *macs_per_row,
                        double *macs_per_logit);
 
+/* Where the load's time went, in seconds of the loading thread's clock: mapping the
+ * checkpoint and checking its headers and shapes (map), faulting in the packed weights'
+ * fresh memory (fault) and packing or converting the weights into it (pack). */
+typedef struct model_load_times {
+    double map_s, fault_s, pack_s;
+} model_load_times_t;
+void model_load_times(const model_t *m, model_load_times_t *t);
+
 #endif
