@@ -301,9 +301,11 @@ typedef struct mm_job {
     int panel_rows; /* rows from one panel to the next: w->K, or more (mm_matmul_panels) */
 } mm_job_t;
 
-/* Panels per register tile of mr rows (matmul_kern.h). */
-static int tile_np(const mm_t *mm, int mr)
+/* Panels per register tile of mr rows of a dtype (matmul_kern.h). */
+static int tile_np(const mm_t *mm, int mr, int dtype)
 {
+    if (mr == 1 && mm_gemv_dtype(dtype) && mm->kernel != MM_KERNEL_GENERIC)
+        return mm->kernel == MM_KERNEL_AVX2 ? MM_NP_GEMV_AVX2 : MM_NP_GEMV;
     return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np > 1 ? mm_np_avx512(mr) : 1;
 }
 
@@ -357,7 +359,8 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     for (int m0 = 0; m0 < j->M; m0 += mc_max) {
         int mc = j->M - m0 < mc_max ? j->M - m0 : mc_max;
         int nb = (mc + MR - 1) / MR; /* near-equal row tiles: 8 rows are 4 + 4 */
-        const int npt = tile_np(j->mm, (mc + nb - 1) / nb); /* of the largest tile */
+        /* Of the largest tile. */
+        const int npt = tile_np(j->mm, (mc + nb - 1) / nb, w->dtype);
         for (int k0 = 0; k0 < K; k0 += kc_max) {
             int kc = K - k0 < kc_max ? K - k0 : kc_max;
             for (int p = p0, np; p < p1; p += np) {

@@ -55,6 +55,15 @@ static inline int mm_np_avx2(int mr)
     return mr == 1 ? 4 : mr == 2 ? 2 : 1;
 }
 
+/* One-row tiles (a decode step at batch 1) of F32, F16 and BF16 weights run a kernel's
+ * gemv_body over more panels: MM_NP_GEMV (AVX-512) or MM_NP_GEMV_AVX2 (see those files). */
+#define MM_NP_GEMV 8
+#define MM_NP_GEMV_AVX2 6
+static inline int mm_gemv_dtype(int dtype)
+{
+    return dtype == ENG_DTYPE_F32 || dtype == ENG_DTYPE_F16 || dtype == ENG_DTYPE_BF16;
+}
+
 typedef struct mm_tile {
     const float *x;   /* row 0 of the tile at column k0 */
     size_t ldx;
