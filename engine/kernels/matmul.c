@@ -18,7 +18,8 @@
  * row's sum over K, so a row gets the same bits in any product on any thread count. With
  * M <= MR there is one tile per np
  * panels over the whole K: the weights stream once, with a software prefetch a few KB ahead
- * (memory bound). With more tiles per panel, tile b of nb prefetches the b-th share of the
+ * (memory bound); on AVX2 a one-row tile of F32 weights spans more panels (MM_NP_GEMV_AVX2,
+ * gemv_body in matmul_avx2.c), so decoding at batch 1 has more chains in flight. With more tiles per panel, tile b of nb prefetches the b-th share of the
  * next panel chunk (of each of the next np panels), so DRAM traffic overlaps the compute of
  * the current chunk instead of stalling the first tile.
  * Epilogues (GELU) are applied by the tile of the last K chunk as it stores Y.
@@ -304,8 +305,8 @@ typedef struct mm_job {
 /* Panels per register tile of mr rows of a dtype (matmul_kern.h). */
 static int tile_np(const mm_t *mm, int mr, int dtype)
 {
-    if (mr == 1 && mm_gemv_dtype(dtype) && mm->kernel != MM_KERNEL_GENERIC)
-        return mm->kernel == MM_KERNEL_AVX2 ? MM_NP_GEMV_AVX2 : MM_NP_GEMV;
+    if (mr == 1 && mm_gemv_dtype(dtype) && mm->kernel == MM_KERNEL_AVX2)
+        return MM_NP_GEMV_AVX2;
     return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np > 1 ? mm_np_avx512(mr) : 1;
 }
 

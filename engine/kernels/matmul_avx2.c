@@ -205,8 +205,8 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
 #undef STORE
 }
 
-/* One row of X over up to MM_NP_GEMV_AVX2 panels (mm_np_gemv): the product of a decode step
- * at batch 1, which streams every weight once. Each element is one chain of FMAs in order of
+/* One row of X over up to MM_NP_GEMV_AVX2 panels of F32 weights: the product of a decode
+ * step at batch 1, which streams every weight once. Each element is one chain of FMAs in order of
  * k, from the same start value as tile_body's, so a row gets the same bits here as in a tile
  * of more rows (matmul_kern.h). Six panels are twelve chains (12 accumulators + 2 W + 1
  * broadcast of the 16 registers) and 384 bytes of F32 or 192 of 16-bit weights per FMA
@@ -300,8 +300,6 @@ INLINE void gemv_body(const mm_tile_t *t, const int NP, const int DT)
             NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6};
 
 GEMV_FNS(ENG_DTYPE_F32, gemv_f32)
-GEMV_FNS(ENG_DTYPE_F16, gemv_f16)
-GEMV_FNS(ENG_DTYPE_BF16, gemv_bf16)
 
 /* Tiles of MR rows and NP panels, MR = 1..MM_MR_AVX2 and NP = 1..mm_np_avx2(MR); NULL past
  * that. */
@@ -330,12 +328,7 @@ void mm_tile_avx2(const mm_tile_t *t)
 {
     int i = t->mr - 1, p = t->np - 1;
     if (i == 0 && mm_gemv_dtype(t->dtype)) {
-        if (t->dtype == ENG_DTYPE_F32)
-            gemv_f32[p](t);
-        else if (t->dtype == ENG_DTYPE_F16)
-            gemv_f16[p](t);
-        else
-            gemv_bf16[p](t);
+        gemv_f32[p](t);
         return;
     }
     if (t->dtype == ENG_DTYPE_F32)

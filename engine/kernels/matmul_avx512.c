@@ -230,94 +230,6 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
 #undef START_VALUE
 }
 
-/* One row of X over up to MM_NP_GEMV panels (mm_np_gemv): the product of a decode step at
- * batch 1, which streams every weight once. Each panel is one chain of FMAs in order of k,
- * from the same start value as tile_body's, so a row gets the same bits here as in a tile
- * of more rows (matmul_kern.h). Eight panels give eight chains and bring 512 bytes of F32 or
- * 256 of 16-bit weights per FMA latency; with four, 16-bit weights cold in memory ran at
- * F32's time per k step, half its bytes per second. The prefetch is one per cache line: per
- * panel, one per two rows of 16-bit weights and two for F32. */
-INLINE void gemv_body(const mm_tile_t *t, const int NP, const int DT)
-{
-#define GEMV_PANELS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#define GEMV_START(q)                                                                              \
-    __m512 c##q = _mm512_setzero_ps();                                                             \
-    if (NP > q) {                                                                                  \
-        const __mmask16 m = lane_mask(t->nc - (q)*MM_NR);                                          \
-        if (t->load_y)                                                                             \
-            c##q = _mm512_maskz_loadu_ps(m, t->y + (q)*MM_NR);                                     \
-        if (t->bias) {                                                                             \
-            __m512 bv = _mm512_maskz_loadu_ps(m, t->bias + (q)*MM_NR);                             \
-            c##q = t->load_y ? _mm512_add_ps(bv, c##q) : bv;                                       \
-        }                                                                                          \
-    }
-    GEMV_PANELS(GEMV_START)
-#undef GEMV_START
-    const char *w = t->w, *pf = t->pf;
-    const ptrdiff_t ws = t->wstride, pfstep = t->pfstep;
-    const size_t wstep = MM_NR * mm_dtype_size(DT);
-    const float *x = t->x;
-    const int kc = t->kc;
-#define GEMV_FMA(q, odd, xv)                                                                       \
-    if (NP > q)                                                                                    \
-        c##q = _mm512_fmadd_ps(xv, load_row(DT, w + (q)*ws, 0, odd), c##q);
-#define GEMV_PF(q, o)                                                                              \
-    if (NP > q)                                                                                    \
-        _mm_prefetch(pf + (q)*ws + (o), _MM_HINT_T0);
-#define GEMV_FMA0(q) GEMV_FMA(q, 0, x0)
-#define GEMV_FMA1(q) GEMV_FMA(q, 1, x1)
-#define GEMV_PF0(q) GEMV_PF(q, 0)
-#define GEMV_PF1(q) GEMV_PF(q, pfstep)
-    int k = kc;
-    for (; k >= 2; k -= 2) {
-        const __m512 x0 = _mm512_set1_ps(x[0]), x1 = _mm512_set1_ps(x[1]);
-        GEMV_PANELS(GEMV_FMA0)
-        GEMV_PANELS(GEMV_PF0)
-        GEMV_PANELS(GEMV_FMA1)
-        if (DT == ENG_DTYPE_F32) {
-            GEMV_PANELS(GEMV_PF1)
-        }
-        x += 2;
-        w += 2 * wstep;
-        pf += 2 * pfstep;
-    }
-    if (k) {
-        const __m512 x0 = _mm512_set1_ps(x[0]);
-        GEMV_PANELS(GEMV_FMA0)
-    }
-#undef GEMV_PF1
-#undef GEMV_PF0
-#undef GEMV_FMA1
-#undef GEMV_FMA0
-#undef GEMV_PF
-#undef GEMV_FMA
-#define GEMV_STORE(q)                                                                              \
-    if (NP > q) {                                                                                  \
-        if (t->gelu)                                                                               \
-            c##q = vm_gelu16(c##q);                                                                \
-        _mm512_mask_storeu_ps(t->y + (q)*MM_NR, lane_mask(t->nc - (q)*MM_NR), c##q);               \
-    }
-    GEMV_PANELS(GEMV_STORE)
-#undef GEMV_STORE
-#undef GEMV_PANELS
-}
-
-#define GEMV_FN(DT, NAME, P)                                                                       \
-    TARGET static void NAME##_##P(const mm_tile_t *t)                                              \
-    {                                                                                              \
-        gemv_body(t, P, DT);                                                                       \
-    }
-#define GEMV_FNS(DT, NAME)                                                                         \
-    GEMV_FN(DT, NAME, 1)                                                                           \
-    GEMV_FN(DT, NAME, 2) GEMV_FN(DT, NAME, 3) GEMV_FN(DT, NAME, 4) GEMV_FN(DT, NAME, 5)            \
-        GEMV_FN(DT, NAME, 6) GEMV_FN(DT, NAME, 7)                                                  \
-            GEMV_FN(DT, NAME, 8) static void (*const NAME[MM_NP_GEMV])(const mm_tile_t *) = {      \
-                NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6, NAME##_7, NAME##_8};
-
-GEMV_FNS(ENG_DTYPE_F32, gemv_f32)
-GEMV_FNS(ENG_DTYPE_F16, gemv_f16)
-GEMV_FNS(ENG_DTYPE_BF16, gemv_bf16)
-
 /* Tiles of MR rows and NP panels: NP 1..2 for every MR, 3..4 for MR <= 2 (mm_np_avx512);
  * NULL past that. */
 #define TILE_FN(DT, NAME, R, P)                                                               \
@@ -349,15 +261,6 @@ TILE_FNS(ENG_DTYPE_BF16X3, tile_x3)
 void mm_tile_avx512(const mm_tile_t *t)
 {
     int i = t->mr - 1, p = t->np - 1;
-    if (i == 0 && mm_gemv_dtype(t->dtype)) {
-        if (t->dtype == ENG_DTYPE_F32)
-            gemv_f32[p](t);
-        else if (t->dtype == ENG_DTYPE_F16)
-            gemv_f16[p](t);
-        else
-            gemv_bf16[p](t);
-        return;
-    }
     if (t->dtype == ENG_DTYPE_F32)
         tile_f32[i][p](t);
     else if (t->dtype == ENG_DTYPE_F16)
