@@ -18,7 +18,8 @@
  * row's sum over K, so a row gets the same bits in any product on any thread count. With
  * M <= MR there is one tile per np
  * panels over the whole K: the weights stream once, with a software prefetch a few KB ahead
- * (memory bound). With more tiles per panel, tile b of nb prefetches the b-th share of the
+ * (memory bound); on AVX2 a one-row tile of F32 weights spans more panels (MM_NP_GEMV_AVX2,
+ * gemv_body in matmul_avx2.c), so decoding at batch 1 has more chains in flight. With more tiles per panel, tile b of nb prefetches the b-th share of the
  * next panel chunk (of each of the next np panels), so DRAM traffic overlaps the compute of
  * the current chunk instead of stalling the first tile.
  * Epilogues (GELU) are applied by the tile of the last K chunk as it stores Y.
@@ -330,9 +331,11 @@ typedef struct mm_job {
     const mm_q8_job_t *q8; /* W8A8 weights: the product as matmul_q8.c runs it */
 } mm_job_t;
 
-/* Panels per register tile of mr rows (matmul_kern.h). */
-static int tile_np(const mm_t *mm, int mr)
+/* Panels per register tile of mr rows of a dtype (matmul_kern.h). */
+static int tile_np(const mm_t *mm, int mr, int dtype)
 {
+    if (mr == 1 && mm_gemv_dtype(dtype) && mm->kernel == MM_KERNEL_AVX2)
+        return MM_NP_GEMV_AVX2;
     return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np > 1 ? mm_np_avx512(mr) : 1;
 }
 
@@ -390,7 +393,8 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
     for (int m0 = 0; m0 < j->M; m0 += mc_max) {
         int mc = j->M - m0 < mc_max ? j->M - m0 : mc_max;
         int nb = (mc + MR - 1) / MR; /* near-equal row tiles: 8 rows are 4 + 4 */
-        const int npt = tile_np(j->mm, (mc + nb - 1) / nb); /* of the largest tile */
+        /* Of the largest tile. */
+        const int npt = tile_np(j->mm, (mc + nb - 1) / nb, w->dtype);
         for (int k0 = 0; k0 < K; k0 += kc_max) {
             int kc = K - k0 < kc_max ? K - k0 : kc_max;
             for (int p = p0, np; p < p1; p += np) {

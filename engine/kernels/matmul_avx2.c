@@ -205,6 +205,102 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
 #undef STORE
 }
 
+/* One row of X over up to MM_NP_GEMV_AVX2 panels of F32 weights: the product of a decode
+ * step at batch 1, which streams every weight once. Each element is one chain of FMAs in order of
+ * k, from the same start value as tile_body's, so a row gets the same bits here as in a tile
+ * of more rows (matmul_kern.h). Six panels are twelve chains (12 accumulators + 2 W + 1
+ * broadcast of the 16 registers) and 384 bytes of F32 or 192 of 16-bit weights per FMA
+ * latency. The prefetch is one per cache line: per panel, one per two rows of 16-bit weights
+ * and two for F32. */
+INLINE void gemv_body(const mm_tile_t *t, const int NP, const int DT)
+{
+    const int full = t->nc == NP * MM_NR;
+#define GEMV_VECS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define GEMV_START(j)                                                                              \
+    __m256 c##j = _mm256_setzero_ps();                                                             \
+    if (2 * NP > j) {                                                                              \
+        const __m256i mk = tail_mask(t->nc - 8 * (j));                                             \
+        if (t->load_y)                                                                             \
+            c##j =                                                                                 \
+                full ? _mm256_loadu_ps(t->y + 8 * (j)) : _mm256_maskload_ps(t->y + 8 * (j), mk);   \
+        if (t->bias) {                                                                             \
+            const float *br = t->bias + 8 * (j);                                                   \
+            __m256 bv = full ? _mm256_loadu_ps(br) : _mm256_maskload_ps(br, mk);                   \
+            c##j = t->load_y ? _mm256_add_ps(bv, c##j) : bv;                                       \
+        }                                                                                          \
+    }
+    GEMV_VECS(GEMV_START)
+#undef GEMV_START
+    const char *w = t->w, *pf = t->pf;
+    const ptrdiff_t ws = t->wstride, pfstep = t->pfstep;
+    const size_t wstep = MM_NR * mm_dtype_size(DT);
+    const float *x = t->x;
+    const int kc = t->kc;
+#define GEMV_PANELS(X, a)                                                                          \
+    X(0, 1, 0, a) X(2, 3, 1, a) X(4, 5, 2, a) X(6, 7, 3, a) X(8, 9, 4, a) X(10, 11, 5, a)
+#define GEMV_FMA(j0, j1, q, odd)                                                                   \
+    if (NP > q) {                                                                                  \
+        __m256 w0, w1;                                                                             \
+        load_row(DT, w + (q)*ws, 0, odd, &w0, &w1);                                                \
+        c##j0 = _mm256_fmadd_ps(xv, w0, c##j0);                                                    \
+        c##j1 = _mm256_fmadd_ps(xv, w1, c##j1);                                                    \
+    }
+#define GEMV_PF(j0, j1, q, o)                                                                      \
+    if (NP > q)                                                                                    \
+        _mm_prefetch(pf + (q)*ws + (o), _MM_HINT_T0);
+    int k = 0;
+    for (; k + 2 <= kc; k += 2) {
+        {
+            const __m256 xv = _mm256_broadcast_ss(x);
+            GEMV_PANELS(GEMV_FMA, 0)
+        }
+        GEMV_PANELS(GEMV_PF, 0)
+        {
+            const __m256 xv = _mm256_broadcast_ss(x + 1);
+            GEMV_PANELS(GEMV_FMA, 1)
+        }
+        if (DT == ENG_DTYPE_F32) {
+            GEMV_PANELS(GEMV_PF, pfstep)
+        }
+        x += 2;
+        w += 2 * wstep;
+        pf += 2 * pfstep;
+    }
+    if (k < kc) {
+        const __m256 xv = _mm256_broadcast_ss(x);
+        GEMV_PANELS(GEMV_FMA, 0)
+    }
+#undef GEMV_PF
+#undef GEMV_FMA
+#undef GEMV_PANELS
+#define GEMV_STORE(j)                                                                              \
+    if (2 * NP > j) {                                                                              \
+        float *yr = t->y + 8 * (j);                                                                \
+        if (t->gelu)                                                                               \
+            c##j = vm_gelu8(c##j);                                                                 \
+        if (full)                                                                                  \
+            _mm256_storeu_ps(yr, c##j);                                                            \
+        else                                                                                       \
+            _mm256_maskstore_ps(yr, tail_mask(t->nc - 8 * (j)), c##j);                             \
+    }
+    GEMV_VECS(GEMV_STORE)
+#undef GEMV_STORE
+#undef GEMV_VECS
+}
+
+#define GEMV_FN(DT, NAME, P)                                                                       \
+    TARGET static void NAME##_##P(const mm_tile_t *t)                                              \
+    {                                                                                              \
+        gemv_body(t, P, DT);                                                                       \
+    }
+#define GEMV_FNS(DT, NAME)                                                                         \
+    GEMV_FN(DT, NAME, 1)                                                                           \
+    GEMV_FN(DT, NAME, 2) GEMV_FN(DT, NAME, 3) GEMV_FN(DT, NAME, 4) GEMV_FN(DT, NAME, 5)            \
+        GEMV_FN(DT, NAME, 6) static void (*const NAME[MM_NP_GEMV_AVX2])(const mm_tile_t *) = {     \
+            NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6};
+
+GEMV_FNS(ENG_DTYPE_F32, gemv_f32)
+
 /* Tiles of MR rows and NP panels, MR = 1..MM_MR_AVX2 and NP = 1..mm_np_avx2(MR); NULL past
  * that. */
 #define TILE_FN(DT, NAME, R, P)                                                               \
@@ -231,6 +327,10 @@ TILE_FNS(ENG_DTYPE_BF16X3, tile_x3)
 void mm_tile_avx2(const mm_tile_t *t)
 {
     int i = t->mr - 1, p = t->np - 1;
+    if (i == 0 && mm_gemv_dtype(t->dtype)) {
+        gemv_f32[p](t);
+        return;
+    }
     if (t->dtype == ENG_DTYPE_F32)
         tile_f32[i][p](t);
     else if (t->dtype == ENG_DTYPE_F16)

@@ -55,6 +55,15 @@ static inline int mm_np_avx2(int mr)
     return mr == 1 ? 4 : mr == 2 ? 2 : 1;
 }
 
+/* One-row tiles (a decode step at batch 1) of F32 weights on AVX2 run its gemv_body over
+ * MM_NP_GEMV_AVX2 panels (matmul_avx2.c). With AVX-512, and with 16-bit weights, the same
+ * change measured no faster end to end (bench/forward-bench dec1), so they keep the tiles. */
+#define MM_NP_GEMV_AVX2 6
+static inline int mm_gemv_dtype(int dtype)
+{
+    return dtype == ENG_DTYPE_F32;
+}
+
 typedef struct mm_tile {
     const float *x;   /* row 0 of the tile at column k0 */
     size_t ldx;
