@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "server/api_defaults.h"
 #include "server/buf.h"
 #include "server/generate.h"
 #include "tokenizer/tokenizer.h"
@@ -32,7 +33,10 @@ typedef struct gen_prompt {
 typedef struct gen_opts {
     const char *model_dir;
     int max_tokens, top_k, ignore_eos, threads, has_seed;
-    float temperature, top_p;
+    float temperature, top_p, min_p, repetition_penalty;
+    unsigned given;    /* enum api_default_bit: the sampling options set on the command line */
+    int no_gen_config; /* --generation-config none */
+    int max_from_file; /* max_tokens is generation_config.json's max_new_tokens */
     uint64_t seed;
     int max_num_seqs, max_num_batched_tokens; /* 0 = the engine's defaults */
 } gen_opts_t;
@@ -63,6 +67,10 @@ static void usage(FILE *out)
           "  --top-k K                keep the K most likely tokens; 0 = off (default 0)\n"
           "  --seed S                 prompt i is sampled with seed S + i (default: random)\n"
           "  --ignore-eos             go on past <|endoftext|>\n"
+          "  --generation-config auto|none\n"
+          "                           auto: the model's generation_config.json sets the\n"
+          "                           defaults of the options above it sets (as the server\n"
+          "                           does for requests); none: ignore it (default auto)\n"
           "\n"
           "engine:\n"
           "  --threads N              compute threads; 0 = one per core (default 0)\n",
@@ -190,8 +198,19 @@ static int read_prompts_file(gen_t *g, const char *path)
 }
 
 enum {
-    OPT_PROMPT = 256, OPT_PROMPTS_FILE, OPT_TOKENS, OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_P,
-    OPT_TOP_K, OPT_SEED, OPT_IGNORE_EOS, OPT_THREADS, OPT_MAX_NUM_SEQS, OPT_MAX_BATCHED,
+    OPT_PROMPT = 256,
+    OPT_PROMPTS_FILE,
+    OPT_TOKENS,
+    OPT_MAX_TOKENS,
+    OPT_TEMPERATURE,
+    OPT_TOP_P,
+    OPT_TOP_K,
+    OPT_SEED,
+    OPT_IGNORE_EOS,
+    OPT_THREADS,
+    OPT_MAX_NUM_SEQS,
+    OPT_MAX_BATCHED,
+    OPT_GEN_CONFIG,
 };
 
 /* Returns 0, 1 for --help, -1 on a bad argument (message written), -2 on usage error. */
@@ -207,6 +226,7 @@ static int parse_args(gen_t *g, int argc, char **argv)
         {"top-k", required_argument, NULL, OPT_TOP_K},
         {"seed", required_argument, NULL, OPT_SEED},
         {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
+        {"generation-config", required_argument, NULL, OPT_GEN_CONFIG},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"max-num-seqs", required_argument, NULL, OPT_MAX_NUM_SEQS},
         {"max-num-batched-tokens", required_argument, NULL, OPT_MAX_BATCHED},
@@ -217,6 +237,7 @@ static int parse_args(gen_t *g, int argc, char **argv)
     o->max_tokens = 64;
     o->temperature = 1.0f;
     o->top_p = 1.0f;
+    o->repetition_penalty = 1.0f;
     optind = 1;
     opterr = 0;
     int c, rc = 0;
@@ -233,15 +254,19 @@ static int parse_args(gen_t *g, int argc, char **argv)
             break;
         case OPT_MAX_TOKENS:
             rc = parse_int("--max-tokens", optarg, 1, 1 << 20, &o->max_tokens);
+            o->given |= API_DEF_MAX_TOKENS;
             break;
         case OPT_TEMPERATURE:
             rc = parse_float("--temperature", optarg, 0, 100, &o->temperature);
+            o->given |= API_DEF_TEMPERATURE;
             break;
         case OPT_TOP_P:
             rc = parse_float("--top-p", optarg, 1e-6f, 1, &o->top_p);
+            o->given |= API_DEF_TOP_P;
             break;
         case OPT_TOP_K:
             rc = parse_int("--top-k", optarg, 0, 1 << 20, &o->top_k);
+            o->given |= API_DEF_TOP_K;
             break;
         case OPT_SEED: {
             char *end;
@@ -257,6 +282,16 @@ static int parse_args(gen_t *g, int argc, char **argv)
         }
         case OPT_IGNORE_EOS:
             o->ignore_eos = 1;
+            break;
+        case OPT_GEN_CONFIG:
+            if (!strcmp(optarg, "auto") || !strcmp(optarg, "none"))
+                o->no_gen_config = !strcmp(optarg, "none");
+            else {
+                fprintf(stderr,
+                        "nano-vllm generate: --generation-config: '%s' is not auto or none\n",
+                        optarg);
+                rc = -1;
+            }
             break;
         case OPT_THREADS:
             rc = parse_int("--threads", optarg, 0, 1024, &o->threads);
@@ -297,6 +332,43 @@ static int parse_args(gen_t *g, int argc, char **argv)
     return 0;
 }
 
+/* The sampling defaults of the model's generation_config.json, for the options the command
+ * line left out (as the server applies them to requests), unless --generation-config none.
+ * Returns 0, or -1 with the message written. */
+static int apply_generation_config(gen_t *g)
+{
+    gen_opts_t *o = &g->o;
+    if (o->no_gen_config)
+        return 0;
+    api_defaults_t d;
+    api_defaults_init(&d);
+    char err[512] = "";
+    if (api_defaults_load(o->model_dir, &d, err, sizeof(err)) < 0) {
+        fprintf(stderr, "nano-vllm generate: %s\n", err);
+        return -1;
+    }
+    if (!(o->given & API_DEF_TEMPERATURE))
+        o->temperature = d.temperature;
+    if (!(o->given & API_DEF_TOP_P))
+        o->top_p = d.top_p;
+    if (!(o->given & API_DEF_TOP_K))
+        o->top_k = d.top_k;
+    if (!(o->given & API_DEF_MAX_TOKENS) && d.max_tokens > 0) {
+        o->max_tokens = d.max_tokens;
+        o->max_from_file = 1;
+    }
+    o->min_p = d.min_p;
+    o->repetition_penalty = d.repetition_penalty;
+    char set[256];
+    api_defaults_describe(&d, set, sizeof(set));
+    if (set[0])
+        fprintf(stderr,
+                "sampling defaults from generation_config.json: %s; options given here win "
+                "(--generation-config none ignores the file)\n",
+                set);
+    return 0;
+}
+
 /* Builds and submits the request of prompt i. */
 static int submit(gen_t *g, int i, int max_model_len, int vocab_size)
 {
@@ -320,11 +392,14 @@ static int submit(gen_t *g, int i, int max_model_len, int vocab_size)
                     "vocabulary (%d tokens)\n", i, p->ids[k], vocab_size);
             return -1;
         }
-    if ((long)p->n_ids + o->max_tokens > max_model_len) {
+    int max_tokens = o->max_tokens;
+    if (o->max_from_file && max_tokens > max_model_len - p->n_ids)
+        max_tokens = max_model_len - p->n_ids; /* the file's default: as much as fits */
+    if (max_tokens < 1 || (long)p->n_ids + max_tokens > max_model_len) {
         fprintf(stderr,
                 "nano-vllm generate: prompt %d: %d tokens + max_tokens %d exceed the model's "
                 "length %d\n",
-                i, p->n_ids, o->max_tokens, max_model_len);
+                i, p->n_ids, max_tokens, max_model_len);
         return -1;
     }
     eng_request_t *r = calloc(1, sizeof(*r));
@@ -337,12 +412,14 @@ static int submit(gen_t *g, int i, int max_model_len, int vocab_size)
     r->id = (uint64_t)i;
     r->prompt_len = p->n_ids;
     r->n = 1;
-    r->max_tokens = o->max_tokens;
+    r->max_tokens = max_tokens;
     r->ignore_eos = o->ignore_eos;
     eng_sampling_default(&r->sp);
     r->sp.temperature = o->temperature;
     r->sp.top_p = o->top_p;
     r->sp.top_k = o->top_k;
+    r->sp.min_p = o->min_p;
+    r->sp.repetition_penalty = o->repetition_penalty;
     r->sp.has_seed = o->has_seed;
     r->sp.seed = o->seed + (uint64_t)i;
     int rc = eng_submit(g->eng, r);
@@ -459,6 +536,8 @@ int generate_main(int argc, char **argv)
     }
     char err[512] = "";
     int status = 1;
+    if (apply_generation_config(&g) < 0)
+        goto out;
     if (tok_init(&g.tok, g.o.model_dir, err, sizeof(err)) < 0) {
         fprintf(stderr, "nano-vllm generate: %s\n", err);
         goto out;

@@ -68,6 +68,40 @@ def main():
         check(got[2][1] == 2, "token prompt has 2 tokens: %r" % (got[2],))
         check(got[2][3].startswith("The quick"), "token prompt printed decoded: %r" % (got[2],))
 
+    # generation_config.json's defaults apply where the command line sets nothing (as the
+    # server applies them to requests); options given win; --generation-config none ignores it.
+    with tempfile.TemporaryDirectory() as d:
+        gm = os.path.join(d, "model")
+        os.mkdir(gm)
+        for name in os.listdir(model):
+            if name != "generation_config.json":
+                os.symlink(os.path.join(os.path.abspath(model), name), os.path.join(gm, name))
+        with open(os.path.join(gm, "generation_config.json"), "w") as f:
+            f.write('{"do_sample": true, "temperature": 0, "max_new_tokens": 5}')
+        base = [gm, "--ignore-eos", "--threads", "1", "--prompt", prompts[0]]
+        rc, out_a, err = run(exe, *base, "--seed", "1")
+        check(rc == 0, "generation_config run exit status %d: %s" % (rc, err))
+        check("sampling defaults from generation_config.json: temperature 0" in err,
+              "generation_config line in %r" % err)
+        rc, out_b, err = run(exe, *base, "--seed", "2")
+        a, b = completions(out_a), completions(out_b)
+        check(len(a) == 1 and a[0][2] == 5, "the file's max_new_tokens 5: %r" % a)
+        check(a == b, "the file's temperature 0 is greedy whatever the seed: %r vs %r" % (a, b))
+        check(a[0][3] == together[0][3][:len(a[0][3])], "greedy as --temperature 0: %r" % a)
+        rc, out, err = run(exe, *base, "--max-tokens", "7")
+        check(rc == 0 and completions(out)[0][2] == 7, "--max-tokens wins: %r %s" % (out, err))
+        rc, out, err = run(exe, *base, "--generation-config", "none", "--seed", "1")
+        check(rc == 0 and completions(out)[0][2] == 64, "none: the default 64 tokens: %r" % out)
+        check("generation_config" not in err, "none: no defaults line: %r" % err)
+        with open(os.path.join(gm, "generation_config.json"), "w") as f:
+            f.write('{"top_p": 1.5}')
+        rc, out, err = run(exe, *base)
+        check(rc == 1 and "generation_config.json: top_p 1.5" in err, "bad file: %d %r" % (rc, err))
+        rc, out, err = run(exe, *base, "--generation-config", "none", "--max-tokens", "2")
+        check(rc == 0, "none ignores a bad file: %d %r" % (rc, err))
+        rc, out, err = run(exe, *base, "--generation-config", "vllm")
+        check(rc == 1 and "is not auto or none" in err, "bad --generation-config: %r" % err)
+
     rc, out, err = run(exe, "--help")
     check(rc == 0 and "--prompts-file" in out, "--help")
     for args, status, msg in [
