@@ -658,7 +658,8 @@ int model_pack_parts(model_t *m, mm_weight_t *w, const float *const *parts, cons
 void model_count_packed(model_t *m, const mm_weight_t *w)
 {
     const size_t K = (size_t)w->K, N = (size_t)w->N;
-    m->mm_read_bytes += (double)w->bytes + (w->scale ? (double)w->n_panels * MM_NR * sizeof(float) : 0);
+    m->mm_read_bytes +=
+        (double)w->bytes + (w->scale ? (double)w->n_panels * MM_NR * sizeof(float) : 0);
     m->mm_macs += (double)K * (double)N;
     /* weight_bytes counts values in the dtype they are kept in (padding not counted), and
      * int8's column scales. */
