@@ -34,7 +34,7 @@ Then for batch 1: milliseconds per generated token served, in the server's forwa
 in forward-bench's decode, and the read-bandwidth bound; their differences are the server's
 own cost per token.
 
-Run it alone (flock /tmp/nvc-bench.lock ...): it measures speed. Every phase is bounded by
+Run it alone on the machine: it measures speed. Every phase is bounded by
 loadgen's limits; servers listen on 127.0.0.1 port 0 and are stopped by their pid. After
 it starts, the server is left idle until its memory stops growing (--settle, at most 30 s):
 the idle scheduler thread maps the KV pool then, as in a server that has been up a while.
