@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "engine/kernels/pool.h"
 #include "engine/model/model.h"
 #include "engine/sched/scheduler.h"
@@ -67,13 +68,6 @@ struct eng {
     double idle_since; /* when its current sleep (or idle turn) began; 0 while busy */
     size_t kv_touched; /* bytes of the KV pool from its start already written (scheduler) */
 };
-
-static double now_sec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* The pool size: num_kv_blocks, else kv_cache_memory, else what max_num_seqs sequences of
  * max_model_len need, up to 1 GiB. */
@@ -195,8 +189,7 @@ static int eng_plan(eng_plan_t *pl, const eng_params_t *p, const model_t *model,
 int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, size_t errlen)
 {
     *out = NULL;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const double t0 = clock_now_sec();
     eng_t *e = calloc(1, sizeof(*e));
     if (!e) {
         snprintf(err, errlen, "engine: out of memory");
@@ -274,12 +267,10 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
     memcpy(info.max_model_len_from, pl.max_model_len_from, sizeof(info.max_model_len_from));
     model_load_times_t lt;
     model_load_times(e->model, &lt);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     info.init_map_s = lt.map_s;
     info.init_fault_s = lt.fault_s;
     info.init_pack_s = lt.pack_s;
-    info.init_rest_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9 -
-                       lt.map_s - lt.fault_s - lt.pack_s;
+    info.init_rest_s = clock_now_sec() - t0 - lt.map_s - lt.fault_s - lt.pack_s;
     e->info = info;
     sched_get_stats(&e->sched, &e->stats);
     *out = e;
@@ -426,7 +417,7 @@ void eng_get_stats(eng_t *e, eng_stats_t *st)
     pthread_mutex_lock(&e->mu);
     *st = e->stats;
     st->waiting += e->in_requests;
-    st->idle_seconds = e->idle_sec + (e->idle_since > 0 ? now_sec() - e->idle_since : 0);
+    st->idle_seconds = e->idle_sec + (e->idle_since > 0 ? clock_now_sec() - e->idle_since : 0);
     st->handoff_seconds = e->handoff_sec;
     pthread_mutex_unlock(&e->mu);
 }
@@ -527,28 +518,28 @@ static void *sched_thread(void *arg)
     /* Named for top -H and perf; it is also compute thread 0 of the pool. */
     pthread_setname_np(pthread_self(), "nv-scheduler");
     pthread_mutex_lock(&e->mu);
-    double t = now_sec();
+    double t = clock_now_sec();
     const eng_stats_t *ss = &e->sched.stats;
     while (!e->stop) {
         if (!e->in_head && !sched_has_work(&e->sched) && kv_touch_some(e)) {
             /* Counted as idle, up to the moment as a sleep is (eng_get_stats). */
-            double t0 = now_sec();
+            double t0 = clock_now_sec();
             e->handoff_sec += t0 - t;
             e->idle_since = t0;
             pthread_mutex_unlock(&e->mu);
             kv_touch_chunk(e);
             pthread_mutex_lock(&e->mu);
-            t = now_sec();
+            t = clock_now_sec();
             e->idle_sec += t - t0;
             e->idle_since = 0;
             continue;
         }
         if (!e->in_head && !sched_has_work(&e->sched)) {
-            double t0 = now_sec();
+            double t0 = clock_now_sec();
             e->handoff_sec += t0 - t;
             e->idle_since = t0;
             pthread_cond_wait(&e->cv, &e->mu);
-            t = now_sec();
+            t = clock_now_sec();
             e->idle_sec += t - t0;
             e->idle_since = 0;
             continue;
@@ -560,7 +551,7 @@ static void *sched_thread(void *arg)
         round_once(e, msgs);
         in_step = ss->schedule_seconds + ss->forward_seconds + ss->sample_seconds - in_step;
         pthread_mutex_lock(&e->mu);
-        double t1 = now_sec();
+        double t1 = clock_now_sec();
         e->handoff_sec += t1 - t - in_step;
         t = t1;
     }

@@ -11,9 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "engine/engine.h"
 #include "server/api_defaults.h"
 #include "server/buf.h"
@@ -80,13 +80,6 @@ static void usage(FILE *out)
             "  --max-num-batched-tokens N  tokens per step (default %d)\n"
             "  -h, --help               this text\n",
             ENG_DEFAULT_MAX_NUM_SEQS, ENG_DEFAULT_MAX_NUM_BATCHED_TOKENS);
-}
-
-static double now_sec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out)
@@ -451,7 +444,7 @@ static double rate(long n, double from, double to)
 
 static void progress(const gen_t *g, gen_progress_t *pr, int tty, int final)
 {
-    double t = now_sec();
+    double t = clock_now_sec();
     if (!final && t - pr->last_print < (tty ? 0.1 : 1.0))
         return;
     pr->last_print = t;
@@ -466,7 +459,7 @@ static void progress(const gen_t *g, gen_progress_t *pr, int tty, int final)
 /* Steps the engine until every completion has ended. */
 static int run(gen_t *g, int tty, double *elapsed, gen_progress_t *pr)
 {
-    pr->t0 = now_sec();
+    pr->t0 = clock_now_sec();
     while (pr->done < g->n) {
         int rc = eng_step(g->eng);
         if (rc < 0) {
@@ -480,7 +473,7 @@ static int run(gen_t *g, int tty, double *elapsed, gen_progress_t *pr)
             if (!p->first_seen) {
                 p->first_seen = 1;
                 pr->prefill_tokens += p->n_ids - ev->cached_tokens;
-                pr->last_first_token = now_sec();
+                pr->last_first_token = clock_now_sec();
                 if (pr->first_token == 0)
                     pr->first_token = pr->last_first_token;
             } else {
@@ -504,7 +497,7 @@ static int run(gen_t *g, int tty, double *elapsed, gen_progress_t *pr)
         }
         progress(g, pr, tty, 0);
     }
-    *elapsed = now_sec() - pr->t0;
+    *elapsed = clock_now_sec() - pr->t0;
     progress(g, pr, tty, 1);
     return 0;
 }

@@ -18,9 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "engine/engine.h"
 #include "engine/kernels/vec.h"
 
@@ -112,13 +112,6 @@ struct model_matrix {
 
 static int load_finish(model_t *m, char *err, size_t errlen);
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 int model_load(model_t **out, const char *dir, int dtype, const char *kernel, char *err,
                size_t errlen)
 {
@@ -139,13 +132,13 @@ int model_load_progress(model_t **out, const char *dir, int dtype, const char *k
     int arch = 0;
     int rc = load_json(dir, "config.json", 0, &root, err, errlen);
     rc = rc ? rc : pick_arch(root, &arch, err, errlen);
-    const double t0 = now();
+    const double t0 = clock_now_sec();
     if (!rc)
         rc = archs[arch].load(out, dir, root, archs[arch].arch, dtype, kernel, &progress, err,
                               errlen);
     rc = rc ? rc : load_finish(*out, err, errlen);
     if (!rc) /* packing is what the load spent beyond mapping and faulting */
-        (*out)->times.pack_s = now() - t0 - (*out)->times.map_s - (*out)->times.fault_s;
+        (*out)->times.pack_s = clock_now_sec() - t0 - (*out)->times.map_s - (*out)->times.fault_s;
     /* generation_config.json's end-of-sequence ids join config.json's (Llama 3 instruct
      * models stop on several). */
     rc = rc ? rc : load_json(dir, "generation_config.json", 1, &gen, err, errlen);
@@ -542,10 +535,10 @@ int model_get(model_loader_t *ld, const char *name, int64_t d0, int64_t d1, cons
 int model_load_weights(model_t *m, const char *dir, model_loader_t *ld,
                        int (*get_all)(model_loader_t *ld))
 {
-    const double t0 = now();
+    const double t0 = clock_now_sec();
     int rc = st_open(&m->st, dir, ld->err, ld->errlen);
     rc = rc ? rc : get_all(ld);
-    m->times.map_s = now() - t0;
+    m->times.map_s = clock_now_sec() - t0;
     if (rc)
         return rc;
     if (ld->n_convert) {
@@ -610,9 +603,9 @@ static struct model_matrix *matrix_at(model_t *m, const float *p)
 static int pack_into(model_t *m, mm_weight_t *w, const mm_source_t *parts, int n_parts, int K,
                      int N, size_t ld, int trans)
 {
-    const double t0 = now();
+    const double t0 = clock_now_sec();
     int rc = mm_weight_alloc(m->mm, w, K, N, m->dtype);
-    m->times.fault_s += now() - t0;
+    m->times.fault_s += clock_now_sec() - t0;
     return rc ? rc : mm_weight_fill(m->mm, w, parts, n_parts, ld, trans);
 }
 

@@ -17,16 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "engine/sched/seq.h"
-
-static double now_sec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 int sched_is_eos(const sched_t *s, int32_t id)
 {
@@ -465,18 +458,18 @@ static void finish_entry(sched_t *s, sched_entry_t *e)
 
 int sched_step(sched_t *s)
 {
-    double t0 = now_sec();
+    double t0 = clock_now_sec();
     memset(&s->last, 0, sizeof(s->last));
     schedule(s);
     model_batch_t b;
     build_batch(s, &b);
-    double t1 = now_sec();
+    double t1 = clock_now_sec();
     if (b.B == 0) {
         s->stats.schedule_seconds += t1 - t0;
         return 0;
     }
     int rc = model_forward(s->model, s->kv, &b);
-    double t2 = now_sec();
+    double t2 = clock_now_sec();
     s->stats.steps++;
     s->stats.forward_tokens += (uint64_t)b.T;
     s->computed_tokens += (uint64_t)b.T;
@@ -493,7 +486,7 @@ int sched_step(sched_t *s)
     }
     s->n_ent = 0;
     seq_reap(s);
-    double t3 = now_sec();
+    double t3 = clock_now_sec();
     s->last.forward_sec = t2 - t1;
     s->last.step_sec = t3 - t0;
     s->stats.schedule_seconds += t1 - t0;
