@@ -521,24 +521,19 @@ static void *sched_thread(void *arg)
     double t = clock_now_sec();
     const eng_stats_t *ss = &e->sched.stats;
     while (!e->stop) {
-        if (!e->in_head && !sched_has_work(&e->sched) && kv_touch_some(e)) {
-            /* Counted as idle, up to the moment as a sleep is (eng_get_stats). */
-            double t0 = clock_now_sec();
-            e->handoff_sec += t0 - t;
-            e->idle_since = t0;
-            pthread_mutex_unlock(&e->mu);
-            kv_touch_chunk(e);
-            pthread_mutex_lock(&e->mu);
-            t = clock_now_sec();
-            e->idle_sec += t - t0;
-            e->idle_since = 0;
-            continue;
-        }
         if (!e->in_head && !sched_has_work(&e->sched)) {
+            /* Nothing to do: map a chunk of the pool while part of it was never written, else
+             * sleep. Either counts as idle, up to the moment (eng_get_stats). */
             double t0 = clock_now_sec();
             e->handoff_sec += t0 - t;
             e->idle_since = t0;
-            pthread_cond_wait(&e->cv, &e->mu);
+            if (kv_touch_some(e)) {
+                pthread_mutex_unlock(&e->mu);
+                kv_touch_chunk(e);
+                pthread_mutex_lock(&e->mu);
+            } else {
+                pthread_cond_wait(&e->cv, &e->mu);
+            }
             t = clock_now_sec();
             e->idle_sec += t - t0;
             e->idle_since = 0;
