@@ -8,7 +8,8 @@
  * decode, and which gives every sample back byte for byte where it promises
  * decode(encode(s)) == s: a byte-level pipeline that drops nothing and adds nothing (no
  * normalizer, no Removed split, no prefix space, no post-processor ids, no stripping
- * added tokens, added tokens that decode to their own text).
+ * added tokens, added tokens that decode to their own text and that BPE builds only from
+ * that text).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -43,6 +44,11 @@ static int lossless(const tok_t *t)
         const char *b = tok_token_bytes(t, t->added[i].id, &n);
         if (t->added[i].lstrip || t->added[i].rstrip || !b || n != t->added[i].len ||
             memcmp(b, t->added[i].text, n) != 0)
+            return 0;
+        /* An added token that takes the id of another vocabulary entry: BPE still builds
+         * that id from the entry's key, and it decodes as the added text. */
+        const tok_entry_t *e = &t->entries[t->added[i].id];
+        if (e->klen > 0 && (e->klen != n || memcmp(t->kblob + e->koff, b, n) != 0))
             return 0;
     }
     return 1;
