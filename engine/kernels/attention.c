@@ -409,7 +409,8 @@ VEC_AVX2_INLINE void attend_rows_t(const vec_ops_t *ops, const int NR, const att
  * carried from block to block through o (a float stored and loaded back is the same float).
  * pf: lines to ask for meanwhile (the next block's), one row of them per row of V read. */
 VEC_AVX2_INLINE void pv_block(int nr, int nv, const float *const *p, const char *v, size_t row,
-                              int rows, int c0, float *const *o, int f16, const char *pf)
+                              int rows, int c0, float *const *o, int f16, const char *pf, int split,
+                              const char *pf2)
 {
     __m256 a[ATTN_ROWS][8];
 #pragma GCC unroll 8
@@ -418,8 +419,10 @@ VEC_AVX2_INLINE void pv_block(int nr, int nv, const float *const *p, const char 
         for (int u = 0; u < 8; u++)
             a[r][u] = r < nr && u < nv ? _mm256_loadu_ps(o[r] + c0 + 8 * u) : _mm256_setzero_ps();
     for (int jr = 0; jr < rows; jr++, v += row) {
-        if (pf)
+        if (jr < split)
             prefetch_span(pf + (size_t)jr * row, row);
+        else if (pf2)
+            prefetch_span(pf2 + (size_t)(jr - split) * row, row);
         __m256 x[8];
 #pragma GCC unroll 8
         for (int u = 0; u < nv; u++)
@@ -447,6 +450,9 @@ VEC_AVX2_INLINE void pv_block(int nr, int nv, const float *const *p, const char 
  * another order of work: block by block over all the heads, so each pass reads one run of
  * nkv x BS rows per block (K of the heads are adjacent in a block, V too) while the next
  * block's run is asked for, a line for each line read. */
+#ifndef ATTN_AHEAD
+#define ATTN_AHEAD 4096
+#endif
 typedef struct attn_dec {
     int nkv, group, n;
     size_t hstride;
@@ -463,13 +469,14 @@ VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const int NK, const attn
     const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));
     const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
     const int nb = (n + BS - 1) / BS;
+    const size_t run = (size_t)d->nkv * d->hstride;
     for (int b = 0; b < nb; b++) {
         const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;
         const char *kb = s->k + src_block(s, b);
         /* The next block's keys, after the last block the first block's values. */
         const char *pb = b + 1 < nb ? s->k + src_block(s, b + 1) : s->v + src_block(s, 0);
         for (int i = 0; i < d->nkv; i++) {
-            const char *kh = kb + (size_t)i * d->hstride, *ph = pb + (size_t)i * d->hstride;
+            const char *kh = kb + (size_t)i * d->hstride;
             for (int r0 = 0; r0 < d->group; r0 += ATTN_ROWS) {
                 const int nr = d->group - r0 < ATTN_ROWS ? d->group - r0 : ATTN_ROWS;
                 const float *q[ATTN_ROWS];
@@ -484,8 +491,10 @@ VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const int NK, const attn
 #pragma GCC unroll 8
                     for (int u = 0; u < NK; u++)
                         k[u] = kh + (size_t)(r + (u < cnt ? u : 0)) * row;
-                    if (r0 == 0)
-                        prefetch_span(ph + (size_t)r * row, (size_t)cnt * row);
+                    if (r0 == 0) {
+                        size_t at = (size_t)i * d->hstride + (size_t)r * row + ATTN_AHEAD;
+                        prefetch_span(at < run ? kb + at : pb + (at - run), (size_t)cnt * row);
+                    }
                     scoreg(NK, nr, q, k, HS, f16, scale, sc, j0 + r, cnt);
                 }
             }
@@ -501,7 +510,11 @@ VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const int NK, const attn
         const char *pb = b + 1 < nb ? s->v + src_block(s, b + 1) : NULL;
         for (int i = 0; i < d->nkv; i++) {
             const char *vh = vb + (size_t)i * d->hstride;
-            const char *ph = pb ? pb + (size_t)i * d->hstride : NULL;
+            /* Rows [0, split) of the lines ATTN_AHEAD bytes ahead are this block's, the
+             * rest the next block's. */
+            const size_t at = (size_t)i * d->hstride + ATTN_AHEAD;
+            const int split = at < run ? (int)((run - at) / row) : 0;
+            const char *ph = vb + at, *ph2 = pb ? pb + (at < run ? 0 : at - run) : NULL;
             for (int r0 = 0; r0 < d->group; r0 += ATTN_ROWS) {
                 const int nr = d->group - r0 < ATTN_ROWS ? d->group - r0 : ATTN_ROWS;
                 const float *p[ATTN_ROWS];
@@ -512,15 +525,18 @@ VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const int NK, const attn
                 }
                 for (int c0 = 0; c0 < HS;) {
                     const int left = HS - c0;
-                    const char *pf = r0 == 0 && c0 == 0 ? ph : NULL;
+                    const int first = r0 == 0 && c0 == 0;
                     if (nr == 1 && left >= 64) {
-                        pv_block(1, 8, p, vh, row, rows, c0, o, f16, pf);
+                        pv_block(1, 8, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
+                                 first ? ph2 : NULL);
                         c0 += 64;
                     } else if (left >= 32 && (nr <= 2 || regs32)) {
-                        pv_block(nr, 4, p, vh, row, rows, c0, o, f16, pf);
+                        pv_block(nr, 4, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
+                                 first ? ph2 : NULL);
                         c0 += 32;
                     } else {
-                        pv_block(nr, 2, p, vh, row, rows, c0, o, f16, pf);
+                        pv_block(nr, 2, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
+                                 first ? ph2 : NULL);
                         c0 += 16;
                     }
                 }
