@@ -639,6 +639,7 @@ static void kv_write_head(const vec_ops_t *ops, const kv_cache_t *kv, const attn
  * is computed whole by one thread with that thread's scratch, so the result does not
  * depend on the thread count. */
 #define ATTN_MAX_PARTS 1024
+#define ATTN_MAX_ORDER 1024
 
 typedef struct attn_job {
     const kv_cache_t *kv;
@@ -648,7 +649,8 @@ typedef struct attn_job {
     int avx2; /* the AVX2 rows (HS a multiple of 16 and a kernel other than the portable one):
                * 1, or 2 compiled for AVX-512's 32 registers */
     int items;
-    int hg; /* KV heads per item: an item is (sequence, heads [k hg, (k + 1) hg)) */
+    int hg;               /* KV heads per item: an item is (sequence, heads [k hg, (k + 1) hg)) */
+    const int32_t *order; /* the sequences in the order their items are taken, or NULL */
 } attn_job_t;
 
 /* Rows [t0, t1) of sequence s (consecutive positions), KV head g and its query heads. With
@@ -737,7 +739,7 @@ static void attn_part(void *arg, int part, int parts, int thread)
     int i0, i1;
     pool_split(j->items, parts, part, &i0, &i1);
     for (int i = i0; i < i1; i++) {
-        int s = i / per_seq, g0 = i % per_seq * j->hg;
+        int s = j->order ? j->order[i / per_seq] : i / per_seq, g0 = i % per_seq * j->hg;
         int g1 = g0 + j->hg < a->NKV ? g0 + j->hg : a->NKV;
         int t = b->seq_start[s], rows = b->seq_start[s + 1] - t;
         /* This item is the only reader of KV heads [g0, g1) of sequence s's K/V in this step
@@ -767,13 +769,17 @@ void attn_forward(mm_t *mm, const kv_cache_t *kv, const attn_batch_t *b, const a
     j.avx2 = kernel == MM_KERNEL_GENERIC || a->HS % 16 ? 0 : kernel == MM_KERNEL_AVX2 ? 1 : 2;
 #endif
     pool_t *pool = mm_pool(mm);
-    /* A step of decode tokens only takes several KV heads of a sequence per item (all of
-     * them when there are sequences enough to keep every thread busy): a decode token then
+    /* With sequences enough to keep every thread busy, an item takes several KV heads of a
+     * sequence (all of them with 16 sequences or more on two threads): a decode token then
      * reads each block's keys (values) of its heads as one run. Its scores need room in the
-     * scratch: (4 + 2 HS) rows of max_ctx floats. Other steps keep one KV head per item, so
-     * a prompt chunk's heads spread over the threads. */
+     * scratch: (4 + 2 HS) rows of max_ctx floats. A lone prompt keeps one KV head per item,
+     * so its heads spread over the threads. Sequences with several rows (prompt chunks)
+     * weigh more than a decode token's: their items are taken first, so no thread is left
+     * with one at the end while the others wait. The order of the items changes no row's
+     * arithmetic. */
     j.hg = 1;
-    if (j.avx2 && b->T == b->B) {
+    int32_t order[ATTN_MAX_ORDER];
+    if (j.avx2) {
         const int group = a->NH / a->NKV, room = (4 + 2 * a->HS) / group;
         const int want = 8 * pool_threads(pool);
         int per_seq = 1;
@@ -782,6 +788,16 @@ void attn_forward(mm_t *mm, const kv_cache_t *kv, const attn_batch_t *b, const a
             per_seq++;
         j.hg = (a->NKV + per_seq - 1) / per_seq;
         j.items = b->B * ((a->NKV + j.hg - 1) / j.hg);
+        if (j.hg > 1 && b->T > b->B && b->B <= ATTN_MAX_ORDER) {
+            int n = 0;
+            for (int s = 0; s < b->B; s++)
+                if (b->seq_start[s + 1] - b->seq_start[s] > 1)
+                    order[n++] = s;
+            for (int s = 0; s < b->B; s++)
+                if (b->seq_start[s + 1] - b->seq_start[s] <= 1)
+                    order[n++] = s;
+            j.order = order;
+        }
     }
     int parts = j.items < ATTN_MAX_PARTS ? j.items : ATTN_MAX_PARTS;
     /* Scratch exists for a->threads threads (the model keeps it in step with the pool). */
