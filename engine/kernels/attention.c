@@ -2,10 +2,11 @@
  * (see attention.h). Every row, a decode token or a row of a prefill chunk, is attended by the
  * same per-row arithmetic (the order is spelled out above attend_row_generic), reading K and V
  * block by block in place; up to four rows go together to share the loads (a chunk's
- * consecutive rows, or a decode token's query heads of one KV head). Grouped-query
- * attention: one work item is a (sequence, KV head) pair and serves the NH/NKV query heads
- * that read that KV head, so each KV head's keys and values are written and read by one
- * thread.
+ * consecutive rows, or a decode token's query heads of one KV head), and a decode token
+ * walks all the KV heads of its item block by block (attend_dec_t). Grouped-query
+ * attention: one work item is a sequence and a range of its KV heads and serves the NH/NKV
+ * query heads that read each of them, so each KV head's keys and values are written and
+ * read by one thread.
  */
 #include "engine/kernels/attention.h"
 
@@ -634,10 +635,11 @@ static void kv_write_head(const vec_ops_t *ops, const kv_cache_t *kv, const attn
     }
 }
 
-/* Attention of one step on the compute pool: the work items are (sequence, KV head) pairs,
- * sequence-major, spread over at most ATTN_MAX_PARTS parts of consecutive items. Each item
- * is computed whole by one thread with that thread's scratch, so the result does not
- * depend on the thread count. */
+/* Attention of one step on the compute pool: the work items are (sequence, range of hg KV
+ * heads), sequence-major (sequences with several rows first, up to ATTN_MAX_ORDER
+ * sequences), spread over at most ATTN_MAX_PARTS parts of consecutive items. Each item is
+ * computed whole by one thread with that thread's scratch, so the result does not depend on
+ * the thread count. */
 #define ATTN_MAX_PARTS 1024
 #define ATTN_MAX_ORDER 1024
 
