@@ -2,10 +2,11 @@
  * (see attention.h). Every row, a decode token or a row of a prefill chunk, is attended by the
  * same per-row arithmetic (the order is spelled out above attend_row_generic), reading K and V
  * block by block in place; up to four rows go together to share the loads (a chunk's
- * consecutive rows, or a decode token's query heads of one KV head). Grouped-query
- * attention: one work item is a (sequence, KV head) pair and serves the NH/NKV query heads
- * that read that KV head, so each KV head's keys and values are written and read by one
- * thread.
+ * consecutive rows, or a decode token's query heads of one KV head), and a decode token
+ * walks all the KV heads of its item block by block (attend_dec_t). Grouped-query
+ * attention: one work item is a sequence and a range of its KV heads and serves the NH/NKV
+ * query heads that read each of them, so each KV head's keys and values are written and
+ * read by one thread.
  */
 #include "engine/kernels/attention.h"
 
@@ -404,6 +405,162 @@ VEC_AVX2_INLINE void attend_rows_t(const vec_ops_t *ops, const int NR, const att
     }
 }
 
+/* Columns [c0, c0 + 8 nv) of o[r] += sum_j p[r][j] v_j over the `rows` rows of one block of V
+ * (v: its first row, `row` bytes apart), nr rows sharing each load: the chains of pv_pass
+ * carried from block to block through o (a float stored and loaded back is the same float).
+ * pf: lines to ask for meanwhile (the next block's), one row of them per row of V read. */
+VEC_AVX2_INLINE void pv_block(int nr, int nv, const float *const *p, const char *v, size_t row,
+                              int rows, int c0, float *const *o, int f16, const char *pf, int split,
+                              const char *pf2)
+{
+    __m256 a[ATTN_ROWS][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < ATTN_ROWS; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++)
+            a[r][u] = r < nr && u < nv ? _mm256_loadu_ps(o[r] + c0 + 8 * u) : _mm256_setzero_ps();
+    for (int jr = 0; jr < rows; jr++, v += row) {
+        if (jr < split)
+            prefetch_span(pf + (size_t)jr * row, row);
+        else if (pf2)
+            prefetch_span(pf2 + (size_t)(jr - split) * row, row);
+        __m256 x[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < nv; u++)
+            x[u] = load8(v, c0 + 8 * u, f16);
+#pragma GCC unroll 8
+        for (int r = 0; r < ATTN_ROWS; r++)
+            if (r < nr) {
+                __m256 pr = _mm256_broadcast_ss(p[r] + jr);
+#pragma GCC unroll 8
+                for (int u = 0; u < nv; u++)
+                    a[r][u] = _mm256_fmadd_ps(pr, x[u], a[r][u]);
+            }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < ATTN_ROWS; r++)
+        if (r < nr)
+#pragma GCC unroll 8
+            for (int u = 0; u < nv; u++)
+                _mm256_storeu_ps(o[r] + c0 + 8 * u, a[r][u]);
+}
+
+/* A decode token of one sequence over KV heads [0, w->nkv) of s (head i's rows hstride bytes
+ * after head 0's in every block): the same arithmetic as attend_rows_t for each query head
+ * (scores of keys in groups of NK, softmax, the chains of V from +0 in order of position), in
+ * another order of work: block by block over all the heads, so each pass reads one run of
+ * nkv x BS rows per block (K of the heads are adjacent in a block, V too) while the next
+ * block's run is asked for, a line for each line read. */
+#ifndef ATTN_AHEAD
+#define ATTN_AHEAD 4096
+#endif
+typedef struct attn_dec {
+    int nkv, group, n;
+    size_t hstride;
+    const float *q; /* query head i * group + r at q + (i * group + r) * HS */
+    float *o;       /* its output likewise */
+    float *sc;      /* its scores at sc + (i * group + r) * ld */
+    size_t ld;
+} attn_dec_t;
+
+VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const int NK, const attn_dec_t *d,
+                                  const kv_src_t *s, const int f16, const int regs32)
+{
+    const int BS = s->BS, HS = s->HS, n = d->n, nq = d->nkv * d->group;
+    const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));
+    const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
+    const int nb = (n + BS - 1) / BS;
+    const size_t run = (size_t)d->nkv * d->hstride;
+    for (int b = 0; b < nb; b++) {
+        const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;
+        const char *kb = s->k + src_block(s, b);
+        /* The next block's keys, after the last block the first block's values. */
+        const char *pb = b + 1 < nb ? s->k + src_block(s, b + 1) : s->v + src_block(s, 0);
+        for (int i = 0; i < d->nkv; i++) {
+            const char *kh = kb + (size_t)i * d->hstride;
+            for (int r0 = 0; r0 < d->group; r0 += ATTN_ROWS) {
+                const int nr = d->group - r0 < ATTN_ROWS ? d->group - r0 : ATTN_ROWS;
+                const float *q[ATTN_ROWS];
+                float *sc[ATTN_ROWS];
+                for (int r = 0; r < nr; r++) {
+                    q[r] = d->q + (size_t)(i * d->group + r0 + r) * HS;
+                    sc[r] = d->sc + (size_t)(i * d->group + r0 + r) * d->ld;
+                }
+                for (int r = 0; r < rows; r += NK) {
+                    const int cnt = rows - r < NK ? rows - r : NK;
+                    const char *k[4];
+#pragma GCC unroll 8
+                    for (int u = 0; u < NK; u++)
+                        k[u] = kh + (size_t)(r + (u < cnt ? u : 0)) * row;
+                    if (r0 == 0) {
+                        size_t at = (size_t)i * d->hstride + (size_t)r * row + ATTN_AHEAD;
+                        prefetch_span(at < run ? kb + at : pb + (at - run), (size_t)cnt * row);
+                    }
+                    scoreg(NK, nr, q, k, HS, f16, scale, sc, j0 + r, cnt);
+                }
+            }
+        }
+    }
+    for (int h = 0; h < nq; h++) {
+        ops->softmax(d->sc + (size_t)h * d->ld, n);
+        memset(d->o + (size_t)h * HS, 0, (size_t)HS * sizeof(float));
+    }
+    for (int b = 0; b < nb; b++) {
+        const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;
+        const char *vb = s->v + src_block(s, b);
+        const char *pb = b + 1 < nb ? s->v + src_block(s, b + 1) : NULL;
+        for (int i = 0; i < d->nkv; i++) {
+            const char *vh = vb + (size_t)i * d->hstride;
+            /* Rows [0, split) of the lines ATTN_AHEAD bytes ahead are this block's, the
+             * rest the next block's. */
+            const size_t at = (size_t)i * d->hstride + ATTN_AHEAD;
+            const int split = at < run ? (int)((run - at) / row) : 0;
+            const char *ph = vb + at, *ph2 = pb ? pb + (at < run ? 0 : at - run) : NULL;
+            for (int r0 = 0; r0 < d->group; r0 += ATTN_ROWS) {
+                const int nr = d->group - r0 < ATTN_ROWS ? d->group - r0 : ATTN_ROWS;
+                const float *p[ATTN_ROWS];
+                float *o[ATTN_ROWS];
+                for (int r = 0; r < nr; r++) {
+                    p[r] = d->sc + (size_t)(i * d->group + r0 + r) * d->ld + j0;
+                    o[r] = d->o + (size_t)(i * d->group + r0 + r) * HS;
+                }
+                for (int c0 = 0; c0 < HS;) {
+                    const int left = HS - c0;
+                    const int first = r0 == 0 && c0 == 0;
+                    if (nr == 1 && left >= 64) {
+                        pv_block(1, 8, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
+                                 first ? ph2 : NULL);
+                        c0 += 64;
+                    } else if (left >= 32 && (nr <= 2 || regs32)) {
+                        pv_block(nr, 4, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
+                                 first ? ph2 : NULL);
+                        c0 += 32;
+                    } else {
+                        pv_block(nr, 2, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
+                                 first ? ph2 : NULL);
+                        c0 += 16;
+                    }
+                }
+            }
+        }
+    }
+}
+
+VEC_AVX2 static void attend_dec_avx2(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s)
+{
+    if (d->group <= 2) {
+        if (s->f16)
+            attend_dec_t(ops, 4, d, s, 1, 0);
+        else
+            attend_dec_t(ops, 4, d, s, 0, 0);
+    } else {
+        if (s->f16)
+            attend_dec_t(ops, 2, d, s, 1, 0);
+        else
+            attend_dec_t(ops, 2, d, s, 0, 0);
+    }
+}
+
 /* attend_rows_t for w's row count and s's dtype. */
 VEC_AVX2_INLINE void attend_rows_any(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s,
                                      int stream, const int regs32)
@@ -448,6 +605,15 @@ VEC_AVX512 static void attend_rows_avx512(const vec_ops_t *ops, const attn_rows_
 {
     attend_rows_any(ops, w, s, stream, 1);
 }
+
+VEC_AVX512 static void attend_dec_avx512(const vec_ops_t *ops, const attn_dec_t *d,
+                                         const kv_src_t *s)
+{
+    if (s->f16)
+        attend_dec_t(ops, 4, d, s, 1, 1);
+    else
+        attend_dec_t(ops, 4, d, s, 0, 1);
+}
 #endif
 
 /* Copies KV head g's K and V of rows [t0, t1) to the rows' slots of layer l, in the cache's
@@ -469,11 +635,13 @@ static void kv_write_head(const vec_ops_t *ops, const kv_cache_t *kv, const attn
     }
 }
 
-/* Attention of one step on the compute pool: the work items are (sequence, KV head) pairs,
- * sequence-major, spread over at most ATTN_MAX_PARTS parts of consecutive items. Each item
- * is computed whole by one thread with that thread's scratch, so the result does not
- * depend on the thread count. */
+/* Attention of one step on the compute pool: the work items are (sequence, range of hg KV
+ * heads), sequence-major (sequences with several rows first, up to ATTN_MAX_ORDER
+ * sequences), spread over at most ATTN_MAX_PARTS parts of consecutive items. Each item is
+ * computed whole by one thread with that thread's scratch, so the result does not depend on
+ * the thread count. */
 #define ATTN_MAX_PARTS 1024
+#define ATTN_MAX_ORDER 1024
 
 typedef struct attn_job {
     const kv_cache_t *kv;
@@ -483,6 +651,8 @@ typedef struct attn_job {
     int avx2; /* the AVX2 rows (HS a multiple of 16 and a kernel other than the portable one):
                * 1, or 2 compiled for AVX-512's 32 registers */
     int items;
+    int hg;               /* KV heads per item: an item is (sequence, heads [k hg, (k + 1) hg)) */
+    const int32_t *order; /* the sequences in the order their items are taken, or NULL */
 } attn_job_t;
 
 /* Rows [t0, t1) of sequence s (consecutive positions), KV head g and its query heads. With
@@ -537,23 +707,57 @@ static void attend_seq(const attn_job_t *j, int s, int g, float *scratch)
                                scratch);
 }
 
+/* The decode token of sequence s (one row) for KV heads [g0, g1) with the AVX2 code, all the
+ * heads together (attend_dec_t). */
+#ifdef HAVE_VEC_AVX2
+static void attend_dec(const attn_job_t *j, int s, int g0, int g1, float *scratch)
+{
+    const attn_batch_t *b = j->b;
+    const attn_layer_t *a = j->a;
+    const int HS = a->HS, group = a->NH / a->NKV, t = b->seq_start[s];
+    kv_src_t src = src_cache(j->kv, b->block_table[s], a->l, g0);
+    attn_dec_t d = {.nkv = g1 - g0,
+                    .group = group,
+                    .n = b->pos[t] + 1,
+                    .hstride = (size_t)src.BS * HS * kv_elem_size(j->kv->dtype),
+                    .q = a->q + (size_t)t * a->ldq + (size_t)g0 * group * HS,
+                    .o = a->out + (size_t)t * a->ldo + (size_t)g0 * group * HS,
+                    .sc = scratch,
+                    .ld = ((size_t)a->max_ctx + 15) / 16 * 16};
+    if (j->avx2 == 2)
+        attend_dec_avx512(j->ops, &d, &src);
+    else
+        attend_dec_avx2(j->ops, &d, &src);
+}
+#endif
+
 static void attn_part(void *arg, int part, int parts, int thread)
 {
     const attn_job_t *j = arg;
     const attn_batch_t *b = j->b;
     const attn_layer_t *a = j->a;
-    const int NKV = a->NKV;
+    const int per_seq = (a->NKV + j->hg - 1) / j->hg;
     float *scratch = a->scratch + (size_t)thread * a->scratch_floats;
     int i0, i1;
     pool_split(j->items, parts, part, &i0, &i1);
     for (int i = i0; i < i1; i++) {
-        int s = i / NKV, g = i % NKV, t = b->seq_start[s], rows = b->seq_start[s + 1] - t;
-        /* This item is the only reader of KV head g of sequence s's K/V in this step (a
-         * block being written belongs to one sequence), so it writes that slice of its own
+        int s = j->order ? j->order[i / per_seq] : i / per_seq, g0 = i % per_seq * j->hg;
+        int g1 = g0 + j->hg < a->NKV ? g0 + j->hg : a->NKV;
+        int t = b->seq_start[s], rows = b->seq_start[s + 1] - t;
+        /* This item is the only reader of KV heads [g0, g1) of sequence s's K/V in this step
+         * (a block being written belongs to one sequence), so it writes that slice of its own
          * rows itself: no separate pass, no barrier before attention. */
-        kv_write_head(j->ops, j->kv, b, a, g, t, t + rows);
+        for (int g = g0; g < g1; g++)
+            kv_write_head(j->ops, j->kv, b, a, g, t, t + rows);
+#ifdef HAVE_VEC_AVX2
+        if (rows == 1 && j->avx2) {
+            attend_dec(j, s, g0, g1, scratch);
+            continue;
+        }
+#endif
         if (rows > 0)
-            attend_seq(j, s, g, scratch);
+            for (int g = g0; g < g1; g++)
+                attend_seq(j, s, g, scratch);
     }
 }
 
@@ -566,8 +770,38 @@ void attn_forward(mm_t *mm, const kv_cache_t *kv, const attn_batch_t *b, const a
     /* 2: AVX-512 CPUs, the same code compiled for 32 registers. */
     j.avx2 = kernel == MM_KERNEL_GENERIC || a->HS % 16 ? 0 : kernel == MM_KERNEL_AVX2 ? 1 : 2;
 #endif
-    int parts = j.items < ATTN_MAX_PARTS ? j.items : ATTN_MAX_PARTS;
     pool_t *pool = mm_pool(mm);
+    /* With sequences enough to keep every thread busy, an item takes several KV heads of a
+     * sequence (all of them with 16 sequences or more on two threads): a decode token then
+     * reads each block's keys (values) of its heads as one run. Its scores need room in the
+     * scratch: (4 + 2 HS) rows of max_ctx floats. A lone prompt keeps one KV head per item,
+     * so its heads spread over the threads. Sequences with several rows (prompt chunks)
+     * weigh more than a decode token's: their items are taken first, so no thread is left
+     * with one at the end while the others wait. The order of the items changes no row's
+     * arithmetic. */
+    j.hg = 1;
+    int32_t order[ATTN_MAX_ORDER];
+    if (j.avx2) {
+        const int group = a->NH / a->NKV, room = (4 + 2 * a->HS) / group;
+        const int want = 8 * pool_threads(pool);
+        int per_seq = 1;
+        while (per_seq < a->NKV &&
+               (b->B * per_seq < want || (a->NKV + per_seq - 1) / per_seq > room))
+            per_seq++;
+        j.hg = (a->NKV + per_seq - 1) / per_seq;
+        j.items = b->B * ((a->NKV + j.hg - 1) / j.hg);
+        if (j.hg > 1 && b->T > b->B && b->B <= ATTN_MAX_ORDER) {
+            int n = 0;
+            for (int s = 0; s < b->B; s++)
+                if (b->seq_start[s + 1] - b->seq_start[s] > 1)
+                    order[n++] = s;
+            for (int s = 0; s < b->B; s++)
+                if (b->seq_start[s + 1] - b->seq_start[s] <= 1)
+                    order[n++] = s;
+            j.order = order;
+        }
+    }
+    int parts = j.items < ATTN_MAX_PARTS ? j.items : ATTN_MAX_PARTS;
     /* Scratch exists for a->threads threads (the model keeps it in step with the pool). */
     pool_run_parts_thread(a->threads >= pool_threads(pool) ? pool : NULL, parts, attn_part, &j);
 }

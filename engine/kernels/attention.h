@@ -8,8 +8,8 @@
  * Determinism: every row, whether a decode token or a row inside a prefill chunk of any size,
  * is computed with one fixed order of sums that depends only on its position and its context
  * (attention.c): its bits do not depend on the chunking, the other rows and sequences of the
- * step, whether its prefix came from the prefix cache, or the thread count. Each (sequence,
- * KV head) item is computed whole by one thread.
+ * step, whether its prefix came from the prefix cache, or the thread count. Each item (a
+ * sequence and some of its KV heads) is computed whole by one thread.
  */
 #ifndef NANO_VLLM_ATTENTION_H
 #define NANO_VLLM_ATTENTION_H
@@ -73,8 +73,9 @@ typedef struct attn_layer {
 size_t attn_scratch_floats(int HS, int max_ctx);
 
 /* Writes every row's K and V of layer a->l to its slot, then out = softmax(q kᵀ / sqrt(HS)) v
- * over each row's causal context, on mm's pool: the work items are (sequence, KV head)
- * pairs, each done whole by one thread with that thread's scratch. */
+ * over each row's causal context, on mm's pool: the work items are a sequence and a range
+ * of its KV heads (all of them when the sequences alone keep the threads busy), each done
+ * whole by one thread with that thread's scratch. */
 void attn_forward(mm_t *mm, const kv_cache_t *kv, const attn_batch_t *b, const attn_layer_t *a);
 
 #endif
