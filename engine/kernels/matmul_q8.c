@@ -232,7 +232,16 @@ void mm_q8_range(const mm_q8_job_t *j, int p0, int p1)
                     t.y = j->y + row * j->ldy + n0;
                     t.mr = r1 - r0;
                     if (nb == 1) {
+                        /* pf_dist ahead in the panels; past their end (the last block),
+                         * the start of the next tile's panels, which would otherwise all
+                         * but the first start cold (a quarter of the weights at K = 768),
+                         * or nothing new at the end of the range. */
+                        const int kpf = k0 + j->pf_dist / (4 * MM_NR) * 4;
                         t.pf = (const char *)wp + j->pf_dist;
+                        if (kpf >= Kp)
+                            t.pf = (const char *)w->data +
+                                   (size_t)(p + np < p1 ? p + np : p) * panel_bytes +
+                                   (size_t)(kpf - Kp) * MM_NR;
                         t.pfstep = 4 * MM_NR;
                     } else {
                         /* This block of the next np panels, a share per row tile. */
