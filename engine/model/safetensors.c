@@ -249,9 +249,10 @@ static int open_file(st_set_t *s, int *cap, const char *dir, const char *fname, 
                        "%s: truncated file: %lld bytes, shorter than the 8-byte header length",
                        fname, (long long)st.st_size);
     }
-    /* MAP_POPULATE reads the whole file now, so the first request does not pay for page
-     * faults on the weights (the loader touches every tensor it uses anyway). */
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    /* Not populated: the matrices are read with pread (below), and mapping every page of a
+     * file of GBs took longer than a tenth of reading it. The few small tensors read
+     * through the mapping fault their pages in as they are read. */
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
     if (map == MAP_FAILED) {
         close(fd);
