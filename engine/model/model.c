@@ -5,8 +5,9 @@
  * ones the file leaves misaligned) are converted once into one owned F32 buffer, carved in
  * order. Every tensor's shape is checked against config.json before anything is used. The
  * matrices are then packed once for engine/kernels/matmul.c in the dtype asked for, straight
- * from the file's values on the compute threads (a BF16 file kept as BF16 is a copy), and
- * the mapped originals' pages are handed back to the kernel. A 16-bit matrix that is not
+ * from the file's values on the compute threads (read from the open file with pread a slab at
+ * a time; a BF16 file kept as BF16 is a copy), and the mapped originals' pages are handed back
+ * to the kernel. A 16-bit matrix that is not
  * packed (GPT-2's position embeddings, an untied embedding table) is converted at the end.
  * Start-up then costs about what reading the file costs; progress is reported in bytes of
  * the tensors in use as they are packed or converted.
