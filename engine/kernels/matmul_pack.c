@@ -468,11 +468,13 @@ static int read_slab(int fd, char *buf, size_t len, uint64_t off)
 
 /* Reads W's columns [c0, c1) (transposed: rows of the parts' files, ld apart) into buf one
  * after the other, and makes *sj (*pj with the one source *one) pack from there: 0, or -1
- * when a read failed. */
+ * when they do not fit in a slab or a read failed (the caller packs from the memory). */
 static int stage_columns(const pack_job_t *pj, int c0, int c1, char *buf, pack_job_t *sj,
                          mm_source_t *one)
 {
     const size_t es = src_size(pj->parts[0].dtype), row = pj->ld * es;
+    if ((size_t)(c1 - c0 - 1) * row + (size_t)pj->w->K * es > pj->stage_bytes)
+        return -1;
     int first = 0;
     for (int i = 0; i < pj->n_parts; first += pj->parts[i++].n) {
         const mm_source_t *s = &pj->parts[i];
@@ -496,9 +498,8 @@ static int stage_rows(const pack_job_t *pj, int k0, int k1, char *buf, pack_job_
                       mm_source_t *one)
 {
     const mm_source_t *s = &pj->parts[0];
-    const size_t row = pj->ld * 2;
-    if (read_slab(s->fd, buf, (size_t)(k1 - k0 - 1) * row + (size_t)pj->w->N * 2,
-                  s->off + (uint64_t)k0 * row))
+    const size_t row = pj->ld * 2, len = (size_t)(k1 - k0 - 1) * row + (size_t)pj->w->N * 2;
+    if (len > pj->stage_bytes || read_slab(s->fd, buf, len, s->off + (uint64_t)k0 * row))
         return -1;
     *sj = *pj;
     *one = (mm_source_t){.data = buf, .dtype = s->dtype, .n = s->n};
