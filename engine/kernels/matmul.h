@@ -38,6 +38,7 @@
 #define NANO_VLLM_MATMUL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/kernels/pool.h"
 
@@ -100,11 +101,15 @@ int mm_weight_init(mm_weight_t *w, const float *src, int K, int N, size_t ld, in
 int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, size_t ld,
                       int trans, int dtype);
 /* One source of mm_weight_pack: values as they lie in memory (a checkpoint's mapping, at any
- * alignment), in dtype ENG_DTYPE_F32, _F16 or _BF16. */
+ * alignment), in dtype ENG_DTYPE_F32, _F16 or _BF16. When fd > 0, the same bytes are also at
+ * byte offset off of that open file, and packing reads them from it with pread a slab at a
+ * time (faster than loads through a mapping; data is read where a read fails). */
 typedef struct mm_source {
     const void *data;
     int dtype;
     int n; /* columns of W this source holds (N for a single one) */
+    int fd;
+    uint64_t off;
 } mm_source_t;
 /* mm_weight_init_mt from sources in any of those dtypes, with the same result as packing their
  * values widened to F32 (bit for bit): a source already in the kept dtype is copied, others

@@ -7,6 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "engine/engine.h"
 #include "engine/kernels/matmul.h"
@@ -110,6 +115,10 @@ typedef struct pack_job {
     int n_chunks; /* parts of the pool job */
     int by_rows;  /* BF16 kept as BF16, not transposed: parts are bands of rows (copy_rows_bf16) */
     int band;     /* rows of pairs per part when by_rows */
+    int n0, k0;   /* a slab read in: the parts hold W's columns from n0 (trans), rows from k0 */
+    char *stage;  /* (threads, stage_bytes): the slabs the parts' files are read into, or NULL */
+    size_t stage_bytes;
+    int avx512; /* the BF16 copies use AVX-512 (the pool's kernel is AVX-512 or AMX) */
 } pack_job_t;
 
 static size_t src_size(int dtype)
@@ -143,6 +152,7 @@ static void panel_columns(const pack_job_t *pj, int p, const void *col[MM_NR], i
         dt[j] = ENG_DTYPE_F32;
         if (n >= pj->w->N)
             continue;
+        n -= pj->n0;
         while (pj->n_parts > 1 && n >= first + pj->parts[part].n)
             first += pj->parts[part++].n;
         const mm_source_t *s = &pj->parts[part];
@@ -284,6 +294,89 @@ static inline uint32_t same_bf16x2(uint32_t v)
     return (uint32_t)same_bf16((uint16_t)v) | (uint32_t)same_bf16((uint16_t)(v >> 16)) << 16;
 }
 
+#if defined(__x86_64__)
+#define PACK_AVX512 __attribute__((target("avx512f,avx512bw")))
+
+/* same_bf16 on 32 values. */
+PACK_AVX512 static inline __m512i same_bf16_avx512(__m512i v)
+{
+    const __mmask32 nan = _mm512_cmpgt_epu16_mask(_mm512_and_si512(v, _mm512_set1_epi16(0x7fff)),
+                                                  _mm512_set1_epi16(0x7f80));
+    return _mm512_mask_mov_epi16(v, nan, _mm512_or_si512(v, _mm512_set1_epi16(0x40)));
+}
+
+/* copy_panel_bf16's rows of pairs [0, pairs / 16 * 16), 16 at a time: word k2 .. k2 + 15 of
+ * each of the 16 file rows is a 16 x 16 block of 32-bit words, transposed in registers into
+ * 16 rows of pairs and stored in full 64-byte lines past the caches (nothing reads the packed
+ * weights until the load is over). Returns the rows of pairs done. */
+PACK_AVX512 static int copy_pairs_avx512(const void *const col[MM_NR], uint32_t *o32, int pairs)
+{
+    int k2 = 0;
+    for (; k2 + 16 <= pairs; k2 += 16) {
+        __m512i r[16], t[16];
+        for (int j = 0; j < 16; j++)
+            r[j] = same_bf16_avx512(_mm512_loadu_si512((const char *)col[j] + (size_t)k2 * 4));
+        /* 32-bit words, then 64-bit pairs of them: r[4b + c]'s 128-bit lane L is word 4L + c
+         * of file rows 4b .. 4b + 3. */
+        for (int j = 0; j < 16; j += 2) {
+            t[j] = _mm512_unpacklo_epi32(r[j], r[j + 1]);
+            t[j + 1] = _mm512_unpackhi_epi32(r[j], r[j + 1]);
+        }
+        for (int j = 0; j < 16; j += 4) {
+            r[j] = _mm512_unpacklo_epi64(t[j], t[j + 2]);
+            r[j + 1] = _mm512_unpackhi_epi64(t[j], t[j + 2]);
+            r[j + 2] = _mm512_unpacklo_epi64(t[j + 1], t[j + 3]);
+            r[j + 3] = _mm512_unpackhi_epi64(t[j + 1], t[j + 3]);
+        }
+        /* Then 128-bit lanes, twice: r[c] becomes word c of all 16 rows. */
+        for (int j = 0; j < 4; j++) {
+            t[j] = _mm512_shuffle_i32x4(r[j], r[j + 4], 0x88);
+            t[j + 4] = _mm512_shuffle_i32x4(r[j], r[j + 4], 0xdd);
+            t[j + 8] = _mm512_shuffle_i32x4(r[j + 8], r[j + 12], 0x88);
+            t[j + 12] = _mm512_shuffle_i32x4(r[j + 8], r[j + 12], 0xdd);
+        }
+        for (int j = 0; j < 4; j++) {
+            r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+            r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+            r[j + 4] = _mm512_shuffle_i32x4(t[j + 4], t[j + 12], 0x88);
+            r[j + 12] = _mm512_shuffle_i32x4(t[j + 4], t[j + 12], 0xdd);
+        }
+        for (int j = 0; j < 16; j++)
+            _mm512_stream_si512((void *)(o32 + (size_t)(k2 + j) * MM_NR), r[j]);
+    }
+    _mm_sfence();
+    return k2;
+}
+
+/* copy_rows_bf16's full panels [0, full) of the rows of pairs [q0, q1) (both rows in W; row
+ * k of W at src + (k - k0) * ld values): two panels at a time, each down all its rows of
+ * pairs (one run of memory), a row of pairs being 32 columns of each of two rows interleaved
+ * by a two-source permute per panel. */
+PACK_AVX512 static void copy_band_avx512(const char *src, size_t ld, int k0, uint16_t *data,
+                                         size_t pv, int q0, int q1, int full)
+{
+    uint16_t ilo[32], ihi[32]; /* column j of row k to 2j, of row k + 1 to 2j + 1 */
+    for (int j = 0; j < 16; j++) {
+        ilo[2 * j] = (uint16_t)j, ilo[2 * j + 1] = (uint16_t)(32 + j);
+        ihi[2 * j] = (uint16_t)(16 + j), ihi[2 * j + 1] = (uint16_t)(48 + j);
+    }
+    const __m512i lo = _mm512_loadu_si512(ilo), hi = _mm512_loadu_si512(ihi);
+    for (int p = 0; p < full; p += 2) {
+        const __mmask32 m = p + 1 < full ? 0xffffffffu : 0xffffu;
+        uint16_t *o = data + (size_t)p * pv + (size_t)q0 * 2 * MM_NR;
+        const char *r = src + ((size_t)(2 * q0 - k0) * ld + (size_t)p * MM_NR) * 2;
+        for (int q = q0; q < q1; q++, o += 2 * MM_NR, r += 4 * ld) {
+            __m512i a = same_bf16_avx512(_mm512_maskz_loadu_epi16(m, r));
+            __m512i b = same_bf16_avx512(_mm512_maskz_loadu_epi16(m, r + 2 * ld));
+            _mm512_stream_si512((void *)o, _mm512_permutex2var_epi16(a, lo, b));
+            if (p + 1 < full)
+                _mm512_stream_si512((void *)(o + pv), _mm512_permutex2var_epi16(a, hi, b));
+        }
+    }
+    _mm_sfence();
+}
+#endif
+
 /* copy_panel for BF16 with all 16 columns present, transposed (column n of W is row n of
  * the file): rows k and k+1 of a column are one 32-bit word of the file's row, and a panel's
  * row of pairs is the next word of each of its 16 file rows. The panel is written front to
@@ -297,7 +390,12 @@ static void copy_panel_bf16(const pack_job_t *pj, int p)
     const int K = w->K, rows = mm_panel_rows(w->dtype, K), pairs = K / 2;
     uint16_t *out = (uint16_t *)w->data + (size_t)p * mm_panel_values(w->dtype, K);
     uint32_t *o32 = (uint32_t *)out; /* the panel's rows of pairs, 64-byte aligned */
-    for (int k2 = 0; k2 < pairs; k2++)
+    int k2 = 0;
+#if defined(__x86_64__)
+    if (pj->avx512)
+        k2 = copy_pairs_avx512(col, o32, pairs);
+#endif
+    for (; k2 < pairs; k2++)
         for (int j = 0; j < MM_NR; j++)
             o32[(size_t)k2 * MM_NR + (size_t)j] = same_bf16x2(load_u32(col[j], (size_t)k2));
     for (int k = 2 * pairs; k < rows; k++) /* an odd last row, then zero rows */
@@ -319,11 +417,16 @@ static void copy_rows_bf16(const pack_job_t *pj, int q0, int q1)
     const size_t pv = mm_panel_values(w->dtype, K);
     const char *src = pj->parts[0].data;
     uint16_t *data = w->data;
+    const int both = K / 2 < q1 ? K / 2 : q1; /* rows of pairs with both rows in W: [q0, both) */
+#if defined(__x86_64__)
+    if (pj->avx512 && both > q0)
+        copy_band_avx512(src, pj->ld, pj->k0, data, pv, q0, both, full);
+#endif
     for (int q = q0; q < q1; q++) {
         const int k = 2 * q;
-        const char *r0 = k < K ? src + (size_t)k * pj->ld * 2 : NULL;
-        const char *r1 = k + 1 < K ? src + (size_t)(k + 1) * pj->ld * 2 : NULL;
-        int p = 0;
+        const char *r0 = k < K ? src + (size_t)(k - pj->k0) * pj->ld * 2 : NULL;
+        const char *r1 = k + 1 < K ? src + (size_t)(k + 1 - pj->k0) * pj->ld * 2 : NULL;
+        int p = pj->avx512 && q < both ? full : 0;
         if (r0 && r1) {
             for (; p < full; p++) {
                 uint16_t a[MM_NR], b[MM_NR], *o = data + (size_t)p * pv + (size_t)q * 2 * MM_NR;
@@ -346,20 +449,69 @@ static void copy_rows_bf16(const pack_job_t *pj, int q0, int q1)
     }
 }
 
-static void pack_cb(void *arg, int part, int n, int thread)
+/* Reads len bytes at off of fd into buf: 0, or -1 when it cannot (the caller then reads the
+ * mapping). */
+static int read_slab(int fd, char *buf, size_t len, uint64_t off)
 {
-    const pack_job_t *pj = arg;
-    int p0, p1;
-    if (pj->by_rows) {
-        const int pairs = mm_panel_rows(pj->w->dtype, pj->w->K) / 2;
-        p0 = part * pj->band;
-        p1 = p0 + pj->band < pairs ? p0 + pj->band : pairs;
-        copy_rows_bf16(pj, p0, p1);
-        return;
+    while (len) {
+        ssize_t r = pread(fd, buf, len, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        buf += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
     }
-    pool_split(pj->w->n_panels, n, part, &p0, &p1);
+    return 0;
+}
+
+/* Reads W's columns [c0, c1) (transposed: rows of the parts' files, ld apart) into buf one
+ * after the other, and makes *sj (*pj with the one source *one) pack from there: 0, or -1
+ * when they do not fit in a slab or a read failed (the caller packs from the memory). */
+static int stage_columns(const pack_job_t *pj, int c0, int c1, char *buf, pack_job_t *sj,
+                         mm_source_t *one)
+{
+    const size_t es = src_size(pj->parts[0].dtype), row = pj->ld * es;
+    if ((size_t)(c1 - c0 - 1) * row + (size_t)pj->w->K * es > pj->stage_bytes)
+        return -1;
+    int first = 0;
+    for (int i = 0; i < pj->n_parts; first += pj->parts[i++].n) {
+        const mm_source_t *s = &pj->parts[i];
+        const int a = c0 > first ? c0 : first, b = c1 < first + s->n ? c1 : first + s->n;
+        if (a < b && read_slab(s->fd, buf + (size_t)(a - c0) * row,
+                               (size_t)(b - a - 1) * row + (size_t)pj->w->K * es,
+                               s->off + (uint64_t)(a - first) * row))
+            return -1;
+    }
+    *sj = *pj;
+    *one = (mm_source_t){.data = buf, .dtype = pj->parts[0].dtype, .n = c1 - c0};
+    sj->parts = one;
+    sj->n_parts = 1;
+    sj->n0 = c0;
+    return 0;
+}
+
+/* Reads W's rows [k0, k1) (not transposed, one BF16 source) into buf and makes *sj pack from
+ * there: 0 or -1 as stage_columns. */
+static int stage_rows(const pack_job_t *pj, int k0, int k1, char *buf, pack_job_t *sj,
+                      mm_source_t *one)
+{
+    const mm_source_t *s = &pj->parts[0];
+    const size_t row = pj->ld * 2, len = (size_t)(k1 - k0 - 1) * row + (size_t)pj->w->N * 2;
+    if (len > pj->stage_bytes || read_slab(s->fd, buf, len, s->off + (uint64_t)k0 * row))
+        return -1;
+    *sj = *pj;
+    *one = (mm_source_t){.data = buf, .dtype = s->dtype, .n = s->n};
+    sj->parts = one;
+    sj->k0 = k0;
+    return 0;
+}
+
+/* Packs panels [p0, p1) from pj's sources. */
+static void pack_panels(const pack_job_t *pj, int p0, int p1, float *blk)
+{
     const int rows = mm_panel_rows(pj->w->dtype, pj->w->K);
-    float *blk = pj->block ? pj->block + (size_t)thread * (size_t)rows * MM_NR : NULL;
     for (int p = p0; p < p1; p++) {
         if (pj->fast && pj->w->dtype == ENG_DTYPE_BF16 && (p + 1) * MM_NR <= pj->w->N &&
             pj->trans) {
@@ -370,6 +522,45 @@ static void pack_cb(void *arg, int part, int n, int thread)
             widen_panel(pj, p, blk, rows);
             pack_panel(pj->w, p, blk);
         }
+    }
+}
+
+static void pack_cb(void *arg, int part, int n, int thread)
+{
+    const pack_job_t *pj = arg;
+    char *stage = pj->stage ? pj->stage + (size_t)thread * pj->stage_bytes : NULL;
+    pack_job_t sj;
+    mm_source_t one;
+    int p0, p1;
+    if (pj->by_rows) {
+        const int pairs = mm_panel_rows(pj->w->dtype, pj->w->K) / 2;
+        p0 = part * pj->band;
+        p1 = p0 + pj->band < pairs ? p0 + pj->band : pairs;
+        const int k0 = 2 * p0, k1 = 2 * p1 < pj->w->K ? 2 * p1 : pj->w->K;
+        if (stage && k0 < k1 && stage_rows(pj, k0, k1, stage, &sj, &one) == 0)
+            copy_rows_bf16(&sj, p0, p1);
+        else
+            copy_rows_bf16(pj, p0, p1);
+        return;
+    }
+    pool_split(pj->w->n_panels, n, part, &p0, &p1);
+    const int rows = mm_panel_rows(pj->w->dtype, pj->w->K);
+    float *blk = pj->block ? pj->block + (size_t)thread * (size_t)rows * MM_NR : NULL;
+    if (!stage) {
+        pack_panels(pj, p0, p1, blk);
+        return;
+    }
+    /* Transposed: a panel's 16 columns are 16 consecutive rows of the file; read as many
+     * panels' rows at a time as the slab holds. */
+    const size_t panel_src = MM_NR * pj->ld * src_size(pj->parts[0].dtype);
+    const int step = pj->stage_bytes / panel_src > 1 ? (int)(pj->stage_bytes / panel_src) : 1;
+    for (int g0 = p0; g0 < p1; g0 += step) {
+        const int g1 = g0 + step < p1 ? g0 + step : p1;
+        const int c1 = g1 * MM_NR < pj->w->N ? g1 * MM_NR : pj->w->N;
+        if (stage_columns(pj, g0 * MM_NR, c1, stage, &sj, &one) == 0)
+            pack_panels(&sj, g0, g1, blk);
+        else
+            pack_panels(pj, g0, g1, blk);
     }
 }
 
@@ -424,6 +615,9 @@ int mm_weight_init_mt(mm_t *mm, mm_weight_t *w, const float *src, int K, int N, 
     mm_source_t part = {.data = src, .dtype = ENG_DTYPE_F32, .n = N};
     return mm_weight_pack(mm, w, &part, 1, K, N, ld, trans, dtype);
 }
+
+/* Bytes of the file a thread reads in at a time (about its share of the L2 cache). */
+#define PACK_STAGE_BYTES ((size_t)1 << 20)
 
 /* Panels per pool part: small enough that a thread slowed by other load holds up little. */
 #define PACK_PANELS_PER_CHUNK 4
@@ -500,18 +694,37 @@ int mm_weight_fill(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_par
             return -ENOMEM;
         }
     }
+#if defined(__x86_64__)
+    pj.avx512 = mm && (mm_get_kernel(mm) == MM_KERNEL_AVX512 || mm_get_kernel(mm) == MM_KERNEL_AMX);
+#endif
     int chunks = (w->n_panels + PACK_PANELS_PER_CHUNK - 1) / PACK_PANELS_PER_CHUNK;
     chunks = chunks > POOL_MAX_PARTS ? POOL_MAX_PARTS : chunks;
-    if (pj.fast && w->dtype == ENG_DTYPE_BF16 && !trans && n_parts == 1) {
+    pj.by_rows = pj.fast && w->dtype == ENG_DTYPE_BF16 && !trans && n_parts == 1;
+    /* Slabs of the file when every source has one, in one dtype: the panels' rows when
+     * transposed (a panel's at least), bands of rows when copied by rows (two at least). */
+    int stage = trans || pj.by_rows;
+    for (int i = 0; i < n_parts; i++)
+        stage = stage && parts[i].fd > 0 && parts[i].dtype == parts[0].dtype;
+    if (stage) {
+        const size_t es = src_size(parts[0].dtype);
+        const size_t need = trans ? MM_NR * ld * es : 2 * ld * es;
+        pj.stage_bytes = ((need > PACK_STAGE_BYTES ? need : PACK_STAGE_BYTES) + 63) / 64 * 64;
+        pj.stage = malloc((size_t)threads * pj.stage_bytes);
+    }
+    if (pj.by_rows) {
         const int pairs = mm_panel_rows(w->dtype, K) / 2;
-        pj.by_rows = 1;
         pj.band = PACK_PAIRS_PER_CHUNK;
+        if (pj.stage) /* as many as a slab holds, but a few parts per thread */
+            pj.band = (int)(pj.stage_bytes / (2 * ld * 2));
+        if (pj.stage && pj.band > (pairs + 4 * threads - 1) / (4 * threads))
+            pj.band = (pairs + 4 * threads - 1) / (4 * threads);
         if (pairs / pj.band >= POOL_MAX_PARTS)
             pj.band = pairs / (POOL_MAX_PARTS - 1) + 1;
         chunks = (pairs + pj.band - 1) / pj.band;
     }
     pool_run_parts_thread(pool, chunks, pack_cb, &pj);
     free(pj.block);
+    free(pj.stage);
     return 0;
 }
 

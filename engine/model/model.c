@@ -5,8 +5,9 @@
  * ones the file leaves misaligned) are converted once into one owned F32 buffer, carved in
  * order. Every tensor's shape is checked against config.json before anything is used. The
  * matrices are then packed once for engine/kernels/matmul.c in the dtype asked for, straight
- * from the file's values on the compute threads (a BF16 file kept as BF16 is a copy), and
- * the mapped originals' pages are handed back to the kernel. A 16-bit matrix that is not
+ * from the file's values on the compute threads (read from the open file with pread a slab at
+ * a time; a BF16 file kept as BF16 is a copy), and the mapped originals' pages are handed back
+ * to the kernel. A 16-bit matrix that is not
  * packed (GPT-2's position embeddings, an untied embedding table) is converted at the end.
  * Start-up then costs about what reading the file costs; progress is reported in bytes of
  * the tensors in use as they are packed or converted.
@@ -416,6 +417,18 @@ static int file_dtype(const st_tensor_t *t)
                                  : ENG_DTYPE_F32;
 }
 
+/* A packing source for the n columns of tensor t, in the file's dtype: its mapped bytes, and
+ * where they are in the open file (packing reads them from there). */
+static mm_source_t file_source(const model_t *m, const st_tensor_t *t, int n)
+{
+    const st_file_t *f = &m->st.files[t->file];
+    return (mm_source_t){.data = t->data,
+                         .dtype = file_dtype(t),
+                         .n = n,
+                         .fd = f->fd,
+                         .off = (uint64_t)((const char *)t->data - (const char *)f->map)};
+}
+
 /* Drops the resident pages of a tensor's mapped bytes (whole pages inside it only). */
 static void drop_file(const model_t *m, const st_tensor_t *t)
 {
@@ -616,7 +629,7 @@ int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int t
     struct model_matrix *x = matrix_at(m, src);
     mm_source_t part = {.data = src, .dtype = ENG_DTYPE_F32, .n = N};
     if (x && x->deferred)
-        part = (mm_source_t){.data = x->t->data, .dtype = file_dtype(x->t), .n = N};
+        part = file_source(m, x->t, N);
     int rc = pack_into(m, w, &part, 1, K, N, (size_t)N, 0);
     if (!rc) {
         packed(m, x, src);
@@ -628,15 +641,17 @@ int model_pack(model_t *m, mm_weight_t *w, const float *src, int K, int N, int t
 int model_pack_parts(model_t *m, mm_weight_t *w, const float *const *parts, const int *rows, int n,
                      int K)
 {
-    mm_source_t src[8];
+    mm_source_t src[8] = {{0}};
     struct model_matrix *x[8];
     int N = 0;
     if (n < 1 || n > 8)
         return -EINVAL;
     for (int i = 0; i < n; i++) {
         x[i] = matrix_at(m, parts[i]);
-        src[i] = x[i] && x[i]->deferred ? (mm_source_t){x[i]->t->data, file_dtype(x[i]->t), rows[i]}
-                                        : (mm_source_t){parts[i], ENG_DTYPE_F32, rows[i]};
+        if (x[i] && x[i]->deferred)
+            src[i] = file_source(m, x[i]->t, rows[i]);
+        else
+            src[i] = (mm_source_t){.data = parts[i], .dtype = ENG_DTYPE_F32, .n = rows[i]};
         N += rows[i];
     }
     int rc = pack_into(m, w, src, n, K, N, (size_t)K, 1);

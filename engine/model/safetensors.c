@@ -79,20 +79,20 @@ static int parse_entry(const char *fname, const char *name, json_t *v, const uin
     json_t *jo = json_object_get(v, "data_offsets");
     if (!json_is_object(v) || !json_is_string(jd) || !json_is_array(js) || !json_is_array(jo))
         return st_fail(err, errlen, -EINVAL,
-                    "%s: %s: entry needs dtype (string), shape and data_offsets (arrays)", fname,
-                    name);
+                       "%s: %s: entry needs dtype (string), shape and data_offsets (arrays)", fname,
+                       name);
     t->dtype = -1;
     for (int d = 0; d < ST_DTYPE_COUNT; d++)
         if (strcmp(json_string_value(jd), dtypes[d].name) == 0)
             t->dtype = d;
     if (t->dtype < 0)
         return st_fail(err, errlen, -EINVAL, "%s: %s: unknown dtype \"%s\"", fname, name,
-                    json_string_value(jd));
+                       json_string_value(jd));
 
     size_t ndim = json_array_size(js);
     if (ndim > ST_MAX_DIMS)
-        return st_fail(err, errlen, -EINVAL, "%s: %s: %zu dimensions (at most %d)", fname, name, ndim,
-                    ST_MAX_DIMS);
+        return st_fail(err, errlen, -EINVAL, "%s: %s: %zu dimensions (at most %d)", fname, name,
+                       ndim, ST_MAX_DIMS);
     t->ndim = (int)ndim;
     uint64_t count = 1;
     int overflow = 0;
@@ -100,7 +100,7 @@ static int parse_entry(const char *fname, const char *name, json_t *v, const uin
         json_t *e = json_array_get(js, i);
         if (!json_is_integer(e) || json_integer_value(e) < 0)
             return st_fail(err, errlen, -EINVAL, "%s: %s: shape[%zu] is not a non-negative integer",
-                        fname, name, i);
+                           fname, name, i);
         t->shape[i] = json_integer_value(e);
         if (t->shape[i] != 0 && count > UINT64_MAX / (uint64_t)t->shape[i])
             overflow = 1;
@@ -111,21 +111,21 @@ static int parse_entry(const char *fname, const char *name, json_t *v, const uin
     if (json_array_size(jo) != 2 || !json_is_integer(jb) || !json_is_integer(je) ||
         json_integer_value(jb) < 0 || json_integer_value(je) < json_integer_value(jb))
         return st_fail(err, errlen, -EINVAL,
-                    "%s: %s: data_offsets must be [begin, end] with 0 <= begin <= end", fname,
-                    name);
+                       "%s: %s: data_offsets must be [begin, end] with 0 <= begin <= end", fname,
+                       name);
     uint64_t begin = (uint64_t)json_integer_value(jb), end = (uint64_t)json_integer_value(je);
     if (end > data_size)
         return st_fail(err, errlen, -EINVAL,
-                    "%s: %s: data_offsets [%llu,%llu] out of range (the data is %zu bytes)", fname,
-                    name, (unsigned long long)begin, (unsigned long long)end, data_size);
+                       "%s: %s: data_offsets [%llu,%llu] out of range (the data is %zu bytes)",
+                       fname, name, (unsigned long long)begin, (unsigned long long)end, data_size);
     size_t es = dtypes[t->dtype].size;
     if (overflow || count > UINT64_MAX / es || count * es != end - begin)
         return st_fail(err, errlen, -EINVAL,
-                    "%s: %s: data_offsets [%llu,%llu] hold %llu bytes, but shape x %s needs "
-                    "%llu%s",
-                    fname, name, (unsigned long long)begin, (unsigned long long)end,
-                    (unsigned long long)(end - begin), dtypes[t->dtype].name,
-                    (unsigned long long)(count * es), overflow ? " (overflow)" : "");
+                       "%s: %s: data_offsets [%llu,%llu] hold %llu bytes, but shape x %s needs "
+                       "%llu%s",
+                       fname, name, (unsigned long long)begin, (unsigned long long)end,
+                       (unsigned long long)(end - begin), dtypes[t->dtype].name,
+                       (unsigned long long)(count * es), overflow ? " (overflow)" : "");
     t->data = data + begin;
     t->nbytes = (size_t)(end - begin);
     return 0;
@@ -155,8 +155,8 @@ static int check_overlap(st_set_t *s, int first, const char *fname, char *err, s
     for (int i = 1; i < m && !rc; i++) {
         const uint8_t *prev_end = (const uint8_t *)by[i - 1]->data + by[i - 1]->nbytes;
         if ((const uint8_t *)by[i]->data < prev_end)
-            rc = st_fail(err, errlen, -EINVAL, "%s: %s: data overlaps tensor %s", fname, by[i]->name,
-                      by[i - 1]->name);
+            rc = st_fail(err, errlen, -EINVAL, "%s: %s: data overlaps tensor %s", fname,
+                         by[i]->name, by[i - 1]->name);
     }
     free(by);
     return rc;
@@ -170,17 +170,18 @@ static int parse_header(st_set_t *s, int *cap, int fi, char *err, size_t errlen)
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | p[i];
     if (hlen > f->size - 8)
-        return st_fail(err, errlen, -EINVAL, "%s: header length %llu is beyond the file (%zu bytes)",
-                    f->name, (unsigned long long)hlen, f->size);
+        return st_fail(err, errlen, -EINVAL,
+                       "%s: header length %llu is beyond the file (%zu bytes)", f->name,
+                       (unsigned long long)hlen, f->size);
     if (hlen < 2 || hlen > ST_MAX_HEADER)
         return st_fail(err, errlen, -EINVAL, "%s: header length %llu is not in [2, %u]", f->name,
-                    (unsigned long long)hlen, ST_MAX_HEADER);
+                       (unsigned long long)hlen, ST_MAX_HEADER);
 
     json_error_t jerr;
     json_t *root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return st_fail(err, errlen, -EINVAL, "%s: invalid JSON header: %s (line %d, column %d)",
-                    f->name, jerr.text, jerr.line, jerr.column);
+                       f->name, jerr.text, jerr.line, jerr.column);
     if (!json_is_object(root)) {
         json_decref(root);
         return st_fail(err, errlen, -EINVAL, "%s: JSON header is not an object", f->name);
@@ -221,6 +222,7 @@ static int open_file(st_set_t *s, int *cap, const char *dir, const char *fname, 
     s->files = nf;
     st_file_t *f = &s->files[s->n_files];
     memset(f, 0, sizeof(*f));
+    f->fd = -1;
     f->name = strdup(fname);
     if (!f->name)
         return st_fail(err, errlen, -ENOMEM, "%s: out of memory", fname);
@@ -235,7 +237,7 @@ static int open_file(st_set_t *s, int *cap, const char *dir, const char *fname, 
     free(path);
     if (fd < 0)
         return st_fail(err, errlen, errno == ENOENT ? -ENOENT : -EIO, "%s: cannot open: %s", fname,
-                    strerror(errno));
+                       strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -244,16 +246,22 @@ static int open_file(st_set_t *s, int *cap, const char *dir, const char *fname, 
     if (st.st_size < 8) {
         close(fd);
         return st_fail(err, errlen, -EINVAL,
-                    "%s: truncated file: %lld bytes, shorter than the 8-byte header length", fname,
-                    (long long)st.st_size);
+                       "%s: truncated file: %lld bytes, shorter than the 8-byte header length",
+                       fname, (long long)st.st_size);
     }
-    /* MAP_POPULATE reads the whole file now, so the first request does not pay for page
-     * faults on the weights (the loader touches every tensor it uses anyway). */
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    /* Not populated: the matrices are read with pread (below), and mapping every page of a
+     * file of GBs took longer than a tenth of reading it. The few small tensors read
+     * through the mapping fault their pages in as they are read. */
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED)
+    if (map == MAP_FAILED) {
+        close(fd);
         return st_fail(err, errlen, -EIO, "%s: mmap failed: %s", fname, strerror(map_errno));
+    }
+    /* The descriptor stays open: the weights are packed from pread copies of the file, which
+     * the kernel makes through its own linear map, about twice as fast as loads through
+     * this mapping's 4 KiB pages. */
+    f->fd = fd;
     f->map = map;
     f->size = (size_t)st.st_size;
     return parse_header(s, cap, s->n_files - 1, err, errlen);
@@ -283,7 +291,7 @@ static int open_sharded(st_set_t *s, int *cap, const char *dir, const char *inde
     free(path);
     if (!root)
         return st_fail(err, errlen, -EINVAL, "%s: invalid JSON: %s (line %d, column %d)", index,
-                    jerr.text, jerr.line, jerr.column);
+                       jerr.text, jerr.line, jerr.column);
     json_t *map = json_object_get(root, "weight_map");
     int rc = 0;
     if (!json_is_object(map) || json_object_size(map) == 0)
@@ -298,9 +306,9 @@ static int open_sharded(st_set_t *s, int *cap, const char *dir, const char *inde
             break;
         if (!json_is_string(v) || !shard_name_ok(json_string_value(v))) {
             rc = st_fail(err, errlen, -EINVAL,
-                      "%s: %s: shard must be a file name in the model "
-                      "directory",
-                      index, name);
+                         "%s: %s: shard must be a file name in the model "
+                         "directory",
+                         index, name);
             break;
         }
         int known = 0;
@@ -316,8 +324,8 @@ static int open_sharded(st_set_t *s, int *cap, const char *dir, const char *inde
         {
             const st_tensor_t *t = st_find(s, name);
             if (!t || strcmp(s->files[t->file].name, json_string_value(v)) != 0) {
-                rc = st_fail(err, errlen, -EINVAL, "%s: %s: listed in %s but not found there", index,
-                          name, json_string_value(v));
+                rc = st_fail(err, errlen, -EINVAL, "%s: %s: listed in %s but not found there",
+                             index, name, json_string_value(v));
                 break;
             }
         }
@@ -362,8 +370,8 @@ int st_open(st_set_t *s, const char *dir, char *err, size_t errlen)
     for (int i = 1; i < s->n_tensors; i++)
         if (strcmp(s->tensors[i - 1].name, s->tensors[i].name) == 0) {
             rc = st_fail(err, errlen, -EINVAL, "%s: %s: in both %s and %s", s->source,
-                      s->tensors[i].name, s->files[s->tensors[i - 1].file].name,
-                      s->files[s->tensors[i].file].name);
+                         s->tensors[i].name, s->files[s->tensors[i - 1].file].name,
+                         s->files[s->tensors[i].file].name);
             goto fail;
         }
     return 0;
@@ -379,6 +387,8 @@ void st_close(st_set_t *s)
     for (int i = 0; i < s->n_files; i++) {
         if (s->files[i].map)
             munmap(s->files[i].map, s->files[i].size);
+        if (s->files[i].fd >= 0)
+            close(s->files[i].fd);
         free(s->files[i].name);
     }
     for (int i = 0; i < s->n_tensors; i++)

@@ -47,6 +47,7 @@ typedef struct st_file {
     char *name; /* owned: file name as the user knows it (relative to the model dir) */
     void *map;  /* owned: read-only mapping of the whole file */
     size_t size;
+    int fd; /* owned: the file, open for pread (packing reads the weights with it); -1 if not */
 } st_file_t;
 
 typedef struct st_set {

@@ -3,12 +3,15 @@
  * for BF16 and F16 sources kept in their dtype (the copying paths) and converted to the other
  * dtypes (the widening path); transposed or not, split into several sources, with K odd or
  * even and N not a multiple of the panel width, sources at odd 2-byte offsets, special values
- * (NaNs, infinities, subnormals, zeros of both signs), on 1 and 3 threads.
+ * (NaNs, infinities, subnormals, zeros of both signs), on 1 and 3 threads, with the best
+ * kernel's copies and the portable ones; and the sources given as a file too (packing reads
+ * slabs of it with pread), whole or cut short (the reads that fail fall back to the memory).
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/engine.h"
 #include "engine/kernels/matmul.h"
@@ -54,9 +57,31 @@ static int same_packed(const mm_weight_t *a, const mm_weight_t *b)
     return !a->scale || memcmp(a->scale, b->scale, (size_t)a->n_panels * MM_NR * 4) == 0;
 }
 
+/* How check_case gives the sources: memory only, also as a file, as a file cut short. */
+enum { IN_MEMORY, IN_FILE, IN_SHORT_FILE };
+
+/* A temporary file holding bytes [0, keep) of mem (0 <= keep <= len), or -1. */
+static int temp_file(const char *mem, size_t len, size_t keep)
+{
+    const char *dir = getenv("TMPDIR");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/pack_test.XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return -1;
+    unlink(path);
+    (void)len;
+    if (write(fd, mem, keep) != (ssize_t)keep) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* Packs W (K x N) from n_parts 16-bit sources of src_dtype into dtype and from the same values
  * widened to F32, and compares. */
-static void check_case(mm_t *mm, int src_dtype, int dtype, int K, int N, int trans, int n_parts)
+static void check_case(mm_t *mm, int src_dtype, int dtype, int K, int N, int trans, int n_parts,
+                       int how)
 {
     const size_t ld = (size_t)(trans ? K : N), n = (size_t)K * N;
     /* One buffer for all sources, starting 2 bytes past an aligned address: checkpoints place
@@ -82,20 +107,39 @@ static void check_case(mm_t *mm, int src_dtype, int dtype, int K, int N, int tra
         rows[1] = n_parts == 3 ? N / 4 : N - N / 2;
         rows[2] = N - rows[0] - rows[1];
     }
+    /* The file holds mem's bytes at the same offsets (fd 0 is stdin: the test asks for more). */
+    int fd = how == IN_MEMORY ? -1 : temp_file(mem, n * 2 + 2, how == IN_FILE ? n * 2 + 2 : n + 1);
+    if (how != IN_MEMORY && fd <= 0) {
+        CHECK(!"cannot write a temporary file");
+        free(mem);
+        free(f32);
+        return;
+    }
     for (int i = 0, at = 0; i < n_parts; at += rows[i], i++)
-        parts[i] = (mm_source_t){.data = src + (size_t)at * ld, .dtype = src_dtype, .n = rows[i]};
+        parts[i] = (mm_source_t){.data = src + (size_t)at * ld,
+                                 .dtype = src_dtype,
+                                 .n = rows[i],
+                                 .fd = fd,
+                                 .off = 2 + (uint64_t)at * ld * 2};
     mm_weight_t got, want;
     int rc = mm_weight_pack(mm, &got, parts, n_parts, K, N, ld, trans, dtype);
     int rc2 = mm_weight_init(&want, f32, K, N, ld, trans, dtype);
     CHECK_INT_EQ(rc, 0);
     CHECK_INT_EQ(rc2, 0);
     if (!rc && !rc2 && !same_packed(&got, &want)) {
-        fprintf(stderr, "pack_test: %s source -> dtype %d, K %d N %d trans %d parts %d differs\n",
-                src_dtype == ENG_DTYPE_BF16 ? "bf16" : "f16", dtype, K, N, trans, n_parts);
+        fprintf(stderr,
+                "pack_test: %s source -> dtype %d, K %d N %d trans %d parts %d (%s, %s) differs\n",
+                src_dtype == ENG_DTYPE_BF16 ? "bf16" : "f16", dtype, K, N, trans, n_parts,
+                mm_kernel_name(mm_get_kernel(mm)),
+                how == IN_MEMORY ? "memory"
+                : how == IN_FILE ? "file"
+                                 : "short file");
         check_failed_count++;
     }
     mm_weight_free(&got);
     mm_weight_free(&want);
+    if (fd > 0)
+        close(fd);
     free(mem);
     free(f32);
 }
@@ -103,13 +147,19 @@ static void check_case(mm_t *mm, int src_dtype, int dtype, int K, int N, int tra
 int main(void)
 {
     static const int shapes[][2] = {
-        {1, 1},    {2, 16},  {3, 17},    {31, 33},    {64, 48},
-        {65, 100}, {130, 7}, {257, 160}, {1030, 1100}}; /* the last over 2 MiB: prefaulted */
+        {1, 1},     {2, 16},  {3, 17},    {31, 33},     {64, 48},
+        {65, 100},  {130, 7}, {257, 160}, {1030, 1100}, /* over 2 MiB: prefaulted */
+        {12000, 40}}; /* transposed, a slab holds two panels' rows: a part reads two */
     static const int dtypes[] = {ENG_DTYPE_BF16, ENG_DTYPE_F16, ENG_DTYPE_F32, ENG_DTYPE_I8};
-    for (int threads = 1; threads <= 3; threads += 2) {
+    /* The best kernel on 1 and 3 threads, the portable copies on 3. */
+    static const struct {
+        int threads;
+        const char *kernel;
+    } runs[] = {{1, "auto"}, {3, "auto"}, {3, "generic"}};
+    for (size_t r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
         char err[256];
         mm_t *mm = NULL;
-        if (mm_init(&mm, threads, err, sizeof(err)) != 0) {
+        if (mm_init_kernel(&mm, runs[r].threads, runs[r].kernel, err, sizeof(err)) != 0) {
             fprintf(stderr, "pack_test: %s\n", err);
             return 1;
         }
@@ -118,8 +168,10 @@ int main(void)
                 for (size_t d = 0; d < sizeof(dtypes) / sizeof(dtypes[0]); d++)
                     for (int trans = 0; trans < 2; trans++)
                         for (int parts = 1; parts <= (trans && shapes[s][1] >= 4 ? 3 : 1); parts++)
-                            check_case(mm, src, dtypes[d], shapes[s][0], shapes[s][1], trans,
-                                       parts);
+                            for (int how = IN_MEMORY; how <= IN_SHORT_FILE; how++)
+                                if (how != IN_SHORT_FILE || dtypes[d] == src)
+                                    check_case(mm, src, dtypes[d], shapes[s][0], shapes[s][1],
+                                               trans, parts, how);
         mm_free(mm);
     }
     if (check_failures()) {
