@@ -19,14 +19,14 @@
  * M <= MR there is one tile per np
  * panels over the whole K: the weights stream once, with a software prefetch a few KB ahead
  * (memory bound) that, over the tile's last few KB, runs as a second chunk of K and prefetches
- * the start of the next tile's panels (run_streaming); on AVX2 a one-row tile of F32 weights spans more panels (MM_NP_GEMV_AVX2,
- * gemv_body in matmul_avx2.c), so decoding at batch 1 has more chains in flight. With more tiles
- * per panel, tile b of nb prefetches the b-th share of the next panel chunk (of each of the next np
- * panels), so DRAM traffic overlaps the compute of the current chunk instead of stalling the first
- * tile. Epilogues (GELU) are applied by the tile of the last K chunk as it stores Y. AMX with BF16
- * weights: the calling thread first rounds X into mm->amx_x, then the parts are the same panel
- * ranges (part_range), each walked by mm_amx_range: per two panels, per 32 rows of X, one tile over
- * the whole K.
+ * the start of the next tile's panels (run_streaming); on AVX2 a one-row tile of F32 weights spans
+ * more panels (MM_NP_GEMV_AVX2, gemv_body in matmul_avx2.c), so decoding at batch 1 has more chains
+ * in flight. With more tiles per panel, tile b of nb prefetches the b-th share of the next panel
+ * chunk (of each of the next np panels), so DRAM traffic overlaps the compute of the current chunk
+ * instead of stalling the first tile. Epilogues (GELU) are applied by the tile of the last K chunk
+ * as it stores Y. AMX with BF16 weights: the calling thread first rounds X into mm->amx_x, then the
+ * parts are the same panel ranges (part_range), each walked by mm_amx_range: per two panels, per 32
+ * rows of X, one tile over the whole K.
  */
 #include "engine/kernels/matmul.h"
 
