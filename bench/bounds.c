@@ -18,20 +18,6 @@
 #define HAVE_X86 1
 #endif
 
-double bench_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-double bench_cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double thread_cpu_now(void)
 {
     struct timespec ts;
@@ -204,9 +190,9 @@ double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps)
         reps = 64;
     pool_run(pool, read_cb, &j); /* warm-up pass */
     for (int r = 0; r < reps; r++) {
-        double t0 = bench_now();
+        double t0 = clock_now_sec();
         pool_run(pool, read_cb, &j);
-        t[r] = (double)bytes / (bench_now() - t0);
+        t[r] = (double)bytes / (clock_now_sec() - t0);
     }
     free(buf);
     return median(t, reps);
@@ -257,15 +243,16 @@ double bench_fma_peak_width(pool_t *pool, int reps, int width)
         reps = 64;
     pool_run(pool, fma_cb, &j);
     /* Samples of >= 0.1 s: shorter ones read low on a shared host. */
-    double t0 = bench_now();
+    double t0 = clock_now_sec();
     pool_run(pool, fma_cb, &j);
-    double dt = bench_now() - t0;
+    double dt = clock_now_sec() - t0;
     if (dt < 0.1)
         j.iters = (long)((double)j.iters * 0.1 / (dt > 1e-6 ? dt : 1e-6));
     for (int r = 0; r < reps; r++) {
-        t0 = bench_now();
+        t0 = clock_now_sec();
         pool_run(pool, fma_cb, &j);
-        t[r] = (double)j.iters * fma_flop_per_iter(width) * pool_threads(pool) / (bench_now() - t0);
+        t[r] = (double)j.iters * fma_flop_per_iter(width) * pool_threads(pool) /
+               (clock_now_sec() - t0);
     }
     return median(t, reps);
 }
@@ -304,7 +291,7 @@ static double amx_run(int threads, long iters, double *core)
     pthread_t th[POOL_MAX_THREADS];
     double io[POOL_MAX_THREADS][2];
     int started = 0;
-    double t0 = bench_now();
+    double t0 = clock_now_sec();
     for (int i = 0; i < threads && i < POOL_MAX_THREADS; i++) {
         io[i][0] = (double)iters;
         io[i][1] = 0;
@@ -315,7 +302,7 @@ static double amx_run(int threads, long iters, double *core)
     }
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
-    double dt = bench_now() - t0;
+    double dt = clock_now_sec() - t0;
     *core = 0;
     for (int i = 0; i < started; i++)
         *core = io[i][1] > *core ? io[i][1] : *core;

@@ -1,11 +1,14 @@
 /* bounds.h - what the benchmarks share: machine bounds (streaming read bandwidth and FMA
  * peak, measured on the same pool of threads the kernels use, so ratios printed by a
- * benchmark compare numbers taken in the same run), clocks, and the 124M test checkpoint. */
+ * benchmark compare numbers taken in the same run), clocks (common/clock.h, common/proc.h), and
+ * the 124M test checkpoint. */
 #ifndef NANO_VLLM_BENCH_BOUNDS_H
 #define NANO_VLLM_BENCH_BOUNDS_H
 
 #include <stddef.h>
 
+#include "common/clock.h"
+#include "common/proc.h"
 #include "engine/kernels/pool.h"
 
 /* Bytes per second of a sequential read of `bytes` (fresh memory, far beyond L3), split in
@@ -24,12 +27,9 @@ double bench_fma_peak_width(pool_t *pool, int reps, int width);
  * CPU-second; both 0 where the CPU or OS has no AMX. The compute bound of BF16 products on
  * the amx kernel (engine/kernels/matmul_amx.c). */
 double bench_amx_peak(pool_t *pool, int reps, double *core);
-double bench_now(void);
-/* CPU seconds used by the whole process (all threads), and FLOP per CPU-second of one core
- * running the FMA chains. Dividing work by CPU time instead of wall time leaves out the
- * time other tenants held the cores, so these ratios hold on a busy host too (for
- * compute-bound work; memory traffic of other tenants still weighs). */
-double bench_cpu_now(void);
+/* FLOP per CPU-second of one core running the FMA chains: with work divided by CPU time
+ * (proc_cpu_sec), these ratios hold on a busy host too (for compute-bound work; memory
+ * traffic of other tenants still weighs). */
 double bench_fma_core_peak_cpu(int reps);
 double bench_fma_core_peak_cpu_width(int reps, int width);
 

@@ -94,7 +94,7 @@ static void make_step(bench_batch_t *bb, int B, int start, int n, float *logits)
 static double sgemm_step(const gpt2_t *m, float *a, float *out, int M)
 {
     const int C = m->cfg.n_embd, V = m->cfg.vocab_size;
-    double t0 = bench_now();
+    double t0 = clock_now_sec();
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const gpt2_layer_t *w = &m->layers[l];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, 3 * C, C, 1, a, C, w->qkv_w,
@@ -108,7 +108,7 @@ static double sgemm_step(const gpt2_t *m, float *a, float *out, int M)
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, V, C, 1, a, C, m->lm_head, C, 0, out,
                 V);
-    return bench_now() - t0;
+    return clock_now_sec() - t0;
 }
 
 /* 2 * rows * weights of the matrix products of one step. */
@@ -161,14 +161,14 @@ static double bandwidth(int nthreads)
     for (int rep = 0; rep < 2; rep++) {
         pthread_t th[16];
         read_job_t jobs[16];
-        double t0 = bench_now();
+        double t0 = clock_now_sec();
         for (int i = 0; i < nthreads; i++) {
             jobs[i] = (read_job_t){.p = buf + (size_t)i * per, .n = per};
             pthread_create(&th[i], NULL, read_loop, &jobs[i]);
         }
         for (int i = 0; i < nthreads; i++)
             pthread_join(th[i], NULL);
-        double gbs = (double)(per * (size_t)nthreads * sizeof(v8f)) / (bench_now() - t0) / 1e9;
+        double gbs = (double)(per * (size_t)nthreads * sizeof(v8f)) / (clock_now_sec() - t0) / 1e9;
         best = gbs > best ? gbs : best;
     }
     free(buf);
@@ -178,12 +178,12 @@ static double bandwidth(int nthreads)
 /* Seconds per decode step of B sequences (one row each) after CTX cached tokens. */
 static double decode_time(gpt2_t *m, kv_cache_t *kv, bench_batch_t *bb, int B, float *logits)
 {
-    double t = bench_now();
+    double t = clock_now_sec();
     for (int step = 0; step < DECODE_STEPS; step++) {
         make_step(bb, B, CTX + step, 1, logits);
         model_forward(&m->base, kv, &bb->b);
     }
-    return (bench_now() - t) / DECODE_STEPS;
+    return (clock_now_sec() - t) / DECODE_STEPS;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -222,7 +222,7 @@ int main(int argc, char **argv)
     }
     char err[512];
     gpt2_t *m = NULL;
-    double t0 = bench_now();
+    double t0 = clock_now_sec();
     int rc = bench_gpt2_load(&m, dir, 0, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "bench/engine: %s\n", err);
@@ -232,7 +232,7 @@ int main(int argc, char **argv)
     printf("model %s: L=%d C=%d NH=%d V=%d, %.1f MB of F32 weights, loaded in %.2f s; "
            "OpenBLAS threads %d\n",
            dir, cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size,
-           (double)model_weight_bytes(&m->base) / 1e6, bench_now() - t0,
+           (double)model_weight_bytes(&m->base) / 1e6, clock_now_sec() - t0,
            openblas_get_num_threads());
 
     /* Blocks for MAX_B sequences of CTX + DECODE_STEPS tokens, or one 512-token prompt. */
@@ -263,9 +263,9 @@ int main(int argc, char **argv)
         double best = 1e9;
         for (int rep = 0; rep < 2 - k; rep++) {
             make_step(bb, 1, 0, prompt_lens[k], logits);
-            double t = bench_now();
+            double t = clock_now_sec();
             model_forward(&m->base, &kv, &bb->b);
-            t = bench_now() - t;
+            t = clock_now_sec() - t;
             best = t < best ? t : best;
         }
         double gflops = step_flops(m, prompt_lens[k], 1) / best / 1e9;

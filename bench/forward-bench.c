@@ -136,19 +136,6 @@ static void add_chunk(step_t *st, int start, int n, int per_seq, int V)
     b->B = s + 1;
 }
 
-/* Resident set size now, in MB (/proc/self/statm). */
-static double rss_mb(void)
-{
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return 0;
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-        resident = 0;
-    fclose(f);
-    return (double)resident * (double)sysconf(_SC_PAGESIZE) / 1e6;
-}
-
 /* The accuracy probe: the logits of a PROBE_PROMPT-token prompt, then PROBE_GEN tokens
  * continued greedily; each dtype is compared with F32 (when F32 is measured too). */
 #define PROBE_PROMPT 32
@@ -365,7 +352,7 @@ int main(int argc, char **argv)
                     desc->max_pos);
             return 2;
         }
-        double rss_load = rss_mb();
+        double rss_load = proc_rss_bytes() / 1e6;
         int per_seq = span / BS + 1;
         kv_cache_t kv;
         if (model_kv_init(m, &kv, BS, MAX_B * per_seq, kv_dt) ||
@@ -413,7 +400,7 @@ int main(int argc, char **argv)
                 if (!bench_in_list(steps, K_ARG[k]))
                     continue;
                 for (int c = 0; c < (k == K_PREFILL ? 1 : n_ctx); c++) {
-                    double t0 = bench_now(), c0 = bench_cpu_now();
+                    double t0 = clock_now_sec(), c0 = proc_cpu_sec();
                     if (k == K_PREFILL) {
                         make_step(st, 1, 0, MAX_T, per_seq, V, logits);
                         model_forward(m, &kv, &st->b);
@@ -425,8 +412,8 @@ int main(int argc, char **argv)
                             model_forward(m, &kv, &st->b);
                         }
                     }
-                    double t = (bench_now() - t0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
-                    double cpu = (bench_cpu_now() - c0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
+                    double t = (clock_now_sec() - t0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
+                    double cpu = (proc_cpu_sec() - c0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
                     best[d][k][c] = t < best[d][k][c] ? t : best[d][k][c];
                     best_cpu[d][k][c] = cpu < best_cpu[d][k][c] ? cpu : best_cpu[d][k][c];
                 }

@@ -95,7 +95,7 @@ static int run_round(eng_t *e, int conc, int waves, int prompt_tokens, int new_t
         goto out;
     memset(res, 0, sizeof(*res));
     res->conc = conc;
-    double w0 = bench_now(), w1 = 0;
+    double w0 = clock_now_sec(), w1 = 0;
     for (; submitted < conc; submitted++) {
         eng_request_t *r = make_request((uint64_t)submitted, prompt_tokens, new_tokens, seed);
         if (!r || (rc = eng_submit(e, r)) < 0)
@@ -104,9 +104,9 @@ static int run_round(eng_t *e, int conc, int waves, int prompt_tokens, int new_t
     }
     const sched_t *s = eng_sched(e);
     while (done < total) {
-        double a = bench_now();
+        double a = clock_now_sec();
         rc = eng_step(e);
-        double b = bench_now();
+        double b = clock_now_sec();
         if (rc < 0)
             goto out;
         int in_window = waves == 1 || (submitted > conc && submitted < total);
@@ -143,7 +143,7 @@ static int run_round(eng_t *e, int conc, int waves, int prompt_tokens, int new_t
                         rc = rc < 0 ? rc : -ENOMEM;
                         goto out;
                     }
-                    sent[submitted] = bench_now();
+                    sent[submitted] = clock_now_sec();
                     if (submitted == conc)
                         w0 = sent[submitted]; /* the window opens at the first replacement */
                     if (++submitted == total)
@@ -153,7 +153,7 @@ static int run_round(eng_t *e, int conc, int waves, int prompt_tokens, int new_t
             eng_event_free(ev);
         }
     }
-    res->wall = (waves == 1 ? bench_now() : w1) - w0;
+    res->wall = (waves == 1 ? clock_now_sec() : w1) - w0;
     qsort(ttft, n_ttft, sizeof(double), cmp_double);
     qsort(itl, n_itl, sizeof(double), cmp_double);
     qsort(steps, n_steps, sizeof(double), cmp_double);

@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -91,15 +90,6 @@ static size_t read_all(const char *dir, char *buf, size_t cap)
     return total;
 }
 
-/* Seconds of CPU the process has used (every thread, user and system). */
-static double cpu_now(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-}
-
 /* What the progress callback saw of one load. */
 typedef struct progress {
     double start, first, last; /* clocks: eng_init called, first bytes done, done == total */
@@ -111,7 +101,7 @@ typedef struct progress {
 static void on_progress(void *arg, uint64_t done, uint64_t total)
 {
     progress_t *p = arg;
-    double now = bench_now();
+    double now = clock_now_sec();
     if (p->calls++ == 0)
         p->monotonic = 1;
     if (done < p->prev || total != (p->total ? p->total : total))
@@ -140,10 +130,10 @@ static double fresh_memory(size_t bytes)
 #ifdef MADV_HUGEPAGE
     madvise(p, bytes / huge * huge, MADV_HUGEPAGE);
 #endif
-    double t0 = bench_now();
+    double t0 = clock_now_sec();
     for (size_t i = 0; i < bytes; i += 4096)
         ((volatile char *)p)[i] = 1;
-    double t = bench_now() - t0;
+    double t = clock_now_sec() - t0;
     free(p);
     return t;
 }
@@ -218,12 +208,12 @@ int main(int argc, char **argv)
         eng_info_t best = {0}; /* of the best load: its phases */
         double read_cpu = 0, load_cpu = 0;
         for (int r = 0; r < runs; r++) {
-            double t0 = bench_now(), c0 = cpu_now();
+            double t0 = clock_now_sec(), c0 = proc_cpu_sec();
             read_all(dir, buf, cap);
-            double t = bench_now() - t0;
+            double t = clock_now_sec() - t0;
             if (t < read_s) {
                 read_s = t;
-                read_cpu = cpu_now() - c0;
+                read_cpu = proc_cpu_sec() - c0;
             }
         }
         for (int r = 0; r < runs && !bad; r++) {
@@ -233,10 +223,10 @@ int main(int argc, char **argv)
                 .model_dir = dir, .load_progress = on_progress, .load_progress_arg = &p};
             eng_t *e = NULL;
             eng_info_t info = {0};
-            const double c0 = cpu_now();
-            p.start = bench_now();
+            const double c0 = proc_cpu_sec();
+            p.start = clock_now_sec();
             int rc = eng_init(&e, &ep, NULL, err, sizeof(err));
-            double t = bench_now() - p.start, c = cpu_now() - c0;
+            double t = clock_now_sec() - p.start, c = proc_cpu_sec() - c0;
             if (e)
                 eng_get_info(e, &info);
             eng_free(e);

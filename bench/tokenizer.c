@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "common/proc.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
 
@@ -52,15 +53,6 @@ static void docs_add(docs_t *d, const char *text, size_t len)
     d->v[d->n].len = len;
     d->n++;
     d->bytes += len;
-}
-
-/* Process CPU time, not wall time: the machine may be shared, and a pass that waits for a
- * core should not look slower. Our side is one thread, so this is one core's time. */
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* ---- the documents ---- */
@@ -445,9 +437,11 @@ static void gen_english(docs_t *d, size_t bytes)
 
 /* ---- our side ---- */
 
+/* Passes are timed in process CPU seconds, not wall time: the machine may be shared, and a
+ * pass that waits for a core should not look slower. Our side is one thread. */
 static double time_encode(const tok_t *t, const docs_t *d, int use_cache, size_t *nids)
 {
-    double t0 = now_s();
+    double t0 = proc_cpu_sec();
     *nids = 0;
     for (size_t i = 0; i < d->n; i++) {
         int32_t *ids;
@@ -458,12 +452,12 @@ static double time_encode(const tok_t *t, const docs_t *d, int use_cache, size_t
         *nids += n;
         free(ids);
     }
-    return now_s() - t0;
+    return proc_cpu_sec() - t0;
 }
 
 static double time_decode(const tok_t *t, const docs_t *d, int32_t **ids, size_t *nids)
 {
-    double t0 = now_s();
+    double t0 = proc_cpu_sec();
     for (size_t i = 0; i < d->n; i++) {
         char *text;
         size_t len;
@@ -471,7 +465,7 @@ static double time_decode(const tok_t *t, const docs_t *d, int32_t **ids, size_t
             abort();
         free(text);
     }
-    return now_s() - t0;
+    return proc_cpu_sec() - t0;
 }
 
 /* ---- the npm reference ---- */

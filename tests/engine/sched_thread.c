@@ -5,10 +5,10 @@
  * Usage: sched_thread TINY_DIR TOKENIZER_DIR
  */
 #include <pthread.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/proc.h"
 #include "tests/engine/sched_util.h"
 #include "tests/time_scale.h"
 
@@ -62,27 +62,6 @@ static void *submit_thread(void *arg)
     return NULL;
 }
 
-static double cpu_sec(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
-
-/* Resident memory of this process in bytes (/proc/self/statm), 0 if unknown. */
-static double rss_bytes(void)
-{
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return 0;
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-        resident = 0;
-    fclose(f);
-    return (double)resident * (double)sysconf(_SC_PAGESIZE);
-}
-
 /* An idle scheduler thread maps the KV pool (writes each page once, keeping its content),
  * so served steps do not fault its pages in: with no request at all, the process grows by
  * the pool's size within a few seconds. */
@@ -93,7 +72,7 @@ static void check_pool_mapped(eng_params_t p)
     eng_t *e = make_engine(&p, tok);
     eng_info_t info;
     eng_get_info(e, &info);
-    double before = rss_bytes();
+    double before = proc_rss_bytes();
     waker_t w = {.wakes = 0};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
@@ -102,7 +81,7 @@ static void check_pool_mapped(eng_params_t p)
     for (int i = 0; i < 200 * TEST_TIME_SCALE && grown < 0.9 * (double)info.kv_bytes; i++) {
         struct timespec d = {0, 50 * 1000 * 1000};
         nanosleep(&d, NULL);
-        grown = rss_bytes() - before;
+        grown = proc_rss_bytes() - before;
     }
     printf("idle engine: RSS grew by %.1f MiB of a %.1f MiB KV pool\n", grown / (1 << 20),
            (double)info.kv_bytes / (1 << 20));
@@ -190,10 +169,10 @@ int main(int argc, char **argv)
     pthread_mutex_lock(&w.mu);
     const int wakes = w.wakes;
     pthread_mutex_unlock(&w.mu);
-    double c0 = cpu_sec();
+    double c0 = proc_cpu_sec();
     struct timespec d = {0, 300 * 1000 * 1000};
     nanosleep(&d, NULL);
-    double idle_cpu = cpu_sec() - c0;
+    double idle_cpu = proc_cpu_sec() - c0;
     printf("threaded: %d polls, idle CPU over 300 ms: %.1f ms\n", polls, idle_cpu * 1e3);
     ASSERT_TRUE(idle_cpu < 0.05 * TEST_TIME_SCALE);
     eng_get_stats(e, &st);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "common/clock.h"
 #include "server/http.h"
 #include "tests/check.h"
 #include "tests/time_scale.h"
@@ -147,13 +148,6 @@ static void stop_cb(uv_async_t *h)
 
 /* ---- the client side (its own thread) ---- */
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int dial(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -170,9 +164,9 @@ static int dial(int port)
 static size_t read_until(int fd, char *buf, size_t cap, const char *needle, double timeout)
 {
     size_t len = 0;
-    double end = now() + timeout;
+    double end = clock_now_sec() + timeout;
     while (len + 1 < cap) {
-        int ms = (int)((end - now()) * 1000);
+        int ms = (int)((end - clock_now_sec()) * 1000);
         if (ms <= 0)
             break;
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -284,11 +278,12 @@ static void *client(void *arg)
     CHECK(strncmp(buf, "HTTP/1.1 404", 12) == 0);
 
     /* Deferred: the reply comes from a timer LATER_MS later, through suspend and resume. */
-    double t0 = now();
+    double t0 = clock_now_sec();
     send_str(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
     read_until(fd, buf, sizeof(buf), "later", 5);
     CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0 && strstr(buf, "\r\n\r\nlater"));
-    CHECK(now() - t0 >= LATER_MS / 1000.0 - 0.05 && now() - t0 < 3.0 * TEST_TIME_SCALE);
+    CHECK(clock_now_sec() - t0 >= LATER_MS / 1000.0 - 0.05 &&
+          clock_now_sec() - t0 < 3.0 * TEST_TIME_SCALE);
 
     /* A stream of three events, chunked, ended by the zero chunk. */
     send_str(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -307,8 +302,8 @@ static void *client(void *arg)
     send_str(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
     usleep(50000);
     close(fd);
-    for (double end = now() + 5.0 * TEST_TIME_SCALE;
-         __atomic_load_n(&a->deferred_closed, __ATOMIC_SEQ_CST) < 2 && now() < end;)
+    for (double end = clock_now_sec() + 5.0 * TEST_TIME_SCALE;
+         __atomic_load_n(&a->deferred_closed, __ATOMIC_SEQ_CST) < 2 && clock_now_sec() < end;)
         usleep(5000);
     CHECK_INT_EQ(__atomic_load_n(&a->deferred_gone, __ATOMIC_SEQ_CST), 1);
     CHECK_INT_EQ(__atomic_load_n(&a->later_replies, __ATOMIC_SEQ_CST), replies);
@@ -327,11 +322,11 @@ static void *client(void *arg)
         idle[i] = dial(a->port);
     usleep(100000);
     fd = dial(a->port);
-    t0 = now();
+    t0 = clock_now_sec();
     send_str(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     read_until(fd, buf, sizeof(buf), "hello", 6);
     CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
-    CHECK(now() - t0 < 4.0 * TEST_TIME_SCALE);
+    CHECK(clock_now_sec() - t0 < 4.0 * TEST_TIME_SCALE);
     close(fd);
     for (int i = 0; i < 4; i++)
         close(idle[i]);
@@ -339,11 +334,11 @@ static void *client(void *arg)
     /* Slowloris: one header byte every 100 ms never completes a request; the connection is cut
      * at the header deadline (1 s) although it is never inactive. */
     fd = dial(a->port);
-    t0 = now();
+    t0 = clock_now_sec();
     const char *slow =
         "GET /hello HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     int cut = 0;
-    for (size_t i = 0; i < strlen(slow) && now() - t0 < 5.0 * TEST_TIME_SCALE; i++) {
+    for (size_t i = 0; i < strlen(slow) && clock_now_sec() - t0 < 5.0 * TEST_TIME_SCALE; i++) {
         char c = slow[i];
         if (send(fd, &c, 1, MSG_NOSIGNAL) != 1) {
             cut = 1;
@@ -356,7 +351,7 @@ static void *client(void *arg)
         }
     }
     CHECK(cut);
-    CHECK(now() - t0 < 3.5 * TEST_TIME_SCALE);
+    CHECK(clock_now_sec() - t0 < 3.5 * TEST_TIME_SCALE);
     close(fd);
 
     /* Leave one request suspended for ever and stop the server under it. */

@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "common/clock.h"
 #include "tests/check.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
@@ -416,13 +417,6 @@ static void test_invalid_ids(const tok_t *t)
     free(text);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Long pieces: a megabyte without a space must not take quadratic time. A quadratic merge
  * loop needs ~10^11 pair scans for 1 MiB of one letter, minutes to hours; O(n log n) takes
  * well under a second here and ~10 s under ThreadSanitizer. The bound is loose on purpose: a
@@ -432,9 +426,9 @@ static double time_encode_fill(const tok_t *t, char *buf, size_t len, size_t *ni
     int32_t *ids;
     char *text;
     size_t tlen;
-    double t0 = now_s();
+    double t0 = clock_now_sec();
     CHECK_INT_EQ(tok_encode(t, buf, len, &ids, nids), 0);
-    double dt = now_s() - t0;
+    double dt = clock_now_sec() - t0;
     CHECK_INT_EQ(tok_decode(t, ids, *nids, &text, &tlen), 0);
     CHECK_INT_EQ(tlen, len);
     CHECK(memcmp(text, buf, len) == 0);
