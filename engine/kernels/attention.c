@@ -101,12 +101,26 @@ void kv_cache_free(kv_cache_t *kv)
     memset(kv, 0, sizeof(*kv));
 }
 
+/* Rows attended together, sharing each load of K and V (the AVX2 code). */
+#define ATTN_ROWS 4
+
+/* A thread's scratch is scratch_rows(HS) rows of max_ctx floats, scratch_ld(max_ctx) apart:
+ * first the scores of ATTN_ROWS rows, then one KV head's keys and values widened from F16 (a
+ * prefill chunk over an F16 cache). A decode token of several KV heads (attend_dec) uses
+ * every row for scores. */
+static size_t scratch_ld(int max_ctx)
+{
+    return ((size_t)max_ctx + 15) / 16 * 16;
+}
+
+static int scratch_rows(int HS)
+{
+    return ATTN_ROWS + 2 * HS;
+}
+
 size_t attn_scratch_floats(int HS, int max_ctx)
 {
-    /* The scores of ATTN_ROWS rows and one KV head's keys and values widened from F16 (a
-     * prefill chunk over an F16 cache). */
-    size_t ld = ((size_t)max_ctx + 15) / 16 * 16;
-    return 4 * ld + 2 * ld * (size_t)HS;
+    return (size_t)scratch_rows(HS) * scratch_ld(max_ctx);
 }
 
 /* Index (in elements of kv->dtype) of KV head g's first row of K (v = 0) or V (v = 1) of
@@ -250,8 +264,6 @@ VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
  * k[0]. The same code runs on AVX-512 CPUs compiled for 32 registers (attend_rows_avx512),
  * where four rows of four keys keep their 16 accumulators in registers; the arithmetic of an
  * element is the same either way. */
-#define ATTN_ROWS 4
-
 VEC_AVX2_INLINE void scoreg(const int NK, int nr, const float *const *q, const char *const *k,
                             int HS, int f16, __m256 scale, float *const *s, int j, int cnt)
 {
@@ -666,8 +678,8 @@ static void attend_seq(const attn_job_t *j, int s, int g, float *scratch)
     const attn_layer_t *a = j->a;
     const int HS = a->HS, group = a->NH / a->NKV;
     const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1], n = b->ctx_len[s];
-    const size_t ld = ((size_t)a->max_ctx + 15) / 16 * 16;
-    float *wide = scratch + 4 * ld;
+    const size_t ld = scratch_ld(a->max_ctx);
+    float *wide = scratch + ATTN_ROWS * ld;
     kv_src_t src = src_cache(j->kv, b->block_table[s], a->l, g);
 #ifdef HAVE_VEC_AVX2
     if (j->avx2) {
@@ -723,7 +735,7 @@ static void attend_dec(const attn_job_t *j, int s, int g0, int g1, float *scratc
                     .q = a->q + (size_t)t * a->ldq + (size_t)g0 * group * HS,
                     .o = a->out + (size_t)t * a->ldo + (size_t)g0 * group * HS,
                     .sc = scratch,
-                    .ld = ((size_t)a->max_ctx + 15) / 16 * 16};
+                    .ld = scratch_ld(a->max_ctx)};
     if (j->avx2 == 2)
         attend_dec_avx512(j->ops, &d, &src);
     else
@@ -774,15 +786,15 @@ void attn_forward(mm_t *mm, const kv_cache_t *kv, const attn_batch_t *b, const a
     /* With sequences enough to keep every thread busy, an item takes several KV heads of a
      * sequence (all of them with 16 sequences or more on two threads): a decode token then
      * reads each block's keys (values) of its heads as one run. Its scores need room in the
-     * scratch: (4 + 2 HS) rows of max_ctx floats. A lone prompt keeps one KV head per item,
-     * so its heads spread over the threads. Sequences with several rows (prompt chunks)
+     * scratch: scratch_rows(HS) rows of max_ctx floats. A lone prompt keeps one KV head per
+     * item, so its heads spread over the threads. Sequences with several rows (prompt chunks)
      * weigh more than a decode token's: their items are taken first, so no thread is left
      * with one at the end while the others wait. The order of the items changes no row's
      * arithmetic. */
     j.hg = 1;
     int32_t order[ATTN_MAX_ORDER];
     if (j.avx2) {
-        const int group = a->NH / a->NKV, room = (4 + 2 * a->HS) / group;
+        const int group = a->NH / a->NKV, room = scratch_rows(a->HS) / group;
         const int want = 8 * pool_threads(pool);
         int per_seq = 1;
         while (per_seq < a->NKV &&
