@@ -491,9 +491,8 @@ static int round_once(eng_t *e, eng_msg_t *msgs)
 #define KV_TOUCH_CHUNK ((size_t)8 << 20)
 
 /* 1 while part of the KV pool was never written. Its pages are mapped on first write, and
- * the kernel zeroes each one then: served steps paid that inside the forward pass (3.4% of
- * a 32-stream run's CPU samples in clear_page, GPT-2 124M, 1 GiB pool) until every block
- * had been used once. */
+ * the kernel zeroes each one then: served steps would pay that inside the forward pass
+ * until every block had been used once. */
 static int kv_touch_some(const eng_t *e)
 {
     return e->kv.data && e->kv_touched < e->info.kv_bytes;

@@ -58,10 +58,8 @@ static inline int mm_np_avx2(int mr)
 /* One-row tiles (a decode step at batch 1) of F32 weights on AVX2 run its gemv_body over
  * MM_NP_GEMV_AVX2 panels (matmul_avx2.c). With AVX-512, and with 16-bit weights, the same
  * change measured no faster end to end (bench/forward-bench dec1), so they keep the tiles.
- * More chains are not what 16-bit and int8 weights lack at batch 1: an AVX-512 one-row loop
- * over 8 panels (8 chains and streams) made the GPT-2 124M step 4-8% slower than the 4-panel
- * tile with F16, BF16 and int8 weights, and 3 or 6 panels measured the same as 4 (2 threads,
- * steps alternating in one process). */
+ * Nor do more panels help 16-bit and int8 weights at batch 1: 8 were slower than 4, 3 and 6
+ * the same. */
 #define MM_NP_GEMV_AVX2 6
 static inline int mm_gemv_dtype(int dtype)
 {

@@ -74,8 +74,7 @@ static uint32_t *scratch_counts(void *scratch, int V)
  * only a strictly larger value displaces the best so far (and -0 == +0). So it takes two
  * passes that vectorize: the maximum, then the first index holding it. With SSE, maxps
  * returns its second operand when either is NaN, so a NaN element leaves the accumulator
- * alone. A greedy step of 64 sequences over GPT-2's 50257 logits spent ~3% of the
- * scheduler thread in the one-pass scalar loop. */
+ * alone. */
 static int32_t argmax(const float *x, int V)
 {
     float m = x[0];
