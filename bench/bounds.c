@@ -68,7 +68,9 @@ __attribute__((target("avx2,fma"))) static float fma_avx2(long iters)
         a[i] = _mm256_set1_ps(1.0f + (float)i * 1e-3f);
     const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
     for (long it = 0; it < iters; it++) {
-        _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], m, c);
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++)
+            a[i] = _mm256_fmadd_ps(a[i], m, c);
     }
     __m256 s = a[0];
     for (int i = 1; i < 12; i++)
@@ -88,8 +90,9 @@ __attribute__((target("avx512f"))) static float read_avx512(const float *p, size
     size_t i = 0;
     for (; i + 128 <= n; i += 128) {
         _mm_prefetch((const char *)(p + i + 1024), _MM_HINT_T0);
-        _Pragma("GCC unroll 8") for (int l = 0; l < 8; l++) a[l] =
-            _mm512_add_ps(a[l], _mm512_load_ps(p + i + 16 * l));
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++)
+            a[l] = _mm512_add_ps(a[l], _mm512_load_ps(p + i + 16 * l));
     }
     for (; i < n; i += 16) /* n is a multiple of 64, not always of 128 */
         a[0] = _mm512_add_ps(a[0], _mm512_load_ps(p + i));
@@ -108,7 +111,9 @@ __attribute__((target("avx512f"))) static float fma_avx512(long iters)
         a[i] = _mm512_set1_ps(1.0f + (float)i * 1e-3f);
     const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
     for (long it = 0; it < iters; it++) {
-        _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], m, c);
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++)
+            a[i] = _mm512_fmadd_ps(a[i], m, c);
     }
     __m512 s = a[0];
     for (int i = 1; i < 12; i++)
