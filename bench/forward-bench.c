@@ -373,9 +373,7 @@ int main(int argc, char **argv)
             for (int c = 0; c < n_ctx; c++)
                 costs[d][k][c] = step_cost(m, k, ctxs[c], kv_size);
         /* The avx2 kernel's FMA ceiling is AVX2's, whatever wider units the CPU has. */
-        width = mm_get_kernel(m->mm) == MM_KERNEL_AVX512 || mm_get_kernel(m->mm) == MM_KERNEL_AMX
-                    ? 16
-                    : 8;
+        width = mm_kernel_avx512(mm_get_kernel(m->mm)) ? 16 : 8;
         on_amx[d] = mm_get_kernel(m->mm) != MM_KERNEL_AMX ? 0
                     : m->dtype == ENG_DTYPE_BF16          ? 1
                     : m->dtype == ENG_DTYPE_BF16X3        ? 3

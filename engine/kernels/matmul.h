@@ -80,6 +80,11 @@ int mm_kernel_supported(int kernel);
 int mm_set_kernel(mm_t *mm, int kernel);
 int mm_get_kernel(const mm_t *mm);
 const char *mm_kernel_name(int kernel);
+/* 1 if the kernel's vector code is AVX-512 (avx512, and amx: AVX-512 plus the tiles). */
+static inline int mm_kernel_avx512(int kernel)
+{
+    return kernel == MM_KERNEL_AVX512 || kernel == MM_KERNEL_AMX;
+}
 /* W8A8 products use VNNI's VPDPBUSD where the kernel is AVX2 or AVX-512 (or AMX) and the CPU
  * has AVX-VNNI or AVX512-VNNI (the default), else VPMADDUBSW + VPMADDWD; both give the same
  * bits. mm_set_vnni(mm, 0) forces the latter (tests run both); on = 1 is -ENOTSUP without

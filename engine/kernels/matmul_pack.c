@@ -695,7 +695,7 @@ int mm_weight_fill(mm_t *mm, mm_weight_t *w, const mm_source_t *parts, int n_par
         }
     }
 #if defined(__x86_64__)
-    pj.avx512 = mm && (mm_get_kernel(mm) == MM_KERNEL_AVX512 || mm_get_kernel(mm) == MM_KERNEL_AMX);
+    pj.avx512 = mm && mm_kernel_avx512(mm_get_kernel(mm));
 #endif
     int chunks = (w->n_panels + PACK_PANELS_PER_CHUNK - 1) / PACK_PANELS_PER_CHUNK;
     chunks = chunks > POOL_MAX_PARTS ? POOL_MAX_PARTS : chunks;
