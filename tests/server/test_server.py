@@ -315,11 +315,16 @@ def test_endpoints(srv):
     # The scheduler thread's seconds by phase: a completion of 5 prompt and 4 new tokens
     # adds 8 forward rows (the last token is never fed back) and forward time; no phase
     # runs backwards; together they are the thread's wall time, at most the time between.
+    # The server reads its counters while answering, so the clocks are taken before the
+    # first read is sent and after the second one is answered: that interval holds the
+    # server's, however late a loaded machine delivers the answers.
     phases = ["schedule", "forward", "sample", "handoff", "idle"]
     key = 'nano_vllm_engine_seconds_total{phase="%s"}'
-    m0, t0 = metrics(srv), time.monotonic()
+    t0 = time.monotonic()
+    m0 = metrics(srv)
     complete(srv, {"prompt": PROMPT, "max_tokens": 4, "temperature": 0, "ignore_eos": True})
-    m1, t1 = metrics(srv), time.monotonic()
+    m1 = metrics(srv)
+    t1 = time.monotonic()
     check_eq(m1.get("nano_vllm_forward_tokens_total", 0) - m0.get("nano_vllm_forward_tokens_total", 0),
              8, "forward rows of one completion")
     check(m1.get(key % "forward", 0) > m0.get(key % "forward", 0), "forward seconds grow",
