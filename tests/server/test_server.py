@@ -779,20 +779,16 @@ def test_seeded_under_load():
                 "temperature": 0.9, "top_p": 0.95, "seed": 4321, "logprobs": 5,
                 "echo": True, "ignore_eos": True}
         alone = complete(srv, body)
-        results = {}
-        others = [threading.Thread(target=stream_text,
-                                   args=(srv, greedy_body("Other stream %d" % i + " word" * (3 * i),
-                                                          40 + 8 * i, stream=True), results, i))
+        # Each other stream is admitted and has sent its first token before the seeded request
+        # is sent, and asks for 5-7 times the seeded request's 28 or so steps: every running
+        # sequence gains one token per step, so they are still running when it finishes.
+        others = [raw_stream(srv, greedy_body("Other stream %d" % i + " word" * (3 * i),
+                                              160 + 8 * i, stream=True), read_events=1)
                   for i in range(6)]
-        for t in others:
-            t.start()
-        end = time.time() + 10
-        while time.time() < end and metrics(srv).get("nano_vllm_num_requests_running", 0) < 4:
-            time.sleep(0.005)
         loaded = complete(srv, body)
         running = metrics(srv).get("nano_vllm_num_requests_running", 0)
-        for t in others:
-            t.join(120)
+        for s in others:
+            s.close()
         check(running >= 1, "other streams still ran when the seeded request finished", running)
         if alone and loaded:
             a, b = alone["choices"][0], loaded["choices"][0]
