@@ -258,21 +258,23 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
     TILE_FN(DT, NAME, R, 1) TILE_FN(DT, NAME, R, 2) P3(TILE_FN(DT, NAME, R, 3))
 #define YES(x) x
 #define NO(x)
+/* clang-format off */
 #define TILE_FNS(DT, NAME, P3)                                                                     \
-    TILE_FN(DT, NAME, 1, 1)                                                                        \
-    TILE_FN(DT, NAME, 1, 2) TILE_FN(DT, NAME, 1, 3) TILE_FN(DT, NAME, 1, 4) TILE_FN(               \
-        DT, NAME, 2, 1) TILE_FN(DT, NAME, 2, 2) TILE_FN(DT, NAME, 2, 3) TILE_FN(DT, NAME, 2, 4)    \
-        TILE_ROW(DT, NAME, 3, P3) TILE_ROW(DT, NAME, 4, P3) TILE_ROW(DT, NAME, 5, P3)              \
-            TILE_ROW(DT, NAME, 6, P3) TILE_ROW(DT, NAME, 7, P3)                                    \
-                TILE_ROW(DT, NAME, 8, P3) static void (*const NAME[MM_MR_AVX512][MM_NP_AVX512])(   \
-                    const mm_tile_t *) = {{NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},        \
-                                          {NAME##_2_1, NAME##_2_2, NAME##_2_3, NAME##_2_4},        \
-                                          {NAME##_3_1, NAME##_3_2, P3(NAME##_3_3)},                \
-                                          {NAME##_4_1, NAME##_4_2, P3(NAME##_4_3)},                \
-                                          {NAME##_5_1, NAME##_5_2, P3(NAME##_5_3)},                \
-                                          {NAME##_6_1, NAME##_6_2, P3(NAME##_6_3)},                \
-                                          {NAME##_7_1, NAME##_7_2, P3(NAME##_7_3)},                \
-                                          {NAME##_8_1, NAME##_8_2, P3(NAME##_8_3)}};
+    TILE_FN(DT, NAME, 1, 1) TILE_FN(DT, NAME, 1, 2) TILE_FN(DT, NAME, 1, 3)                        \
+    TILE_FN(DT, NAME, 1, 4) TILE_FN(DT, NAME, 2, 1) TILE_FN(DT, NAME, 2, 2)                        \
+    TILE_FN(DT, NAME, 2, 3) TILE_FN(DT, NAME, 2, 4) TILE_ROW(DT, NAME, 3, P3)                      \
+    TILE_ROW(DT, NAME, 4, P3) TILE_ROW(DT, NAME, 5, P3) TILE_ROW(DT, NAME, 6, P3)                  \
+    TILE_ROW(DT, NAME, 7, P3) TILE_ROW(DT, NAME, 8, P3)                                            \
+    static void (*const NAME[MM_MR_AVX512][MM_NP_AVX512])(const mm_tile_t *) = {                   \
+        {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                                          \
+        {NAME##_2_1, NAME##_2_2, NAME##_2_3, NAME##_2_4},                                          \
+        {NAME##_3_1, NAME##_3_2, P3(NAME##_3_3)},                                                  \
+        {NAME##_4_1, NAME##_4_2, P3(NAME##_4_3)},                                                  \
+        {NAME##_5_1, NAME##_5_2, P3(NAME##_5_3)},                                                  \
+        {NAME##_6_1, NAME##_6_2, P3(NAME##_6_3)},                                                  \
+        {NAME##_7_1, NAME##_7_2, P3(NAME##_7_3)},                                                  \
+        {NAME##_8_1, NAME##_8_2, P3(NAME##_8_3)}};
+/* clang-format on */
 
 TILE_FNS(ENG_DTYPE_F32, tile_f32, YES)
 TILE_FNS(ENG_DTYPE_F16, tile_f16, YES)
