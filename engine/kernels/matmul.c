@@ -12,12 +12,12 @@
  *       for each np panels of the range
  *         for each register tile of <= MR rows: Y tile (+)= X tile · np panel chunks
  * MR and np are the kernel's (matmul_kern.h): up to 6 rows for AVX2 (one panel, or up to 4
- * when the tiles have 1-3 rows) and the portable path (one panel), 8 rows of two adjacent
- * panels for AVX-512. None of these choices changes a row's result: every tile sums each
- * element in the one order matmul_kern.h fixes, and the threads split columns, never a
- * row's sum over K, so a row gets the same bits in any product on any thread count. With
- * M <= MR there is one tile per np
- * panels over the whole K: the weights stream once, with a software prefetch a few KB ahead
+ * when the tiles have 1-3 rows) and the portable path (one panel), 8 rows of three adjacent
+ * panels for AVX-512 (two for BF16). None of these choices changes a row's result: every
+ * tile sums each element in the one order matmul_kern.h fixes, and the threads split
+ * columns, never a row's sum over K, so a row gets the same bits in any product on any
+ * thread count. With M <= MR there is one tile per np panels over the whole K: the weights
+ * stream once, with a software prefetch a few KB ahead
  * (memory bound) that, over the tile's last few KB, runs as a second chunk of K and prefetches
  * the start of the next tile's panels (run_streaming); on AVX2 a one-row tile of F32 weights spans
  * more panels (MM_NP_GEMV_AVX2, gemv_body in matmul_avx2.c), so decoding at batch 1 has more chains
@@ -337,7 +337,8 @@ static int tile_np(const mm_t *mm, int mr, int dtype)
 {
     if (mr == 1 && mm_gemv_dtype(dtype) && mm->kernel == MM_KERNEL_AVX2)
         return MM_NP_GEMV_AVX2;
-    return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np > 1 ? mm_np_avx512(mr) : 1;
+    return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np > 1 ? mm_np_avx512(mr, dtype)
+                                                                         : 1;
 }
 
 /* Runs tile t; an I8 tile longer than MM_I8_KC rows of K runs as its chunks of MM_I8_KC, in
@@ -436,6 +437,10 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
                 const char *wp = base + (size_t)p * panel_bytes + (size_t)k0 * row_bytes;
                 int n0 = p * MM_NR;
                 np = p1 - p < npt ? p1 - p : npt;
+                /* Four panels left for three-panel tiles: two of two, not three and a
+                 * one-panel tile (one W load per broadcast of X: load-bound). */
+                if (npt == 3 && p1 - p == 4)
+                    np = 2;
                 t.np = np;
                 t.w = wp;
                 t.scale = w->scale ? w->scale + n0 : NULL;

@@ -28,10 +28,10 @@
 
 /* Rows and panels per register tile, per kernel. AVX2: up to 6 x 16, 12 ymm accumulators (of
  * 16 registers); 1 and 2 rows take more panels (mm_np_avx2), so a one-row tile has 8 chains
- * of FMAs and keeps up with memory. AVX-512: 8 x 32 = 16 zmm accumulators; see matmul_avx512.c
- * for why. The driver cuts the rows of X into near-equal tiles of at most MM_MR_* rows, and
- * gives a tile the panels of the largest tile's count while its range has that many left
- * (the last of a range may get fewer). */
+ * of FMAs and keeps up with memory. AVX-512: 8 x 48 = 24 zmm accumulators (8 x 32 for
+ * BF16); see matmul_avx512.c for why. The driver cuts the rows of X into near-equal tiles of
+ * at most MM_MR_* rows, and gives a tile the panels of the largest tile's count while its
+ * range has that many left (the last of a range may get fewer). */
 #define MM_I8_KC 256 /* rows of K per I8 chunk; the driver's K chunks are multiples of it */
 #define MM_MR_GENERIC 6
 #define MM_MR_AVX2 6
@@ -39,13 +39,15 @@
 #define MM_MR_AVX512 8
 #define MM_NP_AVX512 4
 
-/* Panels per AVX-512 tile of mr rows: 2 (the 8 x 32 tile), 4 for 1 and 2 rows, whose one
- * or two chains per panel would otherwise be too few to keep up with memory (1 thread,
- * weights in cache, M = 1: F16 and int8 took 1.3-1.6 times as long with 2 panels as the
- * two-chain one-row tile before it). */
-static inline int mm_np_avx512(int mr)
+/* Panels per AVX-512 tile of mr rows of a dtype: 3 (the 8 x 48 tile, 24 accumulators), 2 for
+ * BF16 and BF16X3 (8 x 32: their rows come in pairs, and the loop over pairs kept accumulators
+ * on the stack with three panels), 4 for 1 and 2 rows, whose one or two chains per panel
+ * would otherwise be too few to keep up with memory (1 thread, weights in cache, M = 1: F16
+ * and int8 took 1.3-1.6 times as long with 2 panels as the two-chain one-row tile before
+ * it). */
+static inline int mm_np_avx512(int mr, int dtype)
 {
-    return mr <= 2 ? 4 : 2;
+    return mr <= 2 ? 4 : dtype == ENG_DTYPE_BF16 || dtype == ENG_DTYPE_BF16X3 ? 2 : 3;
 }
 
 /* Panels per AVX2 tile of mr rows: 8 accumulators for 1 and 2 rows (with 12, gcc kept one

@@ -54,8 +54,8 @@ int mm_q8_np(int form, int mr)
 {
     if (form == MM_Q8_GENERIC)
         return 1;
-    if (form == MM_Q8_AVX512 || form == MM_Q8_AVX512_VNNI)
-        return mr <= 2 ? 4 : 2;
+    if (form == MM_Q8_AVX512 || form == MM_Q8_AVX512_VNNI) /* 8 x 48 with VNNI: 24 sums */
+        return mr <= 2 ? 4 : form == MM_Q8_AVX512_VNNI ? 3 : 2;
     return mr == 1 ? 4 : mr == 2 ? 2 : 1;
 }
 
@@ -209,6 +209,8 @@ void mm_q8_range(const mm_q8_job_t *j, int p0, int p1)
         const int npt = mm_q8_np(j->form, (mc + nb - 1) / nb);
         for (int p = p0, np; p < p1; p += np) {
             np = p1 - p < npt ? p1 - p : npt;
+            if (npt == 3 && p1 - p == 4) /* 2 + 2, not 3 + a load-bound one-panel tile */
+                np = 2;
             const int n0 = p * MM_NR;
             t.np = np;
             t.scale = w->scale + n0;

@@ -1,5 +1,7 @@
-/* matmul_q8_avx512.c - the AVX-512 W8A8 tiles (matmul_q8.h): up to 8 rows x two panels, 1-2
- * rows x four, int32 sums per 16 columns in one zmm; and the AVX-512 quantizer of X.
+/* matmul_q8_avx512.c - the AVX-512 W8A8 tiles (matmul_q8.h): up to 8 rows x three panels
+ * with VNNI (24 sums; two panels without), 1-2 rows x four, int32 sums per 16 columns in one
+ * zmm; and the AVX-512 quantizer of X. 8 x 48 against 8 x 32 with VNNI (Zen 5 EPYC, one
+ * thread, M = 32): 2-4% less time per product.
  *
  * Per group of four K values: a 64-byte row of each panel (16 columns x 4 values), and per
  * row of X its four int8 values broadcast to every lane. With AVX512-VNNI one VPDPBUSD per
@@ -153,33 +155,37 @@ INLINE void tile_body(const mm_q8_tile_t *t, const int MR, const int NP, const i
 #undef PANELS
 }
 
-/* Tiles of MR rows and NP panels (mm_q8_np): NP 1..2 for every MR, 3..4 for MR <= 2. */
+/* Tiles of MR rows and NP panels (mm_q8_np): NP 1..4 for MR <= 2; from 3 rows on, NP 1..2,
+ * or 1..3 with VNNI (P3 says whether to make the three-panel tiles). */
 #define TILE_FN(V, NAME, R, P)                                                                     \
     __attribute__((target(ISA))) static void NAME##_##R##_##P(const mm_q8_tile_t *t)               \
     {                                                                                              \
         tile_body(t, R, P, V);                                                                     \
     }
-#define TILE_FNS(V, NAME)                                                                          \
-    TILE_FN(V, NAME, 1, 1)                                                                         \
-    TILE_FN(V, NAME, 1, 2)                                                                         \
-    TILE_FN(V, NAME, 1, 3)                                                                         \
-    TILE_FN(V, NAME, 1, 4) TILE_FN(V, NAME, 2, 1) TILE_FN(V, NAME, 2, 2) TILE_FN(V, NAME, 2, 3)    \
-        TILE_FN(V, NAME, 2, 4) TILE_FN(V, NAME, 3, 1) TILE_FN(V, NAME, 3, 2)                       \
-            TILE_FN(V, NAME, 4, 1) TILE_FN(V, NAME, 4, 2) TILE_FN(V, NAME, 5, 1)                   \
-                TILE_FN(V, NAME, 5, 2) TILE_FN(V, NAME, 6, 1) TILE_FN(V, NAME, 6, 2)               \
-                    TILE_FN(V, NAME, 7, 1) TILE_FN(V, NAME, 7, 2) TILE_FN(V, NAME, 8, 1) TILE_FN(  \
-                        V, NAME, 8, 2) static void (*const NAME[8][4])(const mm_q8_tile_t *) = {   \
-                        {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                          \
-                        {NAME##_2_1, NAME##_2_2, NAME##_2_3, NAME##_2_4},                          \
-                        {NAME##_3_1, NAME##_3_2},                                                  \
-                        {NAME##_4_1, NAME##_4_2},                                                  \
-                        {NAME##_5_1, NAME##_5_2},                                                  \
-                        {NAME##_6_1, NAME##_6_2},                                                  \
-                        {NAME##_7_1, NAME##_7_2},                                                  \
-                        {NAME##_8_1, NAME##_8_2}};
+#define TILE_ROW(V, NAME, R, P3)                                                                   \
+    TILE_FN(V, NAME, R, 1) TILE_FN(V, NAME, R, 2) P3(TILE_FN(V, NAME, R, 3))
+#define YES(x) x
+#define NO(x)
+/* clang-format off */
+#define TILE_FNS(V, NAME, P3)                                                                      \
+    TILE_FN(V, NAME, 1, 1) TILE_FN(V, NAME, 1, 2) TILE_FN(V, NAME, 1, 3)                           \
+    TILE_FN(V, NAME, 1, 4) TILE_FN(V, NAME, 2, 1) TILE_FN(V, NAME, 2, 2)                           \
+    TILE_FN(V, NAME, 2, 3) TILE_FN(V, NAME, 2, 4) TILE_ROW(V, NAME, 3, P3)                         \
+    TILE_ROW(V, NAME, 4, P3) TILE_ROW(V, NAME, 5, P3) TILE_ROW(V, NAME, 6, P3)                     \
+    TILE_ROW(V, NAME, 7, P3) TILE_ROW(V, NAME, 8, P3)                                              \
+    static void (*const NAME[8][4])(const mm_q8_tile_t *) = {                                      \
+        {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                                          \
+        {NAME##_2_1, NAME##_2_2, NAME##_2_3, NAME##_2_4},                                          \
+        {NAME##_3_1, NAME##_3_2, P3(NAME##_3_3)},                                                  \
+        {NAME##_4_1, NAME##_4_2, P3(NAME##_4_3)},                                                  \
+        {NAME##_5_1, NAME##_5_2, P3(NAME##_5_3)},                                                  \
+        {NAME##_6_1, NAME##_6_2, P3(NAME##_6_3)},                                                  \
+        {NAME##_7_1, NAME##_7_2, P3(NAME##_7_3)},                                                  \
+        {NAME##_8_1, NAME##_8_2, P3(NAME##_8_3)}};
+/* clang-format on */
 
-TILE_FNS(0, tile_bw)
-TILE_FNS(1, tile_vnni)
+TILE_FNS(0, tile_bw, NO)
+TILE_FNS(1, tile_vnni, YES)
 
 void mm_q8_tile_avx512(const mm_q8_tile_t *t)
 {
