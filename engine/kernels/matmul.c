@@ -337,8 +337,7 @@ static int tile_np(const mm_t *mm, int mr, int dtype)
 {
     if (mr == 1 && mm_gemv_dtype(dtype) && mm->kernel == MM_KERNEL_AVX2)
         return MM_NP_GEMV_AVX2;
-    return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np > 1 ? mm_np_avx512(mr, dtype)
-                                                                         : 1;
+    return mm->kernel == MM_KERNEL_AVX2 ? mm_np_avx2(mr) : mm->np > 1 ? mm_np_avx512(mr, dtype) : 1;
 }
 
 /* Runs tile t; an I8 tile longer than MM_I8_KC rows of K runs as its chunks of MM_I8_KC, in
