@@ -621,6 +621,79 @@ VEC_AVX2_INLINE void pv_pass(int nr, int nv, float *const *p, const kv_src_t *s,
                 _mm256_storeu_ps(o[r] + c0 + 8 * u, a[r][u]);
 }
 
+/* pv_pass with 16-lane vectors: columns [c0, c0 + 16 NV) for NR rows, the same chains. */
+VEC_AVX512_INLINE void pv_pass16(const int NR, const int NV, float *const *p, const kv_src_t *s,
+                                 int n, int c0, float *const *o)
+{
+    const int BS = s->BS, HS = s->HS;
+    __m512 a[ATTN_ROWS][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < NV; u++)
+            a[r][u] = _mm512_setzero_ps();
+    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
+        const float *v = (const float *)(s->v + src_vblock(s, b)) + c0;
+        const int rows = n - j0 < BS ? n - j0 : BS;
+        for (int jr = 0; jr < rows; jr++, v += HS) {
+            __m512 x[4];
+#pragma GCC unroll 8
+            for (int u = 0; u < NV; u++)
+                x[u] = _mm512_loadu_ps(v + 16 * u);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                const __m512 pr = _mm512_set1_ps(p[r][j0 + jr]);
+#pragma GCC unroll 8
+                for (int u = 0; u < NV; u++)
+                    a[r][u] = _mm512_fmadd_ps(pr, x[u], a[r][u]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < NV; u++)
+            _mm512_storeu_ps(o[r] + c0 + 16 * u, a[r][u]);
+}
+
+VEC_AVX512_INLINE void pv_rows16(const int NR, float *const *p, const kv_src_t *s, int n,
+                                 float *const *o)
+{
+    for (int c0 = 0; c0 < s->HS;) {
+        const int left = s->HS - c0;
+        if (left >= 64) {
+            pv_pass16(NR, 4, p, s, n, c0, o);
+            c0 += 64;
+        } else if (left >= 32) {
+            pv_pass16(NR, 2, p, s, n, c0, o);
+            c0 += 32;
+        } else {
+            pv_pass16(NR, 1, p, s, n, c0, o);
+            c0 += 16;
+        }
+    }
+}
+
+/* O = P V for nr (1..ATTN_ROWS) rows over positions [0, n) of s's F32 values, AVX-512. */
+VEC_AVX512 __attribute__((noinline)) static void
+pv_rows_avx512(int nr, float *const *p, const kv_src_t *s, int n, float *const *o)
+{
+    switch (nr) {
+    case 1:
+        pv_rows16(1, p, s, n, o);
+        break;
+    case 2:
+        pv_rows16(2, p, s, n, o);
+        break;
+    case 3:
+        pv_rows16(3, p, s, n, o);
+        break;
+    default:
+        pv_rows16(4, p, s, n, o);
+        break;
+    }
+}
+
 /* Consecutive rows of a prefill chunk of one query head, attended together: row r's query at
  * q + r qs, its output at o + r os, its scores at sc + r ld (room for the largest n), its
  * context n[r] positions. */
@@ -633,9 +706,9 @@ typedef struct attn_rows {
 } attn_rows_t;
 
 /* The rows with NR (a constant) of them, V in F32 (a chunk over an F16 cache reads it widened).
- * regs32: compiled for 32 vector registers (the AVX-512 score tiles, and four columns of eight
- * for up to four rows of V); else two rows take 32 columns of V, more rows 16, as 16 registers
- * hold. */
+ * regs32: an AVX-512 CPU (its score tiles, and V in 16-lane vectors, 64 columns at a time for
+ * up to four rows); else one row takes 64 columns of V, two rows 32, more rows 16, as 16
+ * registers hold. */
 VEC_AVX2_INLINE void attend_rows_t(const vec_ops_t *ops, const int NR, const attn_rows_t *w,
                                    const kv_src_t *s, const int regs32)
 {
@@ -656,6 +729,10 @@ VEC_AVX2_INLINE void attend_rows_t(const vec_ops_t *ops, const int NR, const att
         ops->softmax(p[r], w->n[r]);
         if (w->n[r] < n) /* exact zeros: no-ops in the chains of V */
             memset(p[r] + w->n[r], 0, (size_t)(n - w->n[r]) * sizeof(float));
+    }
+    if (regs32) {
+        pv_rows_avx512(NR, p, s, n, o);
+        return;
     }
     for (int c0 = 0; c0 < HS;) {
         int left = HS - c0;
