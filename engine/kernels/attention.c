@@ -106,8 +106,8 @@ void kv_cache_free(kv_cache_t *kv)
 #define ATTN_ROWS 4
 
 /* A thread's scratch is scratch_rows(HS) rows of max_ctx floats, scratch_ld(max_ctx) apart:
- * first the scores of ATTN_ROWS rows, then one KV head's values widened from F16 (a prefill
- * chunk over an F16 cache). A decode token of several KV heads (attend_dec) uses every row
+ * first the scores of ATTN_ROWS rows, then one KV head's values and keys widened from F16 (a
+ * prefill chunk over an F16 cache). A decode token of several KV heads (attend_dec) uses every row
  * for scores. */
 static size_t scratch_ld(int max_ctx)
 {
@@ -137,19 +137,20 @@ static size_t kv_at(const kv_cache_t *kv, int32_t blk, int l, int v, int g)
 }
 
 /* Where one KV head's keys and values of one layer are for a sequence: block b of its keys
- * starts at k + ktable[b] * kbstride bytes (a panel of HS rows of BS keys, F16 when f16, else
- * F32), block b of its values at v + vtable[b] * vbstride, or b itself when vtable is NULL (a
- * widened copy laid out block after block; BS rows of HS values, F16 when vf16). */
+ * starts at k + ktable[b] * kbstride bytes (a panel of HS rows of kbs keys, F16 when f16, else
+ * F32), block b of its values at v + vtable[b] * vbstride (BS rows of HS values, F16 when
+ * vf16); b itself when the table is NULL (a widened copy laid out block after block, its key
+ * panels of 16 keys). */
 typedef struct kv_src {
     const char *k, *v;
     size_t kbstride, vbstride;
     const int32_t *ktable, *vtable; /* (blocks) or NULL */
-    int BS, HS, f16, vf16;
+    int BS, kbs, HS, f16, vf16;
 } kv_src_t;
 
 static inline size_t src_kblock(const kv_src_t *s, int b)
 {
-    return (size_t)s->ktable[b] * s->kbstride;
+    return (size_t)(s->ktable ? s->ktable[b] : b) * s->kbstride;
 }
 
 static inline size_t src_vblock(const kv_src_t *s, int b)
@@ -169,6 +170,7 @@ static kv_src_t src_cache(const kv_cache_t *kv, const int32_t *table, int l, int
                       .ktable = table,
                       .vtable = table,
                       .BS = kv->block_size,
+                      .kbs = kv->block_size,
                       .HS = kv->head_size,
                       .f16 = f16,
                       .vf16 = f16};
@@ -190,6 +192,30 @@ static void src_widen_v(const vec_ops_t *ops, kv_src_t *s, int n, float *dst)
     s->vbstride = (size_t)BS * HS * sizeof(float);
     s->vtable = NULL;
     s->vf16 = 0;
+}
+
+/* The keys of positions [0, n) of src widened to F32 into dst (HS rows of 16 floats per 16
+ * positions, the panels as they are when BS is a multiple of 16): the same values, converted
+ * once for all the rows of a chunk. */
+static void src_widen_k(const vec_ops_t *ops, kv_src_t *s, int n, float *dst)
+{
+    const int BS = s->kbs, HS = s->HS;
+    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
+        const uint16_t *kb = (const uint16_t *)(s->k + src_kblock(s, b));
+        for (int c0 = 0; c0 < BS && j0 + c0 < n; c0 += 16) {
+            float *o = dst + (size_t)(j0 + c0) * HS;
+            if (BS == 16)
+                ops->from_f16(o, kb, 16 * HS);
+            else
+                for (int d = 0; d < HS; d++)
+                    ops->from_f16(o + (size_t)d * 16, kb + (size_t)d * BS + c0, 16);
+        }
+    }
+    s->k = (const char *)dst;
+    s->kbstride = (size_t)16 * HS * sizeof(float);
+    s->ktable = NULL;
+    s->kbs = 16;
+    s->f16 = 0;
 }
 
 /* THE ORDER OF A ROW'S SUMS. Every row of every step, a decode token or a row inside a prefill
@@ -217,11 +243,11 @@ static void src_widen_v(const vec_ops_t *ops, kv_src_t *s, int n, float *dst)
 static void attend_row_generic(const vec_ops_t *ops, float *out, const float *q, const kv_src_t *s,
                                int n, float *scores)
 {
-    const int BS = s->BS, HS = s->HS;
+    const int BS = s->BS, KB = s->kbs, HS = s->HS;
     const float scale = 1.0f / sqrtf((float)HS);
     float buf[ATTN_CHUNK], acc[ATTN_CHUNK];
-    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
-        const int rows = n - j0 < BS ? n - j0 : BS;
+    for (int j0 = 0, b = 0; j0 < n; j0 += KB, b++) {
+        const int rows = n - j0 < KB ? n - j0 : KB;
         const char *kb = s->k + src_kblock(s, b);
         for (int c0 = 0; c0 < rows; c0 += ATTN_CHUNK) {
             const int w = rows - c0 < ATTN_CHUNK ? rows - c0 : ATTN_CHUNK;
@@ -230,10 +256,10 @@ static void attend_row_generic(const vec_ops_t *ops, float *out, const float *q,
             for (int d = 0; d < HS; d++) {
                 const float *k;
                 if (s->f16) {
-                    ops->from_f16(buf, (const uint16_t *)kb + (size_t)d * BS + c0, w);
+                    ops->from_f16(buf, (const uint16_t *)kb + (size_t)d * KB + c0, w);
                     k = buf;
                 } else {
-                    k = (const float *)kb + (size_t)d * BS + c0;
+                    k = (const float *)kb + (size_t)d * KB + c0;
                 }
                 for (int r = 0; r < w; r++)
                     acc[r] += q[d] * k[r];
@@ -412,7 +438,7 @@ static inline void tile_groups(const kv_src_t *s, size_t koff, size_t es, int n,
                                int NG, int stream, const char **k, const char **pf, int *j,
                                int *cnt)
 {
-    const int BS = s->BS, gpb = (BS + 15) / 16;
+    const int BS = s->kbs, gpb = (BS + 15) / 16;
     for (int g = 0; g < NG + NG; g++) {
         const int gi = g0 + g, b = gi / gpb, c0 = gi % gpb * 16;
         const char *p = gi < ng ? s->k + src_kblock(s, b) + koff + (size_t)c0 * es : NULL;
@@ -457,10 +483,10 @@ VEC_AVX2_INLINE void scores_t_avx2(const int RM, const int NG, const int f16, co
 {
     const kv_src_t *s = w->s;
     const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
-    const int ng = score_groups(s->BS, w->n);
+    const int ng = score_groups(s->kbs, w->n);
     score_tile_t t = {.qs = w->qs,
                       .ld = w->ld,
-                      .kst = (size_t)s->BS * es,
+                      .kst = (size_t)s->kbs * es,
                       .HS = s->HS,
                       .scale = 1.0f / sqrtf((float)s->HS)};
     for (int g0 = 0; g0 < ng; g0 += NG) {
@@ -489,10 +515,10 @@ VEC_AVX512_INLINE void scores_t_avx512(const int RM, const int NG, const int f16
 {
     const kv_src_t *s = w->s;
     const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
-    const int ng = score_groups(s->BS, w->n);
+    const int ng = score_groups(s->kbs, w->n);
     score_tile_t t = {.qs = w->qs,
                       .ld = w->ld,
-                      .kst = (size_t)s->BS * es,
+                      .kst = (size_t)s->kbs * es,
                       .HS = s->HS,
                       .scale = 1.0f / sqrtf((float)s->HS)};
     for (int g0 = 0; g0 < ng; g0 += NG) {
@@ -977,8 +1003,8 @@ typedef struct attn_job {
 
 /* Rows [t0, t1) of sequence s (consecutive positions), KV head g and its query heads. With
  * AVX2 up to ATTN_ROWS consecutive rows of one query head go together as the rows of the score
- * tiles and the chains of V; a chunk over an F16 cache reads the values of its context
- * widened to F32 once. Every row keeps its own order (see above). */
+ * tiles and the chains of V; a chunk over an F16 cache reads the values (and keys) of its
+ * context widened to F32 once. Every row keeps its own order (see above). */
 static void attend_seq(const attn_job_t *j, int s, int g, float *scratch)
 {
     const attn_batch_t *b = j->b;
@@ -990,6 +1016,9 @@ static void attend_seq(const attn_job_t *j, int s, int g, float *scratch)
     kv_src_t src = src_cache(j->kv, b->block_table[s], a->l, g);
 #ifdef HAVE_VEC_AVX2
     if (j->avx2) {
+        /* Keys widened when their panels are whole groups of 16 (else converted as loaded). */
+        if (src.f16 && src.BS % 16 == 0)
+            src_widen_k(j->ops, &src, n, wide + (size_t)HS * ld);
         if (src.vf16)
             src_widen_v(j->ops, &src, n, wide);
         attn_rows_t w = {.sc = scratch, .ld = ld, .qs = a->ldq, .os = a->ldo};
