@@ -431,17 +431,17 @@ VEC_AVX512_INLINE void tile_avx512(const int R, const int NG, const score_tile_t
                                       _mm512_mul_ps(a[r][g], scale));
 }
 
-/* The groups [g0, g0 + NG) of a context of n keys (ng groups, gpb per block) for a tile:
+/* The groups [g0, g0 + NG) of a context of n keys (ng groups, gpb per block) for a tile, in
+ * head 0's panels:
  * k, j, cnt as score_tile_t describes (groups past ng repeat the first, cnt 0); pf: the next
  * tile's groups when stream, else NULL. */
-static inline void tile_groups(const kv_src_t *s, size_t koff, size_t es, int n, int ng, int g0,
-                               int NG, int stream, const char **k, const char **pf, int *j,
-                               int *cnt)
+static inline void tile_groups(const kv_src_t *s, size_t es, int n, int ng, int g0, int NG,
+                               int stream, const char **k, const char **pf, int *j, int *cnt)
 {
     const int BS = s->kbs, gpb = (BS + 15) / 16;
     for (int g = 0; g < NG + NG; g++) {
         const int gi = g0 + g, b = gi / gpb, c0 = gi % gpb * 16;
-        const char *p = gi < ng ? s->k + src_kblock(s, b) + koff + (size_t)c0 * es : NULL;
+        const char *p = gi < ng ? s->k + src_kblock(s, b) + (size_t)c0 * es : NULL;
         if (g >= NG) {
             pf[g - NG] = stream ? p : NULL;
         } else if (p) {
@@ -464,14 +464,16 @@ static inline int score_groups(int BS, int n)
     return (nb - 1) * gpb + (n - (nb - 1) * BS + 15) / 16;
 }
 
-/* The scores of nq rows (row r's query at q + r qs) against keys [0, n) of s (its panels koff
- * bytes into each block), into sc + r ld: tiles of up to RM rows by NG groups, each tile's
- * groups read once for all the rows. stream: the rows read this context once (a decode token):
- * ask for the next tile's keys while a tile is computed. */
+/* The scores of nq rows of each of nh KV heads (row r of head i: its query at
+ * q + (i nq + r) qs, its scores into sc + (i nq + r) ld) against keys [0, n) of s (head i's
+ * panels hk bytes after head 0's in each block): tiles of up to RM rows by NG groups, the
+ * groups [g0, g0 + NG) of every head before the next NG, so a decode token reads the keys of
+ * its heads block by block, each block's heads one run. stream: the rows read this context
+ * once (a decode token): ask for the next groups' keys of a head while a tile is computed. */
 typedef struct score_rows {
     const kv_src_t *s;
-    size_t koff;
-    int n, nq;
+    size_t hk;
+    int n, nq, nh;
     const float *q;
     size_t qs;
     float *sc;
@@ -490,22 +492,29 @@ VEC_AVX2_INLINE void scores_t_avx2(const int RM, const int NG, const int f16, co
                       .HS = s->HS,
                       .scale = 1.0f / sqrtf((float)s->HS)};
     for (int g0 = 0; g0 < ng; g0 += NG) {
-        const char *k[8], *pf[8];
+        const char *k0[8], *pf0[8];
         int j[8], cnt[8];
-        tile_groups(s, w->koff, es, w->n, ng, g0, NG, w->stream, k, pf, j, cnt);
-        for (int r0 = 0; r0 < w->nq; r0 += RM) {
-            const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
-            const char *const *p = w->stream && r0 == 0 ? pf : NULL;
-            t.q = w->q + (size_t)r0 * w->qs;
-            t.sc = w->sc + (size_t)r0 * w->ld;
-            if (R == RM)
-                tile_avx2(RM, NG, &t, f16, k, p, j, cnt);
-            else if (R == 1)
-                tile_avx2(1, NG, &t, f16, k, p, j, cnt);
-            else if (RM > 2 && R == 2)
-                tile_avx2(2, NG, &t, f16, k, p, j, cnt);
-            else if (RM > 3)
-                tile_avx2(3, NG, &t, f16, k, p, j, cnt);
+        tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
+        for (int i = 0; i < w->nh; i++) {
+            const char *k[8], *pf[8];
+            for (int g = 0; g < NG; g++) {
+                k[g] = k0[g] + (size_t)i * w->hk;
+                pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;
+            }
+            for (int r0 = 0; r0 < w->nq; r0 += RM) {
+                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
+                const char *const *p = w->stream && r0 == 0 ? pf : NULL;
+                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;
+                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;
+                if (R == RM)
+                    tile_avx2(RM, NG, &t, f16, k, p, j, cnt);
+                else if (R == 1)
+                    tile_avx2(1, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 2 && R == 2)
+                    tile_avx2(2, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 3)
+                    tile_avx2(3, NG, &t, f16, k, p, j, cnt);
+            }
         }
     }
 }
@@ -522,22 +531,29 @@ VEC_AVX512_INLINE void scores_t_avx512(const int RM, const int NG, const int f16
                       .HS = s->HS,
                       .scale = 1.0f / sqrtf((float)s->HS)};
     for (int g0 = 0; g0 < ng; g0 += NG) {
-        const char *k[8], *pf[8];
+        const char *k0[8], *pf0[8];
         int j[8], cnt[8];
-        tile_groups(s, w->koff, es, w->n, ng, g0, NG, w->stream, k, pf, j, cnt);
-        for (int r0 = 0; r0 < w->nq; r0 += RM) {
-            const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
-            const char *const *p = w->stream && r0 == 0 ? pf : NULL;
-            t.q = w->q + (size_t)r0 * w->qs;
-            t.sc = w->sc + (size_t)r0 * w->ld;
-            if (R == RM)
-                tile_avx512(RM, NG, &t, f16, k, p, j, cnt);
-            else if (R == 1)
-                tile_avx512(1, NG, &t, f16, k, p, j, cnt);
-            else if (RM > 2 && R == 2)
-                tile_avx512(2, NG, &t, f16, k, p, j, cnt);
-            else if (RM > 3)
-                tile_avx512(3, NG, &t, f16, k, p, j, cnt);
+        tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
+        for (int i = 0; i < w->nh; i++) {
+            const char *k[8], *pf[8];
+            for (int g = 0; g < NG; g++) {
+                k[g] = k0[g] + (size_t)i * w->hk;
+                pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;
+            }
+            for (int r0 = 0; r0 < w->nq; r0 += RM) {
+                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
+                const char *const *p = w->stream && r0 == 0 ? pf : NULL;
+                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;
+                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;
+                if (R == RM)
+                    tile_avx512(RM, NG, &t, f16, k, p, j, cnt);
+                else if (R == 1)
+                    tile_avx512(1, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 2 && R == 2)
+                    tile_avx512(2, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 3)
+                    tile_avx512(3, NG, &t, f16, k, p, j, cnt);
+            }
         }
     }
 }
@@ -742,8 +758,15 @@ VEC_AVX2_INLINE void attend_rows_t(const vec_ops_t *ops, const int NR, const att
     int n = 0;
     for (int r = 0; r < NR; r++)
         n = w->n[r] > n ? w->n[r] : n;
-    const score_rows_t sr = {
-        .s = s, .koff = 0, .n = n, .nq = NR, .q = w->q, .qs = w->qs, .sc = w->sc, .ld = w->ld};
+    const score_rows_t sr = {.s = s,
+                             .hk = 0,
+                             .n = n,
+                             .nq = NR,
+                             .nh = 1,
+                             .q = w->q,
+                             .qs = w->qs,
+                             .sc = w->sc,
+                             .ld = w->ld};
     if (regs32)
         scores_avx512(&sr);
     else
@@ -817,9 +840,9 @@ VEC_AVX2_INLINE void pv_block(int nr, int nv, const float *const *p, const char 
 
 /* A decode token of one sequence over KV heads [0, w->nkv) of s (head i's panel and rows
  * hstride bytes after head 0's in every block): the same arithmetic as attend_rows_t for each
- * query head. The scores go head by head, the head's query heads together as the rows of the
- * score tiles (each tile's keys asked for while the previous tile is computed); the chains of
- * V go block by block over all the heads, so each pass reads one run of nkv x BS rows per
+ * query head. The scores go a few blocks at a time over all the heads, each head's query heads
+ * together as the rows of the score tiles (see score_rows_t); the chains of V go block by
+ * block over all the heads, so each pass reads one run of nkv x BS rows per
  * block (V of the heads are adjacent in a block) while the next block's run is asked for, a
  * line for each line read. */
 #ifndef ATTN_AHEAD
@@ -841,22 +864,20 @@ VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const attn_dec_t *d, con
     const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));
     const int nb = (n + BS - 1) / BS;
     const size_t run = (size_t)d->nkv * d->hstride;
-    for (int i = 0; i < d->nkv; i++) {
-        const size_t h0 = (size_t)i * d->group;
-        const score_rows_t sr = {.s = s,
-                                 .koff = (size_t)i * d->hstride,
-                                 .n = n,
-                                 .nq = d->group,
-                                 .q = d->q + h0 * HS,
-                                 .qs = (size_t)HS,
-                                 .sc = d->sc + h0 * d->ld,
-                                 .ld = d->ld,
-                                 .stream = 1};
-        if (regs32)
-            scores_avx512(&sr);
-        else
-            scores_avx2(&sr);
-    }
+    const score_rows_t sr = {.s = s,
+                             .hk = d->hstride,
+                             .n = n,
+                             .nq = d->group,
+                             .nh = d->nkv,
+                             .q = d->q,
+                             .qs = (size_t)HS,
+                             .sc = d->sc,
+                             .ld = d->ld,
+                             .stream = 1};
+    if (regs32)
+        scores_avx512(&sr);
+    else
+        scores_avx2(&sr);
     for (int h = 0; h < nq; h++) {
         ops->softmax(d->sc + (size_t)h * d->ld, n);
         memset(d->o + (size_t)h * HS, 0, (size_t)HS * sizeof(float));
