@@ -440,7 +440,8 @@ static inline void tile_groups(const kv_src_t *s, size_t es, int n, int ng, int 
 {
     const int BS = s->kbs, gpb = (BS + 15) / 16;
     for (int g = 0; g < NG + NG; g++) {
-        const int gi = g0 + g, b = gi / gpb, c0 = gi % gpb * 16;
+        /* (No division for blocks of up to 16 keys: this runs once per tile.) */
+        const int gi = g0 + g, b = gpb == 1 ? gi : gi / gpb, c0 = gpb == 1 ? 0 : gi % gpb * 16;
         const char *p = gi < ng ? s->k + src_kblock(s, b) + (size_t)c0 * es : NULL;
         if (g >= NG) {
             pf[g - NG] = stream ? p : NULL;
