@@ -493,8 +493,8 @@ VEC_AVX2_INLINE void scores_t_avx2(const int RM, const int NG, const int f16, co
                       .HS = s->HS,
                       .scale = 1.0f / sqrtf((float)s->HS)};
     for (int g0 = 0; g0 < ng; g0 += NG) {
-        const char *k0[8], *pf0[8];
-        int j[8], cnt[8];
+        const char *k0[8] = {0}, *pf0[8] = {0};
+        int j[8] = {0}, cnt[8] = {0};
         tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
         for (int i = 0; i < w->nh; i++) {
             const char *k[8], *pf[8];
@@ -532,8 +532,8 @@ VEC_AVX512_INLINE void scores_t_avx512(const int RM, const int NG, const int f16
                       .HS = s->HS,
                       .scale = 1.0f / sqrtf((float)s->HS)};
     for (int g0 = 0; g0 < ng; g0 += NG) {
-        const char *k0[8], *pf0[8];
-        int j[8], cnt[8];
+        const char *k0[8] = {0}, *pf0[8] = {0};
+        int j[8] = {0}, cnt[8] = {0};
         tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
         for (int i = 0; i < w->nh; i++) {
             const char *k[8], *pf[8];
