@@ -1,12 +1,13 @@
 /* attention.c - the paged KV cache memory and causal self-attention through block tables
  * (see attention.h). Every row, a decode token or a row of a prefill chunk, is attended by the
  * same per-row arithmetic (the order is spelled out above attend_row_generic), reading K and V
- * block by block in place; up to four rows go together to share the loads (a chunk's
- * consecutive rows, or a decode token's query heads of one KV head), and a decode token
- * walks all the KV heads of its item block by block (attend_dec_t). Grouped-query
- * attention: one work item is a sequence and a range of its KV heads and serves the NH/NKV
- * query heads that read each of them, so each KV head's keys and values are written and
- * read by one thread.
+ * block by block in place. K is stored transposed, a panel of HS rows of BS keys per block and
+ * KV head, so the scores of a block are broadcast-FMAs of the query against panel rows, one
+ * chain per score over the head dimension with the keys side by side in vector lanes; several
+ * rows go through the same tiles (a chunk's consecutive rows, or a decode token's query heads
+ * of one KV head), sharing the loads of K and V. Grouped-query attention: one work item is a
+ * sequence and a range of its KV heads and serves the NH/NKV query heads that read each of
+ * them, so each KV head's keys and values are written and read by one thread.
  */
 #include "engine/kernels/attention.h"
 
@@ -105,9 +106,9 @@ void kv_cache_free(kv_cache_t *kv)
 #define ATTN_ROWS 4
 
 /* A thread's scratch is scratch_rows(HS) rows of max_ctx floats, scratch_ld(max_ctx) apart:
- * first the scores of ATTN_ROWS rows, then one KV head's keys and values widened from F16 (a
- * prefill chunk over an F16 cache). A decode token of several KV heads (attend_dec) uses
- * every row for scores. */
+ * first the scores of ATTN_ROWS rows, then one KV head's values and keys widened from F16 (a
+ * prefill chunk over an F16 cache). A decode token of several KV heads (attend_dec) uses every row
+ * for scores. */
 static size_t scratch_ld(int max_ctx)
 {
     return ((size_t)max_ctx + 15) / 16 * 16;
@@ -123,8 +124,10 @@ size_t attn_scratch_floats(int HS, int max_ctx)
     return (size_t)scratch_rows(HS) * scratch_ld(max_ctx);
 }
 
-/* Index (in elements of kv->dtype) of KV head g's first row of K (v = 0) or V (v = 1) of
- * layer l in block blk: the head's BS rows of HS follow contiguously. */
+/* Index (in elements of kv->dtype) of KV head g's K (v = 0) or V (v = 1) of layer l in block
+ * blk: BS x HS values each. K is a panel, transposed: row d holds dimension d of the block's BS
+ * keys (element d * BS + r for key r), so the scores of a row against a block are HS
+ * broadcast-FMAs of q[d] against row d. V keeps a row per position (element r * HS + c). */
 static size_t kv_at(const kv_cache_t *kv, int32_t blk, int l, int v, int g)
 {
     const size_t BS = (size_t)kv->block_size, HS = (size_t)kv->head_size;
@@ -133,111 +136,163 @@ static size_t kv_at(const kv_cache_t *kv, int32_t blk, int l, int v, int g)
            (size_t)g * BS * HS;
 }
 
-/* Where one KV head's keys and values of one layer are for a sequence: block b of its context
- * starts at k (v) + blk * bstride bytes, blk = table[b], or b itself when table is NULL (a
- * copy laid out block after block); each block holds BS rows of HS values, F16 when f16,
- * else F32. */
+/* Where one KV head's keys and values of one layer are for a sequence: block b of its keys
+ * starts at k + ktable[b] * kbstride bytes (a panel of HS rows of kbs keys, F16 when f16, else
+ * F32), block b of its values at v + vtable[b] * vbstride (BS rows of HS values, F16 when
+ * vf16); b itself when the table is NULL (a widened copy laid out block after block, its key
+ * panels of 16 keys). */
 typedef struct kv_src {
     const char *k, *v;
-    size_t bstride;
-    const int32_t *table; /* (blocks) or NULL */
-    int BS, HS, f16;
+    size_t kbstride, vbstride;
+    const int32_t *ktable, *vtable; /* (blocks) or NULL */
+    int BS, kbs, HS, f16, vf16;
 } kv_src_t;
 
-static inline size_t src_block(const kv_src_t *s, int b)
+static inline size_t src_kblock(const kv_src_t *s, int b)
 {
-    return (size_t)(s->table ? s->table[b] : b) * s->bstride;
+    return (size_t)(s->ktable ? s->ktable[b] : b) * s->kbstride;
+}
+
+static inline size_t src_vblock(const kv_src_t *s, int b)
+{
+    return (size_t)(s->vtable ? s->vtable[b] : b) * s->vbstride;
 }
 
 /* The cache itself as a kv_src_t for KV head g of layer l of a sequence. */
 static kv_src_t src_cache(const kv_cache_t *kv, const int32_t *table, int l, int g)
 {
     const size_t es = kv_elem_size(kv->dtype);
+    const int f16 = kv->dtype == ENG_DTYPE_F16;
     return (kv_src_t){.k = (const char *)kv->data + kv_at(kv, 0, l, 0, g) * es,
                       .v = (const char *)kv->data + kv_at(kv, 0, l, 1, g) * es,
-                      .bstride = kv_block_bytes(kv),
-                      .table = table,
+                      .kbstride = kv_block_bytes(kv),
+                      .vbstride = kv_block_bytes(kv),
+                      .ktable = table,
+                      .vtable = table,
                       .BS = kv->block_size,
+                      .kbs = kv->block_size,
                       .HS = kv->head_size,
-                      .f16 = kv->dtype == ENG_DTYPE_F16};
+                      .f16 = f16,
+                      .vf16 = f16};
 }
 
-/* Keys and values of positions [0, n) of src, widened to F32 into dst (2 n HS floats, keys
- * then values, block after block): the same values the cache holds, read once by a prefill
- * chunk's rows instead of converted by each. */
-static kv_src_t src_widen(const vec_ops_t *ops, const kv_src_t *s, int n, float *dst)
+/* The values of positions [0, n) of src widened to F32 into dst (n HS floats, block after
+ * block): the same values the cache holds, read once by a prefill chunk's rows instead of
+ * converted by each. (Keys are converted as they are loaded: a panel load serves all the rows
+ * of a tile.) */
+static void src_widen_v(const vec_ops_t *ops, kv_src_t *s, int n, float *dst)
 {
     const int BS = s->BS, HS = s->HS;
-    float *kd = dst, *vd = dst + (size_t)n * HS;
     for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
         int rows = n - j0 < BS ? n - j0 : BS;
-        ops->from_f16(kd + (size_t)j0 * HS, (const uint16_t *)(s->k + src_block(s, b)), rows * HS);
-        ops->from_f16(vd + (size_t)j0 * HS, (const uint16_t *)(s->v + src_block(s, b)), rows * HS);
+        ops->from_f16(dst + (size_t)j0 * HS, (const uint16_t *)(s->v + src_vblock(s, b)),
+                      rows * HS);
     }
-    return (kv_src_t){.k = (const char *)kd,
-                      .v = (const char *)vd,
-                      .bstride = (size_t)BS * HS * sizeof(float),
-                      .table = NULL,
-                      .BS = BS,
-                      .HS = HS,
-                      .f16 = 0};
+    s->v = (const char *)dst;
+    s->vbstride = (size_t)BS * HS * sizeof(float);
+    s->vtable = NULL;
+    s->vf16 = 0;
 }
 
-/* Row r of block b (keys when v = 0, values when v = 1) as w floats from column c0: in place
- * for F32, else converted into buf. */
-static const float *src_row(const vec_ops_t *ops, const kv_src_t *s, int v, int b, int r, int c0,
-                            int w, float *buf)
+/* The keys of positions [0, n) of src widened to F32 into dst (HS rows of 16 floats per 16
+ * positions, the panels as they are when BS is a multiple of 16): the same values, converted
+ * once for all the rows of a chunk. */
+static void src_widen_k(const vec_ops_t *ops, kv_src_t *s, int n, float *dst)
 {
-    const size_t es = s->f16 ? sizeof(uint16_t) : sizeof(float);
-    const char *p = (v ? s->v : s->k) + src_block(s, b) + ((size_t)r * s->HS + (size_t)c0) * es;
-    if (!s->f16)
-        return (const float *)p;
-    ops->from_f16(buf, (const uint16_t *)p, w);
-    return buf;
+    const int BS = s->kbs, HS = s->HS;
+    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
+        const uint16_t *kb = (const uint16_t *)(s->k + src_kblock(s, b));
+        for (int c0 = 0; c0 < BS && j0 + c0 < n; c0 += 16) {
+            float *o = dst + (size_t)(j0 + c0) * HS;
+            if (BS == 16)
+                ops->from_f16(o, kb, 16 * HS);
+            else
+                for (int d = 0; d < HS; d++)
+                    ops->from_f16(o + (size_t)d * 16, kb + (size_t)d * BS + c0, 16);
+        }
+    }
+    s->k = (const char *)dst;
+    s->kbstride = (size_t)16 * HS * sizeof(float);
+    s->ktable = NULL;
+    s->kbs = 16;
+    s->f16 = 0;
 }
 
 /* THE ORDER OF A ROW'S SUMS. Every row of every step, a decode token or a row inside a prefill
  * chunk of any size, goes through the same per-row arithmetic, fixed by the row's position and
  * its context only:
- *   score[j] = dot(q, k_j) * (1 / sqrt(HS)) for j = 0..pos, each dot in one fixed order;
+ *   score[j] = (sum over d = 0..HS-1 of q[d] k_j[d]) * (1 / sqrt(HS)) for j = 0..pos, the sum
+ *     one chain in order of d from +0 (fused multiply-adds with the AVX2 and AVX-512 kernels,
+ *     which therefore agree bit for bit; a multiply and an add with the portable one);
  *   p = softmax(score[0..pos]) (ops->softmax over exactly pos + 1 values);
  *   out[c] = sum over j = 0..pos of p[j] v_j[c], one chain in order of j from +0.
- * A kernel may compute several rows together (sharing the loads of K and V) and keys past a
- * row's own position (they are dropped, or multiplied by an exact 0 that leaves a chain from +0
- * unchanged for finite V), but never changes a single element's order. So a row's bits do not
- * depend on how the prompt was chunked, on the other rows of its chunk, on whether its prefix
- * was computed in this step, an earlier one or came from the prefix cache, or on the thread. */
+ * The chains of a score run side by side for the keys of a panel (one vector lane per key) and
+ * for several rows (a chunk's consecutive rows, or a decode token's query heads of one KV head),
+ * sharing each load of K and V. Keys past a row's own position (in the block that straddles it,
+ * or for the other rows of a tile) are computed in lanes of their own and dropped: softmax sees
+ * only the row's pos + 1 scores, and the rest of P is exact zeros, which leave a chain of V from
+ * +0 unchanged (V of those positions is finite: written in this step). So a row's bits do not
+ * depend on how the prompt was chunked, on the other rows of its chunk or step, on whether its
+ * prefix was computed in this step, an earlier one or came from the prefix cache, on the block
+ * size, or on the thread. */
 
 /* One row and query head over positions [0, n) (portable): out = softmax(q . K^T / sqrt(HS)) V.
- * Each dot is vec_dot over ATTN_CHUNK columns at a time, added in order; out accumulates
- * p_j v_j in order of j (vec_axpy). scores has room for n floats. */
+ * The scores of up to ATTN_CHUNK keys of a block go together, one chain per key over d; out
+ * accumulates p_j v_j in order of j (vec_axpy). scores has room for n floats. */
 #define ATTN_CHUNK 64
 static void attend_row_generic(const vec_ops_t *ops, float *out, const float *q, const kv_src_t *s,
                                int n, float *scores)
 {
-    const int BS = s->BS, HS = s->HS;
+    const int BS = s->BS, KB = s->kbs, HS = s->HS;
     const float scale = 1.0f / sqrtf((float)HS);
-    float buf[ATTN_CHUNK];
-    for (int j = 0; j < n; j++) {
-        float dot = 0;
-        for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
-            int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
-            dot += vec_dot(q + c0, src_row(ops, s, 0, j / BS, j % BS, c0, w, buf), w);
+    float buf[ATTN_CHUNK], acc[ATTN_CHUNK];
+    for (int j0 = 0, b = 0; j0 < n; j0 += KB, b++) {
+        const int rows = n - j0 < KB ? n - j0 : KB;
+        const char *kb = s->k + src_kblock(s, b);
+        for (int c0 = 0; c0 < rows; c0 += ATTN_CHUNK) {
+            const int w = rows - c0 < ATTN_CHUNK ? rows - c0 : ATTN_CHUNK;
+            for (int r = 0; r < w; r++)
+                acc[r] = 0;
+            for (int d = 0; d < HS; d++) {
+                const float *k;
+                if (s->f16) {
+                    ops->from_f16(buf, (const uint16_t *)kb + (size_t)d * KB + c0, w);
+                    k = buf;
+                } else {
+                    k = (const float *)kb + (size_t)d * KB + c0;
+                }
+                for (int r = 0; r < w; r++)
+                    acc[r] += q[d] * k[r];
+            }
+            for (int r = 0; r < w; r++)
+                scores[j0 + c0 + r] = acc[r] * scale;
         }
-        scores[j] = dot * scale;
     }
     ops->softmax(scores, n);
     memset(out, 0, (size_t)HS * sizeof(float));
-    for (int j = 0; j < n; j++)
+    const size_t es = s->vf16 ? sizeof(uint16_t) : sizeof(float);
+    for (int j = 0; j < n; j++) {
+        const char *vr = s->v + src_vblock(s, j / BS) + (size_t)(j % BS) * HS * es;
         for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
             int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
-            vec_axpy(out + c0, scores[j], src_row(ops, s, 1, j / BS, j % BS, c0, w, buf), w);
+            const float *v;
+            if (s->vf16) {
+                ops->from_f16(buf, (const uint16_t *)vr + c0, w);
+                v = buf;
+            } else {
+                v = (const float *)vr + c0;
+            }
+            vec_axpy(out + c0, scores[j], v, w);
         }
+    }
 }
 
 #ifdef HAVE_VEC_AVX2
 #define VEC_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define VEC_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define VEC_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma,f16c")))
+#define VEC_AVX512_INLINE                                                                          \
+    static inline __attribute__((always_inline, target("avx512f,avx512vl,avx2,fma,f16c")))
 
 /* Eight values of a row from element i on, as floats (f16: the row holds F16). */
 VEC_AVX2_INLINE __m256 load8(const char *row, int i, int f16)
@@ -254,85 +309,319 @@ VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
         _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
 
-/* The AVX2 order (HS a multiple of 16: 64 in every GPT-2, 64 or 128 in the Llama family, 16
- * in the GPT-2 test model). A dot is eight lane sums, lane i over d = i mod 8 in order of d (one
- * FMA chain each), reduced as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then scaled.
- * scoreg computes it for NK keys (4, or 2) and nr (1..ATTN_ROWS) query rows, sharing each
- * load of a key between the rows; the keys' lanes are reduced together by one horizontal-add
- * tree, which does the same additions for each key (with two keys the tree's second half
- * repeats the first); the first cnt scores of row r are stored at s[r]. Keys past cnt repeat
- * k[0]. The same code runs on AVX-512 CPUs compiled for 32 registers (attend_rows_avx512),
- * where four rows of four keys keep their 16 accumulators in registers; the arithmetic of an
- * element is the same either way. */
-VEC_AVX2_INLINE void scoreg(const int NK, int nr, const float *const *q, const char *const *k,
-                            int HS, int f16, __m256 scale, float *const *s, int j, int cnt)
+/* SCORE TILES. A group is up to 16 consecutive keys of one block's panel: its row d is 16
+ * values at k + d * kst bytes (kst = BS values), the group's first key at position j, cnt of
+ * its keys wanted (cnt < 16 at the end of a block or of the context: the other lanes read on
+ * into the panel's next row, or past the panel's last row into the next KV head's panel or
+ * the block's values, memory of the same block, and are dropped; cnt = 0: a group repeated to
+ * fill a tile, nothing stored). A tile is R rows (row r's query at q + r qs, its scores at
+ * sc + r ld) against NG groups: R x NG x 16 chains, each from +0 over d in order, one FMA per d;
+ * then scaled by 1 / sqrt(HS). pf (or NULL): the next tile's groups, a line of them asked for
+ * per row of the panels read. */
+typedef struct score_tile {
+    const float *q;
+    size_t qs;
+    float *sc;
+    size_t ld;
+    size_t kst;
+    int HS;
+    float scale;
+} score_tile_t;
+
+VEC_AVX2_INLINE void tile_avx2(const int R, const int NG, const score_tile_t *t, const int f16,
+                               const char *const *k, const char *const *pf, const int *j,
+                               const int *cnt)
 {
-    __m256 a[ATTN_ROWS][4];
+    __m256 a[4][4][2];
 #pragma GCC unroll 8
-    for (int r = 0; r < ATTN_ROWS; r++)
+    for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int u = 0; u < 4; u++)
-            a[r][u] = _mm256_setzero_ps();
-    for (int i = 0; i < HS; i += 8) {
-        __m256 x[4];
+        for (int g = 0; g < NG; g++)
+            a[r][g][0] = a[r][g][1] = _mm256_setzero_ps();
+    const size_t kst = t->kst;
+    for (int d = 0; d < t->HS; d++) {
+        const size_t at = (size_t)d * kst;
+        if (pf)
 #pragma GCC unroll 8
-        for (int u = 0; u < NK; u++)
-            x[u] = load8(k[u], i, f16);
+            for (int g = 0; g < NG; g++)
+                if (pf[g])
+                    _mm_prefetch(pf[g] + at, _MM_HINT_T0);
+        __m256 x[4][2];
 #pragma GCC unroll 8
-        for (int r = 0; r < ATTN_ROWS; r++)
-            if (r < nr) {
-                __m256 qv = _mm256_loadu_ps(q[r] + i);
+        for (int g = 0; g < NG; g++) {
+            x[g][0] = load8(k[g] + at, 0, f16);
+            x[g][1] = load8(k[g] + at, 8, f16);
+        }
 #pragma GCC unroll 8
-                for (int u = 0; u < NK; u++)
-                    a[r][u] = _mm256_fmadd_ps(qv, x[u], a[r][u]);
+        for (int r = 0; r < R; r++) {
+            const __m256 qb = _mm256_broadcast_ss(t->q + (size_t)r * t->qs + d);
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++) {
+                a[r][g][0] = _mm256_fmadd_ps(qb, x[g][0], a[r][g][0]);
+                a[r][g][1] = _mm256_fmadd_ps(qb, x[g][1], a[r][g][1]);
             }
+        }
     }
+    const __m256 scale = _mm256_set1_ps(t->scale);
 #pragma GCC unroll 8
-    for (int r = 0; r < ATTN_ROWS; r++)
-        if (r < nr) {
-            /* hadd(hadd(a0, a1), hadd(a2, a3)) holds each key's sums of lanes 0-3 and 4-7 in
-             * lanes u and u + 4; adding the halves gives the dots. */
-            __m256 h01 = _mm256_hadd_ps(a[r][0], a[r][1]);
-            __m256 t = _mm256_hadd_ps(h01, NK == 4 ? _mm256_hadd_ps(a[r][2], a[r][3]) : h01);
-            __m128 d = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-            d = _mm_mul_ps(d, _mm256_castps256_ps128(scale));
-            if (cnt == 4) {
-                _mm_storeu_ps(s[r] + j, d);
-            } else {
-                float tmp[4];
-                _mm_storeu_ps(tmp, d);
-                memcpy(s[r] + j, tmp, (size_t)cnt * sizeof(float));
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++) {
+            float *o = t->sc + (size_t)r * t->ld + j[g];
+            const __m256 lo = _mm256_mul_ps(a[r][g][0], scale);
+            const __m256 hi = _mm256_mul_ps(a[r][g][1], scale);
+            if (cnt[g] == 16) {
+                _mm256_storeu_ps(o, lo);
+                _mm256_storeu_ps(o + 8, hi);
+            } else if (cnt[g] > 0) {
+                float tmp[16];
+                _mm256_storeu_ps(tmp, lo);
+                _mm256_storeu_ps(tmp + 8, hi);
+                memcpy(o, tmp, (size_t)cnt[g] * sizeof(float));
             }
         }
 }
 
-/* Scores of keys [0, n) for nr rows (scoreg). stream: the rows read this context once (a
- * decode token): prefetch the next block's keys and this block's values. */
-VEC_AVX2_INLINE void scores_rows(const int NK, int nr, const float *const *q, const kv_src_t *s,
-                                 int n, float *const *sc, int f16, int stream)
+/* Sixteen values from p on as floats (f16: p holds F16). */
+VEC_AVX512_INLINE __m512 load16(const char *p, int f16)
 {
-    const int BS = s->BS, HS = s->HS;
-    const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));
-    const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
-    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
-        const char *kb = s->k + src_block(s, b);
-        int rows = n - j0 < BS ? n - j0 : BS;
-        /* A decode row reads the context once: while this block is scored, the next
-         * block's keys and this block's values come. (A chunk's rows read it again and again
-         * from the caches; the prefetches would only cost instructions.) */
-        if (stream) {
-            if (j0 + BS < n)
-                prefetch_span(s->k + src_block(s, b + 1), (size_t)BS * row);
-            prefetch_span(s->v + src_block(s, b), (size_t)rows * row);
-        }
-        for (int r = 0; r < rows; r += NK) {
-            int cnt = rows - r < NK ? rows - r : NK;
-            const char *k[4];
+    if (f16)
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_loadu_ps((const float *)p);
+}
+
+VEC_AVX512_INLINE void tile_avx512(const int R, const int NG, const score_tile_t *t, const int f16,
+                                   const char *const *k, const char *const *pf, const int *j,
+                                   const int *cnt)
+{
+    __m512 a[4][8];
 #pragma GCC unroll 8
-            for (int u = 0; u < NK; u++)
-                k[u] = kb + (size_t)(r + (u < cnt ? u : 0)) * row;
-            scoreg(NK, nr, q, k, HS, f16, scale, sc, j0 + r, cnt);
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++)
+            a[r][g] = _mm512_setzero_ps();
+    const size_t kst = t->kst;
+    for (int d = 0; d < t->HS; d++) {
+        const size_t at = (size_t)d * kst;
+        if (pf)
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++)
+                if (pf[g])
+                    _mm_prefetch(pf[g] + at, _MM_HINT_T0);
+        __m512 x[8];
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++)
+            x[g] = load16(k[g] + at, f16);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512 qb = _mm512_set1_ps(t->q[(size_t)r * t->qs + d]);
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++)
+                a[r][g] = _mm512_fmadd_ps(qb, x[g], a[r][g]);
         }
+    }
+    const __m512 scale = _mm512_set1_ps(t->scale);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++)
+            if (cnt[g] > 0)
+                _mm512_mask_storeu_ps(t->sc + (size_t)r * t->ld + j[g],
+                                      (__mmask16)((1u << cnt[g]) - 1),
+                                      _mm512_mul_ps(a[r][g], scale));
+}
+
+/* The groups [g0, g0 + NG) of a context of n keys (ng groups, gpb per block) for a tile, in
+ * head 0's panels:
+ * k, j, cnt as score_tile_t describes (groups past ng repeat the first, cnt 0); pf: the next
+ * tile's groups when stream, else NULL. */
+static inline void tile_groups(const kv_src_t *s, size_t es, int n, int ng, int g0, int NG,
+                               int stream, const char **k, const char **pf, int *j, int *cnt)
+{
+    const int BS = s->kbs, gpb = (BS + 15) / 16;
+    for (int g = 0; g < NG + NG; g++) {
+        /* (No division for blocks of up to 16 keys: this runs once per tile.) */
+        const int gi = g0 + g, b = gpb == 1 ? gi : gi / gpb, c0 = gpb == 1 ? 0 : gi % gpb * 16;
+        const char *p = gi < ng ? s->k + src_kblock(s, b) + (size_t)c0 * es : NULL;
+        if (g >= NG) {
+            pf[g - NG] = stream ? p : NULL;
+        } else if (p) {
+            const int left = BS - c0 < n - b * BS ? BS - c0 : n - b * BS;
+            k[g] = p;
+            j[g] = b * BS + c0;
+            cnt[g] = left < 16 ? left : 16;
+        } else {
+            k[g] = k[0];
+            j[g] = j[0];
+            cnt[g] = 0;
+        }
+    }
+}
+
+/* Groups of a context of n keys: gpb per block, the last block's up to position n. */
+static inline int score_groups(int BS, int n)
+{
+    const int gpb = (BS + 15) / 16, nb = (n + BS - 1) / BS;
+    return (nb - 1) * gpb + (n - (nb - 1) * BS + 15) / 16;
+}
+
+/* The scores of nq rows of each of nh KV heads (row r of head i: its query at
+ * q + (i nq + r) qs, its scores into sc + (i nq + r) ld) against keys [0, n) of s (head i's
+ * panels hk bytes after head 0's in each block): tiles of up to RM rows by NG groups, the
+ * groups [g0, g0 + NG) of every head before the next NG, so a decode token reads the keys of
+ * its heads block by block, each block's heads one run. stream: the rows read this context
+ * once (a decode token): ask for the next groups' keys of a head while a tile is computed. */
+typedef struct score_rows {
+    const kv_src_t *s;
+    size_t hk;
+    int n, nq, nh;
+    const float *q;
+    size_t qs;
+    float *sc;
+    size_t ld;
+    int stream;
+} score_rows_t;
+
+VEC_AVX2_INLINE void scores_t_avx2(const int RM, const int NG, const int f16, const score_rows_t *w)
+{
+    const kv_src_t *s = w->s;
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    const int ng = score_groups(s->kbs, w->n);
+    score_tile_t t = {.qs = w->qs,
+                      .ld = w->ld,
+                      .kst = (size_t)s->kbs * es,
+                      .HS = s->HS,
+                      .scale = 1.0f / sqrtf((float)s->HS)};
+    for (int g0 = 0; g0 < ng; g0 += NG) {
+        const char *k0[8] = {0}, *pf0[8] = {0};
+        int j[8] = {0}, cnt[8] = {0};
+        tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
+        for (int i = 0; i < w->nh; i++) {
+            const char *k[8], *pf[8];
+            for (int g = 0; g < NG; g++) {
+                k[g] = k0[g] + (size_t)i * w->hk;
+                pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;
+            }
+            for (int r0 = 0; r0 < w->nq; r0 += RM) {
+                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
+                const char *const *p = w->stream && r0 == 0 ? pf : NULL;
+                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;
+                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;
+                if (R == RM)
+                    tile_avx2(RM, NG, &t, f16, k, p, j, cnt);
+                else if (R == 1)
+                    tile_avx2(1, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 2 && R == 2)
+                    tile_avx2(2, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 3)
+                    tile_avx2(3, NG, &t, f16, k, p, j, cnt);
+            }
+        }
+    }
+}
+
+VEC_AVX512_INLINE void scores_t_avx512(const int RM, const int NG, const int f16,
+                                       const score_rows_t *w)
+{
+    const kv_src_t *s = w->s;
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    const int ng = score_groups(s->kbs, w->n);
+    score_tile_t t = {.qs = w->qs,
+                      .ld = w->ld,
+                      .kst = (size_t)s->kbs * es,
+                      .HS = s->HS,
+                      .scale = 1.0f / sqrtf((float)s->HS)};
+    for (int g0 = 0; g0 < ng; g0 += NG) {
+        const char *k0[8] = {0}, *pf0[8] = {0};
+        int j[8] = {0}, cnt[8] = {0};
+        tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
+        for (int i = 0; i < w->nh; i++) {
+            const char *k[8], *pf[8];
+            for (int g = 0; g < NG; g++) {
+                k[g] = k0[g] + (size_t)i * w->hk;
+                pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;
+            }
+            for (int r0 = 0; r0 < w->nq; r0 += RM) {
+                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
+                const char *const *p = w->stream && r0 == 0 ? pf : NULL;
+                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;
+                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;
+                if (R == RM)
+                    tile_avx512(RM, NG, &t, f16, k, p, j, cnt);
+                else if (R == 1)
+                    tile_avx512(1, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 2 && R == 2)
+                    tile_avx512(2, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 3)
+                    tile_avx512(3, NG, &t, f16, k, p, j, cnt);
+            }
+        }
+    }
+}
+
+/* The tile shapes. AVX2 (16 registers): 2 x R x NG accumulators of eight lanes, at most 12:
+ * one row takes four groups, two rows three, three rows two, four rows one. AVX-512 (32
+ * registers, a group in one register): one row takes eight groups (the loads, not the FMAs,
+ * bound it), two six, three five, four four. */
+VEC_AVX2 __attribute__((noinline)) static void scores_avx2(const score_rows_t *w)
+{
+    const int RM = w->nq < 4 ? w->nq : 4;
+    switch (RM * 2 + w->s->f16) {
+    case 2:
+        scores_t_avx2(1, 4, 0, w);
+        break;
+    case 3:
+        scores_t_avx2(1, 4, 1, w);
+        break;
+    case 4:
+        scores_t_avx2(2, 3, 0, w);
+        break;
+    case 5:
+        scores_t_avx2(2, 3, 1, w);
+        break;
+    case 6:
+        scores_t_avx2(3, 2, 0, w);
+        break;
+    case 7:
+        scores_t_avx2(3, 2, 1, w);
+        break;
+    case 8:
+        scores_t_avx2(4, 1, 0, w);
+        break;
+    default:
+        scores_t_avx2(4, 1, 1, w);
+        break;
+    }
+}
+
+VEC_AVX512 __attribute__((noinline)) static void scores_avx512(const score_rows_t *w)
+{
+    const int RM = w->nq < 4 ? w->nq : 4;
+    switch (RM * 2 + w->s->f16) {
+    case 2:
+        scores_t_avx512(1, 8, 0, w);
+        break;
+    case 3:
+        scores_t_avx512(1, 8, 1, w);
+        break;
+    case 4:
+        scores_t_avx512(2, 6, 0, w);
+        break;
+    case 5:
+        scores_t_avx512(2, 6, 1, w);
+        break;
+    case 6:
+        scores_t_avx512(3, 5, 0, w);
+        break;
+    case 7:
+        scores_t_avx512(3, 5, 1, w);
+        break;
+    case 8:
+        scores_t_avx512(4, 4, 0, w);
+        break;
+    default:
+        scores_t_avx512(4, 4, 1, w);
+        break;
     }
 }
 
@@ -350,7 +639,7 @@ VEC_AVX2_INLINE void pv_pass(int nr, int nv, float *const *p, const kv_src_t *s,
         for (int u = 0; u < 8; u++)
             a[r][u] = _mm256_setzero_ps();
     for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
-        const char *v = s->v + src_block(s, b) + (size_t)c0 * es;
+        const char *v = s->v + src_vblock(s, b) + (size_t)c0 * es;
         int rows = n - j0 < BS ? n - j0 : BS;
         for (int jr = 0; jr < rows; jr++, v += row) {
             __m256 x[8];
@@ -375,43 +664,136 @@ VEC_AVX2_INLINE void pv_pass(int nr, int nv, float *const *p, const kv_src_t *s,
                 _mm256_storeu_ps(o[r] + c0 + 8 * u, a[r][u]);
 }
 
-/* Rows of one KV head attended together: queries q[r], outputs o[r], scores sc[r] (room for
- * the largest n), each row over its own n[r] positions of context. */
+/* pv_pass with 16-lane vectors: columns [c0, c0 + 16 NV) for NR rows, the same chains. */
+VEC_AVX512_INLINE void pv_pass16(const int NR, const int NV, float *const *p, const kv_src_t *s,
+                                 int n, int c0, float *const *o)
+{
+    const int BS = s->BS, HS = s->HS;
+    __m512 a[ATTN_ROWS][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < NV; u++)
+            a[r][u] = _mm512_setzero_ps();
+    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
+        const float *v = (const float *)(s->v + src_vblock(s, b)) + c0;
+        const int rows = n - j0 < BS ? n - j0 : BS;
+        for (int jr = 0; jr < rows; jr++, v += HS) {
+            __m512 x[4];
+#pragma GCC unroll 8
+            for (int u = 0; u < NV; u++)
+                x[u] = _mm512_loadu_ps(v + 16 * u);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                const __m512 pr = _mm512_set1_ps(p[r][j0 + jr]);
+#pragma GCC unroll 8
+                for (int u = 0; u < NV; u++)
+                    a[r][u] = _mm512_fmadd_ps(pr, x[u], a[r][u]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < NV; u++)
+            _mm512_storeu_ps(o[r] + c0 + 16 * u, a[r][u]);
+}
+
+VEC_AVX512_INLINE void pv_rows16(const int NR, float *const *p, const kv_src_t *s, int n,
+                                 float *const *o)
+{
+    for (int c0 = 0; c0 < s->HS;) {
+        const int left = s->HS - c0;
+        if (left >= 64) {
+            pv_pass16(NR, 4, p, s, n, c0, o);
+            c0 += 64;
+        } else if (left >= 32) {
+            pv_pass16(NR, 2, p, s, n, c0, o);
+            c0 += 32;
+        } else {
+            pv_pass16(NR, 1, p, s, n, c0, o);
+            c0 += 16;
+        }
+    }
+}
+
+/* O = P V for nr (1..ATTN_ROWS) rows over positions [0, n) of s's F32 values, AVX-512. */
+VEC_AVX512 __attribute__((noinline)) static void
+pv_rows_avx512(int nr, float *const *p, const kv_src_t *s, int n, float *const *o)
+{
+    switch (nr) {
+    case 1:
+        pv_rows16(1, p, s, n, o);
+        break;
+    case 2:
+        pv_rows16(2, p, s, n, o);
+        break;
+    case 3:
+        pv_rows16(3, p, s, n, o);
+        break;
+    default:
+        pv_rows16(4, p, s, n, o);
+        break;
+    }
+}
+
+/* Consecutive rows of a prefill chunk of one query head, attended together: row r's query at
+ * q + r qs, its output at o + r os, its scores at sc + r ld (room for the largest n), its
+ * context n[r] positions. */
 typedef struct attn_rows {
     int nr;
-    const float *q[ATTN_ROWS];
-    float *o[ATTN_ROWS];
-    float *sc[ATTN_ROWS];
+    const float *q;
+    float *o, *sc;
+    size_t qs, os, ld;
     int n[ATTN_ROWS];
 } attn_rows_t;
 
-/* The rows with NR (a constant) of them. regs32: compiled for 32 vector registers (four keys
- * and four columns of eight for up to four rows); else two rows take four keys and 32
- * columns, more rows two keys and 16 columns, as 16 registers hold. stream as in
- * scores_rows. */
+/* The rows with NR (a constant) of them, V in F32 (a chunk over an F16 cache reads it widened).
+ * regs32: an AVX-512 CPU (its score tiles, and V in 16-lane vectors, 64 columns at a time for
+ * up to four rows); else one row takes 64 columns of V, two rows 32, more rows 16, as 16
+ * registers hold. */
 VEC_AVX2_INLINE void attend_rows_t(const vec_ops_t *ops, const int NR, const attn_rows_t *w,
-                                   const kv_src_t *s, int f16, int stream, const int regs32)
+                                   const kv_src_t *s, const int regs32)
 {
     const int HS = s->HS;
     int n = 0;
     for (int r = 0; r < NR; r++)
         n = w->n[r] > n ? w->n[r] : n;
-    scores_rows(NR <= 2 || regs32 ? 4 : 2, NR, w->q, s, n, w->sc, f16, stream);
+    const score_rows_t sr = {.s = s,
+                             .hk = 0,
+                             .n = n,
+                             .nq = NR,
+                             .nh = 1,
+                             .q = w->q,
+                             .qs = w->qs,
+                             .sc = w->sc,
+                             .ld = w->ld};
+    if (regs32)
+        scores_avx512(&sr);
+    else
+        scores_avx2(&sr);
+    float *p[ATTN_ROWS], *o[ATTN_ROWS];
     for (int r = 0; r < NR; r++) {
-        ops->softmax(w->sc[r], w->n[r]);
+        p[r] = w->sc + (size_t)r * w->ld;
+        o[r] = w->o + (size_t)r * w->os;
+        ops->softmax(p[r], w->n[r]);
         if (w->n[r] < n) /* exact zeros: no-ops in the chains of V */
-            memset(w->sc[r] + w->n[r], 0, (size_t)(n - w->n[r]) * sizeof(float));
+            memset(p[r] + w->n[r], 0, (size_t)(n - w->n[r]) * sizeof(float));
+    }
+    if (regs32) {
+        pv_rows_avx512(NR, p, s, n, o);
+        return;
     }
     for (int c0 = 0; c0 < HS;) {
         int left = HS - c0;
         if (NR == 1 && left >= 64) {
-            pv_pass(1, 8, w->sc, s, n, c0, w->o, f16);
+            pv_pass(1, 8, p, s, n, c0, o, 0);
             c0 += 64;
         } else if (left >= 32 && (NR <= 2 || regs32)) {
-            pv_pass(NR, 4, w->sc, s, n, c0, w->o, f16);
+            pv_pass(NR, 4, p, s, n, c0, o, 0);
             c0 += 32;
         } else {
-            pv_pass(NR, 2, w->sc, s, n, c0, w->o, f16);
+            pv_pass(NR, 2, p, s, n, c0, o, 0);
             c0 += 16;
         }
     }
@@ -457,12 +839,13 @@ VEC_AVX2_INLINE void pv_block(int nr, int nv, const float *const *p, const char 
                 _mm256_storeu_ps(o[r] + c0 + 8 * u, a[r][u]);
 }
 
-/* A decode token of one sequence over KV heads [0, w->nkv) of s (head i's rows hstride bytes
- * after head 0's in every block): the same arithmetic as attend_rows_t for each query head
- * (scores of keys in groups of NK, softmax, the chains of V from +0 in order of position), in
- * another order of work: block by block over all the heads, so each pass reads one run of
- * nkv x BS rows per block (K of the heads are adjacent in a block, V too) while the next
- * block's run is asked for, a line for each line read. */
+/* A decode token of one sequence over KV heads [0, w->nkv) of s (head i's panel and rows
+ * hstride bytes after head 0's in every block): the same arithmetic as attend_rows_t for each
+ * query head. The scores go a few blocks at a time over all the heads, each head's query heads
+ * together as the rows of the score tiles (see score_rows_t); the chains of V go block by
+ * block over all the heads, so each pass reads one run of nkv x BS rows per
+ * block (V of the heads are adjacent in a block) while the next block's run is asked for, a
+ * line for each line read. */
 #ifndef ATTN_AHEAD
 #define ATTN_AHEAD 4096
 #endif
@@ -475,52 +858,35 @@ typedef struct attn_dec {
     size_t ld;
 } attn_dec_t;
 
-VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const int NK, const attn_dec_t *d,
-                                  const kv_src_t *s, const int f16, const int regs32)
+VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s,
+                                  const int f16, const int regs32)
 {
     const int BS = s->BS, HS = s->HS, n = d->n, nq = d->nkv * d->group;
     const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));
-    const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)HS));
     const int nb = (n + BS - 1) / BS;
     const size_t run = (size_t)d->nkv * d->hstride;
-    for (int b = 0; b < nb; b++) {
-        const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;
-        const char *kb = s->k + src_block(s, b);
-        /* The next block's keys, after the last block the first block's values. */
-        const char *pb = b + 1 < nb ? s->k + src_block(s, b + 1) : s->v + src_block(s, 0);
-        for (int i = 0; i < d->nkv; i++) {
-            const char *kh = kb + (size_t)i * d->hstride;
-            for (int r0 = 0; r0 < d->group; r0 += ATTN_ROWS) {
-                const int nr = d->group - r0 < ATTN_ROWS ? d->group - r0 : ATTN_ROWS;
-                const float *q[ATTN_ROWS];
-                float *sc[ATTN_ROWS];
-                for (int r = 0; r < nr; r++) {
-                    q[r] = d->q + (size_t)(i * d->group + r0 + r) * HS;
-                    sc[r] = d->sc + (size_t)(i * d->group + r0 + r) * d->ld;
-                }
-                for (int r = 0; r < rows; r += NK) {
-                    const int cnt = rows - r < NK ? rows - r : NK;
-                    const char *k[4];
-#pragma GCC unroll 8
-                    for (int u = 0; u < NK; u++)
-                        k[u] = kh + (size_t)(r + (u < cnt ? u : 0)) * row;
-                    if (r0 == 0) {
-                        size_t at = (size_t)i * d->hstride + (size_t)r * row + ATTN_AHEAD;
-                        prefetch_span(at < run ? kb + at : pb + (at - run), (size_t)cnt * row);
-                    }
-                    scoreg(NK, nr, q, k, HS, f16, scale, sc, j0 + r, cnt);
-                }
-            }
-        }
-    }
+    const score_rows_t sr = {.s = s,
+                             .hk = d->hstride,
+                             .n = n,
+                             .nq = d->group,
+                             .nh = d->nkv,
+                             .q = d->q,
+                             .qs = (size_t)HS,
+                             .sc = d->sc,
+                             .ld = d->ld,
+                             .stream = 1};
+    if (regs32)
+        scores_avx512(&sr);
+    else
+        scores_avx2(&sr);
     for (int h = 0; h < nq; h++) {
         ops->softmax(d->sc + (size_t)h * d->ld, n);
         memset(d->o + (size_t)h * HS, 0, (size_t)HS * sizeof(float));
     }
     for (int b = 0; b < nb; b++) {
         const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;
-        const char *vb = s->v + src_block(s, b);
-        const char *pb = b + 1 < nb ? s->v + src_block(s, b + 1) : NULL;
+        const char *vb = s->v + src_vblock(s, b);
+        const char *pb = b + 1 < nb ? s->v + src_vblock(s, b + 1) : NULL;
         for (int i = 0; i < d->nkv; i++) {
             const char *vh = vb + (size_t)i * d->hstride;
             /* Rows [0, split) of the lines ATTN_AHEAD bytes ahead are this block's, the
@@ -560,89 +926,79 @@ VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const int NK, const attn
 
 VEC_AVX2 static void attend_dec_avx2(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s)
 {
-    if (d->group <= 2) {
-        if (s->f16)
-            attend_dec_t(ops, 4, d, s, 1, 0);
-        else
-            attend_dec_t(ops, 4, d, s, 0, 0);
-    } else {
-        if (s->f16)
-            attend_dec_t(ops, 2, d, s, 1, 0);
-        else
-            attend_dec_t(ops, 2, d, s, 0, 0);
-    }
+    if (s->vf16)
+        attend_dec_t(ops, d, s, 1, 0);
+    else
+        attend_dec_t(ops, d, s, 0, 0);
 }
 
-/* attend_rows_t for w's row count and s's dtype. */
+/* attend_rows_t for w's row count. */
 VEC_AVX2_INLINE void attend_rows_any(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s,
-                                     int stream, const int regs32)
+                                     const int regs32)
 {
-    switch (w->nr * 2 + s->f16) {
+    switch (w->nr) {
+    case 1:
+        attend_rows_t(ops, 1, w, s, regs32);
+        break;
     case 2:
-        attend_rows_t(ops, 1, w, s, 0, stream, regs32);
+        attend_rows_t(ops, 2, w, s, regs32);
         break;
     case 3:
-        attend_rows_t(ops, 1, w, s, 1, stream, regs32);
-        break;
-    case 4:
-        attend_rows_t(ops, 2, w, s, 0, stream, regs32);
-        break;
-    case 5:
-        attend_rows_t(ops, 2, w, s, 1, stream, regs32);
-        break;
-    case 6:
-        attend_rows_t(ops, 3, w, s, 0, stream, regs32);
-        break;
-    case 7:
-        attend_rows_t(ops, 3, w, s, 1, stream, regs32);
-        break;
-    case 8:
-        attend_rows_t(ops, 4, w, s, 0, stream, regs32);
+        attend_rows_t(ops, 3, w, s, regs32);
         break;
     default:
-        attend_rows_t(ops, 4, w, s, 1, stream, regs32);
+        attend_rows_t(ops, 4, w, s, regs32);
         break;
     }
 }
 
-VEC_AVX2 static void attend_rows_avx2(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s,
-                                      int stream)
+VEC_AVX2 static void attend_rows_avx2(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s)
 {
-    attend_rows_any(ops, w, s, stream, 0);
+    attend_rows_any(ops, w, s, 0);
 }
 
-#define VEC_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma,f16c")))
 VEC_AVX512 static void attend_rows_avx512(const vec_ops_t *ops, const attn_rows_t *w,
-                                          const kv_src_t *s, int stream)
+                                          const kv_src_t *s)
 {
-    attend_rows_any(ops, w, s, stream, 1);
+    attend_rows_any(ops, w, s, 1);
 }
 
 VEC_AVX512 static void attend_dec_avx512(const vec_ops_t *ops, const attn_dec_t *d,
                                          const kv_src_t *s)
 {
-    if (s->f16)
-        attend_dec_t(ops, 4, d, s, 1, 1);
+    if (s->vf16)
+        attend_dec_t(ops, d, s, 1, 1);
     else
-        attend_dec_t(ops, 4, d, s, 0, 1);
+        attend_dec_t(ops, d, s, 0, 1);
 }
 #endif
 
 /* Copies KV head g's K and V of rows [t0, t1) to the rows' slots of layer l, in the cache's
- * dtype. */
+ * dtype: a key scattered into column r of its block's panel, a value as row r. */
 static void kv_write_head(const vec_ops_t *ops, const kv_cache_t *kv, const attn_batch_t *b,
                           const attn_layer_t *a, int g, int t0, int t1)
 {
     const int BS = kv->block_size, HS = a->HS;
     for (int t = t0; t < t1; t++) {
-        int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
-        for (int v = 0; v < 2; v++) {
-            const float *src = (v ? a->v : a->k) + (size_t)t * a->ldkv + (size_t)g * HS;
-            size_t at = kv_at(kv, blk, a->l, v, g) + (size_t)r * HS;
-            if (kv->dtype == ENG_DTYPE_F16)
-                ops->to_f16((uint16_t *)kv->data + at, src, HS);
-            else
-                memcpy((float *)kv->data + at, src, (size_t)HS * sizeof(float));
+        const int32_t blk = b->slot[t] / BS, r = b->slot[t] % BS;
+        const float *k = a->k + (size_t)t * a->ldkv + (size_t)g * HS;
+        const float *v = a->v + (size_t)t * a->ldkv + (size_t)g * HS;
+        const size_t kat = kv_at(kv, blk, a->l, 0, g) + (size_t)r;
+        const size_t vat = kv_at(kv, blk, a->l, 1, g) + (size_t)r * HS;
+        if (kv->dtype == ENG_DTYPE_F16) {
+            uint16_t *kd = (uint16_t *)kv->data + kat, h[ATTN_CHUNK];
+            for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
+                const int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
+                ops->to_f16(h, k + c0, w);
+                for (int c = 0; c < w; c++)
+                    kd[(size_t)(c0 + c) * BS] = h[c];
+            }
+            ops->to_f16((uint16_t *)kv->data + vat, v, HS);
+        } else {
+            float *kd = (float *)kv->data + kat;
+            for (int c = 0; c < HS; c++)
+                kd[(size_t)c * BS] = k[c];
+            memcpy((float *)kv->data + vat, v, (size_t)HS * sizeof(float));
         }
     }
 }
@@ -668,10 +1024,9 @@ typedef struct attn_job {
 } attn_job_t;
 
 /* Rows [t0, t1) of sequence s (consecutive positions), KV head g and its query heads. With
- * AVX2 up to ATTN_ROWS rows go together, sharing each load of K and V: a decode token's query
- * heads of this KV head, or consecutive rows of a prefill chunk of one query head; a prefill
- * chunk over an F16 cache reads the context widened to F32 once. Every row keeps its own
- * order (see above). */
+ * AVX2 up to ATTN_ROWS consecutive rows of one query head go together as the rows of the score
+ * tiles and the chains of V; a chunk over an F16 cache reads the values (and keys) of its
+ * context widened to F32 once. Every row keeps its own order (see above). */
 static void attend_seq(const attn_job_t *j, int s, int g, float *scratch)
 {
     const attn_batch_t *b = j->b;
@@ -683,31 +1038,24 @@ static void attend_seq(const attn_job_t *j, int s, int g, float *scratch)
     kv_src_t src = src_cache(j->kv, b->block_table[s], a->l, g);
 #ifdef HAVE_VEC_AVX2
     if (j->avx2) {
-        if (src.f16 && t1 - t0 > 1)
-            src = src_widen(j->ops, &src, n, wide);
-        const int decode = t1 - t0 == 1;
-        attn_rows_t w;
-        for (int r = 0; r < ATTN_ROWS; r++)
-            w.sc[r] = scratch + (size_t)r * ld;
-        /* Rows in order of (head, token): a decode groups heads, a chunk groups tokens. */
-        for (int h = g * group, t = t0; h < (g + 1) * group;) {
-            w.nr = 0;
-            while (w.nr < ATTN_ROWS && h < (g + 1) * group) {
-                w.q[w.nr] = a->q + (size_t)t * a->ldq + (size_t)h * HS;
-                w.o[w.nr] = a->out + (size_t)t * a->ldo + (size_t)h * HS;
-                w.n[w.nr++] = b->pos[t] + 1;
-                if (++t == t1) {
-                    t = t0;
-                    h++;
-                    if (!decode)
-                        break; /* a chunk's groups stay within one head */
-                }
+        /* Keys widened when their panels are whole groups of 16 (else converted as loaded). */
+        if (src.f16 && src.BS % 16 == 0)
+            src_widen_k(j->ops, &src, n, wide + (size_t)HS * ld);
+        if (src.vf16)
+            src_widen_v(j->ops, &src, n, wide);
+        attn_rows_t w = {.sc = scratch, .ld = ld, .qs = a->ldq, .os = a->ldo};
+        for (int h = g * group; h < (g + 1) * group; h++)
+            for (int t = t0; t < t1; t += ATTN_ROWS) {
+                w.nr = t1 - t < ATTN_ROWS ? t1 - t : ATTN_ROWS;
+                w.q = a->q + (size_t)t * a->ldq + (size_t)h * HS;
+                w.o = a->out + (size_t)t * a->ldo + (size_t)h * HS;
+                for (int r = 0; r < w.nr; r++)
+                    w.n[r] = b->pos[t + r] + 1;
+                if (j->avx2 == 2)
+                    attend_rows_avx512(j->ops, &w, &src);
+                else
+                    attend_rows_avx2(j->ops, &w, &src);
             }
-            if (j->avx2 == 2)
-                attend_rows_avx512(j->ops, &w, &src, decode);
-            else
-                attend_rows_avx2(j->ops, &w, &src, decode);
-        }
         return;
     }
 #endif

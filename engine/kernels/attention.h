@@ -20,8 +20,10 @@
 #include "engine/kernels/matmul.h"
 
 /* The KV pool: num_blocks blocks, each holding K and V of BS tokens for all L layers.
- * Layout: pool[block][layer][k=0|v=1][kv head][BS][HS], so what one KV head of one sequence
- * reads in a block is BS x HS contiguous values; slot s means block s/BS, row s%BS.
+ * Layout: pool[block][layer][k=0|v=1][kv head][BS x HS], so what one KV head of one sequence
+ * reads in a block is BS x HS contiguous values; slot s means block s/BS, position s%BS. V
+ * keeps a row of HS values per position ([BS][HS]); K is stored transposed, a panel of HS rows
+ * of BS keys ([HS][BS]: row d holds dimension d of the block's keys).
  * dtype (enum eng_dtype) is how K and V are stored: ENG_DTYPE_F32 or ENG_DTYPE_F16 (half
  * the memory and traffic; values rounded to nearest even). */
 typedef struct kv_cache {
