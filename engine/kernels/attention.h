@@ -7,7 +7,7 @@
  *
  * Determinism: every row, whether a decode token or a row inside a prefill chunk of any size,
  * is computed with one fixed order of sums that depends only on its position and its context
- * (attention.c): its bits do not depend on the chunking, the other rows and sequences of the
+ * (attention_tiles.c): its bits do not depend on the chunking, the other rows and sequences of the
  * step, whether its prefix came from the prefix cache, or the thread count. Each item (a
  * sequence and some of its KV heads) is computed whole by one thread.
  */

@@ -1,5 +1,5 @@
 /* vecmath.h - private to engine/: exp, a horizontal sum and GPT-2's GELU, scalar, eight-wide
- * AVX2 and sixteen-wide AVX-512, shared by the vector loops (vec.c, attention.c) and the
+ * AVX2 and sixteen-wide AVX-512, shared by the vector loops (vec.c, attention_tiles.c) and the
  * matrix tiles (GELU applied as the FC product stores Y).
  *
  * The vector functions carry their own target attribute, so including this header does not

@@ -1,0 +1,88 @@
+/* attention_kern.h - private to the attention files: what the driver (attention.c: the KV cache,
+ * the work items, the scratch) hands the per-row arithmetic (attention_tiles.c: the portable
+ * row, the AVX2 and AVX-512 tiles). A KV head's keys and values are read through a kv_src_t, a
+ * prefill chunk's rows of one query head come as an attn_rows_t, a decode token's query heads
+ * as an attn_dec_t. The driver calls an entry point once per row (portable) or per group of
+ * rows, never per key: the loops over keys and values stay inside attention_tiles.c.
+ */
+#ifndef NANO_VLLM_ATTENTION_KERN_H
+#define NANO_VLLM_ATTENTION_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/kernels/vec.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define HAVE_VEC_AVX2 1
+#endif
+
+/* Rows attended together, sharing each load of K and V (the AVX2 code). */
+#define ATTN_ROWS 4
+
+/* Values a portable loop takes at a time on the stack: the keys of a score chunk, a piece of
+ * a row of K or V converted from F16. */
+#define ATTN_CHUNK 64
+
+/* Where one KV head's keys and values of one layer are for a sequence: block b of its keys
+ * starts at k + ktable[b] * kbstride bytes (a panel of HS rows of kbs keys, F16 when f16, else
+ * F32), block b of its values at v + vtable[b] * vbstride (BS rows of HS values, F16 when
+ * vf16); b itself when the table is NULL (a widened copy laid out block after block, its key
+ * panels of 16 keys). */
+typedef struct kv_src {
+    const char *k, *v;
+    size_t kbstride, vbstride;
+    const int32_t *ktable, *vtable; /* (blocks) or NULL */
+    int BS, kbs, HS, f16, vf16;
+} kv_src_t;
+
+static inline size_t src_kblock(const kv_src_t *s, int b)
+{
+    return (size_t)(s->ktable ? s->ktable[b] : b) * s->kbstride;
+}
+
+static inline size_t src_vblock(const kv_src_t *s, int b)
+{
+    return (size_t)(s->vtable ? s->vtable[b] : b) * s->vbstride;
+}
+
+/* Consecutive rows of a prefill chunk of one query head, attended together: row r's query at
+ * q + r qs, its output at o + r os, its scores at sc + r ld (room for the largest n), its
+ * context n[r] positions. */
+typedef struct attn_rows {
+    int nr;
+    const float *q;
+    float *o, *sc;
+    size_t qs, os, ld;
+    int n[ATTN_ROWS];
+} attn_rows_t;
+
+/* A decode token of one sequence over KV heads [0, nkv) of a kv_src_t, n positions (head i's
+ * panel and rows hstride bytes after head 0's in every block), group query heads per KV
+ * head. */
+typedef struct attn_dec {
+    int nkv, group, n;
+    size_t hstride;
+    const float *q; /* query head i * group + r at q + (i * group + r) * HS */
+    float *o;       /* its output likewise */
+    float *sc;      /* its scores at sc + (i * group + r) * ld */
+    size_t ld;
+} attn_dec_t;
+
+/* out = softmax(q . K^T / sqrt(HS)) V for one row and query head over positions [0, n) of s,
+ * the portable arithmetic; scores has room for n floats. */
+void attn_row_generic(const vec_ops_t *ops, float *out, const float *q, const kv_src_t *s, int n,
+                      float *scores);
+
+#ifdef HAVE_VEC_AVX2
+/* The AVX2 code, for HS a multiple of 16, called only after the CPU check (the _avx512 ones:
+ * the same code compiled for AVX-512's 32 registers). attn_rows_*: the 1..ATTN_ROWS rows of w
+ * (V in F32: a chunk over an F16 cache passes it widened). attn_dec_*: all the query heads of
+ * d's KV heads of a decode token. */
+void attn_rows_avx2(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s);
+void attn_rows_avx512(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s);
+void attn_dec_avx2(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s);
+void attn_dec_avx512(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s);
+#endif
+
+#endif

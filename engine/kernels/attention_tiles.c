@@ -1,0 +1,755 @@
+/* attention_tiles.c - the per-row arithmetic of attention (attention_kern.h): the portable row
+ * (attn_row_generic) and the AVX2 and AVX-512 tiles, reading K and V block by block in place.
+ * Every row, a decode token or a row of a prefill chunk, is attended in the same order (spelled
+ * out below). K is stored transposed, a panel of HS rows of BS keys per block and KV head, so
+ * the scores of a block are broadcast-FMAs of the query against panel rows, one chain per score
+ * over the head dimension with the keys side by side in vector lanes; several rows go through
+ * the same tiles (a chunk's consecutive rows, or a decode token's query heads of one KV head),
+ * sharing the loads of K and V. Only functions with the target attribute use AVX2 or AVX-512
+ * instructions; the driver (attention.c) calls them only after checking the CPU.
+ */
+#include "engine/kernels/attention_kern.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "engine/kernels/vec.h"
+#include "engine/kernels/vecmath.h"
+
+#ifdef HAVE_VEC_AVX2
+#include <immintrin.h>
+#endif
+
+/* THE ORDER OF A ROW'S SUMS. Every row of every step, a decode token or a row inside a prefill
+ * chunk of any size, goes through the same per-row arithmetic, fixed by the row's position and
+ * its context only:
+ *   score[j] = (sum over d = 0..HS-1 of q[d] k_j[d]) * (1 / sqrt(HS)) for j = 0..pos, the sum
+ *     one chain in order of d from +0 (fused multiply-adds with the AVX2 and AVX-512 kernels,
+ *     which therefore agree bit for bit; a multiply and an add with the portable one);
+ *   p = softmax(score[0..pos]) (ops->softmax over exactly pos + 1 values);
+ *   out[c] = sum over j = 0..pos of p[j] v_j[c], one chain in order of j from +0.
+ * The chains of a score run side by side for the keys of a panel (one vector lane per key) and
+ * for several rows (a chunk's consecutive rows, or a decode token's query heads of one KV head),
+ * sharing each load of K and V. Keys past a row's own position (in the block that straddles it,
+ * or for the other rows of a tile) are computed in lanes of their own and dropped: softmax sees
+ * only the row's pos + 1 scores, and the rest of P is exact zeros, which leave a chain of V from
+ * +0 unchanged (V of those positions is finite: written in this step). So a row's bits do not
+ * depend on how the prompt was chunked, on the other rows of its chunk or step, on whether its
+ * prefix was computed in this step, an earlier one or came from the prefix cache, on the block
+ * size, or on the thread. */
+
+/* One row and query head over positions [0, n) (portable): out = softmax(q . K^T / sqrt(HS)) V.
+ * The scores of up to ATTN_CHUNK keys of a block go together, one chain per key over d; out
+ * accumulates p_j v_j in order of j (vec_axpy). scores has room for n floats. */
+void attn_row_generic(const vec_ops_t *ops, float *out, const float *q, const kv_src_t *s, int n,
+                      float *scores)
+{
+    const int BS = s->BS, KB = s->kbs, HS = s->HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    float buf[ATTN_CHUNK], acc[ATTN_CHUNK];
+    for (int j0 = 0, b = 0; j0 < n; j0 += KB, b++) {
+        const int rows = n - j0 < KB ? n - j0 : KB;
+        const char *kb = s->k + src_kblock(s, b);
+        for (int c0 = 0; c0 < rows; c0 += ATTN_CHUNK) {
+            const int w = rows - c0 < ATTN_CHUNK ? rows - c0 : ATTN_CHUNK;
+            for (int r = 0; r < w; r++)
+                acc[r] = 0;
+            for (int d = 0; d < HS; d++) {
+                const float *k;
+                if (s->f16) {
+                    ops->from_f16(buf, (const uint16_t *)kb + (size_t)d * KB + c0, w);
+                    k = buf;
+                } else {
+                    k = (const float *)kb + (size_t)d * KB + c0;
+                }
+                for (int r = 0; r < w; r++)
+                    acc[r] += q[d] * k[r];
+            }
+            for (int r = 0; r < w; r++)
+                scores[j0 + c0 + r] = acc[r] * scale;
+        }
+    }
+    ops->softmax(scores, n);
+    memset(out, 0, (size_t)HS * sizeof(float));
+    const size_t es = s->vf16 ? sizeof(uint16_t) : sizeof(float);
+    for (int j = 0; j < n; j++) {
+        const char *vr = s->v + src_vblock(s, j / BS) + (size_t)(j % BS) * HS * es;
+        for (int c0 = 0; c0 < HS; c0 += ATTN_CHUNK) {
+            int w = HS - c0 < ATTN_CHUNK ? HS - c0 : ATTN_CHUNK;
+            const float *v;
+            if (s->vf16) {
+                ops->from_f16(buf, (const uint16_t *)vr + c0, w);
+                v = buf;
+            } else {
+                v = (const float *)vr + c0;
+            }
+            vec_axpy(out + c0, scores[j], v, w);
+        }
+    }
+}
+
+#ifdef HAVE_VEC_AVX2
+#define VEC_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define VEC_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define VEC_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma,f16c")))
+#define VEC_AVX512_INLINE                                                                          \
+    static inline __attribute__((always_inline, target("avx512f,avx512vl,avx2,fma,f16c")))
+
+/* Eight values of a row from element i on, as floats (f16: the row holds F16). */
+VEC_AVX2_INLINE __m256 load8(const char *row, int i, int f16)
+{
+    if (f16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    return _mm256_loadu_ps((const float *)row + i);
+}
+
+/* Asks for the lines of bytes [p, p + n) to be brought to the caches. */
+VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
+{
+    for (size_t o = 0; o < n; o += 64)
+        _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+
+/* SCORE TILES. A group is up to 16 consecutive keys of one block's panel: its row d is 16
+ * values at k + d * kst bytes (kst = BS values), the group's first key at position j, cnt of
+ * its keys wanted (cnt < 16 at the end of a block or of the context: the other lanes read on
+ * into the panel's next row, or past the panel's last row into the next KV head's panel or
+ * the block's values, memory of the same block, and are dropped; cnt = 0: a group repeated to
+ * fill a tile, nothing stored). A tile is R rows (row r's query at q + r qs, its scores at
+ * sc + r ld) against NG groups: R x NG x 16 chains, each from +0 over d in order, one FMA per d;
+ * then scaled by 1 / sqrt(HS). pf (or NULL): the next tile's groups, a line of them asked for
+ * per row of the panels read. */
+typedef struct score_tile {
+    const float *q;
+    size_t qs;
+    float *sc;
+    size_t ld;
+    size_t kst;
+    int HS;
+    float scale;
+} score_tile_t;
+
+VEC_AVX2_INLINE void tile_avx2(const int R, const int NG, const score_tile_t *t, const int f16,
+                               const char *const *k, const char *const *pf, const int *j,
+                               const int *cnt)
+{
+    __m256 a[4][4][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++)
+            a[r][g][0] = a[r][g][1] = _mm256_setzero_ps();
+    const size_t kst = t->kst;
+    for (int d = 0; d < t->HS; d++) {
+        const size_t at = (size_t)d * kst;
+        if (pf)
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++)
+                if (pf[g])
+                    _mm_prefetch(pf[g] + at, _MM_HINT_T0);
+        __m256 x[4][2];
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++) {
+            x[g][0] = load8(k[g] + at, 0, f16);
+            x[g][1] = load8(k[g] + at, 8, f16);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m256 qb = _mm256_broadcast_ss(t->q + (size_t)r * t->qs + d);
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++) {
+                a[r][g][0] = _mm256_fmadd_ps(qb, x[g][0], a[r][g][0]);
+                a[r][g][1] = _mm256_fmadd_ps(qb, x[g][1], a[r][g][1]);
+            }
+        }
+    }
+    const __m256 scale = _mm256_set1_ps(t->scale);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++) {
+            float *o = t->sc + (size_t)r * t->ld + j[g];
+            const __m256 lo = _mm256_mul_ps(a[r][g][0], scale);
+            const __m256 hi = _mm256_mul_ps(a[r][g][1], scale);
+            if (cnt[g] == 16) {
+                _mm256_storeu_ps(o, lo);
+                _mm256_storeu_ps(o + 8, hi);
+            } else if (cnt[g] > 0) {
+                float tmp[16];
+                _mm256_storeu_ps(tmp, lo);
+                _mm256_storeu_ps(tmp + 8, hi);
+                memcpy(o, tmp, (size_t)cnt[g] * sizeof(float));
+            }
+        }
+}
+
+/* Sixteen values from p on as floats (f16: p holds F16). */
+VEC_AVX512_INLINE __m512 load16(const char *p, int f16)
+{
+    if (f16)
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_loadu_ps((const float *)p);
+}
+
+VEC_AVX512_INLINE void tile_avx512(const int R, const int NG, const score_tile_t *t, const int f16,
+                                   const char *const *k, const char *const *pf, const int *j,
+                                   const int *cnt)
+{
+    __m512 a[4][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++)
+            a[r][g] = _mm512_setzero_ps();
+    const size_t kst = t->kst;
+    for (int d = 0; d < t->HS; d++) {
+        const size_t at = (size_t)d * kst;
+        if (pf)
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++)
+                if (pf[g])
+                    _mm_prefetch(pf[g] + at, _MM_HINT_T0);
+        __m512 x[8];
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++)
+            x[g] = load16(k[g] + at, f16);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512 qb = _mm512_set1_ps(t->q[(size_t)r * t->qs + d]);
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++)
+                a[r][g] = _mm512_fmadd_ps(qb, x[g], a[r][g]);
+        }
+    }
+    const __m512 scale = _mm512_set1_ps(t->scale);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++)
+            if (cnt[g] > 0)
+                _mm512_mask_storeu_ps(t->sc + (size_t)r * t->ld + j[g],
+                                      (__mmask16)((1u << cnt[g]) - 1),
+                                      _mm512_mul_ps(a[r][g], scale));
+}
+
+/* The groups [g0, g0 + NG) of a context of n keys (ng groups, gpb per block) for a tile, in
+ * head 0's panels:
+ * k, j, cnt as score_tile_t describes (groups past ng repeat the first, cnt 0); pf: the next
+ * tile's groups when stream, else NULL. */
+static inline void tile_groups(const kv_src_t *s, size_t es, int n, int ng, int g0, int NG,
+                               int stream, const char **k, const char **pf, int *j, int *cnt)
+{
+    const int BS = s->kbs, gpb = (BS + 15) / 16;
+    for (int g = 0; g < NG + NG; g++) {
+        /* (No division for blocks of up to 16 keys: this runs once per tile.) */
+        const int gi = g0 + g, b = gpb == 1 ? gi : gi / gpb, c0 = gpb == 1 ? 0 : gi % gpb * 16;
+        const char *p = gi < ng ? s->k + src_kblock(s, b) + (size_t)c0 * es : NULL;
+        if (g >= NG) {
+            pf[g - NG] = stream ? p : NULL;
+        } else if (p) {
+            const int left = BS - c0 < n - b * BS ? BS - c0 : n - b * BS;
+            k[g] = p;
+            j[g] = b * BS + c0;
+            cnt[g] = left < 16 ? left : 16;
+        } else {
+            k[g] = k[0];
+            j[g] = j[0];
+            cnt[g] = 0;
+        }
+    }
+}
+
+/* Groups of a context of n keys: gpb per block, the last block's up to position n. */
+static inline int score_groups(int BS, int n)
+{
+    const int gpb = (BS + 15) / 16, nb = (n + BS - 1) / BS;
+    return (nb - 1) * gpb + (n - (nb - 1) * BS + 15) / 16;
+}
+
+/* The scores of nq rows of each of nh KV heads (row r of head i: its query at
+ * q + (i nq + r) qs, its scores into sc + (i nq + r) ld) against keys [0, n) of s (head i's
+ * panels hk bytes after head 0's in each block): tiles of up to RM rows by NG groups, the
+ * groups [g0, g0 + NG) of every head before the next NG, so a decode token reads the keys of
+ * its heads block by block, each block's heads one run. stream: the rows read this context
+ * once (a decode token): ask for the next groups' keys of a head while a tile is computed. */
+typedef struct score_rows {
+    const kv_src_t *s;
+    size_t hk;
+    int n, nq, nh;
+    const float *q;
+    size_t qs;
+    float *sc;
+    size_t ld;
+    int stream;
+} score_rows_t;
+
+VEC_AVX2_INLINE void scores_t_avx2(const int RM, const int NG, const int f16, const score_rows_t *w)
+{
+    const kv_src_t *s = w->s;
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    const int ng = score_groups(s->kbs, w->n);
+    score_tile_t t = {.qs = w->qs,
+                      .ld = w->ld,
+                      .kst = (size_t)s->kbs * es,
+                      .HS = s->HS,
+                      .scale = 1.0f / sqrtf((float)s->HS)};
+    for (int g0 = 0; g0 < ng; g0 += NG) {
+        const char *k0[8] = {0}, *pf0[8] = {0};
+        int j[8] = {0}, cnt[8] = {0};
+        tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
+        for (int i = 0; i < w->nh; i++) {
+            const char *k[8], *pf[8];
+            for (int g = 0; g < NG; g++) {
+                k[g] = k0[g] + (size_t)i * w->hk;
+                pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;
+            }
+            for (int r0 = 0; r0 < w->nq; r0 += RM) {
+                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
+                const char *const *p = w->stream && r0 == 0 ? pf : NULL;
+                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;
+                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;
+                if (R == RM)
+                    tile_avx2(RM, NG, &t, f16, k, p, j, cnt);
+                else if (R == 1)
+                    tile_avx2(1, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 2 && R == 2)
+                    tile_avx2(2, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 3)
+                    tile_avx2(3, NG, &t, f16, k, p, j, cnt);
+            }
+        }
+    }
+}
+
+VEC_AVX512_INLINE void scores_t_avx512(const int RM, const int NG, const int f16,
+                                       const score_rows_t *w)
+{
+    const kv_src_t *s = w->s;
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    const int ng = score_groups(s->kbs, w->n);
+    score_tile_t t = {.qs = w->qs,
+                      .ld = w->ld,
+                      .kst = (size_t)s->kbs * es,
+                      .HS = s->HS,
+                      .scale = 1.0f / sqrtf((float)s->HS)};
+    for (int g0 = 0; g0 < ng; g0 += NG) {
+        const char *k0[8] = {0}, *pf0[8] = {0};
+        int j[8] = {0}, cnt[8] = {0};
+        tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
+        for (int i = 0; i < w->nh; i++) {
+            const char *k[8], *pf[8];
+            for (int g = 0; g < NG; g++) {
+                k[g] = k0[g] + (size_t)i * w->hk;
+                pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;
+            }
+            for (int r0 = 0; r0 < w->nq; r0 += RM) {
+                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
+                const char *const *p = w->stream && r0 == 0 ? pf : NULL;
+                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;
+                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;
+                if (R == RM)
+                    tile_avx512(RM, NG, &t, f16, k, p, j, cnt);
+                else if (R == 1)
+                    tile_avx512(1, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 2 && R == 2)
+                    tile_avx512(2, NG, &t, f16, k, p, j, cnt);
+                else if (RM > 3)
+                    tile_avx512(3, NG, &t, f16, k, p, j, cnt);
+            }
+        }
+    }
+}
+
+/* The tile shapes. AVX2 (16 registers): 2 x R x NG accumulators of eight lanes, at most 12:
+ * one row takes four groups, two rows three, three rows two, four rows one. AVX-512 (32
+ * registers, a group in one register): one row takes eight groups (the loads, not the FMAs,
+ * bound it), two six, three five, four four. */
+VEC_AVX2 __attribute__((noinline)) static void scores_avx2(const score_rows_t *w)
+{
+    const int RM = w->nq < 4 ? w->nq : 4;
+    switch (RM * 2 + w->s->f16) {
+    case 2:
+        scores_t_avx2(1, 4, 0, w);
+        break;
+    case 3:
+        scores_t_avx2(1, 4, 1, w);
+        break;
+    case 4:
+        scores_t_avx2(2, 3, 0, w);
+        break;
+    case 5:
+        scores_t_avx2(2, 3, 1, w);
+        break;
+    case 6:
+        scores_t_avx2(3, 2, 0, w);
+        break;
+    case 7:
+        scores_t_avx2(3, 2, 1, w);
+        break;
+    case 8:
+        scores_t_avx2(4, 1, 0, w);
+        break;
+    default:
+        scores_t_avx2(4, 1, 1, w);
+        break;
+    }
+}
+
+VEC_AVX512 __attribute__((noinline)) static void scores_avx512(const score_rows_t *w)
+{
+    const int RM = w->nq < 4 ? w->nq : 4;
+    switch (RM * 2 + w->s->f16) {
+    case 2:
+        scores_t_avx512(1, 8, 0, w);
+        break;
+    case 3:
+        scores_t_avx512(1, 8, 1, w);
+        break;
+    case 4:
+        scores_t_avx512(2, 6, 0, w);
+        break;
+    case 5:
+        scores_t_avx512(2, 6, 1, w);
+        break;
+    case 6:
+        scores_t_avx512(3, 5, 0, w);
+        break;
+    case 7:
+        scores_t_avx512(3, 5, 1, w);
+        break;
+    case 8:
+        scores_t_avx512(4, 4, 0, w);
+        break;
+    default:
+        scores_t_avx512(4, 4, 1, w);
+        break;
+    }
+}
+
+/* Columns [c0, c0 + 8 nv) of out = sum_j p[j] v_j for nr rows (p[r], o[r]), j in [0, n): one
+ * FMA chain per element from +0, in order of j; the rows share the loads of V. */
+VEC_AVX2_INLINE void pv_pass(int nr, int nv, float *const *p, const kv_src_t *s, int n, int c0,
+                             float *const *o, int f16)
+{
+    const int BS = s->BS, HS = s->HS;
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float), row = (size_t)HS * es;
+    __m256 a[ATTN_ROWS][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < ATTN_ROWS; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++)
+            a[r][u] = _mm256_setzero_ps();
+    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
+        const char *v = s->v + src_vblock(s, b) + (size_t)c0 * es;
+        int rows = n - j0 < BS ? n - j0 : BS;
+        for (int jr = 0; jr < rows; jr++, v += row) {
+            __m256 x[8];
+#pragma GCC unroll 8
+            for (int u = 0; u < nv; u++)
+                x[u] = load8(v, 8 * u, f16);
+#pragma GCC unroll 8
+            for (int r = 0; r < ATTN_ROWS; r++)
+                if (r < nr) {
+                    __m256 pr = _mm256_broadcast_ss(p[r] + j0 + jr);
+#pragma GCC unroll 8
+                    for (int u = 0; u < nv; u++)
+                        a[r][u] = _mm256_fmadd_ps(pr, x[u], a[r][u]);
+                }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < ATTN_ROWS; r++)
+        if (r < nr)
+#pragma GCC unroll 8
+            for (int u = 0; u < nv; u++)
+                _mm256_storeu_ps(o[r] + c0 + 8 * u, a[r][u]);
+}
+
+/* pv_pass with 16-lane vectors: columns [c0, c0 + 16 NV) for NR rows, the same chains. */
+VEC_AVX512_INLINE void pv_pass16(const int NR, const int NV, float *const *p, const kv_src_t *s,
+                                 int n, int c0, float *const *o)
+{
+    const int BS = s->BS, HS = s->HS;
+    __m512 a[ATTN_ROWS][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < NV; u++)
+            a[r][u] = _mm512_setzero_ps();
+    for (int j0 = 0, b = 0; j0 < n; j0 += BS, b++) {
+        const float *v = (const float *)(s->v + src_vblock(s, b)) + c0;
+        const int rows = n - j0 < BS ? n - j0 : BS;
+        for (int jr = 0; jr < rows; jr++, v += HS) {
+            __m512 x[4];
+#pragma GCC unroll 8
+            for (int u = 0; u < NV; u++)
+                x[u] = _mm512_loadu_ps(v + 16 * u);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                const __m512 pr = _mm512_set1_ps(p[r][j0 + jr]);
+#pragma GCC unroll 8
+                for (int u = 0; u < NV; u++)
+                    a[r][u] = _mm512_fmadd_ps(pr, x[u], a[r][u]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < NV; u++)
+            _mm512_storeu_ps(o[r] + c0 + 16 * u, a[r][u]);
+}
+
+VEC_AVX512_INLINE void pv_rows16(const int NR, float *const *p, const kv_src_t *s, int n,
+                                 float *const *o)
+{
+    for (int c0 = 0; c0 < s->HS;) {
+        const int left = s->HS - c0;
+        if (left >= 64) {
+            pv_pass16(NR, 4, p, s, n, c0, o);
+            c0 += 64;
+        } else if (left >= 32) {
+            pv_pass16(NR, 2, p, s, n, c0, o);
+            c0 += 32;
+        } else {
+            pv_pass16(NR, 1, p, s, n, c0, o);
+            c0 += 16;
+        }
+    }
+}
+
+/* O = P V for nr (1..ATTN_ROWS) rows over positions [0, n) of s's F32 values, AVX-512. */
+VEC_AVX512 __attribute__((noinline)) static void
+pv_rows_avx512(int nr, float *const *p, const kv_src_t *s, int n, float *const *o)
+{
+    switch (nr) {
+    case 1:
+        pv_rows16(1, p, s, n, o);
+        break;
+    case 2:
+        pv_rows16(2, p, s, n, o);
+        break;
+    case 3:
+        pv_rows16(3, p, s, n, o);
+        break;
+    default:
+        pv_rows16(4, p, s, n, o);
+        break;
+    }
+}
+
+/* The rows with NR (a constant) of them, V in F32 (a chunk over an F16 cache reads it widened).
+ * regs32: an AVX-512 CPU (its score tiles, and V in 16-lane vectors, 64 columns at a time for
+ * up to four rows); else one row takes 64 columns of V, two rows 32, more rows 16, as 16
+ * registers hold. */
+VEC_AVX2_INLINE void attend_rows_t(const vec_ops_t *ops, const int NR, const attn_rows_t *w,
+                                   const kv_src_t *s, const int regs32)
+{
+    const int HS = s->HS;
+    int n = 0;
+    for (int r = 0; r < NR; r++)
+        n = w->n[r] > n ? w->n[r] : n;
+    const score_rows_t sr = {.s = s,
+                             .hk = 0,
+                             .n = n,
+                             .nq = NR,
+                             .nh = 1,
+                             .q = w->q,
+                             .qs = w->qs,
+                             .sc = w->sc,
+                             .ld = w->ld};
+    if (regs32)
+        scores_avx512(&sr);
+    else
+        scores_avx2(&sr);
+    float *p[ATTN_ROWS], *o[ATTN_ROWS];
+    for (int r = 0; r < NR; r++) {
+        p[r] = w->sc + (size_t)r * w->ld;
+        o[r] = w->o + (size_t)r * w->os;
+        ops->softmax(p[r], w->n[r]);
+        if (w->n[r] < n) /* exact zeros: no-ops in the chains of V */
+            memset(p[r] + w->n[r], 0, (size_t)(n - w->n[r]) * sizeof(float));
+    }
+    if (regs32) {
+        pv_rows_avx512(NR, p, s, n, o);
+        return;
+    }
+    for (int c0 = 0; c0 < HS;) {
+        int left = HS - c0;
+        if (NR == 1 && left >= 64) {
+            pv_pass(1, 8, p, s, n, c0, o, 0);
+            c0 += 64;
+        } else if (left >= 32 && (NR <= 2 || regs32)) {
+            pv_pass(NR, 4, p, s, n, c0, o, 0);
+            c0 += 32;
+        } else {
+            pv_pass(NR, 2, p, s, n, c0, o, 0);
+            c0 += 16;
+        }
+    }
+}
+
+/* Columns [c0, c0 + 8 nv) of o[r] += sum_j p[r][j] v_j over the `rows` rows of one block of V
+ * (v: its first row, `row` bytes apart), nr rows sharing each load: the chains of pv_pass
+ * carried from block to block through o (a float stored and loaded back is the same float).
+ * pf: lines to ask for meanwhile (the next block's), one row of them per row of V read. */
+VEC_AVX2_INLINE void pv_block(int nr, int nv, const float *const *p, const char *v, size_t row,
+                              int rows, int c0, float *const *o, int f16, const char *pf, int split,
+                              const char *pf2)
+{
+    __m256 a[ATTN_ROWS][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < ATTN_ROWS; r++)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++)
+            a[r][u] = r < nr && u < nv ? _mm256_loadu_ps(o[r] + c0 + 8 * u) : _mm256_setzero_ps();
+    for (int jr = 0; jr < rows; jr++, v += row) {
+        if (jr < split)
+            prefetch_span(pf + (size_t)jr * row, row);
+        else if (pf2)
+            prefetch_span(pf2 + (size_t)(jr - split) * row, row);
+        __m256 x[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < nv; u++)
+            x[u] = load8(v, c0 + 8 * u, f16);
+#pragma GCC unroll 8
+        for (int r = 0; r < ATTN_ROWS; r++)
+            if (r < nr) {
+                __m256 pr = _mm256_broadcast_ss(p[r] + jr);
+#pragma GCC unroll 8
+                for (int u = 0; u < nv; u++)
+                    a[r][u] = _mm256_fmadd_ps(pr, x[u], a[r][u]);
+            }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < ATTN_ROWS; r++)
+        if (r < nr)
+#pragma GCC unroll 8
+            for (int u = 0; u < nv; u++)
+                _mm256_storeu_ps(o[r] + c0 + 8 * u, a[r][u]);
+}
+
+/* A decode token of one sequence over KV heads [0, w->nkv) of s (head i's panel and rows
+ * hstride bytes after head 0's in every block): the same arithmetic as attend_rows_t for each
+ * query head. The scores go a few blocks at a time over all the heads, each head's query heads
+ * together as the rows of the score tiles (see score_rows_t); the chains of V go block by
+ * block over all the heads, so each pass reads one run of nkv x BS rows per
+ * block (V of the heads are adjacent in a block) while the next block's run is asked for, a
+ * line for each line read. */
+#ifndef ATTN_AHEAD
+#define ATTN_AHEAD 4096
+#endif
+
+VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s,
+                                  const int f16, const int regs32)
+{
+    const int BS = s->BS, HS = s->HS, n = d->n, nq = d->nkv * d->group;
+    const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));
+    const int nb = (n + BS - 1) / BS;
+    const size_t run = (size_t)d->nkv * d->hstride;
+    const score_rows_t sr = {.s = s,
+                             .hk = d->hstride,
+                             .n = n,
+                             .nq = d->group,
+                             .nh = d->nkv,
+                             .q = d->q,
+                             .qs = (size_t)HS,
+                             .sc = d->sc,
+                             .ld = d->ld,
+                             .stream = 1};
+    if (regs32)
+        scores_avx512(&sr);
+    else
+        scores_avx2(&sr);
+    for (int h = 0; h < nq; h++) {
+        ops->softmax(d->sc + (size_t)h * d->ld, n);
+        memset(d->o + (size_t)h * HS, 0, (size_t)HS * sizeof(float));
+    }
+    for (int b = 0; b < nb; b++) {
+        const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;
+        const char *vb = s->v + src_vblock(s, b);
+        const char *pb = b + 1 < nb ? s->v + src_vblock(s, b + 1) : NULL;
+        for (int i = 0; i < d->nkv; i++) {
+            const char *vh = vb + (size_t)i * d->hstride;
+            /* Rows [0, split) of the lines ATTN_AHEAD bytes ahead are this block's, the
+             * rest the next block's. */
+            const size_t at = (size_t)i * d->hstride + ATTN_AHEAD;
+            const int split = at < run ? (int)((run - at) / row) : 0;
+            const char *ph = vb + at, *ph2 = pb ? pb + (at < run ? 0 : at - run) : NULL;
+            for (int r0 = 0; r0 < d->group; r0 += ATTN_ROWS) {
+                const int nr = d->group - r0 < ATTN_ROWS ? d->group - r0 : ATTN_ROWS;
+                const float *p[ATTN_ROWS];
+                float *o[ATTN_ROWS];
+                for (int r = 0; r < nr; r++) {
+                    p[r] = d->sc + (size_t)(i * d->group + r0 + r) * d->ld + j0;
+                    o[r] = d->o + (size_t)(i * d->group + r0 + r) * HS;
+                }
+                for (int c0 = 0; c0 < HS;) {
+                    const int left = HS - c0;
+                    const int first = r0 == 0 && c0 == 0;
+                    if (nr == 1 && left >= 64) {
+                        pv_block(1, 8, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
+                                 first ? ph2 : NULL);
+                        c0 += 64;
+                    } else if (left >= 32 && (nr <= 2 || regs32)) {
+                        pv_block(nr, 4, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
+                                 first ? ph2 : NULL);
+                        c0 += 32;
+                    } else {
+                        pv_block(nr, 2, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
+                                 first ? ph2 : NULL);
+                        c0 += 16;
+                    }
+                }
+            }
+        }
+    }
+}
+
+VEC_AVX2 void attn_dec_avx2(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s)
+{
+    if (s->vf16)
+        attend_dec_t(ops, d, s, 1, 0);
+    else
+        attend_dec_t(ops, d, s, 0, 0);
+}
+
+/* attend_rows_t for w's row count. */
+VEC_AVX2_INLINE void attend_rows_any(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s,
+                                     const int regs32)
+{
+    switch (w->nr) {
+    case 1:
+        attend_rows_t(ops, 1, w, s, regs32);
+        break;
+    case 2:
+        attend_rows_t(ops, 2, w, s, regs32);
+        break;
+    case 3:
+        attend_rows_t(ops, 3, w, s, regs32);
+        break;
+    default:
+        attend_rows_t(ops, 4, w, s, regs32);
+        break;
+    }
+}
+
+VEC_AVX2 void attn_rows_avx2(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s)
+{
+    attend_rows_any(ops, w, s, 0);
+}
+
+VEC_AVX512 void attn_rows_avx512(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s)
+{
+    attend_rows_any(ops, w, s, 1);
+}
+
+VEC_AVX512 void attn_dec_avx512(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s)
+{
+    if (s->vf16)
+        attend_dec_t(ops, d, s, 1, 1);
+    else
+        attend_dec_t(ops, d, s, 0, 1);
+}
+#endif
