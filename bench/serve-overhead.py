@@ -53,8 +53,8 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loadgen  # noqa: E402
 
-BENCH_STEPS = {"decode batch 1": "dec1", "decode batch 32": "dec32",
-               "decode batch 64": "dec64", "decode 32+prompt 32": "mixed"}
+BENCH_STEPS = {"decode 1": "dec1", "decode 32": "dec32", "decode 64": "dec64",
+               "dec 32+prompt 32": "mixed"}
 # Rows of each forward-bench step.
 BENCH_ROWS = {"dec1": 1, "dec32": 32, "dec64": 64, "mixed": 64}
 BENCH_LOGITS = {"dec1": 1, "dec32": 32, "dec64": 64, "mixed": 32}
@@ -70,7 +70,7 @@ def forward_bench(path, model, dtype, kv, ctx, rounds):
     core = re.search(r"one core: ([\d.]+) GFLOP per CPU-second", out)
     for line in out.splitlines():
         for name, key in BENCH_STEPS.items():
-            m = re.match(r"%s\s+%s\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s.*\s(\d+)%%$"
+            m = re.match(r"%s\s+%s\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s.*\s(\d+)%%$"
                          % (dtype, re.escape(name)), line)
             if m and core:
                 ms, rate, bound, eff = (float(x) for x in m.groups())
