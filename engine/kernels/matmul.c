@@ -11,22 +11,22 @@
  *     for each chunk of KC rows of W      (usually all of K; see MM_XBLOCK)
  *       for each np panels of the range
  *         for each register tile of <= MR rows: Y tile (+)= X tile · np panel chunks
- * MR and np are the kernel's (matmul_kern.h): up to 6 rows for AVX2 (one panel, or up to 4
- * when the tiles have 1-3 rows) and the portable path (one panel), 8 rows of three adjacent
- * panels for AVX-512 (two for BF16). None of these choices changes a row's result: every
- * tile sums each element in the one order matmul_kern.h fixes, and the threads split
- * columns, never a row's sum over K, so a row gets the same bits in any product on any
- * thread count. With M <= MR there is one tile per np panels over the whole K: the weights
- * stream once, with a software prefetch a few KB ahead
- * (memory bound) that, over the tile's last few KB, runs as a second chunk of K and prefetches
- * the start of the next tile's panels (run_streaming); on AVX2 a one-row tile of F32 weights spans
- * more panels (MM_NP_GEMV_AVX2, gemv_body in matmul_avx2.c), so decoding at batch 1 has more chains
- * in flight. With more tiles per panel, tile b of nb prefetches the b-th share of the next panel
- * chunk (of each of the next np panels), so DRAM traffic overlaps the compute of the current chunk
- * instead of stalling the first tile. Epilogues (GELU) are applied by the tile of the last K chunk
- * as it stores Y. AMX with BF16 weights: the calling thread first rounds X into mm->amx_x, then the
- * parts are the same panel ranges (part_range), each walked by mm_amx_range: per two panels, per 32
- * rows of X, one tile over the whole K.
+ * MR and np are the kernel's (matmul_kern.h): up to 6 rows for AVX2 (one panel, or up to 4 when
+ * the tiles have 1-3 rows) and the portable path (one panel), 8 rows of three adjacent panels
+ * for AVX-512 (two for BF16). None of these choices changes a row's result: every tile sums
+ * each element in the one order matmul_kern.h fixes, and the threads split columns, never a
+ * row's sum over K, so a row gets the same bits in any product on any thread count. With
+ * M <= MR there is one tile per np panels over the whole K: the weights stream once, with a
+ * software prefetch a few KB ahead (memory bound) that, over the tile's last few KB, runs as a
+ * second chunk of K and prefetches the start of the next tile's panels (run_streaming); on AVX2
+ * a one-row tile of F32 weights spans more panels (MM_NP_GEMV_AVX2, gemv_body in
+ * matmul_avx2.c), so decoding at batch 1 has more chains in flight. With more tiles per panel,
+ * tile b of nb prefetches the b-th share of the next panel chunk (of each of the next np
+ * panels), so DRAM traffic overlaps the compute of the current chunk instead of stalling the
+ * first tile. Epilogues (GELU) are applied by the tile of the last K chunk as it stores Y. AMX
+ * with BF16 weights: the calling thread first rounds X into mm->amx_x, then the parts are the
+ * same panel ranges (part_range), each walked by mm_amx_range: per two panels, per 32 rows of
+ * X, one tile over the whole K.
  */
 #include "engine/kernels/matmul.h"
 
