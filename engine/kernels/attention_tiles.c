@@ -284,148 +284,85 @@ typedef struct score_rows {
     int stream;
 } score_rows_t;
 
-VEC_AVX2_INLINE void scores_t_avx2(const int RM, const int NG, const int f16, const score_rows_t *w)
-{
-    const kv_src_t *s = w->s;
-    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
-    const int ng = score_groups(s->kbs, w->n);
-    score_tile_t t = {.qs = w->qs,
-                      .ld = w->ld,
-                      .kst = (size_t)s->kbs * es,
-                      .HS = s->HS,
-                      .scale = 1.0f / sqrtf((float)s->HS)};
-    for (int g0 = 0; g0 < ng; g0 += NG) {
-        const char *k0[8] = {0}, *pf0[8] = {0};
-        int j[8] = {0}, cnt[8] = {0};
-        tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
-        for (int i = 0; i < w->nh; i++) {
-            const char *k[8], *pf[8];
-            for (int g = 0; g < NG; g++) {
-                k[g] = k0[g] + (size_t)i * w->hk;
-                pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;
-            }
-            for (int r0 = 0; r0 < w->nq; r0 += RM) {
-                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
-                const char *const *p = w->stream && r0 == 0 ? pf : NULL;
-                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;
-                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;
-                if (R == RM)
-                    tile_avx2(RM, NG, &t, f16, k, p, j, cnt);
-                else if (R == 1)
-                    tile_avx2(1, NG, &t, f16, k, p, j, cnt);
-                else if (RM > 2 && R == 2)
-                    tile_avx2(2, NG, &t, f16, k, p, j, cnt);
-                else if (RM > 3)
-                    tile_avx2(3, NG, &t, f16, k, p, j, cnt);
-            }
-        }
+/* scores_t_ISA: the scores of w in tiles of RM rows by NG groups of 16 keys (F16 keys when
+ * f16), the last rows of a head in a tile of fewer rows. scores_ISA: the tile shape for w's
+ * rows and keys. AVX2 (16 registers): 2 x R x NG accumulators of eight lanes, at most 12: one
+ * row takes four groups, two rows three, three rows two, four rows one. AVX-512 (32 registers,
+ * a group in one register): one row takes eight groups (the loads, not the FMAs, bound it),
+ * two six, three five, four four. One macro makes both, as a function compiled for AVX2 cannot
+ * inline the AVX-512 tile. */
+#define SCORES_FNS(ISA, INLINE_ATTR, ATTR, NG1, NG2, NG3, NG4)                                     \
+    INLINE_ATTR void scores_t_##ISA(const int RM, const int NG, const int f16,                     \
+                                    const score_rows_t *w)                                         \
+    {                                                                                              \
+        const kv_src_t *s = w->s;                                                                  \
+        const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);                                  \
+        const int ng = score_groups(s->kbs, w->n);                                                 \
+        score_tile_t t = {.qs = w->qs,                                                             \
+                          .ld = w->ld,                                                             \
+                          .kst = (size_t)s->kbs * es,                                              \
+                          .HS = s->HS,                                                             \
+                          .scale = 1.0f / sqrtf((float)s->HS)};                                    \
+        for (int g0 = 0; g0 < ng; g0 += NG) {                                                      \
+            const char *k0[8] = {0}, *pf0[8] = {0};                                                \
+            int j[8] = {0}, cnt[8] = {0};                                                          \
+            tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);                      \
+            for (int i = 0; i < w->nh; i++) {                                                      \
+                const char *k[8], *pf[8];                                                          \
+                for (int g = 0; g < NG; g++) {                                                     \
+                    k[g] = k0[g] + (size_t)i * w->hk;                                              \
+                    pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;                            \
+                }                                                                                  \
+                for (int r0 = 0; r0 < w->nq; r0 += RM) {                                           \
+                    const int R = w->nq - r0 < RM ? w->nq - r0 : RM;                               \
+                    const char *const *p = w->stream && r0 == 0 ? pf : NULL;                       \
+                    t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;                                 \
+                    t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;                               \
+                    if (R == RM)                                                                   \
+                        tile_##ISA(RM, NG, &t, f16, k, p, j, cnt);                                 \
+                    else if (R == 1)                                                               \
+                        tile_##ISA(1, NG, &t, f16, k, p, j, cnt);                                  \
+                    else if (RM > 2 && R == 2)                                                     \
+                        tile_##ISA(2, NG, &t, f16, k, p, j, cnt);                                  \
+                    else if (RM > 3)                                                               \
+                        tile_##ISA(3, NG, &t, f16, k, p, j, cnt);                                  \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    ATTR __attribute__((noinline)) static void scores_##ISA(const score_rows_t *w)                 \
+    {                                                                                              \
+        const int RM = w->nq < 4 ? w->nq : 4;                                                      \
+        switch (RM * 2 + w->s->f16) {                                                              \
+        case 2:                                                                                    \
+            scores_t_##ISA(1, NG1, 0, w);                                                          \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            scores_t_##ISA(1, NG1, 1, w);                                                          \
+            break;                                                                                 \
+        case 4:                                                                                    \
+            scores_t_##ISA(2, NG2, 0, w);                                                          \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            scores_t_##ISA(2, NG2, 1, w);                                                          \
+            break;                                                                                 \
+        case 6:                                                                                    \
+            scores_t_##ISA(3, NG3, 0, w);                                                          \
+            break;                                                                                 \
+        case 7:                                                                                    \
+            scores_t_##ISA(3, NG3, 1, w);                                                          \
+            break;                                                                                 \
+        case 8:                                                                                    \
+            scores_t_##ISA(4, NG4, 0, w);                                                          \
+            break;                                                                                 \
+        default:                                                                                   \
+            scores_t_##ISA(4, NG4, 1, w);                                                          \
+            break;                                                                                 \
+        }                                                                                          \
     }
-}
-
-VEC_AVX512_INLINE void scores_t_avx512(const int RM, const int NG, const int f16,
-                                       const score_rows_t *w)
-{
-    const kv_src_t *s = w->s;
-    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
-    const int ng = score_groups(s->kbs, w->n);
-    score_tile_t t = {.qs = w->qs,
-                      .ld = w->ld,
-                      .kst = (size_t)s->kbs * es,
-                      .HS = s->HS,
-                      .scale = 1.0f / sqrtf((float)s->HS)};
-    for (int g0 = 0; g0 < ng; g0 += NG) {
-        const char *k0[8] = {0}, *pf0[8] = {0};
-        int j[8] = {0}, cnt[8] = {0};
-        tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);
-        for (int i = 0; i < w->nh; i++) {
-            const char *k[8], *pf[8];
-            for (int g = 0; g < NG; g++) {
-                k[g] = k0[g] + (size_t)i * w->hk;
-                pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;
-            }
-            for (int r0 = 0; r0 < w->nq; r0 += RM) {
-                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;
-                const char *const *p = w->stream && r0 == 0 ? pf : NULL;
-                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;
-                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;
-                if (R == RM)
-                    tile_avx512(RM, NG, &t, f16, k, p, j, cnt);
-                else if (R == 1)
-                    tile_avx512(1, NG, &t, f16, k, p, j, cnt);
-                else if (RM > 2 && R == 2)
-                    tile_avx512(2, NG, &t, f16, k, p, j, cnt);
-                else if (RM > 3)
-                    tile_avx512(3, NG, &t, f16, k, p, j, cnt);
-            }
-        }
-    }
-}
-
-/* The tile shapes. AVX2 (16 registers): 2 x R x NG accumulators of eight lanes, at most 12:
- * one row takes four groups, two rows three, three rows two, four rows one. AVX-512 (32
- * registers, a group in one register): one row takes eight groups (the loads, not the FMAs,
- * bound it), two six, three five, four four. */
-VEC_AVX2 __attribute__((noinline)) static void scores_avx2(const score_rows_t *w)
-{
-    const int RM = w->nq < 4 ? w->nq : 4;
-    switch (RM * 2 + w->s->f16) {
-    case 2:
-        scores_t_avx2(1, 4, 0, w);
-        break;
-    case 3:
-        scores_t_avx2(1, 4, 1, w);
-        break;
-    case 4:
-        scores_t_avx2(2, 3, 0, w);
-        break;
-    case 5:
-        scores_t_avx2(2, 3, 1, w);
-        break;
-    case 6:
-        scores_t_avx2(3, 2, 0, w);
-        break;
-    case 7:
-        scores_t_avx2(3, 2, 1, w);
-        break;
-    case 8:
-        scores_t_avx2(4, 1, 0, w);
-        break;
-    default:
-        scores_t_avx2(4, 1, 1, w);
-        break;
-    }
-}
-
-VEC_AVX512 __attribute__((noinline)) static void scores_avx512(const score_rows_t *w)
-{
-    const int RM = w->nq < 4 ? w->nq : 4;
-    switch (RM * 2 + w->s->f16) {
-    case 2:
-        scores_t_avx512(1, 8, 0, w);
-        break;
-    case 3:
-        scores_t_avx512(1, 8, 1, w);
-        break;
-    case 4:
-        scores_t_avx512(2, 6, 0, w);
-        break;
-    case 5:
-        scores_t_avx512(2, 6, 1, w);
-        break;
-    case 6:
-        scores_t_avx512(3, 5, 0, w);
-        break;
-    case 7:
-        scores_t_avx512(3, 5, 1, w);
-        break;
-    case 8:
-        scores_t_avx512(4, 4, 0, w);
-        break;
-    default:
-        scores_t_avx512(4, 4, 1, w);
-        break;
-    }
-}
+SCORES_FNS(avx2, VEC_AVX2_INLINE, VEC_AVX2, 4, 3, 2, 1)
+SCORES_FNS(avx512, VEC_AVX512_INLINE, VEC_AVX512, 8, 6, 5, 4)
+#undef SCORES_FNS
 
 /* Columns [c0, c0 + 8 nv) of out = sum_j p[j] v_j for nr rows (p[r], o[r]), j in [0, n): one
  * FMA chain per element from +0, in order of j; the rows share the loads of V. */
