@@ -144,8 +144,7 @@ static kv_src_t src_cache(const kv_cache_t *kv, const int32_t *table, int l, int
 
 /* The values of positions [0, n) of src widened to F32 into dst (n HS floats, block after
  * block): the same values the cache holds, read once by a prefill chunk's rows instead of
- * converted by each. (Keys are converted as they are loaded: a panel load serves all the rows
- * of a tile.) */
+ * converted by each (src_widen_k does the same for the keys). */
 static void src_widen_v(const vec_ops_t *ops, kv_src_t *s, int n, float *dst)
 {
     const int BS = s->BS, HS = s->HS;
