@@ -104,6 +104,10 @@ VEC_AVX2_INLINE __m256 load8(const char *row, int i, int f16)
     return _mm256_loadu_ps((const float *)row + i);
 }
 
+/* How far ahead a decode token's pass over V asks for lines, in bytes of its run (tried 4, 8
+ * and 16 KiB: 4 is as fast as any). */
+#define ATTN_AHEAD 4096
+
 /* Asks for the lines of bytes [p, p + n) to be brought to the caches. */
 VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
 {
@@ -118,8 +122,8 @@ VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
  * the block's values, memory of the same block, and are dropped; cnt = 0: a group repeated to
  * fill a tile, nothing stored). A tile is R rows (row r's query at q + r qs, its scores at
  * sc + r ld) against NG groups: R x NG x 16 chains, each from +0 over d in order, one FMA per d;
- * then scaled by 1 / sqrt(HS). pf (or NULL): the next tile's groups, a line of them asked for
- * per row of the panels read. */
+ * then scaled by 1 / sqrt(HS). pf (or NULL): NG panels of lines to ask for (the tile computed
+ * next), a line of each per row of the panels read. */
 typedef struct score_tile {
     const float *q;
     size_t qs;
@@ -234,22 +238,18 @@ VEC_AVX512_INLINE void tile_avx512(const int R, const int NG, const score_tile_t
 }
 
 /* The groups [g0, g0 + NG) of a context of n keys (ng groups, gpb per block) for a tile, in
- * head 0's panels:
- * k, j, cnt as score_tile_t describes (groups past ng repeat the first, cnt 0); pf: the next
- * tile's groups when stream, else NULL. */
+ * head 0's panels: k, j, cnt as score_tile_t describes (groups past ng repeat the first,
+ * cnt 0). */
 static inline void tile_groups(const kv_src_t *s, size_t es, int n, int ng, int g0, int NG,
-                               int stream, const char **k, const char **pf, int *j, int *cnt)
+                               const char **k, int *j, int *cnt)
 {
     const int BS = s->kbs, gpb = (BS + 15) / 16;
-    for (int g = 0; g < NG + NG; g++) {
+    for (int g = 0; g < NG; g++) {
         /* (No division for blocks of up to 16 keys: this runs once per tile.) */
         const int gi = g0 + g, b = gpb == 1 ? gi : gi / gpb, c0 = gpb == 1 ? 0 : gi % gpb * 16;
-        const char *p = gi < ng ? s->k + src_kblock(s, b) + (size_t)c0 * es : NULL;
-        if (g >= NG) {
-            pf[g - NG] = stream ? p : NULL;
-        } else if (p) {
+        if (gi < ng) {
             const int left = BS - c0 < n - b * BS ? BS - c0 : n - b * BS;
-            k[g] = p;
+            k[g] = s->k + src_kblock(s, b) + (size_t)c0 * es;
             j[g] = b * BS + c0;
             cnt[g] = left < 16 ? left : 16;
         } else {
@@ -272,7 +272,10 @@ static inline int score_groups(int BS, int n)
  * panels hk bytes after head 0's in each block): tiles of up to RM rows by NG groups, the
  * groups [g0, g0 + NG) of every head before the next NG, so a decode token reads the keys of
  * its heads block by block, each block's heads one run. stream: the rows read this context
- * once (a decode token): ask for the next groups' keys of a head while a tile is computed. */
+ * once (a decode token): while a tile is computed, ask for the keys of the tile computed next
+ * (the next head's panels of the same blocks, adjacent to these: so each group of a tile is a
+ * stream through its block's keys), and during the last tile for the first block's values
+ * (v0: the pass over V that follows starts on lines already asked for). */
 typedef struct score_rows {
     const kv_src_t *s;
     size_t hk;
@@ -282,6 +285,9 @@ typedef struct score_rows {
     float *sc;
     size_t ld;
     int stream;
+    const char *v0; /* stream: the first block's values (or NULL), vrun bytes of them, laid out
+                     * as hk-byte panels (a block of the cache itself) */
+    size_t vrun;
 } score_rows_t;
 
 /* scores_t_ISA: the scores of w in tiles of RM rows by NG groups of 16 keys (F16 keys when
@@ -303,30 +309,41 @@ typedef struct score_rows {
                           .kst = (size_t)s->kbs * es,                                              \
                           .HS = s->HS,                                                             \
                           .scale = 1.0f / sqrtf((float)s->HS)};                                    \
-        for (int g0 = 0; g0 < ng; g0 += NG) {                                                      \
-            const char *k0[8] = {0}, *pf0[8] = {0};                                                \
+        const int tiles = (ng + NG - 1) / NG * w->nh;                                              \
+        for (int ti = 0; ti < tiles; ti++) {                                                       \
+            const int g0 = ti / w->nh * NG, i = ti % w->nh;                                        \
+            const char *k[8] = {0}, *pf[8] = {0};                                                  \
             int j[8] = {0}, cnt[8] = {0};                                                          \
-            tile_groups(s, es, w->n, ng, g0, NG, w->stream, k0, pf0, j, cnt);                      \
-            for (int i = 0; i < w->nh; i++) {                                                      \
-                const char *k[8], *pf[8];                                                          \
+            tile_groups(s, es, w->n, ng, g0, NG, k, j, cnt);                                       \
+            for (int g = 0; g < NG; g++)                                                           \
+                k[g] += (size_t)i * w->hk;                                                         \
+            const int tn = ti + 1;                                                                 \
+            if (w->stream && tn < tiles) {                                                         \
+                int jn[8], cn[8];                                                                  \
+                tile_groups(s, es, w->n, ng, tn / w->nh * NG, NG, pf, jn, cn);                     \
+                for (int g = 0; g < NG; g++)                                                       \
+                    pf[g] = cn[g] ? pf[g] + (size_t)(tn % w->nh) * w->hk : NULL;                   \
+            } else if (w->v0) {                                                                    \
+                /* Past the keys: the first values, a tile's prefetch covering hk bytes per        \
+                 * group. */                                                                       \
                 for (int g = 0; g < NG; g++) {                                                     \
-                    k[g] = k0[g] + (size_t)i * w->hk;                                              \
-                    pf[g] = pf0[g] ? pf0[g] + (size_t)i * w->hk : NULL;                            \
+                    const size_t off = ((size_t)(tn - tiles) * NG + (size_t)g) * w->hk;            \
+                    pf[g] = off < w->vrun ? w->v0 + off : NULL;                                    \
                 }                                                                                  \
-                for (int r0 = 0; r0 < w->nq; r0 += RM) {                                           \
-                    const int R = w->nq - r0 < RM ? w->nq - r0 : RM;                               \
-                    const char *const *p = w->stream && r0 == 0 ? pf : NULL;                       \
-                    t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;                                 \
-                    t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;                               \
-                    if (R == RM)                                                                   \
-                        tile_##ISA(RM, NG, &t, f16, k, p, j, cnt);                                 \
-                    else if (R == 1)                                                               \
-                        tile_##ISA(1, NG, &t, f16, k, p, j, cnt);                                  \
-                    else if (RM > 2 && R == 2)                                                     \
-                        tile_##ISA(2, NG, &t, f16, k, p, j, cnt);                                  \
-                    else if (RM > 3)                                                               \
-                        tile_##ISA(3, NG, &t, f16, k, p, j, cnt);                                  \
-                }                                                                                  \
+            }                                                                                      \
+            for (int r0 = 0; r0 < w->nq; r0 += RM) {                                               \
+                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;                                   \
+                const char *const *p = w->stream && r0 == 0 ? pf : NULL;                           \
+                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;                                     \
+                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;                                   \
+                if (R == RM)                                                                       \
+                    tile_##ISA(RM, NG, &t, f16, k, p, j, cnt);                                     \
+                else if (R == 1)                                                                   \
+                    tile_##ISA(1, NG, &t, f16, k, p, j, cnt);                                      \
+                else if (RM > 2 && R == 2)                                                         \
+                    tile_##ISA(2, NG, &t, f16, k, p, j, cnt);                                      \
+                else if (RM > 3)                                                                   \
+                    tile_##ISA(3, NG, &t, f16, k, p, j, cnt);                                      \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -527,64 +544,244 @@ VEC_AVX2_INLINE void attend_rows_t(const vec_ops_t *ops, const int NR, const att
     }
 }
 
-/* Columns [c0, c0 + 8 nv) of o[r] += sum_j p[r][j] v_j over the `rows` rows of one block of V
- * (v: its first row, `row` bytes apart), nr rows sharing each load: the chains of pv_pass
- * carried from block to block through o (a float stored and loaded back is the same float).
- * pf: lines to ask for meanwhile (the next block's), one row of them per row of V read. */
-VEC_AVX2_INLINE void pv_block(int nr, int nv, const float *const *p, const char *v, size_t row,
-                              int rows, int c0, float *const *o, int f16, const char *pf, int split,
-                              const char *pf2)
+/* Where a stream of V asks for lines ahead while it reads a block's rows of one head: row jr
+ * asks for the row's width of lines at p + jr row while jr < split, else at p2 + (jr - split)
+ * row (p2 NULL: nothing). */
+typedef struct pf_run {
+    const char *p, *p2;
+    int split;
+} pf_run_t;
+
+VEC_AVX2_INLINE void pf_row(const pf_run_t *f, int jr, size_t row)
 {
-    __m256 a[ATTN_ROWS][8];
+    if (jr < f->split)
+        prefetch_span(f->p + (size_t)jr * row, row);
+    else if (f->p2)
+        prefetch_span(f->p2 + (size_t)(jr - f->split) * row, row);
+}
+
+/* Columns [c0, c0 + 8 nv) of o[h][r] += sum_j p[h][r][j] v_j over the `rows` rows of one
+ * block of V of ns (1 or 2) heads (v[h]: head h's first row, `row` bytes apart; p and o
+ * indexed h ATTN_ROWS + r), nr rows of each head sharing each load: the chains of pv_pass
+ * carried from block to block through o (a float stored and loaded back is the same float).
+ * Two heads are two streams of V read side by side. pf[h]: head h's lines to ask for
+ * meanwhile, for the first columns (c0 == 0) only. */
+VEC_AVX2_INLINE void pv_block(int ns, int nr, int nv, const float *const *p, const char *const *v,
+                              size_t row, int rows, int c0, float *const *o, int f16,
+                              const pf_run_t *pf)
+{
+    __m256 a[2][ATTN_ROWS][8];
 #pragma GCC unroll 8
-    for (int r = 0; r < ATTN_ROWS; r++)
-#pragma GCC unroll 8
-        for (int u = 0; u < 8; u++)
-            a[r][u] = r < nr && u < nv ? _mm256_loadu_ps(o[r] + c0 + 8 * u) : _mm256_setzero_ps();
-    for (int jr = 0; jr < rows; jr++, v += row) {
-        if (jr < split)
-            prefetch_span(pf + (size_t)jr * row, row);
-        else if (pf2)
-            prefetch_span(pf2 + (size_t)(jr - split) * row, row);
-        __m256 x[8];
-#pragma GCC unroll 8
-        for (int u = 0; u < nv; u++)
-            x[u] = load8(v, c0 + 8 * u, f16);
+    for (int h = 0; h < 2; h++)
 #pragma GCC unroll 8
         for (int r = 0; r < ATTN_ROWS; r++)
-            if (r < nr) {
-                __m256 pr = _mm256_broadcast_ss(p[r] + jr);
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++)
+                a[h][r][u] = h < ns && r < nr && u < nv
+                                 ? _mm256_loadu_ps(o[h * ATTN_ROWS + r] + c0 + 8 * u)
+                                 : _mm256_setzero_ps();
+    for (int jr = 0; jr < rows; jr++) {
+#pragma GCC unroll 8
+        for (int h = 0; h < 2; h++)
+            if (h < ns && c0 == 0)
+                pf_row(&pf[h], jr, row);
+#pragma GCC unroll 8
+        for (int h = 0; h < 2; h++)
+            if (h < ns) {
+                __m256 x[8];
 #pragma GCC unroll 8
                 for (int u = 0; u < nv; u++)
-                    a[r][u] = _mm256_fmadd_ps(pr, x[u], a[r][u]);
+                    x[u] = load8(v[h] + (size_t)jr * row, c0 + 8 * u, f16);
+#pragma GCC unroll 8
+                for (int r = 0; r < ATTN_ROWS; r++)
+                    if (r < nr) {
+                        __m256 pr = _mm256_broadcast_ss(p[h * ATTN_ROWS + r] + jr);
+#pragma GCC unroll 8
+                        for (int u = 0; u < nv; u++)
+                            a[h][r][u] = _mm256_fmadd_ps(pr, x[u], a[h][r][u]);
+                    }
             }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < ATTN_ROWS; r++)
-        if (r < nr)
+    for (int h = 0; h < 2; h++)
 #pragma GCC unroll 8
-            for (int u = 0; u < nv; u++)
-                _mm256_storeu_ps(o[r] + c0 + 8 * u, a[r][u]);
+        for (int r = 0; r < ATTN_ROWS; r++)
+            if (h < ns && r < nr)
+#pragma GCC unroll 8
+                for (int u = 0; u < nv; u++)
+                    _mm256_storeu_ps(o[h * ATTN_ROWS + r] + c0 + 8 * u, a[h][r][u]);
 }
+
+/* pv_block with 16-lane vectors for NS heads of NR rows: columns [c0, c0 + 16 NV), the same
+ * chains. */
+VEC_AVX512_INLINE void pv_block16(const int NS, const int NR, const int NV, const float *const *p,
+                                  const char *const *v, size_t row, int rows, int c0,
+                                  float *const *o, const int f16, const pf_run_t *pf)
+{
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    __m512 a[2][ATTN_ROWS][4];
+#pragma GCC unroll 8
+    for (int h = 0; h < NS; h++)
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++)
+#pragma GCC unroll 8
+            for (int u = 0; u < NV; u++)
+                a[h][r][u] = _mm512_loadu_ps(o[h * ATTN_ROWS + r] + c0 + 16 * u);
+    for (int jr = 0; jr < rows; jr++) {
+#pragma GCC unroll 8
+        for (int h = 0; h < NS; h++)
+            if (c0 == 0)
+                pf_row(&pf[h], jr, row);
+#pragma GCC unroll 8
+        for (int h = 0; h < NS; h++) {
+            const char *vr = v[h] + (size_t)jr * row + (size_t)c0 * es;
+            __m512 x[4];
+#pragma GCC unroll 8
+            for (int u = 0; u < NV; u++)
+                x[u] = load16(vr + (size_t)u * 16 * es, f16);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                const __m512 pr = _mm512_set1_ps(p[h * ATTN_ROWS + r][jr]);
+#pragma GCC unroll 8
+                for (int u = 0; u < NV; u++)
+                    a[h][r][u] = _mm512_fmadd_ps(pr, x[u], a[h][r][u]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int h = 0; h < NS; h++)
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++)
+#pragma GCC unroll 8
+            for (int u = 0; u < NV; u++)
+                _mm512_storeu_ps(o[h * ATTN_ROWS + r] + c0 + 16 * u, a[h][r][u]);
+}
+
+/* One block's rows of NS heads for NR rows each, all their columns: pv_block16 in 64, 32 or 16
+ * columns at a time. */
+VEC_AVX512_INLINE void pv_head16(const int NS, const int NR, const float *const *p,
+                                 const char *const *v, size_t row, int rows, int HS,
+                                 float *const *o, const int f16, const pf_run_t *pf)
+{
+    for (int c0 = 0; c0 < HS;) {
+        const int left = HS - c0;
+        if (left >= 64) {
+            pv_block16(NS, NR, 4, p, v, row, rows, c0, o, f16, pf);
+            c0 += 64;
+        } else if (left >= 32) {
+            pv_block16(NS, NR, 2, p, v, row, rows, c0, o, f16, pf);
+            c0 += 32;
+        } else {
+            pv_block16(NS, NR, 1, p, v, row, rows, c0, o, f16, pf);
+            c0 += 16;
+        }
+    }
+}
+
+/* The same with 8-lane vectors, as 16 registers hold: one head of one row takes 64 columns at
+ * a time, 32 for two rows (or two heads of one row), else 16. */
+VEC_AVX2_INLINE void pv_head8(int ns, int nr, const float *const *p, const char *const *v,
+                              size_t row, int rows, int HS, float *const *o, const int f16,
+                              const pf_run_t *pf)
+{
+    for (int c0 = 0; c0 < HS;) {
+        const int left = HS - c0, acc = ns * nr;
+        if (acc == 1 && left >= 64) {
+            pv_block(1, 1, 8, p, v, row, rows, c0, o, f16, pf);
+            c0 += 64;
+        } else if (left >= 32 && acc <= 2) {
+            pv_block(ns, nr, 4, p, v, row, rows, c0, o, f16, pf);
+            c0 += 32;
+        } else {
+            pv_block(ns, nr, 2, p, v, row, rows, c0, o, f16, pf);
+            c0 += 16;
+        }
+    }
+}
+
+/* The chains of V of a decode token (attend_dec_t's second pass) with ISA's vectors: block by
+ * block over all the heads. With query groups of up to two rows the heads go as two streams
+ * side by side, heads [0, half) and [half, nkv) (two runs of each block read at once keep
+ * more lines in flight than one), each asking for its lines ATTN_AHEAD bytes further on in its
+ * own run, a line for each line read (in the next block's run once this one's end is
+ * nearer). */
+#define PV_DEC_FNS(ISA, ATTR, HEAD_CALL)                                                           \
+    ATTR __attribute__((noinline)) static void pv_dec_##ISA(const attn_dec_t *d,                   \
+                                                            const kv_src_t *s, const int f16)      \
+    {                                                                                              \
+        const int BS = s->BS, HS = s->HS, n = d->n;                                                \
+        const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));                  \
+        const int nb = (n + BS - 1) / BS;                                                          \
+        const int half = d->nkv >= 2 && d->group <= 2 ? (d->nkv + 1) / 2 : d->nkv;                 \
+        for (int b = 0; b < nb; b++) {                                                             \
+            const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;                               \
+            const char *vb = s->v + src_vblock(s, b);                                              \
+            const char *pb = b + 1 < nb ? s->v + src_vblock(s, b + 1) : NULL;                      \
+            for (int i = 0; i < half; i++) {                                                       \
+                const int ns = i + half < d->nkv ? 2 : 1;                                          \
+                const char *v[2];                                                                  \
+                pf_run_t pf[2];                                                                    \
+                for (int h = 0; h < ns; h++) {                                                     \
+                    /* Stream h's run in a block: heads [h half, h half + len). */                 \
+                    const size_t base = (size_t)h * half * d->hstride;                             \
+                    const size_t len = (size_t)(h ? d->nkv - half : half) * d->hstride;            \
+                    const size_t at = (size_t)i * d->hstride + ATTN_AHEAD;                         \
+                    v[h] = vb + base + (size_t)i * d->hstride;                                     \
+                    pf[h].p = vb + base + at;                                                      \
+                    pf[h].split = at < len ? (int)((len - at) / row) : 0;                          \
+                    pf[h].p2 = pb && (at < len || at - len < len)                                  \
+                                   ? pb + base + (at < len ? 0 : at - len)                         \
+                                   : NULL;                                                         \
+                }                                                                                  \
+                for (int r0 = 0; r0 < d->group; r0 += ATTN_ROWS) {                                 \
+                    const int nr = d->group - r0 < ATTN_ROWS ? d->group - r0 : ATTN_ROWS;          \
+                    const float *p[2 * ATTN_ROWS];                                                 \
+                    float *o[2 * ATTN_ROWS];                                                       \
+                    for (int h = 0; h < ns; h++)                                                   \
+                        for (int r = 0; r < nr; r++) {                                             \
+                            const size_t qh = (size_t)(i + h * half) * d->group + r0 + r;          \
+                            p[h * ATTN_ROWS + r] = d->sc + qh * d->ld + j0;                        \
+                            o[h * ATTN_ROWS + r] = d->o + qh * HS;                                 \
+                        }                                                                          \
+                    if (r0 > 0) /* the lines were asked for with the first rows */                 \
+                        for (int h = 0; h < ns; h++)                                               \
+                            pf[h].split = 0, pf[h].p2 = NULL;                                      \
+                    HEAD_CALL;                                                                     \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+/* (AVX-512: NS x NR x NV accumulators, at most 16: two heads only with rows of up to two.) */
+#define PV_HEAD16(NS)                                                                              \
+    switch (nr) {                                                                                  \
+    case 1:                                                                                        \
+        pv_head16(NS, 1, p, v, row, rows, HS, o, f16, pf);                                         \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        pv_head16(NS, 2, p, v, row, rows, HS, o, f16, pf);                                         \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        pv_head16(1, 3, p, v, row, rows, HS, o, f16, pf);                                          \
+        break;                                                                                     \
+    default:                                                                                       \
+        pv_head16(1, 4, p, v, row, rows, HS, o, f16, pf);                                          \
+        break;                                                                                     \
+    }
+PV_DEC_FNS(avx2, VEC_AVX2, pv_head8(ns, nr, p, v, row, rows, HS, o, f16, pf))
+PV_DEC_FNS(
+    avx512, VEC_AVX512, if (ns == 2) { PV_HEAD16(2) } else {PV_HEAD16(1)})
+#undef PV_HEAD16
+#undef PV_DEC_FNS
 
 /* A decode token of one sequence over KV heads [0, w->nkv) of s (head i's panel and rows
  * hstride bytes after head 0's in every block): the same arithmetic as attend_rows_t for each
  * query head. The scores go a few blocks at a time over all the heads, each head's query heads
- * together as the rows of the score tiles (see score_rows_t); the chains of V go block by
- * block over all the heads, so each pass reads one run of nkv x BS rows per
- * block (V of the heads are adjacent in a block) while the next block's run is asked for, a
- * line for each line read. */
-#ifndef ATTN_AHEAD
-#define ATTN_AHEAD 4096
-#endif
-
+ * together as the rows of the score tiles (see score_rows_t); then the chains of V
+ * (pv_dec_ISA). */
 VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s,
                                   const int f16, const int regs32)
 {
-    const int BS = s->BS, HS = s->HS, n = d->n, nq = d->nkv * d->group;
-    const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));
-    const int nb = (n + BS - 1) / BS;
-    const size_t run = (size_t)d->nkv * d->hstride;
+    const int HS = s->HS, n = d->n, nq = d->nkv * d->group;
     const score_rows_t sr = {.s = s,
                              .hk = d->hstride,
                              .n = n,
@@ -594,7 +791,9 @@ VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const attn_dec_t *d, con
                              .qs = (size_t)HS,
                              .sc = d->sc,
                              .ld = d->ld,
-                             .stream = 1};
+                             .stream = 1,
+                             .v0 = s->kbs == s->BS ? s->v + src_vblock(s, 0) : NULL,
+                             .vrun = (size_t)d->nkv * d->hstride};
     if (regs32)
         scores_avx512(&sr);
     else
@@ -603,45 +802,10 @@ VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const attn_dec_t *d, con
         ops->softmax(d->sc + (size_t)h * d->ld, n);
         memset(d->o + (size_t)h * HS, 0, (size_t)HS * sizeof(float));
     }
-    for (int b = 0; b < nb; b++) {
-        const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;
-        const char *vb = s->v + src_vblock(s, b);
-        const char *pb = b + 1 < nb ? s->v + src_vblock(s, b + 1) : NULL;
-        for (int i = 0; i < d->nkv; i++) {
-            const char *vh = vb + (size_t)i * d->hstride;
-            /* Rows [0, split) of the lines ATTN_AHEAD bytes ahead are this block's, the
-             * rest the next block's. */
-            const size_t at = (size_t)i * d->hstride + ATTN_AHEAD;
-            const int split = at < run ? (int)((run - at) / row) : 0;
-            const char *ph = vb + at, *ph2 = pb ? pb + (at < run ? 0 : at - run) : NULL;
-            for (int r0 = 0; r0 < d->group; r0 += ATTN_ROWS) {
-                const int nr = d->group - r0 < ATTN_ROWS ? d->group - r0 : ATTN_ROWS;
-                const float *p[ATTN_ROWS];
-                float *o[ATTN_ROWS];
-                for (int r = 0; r < nr; r++) {
-                    p[r] = d->sc + (size_t)(i * d->group + r0 + r) * d->ld + j0;
-                    o[r] = d->o + (size_t)(i * d->group + r0 + r) * HS;
-                }
-                for (int c0 = 0; c0 < HS;) {
-                    const int left = HS - c0;
-                    const int first = r0 == 0 && c0 == 0;
-                    if (nr == 1 && left >= 64) {
-                        pv_block(1, 8, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
-                                 first ? ph2 : NULL);
-                        c0 += 64;
-                    } else if (left >= 32 && (nr <= 2 || regs32)) {
-                        pv_block(nr, 4, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
-                                 first ? ph2 : NULL);
-                        c0 += 32;
-                    } else {
-                        pv_block(nr, 2, p, vh, row, rows, c0, o, f16, ph, first ? split : 0,
-                                 first ? ph2 : NULL);
-                        c0 += 16;
-                    }
-                }
-            }
-        }
-    }
+    if (regs32)
+        pv_dec_avx512(d, s, f16);
+    else
+        pv_dec_avx2(d, s, f16);
 }
 
 VEC_AVX2 void attn_dec_avx2(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s)

@@ -9,6 +9,8 @@
  *   - chunked: prefill in chunks of 7, 13, 1 and the rest (rows straddle blocks and the causal
  *     limit inside a block), on 2 threads;
  *   - batched: two chunks of it in steps that also carry another sequence's chunks;
+ *   - in a decode batch: one decode step per position for MAX_B sequences at once (the work
+ *     items then take several KV heads each);
  * and compares them bit for bit; the reference bits are also checked against a float64
  * softmax(q kᵀ / sqrt(HS)) v of the same (stored) values. The pool starts filled with NaN, so a
  * key or value read past a row's context would show. The AVX2 and AVX-512 paths compute the
@@ -27,7 +29,7 @@
 #include "engine/kernels/vec.h"
 #include "tests/check.h"
 
-enum { P = 45, P2 = 20, MAX_CTX = 64, NBLK = 64 };
+enum { P = 45, P2 = 20, MAX_CTX = 64, NBLK = 64, MAX_B = 8 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -58,7 +60,9 @@ static const shape_t SHAPES[] = {
     {6, 2, 32, 16}, /* group 3 */
     {8, 2, 16, 5},  /* group 4, blocks of 5: every panel group partial */
     {2, 1, 48, 32}, /* two panel groups per block */
+    {6, 3, 32, 16}, /* group 2, an odd number of KV heads */
 };
+#define NSHAPES ((int)(sizeof(SHAPES) / sizeof(SHAPES[0])))
 
 /* One sequence's rows: Q (P, NH, HS), K and V (P, NKV, HS), its blocks. */
 typedef struct seq {
@@ -116,9 +120,9 @@ static void step(rig_t *r, int B, seq_t *const *sq, const int *t0, const int *t1
     float *k = malloc((size_t)T * ldkv * sizeof(float));
     float *v = malloc((size_t)T * ldkv * sizeof(float));
     float *o = malloc((size_t)T * ldq * sizeof(float));
-    int32_t pos[3 * MAX_CTX], slot[3 * MAX_CTX], start[4], ctx[3];
-    const int32_t *tables[3];
-    CHECK(q && k && v && o && B <= 3);
+    int32_t pos[MAX_B * MAX_CTX], slot[MAX_B * MAX_CTX], start[MAX_B + 1], ctx[MAX_B];
+    const int32_t *tables[MAX_B];
+    CHECK(q && k && v && o && B <= MAX_B);
     int t = 0;
     for (int i = 0; i < B; i++) {
         start[i] = t;
@@ -300,6 +304,30 @@ static void check_case(const shape_t *s, int dtype, const char *kernel, float *a
     CHECK_INT_EQ(diff_rows("batched, other sequence", refb, gotb, P2, ldq), 0);
     rig_free(&r);
 
+    /* Decode steps of MAX_B sequences on one thread (enough to keep it busy, so each work item
+     * takes all the KV heads of a sequence, as in a server's batched decode): every one is a,
+     * reading the same blocks (one thread: the same values written to the same slots one
+     * after the other). */
+    float *many = calloc((size_t)MAX_B * P * ldq, sizeof(float));
+    CHECK(many != NULL);
+    CHECK_INT_EQ(rig_init(&r, s, dtype, kernel, 1), 0);
+    for (int t = 0; t < P; t++) {
+        seq_t *sq[MAX_B];
+        float *outm[MAX_B];
+        int d0[MAX_B], d1[MAX_B];
+        for (int i = 0; i < MAX_B; i++) {
+            sq[i] = &a;
+            outm[i] = many + (size_t)i * P * ldq;
+            d0[i] = t;
+            d1[i] = t + 1;
+        }
+        step(&r, MAX_B, sq, d0, d1, outm);
+    }
+    for (int i = 0; i < MAX_B; i++)
+        CHECK_INT_EQ(diff_rows("decode batch", ref, many + (size_t)i * P * ldq, P, ldq), 0);
+    rig_free(&r);
+    free(many);
+
     /* The AVX2 and AVX-512 paths: the same bits. */
     if (avx_bits && strcmp(kernel, "avx2") == 0)
         memcpy(avx_bits, ref, (size_t)P * ldq * sizeof(float));
@@ -323,7 +351,6 @@ int main(void)
         int id;
     } kernels[] = {
         {"generic", MM_KERNEL_GENERIC}, {"avx2", MM_KERNEL_AVX2}, {"avx512", MM_KERNEL_AVX512}};
-    const int nshapes = (int)(sizeof(SHAPES) / sizeof(SHAPES[0]));
     const int both_avx =
         mm_kernel_supported(MM_KERNEL_AVX2) && mm_kernel_supported(MM_KERNEL_AVX512);
     for (int k = 0; k < 3; k++) {
@@ -332,8 +359,8 @@ int main(void)
             continue;
         }
         for (int d = 0; d < 2; d++)
-            for (int i = 0; i < nshapes; i++) {
-                static float avx_bits[2][4][P * 8 * 64];
+            for (int i = 0; i < NSHAPES; i++) {
+                static float avx_bits[2][NSHAPES][P * 8 * 64];
                 float *bits = both_avx && k > 0 ? avx_bits[d][i] : NULL;
                 check_case(&SHAPES[i], d ? ENG_DTYPE_F16 : ENG_DTYPE_F32, kernels[k].name, bits);
             }
