@@ -478,22 +478,37 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
  * costs the others at most a small part, and the idle tail of the product is a small part
  * instead of an eighth of it. Which thread computes a column does not change its value. */
 #define MM_MAX_LEVELS 5
+/* When the weights stream once (M within one register tile, a decode step at batch 1 or a
+ * few), parts are made smaller, down to MM_PART_BYTES of weights or two panels, whichever is
+ * larger: the owner of a job waits on average half of the last part another thread holds,
+ * and with five levels the LM head's last parts were 98 panels (2.4 MB of F16, some 75 us of
+ * one core's stream) and an F16 FC's six. A part costs a start of its streams, so not less. */
+#define MM_MAX_LEVELS_STREAM 12
+#define MM_PART_BYTES (32 * 1024)
 
-static int levels_for(int n_panels, int threads)
+static int levels_for(int n_panels, int threads, int stream, size_t panel_bytes)
 {
     int levels = 1;
-    while (levels < MM_MAX_LEVELS && (n_panels >> levels) >= 2 * threads)
+    if (!stream) {
+        while (levels < MM_MAX_LEVELS && (n_panels >> levels) >= 2 * threads)
+            levels++;
+        return levels;
+    }
+    while (levels < MM_MAX_LEVELS_STREAM && (n_panels >> levels) >= 2 * threads &&
+           (size_t)((n_panels >> levels) / threads) * panel_bytes >= MM_PART_BYTES)
         levels++;
     return levels;
 }
 
 /* The parts of a product on the pool: `threads` per level (levels_for), or 0 when the product
- * is too small to be worth waking the workers (the calling thread computes it alone). */
-static int parts_for(int M, const mm_weight_t *w, int threads)
+ * is too small to be worth waking the workers (the calling thread computes it alone). mr is
+ * the rows of the kernel's register tile: with M <= mr the weights stream once. */
+static int parts_for(int M, const mm_weight_t *w, int threads, int mr)
 {
     if ((double)M * w->K * w->N < 32768.0)
         return 0;
-    return threads * levels_for(w->n_panels, threads);
+    size_t panel_bytes = mm_panel_values(w->dtype, w->K) * mm_dtype_size(w->dtype);
+    return threads * levels_for(w->n_panels, threads, M <= mr, panel_bytes);
 }
 
 /* Part `part` of n (n / threads levels) of a product over P panels: panels [*p0, *p1). */
@@ -554,7 +569,7 @@ static int matmul_amx(mm_t *mm, int M, const float *x, size_t ldx, const mm_weig
     mm_amx_job_t job = {.xb = mm->amx_x, .xl = xl, .M = M, .w = w, .bias = bias, .y = y,
                         .ldy = ldy, .accumulate = accumulate, .gelu = epi == MM_EPI_GELU};
     amx_run_t r = {.job = &job, .c = mm->amx_c, .threads = threads};
-    const int parts = parts_for(M, w, threads);
+    const int parts = parts_for(M, w, threads, 0);
     if (parts)
         pool_run_parts_thread(mm->pool, parts, amx_cb, &r);
     else
@@ -641,7 +656,8 @@ void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w
                            .pf_dist = mm->pf_dist};
         j.q8 = &q8;
     }
-    const int parts = parts_for(M, w, threads);
+    const int mr = j.q8 ? mm_q8_mr(mm->q8_form) : mm->mr;
+    const int parts = parts_for(M, w, threads, mr);
     if (parts)
         pool_run_parts(mm->pool, parts, matmul_cb, &j);
     else

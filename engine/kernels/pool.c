@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,19 +48,22 @@ typedef struct worker {
 } worker_t;
 
 struct pool {
-    int n;            /* threads including the owner */
-    int started;      /* workers actually running */
-    pthread_t *tids;  /* (n-1) owned */
-    worker_t *args;   /* (n-1) owned */
-    pool_fn_cb fn;    /* current job (fn or fn_thread, the other NULL); written by the */
+    int n;                       /* threads including the owner */
+    int started;                 /* workers actually running */
+    pthread_t *tids;             /* (n-1) owned */
+    worker_t *args;              /* (n-1) owned */
+    pool_fn_cb fn;               /* current job (fn or fn_thread, the other NULL); written by the */
     pool_fn_thread_cb fn_thread; /* owner before `next` is stored */
     void *arg;
-    atomic_uint gen;     /* job generation; futex word the workers sleep on */
-    _Atomic uint64_t next; /* generation << 32 | parts << 16 | next unclaimed part */
-    atomic_uint done;    /* parts of the current job finished; futex word of the owner */
-    atomic_int gen_sleepers;
-    atomic_int pending_sleeper;
     atomic_int stop;
+    /* The words the threads write while a job runs, each on a cache line of its own: the
+     * workers spin on gen while the owner claims parts from next and counts them in done,
+     * and on one line every claim would also take gen's line away from the spinners. */
+    _Alignas(64) atomic_uint gen; /* job generation; futex word the workers sleep on */
+    atomic_int gen_sleepers;
+    _Alignas(64) _Atomic uint64_t next; /* generation << 32 | parts << 16 | next part */
+    _Alignas(64) atomic_uint done;      /* parts of the current job finished; the owner's futex */
+    atomic_int pending_sleeper;
 };
 
 static long futex(atomic_uint *word, int op, unsigned val)
@@ -169,9 +173,10 @@ int pool_init(pool_t **out, int threads)
     *out = NULL;
     if (threads < 1 || threads > POOL_MAX_THREADS)
         return -EINVAL;
-    pool_t *p = calloc(1, sizeof(*p));
-    if (!p)
+    pool_t *p = NULL;
+    if (posix_memalign((void **)&p, 64, sizeof(*p)))
         return -ENOMEM;
+    memset(p, 0, sizeof(*p));
     p->n = threads;
     atomic_init(&p->gen, 0);
     atomic_init(&p->next, 0);
