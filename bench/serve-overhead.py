@@ -29,10 +29,13 @@ Printed per level:
                    the figure to read;
   schedule/sample/handoff/idle  the scheduler thread's other seconds over wall seconds;
   loop cpu         the loop thread's CPU seconds over wall seconds (HTTP, JSON, SSE);
+  client cpu       the load generator's (this process's) CPU seconds over wall seconds: it
+                   runs on the same cores, so what it takes is taken from the server too;
   rows/step, fwd ms/step  the server's own steps, against bench ms/step at that row count.
 Then for batch 1: milliseconds per generated token served, in the server's forward pass,
-in forward-bench's decode, and the read-bandwidth bound; their differences are the server's
-own cost per token.
+in forward-bench for the same steps, of which its decode step and the prompt's share, and the
+read-bandwidth bound; the server's own time outside the forward pass; and the CPU
+milliseconds per token of the loop thread and of the client.
 
 Run it alone on the machine: it measures speed. Every phase is bounded by
 loadgen's limits; servers listen on 127.0.0.1 port 0 and are stopped by their pid. After
@@ -44,6 +47,7 @@ import argparse
 import asyncio
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -129,6 +133,10 @@ def scrape(url, pid):
         except (OSError, ValueError, IndexError):
             pass
     m["cpu"] = cpu
+    # The client's (this process's: loadgen's asyncio loop) CPU seconds: it shares the cores
+    # with the server, so what it takes per token is taken from the forward passes too.
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    m["client"] = ru.ru_utime + ru.ru_stime
     m["t"] = time.monotonic()
     return m
 
@@ -223,9 +231,9 @@ def main():
 
 
 def report(rows):
-    print("\n%-4s %4s %9s %9s %6s %6s %6s %6s %6s %6s %6s %6s %6s %7s %7s %7s" % (
+    print("\n%-4s %4s %9s %9s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s %7s %7s %7s" % (
         "dtype", "str", "served/s", "fwd tok/s", "fwd", "bench", "cpu", "sched", "sample",
-        "handof", "idle", "loop", "other", "rows/st", "fwd ms", "bench"))
+        "handof", "idle", "loop", "client", "other", "rows/st", "fwd ms", "bench"))
     for dt, conc, s, w, bench in rows:
         wall, steps = w["t"], max(w.get("scheduler_steps", 0), 1)
         rps = w.get("forward_tokens", 0) / steps
@@ -236,40 +244,50 @@ def report(rows):
         cpu_all = max(sum(w["cpu"].values()), 1e-9)
         bench_cpu = steps * bench_ms(bench, rps, 3) / 1e3
         print("%-4s %4d %9.1f %9.1f %5.0f%% %5.0f%% %5.0f%% %5.1f%% %5.1f%% %5.1f%% %5.1f%% "
-              "%5.1f%% %5.0f%% %7.1f %7.2f %7.2f" % (
+              "%5.1f%% %5.1f%% %5.0f%% %7.1f %7.2f %7.2f" % (
                   dt, conc, s["tps"], gen / max(w.get("forward", 0), 1e-9), pct["forward"],
                   100.0 * bench_s / wall, 100.0 * bench_cpu / cpu_all, pct["schedule"],
                   pct["sample"], pct["handoff"],
-                  pct["idle"], 100.0 * w["cpu"].get("loop", 0) / wall, 100.0 * other / wall,
+                  pct["idle"], 100.0 * w["cpu"].get("loop", 0) / wall,
+                  100.0 * w.get("client", 0) / wall, 100.0 * other / wall,
                   rps, 1e3 * w.get("forward", 0) / steps, bench_ms(bench, rps)))
     print("served/s: completion tokens/s at the client; fwd tok/s: the window's tokens over its "
           "forward seconds; fwd: forward seconds / wall = served over forward; bench: "
-          "forward-bench's time for the same steps / wall; cpu: forward-bench's CPU seconds for the same steps / the server's (every thread); sched..idle: the scheduler thread's "
-          "other phases / wall; loop: the loop thread's CPU / wall; other: the compute and "
+          "forward-bench's time for the same steps / wall; cpu: forward-bench's CPU seconds for "
+          "the same steps / the server's (every thread); sched..idle: the scheduler thread's "
+          "other phases / wall; loop: the loop thread's CPU / wall; client: the load "
+          "generator's CPU / wall (it shares the cores); other: the compute and "
           "other threads' CPU / wall; rows/st: rows per step; fwd ms: the server's forward "
           "ms per step; bench: forward-bench ms for a step of that many rows")
     print("\nbatch 1, ms per generated token:")
-    print("%-5s %8s %9s %9s %9s %9s %12s %8s %8s %9s %8s" % (
-        "dtype", "served", "server fwd", "bench dec", "bw bound", "overhead", "of which idle",
-        "cpu/tok", "bench", "preempt/st", "tok/s"))
+    print("%-5s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s %8s %7s" % (
+        "dtype", "served", "srv fwd", "bench", "dec 1", "prompt", "bound", "own", "idle",
+        "loop", "client", "cpu", "preempt", "tok/s"))
     for dt, conc, s, w, bench in rows:
         if conc != 1 or not s["tps"]:
             continue
         gen = max(w.get("generation_tokens", 0), 1)
+        steps = max(w.get("scheduler_steps", 0), 1)
         served = 1e3 / s["tps"]
         fwd = 1e3 * w.get("forward", 0) / gen
-        print("%-5s %8.2f %9.2f %9.2f %9.2f %9.2f %12.2f %8.2f %8.2f %9.2f %8.1f  (%.0f%% of "
-              "the bandwidth bound)" % (
-                  dt, served, fwd, bench["dec1"][0], 1e3 / bench["dec1"][2], served - fwd,
-                  1e3 * w.get("idle", 0) / gen, 1e3 * sum(w["cpu"].values()) / gen,
-                  bench["dec1"][3], w.get("preempted", 0) / max(w.get("scheduler_steps", 0), 1),
-                  s["tps"], 100.0 * s["tps"] / bench["dec1"][2]))
-    print("served: wall / tokens; server fwd: its forward seconds per token (the prompt's "
-          "share included); bench dec: forward-bench's batch-1 decode step; overhead: served - "
-          "server fwd, of which idle: the scheduler thread waiting for the next request "
-          "(one client: its round trip between requests); cpu/tok: CPU ms of every server "
-          "thread per token; bench: forward-bench's CPU ms per batch-1 decode step; "
-          "preempt/st: times the scheduler thread lost its core involuntarily, per step")
+        same = steps * bench_ms(bench, w.get("forward_tokens", 0) / steps) / gen
+        print("%-5s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.3f %7.3f %7.2f %8.2f "
+              "%7.1f  (%.0f%% of the bandwidth bound)" % (
+                  dt, served, fwd, same, bench["dec1"][0], same - bench["dec1"][0],
+                  1e3 / bench["dec1"][2], served - fwd, 1e3 * w.get("idle", 0) / gen,
+                  1e3 * w["cpu"].get("loop", 0) / gen, 1e3 * w.get("client", 0) / gen,
+                  1e3 * sum(w["cpu"].values()) / gen,
+                  w.get("preempted", 0) / steps, s["tps"], 100.0 * s["tps"] / bench["dec1"][2]))
+    print("served: wall / tokens; srv fwd: the server's forward seconds per token; bench: "
+          "forward-bench's time for the same steps per token (srv fwd - bench: the served "
+          "forward passes' slowdown, e.g. the loop thread and the client taking a compute "
+          "thread's core); dec 1: forward-bench's batch-1 decode step; prompt: bench - dec 1, "
+          "the prompt's share (a 64-row step per request); bound: the read-bandwidth bound of "
+          "a decode step; own: served - srv fwd, the scheduler thread's time outside the "
+          "forward pass (sampling, detokenizing, events, hand-off, and idle: waiting for the "
+          "client's next request); loop, client: CPU ms per token of the loop thread and of "
+          "the load generator; cpu: CPU ms of every server thread per token; preempt: times "
+          "the scheduler thread lost its core involuntarily, per step")
 
 
 if __name__ == "__main__":

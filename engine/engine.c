@@ -13,8 +13,10 @@
  * - Who wakes whom: eng_submit, eng_abort and eng_free signal the condition variable the
  *   scheduler thread sleeps on when it has nothing to do (it never spins; while part of the
  *   KV pool was never written it first maps it, one chunk per idle turn). After queueing
- *   events the scheduler thread calls the wake callback (outside the lock), which the
- *   server uses for uv_async_send; the callback must not call back into the engine.
+ *   events into an empty outbox the scheduler thread calls the wake callback (outside the
+ *   lock; the server writes an eventfd), at most once per step; into an outbox not yet
+ *   polled it does not, as the poll that the earlier wake-up brings takes them too. The
+ *   callback must not call back into the engine.
  */
 #include "engine/engine.h"
 
@@ -442,12 +444,14 @@ static void apply_msgs(eng_t *e, eng_msg_t *m)
     }
 }
 
-/* Publishes the scheduler's events and counters. Called with mu held; returns 1 if there
- * were events. */
+/* Publishes the scheduler's events and counters. Called with mu held; returns 1 if the
+ * outbox was empty and now holds events: only then is a wake-up due, since every wake-up
+ * is followed by an eng_poll that takes the whole outbox, whatever was added to it after
+ * the wake-up and before that poll included. */
 static int publish_locked(eng_t *e)
 {
     eng_event_t *ev = sched_take_events(&e->sched);
-    int any = ev != NULL;
+    int wake = ev != NULL && e->out_head == NULL;
     if (ev) {
         if (e->out_tail)
             e->out_tail->next = ev;
@@ -459,7 +463,7 @@ static int publish_locked(eng_t *e)
     }
     sched_get_stats(&e->sched, &e->stats);
     e->waiting_reqs = e->sched.waiting_reqs;
-    return any;
+    return wake;
 }
 
 /* Takes the inbox under the lock. */
@@ -479,9 +483,9 @@ static int round_once(eng_t *e, eng_msg_t *msgs)
     apply_msgs(e, msgs);
     int rc = sched_step(&e->sched);
     pthread_mutex_lock(&e->mu);
-    int any = publish_locked(e);
+    int wake = publish_locked(e);
     pthread_mutex_unlock(&e->mu);
-    if (any && e->wake)
+    if (wake && e->wake)
         e->wake(e->wake_arg);
     return rc == 0 && had_msgs ? 1 : rc;
 }

@@ -3,8 +3,8 @@
  *
  * The engine owns the weights, the block pool and every sequence. Other threads talk to it
  * only through three calls: eng_submit (a request in), eng_abort (a cancel in) and
- * eng_poll (output events out). When new events are queued the scheduler thread calls the
- * wake callback given to eng_start (the server passes one that does uv_async_send).
+ * eng_poll (output events out). When events are queued into an empty outbox the scheduler
+ * thread calls the wake callback given to eng_start (the server's writes an eventfd).
  * Without eng_start the caller drives the engine itself with eng_step (tests, offline
  * generation); the two modes are not mixed.
  */
@@ -228,8 +228,9 @@ int eng_init(eng_t **out, const eng_params_t *p, const tok_t *tok, char *err, si
 void eng_free(eng_t *e);
 void eng_get_info(const eng_t *e, eng_info_t *info);
 
-/* Starts the scheduler thread. wake(arg) is called from it after events were queued, with
- * no engine lock held; it must not block (uv_async_send). It sleeps when idle. */
+/* Starts the scheduler thread. wake(arg) is called from it after events were queued into an
+ * empty outbox (so each wake-up must be followed by an eng_poll, which takes every event
+ * queued until then), with no engine lock held; it must not block. It sleeps when idle. */
 int eng_start(eng_t *e, eng_wake_cb wake, void *arg);
 
 /* Queues a request (any thread). Returns 0 and owns req, or -EAGAIN when the waiting queue

@@ -15,7 +15,7 @@
  * - A 0 ms uv_timer restarted from its own callback starves libuv < 1.48 (libuv #4245):
  *   timeout 0 uses the idle handle instead.
  * - MHD does not see a client leave while its connection is suspended: a uv_poll with
- *   UV_DISCONNECT watches the socket for that time.
+ *   UV_DISCONNECT watches the socket from the request's first suspension to its end.
  * - MHD_stop_daemon aborts the process if a connection is suspended: close resumes all.
  * - MHD answers a head too big for its per-connection memory itself, with HTML: the memory is
  *   set well above our own limits (http_head.c), which answer with the OpenAI error object.

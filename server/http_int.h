@@ -37,8 +37,8 @@ struct http_server {
     size_t api_key_len;
     http_handler_cb handler;
     void (*on_done)(void *app, int status);
-    void *app;        /* borrowed, passed to handler and on_done */
-    list_t live;      /* requests not yet completed (http_req_t.link) */
+    void *app;   /* borrowed, passed to handler and on_done */
+    list_t live; /* requests not yet completed (http_req_t.link) */
     int n_live;
     uint64_t next_id;
 };
@@ -46,8 +46,8 @@ struct http_server {
 struct http_req {
     http_server_t *hs;
     struct MHD_Connection *conn;
-    http_conn_t *hc;         /* its connection, or NULL */
-    list_t link;             /* in hs->live */
+    http_conn_t *hc; /* its connection, or NULL */
+    list_t link;     /* in hs->live */
     char method[16];
     char *path;      /* owned: the target's path, in origin form */
     char *authority; /* owned: the host of an absolute-form target, else NULL */
@@ -59,8 +59,9 @@ struct http_req {
     int answered;   /* a response was queued or is pending */
     int suspended;
     int gone;                     /* the client closed its connection */
-    uv_poll_t *watch;             /* UV_DISCONNECT watch, started while suspended; closed
-                                   * when the request completes, freed on close */
+    uv_poll_t *watch;             /* UV_DISCONNECT watch, started at the first suspension;
+                                   * closed when the request completes, freed on close */
+    int watching;                 /* watch is started */
     struct MHD_Response *pending; /* a reply made while suspended, queued on the next call */
     unsigned pending_status;
     int streaming;

@@ -26,17 +26,19 @@ void http_watch_stop(http_req_t *r)
     r->watch->data = NULL;
     uv_close((uv_handle_t *)r->watch, watch_close_cb);
     r->watch = NULL;
+    r->watching = 0;
 }
 
 void http_conn_resume(http_req_t *r)
 {
     if (!r->suspended)
         return;
-    /* Stop the watch first (it stays ours until the request completes, so a stream that is
-     * suspended and resumed for every token makes no allocation): completed_cb closes it
-     * while the fd is still open, before MHD closes the fd and its number can be reused. */
-    if (r->watch)
-        uv_poll_stop(r->watch);
+    /* The watch stays started: a stream is suspended and resumed for every token, and
+     * stopping and restarting it each time costs two epoll_ctl calls per token. A client that
+     * leaves while MHD has the connection is gone all the same (MHD would see the end of the
+     * stream itself), and the callback stops the watch so that it fires only once. It stays
+     * ours until the request completes: completed_cb closes it while the fd is still open,
+     * before MHD closes the fd and its number can be reused. */
     r->suspended = 0;
     MHD_resume_connection(r->conn);
     http_kick(r->hs);
@@ -50,6 +52,8 @@ static void watch_cb(uv_poll_t *h, int status, int events)
     (void)status;
     if (!r)
         return;
+    uv_poll_stop(h); /* level-triggered: it would fire on every loop turn until completion */
+    r->watching = 0;
     r->gone = 1;
     http_conn_resume(r);
 }
@@ -73,7 +77,8 @@ void http_conn_suspend(http_req_t *r)
         }
         r->watch->data = r;
     }
-    uv_poll_start(r->watch, UV_DISCONNECT, watch_cb);
+    if (!r->watching && uv_poll_start(r->watch, UV_DISCONNECT, watch_cb) == 0)
+        r->watching = 1;
 }
 
 static struct MHD_Response *make_response(http_req_t *r, const char *content_type, const char *body,

@@ -3,7 +3,7 @@
  * One srv_t lives on srv_main's stack for the life of the process. All of it belongs to the
  * loop thread, except: the loader thread (uv_queue_work) writes tok, eng and load_err before
  * its after-work callback runs on the loop thread, and the engine's scheduler thread only
- * ever calls uv_async_send on wake.
+ * ever writes to wake_fd.
  */
 #ifndef NANO_VLLM_SERVER_SRV_H
 #define NANO_VLLM_SERVER_SRV_H
@@ -25,7 +25,8 @@ typedef struct srv {
     cfg_t cfg;
     uv_loop_t loop;
     http_server_t *http; /* owned; closed in shutdown */
-    uv_async_t wake;     /* the scheduler thread's "events queued" */
+    uv_poll_t wake;      /* watches wake_fd: the scheduler thread's "events queued" */
+    int wake_fd;         /* owned eventfd; closed in wake's close callback */
     uv_signal_t sigint, sigterm;
     uv_timer_t drain_timer; /* drain deadline, then progress checks */
     uv_work_t load_work;    /* loads the tokenizer and the model off the loop thread */

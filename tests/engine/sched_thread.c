@@ -1,6 +1,7 @@
 /* sched_thread.c - the engine in threaded mode: eng_start, requests and aborts submitted
  * from two other threads, the wake callback, eng_poll on the main thread; outputs equal those
- * of eng_step; an idle engine uses no CPU; eng_free with requests in flight. Race-free
+ * of eng_step; an idle engine uses no CPU; no second wake-up while the outbox is unpolled;
+ * eng_free with requests in flight. Race-free
  * under ThreadSanitizer.
  * Usage: sched_thread TINY_DIR TOKENIZER_DIR
  */
@@ -183,6 +184,35 @@ int main(int argc, char **argv)
     ASSERT_EQ(st.running + st.waiting, 0);
     ASSERT_EQ(st.kv_blocks_used, 0);
     ASSERT_EQ(st.requests_finished, NREQ);
+
+    /* Events queued while the outbox is still unpolled bring no second wake-up (the poll
+     * that the first one brings takes them all): a request left unpolled for all its steps
+     * wakes the poller once, and one poll then has every token. */
+    {
+        static choice_out_t one[NREQ + 1];
+        const int steps0 = (int)st.steps;
+        const int n = ref[0].n_ids < 12 ? ref[0].n_ids : 12; /* fewer if it hit EOS */
+        eng_request_t *r = req_for(0);
+        r->id = NREQ;
+        r->max_tokens = 12;
+        submit_ok(e, r);
+        for (int i = 0; i < 400 * TEST_TIME_SCALE; i++) {
+            eng_get_stats(e, &st);
+            if (st.requests_finished == NREQ + 1)
+                break;
+            struct timespec ms = {0, 5 * 1000 * 1000};
+            nanosleep(&ms, NULL);
+        }
+        ASSERT_EQ(st.requests_finished, NREQ + 1);
+        ASSERT_GE((int)st.steps - steps0, n);
+        pthread_mutex_lock(&w.mu);
+        ASSERT_EQ(w.wakes, wakes + 1);
+        pthread_mutex_unlock(&w.mu);
+        ASSERT_EQ(drain_events(e, one, 1), n);
+        ASSERT_EQ(one[NREQ].n_ids, n);
+        ASSERT_EQ(one[NREQ].finishes, 1);
+        ASSERT_TRUE(memcmp(one[NREQ].ids, ref[0].ids, (size_t)n * sizeof(int32_t)) == 0);
+    }
 
     check_pool_mapped(p);
 

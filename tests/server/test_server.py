@@ -836,6 +836,18 @@ def test_client_killed(srv):
     check(m.get(aborted, 0) >= aborted0 + 1, "killed stream counted as aborted", m.get(aborted))
     check(during.get("nano_vllm_kv_cache_blocks_used", 0) >= 1 and during.get("nano_vllm_num_requests_running") == 1,
           "the stream held blocks while it ran", during.get("nano_vllm_kv_cache_blocks_used"))
+    # A stream whose client closes normally (FIN) after a few events, its connection having
+    # been suspended and resumed for each of them: aborted too.
+    s = raw_stream(srv, {"prompt": "Once upon a time " * 8, "max_tokens": 200, "temperature": 1.0,
+                         "seed": 2, "ignore_eos": True, "stream": True}, read_events=4)
+    s.close()
+    end = time.time() + 10
+    while m.get(aborted, 0) < aborted0 + 2 and time.time() < end:
+        time.sleep(0.05)
+        m = metrics(srv)
+    check(m.get(aborted, 0) >= aborted0 + 2, "closed stream counted as aborted", m.get(aborted))
+    m = wait_idle(srv)
+    check_eq(m.get("nano_vllm_kv_cache_blocks_used"), used0, "closed stream's KV blocks are back")
     # A non-streaming request whose client leaves is aborted too (FIN while suspended).
     c = socket.create_connection(("127.0.0.1", srv.port))
     body = json.dumps({"prompt": "x", "max_tokens": 250, "ignore_eos": True}).encode()
