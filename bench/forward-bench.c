@@ -5,14 +5,15 @@
  *   forward-bench [MODEL_DIR] [--shape NAME[:f32|f16|bf16]]
  *                 [--dtype f32,f16,bf16,int8,int8w,bf16x3]  (int8: W8A8, int8w: weight-only)
  *                 [--steps dec1,dec32,dec64,mixed,prefill]
- *                 [--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype f32|f16]
+ *                 [--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype auto|f32|f16]
  *
  * The model is MODEL_DIR (any architecture model_load knows), else the shape --shape names,
  * written with scripts/make-checkpoint into the build tree on first use and kept there:
  * gpt2-124m (the default, F32), smollm2-135m, smollm2-360m, qwen2.5-0.5b, qwen3-0.6b,
  * llama-3.2-1b (random weights in the real configurations; their file dtype BF16 unless
  * the :DTYPE suffix says otherwise). --dtype says how the weights are kept (each one loads
- * the checkpoint again). For each weight dtype:
+ * the checkpoint again), --kv-dtype the K/V cache (auto, the default: as the server keeps it
+ * for those weights, F32 with F32 or BF16X3 weights, else F16). For each weight dtype:
  *   decode, batch 1, 32 and 64, at each context of --ctx (default 64: positions of K/V
  *                      already written; each step adds one token to every sequence);
  *   mixed: the 32 decodes with a 32-row prompt chunk (positions 32-63) in the same step,
@@ -234,7 +235,7 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL, *shape = "gpt2-124m", *dtypes = "f32,f16,bf16";
     const char *steps = "dec1,dec32,dec64,mixed,prefill";
-    const char *kv_dtype = "f32", *ctx_arg = "64";
+    const char *kv_dtype = "auto", *ctx_arg = "64";
     int rounds = 2, threads = 0, ctxs[MAX_NCTX], n_ctx;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
@@ -257,7 +258,7 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "usage: %s [MODEL_DIR] [--shape NAME[:f32|f16|bf16]] [--dtype "
                     "f32,f16,bf16,int8,int8w,bf16x3] [--steps dec1,dec32,dec64,mixed,prefill] "
-                    "[--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype f32|f16]\n"
+                    "[--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype auto|f32|f16]\n"
                     "shapes:",
                     argv[0]);
             for (int s = 0; s < N_SHAPES; s++)
@@ -276,12 +277,10 @@ int main(int argc, char **argv)
     int max_ctx = 0;
     for (int c = 0; c < n_ctx; c++)
         max_ctx = ctxs[c] > max_ctx ? ctxs[c] : max_ctx;
-    if (strcmp(kv_dtype, "f32") && strcmp(kv_dtype, "f16")) {
-        fprintf(stderr, "forward-bench: --kv-dtype must be f32 or f16\n");
+    if (strcmp(kv_dtype, "auto") && strcmp(kv_dtype, "f32") && strcmp(kv_dtype, "f16")) {
+        fprintf(stderr, "forward-bench: --kv-dtype must be auto, f32 or f16\n");
         return 2;
     }
-    const int kv_dt = strcmp(kv_dtype, "f16") ? ENG_DTYPE_F32 : ENG_DTYPE_F16;
-    const int kv_size = kv_dt == ENG_DTYPE_F16 ? 2 : 4;
     char shape_dir[4200];
     if (!dir) {
         char name[64];
@@ -353,6 +352,11 @@ int main(int argc, char **argv)
             return 2;
         }
         double rss_load = proc_rss_bytes() / 1e6;
+        /* auto: as the server keeps K/V for these weights (kv_cache_dtype auto). */
+        const int kv_dt = !strcmp(kv_dtype, "f32")   ? ENG_DTYPE_F32
+                          : !strcmp(kv_dtype, "f16") ? ENG_DTYPE_F16
+                                                     : model_kv_dtype_auto(dt_val[d]);
+        const int kv_size = kv_dt == ENG_DTYPE_F16 ? 2 : 4;
         int per_seq = span / BS + 1;
         kv_cache_t kv;
         if (model_kv_init(m, &kv, BS, MAX_B * per_seq, kv_dt) ||
@@ -384,7 +388,7 @@ int main(int argc, char **argv)
                dt_name[d], desc->arch, desc->n_layer, desc->n_embd, desc->n_head, desc->n_kv_head,
                desc->head_size, desc->vocab_size, costs[d][0][0].w_bytes / 1e6,
                (double)model_weight_bytes(m) / 1e6, rss_load, model_kernel_name(m),
-               model_threads(m), ctx_arg, kv_dtype);
+               model_threads(m), ctx_arg, model_dtype_name(kv_dt));
         fflush(stdout);
         for (int k = 0; k < N_K; k++)
             for (int c = 0; c < n_ctx; c++)

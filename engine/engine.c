@@ -112,13 +112,9 @@ static int eng_plan(eng_plan_t *pl, const eng_params_t *p, const model_t *model,
         .max_prefill_decoding = p->max_prefill_tokens_decoding,
     };
     int bs = p->block_size ? p->block_size : 16;
-    int weights = model_dtype(model);
     int kv_dtype = p->kv_cache_dtype;
-    /* BF16X3 weights keep F32's accuracy (1e-5 relative), which an F16 cache (1e-3) would
-     * not. */
     if (kv_dtype == ENG_DTYPE_AUTO)
-        kv_dtype =
-            weights == ENG_DTYPE_F32 || weights == ENG_DTYPE_BF16X3 ? ENG_DTYPE_F32 : ENG_DTYPE_F16;
+        kv_dtype = model_kv_dtype_auto(model_dtype(model));
     if (kv_dtype != ENG_DTYPE_F32 && kv_dtype != ENG_DTYPE_F16) {
         snprintf(err, errlen, "kv_cache_dtype %s: the KV cache is kept in f32 or f16",
                  model_dtype_name(kv_dtype));

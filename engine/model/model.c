@@ -244,6 +244,12 @@ const char *model_kernel_name(const model_t *m)
     return mm_kernel_name(mm_get_kernel(m->mm));
 }
 
+/* BF16X3 weights keep F32's accuracy (1e-5 relative), which an F16 cache (1e-3) would not. */
+int model_kv_dtype_auto(int weights)
+{
+    return weights == ENG_DTYPE_F32 || weights == ENG_DTYPE_BF16X3 ? ENG_DTYPE_F32 : ENG_DTYPE_F16;
+}
+
 int model_dtype(const model_t *m)
 {
     return m->dtype;

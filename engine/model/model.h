@@ -87,6 +87,9 @@ int model_forward(model_t *m, kv_cache_t *kv, const model_batch_t *b);
 /* A KV pool shaped for m (L, NKV, HS): kv_cache_init's codes. */
 int model_kv_init(const model_t *m, kv_cache_t *kv, int block_size, int num_blocks, int dtype);
 size_t model_kv_block_bytes(const model_t *m, int block_size, int dtype);
+/* The K/V dtype kv_cache_dtype "auto" means for weights kept in `weights` (an enum eng_dtype):
+ * F32 with F32 or BF16X3 weights, else F16. */
+int model_kv_dtype_auto(int weights);
 
 /* Runs the matrix products on `threads` threads from now on (0 = one per online CPU; the
  * default after model_load). Returns 0, or -EINVAL/-ENOMEM/-EAGAIN leaving the old pool. */
