@@ -211,11 +211,16 @@ int main(int argc, char **argv)
             i++;
         } else {
             fprintf(stderr,
-                    "attn-bench: unknown or incomplete argument '%s' (see the file's "
-                    "header)\n",
-                    a);
-            return 2;
+                    "usage: %s [--batch 32] [--ctx 64,256] [--kv-dtype f32,f16] [--rounds 5] "
+                    "[--threads N] [--layers 12] [--heads 12] [--head-size 64] "
+                    "[--layout shuffled|seq]\n",
+                    argv[0]);
+            return strcmp(a, "--help") ? 2 : 0; /* --help is not an error */
         }
+    }
+    if (!bench_in_list(o.kv_dtypes, "f32") && !bench_in_list(o.kv_dtypes, "f16")) {
+        fprintf(stderr, "attn-bench: --kv-dtype wants f32, f16 or both: %s\n", o.kv_dtypes);
+        return 2;
     }
     if (o.nctx < 1 || o.B < 1 || o.L < 1 || o.NH < 1 || o.HS < 1 || o.rounds < 1) {
         fprintf(stderr, "attn-bench: bad --ctx, --batch, --layers, --heads, --head-size or "
