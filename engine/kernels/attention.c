@@ -2,9 +2,10 @@
  * (see attention.h): the cache's layout (kv_at), the scatter of a step's new keys and values
  * into their slots, and the driver that cuts a step into work items, runs them on the compute
  * pool with a scratch share per thread and hands each item's rows to the arithmetic
- * (attention_tiles.c, which spells out the order of a row's sums). Grouped-query attention: one
- * work item is a sequence and a range of its KV heads and serves the NH/NKV query heads that
- * read each of them, so each KV head's keys and values are written and read by one thread.
+ * (attention_tiles.c, which spells out the order of a row's sums, and the score tiles of
+ * attention_scores.c). Grouped-query attention: one work item is a sequence and a range of its
+ * KV heads and serves the NH/NKV query heads that read each of them, so each KV head's keys and
+ * values are written and read by one thread.
  */
 #include "engine/kernels/attention.h"
 

@@ -1,9 +1,11 @@
 /* attention_kern.h - private to the attention files: what the driver (attention.c: the KV cache,
  * the work items, the scratch) hands the per-row arithmetic (attention_tiles.c: the portable
- * row, the AVX2 and AVX-512 tiles). A KV head's keys and values are read through a kv_src_t, a
- * prefill chunk's rows of one query head come as an attn_rows_t, a decode token's query heads
- * as an attn_dec_t. The driver calls an entry point once per row (portable) or per group of
- * rows, never per key: the loops over keys and values stay inside attention_tiles.c.
+ * row, softmax and the chains of V of the AVX2 and AVX-512 code; attention_scores.c: their
+ * score tiles). A KV head's keys and values are read through a kv_src_t, a prefill chunk's rows
+ * of one query head come as an attn_rows_t, a decode token's query heads as an attn_dec_t. The
+ * driver calls an entry point once per row (portable) or per group of rows, never per key: the
+ * loops over keys and values stay inside attention_tiles.c and attention_scores.c, which share
+ * the target attributes, the vector loads and score_rows_t below.
  */
 #ifndef NANO_VLLM_ATTENTION_KERN_H
 #define NANO_VLLM_ATTENTION_KERN_H
@@ -15,6 +17,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define HAVE_VEC_AVX2 1
+#include <immintrin.h>
 #endif
 
 /* Rows attended together, sharing each load of K and V (the AVX2 code). */
@@ -83,6 +86,57 @@ void attn_rows_avx2(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *
 void attn_rows_avx512(const vec_ops_t *ops, const attn_rows_t *w, const kv_src_t *s);
 void attn_dec_avx2(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s);
 void attn_dec_avx512(const vec_ops_t *ops, const attn_dec_t *d, const kv_src_t *s);
+
+/* Target attributes of the AVX2 and AVX-512 code, and the loads both attention files use. */
+#define VEC_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define VEC_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define VEC_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma,f16c")))
+#define VEC_AVX512_INLINE                                                                          \
+    static inline __attribute__((always_inline, target("avx512f,avx512vl,avx2,fma,f16c")))
+
+/* Eight values of a row from element i on, as floats (f16: the row holds F16). */
+VEC_AVX2_INLINE __m256 load8(const char *row, int i, int f16)
+{
+    if (f16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    return _mm256_loadu_ps((const float *)row + i);
+}
+
+/* Sixteen values from p on as floats (f16: p holds F16). */
+VEC_AVX512_INLINE __m512 load16(const char *p, int f16)
+{
+    if (f16)
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_loadu_ps((const float *)p);
+}
+
+/* The scores of nq rows of each of nh KV heads (row r of head i: its query at
+ * q + (i nq + r) qs, its scores into sc + (i nq + r) ld) against keys [0, n) of s (head i's
+ * panels hk bytes after head 0's in each block): tiles of up to RM rows by NG groups, the
+ * groups [g0, g0 + NG) of every head before the next NG, so a decode token reads the keys of
+ * its heads block by block, each block's heads one run. stream: the rows read this context
+ * once (a decode token): while a tile is computed, ask for the keys of the tile computed next
+ * (the next head's panels of the same blocks, adjacent to these: so each group of a tile is a
+ * stream through its block's keys), and during the last tile for the first block's values
+ * (v0: the pass over V that follows starts on lines already asked for). */
+typedef struct score_rows {
+    const kv_src_t *s;
+    size_t hk;
+    int n, nq, nh;
+    const float *q;
+    size_t qs;
+    float *sc;
+    size_t ld;
+    int stream;
+    const char *v0; /* stream: the first block's values (or NULL), vrun bytes of them, laid out
+                     * as hk-byte panels (a block of the cache itself) */
+    size_t vrun;
+} score_rows_t;
+
+/* The scores of w's rows (attention_scores.c), tiles shaped for AVX2's 16 registers or
+ * AVX-512's 32. */
+void scores_avx2(const score_rows_t *w);
+void scores_avx512(const score_rows_t *w);
 #endif
 
 #endif

@@ -1,12 +1,12 @@
 /* attention_tiles.c - the per-row arithmetic of attention (attention_kern.h): the portable row
- * (attn_row_generic) and the AVX2 and AVX-512 tiles, reading K and V block by block in place.
- * Every row, a decode token or a row of a prefill chunk, is attended in the same order (spelled
- * out below). K is stored transposed, a panel of HS rows of BS keys per block and KV head, so
- * the scores of a block are broadcast-FMAs of the query against panel rows, one chain per score
- * over the head dimension with the keys side by side in vector lanes; several rows go through
- * the same tiles (a chunk's consecutive rows, or a decode token's query heads of one KV head),
- * sharing the loads of K and V. Only functions with the target attribute use AVX2 or AVX-512
- * instructions; the driver (attention.c) calls them only after checking the CPU.
+ * (attn_row_generic), and the AVX2 and AVX-512 drivers of a prefill chunk's rows and of a decode
+ * token (attn_rows_ISA, attn_dec_ISA) with their softmax and chains of V, reading V block by
+ * block in place; their scores come from the score tiles of attention_scores.c (q . K^T over the
+ * transposed K panels). Every row, a decode token or a row of a prefill chunk, is attended in
+ * the same order, spelled out below for both files. Several rows go through the same passes
+ * (a chunk's consecutive rows, or a decode token's query heads of one KV head), sharing the
+ * loads of V. Only functions with the target attribute use AVX2 or AVX-512 instructions; the
+ * driver (attention.c) calls them only after checking the CPU.
  */
 #include "engine/kernels/attention_kern.h"
 
@@ -16,10 +16,6 @@
 
 #include "engine/kernels/vec.h"
 #include "engine/kernels/vecmath.h"
-
-#ifdef HAVE_VEC_AVX2
-#include <immintrin.h>
-#endif
 
 /* THE ORDER OF A ROW'S SUMS. Every row of every step, a decode token or a row inside a prefill
  * chunk of any size, goes through the same per-row arithmetic, fixed by the row's position and
@@ -90,20 +86,6 @@ void attn_row_generic(const vec_ops_t *ops, float *out, const float *q, const kv
 }
 
 #ifdef HAVE_VEC_AVX2
-#define VEC_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define VEC_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
-#define VEC_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma,f16c")))
-#define VEC_AVX512_INLINE                                                                          \
-    static inline __attribute__((always_inline, target("avx512f,avx512vl,avx2,fma,f16c")))
-
-/* Eight values of a row from element i on, as floats (f16: the row holds F16). */
-VEC_AVX2_INLINE __m256 load8(const char *row, int i, int f16)
-{
-    if (f16)
-        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
-    return _mm256_loadu_ps((const float *)row + i);
-}
-
 /* How far ahead a decode token's pass over V asks for lines, in bytes of its run (tried 4, 8
  * and 16 KiB: 4 is as fast as any). */
 #define ATTN_AHEAD 4096
@@ -114,272 +96,6 @@ VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
     for (size_t o = 0; o < n; o += 64)
         _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
-
-/* SCORE TILES. A group is up to 16 consecutive keys of one block's panel: its row d is 16
- * values at k + d * kst bytes (kst = BS values), the group's first key at position j, cnt of
- * its keys wanted (cnt < 16 at the end of a block or of the context: the other lanes read on
- * into the panel's next row, or past the panel's last row into the next KV head's panel or
- * the block's values, memory of the same block, and are dropped; cnt = 0: a group repeated to
- * fill a tile, nothing stored). A tile is R rows (row r's query at q + r qs, its scores at
- * sc + r ld) against NG groups: R x NG x 16 chains, each from +0 over d in order, one FMA per d;
- * then scaled by 1 / sqrt(HS). pf (or NULL): NG panels of lines to ask for (the tile computed
- * next), a line of each per row of the panels read. */
-typedef struct score_tile {
-    const float *q;
-    size_t qs;
-    float *sc;
-    size_t ld;
-    size_t kst;
-    int HS;
-    float scale;
-} score_tile_t;
-
-VEC_AVX2_INLINE void tile_avx2(const int R, const int NG, const score_tile_t *t, const int f16,
-                               const char *const *k, const char *const *pf, const int *j,
-                               const int *cnt)
-{
-    __m256 a[4][4][2];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < NG; g++)
-            a[r][g][0] = a[r][g][1] = _mm256_setzero_ps();
-    const size_t kst = t->kst;
-    for (int d = 0; d < t->HS; d++) {
-        const size_t at = (size_t)d * kst;
-        if (pf)
-#pragma GCC unroll 8
-            for (int g = 0; g < NG; g++)
-                if (pf[g])
-                    _mm_prefetch(pf[g] + at, _MM_HINT_T0);
-        __m256 x[4][2];
-#pragma GCC unroll 8
-        for (int g = 0; g < NG; g++) {
-            x[g][0] = load8(k[g] + at, 0, f16);
-            x[g][1] = load8(k[g] + at, 8, f16);
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const __m256 qb = _mm256_broadcast_ss(t->q + (size_t)r * t->qs + d);
-#pragma GCC unroll 8
-            for (int g = 0; g < NG; g++) {
-                a[r][g][0] = _mm256_fmadd_ps(qb, x[g][0], a[r][g][0]);
-                a[r][g][1] = _mm256_fmadd_ps(qb, x[g][1], a[r][g][1]);
-            }
-        }
-    }
-    const __m256 scale = _mm256_set1_ps(t->scale);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < NG; g++) {
-            float *o = t->sc + (size_t)r * t->ld + j[g];
-            const __m256 lo = _mm256_mul_ps(a[r][g][0], scale);
-            const __m256 hi = _mm256_mul_ps(a[r][g][1], scale);
-            if (cnt[g] == 16) {
-                _mm256_storeu_ps(o, lo);
-                _mm256_storeu_ps(o + 8, hi);
-            } else if (cnt[g] > 0) {
-                float tmp[16];
-                _mm256_storeu_ps(tmp, lo);
-                _mm256_storeu_ps(tmp + 8, hi);
-                memcpy(o, tmp, (size_t)cnt[g] * sizeof(float));
-            }
-        }
-}
-
-/* Sixteen values from p on as floats (f16: p holds F16). */
-VEC_AVX512_INLINE __m512 load16(const char *p, int f16)
-{
-    if (f16)
-        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-    return _mm512_loadu_ps((const float *)p);
-}
-
-VEC_AVX512_INLINE void tile_avx512(const int R, const int NG, const score_tile_t *t, const int f16,
-                                   const char *const *k, const char *const *pf, const int *j,
-                                   const int *cnt)
-{
-    __m512 a[4][8];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < NG; g++)
-            a[r][g] = _mm512_setzero_ps();
-    const size_t kst = t->kst;
-    for (int d = 0; d < t->HS; d++) {
-        const size_t at = (size_t)d * kst;
-        if (pf)
-#pragma GCC unroll 8
-            for (int g = 0; g < NG; g++)
-                if (pf[g])
-                    _mm_prefetch(pf[g] + at, _MM_HINT_T0);
-        __m512 x[8];
-#pragma GCC unroll 8
-        for (int g = 0; g < NG; g++)
-            x[g] = load16(k[g] + at, f16);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const __m512 qb = _mm512_set1_ps(t->q[(size_t)r * t->qs + d]);
-#pragma GCC unroll 8
-            for (int g = 0; g < NG; g++)
-                a[r][g] = _mm512_fmadd_ps(qb, x[g], a[r][g]);
-        }
-    }
-    const __m512 scale = _mm512_set1_ps(t->scale);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int g = 0; g < NG; g++)
-            if (cnt[g] > 0)
-                _mm512_mask_storeu_ps(t->sc + (size_t)r * t->ld + j[g],
-                                      (__mmask16)((1u << cnt[g]) - 1),
-                                      _mm512_mul_ps(a[r][g], scale));
-}
-
-/* The groups [g0, g0 + NG) of a context of n keys (ng groups, gpb per block) for a tile, in
- * head 0's panels: k, j, cnt as score_tile_t describes (groups past ng repeat the first,
- * cnt 0). */
-static inline void tile_groups(const kv_src_t *s, size_t es, int n, int ng, int g0, int NG,
-                               const char **k, int *j, int *cnt)
-{
-    const int BS = s->kbs, gpb = (BS + 15) / 16;
-    for (int g = 0; g < NG; g++) {
-        /* (No division for blocks of up to 16 keys: this runs once per tile.) */
-        const int gi = g0 + g, b = gpb == 1 ? gi : gi / gpb, c0 = gpb == 1 ? 0 : gi % gpb * 16;
-        if (gi < ng) {
-            const int left = BS - c0 < n - b * BS ? BS - c0 : n - b * BS;
-            k[g] = s->k + src_kblock(s, b) + (size_t)c0 * es;
-            j[g] = b * BS + c0;
-            cnt[g] = left < 16 ? left : 16;
-        } else {
-            k[g] = k[0];
-            j[g] = j[0];
-            cnt[g] = 0;
-        }
-    }
-}
-
-/* Groups of a context of n keys: gpb per block, the last block's up to position n. */
-static inline int score_groups(int BS, int n)
-{
-    const int gpb = (BS + 15) / 16, nb = (n + BS - 1) / BS;
-    return (nb - 1) * gpb + (n - (nb - 1) * BS + 15) / 16;
-}
-
-/* The scores of nq rows of each of nh KV heads (row r of head i: its query at
- * q + (i nq + r) qs, its scores into sc + (i nq + r) ld) against keys [0, n) of s (head i's
- * panels hk bytes after head 0's in each block): tiles of up to RM rows by NG groups, the
- * groups [g0, g0 + NG) of every head before the next NG, so a decode token reads the keys of
- * its heads block by block, each block's heads one run. stream: the rows read this context
- * once (a decode token): while a tile is computed, ask for the keys of the tile computed next
- * (the next head's panels of the same blocks, adjacent to these: so each group of a tile is a
- * stream through its block's keys), and during the last tile for the first block's values
- * (v0: the pass over V that follows starts on lines already asked for). */
-typedef struct score_rows {
-    const kv_src_t *s;
-    size_t hk;
-    int n, nq, nh;
-    const float *q;
-    size_t qs;
-    float *sc;
-    size_t ld;
-    int stream;
-    const char *v0; /* stream: the first block's values (or NULL), vrun bytes of them, laid out
-                     * as hk-byte panels (a block of the cache itself) */
-    size_t vrun;
-} score_rows_t;
-
-/* scores_t_ISA: the scores of w in tiles of RM rows by NG groups of 16 keys (F16 keys when
- * f16), the last rows of a head in a tile of fewer rows. scores_ISA: the tile shape for w's
- * rows and keys. AVX2 (16 registers): 2 x R x NG accumulators of eight lanes, at most 12: one
- * row takes four groups, two rows three, three rows two, four rows one. AVX-512 (32 registers,
- * a group in one register): one row takes eight groups (the loads, not the FMAs, bound it),
- * two six, three five, four four. One macro makes both, as a function compiled for AVX2 cannot
- * inline the AVX-512 tile. */
-#define SCORES_FNS(ISA, INLINE_ATTR, ATTR, NG1, NG2, NG3, NG4)                                     \
-    INLINE_ATTR void scores_t_##ISA(const int RM, const int NG, const int f16,                     \
-                                    const score_rows_t *w)                                         \
-    {                                                                                              \
-        const kv_src_t *s = w->s;                                                                  \
-        const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);                                  \
-        const int ng = score_groups(s->kbs, w->n);                                                 \
-        score_tile_t t = {.qs = w->qs,                                                             \
-                          .ld = w->ld,                                                             \
-                          .kst = (size_t)s->kbs * es,                                              \
-                          .HS = s->HS,                                                             \
-                          .scale = 1.0f / sqrtf((float)s->HS)};                                    \
-        const int tiles = (ng + NG - 1) / NG * w->nh;                                              \
-        for (int ti = 0; ti < tiles; ti++) {                                                       \
-            const int g0 = ti / w->nh * NG, i = ti % w->nh;                                        \
-            const char *k[8] = {0}, *pf[8] = {0};                                                  \
-            int j[8] = {0}, cnt[8] = {0};                                                          \
-            tile_groups(s, es, w->n, ng, g0, NG, k, j, cnt);                                       \
-            for (int g = 0; g < NG; g++)                                                           \
-                k[g] += (size_t)i * w->hk;                                                         \
-            const int tn = ti + 1;                                                                 \
-            if (w->stream && tn < tiles) {                                                         \
-                int jn[8], cn[8];                                                                  \
-                tile_groups(s, es, w->n, ng, tn / w->nh * NG, NG, pf, jn, cn);                     \
-                for (int g = 0; g < NG; g++)                                                       \
-                    pf[g] = cn[g] ? pf[g] + (size_t)(tn % w->nh) * w->hk : NULL;                   \
-            } else if (w->v0) {                                                                    \
-                /* Past the keys: the first values, a tile's prefetch covering hk bytes per        \
-                 * group. */                                                                       \
-                for (int g = 0; g < NG; g++) {                                                     \
-                    const size_t off = ((size_t)(tn - tiles) * NG + (size_t)g) * w->hk;            \
-                    pf[g] = off < w->vrun ? w->v0 + off : NULL;                                    \
-                }                                                                                  \
-            }                                                                                      \
-            for (int r0 = 0; r0 < w->nq; r0 += RM) {                                               \
-                const int R = w->nq - r0 < RM ? w->nq - r0 : RM;                                   \
-                const char *const *p = w->stream && r0 == 0 ? pf : NULL;                           \
-                t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;                                     \
-                t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;                                   \
-                if (R == RM)                                                                       \
-                    tile_##ISA(RM, NG, &t, f16, k, p, j, cnt);                                     \
-                else if (R == 1)                                                                   \
-                    tile_##ISA(1, NG, &t, f16, k, p, j, cnt);                                      \
-                else if (RM > 2 && R == 2)                                                         \
-                    tile_##ISA(2, NG, &t, f16, k, p, j, cnt);                                      \
-                else if (RM > 3)                                                                   \
-                    tile_##ISA(3, NG, &t, f16, k, p, j, cnt);                                      \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
-    ATTR __attribute__((noinline)) static void scores_##ISA(const score_rows_t *w)                 \
-    {                                                                                              \
-        const int RM = w->nq < 4 ? w->nq : 4;                                                      \
-        switch (RM * 2 + w->s->f16) {                                                              \
-        case 2:                                                                                    \
-            scores_t_##ISA(1, NG1, 0, w);                                                          \
-            break;                                                                                 \
-        case 3:                                                                                    \
-            scores_t_##ISA(1, NG1, 1, w);                                                          \
-            break;                                                                                 \
-        case 4:                                                                                    \
-            scores_t_##ISA(2, NG2, 0, w);                                                          \
-            break;                                                                                 \
-        case 5:                                                                                    \
-            scores_t_##ISA(2, NG2, 1, w);                                                          \
-            break;                                                                                 \
-        case 6:                                                                                    \
-            scores_t_##ISA(3, NG3, 0, w);                                                          \
-            break;                                                                                 \
-        case 7:                                                                                    \
-            scores_t_##ISA(3, NG3, 1, w);                                                          \
-            break;                                                                                 \
-        case 8:                                                                                    \
-            scores_t_##ISA(4, NG4, 0, w);                                                          \
-            break;                                                                                 \
-        default:                                                                                   \
-            scores_t_##ISA(4, NG4, 1, w);                                                          \
-            break;                                                                                 \
-        }                                                                                          \
-    }
-SCORES_FNS(avx2, VEC_AVX2_INLINE, VEC_AVX2, 4, 3, 2, 1)
-SCORES_FNS(avx512, VEC_AVX512_INLINE, VEC_AVX512, 8, 6, 5, 4)
-#undef SCORES_FNS
 
 /* Columns [c0, c0 + 8 nv) of out = sum_j p[j] v_j for nr rows (p[r], o[r]), j in [0, n): one
  * FMA chain per element from +0, in order of j; the rows share the loads of V. */
