@@ -6,13 +6,14 @@
 
 For each weight dtype it runs build/bench/forward-bench on the same checkpoint (decode of
 1, 32 and 64 sequences at context --ctx, and 32 decodes beside a 32-row prompt chunk) before
-and after the server, keeping each step's better figure, and in between starts the server (`serve --weight-dtype D`, K/V cache at its default for D, which
-forward-bench is given too) and drives it with bench/loadgen.py's steady phase: N streaming
-clients, arrivals ramped over the first 30% of --duration and that warm-up left out, each
-request a 64-token prompt (distinct ids, nothing cached) and 128 new tokens, ignore_eos,
-temperature 0. At both ends of the measured window it reads the server's /metrics (its
-scheduler thread's seconds by phase, steps, rows run through the model) and every server
-thread's CPU time (/proc), so the window's figures are differences of counters.
+and after the server, keeping each step's better figure, and in between starts the server
+(`serve --weight-dtype D`, the K/V cache at its default for D, as forward-bench keeps it too)
+and drives it with bench/loadgen.py's steady phase: N streaming clients, arrivals ramped over
+the first 30% of --duration and that warm-up left out, each request a 64-token prompt
+(distinct ids, nothing cached) and 128 new tokens, ignore_eos, temperature 0. At both ends
+of the measured window it reads the server's /metrics (its scheduler thread's seconds by
+phase, steps, rows run through the model) and every server thread's CPU time (/proc), so the
+window's figures are differences of counters.
 
 Printed per level:
   served tok/s     completion tokens streamed per second (client side);
@@ -65,10 +66,10 @@ BENCH_LOGITS = {"dec1": 1, "dec32": 32, "dec64": 64, "mixed": 32}
 PHASES = ("schedule", "forward", "sample", "handoff", "idle")
 
 
-def forward_bench(path, model, dtype, kv, ctx, rounds):
+def forward_bench(path, model, dtype, ctx, rounds):
     """{step: (ms/step, rows/s, bound rows/s)} from one forward-bench run."""
     cmd = [path, model, "--dtype", dtype, "--steps", "dec1,dec32,dec64,mixed", "--ctx",
-           str(ctx), "--rounds", str(rounds), "--kv-dtype", kv]
+           str(ctx), "--rounds", str(rounds)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900).stdout
     res = {}
     core = re.search(r"one core: ([\d.]+) GFLOP per CPU-second", out)
@@ -81,7 +82,8 @@ def forward_bench(path, model, dtype, kv, ctx, rounds):
                 # CPU ms per step, back from its last column: matmul FLOP per CPU-second
                 # over one core's FMA rate per CPU-second.
                 flop = step_flop(BENCH_ROWS[key], BENCH_LOGITS[key])
-                res[key] = (ms, rate, bound, 1e3 * flop / (eff / 100.0 * float(core.group(1)) * 1e9))
+                cpu_ms = 1e3 * flop / (eff / 100.0 * float(core.group(1)) * 1e9)
+                res[key] = (ms, rate, bound, cpu_ms)
     if len(res) != len(BENCH_STEPS):
         sys.exit("serve-overhead: forward-bench gave no figures:\n" + out)
     return res
@@ -203,9 +205,8 @@ def main():
     levels = [int(c) for c in args.levels.split(",")]
     rows = []
     for dt in args.dtypes.split(","):
-        kv = "f32" if dt in ("f32", "bf16x3") else "f16"
-        print("%s: forward-bench (context %d, K/V %s) ..." % (dt, args.ctx, kv), flush=True)
-        bench = forward_bench(fb, model, dt, kv, args.ctx, args.rounds)
+        print("%s: forward-bench (context %d) ..." % (dt, args.ctx), flush=True)
+        bench = forward_bench(fb, model, dt, args.ctx, args.rounds)
         level_rows = []
         sa = types.SimpleNamespace(server=server, model=model,
                                    server_arg=["--weight-dtype", dt] + args.server_arg)
@@ -222,7 +223,7 @@ def main():
         # Again after the server: other tenants of a shared host only ever slow a run down,
         # so each step keeps its better figure (as forward-bench keeps its best round).
         print("%s: forward-bench again ..." % dt, flush=True)
-        again = forward_bench(fb, model, dt, kv, args.ctx, args.rounds)
+        again = forward_bench(fb, model, dt, args.ctx, args.rounds)
         for k in bench:
             bench[k] = (min(bench[k][0], again[k][0]), max(bench[k][1], again[k][1]),
                         max(bench[k][2], again[k][2]), min(bench[k][3], again[k][3]))
