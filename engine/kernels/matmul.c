@@ -488,14 +488,10 @@ static void matmul_range(const mm_job_t *j, int p0, int p1)
 
 static int levels_for(int n_panels, int threads, int stream, size_t panel_bytes)
 {
+    const int max = stream ? MM_MAX_LEVELS_STREAM : MM_MAX_LEVELS;
     int levels = 1;
-    if (!stream) {
-        while (levels < MM_MAX_LEVELS && (n_panels >> levels) >= 2 * threads)
-            levels++;
-        return levels;
-    }
-    while (levels < MM_MAX_LEVELS_STREAM && (n_panels >> levels) >= 2 * threads &&
-           (size_t)((n_panels >> levels) / threads) * panel_bytes >= MM_PART_BYTES)
+    while (levels < max && (n_panels >> levels) >= 2 * threads &&
+           (!stream || (size_t)((n_panels >> levels) / threads) * panel_bytes >= MM_PART_BYTES))
         levels++;
     return levels;
 }
