@@ -61,7 +61,6 @@ struct http_req {
     int gone;                     /* the client closed its connection */
     uv_poll_t *watch;             /* UV_DISCONNECT watch, started at the first suspension;
                                    * closed when the request completes, freed on close */
-    int watching;                 /* watch is started */
     struct MHD_Response *pending; /* a reply made while suspended, queued on the next call */
     unsigned pending_status;
     int streaming;

@@ -26,7 +26,6 @@ void http_watch_stop(http_req_t *r)
     r->watch->data = NULL;
     uv_close((uv_handle_t *)r->watch, watch_close_cb);
     r->watch = NULL;
-    r->watching = 0;
 }
 
 void http_conn_resume(http_req_t *r)
@@ -53,7 +52,6 @@ static void watch_cb(uv_poll_t *h, int status, int events)
     if (!r)
         return;
     uv_poll_stop(h); /* level-triggered: it would fire on every loop turn until completion */
-    r->watching = 0;
     r->gone = 1;
     http_conn_resume(r);
 }
@@ -77,8 +75,8 @@ void http_conn_suspend(http_req_t *r)
         }
         r->watch->data = r;
     }
-    if (!r->watching && uv_poll_start(r->watch, UV_DISCONNECT, watch_cb) == 0)
-        r->watching = 1;
+    if (!uv_is_active((uv_handle_t *)r->watch))
+        uv_poll_start(r->watch, UV_DISCONNECT, watch_cb);
 }
 
 static struct MHD_Response *make_response(http_req_t *r, const char *content_type, const char *body,
