@@ -410,9 +410,10 @@ static int start(srv_t *s)
             strchr(s->cfg.host, ':') ? "[" : "", s->cfg.host, strchr(s->cfg.host, ':') ? "]" : "",
             http_server_port(s->http), conn_limit);
     s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (s->wake_fd < 0 || uv_poll_init(&s->loop, &s->wake, s->wake_fd) != 0) {
+    rc = s->wake_fd < 0 ? -errno : uv_poll_init(&s->loop, &s->wake, s->wake_fd);
+    if (rc) {
         srv_log(SRV_LOG_ERROR, "srv", NULL, "cannot create the engine's wake-up eventfd: %s",
-                strerror(errno));
+                uv_strerror(rc));
         if (s->wake_fd >= 0)
             close(s->wake_fd);
         http_server_close(s->http);
