@@ -308,16 +308,18 @@ def parse_response(req, pieces):
 
 def run_lean(host, port, args, pid, next_id, on_mark=None):
     """One stream, its client as lean as a client can be: one socket kept alive, requests
-    back to back, read in bulk (lean_request), each read appended with its time and nothing
-    else done with it until the window has ended (then the streams are parsed). On a machine whose cores the server needs, a
-    client's CPU is taken from the server's forward passes; a real client runs elsewhere,
-    so the measurement should cost the server as little as possible.
+    back to back, read in bulk (lean_request), each read kept with its time and nothing else
+    done with it until the window has ended (then the streams are parsed). On a machine
+    whose cores the server needs, a client's CPU is taken from the server's forward passes;
+    a real client runs elsewhere, so the measurement should cost the server as little as
+    possible.
     The window is whole requests: from sending the first request after the warm-up to the
     end of the last one sent before --duration ran out, so its tokens are every token of
     its requests and its time includes their prompts and the gaps between them. on_mark,
     if given, is called just before and just after it ("w0", "w1"); what it returns is kept
     in s["marks"]. Besides run_phase's figures, s["client_cpu"] is this client's CPU
-    seconds in the window (its thread's; reading and timing only)."""
+    seconds in the window (its thread's; reading and timing only) and s["req_spt"] each
+    request's seconds per token but the last's (from its sending to the next one's)."""
     warm = args.warmup if args.warmup is not None else (
         args.ramp if args.ramp is not None else 0.3 * args.duration)
     t_start = time.monotonic()
@@ -394,6 +396,10 @@ def run_lean(host, port, args, pid, next_id, on_mark=None):
     s["done"] += sum(r.ok for r in reqs) - sum(r.ok for r, _ in window)
     s["sent"] = len(reqs)
     s["client_cpu"] = c1 - c0
+    # Each request's seconds per token, from its sending to the next one's: the stream's rate
+    # request by request (its median is what a burst of other load on the host leaves alone).
+    s["req_spt"] = [(b.sent - a.sent) / a.tokens for (a, _), (b, _) in zip(window, window[1:])
+                    if a.tokens]
     # Reads come in bulk: the times of single events say little (time to first token and
     # inter-token latency are the asyncio client's to measure).
     s["ttft"], s["itl"] = [], []

@@ -82,8 +82,9 @@ PROMPT_TOKENS, MAX_TOKENS = 64, 128
 def forward_bench(path, model, dtype, ctx, rounds):
     """{step: (ms/step, rows/s, bound rows/s)} from one forward-bench run."""
     # Without a model, forward-bench writes its default checkpoint (the server's then) first.
-    cmd = [path] + ([model] if model else []) + ["--dtype", dtype, "--steps", "dec1,dec32,dec64,mixed", "--ctx",
-           str(ctx), "--rounds", str(rounds)]
+    cmd = [path] + ([model] if model else []) + [
+        "--dtype", dtype, "--steps", "dec1,dec32,dec64,mixed", "--ctx", str(ctx), "--rounds",
+        str(rounds)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900).stdout
     res = {}
     core = re.search(r"one core: ([\d.]+) GFLOP per CPU-second", out)
@@ -161,7 +162,14 @@ def scrape(url, pid):
                 head, rest = f.read().rsplit(")", 1)
             name = "loop" if int(tid) == pid else head.split("(", 1)[1]
             v = rest.split()
-            cpu[name] = cpu.get(name, 0.0) + (int(v[11]) + int(v[12])) / hz
+            # Nanoseconds on a CPU where the kernel keeps them (schedstat), else clock ticks
+            # (10 ms: a few percent of a window's loop thread time).
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    secs = int(f.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                secs = (int(v[11]) + int(v[12])) / hz
+            cpu[name] = cpu.get(name, 0.0) + secs
             if name == "nv-scheduler":
                 with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
                     for line in f:
@@ -311,9 +319,9 @@ def report(rows):
           "other threads' CPU / wall; rows/st: rows per step; fwd ms: the server's forward "
           "ms per step; bench: forward-bench ms for a step of that many rows")
     print("\nbatch 1, ms per generated token:")
-    print("%-5s %7s %7s %7s %7s %7s %7s %7s %6s %6s %7s %7s %7s %7s %7s %8s %7s" % (
-        "dtype", "served", "srv fwd", "bench", "dec 1", "prompt", "bound", "b same", "of b",
-        "of bs", "own", "idle", "loop", "client", "cpu", "preempt", "tok/s"))
+    print("%-5s %7s %7s %7s %7s %7s %7s %7s %7s %6s %6s %7s %7s %7s %7s %7s %8s %7s" % (
+        "dtype", "served", "srv p50", "srv fwd", "bench", "dec 1", "prompt", "bound", "b same",
+        "of b", "of bs", "own", "idle", "loop", "client", "cpu", "preempt", "tok/s"))
     for dt, conc, s, w, bench in rows:
         if conc != 1 or not s["tps"]:
             continue
@@ -327,15 +335,19 @@ def report(rows):
         dec_bound = 1e3 / bench["dec1"][2]
         same_bound = ((steps - prompts) * dec_bound +
                       prompts * prompt_roofline_ms(bench["roof"], PROMPT_TOKENS)) / gen
-        print("%-5s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %5.0f%% %5.0f%% %7.2f %7.2f "
+        spt = sorted(s.get("req_spt", []))
+        p50 = "%7.2f" % (1e3 * spt[len(spt) // 2]) if spt else "%7s" % "-"
+        print("%-5s %7.2f %s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %5.0f%% %5.0f%% %7.2f %7.2f "
               "%7.3f %7.3f %7.2f %8.2f %7.1f" % (
-                  dt, served, fwd, same, bench["dec1"][0], same - bench["dec1"][0], dec_bound,
+                  dt, served, p50, fwd, same, bench["dec1"][0], same - bench["dec1"][0], dec_bound,
                   same_bound, 100.0 * dec_bound / served, 100.0 * same_bound / served,
                   served - fwd, 1e3 * w.get("idle", 0) / gen,
                   1e3 * w["cpu"].get("loop", 0) / gen, 1e3 * w.get("client", 0) / gen,
                   1e3 * sum(w["cpu"].values()) / gen, w.get("preempted", 0) / steps, s["tps"]))
     print("served: wall / tokens (lean client: the window is whole requests, prompts and the "
-          "gaps between them included); srv fwd: the server's forward seconds per token; bench: "
+          "gaps between them included); srv p50: the median request's ms per token (sent to "
+          "the next one sent; lean client only): bursts of other load on a shared host raise "
+          "the mean, not this; srv fwd: the server's forward seconds per token; bench: "
           "forward-bench's time for the same steps per token (srv fwd - bench: the served "
           "forward passes' slowdown, e.g. the loop thread and the client taking a compute "
           "thread's core); dec 1: forward-bench's batch-1 decode step; prompt: bench - dec 1, "
