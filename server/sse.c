@@ -123,10 +123,8 @@ static int sse_plain_head(api_job_t *job)
         return 0;
     char num[96];
     size_t n = 0;
-    int k = snprintf(num, sizeof(num),
-                     "\",\"object\":\"text_completion\",\"created\":%lld,"
-                     "\"model\":\"",
-                     job->created);
+    int k = snprintf(num, sizeof(num), "\",\"object\":\"%s\",\"created\":%lld,\"model\":\"",
+                     job->chat ? "chat.completion.chunk" : "text_completion", job->created);
     int rc = sse_put(job, &n, "data: {\"id\":\"", 13);
     rc |= sse_put(job, &n, job->id, strlen(job->id));
     rc |= sse_put(job, &n, num, (size_t)k);
@@ -139,16 +137,29 @@ static int sse_plain_head(api_job_t *job)
 }
 
 /* A chunk without logprobs, framed by hand (see the top of the file). The model name is
- * escaped like the text; the id is ours ("cmpl-" and hex digits). */
+ * escaped like the text; the id is ours ("cmpl-" or "chatcmpl-" and hex digits). A chat
+ * chunk carries the text as its delta's content, and an empty delta when a choice's last
+ * chunk adds no text (chat_sse_chunk). */
 static void sse_plain_chunk(api_job_t *job, int index, const char *text, size_t len, int finish)
 {
     if (sse_plain_head(job) < 0)
         return;
     size_t n = job->sse_head;
     int rc = sse_put_int(job, &n, index);
-    rc |= sse_put(job, &n, ",\"text\":\"", 9);
-    rc |= sse_put_escaped(job, &n, text, len);
-    static const char no_lp[] = "\",\"logprobs\":null,\"finish_reason\":";
+    if (!job->chat) {
+        rc |= sse_put(job, &n, ",\"text\":\"", 9);
+        rc |= sse_put_escaped(job, &n, text, len);
+        rc |= sse_put(job, &n, "\"", 1);
+    } else if (len > 0 || !finish) {
+        static const char delta[] = ",\"delta\":{\"content\":\"";
+        rc |= sse_put(job, &n, delta, sizeof(delta) - 1);
+        rc |= sse_put_escaped(job, &n, text, len);
+        rc |= sse_put(job, &n, "\"}", 2);
+    } else {
+        static const char empty[] = ",\"delta\":{}";
+        rc |= sse_put(job, &n, empty, sizeof(empty) - 1);
+    }
+    static const char no_lp[] = ",\"logprobs\":null,\"finish_reason\":";
     rc |= sse_put(job, &n, no_lp, sizeof(no_lp) - 1);
     if (finish) {
         const char *name = eng_finish_name(finish);
