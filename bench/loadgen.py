@@ -28,14 +28,20 @@ matrix FLOP per generated token including its share of the prompt:
 (attention left out; L, C, V from --model's config.json, else GPT-2 124M). With --pid or
 --server, "cpu" is the same ratio per CPU-second of the server against one core's FMA peak
 per CPU-second, which holds on a busy host too. One asyncio loop drives all clients over raw
-sockets, so the client costs little next to the server.
+sockets, so the client costs little next to the server: at one stream still about 0.25 ms of
+CPU per token, taken from the server's cores on a small machine. --lean runs level 1's steady
+phase with run_lean instead, a client that reads in bulk and parses after the window (next
+to no CPU per token; tokens/s only).
 """
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -210,6 +216,198 @@ async def run_phase(host, port, conc, args, burst, pid, next_id, on_mark=None):
     return s
 
 
+# The lean client reads a stream in bulk, napping between reads, until LEAN_TAIL events are
+# still due; it then reads them as they come, to see the end at once. A nap lasts half the time
+# the events due before the tail take at the rate seen so far, at most LEAN_NAP seconds
+# (LEAN_FIRST_NAP until a rate is seen): it ends before the tail, even if the stream speeds up
+# twofold.
+LEAN_NAP = 0.2
+LEAN_FIRST_NAP = 0.02
+LEAN_TAIL = 8
+
+
+def lean_request(sock, req, pieces, max_events):
+    """Sends one request (bytes) on blocking sock and reads its response to the end, keeping
+    each read with its time in pieces and doing nothing else with it. Until the last
+    LEAN_TAIL of about max_events events it naps between reads and takes what has come, so
+    that the server's sends wake nobody (a client on another machine costs the server's cores
+    nothing); then it waits on the socket. Returns "ok", or an error's name (the connection
+    is then unusable)."""
+    sock.sendall(req)
+    events, tail, first = 0, b"", None  # first: (time, events) at the first read with events
+
+    def take(data):
+        nonlocal tail
+        pieces.append((time.monotonic(), data))
+        if len(pieces) == 1 and not data.startswith(b"HTTP/1.1 200 "):
+            return data.split(b"\r\n", 1)[0].decode("latin-1")
+        # The end of a chunked body: JSON escapes CR and LF, so CR LF "0" CR LF CR LF appears
+        # only there (a data chunk ends in "\n\n\r\n").
+        tail = (tail + data)[-7:]
+        return "ok" if tail == b"\r\n0\r\n\r\n" else None
+
+    while events < max_events - LEAN_TAIL:
+        nap = LEAN_FIRST_NAP
+        if first and events > first[1]:
+            per_event = (pieces[-1][0] - first[0]) / (events - first[1])
+            nap = min(LEAN_NAP, 0.5 * (max_events - LEAN_TAIL - events) * per_event)
+        time.sleep(nap)
+        while True:
+            try:
+                data = sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if not data:
+                return "connection closed"
+            res = take(data)
+            if res:
+                return res
+            events += data.count(b"\n\n")
+            if events and not first:
+                first = (pieces[-1][0], events)
+    while True:
+        data = sock.recv(1 << 16)
+        if not data:
+            return "connection closed"
+        res = take(data)
+        if res:
+            return res
+
+
+def parse_response(req, pieces):
+    """Fills req (events' times, completion tokens) from one streamed response's reads: each
+    event gets the time of the read that completed the chunk it came in."""
+    raw = b"".join(d for _, d in pieces)
+    ends, n = [], 0
+    for _, d in pieces:
+        n += len(d)
+        ends.append(n)
+    pos = raw.find(b"\r\n\r\n") + 4
+    buf = b""
+    while True:
+        eol = raw.index(b"\r\n", pos)
+        size = int(raw[pos:eol].split(b";")[0], 16)
+        if size == 0:
+            break
+        pos = eol + 2
+        buf += raw[pos:pos + size]
+        now = pieces[bisect.bisect_right(ends, pos + size - 1)][0]
+        pos += size + 2
+        while b"\n\n" in buf:
+            ev, buf = buf.split(b"\n\n", 1)
+            if not ev.startswith(b"data: ") or ev == b"data: [DONE]":
+                continue
+            obj = json.loads(ev[6:])
+            if obj.get("usage"):
+                req.tokens = obj["usage"]["completion_tokens"]
+            for c in obj.get("choices", []):
+                if c["text"] or c["finish_reason"]:
+                    req.events.append(now)
+    req.ok = True
+
+
+def run_lean(host, port, args, pid, next_id, on_mark=None):
+    """One stream, its client as lean as a client can be: one socket kept alive, requests
+    back to back, read in bulk (lean_request), each read kept with its time and nothing else
+    done with it until the window has ended (then the streams are parsed). On a machine
+    whose cores the server needs, a client's CPU is taken from the server's forward passes;
+    a real client runs elsewhere, so the measurement should cost the server as little as
+    possible.
+    The window is whole requests: from sending the first request after the warm-up to the
+    end of the last one sent before --duration ran out, so its tokens are every token of
+    its requests and its time includes their prompts and the gaps between them. on_mark,
+    if given, is called just before and just after it ("w0", "w1"); what it returns is kept
+    in s["marks"]. Besides run_phase's figures, s["client_cpu"] is this client's CPU
+    seconds in the window (its thread's; reading and timing only) and s["req_spt"] each
+    request's seconds per token but the last's (from its sending to the next one's)."""
+    warm = args.warmup if args.warmup is not None else (
+        args.ramp if args.ramp is not None else 0.3 * args.duration)
+    t_start = time.monotonic()
+    end, errors, marks, reqs = t_start + args.duration, {}, {}, []
+    w0 = w1 = c0 = c1 = None
+    window = []
+    sock = None
+    while len(reqs) < args.max_requests and time.monotonic() < t_start + args.duration + \
+            PHASE_SLACK:
+        if w0 is None and time.monotonic() >= t_start + warm:
+            if on_mark:
+                marks["w0"] = on_mark("w0")
+            cpu0 = cpu_seconds(pid) if pid else None
+            w0, c0 = time.monotonic(), time.thread_time()
+        body = {"prompt": prompt(next_id[0] + len(reqs) + 1, args.prompt_tokens),
+                "max_tokens": args.max_tokens, "temperature": 0, "ignore_eos": True,
+                "stream": True, "stream_options": {"include_usage": True}}
+        if args.model_name:
+            body["model"] = args.model_name
+        payload = json.dumps(body).encode()
+        auth = ("Authorization: Bearer %s\r\n" % args.api_key).encode() if args.api_key else b""
+        req = (b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+               % host.encode() + auth + b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+        try:
+            if sock is None:
+                sock = socket.create_connection((host, port), timeout=PHASE_SLACK)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # Blocking (MSG_DONTWAIT reads return at once), with the kernel's own time
+                # bound on a read and a write.
+                sock.settimeout(None)
+                bound = struct.pack("ll", int(PHASE_SLACK), 0)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bound)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, bound)
+            r, pieces = Req(), []
+            reqs.append(r)
+            res = lean_request(sock, req, pieces, args.max_tokens)
+        except OSError as e:
+            res = type(e).__name__
+        if res != "ok":
+            errors[res] = errors.get(res, 0) + 1
+            if sock:
+                sock.close()
+            sock = None
+            continue
+        if w0 is not None:
+            window.append((r, pieces))
+        else:
+            parse_response(r, pieces)
+        if time.monotonic() >= end:
+            if w0 is not None:
+                w1, c1 = time.monotonic(), time.thread_time()
+                cpu1 = cpu_seconds(pid) if pid else None
+                if on_mark:
+                    marks["w1"] = on_mark("w1")
+            break
+    if sock:
+        sock.close()
+    next_id[0] += len(reqs)
+    for r, pieces in window:
+        try:
+            parse_response(r, pieces)
+        except (ValueError, KeyError) as e:
+            errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+    if w1 is None:
+        errors["no window"] = 1
+        w0 = w1 = time.monotonic()
+        c0 = c1 = 0.0
+        cpu0 = cpu1 = None
+    s = summarize([r for r, _ in window], w0, w1,
+                  cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None)
+    # Every token of the window's requests counts, however their events fell in time.
+    s["tokens"] = float(sum(r.tokens or len(r.events) for r, _ in window))
+    s["tps"] = s["tokens"] / s["wall"] if s["wall"] > 0 else 0.0
+    s["done"] += sum(r.ok for r in reqs) - sum(r.ok for r, _ in window)
+    s["sent"] = len(reqs)
+    s["client_cpu"] = c1 - c0
+    # Each request's seconds per token, from its sending to the next one's: the stream's rate
+    # request by request (its median is what a burst of other load on the host leaves alone).
+    s["req_spt"] = [(b.sent - a.sent) / a.tokens for (a, _), (b, _) in zip(window, window[1:])
+                    if a.tokens]
+    # Reads come in bulk: the times of single events say little (time to first token and
+    # inter-token latency are the asyncio client's to measure).
+    s["ttft"], s["itl"] = [], []
+    s["errors"] = errors
+    s["marks"] = marks
+    return s
+
+
 def rss(pid):
     out = {}
     try:
@@ -293,6 +491,9 @@ def main():
     ap.add_argument("--warmup", type=float, help="seconds at the start of the steady phase "
                     "left out of its figures (default the ramp)")
     ap.add_argument("--no-burst", action="store_true", help="skip the burst phase")
+    ap.add_argument("--lean", action="store_true", help="level 1's steady phase uses the lean "
+                    "one-stream client (run_lean): tokens/s with next to no client CPU, no "
+                    "latencies")
     ap.add_argument("--max-requests", type=int, default=2000, help="requests per phase (bound)")
     ap.add_argument("--peak", help="the bench/peak binary (default: next to --server's build "
                     "tree, else build/bench/peak)")
@@ -325,7 +526,10 @@ def main():
     try:
         for conc in [int(c) for c in args.levels.split(",")]:
             for burst in ([True] if not args.no_burst else []) + [False]:
-                s = asyncio.run(run_phase(host, port, conc, args, burst, args.pid, next_id))
+                if conc == 1 and not burst and args.lean:
+                    s = run_lean(host, port, args, args.pid, next_id)
+                else:
+                    s = asyncio.run(run_phase(host, port, conc, args, burst, args.pid, next_id))
                 mem = rss(args.pid) if args.pid else {}
                 rows.append((burst, conc, s, mem))
                 print_row(burst, conc, s, mem, pk, fpt, None)

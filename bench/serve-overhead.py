@@ -2,18 +2,26 @@
 """What serving costs: served tokens/s against the forward pass of the same steps, one run.
 
     bench/serve-overhead.py [--build build] [--dtypes f32,f16] [--levels 1,32,64]
-                            [--duration 30] [--model DIR]
+                            [--duration 30] [--model DIR] [--one-stream lean|asyncio]
 
 For each weight dtype it runs build/bench/forward-bench on the same checkpoint (decode of
 1, 32 and 64 sequences at context --ctx, and 32 decodes beside a 32-row prompt chunk) before
 and after the server, keeping each step's better figure, and in between starts the server
 (`serve --weight-dtype D`, the K/V cache at its default for D, as forward-bench keeps it too)
-and drives it with bench/loadgen.py's steady phase: N streaming clients, arrivals ramped over
-the first 30% of --duration and that warm-up left out, each request a 64-token prompt
-(distinct ids, nothing cached) and 128 new tokens, ignore_eos, temperature 0. At both ends
-of the measured window it reads the server's /metrics (its scheduler thread's seconds by
-phase, steps, rows run through the model) and every server thread's CPU time (/proc), so the
-window's figures are differences of counters.
+and drives it with streaming requests, each a 64-token prompt (distinct ids, nothing cached)
+and 128 new tokens, ignore_eos, temperature 0, the first 30% of --duration left out as warm-up:
+  1 stream         loadgen.py's lean one-stream client (run_lean): one keep-alive connection,
+                   requests back to back, each stream read in bulk between naps and parsed
+                   only after the window, so that it takes next to nothing of the cores the
+                   server computes on (a real client runs on another machine). Its window
+                   is whole requests, prompts and the gaps between them included.
+                   --one-stream asyncio uses the load generator below instead;
+  N streams        loadgen.py's steady phase: N asyncio clients, arrivals ramped over the
+                   warm-up. Its CPU (parsing every event as it comes) is taken from the
+                   server's cores: with 2 cores, about 0.25 ms per token at one stream.
+At both ends of the measured window it reads the server's /metrics (its scheduler thread's
+seconds by phase, steps, rows run through the model) and every server thread's CPU time
+(/proc), so the window's figures are differences of counters.
 
 Printed per level:
   served tok/s     completion tokens streamed per second (client side);
@@ -30,12 +38,16 @@ Printed per level:
                    the figure to read;
   schedule/sample/handoff/idle  the scheduler thread's other seconds over wall seconds;
   loop cpu         the loop thread's CPU seconds over wall seconds (HTTP, JSON, SSE);
-  client cpu       the load generator's (this process's) CPU seconds over wall seconds: it
-                   runs on the same cores, so what it takes is taken from the server too;
+  client cpu       the client's CPU seconds over wall seconds (the lean client: its thread's;
+                   the load generator: this process's): it runs on the same cores, so what
+                   it takes is taken from the server too;
   rows/step, fwd ms/step  the server's own steps, against bench ms/step at that row count.
 Then for batch 1: milliseconds per generated token served, in the server's forward pass,
-in forward-bench for the same steps, of which its decode step and the prompt's share, and the
-read-bandwidth bound; the server's own time outside the forward pass; and the CPU
+in forward-bench for the same steps, of which its decode step and the prompt's share; two
+bounds: (a) the read-bandwidth bound of a decode step, (b) the bound of the window's own
+steps (its decodes at (a), its 64-row prompt steps at their full roofline, computed as
+forward-bench computes it from the read bandwidth and FMA peak it measured), each as a share
+of the served figure; the server's own time outside the forward pass; and the CPU
 milliseconds per token of the loop thread and of the client.
 
 Run it alone on the machine: it measures speed. Every phase is bounded by
@@ -64,12 +76,15 @@ BENCH_STEPS = {"decode 1": "dec1", "decode 32": "dec32", "decode 64": "dec64",
 BENCH_ROWS = {"dec1": 1, "dec32": 32, "dec64": 64, "mixed": 64}
 BENCH_LOGITS = {"dec1": 1, "dec32": 32, "dec64": 64, "mixed": 32}
 PHASES = ("schedule", "forward", "sample", "handoff", "idle")
+PROMPT_TOKENS, MAX_TOKENS = 64, 128
 
 
 def forward_bench(path, model, dtype, ctx, rounds):
     """{step: (ms/step, rows/s, bound rows/s)} from one forward-bench run."""
-    cmd = [path, model, "--dtype", dtype, "--steps", "dec1,dec32,dec64,mixed", "--ctx",
-           str(ctx), "--rounds", str(rounds)]
+    # Without a model, forward-bench writes its default checkpoint (the server's then) first.
+    cmd = [path] + ([model] if model else []) + [
+        "--dtype", dtype, "--steps", "dec1,dec32,dec64,mixed", "--ctx", str(ctx), "--rounds",
+        str(rounds)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900).stdout
     res = {}
     core = re.search(r"one core: ([\d.]+) GFLOP per CPU-second", out)
@@ -84,9 +99,30 @@ def forward_bench(path, model, dtype, ctx, rounds):
                 flop = step_flop(BENCH_ROWS[key], BENCH_LOGITS[key])
                 cpu_ms = 1e3 * flop / (eff / 100.0 * float(core.group(1)) * 1e9)
                 res[key] = (ms, rate, bound, cpu_ms)
-    if len(res) != len(BENCH_STEPS):
+    head = re.search(r"^%s: \S+, (\d+) layers, C=(\d+), NH=(\d+), NKV=(\d+), HS=(\d+), V=(\d+), "
+                     r"(\d+) MB of packed matrices.*K/V (\w+)$" % dtype, out, re.M)
+    bounds = re.search(r"read bandwidth ([\d.]+) GB/s, FMA peak ([\d.]+) GFLOP/s", out)
+    if len(res) != len(BENCH_STEPS) or not head or not bounds:
         sys.exit("serve-overhead: forward-bench gave no figures:\n" + out)
+    L, C, NH, NKV, HS, V = (int(x) for x in head.groups()[:6])
+    res["roof"] = {"L": L, "C": C, "NH": NH, "NKV": NKV, "HS": HS, "V": V,
+                   "w_bytes": float(head.group(7)) * 1e6,
+                   "kv_size": 2 if head.group(8) == "f16" else 4,
+                   "bw": float(bounds.group(1)) * 1e9, "fma": float(bounds.group(2)) * 1e9}
     return res
+
+
+def prompt_roofline_ms(roof, rows):
+    """forward-bench's full roofline (its step_cost) of a prompt step of `rows` rows from
+    position 0 with one logit row: max((packed weights + K/V written) / read bandwidth,
+    (weight FLOPs + causal attention FLOPs) / FMA peak), with the bandwidth and peak it
+    measured."""
+    kv_pos = roof["L"] * roof["NKV"] * roof["HS"] * 2 * roof["kv_size"]
+    a_pos = 4.0 * roof["HS"] * roof["NH"] * roof["L"]
+    t_mem = (roof["w_bytes"] + kv_pos * rows) / roof["bw"]
+    t_fma = (step_flop(rows, 1, roof["L"], roof["C"], roof["V"])
+             + a_pos * rows * (rows + 1) / 2) / roof["fma"]
+    return 1e3 * max(t_mem, t_fma)
 
 
 def step_flop(rows, logit_rows, L=12, C=768, V=50257):
@@ -126,7 +162,14 @@ def scrape(url, pid):
                 head, rest = f.read().rsplit(")", 1)
             name = "loop" if int(tid) == pid else head.split("(", 1)[1]
             v = rest.split()
-            cpu[name] = cpu.get(name, 0.0) + (int(v[11]) + int(v[12])) / hz
+            # Nanoseconds on a CPU where the kernel keeps them (schedstat), else clock ticks
+            # (10 ms: a few percent of a window's loop thread time).
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    secs = int(f.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                secs = (int(v[11]) + int(v[12])) / hz
+            cpu[name] = cpu.get(name, 0.0) + secs
             if name == "nv-scheduler":
                 with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
                     for line in f:
@@ -171,13 +214,23 @@ def window(a, b):
 def run_level(url, pid, conc, args):
     u = urllib.parse.urlparse(url)
     la = types.SimpleNamespace(duration=args.duration, ramp=None, warmup=None,
-                               max_requests=args.max_requests, max_tokens=128,
-                               prompt_tokens=64, model_name=None, api_key=None)
-    s = asyncio.run(loadgen.run_phase(u.hostname, u.port, conc, la, False, pid, [conc * 100000],
-                                      on_mark=lambda name: scrape(url, pid)))
+                               max_requests=args.max_requests, max_tokens=MAX_TOKENS,
+                               prompt_tokens=PROMPT_TOKENS, model_name=None, api_key=None)
+    lean = conc == 1 and args.one_stream == "lean"
+    if lean:
+        s = loadgen.run_lean(u.hostname, u.port, la, pid, [conc * 100000],
+                             on_mark=lambda name: scrape(url, pid))
+    else:
+        s = asyncio.run(loadgen.run_phase(u.hostname, u.port, conc, la, False, pid,
+                                          [conc * 100000],
+                                          on_mark=lambda name: scrape(url, pid)))
     if "w0" not in s["marks"] or "w1" not in s["marks"]:
-        sys.exit("serve-overhead: the window's metrics were not read")
-    return s, window(s["marks"]["w0"], s["marks"]["w1"])
+        sys.exit("serve-overhead: the window's metrics were not read: %s" % s["errors"])
+    w = window(s["marks"]["w0"], s["marks"]["w1"])
+    if lean:
+        # The window is the requests' own span, and the client's CPU its thread's in it.
+        w["t"], w["client"] = s["wall"], s["client_cpu"]
+    return s, w
 
 
 def main():
@@ -192,6 +245,9 @@ def main():
                     help="forward-bench's decode context (served contexts run 64..192)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-requests", type=int, default=2000)
+    ap.add_argument("--one-stream", choices=("lean", "asyncio"), default="lean",
+                    help="the client of the 1-stream level: loadgen's lean one (default) or its "
+                    "asyncio load generator, as the other levels")
     ap.add_argument("--server-arg", action="append", default=[])
     ap.add_argument("--settle", type=float, default=30.0, help="seconds at most to let the "
                     "idle server map its KV pool before measuring (0: measure at once)")
@@ -206,7 +262,7 @@ def main():
     rows = []
     for dt in args.dtypes.split(","):
         print("%s: forward-bench (context %d) ..." % (dt, args.ctx), flush=True)
-        bench = forward_bench(fb, model, dt, args.ctx, args.rounds)
+        bench = forward_bench(fb, args.model, dt, args.ctx, args.rounds)
         level_rows = []
         sa = types.SimpleNamespace(server=server, model=model,
                                    server_arg=["--weight-dtype", dt] + args.server_arg)
@@ -223,10 +279,12 @@ def main():
         # Again after the server: other tenants of a shared host only ever slow a run down,
         # so each step keeps its better figure (as forward-bench keeps its best round).
         print("%s: forward-bench again ..." % dt, flush=True)
-        again = forward_bench(fb, model, dt, args.ctx, args.rounds)
-        for k in bench:
+        again = forward_bench(fb, args.model, dt, args.ctx, args.rounds)
+        for k in BENCH_STEPS.values():
             bench[k] = (min(bench[k][0], again[k][0]), max(bench[k][1], again[k][1]),
                         max(bench[k][2], again[k][2]), min(bench[k][3], again[k][3]))
+        for k in ("bw", "fma"):
+            bench["roof"][k] = max(bench["roof"][k], again["roof"][k])
         rows += [r + (bench,) for r in level_rows]
     report(rows)
 
@@ -261,9 +319,9 @@ def report(rows):
           "other threads' CPU / wall; rows/st: rows per step; fwd ms: the server's forward "
           "ms per step; bench: forward-bench ms for a step of that many rows")
     print("\nbatch 1, ms per generated token:")
-    print("%-5s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s %8s %7s" % (
-        "dtype", "served", "srv fwd", "bench", "dec 1", "prompt", "bound", "own", "idle",
-        "loop", "client", "cpu", "preempt", "tok/s"))
+    print("%-5s %7s %7s %7s %7s %7s %7s %7s %7s %6s %6s %7s %7s %7s %7s %7s %8s %7s" % (
+        "dtype", "served", "srv p50", "srv fwd", "bench", "dec 1", "prompt", "bound", "b same",
+        "of b", "of bs", "own", "idle", "loop", "client", "cpu", "preempt", "tok/s"))
     for dt, conc, s, w, bench in rows:
         if conc != 1 or not s["tps"]:
             continue
@@ -272,23 +330,36 @@ def report(rows):
         served = 1e3 / s["tps"]
         fwd = 1e3 * w.get("forward", 0) / gen
         same = steps * bench_ms(bench, w.get("forward_tokens", 0) / steps) / gen
-        print("%-5s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.3f %7.3f %7.2f %8.2f "
-              "%7.1f  (%.0f%% of the bandwidth bound)" % (
-                  dt, served, fwd, same, bench["dec1"][0], same - bench["dec1"][0],
-                  1e3 / bench["dec1"][2], served - fwd, 1e3 * w.get("idle", 0) / gen,
+        # The window's steps: prompts (PROMPT_TOKENS rows each) and 1-row decodes.
+        prompts = max(w.get("forward_tokens", 0) - steps, 0) / (PROMPT_TOKENS - 1)
+        dec_bound = 1e3 / bench["dec1"][2]
+        same_bound = ((steps - prompts) * dec_bound +
+                      prompts * prompt_roofline_ms(bench["roof"], PROMPT_TOKENS)) / gen
+        spt = sorted(s.get("req_spt", []))
+        p50 = "%7.2f" % (1e3 * spt[len(spt) // 2]) if spt else "%7s" % "-"
+        print("%-5s %7.2f %s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %5.0f%% %5.0f%% %7.2f %7.2f "
+              "%7.3f %7.3f %7.2f %8.2f %7.1f" % (
+                  dt, served, p50, fwd, same, bench["dec1"][0], same - bench["dec1"][0], dec_bound,
+                  same_bound, 100.0 * dec_bound / served, 100.0 * same_bound / served,
+                  served - fwd, 1e3 * w.get("idle", 0) / gen,
                   1e3 * w["cpu"].get("loop", 0) / gen, 1e3 * w.get("client", 0) / gen,
-                  1e3 * sum(w["cpu"].values()) / gen,
-                  w.get("preempted", 0) / steps, s["tps"], 100.0 * s["tps"] / bench["dec1"][2]))
-    print("served: wall / tokens; srv fwd: the server's forward seconds per token; bench: "
+                  1e3 * sum(w["cpu"].values()) / gen, w.get("preempted", 0) / steps, s["tps"]))
+    print("served: wall / tokens (lean client: the window is whole requests, prompts and the "
+          "gaps between them included); srv p50: the median request's ms per token (sent to "
+          "the next one sent; lean client only): bursts of other load on a shared host raise "
+          "the mean, not this; srv fwd: the server's forward seconds per token; bench: "
           "forward-bench's time for the same steps per token (srv fwd - bench: the served "
           "forward passes' slowdown, e.g. the loop thread and the client taking a compute "
           "thread's core); dec 1: forward-bench's batch-1 decode step; prompt: bench - dec 1, "
-          "the prompt's share (a 64-row step per request); bound: the read-bandwidth bound of "
-          "a decode step; own: served - srv fwd, the scheduler thread's time outside the "
-          "forward pass (sampling, detokenizing, events, hand-off, and idle: waiting for the "
+          "the prompt's share (a %d-row step per request); bound: the read-bandwidth bound of "
+          "a decode step; b same: the bound of the same steps, the decodes' read bound plus the "
+          "prompt steps' full roofline, per token; of b, of bs: bound / served and b same / "
+          "served; own: served - srv fwd, the server's time outside the forward pass "
+          "(scheduling, sampling, detokenizing, events, hand-off, and idle: waiting for the "
           "client's next request); loop, client: CPU ms per token of the loop thread and of "
-          "the load generator; cpu: CPU ms of every server thread per token; preempt: times "
-          "the scheduler thread lost its core involuntarily, per step")
+          "the client (lean: its reading thread in the window; asyncio: the whole load "
+          "generator); cpu: CPU ms of every server thread per token; preempt: times "
+          "the scheduler thread lost its core involuntarily, per step" % PROMPT_TOKENS)
 
 
 if __name__ == "__main__":

@@ -245,6 +245,10 @@ void chat_sse_start(api_job_t *job)
 void chat_sse_chunk(api_job_t *job, int index, const char *text, size_t len, json_t *logprobs,
                     int finish)
 {
+    if (!logprobs) { /* framed by hand, as the same chunk without logprobs of a completion */
+        sse_chunk(job, index, text, len, NULL, finish);
+        return;
+    }
     /* The last chunk of a choice has an empty delta when its token added no text (EOS). */
     json_t *delta = len > 0 || !finish ? json_pack("{s:s%}", "content", text, len) : json_object();
     send_choice(job, json_pack("{s:i, s:o, s:o, s:o}", "index", index, "delta", delta, "logprobs",

@@ -27,11 +27,11 @@ typedef struct api_choice {
 } api_choice_t;
 
 struct api_job {
-    list_t link;            /* in srv_t.jobs */
-    srv_t *srv;             /* borrowed */
-    http_req_t *http;       /* borrowed; NULL once the connection is done with us */
-    char id[48];            /* "cmpl-..." or "chatcmpl-..." */
-    int chat;               /* a chat completion (chat.c frames its responses) */
+    list_t link;      /* in srv_t.jobs */
+    srv_t *srv;       /* borrowed */
+    http_req_t *http; /* borrowed; NULL once the connection is done with us */
+    char id[48];      /* "cmpl-..." or "chatcmpl-..." */
+    int chat;         /* a chat completion (chat.c frames its responses) */
     long long created;
     api_params_t p;
     int n_choices;
@@ -42,8 +42,9 @@ struct api_job {
     int answered;          /* the response was sent or the stream ended */
     int prompt_tokens;
     uint64_t t_start, t_first;
-    char *sse;             /* owned; (sse_cap) one event being framed, reused for each */
+    char *sse; /* owned; (sse_cap) one event being framed, reused for each */
     size_t sse_cap;
+    size_t sse_head; /* bytes of sse that every plain chunk shares (0: none yet) */
 };
 
 /* Builds the logprobs entries for tokens ids[0..n) into lp (an object of four arrays,

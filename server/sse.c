@@ -6,7 +6,8 @@
  *
  * A chunk without logprobs (every token of a plain stream) is framed by hand into the job's
  * reusable buffer, byte for byte what jansson would write, so streaming allocates nothing
- * per token once the buffer has grown to the size of an event.
+ * per token once the buffer has grown to the size of an event; the part every chunk of the
+ * job shares (id, created, model) stays at the start of that buffer and is framed once.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +69,12 @@ static int sse_put_escaped(api_job_t *job, size_t *len, const char *s, size_t n)
         } else if (c >= 0x20) {
             *o++ = (char)c;
         } else {
-            const char *short_esc = c == '\b' ? "b" : c == '\f' ? "f" : c == '\n' ? "n"
-                                    : c == '\r' ? "r" : c == '\t' ? "t" : NULL;
+            const char *short_esc = c == '\b'   ? "b"
+                                    : c == '\f' ? "f"
+                                    : c == '\n' ? "n"
+                                    : c == '\r' ? "r"
+                                    : c == '\t' ? "t"
+                                                : NULL;
             *o++ = '\\';
             if (short_esc) {
                 *o++ = short_esc[0];
@@ -95,22 +100,66 @@ static int sse_put(api_job_t *job, size_t *len, const char *s, size_t n)
     return 0;
 }
 
-/* A chunk without logprobs, framed by hand (see the top of the file). The model name is
- * escaped like the text; the id is ours ("cmpl-" and hex digits). */
-static void sse_plain_chunk(api_job_t *job, int index, const char *text, size_t len, int finish)
+/* Appends v in decimal. */
+static int sse_put_int(api_job_t *job, size_t *len, int v)
 {
+    char d[12];
+    int n = 0;
+    unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
+    do {
+        d[sizeof(d) - 1 - n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        d[sizeof(d) - 1 - n++] = '-';
+    return sse_put(job, len, d + sizeof(d) - n, (size_t)n);
+}
+
+/* Frames the head every chunk of the job shares, up to the choice's index, at the start of the
+ * job's buffer, once: the chunks then write only what follows it. */
+static int sse_plain_head(api_job_t *job)
+{
+    if (job->sse_head)
+        return 0;
     char num[96];
     size_t n = 0;
-    int k = snprintf(num, sizeof(num), "\",\"object\":\"text_completion\",\"created\":%lld,"
-                     "\"model\":\"", job->created);
+    int k = snprintf(num, sizeof(num), "\",\"object\":\"%s\",\"created\":%lld,\"model\":\"",
+                     job->chat ? "chat.completion.chunk" : "text_completion", job->created);
     int rc = sse_put(job, &n, "data: {\"id\":\"", 13);
     rc |= sse_put(job, &n, job->id, strlen(job->id));
     rc |= sse_put(job, &n, num, (size_t)k);
     rc |= sse_put_escaped(job, &n, job->srv->model_name, strlen(job->srv->model_name));
-    k = snprintf(num, sizeof(num), "\",\"choices\":[{\"index\":%d,\"text\":\"", index);
-    rc |= sse_put(job, &n, num, (size_t)k);
-    rc |= sse_put_escaped(job, &n, text, len);
-    static const char no_lp[] = "\",\"logprobs\":null,\"finish_reason\":";
+    static const char choices[] = "\",\"choices\":[{\"index\":";
+    rc |= sse_put(job, &n, choices, sizeof(choices) - 1);
+    if (rc == 0)
+        job->sse_head = n;
+    return rc;
+}
+
+/* A chunk without logprobs, framed by hand (see the top of the file). The model name is
+ * escaped like the text; the id is ours ("cmpl-" or "chatcmpl-" and hex digits). A chat
+ * chunk carries the text as its delta's content, and an empty delta when a choice's last
+ * chunk adds no text (chat_sse_chunk). */
+static void sse_plain_chunk(api_job_t *job, int index, const char *text, size_t len, int finish)
+{
+    if (sse_plain_head(job) < 0)
+        return;
+    size_t n = job->sse_head;
+    int rc = sse_put_int(job, &n, index);
+    if (!job->chat) {
+        rc |= sse_put(job, &n, ",\"text\":\"", 9);
+        rc |= sse_put_escaped(job, &n, text, len);
+        rc |= sse_put(job, &n, "\"", 1);
+    } else if (len > 0 || !finish) {
+        static const char delta[] = ",\"delta\":{\"content\":\"";
+        rc |= sse_put(job, &n, delta, sizeof(delta) - 1);
+        rc |= sse_put_escaped(job, &n, text, len);
+        rc |= sse_put(job, &n, "\"}", 2);
+    } else {
+        static const char empty[] = ",\"delta\":{}";
+        rc |= sse_put(job, &n, empty, sizeof(empty) - 1);
+    }
+    static const char no_lp[] = ",\"logprobs\":null,\"finish_reason\":";
     rc |= sse_put(job, &n, no_lp, sizeof(no_lp) - 1);
     if (finish) {
         const char *name = eng_finish_name(finish);

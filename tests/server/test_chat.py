@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -236,6 +237,7 @@ def test_render(tmp):
         if r and tk:
             check_eq(r["usage"]["prompt_tokens"], tk["count"], "usage.prompt_tokens")
         test_stream(srv)
+        test_stream_bytes(srv)
         test_like_completions(srv)
         test_max_tokens_default(srv)
         test_continue_final(srv)
@@ -296,7 +298,8 @@ def test_model_dir_templates(tmp):
         check_eq(srv.stop(), 0, "override server exit status")
 
 
-def stream_chat(srv, body):
+def stream_chat(srv, body, raw=None):
+    """The stream's events, parsed; raw, if a list, gets each event's bytes."""
     s = ts.socket.create_connection(("127.0.0.1", srv.port), timeout=60)
     payload = json.dumps(body).encode()
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
@@ -319,7 +322,51 @@ def stream_chat(srv, body):
         if size == 0:
             break
         out, buf = out + buf[:size], buf[size + 2:]
+    if raw is not None:
+        raw.extend(ev for ev in out.split(b"\n\n")[:-1])
     return ts.parse_sse(out, "chat stream")
+
+
+def compact_json(obj):
+    """obj as jansson writes it compactly: key order kept, UTF-8 as is, \\u escapes in
+    upper-case hex."""
+    s = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return re.sub(rb"\\u([0-9a-f]{4})", lambda m: b"\\u" + m.group(1).upper(), s)
+
+
+def test_stream_bytes(srv):
+    """Every chunk is byte for byte the compact JSON of what it holds (the chunks without
+    logprobs are framed by hand): deltas with text, a choice's last chunk with no text
+    (an empty delta, here at a stop string), usage."""
+    msgs = [{"role": "user", "content": "Tell me"}]
+    g = chat(srv, {"messages": msgs, "max_tokens": 12, "temperature": 0, "logprobs": True},
+             "greedy")
+    if not g:
+        return
+    toks = [t["token"] for t in g["choices"][0]["logprobs"]["content"]]
+    # The stop string: a later token's whole text, where nothing before it ends in a part of
+    # it (that part would be held back and come out with the last chunk): the chunk of that
+    # token then adds no text, and its delta is empty.
+    stop = None
+    for k in range(1, len(toks)):
+        before = "".join(toks[:k])
+        if toks[k] and toks[k] not in before and not any(
+                before.endswith(toks[k][:j]) for j in range(1, len(toks[k]))):
+            stop = toks[k]
+            break
+    if not check(stop is not None, "a token to stop at", toks):
+        return
+    for body in ({"messages": msgs, "max_tokens": 12, "temperature": 0, "stop": [stop]},
+                 {"messages": msgs, "max_tokens": 8, "temperature": 0.9, "seed": 3, "n": 2,
+                  "stream_options": {"include_usage": True}}):
+        raw = []
+        events = stream_chat(srv, dict(body, stream=True), raw)
+        raw = [ev for ev in raw if ev != b"data: [DONE]"]
+        check_eq(len(raw), len(events), "one raw event per parsed event")
+        for ev, obj in zip(raw, events):
+            check_eq(ev[6:], compact_json(obj), "chunk bytes")
+        if "stop" in body:
+            check_eq(events[-1]["choices"][0]["delta"], {}, "the stop's chunk: an empty delta")
 
 
 def test_stream(srv):
@@ -637,6 +684,7 @@ def test_llama3(tmp):
         if r and want:
             check_eq(r["usage"]["prompt_tokens"], len(want[0]), "llama3 usage.prompt_tokens")
         test_stream(srv)
+        test_stream_bytes(srv)
         test_like_completions(srv)
         check_llama_logprobs(srv, d, tj, [{"role": "system", "content": "Be brief."},
                                           {"role": "user", "content": "Once upon a time"}])
