@@ -6,6 +6,7 @@
  *                 [--dtype f32,f16,bf16,int8,int8w,bf16x3]  (int8: W8A8, int8w: weight-only)
  *                 [--steps dec1,dec32,dec64,mixed,prefill]
  *                 [--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype auto|f32|f16]
+ *                 [--pf-dist BYTES[,BYTES...]]
  *
  * The model is MODEL_DIR (any architecture model_load knows), else the shape --shape names,
  * written with scripts/make-checkpoint into the build tree on first use and kept there:
@@ -38,6 +39,11 @@
  * spinning included) and by one core's FMA rate per CPU-second: the kernels' efficiency with the
  * time other tenants held the cores left out (meaningful for the compute-bound steps). --steps runs
  * only the named steps (e.g. one step under perf record).
+ * --pf-dist compares software prefetch distances of the weight streams (mm_set_pf_dist; 0 is the
+ * default): before the rounds, for each dtype, batch-1 decode steps at the first context, one step
+ * at each distance in turn, PF_STEPS x rounds steps per distance; it prints the fastest, 10th
+ * percentile and median step per distance and the 10th percentile relative to the first's. On a
+ * shared host the interleaving puts every distance through the same noise.
  */
 #include <errno.h>
 #include <math.h>
@@ -215,6 +221,46 @@ static cost_t step_cost(const model_t *m, int k, int ctx, int kv_size)
     return c;
 }
 
+#define PF_STEPS 100
+#define MAX_PF 8
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* --pf-dist: n_pf distances, `steps` batch-1 decode steps each, interleaved (see the top). */
+static int pf_sweep(model_t *m, kv_cache_t *kv, step_t *st, const char *dt, const int *pf, int n_pf,
+                    int steps, int ctx, int per_seq, int V, float *logits)
+{
+    double *t = malloc((size_t)n_pf * steps * sizeof(double));
+    if (!t)
+        return -1;
+    for (int i = 0; i < steps; i++)
+        for (int v = 0; v < n_pf; v++) {
+            mm_set_pf_dist(m->mm, pf[v], pf[v]);
+            make_step(st, 1, ctx + i % DECODE_STEPS, 1, per_seq, V, logits);
+            double t0 = clock_now_sec();
+            model_forward(m, kv, &st->b);
+            t[(size_t)v * steps + i] = clock_now_sec() - t0;
+        }
+    mm_set_pf_dist(m->mm, 0, 0);
+    double ref = 0;
+    for (int v = 0; v < n_pf; v++) {
+        double *a = t + (size_t)v * steps;
+        qsort(a, (size_t)steps, sizeof(double), cmp_double);
+        ref = v == 0 ? a[steps / 10] : ref;
+        printf("%-6s decode 1 ctx %d, prefetch %5d B (0: default): min %.3f p10 %.3f p50 %.3f ms, "
+               "p10 %.3f of the first's\n",
+               dt, ctx, pf[v], a[0] * 1e3, a[steps / 10] * 1e3, a[steps / 2] * 1e3,
+               a[steps / 10] / ref);
+    }
+    fflush(stdout);
+    free(t);
+    return 0;
+}
+
 /* Parses a comma-separated list of contexts into ctx; returns how many, 0 if one is bad. */
 static int parse_ctx(const char *s, int *ctx)
 {
@@ -236,7 +282,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *shape = "gpt2-124m", *dtypes = "f32,f16,bf16";
     const char *steps = "dec1,dec32,dec64,mixed,prefill";
     const char *kv_dtype = "auto", *ctx_arg = "64";
-    int rounds = 2, threads = 0, ctxs[MAX_NCTX], n_ctx;
+    int rounds = 2, threads = 0, ctxs[MAX_NCTX], n_ctx, pf[MAX_PF], n_pf = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
             dtypes = argv[++i];
@@ -252,13 +298,26 @@ int main(int argc, char **argv)
             ctx_arg = argv[++i];
         else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc)
             kv_dtype = argv[++i];
-        else if (argv[i][0] != '-')
+        else if (!strcmp(argv[i], "--pf-dist") && i + 1 < argc) {
+            for (const char *p = argv[++i]; p && *p; n_pf++) {
+                char *end;
+                long v = strtol(p, &end, 10);
+                if (n_pf == MAX_PF || end == p || (*end && *end != ',') || v < 0 || v > 65536) {
+                    fprintf(stderr, "forward-bench: --pf-dist wants up to %d byte counts\n",
+                            MAX_PF);
+                    return 2;
+                }
+                pf[n_pf] = (int)v;
+                p = *end ? end + 1 : NULL;
+            }
+        } else if (argv[i][0] != '-')
             dir = argv[i];
         else {
             fprintf(stderr,
                     "usage: %s [MODEL_DIR] [--shape NAME[:f32|f16|bf16]] [--dtype "
                     "f32,f16,bf16,int8,int8w,bf16x3] [--steps dec1,dec32,dec64,mixed,prefill] "
-                    "[--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype auto|f32|f16]\n"
+                    "[--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype auto|f32|f16] "
+                    "[--pf-dist BYTES[,BYTES...]]\n"
                     "shapes:",
                     argv[0]);
             for (int s = 0; s < N_SHAPES; s++)
@@ -397,6 +456,11 @@ int main(int argc, char **argv)
         make_step(st, MAX_B, 0, 8, per_seq, V, logits);
         model_forward(m, &kv, &st->b);
         probe(m, &kv, st, per_seq, logits, probe_logits + (size_t)d * V, probe_gen[d]);
+        if (n_pf && pf_sweep(m, &kv, st, dt_name[d], pf, n_pf, PF_STEPS * rounds, ctxs[0], per_seq,
+                             V, logits)) {
+            fprintf(stderr, "forward-bench: out of memory\n");
+            return 1;
+        }
         for (int r = 0; r < rounds; r++) {
             for (int k = 0; k < N_K; k++) {
                 if (!bench_in_list(steps, K_ARG[k]))

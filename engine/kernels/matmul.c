@@ -60,10 +60,17 @@
 #define MM_KC 256
 _Static_assert(MM_KC % MM_I8_KC == 0, "I8 chunks must not straddle the driver's K chunks");
 #define MM_MC 120
-/* Near prefetch distance in the panel stream when M <= MR: any of 1-8 KB helps on the
- * AVX-512 Xeon and the AVX2 EPYC does not care (bench/mm-bench, M = 1), so 4 KB. */
+/* Near prefetch distance in the panel stream when M <= MR, in bytes of each panel: any of
+ * 1-8 KB helps on the AVX-512 Xeon and the AVX2 EPYC does not care (bench/mm-bench, M = 1).
+ * On the AVX-512 Zen 5 EPYC, a GPT-2 decode step at batch 1 (forward-bench --pf-dist,
+ * steps interleaved over the distances) ran 4-8% faster at 1.5-2 KB than at 4 KB with F32,
+ * F16 and BF16 weights on both the avx512 and avx2 kernels (1 KB and 8 KB slower), while
+ * int8 weights ran as fast or faster at 4 KB: 2 KB, and 4 KB for int8 (I8 and W8A8). */
 #ifndef MM_PF_DIST
-#define MM_PF_DIST 4096
+#define MM_PF_DIST 2048
+#endif
+#ifndef MM_PF_DIST_I8
+#define MM_PF_DIST_I8 4096
 #endif
 
 typedef void (*tile_fn)(const mm_tile_t *t);
@@ -74,7 +81,7 @@ struct mm {
     tile_fn tile;
     int mr;       /* rows per register tile of that kernel (MM_MR_*) */
     int np;       /* panels per register tile: 1, or more (mm_np_avx2, mm_np_avx512) */
-    int pf_dist;
+    int pf_dist, pf_dist_i8; /* MM_PF_DIST, MM_PF_DIST_I8 unless mm_set_pf_dist said otherwise */
     /* AMX buffers, grown when a larger product comes and kept (no allocation per step once
      * the largest shapes were seen); owned, 64-byte aligned. */
     uint16_t *amx_x;     /* the product's X in BF16 (mm_amx_pack_x) */
@@ -237,6 +244,12 @@ int mm_get_vnni(const mm_t *mm)
     return mm->q8_form == MM_Q8_AVX2_VNNI || mm->q8_form == MM_Q8_AVX512_VNNI;
 }
 
+void mm_set_pf_dist(mm_t *mm, int bytes, int bytes_i8)
+{
+    mm->pf_dist = bytes > 0 ? bytes : MM_PF_DIST;
+    mm->pf_dist_i8 = bytes_i8 > 0 ? bytes_i8 : MM_PF_DIST_I8;
+}
+
 int mm_get_kernel(const mm_t *mm)
 {
     return mm->kernel;
@@ -279,7 +292,7 @@ int mm_init_kernel(mm_t **out, int threads, const char *kernel, char *err, size_
             goto fail;
         }
     }
-    mm->pf_dist = MM_PF_DIST;
+    mm_set_pf_dist(mm, 0, 0);
     void *c = NULL;
     if (posix_memalign(&c, 64, (size_t)threads * MM_AMX_C * sizeof(float))) {
         snprintf(err, errlen, "matmul: out of memory");
@@ -374,7 +387,7 @@ static void run_tile(tile_fn tile, const mm_tile_t *t, size_t row_bytes)
  * the next tile's panels when `more` says the range has a next tile. */
 static void run_streaming(const mm_job_t *j, mm_tile_t *t, tile_fn tile, size_t row_bytes, int more)
 {
-    const int kc = t->kc, dist = j->mm->pf_dist;
+    const int kc = t->kc, dist = t->dtype == ENG_DTYPE_I8 ? j->mm->pf_dist_i8 : j->mm->pf_dist;
     const char *wp = t->w;
     int ka = kc - (int)((dist + row_bytes - 1) / row_bytes);
     ka = t->dtype == ENG_DTYPE_I8 ? ka / MM_I8_KC * MM_I8_KC : ka / 2 * 2;
@@ -649,7 +662,7 @@ void mm_matmul(mm_t *mm, int M, const float *x, size_t ldx, const mm_weight_t *w
                            .ldy = ldy,
                            .accumulate = accumulate,
                            .gelu = epi == MM_EPI_GELU,
-                           .pf_dist = mm->pf_dist};
+                           .pf_dist = mm->pf_dist_i8};
         j.q8 = &q8;
     }
     const int mr = j.q8 ? mm_q8_mr(mm->q8_form) : mm->mr;
