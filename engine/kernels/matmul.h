@@ -93,8 +93,8 @@ int mm_set_vnni(mm_t *mm, int on);
 int mm_get_vnni(const mm_t *mm);
 /* The software prefetch distance of products whose weights stream once (M within one register
  * tile), in bytes ahead in each panel: `bytes` for 16- and 32-bit weights, `bytes_i8` for
- * int8 (I8, W8A8); 0 keeps the default (2048 and 4096). For measurements (forward-bench
- * --pf-dist); results do not depend on it. */
+ * int8 (I8, W8A8); 0 keeps the default (MM_PF_DIST, MM_PF_DIST_I8 in matmul.c). For
+ * measurements (forward-bench --pf-dist); results do not depend on it. */
 void mm_set_pf_dist(mm_t *mm, int bytes, int bytes_i8);
 /* The pool, for other parallel work of the same thread (attention); borrowed. */
 pool_t *mm_pool(mm_t *mm);
