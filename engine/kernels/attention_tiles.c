@@ -424,8 +424,9 @@ VEC_AVX2_INLINE void pv_head8(int ns, int nr, const float *const *p, const char 
  * block read at once keep more lines in flight than one), each asking for its lines
  * ATTN_AHEAD bytes further on in its own run, a line for each line read (in the next block's
  * run once this one's end is nearer). Two streams, or up to NSMAX (at least two heads each)
- * with query groups of one row: AVX-512 reads four (measured on a Zen 5 core: F16 K/V at
- * context 256 about 4% faster than two, F32 alike); AVX2's 16 registers hold two. */
+ * with query groups of one row and F16 values: AVX-512 reads four (measured on Zen 5, 2 threads:
+ * F16 at context 256 4-5% faster than two, at context 64 the same; F32 values 2-4% slower, so
+ * they keep two); AVX2's 16 registers hold two. */
 #define PV_DEC_FNS(ISA, ATTR, NSMAX, HEAD_CALL)                                                    \
     ATTR __attribute__((noinline)) static void pv_dec_##ISA(const attn_dec_t *d,                   \
                                                             const kv_src_t *s, const int f16)      \
@@ -433,9 +434,9 @@ VEC_AVX2_INLINE void pv_head8(int ns, int nr, const float *const *p, const char 
         const int BS = s->BS, HS = s->HS, n = d->n;                                                \
         const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));                  \
         const int nb = (n + BS - 1) / BS;                                                          \
-        const int nst = d->nkv < 2 || d->group > 2            ? 1                                  \
-                        : d->group == 2 || d->nkv < 2 * NSMAX ? 2                                  \
-                                                              : NSMAX;                             \
+        const int nst = d->nkv < 2 || d->group > 2                    ? 1                          \
+                        : d->group == 2 || !f16 || d->nkv < 2 * NSMAX ? 2                          \
+                                                                      : NSMAX;                     \
         const int per = (d->nkv + nst - 1) / nst;                                                  \
         for (int b = 0; b < nb; b++) {                                                             \
             const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;                               \
