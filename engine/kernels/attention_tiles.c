@@ -90,6 +90,9 @@ void attn_row_generic(const vec_ops_t *ops, float *out, const float *q, const kv
  * and 16 KiB: 4 is as fast as any). */
 #define ATTN_AHEAD 4096
 
+/* Most runs of V a decode token reads side by side (pv_dec_ISA). */
+#define PV_STREAMS 4
+
 /* Asks for the lines of bytes [p, p + n) to be brought to the caches. */
 VEC_AVX2_INLINE void prefetch_span(const void *p, size_t n)
 {
@@ -335,7 +338,7 @@ VEC_AVX512_INLINE void pv_block16(const int NS, const int NR, const int NV, cons
                                   float *const *o, const int f16, const pf_run_t *pf)
 {
     const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
-    __m512 a[2][ATTN_ROWS][4];
+    __m512 a[PV_STREAMS][ATTN_ROWS][4];
 #pragma GCC unroll 8
     for (int h = 0; h < NS; h++)
 #pragma GCC unroll 8
@@ -416,31 +419,40 @@ VEC_AVX2_INLINE void pv_head8(int ns, int nr, const float *const *p, const char 
 }
 
 /* The chains of V of a decode token (attend_dec_t's second pass) with ISA's vectors: block by
- * block over all the heads. With query groups of up to two rows the heads go as two streams
- * side by side, heads [0, half) and [half, nkv) (two runs of each block read at once keep
- * more lines in flight than one), each asking for its lines ATTN_AHEAD bytes further on in its
- * own run, a line for each line read (in the next block's run once this one's end is
- * nearer). */
-#define PV_DEC_FNS(ISA, ATTR, HEAD_CALL)                                                           \
+ * block over all the heads. With query groups of up to two rows the heads go as nst streams
+ * side by side, runs of per heads each ([0, per), [per, 2 per), ...; several runs of each
+ * block read at once keep more lines in flight than one), each asking for its lines
+ * ATTN_AHEAD bytes further on in its own run, a line for each line read (in the next block's
+ * run once this one's end is nearer). Two streams, or up to NSMAX (at least two heads each)
+ * with query groups of one row and F16 values: AVX-512 reads four (measured on Zen 5, 2 threads:
+ * F16 at context 256 4-5% faster than two, at context 64 the same; F32 values 2-4% slower, so
+ * they keep two); AVX2's 16 registers hold two. */
+#define PV_DEC_FNS(ISA, ATTR, NSMAX, HEAD_CALL)                                                    \
     ATTR __attribute__((noinline)) static void pv_dec_##ISA(const attn_dec_t *d,                   \
                                                             const kv_src_t *s, const int f16)      \
     {                                                                                              \
         const int BS = s->BS, HS = s->HS, n = d->n;                                                \
         const size_t row = (size_t)HS * (f16 ? sizeof(uint16_t) : sizeof(float));                  \
         const int nb = (n + BS - 1) / BS;                                                          \
-        const int half = d->nkv >= 2 && d->group <= 2 ? (d->nkv + 1) / 2 : d->nkv;                 \
+        const int nst = d->nkv < 2 || d->group > 2                    ? 1                          \
+                        : d->group == 2 || !f16 || d->nkv < 2 * NSMAX ? 2                          \
+                                                                      : NSMAX;                     \
+        const int per = (d->nkv + nst - 1) / nst;                                                  \
         for (int b = 0; b < nb; b++) {                                                             \
             const int j0 = b * BS, rows = n - j0 < BS ? n - j0 : BS;                               \
             const char *vb = s->v + src_vblock(s, b);                                              \
             const char *pb = b + 1 < nb ? s->v + src_vblock(s, b + 1) : NULL;                      \
-            for (int i = 0; i < half; i++) {                                                       \
-                const int ns = i + half < d->nkv ? 2 : 1;                                          \
-                const char *v[2];                                                                  \
-                pf_run_t pf[2];                                                                    \
+            for (int i = 0; i < per; i++) {                                                        \
+                int ns = 0;                                                                        \
+                while (ns < nst && ns * per + i < d->nkv)                                          \
+                    ns++;                                                                          \
+                const char *v[PV_STREAMS];                                                         \
+                pf_run_t pf[PV_STREAMS];                                                           \
                 for (int h = 0; h < ns; h++) {                                                     \
-                    /* Stream h's run in a block: heads [h half, h half + len). */                 \
-                    const size_t base = (size_t)h * half * d->hstride;                             \
-                    const size_t len = (size_t)(h ? d->nkv - half : half) * d->hstride;            \
+                    /* Stream h's run in a block: heads [h per, h per + len). */                   \
+                    const int h1 = (h + 1) * per < d->nkv ? (h + 1) * per : d->nkv;                \
+                    const size_t base = (size_t)h * per * d->hstride;                              \
+                    const size_t len = (size_t)(h1 - h * per) * d->hstride;                        \
                     const size_t at = (size_t)i * d->hstride + ATTN_AHEAD;                         \
                     v[h] = vb + base + (size_t)i * d->hstride;                                     \
                     pf[h].p = vb + base + at;                                                      \
@@ -451,11 +463,11 @@ VEC_AVX2_INLINE void pv_head8(int ns, int nr, const float *const *p, const char 
                 }                                                                                  \
                 for (int r0 = 0; r0 < d->group; r0 += ATTN_ROWS) {                                 \
                     const int nr = d->group - r0 < ATTN_ROWS ? d->group - r0 : ATTN_ROWS;          \
-                    const float *p[2 * ATTN_ROWS];                                                 \
-                    float *o[2 * ATTN_ROWS];                                                       \
+                    const float *p[PV_STREAMS * ATTN_ROWS];                                        \
+                    float *o[PV_STREAMS * ATTN_ROWS];                                              \
                     for (int h = 0; h < ns; h++)                                                   \
                         for (int r = 0; r < nr; r++) {                                             \
-                            const size_t qh = (size_t)(i + h * half) * d->group + r0 + r;          \
+                            const size_t qh = (size_t)(i + h * per) * d->group + r0 + r;           \
                             p[h * ATTN_ROWS + r] = d->sc + qh * d->ld + j0;                        \
                             o[h * ATTN_ROWS + r] = d->o + qh * HS;                                 \
                         }                                                                          \
@@ -467,7 +479,8 @@ VEC_AVX2_INLINE void pv_head8(int ns, int nr, const float *const *p, const char 
             }                                                                                      \
         }                                                                                          \
     }
-/* (AVX-512: NS x NR x NV accumulators, at most 16: two heads only with rows of up to two.) */
+/* (AVX-512: NS x NR x NV accumulators, at most 16: two heads only with rows of up to two,
+ * three or four with rows of one.) */
 #define PV_HEAD16(NS)                                                                              \
     switch (nr) {                                                                                  \
     case 1:                                                                                        \
@@ -483,9 +496,25 @@ VEC_AVX2_INLINE void pv_head8(int ns, int nr, const float *const *p, const char 
         pv_head16(1, 4, p, v, row, rows, HS, o, f16, pf);                                          \
         break;                                                                                     \
     }
-PV_DEC_FNS(avx2, VEC_AVX2, pv_head8(ns, nr, p, v, row, rows, HS, o, f16, pf))
-PV_DEC_FNS(
-    avx512, VEC_AVX512, if (ns == 2) { PV_HEAD16(2) } else {PV_HEAD16(1)})
+PV_DEC_FNS(avx2, VEC_AVX2, 2, pv_head8(ns, nr, p, v, row, rows, HS, o, f16, pf))
+/* The AVX-512 call for ns streams (three or four only with rows of one). */
+#define PV_STREAMS16                                                                               \
+    switch (ns) {                                                                                  \
+    case 4:                                                                                        \
+        pv_head16(4, 1, p, v, row, rows, HS, o, f16, pf);                                          \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        pv_head16(3, 1, p, v, row, rows, HS, o, f16, pf);                                          \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        PV_HEAD16(2)                                                                               \
+        break;                                                                                     \
+    default:                                                                                       \
+        PV_HEAD16(1)                                                                               \
+        break;                                                                                     \
+    }
+PV_DEC_FNS(avx512, VEC_AVX512, PV_STREAMS, PV_STREAMS16)
+#undef PV_STREAMS16
 #undef PV_HEAD16
 #undef PV_DEC_FNS
 

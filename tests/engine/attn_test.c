@@ -56,11 +56,12 @@ typedef struct shape {
 } shape_t;
 
 static const shape_t SHAPES[] = {
-    {4, 4, 64, 16}, /* GPT-2's head size, group 1 */
-    {6, 2, 32, 16}, /* group 3 */
-    {8, 2, 16, 5},  /* group 4, blocks of 5: every panel group partial */
-    {2, 1, 48, 32}, /* two panel groups per block */
-    {6, 3, 32, 16}, /* group 2, an odd number of KV heads */
+    {4, 4, 64, 16},   /* GPT-2's head size, group 1 */
+    {6, 2, 32, 16},   /* group 3 */
+    {8, 2, 16, 5},    /* group 4, blocks of 5: every panel group partial */
+    {2, 1, 48, 32},   /* two panel groups per block */
+    {6, 3, 32, 16},   /* group 2, an odd number of KV heads */
+    {10, 10, 32, 16}, /* group 1, ten KV heads: a decode token's V in four runs */
 };
 #define NSHAPES ((int)(sizeof(SHAPES) / sizeof(SHAPES[0])))
 
