@@ -74,6 +74,19 @@ class Req:
         self.ok = False
 
 
+def take_event(req, ev, now):
+    """One server-sent event of a completions stream into req: the time `now` when a choice
+    brings text or finishes, the completion tokens when it carries usage."""
+    if not ev.startswith(b"data: ") or ev == b"data: [DONE]":
+        return
+    obj = json.loads(ev[6:])
+    if obj.get("usage"):
+        req.tokens = obj["usage"]["completion_tokens"]
+    for c in obj.get("choices", []):
+        if c["text"] or c["finish_reason"]:
+            req.events.append(now)
+
+
 async def one_stream(host, port, body, key, req, errors):
     payload = json.dumps(body).encode()
     auth = ("Authorization: Bearer %s\r\n" % key).encode() if key else b""
@@ -99,15 +112,7 @@ async def one_stream(host, port, body, key, req, errors):
             buf += data[:-2]
             while b"\n\n" in buf:
                 ev, buf = buf.split(b"\n\n", 1)
-                if not ev.startswith(b"data: ") or ev == b"data: [DONE]":
-                    continue
-                obj = json.loads(ev[6:])
-                now = time.monotonic()
-                if obj.get("usage"):
-                    req.tokens = obj["usage"]["completion_tokens"]
-                for c in obj.get("choices", []):
-                    if c["text"] or c["finish_reason"]:
-                        req.events.append(now)
+                take_event(req, ev, time.monotonic())
         req.ok = True
     except (OSError, ValueError, asyncio.IncompleteReadError) as e:
         errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
@@ -295,14 +300,7 @@ def parse_response(req, pieces):
         pos += size + 2
         while b"\n\n" in buf:
             ev, buf = buf.split(b"\n\n", 1)
-            if not ev.startswith(b"data: ") or ev == b"data: [DONE]":
-                continue
-            obj = json.loads(ev[6:])
-            if obj.get("usage"):
-                req.tokens = obj["usage"]["completion_tokens"]
-            for c in obj.get("choices", []):
-                if c["text"] or c["finish_reason"]:
-                    req.events.append(now)
+            take_event(req, ev, now)
     req.ok = True
 
 
