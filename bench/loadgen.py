@@ -87,14 +87,36 @@ def take_event(req, ev, now):
             req.events.append(now)
 
 
-async def one_stream(host, port, body, key, req, errors):
+def steady_times(args):
+    """The steady phase's ramp (seconds over which its clients start) and warm-up (seconds
+    left out of its figures)."""
+    ramp = args.ramp if args.ramp is not None else 0.3 * args.duration
+    return ramp, args.warmup if args.warmup is not None else ramp
+
+
+def stream_body(args, i):
+    """The body of request i: prompt i (distinct ids), greedy, ignore_eos, streamed with usage."""
+    body = {"prompt": prompt(i, args.prompt_tokens), "max_tokens": args.max_tokens,
+            "temperature": 0, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
+    if args.model_name:
+        body["model"] = args.model_name
+    return body
+
+
+def completion_request(host, body, key):
+    """The bytes of a POST /v1/completions with body (JSON) and, if key, its bearer token."""
     payload = json.dumps(body).encode()
     auth = ("Authorization: Bearer %s\r\n" % key).encode() if key else b""
+    return (b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            % host.encode() + auth + b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+
+
+async def one_stream(host, port, body, key, req, errors):
     writer = None
     try:
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                     % host.encode() + auth + b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+        writer.write(completion_request(host, body, key))
         await writer.drain()
         status = await reader.readline()
         if b" 200 " not in status:
@@ -168,18 +190,9 @@ async def run_phase(host, port, conc, args, burst, pid, next_id, on_mark=None):
     steady window's two ends, "w0" and "w1", and what it returns is kept in s["marks"]."""
     reqs, errors = [], {}
     t0 = time.monotonic()
-    ramp = 0.0 if burst else (args.ramp if args.ramp is not None else 0.3 * args.duration)
-    warm = 0.0 if burst else (args.warmup if args.warmup is not None else ramp)
+    ramp, warm = (0.0, 0.0) if burst else steady_times(args)
     end = t0 + (0.0 if burst else args.duration)
     marks = {}
-
-    def body_for(i):
-        body = {"prompt": prompt(i, args.prompt_tokens), "max_tokens": args.max_tokens,
-                "temperature": 0, "ignore_eos": True, "stream": True,
-                "stream_options": {"include_usage": True}}
-        if args.model_name:
-            body["model"] = args.model_name
-        return body
 
     async def client(k):
         await asyncio.sleep(k * ramp / conc)
@@ -188,8 +201,8 @@ async def run_phase(host, port, conc, args, burst, pid, next_id, on_mark=None):
                 break
             r = Req()
             reqs.append(r)
-            await one_stream(host, port, body_for(next_id[0] + len(reqs)), args.api_key, r,
-                             errors)
+            body = stream_body(args, next_id[0] + len(reqs))
+            await one_stream(host, port, body, args.api_key, r, errors)
             if burst or time.monotonic() >= end:
                 break
 
@@ -318,8 +331,7 @@ def run_lean(host, port, args, pid, next_id, on_mark=None):
     in s["marks"]. Besides run_phase's figures, s["client_cpu"] is this client's CPU
     seconds in the window (its thread's; reading and timing only) and s["req_spt"] each
     request's seconds per token but the last's (from its sending to the next one's)."""
-    warm = args.warmup if args.warmup is not None else (
-        args.ramp if args.ramp is not None else 0.3 * args.duration)
+    _, warm = steady_times(args)
     t_start = time.monotonic()
     end, errors, marks, reqs = t_start + args.duration, {}, {}, []
     w0 = w1 = c0 = c1 = None
@@ -332,15 +344,8 @@ def run_lean(host, port, args, pid, next_id, on_mark=None):
                 marks["w0"] = on_mark("w0")
             cpu0 = cpu_seconds(pid) if pid else None
             w0, c0 = time.monotonic(), time.thread_time()
-        body = {"prompt": prompt(next_id[0] + len(reqs) + 1, args.prompt_tokens),
-                "max_tokens": args.max_tokens, "temperature": 0, "ignore_eos": True,
-                "stream": True, "stream_options": {"include_usage": True}}
-        if args.model_name:
-            body["model"] = args.model_name
-        payload = json.dumps(body).encode()
-        auth = ("Authorization: Bearer %s\r\n" % args.api_key).encode() if args.api_key else b""
-        req = (b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-               % host.encode() + auth + b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+        req = completion_request(host, stream_body(args, next_id[0] + len(reqs) + 1),
+                                 args.api_key)
         try:
             if sock is None:
                 sock = socket.create_connection((host, port), timeout=PHASE_SLACK)
