@@ -37,12 +37,17 @@ out:
     json_decref(obj);
 }
 
+/* The "object" of the job's chunks. */
+static const char *chunk_object(const api_job_t *job)
+{
+    return job->chat ? "chat.completion.chunk" : "text_completion";
+}
+
 json_t *sse_chunk_head(api_job_t *job, json_t *choices)
 {
-    json_t *o =
-        json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", job->id, "object",
-                  job->chat ? "chat.completion.chunk" : "text_completion", "created",
-                  (json_int_t)job->created, "model", job->srv->model_name, "choices", choices);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", job->id, "object", chunk_object(job),
+                          "created", (json_int_t)job->created, "model", job->srv->model_name,
+                          "choices", choices);
     if (o && job->p.include_usage)
         json_object_set_new(o, "usage", json_null());
     return o;
@@ -124,7 +129,7 @@ static int sse_plain_head(api_job_t *job)
     char num[96];
     size_t n = 0;
     int k = snprintf(num, sizeof(num), "\",\"object\":\"%s\",\"created\":%lld,\"model\":\"",
-                     job->chat ? "chat.completion.chunk" : "text_completion", job->created);
+                     chunk_object(job), job->created);
     int rc = sse_put(job, &n, "data: {\"id\":\"", 13);
     rc |= sse_put(job, &n, job->id, strlen(job->id));
     rc |= sse_put(job, &n, num, (size_t)k);
