@@ -40,6 +40,9 @@ int bench_model_ensure(const char *dir);
  * "qwen3", its --shape name and the file's dtype ("f32", "f16", "bf16"); seed 1. */
 int bench_shape_ensure(const char *dir, const char *arch, const char *shape, const char *dtype);
 
+/* Sorts v[0..n) in ascending order (times, for percentiles and medians). */
+void bench_sort(double *v, size_t n);
+
 /* Whether name is one of the comma-separated words of list (a --dtype or --shapes value). */
 int bench_in_list(const char *list, const char *name);
 

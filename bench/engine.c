@@ -186,17 +186,11 @@ static double decode_time(gpt2_t *m, kv_cache_t *kv, bench_batch_t *bb, int B, f
     return (clock_now_sec() - t) / DECODE_STEPS;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double median(const double *v, int n)
 {
     double s[16];
     memcpy(s, v, (size_t)n * sizeof(double));
-    qsort(s, (size_t)n, sizeof(double), cmp_double);
+    bench_sort(s, (size_t)n);
     return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 

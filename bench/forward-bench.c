@@ -224,12 +224,6 @@ static cost_t step_cost(const model_t *m, int k, int ctx, int kv_size)
 #define PF_STEPS 100
 #define MAX_PF 8
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* --pf-dist: n_pf distances, `steps` batch-1 decode steps each, interleaved (see the top). */
 static int pf_sweep(model_t *m, kv_cache_t *kv, step_t *st, const char *dt, const int *pf, int n_pf,
                     int steps, int ctx, int per_seq, int V, float *logits)
@@ -249,7 +243,7 @@ static int pf_sweep(model_t *m, kv_cache_t *kv, step_t *st, const char *dt, cons
     double ref = 0;
     for (int v = 0; v < n_pf; v++) {
         double *a = t + (size_t)v * steps;
-        qsort(a, (size_t)steps, sizeof(double), cmp_double);
+        bench_sort(a, (size_t)steps);
         ref = v == 0 ? a[steps / 10] : ref;
         printf("%-6s decode 1 ctx %d, prefetch %5d B (0: default): min %.3f p10 %.3f p50 %.3f ms, "
                "p10 %.3f of the first's\n",

@@ -71,12 +71,6 @@ typedef struct bench {
     int copies[N_SHAPES];
 } bench_t;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static float *rand_floats(size_t n, unsigned seed)
 {
     float *p = NULL;
@@ -141,7 +135,7 @@ static double time_cell(const cell_t *c, double *med)
         run_once(c, i++ % c->copies);
         t[n++] = clock_now_sec() - t0;
     }
-    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    bench_sort(t, (size_t)n);
     *med = t[n / 2];
     return t[n / 10];
 }

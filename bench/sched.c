@@ -33,12 +33,6 @@
 
 #define MAX_ROUNDS 8
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* The p-th percentile (0..100) of sorted v (n > 0), nearest rank. */
 static double pct(const double *v, size_t n, double p)
 {
@@ -154,9 +148,9 @@ static int run_round(eng_t *e, int conc, int waves, int prompt_tokens, int new_t
         }
     }
     res->wall = (waves == 1 ? clock_now_sec() : w1) - w0;
-    qsort(ttft, n_ttft, sizeof(double), cmp_double);
-    qsort(itl, n_itl, sizeof(double), cmp_double);
-    qsort(steps, n_steps, sizeof(double), cmp_double);
+    bench_sort(ttft, n_ttft);
+    bench_sort(itl, n_itl);
+    bench_sort(steps, n_steps);
     const double ps[3] = {50, 90, 99};
     for (int k = 0; k < 3; k++) {
         res->ttft[k] = n_ttft ? pct(ttft, n_ttft, ps[k]) : 0;
