@@ -4,9 +4,9 @@
  *
  *   forward-bench [MODEL_DIR] [--shape NAME[:f32|f16|bf16]]
  *                 [--dtype f32,f16,bf16,int8,int8w,bf16x3]  (int8: W8A8, int8w: weight-only)
- *                 [--steps dec1,dec32,dec64,mixed,prefill]
+ *                 [--steps dec1,dec32,dec64,mixed,prefill[:N]...]
  *                 [--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype auto|f32|f16]
- *                 [--pf-dist BYTES[,BYTES...]]
+ *                 [--pf-dist BYTES[,BYTES...]] [--cpu-ms]
  *
  * The model is MODEL_DIR (any architecture model_load knows), else the shape --shape names,
  * written with scripts/make-checkpoint into the build tree on first use and kept there:
@@ -19,7 +19,9 @@
  *                      already written; each step adds one token to every sequence);
  *   mixed: the 32 decodes with a 32-row prompt chunk (positions 32-63) in the same step,
  *                      as a server admits new prompts, at each context; rows/s;
- *   prefill of 512 tokens (causal attention);
+ *   prefill of 512 tokens (causal attention), or of N with prefill:N in --steps (one or
+ *                      more, N up to 512): a prompt's step from position 0 with one logit
+ *                      row, as a server runs a prompt that fits in one step;
  * each against the full roofline max((weight bytes + K/V bytes read) / read bandwidth,
  * (weight FLOPs + attention FLOPs) / compute peak). Weight bytes are every packed panel once
  * (model_matrix_cost); weight FLOPs 2 x rows x multiply-adds per row plus the LM head for the
@@ -37,8 +39,9 @@
  * round, because other tenants of a shared host only ever slow a sample down. The last column
  * divides the step's FLOPs (weights and attention) by the CPU time the process used (both threads,
  * spinning included) and by one core's FMA rate per CPU-second: the kernels' efficiency with the
- * time other tenants held the cores left out (meaningful for the compute-bound steps). --steps runs
- * only the named steps (e.g. one step under perf record).
+ * time other tenants held the cores left out (meaningful for the compute-bound steps); --cpu-ms
+ * adds a column after it, that CPU time in ms per step. --steps runs only the named steps (e.g.
+ * one step under perf record).
  * --pf-dist compares software prefetch distances of the weight streams (mm_set_pf_dist; 0 is the
  * default): before the rounds, for each dtype, batch-1 decode steps at the first context, one step
  * at each distance in turn, PF_STEPS x rounds steps per distance; it prints the fastest, 10th
@@ -175,7 +178,7 @@ static void probe(model_t *m, kv_cache_t *kv, step_t *st, int per_seq, float *lo
 
 enum { K_DEC1, K_DEC32, K_DEC64, K_MIXED, K_PREFILL, N_K };
 static const char *const K_NAME[N_K] = {"decode 1", "decode 32", "decode 64", "dec 32+prompt 32",
-                                        "prefill 512"};
+                                        "prefill"};
 static const char *const K_ARG[N_K] = {"dec1", "dec32", "dec64", "mixed", "prefill"};
 /* Sequences that decode (and have logits) in each step. */
 static const int K_B[N_K] = {1, 32, 64, 32, 1};
@@ -190,8 +193,9 @@ typedef struct cost {
     double w_flops, a_flops;  /* weight matrices; attention (QK^T and PV) */
 } cost_t;
 
-/* Step k at decode context ctx (the decodes' steps run at ctx, ctx+1, ...: averaged). */
-static cost_t step_cost(const model_t *m, int k, int ctx, int kv_size)
+/* Step k at decode context n (the decodes' steps run at n, n+1, ...: averaged), or the prefill
+ * of n rows from position 0. */
+static cost_t step_cost(const model_t *m, int k, int n, int kv_size)
 {
     const model_desc_t *d = model_describe(m);
     double mm_bytes, macs_row, macs_logit;
@@ -201,11 +205,11 @@ static cost_t step_cost(const model_t *m, int k, int ctx, int kv_size)
     const double a_pos = 4.0 * d->head_size * d->n_head * d->n_layer;
     cost_t c = {.w_bytes = mm_bytes};
     /* Positions attended by a decode row (and cached for its sequence), over the steps. */
-    const double dec_pos = ctx + (DECODE_STEPS + 1) / 2.0;
+    const double dec_pos = n + (DECODE_STEPS + 1) / 2.0;
     if (k == K_PREFILL) {
-        c.rows = MAX_T;
-        c.kv_bytes = kv_pos * MAX_T;
-        c.a_flops = a_pos * (double)MAX_T * (MAX_T + 1) / 2;
+        c.rows = n;
+        c.kv_bytes = kv_pos * n;
+        c.a_flops = a_pos * (double)n * (n + 1) / 2;
     } else {
         c.rows = K_B[k];
         c.kv_bytes = kv_pos * dec_pos * K_B[k];
@@ -255,6 +259,43 @@ static int pf_sweep(model_t *m, kv_cache_t *kv, step_t *st, const char *dt, cons
     return 0;
 }
 
+/* A prefill sample runs as many steps as fit in MAX_T rows, at most DECODE_STEPS: the 512-row
+ * one alone, a short prompt's as many as a decode sample. */
+static int prefill_reps(int rows)
+{
+    return MAX_T / rows < DECODE_STEPS ? MAX_T / rows : DECODE_STEPS;
+}
+
+/* Parses --steps into run[N_K] (whether each step runs) and the prefill's row counts (prefill:N,
+ * N in [1, MAX_T]; prefill alone is MAX_T rows); returns 0, or -1 with the bad word in err. */
+static int parse_steps(const char *s, int *run, int *pre, int *n_pre, char *err, size_t errlen)
+{
+    *n_pre = 0;
+    memset(run, 0, N_K * sizeof(*run));
+    for (const char *p = s; p && *p;) {
+        const char *c = strchr(p, ',');
+        int len = c ? (int)(c - p) : (int)strlen(p), k = 0;
+        char word[32];
+        snprintf(word, sizeof(word), "%.*s", len, p);
+        snprintf(err, errlen, "%.*s", len, p);
+        p = c ? c + 1 : NULL;
+        while (k < N_K && strcmp(word, K_ARG[k]))
+            k++;
+        long rows = MAX_T;
+        if (k == N_K && !strncmp(word, "prefill:", 8)) {
+            char *end;
+            rows = strtol(word + 8, &end, 10);
+            k = *end || end == word + 8 || rows < 1 || rows > MAX_T ? N_K : K_PREFILL;
+        }
+        if (k == N_K || len >= (int)sizeof(word) || (k == K_PREFILL && *n_pre == MAX_NCTX))
+            return -1;
+        run[k] = 1;
+        if (k == K_PREFILL)
+            pre[(*n_pre)++] = (int)rows;
+    }
+    return 0;
+}
+
 /* Parses a comma-separated list of contexts into ctx; returns how many, 0 if one is bad. */
 static int parse_ctx(const char *s, int *ctx)
 {
@@ -276,7 +317,8 @@ int main(int argc, char **argv)
     const char *dir = NULL, *shape = "gpt2-124m", *dtypes = "f32,f16,bf16";
     const char *steps = "dec1,dec32,dec64,mixed,prefill";
     const char *kv_dtype = "auto", *ctx_arg = "64";
-    int rounds = 2, threads = 0, ctxs[MAX_NCTX], n_ctx, pf[MAX_PF], n_pf = 0;
+    int rounds = 2, threads = 0, ctxs[MAX_NCTX], n_ctx, pf[MAX_PF], n_pf = 0, cpu_ms = 0;
+    int run[N_K], pre[MAX_NCTX], n_pre;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dtype") && i + 1 < argc)
             dtypes = argv[++i];
@@ -292,6 +334,8 @@ int main(int argc, char **argv)
             ctx_arg = argv[++i];
         else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc)
             kv_dtype = argv[++i];
+        else if (!strcmp(argv[i], "--cpu-ms"))
+            cpu_ms = 1;
         else if (!strcmp(argv[i], "--pf-dist") && i + 1 < argc) {
             for (const char *p = argv[++i]; p && *p; n_pf++) {
                 char *end;
@@ -309,9 +353,10 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [MODEL_DIR] [--shape NAME[:f32|f16|bf16]] [--dtype "
-                    "f32,f16,bf16,int8,int8w,bf16x3] [--steps dec1,dec32,dec64,mixed,prefill] "
-                    "[--rounds N] [--threads N] [--ctx N[,N...]] [--kv-dtype auto|f32|f16] "
-                    "[--pf-dist BYTES[,BYTES...]]\n"
+                    "f32,f16,bf16,int8,int8w,bf16x3] [--steps "
+                    "dec1,dec32,dec64,mixed,prefill[:N]...] [--rounds N] [--threads N] "
+                    "[--ctx N[,N...]] [--kv-dtype auto|f32|f16] [--pf-dist BYTES[,BYTES...]] "
+                    "[--cpu-ms]\n"
                     "shapes:",
                     argv[0]);
             for (int s = 0; s < N_SHAPES; s++)
@@ -326,6 +371,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "forward-bench: --ctx wants up to %d contexts in [1, %d]: %s\n", MAX_NCTX,
                 MAX_CTX - DECODE_STEPS, ctx_arg);
         return 2;
+    }
+    char bad[64];
+    if (parse_steps(steps, run, pre, &n_pre, bad, sizeof(bad))) {
+        fprintf(stderr,
+                "forward-bench: --steps: bad step '%s' (dec1, dec32, dec64, mixed, prefill, "
+                "prefill:N with N in [1, %d], up to %d prefills)\n",
+                bad, MAX_T, MAX_NCTX);
+        return 2;
+    }
+    /* Each step runs at each of its parameters: the decodes' contexts, the prefills' rows. */
+    const int *par[N_K];
+    int n_par[N_K];
+    for (int k = 0; k < N_K; k++) {
+        par[k] = k == K_PREFILL ? pre : ctxs;
+        n_par[k] = k == K_PREFILL ? n_pre : n_ctx;
     }
     int max_ctx = 0;
     for (int c = 0; c < n_ctx; c++)
@@ -427,8 +487,8 @@ int main(int argc, char **argv)
             memset((char *)kv.data + (size_t)s * per_seq * block_bytes, 0x3c,
                    (size_t)((span_read - 1) / BS + 1) * block_bytes);
         for (int k = 0; k < N_K; k++)
-            for (int c = 0; c < n_ctx; c++)
-                costs[d][k][c] = step_cost(m, k, ctxs[c], kv_size);
+            for (int c = 0; c < n_par[k]; c++)
+                costs[d][k][c] = step_cost(m, k, par[k][c], kv_size);
         /* The avx2 kernel's FMA ceiling is AVX2's, whatever wider units the CPU has. */
         width = mm_kernel_avx512(mm_get_kernel(m->mm)) ? 16 : 8;
         on_amx[d] = mm_get_kernel(m->mm) != MM_KERNEL_AMX ? 0
@@ -444,7 +504,7 @@ int main(int argc, char **argv)
                model_threads(m), ctx_arg, model_dtype_name(kv_dt));
         fflush(stdout);
         for (int k = 0; k < N_K; k++)
-            for (int c = 0; c < n_ctx; c++)
+            for (int c = 0; c < n_par[k]; c++)
                 best[d][k][c] = best_cpu[d][k][c] = 1e30;
         /* Warm-up: touches the scratch and the KV blocks of the decode positions. */
         make_step(st, MAX_B, 0, 8, per_seq, V, logits);
@@ -457,23 +517,23 @@ int main(int argc, char **argv)
         }
         for (int r = 0; r < rounds; r++) {
             for (int k = 0; k < N_K; k++) {
-                if (!bench_in_list(steps, K_ARG[k]))
+                if (!run[k])
                     continue;
-                for (int c = 0; c < (k == K_PREFILL ? 1 : n_ctx); c++) {
+                for (int c = 0; c < n_par[k]; c++) {
+                    const int reps = k == K_PREFILL ? prefill_reps(par[k][c]) : DECODE_STEPS;
                     double t0 = clock_now_sec(), c0 = proc_cpu_sec();
-                    if (k == K_PREFILL) {
-                        make_step(st, 1, 0, MAX_T, per_seq, V, logits);
-                        model_forward(m, &kv, &st->b);
-                    } else {
-                        for (int s = 0; s < DECODE_STEPS; s++) {
-                            make_step(st, K_B[k], ctxs[c] + s, 1, per_seq, V, logits);
+                    for (int s = 0; s < reps; s++) {
+                        if (k == K_PREFILL) {
+                            make_step(st, 1, 0, par[k][c], per_seq, V, logits);
+                        } else {
+                            make_step(st, K_B[k], par[k][c] + s, 1, per_seq, V, logits);
                             if (k == K_MIXED)
                                 add_chunk(st, MIXED_CHUNK, MIXED_CHUNK, per_seq, V);
-                            model_forward(m, &kv, &st->b);
                         }
+                        model_forward(m, &kv, &st->b);
                     }
-                    double t = (clock_now_sec() - t0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
-                    double cpu = (proc_cpu_sec() - c0) / (k == K_PREFILL ? 1 : DECODE_STEPS);
+                    double t = (clock_now_sec() - t0) / reps;
+                    double cpu = (proc_cpu_sec() - c0) / reps;
                     best[d][k][c] = t < best[d][k][c] ? t : best[d][k][c];
                     best_cpu[d][k][c] = cpu < best_cpu[d][k][c] ? cpu : best_cpu[d][k][c];
                 }
@@ -501,15 +561,16 @@ int main(int argc, char **argv)
         printf("AMX BF16 peak %.1f GFLOP/s (one core: %.1f GFLOP per CPU-second): the compute "
                "bound of BF16 weights on the amx kernel (a third of it for BF16X3)\n",
                amx / 1e9, amx_core / 1e9);
-    printf("%-6s %-16s %5s %9s %10s %11s %8s  %-9s %6s  %s\n", "dtype", "step", "ctx", "ms/step",
-           "tokens/s", "bound t/s", "% bound", "kind", "attn", "FLOP per CPU-second / core peak");
+    printf("%-6s %-16s %5s %9s %10s %11s %8s  %-9s %6s  %s%s\n", "dtype", "step", "ctx", "ms/step",
+           "tokens/s", "bound t/s", "% bound", "kind", "attn", "FLOP per CPU-second / core peak",
+           cpu_ms ? "  CPU ms/step" : "");
     for (int d = 0; d < N_DT; d++) {
         if (!have[d])
             continue;
         for (int k = 0; k < N_K; k++) {
-            if (!bench_in_list(steps, K_ARG[k]))
+            if (!run[k])
                 continue;
-            for (int c = 0; c < (k == K_PREFILL ? 1 : n_ctx); c++) {
+            for (int c = 0; c < n_par[k]; c++) {
                 const cost_t *x = &costs[d][k][c];
                 /* Attention runs on the FMA units whatever multiplies the weights. */
                 double peak = on_amx[d] ? amx / on_amx[d] : fma;
@@ -519,16 +580,26 @@ int main(int argc, char **argv)
                 double bound = t_mem > t_fma ? t_mem : t_fma;
                 double attn = t_mem > t_fma ? x->kv_bytes / bw / t_mem : x->a_flops / fma / t_fma;
                 double cpu_eff = (x->w_flops / peak_core + x->a_flops / core) / best_cpu[d][k][c];
-                char ctx_s[16] = "-";
-                if (k != K_PREFILL)
-                    snprintf(ctx_s, sizeof(ctx_s), "%d", ctxs[c]);
-                printf("%-6s %-16s %5s %9.2f %10.1f %11.1f %7.0f%%  %-9s %5.0f%%  %.0f%%\n",
-                       dt_name[d], K_NAME[k], ctx_s, best[d][k][c] * 1e3, x->rows / best[d][k][c],
-                       x->rows / bound, 100.0 * bound / best[d][k][c],
+                char name[32], ctx_s[16] = "-", eff[16];
+                if (k == K_PREFILL) { /* its rows, in its name */
+                    snprintf(name, sizeof(name), "%s %d", K_NAME[k], par[k][c]);
+                } else {
+                    snprintf(name, sizeof(name), "%s", K_NAME[k]);
+                    snprintf(ctx_s, sizeof(ctx_s), "%d", par[k][c]);
+                }
+                snprintf(eff, sizeof(eff), "%.0f%%", 100.0 * cpu_eff);
+                printf("%-6s %-16s %5s %9.2f %10.1f %11.1f %7.0f%%  %-9s %5.0f%%  ", dt_name[d],
+                       name, ctx_s, best[d][k][c] * 1e3, x->rows / best[d][k][c], x->rows / bound,
+                       100.0 * bound / best[d][k][c],
                        t_mem > t_fma ? "bandwidth"
                        : on_amx[d]   ? "AMX"
                                      : "FMA",
-                       100.0 * attn, 100.0 * cpu_eff);
+                       100.0 * attn);
+                /* The CPU ms go under their heading, after the efficiency's long one. */
+                if (cpu_ms)
+                    printf("%-31s  %11.2f\n", eff, best_cpu[d][k][c] * 1e3);
+                else
+                    printf("%s\n", eff);
             }
         }
     }

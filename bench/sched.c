@@ -47,8 +47,7 @@ typedef struct round_result {
     double ttft[3], itl[3], step_p99; /* p50, p90, p99 in seconds */
 } round_result_t;
 
-static eng_request_t *make_request(uint64_t id, int prompt_tokens, int new_tokens,
-                                   uint64_t *seed)
+static eng_request_t *make_request(uint64_t id, int prompt_tokens, int new_tokens, uint64_t *seed)
 {
     eng_request_t *r = calloc(1, sizeof(*r));
     if (!r || !(r->prompt = malloc((size_t)prompt_tokens * sizeof(int32_t)))) {
@@ -131,8 +130,8 @@ static int run_round(eng_t *e, int conc, int waves, int prompt_tokens, int new_t
             if (ev->finish != ENG_FINISH_NONE) {
                 done++;
                 if (submitted < total) {
-                    eng_request_t *r = make_request((uint64_t)submitted, prompt_tokens,
-                                                    new_tokens, seed);
+                    eng_request_t *r =
+                        make_request((uint64_t)submitted, prompt_tokens, new_tokens, seed);
                     if (!r || (rc = eng_submit(e, r)) < 0) {
                         rc = rc < 0 ? rc : -ENOMEM;
                         goto out;
@@ -200,7 +199,8 @@ int main(int argc, char **argv)
         } else if (argv[i][0] != '-') {
             dir = argv[i];
         } else {
-            fprintf(stderr, "usage: %s [MODEL_DIR] [--concurrency 1,8,32,64] "
+            fprintf(stderr,
+                    "usage: %s [MODEL_DIR] [--concurrency 1,8,32,64] "
                     "[--prompt-tokens 64] [--new-tokens 128] [--threads N] "
                     "[--max-num-batched-tokens 512] [--max-prefill-tokens-decoding 48] "
                     "[--steady-waves 3] [--kv-cache-dtype auto|f32|f16]\n",
@@ -248,8 +248,8 @@ int main(int argc, char **argv)
     printf("model %s: %d layers, %d channels; KV pool %d blocks (%zu MiB); %d-token prompts, "
            "%d new tokens, greedy, ignore_eos; step budget %d tokens, "
            "max_prefill_tokens_decoding %d\n",
-           dir, info.n_layer, info.n_embd, info.num_kv_blocks, info.kv_bytes >> 20,
-           prompt_tokens, new_tokens, p.max_num_batched_tokens, prefill_decoding);
+           dir, info.n_layer, info.n_embd, info.num_kv_blocks, info.kv_bytes >> 20, prompt_tokens,
+           new_tokens, p.max_num_batched_tokens, prefill_decoding);
     printf("%-6s %5s %6s %10s %10s %9s %9s %22s %22s %6s %5s\n", "phase", "conc", "steps",
            "gen tok/s", "fwd bound", "of bound", "outside", "TTFT p50/p90/p99 ms",
            "ITL p50/p90/p99 ms", "stp99", "rows");
@@ -260,11 +260,10 @@ int main(int argc, char **argv)
             if (steady && waves < 2)
                 continue;
             round_result_t r;
-            int rc = run_round(e, conc[i], steady ? waves : 1, prompt_tokens, new_tokens, &seed,
-                               &r);
+            int rc =
+                run_round(e, conc[i], steady ? waves : 1, prompt_tokens, new_tokens, &seed, &r);
             if (rc < 0) {
-                fprintf(stderr, "bench/sched: round of %d failed: %s\n", conc[i],
-                        strerror(-rc));
+                fprintf(stderr, "bench/sched: round of %d failed: %s\n", conc[i], strerror(-rc));
                 status = 1;
                 break;
             }
@@ -274,8 +273,7 @@ int main(int argc, char **argv)
                    steady ? "steady" : "burst", r.conc, r.steps, (double)r.generated / r.wall,
                    (double)r.generated / r.forward_sum, 100.0 * r.forward_sum / r.wall,
                    100.0 * outside, r.ttft[0] * 1e3, r.ttft[1] * 1e3, r.ttft[2] * 1e3,
-                   r.itl[0] * 1e3, r.itl[1] * 1e3, r.itl[2] * 1e3, r.step_p99 * 1e3,
-                   r.max_rows);
+                   r.itl[0] * 1e3, r.itl[1] * 1e3, r.itl[2] * 1e3, r.step_p99 * 1e3, r.max_rows);
             fflush(stdout);
         }
     }

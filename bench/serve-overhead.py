@@ -5,8 +5,9 @@
                             [--duration 30] [--model DIR] [--one-stream lean|asyncio]
 
 For each weight dtype it runs build/bench/forward-bench on the same checkpoint (decode of
-1, 32 and 64 sequences at context --ctx, and 32 decodes beside a 32-row prompt chunk) before
-and after the server, keeping each step's better figure, and in between starts the server
+1, 32 and 64 sequences at context --ctx, 32 decodes beside a 32-row prompt chunk, and a
+64-row prompt step from position 0 with one logit row) before and after the server, keeping
+each step's better figure, and in between starts the server
 (`serve --weight-dtype D`, the K/V cache at its default for D, as forward-bench keeps it too)
 and drives it with streaming requests, each a 64-token prompt (distinct ids, nothing cached)
 and 128 new tokens, ignore_eos, temperature 0, the first 30% of --duration left out as warm-up:
@@ -28,10 +29,12 @@ Printed per level:
   fwd share        the scheduler thread's seconds in the forward pass over wall seconds:
                    served tok/s over what the same steps give with nothing else around
                    them (tokens / forward seconds) - the cost of serving is 1 - this;
-  of bench         forward-bench's time for the window's steps over the wall time: each
-                   step's time interpolated linearly in its rows between the forward-bench
-                   steps (1, 32 and 64 decode rows, 64 mixed rows), so slower forward passes
-                   in the server (the loop thread taking a core) count as serving cost too;
+  of bench         forward-bench's time for the window's steps over the wall time. At one
+                   stream they are 1-row decodes and one 64-row prompt step per request, each
+                   at forward-bench's time for that step; with more streams each step's time
+                   is interpolated linearly in its rows between the forward-bench steps (1, 32
+                   and 64 decode rows, 64 mixed rows). Slower forward passes in the server
+                   (the loop thread taking a core) count as serving cost too;
   cpu              the same in CPU seconds: forward-bench's CPU time for the window's steps
                    over the CPU time of every server thread in the window. Other tenants of a
                    shared host change wall times but hardly CPU times: on a busy host this is
@@ -41,14 +44,15 @@ Printed per level:
   client cpu       the client's CPU seconds over wall seconds (the lean client: its thread's;
                    the load generator: this process's): it runs on the same cores, so what
                    it takes is taken from the server too;
-  rows/step, fwd ms/step  the server's own steps, against bench ms/step at that row count.
+  rows/step, fwd ms/step  the server's own steps, against forward-bench's ms per step for
+                   the same steps.
 Then for batch 1: milliseconds per generated token served, in the server's forward pass,
 in forward-bench for the same steps, of which its decode step and the prompt's share; two
 bounds: (a) the read-bandwidth bound of a decode step, (b) the bound of the window's own
-steps (its decodes at (a), its 64-row prompt steps at their full roofline, computed as
-forward-bench computes it from the read bandwidth and FMA peak it measured), each as a share
-of the served figure; the server's own time outside the forward pass; and the CPU
-milliseconds per token of the loop thread and of the client.
+steps (its decodes at (a), its 64-row prompt steps at the full roofline forward-bench prints
+for them), each as a share of the served figure; the server's own time outside the forward
+pass; and the CPU milliseconds per token of the loop thread and of the client. Every time
+and bound of a step is forward-bench's, as it prints them (--cpu-ms for the CPU times).
 
 Run it alone on the machine: it measures speed. Every phase is bounded by
 loadgen's limits; servers listen on 127.0.0.1 port 0 and are stopped by their pid. After
@@ -58,6 +62,7 @@ the idle scheduler thread maps the KV pool then, as in a server that has been up
 
 import argparse
 import asyncio
+import collections
 import os
 import re
 import resource
@@ -70,77 +75,74 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loadgen  # noqa: E402
 
-BENCH_STEPS = {"decode 1": "dec1", "decode 32": "dec32", "decode 64": "dec64",
-               "dec 32+prompt 32": "mixed"}
-# Rows of each forward-bench step.
-BENCH_ROWS = {"dec1": 1, "dec32": 32, "dec64": 64, "mixed": 64}
-BENCH_LOGITS = {"dec1": 1, "dec32": 32, "dec64": 64, "mixed": 32}
 PHASES = ("schedule", "forward", "sample", "handoff", "idle")
 PROMPT_TOKENS, MAX_TOKENS = 64, 128
+# The forward-bench steps read, by key: their --steps word and their name in its table. A
+# request's prompt is one step of PROMPT_TOKENS rows from position 0 with one logit row.
+BENCH_STEPS = {"dec1": ("dec1", "decode 1"), "dec32": ("dec32", "decode 32"),
+               "dec64": ("dec64", "decode 64"), "mixed": ("mixed", "dec 32+prompt 32"),
+               "prompt": ("prefill:%d" % PROMPT_TOKENS, "prefill %d" % PROMPT_TOKENS)}
+# A step's figures as forward-bench prints them: ms per step (its best round), rows/s, the
+# rows/s of its full roofline and CPU ms per step.
+Step = collections.namedtuple("Step", "ms rate bound cpu")
 
 
 def forward_bench(path, model, dtype, ctx, rounds):
-    """{step: (ms/step, rows/s, bound rows/s)} from one forward-bench run."""
+    """{key: Step} from one forward-bench run."""
     # Without a model, forward-bench writes its default checkpoint (the server's then) first.
     cmd = [path] + ([model] if model else []) + [
-        "--dtype", dtype, "--steps", "dec1,dec32,dec64,mixed", "--ctx", str(ctx), "--rounds",
-        str(rounds)]
+        "--dtype", dtype, "--steps", ",".join(a for a, _ in BENCH_STEPS.values()),
+        "--ctx", str(ctx), "--rounds", str(rounds), "--cpu-ms"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900).stdout
     res = {}
-    core = re.search(r"one core: ([\d.]+) GFLOP per CPU-second", out)
     for line in out.splitlines():
-        for name, key in BENCH_STEPS.items():
-            m = re.match(r"%s\s+%s\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s.*\s(\d+)%%$"
+        for key, (_, name) in BENCH_STEPS.items():
+            # dtype, step, ctx, ms/step, tokens/s, bound t/s, ..., CPU ms/step (the last).
+            m = re.match(r"%s\s+%s\s+\S+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s.*\s([\d.]+)$"
                          % (dtype, re.escape(name)), line)
-            if m and core:
-                ms, rate, bound, eff = (float(x) for x in m.groups())
-                # CPU ms per step, back from its last column: matmul FLOP per CPU-second
-                # over one core's FMA rate per CPU-second.
-                flop = step_flop(BENCH_ROWS[key], BENCH_LOGITS[key])
-                cpu_ms = 1e3 * flop / (eff / 100.0 * float(core.group(1)) * 1e9)
-                res[key] = (ms, rate, bound, cpu_ms)
-    head = re.search(r"^%s: \S+, (\d+) layers, C=(\d+), NH=(\d+), NKV=(\d+), HS=(\d+), V=(\d+), "
-                     r"(\d+) MB of packed matrices.*K/V (\w+)$" % dtype, out, re.M)
-    bounds = re.search(r"read bandwidth ([\d.]+) GB/s, FMA peak ([\d.]+) GFLOP/s", out)
-    if len(res) != len(BENCH_STEPS) or not head or not bounds:
+            if m:
+                res[key] = Step(*(float(x) for x in m.groups()))
+    if len(res) != len(BENCH_STEPS):
         sys.exit("serve-overhead: forward-bench gave no figures:\n" + out)
-    L, C, NH, NKV, HS, V = (int(x) for x in head.groups()[:6])
-    res["roof"] = {"L": L, "C": C, "NH": NH, "NKV": NKV, "HS": HS, "V": V,
-                   "w_bytes": float(head.group(7)) * 1e6,
-                   "kv_size": 2 if head.group(8) == "f16" else 4,
-                   "bw": float(bounds.group(1)) * 1e9, "fma": float(bounds.group(2)) * 1e9}
     return res
 
 
-def prompt_roofline_ms(roof, rows):
-    """forward-bench's full roofline (its step_cost) of a prompt step of `rows` rows from
-    position 0 with one logit row: max((packed weights + K/V written) / read bandwidth,
-    (weight FLOPs + causal attention FLOPs) / FMA peak), with the bandwidth and peak it
-    measured."""
-    kv_pos = roof["L"] * roof["NKV"] * roof["HS"] * 2 * roof["kv_size"]
-    a_pos = 4.0 * roof["HS"] * roof["NH"] * roof["L"]
-    t_mem = (roof["w_bytes"] + kv_pos * rows) / roof["bw"]
-    t_fma = (step_flop(rows, 1, roof["L"], roof["C"], roof["V"])
-             + a_pos * rows * (rows + 1) / 2) / roof["fma"]
-    return 1e3 * max(t_mem, t_fma)
+def step_rows(step):
+    """A forward-bench step's rows: its rows/s times its time."""
+    return round(step.rate * step.ms / 1e3)
 
 
-def step_flop(rows, logit_rows, L=12, C=768, V=50257):
-    """forward-bench's FLOP count of a step (the GPT-2 124M shape)."""
-    return 2.0 * rows * L * 12.0 * C * C + 2.0 * logit_rows * V * C
-
-
-def bench_ms(res, rows, col=0):
-    """forward-bench's ms (col 0; col 3: CPU ms) for a step of `rows` rows: linear between
-    its measured steps (at 64 rows the mean of 64 decodes and 32 decodes + 32 prompt rows,
-    as served steps mix both)."""
-    pts = sorted([(1, res["dec1"][col]), (32, res["dec32"][col]),
-                  (64, (res["dec64"][col] + res["mixed"][col]) / 2)])
+def interp_ms(bench, rows, field):
+    """forward-bench's ms (field "cpu": CPU ms) for a step of `rows` rows: linear between
+    its decode steps (at 64 rows the mean of 64 decodes and 32 decodes + 32 prompt rows, as
+    served steps mix both)."""
+    def at(k):
+        return getattr(bench[k], field)
+    pts = [(step_rows(bench["dec1"]), at("dec1")), (step_rows(bench["dec32"]), at("dec32")),
+           (step_rows(bench["dec64"]), (at("dec64") + at("mixed")) / 2)]
     for (r0, t0), (r1, t1) in zip(pts, pts[1:]):
         if rows <= r1:
             return t0 + (t1 - t0) * (rows - r0) / (r1 - r0)
     (r0, t0), (r1, t1) = pts[-2], pts[-1]
     return t1 + (t1 - t0) * (rows - r1) / (r1 - r0)
+
+
+def prompt_steps(w):
+    """The window's prompt steps at one stream: each request runs its prompt as one step of
+    PROMPT_TOKENS rows, then 1-row decodes."""
+    steps = max(w.get("scheduler_steps", 0), 1)
+    return max(w.get("forward_tokens", 0) - steps, 0) / (PROMPT_TOKENS - 1)
+
+
+def bench_window_ms(bench, w, conc, field="ms"):
+    """forward-bench's ms (field "cpu": CPU ms) for the window's steps: at one stream its
+    decode and prompt steps at forward-bench's figures for those steps, with more streams
+    every step interpolated in its rows (interp_ms)."""
+    steps = max(w.get("scheduler_steps", 0), 1)
+    if conc == 1:
+        p = prompt_steps(w)
+        return (steps - p) * getattr(bench["dec1"], field) + p * getattr(bench["prompt"], field)
+    return steps * interp_ms(bench, w.get("forward_tokens", 0) / steps, field)
 
 
 def scrape(url, pid):
@@ -280,11 +282,10 @@ def main():
         # so each step keeps its better figure (as forward-bench keeps its best round).
         print("%s: forward-bench again ..." % dt, flush=True)
         again = forward_bench(fb, args.model, dt, args.ctx, args.rounds)
-        for k in BENCH_STEPS.values():
-            bench[k] = (min(bench[k][0], again[k][0]), max(bench[k][1], again[k][1]),
-                        max(bench[k][2], again[k][2]), min(bench[k][3], again[k][3]))
-        for k in ("bw", "fma"):
-            bench["roof"][k] = max(bench["roof"][k], again["roof"][k])
+        for k, a in again.items():
+            b = bench[k]
+            bench[k] = Step(min(b.ms, a.ms), max(b.rate, a.rate), max(b.bound, a.bound),
+                            min(b.cpu, a.cpu))
         rows += [r + (bench,) for r in level_rows]
     report(rows)
 
@@ -298,10 +299,10 @@ def report(rows):
         rps = w.get("forward_tokens", 0) / steps
         gen = max(w.get("generation_tokens", 0), 1)
         pct = {p: 100.0 * w.get(p, 0) / wall for p in PHASES}
-        bench_s = steps * bench_ms(bench, rps) / 1e3
+        bench_s = bench_window_ms(bench, w, conc) / 1e3
         other = sum(v for k, v in w["cpu"].items() if k not in ("loop", "nv-scheduler"))
         cpu_all = max(sum(w["cpu"].values()), 1e-9)
-        bench_cpu = steps * bench_ms(bench, rps, 3) / 1e3
+        bench_cpu = bench_window_ms(bench, w, conc, "cpu") / 1e3
         print("%-4s %4d %9.1f %9.1f %5.0f%% %5.0f%% %5.0f%% %5.1f%% %5.1f%% %5.1f%% %5.1f%% "
               "%5.1f%% %5.1f%% %5.0f%% %7.1f %7.2f %7.2f" % (
                   dt, conc, s["tps"], gen / max(w.get("forward", 0), 1e-9), pct["forward"],
@@ -309,7 +310,7 @@ def report(rows):
                   pct["sample"], pct["handoff"],
                   pct["idle"], 100.0 * w["cpu"].get("loop", 0) / wall,
                   100.0 * w.get("client", 0) / wall, 100.0 * other / wall,
-                  rps, 1e3 * w.get("forward", 0) / steps, bench_ms(bench, rps)))
+                  rps, 1e3 * w.get("forward", 0) / steps, 1e3 * bench_s / steps))
     print("served/s: completion tokens/s at the client; fwd tok/s: the window's tokens over its "
           "forward seconds; fwd: forward seconds / wall = served over forward; bench: "
           "forward-bench's time for the same steps / wall; cpu: forward-bench's CPU seconds for "
@@ -317,7 +318,7 @@ def report(rows):
           "other phases / wall; loop: the loop thread's CPU / wall; client: the load "
           "generator's CPU / wall (it shares the cores); other: the compute and "
           "other threads' CPU / wall; rows/st: rows per step; fwd ms: the server's forward "
-          "ms per step; bench: forward-bench ms for a step of that many rows")
+          "ms per step; bench: forward-bench's ms per step for the same steps")
     print("\nbatch 1, ms per generated token:")
     print("%-5s %7s %7s %7s %7s %7s %7s %7s %7s %6s %6s %7s %7s %7s %7s %7s %8s %7s" % (
         "dtype", "served", "srv p50", "srv fwd", "bench", "dec 1", "prompt", "bound", "b same",
@@ -329,17 +330,18 @@ def report(rows):
         steps = max(w.get("scheduler_steps", 0), 1)
         served = 1e3 / s["tps"]
         fwd = 1e3 * w.get("forward", 0) / gen
-        same = steps * bench_ms(bench, w.get("forward_tokens", 0) / steps) / gen
-        # The window's steps: prompts (PROMPT_TOKENS rows each) and 1-row decodes.
-        prompts = max(w.get("forward_tokens", 0) - steps, 0) / (PROMPT_TOKENS - 1)
-        dec_bound = 1e3 / bench["dec1"][2]
-        same_bound = ((steps - prompts) * dec_bound +
-                      prompts * prompt_roofline_ms(bench["roof"], PROMPT_TOKENS)) / gen
+        same = bench_window_ms(bench, w, conc) / gen
+        # The window's steps: prompts (PROMPT_TOKENS rows each) and 1-row decodes, each at
+        # forward-bench's bound for that step.
+        prompts = prompt_steps(w)
+        dec_bound = 1e3 / bench["dec1"].bound
+        prompt_bound = 1e3 * PROMPT_TOKENS / bench["prompt"].bound
+        same_bound = ((steps - prompts) * dec_bound + prompts * prompt_bound) / gen
         spt = sorted(s.get("req_spt", []))
         p50 = "%7.2f" % (1e3 * spt[len(spt) // 2]) if spt else "%7s" % "-"
         print("%-5s %7.2f %s %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %5.0f%% %5.0f%% %7.2f %7.2f "
               "%7.3f %7.3f %7.2f %8.2f %7.1f" % (
-                  dt, served, p50, fwd, same, bench["dec1"][0], same - bench["dec1"][0], dec_bound,
+                  dt, served, p50, fwd, same, bench["dec1"].ms, same - bench["dec1"].ms, dec_bound,
                   same_bound, 100.0 * dec_bound / served, 100.0 * same_bound / served,
                   served - fwd, 1e3 * w.get("idle", 0) / gen,
                   1e3 * w["cpu"].get("loop", 0) / gen, 1e3 * w.get("client", 0) / gen,
@@ -351,9 +353,10 @@ def report(rows):
           "forward-bench's time for the same steps per token (srv fwd - bench: the served "
           "forward passes' slowdown, e.g. the loop thread and the client taking a compute "
           "thread's core); dec 1: forward-bench's batch-1 decode step; prompt: bench - dec 1, "
-          "the prompt's share (a %d-row step per request); bound: the read-bandwidth bound of "
-          "a decode step; b same: the bound of the same steps, the decodes' read bound plus the "
-          "prompt steps' full roofline, per token; of b, of bs: bound / served and b same / "
+          "the prompt's share (a %d-row step per request, at forward-bench's time for it); bound: "
+          "the read-bandwidth bound of a decode step; b same: the bound of the same steps, the "
+          "decodes' read bound plus the prompt steps' full roofline (forward-bench's), per "
+          "token; of b, of bs: bound / served and b same / "
           "served; own: served - srv fwd, the server's time outside the forward pass "
           "(scheduling, sampling, detokenizing, events, hand-off, and idle: waiting for the "
           "client's next request); loop, client: CPU ms per token of the loop thread and of "
