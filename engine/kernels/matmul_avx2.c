@@ -161,12 +161,12 @@ INLINE void tile_body(const mm_tile_t *t, const int MR, const int NP, const int 
 #define ROW_FMAS_1(kk) ROWS_FMA(2, 3, kk)
 #define ROW_FMAS_2(kk) ROWS_FMA(4, 5, kk)
 #define ROW_FMAS_3(kk) ROWS_FMA(6, 7, kk)
-#define STEP(p, odd)                                                                          \
-    if (NP > (p)) {                                                                           \
-        __m256 w0, w1;                                                                        \
-        load_row(DT, (const char *)t->w + (p) * ws, k, odd, MR <= 2, &w0, &w1);               \
-        _mm_prefetch(pf + (p) * ws + (k + (odd)) * pfstep, _MM_HINT_T0);                      \
-        ROW_FMAS_##p(k + (odd))                                                               \
+#define STEP(p, odd)                                                                               \
+    if (NP > (p)) {                                                                                \
+        __m256 w0, w1;                                                                             \
+        load_row(DT, (const char *)t->w + (p)*ws, k, odd, MR <= 2, &w0, &w1);                      \
+        _mm_prefetch(pf + (p)*ws + (k + (odd)) * pfstep, _MM_HINT_T0);                             \
+        ROW_FMAS_##p(k + (odd))                                                                    \
     }
 #define STEP0(p) STEP(p, 0)
 #define STEP1(p) STEP(p, 1)
