@@ -10,6 +10,7 @@
  * shape and at the end and the best sample kept (ratios use the final values).
  *
  *   mm-bench [--threads N] [--m 1,4,8,16,32,64,128] [--shapes qkv,proj,fc,fcproj,lmhead]
+ *            (or s360-qkv,s360-o,s360-gateup,s360-down,s360-lmhead: SmolLM2-360M's)
  *            [--dtype f32,f16,bf16,int8,int8w,bf16x3] [--time SECONDS per cell] [--no-blas]
  *            [--copies N]
  * int8 is W8A8 (X quantized to int8 as well), int8w int8 weights multiplied as F32.
@@ -30,11 +31,16 @@ typedef struct shape {
     int trans; /* 1: W = srcᵀ with src (N, K), the LM head x·wteᵀ */
 } shape_t;
 
+/* GPT-2 124M's (the first N_GPT2: the decode-step summary), then SmolLM2-360M's (q, k and v
+ * in one product, gate and up in one, as the llama model runs them). */
 static const shape_t SHAPES[] = {
-    {"qkv", 768, 2304, 0},  {"proj", 768, 768, 0},      {"fc", 768, 3072, 0},
-    {"fcproj", 3072, 768, 0}, {"lmhead", 768, 50257, 1},
+    {"qkv", 768, 2304, 0},          {"proj", 768, 768, 0},         {"fc", 768, 3072, 0},
+    {"fcproj", 3072, 768, 0},       {"lmhead", 768, 50257, 1},     {"s360-qkv", 960, 1600, 0},
+    {"s360-o", 960, 960, 0},        {"s360-gateup", 960, 5120, 0}, {"s360-down", 2560, 960, 0},
+    {"s360-lmhead", 960, 49152, 1},
 };
-#define N_SHAPES 5
+#define N_SHAPES 10
+#define N_GPT2 5
 
 enum { METH_SGEMM, METH_SGEMV, METH_F32, METH_F16, METH_BF16, METH_I8, METH_X3, METH_I8W, N_METH };
 static const char *METH_NAME[N_METH] = {"openblas-sgemm", "openblas-sgemv", "packed-f32",
@@ -56,7 +62,7 @@ static double meth_wbytes(int meth, double K, double N)
     return 4 * K * N;
 }
 
-#define MAX_COPIES 64
+#define MAX_COPIES 256
 
 typedef struct bench {
     mm_t *mm;
@@ -64,8 +70,8 @@ typedef struct bench {
     double bw, fma; /* all threads: bytes/s, flop/s */
     double cell_time;
     int no_blas;
-    int copies_forced; /* --copies: 0 = enough to exceed L3 */
-    const char *dtypes; /* --dtype: packed weight dtypes measured */
+    int copies_forced;                   /* --copies: 0 = enough to exceed L3 */
+    const char *dtypes;                  /* --dtype: packed weight dtypes measured */
     double cell_s[N_SHAPES][N_METH][16]; /* median seconds per call; 0 = not measured */
     double cell_med[N_SHAPES][N_METH][16];
     int copies[N_SHAPES];
@@ -88,8 +94,8 @@ typedef struct cell {
     bench_t *b;
     const shape_t *sh;
     int meth, M, copies;
-    float **src;        /* (copies) as stored: (K, N) or (N, K) */
-    mm_weight_t *w;     /* (copies) packed for the method's dtype */
+    float **src;    /* (copies) as stored: (K, N) or (N, K) */
+    mm_weight_t *w; /* (copies) packed for the method's dtype */
     const float *x;
     float *y;
 } cell_t;
@@ -101,23 +107,22 @@ static void run_once(const cell_t *c, int i)
     switch (c->meth) {
     case METH_SGEMM:
         if (sh->trans)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, c->x, K,
-                        c->src[i], K, 0.0f, c->y, N);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, c->x, K, c->src[i],
+                        K, 0.0f, c->y, N);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, c->x, K,
                         c->src[i], N, 0.0f, c->y, N);
         break;
     case METH_SGEMV:
         if (sh->trans)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, c->src[i], K, c->x, 1, 0.0f,
-                        c->y, 1);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, c->src[i], K, c->x, 1, 0.0f, c->y,
+                        1);
         else
-            cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.0f, c->src[i], N, c->x, 1, 0.0f,
-                        c->y, 1);
+            cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.0f, c->src[i], N, c->x, 1, 0.0f, c->y,
+                        1);
         break;
     default:
-        mm_matmul(c->b->mm, M, c->x, (size_t)K, &c->w[i], NULL, c->y, (size_t)N, 0,
-                  MM_EPI_NONE);
+        mm_matmul(c->b->mm, M, c->x, (size_t)K, &c->w[i], NULL, c->y, (size_t)N, 0, MM_EPI_NONE);
     }
 }
 
@@ -159,8 +164,10 @@ static void bench_shape(bench_t *b, int si, const int *Ms, int nM)
 {
     const shape_t *sh = &SHAPES[si];
     size_t elems = (size_t)sh->K * (size_t)sh->N;
-    /* Enough copies that the F32 working set is >= 256 MiB (8x this L3), at most MAX_COPIES. */
-    int copies = (int)((256ull << 20) / (elems * 4) + 1);
+    /* Enough copies that the F32 working set is >= 1 GiB, at most MAX_COPIES: 16-bit weights
+     * in copies of 128 MiB in all still came partly from L3 (batch 1 on the Zen 5 EPYC: the
+     * F16 LM head ran at 75-90 GB/s in 2 copies, 60-66 GB/s in 6, above the read bandwidth). */
+    int copies = (int)((1024ull << 20) / (elems * 4) + 1);
     if (copies > MAX_COPIES)
         copies = MAX_COPIES;
     if (copies < 2)
@@ -197,8 +204,14 @@ static void bench_shape(bench_t *b, int si, const int *Ms, int nM)
                 continue;
             if (meth >= METH_F32 && !bench_in_list(b->dtypes, PACKED_ARG[meth - METH_F32]))
                 continue;
-            cell_t c = {.b = b, .sh = sh, .meth = meth, .M = M, .copies = copies, .src = src,
-                        .x = x, .y = y};
+            cell_t c = {.b = b,
+                        .sh = sh,
+                        .meth = meth,
+                        .M = M,
+                        .copies = copies,
+                        .src = src,
+                        .x = x,
+                        .y = y};
             if (meth >= METH_F32)
                 c.w = w[meth - METH_F32];
             /* OpenBLAS gets all threads while it runs; the pool sleeps meanwhile. */
@@ -241,8 +254,8 @@ static void print_shape(const bench_t *b, int si, const int *Ms, int nM)
 {
     const shape_t *sh = &SHAPES[si];
     double elems = (double)sh->K * sh->N;
-    printf("\n%s: K=%d N=%d (%.1f MB as F32), %d copies\n", sh->name, sh->K, sh->N,
-           elems * 4 / 1e6, b->copies[si]);
+    printf("\n%s: K=%d N=%d (%.1f MB as F32), %d copies\n", sh->name, sh->K, sh->N, elems * 4 / 1e6,
+           b->copies[si]);
     printf("%-16s %5s %9s %9s %9s %9s %8s\n", "method", "M", "us p10", "us p50", "GFLOP/s",
            "W GB/s", "% bound");
     for (int mi = 0; mi < nM && mi < 16; mi++) {
@@ -253,8 +266,8 @@ static void print_shape(const bench_t *b, int si, const int *Ms, int nM)
             double wbytes = meth_wbytes(meth, sh->K, sh->N);
             double flops = 2.0 * Ms[mi] * elems;
             double bound = wbytes / b->bw > flops / b->fma ? wbytes / b->bw : flops / b->fma;
-            printf("%-16s %5d %9.1f %9.1f %9.1f %9.2f %7.0f%%\n", METH_NAME[meth], Ms[mi],
-                   t * 1e6, b->cell_med[si][meth][mi] * 1e6, flops / t / 1e9, wbytes / t / 1e9,
+            printf("%-16s %5d %9.1f %9.1f %9.1f %9.2f %7.0f%%\n", METH_NAME[meth], Ms[mi], t * 1e6,
+                   b->cell_med[si][meth][mi] * 1e6, flops / t / 1e9, wbytes / t / 1e9,
                    100.0 * bound / t);
         }
     }
@@ -305,50 +318,48 @@ int main(int argc, char **argv)
     double fma1 = bench_fma_peak(one, 3);
     pool_free(one);
     printf("kernel %s, %d threads\n", mm_kernel_name(mm_get_kernel(b.mm)), b.threads);
-    printf("1 thread: read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s\n", bw1 / 1e9,
-           fma1 / 1e9);
+    printf("1 thread: read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s\n", bw1 / 1e9, fma1 / 1e9);
 
     int all = 1;
     for (int s = 0; s < N_SHAPES; s++) {
         if (bench_in_list(shapes, SHAPES[s].name))
             bench_shape(&b, s, Ms, nM);
-        else
+        else if (s < N_GPT2)
             all = 0;
     }
     printf("\n");
     bench_bounds(&b);
-    printf("bounds used for every ratio below: %.1f GB/s, %.1f GFLOP/s\n", b.bw / 1e9,
-           b.fma / 1e9);
+    printf("bounds used for every ratio below: %.1f GB/s, %.1f GFLOP/s\n", b.bw / 1e9, b.fma / 1e9);
     for (int s = 0; s < N_SHAPES; s++)
         if (bench_in_list(shapes, SHAPES[s].name))
             print_shape(&b, s, Ms, nM);
     if (all) {
         /* 12 x (qkv + proj + fc + fcproj) + LM head: the matrix work of one decode step. */
         double flops_row = 0;
-        for (int s = 0; s < N_SHAPES; s++)
+        for (int s = 0; s < N_GPT2; s++)
             flops_row += 2.0 * SHAPES[s].K * SHAPES[s].N * (SHAPES[s].trans ? 1 : 12);
         printf("\ndecode step, matrix products only (12 layers + LM head; p10 times), "
                "tokens/s:\n");
-        printf("%-16s %5s %10s %10s %10s %8s\n", "method", "M", "ms/step", "tokens/s",
-               "bound t/s", "% bound");
+        printf("%-16s %5s %10s %10s %10s %8s\n", "method", "M", "ms/step", "tokens/s", "bound t/s",
+               "% bound");
         for (int meth = 0; meth < N_METH; meth++) {
             for (int mi = 0; mi < nM && mi < 16; mi++) {
                 double t = 0;
                 int have = 0;
-                for (int s = 0; s < N_SHAPES; s++) {
+                for (int s = 0; s < N_GPT2; s++) {
                     double ts = b.cell_s[s][meth][mi];
                     have += ts > 0;
                     t += ts * (SHAPES[s].trans ? 1 : 12); /* 12 layers, one LM head */
                 }
-                if (have != N_SHAPES)
+                if (have != N_GPT2)
                     continue;
                 double wb = 0;
-                for (int s = 0; s < N_SHAPES; s++)
+                for (int s = 0; s < N_GPT2; s++)
                     wb += meth_wbytes(meth, SHAPES[s].K, SHAPES[s].N) * (SHAPES[s].trans ? 1 : 12);
                 double fl = flops_row * Ms[mi];
                 double bound = wb / b.bw > fl / b.fma ? wb / b.bw : fl / b.fma;
-                printf("%-16s %5d %10.2f %10.1f %10.1f %7.0f%%\n", METH_NAME[meth], Ms[mi],
-                       t * 1e3, Ms[mi] / t, Ms[mi] / bound, 100 * bound / t);
+                printf("%-16s %5d %10.2f %10.1f %10.1f %7.0f%%\n", METH_NAME[meth], Ms[mi], t * 1e3,
+                       Ms[mi] / t, Ms[mi] / bound, 100 * bound / t);
             }
         }
     }
