@@ -23,6 +23,8 @@ typedef struct vec_ops {
     /* F32 <-> F16, round to nearest even (as the F16C instructions do), n values. */
     void (*to_f16)(uint16_t *dst, const float *src, int n);
     void (*from_f16)(float *dst, const uint16_t *src, int n);
+    /* out[i] = silu(g[i]) * u[i] over n values (out may be g), as vec_silu_mul. */
+    void (*silu_mul)(float *out, const float *g, const float *u, int n);
 } vec_ops_t;
 
 /* The set for an enum mm_kernel: the portable one for MM_KERNEL_GENERIC, the AVX2 one for
@@ -33,7 +35,8 @@ const vec_ops_t *vec_ops_get(int mm_kernel);
 float vec_dot(const float *a, const float *b, int n);
 /* y += p * x (portable). */
 void vec_axpy(float *y, float p, const float *x, int n);
-/* out[i] = silu(g[i]) * u[i], silu(g) = g / (1 + exp(-g)): the SwiGLU MLP's gate. */
+/* out[i] = silu(g[i]) * u[i], silu(g) = g / (1 + exp(-g)): the SwiGLU MLP's gate (portable;
+ * the AVX2 set's silu_mul computes exp eight values at a time with vm_exp8). */
 void vec_silu_mul(float *out, const float *g, const float *u, int n);
 
 /* Widens n 16-bit floats (F16 or BF16 as stored in a file, any alignment) to F32. */

@@ -149,7 +149,7 @@ static void rows_part(void *arg, int part, int parts)
             break;
         case ROW_SILU: {
             float *g = s->gu + (size_t)t * 2 * (size_t)I;
-            vec_silu_mul(g, g, g + I, I);
+            j->ops->silu_mul(g, g, g + I, I);
             break;
         }
         }
