@@ -28,18 +28,11 @@
 #include "engine/kernels/matmul.h"
 #include "engine/kernels/vec.h"
 #include "tests/check.h"
+#include "tests/rand.h"
 
 enum { P = 45, P2 = 20, MAX_CTX = 64, NBLK = 64, MAX_B = 8 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((double)((rng_state >> 16) & 0xffffff) / 8388608.0 - 1.0);
-}
 
 /* The value an F16 cache keeps for x (round to nearest even), as float. */
 static float f16_round(float x)
@@ -225,10 +218,11 @@ static void seq_init(seq_t *sq, const shape_t *s, int n, int first_block, int st
     sq->v = malloc((size_t)n * ldkv * sizeof(float));
     CHECK(sq->q && sq->k && sq->v);
     for (size_t i = 0; i < (size_t)n * ldq; i++)
-        sq->q[i] = 2 * frand(); /* scores of a few units: a softmax far from uniform */
+        sq->q[i] =
+            2 * rand_unit(&rng_state); /* scores of a few units: a softmax far from uniform */
     for (size_t i = 0; i < (size_t)n * ldkv; i++) {
-        sq->k[i] = frand();
-        sq->v[i] = frand();
+        sq->k[i] = rand_unit(&rng_state);
+        sq->v[i] = rand_unit(&rng_state);
     }
     /* Blocks out of order, interleaved with the other sequence's. */
     for (int b = 0; b < MAX_CTX; b++)

@@ -20,18 +20,11 @@
 #include "engine/engine.h"
 #include "engine/kernels/matmul.h"
 #include "tests/check.h"
+#include "tests/rand.h"
 
 enum { ROWS = 70, PAD = 3 };
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((double)((rng_state >> 16) & 0xffffff) / 8388608.0 - 1.0);
-}
 
 static const char *dtype_name(int dt)
 {
@@ -129,13 +122,13 @@ int main(void)
     /* Columns of different magnitudes (int8 scales each column apart). */
     for (int k = 0; k < KMAX; k++)
         for (int n = 0; n < NMAX; n++)
-            src[(size_t)k * NMAX + n] = frand() * (float)(1 << (n % 5)) * 0.02f;
+            src[(size_t)k * NMAX + n] = rand_unit(&rng_state) * (float)(1 << (n % 5)) * 0.02f;
     for (size_t i = 0; i < (size_t)ROWS * KMAX; i++)
-        xs[i] = frand();
+        xs[i] = rand_unit(&rng_state);
     for (size_t i = 0; i < (size_t)ROWS * NMAX; i++)
-        y0[i] = frand();
+        y0[i] = rand_unit(&rng_state);
     for (int i = 0; i < NMAX; i++)
-        bias[i] = frand();
+        bias[i] = rand_unit(&rng_state);
     int ran = 0;
     for (size_t ki = 0; ki < sizeof(kernels) / sizeof(kernels[0]); ki++) {
         mm_t *mm[3] = {NULL, NULL, NULL};

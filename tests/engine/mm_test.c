@@ -36,20 +36,13 @@
 #include "engine/kernels/matmul_kern.h"
 #include "engine/kernels/matmul_q8.h"
 #include "tests/check.h"
+#include "tests/rand.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
 static uint32_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    return (float)((double)(rnd() & 0xffffff) / 8388608.0 - 1.0);
+    return (uint32_t)(rand_next(&rng_state) >> 16);
 }
 
 static const char *dtype_name(int dt)
@@ -92,15 +85,15 @@ static int check_i8(const mm_weight_t *w, const float *src, size_t lds, int tran
             float got = mm_weight_get(w, k, n);
             double q = rint(got / s); /* got is q * s rounded to float */
             if ((float)q * s != got || fabs(q) > 127 || fabs(got - v) > 0.5001 * s) {
-                fprintf(stderr, "mm_test: int8 (%d,%d) = %.9g (%.9g x scale %.9g) for %.9g\n",
-                        k, n, got, q, s, v);
+                fprintf(stderr, "mm_test: int8 (%d,%d) = %.9g (%.9g x scale %.9g) for %.9g\n", k, n,
+                        got, q, s, v);
                 return 1;
             }
             hit_max |= fabs(v) == mx && fabs(q) == 127;
         }
         if (!hit_max) {
-            fprintf(stderr, "mm_test: int8 column %d: its max %.9g is not stored as +-127\n",
-                    n, mx);
+            fprintf(stderr, "mm_test: int8 column %d: its max %.9g is not stored as +-127\n", n,
+                    mx);
             return 1;
         }
     }
@@ -152,8 +145,10 @@ static int check_x3(const mm_weight_t *w, const float *src, size_t lds, int tran
                 !bf16_nearest(rest, lo) ||
                 (double)sum != (double)mm_bf16_to_f32(hi) + mm_bf16_to_f32(lo) ||
                 mm_weight_get(w, k, n) != sum) {
-                fprintf(stderr, "mm_test: bf16x3 (%d,%d) of %.9g: hi 0x%04x lo 0x%04x, read as "
-                                "%.9g\n", k, n, v, hi, lo, mm_weight_get(w, k, n));
+                fprintf(stderr,
+                        "mm_test: bf16x3 (%d,%d) of %.9g: hi 0x%04x lo 0x%04x, read as "
+                        "%.9g\n",
+                        k, n, v, hi, lo, mm_weight_get(w, k, n));
                 return 1;
             }
         }
@@ -179,7 +174,7 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
         goto out;
     }
     for (size_t i = 0; i < src_rows * lds; i++)
-        src[i] = frand();
+        src[i] = rand_unit(&rng_state);
     /* Column scales differ by orders of magnitude (int8 keeps one per column), and one
      * column is all zeros. */
     for (int n = 0; n < N; n++)
@@ -188,11 +183,11 @@ static int check_case(mm_t *mm, int M, int K, int N, int dtype, int trans, int u
             *v = n == N / 2 && N > 2 ? 0.0f : *v * (float)(1 << (n % 7)) * 0.01f;
         }
     for (size_t i = 0; i < (size_t)M * ldx; i++)
-        x[i] = frand();
+        x[i] = rand_unit(&rng_state);
     for (size_t i = 0; i < (size_t)M * ldy; i++)
-        y0[i] = y[i] = frand(); /* also the guard values between rows when pad > 0 */
+        y0[i] = y[i] = rand_unit(&rng_state); /* also the guard values between rows when pad > 0 */
     for (int i = 0; i < N; i++)
-        bias[i] = frand();
+        bias[i] = rand_unit(&rng_state);
 
     mm_weight_t w;
     int rc = mm_weight_init_mt(mm, &w, src, K, N, lds, trans, dtype);
@@ -377,11 +372,11 @@ static int bits_data_init(bits_data_t *d)
         return -1;
     }
     for (int i = 0; i < BITS_K * BITS_N; i++)
-        d->src[i] = frand();
+        d->src[i] = rand_unit(&rng_state);
     for (int i = 0; i < BITS_MMAX * BITS_K; i++)
-        d->x[i] = frand();
+        d->x[i] = rand_unit(&rng_state);
     for (int i = 0; i < BITS_N; i++)
-        d->bias[i] = frand();
+        d->bias[i] = rand_unit(&rng_state);
     return 0;
 }
 
@@ -686,14 +681,14 @@ static void test_w8a8_edges(mm_t *mm)
     enum { M = 4, K = 300, N = 40 };
     float src[K * N], x[M * K], y[M * N], bias[N];
     for (int i = 0; i < K * N; i++)
-        src[i] = frand();
+        src[i] = rand_unit(&rng_state);
     for (int i = 0; i < N; i++)
-        bias[i] = frand();
+        bias[i] = rand_unit(&rng_state);
     for (int k = 0; k < K; k++) {
         x[k] = 0.0f;
         x[K + k] = (k % 2 ? 1e-35f : -5e-32f) * (float)(k % 7);
-        x[2 * K + k] = frand();
-        x[3 * K + k] = frand();
+        x[2 * K + k] = rand_unit(&rng_state);
+        x[3 * K + k] = rand_unit(&rng_state);
     }
     x[2 * K + 5] = NAN;
     x[3 * K + 280] = INFINITY;

@@ -17,16 +17,9 @@
 #include "engine/kernels/matmul.h"
 #include "engine/kernels/matmul_kern.h"
 #include "tests/check.h"
+#include "tests/rand.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
-}
 
 /* A 16-bit value of dtype: mostly ordinary numbers, now and then a special one. */
 static uint16_t value16(int dtype)
@@ -35,7 +28,7 @@ static uint16_t value16(int dtype)
                                             0x0001, 0x8000, 0x0000, 0x007f, 0x7f7f};
     static const uint16_t f16_special[] = {0x7e00, 0xfc01, 0x7c01, 0xfc00, 0x7c00,
                                            0x0001, 0x8000, 0x0000, 0x03ff, 0x7bff};
-    uint32_t r = rnd();
+    uint32_t r = (uint32_t)(rand_next(&rng_state) >> 11);
     if (r % 16 == 0)
         return dtype == ENG_DTYPE_BF16 ? bf16_special[(r >> 4) % 10] : f16_special[(r >> 4) % 10];
     float f = ((float)(r >> 8 & 0xffff) / 32768.0f - 1.0f) * 3.0f;

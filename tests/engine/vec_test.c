@@ -11,26 +11,19 @@
 #include "engine/kernels/matmul.h"
 #include "engine/kernels/vec.h"
 #include "tests/check.h"
+#include "tests/rand.h"
 
 enum { N = 43 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((double)((rng_state >> 16) & 0xffffff) / 8388608.0 - 1.0);
-}
 
 static void check_set(const char *name, const vec_ops_t *ops)
 {
     const int before = check_failures();
     float g[N], u[N], full[N], out[N];
     for (int i = 0; i < N; i++) {
-        g[i] = 12 * frand();
-        u[i] = 3 * frand();
+        g[i] = 12 * rand_unit(&rng_state);
+        u[i] = 3 * rand_unit(&rng_state);
     }
     g[0] = -200, g[1] = 200, g[2] = -88.5f, g[3] = 88.5f, g[4] = 0, g[5] = -1e-30f;
     ops->silu_mul(full, g, u, N);
