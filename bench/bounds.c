@@ -36,7 +36,7 @@ void bench_sort(double *v, size_t n)
     qsort(v, n, sizeof(*v), cmp_double);
 }
 
-static double median(double *v, int n)
+double bench_median(double *v, int n)
 {
     bench_sort(v, (size_t)n);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
@@ -205,7 +205,7 @@ double bench_read_bandwidth(pool_t *pool, size_t bytes, int reps)
         t[r] = (double)bytes / (clock_now_sec() - t0);
     }
     free(buf);
-    return median(t, reps);
+    return bench_median(t, reps);
 }
 
 typedef struct fma_job {
@@ -264,7 +264,7 @@ double bench_fma_peak_width(pool_t *pool, int reps, int width)
         t[r] = (double)j.iters * fma_flop_per_iter(width) * pool_threads(pool) /
                (clock_now_sec() - t0);
     }
-    return median(t, reps);
+    return bench_median(t, reps);
 }
 
 /* The BF16 tile peak (AMX TDPBF16PS) where the kernels use it: 0 when the CPU, the OS or the
@@ -341,7 +341,7 @@ double bench_amx_peak(pool_t *pool, int reps, double *core)
         t[r] = dt > 0 ? (double)iters * AMX_FLOP_PER_ITER * n / dt : 0;
         *core = c > *core ? c : *core;
     }
-    return median(t, reps);
+    return bench_median(t, reps);
 #else
     (void)pool;
     (void)reps;

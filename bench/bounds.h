@@ -42,6 +42,8 @@ int bench_shape_ensure(const char *dir, const char *arch, const char *shape, con
 
 /* Sorts v[0..n) in ascending order (times, for percentiles and medians). */
 void bench_sort(double *v, size_t n);
+/* The median of v[0..n) (n > 0; the mean of the middle two for even n); sorts v. */
+double bench_median(double *v, int n);
 
 /* Whether name is one of the comma-separated words of list (a --dtype or --shapes value). */
 int bench_in_list(const char *list, const char *name);

@@ -186,14 +186,6 @@ static double decode_time(gpt2_t *m, kv_cache_t *kv, bench_batch_t *bb, int B, f
     return (clock_now_sec() - t) / DECODE_STEPS;
 }
 
-static double median(const double *v, int n)
-{
-    double s[16];
-    memcpy(s, v, (size_t)n * sizeof(double));
-    bench_sort(s, (size_t)n);
-    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
-
 static double max_rss_mb(void)
 {
     struct rusage ru;
@@ -304,17 +296,17 @@ int main(int argc, char **argv)
     free(out);
     for (int k = 0; k < 3; k++) {
         int B = batches[k];
-        double st = median(step_time[k], ROUNDS), gt = median(gemm_time[k], ROUNDS);
+        double st = bench_median(step_time[k], ROUNDS), gt = bench_median(gemm_time[k], ROUNDS);
         printf("decode batch %2d (ctx %d): %7.1f ms/step %7.1f tokens/s | cblas_sgemm on the "
                "same products: %7.1f ms, %6.1f GFLOP/s\n",
                B, CTX, st * 1e3, B / st, gt * 1e3, step_flops(m, B, B) / gt / 1e9);
     }
-    printf("read bandwidth (2 threads, %d MiB): %.1f GB/s\n", BW_MIB, median(bw, ROUNDS));
+    printf("read bandwidth (2 threads, %d MiB): %.1f GB/s\n", BW_MIB, bench_median(bw, ROUNDS));
     printf("ratio: decode batch 32 = %.0f%% of the sgemm rate on its products (target >= 50%%)\n",
-           100 * median(r32, ROUNDS));
+           100 * bench_median(r32, ROUNDS));
     printf("ratio: decode batch 1 streams %.1f GB/s of weights = %.0f%% of the read bandwidth "
            "(target >= 60%%)\n",
-           bytes / median(step_time[0], ROUNDS) / 1e9, 100 * median(r1, ROUNDS));
+           bytes / bench_median(step_time[0], ROUNDS) / 1e9, 100 * bench_median(r1, ROUNDS));
     /* The pool's pages become resident only when written. */
     int n_written = 0;
     for (int i = 0; i < num_blocks; i++)

@@ -39,7 +39,7 @@ static const shape_t SHAPES[] = {
     {"s360-o", 960, 960, 0},        {"s360-gateup", 960, 5120, 0}, {"s360-down", 2560, 960, 0},
     {"s360-lmhead", 960, 49152, 1},
 };
-#define N_SHAPES 10
+#define N_SHAPES (int)(sizeof(SHAPES) / sizeof(SHAPES[0]))
 #define N_GPT2 5
 
 enum { METH_SGEMM, METH_SGEMV, METH_F32, METH_F16, METH_BF16, METH_I8, METH_X3, METH_I8W, N_METH };
