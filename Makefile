@@ -50,7 +50,7 @@ test-container: build
 # The README's promise checked for real: in a container made with debootstrap, with only make
 # and git added, a clone of this checkout's HEAD (commit first) runs `make test`, which must
 # install what it needs and pass with no SKIP but a kernel this CPU lacks, and `make serve`
-# (tests/container/fresh). Downloads about 1.5 GB of packages: not part of make test.
+# (tests/container/fresh). Downloads about 550 MB of packages: not part of make test.
 test-fresh:
 	scripts/install-deps --container
 	tests/container/fresh
