@@ -492,6 +492,49 @@ def run_lean_n(host, port, conc, args, pid, next_id, on_mark=None):
         st.sock.close()
         st.sock, st.req = None, None
 
+    def look(every):
+        """Reads the sockets with data (every one of them if every, else those due)."""
+        now = time.monotonic()
+        for fd, _ in ep.poll(0):
+            st = by_fd[fd]
+            if (not every and st.req is not None and now - st.read < LEAN_NAP
+                    and (not st.eta or now < st.eta - 2 * st.per_event)):
+                continue
+            try:
+                n = st.sock.recv_into(rbuf, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                drop(st, type(e).__name__)
+                continue
+            data = bytes(rbuf[:n])
+            st.read = now
+            if not data:
+                # Between requests the server may close a kept-alive connection (its
+                # keep-alive time out); the next request opens a new one.
+                drop(st, "connection closed" if st.req is not None else None)
+                continue
+            if st.req is None:
+                drop(st, "bytes after a response")
+                continue
+            st.pieces.append((now, data))
+            if len(st.pieces) == 1 and not data.startswith(b"HTTP/1.1 200 "):
+                drop(st, data.split(b"\r\n", 1)[0].decode("latin-1"))
+                continue
+            st.events += data.count(b"\n\n")
+            if st.first is None and st.events:
+                st.first = (now, st.events)
+            elif st.first and st.events > st.first[1]:
+                # The stream's rate so far, and when its last event should come.
+                st.per_event = (now - st.first[0]) / (st.events - st.first[1])
+                st.eta = now + (expect - st.events) * st.per_event
+            # The end of a chunked body (see lean_request). Anything longer than one
+            # read waits for the next look (epoll is level-triggered).
+            st.tail = (st.tail + data)[-7:]
+            if st.tail == b"\r\n0\r\n\r\n":
+                done_reqs.append((st.req, st.pieces))
+                st.req = None
+
     if on_mark:
         marks["start"] = on_mark("start")
     streams = [Stream(t0 + k * ramp / conc) for k in range(conc)]
@@ -499,11 +542,13 @@ def run_lean_n(host, port, conc, args, pid, next_id, on_mark=None):
         while True:
             now = time.monotonic()
             if w0 is None and now >= t0 + warm:
+                look(True)  # what came before the mark is counted before it
                 if on_mark:
                     marks["w0"] = on_mark("w0")
                 cpu0 = cpu_seconds(pid) if pid else None
                 w0, c0, wakes = time.monotonic(), time.thread_time(), 0
             if w1 is None and now >= end:
+                look(True)
                 w1, c1 = time.monotonic(), time.thread_time()
                 cpu1 = cpu_seconds(pid) if pid else None
                 if on_mark:
@@ -538,46 +583,7 @@ def run_lean_n(host, port, conc, args, pid, next_id, on_mark=None):
                 break
             time.sleep(max(nap, LEAN_N_MIN_NAP))
             wakes += 1
-            now = time.monotonic()
-            for fd, _ in ep.poll(0):
-                st = by_fd[fd]
-                if (st.req is not None and now - st.read < LEAN_NAP
-                        and (not st.eta or now < st.eta - 2 * st.per_event)):
-                    continue
-                try:
-                    n = st.sock.recv_into(rbuf, 0, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    continue
-                except OSError as e:
-                    drop(st, type(e).__name__)
-                    continue
-                data = bytes(rbuf[:n])
-                st.read = now
-                if not data:
-                    # Between requests the server may close a kept-alive connection (its
-                    # keep-alive time out); the next request opens a new one.
-                    drop(st, "connection closed" if st.req is not None else None)
-                    continue
-                if st.req is None:
-                    drop(st, "bytes after a response")
-                    continue
-                st.pieces.append((now, data))
-                if len(st.pieces) == 1 and not data.startswith(b"HTTP/1.1 200 "):
-                    drop(st, data.split(b"\r\n", 1)[0].decode("latin-1"))
-                    continue
-                st.events += data.count(b"\n\n")
-                if st.first is None and st.events:
-                    st.first = (now, st.events)
-                elif st.first and st.events > st.first[1]:
-                    # The stream's rate so far, and when its last event should come.
-                    st.per_event = (now - st.first[0]) / (st.events - st.first[1])
-                    st.eta = now + (expect - st.events) * st.per_event
-                # The end of a chunked body (see lean_request). Anything longer than one
-                # read waits for the next look (epoll is level-triggered).
-                st.tail = (st.tail + data)[-7:]
-                if st.tail == b"\r\n0\r\n\r\n":
-                    done_reqs.append((st.req, st.pieces))
-                    st.req = None
+            look(False)
     finally:
         for st in streams:
             if st.sock is not None:
