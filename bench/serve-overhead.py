@@ -188,6 +188,12 @@ def scrape(url, pid):
         except (OSError, ValueError, IndexError):
             pass
     m["cpu"] = cpu
+    # The host's CPU seconds by kind (every core): what the other tenants took shows as
+    # busy time that is neither the server's nor the client's, idle time as idle.
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    m["host_idle"] = (v[3] + v[4]) / hz
+    m["host_all"] = sum(v[:8]) / hz
     # The client's (this process's: loadgen's asyncio loop) CPU seconds: it shares the cores
     # with the server, so what it takes per token is taken from the forward passes too.
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -325,9 +331,10 @@ def main():
 
 
 def report(rows):
-    print("\n%-4s %4s %9s %9s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s %7s %7s %7s" % (
+    print("\n%-4s %4s %9s %9s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s %7s %7s %7s %6s %6s" % (
         "dtype", "str", "served/s", "fwd tok/s", "fwd", "bench", "cpu", "sched", "sample",
-        "handof", "idle", "loop", "client", "other", "rows/st", "fwd ms", "bench"))
+        "handof", "idle", "loop", "client", "other", "rows/st", "fwd ms", "bench", "tenant",
+        "hidle"))
     for dt, conc, s, w, bench in rows:
         wall, steps = w["t"], max(w.get("scheduler_steps", 0), 1)
         rps = w.get("forward_tokens", 0) / steps
@@ -337,14 +344,17 @@ def report(rows):
         other = sum(v for k, v in w["cpu"].items() if k not in ("loop", "nv-scheduler"))
         cpu_all = max(sum(w["cpu"].values()), 1e-9)
         bench_cpu = bench_window_ms(bench, w, conc, "cpu") / 1e3
+        host = max(w.get("host_all", 0), 1e-9)
+        tenant = host - w.get("host_idle", 0) - sum(w["cpu"].values()) - w.get("client", 0)
         print("%-4s %4d %9.1f %9.1f %5.0f%% %5.0f%% %5.0f%% %5.1f%% %5.1f%% %5.1f%% %5.1f%% "
-              "%5.1f%% %5.1f%% %5.0f%% %7.1f %7.2f %7.2f" % (
+              "%5.1f%% %5.1f%% %5.0f%% %7.1f %7.2f %7.2f %5.0f%% %5.0f%%" % (
                   dt, conc, s["tps"], gen / max(w.get("forward", 0), 1e-9), pct["forward"],
                   100.0 * bench_s / wall, 100.0 * bench_cpu / cpu_all, pct["schedule"],
                   pct["sample"], pct["handoff"],
                   pct["idle"], 100.0 * w["cpu"].get("loop", 0) / wall,
                   100.0 * w.get("client", 0) / wall, 100.0 * other / wall,
-                  rps, 1e3 * w.get("forward", 0) / steps, 1e3 * bench_s / steps))
+                  rps, 1e3 * w.get("forward", 0) / steps, 1e3 * bench_s / steps,
+                  100.0 * tenant / host, 100.0 * w.get("host_idle", 0) / host))
     print("served/s: completion tokens/s at the client; fwd tok/s: the window's tokens over its "
           "forward seconds; fwd: forward seconds / wall = served over forward; bench: "
           "forward-bench's time for the same steps / wall; cpu: forward-bench's CPU seconds for "
@@ -352,7 +362,9 @@ def report(rows):
           "other phases / wall; loop: the loop thread's CPU / wall; client: the load "
           "generator's CPU / wall (it shares the cores); other: the compute and "
           "other threads' CPU / wall; rows/st: rows per step; fwd ms: the server's forward "
-          "ms per step; bench: forward-bench's ms per step for the same steps")
+          "ms per step; bench: forward-bench's ms per step for the same steps; tenant: the host's "
+          "CPU time that was neither the server's nor the client's (other tenants) over the "
+          "host's (every core); hidle: the host's idle time over it")
     print("\nbatch 1, ms per generated token:")
     print("%-5s %7s %7s %7s %7s %7s %7s %7s %7s %6s %6s %7s %7s %7s %7s %7s %8s %7s" % (
         "dtype", "served", "srv p50", "srv fwd", "bench", "dec 1", "prompt", "bound", "b same",
