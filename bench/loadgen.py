@@ -31,7 +31,8 @@ per CPU-second, which holds on a busy host too. One asyncio loop drives all clie
 sockets, so the client costs little next to the server: at one stream still about 0.25 ms of
 CPU per token, taken from the server's cores on a small machine. --lean runs level 1's steady
 phase with run_lean instead, a client that reads in bulk and parses after the window (next
-to no CPU per token; tokens/s only).
+to no CPU per token; tokens/s only), and the other levels' steady phases with run_lean_n,
+the same for N streams in one thread (about 0.01 ms of CPU per token).
 """
 
 import argparse
@@ -40,6 +41,7 @@ import bisect
 import json
 import os
 import re
+import select
 import socket
 import struct
 import subprocess
@@ -411,6 +413,208 @@ def run_lean(host, port, args, pid, next_id, on_mark=None):
     return s
 
 
+# The N-stream lean client's naps: at most LEAN_N_NAP, at least LEAN_N_MIN_NAP, and in between
+# until just after the predicted end of the stream nearest to its end (at its rate so far),
+# so that it wakes once or twice per request near each end and sends the next request a few
+# ms late at most. A stream is
+# read when LEAN_NAP (run_lean's nap) has passed since its last read, or near its end: a
+# read costs more than a nap (each is a system call on a virtual machine), so each is made
+# to take several events.
+LEAN_N_NAP = 0.1
+LEAN_N_MIN_NAP = 0.005
+
+
+def run_lean_n(host, port, conc, args, pid, next_id, on_mark=None):
+    """N streams as leanly as run_lean drives one: one process, N sockets kept alive, each
+    stream's requests back to back (stream k sends its first at k x ramp / N, as run_phase's
+    clients do). It naps, then takes what has come on any socket (epoll, no waiting): one
+    read per socket with data, kept with the look's time, and nothing else done with the
+    bytes but counting their events (blank lines) and spotting a response's end (to send the
+    next request), so the server's sends wake nobody. A stream is read every LEAN_NAP, and
+    from two events before its predicted end (at its own rate so far, about max_tokens + 2
+    events) at every look; a nap lasts LEAN_N_NAP, or until just after the nearest predicted
+    end, or the next stream's first request during the ramp. The streams are parsed after the phase. The window is run_phase's: events (at
+    their read's time) in [w0, w1] = [warm-up, --duration]; requests in flight at its end run
+    to completion, none is sent after it. on_mark(name), if given, is called at "start"
+    (before the first request), "w0", "w1" and "end" (after the last response); what it
+    returns is kept in s["marks"]. Besides run_phase's figures: s["client_cpu"] is this
+    thread's CPU seconds in the window, s["total_tokens"] the completion tokens (usage) of
+    every request, s["requests"] the requests done, s["wakes"] the naps in the window. Any
+    HTTP status but 200, a connection closed or failing mid-response, an unparsable stream
+    or a phase past its time bound is counted in s["errors"]."""
+    ramp, warm = steady_times(args)
+    t0 = time.monotonic()
+    end, hard = t0 + args.duration, t0 + args.duration + ramp + PHASE_SLACK
+    errors, marks, done_reqs = {}, {}, []
+    w0 = w1 = c0 = c1 = cpu0 = cpu1 = None
+    ep = select.epoll()
+    by_fd = {}
+    nreq, wakes = 0, 0
+    expect = args.max_tokens + 2  # text events, then usage and [DONE]
+    # One read buffer for every socket (a bytes object of 256 KiB per read would be mapped
+    # and unmapped each time); what is read is copied out at its length.
+    rbuf = bytearray(1 << 18)
+
+    class Stream:
+        __slots__ = ("sock", "req", "pieces", "tail", "start", "events", "first", "eta",
+                     "per_event", "read")
+
+        def __init__(self, start):
+            self.sock, self.req, self.start = None, None, start
+
+    def err(name):
+        errors[name] = errors.get(name, 0) + 1
+
+    def send(st):
+        nonlocal nreq
+        if st.sock is None:
+            so = socket.create_connection((host, port), timeout=PHASE_SLACK)
+            so.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Blocking, as in run_lean: with a Python timeout a MSG_DONTWAIT read would still
+            # wait for data. The kernel bounds a write.
+            so.settimeout(None)
+            so.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                          struct.pack("ll", int(PHASE_SLACK), 0))
+            ep.register(so.fileno(), select.EPOLLIN)
+            by_fd[so.fileno()] = st
+            st.sock = so
+        nreq += 1
+        st.req, st.pieces, st.tail, st.events, st.first = Req(), [], b"", 0, None
+        st.eta, st.per_event, st.read = 0.0, 0.0, time.monotonic()
+        st.sock.sendall(completion_request(host, stream_body(args, next_id[0] + nreq),
+                                           args.api_key))
+
+    def drop(st, name):
+        if name:
+            err(name)
+        ep.unregister(st.sock.fileno())
+        del by_fd[st.sock.fileno()]
+        st.sock.close()
+        st.sock, st.req = None, None
+
+    def look(every):
+        """Reads the sockets with data (every one of them if every, else those due)."""
+        now = time.monotonic()
+        for fd, _ in ep.poll(0):
+            st = by_fd[fd]
+            if (not every and st.req is not None and now - st.read < LEAN_NAP
+                    and (not st.eta or now < st.eta - 2 * st.per_event)):
+                continue
+            try:
+                n = st.sock.recv_into(rbuf, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                drop(st, type(e).__name__)
+                continue
+            data = bytes(rbuf[:n])
+            st.read = now
+            if not data:
+                # Between requests the server may close a kept-alive connection (its
+                # keep-alive time out); the next request opens a new one.
+                drop(st, "connection closed" if st.req is not None else None)
+                continue
+            if st.req is None:
+                drop(st, "bytes after a response")
+                continue
+            st.pieces.append((now, data))
+            if len(st.pieces) == 1 and not data.startswith(b"HTTP/1.1 200 "):
+                drop(st, data.split(b"\r\n", 1)[0].decode("latin-1"))
+                continue
+            st.events += data.count(b"\n\n")
+            if st.first is None and st.events:
+                st.first = (now, st.events)
+            elif st.first and st.events > st.first[1]:
+                # The stream's rate so far, and when its last event should come.
+                st.per_event = (now - st.first[0]) / (st.events - st.first[1])
+                st.eta = now + (expect - st.events) * st.per_event
+            # The end of a chunked body (see lean_request). Anything longer than one
+            # read waits for the next look (epoll is level-triggered).
+            st.tail = (st.tail + data)[-7:]
+            if st.tail == b"\r\n0\r\n\r\n":
+                done_reqs.append((st.req, st.pieces))
+                st.req = None
+
+    if on_mark:
+        marks["start"] = on_mark("start")
+    streams = [Stream(t0 + k * ramp / conc) for k in range(conc)]
+    try:
+        while True:
+            now = time.monotonic()
+            if w0 is None and now >= t0 + warm:
+                look(True)  # what came before the mark is counted before it
+                if on_mark:
+                    marks["w0"] = on_mark("w0")
+                cpu0 = cpu_seconds(pid) if pid else None
+                w0, c0, wakes = time.monotonic(), time.thread_time(), 0
+            if w1 is None and now >= end:
+                look(True)
+                w1, c1 = time.monotonic(), time.thread_time()
+                cpu1 = cpu_seconds(pid) if pid else None
+                if on_mark:
+                    marks["w1"] = on_mark("w1")
+            nap, busy = LEAN_N_NAP, 0
+            for st in streams:
+                if st.req is None:
+                    if now < end and nreq < args.max_requests:
+                        if now >= st.start:
+                            try:
+                                send(st)
+                            except OSError as e:
+                                if st.sock is not None:
+                                    drop(st, type(e).__name__)
+                                else:
+                                    err(type(e).__name__)
+                                continue
+                        else:
+                            nap = min(nap, st.start - now)
+                            continue
+                    else:
+                        continue
+                busy += 1
+                if st.eta:
+                    # Wake just after its predicted end; past it, a quarter event later.
+                    nap = min(nap, st.eta + LEAN_N_MIN_NAP - now if st.eta > now else
+                              0.25 * st.per_event)
+            if not busy and now >= end:
+                break
+            if now > hard:
+                err("phase cut at its time bound")
+                break
+            time.sleep(max(nap, LEAN_N_MIN_NAP))
+            wakes += 1
+            look(False)
+    finally:
+        for st in streams:
+            if st.sock is not None:
+                st.sock.close()
+        ep.close()
+    if on_mark:
+        marks["end"] = on_mark("end")
+    next_id[0] += nreq
+    reqs = []
+    for r, pieces in done_reqs:
+        try:
+            parse_response(r, pieces)
+            reqs.append(r)
+        except (ValueError, KeyError) as e:
+            err("unparsable stream: " + type(e).__name__)
+    if w1 is None:
+        err("no window")
+        w0 = w1 = time.monotonic()
+        c0 = c1 = 0.0
+    s = summarize(reqs, w0, w1, cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None)
+    s["sent"] = nreq
+    s["client_cpu"] = c1 - c0
+    s["total_tokens"] = sum(r.tokens for r in reqs)
+    s["requests"] = len(reqs)
+    s["wakes"] = wakes
+    # Reads come in bulk: the times of single events say little.
+    s["ttft"], s["itl"] = [], []
+    s["errors"] = errors
+    s["marks"] = marks
+    return s
+
 def rss(pid):
     out = {}
     try:
@@ -494,9 +698,9 @@ def main():
     ap.add_argument("--warmup", type=float, help="seconds at the start of the steady phase "
                     "left out of its figures (default the ramp)")
     ap.add_argument("--no-burst", action="store_true", help="skip the burst phase")
-    ap.add_argument("--lean", action="store_true", help="level 1's steady phase uses the lean "
-                    "one-stream client (run_lean): tokens/s with next to no client CPU, no "
-                    "latencies")
+    ap.add_argument("--lean", action="store_true", help="the steady phases use the lean clients "
+                    "(run_lean for one stream, run_lean_n for more): tokens/s with next to no "
+                    "client CPU, no latencies")
     ap.add_argument("--max-requests", type=int, default=2000, help="requests per phase (bound)")
     ap.add_argument("--peak", help="the bench/peak binary (default: next to --server's build "
                     "tree, else build/bench/peak)")
@@ -531,6 +735,8 @@ def main():
             for burst in ([True] if not args.no_burst else []) + [False]:
                 if conc == 1 and not burst and args.lean:
                     s = run_lean(host, port, args, args.pid, next_id)
+                elif not burst and args.lean:
+                    s = run_lean_n(host, port, conc, args, args.pid, next_id)
                 else:
                     s = asyncio.run(run_phase(host, port, conc, args, burst, args.pid, next_id))
                 mem = rss(args.pid) if args.pid else {}

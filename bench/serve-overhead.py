@@ -3,6 +3,7 @@
 
     bench/serve-overhead.py [--build build] [--dtypes f32,f16] [--levels 1,32,64]
                             [--duration 30] [--model DIR] [--one-stream lean|asyncio]
+                            [--client lean|asyncio]
 
 For each weight dtype it runs build/bench/forward-bench on the same checkpoint (decode of
 1, 32 and 64 sequences at context --ctx, 32 decodes beside a 32-row prompt chunk, and a
@@ -17,9 +18,16 @@ and 128 new tokens, ignore_eos, temperature 0, the first 30% of --duration left 
                    server computes on (a real client runs on another machine). Its window
                    is whole requests, prompts and the gaps between them included.
                    --one-stream asyncio uses the load generator below instead;
-  N streams        loadgen.py's steady phase: N asyncio clients, arrivals ramped over the
-                   warm-up. Its CPU (parsing every event as it comes) is taken from the
-                   server's cores: with 2 cores, about 0.25 ms per token at one stream.
+  N streams        loadgen.py's lean N-stream client (run_lean_n): one thread, N keep-alive
+                   sockets, first requests ramped over the warm-up, then back to back; it
+                   naps and reads each socket every 0.2 s and near its predicted end, keeps
+                   the bytes with the read's time and parses them after the level (about
+                   0.01 ms of CPU per token, 0.3-0.4% of the wall time at 32 and 64 streams
+                   with F32 weights). The tokens it got over the level must be the tokens the
+                   server generated (its counter), max_tokens a request; an HTTP or stream
+                   error stops the script. --client asyncio uses loadgen.py's steady phase
+                   instead: N asyncio clients parsing every event as it comes (2-4 times the
+                   lean client's CPU per token, taken from the server's cores).
 At both ends of the measured window it reads the server's /metrics (its scheduler thread's
 seconds by phase, steps, rows run through the model) and every server thread's CPU time
 (/proc), so the window's figures are differences of counters.
@@ -41,8 +49,8 @@ Printed per level:
                    the figure to read;
   schedule/sample/handoff/idle  the scheduler thread's other seconds over wall seconds;
   loop cpu         the loop thread's CPU seconds over wall seconds (HTTP, JSON, SSE);
-  client cpu       the client's CPU seconds over wall seconds (the lean client: its thread's;
-                   the load generator: this process's): it runs on the same cores, so what
+  client cpu       the client's CPU seconds over wall seconds (the lean clients: their
+                   thread's; the asyncio load generator: this process's): it runs on the same cores, so what
                    it takes is taken from the server too;
   rows/step, fwd ms/step  the server's own steps, against forward-bench's ms per step for
                    the same steps.
@@ -180,6 +188,12 @@ def scrape(url, pid):
         except (OSError, ValueError, IndexError):
             pass
     m["cpu"] = cpu
+    # The host's CPU seconds by kind (every core): what the other tenants took shows as
+    # busy time that is neither the server's nor the client's, idle time as idle.
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    m["host_idle"] = (v[3] + v[4]) / hz
+    m["host_all"] = sum(v[:8]) / hz
     # The client's (this process's: loadgen's asyncio loop) CPU seconds: it shares the cores
     # with the server, so what it takes per token is taken from the forward passes too.
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -219,19 +233,42 @@ def run_level(url, pid, conc, args):
                                max_requests=args.max_requests, max_tokens=MAX_TOKENS,
                                prompt_tokens=PROMPT_TOKENS, model_name=None, api_key=None)
     lean = conc == 1 and args.one_stream == "lean"
+    lean_n = conc > 1 and args.client == "lean"
     if lean:
         s = loadgen.run_lean(u.hostname, u.port, la, pid, [conc * 100000],
                              on_mark=lambda name: scrape(url, pid))
+    elif lean_n:
+        s = loadgen.run_lean_n(u.hostname, u.port, conc, la, pid, [conc * 100000],
+                               on_mark=lambda name: scrape(url, pid))
     else:
         s = asyncio.run(loadgen.run_phase(u.hostname, u.port, conc, la, False, pid,
                                           [conc * 100000],
                                           on_mark=lambda name: scrape(url, pid)))
     if "w0" not in s["marks"] or "w1" not in s["marks"]:
         sys.exit("serve-overhead: the window's metrics were not read: %s" % s["errors"])
+    if s["errors"]:
+        sys.exit("serve-overhead: %d streams: errors %s" % (conc, s["errors"]))
     w = window(s["marks"]["w0"], s["marks"]["w1"])
     if lean:
         # The window is the requests' own span, and the client's CPU its thread's in it.
         w["t"], w["client"] = s["wall"], s["client_cpu"]
+    if lean_n:
+        # The client's CPU: its thread's in the window (the scrapes at its ends left out).
+        w["client"] = s["client_cpu"]
+        # Every request ran to its end: the tokens the client got (usage) must be the
+        # tokens the server generated over the level, and max_tokens each (ignore_eos).
+        a, b = s["marks"]["start"], s["marks"]["end"]
+        gen = b.get("generation_tokens", 0) - a.get("generation_tokens", 0)
+        if (s["total_tokens"] != gen or s["requests"] != s["sent"]
+                or s["total_tokens"] != s["requests"] * MAX_TOKENS):
+            sys.exit("serve-overhead: %d streams: the client counted %d tokens in %d of %d "
+                     "requests, the server generated %d" % (
+                         conc, s["total_tokens"], s["requests"], s["sent"], gen))
+    print("  client: %.0f tokens in the window, the server generated %.0f in it; %s" % (
+        s["tokens"], w.get("generation_tokens", 0),
+        "whole level %d tokens in %d requests, as the server counted" % (
+            s["total_tokens"], s["requests"]) if lean_n else "client %s" % (
+            "lean" if lean else "asyncio")), flush=True)
     return s, w
 
 
@@ -250,6 +287,9 @@ def main():
     ap.add_argument("--one-stream", choices=("lean", "asyncio"), default="lean",
                     help="the client of the 1-stream level: loadgen's lean one (default) or its "
                     "asyncio load generator, as the other levels")
+    ap.add_argument("--client", choices=("lean", "asyncio"), default="lean",
+                    help="the client of the levels above 1 stream: loadgen's lean N-stream one "
+                    "(run_lean_n, default) or its asyncio load generator")
     ap.add_argument("--server-arg", action="append", default=[])
     ap.add_argument("--settle", type=float, default=30.0, help="seconds at most to let the "
                     "idle server map its KV pool before measuring (0: measure at once)")
@@ -291,9 +331,10 @@ def main():
 
 
 def report(rows):
-    print("\n%-4s %4s %9s %9s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s %7s %7s %7s" % (
+    print("\n%-4s %4s %9s %9s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s %7s %7s %7s %6s %6s" % (
         "dtype", "str", "served/s", "fwd tok/s", "fwd", "bench", "cpu", "sched", "sample",
-        "handof", "idle", "loop", "client", "other", "rows/st", "fwd ms", "bench"))
+        "handof", "idle", "loop", "client", "other", "rows/st", "fwd ms", "bench", "tenant",
+        "hidle"))
     for dt, conc, s, w, bench in rows:
         wall, steps = w["t"], max(w.get("scheduler_steps", 0), 1)
         rps = w.get("forward_tokens", 0) / steps
@@ -303,14 +344,17 @@ def report(rows):
         other = sum(v for k, v in w["cpu"].items() if k not in ("loop", "nv-scheduler"))
         cpu_all = max(sum(w["cpu"].values()), 1e-9)
         bench_cpu = bench_window_ms(bench, w, conc, "cpu") / 1e3
+        host = max(w.get("host_all", 0), 1e-9)
+        tenant = host - w.get("host_idle", 0) - sum(w["cpu"].values()) - w.get("client", 0)
         print("%-4s %4d %9.1f %9.1f %5.0f%% %5.0f%% %5.0f%% %5.1f%% %5.1f%% %5.1f%% %5.1f%% "
-              "%5.1f%% %5.1f%% %5.0f%% %7.1f %7.2f %7.2f" % (
+              "%5.1f%% %5.1f%% %5.0f%% %7.1f %7.2f %7.2f %5.0f%% %5.0f%%" % (
                   dt, conc, s["tps"], gen / max(w.get("forward", 0), 1e-9), pct["forward"],
                   100.0 * bench_s / wall, 100.0 * bench_cpu / cpu_all, pct["schedule"],
                   pct["sample"], pct["handoff"],
                   pct["idle"], 100.0 * w["cpu"].get("loop", 0) / wall,
                   100.0 * w.get("client", 0) / wall, 100.0 * other / wall,
-                  rps, 1e3 * w.get("forward", 0) / steps, 1e3 * bench_s / steps))
+                  rps, 1e3 * w.get("forward", 0) / steps, 1e3 * bench_s / steps,
+                  100.0 * tenant / host, 100.0 * w.get("host_idle", 0) / host))
     print("served/s: completion tokens/s at the client; fwd tok/s: the window's tokens over its "
           "forward seconds; fwd: forward seconds / wall = served over forward; bench: "
           "forward-bench's time for the same steps / wall; cpu: forward-bench's CPU seconds for "
@@ -318,7 +362,9 @@ def report(rows):
           "other phases / wall; loop: the loop thread's CPU / wall; client: the load "
           "generator's CPU / wall (it shares the cores); other: the compute and "
           "other threads' CPU / wall; rows/st: rows per step; fwd ms: the server's forward "
-          "ms per step; bench: forward-bench's ms per step for the same steps")
+          "ms per step; bench: forward-bench's ms per step for the same steps; tenant: the host's "
+          "CPU time that was neither the server's nor the client's (other tenants) over the "
+          "host's (every core); hidle: the host's idle time over it")
     print("\nbatch 1, ms per generated token:")
     print("%-5s %7s %7s %7s %7s %7s %7s %7s %7s %6s %6s %7s %7s %7s %7s %7s %8s %7s" % (
         "dtype", "served", "srv p50", "srv fwd", "bench", "dec 1", "prompt", "bound", "b same",
