@@ -3,14 +3,16 @@
  *
  *   attn-bench [--batch 32] [--ctx 64,256] [--kv-dtype f32,f16] [--rounds 5] [--threads N]
  *              [--layers 12] [--heads 12] [--head-size 64] [--layout shuffled|seq]
+ *              [--block-size 16] [--calls N [--hot]]
  *
  * A step is one decode token of each of --batch sequences at context N (positions [0, N),
  * the last one written by the step) through attn_forward for each of --layers layers in turn,
  * as the model runs it: --heads heads of --head-size (GPT-2 124M's shape by default, MHA),
- * blocks of 16 tokens. The sequences' blocks are spread over the pool in a seeded random
- * order (--layout seq: each sequence's blocks one after the other), so a step reads K/V from
- * scattered blocks as a server does after some traffic; all the layers' K/V together are far
- * larger than the caches. K/V bytes per step: batch x N x layers x 2 x heads x head-size x
+ * blocks of --block-size tokens. The sequences' blocks are drawn from a pool of at least 128 MB
+ * in a seeded random order (--layout seq: one after the other), so a step reads K/V from
+ * scattered blocks as a server does after some traffic; at batch 32 all the layers' K/V
+ * together are far larger than the caches (--calls, for batch 1, reads other memory before each
+ * call: see run_calls). K/V bytes per step: batch x N x layers x 2 x heads x head-size x
  * (4 or 2). Rounds interleave the attention and the bandwidth bound; each keeps its best
  * round (other tenants of a shared host only slow a sample down). The kernel is the CPU's best
  * or the one NANO_VLLM_KERNEL names.
@@ -26,11 +28,11 @@
 #include "engine/kernels/matmul.h"
 #include "engine/kernels/vec.h"
 
-#define BS 16
 #define STEPS 4
 
 typedef struct opts {
     int B, L, NH, HS, rounds, threads, shuffled;
+    int calls, hot, bs;
     int ctx[8], nctx;
     const char *kv_dtypes;
 } opts_t;
@@ -50,12 +52,79 @@ static float frand(void) /* uniform in [-1, 1) */
     return (float)((double)((rnd() >> 16) & 0xffffff) / 8388608.0 - 1.0);
 }
 
+/* --calls N: each layer's attn_forward timed alone, N steps of every layer, each call after
+ * the pool's threads read FLUSH_BYTES of other memory (a real step streams the weights between
+ * two layers' attention, with both threads busy); --hot also times each call again at once
+ * (its K/V in the caches). Prints the 10th percentile and the median, us per call. */
+#define FLUSH_BYTES ((size_t)48 << 20)
+static double flush_sink[64];
+
+static void flush_part(void *arg, int part, int n)
+{
+    const double *buf = arg;
+    const size_t N = FLUSH_BYTES / sizeof(double), i0 = N * part / n, i1 = N * (part + 1) / n;
+    double s = 0;
+    for (size_t i = i0; i < i1; i += 8)
+        s += buf[i];
+    flush_sink[part % 64] += s;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int run_calls(const opts_t *o, mm_t *mm, const kv_cache_t *kv, const attn_batch_t *b,
+                     const attn_layer_t *a0, double *p10, double *med, double *hot10)
+{
+    const int L = o->L;
+    const size_t N = (size_t)o->calls * L;
+    double *buf = malloc(FLUSH_BYTES), *t = malloc(2 * N * sizeof(double));
+    if (!buf || !t) {
+        free(buf);
+        free(t);
+        return -1;
+    }
+    for (size_t i = 0; i < FLUSH_BYTES / sizeof(double); i++)
+        buf[i] = (double)i;
+    for (size_t c = 0; c < N; c++) {
+        attn_layer_t a = *a0;
+        a.l = (int)(c % (size_t)L);
+        pool_run_parts(mm_pool(mm), 64, flush_part, buf);
+        const double t0 = clock_now_sec();
+        attn_forward(mm, kv, b, &a);
+        const double t1 = clock_now_sec();
+        t[c] = t1 - t0;
+        if (o->hot) {
+            attn_forward(mm, kv, b, &a);
+            t[N + c] = clock_now_sec() - t1;
+        }
+    }
+    qsort(t, N, sizeof(double), cmp_dbl);
+    *p10 = t[N / 10] * 1e6;
+    *med = t[N / 2] * 1e6;
+    if (o->hot) {
+        qsort(t + N, N, sizeof(double), cmp_dbl);
+        *hot10 = t[N + N / 10] * 1e6;
+    }
+    free(buf);
+    free(t);
+    return 0;
+}
+
 /* Best ms of a step (every layer) over `rounds` rounds of STEPS steps, and the best read bound
  * in GB/s measured between them. */
-static int run(const opts_t *o, mm_t *mm, int dtype, int n, double *ms, double *bound)
+static int run(const opts_t *o, mm_t *mm, int dtype, int n, double *ms, double *bound, double *hot)
 {
     const int B = o->B, L = o->L, NH = o->NH, HS = o->HS, C = NH * HS;
-    const int per_seq = (n + BS - 1) / BS, nblk = B * per_seq;
+    const int BS = o->bs, per_seq = (n + BS - 1) / BS, used = B * per_seq;
+    /* A pool of at least 128 MB, the sequences' blocks drawn from all of it (as a server's
+     * pool is larger than what a few sequences hold). */
+    const size_t bb = kv_cache_block_bytes(L, NH, HS, BS, dtype);
+    const int nblk = (size_t)used * bb >= ((size_t)128 << 20)
+                         ? used
+                         : (int)((((size_t)128 << 20) + bb - 1) / bb);
     kv_cache_t kv;
     int rc = kv_cache_init(&kv, L, NH, HS, BS, nblk, dtype);
     if (rc)
@@ -118,6 +187,24 @@ static int run(const opts_t *o, mm_t *mm, int dtype, int n, double *ms, double *
                             .block_table = tables};
     *ms = 1e30;
     *bound = 0;
+    if (o->calls) {
+        const attn_layer_t a = {.q = q,
+                                .k = k,
+                                .v = v,
+                                .ldq = (size_t)C,
+                                .ldkv = (size_t)C,
+                                .out = out,
+                                .ldo = (size_t)C,
+                                .NH = NH,
+                                .NKV = NH,
+                                .HS = HS,
+                                .scratch = scratch,
+                                .scratch_floats = sf,
+                                .threads = threads,
+                                .max_ctx = n};
+        rc = run_calls(o, mm, &kv, &b, &a, ms, bound, hot);
+        goto done;
+    }
     for (int r = 0; r < o->rounds; r++) {
         const double t0 = clock_now_sec();
         for (int st = 0; st < STEPS; st++)
@@ -187,7 +274,9 @@ int main(int argc, char **argv)
                 .shuffled = 1,
                 .ctx = {64, 256},
                 .nctx = 2,
-                .kv_dtypes = "f32,f16"};
+                .kv_dtypes = "f32,f16",
+                .calls = 0,
+                .bs = 16};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int *dst = !strcmp(a, "--batch")       ? &o.B
@@ -203,6 +292,14 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--ctx") && v) {
             o.nctx = parse_ints(v, o.ctx, 8);
             i++;
+        } else if (!strcmp(a, "--calls") && v) {
+            o.calls = atoi(v);
+            i++;
+        } else if (!strcmp(a, "--hot")) {
+            o.hot = 1;
+        } else if (!strcmp(a, "--block-size") && v) {
+            o.bs = atoi(v);
+            i++;
         } else if (!strcmp(a, "--kv-dtype") && v) {
             o.kv_dtypes = v;
             i++;
@@ -213,7 +310,7 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "usage: %s [--batch 32] [--ctx 64,256] [--kv-dtype f32,f16] [--rounds 5] "
                     "[--threads N] [--layers 12] [--heads 12] [--head-size 64] "
-                    "[--layout shuffled|seq]\n",
+                    "[--layout shuffled|seq] [--block-size 16] [--calls N [--hot]]\n",
                     argv[0]);
             return strcmp(a, "--help") ? 2 : 0; /* --help is not an error */
         }
@@ -222,9 +319,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "attn-bench: --kv-dtype wants f32, f16 or both: %s\n", o.kv_dtypes);
         return 2;
     }
-    if (o.nctx < 1 || o.B < 1 || o.L < 1 || o.NH < 1 || o.HS < 1 || o.rounds < 1) {
-        fprintf(stderr, "attn-bench: bad --ctx, --batch, --layers, --heads, --head-size or "
-                        "--rounds\n");
+    if (o.nctx < 1 || o.B < 1 || o.L < 1 || o.NH < 1 || o.HS < 1 || o.rounds < 1 || o.bs < 1 ||
+        o.bs > 4096 || o.calls < 0) {
+        fprintf(stderr, "attn-bench: bad --ctx, --batch, --layers, --heads, --head-size, "
+                        "--rounds, --block-size or --calls\n");
         return 2;
     }
     mm_t *mm;
@@ -235,10 +333,14 @@ int main(int argc, char **argv)
     }
     printf("decode attention: batch %d, %d layers, %d heads of %d, blocks of %d (%s), kernel "
            "%s, %d threads\n",
-           o.B, o.L, o.NH, o.HS, BS, o.shuffled ? "shuffled" : "seq",
+           o.B, o.L, o.NH, o.HS, o.bs, o.shuffled ? "shuffled" : "seq",
            mm_kernel_name(mm_get_kernel(mm)), pool_threads(mm_pool(mm)));
-    printf("%-4s %5s %10s %9s %11s %8s\n", "kv", "ctx", "K/V MB", "ms/step", "attn GB/s",
-           "of read");
+    if (o.calls)
+        printf("%-4s %5s %10s %9s %11s   (one layer's call, p10 over %d)\n", "kv", "ctx", "K/V MB",
+               "p10 us", "attn GB/s", o.calls * o.L);
+    else
+        printf("%-4s %5s %10s %9s %11s %8s\n", "kv", "ctx", "K/V MB", "ms/step", "attn GB/s",
+               "of read");
     static const struct {
         const char *name;
         int dtype, es;
@@ -248,11 +350,21 @@ int main(int argc, char **argv)
             continue;
         for (int c = 0; c < o.nctx; c++) {
             const int n = o.ctx[c];
-            double ms, bound;
-            if (run(&o, mm, DT[d].dtype, n, &ms, &bound)) {
+            double ms, bound, hot = 0;
+            if (run(&o, mm, DT[d].dtype, n, &ms, &bound, &hot)) {
                 fprintf(stderr, "attn-bench: no memory for the cache at context %d\n", n);
                 mm_free(mm);
                 return 1;
+            }
+            if (o.calls) { /* ms, bound: p10 and median us of a layer */
+                const double lb = (double)o.B * n * 2 * o.NH * o.HS * DT[d].es;
+                printf("%-4s %5d %10.2f %9.2f %11.1f %8s   (median %.2f us", DT[d].name, n,
+                       lb / 1e6, ms, lb / (ms * 1e-6) / 1e9, "", bound);
+                if (o.hot)
+                    printf(", hot p10 %.2f us", hot);
+                printf(")\n");
+                fflush(stdout);
+                continue;
             }
             const double bytes = (double)o.B * n * o.L * 2 * o.NH * o.HS * DT[d].es;
             const double gbs = bytes / (ms * 1e-3) / 1e9;

@@ -114,11 +114,12 @@ VEC_AVX512_INLINE __m512 load16(const char *p, int f16)
  * q + (i nq + r) qs, its scores into sc + (i nq + r) ld) against keys [0, n) of s (head i's
  * panels hk bytes after head 0's in each block): tiles of up to RM rows by NG groups, the
  * groups [g0, g0 + NG) of every head before the next NG, so a decode token reads the keys of
- * its heads block by block, each block's heads one run. stream: the rows read this context
- * once (a decode token): while a tile is computed, ask for the keys of the tile computed next
- * (the next head's panels of the same blocks, adjacent to these: so each group of a tile is a
- * stream through its block's keys), and during the last tile for the first block's values
- * (v0: the pass over V that follows starts on lines already asked for). */
+ * its heads block by block, each block's heads one run, NG blocks side by side: streams the
+ * hardware prefetcher follows. stream: the rows read this context once (a decode token, over
+ * the cache itself: head i's values also hk bytes after head 0's): while a tile is computed,
+ * ask for the values of its groups (the same blocks and head) to be brought to L2, so the
+ * reads of V are in flight with those of K. (Asking instead for the keys of the tile computed
+ * next, as this did before, was slower: see docs/performance.md.) */
 typedef struct score_rows {
     const kv_src_t *s;
     size_t hk;
@@ -128,9 +129,6 @@ typedef struct score_rows {
     float *sc;
     size_t ld;
     int stream;
-    const char *v0; /* stream: the first block's values (or NULL), vrun bytes of them, laid out
-                     * as hk-byte panels (a block of the cache itself) */
-    size_t vrun;
 } score_rows_t;
 
 /* The scores of w's rows (attention_scores.c), tiles shaped for AVX2's 16 registers or

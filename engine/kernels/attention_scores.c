@@ -22,14 +22,16 @@
  * the block's values, memory of the same block, and are dropped; cnt = 0: a group repeated to
  * fill a tile, nothing stored). A tile is R rows (row r's query at q + r qs, its scores at
  * sc + r ld) against NG groups: R x NG x 16 chains, each from +0 over d in order, one FMA per d;
- * then scaled by 1 / sqrt(HS). pf (or NULL): NG panels of lines to ask for (the tile computed
- * next), a line of each per row of the panels read. */
+ * then scaled by 1 / sqrt(HS). pf (or NULL): the values of the NG groups (16 rows of HS values
+ * each, vst bytes of them per d), asked for to L2 a line at a time as the keys are read. */
 typedef struct score_tile {
     const float *q;
     size_t qs;
     float *sc;
     size_t ld;
     size_t kst;
+    size_t vst;
+    int vskip; /* pf: a line every vskip + 1 values of d (a line holds 64 / vst) */
     int HS;
     float scale;
 } score_tile_t;
@@ -47,11 +49,10 @@ VEC_AVX2_INLINE void tile_avx2(const int R, const int NG, const score_tile_t *t,
     const size_t kst = t->kst;
     for (int d = 0; d < t->HS; d++) {
         const size_t at = (size_t)d * kst;
-        if (pf)
+        if (pf && !(d & t->vskip))
 #pragma GCC unroll 8
             for (int g = 0; g < NG; g++)
-                if (pf[g])
-                    _mm_prefetch(pf[g] + at, _MM_HINT_T0);
+                _mm_prefetch(pf[g] + (size_t)d * t->vst, _MM_HINT_T1);
         __m256 x[4][2];
 #pragma GCC unroll 8
         for (int g = 0; g < NG; g++) {
@@ -101,11 +102,10 @@ VEC_AVX512_INLINE void tile_avx512(const int R, const int NG, const score_tile_t
     const size_t kst = t->kst;
     for (int d = 0; d < t->HS; d++) {
         const size_t at = (size_t)d * kst;
-        if (pf)
+        if (pf && !(d & t->vskip))
 #pragma GCC unroll 8
             for (int g = 0; g < NG; g++)
-                if (pf[g])
-                    _mm_prefetch(pf[g] + at, _MM_HINT_T0);
+                _mm_prefetch(pf[g] + (size_t)d * t->vst, _MM_HINT_T1);
         __m512 x[8];
 #pragma GCC unroll 8
         for (int g = 0; g < NG; g++)
@@ -178,31 +178,27 @@ static inline int score_groups(int BS, int n)
                           .kst = (size_t)s->kbs * es,                                              \
                           .HS = s->HS,                                                             \
                           .scale = 1.0f / sqrtf((float)s->HS)};                                    \
+        const size_t ves = s->vf16 ? sizeof(uint16_t) : sizeof(float);                             \
+        /* A group's values: its 16 rows of the block's V, 16 ves bytes of them per d. */          \
+        const int vpf = w->stream && s->kbs == s->BS && s->BS % 16 == 0;                           \
+        t.vst = 16 * ves;                                                                          \
+        t.vskip = (int)(64 / t.vst) - 1;                                                           \
         const int tiles = (ng + NG - 1) / NG * w->nh;                                              \
         for (int ti = 0; ti < tiles; ti++) {                                                       \
             const int g0 = ti / w->nh * NG, i = ti % w->nh;                                        \
             const char *k[8] = {0}, *pf[8] = {0};                                                  \
             int j[8] = {0}, cnt[8] = {0};                                                          \
             tile_groups(s, es, w->n, ng, g0, NG, k, j, cnt);                                       \
-            for (int g = 0; g < NG; g++)                                                           \
+            for (int g = 0; g < NG; g++) {                                                         \
                 k[g] += (size_t)i * w->hk;                                                         \
-            const int tn = ti + 1;                                                                 \
-            if (w->stream && tn < tiles) {                                                         \
-                int jn[8], cn[8];                                                                  \
-                tile_groups(s, es, w->n, ng, tn / w->nh * NG, NG, pf, jn, cn);                     \
-                for (int g = 0; g < NG; g++)                                                       \
-                    pf[g] = cn[g] ? pf[g] + (size_t)(tn % w->nh) * w->hk : NULL;                   \
-            } else if (w->v0) {                                                                    \
-                /* Past the keys: the first values, a tile's prefetch covering hk bytes per        \
-                 * group. */                                                                       \
-                for (int g = 0; g < NG; g++) {                                                     \
-                    const size_t off = ((size_t)(tn - tiles) * NG + (size_t)g) * w->hk;            \
-                    pf[g] = off < w->vrun ? w->v0 + off : NULL;                                    \
-                }                                                                                  \
+                /* (a repeated group asks for the first one's lines again) */                      \
+                if (vpf)                                                                           \
+                    pf[g] = s->v + src_vblock(s, j[g] / s->BS) + (size_t)i * w->hk +               \
+                            (size_t)(j[g] % s->BS) * s->HS * ves;                                  \
             }                                                                                      \
             for (int r0 = 0; r0 < w->nq; r0 += RM) {                                               \
                 const int R = w->nq - r0 < RM ? w->nq - r0 : RM;                                   \
-                const char *const *p = w->stream && r0 == 0 ? pf : NULL;                           \
+                const char *const *p = vpf && r0 == 0 ? pf : NULL;                                 \
                 t.q = w->q + (size_t)(i * w->nq + r0) * w->qs;                                     \
                 t.sc = w->sc + (size_t)(i * w->nq + r0) * w->ld;                                   \
                 if (R == RM)                                                                       \

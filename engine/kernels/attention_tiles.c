@@ -536,9 +536,7 @@ VEC_AVX2_INLINE void attend_dec_t(const vec_ops_t *ops, const attn_dec_t *d, con
                              .qs = (size_t)HS,
                              .sc = d->sc,
                              .ld = d->ld,
-                             .stream = 1,
-                             .v0 = s->kbs == s->BS ? s->v + src_vblock(s, 0) : NULL,
-                             .vrun = (size_t)d->nkv * d->hstride};
+                             .stream = 1};
     if (regs32)
         scores_avx512(&sr);
     else
