@@ -247,16 +247,15 @@ TILE_WD(6)
     TILE_FN(V, NAME, 1, 1)                                                                         \
     TILE_FN(V, NAME, 1, 2)                                                                         \
     TILE_FN(V, NAME, 1, 3)                                                                         \
-    TILE_FN(V, NAME, 1, 4)                                                                         \
-    TILE_FN(V, NAME, 2, 1)                                                                         \
-    TILE_FN(V, NAME, 2, 2) TILE_FN(V, NAME, 3, 1) TILE_FN(V, NAME, 4, 1) TILE_FN(V, NAME, 5, 1)    \
-        TILE_FN(V, NAME, 6, 1) static void (*const NAME[6][4])(const mm_q8_tile_t *) = {           \
-            {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                                      \
-            {NAME##_2_1, NAME##_2_2},                                                              \
-            {NAME##_3_1},                                                                          \
-            {NAME##_4_1},                                                                          \
-            {NAME##_5_1},                                                                          \
-            {NAME##_6_1}};
+    TILE_FN(V, NAME, 1, 4) TILE_FN(V, NAME, 2, 1) TILE_FN(V, NAME, 2, 2) TILE_FN(V, NAME, 3, 1)    \
+        TILE_FN(V, NAME, 4, 1) TILE_FN(V, NAME, 5, 1)                                              \
+            TILE_FN(V, NAME, 6, 1) static void (*const NAME[6][4])(const mm_q8_tile_t *) = {       \
+                {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                                  \
+                {NAME##_2_1, NAME##_2_2},                                                          \
+                {NAME##_3_1},                                                                      \
+                {NAME##_4_1},                                                                      \
+                {NAME##_5_1},                                                                      \
+                {NAME##_6_1}};
 
 TILE_FNS(0, tile_plain)
 TILE_FNS(1, tile_vnni)
@@ -264,7 +263,7 @@ TILE_FNS(1, tile_vnni)
 void mm_q8_tile_avx2(const mm_q8_tile_t *t)
 {
     static void (*const wd[4])(const mm_q8_tile_t *) = {tile_wd_3, tile_wd_4, tile_wd_5, tile_wd_6};
-    if (t->mr >= 3)
+    if (t->mr >= 3 && t->x16)
         wd[t->mr - 3](t);
     else
         tile_plain[t->mr - 1][t->np - 1](t);
