@@ -45,7 +45,7 @@ int mm_q8_form_supported(int form)
 
 int mm_q8_mr(int form)
 {
-    return form == MM_Q8_AVX512 || form == MM_Q8_AVX512_VNNI ? 8 : form == MM_Q8_AVX2 ? 4 : 6;
+    return form == MM_Q8_AVX512 || form == MM_Q8_AVX512_VNNI ? 8 : 6;
 }
 
 /* One and two rows span more panels, so a tile has enough independent chains (and enough
@@ -77,7 +77,7 @@ mm_q8_tile_fn mm_q8_tile_for(int form)
 
 /* ---- X ---- */
 
-int mm_q8_x_reserve(mm_q8_x_t *qx, int M, int K)
+int mm_q8_x_reserve(mm_q8_x_t *qx, int M, int K, int wide)
 {
     const int nb = (K + MM_Q8_KB - 1) / MM_Q8_KB;
     /* Rows on whole cache lines, plus one when that is a multiple of 4 KiB (rows in the same
@@ -93,6 +93,14 @@ int mm_q8_x_reserve(mm_q8_x_t *qx, int M, int K)
         free(qx->q);
         qx->q = p;
         qx->q_bytes = qb;
+    }
+    if (wide && qb * sizeof(int16_t) > qx->q16_bytes) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, qb * sizeof(int16_t)))
+            return -ENOMEM;
+        free(qx->q16);
+        qx->q16 = p;
+        qx->q16_bytes = qb * sizeof(int16_t);
     }
     if (sc > qx->s_count) {
         float *s = malloc(sc * sizeof(float));
@@ -110,6 +118,7 @@ int mm_q8_x_reserve(mm_q8_x_t *qx, int M, int K)
     }
     qx->ldq = ldq;
     qx->nb = nb;
+    qx->wide = wide;
     return 0;
 }
 
@@ -118,6 +127,7 @@ void mm_q8_x_free(mm_q8_x_t *qx)
     if (!qx)
         return;
     free(qx->q);
+    free(qx->q16);
     free(qx->s);
     free(qx->sum);
     memset(qx, 0, sizeof(*qx));
@@ -199,8 +209,9 @@ void mm_q8_range(const mm_q8_job_t *j, int p0, int p1)
                       .wstride = (ptrdiff_t)panel_bytes,
                       .ldy = j->ldy};
     int mc_max = j->M;
-    if (j->M > MR && (size_t)j->M * qx->ldq > Q8_XBLOCK) {
-        mc_max = (int)(Q8_XBLOCK / qx->ldq) / MR * MR;
+    const size_t row_bytes = qx->ldq * (qx->wide ? sizeof(int16_t) : 1);
+    if (j->M > MR && (size_t)j->M * row_bytes > Q8_XBLOCK) {
+        mc_max = (int)(Q8_XBLOCK / row_bytes) / MR * MR;
         mc_max = mc_max < MR ? MR : mc_max;
     }
     for (int m0 = 0; m0 < j->M; m0 += mc_max) {
@@ -229,6 +240,7 @@ void mm_q8_range(const mm_q8_job_t *j, int p0, int p1)
                     pool_split(mc, nb, b, &r0, &r1);
                     const size_t row = (size_t)(m0 + r0);
                     t.x = qx->q + row * qx->ldq + k0;
+                    t.x16 = qx->wide ? qx->q16 + row * qx->ldq + k0 : NULL;
                     t.xs = qx->s + row * (size_t)qx->nb + kb;
                     t.xsum = qx->sum + row * (size_t)qx->nb + kb;
                     t.y = j->y + row * j->ldy + n0;

@@ -20,7 +20,10 @@
  * tile subtracts 128 * sum_k qx[k] (kept per row and block beside the scales); without it
  * (AVX2, or AVX-512 without VNNI) the weight bytes are flipped back to signed (xor 0x80) and
  * multiplied as |qx| times qw with the sign of qx (VPSIGNB, VPMADDUBSW, VPMADDWD), so the
- * 16-bit pair sums stay below 2 * 127 * 127 and never saturate.
+ * 16-bit pair sums stay below 2 * 127 * 127 and never saturate. AVX2 without VNNI does that
+ * for one and two rows only; from three rows on it multiplies 16-bit values (VPMADDWD: the
+ * weight bytes zero-extended, X kept as 16-bit values too, in q16) and subtracts 128 *
+ * sum_k qx[k] as VNNI does.
  */
 #ifndef NANO_VLLM_MATMUL_Q8_H
 #define NANO_VLLM_MATMUL_Q8_H
@@ -35,7 +38,7 @@
 /* How a kernel multiplies W8A8 weights (mm_q8_form_supported says which this CPU runs). */
 enum mm_q8_form {
     MM_Q8_GENERIC = 0,
-    MM_Q8_AVX2,        /* VPMADDUBSW + VPMADDWD, 6 x 16 tiles */
+    MM_Q8_AVX2,        /* VPMADDUBSW + VPMADDWD to 2 rows, VPMADDWD 6 x 16 from 3 */
     MM_Q8_AVX2_VNNI,   /* AVX-VNNI VPDPBUSD on ymm */
     MM_Q8_AVX512,      /* VPMADDUBSW + VPMADDWD on zmm */
     MM_Q8_AVX512_VNNI, /* AVX512-VNNI VPDPBUSD */
@@ -47,14 +50,18 @@ typedef struct mm_q8_x {
     int8_t *q;    /* rows ldq bytes apart, zeros past K up to a multiple of 4; 64-byte aligned */
     float *s;     /* per row, nb scales (rows nb apart) */
     int32_t *sum; /* per row, nb sums of q, laid out as s */
+    int16_t *q16; /* MM_Q8_AVX2 (wide): q as 16-bit values, rows ldq values apart; else NULL */
     size_t ldq;
     int nb;                  /* blocks of K: ceil(K / MM_Q8_KB) */
+    int wide;                /* q16 in use */
     size_t q_bytes, s_count; /* capacities */
+    size_t q16_bytes;
 } mm_q8_x_t;
 
 /* One tile: Y[mr, nc] (+)= block of X · block of W for np panels, as described above. */
 typedef struct mm_q8_tile {
     const int8_t *x;     /* row 0 at the block's first K value */
+    const int16_t *x16;  /* the same in qx->q16 (wide), rows ldx values apart; or NULL */
     size_t ldx;          /* bytes */
     const float *xs;     /* row 0's scale of this block; rows xstride apart */
     const int32_t *xsum; /* row 0's sum of this block, laid out as xs */
@@ -100,8 +107,9 @@ void mm_q8_quantize_avx512(mm_q8_x_t *qx, int m0, int m1, int K, const float *x,
 void mm_q8_block_scale(uint32_t amax_bits, float *scale, float *inv);
 int8_t mm_q8_value(float x, float inv);
 
-/* Grows qx for M rows of K (kept); 0 or -ENOMEM (qx unchanged). */
-int mm_q8_x_reserve(mm_q8_x_t *qx, int M, int K);
+/* Grows qx for M rows of K (kept), with q16 when wide (the form MM_Q8_AVX2); 0 or -ENOMEM
+ * (qx unchanged). */
+int mm_q8_x_reserve(mm_q8_x_t *qx, int M, int K, int wide);
 void mm_q8_x_free(mm_q8_x_t *qx);
 
 /* A product's shared description for mm_q8_range. */

@@ -1,4 +1,4 @@
-/* matmul_q8_avx2.c - the AVX2 W8A8 tiles (matmul_q8.h): up to 6 rows (4 without VNNI) x 16
+/* matmul_q8_avx2.c - the AVX2 W8A8 tiles (matmul_q8.h): up to 6 rows x 16
  * columns, 1 x 64 and 2 x 32, int32 sums per 8 columns in one ymm; and the AVX2 quantizer.
  *
  * Per group of four K values: a panel's 64-byte row as two ymm (columns 0-7 and 8-15, four
@@ -6,7 +6,8 @@
  * (VEX) per row and vector adds the four products of unsigned weight bytes and signed X, and
  * the tile subtracts 128 times the row's sum of X for the weights' offset. Without it: the
  * weight bytes made signed (xor 0x80), VPSIGNB by X, VPMADDUBSW with |X| (pair sums at most
- * 2 * 127 * 127: no saturation) and VPMADDWD by ones into int32. VPDPBUSD is written as
+ * 2 * 127 * 127: no saturation) and VPMADDWD by ones into int32, for one and two rows; from
+ * three rows on, tile_wd (16-bit values, no VPSIGNB: see there). VPDPBUSD is written as
  * inline assembly so no function here carries the AVX-VNNI target (a compiler may fuse
  * VPMADDWD + VPADDD into VPDPWSSD where it is allowed, which the other form must not
  * contain). matmul.c picks these tiles only after checking the CPU.
@@ -22,6 +23,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 
 #define ISA "avx2,fma,f16c"
+
 #define INLINE static inline __attribute__((always_inline, target(ISA)))
 
 INLINE __m256i tail_mask(int n)
@@ -132,6 +134,109 @@ INLINE void tile_body(const mm_q8_tile_t *t, const int MR, const int NP, const i
 #undef FINISH
 }
 
+/* The form without VNNI from 3 rows on: VPMADDWD on 16-bit values, no VPSIGNB (which takes
+ * the same two ports as the multiplies on the AMD EPYC measured, so the 4 x 16 tile's 24 VPSIGNB,
+ * VPMADDUBSW and VPMADDWD of a group took 12 cycles or more against 6 for 12 VPMADDWD here). Per
+ * half panel (8 columns) and group of four K values, the weight bytes zero-extended to two ymm of
+ * 16 bits (columns 4c..4c+3, four values each) and per row its four 16-bit values (q16, written by
+ * the quantizer) broadcast; one VPMADDWD per row and ymm sums pairs of K, so lanes 2c and 2c + 1
+ * hold column c's two halves, added by VPHADDD at the end. The unsigned weights (offset 128) are
+ * corrected by 128 times the row's sum of X, as with VNNI; every sum is exact (at most 256 * 127 *
+ * 255 < 2^24), so the results are the other forms' bits. */
+#define HROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+INLINE void tile_wd_body(const mm_q8_tile_t *t, const int MR)
+{
+    const ptrdiff_t ld = (ptrdiff_t)(t->ldx * sizeof(int16_t));
+    for (int h = 0; h < 2 && 8 * h < t->nc; h++) {
+        const int full = t->nc >= 8 * h + 8;
+#define START(i) __m256i b##i##_0 = _mm256_setzero_si256(), b##i##_1 = _mm256_setzero_si256();
+        HROWS(START)
+#undef START
+        const uint8_t *w = t->w + 32 * h;
+        const char *pf = t->pf + 32 * h;
+        const ptrdiff_t pfstep = t->pfstep;
+        const int16_t *x = t->x16;
+        for (int g = 0; g < t->kc / 4; g++) {
+            _mm_prefetch(pf, _MM_HINT_T0);
+            /* Written out: the compiler spills the sums of six rows otherwise. */
+#define WD_ROW(addr, a, b)                                                                         \
+    "vpbroadcastq " addr ", %%ymm14\n\t"                                                           \
+    "vpmaddwd %%ymm14, %%ymm12, %%ymm15\n\t"                                                       \
+    "vpaddd %%ymm15, %" #a ", %" #a "\n\t"                                                         \
+    "vpmaddwd %%ymm14, %%ymm13, %%ymm15\n\t"                                                       \
+    "vpaddd %%ymm15, %" #b ", %" #b "\n\t"
+#define R0 WD_ROW("(%[x])", 0, 1)
+#define R1 WD_ROW("(%[x], %[ld])", 2, 3)
+#define R2 WD_ROW("(%[x], %[ld], 2)", 4, 5)
+#define R3 WD_ROW("(%[x3])", 6, 7)
+#define R4 WD_ROW("(%[x3], %[ld])", 8, 9)
+#define R5 WD_ROW("(%[x3], %[ld], 2)", 10, 11)
+#define WD_ASM(ROWS)                                                                               \
+    __asm__("vpmovzxbw (%[w]), %%ymm12\n\t"                                                        \
+            "vpmovzxbw 16(%[w]), %%ymm13\n\t" ROWS                                                 \
+            : "+x"(b0_0), "+x"(b0_1), "+x"(b1_0), "+x"(b1_1), "+x"(b2_0), "+x"(b2_1), "+x"(b3_0),  \
+              "+x"(b3_1), "+x"(b4_0), "+x"(b4_1), "+x"(b5_0), "+x"(b5_1)                           \
+            : [w] "r"(w), [x] "r"(x), [x3] "r"(x + 3 * t->ldx), [ld] "r"(ld)                       \
+            : "xmm12", "xmm13", "xmm14", "xmm15")
+            if (MR == 6)
+                WD_ASM(R0 R1 R2 R3 R4 R5);
+            else if (MR == 5)
+                WD_ASM(R0 R1 R2 R3 R4);
+            else if (MR == 4)
+                WD_ASM(R0 R1 R2 R3);
+            else
+                WD_ASM(R0 R1 R2);
+#undef R0
+#undef R1
+#undef R2
+#undef R3
+#undef R4
+#undef R5
+#undef WD_ASM
+#undef WD_ROW
+            x += 4;
+            w += 4 * MM_NR;
+            pf += pfstep;
+        }
+#define FINISH(i)                                                                                  \
+    if (MR > (i)) {                                                                                \
+        const __m256i mk = tail_mask(t->nc - 8 * h);                                               \
+        float *yr = t->y + (size_t)(i)*t->ldy + 8 * h;                                             \
+        __m256 val = _mm256_setzero_ps();                                                          \
+        if (t->load_y)                                                                             \
+            val = full ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, mk);                         \
+        if (t->bias) {                                                                             \
+            const float *br = t->bias + 8 * h;                                                     \
+            __m256 bv = full ? _mm256_loadu_ps(br) : _mm256_maskload_ps(br, mk);                   \
+            val = t->load_y ? _mm256_add_ps(bv, val) : bv;                                         \
+        }                                                                                          \
+        __m256i d = _mm256_permute4x64_epi64(_mm256_hadd_epi32(b##i##_0, b##i##_1), 0xd8);         \
+        d = _mm256_sub_epi32(d, _mm256_set1_epi32(128 * t->xsum[(size_t)(i)*t->xstride]));         \
+        __m256 f =                                                                                 \
+            _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(t->xs[(size_t)(i)*t->xstride]));   \
+        val = _mm256_fmadd_ps(f, _mm256_loadu_ps(t->scale + 8 * h), val);                          \
+        if (t->gelu)                                                                               \
+            val = vm_gelu8(val);                                                                   \
+        if (full)                                                                                  \
+            _mm256_storeu_ps(yr, val);                                                             \
+        else                                                                                       \
+            _mm256_maskstore_ps(yr, mk, val);                                                      \
+    }
+        HROWS(FINISH)
+#undef FINISH
+    }
+}
+
+#define TILE_WD(R)                                                                                 \
+    __attribute__((target(ISA))) static void tile_wd_##R(const mm_q8_tile_t *t)                    \
+    {                                                                                              \
+        tile_wd_body(t, R);                                                                        \
+    }
+TILE_WD(3)
+TILE_WD(4)
+TILE_WD(5)
+TILE_WD(6)
+
 /* Tiles of MR rows and NP panels (mm_q8_np); NULL past that. */
 #define TILE_FN(V, NAME, R, P)                                                                     \
     __attribute__((target(ISA))) static void NAME##_##R##_##P(const mm_q8_tile_t *t)               \
@@ -157,7 +262,11 @@ TILE_FNS(1, tile_vnni)
 
 void mm_q8_tile_avx2(const mm_q8_tile_t *t)
 {
-    tile_plain[t->mr - 1][t->np - 1](t);
+    static void (*const wd[4])(const mm_q8_tile_t *) = {tile_wd_3, tile_wd_4, tile_wd_5, tile_wd_6};
+    if (t->mr >= 3 && t->x16)
+        wd[t->mr - 3](t);
+    else
+        tile_plain[t->mr - 1][t->np - 1](t);
 }
 
 void mm_q8_tile_avx2_vnni(const mm_q8_tile_t *t)
@@ -222,6 +331,10 @@ __attribute__((target(ISA))) void mm_q8_quantize_avx2(mm_q8_x_t *qx, int m0, int
         }
         for (int k = K; k < (K + 3) / 4 * 4; k++)
             q[k] = 0;
+        if (qx->wide) /* the row as 16-bit values, through the zeros past K */
+            for (int k = 0; k < K; k += 16)
+                _mm256_store_si256((__m256i *)(qx->q16 + (size_t)m * qx->ldq + k),
+                                   _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + k))));
     }
 }
 
