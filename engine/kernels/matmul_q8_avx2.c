@@ -156,9 +156,12 @@ INLINE void tile_wd_body(const mm_q8_tile_t *t, const int MR)
         const char *pf = t->pf + 32 * h;
         const ptrdiff_t pfstep = t->pfstep;
         const int16_t *x = t->x16;
-        for (int g = 0; g < t->kc / 4; g++) {
+        const ptrdiff_t x3 = 3 * (ptrdiff_t)t->ldx; /* locals: the clobber below spares them */
+        const int groups = t->kc / 4;
+        for (int g = 0; g < groups; g++) {
             _mm_prefetch(pf, _MM_HINT_T0);
-            /* Written out: the compiler spills the sums of six rows otherwise. */
+            /* Written out: the compiler spills the sums of six rows otherwise. It reads W and X
+             * through the pointers: hence the memory clobber. */
 #define WD_ROW(addr, a, b)                                                                         \
     "vpbroadcastq " addr ", %%ymm14\n\t"                                                           \
     "vpmaddwd %%ymm14, %%ymm12, %%ymm15\n\t"                                                       \
@@ -176,8 +179,8 @@ INLINE void tile_wd_body(const mm_q8_tile_t *t, const int MR)
             "vpmovzxbw 16(%[w]), %%ymm13\n\t" ROWS                                                 \
             : "+x"(b0_0), "+x"(b0_1), "+x"(b1_0), "+x"(b1_1), "+x"(b2_0), "+x"(b2_1), "+x"(b3_0),  \
               "+x"(b3_1), "+x"(b4_0), "+x"(b4_1), "+x"(b5_0), "+x"(b5_1)                           \
-            : [w] "r"(w), [x] "r"(x), [x3] "r"(x + 3 * t->ldx), [ld] "r"(ld)                       \
-            : "xmm12", "xmm13", "xmm14", "xmm15")
+            : [w] "r"(w), [x] "r"(x), [x3] "r"(x + x3), [ld] "r"(ld)                       \
+            : "xmm12", "xmm13", "xmm14", "xmm15", "memory")
             if (MR == 6)
                 WD_ASM(R0 R1 R2 R3 R4 R5);
             else if (MR == 5)
