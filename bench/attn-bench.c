@@ -187,21 +187,21 @@ static int run(const opts_t *o, mm_t *mm, int dtype, int n, double *ms, double *
                             .block_table = tables};
     *ms = 1e30;
     *bound = 0;
+    attn_layer_t a = {.q = q,
+                      .k = k,
+                      .v = v,
+                      .ldq = (size_t)C,
+                      .ldkv = (size_t)C,
+                      .out = out,
+                      .ldo = (size_t)C,
+                      .NH = NH,
+                      .NKV = NH,
+                      .HS = HS,
+                      .scratch = scratch,
+                      .scratch_floats = sf,
+                      .threads = threads,
+                      .max_ctx = n};
     if (o->calls) {
-        const attn_layer_t a = {.q = q,
-                                .k = k,
-                                .v = v,
-                                .ldq = (size_t)C,
-                                .ldkv = (size_t)C,
-                                .out = out,
-                                .ldo = (size_t)C,
-                                .NH = NH,
-                                .NKV = NH,
-                                .HS = HS,
-                                .scratch = scratch,
-                                .scratch_floats = sf,
-                                .threads = threads,
-                                .max_ctx = n};
         rc = run_calls(o, mm, &kv, &b, &a, ms, bound, hot);
         goto done;
     }
@@ -209,21 +209,7 @@ static int run(const opts_t *o, mm_t *mm, int dtype, int n, double *ms, double *
         const double t0 = clock_now_sec();
         for (int st = 0; st < STEPS; st++)
             for (int l = 0; l < L; l++) {
-                const attn_layer_t a = {.q = q,
-                                        .k = k,
-                                        .v = v,
-                                        .ldq = (size_t)C,
-                                        .ldkv = (size_t)C,
-                                        .out = out,
-                                        .ldo = (size_t)C,
-                                        .NH = NH,
-                                        .NKV = NH,
-                                        .HS = HS,
-                                        .l = l,
-                                        .scratch = scratch,
-                                        .scratch_floats = sf,
-                                        .threads = threads,
-                                        .max_ctx = n};
+                a.l = l;
                 attn_forward(mm, &kv, &b, &a);
             }
         const double t = (clock_now_sec() - t0) / STEPS * 1e3;

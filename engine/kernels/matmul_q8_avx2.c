@@ -52,6 +52,31 @@ INLINE __m256i dot4(__m256i acc, __m256i w, __m256i ws, __m256i x, __m256i ax, i
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
+/* The epilogue of matmul_q8.h for row i, columns col..col+7 of the tile (d: their int32 sums,
+ * the weights' offset taken off; full: all eight are in the tile): start value, then
+ * fma((float)d * s_x, s_w, start). */
+INLINE void finish8(const mm_q8_tile_t *t, int i, int col, __m256i d, int full)
+{
+    const __m256i mk = tail_mask(t->nc - col);
+    float *yr = t->y + (size_t)i * t->ldy + col;
+    __m256 val = _mm256_setzero_ps();
+    if (t->load_y)
+        val = full ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, mk);
+    if (t->bias) {
+        const float *br = t->bias + col;
+        __m256 bv = full ? _mm256_loadu_ps(br) : _mm256_maskload_ps(br, mk);
+        val = t->load_y ? _mm256_add_ps(bv, val) : bv;
+    }
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(t->xs[(size_t)i * t->xstride]));
+    val = _mm256_fmadd_ps(f, _mm256_loadu_ps(t->scale + col), val);
+    if (t->gelu)
+        val = vm_gelu8(val);
+    if (full)
+        _mm256_storeu_ps(yr, val);
+    else
+        _mm256_maskstore_ps(yr, mk, val);
+}
+
 /* a<i>_<v>: row i, columns 8v..8v+7 of the tile (panel v / 2); code for rows MR <= i and
  * vectors 2 NP <= v is dropped (MR and NP are constants). */
 #define VECS(X, i) X(i, 0) X(i, 1) X(i, 2) X(i, 3) X(i, 4) X(i, 5) X(i, 6) X(i, 7)
@@ -104,31 +129,12 @@ INLINE void tile_body(const mm_q8_tile_t *t, const int MR, const int NP, const i
 #undef PANEL
 #undef ROWS_DOT
 #undef DOT
-    /* The epilogue of matmul_q8.h: start value, then fma((float)d * s_x, s_w, start). */
 #define FINISH(i, v)                                                                               \
     if (LIVE(i, v)) {                                                                              \
-        const __m256i mk = tail_mask(t->nc - 8 * (v));                                             \
-        float *yr = t->y + (size_t)(i)*t->ldy + 8 * (v);                                           \
-        __m256 val = _mm256_setzero_ps();                                                          \
-        if (t->load_y)                                                                             \
-            val = full ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, mk);                         \
-        if (t->bias) {                                                                             \
-            const float *br = t->bias + 8 * (v);                                                   \
-            __m256 bv = full ? _mm256_loadu_ps(br) : _mm256_maskload_ps(br, mk);                   \
-            val = t->load_y ? _mm256_add_ps(bv, val) : bv;                                         \
-        }                                                                                          \
         __m256i d = a##i##_##v;                                                                    \
         if (VNNI)                                                                                  \
             d = _mm256_sub_epi32(d, _mm256_set1_epi32(128 * t->xsum[(size_t)(i)*t->xstride]));     \
-        __m256 f =                                                                                 \
-            _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(t->xs[(size_t)(i)*t->xstride]));   \
-        val = _mm256_fmadd_ps(f, _mm256_loadu_ps(t->scale + 8 * (v)), val);                        \
-        if (t->gelu)                                                                               \
-            val = vm_gelu8(val);                                                                   \
-        if (full)                                                                                  \
-            _mm256_storeu_ps(yr, val);                                                             \
-        else                                                                                       \
-            _mm256_maskstore_ps(yr, mk, val);                                                      \
+        finish8(t, i, 8 * (v), d, full);                                                           \
     }
     GRID(FINISH)
 #undef FINISH
@@ -203,27 +209,9 @@ INLINE void tile_wd_body(const mm_q8_tile_t *t, const int MR)
         }
 #define FINISH(i)                                                                                  \
     if (MR > (i)) {                                                                                \
-        const __m256i mk = tail_mask(t->nc - 8 * h);                                               \
-        float *yr = t->y + (size_t)(i)*t->ldy + 8 * h;                                             \
-        __m256 val = _mm256_setzero_ps();                                                          \
-        if (t->load_y)                                                                             \
-            val = full ? _mm256_loadu_ps(yr) : _mm256_maskload_ps(yr, mk);                         \
-        if (t->bias) {                                                                             \
-            const float *br = t->bias + 8 * h;                                                     \
-            __m256 bv = full ? _mm256_loadu_ps(br) : _mm256_maskload_ps(br, mk);                   \
-            val = t->load_y ? _mm256_add_ps(bv, val) : bv;                                         \
-        }                                                                                          \
         __m256i d = _mm256_permute4x64_epi64(_mm256_hadd_epi32(b##i##_0, b##i##_1), 0xd8);         \
         d = _mm256_sub_epi32(d, _mm256_set1_epi32(128 * t->xsum[(size_t)(i)*t->xstride]));         \
-        __m256 f =                                                                                 \
-            _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(t->xs[(size_t)(i)*t->xstride]));   \
-        val = _mm256_fmadd_ps(f, _mm256_loadu_ps(t->scale + 8 * h), val);                          \
-        if (t->gelu)                                                                               \
-            val = vm_gelu8(val);                                                                   \
-        if (full)                                                                                  \
-            _mm256_storeu_ps(yr, val);                                                             \
-        else                                                                                       \
-            _mm256_maskstore_ps(yr, mk, val);                                                      \
+        finish8(t, i, 8 * h, d, full);                                                             \
     }
         HROWS(FINISH)
 #undef FINISH
