@@ -185,7 +185,7 @@ INLINE void tile_wd_body(const mm_q8_tile_t *t, const int MR)
             "vpmovzxbw 16(%[w]), %%ymm13\n\t" ROWS                                                 \
             : "+x"(b0_0), "+x"(b0_1), "+x"(b1_0), "+x"(b1_1), "+x"(b2_0), "+x"(b2_1), "+x"(b3_0),  \
               "+x"(b3_1), "+x"(b4_0), "+x"(b4_1), "+x"(b5_0), "+x"(b5_1)                           \
-            : [w] "r"(w), [x] "r"(x), [x3] "r"(x + x3), [ld] "r"(ld)                       \
+            : [w] "r"(w), [x] "r"(x), [x3] "r"(x + x3), [ld] "r"(ld)                               \
             : "xmm12", "xmm13", "xmm14", "xmm15", "memory")
             if (MR == 6)
                 WD_ASM(R0 R1 R2 R3 R4 R5);
