@@ -608,8 +608,7 @@ static void q8_quant_cb(void *arg, int part, int n)
 static int q8_prepare(mm_t *mm, int M, const float *x, size_t ldx, int K)
 {
     int rows = M;
-    /* The 16-bit copy of X only for the tiles of 3 rows or more that read it. */
-    while (rows > 0 && mm_q8_x_reserve(&mm->q8x, rows, K, mm->q8_form == MM_Q8_AVX2 && rows >= 3))
+    while (rows > 0 && mm_q8_x_reserve(&mm->q8x, rows, K, mm_q8_wide(mm->q8_form, rows)))
         rows /= 2;
     if (rows == 0)
         return 0;

@@ -48,6 +48,11 @@ int mm_q8_mr(int form)
     return form == MM_Q8_AVX512 || form == MM_Q8_AVX512_VNNI ? 8 : 6;
 }
 
+int mm_q8_wide(int form, int M)
+{
+    return form == MM_Q8_AVX2 && M >= MM_Q8_WIDE_MR;
+}
+
 /* One and two rows span more panels, so a tile has enough independent chains (and enough
  * bytes in flight) to keep up with memory, as the F32 tiles. */
 int mm_q8_np(int form, int mr)

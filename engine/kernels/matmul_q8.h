@@ -87,6 +87,10 @@ typedef void (*mm_q8_tile_fn)(const mm_q8_tile_t *t);
  * mm_q8_np(form, mr) panels. */
 int mm_q8_mr(int form);
 int mm_q8_np(int form, int mr);
+/* MM_Q8_AVX2 multiplies tiles of MM_Q8_WIDE_MR rows or more as 16-bit values, from q16.
+ * mm_q8_wide: whether a product of M rows in this form needs q16 (mm_q8_x_reserve's wide). */
+#define MM_Q8_WIDE_MR 3
+int mm_q8_wide(int form, int M);
 mm_q8_tile_fn mm_q8_tile_for(int form);
 void mm_q8_tile_generic(const mm_q8_tile_t *t);
 void mm_q8_tile_avx2(const mm_q8_tile_t *t);

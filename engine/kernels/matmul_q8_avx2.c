@@ -234,28 +234,41 @@ TILE_WD(6)
     {                                                                                              \
         tile_body(t, R, P, V);                                                                     \
     }
-#define TILE_FNS(V, NAME)                                                                          \
-    TILE_FN(V, NAME, 1, 1)                                                                         \
-    TILE_FN(V, NAME, 1, 2)                                                                         \
-    TILE_FN(V, NAME, 1, 3)                                                                         \
-    TILE_FN(V, NAME, 1, 4) TILE_FN(V, NAME, 2, 1) TILE_FN(V, NAME, 2, 2) TILE_FN(V, NAME, 3, 1)    \
-        TILE_FN(V, NAME, 4, 1) TILE_FN(V, NAME, 5, 1)                                              \
-            TILE_FN(V, NAME, 6, 1) static void (*const NAME[6][4])(const mm_q8_tile_t *) = {       \
-                {NAME##_1_1, NAME##_1_2, NAME##_1_3, NAME##_1_4},                                  \
-                {NAME##_2_1, NAME##_2_2},                                                          \
-                {NAME##_3_1},                                                                      \
-                {NAME##_4_1},                                                                      \
-                {NAME##_5_1},                                                                      \
-                {NAME##_6_1}};
+TILE_FN(0, tile_plain, 1, 1)
+TILE_FN(0, tile_plain, 1, 2)
+TILE_FN(0, tile_plain, 1, 3)
+TILE_FN(0, tile_plain, 1, 4)
+TILE_FN(0, tile_plain, 2, 1)
+TILE_FN(0, tile_plain, 2, 2)
+TILE_FN(1, tile_vnni, 1, 1)
+TILE_FN(1, tile_vnni, 1, 2)
+TILE_FN(1, tile_vnni, 1, 3)
+TILE_FN(1, tile_vnni, 1, 4)
+TILE_FN(1, tile_vnni, 2, 1)
+TILE_FN(1, tile_vnni, 2, 2)
+TILE_FN(1, tile_vnni, 3, 1)
+TILE_FN(1, tile_vnni, 4, 1)
+TILE_FN(1, tile_vnni, 5, 1)
+TILE_FN(1, tile_vnni, 6, 1)
 
-TILE_FNS(0, tile_plain)
-TILE_FNS(1, tile_vnni)
+/* Without VNNI: one and two rows here, MM_Q8_WIDE_MR rows and more in tile_wd. */
+static void (*const tile_plain[2][4])(const mm_q8_tile_t *) = {
+    {tile_plain_1_1, tile_plain_1_2, tile_plain_1_3, tile_plain_1_4},
+    {tile_plain_2_1, tile_plain_2_2}};
+static void (*const tile_wd[4])(const mm_q8_tile_t *) = {tile_wd_3, tile_wd_4, tile_wd_5,
+                                                         tile_wd_6};
+static void (*const tile_vnni[6][4])(const mm_q8_tile_t *) = {
+    {tile_vnni_1_1, tile_vnni_1_2, tile_vnni_1_3, tile_vnni_1_4},
+    {tile_vnni_2_1, tile_vnni_2_2},
+    {tile_vnni_3_1},
+    {tile_vnni_4_1},
+    {tile_vnni_5_1},
+    {tile_vnni_6_1}};
 
 void mm_q8_tile_avx2(const mm_q8_tile_t *t)
 {
-    static void (*const wd[4])(const mm_q8_tile_t *) = {tile_wd_3, tile_wd_4, tile_wd_5, tile_wd_6};
-    if (t->mr >= 3 && t->x16)
-        wd[t->mr - 3](t);
+    if (t->mr >= MM_Q8_WIDE_MR)
+        tile_wd[t->mr - MM_Q8_WIDE_MR](t);
     else
         tile_plain[t->mr - 1][t->np - 1](t);
 }
@@ -322,7 +335,7 @@ __attribute__((target(ISA))) void mm_q8_quantize_avx2(mm_q8_x_t *qx, int m0, int
         }
         for (int k = K; k < (K + 3) / 4 * 4; k++)
             q[k] = 0;
-        if (qx->wide) /* the row as 16-bit values, through the zeros past K */
+        if (qx->wide) /* the row as 16-bit values (past K's multiple of 4: never read) */
             for (int k = 0; k < K; k += 16)
                 _mm256_store_si256((__m256i *)(qx->q16 + (size_t)m * qx->ldq + k),
                                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + k))));
