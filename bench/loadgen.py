@@ -416,10 +416,9 @@ def run_lean(host, port, args, pid, next_id, on_mark=None):
 # The N-stream lean client's naps: at most LEAN_N_NAP, at least LEAN_N_MIN_NAP, and in between
 # until just after the predicted end of the stream nearest to its end (at its rate so far),
 # so that it wakes once or twice per request near each end and sends the next request a few
-# ms late at most. A stream is
-# read when LEAN_NAP (run_lean's nap) has passed since its last read, or near its end: a
-# read costs more than a nap (each is a system call on a virtual machine), so each is made
-# to take several events.
+# ms late at most. A stream is read when LEAN_NAP (run_lean's nap) has passed since its last
+# read, or near its end: a read costs more than a nap (each is a system call on a virtual
+# machine), so each is made to take several events.
 LEAN_N_NAP = 0.1
 LEAN_N_MIN_NAP = 0.005
 
@@ -433,9 +432,9 @@ def run_lean_n(host, port, conc, args, pid, next_id, on_mark=None):
     next request), so the server's sends wake nobody. A stream is read every LEAN_NAP, and
     from two events before its predicted end (at its own rate so far, about max_tokens + 2
     events) at every look; a nap lasts LEAN_N_NAP, or until just after the nearest predicted
-    end, or the next stream's first request during the ramp. The streams are parsed after the phase. The window is run_phase's: events (at
-    their read's time) in [w0, w1] = [warm-up, --duration]; requests in flight at its end run
-    to completion, none is sent after it. on_mark(name), if given, is called at "start"
+    end, or the next stream's first request during the ramp. The streams are parsed after the
+    phase. The window is run_phase's: events (at their read's time) in [w0, w1] = [warm-up,
+    --duration]; requests in flight at its end run to completion, none is sent after it. on_mark(name), if given, is called at "start"
     (before the first request), "w0", "w1" and "end" (after the last response); what it
     returns is kept in s["marks"]. Besides run_phase's figures: s["client_cpu"] is this
     thread's CPU seconds in the window, s["total_tokens"] the completion tokens (usage) of

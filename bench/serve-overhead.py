@@ -50,8 +50,8 @@ Printed per level:
   schedule/sample/handoff/idle  the scheduler thread's other seconds over wall seconds;
   loop cpu         the loop thread's CPU seconds over wall seconds (HTTP, JSON, SSE);
   client cpu       the client's CPU seconds over wall seconds (the lean clients: their
-                   thread's; the asyncio load generator: this process's): it runs on the same cores, so what
-                   it takes is taken from the server too;
+                   thread's; the asyncio load generator: this process's): it runs on the
+                   same cores, so what it takes is taken from the server too;
   rows/step, fwd ms/step  the server's own steps, against forward-bench's ms per step for
                    the same steps.
 Then for batch 1: milliseconds per generated token served, in the server's forward pass,
